@@ -1,0 +1,99 @@
+"""The envelope every event travels in: identity, type, version, time, correlation, producer.
+
+The envelope id doubles as the ``Nats-Msg-Id`` header, so JetStream drops re-publishes of one event.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from contracts.events import EVENT_TYPES, Event, FieldError
+
+E = TypeVar("E", bound=Event)
+
+
+class Envelope(BaseModel, Generic[E]):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: uuid.UUID
+    type: str
+    schema_version: Annotated[int, Field(ge=1)]
+    occurred_at: AwareDatetime
+    correlation_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    producer: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    data: E
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class EnvelopeError(ValueError):
+    """A message that is not a valid event; ``errors`` names each bad field."""
+
+    def __init__(self, reason: str, errors: list[FieldError]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.errors = errors
+
+
+def make_envelope(
+    data: E,
+    producer: str,
+    *,
+    correlation_id: str | None = None,
+    event_id: uuid.UUID | None = None,
+    occurred_at: datetime | None = None,
+) -> Envelope[E]:
+    eid = event_id or uuid.uuid4()
+    model: type[Envelope[E]] = Envelope[type(data)]  # type: ignore[misc,assignment]
+    return model(
+        id=eid,
+        type=data.TYPE,
+        schema_version=data.VERSION,
+        occurred_at=occurred_at or datetime.now(UTC),
+        correlation_id=correlation_id or str(eid),
+        producer=producer,
+        data=data,
+    )
+
+
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    return [
+        FieldError(loc=".".join(str(p) for p in err["loc"]) or "body", msg=err["msg"])
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def parse_envelope(raw: bytes | str, expected: type[E]) -> Envelope[E]:
+    """Decode and validate one message as an event of type ``expected``.
+
+    Raises :class:`EnvelopeError` with field-level reasons for invalid UTF-8 or JSON, a wrong event
+    type, an unknown schema version or any invalid field.
+    """
+    try:
+        doc: Any = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise EnvelopeError("body is not UTF-8", [FieldError(loc="body", msg=str(exc))]) from None
+    except json.JSONDecodeError as exc:
+        raise EnvelopeError("body is not JSON", [FieldError(loc="body", msg=exc.msg)]) from None
+    if not isinstance(doc, dict):
+        raise EnvelopeError("body is not a JSON object", [FieldError(loc="body", msg="object expected")])
+    if doc.get("type") != expected.TYPE:
+        known = doc.get("type") in EVENT_TYPES
+        msg = f"expected {expected.TYPE!r}, got {doc.get('type')!r}" + ("" if known else " (unknown)")
+        raise EnvelopeError("wrong event type", [FieldError(loc="type", msg=msg)])
+    version = doc.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > expected.VERSION:
+        raise EnvelopeError(
+            "unknown schema version",
+            [FieldError(loc="schema_version", msg=f"{version} is newer than {expected.VERSION}")],
+        )
+    try:
+        return Envelope[expected].model_validate(doc)  # type: ignore[valid-type]
+    except ValidationError as exc:
+        raise EnvelopeError("invalid event", _field_errors(exc)) from None

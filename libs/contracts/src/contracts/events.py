@@ -1,0 +1,308 @@
+"""The events of mailwarden. Each is the ``data`` of an :class:`~contracts.envelope.Envelope`.
+
+No event carries a plaintext secret: credentials travel only as :class:`SealedSecret` ciphertexts.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, StringConstraints
+
+from contracts import subjects
+from contracts.errors import ErrorCode
+from contracts.models import (
+    CredentialSource,
+    DeliveryMethod,
+    Direction,
+    DirectionResult,
+    EmailAddress,
+    Endpoint,
+    Frozen,
+    Identifier,
+    IncomingProtocol,
+    MailboxRef,
+    Owner,
+    Port,
+    SealedSecret,
+    ServerTarget,
+    TestStatus,
+)
+
+AlertLevel = Literal["error", "warning", "information"]
+Approval = Literal["pending", "approved", "rejected"]
+DEFAULT_ALERT_LEVELS: tuple[AlertLevel, ...] = ("error", "information")
+DEFAULT_ALLOWED_PORTS: tuple[int, ...] = (993, 995, 465, 587, 143, 110, 25)
+
+
+class Event(Frozen):
+    """Base of every event: its type name, subject and schema version are fixed per class."""
+
+    TYPE: ClassVar[str]
+    SUBJECT: ClassVar[str]
+    VERSION: ClassVar[int] = 1
+
+
+class SealedCredentials(Frozen):
+    """Login for each direction, each sealed to its owner (mailbox or profile) and direction."""
+
+    incoming: SealedSecret | None = None
+    outgoing: SealedSecret | None = None
+
+
+class AdvancedOptions(Frozen):
+    process_email_from: date | None = None
+    min_polling_interval_min: Annotated[int, Field(ge=0, le=1440)] = 0
+    max_concurrent_connections: Annotated[int, Field(ge=1, le=300)] = 10
+    move_failed_to_undeliverable: bool = False
+    connect_timeout_s: Annotated[float, Field(gt=0, le=100)] = 15.0
+    verify_tls: bool = True
+    tls_verification_exception: str | None = None
+    allow_plaintext_auth: bool = False
+    email_alert_on_majority_failure: bool = False
+
+
+class ProfileSnapshot(Frozen):
+    profile_id: Identifier
+    name: str
+    description: str = ""
+    owner: Owner
+    incoming_protocol: IncomingProtocol
+    incoming: Endpoint
+    outgoing: Endpoint
+    use_same_settings_for_outgoing: bool = False
+    credential_source: CredentialSource = CredentialSource.MAILBOX
+    sealed_credentials: SealedCredentials | None = None
+    is_default: bool = False
+    advanced: AdvancedOptions = AdvancedOptions()
+    version: int = 1
+    updated_at: datetime
+
+
+class ProfileCreated(Event):
+    TYPE: ClassVar[str] = "ProfileCreated"
+    SUBJECT: ClassVar[str] = subjects.PROFILE_CREATED
+    profile: ProfileSnapshot
+
+
+class ProfileUpdated(Event):
+    TYPE: ClassVar[str] = "ProfileUpdated"
+    SUBJECT: ClassVar[str] = subjects.PROFILE_UPDATED
+    profile: ProfileSnapshot
+
+
+class ProfileDeleted(Event):
+    TYPE: ClassVar[str] = "ProfileDeleted"
+    SUBJECT: ClassVar[str] = subjects.PROFILE_DELETED
+    profile_id: Identifier
+
+
+class SettingsSnapshot(Frozen):
+    default_profile_id: Identifier | None = None
+    incoming_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
+    outgoing_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
+    act_delivery: DeliveryMethod = DeliveryMethod.NONE
+    approved_users_only: bool = True
+    approved_queues_only: bool = True
+    alert_levels: list[AlertLevel] = Field(default_factory=lambda: list(DEFAULT_ALERT_LEVELS))
+    notify_mailbox_owner: bool = True
+    allowed_ports: list[Port] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_PORTS))
+    version: int = 0
+    updated_at: datetime | None = None
+
+
+class EmailSettingsChanged(Event):
+    TYPE: ClassVar[str] = "EmailSettingsChanged"
+    SUBJECT: ClassVar[str] = subjects.SETTINGS_CHANGED
+    settings: SettingsSnapshot
+
+
+class MailboxSnapshot(Frozen):
+    mailbox_id: Identifier
+    email: EmailAddress
+    owner: Owner
+    profile_id: Identifier | None = None
+    incoming_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
+    outgoing_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
+    act_delivery: DeliveryMethod = DeliveryMethod.NONE
+    approval: Approval = "pending"
+    active: bool = True
+    has_password: bool = False
+    version: int = 1
+    updated_at: datetime
+
+
+class MailboxCreated(Event):
+    TYPE: ClassVar[str] = "MailboxCreated"
+    SUBJECT: ClassVar[str] = subjects.MAILBOX_CREATED
+    mailbox: MailboxSnapshot
+
+
+class MailboxUpdated(Event):
+    TYPE: ClassVar[str] = "MailboxUpdated"
+    SUBJECT: ClassVar[str] = subjects.MAILBOX_UPDATED
+    mailbox: MailboxSnapshot
+
+
+class MailboxApproved(Event):
+    TYPE: ClassVar[str] = "MailboxApproved"
+    SUBJECT: ClassVar[str] = subjects.MAILBOX_APPROVED
+    mailbox_id: Identifier
+    email: EmailAddress
+    approved_at: datetime
+
+
+class TestRequested(Event):
+    """Ask a tester to check one mailbox. Carries everything needed, credentials sealed."""
+
+    TYPE: ClassVar[str] = "TestRequested"
+    SUBJECT: ClassVar[str] = subjects.TEST_REQUESTED
+    __test__: ClassVar[bool] = False  # not a pytest class
+
+    test_id: Identifier
+    mailbox: MailboxRef
+    target: ServerTarget
+    credential_source: CredentialSource = CredentialSource.MAILBOX
+    credentials: SealedCredentials | None = None
+    directions: list[Direction] = Field(
+        default_factory=lambda: [Direction.INCOMING, Direction.OUTGOING], min_length=1
+    )
+    smtp_mode: Literal["dry_run", "send"] = "dry_run"
+    allowed_ports: list[Port] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_PORTS))
+    attempt: Annotated[int, Field(ge=1)] = 1
+    job_id: Identifier | None = None
+    requested_at: datetime
+
+
+class TestCompleted(Event):
+    """The outcome of one test, per direction, with every step's trace."""
+
+    TYPE: ClassVar[str] = "TestCompleted"
+    SUBJECT: ClassVar[str] = subjects.TEST_COMPLETED
+    __test__: ClassVar[bool] = False
+
+    test_id: Identifier
+    mailbox: MailboxRef
+    attempt: int = 1
+    job_id: Identifier | None = None
+    incoming: DirectionResult | None = None
+    outgoing: DirectionResult | None = None
+    started_at: datetime
+    finished_at: datetime
+    tester: str
+
+    @property
+    def results(self) -> list[DirectionResult]:
+        return [r for r in (self.incoming, self.outgoing) if r is not None]
+
+    @property
+    def succeeded(self) -> bool:
+        return all(r.status is not TestStatus.FAILURE for r in self.results)
+
+
+class MailboxStatusChanged(Event):
+    """mailbox-svc's decision after a test: statuses, enabled flags, retry or disable."""
+
+    TYPE: ClassVar[str] = "MailboxStatusChanged"
+    SUBJECT: ClassVar[str] = subjects.MAILBOX_STATUS_CHANGED
+    mailbox: MailboxRef
+    test_id: Identifier | None = None
+    incoming_status: TestStatus
+    outgoing_status: TestStatus
+    act_status: TestStatus = TestStatus.NOT_APPLICABLE
+    enabled_incoming: bool
+    enabled_outgoing: bool
+    retry_count: int = 0
+    next_retry_at: datetime | None = None
+    disabled_reason: ErrorCode | None = None
+
+
+class AlertRaised(Event):
+    """One alert on one recipient's wall; published on that recipient's subject."""
+
+    TYPE: ClassVar[str] = "AlertRaised"
+    SUBJECT: ClassVar[str] = subjects.ALERTS
+    alert_id: str
+    recipient: Owner
+    level: AlertLevel
+    code: str
+    title: str
+    message: str
+    remediation: str = ""
+    mailbox_id: Identifier | None = None
+    mailbox_email: EmailAddress | None = None
+    profile_id: Identifier | None = None
+    test_id: Identifier | None = None
+    direction: Direction | None = None
+    state: Literal["open", "resolved"] = "open"
+    count: int = 1
+    affected_mailboxes: list[Identifier] = Field(default_factory=list)
+    first_seen: datetime
+    last_seen: datetime
+
+
+class FieldError(Frozen):
+    loc: str
+    msg: str
+
+
+class DeadLettered(Event):
+    """A message a consumer could not handle, kept with the reason so nothing is silently lost."""
+
+    TYPE: ClassVar[str] = "DeadLettered"
+    SUBJECT: ClassVar[str] = subjects.DEAD_LETTER
+    consumer: str
+    subject: str
+    stream_seq: int | None = None
+    deliveries: int = 1
+    reason: Annotated[str, StringConstraints(max_length=2000)]
+    errors: list[FieldError] = Field(default_factory=list)
+    body_b64: str
+    body_size: int
+    truncated: bool = False
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (
+        ProfileCreated,
+        ProfileUpdated,
+        ProfileDeleted,
+        EmailSettingsChanged,
+        MailboxCreated,
+        MailboxUpdated,
+        MailboxApproved,
+        TestRequested,
+        TestCompleted,
+        MailboxStatusChanged,
+        AlertRaised,
+        DeadLettered,
+    )
+}
+
+__all__ = [
+    "EVENT_TYPES",
+    "AdvancedOptions",
+    "AlertLevel",
+    "AlertRaised",
+    "Approval",
+    "DeadLettered",
+    "Direction",
+    "EmailSettingsChanged",
+    "Event",
+    "FieldError",
+    "MailboxApproved",
+    "MailboxCreated",
+    "MailboxSnapshot",
+    "MailboxStatusChanged",
+    "MailboxUpdated",
+    "ProfileCreated",
+    "ProfileDeleted",
+    "ProfileSnapshot",
+    "ProfileUpdated",
+    "SealedCredentials",
+    "SettingsSnapshot",
+    "TestCompleted",
+    "TestRequested",
+]

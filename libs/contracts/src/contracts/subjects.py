@@ -1,0 +1,66 @@
+"""Subject and stream names: every event lives under one prefix, grouped into streams by domain."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PREFIX = "mailwarden"
+
+PROFILE_CREATED = f"{PREFIX}.profile.created"
+PROFILE_UPDATED = f"{PREFIX}.profile.updated"
+PROFILE_DELETED = f"{PREFIX}.profile.deleted"
+SETTINGS_CHANGED = f"{PREFIX}.settings.changed"
+MAILBOX_CREATED = f"{PREFIX}.mailbox.created"
+MAILBOX_UPDATED = f"{PREFIX}.mailbox.updated"
+MAILBOX_APPROVED = f"{PREFIX}.mailbox.approved"
+MAILBOX_STATUS_CHANGED = f"{PREFIX}.mailbox.status_changed"
+TEST_REQUESTED = f"{PREFIX}.test.requested"
+TEST_COMPLETED = f"{PREFIX}.test.completed"
+ALERTS = f"{PREFIX}.alerts"
+DEAD_LETTER = f"{PREFIX}.dlq"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def is_subject_token(value: str) -> bool:
+    """True when ``value`` can stand as one token of a NATS subject (no dots, spaces or wildcards)."""
+    return bool(_TOKEN.match(value))
+
+
+def alert_subject(recipient_kind: str, recipient_id: str, level: str) -> str:
+    """Per-recipient alert subject: ``mailwarden.alerts.<kind>.<id>.<level>``.
+
+    Subscribe to ``mailwarden.alerts.user.u42.>`` for one owner, or ``mailwarden.alerts.*.*.error``
+    for every error alert.
+    """
+    for token in (recipient_kind, recipient_id, level):
+        if not is_subject_token(token):
+            raise ValueError(f"not a subject token: {token!r}")
+    return f"{ALERTS}.{recipient_kind}.{recipient_id}.{level}"
+
+
+def dead_letter_subject(consumer: str) -> str:
+    """Where a consumer parks the messages it cannot handle."""
+    return f"{DEAD_LETTER}.{consumer}"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A JetStream stream the system relies on; created (or checked) by every service at start."""
+
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec(
+        "MW_CONFIG",
+        (f"{PREFIX}.profile.>", f"{PREFIX}.settings.>", f"{PREFIX}.mailbox.>"),
+        "Profile, settings and mailbox changes",
+    ),
+    StreamSpec("MW_TESTS", (f"{PREFIX}.test.>",), "Test requests and results"),
+    StreamSpec("MW_ALERTS", (f"{ALERTS}.>",), "Alerts, one subject per recipient"),
+    StreamSpec("MW_DLQ", (f"{DEAD_LETTER}.>",), "Messages a consumer could not handle"),
+)

@@ -1,0 +1,87 @@
+"""Free-port allocation and readiness polling for locally started servers."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailwarden_servers.process import ManagedProcess
+
+__all__ = ["ServerStartError", "free_port", "log_tail", "wait_port"]
+
+LOCALHOST = "127.0.0.1"
+
+
+class ServerStartError(RuntimeError):
+    """A server process died or never became ready; the message carries its log tail."""
+
+
+def free_port(host: str = LOCALHOST) -> int:
+    """Return a port the OS just handed out, so parallel runs do not collide on fixed ports."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def log_tail(path: Path | None, lines: int = 30) -> str:
+    """Last lines of a log file, so start-up failures explain themselves."""
+    if path is None:
+        return ""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _exit_code(proc: ManagedProcess | subprocess.Popen[Any] | None) -> int | None:
+    if proc is None:
+        return None
+    return proc.poll()
+
+
+def describe_exit(
+    proc: ManagedProcess | subprocess.Popen[Any], what: str, log_path: Path | None = None
+) -> str:
+    """Build the fail-fast message for a process that exited while we waited on it."""
+    path = log_path if log_path is not None else getattr(proc, "log_path", None)
+    tail = log_tail(path)
+    msg = f"{what} exited with code {proc.poll()} before it became ready"
+    if path is not None:
+        msg += f" (log: {path})"
+    if tail:
+        msg += "\n--- log tail ---\n" + tail
+    return msg
+
+
+def wait_port(
+    host: str,
+    port: int,
+    proc: ManagedProcess | subprocess.Popen[Any] | None = None,
+    timeout: float = 15.0,
+    *,
+    log_path: Path | None = None,
+) -> None:
+    """Block until host:port accepts TCP; fail at once if `proc` dies instead of timing out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and _exit_code(proc) is not None:
+            raise ServerStartError(describe_exit(proc, f"process for {host}:{port}", log_path))
+        try:
+            socket.create_connection((host, port), timeout=0.2).close()
+            return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            path = log_path if log_path is not None else getattr(proc, "log_path", None)
+            tail = log_tail(path)
+            raise ServerStartError(
+                f"{host}:{port} not accepting connections after {timeout:.1f}s"
+                + (f"\n--- log tail ---\n{tail}" if tail else "")
+            )
+        time.sleep(0.02)

@@ -1,0 +1,165 @@
+"""Base class for a server that runs as its own OS process and is stopped by its own PID."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from mailwarden_servers.ports import log_tail
+
+__all__ = ["ManagedProcess"]
+
+# Processes still running at interpreter exit are stopped, so a crashed test run leaves no orphans.
+_LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for proc in list(_LIVE):
+        proc.stop(timeout=5.0)
+
+
+class ManagedProcess:
+    """Start/stop/restart one child process, logging to `<workdir>/<name>.log`.
+
+    Subclasses implement `command()` and may override `prepare()` (write config before each
+    start) and `wait_ready()` (block until the service answers). Stopping signals only our own
+    PID: SIGTERM, wait `stop_timeout`, then SIGKILL.
+    """
+
+    name = "process"
+    stop_timeout = 15.0
+    start_timeout = 30.0
+
+    def __init__(self, workdir: str | os.PathLike[str]) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / f"{self.name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    # --- hooks -----------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        """The argv to execute; subclasses must override."""
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str] | None:
+        """Environment for the child; None inherits ours."""
+        return None
+
+    def prepare(self) -> None:
+        """Write config files etc. before every (re)start."""
+
+    def wait_ready(self) -> None:
+        """Block until the service is usable; default: nothing to wait for."""
+
+    # --- lifecycle -------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        """PID of the running child, or None."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def is_running(self) -> bool:
+        """True while the child has not exited."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit code of the last run, None while running or never started."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def poll(self) -> int | None:
+        """Like Popen.poll(): lets ports.wait_port() notice an early exit."""
+        return self.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        """Last lines of the log, for error messages."""
+        return log_tail(self.log_path, lines)
+
+    def start(self) -> Self:
+        """Spawn the child and wait until it is ready; on failure it is killed and re-raised."""
+        if self.is_running:
+            return self
+        self.prepare()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._proc = subprocess.Popen(
+            self.command(),
+            cwd=self.workdir,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            # Own session: a Ctrl-C in the terminal must not kill servers behind our back.
+            start_new_session=True,
+        )
+        _LIVE.add(self)
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL; returns the exit code."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(self.stop_timeout if timeout is None else timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._finish()
+        return proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL at once, e.g. to simulate a crash."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._finish()
+
+    def restart(self) -> Self:
+        """Stop and start again (subclasses keep their ports and data)."""
+        self.stop()
+        return self.start()
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to our own PID (e.g. SIGHUP to reload config)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signum)
+
+    def _finish(self) -> None:
+        _LIVE.discard(self)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.is_running else "stopped"
+        return f"<{type(self).__name__} {state} workdir={self.workdir}>"
+
