@@ -6,7 +6,7 @@ No event carries a plaintext secret: credentials travel only as :class:`SealedSe
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -27,7 +27,9 @@ from contracts.models import (
     Port,
     SealedSecret,
     ServerTarget,
+    TestError,
     TestStatus,
+    TestWarning,
 )
 
 AlertLevel = Literal["error", "warning", "information"]
@@ -36,12 +38,26 @@ DEFAULT_ALERT_LEVELS: tuple[AlertLevel, ...] = ("error", "information")
 DEFAULT_ALLOWED_PORTS: tuple[int, ...] = (993, 995, 465, 587, 143, 110, 25)
 
 
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+
 class Event(Frozen):
-    """Base of every event: its type name, subject and schema version are fixed per class."""
+    """Base of every event: its type name, subject and schema version are fixed per class.
+
+    Subclasses register themselves in :data:`EVENT_TYPES` by their ``TYPE``.
+    """
 
     TYPE: ClassVar[str]
     SUBJECT: ClassVar[str]
     VERSION: ClassVar[int] = 1
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if "TYPE" in cls.__dict__:
+            if cls.TYPE in EVENT_TYPES:
+                raise TypeError(f"event type {cls.TYPE!r} defined twice")
+            EVENT_TYPES[cls.TYPE] = cls
 
 
 class SealedCredentials(Frozen):
@@ -216,6 +232,9 @@ class MailboxStatusChanged(Event):
     retry_count: int = 0
     next_retry_at: datetime | None = None
     disabled_reason: ErrorCode | None = None
+    incoming_error: TestError | None = None
+    outgoing_error: TestError | None = None
+    warnings: list[TestWarning] = Field(default_factory=list)
 
 
 class AlertRaised(Event):
@@ -262,24 +281,6 @@ class DeadLettered(Event):
     body_size: int
     truncated: bool = False
 
-
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.TYPE: cls
-    for cls in (
-        ProfileCreated,
-        ProfileUpdated,
-        ProfileDeleted,
-        EmailSettingsChanged,
-        MailboxCreated,
-        MailboxUpdated,
-        MailboxApproved,
-        TestRequested,
-        TestCompleted,
-        MailboxStatusChanged,
-        AlertRaised,
-        DeadLettered,
-    )
-}
 
 __all__ = [
     "EVENT_TYPES",

@@ -17,6 +17,7 @@ MAILBOX_APPROVED = f"{PREFIX}.mailbox.approved"
 MAILBOX_STATUS_CHANGED = f"{PREFIX}.mailbox.status_changed"
 TEST_REQUESTED = f"{PREFIX}.test.requested"
 TEST_COMPLETED = f"{PREFIX}.test.completed"
+JOBS = f"{PREFIX}.job"
 ALERTS = f"{PREFIX}.alerts"
 DEAD_LETTER = f"{PREFIX}.dlq"
 
@@ -60,7 +61,9 @@ STREAMS: tuple[StreamSpec, ...] = (
         (f"{PREFIX}.profile.>", f"{PREFIX}.settings.>", f"{PREFIX}.mailbox.>"),
         "Profile, settings and mailbox changes",
     ),
-    StreamSpec("MW_TESTS", (f"{PREFIX}.test.>",), "Test requests and results"),
+    StreamSpec(
+        "MW_TESTS", (f"{PREFIX}.test.>", f"{PREFIX}.job.>"), "Test requests, results and bulk test jobs"
+    ),
     StreamSpec("MW_ALERTS", (f"{ALERTS}.>",), "Alerts, one subject per recipient"),
     StreamSpec("MW_DLQ", (f"{DEAD_LETTER}.>",), "Messages a consumer could not handle"),
 )

@@ -1,1 +1,1 @@
-"""mailwarden-runtime."""
+"""Shared runtime of mailwarden's services: bus, database, outbox, consumers, crypto, HTTP."""

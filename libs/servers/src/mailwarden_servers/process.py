@@ -9,7 +9,7 @@ import subprocess
 import weakref
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 from mailwarden_servers.ports import log_tail
 
@@ -42,7 +42,7 @@ class ManagedProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / f"{self.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._log_offset = 0
 
     # --- hooks -----------------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -83,22 +83,33 @@ class ManagedProcess:
         """Last lines of the log, for error messages."""
         return log_tail(self.log_path, lines)
 
+    def log_since_start(self) -> str:
+        """Log text written by the current run only (the file is appended across restarts)."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_offset)
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
+
     def start(self) -> Self:
         """Spawn the child and wait until it is ready; on failure it is killed and re-raised."""
         if self.is_running:
             return self
         self.prepare()
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._proc = subprocess.Popen(
-            self.command(),
-            cwd=self.workdir,
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # Own session: a Ctrl-C in the terminal must not kill servers behind our back.
-            start_new_session=True,
-        )
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        # The child keeps its own copy of the descriptor; ours can close right away.
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                self.command(),
+                cwd=self.workdir,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Own session: a Ctrl-C in the terminal must not kill servers behind our back.
+                start_new_session=True,
+            )
         _LIVE.add(self)
         try:
             self.wait_ready()
@@ -144,9 +155,6 @@ class ManagedProcess:
 
     def _finish(self) -> None:
         _LIVE.discard(self)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -162,4 +170,3 @@ class ManagedProcess:
     def __repr__(self) -> str:
         state = f"pid={self.pid}" if self.is_running else "stopped"
         return f"<{type(self).__name__} {state} workdir={self.workdir}>"
-

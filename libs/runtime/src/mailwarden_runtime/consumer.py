@@ -1,0 +1,175 @@
+"""Durable JetStream consumers that never lose and never loop on a message.
+
+One wrapper for every event handler in every service:
+
+* the body is parsed into the expected event; an invalid one is dead-lettered once, with the
+  field-level reason, and terminated (no redelivery loop);
+* a handler that raises is retried with a delay (``nak``); past ``max_deliver`` attempts the
+  message is dead-lettered and terminated, so a poison message stops, but is kept;
+* a slow handler keeps its message with in-progress acks instead of being redelivered;
+* if the dead-letter publish itself fails, the message is nak'd: it is never dropped.
+
+Handlers must be idempotent: JetStream delivers at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from contracts.envelope import Envelope, EnvelopeError, make_envelope, parse_envelope
+from contracts.events import DeadLettered, Event, FieldError
+from contracts.subjects import dead_letter_subject
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from nats.js.api import AckPolicy as ServerAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from mailwarden_runtime import metrics
+from mailwarden_runtime.bus import _stream_for, publish_envelope
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+Handler = Callable[[Envelope[E]], Awaitable[None]]
+
+MAX_KEPT_BODY = 64 * 1024
+
+
+class PoisonMessage(Exception):
+    """Raised by a handler for a message that can never succeed: dead-letter it at once."""
+
+    def __init__(self, reason: str, errors: Sequence[FieldError] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.errors = list(errors)
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    max_deliver: int = 8
+    ack_wait_s: float = 30.0
+    retry_delays_s: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0, 60.0)
+    batch_size: int = 16
+    max_workers: int = 1
+    max_ack_pending: int = 1000
+
+
+@dataclass
+class EventConsumer(Generic[E]):
+    """Binds one event type to one handler through one durable consumer."""
+
+    broker: NatsBroker
+    event_cls: type[E]
+    durable: str
+    handler: Handler[E]
+    producer: str
+    options: ConsumerOptions = field(default_factory=ConsumerOptions)
+    subject: str | None = None
+
+    def register(self) -> None:
+        subject = self.subject or self.event_cls.SUBJECT
+        opts = self.options
+        self.broker.subscriber(
+            subject,
+            stream=JStream(name=_stream_for(subject), declare=False),
+            durable=self.durable,
+            pull_sub=PullSub(batch_size=opts.batch_size, timeout=1.0),
+            ack_policy=AckPolicy.MANUAL,
+            max_workers=opts.max_workers,
+            config=ConsumerConfig(
+                durable_name=self.durable,
+                ack_policy=ServerAckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=opts.ack_wait_s,
+                # Our wrapper dead-letters at max_deliver; the server limit is only a backstop.
+                max_deliver=opts.max_deliver + 2,
+                max_ack_pending=opts.max_ack_pending,
+            ),
+        )(self.on_message)
+
+    async def on_message(self, msg: NatsMessage) -> None:
+        meta = msg.raw_message.metadata
+        deliveries = meta.num_delivered if meta else 1
+        seq = meta.sequence.stream if meta and meta.sequence else None
+        try:
+            envelope = parse_envelope(msg.body, self.event_cls)
+        except EnvelopeError as exc:
+            await self._dead_letter(msg, exc.reason, exc.errors, deliveries, seq)
+            return
+        if deliveries > self.options.max_deliver:
+            reason = f"delivered {deliveries} times without completing"
+            await self._dead_letter(msg, reason, [], deliveries, seq)
+            return
+        keep_alive = asyncio.create_task(self._keep_alive(msg))
+        try:
+            await self.handler(envelope)
+        except PoisonMessage as exc:
+            await self._dead_letter(msg, exc.reason, exc.errors, deliveries, seq)
+        except Exception as exc:
+            metrics.HANDLER_ERRORS.labels(consumer=self.durable).inc()
+            if deliveries >= self.options.max_deliver:
+                reason = f"handler failed {deliveries} times: {type(exc).__name__}"
+                log.exception("giving up on a message", extra={"consumer": self.durable, "seq": seq})
+                await self._dead_letter(msg, reason, [], deliveries, seq)
+            else:
+                delays = self.options.retry_delays_s
+                delay = delays[min(deliveries, len(delays)) - 1]
+                log.warning(
+                    "handler failed, will retry",
+                    extra={"consumer": self.durable, "seq": seq, "retry_in_s": delay, "error": repr(exc)},
+                )
+                await msg.nack(delay=delay)
+        else:
+            await msg.ack()
+            metrics.EVENTS_HANDLED.labels(consumer=self.durable).inc()
+        finally:
+            keep_alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep_alive
+
+    async def _keep_alive(self, msg: NatsMessage) -> None:
+        """Tell the server we are still working, so a slow handler is not redelivered elsewhere."""
+        interval = max(self.options.ack_wait_s / 3, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            await msg.in_progress()
+
+    async def _dead_letter(
+        self,
+        msg: NatsMessage,
+        reason: str,
+        errors: Sequence[FieldError],
+        deliveries: int,
+        seq: int | None,
+    ) -> None:
+        body = msg.body or b""
+        record = DeadLettered(
+            consumer=self.durable,
+            subject=msg.raw_message.subject,
+            stream_seq=seq,
+            deliveries=deliveries,
+            reason=reason[:2000],
+            errors=list(errors)[:50],
+            body_b64=base64.b64encode(body[:MAX_KEPT_BODY]).decode(),
+            body_size=len(body),
+            truncated=len(body) > MAX_KEPT_BODY,
+        )
+        envelope = make_envelope(record, self.producer)
+        try:
+            await publish_envelope(self.broker, envelope, dead_letter_subject(self.durable))
+        except Exception:
+            log.exception("dead-letter publish failed; message kept for redelivery")
+            await msg.nack(delay=5.0)
+            return
+        log.warning(
+            "message dead-lettered",
+            extra={"consumer": self.durable, "seq": seq, "reason": reason, "fields": [e.loc for e in errors]},
+        )
+        metrics.DEAD_LETTERS.labels(consumer=self.durable).inc()
+        await msg.reject()

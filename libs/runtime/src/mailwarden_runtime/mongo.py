@@ -1,0 +1,34 @@
+"""The database client: PyMongo's native async client (Motor is deprecated in its favour)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from mailwarden_runtime.settings import ServiceSettings
+
+Document = dict[str, Any]
+
+
+def create_client(settings: ServiceSettings, app_name: str) -> AsyncMongoClient[Document]:
+    return AsyncMongoClient(
+        settings.mongodb_uri,
+        tz_aware=True,
+        appname=app_name,
+        serverSelectionTimeoutMS=5000,
+        connectTimeoutMS=5000,
+    )
+
+
+def database(client: AsyncMongoClient[Document], settings: ServiceSettings) -> AsyncDatabase[Document]:
+    return client[settings.mongodb_db]
+
+
+async def ping(client: AsyncMongoClient[Document]) -> bool:
+    try:
+        await client.admin.command("ping")
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,176 @@
+"""The shape every service shares: broker, database, outbox relay, HTTP app with health probes.
+
+A service's ``create_app(settings)`` builds a :class:`ServiceRuntime`, registers its handlers and
+routes on it, and returns ``runtime.http_app(...)``; nothing connects until the app starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from contracts.envelope import Envelope, make_envelope
+from contracts.events import Event
+from fastapi import APIRouter, FastAPI, Response
+from faststream.nats import NatsBroker
+from nats.js.api import PubAck
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from mailwarden_runtime.bus import create_broker, ensure_streams, publish_envelope, publish_raw
+from mailwarden_runtime.consumer import ConsumerOptions, EventConsumer, Handler
+from mailwarden_runtime.http import install_error_handlers
+from mailwarden_runtime.logs import configure_logging
+from mailwarden_runtime.mongo import Document, create_client, database, ping
+from mailwarden_runtime.outbox import OutboxRelay
+from mailwarden_runtime.rpc import register_rpc, rpc_subject
+from mailwarden_runtime.settings import ServiceSettings
+
+E = TypeVar("E", bound=Event)
+Req = TypeVar("Req", bound=BaseModel)
+Hook = Callable[[], Awaitable[None]]
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        *,
+        outbox_collections: Iterable[str] = (),
+        uses_database: bool = True,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.instance = settings.instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.broker: NatsBroker = create_broker(settings, name)
+        self.mongo: AsyncMongoClient[Document] | None = None
+        self._db: AsyncDatabase[Document] | None = None
+        if uses_database:
+            self.mongo = create_client(settings, name)
+            self._db = database(self.mongo, settings)
+        collections = list(outbox_collections)
+        self.relay: OutboxRelay | None = None
+        if collections:
+            self.relay = OutboxRelay(self.db, collections, self._publish_raw)
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+
+    @property
+    def db(self) -> AsyncDatabase[Document]:
+        if self._db is None:
+            raise RuntimeError(f"{self.name} has no database")
+        return self._db
+
+    def on_startup(self, hook: Hook) -> None:
+        self._startup.append(hook)
+
+    def on_shutdown(self, hook: Hook) -> None:
+        self._shutdown.append(hook)
+
+    def consume(
+        self,
+        event_cls: type[E],
+        durable: str,
+        handler: Handler[E],
+        options: ConsumerOptions | None = None,
+        subject: str | None = None,
+    ) -> EventConsumer[E]:
+        consumer = EventConsumer(
+            broker=self.broker,
+            event_cls=event_cls,
+            durable=durable,
+            handler=handler,
+            producer=self.name,
+            options=options or ConsumerOptions(),
+            subject=subject,
+        )
+        consumer.register()
+        return consumer
+
+    def rpc(self, operation: str, model: type[Req], handler: Callable[[Req], Awaitable[Any]]) -> None:
+        register_rpc(self.broker, rpc_subject(self.name, operation), model, handler, queue=self.name)
+
+    def envelope(self, data: E, correlation_id: str | None = None) -> Envelope[E]:
+        return make_envelope(data, self.name, correlation_id=correlation_id)
+
+    async def publish(self, envelope: Envelope[Any], subject: str | None = None) -> PubAck:
+        return await publish_envelope(self.broker, envelope, subject)
+
+    async def _publish_raw(self, subject: str, event_id: str, body: bytes) -> PubAck:
+        return await publish_raw(self.broker, subject, event_id, body)
+
+    def wake_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+    async def ready(self) -> dict[str, bool]:
+        checks = {"nats": bool(self.broker.connection and self.broker.connection.is_connected)}
+        if self.mongo is not None:
+            checks["database"] = await ping(self.mongo)
+        return checks
+
+    async def start(self) -> None:
+        if self.settings.log_setup:
+            configure_logging(self.name, self.settings.log_level, self.settings.log_json)
+        if self.relay is not None:
+            await self.relay.ensure_indexes()
+        for hook in self._startup:
+            await hook()
+        await self.broker.connect()
+        await ensure_streams(self.broker.connection, self.settings)
+        await self.broker.start()
+        if self.relay is not None:
+            self.relay.start()
+
+    async def stop(self) -> None:
+        for hook in reversed(self._shutdown):
+            with contextlib.suppress(Exception):
+                await hook()
+        await self.broker.stop()  # stops pulling, lets in-flight handlers finish, drains
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.mongo is not None:
+            await self.mongo.close()
+
+    def http_app(self, title: str, routers: Iterable[APIRouter] = (), version: str = "0.1.0") -> FastAPI:
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title=title, version=version, lifespan=lifespan)
+        app.state.runtime = self
+        install_error_handlers(app)
+        app.include_router(self._ops_router())
+        for router in routers:
+            app.include_router(router)
+        return app
+
+    def _ops_router(self) -> APIRouter:
+        router = APIRouter(tags=["operations"])
+
+        @router.get("/healthz", summary="Liveness: the process is up (no dependency checks)")
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok", "service": self.name}
+
+        @router.get("/readyz", summary="Readiness: NATS and the database answer")
+        async def readyz(response: Response) -> dict[str, Any]:
+            checks = await self.ready()
+            ok = all(checks.values())
+            response.status_code = 200 if ok else 503
+            return {"status": "ready" if ok else "not ready", "checks": checks}
+
+        @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+        async def metrics() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+        return router

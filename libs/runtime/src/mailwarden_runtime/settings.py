@@ -1,0 +1,49 @@
+"""Settings shared by every service, read from the environment (twelve-factor III).
+
+Each service subclasses :class:`ServiceSettings` and adds its own fields. Every variable has the
+``MW_`` prefix; ``NATS_URL`` and ``MONGODB_URI`` are also accepted as they are, as operators expect.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MW_", env_ignore_empty=True, extra="ignore")
+
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222",
+        validation_alias=AliasChoices("MW_NATS_URL", "NATS_URL"),
+        description="NATS server(s), comma-separated.",
+    )
+    mongodb_uri: str = Field(
+        "mongodb://127.0.0.1:27017/",
+        validation_alias=AliasChoices("MW_MONGODB_URI", "MONGODB_URI"),
+        description="MongoDB connection string.",
+    )
+    mongodb_db: str = Field("mailwarden", description="Database name.")
+    http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    http_port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP API.")
+    dev_mode: bool = Field(False, description="Development defaults (built-in keys). Never in production.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_json: bool = Field(True, description="Structured JSON logs.")
+    log_setup: bool = Field(True, description="Install our log handler at start (tests turn it off).")
+    stream_replicas: int = Field(1, ge=1, le=5, description="JetStream replicas (3 in production).")
+    dedupe_window_s: float = Field(
+        600.0, gt=0, description="JetStream duplicate window for re-published events."
+    )
+    instance: str = Field("", description="Name of this process in logs and events (default: host-pid).")
+
+
+class TransitKeySettings(BaseSettings):
+    """Keys that seal credentials on the bus (mailbox-svc and profile-svc seal, tester-svc opens)."""
+
+    model_config = SettingsConfigDict(env_prefix="MW_", env_ignore_empty=True, extra="ignore")
+
+    transit_keys: SecretStr | None = Field(
+        None, description="Key ring `kid:base64key,...` for credentials in TestRequested; first seals."
+    )

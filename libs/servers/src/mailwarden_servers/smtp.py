@@ -1,0 +1,394 @@
+"""SMTP submission servers (aiosmtpd) that record what they receive.
+
+`SmtpServer` runs in-process (one thread per port) so tests can inspect `messages`;
+`SmtpProcess` runs the same thing as its own process (`python -m mailwarden_servers.smtp`)
+for benchmarks, where the GIL of the test driver must not be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
+
+from mailwarden_servers.certs import CertPair, TestCertificates
+from mailwarden_servers.ports import LOCALHOST, ServerStartError, free_port, wait_port
+from mailwarden_servers.process import ManagedProcess
+
+__all__ = ["ReceivedMessage", "SmtpProcess", "SmtpServer"]
+
+_aiosmtpd_log = logging.getLogger("mail.log")
+READY_LINE = "smtp ready:"
+
+
+class ReceivedMessage(NamedTuple):
+    """One accepted message; `auth_login` is the AUTH user or None."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    auth_login: str | None
+
+
+class _QuietLoginData(logging.Filter):
+    """Drops aiosmtpd's per-AUTH "login_data is deprecated" line (its own code triggers it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Session.login_data is deprecated")
+
+
+_quiet_filter = _QuietLoginData()
+_filter_users = 0
+_filter_lock = threading.Lock()
+
+
+def _quiet_aiosmtpd(enable: bool) -> None:
+    """Install the filter while at least one server runs; remove it afterwards."""
+    global _filter_users
+    with _filter_lock:
+        _filter_users += 1 if enable else -1
+        if _filter_users > 0:
+            _aiosmtpd_log.addFilter(_quiet_filter)
+        else:
+            _filter_users = 0
+            _aiosmtpd_log.removeFilter(_quiet_filter)
+
+
+class _Handler:
+    """aiosmtpd hooks: refuse configured recipients, record messages, swallow TLS aborts."""
+
+    def __init__(self, owner: SmtpServer) -> None:
+        self.owner = owner
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        refusal = self.owner.refused_rcpts.get(address.lower())
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        auth = session.auth_data
+        login = auth.login.decode() if isinstance(auth, LoginPassword) else None
+        content = envelope.original_content or b""
+        self.owner._record(
+            ReceivedMessage(str(envelope.mail_from), list(envelope.rcpt_tos), content, login)
+        )
+        return "250 2.0.0 Message accepted"
+
+    async def handle_exception(self, error: Exception) -> str:
+        # A client that aborts the TLS handshake (e.g. rejects our test cert) is expected in
+        # tester tests; aiosmtpd would log a full traceback for it.
+        if not isinstance(error, TLSSetupException):
+            _aiosmtpd_log.exception("SMTP session exception")
+        return f"500 Error: ({type(error).__name__}) {error}"
+
+
+class _CountingSMTP(SMTP):
+    """aiosmtpd's SMTP plus a session counter and AUTH over implicit TLS without warnings."""
+
+    def __init__(
+        self, handler: _Handler, *, implicit_tls: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._owner = handler.owner
+        if implicit_tls:
+            # aiosmtpd counts only STARTTLS as TLS and would never offer AUTH on an
+            # implicit-TLS port. Passing auth_require_tls=False instead emits a UserWarning and
+            # a log line per connection; the transport is TLS here, so relax the check directly.
+            self._auth_require_tls = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:  # a second call happens after STARTTLS: same session
+            self._owner._count("sessions")
+        super().connection_made(transport)
+
+
+class _Controller(Controller):
+    """Controller building our SMTP subclass."""
+
+    def __init__(self, handler: _Handler, *, implicit_tls: bool, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._implicit_tls = implicit_tls
+
+    def factory(self) -> SMTP:
+        return _CountingSMTP(self.handler, implicit_tls=self._implicit_tls, **self.SMTP_kwargs)
+
+
+class SmtpServer:
+    """In-process SMTP test server with AUTH (LOGIN/PLAIN) against `users`.
+
+    Ports: `port_starttls` (STARTTLS, AUTH only after TLS, like 587), `port_tls` (implicit
+    TLS, like 465) and, with `plain=True`, `port_plain` (no TLS; AUTH offered, not required).
+    Counters: `sessions`, `auth_attempts`, `auth_failures`.
+    """
+
+    def __init__(
+        self,
+        certs: TestCertificates,
+        users: dict[str, str],
+        cert: CertPair | None = None,
+        *,
+        plain: bool = False,
+        keep_messages: bool = True,
+        hostname: str = "mail.test",
+        port_starttls: int | None = None,
+        port_tls: int | None = None,
+        port_plain: int | None = None,
+    ) -> None:
+        self.host = LOCALHOST
+        self.certs = certs
+        self.cert = cert or certs.server
+        self.users = dict(users)
+        self.hostname = hostname
+        self.keep_messages = keep_messages
+        self.port_starttls = port_starttls or free_port()
+        self.port_tls = port_tls or free_port()
+        self.port_plain = (port_plain or free_port()) if plain else None
+        self.messages: list[ReceivedMessage] = []
+        self.refused_rcpts: dict[str, str] = {}
+        self.sessions = 0
+        self.auth_attempts = 0
+        self.auth_failures = 0
+        self.message_count = 0
+        self._lock = threading.Lock()
+        self._controllers: list[Controller] = []
+
+    # --- configuration ---------------------------------------------------------------------
+    def set_password(self, user: str, password: str) -> None:
+        """Add a user or change a password; applies to the next AUTH."""
+        self.users[user] = password
+
+    def refuse_rcpt(self, address: str, reply: str | None = None) -> None:
+        """Answer RCPT TO:<address> with 550 (or `reply`)."""
+        self.refused_rcpts[address.lower()] = reply or f"550 5.1.1 <{address}>: Recipient rejected"
+
+    def clear(self) -> None:
+        """Forget messages, counters and refusals between tests."""
+        with self._lock:
+            self.messages.clear()
+            self.refused_rcpts.clear()
+            self.sessions = self.auth_attempts = self.auth_failures = self.message_count = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+    @property
+    def is_running(self) -> bool:
+        """True between start() and stop()."""
+        return bool(self._controllers)
+
+    def start(self) -> SmtpServer:
+        """Start one controller thread per port; returns self."""
+        if self._controllers:
+            return self
+        _quiet_aiosmtpd(True)
+        handler = _Handler(self)
+        ctx = self.certs.server_context(self.cert)
+        common: dict[str, Any] = {
+            "hostname": self.host,
+            "server_hostname": self.hostname,
+            "authenticator": self._authenticate,
+            "ready_timeout": 10.0,
+        }
+        specs: list[dict[str, Any]] = [
+            {"port": self.port_starttls, "tls_context": ctx, "auth_required": True,
+             "auth_require_tls": True, "implicit_tls": False},
+            {"port": self.port_tls, "ssl_context": ctx, "auth_required": True,
+             "auth_require_tls": True, "implicit_tls": True},
+        ]  # fmt: skip
+        if self.port_plain is not None:
+            specs.append(
+                {"port": self.port_plain, "auth_required": False,
+                 "auth_require_tls": False, "implicit_tls": False}
+            )  # fmt: skip
+        try:
+            for spec in specs:
+                controller = _Controller(handler, **common, **spec)
+                controller.start()
+                self._controllers.append(controller)
+        except BaseException:
+            self.stop()
+            raise
+        self.clear()  # the controllers' readiness probes count as sessions
+        return self
+
+    def stop(self) -> None:
+        """Stop every controller thread."""
+        controllers, self._controllers = self._controllers, []
+        for controller in controllers:
+            controller.stop()
+        if controllers:
+            _quiet_aiosmtpd(False)
+
+    def __enter__(self) -> SmtpServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- callbacks from the controller threads ---------------------------------------------
+    def _authenticate(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: Any,
+    ) -> AuthResult:
+        ok = isinstance(auth_data, LoginPassword) and self.users.get(
+            auth_data.login.decode(errors="replace")
+        ) == auth_data.password.decode(errors="replace")
+        with self._lock:
+            self.auth_attempts += 1
+            self.auth_failures += 0 if ok else 1
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+    def _count(self, field: str) -> None:
+        with self._lock:
+            setattr(self, field, getattr(self, field) + 1)
+
+    def _record(self, message: ReceivedMessage) -> None:
+        with self._lock:
+            self.message_count += 1
+            if self.keep_messages:
+                self.messages.append(message)
+
+
+def _read_users(path: Path) -> dict[str, str]:
+    """`user:password` per line (the password is everything after the first colon)."""
+    users: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, password = line.partition(":")
+            users[name.strip()] = password
+    return users
+
+
+class SmtpProcess(ManagedProcess):
+    """`SmtpServer` in its own process (no message inspection; for benchmarks and `make up`)."""
+
+    name = "smtp"
+    stop_timeout = 10.0
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        certs: TestCertificates,
+        users: dict[str, str],
+        cert_name: str = "server",
+        *,
+        plain: bool = False,
+    ) -> None:
+        super().__init__(workdir)
+        self.host = LOCALHOST
+        self.certs = certs
+        self.users = dict(users)
+        self.cert_name = cert_name
+        self.port_starttls = free_port()
+        self.port_tls = free_port()
+        self.port_plain = free_port() if plain else None
+        self.users_path = self.workdir / "smtp-users"
+
+    def command(self) -> list[str]:
+        """Our own interpreter running this module."""
+        argv = [
+            sys.executable, "-m", "mailwarden_servers.smtp",
+            "--port-starttls", str(self.port_starttls),
+            "--port-tls", str(self.port_tls),
+            "--certs", str(self.certs.directory),
+            "--cert", self.cert_name,
+            "--users-file", str(self.users_path),
+        ]  # fmt: skip
+        if self.port_plain is not None:
+            argv += ["--port-plain", str(self.port_plain)]
+        return argv
+
+    def prepare(self) -> None:
+        """Write the users file (0600: it holds passwords)."""
+        fd = os.open(self.users_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.writelines(f"{u}:{p}\n" for u, p in self.users.items())
+
+    def wait_ready(self) -> None:
+        """Wait for the "smtp ready" line: ports open earlier, before counters are reset."""
+        deadline = time.monotonic() + self.start_timeout
+        while READY_LINE not in self.log_since_start():
+            if self.poll() is not None:
+                raise ServerStartError(f"SMTP process exited with {self.poll()}\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"SMTP process not ready\n{self.log_tail()}")
+            time.sleep(0.02)
+        wait_port(self.host, self.port_tls, self, 5.0)
+        with socket.create_connection((self.host, self.port_starttls), timeout=5) as sock:
+            banner = sock.recv(512)
+        if not banner.startswith(b"220"):
+            raise ServerStartError(f"unexpected SMTP banner {banner!r}\n{self.log_tail()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run SmtpServer until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m mailwarden_servers.smtp", description=__doc__)
+    parser.add_argument("--port-starttls", type=int, required=True)
+    parser.add_argument("--port-tls", type=int, required=True)
+    parser.add_argument("--port-plain", type=int, default=None)
+    parser.add_argument("--certs", type=Path, required=True, help="directory from TestCertificates")
+    parser.add_argument(
+        "--cert",
+        default="server",
+        choices=["server", "expired", "wrong_host", "self_signed", "expiring_soon"],
+    )
+    parser.add_argument("--users-file", type=Path, required=True, help="user:password lines")
+    parser.add_argument("--keep-messages", action="store_true", help="keep bodies in memory")
+    args = parser.parse_args(argv)
+
+    certs = TestCertificates.load(args.certs)
+    cert: CertPair = getattr(certs, args.cert)
+    server = SmtpServer(
+        certs,
+        _read_users(args.users_file),
+        cert,
+        plain=args.port_plain is not None,
+        keep_messages=args.keep_messages,
+        port_starttls=args.port_starttls,
+        port_tls=args.port_tls,
+        port_plain=args.port_plain,
+    )
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    started = time.monotonic()
+    server.start()
+    print(f"{READY_LINE} starttls={server.port_starttls} tls={server.port_tls} "
+          f"plain={server.port_plain}", flush=True)  # fmt: skip
+    while not done.wait(1.0):
+        pass
+    server.stop()
+    print(
+        f"smtp stopped after {time.monotonic() - started:.1f}s: sessions={server.sessions} "
+        f"auth={server.auth_attempts} failures={server.auth_failures} "
+        f"messages={server.message_count}",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
