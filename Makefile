@@ -1,0 +1,43 @@
+# mailwarden: `make up` starts everything on embedded defaults, `make test` runs the suite.
+# Both bootstrap a project-local venv (python3 -m venv, then uv inside it): nothing else to install.
+
+VENV    ?= .venv
+PYTHON  := $(VENV)/bin/python
+UV      := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+
+.PHONY: up test sync system-deps lint type check bench clean
+
+$(UV):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+sync: $(UV)
+	$(UV) sync --frozen --quiet
+
+## Dovecot (IMAP/POP3) is the one system package the tests need; installed only when missing.
+system-deps:
+	@command -v dovecot >/dev/null 2>&1 || test -x /usr/sbin/dovecot || { \
+	  echo "installing Dovecot (IMAP/POP3 test server) from Debian ..."; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null; }
+
+up: sync
+	$(PYTHON) -m mailwarden_servers.devstack
+
+test: sync system-deps
+	$(PYTHON) -m pytest
+
+lint: sync
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+type: sync
+	$(VENV)/bin/mypy libs/contracts/src libs/runtime/src libs/servers/src services/*/src
+
+check: lint type test
+
+clean:
+	rm -rf $(VENV) .data

@@ -1,0 +1,180 @@
+"""`make up`: the whole system on one machine, on embedded defaults, in the foreground.
+
+Starts nats-server (JetStream) and SecantusDB (a MongoDB-wire server, run as its own process)
+unless ``NATS_URL`` / ``MONGODB_URI`` point at real ones, then the four services as separate
+processes. Data and logs live under one folder (``MW_DATA_DIR``, default ``./.data``) and survive
+restarts; so do the generated encryption keys (``keys.env``, mode 0600). Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailwarden_servers.mongo import MongoWireServer
+from mailwarden_servers.nats import NatsServer
+from mailwarden_servers.ports import ServerStartError, free_port
+from mailwarden_servers.process import ManagedProcess
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    factory: str
+    port: int
+
+
+SERVICES = (
+    ServiceSpec("profile-svc", "profile_svc.app:create_app", 8081),
+    ServiceSpec("mailbox-svc", "mailbox_svc.app:create_app", 8082),
+    ServiceSpec("tester-svc", "tester_svc.app:create_app", 8083),
+    ServiceSpec("alert-svc", "alert_svc.app:create_app", 8084),
+)
+
+
+def port_or_free(preferred: int) -> int:
+    """The preferred port when it is free, so URLs stay the same between runs; else any free one."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+class ServiceProcess(ManagedProcess):
+    """One service under uvicorn; ready when its /readyz answers 200."""
+
+    stop_timeout = 25.0
+    start_timeout = 60.0
+
+    def __init__(self, workdir: Path, spec: ServiceSpec, port: int, env: dict[str, str]) -> None:
+        self.name = spec.name
+        super().__init__(workdir)
+        self.spec = spec
+        self.port = port
+        self._env = env
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", "--factory", self.spec.factory,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--no-access-log", "--timeout-graceful-shutdown", "20",
+        ]  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **self._env, "MW_HTTP_PORT": str(self.port)}
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.poll() is not None:
+                raise ServerStartError(f"{self.name} exited with {self.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise ServerStartError(f"{self.name} not ready after {self.start_timeout:.0f}s:\n{self.log_tail()}")
+
+
+def load_or_create_keys(path: Path) -> dict[str, str]:
+    """Keys generated on the first start and kept, so stored credentials stay readable."""
+    if path.exists():
+        pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        return {k.strip(): v.strip() for k, v in pairs}
+    stamp = time.strftime("%Y%m%d")
+    keys = {
+        name: f"{prefix}{stamp}:{base64.b64encode(os.urandom(32)).decode()}"
+        for name, prefix in (("MW_CREDENTIAL_KEYS", "cred-"), ("MW_TRANSIT_KEYS", "transit-"))
+    }
+    path.write_text("".join(f"{k}={v}\n" for k, v in keys.items()))
+    path.chmod(0o600)
+    return keys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mailwarden-up", description=__doc__)
+    parser.add_argument("--data-dir", default=os.environ.get("MW_DATA_DIR", ".data"))
+    parser.add_argument("--once", action="store_true", help="start, print the URLs, then stop (a smoke check)")
+    args = parser.parse_args(argv)
+    data = Path(args.data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o755)
+
+    started: list[ManagedProcess] = []
+    stopping = False
+
+    def stop_all(*_: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        print("\nstopping ...", flush=True)
+        for proc in reversed(started):
+            code = proc.stop()
+            print(f"  {proc.name:<12} stopped (exit {code})", flush=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        nats_url = os.environ.get("NATS_URL") or os.environ.get("MW_NATS_URL")
+        if not nats_url:
+            nats = NatsServer(data / "nats", port_or_free(4222), monitor_port=port_or_free(8222))
+            print(f"starting nats-server (JetStream) on {nats.url} ...", flush=True)
+            started.append(nats.start())
+            nats_url = nats.url
+        mongo_uri = os.environ.get("MONGODB_URI") or os.environ.get("MW_MONGODB_URI")
+        if not mongo_uri:
+            mongo = MongoWireServer(data / "mongo", port_or_free(27017))
+            print(f"starting SecantusDB (MongoDB wire protocol) on {mongo.uri} ...", flush=True)
+            started.append(mongo.start())
+            mongo_uri = mongo.uri
+        env = {"MW_NATS_URL": nats_url, "MW_MONGODB_URI": mongo_uri, **load_or_create_keys(data / "keys.env")}
+        services = [ServiceProcess(data / "logs", spec, port_or_free(spec.port), env) for spec in SERVICES]
+        for svc in services:
+            print(f"starting {svc.name} ...", flush=True)
+            started.append(svc.start())
+        print("\nmailwarden is up:\n")
+        print(f"  {'service':<12} {'base URL':<24} API docs")
+        for svc in services:
+            print(f"  {svc.name:<12} {svc.url:<24} {svc.url}/docs")
+        print(f"\n  NATS {nats_url}   MongoDB {mongo_uri}\n  data and logs: {data}\n")
+        (data / "endpoints.json").write_text(
+            json.dumps({"nats_url": nats_url, **{s.name: s.url for s in services}}, indent=2)
+        )
+        if args.once:
+            return 0
+        print("Ctrl-C stops everything (data is kept).", flush=True)
+        while True:
+            for proc in started:
+                if not proc.is_running:
+                    print(f"{proc.name} exited ({proc.returncode}); last log lines:\n{proc.log_tail()}")
+                    return 1
+            time.sleep(1)
+    except ServerStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
