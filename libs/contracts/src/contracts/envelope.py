@@ -76,7 +76,7 @@ def parse_envelope(raw: bytes | str, expected: type[E]) -> Envelope[E]:
     type, an unknown schema version or any invalid field.
     """
     try:
-        doc: Any = json.loads(raw)
+        doc: Any = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except UnicodeDecodeError as exc:
         raise EnvelopeError("body is not UTF-8", [FieldError(loc="body", msg=str(exc))]) from None
     except json.JSONDecodeError as exc:

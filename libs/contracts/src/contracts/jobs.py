@@ -1,0 +1,84 @@
+"""Events of bulk test jobs ("Test & Enable all mailboxes of a profile"), published by mailbox-svc.
+
+A job is asynchronous: it starts, reports progress while it expands and while results arrive, and
+ends with one summary (completed or cancelled). Subjects live under ``mailwarden.job.`` (stream
+MW_TESTS).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from contracts import subjects
+from contracts.events import Event
+from contracts.models import Frozen, Identifier
+
+JOB_STARTED = f"{subjects.JOBS}.started"
+JOB_PROGRESS = f"{subjects.JOBS}.progress"
+JOB_COMPLETED = f"{subjects.JOBS}.completed"
+
+JobState = Literal["running", "cancelling", "cancelled", "completed"]
+Count = Annotated[int, Field(ge=0)]
+
+
+class JobProgress(Frozen):
+    """Counts of one job: ``failed`` maps an error code to how many mailboxes ended with it."""
+
+    total: Count
+    requested: Count = 0
+    done: Count = 0
+    succeeded: Count = 0
+    failed: dict[str, Count] = Field(default_factory=dict)
+    refused: dict[str, Count] = Field(default_factory=dict)
+
+
+class TestJobStarted(Event):
+    TYPE: ClassVar[str] = "TestJobStarted"
+    SUBJECT: ClassVar[str] = JOB_STARTED
+    __test__: ClassVar[bool] = False
+
+    job_id: Identifier
+    profile_id: Identifier
+    total: Count
+    started_at: datetime
+
+
+class TestJobProgress(Event):
+    TYPE: ClassVar[str] = "TestJobProgress"
+    SUBJECT: ClassVar[str] = JOB_PROGRESS
+    __test__: ClassVar[bool] = False
+
+    job_id: Identifier
+    profile_id: Identifier
+    state: JobState
+    progress: JobProgress
+
+
+class TestJobCompleted(Event):
+    """The final summary: ``state`` is ``completed`` or ``cancelled``."""
+
+    TYPE: ClassVar[str] = "TestJobCompleted"
+    SUBJECT: ClassVar[str] = JOB_COMPLETED
+    __test__: ClassVar[bool] = False
+
+    job_id: Identifier
+    profile_id: Identifier
+    state: Literal["completed", "cancelled"]
+    progress: JobProgress
+    started_at: datetime
+    finished_at: datetime
+
+
+__all__ = [
+    "JOB_COMPLETED",
+    "JOB_PROGRESS",
+    "JOB_STARTED",
+    "JobProgress",
+    "JobState",
+    "TestJobCompleted",
+    "TestJobProgress",
+    "TestJobStarted",
+]

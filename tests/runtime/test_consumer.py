@@ -1,0 +1,137 @@
+"""Consumers against a real nats-server: dead letters, bounded retries, slow handlers kept alive."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from contracts import DeadLettered, Envelope, MailboxApproved
+from mailwarden_runtime.consumer import ConsumerOptions
+from mailwarden_runtime.service import ServiceRuntime
+from mailwarden_runtime.settings import ServiceSettings
+from mailwarden_servers import NatsServer
+
+
+@pytest.fixture
+async def runtime_factory(tmp_path: Path) -> AsyncIterator[Callable[[], ServiceRuntime]]:
+    """A fresh nats-server per test, so no consumer or stream state leaks between tests."""
+    server = NatsServer(tmp_path / "nats").start()
+    runtimes: list[ServiceRuntime] = []
+
+    def make() -> ServiceRuntime:
+        settings = ServiceSettings(nats_url=server.url, log_setup=False)
+        rt = ServiceRuntime("test-svc", settings, uses_database=False)
+        runtimes.append(rt)
+        return rt
+
+    yield make
+    for rt in runtimes:
+        await rt.stop()
+    server.stop()
+
+
+def approved(n: int = 1) -> MailboxApproved:
+    return MailboxApproved(mailbox_id=f"mbx_{n}", email="a@example.org", approved_at=datetime.now(UTC))
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def collector() -> tuple[list[Envelope[DeadLettered]], Callable[[Envelope[DeadLettered]], Awaitable[None]]]:
+    got: list[Envelope[DeadLettered]] = []
+
+    async def handle(env: Envelope[DeadLettered]) -> None:
+        got.append(env)
+
+    return got, handle
+
+
+async def test_invalid_messages_are_dead_lettered_once_and_valid_ones_processed(
+    runtime_factory: Callable[[], ServiceRuntime],
+) -> None:
+    rt = runtime_factory()
+    handled: list[str] = []
+
+    async def handle(env: Envelope[MailboxApproved]) -> None:
+        handled.append(env.data.mailbox_id)
+
+    rt.consume(MailboxApproved, "c-approved", handle, ConsumerOptions(ack_wait_s=2))
+    dead, on_dead = collector()
+    rt.consume(DeadLettered, "c-dlq", on_dead, subject="mailwarden.dlq.c-approved")
+    await rt.start()
+    bad = [
+        b"\xff",
+        b'{"type":"MailboxApproved","schema_version":1}',
+        b'{"type":"MailboxApproved","schema_version":9}',
+        b"x" * 1_000_000,
+    ]
+    for n, body in enumerate(bad):
+        await rt.broker.publish(body, "mailwarden.mailbox.approved", stream="MW_CONFIG")
+        await rt.publish(rt.envelope(approved(n)))
+    await wait_for(lambda: len(dead) == len(bad) and len(handled) == len(bad))
+    await asyncio.sleep(3)  # longer than ack_wait: nothing may come back
+    assert sorted(handled) == [f"mbx_{n}" for n in range(len(bad))]
+    assert len(dead) == len(bad)
+    reasons = {d.data.reason for d in dead}
+    assert {"body is not UTF-8", "invalid event", "unknown schema version"} <= reasons
+    big = next(d.data for d in dead if d.data.body_size == 1_000_000)
+    assert big.truncated
+
+
+async def test_failing_handler_is_retried_then_dead_lettered(
+    runtime_factory: Callable[[], ServiceRuntime],
+) -> None:
+    rt = runtime_factory()
+    attempts: list[float] = []
+
+    async def always_fails(env: Envelope[MailboxApproved]) -> None:
+        attempts.append(asyncio.get_running_loop().time())
+        raise RuntimeError("database down")
+
+    options = ConsumerOptions(max_deliver=3, retry_delays_s=(0.2, 0.4), ack_wait_s=5)
+    rt.consume(MailboxApproved, "c-fails", always_fails, options)
+    dead, on_dead = collector()
+    rt.consume(DeadLettered, "c-dlq2", on_dead, subject="mailwarden.dlq.c-fails")
+    await rt.start()
+    await rt.publish(rt.envelope(approved()))
+    await wait_for(lambda: len(dead) == 1)
+    await asyncio.sleep(1)
+    assert len(attempts) == 3
+    assert dead[0].data.deliveries == 3 and "RuntimeError" in dead[0].data.reason
+
+
+async def test_slow_handler_keeps_its_message(runtime_factory: Callable[[], ServiceRuntime]) -> None:
+    rt = runtime_factory()
+    calls: list[str] = []
+
+    async def slow(env: Envelope[MailboxApproved]) -> None:
+        calls.append(env.data.mailbox_id)
+        await asyncio.sleep(3.5)  # well past ack_wait
+
+    rt.consume(MailboxApproved, "c-slow", slow, ConsumerOptions(ack_wait_s=1.0, max_workers=2))
+    await rt.start()
+    await rt.publish(rt.envelope(approved()))
+    await wait_for(lambda: len(calls) == 1)
+    await asyncio.sleep(5)
+    assert calls == ["mbx_1"], "the message was redelivered while its handler was still working"
+
+
+async def test_republished_event_is_dropped_by_the_server(
+    runtime_factory: Callable[[], ServiceRuntime],
+) -> None:
+    rt = runtime_factory()
+    await rt.start()
+    env = rt.envelope(approved(), correlation_id=str(uuid.uuid4()))
+    first = await rt.publish(env)
+    second = await rt.publish(env)
+    assert not first.duplicate and second.duplicate and second.seq == first.seq
