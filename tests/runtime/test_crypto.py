@@ -43,7 +43,7 @@ def test_flipped_bit_fails() -> None:
 def test_rotation_reseals_to_the_new_primary_and_old_keys_still_open() -> None:
     old = ring("k1")
     sealed = old.seal(b"pw", "x")
-    rotated = KeyRing(((("k2", b"\x01" * 32),) + old.keys))
+    rotated = KeyRing((("k2", b"\x01" * 32), *old.keys))
     resealed = rotated.reseal(sealed, "x")
     assert resealed.kid == "k2" and rotated.open(resealed, "x") == b"pw"
     assert rotated.reseal(resealed, "x") is resealed

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from contracts.envelope import Envelope
-from contracts.subjects import DEAD_LETTER, STREAMS, StreamSpec
 from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, PubAck, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
+from contracts.envelope import Envelope
+from contracts.subjects import DEAD_LETTER, STREAMS, StreamSpec
 from mailwarden_runtime.settings import ServiceSettings
 
 log = logging.getLogger(__name__)

@@ -22,14 +22,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from contracts.envelope import Envelope, EnvelopeError, make_envelope, parse_envelope
-from contracts.events import DeadLettered, Event, FieldError
-from contracts.subjects import dead_letter_subject
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from nats.js.api import AckPolicy as ServerAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from contracts.envelope import Envelope, EnvelopeError, make_envelope, parse_envelope
+from contracts.events import DeadLettered, Event, FieldError
+from contracts.subjects import dead_letter_subject
 from mailwarden_runtime import metrics
 from mailwarden_runtime.bus import _stream_for, publish_envelope
 

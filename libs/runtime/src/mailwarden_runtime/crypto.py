@@ -12,9 +12,10 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from contracts.models import SealedSecret
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from contracts.models import SealedSecret
 
 
 class KeyRingError(ValueError):

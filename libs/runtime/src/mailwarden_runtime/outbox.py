@@ -14,9 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from contracts.envelope import Envelope
 from pymongo.asynchronous.database import AsyncDatabase
 
+from contracts.envelope import Envelope
 from mailwarden_runtime import metrics
 from mailwarden_runtime.mongo import Document
 

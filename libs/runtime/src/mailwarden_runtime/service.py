@@ -12,8 +12,6 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from contracts.envelope import Envelope, make_envelope
-from contracts.events import Event
 from fastapi import APIRouter, FastAPI, Response
 from faststream.nats import NatsBroker
 from nats.js.api import PubAck
@@ -22,6 +20,8 @@ from pydantic import BaseModel
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from contracts.envelope import Envelope, make_envelope
+from contracts.events import Event
 from mailwarden_runtime.bus import create_broker, ensure_streams, publish_envelope, publish_raw
 from mailwarden_runtime.consumer import ConsumerOptions, EventConsumer, Handler
 from mailwarden_runtime.http import install_error_handlers
