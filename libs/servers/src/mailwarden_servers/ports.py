@@ -71,7 +71,8 @@ def wait_port(
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and _exit_code(proc) is not None:
-            raise ServerStartError(describe_exit(proc, f"process for {host}:{port}", log_path))
+            name = getattr(proc, "name", None) or str(getattr(proc, "args", ["process"])[0])
+            raise ServerStartError(describe_exit(proc, f"{name} ({host}:{port})", log_path))
         try:
             socket.create_connection((host, port), timeout=0.2).close()
             return
