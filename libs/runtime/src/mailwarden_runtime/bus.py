@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from faststream.nats import NatsBroker
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, PubAck, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
@@ -33,6 +34,7 @@ def create_broker(settings: ServiceSettings, name: str) -> NatsBroker:
         reconnect_time_wait=1,
         graceful_timeout=20.0,
         logger=logging.getLogger(f"{name}.broker"),
+        middlewares=[NatsTelemetryMiddleware()],
         log_level=logging.DEBUG,
     )
 

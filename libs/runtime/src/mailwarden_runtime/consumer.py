@@ -32,6 +32,7 @@ from contracts.events import DeadLettered, Event, FieldError
 from contracts.subjects import dead_letter_subject
 from mailwarden_runtime import metrics
 from mailwarden_runtime.bus import _stream_for, publish_envelope
+from mailwarden_runtime.tracing import correlated
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,8 @@ class EventConsumer(Generic[E]):
             return
         keep_alive = asyncio.create_task(self._keep_alive(msg))
         try:
-            await self.handler(envelope)
+            with correlated(envelope.correlation_id):
+                await self.handler(envelope)
         except PoisonMessage as exc:
             await self._dead_letter(msg, exc.reason, exc.errors, deliveries, seq)
         except Exception as exc:

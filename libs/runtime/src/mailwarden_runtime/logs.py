@@ -13,6 +13,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from mailwarden_runtime.tracing import current_correlation_id, current_trace_id
+
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 _PASSWORDISH = re.compile(r"(?i)(\bLOGIN\s+\S+\s+)(\S+)|(\bAUTH\s+(?:PLAIN|LOGIN)\s+)(\S+)|(\bPASS\s+)(\S+)")
 CHATTY_LOGGERS = {
@@ -56,6 +58,12 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        cid = current_correlation_id()
+        if cid:
+            doc["correlation_id"] = cid
+        trace_id = current_trace_id()
+        if trace_id:
+            doc["trace_id"] = trace_id
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 doc[key] = value

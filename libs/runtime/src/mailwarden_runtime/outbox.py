@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from contracts.envelope import Envelope
 from mailwarden_runtime import metrics
 from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.tracing import attached, carrier
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,15 @@ Publish = Callable[[str, str, bytes], Awaitable[object]]
 
 
 def outbox_entry(envelope: Envelope[Any], subject: str | None = None) -> Document:
-    return {
+    entry: Document = {
         "id": str(envelope.id),
         "subject": subject or envelope.data.SUBJECT,
         "body": envelope.model_dump_json(),
     }
+    trace_headers = carrier()
+    if trace_headers:
+        entry["trace"] = trace_headers
+    return entry
 
 
 def with_outbox(update: Document, entries: Iterable[Document]) -> Document:
@@ -146,5 +151,6 @@ class OutboxRelay:
 
     async def _publish_doc(self, entries: list[Any], published: list[str]) -> None:
         for entry in entries:  # in order: events of one document must not overtake each other
-            await self._publish(entry["subject"], entry["id"], entry["body"].encode())
+            with attached(entry.get("trace")):
+                await self._publish(entry["subject"], entry["id"], entry["body"].encode())
             published.append(entry["id"])

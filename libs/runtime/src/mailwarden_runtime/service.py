@@ -30,6 +30,8 @@ from mailwarden_runtime.mongo import Document, create_client, database, ping
 from mailwarden_runtime.outbox import OutboxRelay
 from mailwarden_runtime.rpc import register_rpc, rpc_subject
 from mailwarden_runtime.settings import ServiceSettings
+from mailwarden_runtime.tracing import current_correlation_id, setup_exporter
+from mailwarden_runtime.web import CorrelationMiddleware
 
 E = TypeVar("E", bound=Event)
 Req = TypeVar("Req", bound=BaseModel)
@@ -97,7 +99,7 @@ class ServiceRuntime:
         register_rpc(self.broker, rpc_subject(self.name, operation), model, handler, queue=self.name)
 
     def envelope(self, data: E, correlation_id: str | None = None) -> Envelope[E]:
-        return make_envelope(data, self.name, correlation_id=correlation_id)
+        return make_envelope(data, self.name, correlation_id=correlation_id or current_correlation_id())
 
     async def publish(self, envelope: Envelope[Any], subject: str | None = None) -> PubAck:
         return await publish_envelope(self.broker, envelope, subject)
@@ -118,6 +120,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         if self.settings.log_setup:
             configure_logging(self.name, self.settings.log_level, self.settings.log_json)
+            setup_exporter(self.name)
         if self.relay is not None:
             await self.relay.ensure_indexes()
         for hook in self._startup:
@@ -149,6 +152,7 @@ class ServiceRuntime:
 
         app = FastAPI(title=title, version=version, lifespan=lifespan)
         app.state.runtime = self
+        app.add_middleware(CorrelationMiddleware, service=self.name)
         install_error_handlers(app)
         app.include_router(self._ops_router())
         for router in routers:

@@ -1,0 +1,84 @@
+"""One trace and one correlation id from an HTTP request, through the outbox, to another service."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+from fastapi import APIRouter
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from contracts import Envelope, MailboxApproved
+from mailwarden_runtime.outbox import new_document_outbox, outbox_entry
+from mailwarden_runtime.service import ServiceRuntime
+from mailwarden_runtime.settings import ServiceSettings
+from mailwarden_runtime.tracing import current_trace_id
+
+
+def install_memory_exporter() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+async def test_trace_and_correlation_cross_the_outbox_and_the_bus(nats_url: str, mongo_uri: str) -> None:
+    exporter = install_memory_exporter()
+    db = f"t_{uuid.uuid4().hex[:12]}"
+    tag = uuid.uuid4().hex[:8]
+
+    def settings() -> ServiceSettings:
+        return ServiceSettings(nats_url=nats_url, mongodb_uri=mongo_uri, mongodb_db=db, log_setup=False)
+
+    producer = ServiceRuntime("producer-svc", settings(), outbox_collections=["things"])
+    consumer = ServiceRuntime("consumer-svc", settings(), uses_database=False)
+    received: list[tuple[str, str | None]] = []
+
+    async def handle(env: Envelope[MailboxApproved]) -> None:
+        if env.data.email.startswith(tag):
+            received.append((env.correlation_id, current_trace_id()))
+
+    consumer.consume(MailboxApproved, f"trace-{tag}", handle)
+    router = APIRouter()
+
+    @router.post("/things")
+    async def create() -> dict[str, str | None]:
+        env = producer.envelope(
+            MailboxApproved(mailbox_id="m1", email=f"{tag}@example.org", approved_at=datetime.now(UTC))
+        )
+        await producer.db.things.insert_one({"_id": tag, **new_document_outbox([outbox_entry(env)])})
+        producer.wake_relay()
+        return {"trace_id": current_trace_id()}
+
+    app = producer.http_app("mailwarden producer-svc", [router])
+    await consumer.start()
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p") as http,
+        ):
+            resp = await http.post("/things", headers={"X-Correlation-Id": f"corr-{tag}"})
+            assert resp.status_code == 200 and resp.headers["x-correlation-id"] == f"corr-{tag}"
+            trace_id = resp.json()["trace_id"]
+            for _ in range(100):
+                if received:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await consumer.stop()
+    assert received == [(f"corr-{tag}", trace_id)]
+    assert trace_id is not None
+    spans = [s for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id]
+    assert {s.kind for s in spans} >= {
+        trace.SpanKind.SERVER,
+        trace.SpanKind.PRODUCER,
+        trace.SpanKind.CONSUMER,
+    }
