@@ -1,0 +1,365 @@
+"""The operations of profile-svc, shared by the HTTP routes and the NATS request-reply handlers.
+
+The default profile has one truth: ``settings.default_profile_id``. Switching it is a single
+conditional write of the settings document (so concurrent switches leave exactly one default);
+``is_default`` on a profile document is a projection of it, brought in line by
+:meth:`Operations.sync_default_flags` (after each switch and at start), each flip a profile write
+with its own ProfileUpdated. The API always answers ``is_default`` from the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from contracts.envelope import Envelope
+from contracts.events import (
+    EmailSettingsChanged,
+    Event,
+    MailboxSnapshot,
+    ProfileCreated,
+    ProfileDeleted,
+    ProfileUpdated,
+)
+from contracts.models import DeliveryMethod, Direction, SealedSecret
+from mailwarden_runtime.http import DomainError, FieldProblem
+from mailwarden_runtime.outbox import outbox_entry
+from profile_svc import documents as docs
+from profile_svc.credentials import CredentialBox
+from profile_svc.errors import FieldsRefused, not_found, refuse
+from profile_svc.models import (
+    DeleteResult,
+    ListQuery,
+    ProfileCreate,
+    ProfilePage,
+    ProfilePatch,
+    ProfileView,
+    SettingsIn,
+    SettingsView,
+)
+from profile_svc.ports import allowed_ports_for
+from profile_svc.repository import NameTaken, Repository, name_key, query_for
+from profile_svc.rules import Draft, port_problems, raw_from_create, raw_from_patch, resolve
+
+log = logging.getLogger(__name__)
+
+MakeEnvelope = Callable[[Event], Envelope[Any]]
+ACT_REFUSED = (
+    "appointments, contacts and tasks cannot use server-side synchronization with an IMAP or POP3 "
+    'default profile (not supported for IMAP/POP profiles): use "none" or "email_router"'
+)
+NAME_TAKEN = "another profile already has this name"
+RETRIES = 30
+
+
+class Operations:
+    def __init__(
+        self, repo: Repository, box: CredentialBox, envelope: MakeEnvelope, wake: Callable[[], None]
+    ) -> None:
+        self._repo = repo
+        self._box = box
+        self._envelope = envelope
+        self._wake = wake
+
+    def _entry(self, event: Event) -> dict[str, Any]:
+        return outbox_entry(self._envelope(event))
+
+    # settings
+
+    async def ensure_settings(self) -> SettingsView:
+        """Create the default settings at first start, announcing them so consumers get the defaults."""
+        doc = await self._repo.get_settings()
+        if doc is not None:
+            return docs.settings_view(doc)
+        first = SettingsView(version=1, updated_at=docs.now_ms(datetime.now(UTC)))
+        event = EmailSettingsChanged(settings=docs.settings_snapshot(first))
+        if await self._repo.init_settings(docs.settings_doc(first), [self._entry(event)]):
+            log.info("default email settings created")
+            self._wake()
+        doc = await self._repo.get_settings()
+        if doc is None:
+            raise RuntimeError("settings vanished right after creation")
+        return docs.settings_view(doc)
+
+    async def get_settings(self) -> SettingsView:
+        return await self.ensure_settings()
+
+    async def put_settings(self, body: SettingsIn) -> SettingsView:
+        problems: list[FieldProblem] = []
+        if body.port_preset == "custom" and not body.allowed_ports:
+            problems.append(
+                FieldProblem(field="allowed_ports", message='is required with port_preset "custom"')
+            )
+        if body.port_preset != "custom" and body.allowed_ports is not None:
+            problems.append(
+                FieldProblem(field="allowed_ports", message='may only be given with port_preset "custom"')
+            )
+        if (
+            body.default_profile_id is not None
+            and await self._repo.get_profile(body.default_profile_id) is None
+        ):
+            problems.append(FieldProblem(field="default_profile_id", message="no such profile"))
+        if body.act_delivery is DeliveryMethod.SERVER_SIDE_SYNC and body.default_profile_id is not None:
+            problems.append(FieldProblem(field="act_delivery", message=ACT_REFUSED))
+        if problems:
+            raise FieldsRefused(problems)
+        allowed = allowed_ports_for(body.port_preset, body.allowed_ports)
+        await self._refuse_if_profiles_outside(allowed)
+        wanted = body.model_dump(exclude={"allowed_ports"}) | {
+            "allowed_ports": allowed,
+            "alert_levels": list(dict.fromkeys(body.alert_levels)),
+        }
+        result = await self._write_settings(lambda _current: wanted)
+        await self.sync_default_flags()
+        return result
+
+    async def _refuse_if_profiles_outside(self, allowed: list[int]) -> None:
+        """A narrower allow-list must not silently strand profiles: refuse and name them."""
+        outside, total = await self._repo.profiles_outside(allowed)
+        if not total:
+            return
+        named = ", ".join(
+            f"{d['name']!r} (incoming {d['incoming']['port']}, outgoing {d['outgoing']['port']})"
+            for d in outside[:5]
+        )
+        more = f" and {total - 5} more" if total > 5 else ""
+        raise refuse(
+            "allowed_ports",
+            f"{total} profile(s) use ports outside this allow-list: {named}{more}; change their ports first",
+            status=409,
+        )
+
+    async def _write_settings(self, change: Callable[[SettingsView], dict[str, Any] | None]) -> SettingsView:
+        """Apply ``change`` to the current settings with optimistic concurrency; no write when nothing changes.
+
+        ``change`` sees fresh settings on every attempt and may raise to refuse.
+        """
+        for _ in range(RETRIES):
+            current = await self.ensure_settings()
+            wanted = change(current)
+            if wanted is None:
+                return current
+            before = current.model_dump(mode="json", exclude={"version", "updated_at"})
+            merged = before | SettingsView.model_validate(before | wanted).model_dump(
+                mode="json", exclude={"version", "updated_at"}
+            )
+            if merged == before:
+                return current
+            new = SettingsView.model_validate(
+                merged | {"version": current.version + 1, "updated_at": docs.now_ms(datetime.now(UTC))}
+            )
+            event = EmailSettingsChanged(settings=docs.settings_snapshot(new))
+            if await self._repo.update_settings(
+                current.version, docs.settings_doc(new), [self._entry(event)]
+            ):
+                self._wake()
+                return new
+            await asyncio.sleep(random.uniform(0, 0.01))
+        raise DomainError(409, "the settings kept changing concurrently; retry")
+
+    async def _change_default(self, target: str | None, only_if: str | None = None) -> None:
+        """Make ``target`` the default (None: no default); with ``only_if``, only while that one is it."""
+
+        def change(current: SettingsView) -> dict[str, Any] | None:
+            if only_if is not None and current.default_profile_id != only_if:
+                return None
+            if target is not None and current.act_delivery is DeliveryMethod.SERVER_SIDE_SYNC:
+                raise refuse("is_default", ACT_REFUSED)
+            return {"default_profile_id": target}
+
+        await self._write_settings(change)
+        await self.sync_default_flags()
+
+    async def sync_default_flags(self) -> None:
+        """Bring every profile's ``is_default`` projection in line with the settings (idempotent)."""
+        for _ in range(RETRIES):
+            target = (await self.ensure_settings()).default_profile_id
+            for doc in await self._repo.profiles_flagged_default():
+                if doc["_id"] != target:
+                    await self._flip_default(doc["_id"], False)
+            if target is not None:
+                await self._flip_default(target, True)
+            if (await self.ensure_settings()).default_profile_id == target:
+                return
+        log.warning("default flags did not settle; they will be synced at the next change or start")
+
+    async def _flip_default(self, profile_id: str, flag: bool) -> None:
+        for _ in range(RETRIES):
+            doc = await self._repo.get_profile(profile_id)
+            if doc is None or bool(doc.get("is_default")) == flag:
+                return
+            new = doc | {
+                "is_default": flag,
+                "version": doc["version"] + 1,
+                "updated_at": docs.now_ms(datetime.now(UTC)),
+            }
+            event = ProfileUpdated(profile=docs.snapshot(new, self._box))
+            fields = {k: new[k] for k in ("is_default", "version", "updated_at")}
+            if await self._repo.update_profile(profile_id, doc["version"], fields, [self._entry(event)]):
+                self._wake()
+                return
+
+    # profiles
+
+    async def _checked(self, draft: Draft, problems: list[FieldProblem], newly_default: bool) -> SettingsView:
+        settings = await self.ensure_settings()
+        problems = problems + port_problems(draft, settings.allowed_ports)
+        if newly_default and settings.act_delivery is DeliveryMethod.SERVER_SIDE_SYNC:
+            problems.append(FieldProblem(field="is_default", message=ACT_REFUSED))
+        if problems:
+            raise FieldsRefused(problems)
+        return settings
+
+    def _logins(self, profile_id: str, draft: Draft, stored: dict[Direction, SealedSecret]) -> dict[str, Any]:
+        out = {d.value: stored[d].model_dump() for d in draft.keep_logins if d in stored}
+        for direction, login in draft.new_logins.items():
+            out[direction.value] = self._box.seal(profile_id, direction, login).model_dump()
+        return out
+
+    async def create(self, body: ProfileCreate) -> ProfileView:
+        draft, problems = resolve(raw_from_create(body))
+        await self._checked(draft, problems, draft.is_default)
+        profile_id = f"prf_{uuid.uuid4().hex}"
+        now = docs.now_ms(datetime.now(UTC))
+        doc: dict[str, Any] = {
+            "_id": profile_id,
+            "live": True,
+            **docs.draft_fields(draft, name_key(draft.name)),
+            "credentials": self._logins(profile_id, draft, {}),
+            "is_default": False,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        event = ProfileCreated(profile=docs.snapshot(doc, self._box))
+        try:
+            await self._repo.insert_profile(doc, [self._entry(event)])
+        except NameTaken:
+            raise refuse("name", NAME_TAKEN, status=409) from None
+        self._wake()
+        log.info("profile created", extra={"profile_id": profile_id})
+        if draft.is_default:
+            await self._change_default(profile_id)
+        return await self.get(profile_id)
+
+    async def get(self, profile_id: str) -> ProfileView:
+        doc = await self._repo.get_profile(profile_id)
+        if doc is None:
+            raise not_found()
+        settings = await self.ensure_settings()
+        return docs.view(doc, settings.default_profile_id == profile_id)
+
+    async def list(self, q: ListQuery) -> ProfilePage:
+        settings = await self.ensure_settings()
+        query = query_for(
+            q.name_contains,
+            q.owner_id,
+            q.incoming_protocol.value if q.incoming_protocol else None,
+            q.credential_source.value if q.credential_source else None,
+        )
+        default = settings.default_profile_id
+        if q.is_default is True:
+            query["_id"] = default if default else {"$in": []}
+        elif q.is_default is False and default:
+            query["_id"] = {"$ne": default}
+        found, total = await self._repo.list_profiles(query, q.limit, q.offset)
+        items = [docs.view(d, d["_id"] == default) for d in found]
+        return ProfilePage(items=items, total=total, limit=q.limit, offset=q.offset)
+
+    async def update(self, profile_id: str, patch: ProfilePatch) -> ProfileView:
+        for _ in range(RETRIES):
+            doc = await self._repo.get_profile(profile_id)
+            if doc is None:
+                raise not_found()
+            was_default = (await self.ensure_settings()).default_profile_id == profile_id
+            draft, problems = resolve(raw_from_patch(doc, patch, was_default))
+            await self._checked(draft, problems, draft.is_default and not was_default)
+            fields = docs.draft_fields(draft, name_key(draft.name))
+            stored = docs.stored_logins(doc)
+            logins = self._logins(profile_id, draft, stored)
+            same = all(doc.get(k) == v for k, v in fields.items()) and self._same_logins(
+                profile_id, stored, logins
+            )
+            if not same:
+                new = (
+                    doc
+                    | fields
+                    | {
+                        "credentials": logins,
+                        "version": doc["version"] + 1,
+                        "updated_at": docs.now_ms(datetime.now(UTC)),
+                    }
+                )
+                event = ProfileUpdated(profile=docs.snapshot(new, self._box))
+                changed = fields | {k: new[k] for k in ("credentials", "version", "updated_at")}
+                try:
+                    ok = await self._repo.update_profile(
+                        profile_id, doc["version"], changed, [self._entry(event)]
+                    )
+                except NameTaken:
+                    raise refuse("name", NAME_TAKEN, status=409) from None
+                if not ok:
+                    await asyncio.sleep(random.uniform(0, 0.01))
+                    continue
+                self._wake()
+                log.info("profile updated", extra={"profile_id": profile_id})
+            if draft.is_default and not was_default:
+                await self._change_default(profile_id)
+            elif was_default and not draft.is_default:
+                await self._change_default(None, only_if=profile_id)
+            return await self.get(profile_id)
+        raise DomainError(409, "the profile kept changing concurrently; retry")
+
+    def _same_logins(
+        self, profile_id: str, stored: dict[Direction, SealedSecret], logins: dict[str, Any]
+    ) -> bool:
+        """True when the logins to store equal the stored ones in clear (a re-sent secret is no change)."""
+        if set(logins) != {d.value for d in stored}:
+            return False
+        for direction, sealed in stored.items():
+            new = SealedSecret.model_validate(logins[direction.value])
+            if new != sealed and self._box.open(profile_id, direction, new) != self._box.open(
+                profile_id, direction, sealed
+            ):
+                return False
+        return True
+
+    async def delete(self, profile_id: str) -> DeleteResult:
+        for _ in range(RETRIES):
+            doc = await self._repo.get_profile(profile_id)
+            if doc is None:
+                raise not_found()
+            if (await self.ensure_settings()).default_profile_id == profile_id:
+                raise refuse(
+                    "profile_id",
+                    "this is the default profile for new mailboxes: choose another default first",
+                    409,
+                )
+            used = await self._repo.usage_count(profile_id)
+            if used:
+                raise refuse(
+                    "profile_id",
+                    f"the profile is used by {used} mailbox{'es' if used != 1 else ''}: "
+                    "move them to another profile first",
+                    409,
+                )
+            now = docs.now_ms(datetime.now(UTC))
+            fields = {"live": False, "deleted_at": now, "version": doc["version"] + 1, "updated_at": now}
+            event = ProfileDeleted(profile_id=profile_id)
+            if await self._repo.update_profile(
+                profile_id, doc["version"], fields, [self._entry(event)], unset=("credentials",)
+            ):
+                self._wake()
+                log.info("profile deleted", extra={"profile_id": profile_id})
+                return DeleteResult(profile_id=profile_id, deleted=True)
+        raise DomainError(409, "the profile kept changing concurrently; retry")
+
+    # the usage read model
+
+    async def mailbox_changed(self, mailbox: MailboxSnapshot) -> None:
+        await self._repo.record_usage(mailbox.mailbox_id, mailbox.profile_id, mailbox.version)

@@ -1,0 +1,177 @@
+"""All MongoDB access of profile-svc: profiles, the organisation's settings, and mailbox usage.
+
+Every state change is one conditional single-document write carrying its events in the
+in-document outbox, so no event goes out for a write that did not commit and none is lost for one
+that did. Deleted profiles stay as tombstones (``live: false``) so their ProfileDeleted event can
+ride on the delete itself; the unique name index covers live profiles only.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.outbox import new_document_outbox, with_outbox
+
+PROFILES = "profiles"
+SETTINGS = "settings"
+USAGE = "profile_usage"
+ORG = "org"
+OUTBOX_COLLECTIONS = (PROFILES, SETTINGS)
+
+
+class NameTaken(Exception):
+    """Another live profile already has this name."""
+
+
+def name_key(name: str) -> str:
+    """Names are unique regardless of case and surrounding or repeated spaces."""
+    return " ".join(name.split()).casefold()
+
+
+class Repository:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._profiles = db[PROFILES]
+        self._settings = db[SETTINGS]
+        self._usage = db[USAGE]
+
+    async def ensure_indexes(self) -> None:
+        await self._profiles.create_indexes(
+            [
+                IndexModel(
+                    [("name_key", ASCENDING)],
+                    name="unique_live_name",
+                    unique=True,
+                    partialFilterExpression={"live": True},
+                ),
+                IndexModel([("live", ASCENDING), ("name_key", ASCENDING)], name="live_name"),
+                IndexModel([("owner.id", ASCENDING)], name="owner_id"),
+                IndexModel([("incoming_protocol", ASCENDING)], name="incoming_protocol"),
+                IndexModel([("is_default", ASCENDING)], name="is_default"),
+            ]
+        )
+        await self._usage.create_index("profile_id", name="profile_id")
+
+    # profiles
+
+    async def insert_profile(self, doc: Document, entries: list[Document]) -> None:
+        try:
+            await self._profiles.insert_one({**doc, **new_document_outbox(entries)})
+        except DuplicateKeyError:
+            raise NameTaken from None
+
+    async def get_profile(self, profile_id: str) -> Document | None:
+        return await self._profiles.find_one({"_id": profile_id, "live": True}, {"outbox": 0})
+
+    async def update_profile(
+        self,
+        profile_id: str,
+        version: int,
+        fields: Document,
+        entries: list[Document],
+        unset: tuple[str, ...] = (),
+    ) -> bool:
+        """Apply ``fields`` if the profile is still at ``version``; False when it moved on (or is gone)."""
+        update: Document = {"$set": fields}
+        if unset:
+            update["$unset"] = dict.fromkeys(unset, "")
+        try:
+            result = await self._profiles.update_one(
+                {"_id": profile_id, "live": True, "version": version}, with_outbox(update, entries)
+            )
+        except DuplicateKeyError:
+            raise NameTaken from None
+        return result.modified_count == 1
+
+    async def list_profiles(self, query: Document, limit: int, offset: int) -> tuple[list[Document], int]:
+        filt = {"live": True, **query}
+        total = await self._profiles.count_documents(filt)
+        cursor = (
+            self._profiles.find(filt, {"outbox": 0}).sort("name_key", ASCENDING).skip(offset).limit(limit)
+        )
+        return await cursor.to_list(None), total
+
+    async def profiles_flagged_default(self) -> list[Document]:
+        return await self._profiles.find({"live": True, "is_default": True}, {"outbox": 0}).to_list(None)
+
+    async def profiles_outside(self, allowed: list[int], limit: int = 20) -> tuple[list[Document], int]:
+        """Live profiles with a port the allow-list does not contain."""
+        filt = {
+            "live": True,
+            "$or": [{"incoming.port": {"$nin": allowed}}, {"outgoing.port": {"$nin": allowed}}],
+        }
+        total = await self._profiles.count_documents(filt)
+        docs = (
+            await self._profiles.find(filt, {"outbox": 0})
+            .sort("name_key", ASCENDING)
+            .limit(limit)
+            .to_list(None)
+        )
+        return docs, total
+
+    # settings
+
+    async def get_settings(self) -> Document | None:
+        return await self._settings.find_one({"_id": ORG}, {"outbox": 0})
+
+    async def init_settings(self, fields: Document, entries: list[Document]) -> bool:
+        """Create the settings with their first event, once; False if they already exist."""
+        try:
+            result = await self._settings.update_one(
+                {"_id": ORG},
+                {"$setOnInsert": {**fields, **new_document_outbox(entries)}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # a sibling instance created them in the meantime
+            return False
+        return result.upserted_id is not None
+
+    async def update_settings(self, version: int, fields: Document, entries: list[Document]) -> bool:
+        result = await self._settings.update_one(
+            {"_id": ORG, "version": version}, with_outbox({"$set": fields}, entries)
+        )
+        return result.modified_count == 1
+
+    # mailbox usage (a read model fed by mailbox events)
+
+    async def record_usage(self, mailbox_id: str, profile_id: str | None, version: int) -> bool:
+        """Keep the newest known profile of a mailbox; an older or repeated event changes nothing."""
+        try:
+            result = await self._usage.update_one(
+                {"_id": mailbox_id, "version": {"$lt": version}},
+                {"$set": {"profile_id": profile_id, "version": version}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # the mailbox is known at this version or a newer one
+            return False
+        return result.modified_count == 1 or result.upserted_id is not None
+
+    async def usage_count(self, profile_id: str) -> int:
+        return await self._usage.count_documents({"profile_id": profile_id})
+
+
+def contains(text: str) -> Document:
+    return {"$regex": re.escape(text), "$options": "i"}
+
+
+def query_for(
+    name_contains: str | None,
+    owner_id: str | None,
+    incoming_protocol: str | None,
+    credential_source: str | None,
+) -> dict[str, Any]:
+    query: dict[str, Any] = {}
+    if name_contains:
+        query["name"] = contains(name_contains)
+    if owner_id:
+        query["owner.id"] = owner_id
+    if incoming_protocol:
+        query["incoming_protocol"] = incoming_protocol
+    if credential_source:
+        query["credential_source"] = credential_source
+    return query

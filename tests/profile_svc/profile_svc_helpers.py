@@ -1,0 +1,50 @@
+"""Helpers shared by the profile-svc tests (importable: conftest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.msg import Msg
+
+CANARY = "canary-Pa55w0rd-7f3e9b"
+
+
+@dataclass
+class Recorder:
+    """Every message seen on profile and settings subjects, in arrival order."""
+
+    messages: list[Msg] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, msg: Msg) -> None:
+        self.messages.append(msg)
+        self.arrived.set()
+
+    def of(self, event_type: str) -> list[dict[str, Any]]:
+        out = []
+        for msg in self.messages:
+            body = json.loads(msg.data)
+            if body.get("type") == event_type:
+                out.append(body)
+        return out
+
+    async def wait_for(self, event_type: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout):
+            while len(self.of(event_type)) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.of(event_type)
+
+
+def profile_body(name: str = "Contoso IMAP", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": name,
+        "owner": {"kind": "user", "id": "u1", "name": "Pat Owner", "email": "pat@example.com"},
+        "incoming_protocol": "imap",
+        "incoming": {"host": "imap.example.com", "port": 993, "tls": "implicit"},
+    }
+    body.update(overrides)
+    return body
