@@ -1,0 +1,57 @@
+"""tester-svc settings (env prefix ``MW_``): egress policy, trust, limits and timeouts."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field, field_validator
+
+from mailwarden_runtime.settings import ServiceSettings, TransitKeySettings
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Settings(ServiceSettings, TransitKeySettings):
+    tester_allow_networks: str = Field(
+        "",
+        description="Comma list of CIDRs allowed although private/loopback (on-premises servers, tests).",
+    )
+    tester_ca_file: str | None = Field(None, description="Extra CA bundle trusted besides the system CAs.")
+    tester_concurrency: int = Field(16, ge=1, le=1000, description="Tests run at once by this process.")
+    tester_batch_size: int = Field(8, ge=1, le=256, description="Messages pulled per fetch.")
+    tester_ack_wait_s: float = Field(30.0, gt=0, description="JetStream ack wait (kept alive while testing).")
+    tester_test_timeout_s: float = Field(60.0, gt=0, le=600, description="Deadline of one whole test.")
+    tester_step_timeout_s: float = Field(15.0, gt=0, le=300, description="Deadline of each protocol step.")
+    tester_dns_timeout_s: float = Field(5.0, gt=0, le=60, description="Deadline of the DNS lookup.")
+    tester_max_line_bytes: int = Field(8192, ge=512, le=1_048_576, description="Longest response line.")
+    tester_max_response_bytes: int = Field(
+        65536, ge=4096, le=16_777_216, description="Most bytes read from one server connection."
+    )
+    tester_breaker_threshold: int = Field(
+        3, ge=1, le=100, description="Auth failures per (host, user) in the window that pause logins."
+    )
+    tester_breaker_window_s: float = Field(900.0, gt=0, description="Auth-failure breaker window.")
+    tester_ehlo_name: str = Field("mailwarden-tester.invalid", description="Name sent in SMTP EHLO.")
+
+    @field_validator("tester_allow_networks")
+    @classmethod
+    def _check_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def allow_networks(self) -> list[Network]:
+        return parse_networks(self.tester_allow_networks)
+
+
+def parse_networks(text: str) -> list[Network]:
+    """``"127.0.0.0/8, 10.1.0.0/16"`` → networks; raises ValueError naming the bad entry."""
+    nets: list[Network] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"not a network: {part!r}") from None
+    return nets

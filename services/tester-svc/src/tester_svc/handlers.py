@@ -1,0 +1,54 @@
+"""The TestRequested handler: run the test, publish TestCompleted, then let the consumer ack.
+
+The result's event id is derived from the test id and attempt, so when a redelivered request is
+tested again its result is de-duplicated by JetStream instead of being stored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from contracts.envelope import Envelope, make_envelope
+from contracts.events import TestRequested
+from tester_svc.runner import Runner
+
+log = logging.getLogger(__name__)
+
+PublishFn = Callable[[Envelope[Any]], Awaitable[Any]]
+RESULT_NAMESPACE = uuid.UUID("5d0c1f6e-4f7e-4a3b-9c1e-7a2f3b8d9e10")
+
+
+def result_event_id(test_id: str, attempt: int) -> uuid.UUID:
+    return uuid.uuid5(RESULT_NAMESPACE, f"{test_id}:{attempt}")
+
+
+class TestRequestedHandler:
+    __test__ = False
+
+    def __init__(self, runner: Runner, publish: PublishFn, producer: str) -> None:
+        self.runner = runner
+        self.publish = publish
+        self.producer = producer
+
+    async def __call__(self, envelope: Envelope[TestRequested]) -> None:
+        req = envelope.data
+        completed = await self.runner.run(req)
+        out = make_envelope(
+            completed,
+            self.producer,
+            correlation_id=envelope.correlation_id,
+            event_id=result_event_id(req.test_id, req.attempt),
+        )
+        await self.publish(out)
+        log.info(
+            "test completed",
+            extra={
+                "test_id": req.test_id,
+                "attempt": req.attempt,
+                "succeeded": completed.succeeded,
+                "codes": [r.error.code.value for r in completed.results if r.error],
+            },
+        )

@@ -1,0 +1,108 @@
+"""Egress policy: which ports and addresses the tester may connect to (SSRF guard).
+
+Every resolved address is checked, and IPv4 hidden in IPv6 (mapped, compatible, NAT64, 6to4,
+Teredo) is unwrapped and checked too. The tester then connects to exactly the checked address,
+never to the name again, so DNS rebinding cannot swap the target after the check.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+from tester_svc.config import Network
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Explicit deny table on top of ipaddress' flags (is_global alone has had holes, CVE-2024-4032).
+_DENY: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "fe80::/10",
+        "fc00::/7",
+        "ff00::/8",
+        "100::/64",
+        "2001:db8::/32",
+    )
+)
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+
+
+def embedded_ipv4(addr: IPAddress) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries (and would reach through a translator)."""
+    if isinstance(addr, ipaddress.IPv4Address):
+        return []
+    found: list[ipaddress.IPv4Address] = []
+    if addr.ipv4_mapped is not None:
+        found.append(addr.ipv4_mapped)
+    packed = int(addr)
+    if packed >> 32 == 0 and packed > 1:  # deprecated IPv4-compatible ::a.b.c.d
+        found.append(ipaddress.IPv4Address(packed & 0xFFFFFFFF))
+    if any(addr in net for net in _NAT64):
+        found.append(ipaddress.IPv4Address(packed & 0xFFFFFFFF))
+    if addr in _SIX_TO_FOUR and addr.sixtofour is not None:
+        found.append(addr.sixtofour)
+    if addr.teredo is not None:
+        found.extend(addr.teredo)
+    return found
+
+
+def _denied(addr: IPAddress) -> bool:
+    return (
+        not addr.is_global
+        or addr.is_private
+        or addr.is_loopback
+        or addr.is_link_local
+        or addr.is_multicast
+        or addr.is_reserved
+        or addr.is_unspecified
+        or any(addr.version == net.version and addr in net for net in _DENY)
+    )
+
+
+def _allowed_by_operator(addr: IPAddress, allow: Sequence[Network]) -> bool:
+    return any(addr.version == net.version and addr in net for net in allow)
+
+
+def address_allowed(addr: IPAddress, allow: Sequence[Network] = ()) -> bool:
+    """True when ``addr`` and every IPv4 it embeds are public, or inside an operator-allowed range."""
+    if _allowed_by_operator(addr, allow):
+        return True
+    if _denied(addr):
+        return False
+    return all(address_allowed(inner, allow) for inner in embedded_ipv4(addr))
+
+
+def parse_address(text: str) -> IPAddress | None:
+    """An address from getaddrinfo (may carry an IPv6 zone); None when unparsable (fail closed)."""
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def check_addresses(addresses: Iterable[str], allow: Sequence[Network]) -> list[str]:
+    """The addresses that break the policy (unparsable ones included). Empty means all are allowed."""
+    bad: list[str] = []
+    for text in addresses:
+        addr = parse_address(text)
+        if addr is None or not address_allowed(addr, allow):
+            bad.append(text)
+    return bad

@@ -1,0 +1,1 @@
+"""One probe per protocol, all on :mod:`tester_svc.wire` and the shared connect flow in ``base``."""

@@ -1,0 +1,158 @@
+"""One TestRequested → one TestCompleted: both directions concurrently, each under the test deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+from contracts.errors import CATALOG, ErrorCode
+from contracts.events import TestCompleted, TestRequested
+from contracts.models import Direction, DirectionResult, TestError, TestStatus
+from mailwarden_runtime.crypto import KeyRing
+from tester_svc import metrics
+from tester_svc.config import Settings
+from tester_svc.credentials import open_login
+from tester_svc.errors import ProbeError
+from tester_svc.limits import AuthBreaker, ConnectionLimiter
+from tester_svc.probes.base import Dialogue, Login, ProbeEnv, ProbeTarget, Protocol, Session, run_probe
+from tester_svc.probes.imap import imap_dialogue
+from tester_svc.probes.pop3 import pop3_dialogue
+from tester_svc.probes.smtp import smtp_dialogue
+from tester_svc.resolve import Resolver, SystemResolver
+from tester_svc.tls import TlsContexts
+from tester_svc.trace import Trace
+from tester_svc.wire import Limits
+
+log = logging.getLogger(__name__)
+
+DIALOGUES: dict[Protocol, Dialogue] = {"imap": imap_dialogue, "pop3": pop3_dialogue, "smtp": smtp_dialogue}
+
+
+class Runner:
+    def __init__(
+        self,
+        settings: Settings,
+        keyring: KeyRing,
+        *,
+        tester: str,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.keyring = keyring
+        self.tester = tester
+        self.test_timeout_s = settings.tester_test_timeout_s
+        self.env = ProbeEnv(
+            resolver=resolver or SystemResolver(),
+            tls=TlsContexts(settings.tester_ca_file),
+            allow_networks=settings.allow_networks,
+            limiter=ConnectionLimiter(settings.tester_concurrency * 2),
+            breaker=AuthBreaker(settings.tester_breaker_threshold, settings.tester_breaker_window_s),
+            step_timeout_s=settings.tester_step_timeout_s,
+            dns_timeout_s=settings.tester_dns_timeout_s,
+            wire_limits=Limits(settings.tester_max_line_bytes, settings.tester_max_response_bytes),
+            ehlo_name=settings.tester_ehlo_name,
+        )
+
+    def _target(self, req: TestRequested, direction: Direction) -> ProbeTarget:
+        t = req.target
+        incoming = direction is Direction.INCOMING
+        return ProbeTarget(
+            protocol=t.incoming_protocol.value if incoming else "smtp",
+            endpoint=t.incoming if incoming else t.outgoing,
+            verify_tls=t.verify_tls,
+            allow_plaintext_auth=t.allow_plaintext_auth,
+            connect_timeout_s=t.connect_timeout_s,
+            max_connections=t.max_concurrent_connections,
+            allowed_ports=req.allowed_ports,
+            mailbox_email=req.mailbox.email,
+            smtp_mode=req.smtp_mode,
+        )
+
+    async def _credentials(self, req: TestRequested, direction: Direction, trace: Trace, host: str) -> Login:
+        async with trace.step("credentials", 1.0) as facts:
+            login = open_login(req, direction, self.keyring)
+            trace.secrets = login.secret_forms()
+            facts["source"] = req.credential_source.value
+            if self.env.breaker.is_open(host, login.username, login.password.get_secret_value()):
+                raise ProbeError(ErrorCode.AUTH_BREAKER_OPEN, "recent definite login failures for this user")
+        return login
+
+    def _update_breaker(self, trace: Trace, host: str, login: Login | None) -> None:
+        if login is None:
+            return
+        for step in trace.steps:
+            if step.name != "auth":
+                continue
+            if step.ok:
+                self.env.breaker.record_success(host, login.username)
+            elif step.error_code is ErrorCode.AUTH_FAILED:
+                self.env.breaker.record_failure(host, login.username, login.password.get_secret_value())
+
+    async def run_direction(self, req: TestRequested, direction: Direction) -> DirectionResult:
+        target = self._target(req, direction)
+        trace = Trace(target.protocol)
+        started_at = datetime.now(UTC)
+        t0 = time.monotonic()
+        error: ProbeError | None = None
+        step: str | None = None
+        login: Login | None = None
+        try:
+            async with asyncio.timeout(self.test_timeout_s):
+                login = await self._credentials(req, direction, trace, target.endpoint.host)
+                await run_probe(Session(self.env, target, trace, login), DIALOGUES[target.protocol])
+        except ProbeError as exc:
+            error, step = exc, trace.current
+        except TimeoutError:
+            error, step = ProbeError(ErrorCode.TEST_TIMEOUT, "the test ran out of time"), trace.current
+        except Exception:
+            log.exception("probe crashed", extra={"test_id": req.test_id, "direction": direction.value})
+            error, step = ProbeError(ErrorCode.INTERNAL_ERROR, "tester failure"), trace.current
+        self._update_breaker(trace, target.endpoint.host, login)
+        test_error = None
+        if error is not None:
+            spec = CATALOG[error.code]
+            test_error = TestError(
+                code=error.code,
+                step=step or "waiting",
+                transient=spec.transient,
+                scope=spec.scope,
+                message=spec.message,
+            )
+        status = TestStatus.FAILURE if error else TestStatus.SUCCESS
+        metrics.DIRECTION_RESULTS.labels(
+            protocol=target.protocol,
+            outcome=status.value,
+            error_code=error.code.value if error else "none",
+        ).inc()
+        return DirectionResult(
+            direction=direction,
+            protocol=target.protocol,
+            status=status,
+            error=test_error,
+            steps=trace.steps,
+            warnings=trace.warnings,
+            started_at=started_at,
+            duration_ms=round((time.monotonic() - t0) * 1000, 3),
+        )
+
+    async def run(self, req: TestRequested) -> TestCompleted:
+        started_at = datetime.now(UTC)
+        t0 = time.monotonic()
+        wanted = [d for d in (Direction.INCOMING, Direction.OUTGOING) if d in req.directions]
+        results = await asyncio.gather(*(self.run_direction(req, d) for d in wanted))
+        by_dir = dict(zip(wanted, results, strict=True))
+        completed = TestCompleted(
+            test_id=req.test_id,
+            mailbox=req.mailbox,
+            attempt=req.attempt,
+            job_id=req.job_id,
+            incoming=by_dir.get(Direction.INCOMING),
+            outgoing=by_dir.get(Direction.OUTGOING),
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+            tester=self.tester,
+        )
+        metrics.TESTS.labels(outcome="success" if completed.succeeded else "failure").inc()
+        metrics.TEST_SECONDS.observe(time.monotonic() - t0)
+        return completed

@@ -1,0 +1,178 @@
+"""Fixtures for tester-svc: a runner on test settings, request builders, hostile loopback servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from contracts.events import SealedCredentials, TestRequested
+from contracts.models import (
+    CredentialSource,
+    Direction,
+    Endpoint,
+    IncomingProtocol,
+    MailboxRef,
+    Owner,
+    OwnerKind,
+    ServerTarget,
+    TlsMode,
+)
+from mailwarden_runtime.crypto import KeyRing
+from mailwarden_servers import TestCertificates
+from tester_svc.config import Settings
+from tester_svc.resolve import Resolver, StaticResolver
+from tester_svc.runner import Runner
+
+TRANSIT = KeyRing.for_development("transit")
+OWNER = Owner(kind=OwnerKind.USER, id="u1", name="Ursula", email="ursula@example.com")
+PROFILE_OWNER = Owner(kind=OwnerKind.USER, id="p1", name="Paul", email="paul@example.com")
+# A name the test CA's certificate carries, resolved without DNS.
+NAMES = {"mail.test": ["127.0.0.1"], "other.example": ["127.0.0.1"]}
+
+
+def settings_for(certs: TestCertificates, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "dev_mode": True,
+        "log_setup": False,
+        "tester_allow_networks": "127.0.0.0/8",
+        "tester_ca_file": str(certs.ca),
+        "tester_test_timeout_s": 6.0,
+        "tester_step_timeout_s": 2.0,
+        "tester_dns_timeout_s": 1.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def make_runner(certs: TestCertificates) -> Callable[..., Runner]:
+    def make(resolver: Resolver | None = None, **overrides: Any) -> Runner:
+        return Runner(
+            settings_for(certs, **overrides),
+            TRANSIT,
+            tester="pytest",
+            resolver=resolver or StaticResolver(NAMES),
+        )
+
+    return make
+
+
+@pytest.fixture
+def runner(make_runner: Callable[..., Runner]) -> Runner:
+    return make_runner()
+
+
+def seal_login(username: str, password: str, aad: str) -> Any:
+    return TRANSIT.seal(json.dumps({"username": username, "password": password}).encode(), aad)
+
+
+def make_request(
+    *,
+    incoming: Endpoint | None = None,
+    outgoing: Endpoint | None = None,
+    protocol: IncomingProtocol = IncomingProtocol.IMAP,
+    user: str = "alice",
+    password: str = "alice-pw",
+    email: str = "alice@mail.test",
+    directions: list[Direction] | None = None,
+    mailbox_id: str = "mbx1",
+    test_id: str = "t1",
+    sealed: SealedCredentials | str | None = "auto",
+    **target: Any,
+) -> TestRequested:
+    """A TestRequested whose credentials are sealed like mailbox-svc seals them."""
+    placeholder = Endpoint(host="mail.test", port=993, tls=TlsMode.IMPLICIT)
+    creds: SealedCredentials | None
+    if sealed == "auto":
+        creds = SealedCredentials(
+            incoming=seal_login(user, password, f"mailbox:{mailbox_id}:incoming"),
+            outgoing=seal_login(user, password, f"mailbox:{mailbox_id}:outgoing"),
+        )
+    else:
+        creds = sealed  # type: ignore[assignment]
+    if directions is None:
+        directions = [d for d, ep in ((Direction.INCOMING, incoming), (Direction.OUTGOING, outgoing)) if ep]
+    return TestRequested(
+        test_id=test_id,
+        mailbox=MailboxRef(
+            mailbox_id=mailbox_id, email=email, owner=OWNER, profile_id="prof1", profile_owner=PROFILE_OWNER
+        ),
+        target=ServerTarget(
+            profile_id="prof1",
+            profile_name="test profile",
+            incoming_protocol=protocol,
+            incoming=incoming or placeholder,
+            outgoing=outgoing or placeholder,
+            **target,
+        ),
+        credential_source=CredentialSource.MAILBOX,
+        credentials=creds,
+        directions=directions,
+        allowed_ports=list(range(1024, 65536)) if "ports" not in target else target.pop("ports"),
+        requested_at=datetime.now(UTC),
+    )
+
+
+# --- hostile servers --------------------------------------------------------------------------
+Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "FakeServer"], Awaitable[None]]
+
+
+@dataclass
+class FakeServer:
+    """A loopback server playing one behaviour; records connections and every byte it received."""
+
+    behaviour: Behaviour
+    port: int = 0
+    connections: int = 0
+    received: bytearray = field(default_factory=bytearray)
+    server: asyncio.Server | None = None
+    active: int = 0
+    peak: int = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await self.behaviour(reader, writer, self)
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+            pass
+        finally:
+            self.active -= 1
+            writer.close()
+
+    async def read_line(self, reader: asyncio.StreamReader) -> bytes:
+        line = await reader.readline()
+        self.received.extend(line)
+        if not line:
+            raise ConnectionResetError
+        return line
+
+    async def drain_forever(self, reader: asyncio.StreamReader) -> None:
+        while data := await reader.read(4096):
+            self.received.extend(data)
+
+
+@pytest.fixture
+async def fake_server() -> AsyncIterator[Callable[[Behaviour], Awaitable[FakeServer]]]:
+    started: list[FakeServer] = []
+
+    async def start(behaviour: Behaviour) -> FakeServer:
+        fake = FakeServer(behaviour)
+        fake.server = await asyncio.start_server(fake._serve, "127.0.0.1", 0)
+        fake.port = fake.server.sockets[0].getsockname()[1]
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        assert fake.server is not None
+        fake.server.close()
+        if hasattr(fake.server, "close_clients"):
+            fake.server.close_clients()

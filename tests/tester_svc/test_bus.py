@@ -1,0 +1,95 @@
+"""tester-svc in-process on a private nats-server: TestRequested in, TestCompleted out, over JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from fastapi import FastAPI
+from nats.aio.msg import Msg
+
+from contracts.envelope import make_envelope, parse_envelope
+from contracts.events import TestCompleted
+from contracts.models import Endpoint, TlsMode
+from contracts.models import TestStatus as Status
+from contracts.subjects import TEST_COMPLETED, TEST_REQUESTED
+from mailwarden_servers import DovecotServer, NatsServer, SmtpServer, TestCertificates
+from tester_svc.app import create_app
+from tester_svc.handlers import result_event_id
+from tester_svc.resolve import StaticResolver
+
+from .conftest import NAMES, make_request, settings_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def private_nats(workdir: Path) -> Iterator[NatsServer]:
+    with NatsServer(workdir / f"nats-tester-{uuid.uuid4().hex[:6]}") as server:
+        yield server
+
+
+@pytest.fixture
+async def app(private_nats: NatsServer, certs: TestCertificates) -> AsyncIterator[FastAPI]:
+    settings = settings_for(certs, nats_url=private_nats.url, tester_concurrency=4)
+    application = create_app(settings, resolver=StaticResolver(NAMES))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+async def test_request_to_completed_over_jetstream(
+    app: FastAPI, private_nats: NatsServer, dovecot: DovecotServer, smtp_server: SmtpServer
+) -> None:
+    req = make_request(
+        incoming=Endpoint(host="mail.test", port=dovecot.imaps_port, tls=TlsMode.IMPLICIT),
+        outgoing=Endpoint(host="mail.test", port=smtp_server.port_starttls, tls=TlsMode.STARTTLS),
+        test_id=f"bus{uuid.uuid4().hex[:8]}",
+    )
+    nc = await nats.connect(private_nats.url)
+    try:
+        results: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_msg(msg: Msg) -> None:
+            await results.put(msg.data)
+
+        await nc.subscribe(TEST_COMPLETED, cb=on_msg)
+        js = nc.jetstream()
+        envelope = make_envelope(req, "pytest")
+        await js.publish(TEST_REQUESTED, envelope.to_bytes(), headers={"Nats-Msg-Id": str(envelope.id)})
+        raw = await asyncio.wait_for(results.get(), timeout=20)
+        done = parse_envelope(raw, TestCompleted)
+        assert done.id == result_event_id(req.test_id, req.attempt)
+        assert done.correlation_id == envelope.correlation_id
+        assert done.data.test_id == req.test_id
+        assert done.data.incoming is not None and done.data.incoming.status is Status.SUCCESS
+        assert done.data.outgoing is not None and done.data.outgoing.status is Status.SUCCESS
+        assert b"alice-pw" not in raw
+
+        # A redelivered request (same test, same attempt) is tested again, but its result is a
+        # duplicate for JetStream: the stream keeps one TestCompleted.
+        again = make_envelope(req, "pytest")
+        await js.publish(TEST_REQUESTED, again.to_bytes(), headers={"Nats-Msg-Id": str(again.id)})
+        await asyncio.wait_for(results.get(), timeout=20)  # core subscribers see every publish
+        info = await js.stream_info("MW_TESTS", subjects_filter=TEST_COMPLETED)
+        assert info.state.subjects == {TEST_COMPLETED: 1}
+    finally:
+        await nc.close()
+
+
+async def test_http_surface(app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"] == {"nats": True}
+        spec = (await client.get("/openapi.json")).json()
+        assert spec["info"]["title"] == "mailwarden tester-svc"
+        assert set(spec["paths"]) == {"/healthz", "/readyz", "/metrics"}
+        metrics = (await client.get("/metrics")).text
+        assert "mailwarden_tester_step_duration_seconds_bucket" in metrics
+        assert "mail.test" not in metrics and "127.0.0.1" not in metrics
