@@ -1,0 +1,86 @@
+"""The mailbox-svc application: ``uvicorn --factory mailbox_svc.app:create_app``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from contracts.envelope import Envelope
+from contracts.events import (
+    EmailSettingsChanged,
+    Event,
+    ProfileCreated,
+    ProfileDeleted,
+    ProfileUpdated,
+    TestCompleted,
+)
+from mailbox_svc.api import build_routers, register_rpc
+from mailbox_svc.config import Settings
+from mailbox_svc.handlers import Handlers
+from mailbox_svc.jobs import JobRunner
+from mailbox_svc.keys import KeyRings
+from mailbox_svc.operations import MailboxOperations
+from mailbox_svc.policy import RetryPolicy
+from mailbox_svc.repository import OUTBOX_COLLECTIONS, Repository
+from mailbox_svc.scheduler import RetryScheduler
+from mailbox_svc.testing import Rings
+from mailwarden_runtime.service import ServiceRuntime
+
+NAME = "mailbox-svc"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    keys = KeyRings.load(settings)  # refuses to start without keys outside dev mode
+    rings = Rings(at_rest=keys.at_rest, transit=keys.transit)
+    runtime = ServiceRuntime(NAME, settings, outbox_collections=OUTBOX_COLLECTIONS)
+    repo = Repository(runtime.db)
+
+    def envelop(data: Event, correlation_id: str | None = None) -> Envelope[Any]:
+        return runtime.envelope(data, correlation_id)
+
+    jobs = JobRunner(
+        repo,
+        rings,
+        envelop,
+        runtime.wake_relay,
+        runtime.instance,
+        settings.job_batch_size,
+        settings.job_max_in_flight,
+        settings.scheduler_poll_s,
+    )
+    ops = MailboxOperations(repo, rings, envelop, runtime.wake_relay, settings.max_selection)
+    handlers = Handlers(
+        repo,
+        RetryPolicy(settings.retry_max_attempts, settings.retry_interval_s, settings.retry_jitter),
+        envelop,
+        runtime.wake_relay,
+        jobs.wake,
+    )
+    scheduler = RetryScheduler(repo, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)
+
+    runtime.consume(ProfileCreated, "mailbox-svc-profile-created", handlers.profile_created)
+    runtime.consume(ProfileUpdated, "mailbox-svc-profile-updated", handlers.profile_updated)
+    runtime.consume(ProfileDeleted, "mailbox-svc-profile-deleted", handlers.profile_deleted)
+    runtime.consume(EmailSettingsChanged, "mailbox-svc-settings", handlers.settings_changed)
+    runtime.consume(TestCompleted, "mailbox-svc-tests", handlers.test_completed)
+    register_rpc(runtime, ops, jobs, keys.at_rest)
+
+    async def start_background() -> None:
+        await repo.ensure_indexes()
+        jobs.start()
+        scheduler.start()
+
+    async def stop_background() -> None:
+        await scheduler.stop()
+        await jobs.stop()
+
+    runtime.on_startup(start_background)
+    runtime.on_shutdown(stop_background)
+    app = runtime.http_app(title="mailwarden mailbox-svc", routers=build_routers(ops, jobs, keys.at_rest))
+    app.state.operations = ops
+    app.state.jobs = jobs
+    app.state.scheduler = scheduler
+    app.state.repository = repo
+    return app

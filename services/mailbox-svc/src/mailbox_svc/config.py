@@ -1,0 +1,33 @@
+"""mailbox-svc settings (env prefix ``MW_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from mailwarden_runtime.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    credential_keys: SecretStr | None = Field(
+        None, description="Key ring `kid:base64key,...` for credentials at rest; the first key seals."
+    )
+    transit_keys: SecretStr | None = Field(
+        None, description="Key ring for credentials in TestRequested (tester-svc opens them)."
+    )
+    retry_max_attempts: int = Field(
+        10, ge=1, le=100, description="Test attempts before a transient error disables."
+    )
+    retry_interval_s: float = Field(300.0, gt=0, description="Delay between retries of a transient failure.")
+    retry_jitter: float = Field(
+        0.1, ge=0, le=1, description="Random spread of each retry delay, as a fraction of the interval."
+    )
+    scheduler_poll_s: float = Field(
+        5.0, gt=0, description="How often due retries and open jobs are picked up."
+    )
+    job_batch_size: int = Field(100, ge=1, le=1000, description="Mailboxes requested per job batch.")
+    job_max_in_flight: int = Field(
+        500, ge=1, description="Tests of one job awaiting a result before the job stops expanding."
+    )
+    max_selection: int = Field(
+        1000, ge=1, description="Most mailboxes one synchronous bulk operation may touch (more: use a job)."
+    )

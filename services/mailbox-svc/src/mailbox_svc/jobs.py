@@ -1,0 +1,252 @@
+"""Test & Enable all mailboxes of a profile, as a stored job expanded in batches in the background.
+
+The job document is the truth: its cursor says how far it has expanded, so a restart resumes where
+it stopped; test ids are derived from (job, mailbox), so a batch expanded twice asks once. Counts of
+results come from the stored test runs. The job never has more than ``max_in_flight`` tests without
+a result, so thousands of mailboxes do not flood the testers; cancelling stops the expansion and
+publishes the summary at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from contracts.envelope import Envelope
+from contracts.events import Event
+from contracts.jobs import JobProgress, TestJobCompleted, TestJobProgress, TestJobStarted
+from mailbox_svc.clock import utcnow
+from mailbox_svc.models import JobView
+from mailbox_svc.repository import Repository
+from mailbox_svc.testing import Rings, TestRefused, build_request, job_test_id, pending_fields
+from mailwarden_runtime.http import DomainError
+from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
+
+log = logging.getLogger(__name__)
+
+LEASE_S = 60.0
+
+
+class JobRunner:
+    def __init__(
+        self,
+        repo: Repository,
+        rings: Rings,
+        envelop: Callable[[Event], Envelope[Any]],
+        wake_relay: Callable[[], None],
+        instance: str,
+        batch_size: int,
+        max_in_flight: int,
+        poll_s: float,
+    ) -> None:
+        self.repo = repo
+        self.rings = rings
+        self.envelop = envelop
+        self.wake_relay = wake_relay
+        self.instance = instance
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.poll_s = poll_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- operations --------------------------------------------------------------------------
+
+    async def start_job(self, profile_id: str) -> JobView:
+        if await self.repo.get_profile(profile_id) is None:
+            raise DomainError(422, "unknown email server profile", "profile_id")
+        now = utcnow()
+        job_id = f"job_{uuid.uuid4().hex[:16]}"
+        total = await self.repo.count_for_profile(profile_id)
+        started = TestJobStarted(job_id=job_id, profile_id=profile_id, total=total, started_at=now)
+        job: Document = {
+            "_id": job_id,
+            "profile_id": profile_id,
+            "state": "running",
+            "expanded": False,
+            "cursor": None,
+            "total": total,
+            "requested": 0,
+            "refused": {},
+            "created_at": now,
+            "finished_at": None,
+            "lease_owner": None,
+            "lease_until": None,
+            **new_document_outbox([outbox_entry(self.envelop(started))]),
+        }
+        await self.repo.insert_job(job)
+        self.wake_relay()
+        self.wake()
+        log.info("job started", extra={"job_id": job_id, "profile_id": profile_id, "total": total})
+        return await self.view(job)
+
+    async def get(self, job_id: str) -> JobView:
+        job = await self.repo.get_job(job_id)
+        if job is None:
+            raise DomainError(404, "no such job", "job_id")
+        return await self.view(job)
+
+    async def cancel(self, job_id: str) -> JobView:
+        job = await self.repo.get_job(job_id)
+        if job is None:
+            raise DomainError(404, "no such job", "job_id")
+        if job["state"] != "running":
+            raise DomainError(409, f"the job is {job['state']}", "job_id")
+        done = await self._finish(job, "cancelled")
+        if done is None:
+            return await self.get(job_id)
+        return await self.view(done)
+
+    async def view(self, job: Document) -> JobView:
+        progress = job.get("summary")
+        if progress is None:
+            progress = (await self._progress(job)).model_dump()
+        return JobView(
+            job_id=job["_id"],
+            profile_id=job["profile_id"],
+            state=job["state"],
+            created_at=job["created_at"],
+            finished_at=job.get("finished_at"),
+            **progress,
+        )
+
+    async def _progress(self, job: Document) -> JobProgress:
+        done, succeeded, failed = await self.repo.job_counts(job["_id"])
+        return JobProgress(
+            total=max(job["total"], job["requested"] + sum(job["refused"].values())),
+            requested=job["requested"],
+            done=min(done, job["requested"]),
+            succeeded=succeeded,
+            failed=failed,
+            refused=job["refused"],
+        )
+
+    async def _finish(self, job: Document, state: str) -> Document | None:
+        """Close a running job with its summary event; only one caller wins."""
+        progress = await self._progress(job)
+        now = utcnow()
+        summary = TestJobCompleted(
+            job_id=job["_id"],
+            profile_id=job["profile_id"],
+            state="completed" if state == "completed" else "cancelled",
+            progress=progress,
+            started_at=job["created_at"],
+            finished_at=now,
+        )
+        update = with_outbox(
+            {
+                "$set": {
+                    "state": state,
+                    "finished_at": now,
+                    "summary": progress.model_dump(),
+                    "lease_owner": None,
+                }
+            },
+            [outbox_entry(self.envelop(summary))],
+        )
+        done = await self.repo.update_job({"_id": job["_id"], "state": "running"}, update)
+        if done is not None:
+            self.wake_relay()
+            log.info("job finished", extra={"job_id": job["_id"], "state": state})
+        return done
+
+    # ---- background work ---------------------------------------------------------------------
+
+    def wake(self, _: str | None = None) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="job-runner")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            self._wake.clear()
+            try:
+                await self.run_once()
+            except Exception:
+                log.warning("job runner pass failed; will retry", exc_info=True)
+
+    async def run_once(self) -> None:
+        """Expand what can be expanded now, and close jobs whose results are all in."""
+        for job in await self.repo.open_jobs():
+            progress = await self._progress(job)
+            if progress.done >= job["requested"]:
+                await self._finish(job, "completed")
+        for job_id in await self.repo.expanding_job_ids():
+            while True:
+                now = utcnow()
+                claimed = await self.repo.claim_job(
+                    job_id, self.instance, now, now + timedelta(seconds=LEASE_S)
+                )
+                if claimed is None or not await self._expand(claimed):
+                    break  # done, taken by another replica, or waiting for results (a result wakes us)
+
+    async def _expand(self, job: Document) -> bool:
+        """Request one batch; False when the job must wait for results before going on."""
+        progress = await self._progress(job)
+        room = self.max_in_flight - (job["requested"] - progress.done)
+        if room <= 0:
+            return False
+        batch = await self.repo.batch_for_job(job["profile_id"], job["cursor"], min(room, self.batch_size))
+        if not batch:
+            done = await self.repo.update_job(
+                {"_id": job["_id"], "state": "running"}, {"$set": {"expanded": True, "lease_owner": None}}
+            )
+            if done is not None and progress.done >= done["requested"]:
+                await self._finish(done, "completed")
+            return True
+        settings = await self.repo.get_settings()
+        profile = await self.repo.get_profile(job["profile_id"])
+        now = utcnow()
+        ops: list[tuple[Document, Document]] = []
+        refused: dict[str, int] = {}
+        for doc in batch:
+            test_id = job_test_id(job["_id"], doc["_id"])
+            try:
+                req = build_request(
+                    doc, profile, settings, self.rings, now, test_id=test_id, job_id=job["_id"]
+                )
+            except TestRefused as exc:
+                refused[exc.code] = refused.get(exc.code, 0) + 1
+                continue
+            event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"mailwarden-test-requested:{test_id}")
+            env = self.envelop(req).model_copy(update={"id": event_id})
+            update = with_outbox(
+                {"$set": {**pending_fields(req), "updated_at": now}, "$inc": {"version": 1}},
+                [outbox_entry(env)],
+            )
+            q = {"_id": doc["_id"], "pending_test_id": {"$ne": test_id}, "last_test_id": {"$ne": test_id}}
+            ops.append((q, update))
+        await self.repo.bulk_update(ops)
+        inc: Document = {"requested": len(ops), **{f"refused.{k}": v for k, v in refused.items()}}
+        new_progress = progress.model_copy(update={"requested": job["requested"] + len(ops)})
+        progress_event = TestJobProgress(
+            job_id=job["_id"], profile_id=job["profile_id"], state="running", progress=new_progress
+        )
+        updated = await self.repo.update_job(
+            {"_id": job["_id"], "state": "running", "cursor": job["cursor"]},
+            with_outbox(
+                {
+                    "$set": {"cursor": batch[-1]["_id"], "lease_until": now + timedelta(seconds=LEASE_S)},
+                    "$inc": inc,
+                },
+                [outbox_entry(self.envelop(progress_event))],
+            ),
+        )
+        self.wake_relay()
+        return updated is not None

@@ -1,0 +1,276 @@
+"""The API's input and output models: validated at the edge, secrets write-only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    model_validator,
+)
+
+from contracts.events import Approval
+from contracts.models import (
+    DeliveryMethod,
+    EmailAddress,
+    Identifier,
+    Owner,
+    OwnerKind,
+    TestStatus,
+    TestWarning,
+)
+
+Username = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+Password = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
+Limit = Annotated[int, Field(ge=1, le=500)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Login(Strict):
+    """A user name and password; the password is never returned or logged."""
+
+    username: Username
+    password: Password
+
+
+class LoginPatch(Strict):
+    """Change a login; an omitted password keeps the stored one."""
+
+    username: Username | None = None
+    password: Password | None = None
+
+
+class MailboxCreate(Strict):
+    mailbox_id: Identifier | None = None
+    email: EmailAddress
+    owner: Owner
+    profile_id: Identifier | None = None
+    incoming_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
+    outgoing_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
+    act_delivery: DeliveryMethod = DeliveryMethod.NONE
+    process_email_received_after: AwareDatetime | None = None
+    credentials: Login | None = None
+    outgoing_credentials: Login | None = None
+
+
+class MailboxBatchCreate(Strict):
+    mailboxes: Annotated[list[MailboxCreate], Field(min_length=1, max_length=1000)]
+
+
+class MailboxPatch(Strict):
+    """Fields to change; a field left out is kept, ``null`` clears where that makes sense."""
+
+    email: EmailAddress | None = None
+    owner: Owner | None = None
+    profile_id: Identifier | None = None
+    incoming_delivery: DeliveryMethod | None = None
+    outgoing_delivery: DeliveryMethod | None = None
+    act_delivery: DeliveryMethod | None = None
+    process_email_received_after: AwareDatetime | None = None
+    credentials: LoginPatch | None = None
+    outgoing_credentials: LoginPatch | None = None
+
+    @model_validator(mode="after")
+    def _not_null(self) -> Self:
+        for name in ("email", "owner", "incoming_delivery", "outgoing_delivery", "act_delivery"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class MailboxFilter(Strict):
+    profile_id: Identifier | None = None
+    approval: Approval | None = None
+    incoming_status: TestStatus | None = None
+    outgoing_status: TestStatus | None = None
+    enabled: bool | None = None
+    owner_kind: OwnerKind | None = None
+    owner_id: Identifier | None = None
+    active: bool | None = True
+
+
+class Selection(Strict):
+    """Which mailboxes a bulk operation touches: a list of ids, or a filter (exactly one)."""
+
+    mailbox_ids: Annotated[list[Identifier], Field(min_length=1, max_length=1000)] | None = None
+    filter: MailboxFilter | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        if (self.mailbox_ids is None) == (self.filter is None):
+            raise ValueError("give exactly one of mailbox_ids or filter")
+        return self
+
+
+class ListRequest(MailboxFilter):
+    limit: Limit = 50
+    after: Identifier | None = None
+
+
+class MailboxRequest(Strict):
+    mailbox_id: Identifier
+
+
+class UpdateRequest(Strict):
+    mailbox_id: Identifier
+    changes: MailboxPatch
+
+
+class MultiChanges(Strict):
+    profile_id: Identifier | None = None
+    incoming_delivery: DeliveryMethod | None = None
+    outgoing_delivery: DeliveryMethod | None = None
+    act_delivery: DeliveryMethod | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("give at least one field to change")
+        for name in ("incoming_delivery", "outgoing_delivery", "act_delivery"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class ChangeManyRequest(Strict):
+    selection: Selection
+    changes: MultiChanges
+
+
+class JobCreate(Strict):
+    profile_id: Identifier
+
+
+class JobRequest(Strict):
+    job_id: Identifier
+
+
+class RotateRequest(Strict):
+    pass
+
+
+class HistoryRequest(Strict):
+    mailbox_id: Identifier
+    limit: Limit = 20
+
+
+# ---- responses -------------------------------------------------------------------------------
+
+
+class LoginView(BaseModel):
+    username: str | None = None
+    has_password: bool = False
+    password_updated_at: datetime | None = None
+
+
+class LastError(BaseModel):
+    code: str
+    message: str
+    direction: str | None = None
+    count: int = 1
+    occurred_at: datetime | None = None
+
+
+class MailboxView(BaseModel):
+    mailbox_id: str
+    email: str
+    owner: Owner
+    profile_id: str | None
+    incoming_delivery: DeliveryMethod
+    outgoing_delivery: DeliveryMethod
+    act_delivery: DeliveryMethod
+    process_email_received_after: datetime | None
+    approval: Approval
+    active: bool
+    credentials: LoginView
+    outgoing_credentials: LoginView | None
+    incoming_status: TestStatus
+    outgoing_status: TestStatus
+    act_status: TestStatus
+    enabled_incoming: bool
+    enabled_outgoing: bool
+    test_scheduled: bool
+    pending_test_id: str | None
+    retry_count: int
+    postponed_until: datetime | None
+    last_test_completed_at: datetime | None
+    last_error: LastError | None
+    disabled_reason: str | None
+    warnings: list[TestWarning]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class MailboxPage(BaseModel):
+    items: list[MailboxView]
+    next_after: str | None
+
+
+class Refusal(BaseModel):
+    mailbox_id: str
+    code: str
+    message: str
+
+
+class BulkResult(BaseModel):
+    """Outcome of a synchronous bulk operation: what was done, and what was refused and why."""
+
+    done: list[str] = []
+    test_ids: dict[str, str] = {}
+    refused: list[Refusal] = []
+
+
+class TestAccepted(BaseModel):
+    __test__ = False
+    mailbox_id: str
+    test_id: str
+    attempt: int
+
+
+class TestRunView(BaseModel):
+    __test__ = False
+    test_id: str
+    mailbox_id: str
+    attempt: int
+    job_id: str | None
+    outcome: str
+    received_at: datetime
+    result: dict[str, Any]
+
+
+class TestHistory(BaseModel):
+    __test__ = False
+    items: list[TestRunView]
+
+
+class JobView(BaseModel):
+    job_id: str
+    profile_id: str
+    state: Literal["running", "cancelled", "completed"]
+    total: int
+    requested: int
+    done: int
+    succeeded: int
+    failed: dict[str, int]
+    refused: dict[str, int]
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class RotationReport(BaseModel):
+    primary_kid: str
+    examined: int
+    rotated: dict[str, int]
+    already_primary: int
+    unreadable: int
+    unreadable_mailboxes: list[str]

@@ -1,0 +1,381 @@
+"""The operations of mailbox-svc, shared by the HTTP API and NATS request-reply.
+
+Every state change and its events are one MongoDB update (in-document outbox); a change that
+loses a race with another writer is re-read and retried, never half applied.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from contracts.envelope import Envelope
+from contracts.events import (
+    Event,
+    MailboxApproved,
+    MailboxCreated,
+    MailboxUpdated,
+    ProfileSnapshot,
+    SettingsSnapshot,
+)
+from mailbox_svc.clock import utcnow
+from mailbox_svc.credentials import INCOMING, OUTGOING, CredentialsUnreadable
+from mailbox_svc.documents import CLIENT_FIELDS, new_document, patch_login, to_snapshot, to_view
+from mailbox_svc.models import (
+    BulkResult,
+    ChangeManyRequest,
+    HistoryRequest,
+    ListRequest,
+    MailboxBatchCreate,
+    MailboxCreate,
+    MailboxFilter,
+    MailboxPage,
+    MailboxPatch,
+    MailboxView,
+    Refusal,
+    Selection,
+    TestAccepted,
+    TestHistory,
+    TestRunView,
+)
+from mailbox_svc.repository import Repository
+from mailbox_svc.testing import Rings, TestRefused, build_request, pending_fields
+from mailwarden_runtime.http import DomainError
+from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
+
+log = logging.getLogger(__name__)
+
+Envelop = Callable[[Event], Envelope[Any]]
+Mutation = Callable[[Document, SettingsSnapshot], tuple[Document, list[Event]]]
+MAX_RACES = 5
+
+
+class Skip(Exception):
+    """A bulk mutation leaves this mailbox alone (e.g. already approved)."""
+
+
+class MailboxOperations:
+    def __init__(
+        self,
+        repo: Repository,
+        rings: Rings,
+        envelop: Envelop,
+        wake: Callable[[], None],
+        max_selection: int,
+    ) -> None:
+        self.repo = repo
+        self.rings = rings
+        self.envelop = envelop
+        self.wake = wake
+        self.max_selection = max_selection
+
+    # ---- create / read ----------------------------------------------------------------------
+
+    async def _check_profile(self, profile_id: str | None, field: str = "profile_id") -> None:
+        if profile_id is not None and await self.repo.get_profile(profile_id) is None:
+            raise DomainError(422, "unknown email server profile", field)
+
+    def _creatable(self, req: MailboxCreate, now: datetime) -> Document:
+        doc = new_document(req, self.rings.at_rest, now)
+        doc.update(
+            new_document_outbox([outbox_entry(self.envelop(MailboxCreated(mailbox=to_snapshot(doc))))])
+        )
+        return doc
+
+    async def create(self, req: MailboxCreate) -> MailboxView:
+        await self._check_profile(req.profile_id)
+        doc = self._creatable(req, utcnow())
+        if not await self.repo.insert(doc):
+            raise DomainError(409, "a mailbox with this id exists", "mailbox_id")
+        self.wake()
+        log.info("mailbox created", extra={"mailbox_id": doc["_id"]})
+        return to_view(doc)
+
+    async def create_many(self, req: MailboxBatchCreate) -> BulkResult:
+        """Create many mailboxes in one bulk write; any problem refuses the whole batch."""
+        now = utcnow()
+        for i, item in enumerate(req.mailboxes):
+            if item.profile_id is not None:
+                await self._check_profile(item.profile_id, f"mailboxes.{i}.profile_id")
+        docs = [self._creatable(item, now) for item in req.mailboxes]
+        ids = [d["_id"] for d in docs]
+        if len(set(ids)) != len(ids):
+            raise DomainError(422, "duplicate mailbox ids in the batch", "mailboxes")
+        if taken := await self.repo.existing_ids(ids):
+            raise DomainError(409, f"{len(taken)} mailbox ids exist already", "mailboxes")
+        await self.repo.insert_many(docs)
+        self.wake()
+        return BulkResult(done=ids)
+
+    async def _get_doc(self, mailbox_id: str) -> Document:
+        doc = await self.repo.get(mailbox_id)
+        if doc is None:
+            raise DomainError(404, "no such mailbox", "mailbox_id")
+        return doc
+
+    async def get(self, mailbox_id: str) -> MailboxView:
+        return to_view(await self._get_doc(mailbox_id))
+
+    async def list(self, req: ListRequest) -> MailboxPage:
+        f = MailboxFilter.model_validate(req.model_dump(exclude={"limit", "after"}))
+        docs = await self.repo.page(f, req.limit + 1, req.after)
+        more = len(docs) > req.limit
+        docs = docs[: req.limit]
+        return MailboxPage(items=[to_view(d) for d in docs], next_after=docs[-1]["_id"] if more else None)
+
+    async def history(self, req: HistoryRequest) -> TestHistory:
+        await self._get_doc(req.mailbox_id)
+        runs = await self.repo.runs_of(req.mailbox_id, req.limit)
+        return TestHistory(
+            items=[
+                TestRunView(
+                    test_id=r["_id"],
+                    mailbox_id=r["mailbox_id"],
+                    attempt=r["attempt"],
+                    job_id=r.get("job_id"),
+                    outcome=r["outcome"],
+                    received_at=r["received_at"],
+                    result=r["result"],
+                )
+                for r in runs
+            ]
+        )
+
+    # ---- the one way to change a mailbox ---------------------------------------------------
+
+    async def mutate(self, mailbox_id: str, change: Mutation) -> Document:
+        """Read, compute the change and its events, write only if nobody else wrote meanwhile."""
+        for _ in range(MAX_RACES):
+            doc = await self._get_doc(mailbox_id)
+            settings = await self.repo.get_settings()
+            fields, events = change(doc, settings)
+            now = utcnow()
+            fields = {**fields, "updated_at": now}
+            after = {**apply_set(doc, fields), "version": doc["version"] + 1}
+            entries = [outbox_entry(self.envelop(e)) for e in events]
+            snapshot_events = [e for e in events if isinstance(e, MailboxUpdated)]
+            if snapshot_events:  # the snapshot must show the state after this very write
+                entries = [
+                    outbox_entry(self.envelop(MailboxUpdated(mailbox=to_snapshot(after))))
+                    if isinstance(e, MailboxUpdated)
+                    else outbox_entry(self.envelop(e))
+                    for e in events
+                ]
+            update = with_outbox({"$set": fields, "$inc": {"version": 1}}, entries)
+            new = await self.repo.update(mailbox_id, doc["version"], update)
+            if new is not None:
+                if entries:
+                    self.wake()
+                return new
+        raise DomainError(409, "the mailbox changed too often meanwhile; try again")
+
+    async def _bulk(
+        self, selection: Selection, change: Mutation, result: BulkResult | None = None
+    ) -> BulkResult:
+        result = result or BulkResult()
+        ids = selection.mailbox_ids
+        if ids is None:
+            assert selection.filter is not None
+            ids = await self.repo.select_ids(selection.filter, self.max_selection + 1)
+            if len(ids) > self.max_selection:
+                raise DomainError(
+                    422, f"the filter matches more than {self.max_selection} mailboxes; narrow it", "filter"
+                )
+        for mailbox_id in ids:
+            try:
+                await self.mutate(mailbox_id, change)
+            except Skip:
+                continue
+            except TestRefused as exc:
+                result.refused.append(Refusal(mailbox_id=mailbox_id, code=exc.code, message=exc.message))
+                continue
+            except DomainError as exc:
+                result.refused.append(
+                    Refusal(mailbox_id=mailbox_id, code=str(exc.status), message=exc.detail)
+                )
+                continue
+            result.done.append(mailbox_id)
+        return result
+
+    # ---- update / deactivate ----------------------------------------------------------------
+
+    async def update(self, mailbox_id: str, patch: MailboxPatch) -> MailboxView:
+        if "profile_id" in patch.model_fields_set:
+            await self._check_profile(patch.profile_id)
+        now = utcnow()
+
+        def change(doc: Document, _: SettingsSnapshot) -> tuple[Document, list[Event]]:
+            fields: Document = {}
+            for name in CLIENT_FIELDS:
+                if name in patch.model_fields_set:
+                    value = getattr(patch, name)
+                    fields[name] = value.value if hasattr(value, "value") else value
+            if "owner" in patch.model_fields_set and patch.owner is not None:
+                fields["owner"] = patch.owner.model_dump(mode="json")
+            for direction, attr in ((INCOMING, "credentials"), (OUTGOING, "outgoing_credentials")):
+                if attr not in patch.model_fields_set:
+                    continue
+                try:
+                    ct, login = patch_login(self.rings.at_rest, doc, direction, getattr(patch, attr), now)
+                except CredentialsUnreadable:
+                    raise DomainError(
+                        422, "the stored password cannot be read: give a new one", f"{attr}.password"
+                    ) from None
+                except ValueError as exc:
+                    raise DomainError(422, f"{exc} is required: none is stored", f"{attr}.{exc}") from None
+                fields[f"credentials.{direction}"] = ct
+                fields[f"logins.{direction}"] = login
+            if fields.get("profile_id", doc.get("profile_id")) != doc.get("profile_id"):
+                fields.update(_reset_tests())  # a new server must be tested before it is used
+            return fields, [MailboxUpdated(mailbox=to_snapshot(doc))]
+
+        doc = await self.mutate(mailbox_id, change)
+        return to_view(doc)
+
+    async def deactivate(self, mailbox_id: str) -> MailboxView:
+        def change(doc: Document, _: SettingsSnapshot) -> tuple[Document, list[Event]]:
+            return {"active": False, **_reset_tests()}, [MailboxUpdated(mailbox=to_snapshot(doc))]
+
+        return to_view(await self.mutate(mailbox_id, change))
+
+    # ---- approval ----------------------------------------------------------------------------
+
+    async def set_approval(self, selection: Selection, approval: str) -> BulkResult:
+        now = utcnow()
+
+        def change(doc: Document, _: SettingsSnapshot) -> tuple[Document, list[Event]]:
+            if doc["approval"] == approval:
+                raise Skip
+            events: list[Event] = [MailboxUpdated(mailbox=to_snapshot(doc))]
+            fields: Document = {"approval": approval}
+            if approval == "approved":
+                events.append(MailboxApproved(mailbox_id=doc["_id"], email=doc["email"], approved_at=now))
+            else:
+                fields.update({"enabled_incoming": False, "enabled_outgoing": False})
+            return fields, events
+
+        return await self._bulk(selection, change)
+
+    # ---- Test & Enable -----------------------------------------------------------------------
+
+    def _test_change(
+        self,
+        result: BulkResult,
+        profiles: dict[str, ProfileSnapshot],
+        extra: Callable[[Document, SettingsSnapshot], Document] | None = None,
+    ) -> Mutation:
+        def change(doc: Document, settings: SettingsSnapshot) -> tuple[Document, list[Event]]:
+            fields = extra(doc, settings) if extra else {}
+            merged = {**doc, **fields}
+            profile = profiles.get(merged.get("profile_id") or "")
+            req = build_request(merged, profile, settings, self.rings, utcnow())
+            result.test_ids[doc["_id"]] = req.test_id
+            events: list[Event] = [MailboxUpdated(mailbox=to_snapshot(doc))] if fields else []
+            return {**fields, **pending_fields(req)}, [*events, req]
+
+        return change
+
+    async def _load_profiles(self, ids: set[str]) -> dict[str, ProfileSnapshot]:
+        return {pid: p for pid in ids if (p := await self.repo.get_profile(pid)) is not None}
+
+    async def test_one(self, mailbox_id: str) -> TestAccepted:
+        doc = await self._get_doc(mailbox_id)
+        profiles = await self._load_profiles({doc.get("profile_id") or ""})
+        result = BulkResult()
+        try:
+            await self.mutate(mailbox_id, self._test_change(result, profiles))
+        except TestRefused as exc:
+            raise DomainError(exc.status, exc.message, exc.field) from None
+        return TestAccepted(mailbox_id=mailbox_id, test_id=result.test_ids[mailbox_id], attempt=1)
+
+    async def test_many(self, selection: Selection) -> BulkResult:
+        profiles = await self._load_profiles(await self._profile_ids(selection))
+        result = BulkResult()
+        return await self._bulk(selection, self._test_change(result, profiles), result)
+
+    async def _profile_ids(self, selection: Selection) -> set[str]:
+        if selection.filter is not None and selection.filter.profile_id is not None:
+            return {selection.filter.profile_id}
+        ids = selection.mailbox_ids or await self.repo.select_ids(
+            selection.filter or MailboxFilter(), self.max_selection
+        )
+        docs = await self.repo.mailboxes.find({"_id": {"$in": ids}}, {"profile_id": 1}).to_list(None)
+        settings = await self.repo.get_settings()
+        out = {d["profile_id"] for d in docs if d.get("profile_id")}
+        if settings.default_profile_id:
+            out.add(settings.default_profile_id)
+        return out
+
+    async def apply_defaults(self, selection: Selection) -> BulkResult:
+        """Set the org's default profile and delivery methods, then Test & Enable each mailbox."""
+        settings = await self.repo.get_settings()
+        if settings.default_profile_id is None:
+            raise DomainError(
+                409, "the organisation has no default email server profile", "default_profile_id"
+            )
+        profiles = await self._load_profiles({settings.default_profile_id})
+
+        def defaults(_: Document, s: SettingsSnapshot) -> Document:
+            if s.default_profile_id is None:
+                raise TestRefused("no_default_profile", "the organisation has no default profile")
+            return {
+                "profile_id": s.default_profile_id,
+                "incoming_delivery": s.incoming_delivery.value,
+                "outgoing_delivery": s.outgoing_delivery.value,
+                "act_delivery": s.act_delivery.value,
+                **_reset_tests(),
+            }
+
+        result = BulkResult()
+        return await self._bulk(selection, self._test_change(result, profiles, defaults), result)
+
+    async def change_many(self, req: ChangeManyRequest) -> BulkResult:
+        changes = req.changes
+        if "profile_id" in changes.model_fields_set:
+            await self._check_profile(changes.profile_id, "changes.profile_id")
+
+        def change(doc: Document, _: SettingsSnapshot) -> tuple[Document, list[Event]]:
+            fields: Document = {}
+            for name in changes.model_fields_set:
+                value = getattr(changes, name)
+                fields[name] = value.value if hasattr(value, "value") else value
+            if fields.get("profile_id", doc.get("profile_id")) != doc.get("profile_id"):
+                fields.update(_reset_tests())
+            return fields, [MailboxUpdated(mailbox=to_snapshot(doc))]
+
+        return await self._bulk(req.selection, change)
+
+
+def apply_set(doc: Document, fields: Document) -> Document:
+    """``doc`` as it will be after ``$set: fields`` (dotted paths included), without touching it."""
+    out = dict(doc)
+    for key, value in fields.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            out[head] = apply_set(dict(out.get(head) or {}), {rest: value})
+        else:
+            out[key] = value
+    return out
+
+
+def _reset_tests() -> Document:
+    """A mailbox whose server changed (or that is deactivated) starts untested and disabled."""
+    return {
+        "incoming_status": "not_run",
+        "outgoing_status": "not_run",
+        "enabled_incoming": False,
+        "enabled_outgoing": False,
+        "test_scheduled": False,
+        "pending_test_id": None,
+        "pending_attempt": None,
+        "pending_job_id": None,
+        "pending_directions": [],
+        "next_retry_at": None,
+        "retry_attempt": None,
+        "retry_directions": [],
+        "retry_count": 0,
+        "disabled_reason": None,
+    }

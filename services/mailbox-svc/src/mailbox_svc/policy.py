@@ -1,0 +1,159 @@
+"""What a test result does to a mailbox: enable, disable at once, or retry later (pure logic).
+
+Success in a direction enables it (unless the org requires approval the mailbox lacks); a permanent
+error disables it at once; a transient one schedules a retry with jittered back-off, and after the
+last attempt counts as permanent.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from contracts.errors import CATALOG, ErrorCode
+from contracts.events import MailboxStatusChanged, SettingsSnapshot, TestCompleted
+from contracts.models import DirectionResult, TestError, TestStatus
+from mailbox_svc.documents import owner_requires_approval
+from mailwarden_runtime.mongo import Document
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 10
+    interval_s: float = 300.0
+    jitter: float = 0.1
+
+    def delay_s(self, rng: random.Random) -> float:
+        return self.interval_s * (1 + rng.uniform(-self.jitter, self.jitter))
+
+
+@dataclass
+class Decision:
+    updates: Document
+    event: MailboxStatusChanged
+    retry_directions: list[str] = field(default_factory=list)
+
+
+def _is_transient(error: TestError) -> bool:
+    spec = CATALOG.get(error.code)
+    return spec.transient if spec is not None else error.transient
+
+
+def decide(
+    doc: Document,
+    result: TestCompleted,
+    settings: SettingsSnapshot,
+    retry: RetryPolicy,
+    now: datetime,
+    rng: random.Random,
+) -> Decision:
+    """The new state of ``doc`` after ``result`` (which must be the mailbox's pending test)."""
+    attempt = int(doc.get("pending_attempt") or result.attempt)
+    needs_approval = owner_requires_approval(
+        doc["owner"], settings.approved_users_only, settings.approved_queues_only
+    )
+    approved = doc.get("approval") == "approved" or not needs_approval
+    status = {"incoming": doc["incoming_status"], "outgoing": doc["outgoing_status"]}
+    enabled = {"incoming": doc["enabled_incoming"], "outgoing": doc["enabled_outgoing"]}
+    errors: dict[str, TestError] = {}
+    permanent: ErrorCode | None = None
+    exhausted: ErrorCode | None = None
+    retry_dirs: list[str] = []
+    for res in result.results:
+        d = res.direction.value
+        status[d] = res.status.value
+        if res.status is TestStatus.FAILURE:
+            error = res.error or _unknown_error(res)
+            errors[d] = error
+            if not _is_transient(error):
+                enabled[d] = False
+                permanent = permanent or error.code
+            elif attempt < retry.max_attempts:
+                retry_dirs.append(d)
+            else:
+                enabled[d] = False
+                exhausted = exhausted or error.code
+        elif res.status is TestStatus.SUCCESS:
+            enabled[d] = approved
+    any_success = any(r.status is TestStatus.SUCCESS for r in result.results)
+    disabled_reason: ErrorCode | None = permanent or exhausted
+    if disabled_reason is None and any_success and not approved:
+        disabled_reason = ErrorCode.MAILBOX_NOT_APPROVED
+    next_retry_at = now + timedelta(seconds=retry.delay_s(rng)) if retry_dirs else None
+    if retry_dirs:
+        retry_count = attempt
+    elif not errors:
+        retry_count = 0
+    else:
+        retry_count = int(doc.get("retry_count") or 0)
+    last_error = _last_error(doc.get("last_error"), errors, now)
+    warnings = [w.model_dump(mode="json") for r in result.results for w in r.warnings]
+    updates: Document = {
+        "incoming_status": status["incoming"],
+        "outgoing_status": status["outgoing"],
+        "enabled_incoming": enabled["incoming"],
+        "enabled_outgoing": enabled["outgoing"],
+        "retry_count": retry_count,
+        "next_retry_at": next_retry_at,
+        "retry_attempt": attempt + 1 if retry_dirs else None,
+        "retry_directions": retry_dirs,
+        "test_scheduled": bool(retry_dirs),
+        "pending_test_id": None,
+        "pending_attempt": None,
+        "pending_job_id": None,
+        "pending_directions": [],
+        "last_test_id": result.test_id,
+        "last_test_completed_at": result.finished_at,
+        "last_error": last_error,
+        "disabled_reason": disabled_reason.value if disabled_reason else None,
+        "warnings": warnings,
+    }
+    event = MailboxStatusChanged(
+        mailbox=result.mailbox,
+        test_id=result.test_id,
+        incoming_status=TestStatus(status["incoming"]),
+        outgoing_status=TestStatus(status["outgoing"]),
+        act_status=TestStatus(doc.get("act_status") or TestStatus.NOT_APPLICABLE.value),
+        enabled_incoming=enabled["incoming"],
+        enabled_outgoing=enabled["outgoing"],
+        retry_count=retry_count,
+        next_retry_at=next_retry_at,
+        disabled_reason=disabled_reason,
+        incoming_error=errors.get("incoming"),
+        outgoing_error=errors.get("outgoing"),
+        warnings=[w for r in result.results for w in r.warnings],
+    )
+    return Decision(updates=updates, event=event, retry_directions=retry_dirs)
+
+
+def outcome(result: TestCompleted) -> str:
+    """``success``, or the error code of the first failing direction (for job counts and history)."""
+    for res in result.results:
+        if res.status is TestStatus.FAILURE:
+            return (res.error or _unknown_error(res)).code.value
+    return "success"
+
+
+def _unknown_error(res: DirectionResult) -> TestError:
+    spec = CATALOG[ErrorCode.INTERNAL_ERROR]
+    return TestError(
+        code=ErrorCode.INTERNAL_ERROR, step="unknown", transient=True, scope=spec.scope, message=spec.message
+    )
+
+
+def _last_error(previous: Any, errors: dict[str, TestError], now: datetime) -> Document | None:
+    if not errors:
+        return None
+    direction, error = next(iter(errors.items()))
+    count = 1
+    if isinstance(previous, dict) and previous.get("code") == error.code.value:
+        count = int(previous.get("count") or 0) + 1
+    return {
+        "code": error.code.value,
+        "message": error.message,
+        "direction": direction,
+        "count": count,
+        "occurred_at": now,
+    }

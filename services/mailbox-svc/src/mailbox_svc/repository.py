@@ -1,0 +1,237 @@
+"""All MongoDB access of mailbox-svc: mailboxes, read models, test runs and jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from contracts.events import ProfileSnapshot, SettingsSnapshot
+from mailbox_svc.models import MailboxFilter
+from mailwarden_runtime.mongo import Document
+
+MAILBOXES = "mailboxes"
+PROFILES = "profiles"
+SETTINGS = "settings"
+TEST_RUNS = "test_runs"
+JOBS = "jobs"
+OUTBOX_COLLECTIONS = (MAILBOXES, JOBS)
+ORG = "org"
+
+
+def filter_query(f: MailboxFilter) -> Document:
+    q: Document = {}
+    for name in ("profile_id", "approval", "incoming_status", "outgoing_status", "active"):
+        value = getattr(f, name)
+        if value is not None:
+            q[name] = value.value if hasattr(value, "value") else value
+    if f.owner_kind is not None:
+        q["owner.kind"] = f.owner_kind.value
+    if f.owner_id is not None:
+        q["owner.id"] = f.owner_id
+    if f.enabled is not None:
+        q["$or" if f.enabled else "$and"] = (
+            [{"enabled_incoming": True}, {"enabled_outgoing": True}]
+            if f.enabled
+            else [{"enabled_incoming": False}, {"enabled_outgoing": False}]
+        )
+    return q
+
+
+class Repository:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.db = db
+        self.mailboxes = db[MAILBOXES]
+        self.profiles = db[PROFILES]
+        self.settings = db[SETTINGS]
+        self.runs = db[TEST_RUNS]
+        self.jobs = db[JOBS]
+
+    async def ensure_indexes(self) -> None:
+        for name in (
+            "profile_id",
+            "approval",
+            "incoming_status",
+            "outgoing_status",
+            "owner.id",
+            "pending_test_id",
+        ):
+            await self.mailboxes.create_index(name)
+        await self.mailboxes.create_index("next_retry_at", sparse=True)
+        await self.runs.create_index([("mailbox_id", ASCENDING), ("received_at", DESCENDING)])
+        await self.runs.create_index("job_id", sparse=True)
+        await self.jobs.create_index("state")
+
+    # ---- mailboxes ---------------------------------------------------------------------------
+
+    async def insert(self, doc: Document) -> bool:
+        try:
+            await self.mailboxes.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def insert_many(self, docs: list[Document]) -> None:
+        await self.mailboxes.insert_many(docs, ordered=True)
+
+    async def existing_ids(self, ids: list[str]) -> list[str]:
+        found = await self.mailboxes.find({"_id": {"$in": ids}}, {"_id": 1}).to_list(None)
+        return [d["_id"] for d in found]
+
+    async def get(self, mailbox_id: str) -> Document | None:
+        return await self.mailboxes.find_one({"_id": mailbox_id}, {"outbox": 0, "outbox_pending": 0})
+
+    async def page(self, f: MailboxFilter, limit: int, after: str | None) -> list[Document]:
+        q = filter_query(f)
+        if after is not None:
+            q["_id"] = {"$gt": after}
+        cursor = self.mailboxes.find(q, {"outbox": 0}).sort("_id", ASCENDING).limit(limit)
+        return await cursor.to_list(None)
+
+    async def select_ids(self, f: MailboxFilter, limit: int) -> list[str]:
+        docs = (
+            await self.mailboxes.find(filter_query(f), {"_id": 1}).sort("_id", 1).limit(limit).to_list(None)
+        )
+        return [d["_id"] for d in docs]
+
+    async def update(
+        self, mailbox_id: str, version: int, update: Document, extra: Document | None = None
+    ) -> Document | None:
+        """Optimistic update: applies only if the mailbox is still at ``version``; returns the new document."""
+        q: Document = {"_id": mailbox_id, "version": version, **(extra or {})}
+        return await self.mailboxes.find_one_and_update(
+            q, update, projection={"outbox": 0}, return_document=ReturnDocument.AFTER
+        )
+
+    async def bulk_update(self, ops: list[tuple[Document, Document]]) -> int:
+        if not ops:
+            return 0
+        result = await self.mailboxes.bulk_write([UpdateOne(q, u) for q, u in ops], ordered=False)
+        return result.modified_count
+
+    async def batch_for_job(self, profile_id: str, after: str | None, limit: int) -> list[Document]:
+        q: Document = {"profile_id": profile_id, "active": True}
+        if after is not None:
+            q["_id"] = {"$gt": after}
+        return await self.mailboxes.find(q, {"outbox": 0}).sort("_id", 1).limit(limit).to_list(None)
+
+    async def count_for_profile(self, profile_id: str) -> int:
+        return await self.mailboxes.count_documents({"profile_id": profile_id, "active": True})
+
+    async def due_retries(self, now: datetime, limit: int) -> list[Document]:
+        q = {"next_retry_at": {"$ne": None, "$lte": now}}
+        return await self.mailboxes.find(q, {"outbox": 0}).sort("next_retry_at", 1).limit(limit).to_list(None)
+
+    async def all_with_credentials(self, after: str | None, limit: int) -> list[Document]:
+        q: Document = {"credentials": {"$ne": {}}}
+        if after is not None:
+            q["_id"] = {"$gt": after}
+        return await self.mailboxes.find(q, {"credentials": 1}).sort("_id", 1).limit(limit).to_list(None)
+
+    async def swap_credentials(self, mailbox_id: str, old: Any, new: Any) -> bool:
+        """Replace the ciphertexts only if nobody changed them meanwhile (rotation runs online)."""
+        res = await self.mailboxes.update_one(
+            {"_id": mailbox_id, "credentials": old}, {"$set": {"credentials": new}}
+        )
+        return res.modified_count == 1
+
+    # ---- read models -------------------------------------------------------------------------
+
+    async def upsert_profile(self, profile: ProfileSnapshot) -> None:
+        body = profile.model_dump(mode="json")
+        try:
+            await self.profiles.update_one(
+                {"_id": profile.profile_id, "version": {"$lt": profile.version}, "deleted": {"$ne": True}},
+                {"$set": {"snapshot": body, "version": profile.version}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            pass  # a newer version (or a deletion) is already stored
+
+    async def delete_profile(self, profile_id: str) -> None:
+        await self.profiles.update_one(
+            {"_id": profile_id}, {"$set": {"deleted": True, "snapshot": None}}, upsert=True
+        )
+
+    async def get_profile(self, profile_id: str) -> ProfileSnapshot | None:
+        doc = await self.profiles.find_one({"_id": profile_id})
+        if doc is None or doc.get("deleted") or not doc.get("snapshot"):
+            return None
+        return ProfileSnapshot.model_validate(doc["snapshot"])
+
+    async def upsert_settings(self, snapshot: SettingsSnapshot) -> None:
+        try:
+            await self.settings.update_one(
+                {"_id": ORG, "version": {"$lt": snapshot.version}},
+                {"$set": {"snapshot": snapshot.model_dump(mode="json"), "version": snapshot.version}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            pass
+
+    async def get_settings(self) -> SettingsSnapshot:
+        doc = await self.settings.find_one({"_id": ORG})
+        return SettingsSnapshot.model_validate(doc["snapshot"]) if doc else SettingsSnapshot()
+
+    # ---- test runs ---------------------------------------------------------------------------
+
+    async def record_run(self, run: Document) -> bool:
+        """Store one test run; False when it was already stored (a redelivered result)."""
+        try:
+            await self.runs.insert_one(run)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def runs_of(self, mailbox_id: str, limit: int) -> list[Document]:
+        cursor = self.runs.find({"mailbox_id": mailbox_id}).sort("received_at", DESCENDING).limit(limit)
+        return await cursor.to_list(None)
+
+    async def job_counts(self, job_id: str) -> tuple[int, int, dict[str, int]]:
+        rows = await (
+            await self.runs.aggregate(
+                [{"$match": {"job_id": job_id}}, {"$group": {"_id": "$outcome", "n": {"$sum": 1}}}]
+            )
+        ).to_list(None)
+        counts = {r["_id"]: int(r["n"]) for r in rows}
+        succeeded = counts.pop("success", 0)
+        return succeeded + sum(counts.values()), succeeded, counts
+
+    # ---- jobs --------------------------------------------------------------------------------
+
+    async def insert_job(self, job: Document) -> None:
+        await self.jobs.insert_one(job)
+
+    async def get_job(self, job_id: str) -> Document | None:
+        return await self.jobs.find_one({"_id": job_id}, {"outbox": 0})
+
+    async def update_job(self, q: Document, update: Document) -> Document | None:
+        return await self.jobs.find_one_and_update(
+            q, update, projection={"outbox": 0}, return_document=ReturnDocument.AFTER
+        )
+
+    async def expanding_job_ids(self) -> list[str]:
+        docs = await self.jobs.find({"state": "running", "expanded": False}, {"_id": 1}).to_list(None)
+        return [d["_id"] for d in docs]
+
+    async def claim_job(
+        self, job_id: str, instance: str, now: datetime, lease_until: datetime
+    ) -> Document | None:
+        """Take the lease of a job still expanding (or keep ours); None when another replica holds it."""
+        return await self.jobs.find_one_and_update(
+            {
+                "_id": job_id,
+                "state": "running",
+                "expanded": False,
+                "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}, {"lease_owner": instance}],
+            },
+            {"$set": {"lease_owner": instance, "lease_until": lease_until}},
+            projection={"outbox": 0},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def open_jobs(self) -> list[Document]:
+        return await self.jobs.find({"state": "running", "expanded": True}, {"outbox": 0}).to_list(None)

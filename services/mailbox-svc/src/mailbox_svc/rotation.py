@@ -1,0 +1,75 @@
+"""Key rotation: re-encrypt every stored credential under the primary key, online.
+
+Each mailbox's ciphertexts are swapped only if unchanged since they were read, so a password set
+meanwhile is never overwritten. Counts are reported per old key id; unreadable ones are named.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mailbox_svc.credentials import CredentialsUnreadable, reseal_stored
+from mailbox_svc.models import RotationReport
+from mailbox_svc.repository import Repository
+from mailwarden_runtime.crypto import KeyRing
+
+log = logging.getLogger(__name__)
+
+PAGE = 200
+
+
+async def rotate_credentials(repo: Repository, ring: KeyRing) -> RotationReport:
+    report = RotationReport(
+        primary_kid=ring.primary_kid,
+        examined=0,
+        rotated={},
+        already_primary=0,
+        unreadable=0,
+        unreadable_mailboxes=[],
+    )
+    after: str | None = None
+    while True:
+        docs = await repo.all_with_credentials(after, PAGE)
+        if not docs:
+            break
+        after = docs[-1]["_id"]
+        for doc in docs:
+            await _rotate_one(repo, ring, doc, report)
+    log.info(
+        "credential rotation finished",
+        extra={"rotated": report.rotated, "unreadable": report.unreadable, "primary": report.primary_kid},
+    )
+    return report
+
+
+async def _rotate_one(repo: Repository, ring: KeyRing, doc: dict[str, Any], report: RotationReport) -> None:
+    for _ in range(3):
+        old = doc.get("credentials") or {}
+        new = dict(old)
+        rotated: dict[str, int] = {}
+        bad = False
+        for direction, stored in old.items():
+            if stored is None:
+                continue
+            report.examined += 1
+            if stored.get("kid") == ring.primary_kid:
+                report.already_primary += 1
+                continue
+            try:
+                new[direction] = reseal_stored(ring, doc["_id"], direction, stored)
+            except CredentialsUnreadable:
+                bad = True
+                report.unreadable += 1
+                continue
+            rotated[stored["kid"]] = rotated.get(stored["kid"], 0) + 1
+        if bad and doc["_id"] not in report.unreadable_mailboxes:
+            report.unreadable_mailboxes.append(doc["_id"])
+        if not rotated or await repo.swap_credentials(doc["_id"], old, new):
+            for kid, n in rotated.items():
+                report.rotated[kid] = report.rotated.get(kid, 0) + n
+            return
+        fresh = await repo.mailboxes.find_one({"_id": doc["_id"]}, {"credentials": 1})
+        if fresh is None:
+            return
+        doc = fresh

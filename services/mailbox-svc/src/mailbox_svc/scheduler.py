@@ -1,0 +1,104 @@
+"""Due retries: transient failures are retried from the database, so they survive a restart.
+
+Each due mailbox gets a new TestRequested with the next attempt number, written with a conditional
+update on the retry time it was picked with, so two replicas never both send it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from contracts.envelope import Envelope
+from contracts.events import Event
+from mailbox_svc.clock import utcnow
+from mailbox_svc.repository import Repository
+from mailbox_svc.testing import Rings, TestRefused, build_request, pending_fields
+from mailwarden_runtime.outbox import outbox_entry, with_outbox
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+class RetryScheduler:
+    def __init__(
+        self,
+        repo: Repository,
+        rings: Rings,
+        envelop: Callable[[Event], Envelope[Any]],
+        wake_relay: Callable[[], None],
+        poll_s: float,
+    ) -> None:
+        self.repo = repo
+        self.rings = rings
+        self.envelop = envelop
+        self.wake_relay = wake_relay
+        self.poll_s = poll_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="retry-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while await self.run_once() >= BATCH:
+                    pass
+            except Exception:
+                log.warning("retry pass failed; will retry", exc_info=True)
+            await asyncio.sleep(self.poll_s)
+
+    async def run_once(self) -> int:
+        """Send every due retry; returns how many were due."""
+        now = utcnow()
+        due = await self.repo.due_retries(now, BATCH)
+        if not due:
+            return 0
+        settings = await self.repo.get_settings()
+        sent = 0
+        for doc in due:
+            profile = await self.repo.get_profile(doc.get("profile_id") or "")
+            q = {"next_retry_at": doc["next_retry_at"]}
+            try:
+                req = build_request(
+                    doc,
+                    profile,
+                    settings,
+                    self.rings,
+                    now,
+                    attempt=int(doc.get("retry_attempt") or 2),
+                    directions=doc.get("retry_directions") or None,
+                )
+            except TestRefused as exc:
+                log.warning("retry dropped", extra={"mailbox_id": doc["_id"], "reason": exc.code})
+                await self.repo.update(
+                    doc["_id"],
+                    doc["version"],
+                    {
+                        "$set": {"next_retry_at": None, "test_scheduled": False, "updated_at": now},
+                        "$inc": {"version": 1},
+                    },
+                    q,
+                )
+                continue
+            update = with_outbox(
+                {"$set": {**pending_fields(req), "updated_at": now}, "$inc": {"version": 1}},
+                [outbox_entry(self.envelop(req))],
+            )
+            if await self.repo.update(doc["_id"], doc["version"], update, q) is not None:
+                sent += 1
+                log.info("retry requested", extra={"mailbox_id": doc["_id"], "attempt": req.attempt})
+        if sent:
+            self.wake_relay()
+        return len(due)

@@ -1,0 +1,136 @@
+"""Building a TestRequested for one mailbox: target from the profile, credentials re-sealed for transit."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from contracts.events import ProfileSnapshot, SettingsSnapshot, TestRequested
+from contracts.models import CredentialSource, DeliveryMethod, Direction, MailboxRef, Owner, ServerTarget
+from mailbox_svc.credentials import CredentialsUnreadable, for_transit
+from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.mongo import Document
+
+
+class TestRefused(Exception):
+    """This mailbox cannot be tested now; ``code`` and ``field`` say why."""
+
+    __test__ = False
+
+    def __init__(self, code: str, message: str, field: str | None = None, status: int = 409) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Rings:
+    at_rest: KeyRing
+    transit: KeyRing
+
+
+def new_test_id() -> str:
+    return uuid.uuid4().hex
+
+
+def job_test_id(job_id: str, mailbox_id: str) -> str:
+    """Deterministic per (job, mailbox): a batch expanded twice after a crash requests one test."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"mailwarden-job:{job_id}:{mailbox_id}").hex
+
+
+def applicable_directions(doc: Document) -> list[str]:
+    out = []
+    if doc["incoming_delivery"] != DeliveryMethod.NONE.value:
+        out.append(Direction.INCOMING.value)
+    if doc["outgoing_delivery"] != DeliveryMethod.NONE.value:
+        out.append(Direction.OUTGOING.value)
+    return out
+
+
+def target_of(profile: ProfileSnapshot) -> ServerTarget:
+    adv = profile.advanced
+    return ServerTarget(
+        profile_id=profile.profile_id,
+        profile_name=profile.name,
+        incoming_protocol=profile.incoming_protocol,
+        incoming=profile.incoming,
+        outgoing=profile.outgoing,
+        verify_tls=adv.verify_tls,
+        allow_plaintext_auth=adv.allow_plaintext_auth,
+        connect_timeout_s=adv.connect_timeout_s,
+        max_concurrent_connections=adv.max_concurrent_connections,
+    )
+
+
+def build_request(
+    doc: Document,
+    profile: ProfileSnapshot | None,
+    settings: SettingsSnapshot,
+    rings: Rings,
+    now: datetime,
+    *,
+    test_id: str | None = None,
+    attempt: int = 1,
+    job_id: str | None = None,
+    directions: list[str] | None = None,
+) -> TestRequested:
+    """The request for one test, or :class:`TestRefused` (no profile, inactive, nothing to test, ...)."""
+    mailbox_id = doc["_id"]
+    if not doc.get("active", True):
+        raise TestRefused("mailbox_inactive", "the mailbox is deactivated")
+    if not doc.get("profile_id"):
+        raise TestRefused("no_profile", "the mailbox has no email server profile", "profile_id")
+    if profile is None:
+        raise TestRefused(
+            "profile_unknown", "the mailbox's email server profile does not exist", "profile_id"
+        )
+    dirs = directions or applicable_directions(doc)
+    if not dirs:
+        raise TestRefused(
+            "nothing_to_test", "incoming and outgoing delivery are both none", "incoming_delivery"
+        )
+    credentials = None
+    if profile.credential_source is CredentialSource.PROFILE:
+        credentials = profile.sealed_credentials
+    else:
+        try:
+            credentials = for_transit(rings.at_rest, rings.transit, mailbox_id, doc.get("credentials"), dirs)
+        except CredentialsUnreadable:
+            raise TestRefused(
+                "credentials_unreadable", "the stored password cannot be read: enter it again", "credentials"
+            ) from None
+    return TestRequested(
+        test_id=test_id or new_test_id(),
+        mailbox=MailboxRef(
+            mailbox_id=mailbox_id,
+            email=doc["email"],
+            owner=Owner.model_validate(doc["owner"]),
+            profile_id=profile.profile_id,
+            profile_owner=profile.owner,
+        ),
+        target=target_of(profile),
+        credential_source=profile.credential_source,
+        credentials=credentials,
+        directions=[Direction(d) for d in dirs],
+        allowed_ports=list(settings.allowed_ports),
+        attempt=attempt,
+        job_id=job_id,
+        requested_at=now,
+    )
+
+
+def pending_fields(req: TestRequested) -> Document:
+    """What a mailbox records when a test is requested, so only that test's result applies."""
+    return {
+        "pending_test_id": req.test_id,
+        "pending_attempt": req.attempt,
+        "pending_job_id": req.job_id,
+        "pending_directions": [d.value for d in req.directions],
+        "test_scheduled": True,
+        "next_retry_at": None,
+        "retry_attempt": None,
+        "retry_directions": [],
+    }

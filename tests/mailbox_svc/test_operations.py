@@ -1,0 +1,139 @@
+"""CRUD, validation and the bulk operations of mailbox-svc, over HTTP and NATS request-reply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailbox_helpers import MakeHarness, mailbox_body, owner, profile_snapshot
+from contracts.models import OwnerKind
+
+
+async def test_create_read_list_update_deactivate(make_harness: MakeHarness) -> None:
+    async with make_harness() as h:
+        await h.profile()
+        r = await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="mb1"))
+        assert r.status_code == 201, r.text
+        mb = r.json()
+        assert mb["mailbox_id"] == "mb1"
+        assert mb["credentials"] == {"username": "user1", "has_password": True, "password_updated_at": mb["credentials"]["password_updated_at"]}
+        assert mb["approval"] == "pending"
+        assert (mb["incoming_status"], mb["outgoing_status"], mb["act_status"]) == ("not_run", "not_run", "not_applicable")
+        assert mb["enabled_incoming"] is False and mb["outgoing_credentials"] is None
+
+        q = mailbox_body(2, mailbox_id="mb2", owner=owner(OwnerKind.QUEUE, "q1"), profile_id=None)
+        assert (await h.http.post("/mailboxes", json=q)).status_code == 201
+        assert (await h.http.post("/mailboxes", json=mailbox_body(3, mailbox_id="mb3"))).status_code == 201
+        dup = await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="mb1"))
+        assert dup.status_code == 409
+
+        page = (await h.http.get("/mailboxes", params={"profile_id": "prof1", "limit": 1})).json()
+        assert [m["mailbox_id"] for m in page["items"]] == ["mb1"] and page["next_after"] == "mb1"
+        page2 = (await h.http.get("/mailboxes", params={"profile_id": "prof1", "after": "mb1"})).json()
+        assert [m["mailbox_id"] for m in page2["items"]] == ["mb3"] and page2["next_after"] is None
+        queues = (await h.http.get("/mailboxes", params={"owner_kind": "queue"})).json()
+        assert [m["mailbox_id"] for m in queues["items"]] == ["mb2"]
+        pending = (await h.http.get("/mailboxes", params={"approval": "pending", "incoming_status": "not_run"})).json()
+        assert len(pending["items"]) == 3
+
+        before = mb["credentials"]["password_updated_at"]
+        r = await h.http.patch("/mailboxes/mb1", json={"credentials": {"username": "renamed"}, "act_delivery": "none"})
+        assert r.status_code == 200, r.text
+        assert r.json()["credentials"]["username"] == "renamed"
+        assert r.json()["credentials"]["has_password"] is True
+        assert r.json()["credentials"]["password_updated_at"] == before  # omitted password kept
+        assert r.json()["version"] == 2
+        r = await h.http.patch("/mailboxes/mb1", json={"outgoing_credentials": {"username": "o", "password": "p2"}})
+        assert r.json()["outgoing_credentials"]["has_password"] is True
+
+        r = await h.http.post("/mailboxes/mb1/deactivate")
+        assert r.status_code == 200 and r.json()["active"] is False
+        active = (await h.http.get("/mailboxes", params={"profile_id": "prof1"})).json()
+        assert [m["mailbox_id"] for m in active["items"]] == ["mb3"]
+        assert (await h.http.get("/mailboxes/nope")).status_code == 404
+
+        # The same operations over NATS request-reply.
+        got = await h.rpc("get", {"mailbox_id": "mb3"})
+        assert got["ok"] is True and got["result"]["email"] == "user3@example.com"
+        upd = await h.rpc("update", {"mailbox_id": "mb3", "changes": {"email": "new3@example.com"}})
+        assert upd["ok"] is True and upd["result"]["email"] == "new3@example.com"
+        bad = await h.rpc("create", {"email": "x"})
+        assert bad["ok"] is False and bad["status"] == 422
+        assert {e["field"] for e in bad["errors"]} >= {"email", "owner"}
+
+        events = await h.stream_messages("mailwarden.mailbox.")
+        types = [e["data"]["type"] for e in events]
+        assert types.count("MailboxCreated") == 3 and "MailboxUpdated" in types
+
+
+async def test_bad_input_is_422_with_the_field_and_stores_nothing(make_harness: MakeHarness) -> None:
+    async with make_harness() as h:
+        await h.profile()
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({**mailbox_body(1), "email": "not-an-address"}, "email"),
+            ({**mailbox_body(1), "profile_id": "nope"}, "profile_id"),
+            ({**mailbox_body(1), "credentials": {"username": "u", "password": ""}}, "credentials.password"),
+            ({**mailbox_body(1), "incoming_delivery": "carrier-pigeon"}, "incoming_delivery"),
+            ({**mailbox_body(1), "surprise": 1}, "surprise"),
+            ({**mailbox_body(1), "owner": {"kind": "robot", "id": "r", "name": "R"}}, "owner.kind"),
+        ]
+        for body, field in cases:
+            r = await h.http.post("/mailboxes", json=body)
+            assert r.status_code == 422, (field, r.text)
+            assert field in {e["field"] for e in r.json()["errors"]}, (field, r.json())
+            assert "pw-secret-1" not in r.text
+        r = await h.http.post("/mailboxes/batch", json={"mailboxes": [mailbox_body(1), {**mailbox_body(2), "email": "bad"}]})
+        assert r.status_code == 422 and "mailboxes.1.email" in {e["field"] for e in r.json()["errors"]}
+        assert await h.db.mailboxes.count_documents({}) == 0
+        r = await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="m1"))
+        assert r.status_code == 201
+        r = await h.http.patch("/mailboxes/m1", json={"email": None})
+        assert r.status_code == 422 and r.json()["errors"]
+        r = await h.http.patch("/mailboxes/m1", json={"profile_id": "ghost"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "profile_id"
+        r = await h.http.post("/mailboxes/approve", json={"mailbox_ids": ["m1"], "filter": {}})
+        assert r.status_code == 422
+        doc = await h.db.mailboxes.find_one({"_id": "m1"})
+        assert doc["version"] == 1 and doc["approval"] == "pending"
+
+
+async def test_approve_reject_change_many_and_apply_defaults(make_harness: MakeHarness) -> None:
+    async with make_harness() as h:
+        await h.profile()
+        await h.profile(profile_snapshot("prof2"))
+        r = await h.http.post("/mailboxes/batch", json={"mailboxes": [mailbox_body(i, mailbox_id=f"m{i}", profile_id=None) for i in range(1, 5)]})
+        assert r.status_code == 201, r.text
+
+        r = await h.http.post("/mailboxes/approve", json={"mailbox_ids": ["m1", "m2"]})
+        assert r.json()["done"] == ["m1", "m2"]
+        r = await h.http.post("/mailboxes/approve", json={"mailbox_ids": ["m1"]})
+        assert r.json()["done"] == []  # already approved: no second event
+        r = await h.http.post("/mailboxes/reject", json={"filter": {"approval": "pending"}})
+        assert sorted(r.json()["done"]) == ["m3", "m4"]
+        approved = await h.stream_messages("mailwarden.mailbox.approved")
+        assert sorted(e["data"]["data"]["mailbox_id"] for e in approved) == ["m1", "m2"]
+
+        r = await h.http.post(
+            "/mailboxes/change",
+            json={"selection": {"mailbox_ids": ["m1", "m2"]}, "changes": {"profile_id": "prof2", "act_delivery": "none", "outgoing_delivery": "none"}},
+        )
+        assert r.status_code == 200 and r.json()["done"] == ["m1", "m2"]
+        m1 = await h.mailbox("m1")
+        assert (m1["profile_id"], m1["outgoing_delivery"]) == ("prof2", "none")
+        bad = await h.http.post("/mailboxes/change", json={"selection": {"mailbox_ids": ["m1"]}, "changes": {}})
+        assert bad.status_code == 422
+
+        # No default profile yet: refused, nothing changed.
+        r = await h.http.post("/mailboxes/apply-default-settings", json={"mailbox_ids": ["m3"]})
+        assert r.status_code == 409
+        await h.org_settings(default_profile_id="prof1", act_delivery="none", approved_users_only=False)
+        r = await h.http.post("/mailboxes/apply-default-settings", json={"mailbox_ids": ["m3", "m4"]})
+        assert r.status_code == 202, r.text
+        assert r.json()["done"] == ["m3", "m4"]
+        reqs = {q.mailbox.mailbox_id: q for q in await h.test_requests(2)}
+        assert set(reqs) == {"m3", "m4"} and reqs["m3"].target.profile_id == "prof1"
+        m3 = await h.mailbox("m3")
+        assert (m3["profile_id"], m3["incoming_delivery"], m3["test_scheduled"]) == ("prof1", "server_side_sync", True)
+        assert m3["pending_test_id"] == r.json()["test_ids"]["m3"]
+        await h.complete(reqs["m3"])
+        m3 = await h.wait_mailbox("m3", lambda m: m["incoming_status"] == "success")
+        assert m3["enabled_incoming"] and m3["enabled_outgoing"]  # users need no approval in this org
