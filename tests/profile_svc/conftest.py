@@ -6,6 +6,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -13,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from pymongo import AsyncMongoClient
 
 from mailwarden_servers import NatsServer
 from profile_svc.app import create_app
@@ -72,3 +74,11 @@ async def app(settings: ProfileSettings, events: Recorder) -> AsyncIterator[Fast
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as c:
         yield c
+
+
+@pytest.fixture
+async def db(settings: ProfileSettings) -> AsyncIterator[Any]:
+    """A second client on the service's database, for inspecting what was (not) stored."""
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+    yield mongo[settings.mongodb_db]
+    await mongo.close()

@@ -48,3 +48,22 @@ def profile_body(name: str = "Contoso IMAP", **overrides: Any) -> dict[str, Any]
     }
     body.update(overrides)
     return body
+
+
+async def stream_bodies(js: Any, stream: str = "MW_CONFIG") -> list[bytes]:
+    """Every message body kept in a JetStream stream, read one by one by sequence."""
+    info = await js.stream_info(stream)
+    bodies = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(stream, seq)
+        bodies.append(msg.data or b"")
+    return bodies
+
+
+async def outbox_drained(db: Any, timeout: float = 10.0) -> None:
+    """Wait until the relay has published every pending event of profile-svc's collections."""
+    async with asyncio.timeout(timeout):
+        while await db["profiles"].count_documents({"outbox_pending": True}) or await db[
+            "settings"
+        ].count_documents({"outbox_pending": True}):
+            await asyncio.sleep(0.05)  # noqa: ASYNC110 - the database offers nothing to wait on
