@@ -1,0 +1,74 @@
+"""alert-svc: alert walls for mailbox and profile owners, with email digests and webhooks.
+
+Run with ``uvicorn --factory alert_svc.app:create_app``.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from alert_svc.api import build_router, register_rpc
+from alert_svc.channels.email import EmailDigestWorker
+from alert_svc.channels.enqueue import ChannelEnqueuer
+from alert_svc.channels.webhook import WebhookWorker
+from alert_svc.config import Settings
+from alert_svc.handlers import ReadModelHandlers
+from alert_svc.operations import Operations
+from alert_svc.processor import StatusProcessor
+from alert_svc.repository import ALERTS as ALERTS_COLLECTION
+from alert_svc.repository import Repository
+from contracts.events import (
+    AlertRaised,
+    EmailSettingsChanged,
+    MailboxCreated,
+    MailboxStatusChanged,
+    MailboxUpdated,
+    ProfileCreated,
+    ProfileDeleted,
+    ProfileUpdated,
+)
+from contracts.subjects import ALERTS
+from mailwarden_runtime.service import ServiceRuntime
+
+NAME = "alert-svc"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    keys = settings.webhook_key_ring()  # refuses to start without keys outside dev mode
+    runtime = ServiceRuntime(NAME, settings, outbox_collections=[ALERTS_COLLECTION])
+    repo = Repository(runtime.db)
+    processor = StatusProcessor(repo, settings)
+    read_models = ReadModelHandlers(repo)
+    email = EmailDigestWorker(repo, settings)
+    webhooks = WebhookWorker(repo, settings, keys)
+    enqueuer = ChannelEnqueuer(repo, settings, email, webhooks)
+
+    async def on_status(envelope: object) -> None:
+        await processor.handle(envelope)  # type: ignore[arg-type]
+        runtime.wake_relay()
+
+    runtime.consume(MailboxStatusChanged, "alert-svc-status", on_status)
+    runtime.consume(EmailSettingsChanged, "alert-svc-settings", read_models.settings_changed)
+    runtime.consume(ProfileCreated, "alert-svc-profiles", read_models.profile_saved)
+    runtime.consume(ProfileUpdated, "alert-svc-profiles-updated", read_models.profile_saved)
+    runtime.consume(ProfileDeleted, "alert-svc-profiles-deleted", read_models.profile_deleted)
+    runtime.consume(MailboxCreated, "alert-svc-mailboxes", read_models.mailbox_saved)
+    runtime.consume(MailboxUpdated, "alert-svc-mailboxes-updated", read_models.mailbox_saved)
+    runtime.consume(AlertRaised, "alert-svc-channels", enqueuer.handle, subject=f"{ALERTS}.>")
+
+    ops = Operations(repo, keys)
+    register_rpc(runtime, ops, settings)
+
+    async def start_workers() -> None:
+        await repo.ensure_indexes()
+        email.start()
+        webhooks.start()
+
+    async def stop_workers() -> None:
+        await email.stop()
+        await webhooks.stop()
+
+    runtime.on_startup(start_workers)
+    runtime.on_shutdown(stop_workers)
+    return runtime.http_app(title="mailwarden alert-svc", routers=[build_router(ops, settings)])

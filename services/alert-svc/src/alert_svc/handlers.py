@@ -1,0 +1,41 @@
+"""Event handlers: the read models alert-svc keeps (org settings, profiles, mailbox counts)."""
+
+from __future__ import annotations
+
+from alert_svc.repository import Repository
+from contracts.envelope import Envelope
+from contracts.events import (
+    EmailSettingsChanged,
+    MailboxCreated,
+    MailboxUpdated,
+    ProfileCreated,
+    ProfileDeleted,
+    ProfileUpdated,
+)
+
+
+class ReadModelHandlers:
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+
+    async def settings_changed(self, envelope: Envelope[EmailSettingsChanged]) -> None:
+        await self.repo.save_settings(envelope.data.settings)
+
+    async def profile_saved(self, envelope: Envelope[ProfileCreated] | Envelope[ProfileUpdated]) -> None:
+        p = envelope.data.profile
+        await self.repo.save_profile(
+            p.profile_id,
+            p.version,
+            {
+                "name": p.name,
+                "owner": p.owner.model_dump(mode="json"),
+                "majority_email": p.advanced.email_alert_on_majority_failure,
+            },
+        )
+
+    async def profile_deleted(self, envelope: Envelope[ProfileDeleted]) -> None:
+        await self.repo.delete_profile(envelope.data.profile_id)
+
+    async def mailbox_saved(self, envelope: Envelope[MailboxCreated] | Envelope[MailboxUpdated]) -> None:
+        m = envelope.data.mailbox
+        await self.repo.save_mailbox(m.mailbox_id, m.version, m.profile_id, m.active)

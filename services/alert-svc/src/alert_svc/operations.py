@@ -1,0 +1,146 @@
+"""The wall, webhook and preference operations, shared by the HTTP API and NATS request-reply."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from alert_svc.channels.webhook import secret_aad
+from alert_svc.repository import Repository
+from alert_svc.schemas import (
+    AlertPage,
+    AlertQuery,
+    AlertView,
+    Deleted,
+    DeliveryQuery,
+    DeliveryView,
+    Preferences,
+    RecipientRef,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookView,
+)
+from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.http import DomainError
+
+
+def _encode_cursor(doc: dict[str, Any]) -> str:
+    ms = int(doc["first_seen"].timestamp() * 1000)
+    return base64.urlsafe_b64encode(json.dumps([ms, doc["_id"]]).encode()).decode()
+
+
+def _decode_cursor(text: str) -> tuple[datetime, str]:
+    try:
+        ms, alert_id = json.loads(base64.urlsafe_b64decode(text.encode()))
+        return datetime.fromtimestamp(int(ms) / 1000, UTC), str(alert_id)
+    except (ValueError, TypeError):
+        raise DomainError(422, "not a cursor from this API", field="cursor") from None
+
+
+def recipient_query(kind: str | None, rid: str | None) -> dict[str, Any]:
+    if (kind is None) != (rid is None):
+        raise DomainError(422, "recipient_kind and recipient_id go together", field="recipient_id")
+    return {"recipient_key": f"{kind}:{rid}"} if kind else {}
+
+
+class Operations:
+    def __init__(self, repo: Repository, keys: KeyRing) -> None:
+        self.repo = repo
+        self.keys = keys
+
+    # --- the wall ----------------------------------------------------------------------------
+    async def list_alerts(self, q: AlertQuery) -> AlertPage:
+        query = recipient_query(q.recipient_kind, q.recipient_id)
+        for name in ("level", "state", "mailbox_id", "profile_id"):
+            value = getattr(q, name)
+            if value is not None:
+                query[name] = value
+        if q.unread is not None:
+            query["read"] = not q.unread
+        if q.cursor:
+            at, last_id = _decode_cursor(q.cursor)
+            query["$or"] = [{"first_seen": {"$lt": at}}, {"first_seen": at, "_id": {"$lt": last_id}}]
+        docs = await self.repo.find_alerts(query, q.limit + 1)
+        more = len(docs) > q.limit
+        docs = docs[: q.limit]
+        return AlertPage(
+            items=[AlertView.from_doc(d) for d in docs],
+            next_cursor=_encode_cursor(docs[-1]) if more and docs else None,
+        )
+
+    async def get_alert(self, alert_id: str) -> AlertView:
+        doc = await self.repo.get_alert(alert_id)
+        if doc is None:
+            raise DomainError(404, "no such alert")
+        return AlertView.from_doc(doc)
+
+    async def mark_read(self, alert_id: str, read: bool) -> AlertView:
+        doc = await self.repo.mark_read(alert_id, read)
+        if doc is None:
+            raise DomainError(404, "no such alert")
+        return AlertView.from_doc(doc)
+
+    async def delete_alert(self, alert_id: str) -> Deleted:
+        deleted = await self.repo.delete_alerts({"_id": alert_id})
+        if not deleted:
+            raise DomainError(404, "no such alert")
+        return Deleted(deleted=deleted)
+
+    async def delete_all(self, ref: RecipientRef) -> Deleted:
+        """Dynamics' "Delete all alerts", for one recipient's wall."""
+        query = recipient_query(ref.recipient_kind, ref.recipient_id)
+        return Deleted(deleted=await self.repo.delete_alerts(query))
+
+    # --- webhooks ----------------------------------------------------------------------------
+    async def create_webhook(self, req: WebhookCreate) -> WebhookCreated:
+        recipient_query(req.recipient_kind, req.recipient_id)  # both or neither
+        webhook_id = f"wh_{uuid.uuid4().hex}"
+        secret = req.secret or secrets.token_urlsafe(32)
+        scope = f"{req.recipient_kind}:{req.recipient_id}" if req.recipient_kind else "*"
+        doc = {
+            "_id": webhook_id,
+            "url": str(req.url),
+            "recipient_kind": req.recipient_kind,
+            "recipient_id": req.recipient_id,
+            "scope_key": scope,
+            "levels": list(dict.fromkeys(req.levels)),
+            "secret": self.keys.seal(secret.encode(), secret_aad(webhook_id)).model_dump(),
+            "created_at": datetime.now(UTC),
+        }
+        await self.repo.create_webhook(doc)
+        return WebhookCreated.model_validate({**doc, "id": webhook_id, "secret": secret})
+
+    async def list_webhooks(self) -> list[WebhookView]:
+        return [WebhookView.from_doc(d) for d in await self.repo.list_webhooks()]
+
+    async def get_webhook(self, webhook_id: str) -> WebhookView:
+        doc = await self.repo.get_webhook(webhook_id)
+        if doc is None:
+            raise DomainError(404, "no such webhook")
+        return WebhookView.from_doc(doc)
+
+    async def delete_webhook(self, webhook_id: str) -> Deleted:
+        if not await self.repo.delete_webhook(webhook_id):
+            raise DomainError(404, "no such webhook")
+        return Deleted(deleted=1)
+
+    async def deliveries(self, webhook_id: str, q: DeliveryQuery) -> list[DeliveryView]:
+        await self.get_webhook(webhook_id)
+        docs = await self.repo.list_deliveries(webhook_id, q.state, q.limit)
+        return [DeliveryView.from_doc(d) for d in docs]
+
+    # --- notification preferences --------------------------------------------------------------
+    async def get_preferences(self, ref: RecipientRef, default_levels: list[str]) -> Preferences:
+        doc = await self.repo.preferences(f"{ref.recipient_kind}:{ref.recipient_id}") or {}
+        return Preferences.model_validate(
+            {"email_levels": doc.get("email_levels", default_levels), "email": doc.get("email")}
+        )
+
+    async def set_preferences(self, ref: RecipientRef, prefs: Preferences) -> Preferences:
+        fields = {"email_levels": list(dict.fromkeys(prefs.email_levels)), "email": prefs.email}
+        doc = await self.repo.save_preferences(f"{ref.recipient_kind}:{ref.recipient_id}", fields)
+        return Preferences.model_validate({"email_levels": doc["email_levels"], "email": doc.get("email")})

@@ -1,0 +1,187 @@
+"""Helpers shared by the alert-svc tests (importable: conftest puts this folder on sys.path).
+
+The app runs in-process on a private NATS and its own database.
+
+Tests play mailbox-svc and profile-svc through the bus: they publish MailboxStatusChanged,
+EmailSettingsChanged, ProfileCreated and MailboxCreated envelopes, then read the wall over HTTP,
+the per-recipient alert subjects over NATS, mail from the SMTP fixture and webhooks from a local
+HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from nats.aio.client import Client
+
+from contracts.envelope import make_envelope
+from contracts.errors import CATALOG, ErrorCode, WarningCode
+from contracts.events import (
+    AdvancedOptions,
+    EmailSettingsChanged,
+    Event,
+    MailboxCreated,
+    MailboxSnapshot,
+    MailboxStatusChanged,
+    ProfileCreated,
+    ProfileSnapshot,
+    SettingsSnapshot,
+)
+from contracts.models import (
+    Direction,
+    Endpoint,
+    IncomingProtocol,
+    MailboxRef,
+    Owner,
+    OwnerKind,
+    TestError,
+    TestStatus,
+    TestWarning,
+    TlsMode,
+)
+
+PROFILE_OWNER = Owner(kind=OwnerKind.USER, id="admin1", name="Ada Admin", email="admin@example.com")
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "") -> Any:
+    """Poll ``check`` until it returns something truthy (the system is asynchronous by design)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.05)
+
+
+def user(n: str, email: bool = True) -> Owner:
+    return Owner(kind=OwnerKind.USER, id=n, name=f"User {n}", email=f"{n}@example.com" if email else None)
+
+
+def mailbox_ref(
+    mailbox: str, owner: Owner, profile: str = "prf1", profile_owner: Owner = PROFILE_OWNER
+) -> MailboxRef:
+    return MailboxRef(
+        mailbox_id=mailbox,
+        email=f"{mailbox}@example.com",
+        owner=owner,
+        profile_id=profile,
+        profile_owner=profile_owner,
+    )
+
+
+def failed(
+    ref: MailboxRef,
+    test_id: str,
+    code: ErrorCode = ErrorCode.AUTH_FAILED,
+    *,
+    direction: Direction = Direction.INCOMING,
+    retry_at: datetime | None = None,
+) -> MailboxStatusChanged:
+    spec = CATALOG[code]
+    error = TestError(code=code, step="auth", transient=spec.transient, scope=spec.scope, message="refused")
+    incoming = direction is Direction.INCOMING
+    return MailboxStatusChanged(
+        mailbox=ref,
+        test_id=test_id,
+        incoming_status=TestStatus.FAILURE if incoming else TestStatus.SUCCESS,
+        outgoing_status=TestStatus.SUCCESS if incoming else TestStatus.FAILURE,
+        enabled_incoming=False,
+        enabled_outgoing=False,
+        retry_count=0,
+        next_retry_at=retry_at,
+        disabled_reason=None if retry_at else code,
+        incoming_error=error if incoming else None,
+        outgoing_error=None if incoming else error,
+    )
+
+
+def succeeded(ref: MailboxRef, test_id: str, warnings: tuple[WarningCode, ...] = ()) -> MailboxStatusChanged:
+    return MailboxStatusChanged(
+        mailbox=ref,
+        test_id=test_id,
+        incoming_status=TestStatus.SUCCESS,
+        outgoing_status=TestStatus.SUCCESS,
+        enabled_incoming=True,
+        enabled_outgoing=True,
+        warnings=[TestWarning(code=w, message=w.value) for w in warnings],
+    )
+
+
+def settings_event(version: int, levels: list[str], notify: bool = True) -> EmailSettingsChanged:
+    return EmailSettingsChanged(
+        settings=SettingsSnapshot(alert_levels=levels, notify_mailbox_owner=notify, version=version)  # type: ignore[arg-type]
+    )
+
+
+def profile_event(profile: str, majority_email: bool, owner: Owner = PROFILE_OWNER) -> ProfileCreated:
+    endpoint = Endpoint(host="mail.example.com", port=993, tls=TlsMode.IMPLICIT)
+    return ProfileCreated(
+        profile=ProfileSnapshot(
+            profile_id=profile,
+            name=f"Profile {profile}",
+            owner=owner,
+            incoming_protocol=IncomingProtocol.IMAP,
+            incoming=endpoint,
+            outgoing=Endpoint(host="mail.example.com", port=465, tls=TlsMode.IMPLICIT),
+            advanced=AdvancedOptions(email_alert_on_majority_failure=majority_email),
+            updated_at=datetime.now(UTC),
+        )
+    )
+
+
+def mailbox_event(mailbox: str, owner: Owner, profile: str) -> MailboxCreated:
+    return MailboxCreated(
+        mailbox=MailboxSnapshot(
+            mailbox_id=mailbox,
+            email=f"{mailbox}@example.com",
+            owner=owner,
+            profile_id=profile,
+            updated_at=datetime.now(UTC),
+        )
+    )
+
+
+@dataclass
+class Harness:
+    """A running alert-svc with an HTTP client, a NATS client and its database."""
+
+    http: httpx.AsyncClient
+    nc: Client
+    db: Any
+    alerts_seen: list[dict[str, Any]] = field(default_factory=list)
+    subjects_seen: list[str] = field(default_factory=list)
+
+    async def publish(
+        self, data: Event, event_id: uuid.UUID | None = None, at: datetime | None = None
+    ) -> uuid.UUID:
+        env = make_envelope(data, "test", event_id=event_id, occurred_at=at)
+        await self.nc.jetstream().publish(data.SUBJECT, env.to_bytes(), headers={"Nats-Msg-Id": str(env.id)})
+        return env.id
+
+    async def wall(self, owner: Owner, **params: Any) -> list[dict[str, Any]]:
+        query = {"recipient_kind": owner.kind.value, "recipient_id": owner.id, **params}
+        response = await self.http.get("/alerts", params=query)
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def wait_wall(self, owner: Owner, n: int, **params: Any) -> list[dict[str, Any]]:
+        async def check() -> list[dict[str, Any]] | None:
+            items = await self.wall(owner, **params)
+            return items if len(items) >= n else None
+
+        items: list[dict[str, Any]] = await eventually(check, what=f"{n} alerts for {owner.id} {params}")
+        assert len(items) == n, items
+        return items
+
+
+def later(minutes: float) -> datetime:
+    return datetime.now(UTC) + timedelta(minutes=minutes)
