@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal
@@ -106,12 +106,24 @@ class Session:
 
     async def upgrade(self, wire: Wire, facts: Facts) -> None:
         """Finish STARTTLS: handshake against the host name, then record the TLS facts."""
-        await wire.start_tls(self.ssl_context(), self.host)
+        with handshake_errors():
+            await wire.start_tls(self.ssl_context(), self.host)
         facts["mode"] = "starttls"
         record_tls(wire.ssl_object(), self.host, self.target.verify_tls, facts, self.trace)
 
 
 Dialogue = Callable[[Session, Wire], Awaitable[None]]
+
+
+@contextlib.contextmanager
+def handshake_errors() -> Iterator[None]:
+    """A connection reset or closed in the middle of a TLS handshake is a failed handshake."""
+    try:
+        yield
+    except (ConnectionError, EOFError) as exc:
+        raise ProbeError(
+            ErrorCode.TLS_HANDSHAKE_FAILED, f"connection dropped in the handshake ({type(exc).__name__})"
+        ) from None
 
 
 def trimmed(text: bytes, limit: int = 160) -> str:
@@ -173,7 +185,10 @@ async def run_probe(session: Session, dialogue: Dialogue) -> None:
             if session.tls_mode is TlsMode.IMPLICIT:
                 async with session.step("tls", ErrorCode.TLS_HANDSHAKE_FAILED) as facts:
                     facts["mode"] = "implicit"
-                    wire = await Wire.open(sock, session.env.wire_limits, session.ssl_context(), session.host)
+                    with handshake_errors():
+                        wire = await Wire.open(
+                            sock, session.env.wire_limits, session.ssl_context(), session.host
+                        )
                     record_tls(wire.ssl_object(), session.host, target.verify_tls, facts, session.trace)
             else:
                 wire = await Wire.open(sock, session.env.wire_limits)
