@@ -173,9 +173,27 @@ class Harness:
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 
-    async def wait_wall(self, owner: Owner, n: int, **params: Any) -> list[dict[str, Any]]:
+    async def wait_wall(
+        self,
+        owner: Owner,
+        n: int,
+        *,
+        kind_filter: str | None = None,
+        affected: int | None = None,
+        count_at_least: int | None = None,
+        **params: Any,
+    ) -> list[dict[str, Any]]:
+        """Wait until the wall (filtered over HTTP by ``params``, then locally) holds ``n`` alerts."""
+
+        def keep(a: dict[str, Any]) -> bool:
+            return (
+                (kind_filter is None or a["kind"] == kind_filter)
+                and (affected is None or len(a["affected_mailboxes"]) >= affected)
+                and (count_at_least is None or a["count"] >= count_at_least)
+            )
+
         async def check() -> list[dict[str, Any]] | None:
-            items = await self.wall(owner, **params)
+            items = [a for a in await self.wall(owner, **params) if keep(a)]
             return items if len(items) >= n else None
 
         items: list[dict[str, Any]] = await eventually(check, what=f"{n} alerts for {owner.id} {params}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -54,7 +53,9 @@ async def test_error_to_both_owners_dedupes_and_resolves_on_success(alert_svc: A
         assert len(infos) == 1 and infos[0]["code"] == "mailbox_enabled" and infos[0]["test_id"] == "t3"
 
         def resolved_on_subjects() -> int:
-            return [a["data"]["state"] for a in h.alerts_seen if a["data"]["code"] == "auth_failed"].count("resolved")
+            return [a["data"]["state"] for a in h.alerts_seen if a["data"]["code"] == "auth_failed"].count(
+                "resolved"
+            )
 
         await eventually(lambda: _async(resolved_on_subjects() == 2), what="resolved AlertRaised")
 
