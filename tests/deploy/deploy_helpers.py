@@ -1,0 +1,62 @@
+"""Helpers for the deployment tests: paths, Kustomize rendering, the env names the settings read."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+SERVICES = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc")
+USES_MONGO = {"profile-svc": True, "mailbox-svc": True, "tester-svc": False, "alert-svc": True}
+
+Doc = dict[str, Any]
+
+
+def kubectl() -> str | None:
+    return shutil.which("kubectl") or ("/usr/bin/kubectl" if Path("/usr/bin/kubectl").exists() else None)
+
+
+def kustomize(path: Path) -> list[Doc]:
+    """Render a kustomization with `kubectl kustomize` (offline: it only reads local files)."""
+    exe = kubectl()
+    if exe is None:
+        pytest.skip("kubectl is not installed: cannot render the Kustomize overlays")
+    proc = subprocess.run(
+        [exe, "kustomize", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def _env_names(cls: type[BaseSettings]) -> set[str]:
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    names: set[str] = set()
+    for field_name, field in cls.model_fields.items():
+        names.add((prefix + field_name).upper())
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(c).upper() for c in alias.choices if isinstance(c, str))
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+    return names
+
+
+def settings_env(service: str) -> set[str]:
+    """Every environment variable the service's settings read (catches typos such as MW_MONGO_URI)."""
+    from mailwarden_runtime.settings import ServiceSettings
+
+    names = _env_names(ServiceSettings)
+    module = importlib.import_module(service.replace("-", "_") + ".config")
+    for obj in vars(module).values():
+        if isinstance(obj, type) and issubclass(obj, BaseSettings) and obj.__module__ == module.__name__:
+            names |= _env_names(obj)
+    return names
