@@ -135,9 +135,9 @@ class ServiceRuntime:
         for hook in reversed(self._shutdown):
             with contextlib.suppress(Exception):
                 await hook()
-        await self.broker.stop()  # stops pulling, lets in-flight handlers finish, drains
         if self.relay is not None:
-            await self.relay.stop()
+            await self.relay.stop()  # a last pass while the connection is still open
+        await self.broker.stop()  # stops pulling, lets in-flight handlers finish, drains
         if self.mongo is not None:
             await self.mongo.close()
 
