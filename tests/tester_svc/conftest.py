@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ TRANSIT = KeyRing.for_development("transit")
 OWNER = Owner(kind=OwnerKind.USER, id="u1", name="Ursula", email="ursula@example.com")
 PROFILE_OWNER = Owner(kind=OwnerKind.USER, id="p1", name="Paul", email="paul@example.com")
 # A name the test CA's certificate carries, resolved without DNS.
+MAIL_USERS_FOR_SMTP = {"alice": "alice-pw", "bob": "bob-pw"}
 NAMES = {"mail.test": ["127.0.0.1"], "other.example": ["127.0.0.1"]}
 
 
@@ -84,6 +86,8 @@ def make_request(
     mailbox_id: str = "mbx1",
     test_id: str = "t1",
     sealed: SealedCredentials | str | None = "auto",
+    allowed_ports: list[int] | None = None,
+    credential_source: CredentialSource = CredentialSource.MAILBOX,
     **target: Any,
 ) -> TestRequested:
     """A TestRequested whose credentials are sealed like mailbox-svc seals them."""
@@ -111,13 +115,15 @@ def make_request(
             outgoing=outgoing or placeholder,
             **target,
         ),
-        credential_source=CredentialSource.MAILBOX,
+        credential_source=credential_source,
         credentials=creds,
         directions=directions,
-        allowed_ports=list(range(1024, 65536)) if "ports" not in target else target.pop("ports"),
+        allowed_ports=allowed_ports if allowed_ports is not None else list(range(1024, 65536)),
         requested_at=datetime.now(UTC),
     )
 
+
+StartFake = Callable[..., Awaitable["FakeServer"]]
 
 # --- hostile servers --------------------------------------------------------------------------
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "FakeServer"], Awaitable[None]]
@@ -160,12 +166,12 @@ class FakeServer:
 
 
 @pytest.fixture
-async def fake_server() -> AsyncIterator[Callable[[Behaviour], Awaitable[FakeServer]]]:
+async def fake_server() -> AsyncIterator[StartFake]:
     started: list[FakeServer] = []
 
-    async def start(behaviour: Behaviour) -> FakeServer:
+    async def start(behaviour: Behaviour, tls: ssl.SSLContext | None = None) -> FakeServer:
         fake = FakeServer(behaviour)
-        fake.server = await asyncio.start_server(fake._serve, "127.0.0.1", 0)
+        fake.server = await asyncio.start_server(fake._serve, "127.0.0.1", 0, ssl=tls)
         fake.port = fake.server.sockets[0].getsockname()[1]
         started.append(fake)
         return fake

@@ -85,9 +85,13 @@ def address_allowed(addr: IPAddress, allow: Sequence[Network] = ()) -> bool:
     """True when ``addr`` and every IPv4 it embeds are public, or inside an operator-allowed range."""
     if _allowed_by_operator(addr, allow):
         return True
+    if isinstance(addr, ipaddress.IPv6Address) and any(addr in net for net in _NAT64):
+        # DNS64 networks reach every IPv4 host through NAT64: judge the IPv4 address it carries.
+        # Operator ranges apply to direct addresses only: hidden IPv4 is always judged strictly.
+        return address_allowed(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
     if _denied(addr):
         return False
-    return all(address_allowed(inner, allow) for inner in embedded_ipv4(addr))
+    return all(address_allowed(inner) for inner in embedded_ipv4(addr))
 
 
 def parse_address(text: str) -> IPAddress | None:
