@@ -266,7 +266,7 @@ def harness_factory(private_nats: str, mongo_uri: str) -> MakeHarness:
                 try:
                     yield Harness(app, client, nc, mongo[db_name], settings)
                 finally:
-                    await nc.drain()
+                    await nc.close()
                     await mongo.close()
 
     return make

@@ -1,0 +1,196 @@
+"""Test & Enable and the retry-or-disable policy, driven through the bus as the tester would."""
+
+from __future__ import annotations
+
+import json
+
+from contracts.errors import ErrorCode
+from contracts.models import CredentialSource, OwnerKind
+from mailbox_helpers import MakeHarness, mailbox_body, owner, profile_snapshot
+from mailwarden_runtime.crypto import KeyRing
+
+
+def status_events(events: list[dict], mailbox_id: str) -> list[dict]:
+    return [
+        e["data"]["data"]
+        for e in events
+        if e["data"].get("type") == "MailboxStatusChanged" and e["data"]["data"]["mailbox"]["mailbox_id"] == mailbox_id
+    ]
+
+
+async def test_test_and_enable_success_request_and_status(make_harness: MakeHarness) -> None:
+    async with make_harness() as h:
+        await h.profile()
+        await h.org_settings(allowed_ports=[993, 465], approved_users_only=True)
+        body = mailbox_body(1, mailbox_id="m1", outgoing_delivery="server_side_sync")
+        assert (await h.http.post("/mailboxes", json=body)).status_code == 201
+        assert (await h.http.post("/mailboxes/approve", json={"mailbox_ids": ["m1"]})).status_code == 200
+
+        r = await h.http.post("/mailboxes/m1/test")
+        assert r.status_code == 202, r.text
+        test_id = r.json()["test_id"]
+        (req,) = await h.test_requests(1)
+        assert req.test_id == test_id and req.attempt == 1 and req.job_id is None
+        assert req.target.verify_tls is False and req.target.connect_timeout_s == 7.5
+        assert req.target.max_concurrent_connections == 3 and req.target.outgoing.port == 465
+        assert req.allowed_ports == [993, 465]
+        assert req.mailbox.profile_owner.id == "admin1" and req.mailbox.owner.id == "u1"
+        assert [d.value for d in req.directions] == ["incoming", "outgoing"]
+        transit = KeyRing.parse(h.settings.transit_keys.get_secret_value())  # type: ignore[union-attr]
+        assert req.credentials is not None and req.credentials.incoming and req.credentials.outgoing
+        inc = json.loads(transit.open(req.credentials.incoming, "mailbox:m1:incoming"))
+        out = json.loads(transit.open(req.credentials.outgoing, "mailbox:m1:outgoing"))
+        assert inc == out == {"username": "user1", "password": "pw-secret-1"}  # outgoing falls back to incoming
+
+        mb = await h.mailbox("m1")
+        assert mb["test_scheduled"] is True and mb["pending_test_id"] == test_id
+        await h.complete(req)
+        mb = await h.wait_mailbox("m1", lambda m: m["pending_test_id"] is None)
+        assert (mb["incoming_status"], mb["outgoing_status"]) == ("success", "success")
+        assert mb["enabled_incoming"] and mb["enabled_outgoing"] and mb["retry_count"] == 0
+        assert mb["last_test_completed_at"] and mb["disabled_reason"] is None and not mb["test_scheduled"]
+
+        hist = (await h.http.get("/mailboxes/m1/tests")).json()["items"]
+        assert [(x["test_id"], x["outcome"]) for x in hist] == [(test_id, "success")]
+        assert hist[0]["result"]["tester"] == "fake-tester"
+        (ev,) = status_events(await h.stream_messages("mailwarden.mailbox.status_changed"), "m1")
+        assert ev["enabled_incoming"] and ev["test_id"] == test_id and ev["incoming_error"] is None
+
+
+async def test_separate_outgoing_credentials_and_profile_credentials(make_harness: MakeHarness) -> None:
+    async with make_harness() as h:
+        transit = KeyRing.parse(h.settings.transit_keys.get_secret_value())  # type: ignore[union-attr]
+        await h.profile()
+        sealed = {"incoming": transit.seal(b'{"username":"shared","password":"x"}', "profile:p2:incoming")}
+        await h.profile(profile_snapshot("p2", source=CredentialSource.PROFILE, sealed=sealed))  # type: ignore[arg-type]
+        body = mailbox_body(1, mailbox_id="m1", outgoing_credentials={"username": "sender", "password": "out-pw"})
+        await h.http.post("/mailboxes", json=body)
+        await h.http.post("/mailboxes", json=mailbox_body(2, mailbox_id="m2", profile_id="p2", credentials=None))
+        r = await h.http.post("/mailboxes/test", json={"mailbox_ids": ["m1", "m2"]})
+        assert r.status_code == 202 and r.json()["done"] == ["m1", "m2"]
+        reqs = {q.mailbox.mailbox_id: q for q in await h.test_requests(2)}
+        out = json.loads(transit.open(reqs["m1"].credentials.outgoing, "mailbox:m1:outgoing"))  # type: ignore[union-attr,arg-type]
+        assert out == {"username": "sender", "password": "out-pw"}
+        assert reqs["m2"].credential_source is CredentialSource.PROFILE
+        assert reqs["m2"].credentials is not None and reqs["m2"].credentials.incoming == sealed["incoming"]
+
+
+async def test_no_profile_is_refused(make_harness: MakeHarness) -> None:
+    async with make_harness() as h:
+        await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="m1", profile_id=None))
+        r = await h.http.post("/mailboxes/m1/test")
+        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "profile_id"
+        r = await h.http.post("/mailboxes/test", json={"mailbox_ids": ["m1"]})
+        assert r.json()["refused"][0]["code"] == "no_profile"
+        assert await h.no_more_requests()
+        assert (await h.mailbox("m1"))["test_scheduled"] is False
+
+
+async def test_unapproved_mailbox_is_never_enabled(make_harness: MakeHarness) -> None:
+    async with make_harness() as h:
+        await h.profile()
+        await h.org_settings(approved_queues_only=True, approved_users_only=False)
+        q = mailbox_body(1, mailbox_id="q1", owner=owner(OwnerKind.QUEUE, "q1"))
+        await h.http.post("/mailboxes", json=q)
+        await h.http.post("/mailboxes/q1/test")
+        (req,) = await h.test_requests(1)
+        await h.complete(req)
+        mb = await h.wait_mailbox("q1", lambda m: m["pending_test_id"] is None)
+        assert mb["incoming_status"] == "success" and not mb["enabled_incoming"] and not mb["enabled_outgoing"]
+        assert mb["disabled_reason"] == "mailbox_not_approved"
+        (ev,) = status_events(await h.stream_messages("mailwarden.mailbox.status_changed"), "q1")
+        assert ev["disabled_reason"] == "mailbox_not_approved" and ev["enabled_incoming"] is False
+
+        await h.http.post("/mailboxes/approve", json={"mailbox_ids": ["q1"]})
+        await h.http.post("/mailboxes/q1/test")
+        (req,) = await h.test_requests(1)
+        await h.complete(req)
+        mb = await h.wait_mailbox("q1", lambda m: m["enabled_incoming"])
+        assert mb["enabled_outgoing"] and mb["disabled_reason"] is None
+
+
+async def test_permanent_error_disables_at_once(make_harness: MakeHarness) -> None:
+    async with make_harness(retry_interval_s=0.1) as h:
+        await h.profile()
+        await h.org_settings(approved_users_only=False)
+        await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="m1"))
+        await h.http.post("/mailboxes/m1/test")
+        (req,) = await h.test_requests(1)
+        await h.complete(req, incoming=ErrorCode.AUTH_FAILED, outgoing="success")
+        mb = await h.wait_mailbox("m1", lambda m: m["pending_test_id"] is None)
+        assert (mb["incoming_status"], mb["enabled_incoming"]) == ("failure", False)
+        assert (mb["outgoing_status"], mb["enabled_outgoing"]) == ("success", True)
+        assert mb["disabled_reason"] == "auth_failed" and mb["postponed_until"] is None
+        assert mb["last_error"]["code"] == "auth_failed" and mb["last_error"]["count"] == 1
+        assert await h.no_more_requests(0.6)  # no retry of a permanent error
+        (ev,) = status_events(await h.stream_messages("mailwarden.mailbox.status_changed"), "m1")
+        assert ev["incoming_error"]["code"] == "auth_failed" and ev["next_retry_at"] is None
+
+
+async def test_transient_error_retries_then_disables(make_harness: MakeHarness) -> None:
+    async with make_harness(retry_interval_s=0.2, retry_max_attempts=3, scheduler_poll_s=0.05) as h:
+        await h.profile()
+        await h.org_settings(approved_users_only=False)
+        await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="m1", outgoing_delivery="none"))
+        await h.http.post("/mailboxes/m1/test")
+        seen = []
+        for attempt in (1, 2, 3):
+            (req,) = await h.test_requests(1)
+            seen.append(req.attempt)
+            assert [d.value for d in req.directions] == ["incoming"]
+            await h.complete(req, incoming=ErrorCode.TCP_TIMEOUT)
+            if attempt < 3:
+                mb = await h.wait_mailbox("m1", lambda m, a=attempt: m["retry_count"] == a)
+                assert mb["test_scheduled"] and mb["postponed_until"] and mb["disabled_reason"] is None
+                assert mb["incoming_status"] == "failure"
+        assert seen == [1, 2, 3]
+        mb = await h.wait_mailbox("m1", lambda m: m["disabled_reason"] == "tcp_timeout")
+        assert not mb["enabled_incoming"] and not mb["test_scheduled"] and mb["postponed_until"] is None
+        assert mb["last_error"]["count"] == 3
+        assert await h.no_more_requests(0.6)
+        evs = status_events(await h.stream_messages("mailwarden.mailbox.status_changed"), "m1")
+        assert [e["retry_count"] for e in evs] == [1, 2, 2]
+        assert [e["disabled_reason"] for e in evs] == [None, None, "tcp_timeout"]
+        assert evs[0]["next_retry_at"] and evs[2]["next_retry_at"] is None
+        assert len((await h.http.get("/mailboxes/m1/tests")).json()["items"]) == 3
+
+
+async def test_retry_survives_a_restart(make_harness: MakeHarness) -> None:
+    async with make_harness(retry_interval_s=1.0, scheduler_poll_s=0.05) as h:
+        await h.profile()
+        await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="m1"))
+        await h.http.post("/mailboxes/m1/test")
+        (req,) = await h.test_requests(1)
+        await h.complete(req, incoming=ErrorCode.SERVER_TEMPORARY_ERROR)
+        await h.wait_mailbox("m1", lambda m: m["retry_count"] == 1)
+    async with make_harness(retry_interval_s=1.0, scheduler_poll_s=0.05) as h:  # same database, new process
+        (req2,) = await h.test_requests(1, timeout=10)
+        assert req2.attempt == 2 and req2.mailbox.mailbox_id == "m1"
+        assert [d.value for d in req2.directions] == ["incoming"]
+
+
+async def test_duplicate_test_completed_changes_nothing(make_harness: MakeHarness) -> None:
+    async with make_harness() as h:
+        await h.profile()
+        await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="m1"))
+        await h.http.post("/mailboxes/m1/test")
+        (req,) = await h.test_requests(1)
+        done = await h.complete(req)
+        first = await h.wait_mailbox("m1", lambda m: m["pending_test_id"] is None)
+        await h.publish(done)  # the same result again, in a new envelope (JetStream cannot dedupe it)
+        # a marker event after it: once its effect is visible, the duplicate has been handled too
+        await h.publish(profile_snapshot_event := __import__("contracts.events", fromlist=["ProfileUpdated"]).ProfileUpdated(profile=profile_snapshot(version=2)))
+        del profile_snapshot_event
+
+        async def consumed() -> bool:
+            info = await h.js.consumer_info("MW_TESTS", "mailbox-svc-tests")
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        from mailbox_helpers import eventually
+
+        await eventually(consumed, what="duplicate handled")
+        second = await h.mailbox("m1")
+        assert second == first
+        evs = status_events(await h.stream_messages("mailwarden.mailbox.status_changed"), "m1")
+        assert len(evs) == 1
+        assert len((await h.http.get("/mailboxes/m1/tests")).json()["items"]) == 1
