@@ -23,7 +23,8 @@ from tester_svc.app import create_app
 from tester_svc.handlers import result_event_id
 from tester_svc.resolve import StaticResolver
 
-from .conftest import NAMES, make_request, settings_for
+from . import fakes
+from .conftest import NAMES, StartFake, make_request, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +80,44 @@ async def test_request_to_completed_over_jetstream(
         assert info.state.subjects == {TEST_COMPLETED: 1}
     finally:
         await nc.close()
+
+
+async def test_slow_test_is_not_redelivered(
+    private_nats: NatsServer, certs: TestCertificates, fake_server: StartFake
+) -> None:
+    """A test longer than the ack wait keeps its message with in-progress acks: one run, one result."""
+    fake = await fake_server(fakes.imap(delay_s=0.3))  # ~2 s for the whole dialogue
+    settings = settings_for(
+        certs,
+        nats_url=private_nats.url,
+        tester_ack_wait_s=1.0,
+        tester_concurrency=4,
+        tester_step_timeout_s=2.0,
+    )
+    application = create_app(settings, resolver=StaticResolver(NAMES))
+    req = make_request(
+        incoming=Endpoint(host="mail.test", port=fake.port, tls=TlsMode.NONE),
+        allow_plaintext_auth=True,
+        test_id=f"slow{uuid.uuid4().hex[:8]}",
+    )
+    async with application.router.lifespan_context(application):
+        nc = await nats.connect(private_nats.url)
+        try:
+            sub = await nc.subscribe(TEST_COMPLETED)
+            envelope = make_envelope(req, "pytest")
+            await nc.jetstream().publish(
+                TEST_REQUESTED, envelope.to_bytes(), headers={"Nats-Msg-Id": str(envelope.id)}
+            )
+            while True:
+                msg = await sub.next_msg(timeout=20)
+                done = parse_envelope(msg.data, TestCompleted)
+                if done.data.test_id == req.test_id:
+                    break
+            assert done.data.incoming is not None and done.data.incoming.status is Status.SUCCESS
+            await asyncio.sleep(1.5)  # longer than the ack wait: a redelivery would have started by now
+            assert fake.connections == 1
+        finally:
+            await nc.close()
 
 
 async def test_http_surface(app: FastAPI) -> None:

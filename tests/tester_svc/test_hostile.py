@@ -228,6 +228,16 @@ async def test_starttls_injection(
     no_credentials(fake)
 
 
+async def test_smtp_starttls_injection(hostile_runner: Runner, fake_server: Start) -> None:
+    fake = await fake_server(
+        fakes.smtp(ehlo=b"250-fake\r\n250 STARTTLS\r\n", starttls_reply=b"220 go ahead\r\n250-AUTH PLAIN")
+    )
+    result, _ = await probe(hostile_runner, "smtp", TlsMode.STARTTLS, fake.port)
+    assert code(result) is ErrorCode.PROTOCOL_VIOLATION
+    assert result.error is not None and result.error.step == "starttls"
+    no_credentials(fake)
+
+
 async def test_preauth_on_plaintext(hostile_runner: Runner, fake_server: Start) -> None:
     fake = await fake_server(fakes.greet_then(b"* PREAUTH welcome back\r\n"))
     result, _ = await probe(hostile_runner, "imap", TlsMode.STARTTLS, fake.port)

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
-from contracts.errors import ErrorCode
+from contracts.errors import ErrorCode, WarningCode
+from tester_svc.catalog import render_markdown
 from tester_svc.classify import (
     IMAP_AUTH_CODES,
     classify_tls_error,
@@ -215,3 +216,11 @@ def test_operator_ranges_do_not_cover_hidden_ipv4() -> None:
     allow = parse_networks("127.0.0.0/8")
     assert not address_allowed(ipaddress.ip_address("64:ff9b::7f00:1"), allow)
     assert not address_allowed(ipaddress.ip_address("::ffff:127.0.0.1"), allow)
+
+
+def test_catalog_document_lists_every_code() -> None:
+    text = render_markdown()
+    for code in ErrorCode:
+        assert f"`{code.value}`" in text
+    for warning in WarningCode:
+        assert f"`{warning.value}`" in text
