@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -166,7 +167,8 @@ async def test_plaintext_on_tls_port(hostile_runner: Runner, fake_server: Start,
 async def test_silent_tls_port(hostile_runner: Runner, fake_server: Start) -> None:
     fake = await fake_server(fakes.silent)
     result, elapsed = await probe(hostile_runner, "imap", TlsMode.IMPLICIT, fake.port)
-    assert code(result) is ErrorCode.TLS_HANDSHAKE_FAILED
+    assert code(result) is ErrorCode.GREETING_TIMEOUT
+    assert result.error is not None and result.error.step == "tls"
     assert elapsed < BOUND_S
 
 
@@ -318,3 +320,31 @@ async def test_echoed_password_is_redacted(hostile_runner: Runner, fake_server: 
     assert code(result) is ErrorCode.AUTH_FAILED
     assert "alice-pw" not in result.model_dump_json()
     assert b"alice-pw" in fake.received  # it really was echoed
+
+
+async def test_no_leaked_sockets_or_tasks(hostile_runner: Runner, fake_server: Start) -> None:
+    """Many failing and succeeding runs leave no file descriptor or task behind."""
+    servers = [
+        await fake_server(fakes.imap()),
+        await fake_server(fakes.greet_then(b"* OK ready\r\n")),  # plaintext on a TLS port
+        await fake_server(fakes.endless(b"* OK")),
+        await fake_server(fakes.silent),
+    ]
+    modes = [TlsMode.NONE, TlsMode.IMPLICIT, TlsMode.STARTTLS, TlsMode.STARTTLS]
+
+    async def round_() -> None:
+        await asyncio.gather(
+            *(
+                probe(hostile_runner, "imap", mode, fake.port, allow_plaintext_auth=True)
+                for fake, mode in zip(servers, modes, strict=True)
+            )
+        )
+
+    await round_()  # warm up lazily created resources
+    await asyncio.sleep(0.1)
+    fds, tasks = len(os.listdir("/proc/self/fd")), len(asyncio.all_tasks())
+    for _ in range(5):
+        await round_()
+    await asyncio.sleep(0.1)
+    assert len(asyncio.all_tasks()) <= tasks
+    assert len(os.listdir("/proc/self/fd")) <= fds + 2  # slack for unrelated session servers

@@ -183,7 +183,8 @@ async def run_probe(session: Session, dialogue: Dialogue) -> None:
         wire: Wire | None = None
         try:
             if session.tls_mode is TlsMode.IMPLICIT:
-                async with session.step("tls", ErrorCode.TLS_HANDSHAKE_FAILED) as facts:
+                # No handshake answer in time: most likely a plaintext server waiting for us to speak.
+                async with session.step("tls", ErrorCode.GREETING_TIMEOUT) as facts:
                     facts["mode"] = "implicit"
                     with handshake_errors():
                         wire = await Wire.open(

@@ -19,7 +19,6 @@ from tester_svc.wire import Wire
 _LITERAL = re.compile(rb"\{(\d{1,20})\+?\}$")
 _EXISTS = re.compile(rb"^\* (\d{1,10}) EXISTS$", re.IGNORECASE)
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d{1,10})\]", re.IGNORECASE)
-_CAPS_IN_CODE = re.compile(rb"\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
 _QUOTABLE = re.compile(r"^[\x20-\x7e]*$")
 
 
@@ -172,7 +171,7 @@ async def imap_dialogue(session: Session, wire: Wire) -> None:
         facts["preauth"] = preauth
     caps = await _capabilities(session, client, "capabilities")
     if session.tls_mode is TlsMode.STARTTLS:
-        async with session.step("starttls", ErrorCode.TLS_HANDSHAKE_FAILED) as facts:
+        async with session.step("starttls") as facts:
             if "STARTTLS" not in caps:
                 raise ProbeError(ErrorCode.STARTTLS_UNAVAILABLE, "STARTTLS is not advertised")
             if "LOGINDISABLED" not in caps:

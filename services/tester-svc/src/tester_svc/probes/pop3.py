@@ -94,7 +94,7 @@ async def pop3_dialogue(session: Session, wire: Wire) -> None:
             raise ProbeError(ErrorCode.PROTOCOL_MISMATCH, "not a POP3 greeting")
     caps, mechs = await _capa(session, client, "capabilities")
     if session.tls_mode is TlsMode.STARTTLS:
-        async with session.step("starttls", ErrorCode.TLS_HANDSHAKE_FAILED) as facts:
+        async with session.step("starttls") as facts:
             if "STLS" not in caps:
                 raise ProbeError(ErrorCode.STARTTLS_UNAVAILABLE, "STLS is not advertised")
             if "USER" in caps or mechs:

@@ -158,7 +158,7 @@ async def smtp_dialogue(session: Session, wire: Wire) -> None:
             raise ProbeError(smtp_generic_failure(code), f"greeting {code}")
     ext = await _ehlo(session, client, "capabilities")
     if session.tls_mode is TlsMode.STARTTLS:
-        async with session.step("starttls", ErrorCode.TLS_HANDSHAKE_FAILED) as facts:
+        async with session.step("starttls") as facts:
             if "STARTTLS" not in ext:
                 raise ProbeError(ErrorCode.STARTTLS_UNAVAILABLE, "STARTTLS is not advertised")
             if "AUTH" in ext:
