@@ -41,3 +41,9 @@ check: lint type test
 
 clean:
 	rm -rf $(VENV) .data
+
+## Benchmarks: tests/s, latency and CPU of bulk mailbox testing (bench/README.md). Not part of `make test`.
+## Pass options with BENCH_ARGS, e.g. make bench BENCH_ARGS="--large --json bench-results.json"
+BENCH_ARGS ?=
+bench: sync system-deps
+	$(PYTHON) -m bench.run $(BENCH_ARGS)

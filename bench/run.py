@@ -1,0 +1,203 @@
+"""Benchmark bulk mailbox testing: the sequential baseline and the limit, at several RTTs.
+
+    .venv/bin/python -m bench.run [--mailboxes 1000 | --large] [--rtt 0,50,100] [--json out.json]
+
+Starts a tuned private Dovecot (IMAPS), the SMTP server process (STARTTLS + AUTH) and one
+latency proxy per server port and RTT, creates N users at once, then runs, per RTT: the limit
+(asyncio, bounded concurrency) on all N mailboxes with valid passwords and with a share of wrong
+ones, and the sequential baseline (stdlib) on a sample, extrapolated. Prints the tables, writes
+JSON. Everything listens on and connects to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/run.py`: make the `bench` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.mailboxes import client_mailboxes, make_users, save_mailboxes
+from bench.models import BenchReport, RunResult
+from bench.report import format_tables
+from bench.runners import ClientLoopRunner, Runner, RunPlan
+from bench.stack import MailStack
+
+__all__ = ["main", "parse_args"]
+
+LARGE = 10_000
+
+
+def _rtts(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("--rtt takes comma-separated milliseconds, e.g. 0,50,100") from exc
+    if not values or any(v < 0 or v > 2000 for v in values):
+        raise argparse.ArgumentTypeError("each RTT must be within 0..2000 ms")
+    return values
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError("must be within 0..1 (exclusive)")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--mailboxes", type=_positive, default=1000, help="N users/mailboxes (default 1000)")
+    p.add_argument("--large", action="store_true", help=f"N = {LARGE:,}")
+    p.add_argument("--rtt", type=_rtts, default=[0.0, 50.0, 100.0], help="round-trip times in ms")
+    p.add_argument("--concurrency", type=_positive, default=100, help="tests in flight for the limit")
+    p.add_argument("--sequential-sample", type=_positive, default=20, metavar="K",
+                   help="sequential baseline at RTT > 0 runs K mailboxes, extrapolated to N")  # fmt: skip
+    p.add_argument("--sequential-sample-rtt0", type=_positive, default=200, metavar="K0",
+                   help="the same at RTT 0 (tests are fast there)")  # fmt: skip
+    p.add_argument("--wrong-passwords", type=_fraction, default=0.1,
+                   help="share of mailboxes with a wrong password in the failure variant (0 = skip it)")  # fmt: skip
+    p.add_argument("--proxy-at-zero", action="store_true",
+                   help="RTT 0 through a 0-delay proxy (default: direct to the servers)")  # fmt: skip
+    p.add_argument("--no-warmup", action="store_true", help="skip the first pass that creates the maildirs")
+    p.add_argument("--timeout", type=float, default=30.0, help="per-operation client timeout, s")
+    p.add_argument("--json", type=Path, default=None, help="write every figure as JSON here")
+    p.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir, removed after")
+    args = p.parse_args(argv)
+    if args.large:
+        args.mailboxes = LARGE
+    return args
+
+
+def _machine() -> dict[str, str | int | float]:
+    dovecot = subprocess.run(["dovecot", "--version"], capture_output=True, text=True, check=False)
+    model = ""
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cores": os.cpu_count() or 0,
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "dovecot": dovecot.stdout.strip(),
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
+    }
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> list[RunResult]:
+    """Start the stack, run every row, stop the stack."""
+    n = args.mailboxes
+    users = make_users(n)
+    valid = client_mailboxes(users, 0.0)
+    wrong = client_mailboxes(users, args.wrong_passwords) if args.wrong_passwords > 0 else []
+    save_mailboxes(workdir / "valid.json", valid)
+    if wrong:
+        save_mailboxes(workdir / "wrong.json", wrong)
+    wrong_label = f"wrong-{args.wrong_passwords:.0%}"
+    limit: Runner = ClientLoopRunner("limit", workdir, args.timeout)
+    sequential: Runner = ClientLoopRunner("sequential", workdir, args.timeout)
+
+    def plan(rtt: float, bad: bool, count: int, label: str | None = None) -> RunPlan:
+        boxes, path = (wrong, workdir / "wrong.json") if bad else (valid, workdir / "valid.json")
+        return RunPlan(rtt, wrong_label if bad else "valid", boxes, path, min(count, n),
+                       args.concurrency, label)  # fmt: skip
+
+    schedule: list[tuple[Runner, RunPlan]] = []
+    if not args.no_warmup:
+        schedule.append((limit, plan(0.0, False, n, "warm-up")))
+    for rtt in args.rtt:
+        sample = args.sequential_sample_rtt0 if rtt == 0 else args.sequential_sample
+        schedule.append((limit, plan(rtt, False, n)))
+        if wrong:
+            schedule.append((limit, plan(rtt, True, n)))
+        schedule.append((sequential, plan(rtt, False, sample)))
+        if wrong and rtt == 0:
+            schedule.append((sequential, plan(rtt, True, sample)))
+
+    results: list[RunResult] = []
+    started = time.monotonic()
+    _log(f"starting Dovecot and SMTP with {n:,} users in {workdir} ...")
+    with MailStack(workdir / "stack", users, proxy_at_zero=args.proxy_at_zero) as stack:
+        _log(f"servers up after {time.monotonic() - started:.1f}s")
+        for runner, p in schedule:
+            t0 = time.monotonic()
+            row = runner(stack, p)
+            results.append(row)
+            _log(f"  {row.rtt_ms:>5g} ms  {row.runner:<10} {row.variant:<9} {row.measured:>6} tests "
+                 f"{row.tests_per_s:8.1f}/s  fail {row.failed}/{row.expected_failures}  "
+                 f"({time.monotonic() - t0:.0f}s)")  # fmt: skip
+    _log(f"done in {time.monotonic() - started:.0f}s")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(
+        [Path(sys.executable).name, "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)]
+    )
+    began = dt.datetime.now(dt.UTC)
+    machine = _machine()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mailwarden-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o755)
+    try:
+        results = run(args, workdir)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\nmailwarden bench, {began:%Y-%m-%d %H:%M} UTC, {machine['cores']} cores ({machine['cpu']})")
+    print(f"command: {command}\n")
+    print(format_tables(results))
+    if args.json is not None:
+        report = BenchReport(
+            started=began.isoformat(timespec="seconds"),
+            command=command,
+            machine=machine,
+            settings={
+                "mailboxes": args.mailboxes,
+                "rtt_ms": args.rtt,
+                "concurrency": args.concurrency,
+                "sequential_sample": args.sequential_sample,
+                "sequential_sample_rtt0": args.sequential_sample_rtt0,
+                "wrong_passwords": args.wrong_passwords,
+                "rtt0_via": "proxy" if args.proxy_at_zero else "direct",
+                "warmup": not args.no_warmup,
+            },
+            results=results,
+        )
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(report.model_dump_json(indent=2))
+        print(f"\nJSON: {args.json}")
+    bad = [r for r in results if not r.failures_as_expected]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
