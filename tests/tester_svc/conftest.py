@@ -8,7 +8,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -88,6 +88,7 @@ def make_request(
     sealed: SealedCredentials | str | None = "auto",
     allowed_ports: list[int] | None = None,
     credential_source: CredentialSource = CredentialSource.MAILBOX,
+    smtp_mode: Literal["dry_run", "send"] = "dry_run",
     **target: Any,
 ) -> TestRequested:
     """A TestRequested whose credentials are sealed like mailbox-svc seals them."""
@@ -116,6 +117,7 @@ def make_request(
             **target,
         ),
         credential_source=credential_source,
+        smtp_mode=smtp_mode,
         credentials=creds,
         directions=directions,
         allowed_ports=allowed_ports if allowed_ports is not None else list(range(1024, 65536)),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from contracts.errors import CATALOG, ErrorCode
 from contracts.events import TestCompleted, TestRequested
-from contracts.models import Direction, DirectionResult, TestError, TestStatus
+from contracts.models import Direction, DirectionResult, IncomingProtocol, TestError, TestStatus
 from mailwarden_runtime.crypto import KeyRing
 from tester_svc import metrics
 from tester_svc.config import Settings
@@ -54,7 +54,17 @@ class Runner:
             ehlo_name=settings.tester_ehlo_name,
         )
 
-    def _target(self, req: TestRequested, direction: Direction) -> ProbeTarget:
+    @staticmethod
+    def _round_trip(req: TestRequested) -> bool:
+        """Send mode with both directions on IMAP: send first, then find and delete the message."""
+        return (
+            req.smtp_mode == "send"
+            and req.target.incoming_protocol is IncomingProtocol.IMAP
+            and Direction.INCOMING in req.directions
+            and Direction.OUTGOING in req.directions
+        )
+
+    def _target(self, req: TestRequested, direction: Direction, find: bool = False) -> ProbeTarget:
         t = req.target
         incoming = direction is Direction.INCOMING
         return ProbeTarget(
@@ -67,6 +77,8 @@ class Runner:
             allowed_ports=req.allowed_ports,
             mailbox_email=req.mailbox.email,
             smtp_mode=req.smtp_mode,
+            marker=f"{req.test_id}-{req.attempt}",
+            find_marker=find and incoming,
         )
 
     async def _credentials(self, req: TestRequested, direction: Direction, trace: Trace, host: str) -> Login:
@@ -89,8 +101,10 @@ class Runner:
             elif step.error_code is ErrorCode.AUTH_FAILED:
                 self.env.breaker.record_failure(host, login.username, login.password.get_secret_value())
 
-    async def run_direction(self, req: TestRequested, direction: Direction) -> DirectionResult:
-        target = self._target(req, direction)
+    async def run_direction(
+        self, req: TestRequested, direction: Direction, find: bool = False
+    ) -> DirectionResult:
+        target = self._target(req, direction, find)
         trace = Trace(target.protocol)
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
@@ -140,8 +154,14 @@ class Runner:
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
         wanted = [d for d in (Direction.INCOMING, Direction.OUTGOING) if d in req.directions]
-        results = await asyncio.gather(*(self.run_direction(req, d) for d in wanted))
-        by_dir = dict(zip(wanted, results, strict=True))
+        by_dir: dict[Direction, DirectionResult] = {}
+        if self._round_trip(req):
+            by_dir[Direction.OUTGOING] = sent = await self.run_direction(req, Direction.OUTGOING)
+            find = sent.status is TestStatus.SUCCESS
+            by_dir[Direction.INCOMING] = await self.run_direction(req, Direction.INCOMING, find)
+        else:
+            results = await asyncio.gather(*(self.run_direction(req, d) for d in wanted))
+            by_dir = dict(zip(wanted, results, strict=True))
         completed = TestCompleted(
             test_id=req.test_id,
             mailbox=req.mailbox,

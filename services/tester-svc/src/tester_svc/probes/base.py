@@ -77,6 +77,8 @@ class ProbeTarget:
     allowed_ports: Sequence[int]
     mailbox_email: str
     smtp_mode: Literal["dry_run", "send"] = "dry_run"
+    marker: str = ""  # X-Mailwarden-Test header value of the message a send-mode test sends
+    find_marker: bool = False  # IMAP: find the sent message in INBOX and delete it
 
 
 class Session:

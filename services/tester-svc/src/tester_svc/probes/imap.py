@@ -6,6 +6,7 @@ budget, so a ``{99999999999}`` announcement fails at once instead of being waite
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from contracts.errors import ErrorCode, WarningCode
@@ -136,8 +137,10 @@ async def _authenticate(session: Session, client: ImapClient, caps: list[str]) -
 
 
 async def _examine(session: Session, client: ImapClient) -> None:
+    """EXAMINE (read-only) normally; SELECT only when a send-mode test must delete its message."""
+    verb = b"SELECT" if session.target.find_marker else b"EXAMINE"
     async with session.step("inbox") as facts:
-        status, rest, untagged = await client.command(b"EXAMINE INBOX")
+        status, rest, untagged = await client.command(verb + b" INBOX")
         if status != "OK":
             facts["response_code"] = imap_response_code(rest)
             raise ProbeError(
@@ -150,6 +153,49 @@ async def _examine(session: Session, client: ImapClient) -> None:
             if (m := _UIDVALIDITY.search(line)) is not None:
                 facts["uidvalidity"] = int(m.group(1))
         facts["read_only"] = rest.upper().startswith(b"[READ-ONLY]")
+
+
+async def _find_and_delete(session: Session, client: ImapClient) -> None:
+    """Look for the message the SMTP side sent (polling while it is delivered), then delete it.
+
+    Only that message's UIDs are expunged (UID EXPUNGE, RFC 4315); without UIDPLUS it is only
+    flagged \\Deleted, so other messages the user flagged are never expunged by us.
+    """
+    marker = session.target.marker.encode()
+    async with session.step("find_message") as facts:
+        _, _, untagged = await client.command(b"CAPABILITY")  # logged-in capabilities differ
+        caps = _caps(untagged)
+        uids: list[bytes] = []
+        polls = 0
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + session.env.step_timeout_s * 0.8
+        while True:
+            polls += 1
+            await client.command(b"NOOP")
+            status, rest, untagged = await client.command(
+                b'UID SEARCH HEADER X-Mailwarden-Test "' + marker + b'"'
+            )
+            if status != "OK":
+                raise ProbeError(ErrorCode.PROTOCOL_VIOLATION, f"SEARCH {status}: {trimmed(rest)}")
+            uids = [
+                u for ln in untagged if ln[:9].upper() == b"* SEARCH " for u in ln[9:].split() if u.isdigit()
+            ]
+            if uids or loop.time() + 0.25 >= give_up:
+                break
+            await asyncio.sleep(0.25)
+        facts["found"] = bool(uids)
+        facts["polls"] = polls
+        if not uids:
+            return
+        uid_set = b",".join(uids[:100])
+        status, rest, _ = await client.command(b"UID STORE " + uid_set + b" +FLAGS.SILENT (\\Deleted)")
+        if status != "OK":
+            raise ProbeError(ErrorCode.INBOX_UNAVAILABLE, f"STORE {status}: {trimmed(rest)}")
+        expunged = False
+        if "UIDPLUS" in caps:
+            status, rest, _ = await client.command(b"UID EXPUNGE " + uid_set)
+            expunged = status == "OK"
+        facts["deleted"] = expunged
 
 
 async def imap_dialogue(session: Session, wire: Wire) -> None:
@@ -186,6 +232,8 @@ async def imap_dialogue(session: Session, wire: Wire) -> None:
     if not preauth:
         await _authenticate(session, client, caps)
     await _examine(session, client)
+    if session.target.find_marker:
+        await _find_and_delete(session, client)
     async with session.step("logout") as facts:
         status, _, _ = await client.command(b"LOGOUT", logout=True)
         facts["status"] = status

@@ -111,7 +111,7 @@ def _test_message(session: Session) -> bytes:
         "Subject: mailwarden connectivity test",
         f"Date: {now}",
         f"Message-ID: <{uuid.uuid4()}@mailwarden.invalid>",
-        "X-Mailwarden-Test: 1",
+        f"X-Mailwarden-Test: {session.target.marker}",
         "",
         "This message was sent by mailwarden to test the outgoing server. It can be deleted.",
     ]
