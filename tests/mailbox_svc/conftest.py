@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from mailwarden_servers import NatsServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mailbox_helpers import MakeHarness, harness_factory  # noqa: E402
+from mailbox_helpers import MakeHarness, harness_factory
 
 
 @pytest.fixture

@@ -17,6 +17,10 @@ from typing import Any
 
 import httpx
 import nats
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from pydantic import SecretStr
+from pymongo import AsyncMongoClient
+
 from contracts.envelope import Envelope, make_envelope, parse_envelope
 from contracts.errors import CATALOG, ErrorCode
 from contracts.events import (
@@ -46,9 +50,6 @@ from contracts.subjects import STREAMS
 from mailbox_svc.app import create_app
 from mailbox_svc.config import Settings
 from mailwarden_runtime.crypto import KeyRing
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from pydantic import SecretStr
-from pymongo import AsyncMongoClient
 
 PROFILE_OWNER = Owner(kind=OwnerKind.USER, id="admin1", name="Admin", email="admin@example.com")
 Outcome = str | ErrorCode  # "success" or an error code
@@ -101,16 +102,26 @@ def direction_result(direction: Direction, outcome: Outcome) -> DirectionResult:
         )
     code = ErrorCode(outcome)
     spec = CATALOG[code]
-    error = TestError(code=code, step="auth", transient=spec.transient, scope=spec.scope, message=spec.message)
+    error = TestError(
+        code=code, step="auth", transient=spec.transient, scope=spec.scope, message=spec.message
+    )
     return DirectionResult(
-        direction=direction, protocol=protocol, status=TestStatus.FAILURE, error=error, started_at=now, duration_ms=3.0
+        direction=direction,
+        protocol=protocol,
+        status=TestStatus.FAILURE,
+        error=error,
+        started_at=now,
+        duration_ms=3.0,
     )
 
 
-def completed_for(req: TestRequested, incoming: Outcome = "success", outgoing: Outcome = "success") -> TestCompleted:
+def completed_for(
+    req: TestRequested, incoming: Outcome = "success", outgoing: Outcome = "success"
+) -> TestCompleted:
     now = datetime.now(UTC)
     results = {
-        d.value: direction_result(d, incoming if d is Direction.INCOMING else outgoing) for d in req.directions
+        d.value: direction_result(d, incoming if d is Direction.INCOMING else outgoing)
+        for d in req.directions
     }
     return TestCompleted(
         test_id=req.test_id,
@@ -182,7 +193,7 @@ class Harness:
                 raise AssertionError(f"got {len(out)} of {n} TestRequested")
             try:
                 msgs = await self._tester.fetch(min(n - len(out), 256), timeout=min(left, 1.0))
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
                 continue
             for msg in msgs:
                 out.append(parse_envelope(msg.data, TestRequested).data)
@@ -196,7 +207,9 @@ class Harness:
             return True
         return False
 
-    async def complete(self, req: TestRequested, incoming: Outcome = "success", outgoing: Outcome = "success") -> TestCompleted:
+    async def complete(
+        self, req: TestRequested, incoming: Outcome = "success", outgoing: Outcome = "success"
+    ) -> TestCompleted:
         done = completed_for(req, incoming, outgoing)
         await self.publish(done)
         return done
@@ -206,7 +219,9 @@ class Harness:
         assert r.status_code == 200, r.text
         return dict(r.json())
 
-    async def wait_mailbox(self, mailbox_id: str, check: Callable[[dict[str, Any]], bool], timeout: float = 15.0) -> dict[str, Any]:
+    async def wait_mailbox(
+        self, mailbox_id: str, check: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+    ) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
             mb = await self.mailbox(mailbox_id)
             return mb if check(mb) else None
@@ -225,7 +240,13 @@ class Harness:
                 except Exception:
                     continue
                 if msg.subject.startswith(subject_prefix):
-                    out.append({"subject": msg.subject, "body": (msg.data or b"").decode(), "data": json.loads(msg.data or b"{}")})
+                    out.append(
+                        {
+                            "subject": msg.subject,
+                            "body": (msg.data or b"").decode(),
+                            "data": json.loads(msg.data or b"{}"),
+                        }
+                    )
         return out
 
     async def rpc(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +297,9 @@ def owner(kind: OwnerKind = OwnerKind.USER, oid: str = "u1") -> dict[str, Any]:
     return {"kind": kind.value, "id": oid, "name": f"Owner {oid}", "email": f"{oid}@example.com"}
 
 
-def mailbox_body(n: int = 1, *, profile_id: str | None = "prof1", password: str = "pw-secret-1", **extra: Any) -> dict[str, Any]:
+def mailbox_body(
+    n: int = 1, *, profile_id: str | None = "prof1", password: str = "pw-secret-1", **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "email": f"user{n}@example.com",
         "owner": owner(oid=f"u{n}"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailbox_helpers import MakeHarness, mailbox_body, owner, profile_snapshot
+
 from contracts.models import OwnerKind
 
 
@@ -15,9 +16,17 @@ async def test_create_read_list_update_deactivate(make_harness: MakeHarness) -> 
         assert r.status_code == 201, r.text
         mb = r.json()
         assert mb["mailbox_id"] == "mb1"
-        assert mb["credentials"] == {"username": "user1", "has_password": True, "password_updated_at": mb["credentials"]["password_updated_at"]}
+        assert mb["credentials"] == {
+            "username": "user1",
+            "has_password": True,
+            "password_updated_at": mb["credentials"]["password_updated_at"],
+        }
         assert mb["approval"] == "pending"
-        assert (mb["incoming_status"], mb["outgoing_status"], mb["act_status"]) == ("not_run", "not_run", "not_applicable")
+        assert (mb["incoming_status"], mb["outgoing_status"], mb["act_status"]) == (
+            "not_run",
+            "not_run",
+            "not_applicable",
+        )
         assert mb["enabled_incoming"] is False and mb["outgoing_credentials"] is None
 
         q = mailbox_body(2, mailbox_id="mb2", owner=owner(OwnerKind.QUEUE, "q1"), profile_id=None)
@@ -32,17 +41,23 @@ async def test_create_read_list_update_deactivate(make_harness: MakeHarness) -> 
         assert [m["mailbox_id"] for m in page2["items"]] == ["mb3"] and page2["next_after"] is None
         queues = (await h.http.get("/mailboxes", params={"owner_kind": "queue"})).json()
         assert [m["mailbox_id"] for m in queues["items"]] == ["mb2"]
-        pending = (await h.http.get("/mailboxes", params={"approval": "pending", "incoming_status": "not_run"})).json()
+        pending = (
+            await h.http.get("/mailboxes", params={"approval": "pending", "incoming_status": "not_run"})
+        ).json()
         assert len(pending["items"]) == 3
 
         before = mb["credentials"]["password_updated_at"]
-        r = await h.http.patch("/mailboxes/mb1", json={"credentials": {"username": "renamed"}, "act_delivery": "none"})
+        r = await h.http.patch(
+            "/mailboxes/mb1", json={"credentials": {"username": "renamed"}, "act_delivery": "none"}
+        )
         assert r.status_code == 200, r.text
         assert r.json()["credentials"]["username"] == "renamed"
         assert r.json()["credentials"]["has_password"] is True
         assert r.json()["credentials"]["password_updated_at"] == before  # omitted password kept
         assert r.json()["version"] == 2
-        r = await h.http.patch("/mailboxes/mb1", json={"outgoing_credentials": {"username": "o", "password": "p2"}})
+        r = await h.http.patch(
+            "/mailboxes/mb1", json={"outgoing_credentials": {"username": "o", "password": "p2"}}
+        )
         assert r.json()["outgoing_credentials"]["has_password"] is True
 
         r = await h.http.post("/mailboxes/mb1/deactivate")
@@ -81,7 +96,9 @@ async def test_bad_input_is_422_with_the_field_and_stores_nothing(make_harness: 
             assert r.status_code == 422, (field, r.text)
             assert field in {e["field"] for e in r.json()["errors"]}, (field, r.json())
             assert "pw-secret-1" not in r.text
-        r = await h.http.post("/mailboxes/batch", json={"mailboxes": [mailbox_body(1), {**mailbox_body(2), "email": "bad"}]})
+        r = await h.http.post(
+            "/mailboxes/batch", json={"mailboxes": [mailbox_body(1), {**mailbox_body(2), "email": "bad"}]}
+        )
         assert r.status_code == 422 and "mailboxes.1.email" in {e["field"] for e in r.json()["errors"]}
         assert await h.db.mailboxes.count_documents({}) == 0
         r = await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="m1"))
@@ -100,7 +117,10 @@ async def test_approve_reject_change_many_and_apply_defaults(make_harness: MakeH
     async with make_harness() as h:
         await h.profile()
         await h.profile(profile_snapshot("prof2"))
-        r = await h.http.post("/mailboxes/batch", json={"mailboxes": [mailbox_body(i, mailbox_id=f"m{i}", profile_id=None) for i in range(1, 5)]})
+        r = await h.http.post(
+            "/mailboxes/batch",
+            json={"mailboxes": [mailbox_body(i, mailbox_id=f"m{i}", profile_id=None) for i in range(1, 5)]},
+        )
         assert r.status_code == 201, r.text
 
         r = await h.http.post("/mailboxes/approve", json={"mailbox_ids": ["m1", "m2"]})
@@ -114,12 +134,17 @@ async def test_approve_reject_change_many_and_apply_defaults(make_harness: MakeH
 
         r = await h.http.post(
             "/mailboxes/change",
-            json={"selection": {"mailbox_ids": ["m1", "m2"]}, "changes": {"profile_id": "prof2", "act_delivery": "none", "outgoing_delivery": "none"}},
+            json={
+                "selection": {"mailbox_ids": ["m1", "m2"]},
+                "changes": {"profile_id": "prof2", "act_delivery": "none", "outgoing_delivery": "none"},
+            },
         )
         assert r.status_code == 200 and r.json()["done"] == ["m1", "m2"]
         m1 = await h.mailbox("m1")
         assert (m1["profile_id"], m1["outgoing_delivery"]) == ("prof2", "none")
-        bad = await h.http.post("/mailboxes/change", json={"selection": {"mailbox_ids": ["m1"]}, "changes": {}})
+        bad = await h.http.post(
+            "/mailboxes/change", json={"selection": {"mailbox_ids": ["m1"]}, "changes": {}}
+        )
         assert bad.status_code == 422
 
         # No default profile yet: refused, nothing changed.
@@ -132,7 +157,11 @@ async def test_approve_reject_change_many_and_apply_defaults(make_harness: MakeH
         reqs = {q.mailbox.mailbox_id: q for q in await h.test_requests(2)}
         assert set(reqs) == {"m3", "m4"} and reqs["m3"].target.profile_id == "prof1"
         m3 = await h.mailbox("m3")
-        assert (m3["profile_id"], m3["incoming_delivery"], m3["test_scheduled"]) == ("prof1", "server_side_sync", True)
+        assert (m3["profile_id"], m3["incoming_delivery"], m3["test_scheduled"]) == (
+            "prof1",
+            "server_side_sync",
+            True,
+        )
         assert m3["pending_test_id"] == r.json()["test_ids"]["m3"]
         await h.complete(reqs["m3"])
         m3 = await h.wait_mailbox("m3", lambda m: m["incoming_status"] == "success")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from mailbox_helpers import MakeHarness, mailbox_body, owner, profile_snapshot
+
 from contracts.errors import ErrorCode
 from contracts.models import CredentialSource, OwnerKind
-from mailbox_helpers import MakeHarness, mailbox_body, owner, profile_snapshot
 from mailwarden_runtime.crypto import KeyRing
 
 
@@ -14,7 +15,8 @@ def status_events(events: list[dict], mailbox_id: str) -> list[dict]:
     return [
         e["data"]["data"]
         for e in events
-        if e["data"].get("type") == "MailboxStatusChanged" and e["data"]["data"]["mailbox"]["mailbox_id"] == mailbox_id
+        if e["data"].get("type") == "MailboxStatusChanged"
+        and e["data"]["data"]["mailbox"]["mailbox_id"] == mailbox_id
     ]
 
 
@@ -40,7 +42,9 @@ async def test_test_and_enable_success_request_and_status(make_harness: MakeHarn
         assert req.credentials is not None and req.credentials.incoming and req.credentials.outgoing
         inc = json.loads(transit.open(req.credentials.incoming, "mailbox:m1:incoming"))
         out = json.loads(transit.open(req.credentials.outgoing, "mailbox:m1:outgoing"))
-        assert inc == out == {"username": "user1", "password": "pw-secret-1"}  # outgoing falls back to incoming
+        assert (
+            inc == out == {"username": "user1", "password": "pw-secret-1"}
+        )  # outgoing falls back to incoming
 
         mb = await h.mailbox("m1")
         assert mb["test_scheduled"] is True and mb["pending_test_id"] == test_id
@@ -63,9 +67,13 @@ async def test_separate_outgoing_credentials_and_profile_credentials(make_harnes
         await h.profile()
         sealed = {"incoming": transit.seal(b'{"username":"shared","password":"x"}', "profile:p2:incoming")}
         await h.profile(profile_snapshot("p2", source=CredentialSource.PROFILE, sealed=sealed))  # type: ignore[arg-type]
-        body = mailbox_body(1, mailbox_id="m1", outgoing_credentials={"username": "sender", "password": "out-pw"})
+        body = mailbox_body(
+            1, mailbox_id="m1", outgoing_credentials={"username": "sender", "password": "out-pw"}
+        )
         await h.http.post("/mailboxes", json=body)
-        await h.http.post("/mailboxes", json=mailbox_body(2, mailbox_id="m2", profile_id="p2", credentials=None))
+        await h.http.post(
+            "/mailboxes", json=mailbox_body(2, mailbox_id="m2", profile_id="p2", credentials=None)
+        )
         r = await h.http.post("/mailboxes/test", json={"mailbox_ids": ["m1", "m2"]})
         assert r.status_code == 202 and r.json()["done"] == ["m1", "m2"]
         reqs = {q.mailbox.mailbox_id: q for q in await h.test_requests(2)}
@@ -96,7 +104,9 @@ async def test_unapproved_mailbox_is_never_enabled(make_harness: MakeHarness) ->
         (req,) = await h.test_requests(1)
         await h.complete(req)
         mb = await h.wait_mailbox("q1", lambda m: m["pending_test_id"] is None)
-        assert mb["incoming_status"] == "success" and not mb["enabled_incoming"] and not mb["enabled_outgoing"]
+        assert (
+            mb["incoming_status"] == "success" and not mb["enabled_incoming"] and not mb["enabled_outgoing"]
+        )
         assert mb["disabled_reason"] == "mailbox_not_approved"
         (ev,) = status_events(await h.stream_messages("mailwarden.mailbox.status_changed"), "q1")
         assert ev["disabled_reason"] == "mailbox_not_approved" and ev["enabled_incoming"] is False
@@ -179,7 +189,11 @@ async def test_duplicate_test_completed_changes_nothing(make_harness: MakeHarnes
         first = await h.wait_mailbox("m1", lambda m: m["pending_test_id"] is None)
         await h.publish(done)  # the same result again, in a new envelope (JetStream cannot dedupe it)
         # a marker event after it: once its effect is visible, the duplicate has been handled too
-        await h.publish(profile_snapshot_event := __import__("contracts.events", fromlist=["ProfileUpdated"]).ProfileUpdated(profile=profile_snapshot(version=2)))
+        await h.publish(
+            profile_snapshot_event := __import__(
+                "contracts.events", fromlist=["ProfileUpdated"]
+            ).ProfileUpdated(profile=profile_snapshot(version=2))
+        )
         del profile_snapshot_event
 
         async def consumed() -> bool:

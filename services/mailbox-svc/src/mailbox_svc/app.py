@@ -25,6 +25,7 @@ from mailbox_svc.policy import RetryPolicy
 from mailbox_svc.repository import OUTBOX_COLLECTIONS, Repository
 from mailbox_svc.scheduler import RetryScheduler
 from mailbox_svc.testing import Rings
+from mailwarden_runtime.consumer import ConsumerOptions
 from mailwarden_runtime.service import ServiceRuntime
 
 NAME = "mailbox-svc"
@@ -64,7 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime.consume(ProfileUpdated, "mailbox-svc-profile-updated", handlers.profile_updated)
     runtime.consume(ProfileDeleted, "mailbox-svc-profile-deleted", handlers.profile_deleted)
     runtime.consume(EmailSettingsChanged, "mailbox-svc-settings", handlers.settings_changed)
-    runtime.consume(TestCompleted, "mailbox-svc-tests", handlers.test_completed)
+    # Results of one job arrive in bursts; a few in parallel overlap the round trips (each
+    # mailbox update is conditional, so parallel results never overwrite each other).
+    runtime.consume(
+        TestCompleted,
+        "mailbox-svc-tests",
+        handlers.test_completed,
+        ConsumerOptions(max_workers=4, batch_size=32),
+    )
     register_rpc(runtime, ops, jobs, keys.at_rest)
 
     async def start_background() -> None:

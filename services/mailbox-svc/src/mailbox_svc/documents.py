@@ -82,7 +82,7 @@ def patch_login(
     stored = (doc.get("credentials") or {}).get(direction)
     old_user: str | None = None
     old_password = None
-    if stored is not None:
+    if stored is not None and (patch.username is None or patch.password is None):
         old_user, old_password = open_login(ring, mailbox_id, direction, stored)
     username = patch.username or old_user
     password = patch.password or old_password

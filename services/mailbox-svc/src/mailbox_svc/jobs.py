@@ -31,6 +31,7 @@ from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_ou
 log = logging.getLogger(__name__)
 
 LEASE_S = 60.0
+MIN_PASS_INTERVAL_S = 0.25
 
 
 class JobRunner:
@@ -180,6 +181,8 @@ class JobRunner:
                 await self.run_once()
             except Exception:
                 log.warning("job runner pass failed; will retry", exc_info=True)
+            # Results arrive in bursts: one pass per short pause serves them all, not one pass each.
+            await asyncio.sleep(min(self.poll_s, MIN_PASS_INTERVAL_S))
 
     async def run_once(self) -> None:
         """Expand what can be expanded now, and close jobs whose results are all in."""

@@ -1,0 +1,113 @@
+"""Test & Enable all mailboxes of a profile: an asynchronous job with progress, cancel and summary."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mailbox_helpers import MakeHarness, eventually, profile_snapshot
+
+from contracts.errors import ErrorCode
+from contracts.models import CredentialSource
+
+N = 500
+
+
+async def seed(h: Any, profile_id: str, n: int) -> None:
+    """n mailboxes of one profile, created through the API in bulk writes of 250."""
+    for start in range(0, n, 250):
+        batch = [
+            {
+                "mailbox_id": f"{profile_id}-{i:04d}",
+                "email": f"m{i}@{profile_id}.example.com",
+                "owner": {"kind": "user", "id": f"u{i}", "name": f"User {i}"},
+                "profile_id": profile_id,
+            }
+            for i in range(start, min(n, start + 250))
+        ]
+        r = await h.http.post("/mailboxes/batch", json={"mailboxes": batch})
+        assert r.status_code == 201, r.text
+
+
+async def test_job_of_500_mailboxes_reports_progress_and_summary(make_harness: MakeHarness) -> None:
+    async with make_harness(job_batch_size=100, job_max_in_flight=500) as h:
+        await h.profile(profile_snapshot("pj", source=CredentialSource.PROFILE))
+        await h.org_settings(approved_users_only=False)
+        await seed(h, "pj", N)
+        r = await h.http.post("/jobs", json={"profile_id": "pj"})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        assert r.json()["total"] == N and r.json()["state"] == "running"
+
+        reqs = await h.test_requests(N, timeout=60)
+        assert len({q.mailbox.mailbox_id for q in reqs}) == N
+        assert {q.job_id for q in reqs} == {job_id}
+        # the first 400 pass, 60 fail permanently, 40 time out
+        for i, req in enumerate(sorted(reqs, key=lambda q: q.mailbox.mailbox_id)):
+            if i < 400:
+                await h.complete(req)
+            elif i < 460:
+                await h.complete(req, incoming=ErrorCode.AUTH_FAILED)
+            else:
+                await h.complete(req, incoming=ErrorCode.TCP_TIMEOUT)
+            if i == 250:
+                mid = (await h.http.get(f"/jobs/{job_id}")).json()
+                assert mid["requested"] == N and mid["done"] <= 251 and mid["state"] == "running"
+
+        async def finished() -> dict[str, Any] | None:
+            job = (await h.http.get(f"/jobs/{job_id}")).json()
+            return job if job["state"] == "completed" else None
+
+        job = await eventually(finished, timeout=60, what="job completed")
+        assert (job["total"], job["requested"], job["done"], job["succeeded"]) == (N, N, N, 400)
+        assert job["failed"] == {"auth_failed": 60, "tcp_timeout": 40}
+
+        events = await h.stream_messages("mailwarden.job.")
+        types = [e["data"]["type"] for e in events]
+        assert types[0] == "TestJobStarted" and types.count("TestJobCompleted") == 1
+        assert types.count("TestJobProgress") == N // 100
+        summary = next(e["data"]["data"] for e in events if e["data"]["type"] == "TestJobCompleted")
+        assert summary["state"] == "completed" and summary["progress"]["failed"]["auth_failed"] == 60
+        ok = (
+            await h.http.get(
+                "/mailboxes", params={"profile_id": "pj", "incoming_status": "success", "limit": 500}
+            )
+        ).json()
+        assert len(ok["items"]) == 400
+
+
+async def test_job_cancel_stops_requesting(make_harness: MakeHarness) -> None:
+    async with make_harness(job_batch_size=20, job_max_in_flight=40) as h:
+        await h.profile(profile_snapshot("pc", source=CredentialSource.PROFILE))
+        await seed(h, "pc", 120)
+        job_id = (await h.http.post("/jobs", json={"profile_id": "pc"})).json()["job_id"]
+        first = await h.test_requests(40)  # the job waits for results before requesting more
+        assert await h.no_more_requests(0.5)
+        for req in first[:10]:
+            await h.complete(req)
+        more = await h.test_requests(10)  # ten results make room for ten more
+        assert all(q.job_id == job_id for q in more)
+
+        async def ten_done() -> bool:
+            return bool((await h.http.get(f"/jobs/{job_id}")).json()["done"] == 10)
+
+        await eventually(ten_done, what="ten results counted")
+        r = await h.http.post(f"/jobs/{job_id}/cancel")
+        assert r.status_code == 200 and r.json()["state"] == "cancelled"
+        assert (r.json()["requested"], r.json()["done"], r.json()["total"]) == (50, 10, 120)
+        for req in first[10:]:
+            await h.complete(req)
+        assert await h.no_more_requests(0.8)
+        again = await h.http.post(f"/jobs/{job_id}/cancel")
+        assert again.status_code == 409
+        summaries = [e["data"]["data"] for e in await h.stream_messages("mailwarden.job.completed")]
+        assert [s["state"] for s in summaries] == ["cancelled"]
+        assert (await h.http.get(f"/jobs/{job_id}")).json()["state"] == "cancelled"
+        await asyncio.sleep(0)
+
+
+async def test_job_refuses_an_unknown_profile(make_harness: MakeHarness) -> None:
+    async with make_harness() as h:
+        r = await h.http.post("/jobs", json={"profile_id": "ghost"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "profile_id"
+        assert (await h.http.get("/jobs/job_nope")).status_code == 404
