@@ -75,7 +75,8 @@ async def test_profile_scope_failures_group_into_one_profile_alert(alert_svc: An
         opened = await h.wall(PROFILE_OWNER, state="open")
         assert [a["kind"] for a in opened] == ["group"]  # the first mailbox's alert was folded in
         [folded] = await h.wall(PROFILE_OWNER, state="resolved")
-        assert folded["mailbox_id"] == "gm0" and folded["resolved_reason"] == "grouped"
+        # The first mailbox handled (events may be handled out of order) had its own alert, now folded in.
+        assert folded["mailbox_id"] in {"gm0", "gm1", "gm2"} and folded["resolved_reason"] == "grouped"
         for owner, ref in zip(owners, refs, strict=True):  # mailbox owners still get their own
             [mine] = await h.wait_wall(owner, 1)
             assert (

@@ -6,7 +6,9 @@ changes nothing: alerts count occurrences keyed on the test id, and resolutions 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import zlib
 from datetime import datetime, timedelta
 
 from alert_svc import rules
@@ -16,17 +18,30 @@ from alert_svc.repository import Repository
 from contracts.envelope import Envelope
 from contracts.errors import ErrorCode
 from contracts.events import MailboxStatusChanged
-from contracts.models import Direction
 
 log = logging.getLogger(__name__)
+
+
+LOCK_STRIPES = 64
 
 
 class StatusProcessor:
     def __init__(self, repo: Repository, settings: Settings) -> None:
         self.repo = repo
         self.settings = settings
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
 
     async def handle(self, envelope: Envelope[MailboxStatusChanged]) -> None:
+        """One profile's events one at a time: grouping counts must see each other's writes.
+
+        The consumer may run handlers of one batch concurrently; striped locks keep that for
+        different profiles while serialising the count-then-decide steps within one.
+        """
+        profile_id = envelope.data.mailbox.profile_id
+        async with self._locks[zlib.crc32(profile_id.encode()) % LOCK_STRIPES]:
+            await self._handle(envelope)
+
+    async def _handle(self, envelope: Envelope[MailboxStatusChanged]) -> None:
         event = envelope.data
         ref = event.mailbox
         occurrence = event.test_id or f"event-{envelope.id}"
@@ -136,6 +151,3 @@ class StatusProcessor:
                 "recovered",
                 at,
             )
-
-
-__all__ = ["Direction", "StatusProcessor"]
