@@ -47,3 +47,8 @@ clean:
 BENCH_ARGS ?=
 bench: sync system-deps
 	$(PYTHON) -m bench.run $(BENCH_ARGS)
+
+## Reference docs generated from the code (events, AsyncAPI, errors, configuration); tests/docs checks them.
+.PHONY: docs
+docs: sync
+	$(PYTHON) tools/gendocs.py

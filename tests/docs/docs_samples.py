@@ -1,0 +1,201 @@
+"""One realistic instance of every event, to check the published schemas against real envelopes.
+
+A new event type needs a sample here: the docs test names the missing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from contracts.errors import CATALOG, ErrorCode, WarningCode
+from contracts.events import (
+    AlertRaised,
+    DeadLettered,
+    EmailSettingsChanged,
+    Event,
+    FieldError,
+    MailboxApproved,
+    MailboxCreated,
+    MailboxSnapshot,
+    MailboxStatusChanged,
+    MailboxUpdated,
+    ProfileCreated,
+    ProfileDeleted,
+    ProfileSnapshot,
+    ProfileUpdated,
+    SealedCredentials,
+    SettingsSnapshot,
+    TestCompleted,
+    TestRequested,
+)
+from contracts.jobs import JobProgress, TestJobCompleted, TestJobProgress, TestJobStarted
+from contracts.models import (
+    Direction,
+    DirectionResult,
+    Endpoint,
+    IncomingProtocol,
+    MailboxRef,
+    Owner,
+    OwnerKind,
+    SealedSecret,
+    ServerTarget,
+    StepResult,
+    TestError,
+    TestStatus,
+    TestWarning,
+    TlsMode,
+)
+
+NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
+ANN = Owner(kind=OwnerKind.USER, id="u42", name="Ann Example", email="ann@example.org")
+OPS = Owner(kind=OwnerKind.QUEUE, id="q-ops", name="Operations")
+SEALED = SealedSecret(kid="k1", nonce="bm9uY2U", ct="Y2lwaGVydGV4dA")
+MAILBOX = MailboxRef(
+    mailbox_id="mbx_1", email="ann@example.org", owner=ANN, profile_id="prof_1", profile_owner=OPS
+)
+
+
+def _profile() -> ProfileSnapshot:
+    return ProfileSnapshot(
+        profile_id="prof_1",
+        name="Contoso IMAP",
+        owner=OPS,
+        incoming_protocol=IncomingProtocol.IMAP,
+        incoming=Endpoint(host="imap.example.org", port=993, tls=TlsMode.IMPLICIT),
+        outgoing=Endpoint(host="smtp.example.org", port=587, tls=TlsMode.STARTTLS),
+        sealed_credentials=SealedCredentials(incoming=SEALED),
+        updated_at=NOW,
+    )
+
+
+def _mailbox() -> MailboxSnapshot:
+    return MailboxSnapshot(
+        mailbox_id="mbx_1", email="ann@example.org", owner=ANN, profile_id="prof_1", updated_at=NOW
+    )
+
+
+def _error(code: ErrorCode, step: str) -> TestError:
+    spec = CATALOG[code]
+    return TestError(code=code, step=step, transient=spec.transient, scope=spec.scope, message=spec.message)
+
+
+def _completed() -> TestCompleted:
+    steps = [
+        StepResult(name="resolve", ok=True, duration_ms=2.5, facts={"addresses": ["192.0.2.7"]}),
+        StepResult(name="login", ok=False, duration_ms=40.0, error_code=ErrorCode.AUTH_FAILED, detail="NO"),
+    ]
+    incoming = DirectionResult(
+        direction=Direction.INCOMING,
+        protocol="imap",
+        status=TestStatus.FAILURE,
+        error=_error(ErrorCode.AUTH_FAILED, "login"),
+        steps=steps,
+        warnings=[TestWarning(code=WarningCode.CERT_EXPIRING_SOON, message="expires in 9 days")],
+        started_at=NOW,
+        duration_ms=42.5,
+    )
+    outgoing = DirectionResult(
+        direction=Direction.OUTGOING,
+        protocol="smtp",
+        status=TestStatus.SUCCESS,
+        started_at=NOW,
+        duration_ms=80.0,
+    )
+    return TestCompleted(
+        test_id="t_1",
+        mailbox=MAILBOX,
+        incoming=incoming,
+        outgoing=outgoing,
+        started_at=NOW,
+        finished_at=NOW + timedelta(seconds=1),
+        tester="tester-1",
+    )
+
+
+def _requested() -> TestRequested:
+    target = ServerTarget(
+        profile_id="prof_1",
+        profile_name="Contoso IMAP",
+        incoming_protocol=IncomingProtocol.POP3,
+        incoming=Endpoint(host="192.0.2.7", port=995, tls=TlsMode.IMPLICIT),
+        outgoing=Endpoint(host="smtp.example.org", port=465, tls=TlsMode.IMPLICIT),
+    )
+    return TestRequested(
+        test_id="t_1",
+        mailbox=MAILBOX,
+        target=target,
+        credentials=SealedCredentials(incoming=SEALED, outgoing=SEALED),
+        job_id="job_1",
+        requested_at=NOW,
+    )
+
+
+def _status() -> MailboxStatusChanged:
+    return MailboxStatusChanged(
+        mailbox=MAILBOX,
+        test_id="t_1",
+        incoming_status=TestStatus.FAILURE,
+        outgoing_status=TestStatus.SUCCESS,
+        enabled_incoming=False,
+        enabled_outgoing=True,
+        disabled_reason=ErrorCode.AUTH_FAILED,
+        incoming_error=_error(ErrorCode.AUTH_FAILED, "login"),
+    )
+
+
+def _alert() -> AlertRaised:
+    return AlertRaised(
+        alert_id="a_1",
+        recipient=ANN,
+        level="error",
+        code="auth_failed",
+        title="Incoming email failed for ann@example.org",
+        message="The user name or password was rejected.",
+        mailbox_id="mbx_1",
+        direction=Direction.INCOMING,
+        affected_mailboxes=["mbx_1"],
+        first_seen=NOW,
+        last_seen=NOW,
+    )
+
+
+PROGRESS = JobProgress(total=3, requested=3, done=2, succeeded=1, failed={"auth_failed": 1})
+
+SAMPLES: dict[str, Callable[[], Event]] = {
+    "ProfileCreated": lambda: ProfileCreated(profile=_profile()),
+    "ProfileUpdated": lambda: ProfileUpdated(profile=_profile()),
+    "ProfileDeleted": lambda: ProfileDeleted(profile_id="prof_1"),
+    "EmailSettingsChanged": lambda: EmailSettingsChanged(
+        settings=SettingsSnapshot(default_profile_id="prof_1", version=3, updated_at=NOW)
+    ),
+    "MailboxCreated": lambda: MailboxCreated(mailbox=_mailbox()),
+    "MailboxUpdated": lambda: MailboxUpdated(mailbox=_mailbox()),
+    "MailboxApproved": lambda: MailboxApproved(mailbox_id="mbx_1", email="ann@example.org", approved_at=NOW),
+    "TestRequested": _requested,
+    "TestCompleted": _completed,
+    "MailboxStatusChanged": _status,
+    "AlertRaised": _alert,
+    "DeadLettered": lambda: DeadLettered(
+        consumer="alert-svc-status",
+        subject="mailwarden.mailbox.status_changed",
+        stream_seq=17,
+        deliveries=1,
+        reason="invalid event",
+        errors=[FieldError(loc="data.mailbox", msg="Field required")],
+        body_b64="e30=",
+        body_size=2,
+    ),
+    "TestJobStarted": lambda: TestJobStarted(job_id="job_1", profile_id="prof_1", total=3, started_at=NOW),
+    "TestJobProgress": lambda: TestJobProgress(
+        job_id="job_1", profile_id="prof_1", state="running", progress=PROGRESS
+    ),
+    "TestJobCompleted": lambda: TestJobCompleted(
+        job_id="job_1",
+        profile_id="prof_1",
+        state="completed",
+        progress=PROGRESS,
+        started_at=NOW,
+        finished_at=NOW + timedelta(minutes=2),
+    ),
+}
