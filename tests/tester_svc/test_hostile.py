@@ -18,7 +18,7 @@ from tester_svc.runner import Runner
 from . import fakes
 from .conftest import Behaviour, FakeServer, make_request
 
-STEP_S = 0.5  # per-step deadline in these tests
+STEP_S = 0.3  # per-step deadline in these tests
 TEST_S = 3.0  # whole-test deadline
 BOUND_S = STEP_S + 1.0  # a step failure must end within its deadline plus scheduling slack
 

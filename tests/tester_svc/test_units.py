@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import ssl
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from tester_svc.classify import (
     smtp_envelope_failure,
 )
 from tester_svc.config import Settings, parse_networks
-from tester_svc.limits import AuthBreaker
+from tester_svc.limits import AuthBreaker, ConnectionLimiter
 from tester_svc.policy import address_allowed, check_addresses, embedded_ipv4
 from tester_svc.tls import cert_facts
 from tester_svc.trace import clean_detail
@@ -224,3 +225,27 @@ def test_catalog_document_lists_every_code() -> None:
         assert f"`{code.value}`" in text
     for warning in WarningCode:
         assert f"`{warning.value}`" in text
+
+
+async def test_waiting_for_a_busy_host_holds_no_global_slot() -> None:
+    limiter = ConnectionLimiter(global_limit=2)
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold(host: str) -> None:
+        async with limiter.slot(host, 1):
+            held.set()
+            await release.wait()
+
+    first = asyncio.create_task(hold("busy.example"))
+    await held.wait()
+    queued = asyncio.create_task(hold("busy.example"))  # waits for the host, not for a global slot
+    await asyncio.sleep(0)
+
+    async def other_host() -> None:
+        async with limiter.slot("free.example", 5):
+            pass
+
+    await asyncio.wait_for(other_host(), timeout=2)
+    release.set()
+    await asyncio.gather(first, queued)

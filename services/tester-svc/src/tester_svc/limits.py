@@ -39,7 +39,8 @@ class ConnectionLimiter:
             self._hosts[key] = entry
         entry.users += 1
         try:
-            async with self._global, entry.semaphore:
+            # Host first: waiting for a busy host must not hold a global slot others could use.
+            async with entry.semaphore, self._global:
                 yield
         finally:
             entry.users -= 1
