@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -96,16 +97,20 @@ async def test_rotate_command(make_harness: MakeHarness, mongo_uri: str) -> None
         "MW_MONGODB_DB": db_name,
     }
     env.pop("MW_DEV_MODE", None)
-    out = subprocess.run(
-        [sys.executable, "-m", "mailbox_svc.rotate"], env=env, capture_output=True, text=True, timeout=60
-    )
+    out = await run_rotate(env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["rotated"] == {"old": 1}
     env["MW_CREDENTIAL_KEYS"] = new  # now the old ciphertexts would not open: none is left
-    out = subprocess.run(
-        [sys.executable, "-m", "mailbox_svc.rotate"], env=env, capture_output=True, text=True, timeout=60
-    )
+    out = await run_rotate(env)
     assert out.returncode == 0 and json.loads(out.stdout)["unreadable"] == 0
+
+
+async def run_rotate(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mailbox_svc.rotate", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    return subprocess.CompletedProcess([], proc.returncode or 0, stdout.decode(), stderr.decode())
 
 
 def _variants(secret: str) -> list[str]:
