@@ -97,18 +97,24 @@ class ProfileSnapshot(Frozen):
 
 
 class ProfileCreated(Event):
+    """An email server profile was created (full snapshot, credentials only sealed)."""
+
     TYPE: ClassVar[str] = "ProfileCreated"
     SUBJECT: ClassVar[str] = subjects.PROFILE_CREATED
     profile: ProfileSnapshot
 
 
 class ProfileUpdated(Event):
+    """A profile changed, including becoming or ceasing to be the default (higher ``version``)."""
+
     TYPE: ClassVar[str] = "ProfileUpdated"
     SUBJECT: ClassVar[str] = subjects.PROFILE_UPDATED
     profile: ProfileSnapshot
 
 
 class ProfileDeleted(Event):
+    """A profile was deleted; no mailbox used it any more."""
+
     TYPE: ClassVar[str] = "ProfileDeleted"
     SUBJECT: ClassVar[str] = subjects.PROFILE_DELETED
     profile_id: Identifier
@@ -129,6 +135,8 @@ class SettingsSnapshot(Frozen):
 
 
 class EmailSettingsChanged(Event):
+    """The organisation's email settings changed (also published once at first start)."""
+
     TYPE: ClassVar[str] = "EmailSettingsChanged"
     SUBJECT: ClassVar[str] = subjects.SETTINGS_CHANGED
     settings: SettingsSnapshot
@@ -150,18 +158,24 @@ class MailboxSnapshot(Frozen):
 
 
 class MailboxCreated(Event):
+    """A user or queue mailbox was created (no secrets: ``has_password`` only)."""
+
     TYPE: ClassVar[str] = "MailboxCreated"
     SUBJECT: ClassVar[str] = subjects.MAILBOX_CREATED
     mailbox: MailboxSnapshot
 
 
 class MailboxUpdated(Event):
+    """A mailbox changed: profile, delivery methods, approval, credentials set, deactivation."""
+
     TYPE: ClassVar[str] = "MailboxUpdated"
     SUBJECT: ClassVar[str] = subjects.MAILBOX_UPDATED
     mailbox: MailboxSnapshot
 
 
 class MailboxApproved(Event):
+    """A mailbox's email address was approved, so it may be enabled."""
+
     TYPE: ClassVar[str] = "MailboxApproved"
     SUBJECT: ClassVar[str] = subjects.MAILBOX_APPROVED
     mailbox_id: Identifier
