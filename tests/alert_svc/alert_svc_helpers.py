@@ -117,7 +117,7 @@ def succeeded(ref: MailboxRef, test_id: str, warnings: tuple[WarningCode, ...] =
 
 def settings_event(version: int, levels: list[str], notify: bool = True) -> EmailSettingsChanged:
     return EmailSettingsChanged(
-        settings=SettingsSnapshot(alert_levels=levels, notify_mailbox_owner=notify, version=version)  # type: ignore[arg-type]
+        settings=SettingsSnapshot(alert_levels=levels, notify_mailbox_owner=notify, version=version)
     )
 
 
@@ -165,6 +165,15 @@ class Harness:
         env = make_envelope(data, "test", event_id=event_id, occurred_at=at)
         await self.nc.jetstream().publish(data.SUBJECT, env.to_bytes(), headers={"Nats-Msg-Id": str(env.id)})
         return env.id
+
+    async def settled(self, durable: str = "alert-svc-status", stream: str = "MW_CONFIG") -> None:
+        """Wait until the consumer has acked everything published so far (handlers may run out of order)."""
+
+        async def check() -> bool:
+            info = await self.nc.jetstream().consumer_info(stream, durable)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await eventually(check, what=f"{durable} to drain")
 
     async def wall(self, owner: Owner, **params: Any) -> list[dict[str, Any]]:
         query = {"recipient_kind": owner.kind.value, "recipient_id": owner.id, **params}

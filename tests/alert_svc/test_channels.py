@@ -169,7 +169,9 @@ async def test_digest_survives_smtp_outage_and_restart(alert_svc: Any, smtp_serv
         [mail] = await eventually(mailed, what="digest after restart")
         parsed = email.message_from_bytes(mail.data)
         assert parsed["X-Mailwarden-Alerts"] == "3" and parsed["Subject"] == "[mailwarden] 3 new alerts"
-        text = parsed.get_payload(decode=True).decode()
+        payload = parsed.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        text = payload.decode()
         for n in range(3):
             assert f"dm{n}@example.com" in text and f"test run td{n}" in text
 
@@ -206,6 +208,7 @@ async def test_duplicate_event_makes_one_alert_and_one_notification_each(
         await h.publish(event)  # the same test under a new envelope id (after the dedupe window)
         marker = failed(mailbox_ref("im2", owner, "prfI", admin), "ti2", ErrorCode.INBOX_UNAVAILABLE)
         await h.publish(marker)
+        await h.settled()
         await h.wait_wall(admin, 2)
         [alert] = await h.wall(admin, mailbox_id="im1")
         assert alert["count"] == 1
