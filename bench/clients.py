@@ -21,7 +21,11 @@ import aiosmtplib
 from bench.mailboxes import Mailbox
 from bench.models import Endpoint, Outcome
 
-__all__ = ["check_async", "check_sync", "client_context"]
+__all__ = ["EHLO_NAME", "check_async", "check_sync", "client_context"]
+
+# A fixed EHLO name, as a tester configures one: without it both smtplib and aiosmtplib call
+# socket.getfqdn() (a reverse lookup; aiosmtplib even in a thread) for every connection.
+EHLO_NAME = "bench.mailwarden.test"
 
 
 def client_context(ca_file: str) -> ssl.SSLContext:
@@ -52,7 +56,7 @@ def _imap_sync(ep: Endpoint, mb: Mailbox, ctx: ssl.SSLContext, timeout: float) -
 
 def _smtp_sync(ep: Endpoint, mb: Mailbox, ctx: ssl.SSLContext, timeout: float) -> str | None:
     try:
-        with smtplib.SMTP(ep.host, ep.smtp_port, timeout=timeout) as smtp:
+        with smtplib.SMTP(ep.host, ep.smtp_port, local_hostname=EHLO_NAME, timeout=timeout) as smtp:
             smtp.ehlo()
             smtp.starttls(context=ctx)
             smtp.ehlo()
@@ -100,7 +104,12 @@ async def _imap_async(ep: Endpoint, mb: Mailbox, ctx: ssl.SSLContext, op_timeout
 
 async def _smtp_async(ep: Endpoint, mb: Mailbox, ctx: ssl.SSLContext, op_timeout_s: float) -> str | None:
     smtp = aiosmtplib.SMTP(
-        hostname=ep.host, port=ep.smtp_port, start_tls=False, tls_context=ctx, timeout=op_timeout_s
+        hostname=ep.host,
+        port=ep.smtp_port,
+        local_hostname=EHLO_NAME,
+        start_tls=False,
+        tls_context=ctx,
+        timeout=op_timeout_s,
     )
     try:
         await smtp.connect()
