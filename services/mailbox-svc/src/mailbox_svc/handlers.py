@@ -93,10 +93,10 @@ class Handlers:
             update = with_outbox(
                 {"$set": {**decision.updates, "updated_at": now}, "$inc": {"version": 1}}, [entry]
             )
-            new = await self.repo.update(
+            applied = await self.repo.update_if(
                 mailbox_id, doc["version"], update, {"pending_test_id": result.test_id}
             )
-            if new is not None:
+            if applied:
                 self.wake_relay()
                 log.info(
                     "test result applied",
