@@ -50,6 +50,7 @@ from contracts.subjects import STREAMS
 from mailbox_svc.app import create_app
 from mailbox_svc.config import Settings
 from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.mongo import database_name
 
 PROFILE_OWNER = Owner(kind=OwnerKind.USER, id="admin1", name="Admin", email="admin@example.com")
 Outcome = str | ErrorCode  # "success" or an error code
@@ -285,7 +286,7 @@ def harness_factory(private_nats: str, mongo_uri: str) -> MakeHarness:
                 nc = await nats.connect(private_nats)
                 mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
                 try:
-                    yield Harness(app, client, nc, mongo[db_name], settings)
+                    yield Harness(app, client, nc, mongo[database_name(db_name, "mailbox-svc")], settings)
                 finally:
                     await nc.close()
                     await mongo.close()

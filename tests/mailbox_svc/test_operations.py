@@ -166,3 +166,36 @@ async def test_approve_reject_change_many_and_apply_defaults(make_harness: MakeH
         await h.complete(reqs["m3"])
         m3 = await h.wait_mailbox("m3", lambda m: m["incoming_status"] == "success")
         assert m3["enabled_incoming"] and m3["enabled_outgoing"]  # users need no approval in this org
+
+
+async def test_profile_read_model_follows_updates_and_deletes(make_harness: MakeHarness) -> None:
+    async with make_harness() as h:
+        await h.profile()
+        await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="m1"))
+        from mailbox_helpers import eventually
+
+        from contracts.events import ProfileDeleted, ProfileUpdated
+
+        newer = profile_snapshot(version=3)
+        await h.publish(ProfileUpdated(profile=newer.model_copy(update={"name": "renamed"})))
+        await h.publish(ProfileUpdated(profile=profile_snapshot(version=2)))  # late and older: ignored
+
+        async def renamed() -> bool:
+            doc = await h.db.profiles.find_one({"_id": "prof1"})
+            return bool(doc and doc["snapshot"]["name"] == "renamed")
+
+        await eventually(renamed, what="profile update")
+        await h.http.post("/mailboxes/m1/test")
+        (req,) = await h.test_requests(1)
+        assert req.target.profile_name == "renamed"
+        await h.publish(ProfileDeleted(profile_id="prof1"))
+
+        async def deleted() -> bool:
+            doc = await h.db.profiles.find_one({"_id": "prof1"})
+            return bool(doc and doc.get("deleted"))
+
+        await eventually(deleted, what="profile deletion")
+        r = await h.http.post("/mailboxes/m1/test")
+        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "profile_id"
+        job = await h.rpc("job_start", {"profile_id": "prof1"})
+        assert job["ok"] is False and job["status"] == 422

@@ -1,0 +1,128 @@
+"""The retry-or-disable decision as pure logic (no servers)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mailbox_helpers import PROFILE_OWNER, completed_for
+
+from contracts.errors import ErrorCode
+from contracts.events import SettingsSnapshot, TestRequested
+from contracts.models import Direction, Endpoint, IncomingProtocol, MailboxRef, ServerTarget, TlsMode
+from mailbox_svc.policy import RetryPolicy, decide, outcome
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def doc(**over: Any) -> dict[str, Any]:
+    base = {
+        "owner": {"kind": "user", "id": "u1", "name": "U"},
+        "approval": "approved",
+        "incoming_status": "not_run",
+        "outgoing_status": "not_run",
+        "act_status": "not_applicable",
+        "enabled_incoming": False,
+        "enabled_outgoing": False,
+        "pending_attempt": 1,
+        "retry_count": 0,
+        "last_error": None,
+    }
+    return {**base, **over}
+
+
+def request(
+    attempt: int = 1, directions: tuple[Direction, ...] = (Direction.INCOMING, Direction.OUTGOING)
+) -> TestRequested:
+    ep = Endpoint(host="mail.example.com", port=993, tls=TlsMode.IMPLICIT)
+    return TestRequested(
+        test_id="t1",
+        mailbox=MailboxRef(
+            mailbox_id="m1",
+            email="a@example.com",
+            owner=PROFILE_OWNER,
+            profile_id="p1",
+            profile_owner=PROFILE_OWNER,
+        ),
+        target=ServerTarget(
+            profile_id="p1",
+            profile_name="p",
+            incoming_protocol=IncomingProtocol.IMAP,
+            incoming=ep,
+            outgoing=ep,
+        ),
+        directions=list(directions),
+        attempt=attempt,
+        requested_at=NOW,
+    )
+
+
+POLICY = RetryPolicy(max_attempts=3, interval_s=300, jitter=0.1)
+
+
+def test_jitter_stays_within_bounds() -> None:
+    rng = random.Random(7)
+    delays = [POLICY.delay_s(rng) for _ in range(200)]
+    assert min(delays) >= 270 and max(delays) <= 330 and len(set(delays)) > 100
+
+
+def test_transient_schedules_then_exhausts_to_disable() -> None:
+    d = decide(
+        doc(),
+        completed_for(request(), incoming=ErrorCode.DNS_TIMEOUT),
+        SettingsSnapshot(),
+        POLICY,
+        NOW,
+        random.Random(1),
+    )
+    assert d.retry_directions == ["incoming"] and d.updates["retry_attempt"] == 2
+    assert NOW + timedelta(seconds=269) < d.updates["next_retry_at"] < NOW + timedelta(seconds=331)
+    assert d.updates["enabled_outgoing"] is True and d.event.disabled_reason is None
+    last = decide(
+        doc(pending_attempt=3, retry_count=2),
+        completed_for(request(3), incoming=ErrorCode.DNS_TIMEOUT),
+        SettingsSnapshot(),
+        POLICY,
+        NOW,
+        random.Random(1),
+    )
+    assert last.retry_directions == [] and last.updates["next_retry_at"] is None
+    assert last.updates["enabled_incoming"] is False and last.event.disabled_reason is ErrorCode.DNS_TIMEOUT
+
+
+def test_outcome_and_success_reset() -> None:
+    ok = completed_for(request())
+    assert outcome(ok) == "success"
+    assert outcome(completed_for(request(), outgoing=ErrorCode.CERT_EXPIRED)) == "cert_expired"
+    d = decide(
+        doc(retry_count=4, last_error={"code": "tcp_timeout", "count": 4}),
+        ok,
+        SettingsSnapshot(),
+        POLICY,
+        NOW,
+        random.Random(),
+    )
+    assert (
+        d.updates["retry_count"] == 0
+        and d.updates["last_error"] is None
+        and d.updates["test_scheduled"] is False
+    )
+
+
+def test_approval_is_by_owner_kind() -> None:
+    settings = SettingsSnapshot(approved_users_only=False, approved_queues_only=True)
+    user = decide(doc(approval="pending"), completed_for(request()), settings, POLICY, NOW, random.Random())
+    assert user.updates["enabled_incoming"] is True
+    queue = decide(
+        doc(approval="pending", owner={"kind": "queue", "id": "q", "name": "Q"}),
+        completed_for(request()),
+        settings,
+        POLICY,
+        NOW,
+        random.Random(),
+    )
+    assert (
+        queue.updates["enabled_incoming"] is False
+        and queue.event.disabled_reason is ErrorCode.MAILBOX_NOT_APPROVED
+    )
