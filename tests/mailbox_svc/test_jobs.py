@@ -111,3 +111,26 @@ async def test_job_refuses_an_unknown_profile(make_harness: MakeHarness) -> None
         r = await h.http.post("/jobs", json={"profile_id": "ghost"})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "profile_id"
         assert (await h.http.get("/jobs/job_nope")).status_code == 404
+
+
+async def test_job_resumes_after_a_restart(make_harness: MakeHarness) -> None:
+    settings = {"job_batch_size": 10, "job_max_in_flight": 20}
+    async with make_harness(**settings) as h:
+        await h.profile(profile_snapshot("pr", source=CredentialSource.PROFILE))
+        await seed(h, "pr", 30)
+        job_id = (await h.http.post("/jobs", json={"profile_id": "pr"})).json()["job_id"]
+        first = await h.test_requests(20)
+    async with make_harness(**settings) as h:  # a new process on the same database
+        for req in first:
+            await h.complete(req)
+        rest = await h.test_requests(10)
+        assert {q.mailbox.mailbox_id for q in first + rest} == {f"pr-{i:04d}" for i in range(30)}
+        for req in rest:
+            await h.complete(req)
+
+        async def finished() -> dict[str, Any] | None:
+            job = (await h.rpc("job_get", {"job_id": job_id}))["result"]
+            return job if job["state"] == "completed" else None
+
+        job = await eventually(finished, what="job completed after restart")
+        assert (job["requested"], job["done"], job["succeeded"]) == (30, 30, 30)
