@@ -18,6 +18,7 @@ from pymongo import AsyncMongoClient
 
 from alert_svc.app import create_app
 from alert_svc.config import Settings
+from mailwarden_runtime.mongo import database_name
 from mailwarden_servers import NatsServer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -54,7 +55,7 @@ async def alert_svc(private_nats: str, mongo_uri: str) -> AsyncIterator[Callable
         harness = Harness(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc"),
             nc,
-            mongo[db_name],
+            mongo[database_name(db_name, "alert-svc")],
         )
 
         async def on_alert(msg: Msg) -> None:

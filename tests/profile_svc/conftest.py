@@ -16,6 +16,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pymongo import AsyncMongoClient
 
+from mailwarden_runtime.mongo import database_name
 from mailwarden_servers import NatsServer
 from profile_svc.app import create_app
 from profile_svc.config import ProfileSettings
@@ -80,5 +81,5 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 async def db(settings: ProfileSettings) -> AsyncIterator[Any]:
     """A second client on the service's database, for inspecting what was (not) stored."""
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
-    yield mongo[settings.mongodb_db]
+    yield mongo[database_name(settings.mongodb_db, "profile-svc")]
     await mongo.close()

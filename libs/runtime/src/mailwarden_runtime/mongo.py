@@ -22,8 +22,15 @@ def create_client(settings: ServiceSettings, app_name: str) -> AsyncMongoClient[
     )
 
 
-def database(client: AsyncMongoClient[Document], settings: ServiceSettings) -> AsyncDatabase[Document]:
-    return client[settings.mongodb_db]
+def database_name(prefix: str, service: str) -> str:
+    """Each service owns its own database (``mailwarden_mailbox_svc``): no collection is shared."""
+    return f"{prefix}_{service.replace('-', '_')}"
+
+
+def database(
+    client: AsyncMongoClient[Document], settings: ServiceSettings, service: str
+) -> AsyncDatabase[Document]:
+    return client[database_name(settings.mongodb_db, service)]
 
 
 async def ping(client: AsyncMongoClient[Document]) -> bool:

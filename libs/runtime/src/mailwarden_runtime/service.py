@@ -55,7 +55,7 @@ class ServiceRuntime:
         self._db: AsyncDatabase[Document] | None = None
         if uses_database:
             self.mongo = create_client(settings, name)
-            self._db = database(self.mongo, settings)
+            self._db = database(self.mongo, settings, name)
         collections = list(outbox_collections)
         self.relay: OutboxRelay | None = None
         if collections:

@@ -25,7 +25,11 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("MW_MONGODB_URI", "MONGODB_URI"),
         description="MongoDB connection string.",
     )
-    mongodb_db: str = Field("mailwarden", description="Database name.")
+    mongodb_db: str = Field(
+        "mailwarden",
+        pattern=r"^[A-Za-z0-9_-]{1,40}$",
+        description="Database name prefix: each service uses `<prefix>_<service>`, e.g. mailwarden_mailbox_svc.",
+    )
     http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     http_port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP API.")
     dev_mode: bool = Field(False, description="Development defaults (built-in keys). Never in production.")

@@ -1,0 +1,268 @@
+"""The walking skeleton end to end: four services, real NATS, Mongo-wire, Dovecot and SMTP servers.
+
+profile → mailbox with credentials → approve → Test & Enable → tester logs in for real →
+statuses stored, mailbox enabled or not → alerts on the walls and on the recipients' subjects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from fastapi import FastAPI
+
+from mailwarden_runtime.crypto import KeyRing
+from mailwarden_servers import DovecotServer, SmtpServer, TestCertificates
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class System:
+    profiles: httpx.AsyncClient
+    mailboxes: httpx.AsyncClient
+    alerts: httpx.AsyncClient
+    tester: httpx.AsyncClient
+    nats_url: str
+    alert_messages: list[dict[str, Any]]
+
+
+@pytest.fixture
+async def system(
+    nats_url: str,
+    mongo_uri: str,
+    dovecot: DovecotServer,
+    smtp_server: SmtpServer,
+    certs: TestCertificates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[System]:
+    """All four services in-process, configured only through the environment, as in production."""
+    env = {
+        "MW_NATS_URL": nats_url,
+        "MW_MONGODB_URI": mongo_uri,
+        "MW_MONGODB_DB": f"t_{uuid.uuid4().hex[:12]}",
+        "MW_LOG_SETUP": "false",
+        "MW_CREDENTIAL_KEYS": KeyRing.generate_key_text("cred1"),
+        "MW_TRANSIT_KEYS": KeyRing.generate_key_text("transit1"),
+        "MW_ALERT_WEBHOOK_KEYS": KeyRing.generate_key_text("hook1"),
+        "MW_TESTER_ALLOW_NETWORKS": "127.0.0.0/8",
+        "MW_TESTER_CA_FILE": str(certs.ca),
+        "MW_TESTER_STEP_TIMEOUT_S": "10",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from alert_svc.app import create_app as alert_app
+    from mailbox_svc.app import create_app as mailbox_app
+    from profile_svc.app import create_app as profile_app
+    from tester_svc.app import create_app as tester_app
+
+    alert_messages: list[dict[str, Any]] = []
+    nc = await nats.connect(nats_url)
+
+    async def on_alert(msg: Any) -> None:
+        alert_messages.append({"subject": msg.subject, **json.loads(msg.data)})
+
+    await nc.subscribe("mailwarden.alerts.>", cb=on_alert)
+    async with AsyncExitStack() as stack:
+        clients = []
+        for factory in (profile_app, mailbox_app, alert_app, tester_app):
+            app: FastAPI = factory()
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
+            clients.append(await stack.enter_async_context(client))
+        settings = await clients[0].get("/settings")
+        body = {**settings.json(), "port_preset": "custom"}
+        body["allowed_ports"] = [
+            dovecot.imaps_port,
+            dovecot.pop3s_port,
+            dovecot.imap_port,
+            smtp_server.port_starttls,
+            smtp_server.port_tls,
+        ]
+        body = {k: v for k, v in body.items() if k in _SETTINGS_FIELDS}
+        resp = await clients[0].put("/settings", json=body)
+        assert resp.status_code == 200, resp.text
+        yield System(clients[0], clients[1], clients[2], clients[3], nats_url, alert_messages)
+    await nc.close()
+
+
+_SETTINGS_FIELDS = {
+    "default_profile_id", "incoming_delivery", "outgoing_delivery", "act_delivery", "approved_users_only",
+    "approved_queues_only", "alert_levels", "notify_mailbox_owner", "port_preset", "allowed_ports",
+}  # fmt: skip
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30.0) -> Any:
+    """Poll until ``check`` returns something truthy (the flow is asynchronous by design)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+def owner(kind: str, oid: str) -> dict[str, str]:
+    return {"kind": kind, "id": oid, "name": f"{kind} {oid}", "email": f"{oid}@example.org"}
+
+
+async def create_profile(sys_: System, protocol: str, host_port: int, smtp_port: int, tag: str) -> str:
+    resp = await sys_.profiles.post(
+        "/profiles",
+        json={
+            "name": f"{protocol} {tag}",
+            "owner": owner("user", f"padmin{tag}"),
+            "incoming_protocol": protocol,
+            "incoming": {"host": "127.0.0.1", "port": host_port, "tls": "implicit"},
+            "use_same_settings_for_outgoing": False,
+            "outgoing": {"host": "127.0.0.1", "port": smtp_port, "tls": "starttls"},
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    profile_id: str = resp.json()["profile_id"]
+    return profile_id
+
+
+async def create_mailbox(sys_: System, profile_id: str, user: str, password: str, tag: str) -> str:
+    async def profile_known() -> bool:  # mailbox-svc learns profiles from ProfileCreated
+        resp = await sys_.mailboxes.post(
+            "/mailboxes",
+            json={
+                "mailbox_id": f"mbx{tag}",
+                "email": f"{user}@mail.test",
+                "owner": owner("user", f"owner{tag}"),
+                "profile_id": profile_id,
+                "credentials": {"username": user, "password": password},
+            },
+        )
+        if resp.status_code != 201:
+            last.append(resp.text)
+        return resp.status_code == 201
+
+    last: list[str] = []
+    try:
+        await eventually(profile_known, "mailbox-svc to know the profile")
+    except AssertionError:
+        raise AssertionError(f"mailbox-svc refused the mailbox: {last[-1:]}") from None
+    return f"mbx{tag}"
+
+
+async def run_test_and_wait(sys_: System, mailbox_id: str) -> dict[str, Any]:
+    resp = await sys_.mailboxes.post("/mailboxes/approve", json={"mailbox_ids": [mailbox_id]})
+    assert resp.status_code == 200, resp.text
+    resp = await sys_.mailboxes.post(f"/mailboxes/{mailbox_id}/test")
+    assert resp.status_code == 202, resp.text
+
+    async def tested() -> dict[str, Any] | None:
+        mbx = (await sys_.mailboxes.get(f"/mailboxes/{mailbox_id}")).json()
+        done = mbx["incoming_status"] != "not_run" and mbx["outgoing_status"] != "not_run"
+        return mbx if done and not mbx.get("test_scheduled") else None
+
+    result: dict[str, Any] = await eventually(tested, "the test result")
+    return result
+
+
+async def wall(sys_: System, kind: str, rid: str) -> list[dict[str, Any]]:
+    resp = await sys_.alerts.get("/alerts", params={"recipient_kind": kind, "recipient_id": rid})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    items: list[dict[str, Any]] = body["items"] if isinstance(body, dict) else body
+    return items
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+async def test_flow_success_enables_mailbox_and_tells_its_owner(
+    system: System, dovecot: DovecotServer, smtp_server: SmtpServer, protocol: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    port = dovecot.imaps_port if protocol == "imap" else dovecot.pop3s_port
+    profile_id = await create_profile(system, protocol, port, smtp_server.port_starttls, tag)
+    mailbox_id = await create_mailbox(system, profile_id, "alice", "alice-pw", tag)
+
+    mbx = await run_test_and_wait(system, mailbox_id)
+    assert (mbx["incoming_status"], mbx["outgoing_status"]) == ("success", "success")
+    assert mbx["enabled_incoming"] and mbx["enabled_outgoing"]
+
+    runs = (await system.mailboxes.get(f"/mailboxes/{mailbox_id}/tests")).json()
+    runs = runs["items"] if isinstance(runs, dict) else runs
+    steps = [s["name"] for s in runs[0]["result"]["incoming"]["steps"]]
+    assert "tls" in " ".join(steps) and any("auth" in s or "login" in s for s in steps)
+
+    async def owner_informed() -> list[dict[str, Any]]:
+        return [a for a in await wall(system, "user", f"owner{tag}") if a["level"] == "information"]
+
+    info = await eventually(owner_informed, "the success alert")
+    assert info[0]["mailbox_id"] == mailbox_id
+    assert [a for a in await wall(system, "user", f"padmin{tag}") if a["level"] == "error"] == []
+    await eventually(
+        lambda: _async(
+            [
+                m
+                for m in system.alert_messages
+                if m["subject"].startswith(f"mailwarden.alerts.user.owner{tag}.")
+            ]
+        ),
+        "the alert on the owner's subject",
+    )
+
+
+async def test_flow_wrong_password_fails_and_alerts_both_owners(
+    system: System, dovecot: DovecotServer, smtp_server: SmtpServer
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    profile_id = await create_profile(system, "imap", dovecot.imaps_port, smtp_server.port_starttls, tag)
+    mailbox_id = await create_mailbox(system, profile_id, "bob", "not-bobs-password", tag)
+
+    mbx = await run_test_and_wait(system, mailbox_id)
+    assert mbx["incoming_status"] == "failure" and mbx["outgoing_status"] == "failure"
+    assert not mbx["enabled_incoming"] and not mbx["enabled_outgoing"]
+    assert mbx["last_error"]["code"] == "auth_failed"
+
+    for rid in (f"owner{tag}", f"padmin{tag}"):
+
+        async def errors(rid: str = rid) -> list[dict[str, Any]]:
+            return [a for a in await wall(system, "user", rid) if a["level"] == "error"]
+
+        found = await eventually(errors, f"an error alert for {rid}")
+        assert any(a["code"] == "auth_failed" and a["mailbox_id"] == mailbox_id for a in found)
+        subject = f"mailwarden.alerts.user.{rid}.error"
+        await eventually(
+            lambda subject=subject: _async([m for m in system.alert_messages if m["subject"] == subject]),
+            f"the alert on {subject}",
+        )
+    dumped = json.dumps(system.alert_messages)
+    assert "not-bobs-password" not in dumped
+
+
+@pytest.mark.parametrize(
+    ("client", "path", "body", "field"),
+    [
+        ("profiles", "/profiles", {"name": "x", "incoming_protocol": "imap", "incoming": {"host": "h", "port": 0}}, "incoming.port"),
+        ("mailboxes", "/mailboxes", {"email": "not-an-address", "owner": {"kind": "user", "id": "u1", "name": "U"}}, "email"),
+        ("alerts", "/webhooks", {"url": "not a url"}, "url"),
+    ],
+)  # fmt: skip
+async def test_bad_requests_answer_422_naming_the_field_and_store_nothing(
+    system: System, client: str, path: str, body: dict[str, Any], field: str
+) -> None:
+    http: httpx.AsyncClient = getattr(system, client)
+    before = (await http.get(path)).json()
+    resp = await http.post(path, json=body)
+    assert resp.status_code == 422
+    fields = [e["field"] for e in resp.json()["errors"]]
+    assert field in fields, fields
+    assert (await http.get(path)).json() == before
+
+
+async def _async(value: Any) -> Any:
+    return value
