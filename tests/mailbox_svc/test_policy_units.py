@@ -126,3 +126,14 @@ def test_approval_is_by_owner_kind() -> None:
         queue.updates["enabled_incoming"] is False
         and queue.event.disabled_reason is ErrorCode.MAILBOX_NOT_APPROVED
     )
+
+
+def test_refuses_to_start_without_keys_outside_dev_mode() -> None:
+    import pytest
+
+    from mailbox_svc.app import create_app
+    from mailbox_svc.config import Settings
+    from mailwarden_runtime.keys import MissingKeyError
+
+    with pytest.raises(MissingKeyError, match="MW_CREDENTIAL_KEYS"):
+        create_app(Settings(dev_mode=False, log_setup=False, credential_keys=None, transit_keys=None))

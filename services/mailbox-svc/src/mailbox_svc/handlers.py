@@ -47,9 +47,6 @@ class Handlers:
         self.on_job_result = on_job_result
         self.rng = rng or random.Random()
 
-    async def profile_changed(self, env: Envelope[ProfileCreated] | Envelope[ProfileUpdated]) -> None:
-        await self.repo.upsert_profile(env.data.profile)
-
     async def profile_created(self, env: Envelope[ProfileCreated]) -> None:
         await self.repo.upsert_profile(env.data.profile)
 

@@ -21,7 +21,7 @@ async def main(settings: Settings | None = None) -> int:
     ring = load_keyring(settings.credential_keys, "MW_CREDENTIAL_KEYS", "credential", settings.dev_mode)
     client = create_client(settings, "mailbox-svc-rotate")
     try:
-        report = await rotate_credentials(Repository(database(client, settings)), ring)
+        report = await rotate_credentials(Repository(database(client, settings, "mailbox-svc")), ring)
     finally:
         await client.close()
     print(report.model_dump_json(indent=2))
