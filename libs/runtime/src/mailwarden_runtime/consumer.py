@@ -53,10 +53,17 @@ class PoisonMessage(Exception):
 
 @dataclass(frozen=True)
 class ConsumerOptions:
+    """How one durable consumer pulls and retries.
+
+    ``batch_size`` 1 (the default) hands messages to the handler one at a time, in stream order.
+    A larger batch is handled concurrently (FastStream's pull semantics), so only handlers that
+    tolerate reordering (e.g. keyed on a test id) should ask for one.
+    """
+
     max_deliver: int = 8
     ack_wait_s: float = 30.0
     retry_delays_s: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0, 60.0)
-    batch_size: int = 16
+    batch_size: int = 1
     max_workers: int = 1
     max_ack_pending: int = 1000
 
