@@ -302,9 +302,8 @@ class MailboxOperations:
         ids = selection.mailbox_ids or await self.repo.select_ids(
             selection.filter or MailboxFilter(), self.max_selection
         )
-        docs = await self.repo.mailboxes.find({"_id": {"$in": ids}}, {"profile_id": 1}).to_list(None)
         settings = await self.repo.get_settings()
-        out = {d["profile_id"] for d in docs if d.get("profile_id")}
+        out = await self.repo.profile_ids_of(ids)
         if settings.default_profile_id:
             out.add(settings.default_profile_id)
         return out

@@ -138,6 +138,13 @@ class Repository:
             q["_id"] = {"$gt": after}
         return await self.mailboxes.find(q, {"credentials": 1}).sort("_id", 1).limit(limit).to_list(None)
 
+    async def credentials_of(self, mailbox_id: str) -> Document | None:
+        return await self.mailboxes.find_one({"_id": mailbox_id}, {"credentials": 1})
+
+    async def profile_ids_of(self, ids: list[str]) -> set[str]:
+        docs = await self.mailboxes.find({"_id": {"$in": ids}}, {"profile_id": 1}).to_list(None)
+        return {d["profile_id"] for d in docs if d.get("profile_id")}
+
     async def swap_credentials(self, mailbox_id: str, old: Any, new: Any) -> bool:
         """Replace the ciphertexts only if nobody changed them meanwhile (rotation runs online)."""
         res = await self.mailboxes.update_one(

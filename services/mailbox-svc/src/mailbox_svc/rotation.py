@@ -69,7 +69,7 @@ async def _rotate_one(repo: Repository, ring: KeyRing, doc: dict[str, Any], repo
             for kid, n in rotated.items():
                 report.rotated[kid] = report.rotated.get(kid, 0) + n
             return
-        fresh = await repo.mailboxes.find_one({"_id": doc["_id"]}, {"credentials": 1})
+        fresh = await repo.credentials_of(doc["_id"])
         if fresh is None:
             return
         doc = fresh
