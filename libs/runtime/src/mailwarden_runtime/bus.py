@@ -27,13 +27,16 @@ DAY_S = 86_400.0
 
 def create_broker(settings: ServiceSettings, name: str) -> NatsBroker:
     """A broker that reconnects for ever: a NATS blip must never kill a service."""
+    broker_log = logging.getLogger(f"{name}.broker")
+    # FastStream narrates every task callback at INFO; keep its warnings unless we debug.
+    broker_log.setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
     return NatsBroker(
         [u.strip() for u in settings.nats_url.split(",") if u.strip()],
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         graceful_timeout=20.0,
-        logger=logging.getLogger(f"{name}.broker"),
+        logger=broker_log,
         middlewares=[NatsTelemetryMiddleware()],
         log_level=logging.DEBUG,
     )

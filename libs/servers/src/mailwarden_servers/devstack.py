@@ -94,18 +94,32 @@ class ServiceProcess(ManagedProcess):
         raise ServerStartError(f"{self.name} not ready after {self.start_timeout:.0f}s:\n{self.log_tail()}")
 
 
+KEY_RINGS = (
+    ("MW_CREDENTIAL_KEYS", "cred-"),
+    ("MW_TRANSIT_KEYS", "transit-"),
+    ("MW_ALERT_WEBHOOK_KEYS", "hook-"),
+)
+
+
 def load_or_create_keys(path: Path) -> dict[str, str]:
-    """Keys generated on the first start and kept, so stored credentials stay readable."""
+    """Keys generated on the first start and kept, so stored secrets stay readable.
+
+    A key ring missing from an older file is added; existing ones are never replaced.
+    """
+    keys: dict[str, str] = {}
     if path.exists():
         pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-        return {k.strip(): v.strip() for k, v in pairs}
+        keys = {k.strip(): v.strip() for k, v in pairs}
     stamp = time.strftime("%Y%m%d")
-    keys = {
+    missing = {
         name: f"{prefix}{stamp}:{base64.b64encode(os.urandom(32)).decode()}"
-        for name, prefix in (("MW_CREDENTIAL_KEYS", "cred-"), ("MW_TRANSIT_KEYS", "transit-"))
+        for name, prefix in KEY_RINGS
+        if name not in keys
     }
-    path.write_text("".join(f"{k}={v}\n" for k, v in keys.items()))
-    path.chmod(0o600)
+    if missing:
+        keys.update(missing)
+        path.write_text("".join(f"{k}={v}\n" for k, v in keys.items()))
+        path.chmod(0o600)
     return keys
 
 
@@ -129,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstopping ...", flush=True)
         for proc in reversed(started):
             code = proc.stop()
-            print(f"  {proc.name:<12} stopped (exit {code})", flush=True)
+            # uvicorn re-raises the SIGTERM it handled, so -15 after a clean shutdown is normal.
+            state = "stopped" if code in (0, -signal.SIGTERM) else f"stopped (exit {code})"
+            print(f"  {proc.name:<12} {state}", flush=True)
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
