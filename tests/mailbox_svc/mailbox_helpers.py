@@ -149,10 +149,12 @@ class Harness:
         self.settings = settings
         self._tester: Any = None
         self.settings_version = 0
+        self.last_seq = 0
 
     async def publish(self, event: Event, event_id: uuid.UUID | None = None) -> Envelope[Any]:
         env = make_envelope(event, "test", event_id=event_id)
-        await self.js.publish(event.SUBJECT, env.to_bytes(), headers={"Nats-Msg-Id": str(env.id)})
+        ack = await self.js.publish(event.SUBJECT, env.to_bytes(), headers={"Nats-Msg-Id": str(env.id)})
+        self.last_seq = ack.seq
         return env
 
     async def profile(self, snapshot: ProfileSnapshot | None = None) -> ProfileSnapshot:

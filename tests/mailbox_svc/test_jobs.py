@@ -89,7 +89,8 @@ async def test_job_cancel_stops_requesting(make_harness: MakeHarness) -> None:
         assert all(q.job_id == job_id for q in more)
 
         async def ten_done() -> bool:
-            return bool((await h.http.get(f"/jobs/{job_id}")).json()["done"] == 10)
+            job = (await h.http.get(f"/jobs/{job_id}")).json()
+            return bool(job["done"] == 10 and job["requested"] == 50)
 
         await eventually(ten_done, what="ten results counted")
         r = await h.http.post(f"/jobs/{job_id}/cancel")
