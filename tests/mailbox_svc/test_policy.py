@@ -110,6 +110,8 @@ async def test_unapproved_mailbox_is_never_enabled(make_harness: MakeHarness) ->
         assert mb["disabled_reason"] == "mailbox_not_approved"
         (ev,) = status_events(await h.stream_messages("mailwarden.mailbox.status_changed"), "q1")
         assert ev["disabled_reason"] == "mailbox_not_approved" and ev["enabled_incoming"] is False
+        (run,) = (await h.http.get("/mailboxes/q1/tests")).json()["items"]
+        assert run["outcome"] == "mailbox_not_approved"
 
         await h.http.post("/mailboxes/approve", json={"mailbox_ids": ["q1"]})
         await h.http.post("/mailboxes/q1/test")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from contracts.envelope import Envelope
+from contracts.errors import ErrorCode
 from contracts.events import (
     EmailSettingsChanged,
     Event,
@@ -21,7 +22,7 @@ from contracts.events import (
     TestCompleted,
 )
 from mailbox_svc.clock import utcnow
-from mailbox_svc.policy import RetryPolicy, decide, outcome
+from mailbox_svc.policy import Decision, RetryPolicy, decide, outcome
 from mailbox_svc.repository import Repository
 from mailwarden_runtime.outbox import outbox_entry, with_outbox
 
@@ -64,16 +65,19 @@ class Handlers:
         mailbox_id = result.mailbox.mailbox_id
         now = utcnow()
         doc = await self.repo.get(mailbox_id)
-        job_id = result.job_id
-        if doc is not None and doc.get("pending_test_id") == result.test_id:
-            job_id = doc.get("pending_job_id") or job_id
+        pending = doc is not None and doc.get("pending_test_id") == result.test_id
+        job_id = (doc or {}).get("pending_job_id") if pending else None
+        job_id = job_id or result.job_id
+        settings = await self.repo.get_settings()
+        decision = decide(doc, result, settings, self.retry, now, self.rng) if doc and pending else None
         await self.repo.record_run(
             {
                 "_id": result.test_id,
                 "mailbox_id": mailbox_id,
                 "attempt": result.attempt,
                 "job_id": job_id,
-                "outcome": outcome(result),
+                "outcome": run_outcome(result, decision),
+                "disabled_reason": decision.updates["disabled_reason"] if decision else None,
                 "received_at": now,
                 "result": result.model_dump(mode="json"),
             }
@@ -84,7 +88,6 @@ class Handlers:
             if doc is None or doc.get("pending_test_id") != result.test_id:
                 log.debug("result is not the pending test: stored only", extra={"test_id": result.test_id})
                 return
-            settings = await self.repo.get_settings()
             decision = decide(doc, result, settings, self.retry, now, self.rng)
             entry = outbox_entry(self.envelop(decision.event, env.correlation_id))
             update = with_outbox(
@@ -100,10 +103,19 @@ class Handlers:
                     extra={
                         "mailbox_id": mailbox_id,
                         "test_id": result.test_id,
-                        "outcome": outcome(result),
+                        "outcome": run_outcome(result, decision),
                         "retry": bool(decision.retry_directions),
                     },
                 )
                 return
             doc = await self.repo.get(mailbox_id)
         raise RuntimeError("mailbox kept changing while applying a test result")
+
+
+def run_outcome(result: TestCompleted, decision: Decision | None) -> str:
+    """The result's outcome, except that a passing but unapproved mailbox says so."""
+    code = outcome(result)
+    if code == "success" and decision is not None:
+        if decision.event.disabled_reason is ErrorCode.MAILBOX_NOT_APPROVED:
+            return ErrorCode.MAILBOX_NOT_APPROVED.value
+    return code
