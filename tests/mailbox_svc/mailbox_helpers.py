@@ -232,8 +232,23 @@ class Harness:
         result: dict[str, Any] = await eventually(probe, timeout, what=f"mailbox {mailbox_id}")
         return result
 
+    async def settled(self) -> None:
+        """Wait until the outbox relay has published every event written so far."""
+
+        async def empty() -> bool:
+            counts = [
+                await self.db[c].count_documents({"outbox_pending": True}) for c in ("mailboxes", "jobs")
+            ]
+            return sum(counts) == 0
+
+        await eventually(empty, what="outbox drained")
+
     async def stream_messages(self, subject_prefix: str = "") -> list[dict[str, Any]]:
-        """Every message stored in every stream (optionally under a subject prefix), decoded."""
+        """Every message stored in every stream (optionally under a subject prefix), decoded.
+
+        Waits for the outbox first: an event committed with a state change is published just after it.
+        """
+        await self.settled()
         out = []
         for spec in STREAMS:
             info = await self.js.stream_info(spec.name)
