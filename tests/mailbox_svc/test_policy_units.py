@@ -137,3 +137,11 @@ def test_refuses_to_start_without_keys_outside_dev_mode() -> None:
 
     with pytest.raises(MissingKeyError, match="MW_CREDENTIAL_KEYS"):
         create_app(Settings(dev_mode=False, log_setup=False, credential_keys=None, transit_keys=None))
+
+
+def test_rejected_mailbox_is_never_enabled() -> None:
+    free = SettingsSnapshot(approved_users_only=False, approved_queues_only=False)
+    d = decide(doc(approval="rejected"), completed_for(request()), free, POLICY, NOW, random.Random())
+    assert (
+        d.updates["enabled_incoming"] is False and d.event.disabled_reason is ErrorCode.MAILBOX_NOT_APPROVED
+    )

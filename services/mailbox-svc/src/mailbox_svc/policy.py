@@ -54,7 +54,9 @@ def decide(
     needs_approval = owner_requires_approval(
         doc["owner"], settings.approved_users_only, settings.approved_queues_only
     )
-    approved = doc.get("approval") == "approved" or not needs_approval
+    approval = doc.get("approval")
+    # A rejected mailbox stays off even where the org does not require approval.
+    approved = approval == "approved" or (not needs_approval and approval != "rejected")
     status = {"incoming": doc["incoming_status"], "outgoing": doc["outgoing_status"]}
     enabled = {"incoming": doc["enabled_incoming"], "outgoing": doc["enabled_outgoing"]}
     errors: dict[str, TestError] = {}
