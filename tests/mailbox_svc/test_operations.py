@@ -165,7 +165,8 @@ async def test_approve_reject_change_many_and_apply_defaults(make_harness: MakeH
         assert m3["pending_test_id"] == r.json()["test_ids"]["m3"]
         await h.complete(reqs["m3"])
         m3 = await h.wait_mailbox("m3", lambda m: m["incoming_status"] == "success")
-        assert m3["enabled_incoming"] and m3["enabled_outgoing"]  # users need no approval in this org
+        # users need no approval in this org, but m3 was rejected: it stays off
+        assert not m3["enabled_incoming"] and m3["disabled_reason"] == "mailbox_not_approved"
 
 
 async def test_profile_read_model_follows_updates_and_deletes(make_harness: MakeHarness) -> None:
