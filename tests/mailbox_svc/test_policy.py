@@ -52,6 +52,9 @@ async def test_test_and_enable_success_request_and_status(make_harness: MakeHarn
         mb = await h.wait_mailbox("m1", lambda m: m["pending_test_id"] is None)
         assert (mb["incoming_status"], mb["outgoing_status"]) == ("success", "success")
         assert mb["enabled_incoming"] and mb["enabled_outgoing"] and mb["retry_count"] == 0
+        on = (await h.http.get("/mailboxes", params={"enabled": "true"})).json()["items"]
+        off = (await h.http.get("/mailboxes", params={"enabled": "false"})).json()["items"]
+        assert [m["mailbox_id"] for m in on] == ["m1"] and off == []
         assert mb["last_test_completed_at"] and mb["disabled_reason"] is None and not mb["test_scheduled"]
 
         hist = (await h.http.get("/mailboxes/m1/tests")).json()["items"]

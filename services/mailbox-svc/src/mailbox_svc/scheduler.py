@@ -82,7 +82,7 @@ class RetryScheduler:
                 )
             except TestRefused as exc:
                 log.warning("retry dropped", extra={"mailbox_id": doc["_id"], "reason": exc.code})
-                await self.repo.update(
+                await self.repo.update_if(
                     doc["_id"],
                     doc["version"],
                     {
@@ -96,7 +96,7 @@ class RetryScheduler:
                 {"$set": {**pending_fields(req), "updated_at": now}, "$inc": {"version": 1}},
                 [outbox_entry(self.envelop(req))],
             )
-            if await self.repo.update(doc["_id"], doc["version"], update, q) is not None:
+            if await self.repo.update_if(doc["_id"], doc["version"], update, q):
                 sent += 1
                 log.info("retry requested", extra={"mailbox_id": doc["_id"], "attempt": req.attempt})
         if sent:
