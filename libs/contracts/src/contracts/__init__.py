@@ -21,6 +21,7 @@ from contracts.events import (
     TestCompleted,
     TestRequested,
 )
+from contracts.jobs import TestJobCompleted, TestJobProgress, TestJobStarted
 
 __all__ = [
     "CATALOG",
@@ -42,6 +43,9 @@ __all__ = [
     "ProfileDeleted",
     "ProfileUpdated",
     "TestCompleted",
+    "TestJobCompleted",
+    "TestJobProgress",
+    "TestJobStarted",
     "TestRequested",
     "WarningCode",
     "make_envelope",

@@ -36,6 +36,8 @@ class JobProgress(Frozen):
 
 
 class TestJobStarted(Event):
+    """A "Test & Enable all mailboxes of a profile" job began, with the number of mailboxes."""
+
     TYPE: ClassVar[str] = "TestJobStarted"
     SUBJECT: ClassVar[str] = JOB_STARTED
     __test__: ClassVar[bool] = False
@@ -47,6 +49,8 @@ class TestJobStarted(Event):
 
 
 class TestJobProgress(Event):
+    """A job's progress after each batch: done, succeeded, failed by error code."""
+
     TYPE: ClassVar[str] = "TestJobProgress"
     SUBJECT: ClassVar[str] = JOB_PROGRESS
     __test__: ClassVar[bool] = False
