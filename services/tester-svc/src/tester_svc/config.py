@@ -32,6 +32,13 @@ class Settings(ServiceSettings, TransitKeySettings):
     )
     tester_breaker_window_s: float = Field(900.0, gt=0, description="Auth-failure breaker window.")
     tester_ehlo_name: str = Field("mailwarden-tester.invalid", description="Name sent in SMTP EHLO.")
+    tester_fake_success_for_benchmarks: bool = Field(
+        False,
+        description=(
+            "BENCHMARKS ONLY: answer every request with a success at once, without connecting "
+            "(measures the bus + database + alert cost of a test). Refused unless MW_DEV_MODE=true."
+        ),
+    )
 
     @field_validator("tester_allow_networks")
     @classmethod

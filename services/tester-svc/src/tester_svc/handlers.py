@@ -9,16 +9,21 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from contracts.envelope import Envelope, make_envelope
-from contracts.events import TestRequested
-from tester_svc.runner import Runner
+from contracts.events import TestCompleted, TestRequested
 
 log = logging.getLogger(__name__)
 
 PublishFn = Callable[[Envelope[Any]], Awaitable[Any]]
 RESULT_NAMESPACE = uuid.UUID("5d0c1f6e-4f7e-4a3b-9c1e-7a2f3b8d9e10")
+
+
+class TestRunner(Protocol):
+    """The probes (:class:`tester_svc.runner.Runner`), or the benchmark's fake."""
+
+    async def run(self, req: TestRequested) -> TestCompleted: ...
 
 
 def result_event_id(test_id: str, attempt: int) -> uuid.UUID:
@@ -28,7 +33,7 @@ def result_event_id(test_id: str, attempt: int) -> uuid.UUID:
 class TestRequestedHandler:
     __test__ = False
 
-    def __init__(self, runner: Runner, publish: PublishFn, producer: str) -> None:
+    def __init__(self, runner: TestRunner, publish: PublishFn, producer: str) -> None:
         self.runner = runner
         self.publish = publish
         self.producer = producer
