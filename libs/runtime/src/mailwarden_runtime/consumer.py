@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from faststream import AckPolicy
@@ -80,6 +81,10 @@ class EventConsumer(Generic[E]):
     options: ConsumerOptions = field(default_factory=ConsumerOptions)
     subject: str | None = None
 
+    @property
+    def stream(self) -> str:
+        return _stream_for(self.subject or self.event_cls.SUBJECT)
+
     def register(self) -> None:
         subject = self.subject or self.event_cls.SUBJECT
         opts = self.options
@@ -110,6 +115,8 @@ class EventConsumer(Generic[E]):
         except EnvelopeError as exc:
             await self._dead_letter(msg, exc.reason, exc.errors, deliveries, seq)
             return
+        lag = (datetime.now(UTC) - envelope.occurred_at).total_seconds()
+        metrics.EVENT_LAG.labels(consumer=self.durable).observe(max(lag, 0.0))
         if deliveries > self.options.max_deliver:
             reason = f"delivered {deliveries} times without completing"
             await self._dead_letter(msg, reason, [], deliveries, seq)

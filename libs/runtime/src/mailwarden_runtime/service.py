@@ -6,6 +6,7 @@ routes on it, and returns ``runtime.http_app(...)``; nothing connects until the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -22,6 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts.envelope import Envelope, make_envelope
 from contracts.events import Event
+from mailwarden_runtime import metrics
 from mailwarden_runtime.bus import create_broker, ensure_streams, publish_envelope, publish_raw
 from mailwarden_runtime.consumer import ConsumerOptions, EventConsumer, Handler
 from mailwarden_runtime.http import install_error_handlers
@@ -60,6 +62,8 @@ class ServiceRuntime:
         self.relay: OutboxRelay | None = None
         if collections:
             self.relay = OutboxRelay(self.db, collections, self._publish_raw)
+        self._consumers: list[EventConsumer[Any]] = []
+        self._lag_task: asyncio.Task[None] | None = None
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
 
@@ -93,6 +97,7 @@ class ServiceRuntime:
             subject=subject,
         )
         consumer.register()
+        self._consumers.append(consumer)
         return consumer
 
     def rpc(self, operation: str, model: type[Req], handler: Callable[[Req], Awaitable[Any]]) -> None:
@@ -130,8 +135,25 @@ class ServiceRuntime:
         await self.broker.start()
         if self.relay is not None:
             self.relay.start()
+        if self._consumers:
+            self._lag_task = asyncio.create_task(self._watch_pending(), name="consumer-pending")
+
+    async def _watch_pending(self, every_s: float = 15.0) -> None:
+        """Keep ``mailwarden_consumer_pending_messages`` current (a stalled consumer shows here)."""
+        js = self.broker.connection.jetstream()
+        while True:
+            for consumer in self._consumers:
+                with contextlib.suppress(Exception):
+                    info = await js.consumer_info(consumer.stream, consumer.durable)
+                    pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
+                    metrics.CONSUMER_PENDING.labels(consumer=consumer.durable).set(pending)
+            await asyncio.sleep(every_s)
 
     async def stop(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
         for hook in reversed(self._shutdown):
             with contextlib.suppress(Exception):
                 await hook()

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from alert_svc import rules
 from alert_svc.config import Settings
 from alert_svc.domain import PROFILE_MAJORITY_FAILURE, Draft, recipient_key
+from alert_svc.metrics import ALERTS_RAISED
 from alert_svc.repository import Repository
 from contracts.envelope import Envelope
 from contracts.errors import ErrorCode
@@ -67,7 +68,8 @@ class StatusProcessor:
         for failure, draft in fan.profile_errors:
             drafts.append(await self._maybe_group(failure, draft, profile_name, at))
         for draft in rules.allowed(drafts, policy):
-            await self.repo.raise_alert(draft, occurrence, event.test_id, at)
+            outcome = await self.repo.raise_alert(draft, occurrence, event.test_id, at)
+            ALERTS_RAISED.labels(level=draft.level, outcome=outcome).inc()
 
         await self._resolve_recovered(event, at)
         await self._majority(event, policy, profile_name, occurrence, at)
@@ -144,7 +146,8 @@ class StatusProcessor:
             if rules.failures(event):
                 draft = rules.majority_draft(event, profile_name, failed, total, int(window // 60))
                 for allowed in rules.allowed([draft], policy):
-                    await self.repo.raise_alert(allowed, occurrence, event.test_id, at)
+                    outcome = await self.repo.raise_alert(allowed, occurrence, event.test_id, at)
+                    ALERTS_RAISED.labels(level=allowed.level, outcome=outcome).inc()
         else:
             await self.repo.resolve(
                 {"profile_id": ref.profile_id, "kind": "majority", "code": PROFILE_MAJORITY_FAILURE},
