@@ -1,6 +1,8 @@
 """Session-wide real servers for the test suite (started lazily, stopped at session end).
 
 Set MW_TEST_NATS_URL / MW_TEST_MONGODB_URI to use external servers instead of local ones;
+MW_TEST_BACKEND=containers runs NATS and a real MongoDB 7 in Docker containers (testcontainers;
+needs a Docker engine, which our CI machines do not have, so that path is not exercised there);
 MW_TEST_KEEP_WORKDIR=1 keeps the work directory (logs, configs, mail) for debugging.
 """
 
@@ -48,6 +50,45 @@ def mail_users() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def containers() -> Iterator[dict[str, str]]:
+    """NATS (JetStream) and MongoDB 7 (one-node replica set) in Docker, for MW_TEST_BACKEND=containers."""
+    try:
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.waiting_utils import wait_for_logs
+    except ImportError as exc:  # pragma: no cover - dev dependency
+        pytest.fail(f"MW_TEST_BACKEND=containers needs testcontainers: {exc}")
+    try:
+        nats_c = DockerContainer("nats:2.11").with_command("-js").with_exposed_ports(4222)
+        mongo_c = (
+            DockerContainer("mongo:7").with_command("--replSet rs0 --bind_ip_all").with_exposed_ports(27017)
+        )
+        nats_c.start()
+        mongo_c.start()
+    except Exception as exc:
+        pytest.fail(f"MW_TEST_BACKEND=containers but no Docker engine answered: {exc}")
+    try:
+        wait_for_logs(nats_c, "Server is ready", timeout=60)
+        wait_for_logs(mongo_c, "Waiting for connections", timeout=120)
+        code, out = mongo_c.exec(
+            ["mongosh", "--quiet", "--eval", "rs.initiate({_id:'rs0',members:[{_id:0,host:'localhost:27017'}]}).ok"]
+        )
+        if code != 0:
+            pytest.fail(f"could not initiate the MongoDB replica set: {out!r}")
+        host = nats_c.get_container_host_ip()
+        yield {
+            "nats_url": f"nats://{host}:{nats_c.get_exposed_port(4222)}",
+            "mongo_uri": f"mongodb://{host}:{mongo_c.get_exposed_port(27017)}/?directConnection=true",
+        }
+    finally:
+        nats_c.stop()
+        mongo_c.stop()
+
+
+def _backend_is_containers() -> bool:
+    return os.environ.get("MW_TEST_BACKEND", "local") == "containers"
+
+
+@pytest.fixture(scope="session")
 def nats_server(workdir: Path) -> Iterator[NatsServer]:
     """A local nats-server with JetStream (skips if an external NATS is configured)."""
     if os.environ.get("MW_TEST_NATS_URL"):
@@ -62,6 +103,8 @@ def nats_url(request: pytest.FixtureRequest) -> str:
     external = os.environ.get("MW_TEST_NATS_URL")
     if external:
         return external
+    if _backend_is_containers():
+        return str(request.getfixturevalue("containers")["nats_url"])
     server: NatsServer = request.getfixturevalue("nats_server")
     return server.url
 
@@ -81,6 +124,8 @@ def mongo_uri(request: pytest.FixtureRequest) -> str:
     external = os.environ.get("MW_TEST_MONGODB_URI")
     if external:
         return external
+    if _backend_is_containers():
+        return str(request.getfixturevalue("containers")["mongo_uri"])
     server: MongoWireServer = request.getfixturevalue("mongo_server")
     return server.uri
 
