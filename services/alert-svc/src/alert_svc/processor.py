@@ -112,8 +112,8 @@ class StatusProcessor:
             await self.repo.detach_mailbox(ref.profile_id, direction.value, ref.mailbox_id)
             await self.repo.resolve(
                 {
+                    "kind": "group",  # first: the (kind, profile_id) index (see Repository.ensure_indexes)
                     "profile_id": ref.profile_id,
-                    "kind": "group",
                     "direction": direction.value,
                     "affected_mailboxes": {"$size": 0},
                 },
@@ -125,7 +125,7 @@ class StatusProcessor:
                 {"mailbox_id": ref.mailbox_id, "level": "error", "direction": None}, "recovered", at
             )
             present = {w.value for w in rules.warning_codes(event)}
-            for alert in await self.repo.open_alerts({"profile_id": ref.profile_id, "kind": "warning"}):
+            for alert in await self.repo.open_alerts({"kind": "warning", "profile_id": ref.profile_id}):
                 if alert["code"] not in present:
                     await self.repo.resolve({"_id": alert["_id"]}, "recovered", at)
 
@@ -140,9 +140,10 @@ class StatusProcessor:
         """More than half of a profile's mailboxes failing within the window: one profile alert."""
         ref = event.mailbox
         window = self.settings.alert_majority_window_s
-        total = await self.repo.profile_mailbox_count(ref.profile_id)
         failed = await self.repo.failed_mailbox_count(ref.profile_id, at - timedelta(seconds=window))
-        if total >= self.settings.alert_majority_min_mailboxes and failed * 2 > total:
+        # Counting the profile's mailboxes reads all of them: only needed when something failed.
+        total = await self.repo.profile_mailbox_count(ref.profile_id) if failed else 0
+        if failed and total >= self.settings.alert_majority_min_mailboxes and failed * 2 > total:
             if rules.failures(event):
                 draft = rules.majority_draft(event, profile_name, failed, total, int(window // 60))
                 for allowed in rules.allowed([draft], policy):
@@ -150,7 +151,7 @@ class StatusProcessor:
                     ALERTS_RAISED.labels(level=allowed.level, outcome=outcome).inc()
         else:
             await self.repo.resolve(
-                {"profile_id": ref.profile_id, "kind": "majority", "code": PROFILE_MAJORITY_FAILURE},
+                {"kind": "majority", "profile_id": ref.profile_id, "code": PROFILE_MAJORITY_FAILURE},
                 "recovered",
                 at,
             )

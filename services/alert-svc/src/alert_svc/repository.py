@@ -81,6 +81,11 @@ class Repository:
         await a.create_index([("recipient_key", ASCENDING), ("first_seen", DESCENDING)])
         await a.create_index("mailbox_id")
         await a.create_index("profile_id")
+        # Profile-level alerts (group, warning, majority) are looked up on every status event.
+        # Queries name "kind" first: a planner that takes the first field's index (the embedded
+        # Mongo-wire server does) then reads the few profile-level alerts, not every mailbox alert
+        # of the profile (O(N) per event, O(N^2) per job).
+        await a.create_index([("kind", ASCENDING), ("profile_id", ASCENDING)])
         await self.mailboxes.create_index("profile_id")
         await self.failures.create_index([("profile_id", ASCENDING), ("failing", ASCENDING)])
         await self.emails.create_index([("state", ASCENDING), ("due_at", ASCENDING)])
@@ -274,8 +279,8 @@ class Repository:
         """A recovered mailbox leaves the profile's group alerts (no event: the group still stands)."""
         await self.alerts.update_many(
             {
+                "kind": "group",  # first: the (kind, profile_id) index
                 "profile_id": profile_id,
-                "kind": "group",
                 "direction": direction,
                 "state": "open",
                 "affected_mailboxes": mailbox_id,
