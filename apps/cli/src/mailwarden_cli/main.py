@@ -1,0 +1,43 @@
+"""The ``mailwarden`` command: global options, then one group per area.
+
+Exit codes: 0 success, 1 a failed test or a refused or failed operation, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mailwarden_cli.client import DEFAULT_URL, Options
+from mailwarden_cli.commands import alerts, events, job, mailbox, profile, settings
+
+app = typer.Typer(
+    name="mailwarden",
+    help="Operate mailwarden over NATS: profiles, settings, mailboxes, jobs, alerts and events.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(profile.app, name="profile")
+app.add_typer(settings.app, name="settings")
+app.add_typer(mailbox.app, name="mailbox")
+app.add_typer(job.app, name="job")
+app.add_typer(alerts.app, name="alerts")
+app.add_typer(events.app, name="events")
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    nats_url: Annotated[
+        str,
+        typer.Option(
+            "--nats-url", envvar=["MW_NATS_URL", "NATS_URL"], help="The NATS server every service uses."
+        ),
+    ] = DEFAULT_URL,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each reply.")
+    ] = 10.0,
+) -> None:
+    """mailwarden's operator CLI."""
+    ctx.obj = Options(nats_url=nats_url, timeout=timeout)

@@ -1,0 +1,117 @@
+"""The CLI as a user runs it: ``.venv/bin/mailwarden`` in a subprocess, against the four services.
+
+The services run in-process on the real NATS, Mongo-wire, Dovecot and SMTP servers, configured
+only through the environment (as tests/integration/test_flow.py does); the CLI reaches them over
+NATS alone. Subprocesses are awaited asynchronously so the services keep serving meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+
+from mailwarden_runtime.crypto import KeyRing
+from mailwarden_servers import DovecotServer, SmtpServer, TestCertificates
+
+MAILWARDEN = Path(sys.executable).with_name("mailwarden")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+Cli = Callable[..., Awaitable[Result]]
+
+
+async def run_cli(
+    *args: str, nats_url: str | None = None, stdin: bytes | None = None, wait: float = 60.0
+) -> Result:
+    """Run ``mailwarden args...``; wide, colourless output so assertions see whole lines."""
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
+    env.pop("MW_NATS_URL", None)
+    if nats_url:
+        env["MW_NATS_URL"] = nats_url
+    proc = await asyncio.create_subprocess_exec(
+        str(MAILWARDEN),
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=wait)
+    except TimeoutError:
+        proc.kill()
+        out, err = await proc.communicate()
+        raise AssertionError(
+            f"mailwarden {' '.join(args)} still running after {wait} s:\n{out!r}\n{err!r}"
+        ) from None
+    return Result(proc.returncode or 0, out.decode(), err.decode())
+
+
+@pytest.fixture
+def mailwarden() -> Cli:
+    """Run the CLI as a subprocess (``await mailwarden(*args, nats_url=...)``)."""
+    return run_cli
+
+
+@dataclass
+class Stack:
+    nats_url: str
+    dovecot: DovecotServer
+    smtp: SmtpServer
+    cli: Cli
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    nats_url: str, mongo_uri: str, dovecot: DovecotServer, smtp_server: SmtpServer, certs: TestCertificates
+) -> AsyncIterator[Stack]:
+    """The four services with their own database, and the ports of the test servers allowed (by the CLI)."""
+    env = {
+        "MW_NATS_URL": nats_url,
+        "MW_MONGODB_URI": mongo_uri,
+        "MW_MONGODB_DB": f"t_{uuid.uuid4().hex[:12]}",
+        "MW_LOG_SETUP": "false",
+        "MW_CREDENTIAL_KEYS": KeyRing.generate_key_text("cred1"),
+        "MW_TRANSIT_KEYS": KeyRing.generate_key_text("transit1"),
+        "MW_ALERT_WEBHOOK_KEYS": KeyRing.generate_key_text("hook1"),
+        "MW_TESTER_ALLOW_NETWORKS": "127.0.0.0/8",
+        "MW_TESTER_CA_FILE": str(certs.ca),
+        "MW_TESTER_STEP_TIMEOUT_S": "10",
+    }
+    from alert_svc.app import create_app as alert_app
+    from mailbox_svc.app import create_app as mailbox_app
+    from profile_svc.app import create_app as profile_app
+    from tester_svc.app import create_app as tester_app
+
+    async def cli(*args: str, **kw: object) -> Result:
+        return await run_cli(*args, nats_url=nats_url, **kw)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        async with AsyncExitStack() as stack:
+            for factory in (profile_app, mailbox_app, alert_app, tester_app):
+                app: FastAPI = factory()
+                await stack.enter_async_context(app.router.lifespan_context(app))
+            ports = [dovecot.imaps_port, dovecot.pop3s_port, smtp_server.port_starttls, smtp_server.port_tls]
+            res = await cli("settings", "set", "--allowed-ports", ",".join(map(str, ports)), "--json")
+            assert res.code == 0, res
+            yield Stack(nats_url, dovecot, smtp_server, cli)

@@ -1,0 +1,101 @@
+"""What the CLI decides before (or without) any service: usage errors, NATS problems, CSV parsing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from typer.testing import CliRunner
+
+from mailwarden_cli import csvimport
+from mailwarden_cli.main import app
+from mailwarden_servers import NatsServer
+from mailwarden_servers.ports import free_port
+
+if TYPE_CHECKING:
+    from conftest import Cli
+
+runner = CliRunner()
+UNUSED_URL = "nats://127.0.0.1:9"  # never contacted: usage errors stop first
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["profile", "lisst"],
+        ["profile", "create", "--name", "x"],
+        ["mailbox", "test"],
+        ["mailbox", "approve", "m1", "--all"],
+        ["mailbox", "change", "m1"],
+        ["settings", "set", "--allowed-ports", "993,abc"],
+        ["events", "tail", "mailwarden.>", "--since", "yesterday"],
+        ["alerts", "list", "--recipient", "robot:r1"],
+        ["profile", "create", "--name", "x", "--owner-id", "u", "--protocol", "smtp", "--host", "h"],
+    ],
+)
+def test_bad_usage_exits_2_before_touching_nats(args: list[str]) -> None:
+    result = runner.invoke(app, ["--nats-url", UNUSED_URL, *args])
+    assert result.exit_code == 2, result.output
+
+
+def test_csv_with_an_unknown_column_is_bad_usage(tmp_path: Path) -> None:
+    csv = tmp_path / "m.csv"
+    csv.write_text("email,owner_id,colour\na@b.test,u1,blue\n")
+    result = runner.invoke(app, ["--nats-url", UNUSED_URL, "mailbox", "import", str(csv)])
+    assert result.exit_code == 2 and "colour" in result.output
+
+
+def test_csv_rows_become_requests_with_line_numbers() -> None:
+    text = (
+        "email,owner_id,owner_kind,username,password,profile_id\n"
+        "a@mail.test,u1,,alice,alice-pw,p1\n"
+        "\n"
+        "b@mail.test,q1,queue,,,\n"
+        "c@mail.test,u3,,,,,extra\n"
+        "d@mail.test,u4\n"
+    )
+    rows, errors = csvimport.parse(text)
+    assert [(r.line, r.body) for r in rows] == [
+        (
+            2,
+            {
+                "email": "a@mail.test",
+                "profile_id": "p1",
+                "owner": {"kind": "user", "id": "u1", "name": "u1"},
+                "credentials": {"username": "alice", "password": "alice-pw"},
+            },
+        ),
+        (4, {"email": "b@mail.test", "owner": {"kind": "queue", "id": "q1", "name": "q1"}}),
+    ]
+    assert [(e.line, e.field) for e in errors] == [(5, "row"), (6, "row")]
+
+
+@pytest.fixture
+def bare_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A NATS server on which no service runs."""
+    with NatsServer(tmp_path / "nats") as server:
+        yield server
+
+
+async def test_unreachable_nats_is_one_clear_line_and_exit_1(mailwarden: Cli) -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    res = await mailwarden("mailbox", "list", nats_url=url)
+    assert res.code == 1, res
+    assert res.err.startswith(f"error: cannot reach NATS at {url}: ") and len(res.err.splitlines()) == 1, res
+    assert res.out == ""
+
+
+def test_nats_url_comes_from_the_environment() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    result = runner.invoke(app, ["profile", "list"], env={"MW_NATS_URL": None, "NATS_URL": url})
+    assert result.exit_code == 1 and f"cannot reach NATS at {url}" in result.output
+
+
+async def test_a_service_that_is_not_running_is_named(mailwarden: Cli, bare_nats: NatsServer) -> None:
+    res = await mailwarden("mailbox", "list", nats_url=bare_nats.url)
+    assert res.code == 1, res
+    assert res.err.strip() == (
+        "error: no mailbox-svc is answering on mailwarden.rpc.mailbox-svc.list: is mailbox-svc running?"
+    ), res
