@@ -5,9 +5,12 @@ Run: ``uvicorn --factory tester_svc.app:create_app``. HTTP offers only /healthz,
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from nats.aio.client import Client
 
 from contracts.events import TestRequested
 from mailwarden_runtime.consumer import ConsumerOptions
@@ -16,6 +19,7 @@ from mailwarden_runtime.service import ServiceRuntime
 from tester_svc.config import Settings
 from tester_svc.fake import FakeSuccessRunner
 from tester_svc.handlers import TestRequestedHandler
+from tester_svc.kv import SharedKv
 from tester_svc.resolve import Resolver
 from tester_svc.runner import Runner
 
@@ -29,7 +33,21 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     settings = settings or Settings()
     keyring = load_keyring(settings.transit_keys, "MW_TRANSIT_KEYS", "transit", settings.dev_mode)
     runtime = ServiceRuntime(NAME, settings, uses_database=False)
-    runner = Runner(settings, keyring, tester=runtime.instance, resolver=resolver)
+
+    def connection() -> Client | None:
+        with contextlib.suppress(Exception):  # not connected yet
+            return runtime.broker.connection
+        return None
+
+    shared = None
+    if settings.tester_shared_limits:
+        shared = SharedKv(
+            connection,
+            replicas=settings.stream_replicas,
+            breaker_window_s=settings.tester_breaker_window_s,
+            timeout_s=settings.tester_kv_timeout_s,
+        )
+    runner = Runner(settings, keyring, tester=runtime.instance, resolver=resolver, shared=shared)
     handler = TestRequestedHandler(runner, runtime.publish, NAME)
     if settings.tester_fake_success_for_benchmarks:
         if not settings.dev_mode:
@@ -54,4 +72,23 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     )
     app = runtime.http_app(title="mailwarden tester-svc")
     app.state.runner = runner
+    if shared is not None:
+        _open_buckets_at_start(app, shared)
     return app
+
+
+def _open_buckets_at_start(app: FastAPI, shared: SharedKv) -> None:
+    """Create the KV buckets once connected, so a misconfiguration shows at start.
+
+    Tests that arrive first open them lazily; a failure here is logged, not fatal: the limits
+    fall back to this process's until KV answers.
+    """
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
+        async with inner(application):
+            await shared.open_at_start()
+            yield
+
+    app.router.lifespan_context = lifespan

@@ -31,6 +31,19 @@ class Settings(ServiceSettings, TransitKeySettings):
         3, ge=1, le=100, description="Auth failures per (host, user) in the window that pause logins."
     )
     tester_breaker_window_s: float = Field(900.0, gt=0, description="Auth-failure breaker window.")
+    tester_shared_limits: bool = Field(
+        True,
+        description=(
+            "Share the per-host connection limit and the auth-failure breaker between tester "
+            "processes through JetStream KV (buckets MW_TESTER_HOSTS, MW_TESTER_BREAKER)."
+        ),
+    )
+    tester_kv_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="Deadline of one KV round trip; past it a test falls back to this process's limits.",
+    )
     tester_ehlo_name: str = Field("mailwarden-tester.invalid", description="Name sent in SMTP EHLO.")
     tester_fake_success_for_benchmarks: bool = Field(
         False,

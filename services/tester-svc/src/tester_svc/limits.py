@@ -1,6 +1,16 @@
 """Bounded concurrency (global and per target host) and the auth-failure breaker.
 
-Both live in this process's memory for now: with several testers each enforces its share.
+Each limit has a local part, in this process's memory, and a shared part in JetStream KV
+(:mod:`tester_svc.shared_limits`) that makes it hold across every tester process. The local
+part is always enforced: the per-host semaphore is a fast gate in front of the shared lease
+(no KV round trip for a test that could not get a slot in this process anyway), and every auth
+failure is also recorded locally.
+
+When KV does not answer, a test goes on under the local limits alone, with a warning log, the
+``mailwarden_tester_shared_limits_degraded`` gauge and a ``limits: local`` fact on its steps.
+Denying instead would record an infrastructure outage as a failure in every mailbox's history
+(and alert owners about servers that are fine); the local limits still bound each process, so
+the worst case is the pre-sharing one, N testers times the limit, for the length of the outage.
 """
 
 from __future__ import annotations
@@ -9,11 +19,21 @@ import asyncio
 import hashlib
 import hmac
 import os
+import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tester_svc import metrics
+from tester_svc.kv import KvUnavailable
+from tester_svc.shared_limits import BreakerStore, FailureRecord, HostLeases, Lease
+
+Scope = Literal["shared", "local"]
+WAIT_FIRST_S = 0.02  # first pause while a host is full everywhere; doubles up to WAIT_MAX_S
+WAIT_MAX_S = 0.5
 
 
 @dataclass
@@ -23,15 +43,29 @@ class _HostSlot:
     users: int = 0
 
 
-class ConnectionLimiter:
-    """At most ``global_limit`` connections overall and the target's own maximum per host."""
+@dataclass(frozen=True)
+class SlotInfo:
+    """How the slot was granted: under the shared lease or the local limits only."""
 
-    def __init__(self, global_limit: int) -> None:
+    scope: Scope
+    waited_s: float
+
+
+class ConnectionLimiter:
+    """At most ``global_limit`` connections overall and the target's own maximum per host.
+
+    With ``leases``, the per-host maximum holds across every tester: after the local gate, a
+    test waits (bounded by its own deadline, with growing jittered pauses) for a shared lease.
+    """
+
+    def __init__(self, global_limit: int, leases: HostLeases | None = None) -> None:
         self._global = asyncio.Semaphore(global_limit)
         self._hosts: dict[str, _HostSlot] = {}
+        self._leases = leases
+        self._background: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
-    async def slot(self, host: str, per_host: int) -> AsyncIterator[None]:
+    async def slot(self, host: str, per_host: int) -> AsyncIterator[SlotInfo]:
         key = host.lower()
         entry = self._hosts.get(key)
         if entry is None or (entry.users == 0 and entry.limit != per_host):
@@ -40,12 +74,63 @@ class ConnectionLimiter:
         entry.users += 1
         try:
             # Host first: waiting for a busy host must not hold a global slot others could use.
-            async with entry.semaphore, self._global:
-                yield
+            async with entry.semaphore:
+                info, lease_id, lease = await self._acquire_shared(key, per_host)
+                try:
+                    async with self._global:
+                        yield info
+                finally:
+                    if lease_id is not None:
+                        await self._release(key, lease_id, lease)
         finally:
             entry.users -= 1
             if entry.users == 0 and self._hosts.get(key) is entry:
                 del self._hosts[key]  # no idle entries: the map stays as small as the work
+
+    async def _acquire_shared(self, host: str, limit: int) -> tuple[SlotInfo, str | None, Lease | None]:
+        if self._leases is None:
+            return SlotInfo("local", 0.0), None, None
+        lease_id = self._leases.new_id()
+        started = time.monotonic()
+        pause = WAIT_FIRST_S
+        writing = False
+        try:
+            while True:
+                try:
+                    writing = True
+                    lease = await self._leases.try_acquire(host, limit, lease_id)
+                    writing = False
+                except KvUnavailable:
+                    metrics.LIMIT_FALLBACKS.labels(limit="host").inc()
+                    return SlotInfo("local", time.monotonic() - started), None, None
+                if lease is not None:
+                    waited = time.monotonic() - started
+                    metrics.HOST_SLOT_WAIT.observe(waited)
+                    return SlotInfo("shared", waited), lease_id, lease
+                await asyncio.sleep(random.uniform(pause / 2, pause))
+                pause = min(pause * 2, WAIT_MAX_S)
+        except asyncio.CancelledError:
+            if writing:  # out of time mid-write: the write may have landed before the cancel
+                self._in_background(self._quiet_release(host, lease_id, None))
+            raise
+
+    async def _release(self, host: str, lease_id: str, lease: Lease | None) -> None:
+        """Release even when the test is being cancelled: the release runs to its end regardless."""
+        task = self._in_background(self._quiet_release(host, lease_id, lease))
+        await asyncio.shield(task)
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _quiet_release(self, host: str, lease_id: str, lease: Lease | None) -> None:
+        assert self._leases is not None
+        try:
+            await self._leases.release(host, lease_id, lease)
+        except KvUnavailable:
+            pass  # logged by the KV layer; the lease frees itself at its deadline
 
 
 @dataclass
@@ -104,3 +189,61 @@ class AuthBreaker:
 
     def record_success(self, host: str, username: str) -> None:
         self._entries.pop((host.lower(), username), None)
+
+
+@dataclass(frozen=True)
+class BreakerTicket:
+    """What the check saw, handed back with the outcome (saves a KV read per test)."""
+
+    host: str
+    username: str
+    scope: Scope
+    record: FailureRecord | None = None
+    fingerprint: str = ""
+
+
+class LoginBreaker:
+    """The breaker a test consults: the shared record when KV answers, the local one otherwise.
+
+    The shared record decides while it is available (a success seen by any tester clears it);
+    failures are always recorded locally too, so the local breaker is current for a fallback.
+    """
+
+    def __init__(self, local: AuthBreaker, store: BreakerStore | None = None) -> None:
+        self.local = local
+        self.store = store
+
+    async def check(self, host: str, username: str, password: str) -> tuple[bool, BreakerTicket]:
+        """``(open, ticket)``: open means do not even connect."""
+        if self.store is not None:
+            fingerprint = self.store.fingerprint(host, username, password)
+            try:
+                record = await self.store.read(host, username)
+            except KvUnavailable:
+                metrics.LIMIT_FALLBACKS.labels(limit="breaker").inc()
+            else:
+                ticket = BreakerTicket(host, username, "shared", record, fingerprint)
+                return self.store.is_open(record, fingerprint), ticket
+        ticket = BreakerTicket(host, username, "local")
+        return self.local.is_open(host, username, password), ticket
+
+    async def record_failure(self, ticket: BreakerTicket, password: str) -> None:
+        self.local.record_failure(ticket.host, ticket.username, password)
+        if self.store is None:
+            return
+        fingerprint = ticket.fingerprint or self.store.fingerprint(ticket.host, ticket.username, password)
+        try:
+            await self.store.add_failure(
+                ticket.host, ticket.username, fingerprint, ticket.record or FailureRecord()
+            )
+        except KvUnavailable:
+            pass  # logged by the KV layer; the local record holds for this process
+
+    async def record_success(self, ticket: BreakerTicket) -> None:
+        self.local.record_success(ticket.host, ticket.username)
+        if self.store is None or (ticket.record is not None and ticket.record.empty):
+            return  # nothing recorded: no round trip
+        try:
+            await self.store.clear(ticket.host, ticket.username)
+        except KvUnavailable:
+            pass

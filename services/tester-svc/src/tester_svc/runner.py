@@ -15,17 +15,21 @@ from tester_svc import metrics
 from tester_svc.config import Settings
 from tester_svc.credentials import open_login
 from tester_svc.errors import ProbeError
-from tester_svc.limits import AuthBreaker, ConnectionLimiter
+from tester_svc.kv import KeyHasher, SharedKv, limits_key
+from tester_svc.limits import AuthBreaker, BreakerTicket, ConnectionLimiter, LoginBreaker
 from tester_svc.probes.base import Dialogue, Login, ProbeEnv, ProbeTarget, Protocol, Session, run_probe
 from tester_svc.probes.imap import imap_dialogue
 from tester_svc.probes.pop3 import pop3_dialogue
 from tester_svc.probes.smtp import smtp_dialogue
 from tester_svc.resolve import Resolver, SystemResolver
+from tester_svc.shared_limits import BreakerStore, HostLeases
 from tester_svc.tls import TlsContexts
 from tester_svc.trace import Trace
 from tester_svc.wire import Limits
 
 log = logging.getLogger(__name__)
+# A lease outlives the test deadline by this much (clock differences between testers).
+LEASE_MARGIN_S = 15.0
 
 DIALOGUES: dict[Protocol, Dialogue] = {"imap": imap_dialogue, "pop3": pop3_dialogue, "smtp": smtp_dialogue}
 
@@ -38,16 +42,27 @@ class Runner:
         *,
         tester: str,
         resolver: Resolver | None = None,
+        shared: SharedKv | None = None,
     ) -> None:
+        """``shared``: the KV buckets that make the limits hold across testers (None: this process only)."""
         self.keyring = keyring
         self.tester = tester
         self.test_timeout_s = settings.tester_test_timeout_s
+        threshold, window_s = settings.tester_breaker_threshold, settings.tester_breaker_window_s
+        # Opening the login is instant; the shared breaker check is one KV read with its own deadline.
+        self.credentials_timeout_s = 1.0 + (shared.timeout_s if shared else 0.0)
+        leases: HostLeases | None = None
+        store: BreakerStore | None = None
+        if shared is not None:
+            hasher = KeyHasher(limits_key(keyring))
+            leases = HostLeases(shared, hasher, self.test_timeout_s + LEASE_MARGIN_S)
+            store = BreakerStore(shared, hasher, threshold, window_s)
         self.env = ProbeEnv(
             resolver=resolver or SystemResolver(),
             tls=TlsContexts(settings.tester_ca_file),
             allow_networks=settings.allow_networks,
-            limiter=ConnectionLimiter(settings.tester_concurrency * 2),
-            breaker=AuthBreaker(settings.tester_breaker_threshold, settings.tester_breaker_window_s),
+            limiter=ConnectionLimiter(settings.tester_concurrency * 2, leases),
+            breaker=LoginBreaker(AuthBreaker(threshold, window_s), store),
             step_timeout_s=settings.tester_step_timeout_s,
             dns_timeout_s=settings.tester_dns_timeout_s,
             wire_limits=Limits(settings.tester_max_line_bytes, settings.tester_max_response_bytes),
@@ -81,25 +96,31 @@ class Runner:
             find_marker=find and incoming,
         )
 
-    async def _credentials(self, req: TestRequested, direction: Direction, trace: Trace, host: str) -> Login:
-        async with trace.step("credentials", 1.0) as facts:
+    async def _credentials(
+        self, req: TestRequested, direction: Direction, trace: Trace, host: str
+    ) -> tuple[Login, BreakerTicket]:
+        async with trace.step("credentials", self.credentials_timeout_s) as facts:
             login = open_login(req, direction, self.keyring)
             trace.secrets = login.secret_forms()
             facts["source"] = req.credential_source.value
-            if self.env.breaker.is_open(host, login.username, login.password.get_secret_value()):
+            is_open, ticket = await self.env.breaker.check(
+                host, login.username, login.password.get_secret_value()
+            )
+            facts["limits"] = ticket.scope
+            if is_open:
                 raise ProbeError(ErrorCode.AUTH_BREAKER_OPEN, "recent definite login failures for this user")
-        return login
+        return login, ticket
 
-    def _update_breaker(self, trace: Trace, host: str, login: Login | None) -> None:
-        if login is None:
+    async def _update_breaker(self, trace: Trace, login: Login | None, ticket: BreakerTicket | None) -> None:
+        if login is None or ticket is None:
             return
         for step in trace.steps:
             if step.name != "auth":
                 continue
             if step.ok:
-                self.env.breaker.record_success(host, login.username)
+                await self.env.breaker.record_success(ticket)
             elif step.error_code is ErrorCode.AUTH_FAILED:
-                self.env.breaker.record_failure(host, login.username, login.password.get_secret_value())
+                await self.env.breaker.record_failure(ticket, login.password.get_secret_value())
 
     async def run_direction(
         self, req: TestRequested, direction: Direction, find: bool = False
@@ -111,9 +132,10 @@ class Runner:
         error: ProbeError | None = None
         step: str | None = None
         login: Login | None = None
+        ticket: BreakerTicket | None = None
         try:
             async with asyncio.timeout(self.test_timeout_s):
-                login = await self._credentials(req, direction, trace, target.endpoint.host)
+                login, ticket = await self._credentials(req, direction, trace, target.endpoint.host)
                 await run_probe(Session(self.env, target, trace, login), DIALOGUES[target.protocol])
         except ProbeError as exc:
             error, step = exc, trace.current
@@ -122,7 +144,7 @@ class Runner:
         except Exception:
             log.exception("probe crashed", extra={"test_id": req.test_id, "direction": direction.value})
             error, step = ProbeError(ErrorCode.INTERNAL_ERROR, "tester failure"), trace.current
-        self._update_breaker(trace, target.endpoint.host, login)
+        await self._update_breaker(trace, login, ticket)
         test_error = None
         if error is not None:
             spec = CATALOG[error.code]

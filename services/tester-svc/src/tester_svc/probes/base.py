@@ -21,7 +21,7 @@ from contracts.errors import ErrorCode
 from contracts.models import Endpoint, TlsMode
 from tester_svc.config import Network
 from tester_svc.errors import ProbeError
-from tester_svc.limits import AuthBreaker, ConnectionLimiter
+from tester_svc.limits import ConnectionLimiter, LoginBreaker
 from tester_svc.policy import check_addresses
 from tester_svc.resolve import ResolveError, Resolver, resolve_with_deadline
 from tester_svc.tls import TlsContexts, record_tls
@@ -59,7 +59,7 @@ class ProbeEnv:
     tls: TlsContexts
     allow_networks: Sequence[Network]
     limiter: ConnectionLimiter
-    breaker: AuthBreaker
+    breaker: LoginBreaker
     step_timeout_s: float
     dns_timeout_s: float
     wire_limits: Limits
@@ -169,9 +169,11 @@ async def run_probe(session: Session, dialogue: Dialogue) -> None:
     addresses = await _resolve(session)
     await _policy_addresses(session, addresses)
     target = session.target
-    async with session.env.limiter.slot(session.host, target.max_connections):
+    async with session.env.limiter.slot(session.host, target.max_connections) as slot:
         sock = None
         async with session.trace.step("tcp", target.connect_timeout_s, ErrorCode.TCP_TIMEOUT) as facts:
+            facts["limits"] = slot.scope
+            facts["slot_wait_ms"] = round(slot.waited_s * 1000, 3)
             last: BaseException | None = None
             for address in addresses:
                 try:
