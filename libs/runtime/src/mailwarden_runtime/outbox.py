@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts.envelope import Envelope
 from mailwarden_runtime import metrics
+from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.tracing import attached, carrier
 
@@ -71,10 +72,8 @@ class OutboxRelay:
         self._db = db
         self._collections = list(collections)
         self._publish = publish
-        self._poll = poll_interval_s
         self._batch = batch
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("outbox-relay", self._pass, poll_interval_s)
 
     async def ensure_indexes(self) -> None:
         for name in self._collections:
@@ -82,30 +81,18 @@ class OutboxRelay:
 
     def wake(self) -> None:
         """Called after a write that added events, so they go out now rather than at the next poll."""
-        self._wake.set()
+        self._loop.wake()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         with contextlib.suppress(Exception):
             await self.drain()  # a last pass so a clean stop leaves nothing behind
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
-            self._wake.clear()
-            try:
-                while await self.drain() >= self._batch:
-                    pass
-            except Exception:
-                log.warning("outbox relay pass failed; will retry", exc_info=True)
+    async def _pass(self) -> bool:
+        return await self.drain() >= self._batch
 
     async def drain(self) -> int:
         """One pass over every collection; returns how many documents had events."""
