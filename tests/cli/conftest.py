@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
+from typer.testing import CliRunner
 
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import DovecotServer, SmtpServer, TestCertificates
@@ -65,6 +66,23 @@ async def run_cli(
     return Result(proc.returncode or 0, out.decode(), err.decode())
 
 
+async def run_in_process(*args: str, nats_url: str) -> Result:
+    """The same command through Typer's CliRunner, in a worker thread (the services keep this loop).
+
+    Cheaper than a subprocess (no interpreter start, no imports), for paths that are not about the
+    installed command itself. One at a time: CliRunner swaps the process's stdout and environment.
+    """
+    from mailwarden_cli.main import app
+
+    def invoke() -> Result:
+        result = CliRunner().invoke(app, ["--nats-url", nats_url, *args], env={"COLUMNS": "250"})
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return Result(result.exit_code, result.stdout, result.stderr)
+
+    return await asyncio.to_thread(invoke)
+
+
 @pytest.fixture
 def mailwarden() -> Cli:
     """Run the CLI as a subprocess (``await mailwarden(*args, nats_url=...)``)."""
@@ -76,7 +94,8 @@ class Stack:
     nats_url: str
     dovecot: DovecotServer
     smtp: SmtpServer
-    cli: Cli
+    cli: Cli  # a subprocess: the installed command
+    call: Cli  # in process (CliRunner)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +123,9 @@ async def stack(
     async def cli(*args: str, **kw: object) -> Result:
         return await run_cli(*args, nats_url=nats_url, **kw)  # type: ignore[arg-type]
 
+    async def call(*args: str) -> Result:
+        return await run_in_process(*args, nats_url=nats_url)
+
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
@@ -114,4 +136,4 @@ async def stack(
             ports = [dovecot.imaps_port, dovecot.pop3s_port, smtp_server.port_starttls, smtp_server.port_tls]
             res = await cli("settings", "set", "--allowed-ports", ",".join(map(str, ports)), "--json")
             assert res.code == 0, res
-            yield Stack(nats_url, dovecot, smtp_server, cli)
+            yield Stack(nats_url, dovecot, smtp_server, cli, call)

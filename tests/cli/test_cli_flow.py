@@ -12,23 +12,23 @@ import nats
 import pytest
 
 if TYPE_CHECKING:  # conftest is not importable under --import-mode=importlib; its fixtures are
-    from conftest import Result, Stack
+    from conftest import Cli, Result, Stack
 
 pytestmark = pytest.mark.integration
 
 
-async def until_ok(stack: Stack, *args: str, what: str, tries: int = 20) -> Result:
+async def until_ok(run: Cli, *args: str, what: str, tries: int = 20) -> Result:
     """Repeat a command until it succeeds: mailbox-svc learns new profiles from events, a moment later."""
     for _ in range(tries):
-        res = await stack.cli(*args)
+        res = await run(*args)
         if res.code == 0:
             return res
         await asyncio.sleep(0.3)
     raise AssertionError(f"{what} never succeeded:\n{res}")
 
 
-async def new_profile(stack: Stack, tag: str, owner: str) -> str:
-    res = await stack.cli(
+async def new_profile(stack: Stack, tag: str, owner: str, run: Cli | None = None) -> str:
+    res = await (run or stack.cli)(
         "profile", "create", "--name", f"imap {tag}", "--owner-id", owner, "--owner-email", f"{owner}@example.org",
         "--protocol", "imap", "--host", "127.0.0.1", "--port", str(stack.dovecot.imaps_port), "--tls", "implicit",
         "--smtp-host", "127.0.0.1", "--smtp-port", str(stack.smtp.port_starttls), "--smtp-tls", "starttls", "-q",
@@ -38,10 +38,16 @@ async def new_profile(stack: Stack, tag: str, owner: str) -> str:
 
 
 async def new_mailbox(
-    stack: Stack, profile_id: str, mailbox_id: str, user: str, password: str, owner: str
+    stack: Stack,
+    profile_id: str,
+    mailbox_id: str,
+    user: str,
+    password: str,
+    owner: str,
+    run: Cli | None = None,
 ) -> None:
     await until_ok(
-        stack,
+        run or stack.cli,
         "mailbox", "add", "--id", mailbox_id, "--email", f"{user}@mail.test", "--owner-id", owner,
         "--profile", profile_id, "--username", user, "--password", password, "-q",
         what="mailbox add",
@@ -83,29 +89,35 @@ async def test_quick_tour_profile_mailbox_approve_test_alerts(stack: Stack) -> N
 
 async def test_failed_test_exits_1_with_code_trace_and_alert(stack: Stack) -> None:
     tag = uuid.uuid4().hex[:8]
-    profile_id = await new_profile(stack, tag, f"padmin{tag}")
-    await new_mailbox(stack, profile_id, f"mbx{tag}", "bob", "not-bobs-password", f"owner{tag}")
-    assert (await stack.cli("mailbox", "approve", f"mbx{tag}")).code == 0
+    profile_id = await new_profile(stack, tag, f"padmin{tag}", stack.call)
+    await new_mailbox(stack, profile_id, f"mbx{tag}", "bob", "not-bobs-password", f"owner{tag}", stack.call)
+    assert (await stack.call("mailbox", "approve", f"mbx{tag}")).code == 0
 
     res = await stack.cli("mailbox", "test", f"mbx{tag}", "--wait", "--wait-timeout", "60")
     assert res.code == 1, res
     assert "auth_failed" in res.out and "results by error code" in res.out, res
 
-    res = await stack.cli("mailbox", "show", f"mbx{tag}")
+    res = await stack.call("mailbox", "show", f"mbx{tag}")
     assert res.code == 0, res
     assert "error auth_failed" in res.out and "remediation:" in res.out, res
     assert "not-bobs-password" not in res.out
 
-    res = await stack.cli("alerts", "follow", "--recipient", f"user:padmin{tag}", "--last", "1", "-n", "1")
+    res = await stack.call("alerts", "follow", "--recipient", f"user:padmin{tag}", "--last", "1", "-n", "1")
     assert res.code == 0 and "[error]" in res.out and "auth_failed" in res.out, res
+
+    res = await stack.call("job", "start", profile_id, "--watch", "--wait-timeout", "60", "--json")
+    assert res.code == 1, res  # the job ran to its end, and its one mailbox failed
+    job = json.loads(res.out)
+    assert (job["state"], job["total"], job["done"], job["succeeded"]) == ("completed", 1, 1, 0), job
+    assert sum(job["failed"].values()) == 1, job
 
 
 async def test_csv_import_creates_valid_rows_and_names_bad_ones(stack: Stack, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
-    profile_id = await new_profile(stack, tag, f"padmin{tag}")
+    profile_id = await new_profile(stack, tag, f"padmin{tag}", stack.call)
     await new_mailbox(
-        stack, profile_id, f"probe{tag}", "alice", "alice-pw", f"p{tag}"
-    )  # mailbox-svc knows it
+        stack, profile_id, f"probe{tag}", "alice", "alice-pw", f"p{tag}", stack.call
+    )  # known now
     csv = tmp_path / "mailboxes.csv"
     csv.write_text(
         "mailbox_id,email,owner_id,profile_id,username,password\n"
@@ -115,7 +127,6 @@ async def test_csv_import_creates_valid_rows_and_names_bad_ones(stack: Stack, tm
         f"d{tag},d{tag}@mail.test,o{tag},nosuchprofile,,\n"  # line 5: unknown profile
         f"a{tag},again{tag}@mail.test,o{tag},,,\n"  # line 6: id used twice
     )
-
     res = await stack.cli("mailbox", "import", str(csv), "--json")
     assert res.code == 1, res
     report = json.loads(res.out)
@@ -124,7 +135,7 @@ async def test_csv_import_creates_valid_rows_and_names_bad_ones(stack: Stack, tm
     errors = {(e["row"], e["field"]) for e in report["errors"]}
     assert errors == {(3, "email"), (5, "profile_id"), (6, "mailbox_id")}, report
 
-    res = await stack.cli("mailbox", "list", "--owner-id", f"o{tag}", "--json")
+    res = await stack.call("mailbox", "list", "--owner-id", f"o{tag}", "--json")
     assert sorted(m["mailbox_id"] for m in json.loads(res.out)["items"]) == [f"a{tag}", f"c{tag}"]
 
 
