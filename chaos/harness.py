@@ -1,0 +1,478 @@
+"""The whole system on real servers, for fault scenarios: in-process services and service processes.
+
+Scenarios (``chaos/*.py``) and their fast versions in ``tests/reliability`` share this harness, so
+the ``make test`` run and the ``make chaos`` run check the same things with different counts.
+Services are configured only through the environment, as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+from fastapi import FastAPI
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pymongo import AsyncMongoClient
+
+from contracts.subjects import STREAMS
+from mailwarden_runtime.crypto import KeyRing
+from mailwarden_servers import DovecotServer, NatsServer, TestCertificates, free_port
+from mailwarden_servers.devstack import SERVICES, ServiceProcess, ServiceSpec
+
+Doc = dict[str, Any]
+SERVICE_NAMES = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc")
+# fsync before every ack: what production runs (deploy/helm/nats-values.yaml, deploy/compose/nats.conf).
+NATS_DURABLE_CONFIG = "jetstream { sync_interval: always }\n"
+
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """Set variables while an app reads its settings, then put the old values back."""
+    with _ENV_LOCK:
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, within: float = 60.0) -> Any:
+    """Poll ``check`` until it returns something truthy (the system is asynchronous by design)."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@dataclass
+class Keys:
+    """Fresh key rings for one system (never the dev keys: leaks must be real leaks)."""
+
+    credential: str = field(default_factory=lambda: KeyRing.generate_key_text("cred1"))
+    transit: str = field(default_factory=lambda: KeyRing.generate_key_text("transit1"))
+    webhook: str = field(default_factory=lambda: KeyRing.generate_key_text("hook1"))
+
+    def env(self) -> dict[str, str]:
+        return {
+            "MW_CREDENTIAL_KEYS": self.credential,
+            "MW_TRANSIT_KEYS": self.transit,
+            "MW_ALERT_WEBHOOK_KEYS": self.webhook,
+        }
+
+
+@dataclass
+class Figure:
+    """One scenario's outcome: the printed figure and the problems that fail it."""
+
+    scenario: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def check(self, condition: bool, problem: str) -> None:
+        if not condition:
+            self.problems.append(problem)
+
+    def line(self) -> str:
+        parts = ", ".join(f"{k}={v}" for k, v in self.figures.items())
+        verdict = "PASS" if self.ok else "FAIL: " + "; ".join(self.problems[:10])
+        return f"[{self.scenario}] {parts} -> {verdict}"
+
+
+class InProcess:
+    """One service app in this event loop, with an HTTP client on it."""
+
+    def __init__(self, name: str, app: FastAPI) -> None:
+        self.name = name
+        self.app = app
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=f"http://{name}", timeout=30
+        )
+        self._stack: AsyncExitStack | None = None
+
+    async def start(self) -> None:
+        self._stack = AsyncExitStack()
+        await self._stack.enter_async_context(self.app.router.lifespan_context(self.app))
+
+    async def stop(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+        await self.client.aclose()
+
+
+def build_app(name: str, env: dict[str, str]) -> FastAPI:
+    """``<pkg>.app:create_app()`` with ``env`` in the environment while the settings are read."""
+    with environment(env):
+        if name == "profile-svc":
+            from profile_svc.app import create_app as profile_app
+
+            return profile_app()
+        if name == "mailbox-svc":
+            from mailbox_svc.app import create_app as mailbox_app
+
+            return mailbox_app()
+        if name == "tester-svc":
+            from tester_svc.app import create_app as tester_app
+
+            return tester_app()
+        if name == "alert-svc":
+            from alert_svc.app import create_app as alert_app
+
+            return alert_app()
+    raise ValueError(name)
+
+
+def spec_of(name: str) -> ServiceSpec:
+    return next(s for s in SERVICES if s.name == name)
+
+
+@dataclass
+class MailTarget:
+    """Where the profile points: IMAPS on Dovecot, SMTP with STARTTLS, both with the test CA."""
+
+    host: str
+    imaps_port: int
+    smtp_port: int
+    user: str
+    password: str
+
+
+class System:
+    """Services on one NATS and one MongoDB-wire server; some in-process, some as processes."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        nats_url: str,
+        mongo_uri: str,
+        certs: TestCertificates,
+        *,
+        in_process: tuple[str, ...] = SERVICE_NAMES,
+        tester_processes: int = 0,
+        processes: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        keys: Keys | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.nats_url = nats_url
+        self.mongo_uri = mongo_uri
+        self.certs = certs
+        self.keys = keys or Keys()
+        self.db_prefix = f"t_{uuid.uuid4().hex[:12]}"
+        self.env = {
+            "MW_NATS_URL": nats_url,
+            "MW_MONGODB_URI": mongo_uri,
+            "MW_MONGODB_DB": self.db_prefix,
+            "MW_LOG_SETUP": "false",
+            "MW_TESTER_ALLOW_NETWORKS": "127.0.0.0/8",
+            "MW_TESTER_CA_FILE": str(certs.ca),
+            "MW_TESTER_STEP_TIMEOUT_S": "10",
+            "MW_SCHEDULER_POLL_S": "0.5",
+            "MW_ALERT_CHANNEL_POLL_S": "0.5",
+            **self.keys.env(),
+            **(env or {}),
+        }
+        self.in_process_names = in_process
+        self.process_names = processes
+        self.tester_count = tester_processes
+        self.services: dict[str, InProcess] = {}
+        self.procs: dict[str, ServiceProcess] = {}
+        self.mongo: AsyncMongoClient[Doc] = AsyncMongoClient(mongo_uri, tz_aware=True)
+        self.nc: Any = None
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> System:
+        self.nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        for name in self.in_process_names:
+            svc = InProcess(name, build_app(name, self.env))
+            await svc.start()
+            self.services[name] = svc
+        for name in self.process_names:
+            self.procs[name] = self._process(name, name)
+        for n in range(self.tester_count):
+            self.procs[f"tester-{n}"] = self._process("tester-svc", f"tester-{n}")
+        await asyncio.gather(*(asyncio.to_thread(p.start) for p in self.procs.values()))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        await asyncio.gather(*(asyncio.to_thread(p.stop) for p in self.procs.values()))
+        for svc in reversed(list(self.services.values())):
+            with contextlib.suppress(Exception):
+                await svc.stop()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        await self.mongo.close()
+
+    def _process(self, service: str, instance: str) -> ServiceProcess:
+        env = {**self.env, "MW_LOG_SETUP": "true", "MW_INSTANCE": instance, "MW_LOG_LEVEL": "INFO"}
+        proc = ServiceProcess(self.workdir / "logs", spec_of(service), free_port(), env)
+        proc.name = instance
+        proc.log_path = proc.workdir / f"{instance}.log"
+        return proc
+
+    def http(self, name: str) -> httpx.AsyncClient:
+        """A client on the service, in-process or over HTTP to its process."""
+        if name in self.services:
+            return self.services[name].client
+        if name not in self._clients:
+            self._clients[name] = httpx.AsyncClient(base_url=self.procs[name].url, timeout=30)
+        return self._clients[name]
+
+    def db(self, service: str) -> Any:
+        return self.mongo[f"{self.db_prefix}_{service.replace('-', '_')}"]
+
+    # ---- set-up through the APIs ------------------------------------------------------------
+
+    async def allow_ports(self, ports: list[int]) -> None:
+        profiles = self.http("profile-svc")
+        current = (await profiles.get("/settings")).json()
+        body = {k: v for k, v in current.items() if k in _SETTINGS_FIELDS}
+        body |= {"port_preset": "custom", "allowed_ports": sorted(set(ports))}
+        resp = await profiles.put("/settings", json=body)
+        assert resp.status_code == 200, resp.text
+        version = resp.json().get("version")
+
+        async def known() -> bool:
+            docs = [
+                await self.db("mailbox-svc").settings.find_one({"_id": "org"}),
+                await self.db("alert-svc").org_settings.find_one({"_id": "org"}),
+            ]
+            return all(d is not None and d.get("version", 0) >= (version or 0) for d in docs)
+
+        await eventually(known, "org settings in mailbox-svc and alert-svc", 30)
+
+    async def create_profile(self, target: MailTarget, tag: str) -> str:
+        profiles = self.http("profile-svc")
+        resp = await profiles.post(
+            "/profiles",
+            json={
+                "name": f"profile {tag}",
+                "owner": owner("user", f"padmin{tag}"),
+                "incoming_protocol": "imap",
+                "incoming": {"host": target.host, "port": target.imaps_port, "tls": "implicit"},
+                "use_same_settings_for_outgoing": False,
+                "outgoing": {"host": target.host, "port": target.smtp_port, "tls": "starttls"},
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        profile_id: str = resp.json()["profile_id"]
+
+        async def known() -> bool:
+            return await self.db("mailbox-svc").profiles.find_one({"_id": profile_id}) is not None
+
+        await eventually(known, "the profile in mailbox-svc", 30)
+        return profile_id
+
+    async def create_mailboxes(
+        self, profile_id: str, n: int, tag: str, user: str, password: str
+    ) -> list[str]:
+        """``n`` approved mailboxes of one profile, created in batches of up to 1,000."""
+        mailboxes = self.http("mailbox-svc")
+        ids = [f"m{tag}-{i:05d}" for i in range(n)]
+        for start in range(0, n, 1000):
+            chunk = ids[start : start + 1000]
+            body = {
+                "mailboxes": [
+                    {
+                        "mailbox_id": mid,
+                        "email": f"{mid}@mail.test",
+                        "owner": owner("user", f"o{mid}"),
+                        "profile_id": profile_id,
+                        "credentials": {"username": user, "password": password},
+                    }
+                    for mid in chunk
+                ]
+            }
+            resp = await mailboxes.post("/mailboxes/batch", json=body)
+            assert resp.status_code == 201, resp.text
+            resp = await mailboxes.post("/mailboxes/approve", json={"mailbox_ids": chunk})
+            assert resp.status_code == 200, resp.text
+        return ids
+
+    async def start_job(self, profile_id: str) -> str:
+        resp = await self.http("mailbox-svc").post("/jobs", json={"profile_id": profile_id})
+        assert resp.status_code == 202, resp.text
+        job_id: str = resp.json()["job_id"]
+        return job_id
+
+    async def tested_count(self, profile_id: str) -> int:
+        """Mailboxes of the profile whose test result is applied (nothing pending or scheduled)."""
+        return int(
+            await self.db("mailbox-svc").mailboxes.count_documents(
+                {
+                    "profile_id": profile_id,
+                    "pending_test_id": None,
+                    "last_test_completed_at": {"$ne": None},
+                    "next_retry_at": None,
+                }
+            )
+        )
+
+    async def wait_tested(self, profile_id: str, n: int, within: float) -> None:
+        async def done() -> bool:
+            return await self.tested_count(profile_id) >= n
+
+        await eventually(done, f"{n} mailboxes tested", within)
+
+    # ---- audits ---------------------------------------------------------------------------------
+
+    async def stream_messages(self, stream: str, subject: str | None = None) -> list[tuple[str, bytes]]:
+        """Every message of a stream (or of one subject in it): (subject, body)."""
+        js = self.nc.jetstream()
+        info = await js.stream_info(stream)
+        if info.state.messages == 0:
+            return []
+        psub = await js.pull_subscribe(
+            subject or ">",
+            stream=stream,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=30
+            ),
+        )
+        out: list[tuple[str, bytes]] = []
+        try:
+            while True:
+                try:
+                    msgs = await psub.fetch(512, timeout=1.0)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    break
+                out.extend((m.subject, m.data) for m in msgs)
+                if msgs and msgs[-1].metadata.num_pending == 0:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+        return out
+
+    async def consumer_backlog(self) -> dict[str, tuple[int, int]]:
+        """(num_pending, num_ack_pending) of every durable consumer on our streams."""
+        js = self.nc.jetstream()
+        out: dict[str, tuple[int, int]] = {}
+        for spec in STREAMS:
+            for info in await js.consumers_info(spec.name):
+                if info.config.durable_name:
+                    out[f"{spec.name}/{info.name}"] = (info.num_pending, info.num_ack_pending)
+        return out
+
+    async def wait_quiet(self, within: float = 60.0) -> dict[str, tuple[int, int]]:
+        """Wait until every durable consumer has nothing pending or unacked; returns the last view."""
+        last: dict[str, tuple[int, int]] = {}
+
+        async def quiet() -> bool:
+            nonlocal last
+            last = await self.consumer_backlog()
+            return all(p == 0 and a == 0 for p, a in last.values())
+
+        with contextlib.suppress(AssertionError):
+            await eventually(quiet, "consumers to drain", within)
+        return last
+
+    async def redeliveries(self, durable: str, stream: str, subject: str) -> int:
+        """Deliveries beyond the first: the consumer sequence counts every delivery."""
+        info = await self.nc.jetstream().consumer_info(stream, durable)
+        messages = len(await self.stream_messages(stream, subject))
+        return int(info.delivered.consumer_seq) - messages
+
+    async def status_changes_per_mailbox(self) -> Counter[str]:
+        import json
+
+        counts: Counter[str] = Counter()
+        for _, body in await self.stream_messages("MW_CONFIG", "mailwarden.mailbox.status_changed"):
+            doc = json.loads(body)
+            if doc["producer"] == "mailbox-svc":
+                counts[doc["data"]["mailbox"]["mailbox_id"]] += 1
+        return counts
+
+    async def delivery_audit(self, fig: Figure, profile_id: str, ids: list[str]) -> None:
+        """The checks every delivery scenario shares: one result, one status change, one alert each."""
+        mdb = self.db("mailbox-svc")
+        tested = await self.tested_count(profile_id)
+        fig.figures["completed"] = f"{tested}/{len(ids)}"
+        fig.check(tested == len(ids), f"only {tested} of {len(ids)} tests completed")
+        ok = await mdb.mailboxes.count_documents(
+            {"profile_id": profile_id, "incoming_status": "success", "outgoing_status": "success"}
+        )
+        fig.figures["succeeded"] = ok
+        fig.check(ok == len(ids), f"{len(ids) - ok} mailboxes did not end in success")
+        runs: Counter[str] = Counter()
+        async for run in mdb.test_runs.find({"mailbox_id": {"$in": ids}}, {"mailbox_id": 1}):
+            runs[run["mailbox_id"]] += 1
+        extra_runs = sum(c - 1 for c in runs.values() if c > 1)
+        fig.figures["duplicate_test_runs"] = extra_runs
+        fig.check(extra_runs == 0, f"{extra_runs} duplicate test runs")
+        flips = await self.status_changes_per_mailbox()
+        dup_flips = sum(flips[m] - 1 for m in ids if flips[m] > 1)
+        missing = sum(1 for m in ids if flips[m] == 0)
+        fig.figures["duplicate_status_changes"] = dup_flips
+        fig.check(dup_flips == 0, f"{dup_flips} duplicate MailboxStatusChanged")
+        fig.check(missing == 0, f"{missing} mailboxes without a MailboxStatusChanged")
+        adb = self.db("alert-svc")
+        alerts: Counter[str] = Counter()
+        counted_twice = 0
+        async for alert in adb.alerts.find({"mailbox_id": {"$in": ids}}, {"mailbox_id": 1, "count": 1}):
+            alerts[alert["mailbox_id"]] += 1
+            counted_twice += int(alert.get("count", 1) > 1)
+        dup_alerts = sum(c - 1 for c in alerts.values() if c > 1) + counted_twice
+        fig.figures["duplicate_alerts"] = dup_alerts
+        fig.check(dup_alerts == 0, f"{dup_alerts} duplicate alerts")
+        fig.check(sum(1 for m in ids if alerts[m] == 0) == 0, "mailboxes without their success alert")
+        pending = await mdb.mailboxes.count_documents({"outbox_pending": True})
+        fig.figures["outbox_left"] = pending
+        fig.check(pending == 0, f"{pending} mailboxes still have unpublished events")
+
+
+_SETTINGS_FIELDS = {
+    "default_profile_id", "incoming_delivery", "outgoing_delivery", "act_delivery", "approved_users_only",
+    "approved_queues_only", "alert_levels", "notify_mailbox_owner", "port_preset", "allowed_ports",
+}  # fmt: skip
+
+
+def owner(kind: str, oid: str) -> dict[str, str]:
+    return {"kind": kind, "id": oid, "name": f"{kind} {oid}", "email": f"{oid}@example.org"}
+
+
+@contextlib.asynccontextmanager
+async def private_nats(workdir: Path, config_text: str = NATS_DURABLE_CONFIG) -> AsyncIterator[NatsServer]:
+    """A nats-server of our own (file storage, fsync before ack): no leftover streams or consumers."""
+    server = NatsServer(workdir, config_text=config_text)
+    await asyncio.to_thread(server.start)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+def mail_target(dovecot: DovecotServer, smtp_port: int, user: str, password: str) -> MailTarget:
+    return MailTarget("127.0.0.1", dovecot.imaps_port, smtp_port, user, password)
