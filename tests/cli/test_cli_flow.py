@@ -34,7 +34,8 @@ async def new_profile(stack: Stack, tag: str, owner: str, run: Cli | None = None
         "--smtp-host", "127.0.0.1", "--smtp-port", str(stack.smtp.port_starttls), "--smtp-tls", "starttls", "-q",
     )  # fmt: skip
     assert res.code == 0, res
-    return res.out.strip()
+    profile_id: str = res.out.strip()
+    return profile_id
 
 
 async def new_mailbox(

@@ -99,3 +99,50 @@ async def test_a_service_that_is_not_running_is_named(mailwarden: Cli, bare_nats
     assert res.err.strip() == (
         "error: no mailbox-svc is answering on mailwarden.rpc.mailbox-svc.list: is mailbox-svc running?"
     ), res
+
+
+def test_a_status_event_becomes_one_outcome_with_each_failed_code_once() -> None:
+    from contracts.events import MailboxStatusChanged
+    from contracts.models import TestError
+    from mailwarden_cli.waiting import from_event, summary
+
+    owner = {"kind": "user", "id": "u1", "name": "U"}
+    ref = {
+        "mailbox_id": "m1",
+        "email": "m1@mail.test",
+        "owner": owner,
+        "profile_id": "p1",
+        "profile_owner": owner,
+    }
+    error = TestError(code="auth_failed", step="auth", transient=False, scope="mailbox", message="rejected")
+    failed = MailboxStatusChanged.model_validate(
+        {
+            "mailbox": ref,
+            "test_id": "t1",
+            "incoming_status": "failure",
+            "outgoing_status": "failure",
+            "enabled_incoming": False,
+            "enabled_outgoing": False,
+            "incoming_error": error,
+            "outgoing_error": error,
+        }
+    )
+    outcome = from_event(failed)
+    assert (outcome.ok, outcome.codes, outcome.mailbox_id, outcome.test_id) == (
+        False,
+        ["auth_failed"],
+        "m1",
+        "t1",
+    )
+    passed = MailboxStatusChanged.model_validate(
+        {
+            **failed.model_dump(),
+            "incoming_status": "success",
+            "outgoing_status": "success",
+            "incoming_error": None,
+            "outgoing_error": None,
+        }
+    )
+    assert from_event(passed).ok
+    counts = summary({"m1": outcome, "m2": from_event(passed)}, {"m3": "mailbox_not_approved"}, ["m4"])
+    assert counts == {"auth_failed": 1, "success": 1, "mailbox_not_approved": 1, "still_running": 1}

@@ -21,7 +21,7 @@ Since = Annotated[
     str | None, typer.Option("--since", help="Replay from JetStream since 10m, 2h, 1d or an ISO time.")
 ]
 Last = Annotated[
-    int | None, typer.Option("--last", min=0, help="Replay the last N messages from JetStream first.")
+    int | None, typer.Option("--last", min=1, help="Replay the last N messages from JetStream first.")
 ]
 Count = Annotated[int | None, typer.Option("--count", "-n", min=1, help="Stop after N messages.")]
 JsonLines = Annotated[bool, typer.Option("--json", help="One JSON object per line: subject and message.")]
