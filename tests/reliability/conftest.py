@@ -24,4 +24,3 @@ def infra(
 ) -> Infra:
     """The session's servers; a scenario that stops the database brings its own."""
     return Infra(tmp_path, certs, mongo_uri, dovecot, smtp_server.port_starttls)
-
