@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -146,3 +149,22 @@ def test_a_status_event_becomes_one_outcome_with_each_failed_code_once() -> None
     assert from_event(passed).ok
     counts = summary({"m1": outcome, "m2": from_event(passed)}, {"m3": "mailbox_not_approved"}, ["m4"])
     assert counts == {"auth_failed": 1, "success": 1, "mailbox_not_approved": 1, "still_running": 1}
+
+
+async def test_a_tail_ends_with_one_line_when_nats_goes_away(mailwarden: Cli, bare_nats: NatsServer) -> None:
+    tail = asyncio.create_task(mailwarden("events", "tail", "mailwarden.>", nats_url=bare_nats.url))
+    for _ in range(300):  # until the tail is connected (its subscription follows at once)
+        if tail.done() or await asyncio.to_thread(_connections, bare_nats) > 0:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.to_thread(bare_nats.stop)
+    res = await tail
+    assert res.code == 1, res
+    assert res.err.startswith(f"error: lost the connection to NATS at {bare_nats.url}"), res
+    assert len(res.err.splitlines()) == 1, res
+
+
+def _connections(server: NatsServer) -> int:
+    with urllib.request.urlopen(f"{server.monitor_url}/connz", timeout=2) as resp:
+        count: int = json.load(resp)["num_connections"]
+        return count

@@ -81,6 +81,10 @@ class Bus:
     def __init__(self, options: Options) -> None:
         self.options = options
         self._nc: Client | None = None
+        self.closed = asyncio.Event()  # set when the connection ends, so long waits can stop
+
+    def lost(self) -> CliError:
+        return CliError([f"lost the connection to NATS at {self.options.nats_url}"])
 
     @property
     def nc(self) -> Client:
@@ -95,6 +99,9 @@ class Bus:
         async def remember(exc: Exception) -> None:  # instead of nats-py's traceback per error
             errors.append(exc)
 
+        async def on_close() -> None:
+            self.closed.set()
+
         try:
             self._nc = await asyncio.wait_for(
                 nats.connect(
@@ -105,6 +112,8 @@ class Bus:
                     max_reconnect_attempts=1,  # 0 would mean: forever
                     reconnect_time_wait=0.1,
                     error_cb=remember,
+                    disconnected_cb=on_close,
+                    closed_cb=on_close,
                 ),
                 timeout=self.options.timeout,
             )
@@ -130,6 +139,8 @@ class Bus:
             raise CliError(
                 [f"{service} did not answer within {self.options.timeout:g} s ({subject})"]
             ) from None
+        except NatsError:
+            raise self.lost() from None
         try:
             reply = json.loads(msg.data)
         except (json.JSONDecodeError, UnicodeDecodeError):

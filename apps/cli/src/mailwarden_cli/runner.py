@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import typer
+from nats.errors import Error as NatsError
 from rich.console import Console
 
 from mailwarden_cli.client import Bus, CliError, Options
@@ -35,6 +36,8 @@ def run(ctx: typer.Context, work: Work) -> None:
         code = asyncio.run(main())
     except CliError as exc:
         fail(exc.lines, exc.code)
+    except NatsError as exc:  # the connection went away between two steps
+        fail([f"lost the connection to NATS at {options(ctx).nats_url}: {exc}"])
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if code:

@@ -70,11 +70,24 @@ async def follow(
     shown = 0
     try:
         while count is None or shown < count:
-            msg = await queue.get()
+            msg = await _next(bus, queue)
             if last is not None and since is None and msg.metadata.num_pending >= last:
                 continue  # older than the last N kept for this subject
             handle(msg)
             shown += 1
     finally:
-        await sub.unsubscribe()
+        if not bus.closed.is_set():
+            await sub.unsubscribe()
     return shown
+
+
+async def _next(bus: Bus, queue: asyncio.Queue[Msg]) -> Msg:
+    """The next message, or :meth:`Bus.lost` once the connection is gone (it does not come back)."""
+    getter = asyncio.ensure_future(queue.get())
+    closed = asyncio.ensure_future(bus.closed.wait())
+    await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+    closed.cancel()
+    if getter.done():
+        return getter.result()
+    getter.cancel()
+    raise bus.lost()

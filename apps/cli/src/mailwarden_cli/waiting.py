@@ -102,7 +102,7 @@ class StatusWatch:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        if self._sub is not None:
+        if self._sub is not None and not self.bus.closed.is_set():
             await self._sub.unsubscribe()
 
     async def _on_msg(self, msg: Msg) -> None:

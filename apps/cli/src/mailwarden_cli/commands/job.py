@@ -82,7 +82,8 @@ async def follow(bus: Bus, job_id: str, patience: float) -> dict[str, Any]:
                     pass
                 job = await bus.call(SERVICE, "job_get", {"job_id": job_id})
     finally:
-        await sub.unsubscribe()
+        if not bus.closed.is_set():
+            await sub.unsubscribe()
     return job
 
 
