@@ -179,6 +179,7 @@ class System:
         processes: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         keys: Keys | None = None,
+        service_env: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.workdir = workdir
         self.nats_url = nats_url
@@ -199,6 +200,7 @@ class System:
             **self.keys.env(),
             **(env or {}),
         }
+        self.service_env = service_env or {}
         self.in_process_names = in_process
         self.process_names = processes
         self.tester_count = tester_processes
@@ -213,7 +215,7 @@ class System:
     async def __aenter__(self) -> System:
         self.nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         for name in self.in_process_names:
-            svc = InProcess(name, build_app(name, self.env))
+            svc = InProcess(name, build_app(name, {**self.env, **self.service_env.get(name, {})}))
             await svc.start()
             self.services[name] = svc
         for name in self.process_names:
@@ -236,7 +238,13 @@ class System:
         await self.mongo.close()
 
     def _process(self, service: str, instance: str) -> ServiceProcess:
-        env = {**self.env, "MW_LOG_SETUP": "true", "MW_INSTANCE": instance, "MW_LOG_LEVEL": "INFO"}
+        env = {
+            **self.env,
+            **self.service_env.get(service, {}),
+            "MW_LOG_SETUP": "true",
+            "MW_INSTANCE": instance,
+            "MW_LOG_LEVEL": "INFO",
+        }
         proc = ServiceProcess(self.workdir / "logs", spec_of(service), free_port(), env)
         proc.name = instance
         proc.log_path = proc.workdir / f"{instance}.log"
