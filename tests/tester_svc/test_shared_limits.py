@@ -158,18 +158,36 @@ async def test_a_killed_testers_lease_frees_at_its_deadline(private_nats: NatsSe
         killed = HostLeases(shared, hasher, lease_s=30.0, clock=lambda: now[0])
         alive = HostLeases(shared, hasher, lease_s=30.0, clock=lambda: now[0])
         # The killed tester took both slots and never released them.
-        assert await killed.try_acquire("mail.test", 2, "dead-1") is not None
-        assert await killed.try_acquire("mail.test", 2, "dead-2") is not None
+        held = [await killed.try_acquire("mail.test", 2, f"dead-{i}") for i in range(2)]
+        assert {lease.slot for lease in held if lease is not None} == {0, 1}
         assert await alive.try_acquire("mail.test", 2, "live-1") is None
         now[0] += 29.0
         assert await alive.try_acquire("mail.test", 2, "live-1") is None
         now[0] += 2.0  # past the deadline
-        lease = await alive.try_acquire("mail.test", 2, "live-1")
+        first = await alive.try_acquire("mail.test", 2, "live-1")
+        second = await alive.try_acquire("mail.test", 2, "live-2")
+        assert first is not None and second is not None
+        assert await alive.try_acquire("mail.test", 2, "live-3") is None  # still 2 at most
+        await alive.release(first)
+        revision, raw = await shared.read(HOSTS_BUCKET, first.key)
+        assert revision > first.revision and raw == b"{}"
+        # Its own freed slot is taken back in one write, on the revision it remembers.
+        again = await alive.try_acquire("mail.test", 2, "live-4")
+        assert again is not None and again.slot == first.slot and again.revision == revision + 1
+    finally:
+        await nc.close()
+
+
+async def test_a_cancel_mid_write_leaves_no_lease(private_nats: NatsServer) -> None:
+    nc = await nats.connect(private_nats.url)
+    try:
+        shared = SharedKv(lambda: nc, replicas=1, breaker_window_s=60, timeout_s=2.0)
+        leases = HostLeases(shared, KeyHasher(b"k" * 32), lease_s=30.0)
+        lease = await leases.try_acquire("mail.test", 1, "cut-short")
         assert lease is not None
-        assert set(lease.written) == {"live-1"}  # the dead leases were dropped by this write
-        await alive.release("mail.test", "live-1", lease)
-        revision, raw = await shared.read(HOSTS_BUCKET, alive.key("mail.test"))
-        assert revision > 0 and raw == b"{}"
+        leases._writing["cut-short"] = lease.key  # as if the cancel came before the write's answer
+        await leases.abandon("cut-short")
+        assert await leases.try_acquire("mail.test", 1, "next") is not None
     finally:
         await nc.close()
 

@@ -75,48 +75,46 @@ class ConnectionLimiter:
         try:
             # Host first: waiting for a busy host must not hold a global slot others could use.
             async with entry.semaphore:
-                info, lease_id, lease = await self._acquire_shared(key, per_host)
+                info, lease = await self._acquire_shared(key, per_host)
                 try:
                     async with self._global:
                         yield info
                 finally:
-                    if lease_id is not None:
-                        await self._release(key, lease_id, lease)
+                    if lease is not None:
+                        await self._release(lease)
         finally:
             entry.users -= 1
             if entry.users == 0 and self._hosts.get(key) is entry:
                 del self._hosts[key]  # no idle entries: the map stays as small as the work
 
-    async def _acquire_shared(self, host: str, limit: int) -> tuple[SlotInfo, str | None, Lease | None]:
+    async def _acquire_shared(self, host: str, limit: int) -> tuple[SlotInfo, Lease | None]:
         if self._leases is None:
-            return SlotInfo("local", 0.0), None, None
+            return SlotInfo("local", 0.0), None
         lease_id = self._leases.new_id()
         started = time.monotonic()
         pause = WAIT_FIRST_S
-        writing = False
         try:
             while True:
                 try:
-                    writing = True
                     lease = await self._leases.try_acquire(host, limit, lease_id)
-                    writing = False
                 except KvUnavailable:
                     metrics.LIMIT_FALLBACKS.labels(limit="host").inc()
-                    return SlotInfo("local", time.monotonic() - started), None, None
+                    return SlotInfo("local", time.monotonic() - started), None
                 if lease is not None:
                     waited = time.monotonic() - started
                     metrics.HOST_SLOT_WAIT.observe(waited)
-                    return SlotInfo("shared", waited), lease_id, lease
+                    return SlotInfo("shared", waited), lease
                 await asyncio.sleep(random.uniform(pause / 2, pause))
                 pause = min(pause * 2, WAIT_MAX_S)
         except asyncio.CancelledError:
-            if writing:  # out of time mid-write: the write may have landed before the cancel
-                self._in_background(self._quiet_release(host, lease_id, None))
+            # Out of time: a write in flight may have landed before the cancel.
+            self._in_background(self._quietly(self._leases.abandon(lease_id)))
             raise
 
-    async def _release(self, host: str, lease_id: str, lease: Lease | None) -> None:
+    async def _release(self, lease: Lease) -> None:
         """Release even when the test is being cancelled: the release runs to its end regardless."""
-        task = self._in_background(self._quiet_release(host, lease_id, lease))
+        assert self._leases is not None
+        task = self._in_background(self._quietly(self._leases.release(lease)))
         await asyncio.shield(task)
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -125,10 +123,10 @@ class ConnectionLimiter:
         task.add_done_callback(self._background.discard)
         return task
 
-    async def _quiet_release(self, host: str, lease_id: str, lease: Lease | None) -> None:
-        assert self._leases is not None
+    @staticmethod
+    async def _quietly(release: Coroutine[Any, Any, None]) -> None:
         try:
-            await self._leases.release(host, lease_id, lease)
+            await release
         except KvUnavailable:
             pass  # logged by the KV layer; the lease frees itself at its deadline
 

@@ -1,9 +1,9 @@
 """The two shared limits on top of :mod:`tester_svc.kv`: host leases and the auth-failure record.
 
-Host leases: one key per target host holds ``{lease id: deadline}``; a tester takes a slot by
-writing the live leases plus its own with the revision it read (compare-and-set), so across all
-testers at most ``limit`` leases are live. Deadlines are wall-clock times that outlive the test
-deadline: a tester killed mid-test leaves a lease that the next writer drops once it has expired.
+Host leases: a host has ``limit`` slot keys; a tester takes a free or expired slot with a
+compare-and-set write of ``{lease id, deadline}``, so across all testers at most ``limit`` leases
+are live. Deadlines are wall-clock times that outlive the test deadline: a slot left by a tester
+killed mid-test is taken over by the next tester once its deadline has passed.
 
 Breaker record: one key per (host, user) holds the recent failure times and fingerprints of the
 passwords that definitely failed (keyed hashes), so every tester refuses a login that another
@@ -13,6 +13,7 @@ tester saw fail. Values carry their own times; bucket TTLs only clean up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -20,10 +21,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tester_svc.kv import BREAKER_BUCKET, HOSTS_BUCKET, Conflict, KeyHasher, SharedKv
+from tester_svc.kv import BREAKER_BUCKET, HOSTS_BUCKET, Conflict, KeyHasher, KvUnavailable, SharedKv
 
 CAS_ATTEMPTS = 5
 MAX_FINGERPRINTS = 16
+PROBE_BATCH = 8  # slots read at once (in parallel) while looking for a free one
+PROBE_SLOTS = 16  # slots looked at per attempt: all of them up to this limit, a random sample above
+MAX_FREED = 64
 
 
 def _jitter() -> float:
@@ -33,19 +37,22 @@ def _jitter() -> float:
 @dataclass(frozen=True)
 class Lease:
     key: str
+    slot: int
     lease_id: str
     revision: int
-    written: dict[str, float]
 
 
-def _decode_leases(raw: bytes) -> dict[str, float]:
-    if not raw:
-        return {}
+FREE = b"{}"
+
+
+def _held(raw: bytes, now: float) -> bool:
+    """Whether a slot's value is a lease that has not expired (unreadable: free, never stuck)."""
+    if not raw or raw == FREE:
+        return False
     try:
-        data = json.loads(raw)
-        return {str(k): float(v) for k, v in data.items()}
-    except (ValueError, TypeError, AttributeError):
-        return {}  # unreadable: treat as free rather than blocking the host for ever
+        return float(json.loads(raw)["until"]) > now
+    except (ValueError, TypeError, KeyError):
+        return False
 
 
 def _encode(data: object) -> bytes:
@@ -53,7 +60,13 @@ def _encode(data: object) -> bytes:
 
 
 class HostLeases:
-    """At most ``limit`` live leases per host across every tester."""
+    """At most ``limit`` live leases per host across every tester: one KV key per slot.
+
+    A slot is taken by a compare-and-set write on the revision read (free, expired or never
+    written), released by writing it free again. Keys are ``<host hash>.<slot>``, so testers
+    contend per slot, not on one hot key per host. This process remembers the slots it freed and
+    their revisions, so on a busy host the next test takes one back in a single round trip.
+    """
 
     def __init__(
         self, kv: SharedKv, hasher: KeyHasher, lease_s: float, clock: Callable[[], float] = time.time
@@ -62,6 +75,8 @@ class HostLeases:
         self.hasher = hasher
         self.lease_s = lease_s
         self._clock = clock
+        self._freed: dict[str, list[tuple[int, int]]] = {}  # host hash -> [(slot, revision)]
+        self._writing: dict[str, str] = {}  # lease id -> slot key of a write in flight
 
     def key(self, host: str) -> str:
         return self.hasher.digest("host", host.lower())
@@ -69,42 +84,67 @@ class HostLeases:
     def new_id(self) -> str:
         return uuid.uuid4().hex[:16]
 
+    async def _take(self, host_key: str, slot: int, revision: int, lease_id: str) -> Lease | None:
+        key = f"{host_key}.{slot}"
+        value = _encode({"id": lease_id, "until": self._clock() + self.lease_s})
+        self._writing[lease_id] = key  # left in place when cancelled mid-write: see abandon()
+        try:
+            new = await self.kv.write(HOSTS_BUCKET, key, value, revision)
+        except Conflict:
+            self._writing.pop(lease_id, None)
+            return None
+        except KvUnavailable:
+            self._writing.pop(lease_id, None)
+            raise
+        self._writing.pop(lease_id, None)
+        return Lease(key, slot, lease_id, new)
+
     async def try_acquire(self, host: str, limit: int, lease_id: str) -> Lease | None:
-        """A lease, or None while the host is full (or too contended right now)."""
-        key = self.key(host)
-        for _ in range(CAS_ATTEMPTS):
-            revision, raw = await self.kv.read(HOSTS_BUCKET, key)
+        """A lease, or None when the slots looked at are all held by live leases."""
+        host_key = self.key(host)
+        freed = self._freed.get(host_key, [])
+        while freed:
+            slot, revision = freed.pop()
+            if slot < limit and (lease := await self._take(host_key, slot, revision, lease_id)):
+                return lease
+        order = random.sample(range(limit), min(limit, PROBE_SLOTS))
+        for start in range(0, len(order), PROBE_BATCH):
+            batch = order[start : start + PROBE_BATCH]
+            reads = await asyncio.gather(
+                *(self.kv.read(HOSTS_BUCKET, f"{host_key}.{i}") for i in batch), return_exceptions=True
+            )
             now = self._clock()
-            live = {i: d for i, d in _decode_leases(raw).items() if d > now and i != lease_id}
-            if len(live) >= limit:
-                return None
-            live[lease_id] = now + self.lease_s
-            try:
-                new = await self.kv.write(HOSTS_BUCKET, key, _encode(live), revision)
-            except Conflict:
-                await asyncio.sleep(_jitter())
-                continue
-            return Lease(key, lease_id, new, live)
+            for slot, result in zip(batch, reads, strict=True):
+                if isinstance(result, BaseException):
+                    raise result
+                revision, raw = result
+                if not _held(raw, now) and (lease := await self._take(host_key, slot, revision, lease_id)):
+                    return lease
         return None
 
-    async def release(self, host: str, lease_id: str, lease: Lease | None = None) -> None:
-        """Drop the lease; the first try writes on top of our own write (one round trip)."""
-        key = self.key(host)
-        revision, leases = (lease.revision, lease.written) if lease else (-1, {})
-        for _ in range(CAS_ATTEMPTS):
-            if revision < 0:
-                revision, raw = await self.kv.read(HOSTS_BUCKET, key)
-                leases = _decode_leases(raw)
-            if lease_id not in leases:
-                return
-            now = self._clock()
-            rest = {i: d for i, d in leases.items() if d > now and i != lease_id}
-            try:
-                await self.kv.write(HOSTS_BUCKET, key, _encode(rest), revision)
-                return
-            except Conflict:
-                revision = -1
-        # Still contended: the lease frees itself at its deadline.
+    async def release(self, lease: Lease) -> None:
+        """Free the slot, unless our lease expired and another tester has taken it since."""
+        try:
+            new = await self.kv.write(HOSTS_BUCKET, lease.key, FREE, lease.revision)
+        except Conflict:
+            return
+        freed = self._freed.setdefault(lease.key.rsplit(".", 1)[0], [])
+        if len(freed) < MAX_FREED:
+            freed.append((lease.slot, new))
+
+    async def abandon(self, lease_id: str) -> None:
+        """After a cancel mid-write: free the slot if the write landed."""
+        key = self._writing.pop(lease_id, None)
+        if key is None:
+            return
+        revision, raw = await self.kv.read(HOSTS_BUCKET, key)
+        try:
+            held_by = json.loads(raw).get("id") if raw else None
+        except (ValueError, AttributeError):
+            return
+        if held_by == lease_id:
+            with contextlib.suppress(Conflict):
+                await self.kv.write(HOSTS_BUCKET, key, FREE, revision)
 
 
 @dataclass
