@@ -237,6 +237,14 @@ class System:
                 await self.nc.close()
         await self.mongo.close()
 
+    async def restart(self, name: str, env: dict[str, str]) -> None:
+        """Stop an in-process service and start it again with ``env`` added (e.g. new keys)."""
+        await self.services[name].stop()
+        self.service_env[name] = {**self.service_env.get(name, {}), **env}
+        svc = InProcess(name, build_app(name, {**self.env, **self.service_env[name]}))
+        await svc.start()
+        self.services[name] = svc
+
     def _process(self, service: str, instance: str) -> ServiceProcess:
         env = {
             **self.env,
