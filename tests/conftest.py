@@ -12,10 +12,14 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
+
+from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import (
     DovecotServer,
     MongoWireServer,
@@ -70,7 +74,12 @@ def containers() -> Iterator[dict[str, str]]:
         wait_for_logs(nats_c, "Server is ready", timeout=60)
         wait_for_logs(mongo_c, "Waiting for connections", timeout=120)
         code, out = mongo_c.exec(
-            ["mongosh", "--quiet", "--eval", "rs.initiate({_id:'rs0',members:[{_id:0,host:'localhost:27017'}]}).ok"]
+            [
+                "mongosh",
+                "--quiet",
+                "--eval",
+                "rs.initiate({_id:'rs0',members:[{_id:0,host:'localhost:27017'}]}).ok",
+            ]
         )
         if code != 0:
             pytest.fail(f"could not initiate the MongoDB replica set: {out!r}")
@@ -155,3 +164,48 @@ def smtp_server(certs: TestCertificates) -> Iterator[SmtpServer]:
     """In-process SMTP: STARTTLS, implicit TLS and a plain port, users alice/bob."""
     with SmtpServer(certs, MAIL_USERS, plain=True) as server:
         yield server
+
+
+ServicesFactory = Callable[[], AbstractAsyncContextManager[dict[str, FastAPI]]]
+
+
+@pytest.fixture(scope="session")
+def mailwarden_services(nats_url: str, mongo_uri: str, certs: TestCertificates) -> ServicesFactory:
+    """Factory: ``async with mailwarden_services() as apps`` runs all four services in-process.
+
+    Configured only through the environment, as in production, with fresh key rings and a fresh
+    database prefix each time; the tester may reach loopback and trusts the test CA.
+    """
+
+    @asynccontextmanager
+    async def run() -> AsyncIterator[dict[str, FastAPI]]:
+        env = {
+            "MW_NATS_URL": nats_url,
+            "MW_MONGODB_URI": mongo_uri,
+            "MW_MONGODB_DB": f"t_{uuid.uuid4().hex[:12]}",
+            "MW_LOG_SETUP": "false",
+            "MW_CREDENTIAL_KEYS": KeyRing.generate_key_text("cred1"),
+            "MW_TRANSIT_KEYS": KeyRing.generate_key_text("transit1"),
+            "MW_ALERT_WEBHOOK_KEYS": KeyRing.generate_key_text("hook1"),
+            "MW_TESTER_ALLOW_NETWORKS": "127.0.0.0/8",
+            "MW_TESTER_CA_FILE": str(certs.ca),
+            "MW_TESTER_STEP_TIMEOUT_S": "10",
+        }
+        from alert_svc.app import create_app as alert_app
+        from mailbox_svc.app import create_app as mailbox_app
+        from profile_svc.app import create_app as profile_app
+        from tester_svc.app import create_app as tester_app
+
+        factories = {"profile": profile_app, "mailbox": mailbox_app, "alert": alert_app, "tester": tester_app}
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            async with AsyncExitStack() as stack:
+                apps: dict[str, FastAPI] = {}
+                for name, factory in factories.items():
+                    app = factory()
+                    await stack.enter_async_context(app.router.lifespan_context(app))
+                    apps[name] = app
+                yield apps
+
+    return run

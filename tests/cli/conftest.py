@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +19,7 @@ import pytest
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
-from mailwarden_runtime.crypto import KeyRing
-from mailwarden_servers import DovecotServer, SmtpServer, TestCertificates
+from mailwarden_servers import DovecotServer, SmtpServer
 
 MAILWARDEN = Path(sys.executable).with_name("mailwarden")
 
@@ -100,25 +98,12 @@ class Stack:
 
 @pytest.fixture(scope="module")
 async def stack(
-    nats_url: str, mongo_uri: str, dovecot: DovecotServer, smtp_server: SmtpServer, certs: TestCertificates
+    nats_url: str,
+    dovecot: DovecotServer,
+    smtp_server: SmtpServer,
+    mailwarden_services: Callable[[], AbstractAsyncContextManager[dict[str, FastAPI]]],
 ) -> AsyncIterator[Stack]:
     """The four services with their own database, and the ports of the test servers allowed (by the CLI)."""
-    env = {
-        "MW_NATS_URL": nats_url,
-        "MW_MONGODB_URI": mongo_uri,
-        "MW_MONGODB_DB": f"t_{uuid.uuid4().hex[:12]}",
-        "MW_LOG_SETUP": "false",
-        "MW_CREDENTIAL_KEYS": KeyRing.generate_key_text("cred1"),
-        "MW_TRANSIT_KEYS": KeyRing.generate_key_text("transit1"),
-        "MW_ALERT_WEBHOOK_KEYS": KeyRing.generate_key_text("hook1"),
-        "MW_TESTER_ALLOW_NETWORKS": "127.0.0.0/8",
-        "MW_TESTER_CA_FILE": str(certs.ca),
-        "MW_TESTER_STEP_TIMEOUT_S": "10",
-    }
-    from alert_svc.app import create_app as alert_app
-    from mailbox_svc.app import create_app as mailbox_app
-    from profile_svc.app import create_app as profile_app
-    from tester_svc.app import create_app as tester_app
 
     async def cli(*args: str, **kw: object) -> Result:
         return await run_cli(*args, nats_url=nats_url, **kw)  # type: ignore[arg-type]
@@ -126,14 +111,8 @@ async def stack(
     async def call(*args: str) -> Result:
         return await run_in_process(*args, nats_url=nats_url)
 
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        async with AsyncExitStack() as stack:
-            for factory in (profile_app, mailbox_app, alert_app, tester_app):
-                app: FastAPI = factory()
-                await stack.enter_async_context(app.router.lifespan_context(app))
-            ports = [dovecot.imaps_port, dovecot.pop3s_port, smtp_server.port_starttls, smtp_server.port_tls]
-            res = await cli("settings", "set", "--allowed-ports", ",".join(map(str, ports)), "--json")
-            assert res.code == 0, res
-            yield Stack(nats_url, dovecot, smtp_server, cli, call)
+    async with mailwarden_services():
+        ports = [dovecot.imaps_port, dovecot.pop3s_port, smtp_server.port_starttls, smtp_server.port_tls]
+        res = await cli("settings", "set", "--allowed-ports", ",".join(map(str, ports)), "--json")
+        assert res.code == 0, res
+        yield Stack(nats_url, dovecot, smtp_server, cli, call)

@@ -10,7 +10,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,7 @@ import nats
 import pytest
 from fastapi import FastAPI
 
-from mailwarden_runtime.crypto import KeyRing
-from mailwarden_servers import DovecotServer, SmtpServer, TestCertificates
+from mailwarden_servers import DovecotServer, SmtpServer
 
 pytestmark = pytest.mark.integration
 
@@ -38,32 +37,11 @@ class System:
 @pytest.fixture
 async def system(
     nats_url: str,
-    mongo_uri: str,
     dovecot: DovecotServer,
     smtp_server: SmtpServer,
-    certs: TestCertificates,
-    monkeypatch: pytest.MonkeyPatch,
+    mailwarden_services: Callable[[], AbstractAsyncContextManager[dict[str, FastAPI]]],
 ) -> AsyncIterator[System]:
-    """All four services in-process, configured only through the environment, as in production."""
-    env = {
-        "MW_NATS_URL": nats_url,
-        "MW_MONGODB_URI": mongo_uri,
-        "MW_MONGODB_DB": f"t_{uuid.uuid4().hex[:12]}",
-        "MW_LOG_SETUP": "false",
-        "MW_CREDENTIAL_KEYS": KeyRing.generate_key_text("cred1"),
-        "MW_TRANSIT_KEYS": KeyRing.generate_key_text("transit1"),
-        "MW_ALERT_WEBHOOK_KEYS": KeyRing.generate_key_text("hook1"),
-        "MW_TESTER_ALLOW_NETWORKS": "127.0.0.0/8",
-        "MW_TESTER_CA_FILE": str(certs.ca),
-        "MW_TESTER_STEP_TIMEOUT_S": "10",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    from alert_svc.app import create_app as alert_app
-    from mailbox_svc.app import create_app as mailbox_app
-    from profile_svc.app import create_app as profile_app
-    from tester_svc.app import create_app as tester_app
-
+    """All four services in-process; the org allows the test servers' ports."""
     alert_messages: list[dict[str, Any]] = []
     nc = await nats.connect(nats_url)
 
@@ -71,14 +49,12 @@ async def system(
         alert_messages.append({"subject": msg.subject, **json.loads(msg.data)})
 
     await nc.subscribe("mailwarden.alerts.>", cb=on_alert)
-    async with AsyncExitStack() as stack:
-        clients = []
-        for factory in (profile_app, mailbox_app, alert_app, tester_app):
-            app: FastAPI = factory()
-            await stack.enter_async_context(app.router.lifespan_context(app))
+    async with mailwarden_services() as apps, AsyncExitStack() as stack:
+        clients = {}
+        for name, app in apps.items():
             client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
-            clients.append(await stack.enter_async_context(client))
-        settings = await clients[0].get("/settings")
+            clients[name] = await stack.enter_async_context(client)
+        settings = await clients["profile"].get("/settings")
         body = {**settings.json(), "port_preset": "custom"}
         body["allowed_ports"] = [
             dovecot.imaps_port,
@@ -88,9 +64,16 @@ async def system(
             smtp_server.port_tls,
         ]
         body = {k: v for k, v in body.items() if k in _SETTINGS_FIELDS}
-        resp = await clients[0].put("/settings", json=body)
+        resp = await clients["profile"].put("/settings", json=body)
         assert resp.status_code == 200, resp.text
-        yield System(clients[0], clients[1], clients[2], clients[3], nats_url, alert_messages)
+        yield System(
+            clients["profile"],
+            clients["mailbox"],
+            clients["alert"],
+            clients["tester"],
+            nats_url,
+            alert_messages,
+        )
     await nc.close()
 
 
