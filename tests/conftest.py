@@ -196,7 +196,12 @@ def mailwarden_services(nats_url: str, mongo_uri: str, certs: TestCertificates) 
         from profile_svc.app import create_app as profile_app
         from tester_svc.app import create_app as tester_app
 
-        factories = {"profile": profile_app, "mailbox": mailbox_app, "alert": alert_app, "tester": tester_app}
+        factories: dict[str, Callable[[], FastAPI]] = {
+            "profile": profile_app,
+            "mailbox": mailbox_app,
+            "alert": alert_app,
+            "tester": tester_app,
+        }
         with pytest.MonkeyPatch.context() as mp:
             for key, value in env.items():
                 mp.setenv(key, value)
