@@ -9,8 +9,6 @@ publishes the summary at once.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -25,6 +23,7 @@ from mailbox_svc.models import JobView
 from mailbox_svc.repository import Repository
 from mailbox_svc.testing import Rings, TestRefused, build_request, job_test_id, pending_fields
 from mailwarden_runtime.http import DomainError
+from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
 
@@ -54,8 +53,9 @@ class JobRunner:
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         self.poll_s = poll_s
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop(
+            "job-runner", self._pass, poll_s, min_pause_s=min(poll_s, MIN_PASS_INTERVAL_S)
+        )
 
     # ---- operations --------------------------------------------------------------------------
 
@@ -160,29 +160,17 @@ class JobRunner:
     # ---- background work ---------------------------------------------------------------------
 
     def wake(self, _: str | None = None) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="job-runner")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
-            self._wake.clear()
-            try:
-                await self.run_once()
-            except Exception:
-                log.warning("job runner pass failed; will retry", exc_info=True)
-            # Results arrive in bursts: one pass per short pause serves them all, not one pass each.
-            await asyncio.sleep(min(self.poll_s, MIN_PASS_INTERVAL_S))
+    async def _pass(self) -> bool:
+        await self.run_once()
+        return False
 
     async def run_once(self) -> None:
         """Expand what can be expanded now, and close jobs whose results are all in."""

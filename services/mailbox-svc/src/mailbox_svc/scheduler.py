@@ -6,8 +6,6 @@ update on the retry time it was picked with, so two replicas never both send it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +15,7 @@ from contracts.events import Event
 from mailbox_svc.clock import utcnow
 from mailbox_svc.repository import Repository
 from mailbox_svc.testing import Rings, TestRefused, build_request, pending_fields
+from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.outbox import outbox_entry, with_outbox
 
 log = logging.getLogger(__name__)
@@ -38,26 +37,16 @@ class RetryScheduler:
         self.envelop = envelop
         self.wake_relay = wake_relay
         self.poll_s = poll_s
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("retry-scheduler", self._pass, poll_s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="retry-scheduler")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                while await self.run_once() >= BATCH:
-                    pass
-            except Exception:
-                log.warning("retry pass failed; will retry", exc_info=True)
-            await asyncio.sleep(self.poll_s)
+    async def _pass(self) -> bool:
+        return await self.run_once() >= BATCH
 
     async def run_once(self) -> int:
         """Send every due retry; returns how many were due."""

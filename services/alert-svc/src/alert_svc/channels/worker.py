@@ -2,45 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from abc import ABC, abstractmethod
 
-log = logging.getLogger(__name__)
+from mailwarden_runtime.loop import BackgroundLoop
 
 
 class PollingWorker(ABC):
+    """A channel worker: ``run_once`` drains what is due; woken on new work, else polled."""
+
     name = "worker"
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._loop = BackgroundLoop(self.name, self._pass, interval_s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self.name)
+        self._loop.start()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.warning("%s pass failed; will retry", self.name, exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
-            self._wake.clear()
+    async def _pass(self) -> bool:
+        await self.run_once()
+        return False
 
     @abstractmethod
     async def run_once(self) -> None:
-        """Handle whatever is due now."""
+        """One pass over due work."""
