@@ -9,6 +9,7 @@ from bench.models import RunResult
 __all__ = ["format_tables", "ratio"]
 
 _GROUPS = ("client", "dovecot", "smtp", "proxy")
+_SYSTEM = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc", "nats", "mongo")
 
 
 def _reference(rows: Sequence[RunResult], row: RunResult, runner: str) -> RunResult | None:
@@ -68,6 +69,10 @@ def format_tables(rows: Sequence[RunResult]) -> str:
                    "x seq", "x limit", "p50 ms", "p95 ms", "p99 ms", "fail/exp"]  # fmt: skip
     res_header = ["RTT", "runner", "variant", "CPU ms/test",
                   *(f"{g} CPU s / peak MB" for g in _GROUPS), "other CPU s"]  # fmt: skip
+    tables = [_table(perf_header, perf), _table(res_header, res)]
+    system = [r for r in rows if "mongo" in r.usage]
+    if system:
+        tables.append(_system_table(system))
     notes = (
         "* wall time extrapolated to N from the tests run (tests/s is measured).\n"
         "x seq / x limit: tests/s over the sequential baseline / the limit at the same RTT and variant.\n"
@@ -75,4 +80,32 @@ def format_tables(rows: Sequence[RunResult]) -> str:
         "CPU ms/test: client + servers + proxies per test run. other CPU s: the rest of the machine\n"
         "was busy that long during the run (other load; should be near 0 for a clean measurement)."
     )
-    return "\n\n".join([_table(perf_header, perf), _table(res_header, res), notes])
+    if system:
+        notes += (
+            "\nmailwarden rows: per process CPU s / peak MB; ms/test: our four services, nats-server\n"
+            "(bus) and SecantusDB (db); DB w/r per test: write / read commands from serverStatus\n"
+            "opcounters; alert p50: TestRequested -> AlertRaised; tester RSS after the row / tests\n"
+            "that tester process has run so far."
+        )
+    return "\n\n".join([*tables, notes])
+
+
+def _system_table(rows: Sequence[RunResult]) -> str:
+    header = ["RTT", "runner", "variant", "svc ms/test", "bus ms/test", "db ms/test",
+              *(f"{g} CPU s / MB" for g in _SYSTEM), "DB w/r per test", "alert p50 ms",
+              "tester RSS MB / tests"]  # fmt: skip
+    body = []
+    for r in rows:
+        e = r.extra
+        cells = [f"{r.rtt_ms:g} ms", r.runner, r.variant, f"{e.get('services_cpu_ms_per_test', 0)}",
+                 f"{e.get('bus_cpu_ms_per_test', 0)}", f"{e.get('db_cpu_ms_per_test', 0)}"]  # fmt: skip
+        for g in _SYSTEM:
+            u = r.usage.get(g)
+            cells.append("-" if u is None else f"{u.cpu_s:.1f} / {u.peak_rss_mb:.0f}")
+        cells += [
+            f"{e.get('db_writes_per_test', 0)} / {e.get('db_reads_per_test', 0)}",
+            f"{float(e.get('p50_alert_ms', 0)):.0f}",
+            f"{e.get('tester_rss_mb_end', 0)} / {e.get('tester_tests_served', 0)}",
+        ]
+        body.append(cells)
+    return _table(header, body)

@@ -21,16 +21,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/run.py`: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.e2e import MailwardenBench, MailwardenRunner
 from bench.mailboxes import client_mailboxes, make_users, save_mailboxes
 from bench.models import BenchReport, RunResult
 from bench.report import format_tables
 from bench.runners import ClientLoopRunner, Runner, RunPlan
 from bench.stack import MailStack
+from bench.system import TesterConfig
 
 __all__ = ["main", "parse_args"]
 
@@ -52,6 +55,16 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("comma-separated process counts, e.g. 1,2,4") from exc
+    if any(v < 1 or v > 16 for v in values):
+        raise argparse.ArgumentTypeError("each count must be within 1..16")
+    return values
 
 
 def _fraction(text: str) -> float:
@@ -77,12 +90,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--proxy-at-zero", action="store_true",
                    help="RTT 0 through a 0-delay proxy (default: direct to the servers)")  # fmt: skip
     p.add_argument("--no-warmup", action="store_true", help="skip the first pass that creates the maildirs")
+    p.add_argument("--no-mailwarden", action="store_true",
+                   help="skip the mailwarden end-to-end, overhead and scale-out rows")  # fmt: skip
+    p.add_argument("--mailwarden-sample", type=_positive, default=200, metavar="M",
+                   help="mailboxes in the end-to-end rows (SecantusDB bounds them at a few tests/s); "
+                        "wall time is extrapolated to N")  # fmt: skip
+    p.add_argument("--system-env", action="append", default=[], metavar="MW_X=V",
+                   help="extra environment for mailwarden's processes (repeatable), "
+                        "e.g. MW_TESTER_SHARED_LIMITS=false")  # fmt: skip
+    p.add_argument("--tester-concurrency", type=_positive, default=None, metavar="C",
+                   help="tests in flight in mailwarden's tester (default: --concurrency)")  # fmt: skip
+    p.add_argument("--scale-out", type=_counts, default=[1, 2, 4], metavar="K,K",
+                   help="tester process counts for the scale-out rows (total concurrency kept); '' = none")  # fmt: skip
+    p.add_argument("--scale-out-rtt", type=float, default=0.0, metavar="MS",
+                   help="RTT of the scale-out rows (default 0: where the tester's CPU is the bound)")  # fmt: skip
     p.add_argument("--timeout", type=float, default=30.0, help="per-operation client timeout, s")
     p.add_argument("--json", type=Path, default=None, help="write every figure as JSON here")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir, removed after")
     args = p.parse_args(argv)
     if args.large:
         args.mailboxes = LARGE
+    for item in args.system_env:
+        if "=" not in item or not item.startswith("MW_"):
+            p.error(f"--system-env takes MW_NAME=value, not {item!r}")
+    if args.tester_concurrency is None:
+        args.tester_concurrency = args.concurrency
     return args
 
 
@@ -129,6 +161,47 @@ def run(args: argparse.Namespace, workdir: Path) -> list[RunResult]:
         return RunPlan(rtt, wrong_label if bad else "valid", boxes, path, min(count, n),
                        args.concurrency, label)  # fmt: skip
 
+    results: list[RunResult] = []
+    started = time.monotonic()
+    _log(f"starting Dovecot and SMTP with {n:,} users in {workdir} ...")
+    with MailStack(workdir / "stack", users, proxy_at_zero=args.proxy_at_zero) as stack:
+        _log(f"servers up after {time.monotonic() - started:.1f}s")
+        e2e = (
+            None
+            if args.no_mailwarden
+            else MailwardenBench(workdir, stack, args.rtt, n, dict(e.split("=", 1) for e in args.system_env))
+        )
+        schedule = _schedule(args, plan, limit, sequential, e2e, bool(wrong))
+        try:
+            _run_schedule(schedule, stack, results)
+        finally:
+            if e2e is not None:
+                e2e.close()
+    _log(f"done in {time.monotonic() - started:.0f}s")
+    return results
+
+
+def _schedule(
+    args: argparse.Namespace,
+    plan: Callable[..., RunPlan],
+    limit: Runner,
+    sequential: Runner,
+    e2e: MailwardenBench | None,
+    wrong: bool,
+) -> list[tuple[Runner, RunPlan]]:
+    """Per RTT: limit, sequential, then mailwarden; then the wrong-password mailwarden row (once,
+    at 50 ms or the first RTT: the tester's breaker would refuse the same wrong passwords again),
+    the overhead row and the scale-out rows."""
+    n, conc = args.mailboxes, args.tester_concurrency
+    m = min(args.mailwarden_sample, n)
+
+    def first_m(p: RunPlan) -> RunPlan:
+        return RunPlan(p.rtt_ms, p.variant, p.mailboxes[:m], p.mailboxes_file, m, p.concurrency, p.label)
+
+    def e2e_row(name: str, cfg: TesterConfig, rtt: float, bad: bool = False) -> tuple[Runner, RunPlan]:
+        assert e2e is not None
+        return MailwardenRunner(e2e, name, cfg, total=n), first_m(plan(rtt, bad, m))
+
     schedule: list[tuple[Runner, RunPlan]] = []
     if not args.no_warmup:
         schedule.append((limit, plan(0.0, False, n, "warm-up")))
@@ -140,21 +213,34 @@ def run(args: argparse.Namespace, workdir: Path) -> list[RunResult]:
         schedule.append((sequential, plan(rtt, False, sample)))
         if wrong and rtt == 0:
             schedule.append((sequential, plan(rtt, True, sample)))
+        if e2e is not None:
+            schedule.append(e2e_row("mailwarden", TesterConfig(1, conc), rtt))
+    if e2e is None:
+        return schedule
+    if wrong:
+        rtt = 50.0 if 50.0 in args.rtt else args.rtt[0]
+        schedule.append((MailwardenRunner(e2e, "mailwarden", TesterConfig(1, conc)), plan(rtt, True, n)))
+    schedule.append(
+        (MailwardenRunner(e2e, "overhead", TesterConfig(1, conc, fake=True)), plan(0.0, False, n))
+    )
+    for k in args.scale_out:
+        cfg = TesterConfig(k, max(conc // k, 1))
+        schedule.append(e2e_row(f"scale-out/{k}", cfg, args.scale_out_rtt))
+    return schedule
 
-    results: list[RunResult] = []
-    started = time.monotonic()
-    _log(f"starting Dovecot and SMTP with {n:,} users in {workdir} ...")
-    with MailStack(workdir / "stack", users, proxy_at_zero=args.proxy_at_zero) as stack:
-        _log(f"servers up after {time.monotonic() - started:.1f}s")
-        for runner, p in schedule:
-            t0 = time.monotonic()
+
+def _run_schedule(schedule: list[tuple[Runner, RunPlan]], stack: MailStack, results: list[RunResult]) -> None:
+    for runner, p in schedule:
+        t0 = time.monotonic()
+        try:
             row = runner(stack, p)
-            results.append(row)
-            _log(f"  {row.rtt_ms:>5g} ms  {row.runner:<10} {row.variant:<9} {row.measured:>6} tests "
-                 f"{row.tests_per_s:8.1f}/s  fail {row.failed}/{row.expected_failures}  "
-                 f"({time.monotonic() - t0:.0f}s)")  # fmt: skip
-    _log(f"done in {time.monotonic() - started:.0f}s")
-    return results
+        except Exception as exc:  # one broken row must not lose the others' figures
+            _log(f"  {p.rtt_ms:>5g} ms  {p.label or runner.name:<10} {p.variant:<9} FAILED: {exc!r}"[:2000])
+            continue
+        results.append(row)
+        _log(f"  {row.rtt_ms:>5g} ms  {row.runner:<10} {row.variant:<9} {row.measured:>6} tests "
+             f"{row.tests_per_s:8.1f}/s  fail {row.failed}/{row.expected_failures}  "
+             f"({time.monotonic() - t0:.0f}s)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
                 "wrong_passwords": args.wrong_passwords,
                 "rtt0_via": "proxy" if args.proxy_at_zero else "direct",
                 "warmup": not args.no_warmup,
+                "mailwarden": not args.no_mailwarden,
+                "tester_concurrency": args.tester_concurrency,
+                "mailwarden_sample": args.mailwarden_sample,
+                "system_env": " ".join(args.system_env),
+                "scale_out": [float(k) for k in args.scale_out],
+                "scale_out_rtt_ms": args.scale_out_rtt,
             },
             results=results,
         )

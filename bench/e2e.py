@@ -1,0 +1,386 @@
+"""The `mailwarden`, `overhead` and `scale-out/k` rows: bulk Test & Enable through the public interface.
+
+One `MailwardenBench` per benchmark run starts the system once (`bench.system`), sets the org
+settings, creates one profile and N mailboxes (batch create) and approves them, all over NATS
+request-reply. Each row then points the profile at the row's endpoint (profile update), makes
+sure the tester processes have the row's configuration, starts "Test & Enable all mailboxes of
+the profile" (the job operation) and watches the bus until every mailbox has its
+MailboxStatusChanged and an AlertRaised for that test.
+
+Per-test latency: TestRequested seen on the bus (the relay published it after the job stored the
+mailbox's pending test) -> MailboxStatusChanged seen (published after the result was stored).
+Database operations: SecantusDB's `serverStatus` opcounters before and after the row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from bench.mailboxes import DOMAIN, Mailbox
+from bench.models import Endpoint, Outcome, RunResult, Usage
+from bench.monitor import ResourceMonitor
+from bench.results import percentile, summarize
+from bench.runners import RunPlan
+from bench.stack import MailStack
+from bench.system import MailwardenSystem, TesterConfig, bus_quiet, connect, rpc
+
+__all__ = ["MailwardenBench", "MailwardenRunner"]
+
+ADMIN = {"kind": "user", "id": "bench-admin", "name": "Bench admin", "email": f"admin@{DOMAIN}"}
+CHUNK = 1000  # the API's largest batch
+MAX_CONNECTIONS = 300  # the profile's per-host limit, at its maximum
+
+
+def _log(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Watch:
+    """What the bus showed during one row, keyed by test id."""
+
+    requested: dict[str, tuple[str, str | None, float]] = field(default_factory=dict)  # mailbox, job, t
+    status: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    alerted: dict[str, float] = field(default_factory=dict)
+    job_id: str | None = None
+    expected: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def check(self) -> None:
+        if self.job_id is None:
+            return
+        mine = [t for t, (_, job, _) in self.requested.items() if job == self.job_id]
+        if len(mine) >= self.expected and all(t in self.status and t in self.alerted for t in mine):
+            self.done.set()
+
+
+def _errors(data: dict[str, Any]) -> tuple[str, ...]:
+    out: list[str] = []
+    for prefix, status_key, error_key in (
+        ("imap", "incoming_status", "incoming_error"),
+        ("smtp", "outgoing_status", "outgoing_error"),
+    ):
+        if data.get(status_key) == "success":
+            continue
+        code = (data.get(error_key) or {}).get("code") or data.get(status_key)
+        out.append(f"{prefix}_auth" if code == "auth_failed" else f"{prefix}_error:{code}")
+    return tuple(out)
+
+
+class MailwardenBench:
+    """The running system and its set-up state, shared by every end-to-end row of one run."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        stack: MailStack,
+        rtts: Sequence[float],
+        n_mailboxes: int,
+        system_env: dict[str, str] | None = None,
+    ) -> None:
+        self.system_env = system_env or {}
+        self.workdir = workdir
+        self.stack = stack
+        self.rtts = list(rtts)
+        self.n = n_mailboxes
+        self.system: MailwardenSystem | None = None
+        self.profile_id: str | None = None
+        self.profile_ports: tuple[int, int] | None = None
+        self.stored: dict[str, str] = {}  # user -> password stored in mailbox-svc
+        self.tests_by_tester: int = 0
+        self.setup_s: float = 0.0
+
+    def close(self) -> None:
+        if self.system is not None:
+            self.system.stop()
+            self.system = None
+
+    def ensure(self, mailboxes: list[Mailbox]) -> MailwardenSystem:
+        if self.system is None:
+            started = time.monotonic()
+            _log("  starting mailwarden (nats, SecantusDB, 3 services) ...")
+            self.system = MailwardenSystem(
+                self.workdir / "mailwarden", str(self.stack.certs.ca), self.system_env
+            ).start()
+            asyncio.run(self._setup(mailboxes))
+            self.setup_s = time.monotonic() - started
+            _log(f"  mailwarden set up with {len(mailboxes):,} approved mailboxes in {self.setup_s:.0f}s")
+        return self.system
+
+    async def _setup(self, mailboxes: list[Mailbox]) -> None:
+        assert self.system is not None
+        ports = sorted(
+            {
+                p
+                for rtt in self.rtts
+                for ep in [self.stack.endpoint(rtt)]
+                for p in (ep.imaps_port, ep.smtp_port)
+            }
+        )
+        first = self.stack.endpoint(self.rtts[0])
+        nc = await connect(self.system.nats.url)
+        try:
+            await rpc(nc, "profile-svc", "settings_put", {"port_preset": "custom", "allowed_ports": ports})
+            profile = await rpc(
+                nc,
+                "profile-svc",
+                "create",
+                {
+                    "name": "bench",
+                    "owner": ADMIN,
+                    "incoming_protocol": "imap",
+                    "incoming": {"host": first.host, "port": first.imaps_port, "tls": "implicit"},
+                    "use_same_settings_for_outgoing": False,
+                    "outgoing": {"host": first.host, "port": first.smtp_port, "tls": "starttls"},
+                    "advanced": {"max_concurrent_connections": MAX_CONNECTIONS},
+                },
+            )
+            self.profile_id = profile["profile_id"]
+            self.profile_ports = (first.imaps_port, first.smtp_port)
+            await bus_quiet(nc)  # mailbox-svc knows the profile
+            for i in range(0, len(mailboxes), CHUNK):
+                chunk = mailboxes[i : i + CHUNK]
+                items = [
+                    {
+                        "mailbox_id": m.user,
+                        "email": m.address,
+                        "owner": {"kind": "user", "id": m.user, "name": m.user, "email": m.address},
+                        "profile_id": self.profile_id,
+                        "credentials": {"username": m.user, "password": m.password},
+                    }
+                    for m in chunk
+                ]
+                await rpc(nc, "mailbox-svc", "create_many", {"mailboxes": items})
+                self.stored.update({m.user: m.password for m in chunk})
+                result = await rpc(nc, "mailbox-svc", "approve", {"mailbox_ids": [m.user for m in chunk]})
+                if result.get("refused"):
+                    raise RuntimeError(f"approval refused: {result['refused'][:3]}")
+            await bus_quiet(nc)
+        finally:
+            await nc.close()
+
+    async def _prepare_row(self, nc: Client, endpoint: Endpoint, mailboxes: list[Mailbox]) -> None:
+        """Point the profile at this row's endpoint and store this variant's passwords."""
+        ports = (endpoint.imaps_port, endpoint.smtp_port)
+        changed = False
+        if ports != self.profile_ports:
+            await rpc(
+                nc,
+                "profile-svc",
+                "update",
+                {
+                    "profile_id": self.profile_id,
+                    "incoming": {"port": ports[0]},
+                    "outgoing": {"port": ports[1]},
+                },
+            )
+            self.profile_ports = ports
+            changed = True
+        for m in mailboxes:
+            if self.stored.get(m.user) != m.password:
+                body = {"mailbox_id": m.user, "changes": {"credentials": {"password": m.password}}}
+                for attempt in range(3):  # seen once: a 404 for an existing mailbox under load
+                    try:
+                        await rpc(nc, "mailbox-svc", "update", body)
+                        break
+                    except RuntimeError:
+                        if attempt == 2:
+                            raise
+                        await asyncio.sleep(1.0)
+                self.stored[m.user] = m.password
+                changed = True
+        if changed:
+            await bus_quiet(nc)
+
+
+class MailwardenRunner:
+    """One end-to-end row: `mailwarden` (real tester), `overhead` (fake tester), `scale-out/k`."""
+
+    def __init__(
+        self,
+        bench: MailwardenBench,
+        name: str,
+        testers: TesterConfig,
+        timeout_s: float = 900.0,
+        total: int | None = None,
+    ) -> None:
+        self.total = total  # N the row stands for: wall time is extrapolated when > the mailboxes run
+        self.bench = bench
+        self.name = name
+        self.testers = testers
+        self.timeout_s = timeout_s
+
+    def __call__(self, stack: MailStack, plan: RunPlan) -> RunResult:
+        system = self.bench.ensure(plan.mailboxes)
+        before = system.tester_config
+        system.set_testers(self.testers)
+        if system.tester_config is not before:
+            self.bench.tests_by_tester = 0
+        endpoint = stack.endpoint(plan.rtt_ms)
+        groups = stack.process_groups(endpoint) | system.process_groups()
+        return asyncio.run(self._run(stack, plan, endpoint, groups))
+
+    async def _run(
+        self, stack: MailStack, plan: RunPlan, endpoint: Endpoint, groups: dict[str, list[int]]
+    ) -> RunResult:
+        system = self.bench.system
+        assert system is not None and self.bench.profile_id is not None
+        nc = await connect(system.nats.url)
+        try:
+            await self.bench._prepare_row(nc, endpoint, plan.mailboxes)
+            await bus_quiet(nc)
+            watch = _Watch(expected=len(plan.mailboxes))
+            subs = await self._watch(nc, watch)
+            ops0 = system.opcounters()
+            cpu0 = _self_cpu()
+            with ResourceMonitor(groups) as monitor:
+                t0 = time.perf_counter()
+                job = await rpc(nc, "mailbox-svc", "job_start", {"profile_id": self.bench.profile_id})
+                watch.job_id = job["job_id"]
+                watch.check()
+                try:
+                    await asyncio.wait_for(watch.done.wait(), self.timeout_s)
+                except TimeoutError:
+                    raise RuntimeError(
+                        f"{self.name}: {len(watch.status)} statuses, {len(watch.alerted)} alerts of "
+                        f"{watch.expected} after {self.timeout_s:.0f}s"
+                    ) from None
+                wall = time.perf_counter() - t0
+            cpu = _self_cpu() - cpu0
+            ops1 = system.opcounters()
+            for sub in subs:
+                await sub.unsubscribe()
+            await bus_quiet(nc)  # the job's tail (summary, alert channels) stays out of the next row
+        finally:
+            await nc.close()
+        self.bench.tests_by_tester += watch.expected
+        return self._result(plan, endpoint, watch, wall, monitor, cpu, ops0, ops1)
+
+    async def _watch(self, nc: Client, watch: _Watch) -> list[Any]:
+        async def on_requested(msg: Msg) -> None:
+            now = time.perf_counter()
+            data = json.loads(msg.data)["data"]
+            watch.requested.setdefault(
+                data["test_id"], (data["mailbox"]["mailbox_id"], data.get("job_id"), now)
+            )
+            watch.check()
+
+        async def on_status(msg: Msg) -> None:
+            now = time.perf_counter()
+            data = json.loads(msg.data)["data"]
+            if data.get("test_id"):
+                watch.status.setdefault(data["test_id"], (now, data))
+                watch.check()
+
+        async def on_alert(msg: Msg) -> None:
+            now = time.perf_counter()
+            data = json.loads(msg.data)["data"]
+            if data.get("test_id") and data.get("state") == "open":
+                watch.alerted.setdefault(data["test_id"], now)
+                watch.check()
+
+        return [
+            await nc.subscribe("mailwarden.test.requested", cb=on_requested),
+            await nc.subscribe("mailwarden.mailbox.status_changed", cb=on_status),
+            await nc.subscribe("mailwarden.alerts.>", cb=on_alert),
+        ]
+
+    def _result(
+        self,
+        plan: RunPlan,
+        endpoint: Endpoint,
+        watch: _Watch,
+        wall: float,
+        monitor: ResourceMonitor,
+        client_cpu: float,
+        ops0: dict[str, int],
+        ops1: dict[str, int],
+    ) -> RunResult:
+        index = {m.user: i for i, m in enumerate(plan.mailboxes)}
+        outcomes: list[Outcome] = []
+        alert_lat: list[float] = []
+        for test_id, (mailbox_id, job, t_req) in watch.requested.items():
+            if job != watch.job_id:
+                continue
+            t_status, data = watch.status[test_id]
+            errors = _errors(data)
+            outcomes.append(
+                Outcome(index=index[mailbox_id], ok=not errors, latency_s=t_status - t_req, errors=errors)
+            )
+            alert_lat.append(watch.alerted[test_id] - t_req)
+        alert_lat.sort()
+        usage = monitor.usage()
+        usage["client"] = Usage(
+            cpu_s=round(client_cpu, 3),
+            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            processes=1,
+        )
+        measured = sum(u.cpu_s for u in usage.values())
+        usage["other"] = Usage(
+            cpu_s=round(max(monitor.machine_busy_s - measured, 0.0), 3), peak_rss_mb=0.0, processes=0
+        )
+        n = len(outcomes)
+        delta = {k: ops1.get(k, 0) - ops0.get(k, 0) for k in ops1}
+        writes = delta.get("insert", 0) + delta.get("update", 0) + delta.get("delete", 0)
+        reads = delta.get("query", 0) + delta.get("getmore", 0)
+        services = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc")
+        per_test = {g: 1000 * usage[g].cpu_s / max(n, 1) for g in (*services, "nats", "mongo") if g in usage}
+        extra: dict[str, float | int | str] = {
+            "db_writes_per_test": round(writes / max(n, 1), 2),
+            "db_reads_per_test": round(reads / max(n, 1), 2),
+            "db_commands_per_test": round(delta.get("command", 0) / max(n, 1), 2),
+            "db_opcounters": json.dumps(delta, sort_keys=True),
+            "p50_alert_ms": round(1000 * percentile(alert_lat, 50), 1),
+            "p95_alert_ms": round(1000 * percentile(alert_lat, 95), 1),
+            "services_cpu_ms_per_test": round(sum(per_test.get(s, 0.0) for s in services), 2),
+            "bus_cpu_ms_per_test": round(per_test.get("nats", 0.0), 2),
+            "db_cpu_ms_per_test": round(per_test.get("mongo", 0.0), 2),
+            **{f"{g}_cpu_ms_per_test": round(v, 2) for g, v in per_test.items()},
+            "tester_processes": self.testers.processes,
+            "tester_rss_mb_end": round(_rss_mb(self.bench.system.process_groups()["tester-svc"]), 1)
+            if self.bench.system
+            else 0.0,
+            "tester_tests_served": self.bench.tests_by_tester,
+            "latency": "TestRequested on the bus -> MailboxStatusChanged on the bus",
+        }
+        return summarize(
+            runner=plan.label or self.name,
+            rtt_ms=plan.rtt_ms,
+            via="no network" if self.testers.fake else endpoint.via,
+            variant=plan.variant,
+            mailboxes=plan.mailboxes,
+            outcomes=outcomes,
+            wall_s=wall,
+            concurrency=self.testers.concurrency * self.testers.processes,
+            usage=usage,
+            total=self.total if self.total and self.total > n else None,
+            extra=extra,
+        )
+
+
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 2**20
