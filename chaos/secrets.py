@@ -231,11 +231,11 @@ async def canary(infra: Infra, workdir: Path, smtp: SmtpServer) -> Figure:
                 seen.append((await system.http(name).get("/metrics")).text)
             messages = 0
             for stream in ("MW_CONFIG", "MW_TESTS", "MW_ALERTS", "MW_DLQ"):
-                for _, body in await system.stream_messages(stream):
+                for _, raw in await system.stream_messages(stream):
                     messages += 1
-                    seen.append(body.decode(errors="replace"))
+                    seen.append(raw.decode(errors="replace"))
                     if stream == "MW_DLQ":
-                        kept = json.loads(body)["data"]["body_b64"]
+                        kept = json.loads(raw)["data"]["body_b64"]
                         seen.append(base64.b64decode(kept).decode(errors="replace"))
             documents = 0
             for service in ("profile-svc", "mailbox-svc", "alert-svc"):
