@@ -169,7 +169,13 @@ def run(args: argparse.Namespace, workdir: Path) -> list[RunResult]:
         e2e = (
             None
             if args.no_mailwarden
-            else MailwardenBench(workdir, stack, args.rtt, n, dict(e.split("=", 1) for e in args.system_env))
+            else MailwardenBench(
+                workdir,
+                stack,
+                [*args.rtt, 0.0, args.scale_out_rtt],
+                n,
+                dict(e.split("=", 1) for e in args.system_env),
+            )
         )
         schedule = _schedule(args, plan, limit, sequential, e2e, bool(wrong))
         try:
@@ -219,10 +225,8 @@ def _schedule(
         return schedule
     if wrong:
         rtt = 50.0 if 50.0 in args.rtt else args.rtt[0]
-        schedule.append((MailwardenRunner(e2e, "mailwarden", TesterConfig(1, conc)), plan(rtt, True, n)))
-    schedule.append(
-        (MailwardenRunner(e2e, "overhead", TesterConfig(1, conc, fake=True)), plan(0.0, False, n))
-    )
+        schedule.append(e2e_row("mailwarden", TesterConfig(1, conc), rtt, bad=True))
+    schedule.append(e2e_row("overhead", TesterConfig(1, conc, fake=True), 0.0))
     for k in args.scale_out:
         cfg = TesterConfig(k, max(conc // k, 1))
         schedule.append(e2e_row(f"scale-out/{k}", cfg, args.scale_out_rtt))
