@@ -18,11 +18,6 @@ async def test_forbidden_publishes_and_subscriptions_are_refused(tmp_path: Path)
     assert fig.ok, fig.line()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deploy/helm/nats-values.yaml lacks alert-svc's consumer on MW_ALERTS and tester-svc's KV "
-    "buckets (KV_MW_TESTER_*): reported to the deploy owner; remove this mark when fixed",
-)
 async def test_every_service_works_as_its_own_user(infra: Infra, tmp_path: Path) -> None:
     fig = await flow_as_own_users(infra, tmp_path)
     print(fig.line())
