@@ -52,3 +52,10 @@ bench: sync system-deps
 .PHONY: docs
 docs: sync
 	$(PYTHON) tools/gendocs.py
+
+## Reliability and security scenarios at full size, each printing its figure (docs/reliability.md).
+## Their fast versions run in `make test` (tests/reliability). Options: CHAOS_ARGS="--only A1,D1 --json out.json"
+CHAOS_ARGS ?=
+.PHONY: chaos
+chaos: sync system-deps
+	$(PYTHON) -m chaos.run $(CHAOS_ARGS)

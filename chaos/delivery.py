@@ -68,6 +68,7 @@ async def kill_testers(
         started = time.monotonic()
         await system.start_job(profile_id)
         done_kills = 0
+        restarts: dict[str, asyncio.Task[object]] = {}
         for k in range(kills):
             threshold = tests * (k + 1) // (kills + 1)
 
@@ -77,12 +78,16 @@ async def kill_testers(
                 return bool(info.delivered.stream_seq >= threshold and info.num_ack_pending >= 2)
 
             await eventually(busy, f"{threshold} requests taken, some in flight", 120 + tests / 5)
-            victim = system.procs[f"tester-{k % testers}"]
+            name = f"tester-{k % testers}"
+            if name in restarts:
+                await restarts.pop(name)  # killed before: wait until it is back
+            victim = system.procs[name]
             victim.kill()  # SIGKILL: no drain, no ack, no goodbye
             done_kills += 1
-            print(f"kill {k} at {time.monotonic() - started:.1f}s", flush=True)
-            await asyncio.to_thread(victim.start)
-            print(f"restarted at {time.monotonic() - started:.1f}s", flush=True)
+            print(f"  killed {name} at {time.monotonic() - started:.1f}s", flush=True)
+            restarts[name] = asyncio.create_task(asyncio.to_thread(victim.start))
+        for task in restarts.values():
+            await task
         await system.wait_tested(profile_id, tests, 120 + tests / 5)
         fig.figures["tests"] = tests
         fig.figures["testers"] = testers
