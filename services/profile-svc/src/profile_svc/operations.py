@@ -27,6 +27,7 @@ from contracts.events import (
     ProfileUpdated,
 )
 from contracts.models import DeliveryMethod, Direction, SealedSecret
+from mailwarden_runtime.crypto import SealError
 from mailwarden_runtime.http import DomainError, FieldProblem
 from mailwarden_runtime.outbox import outbox_entry
 from profile_svc import documents as docs
@@ -55,6 +56,12 @@ ACT_REFUSED = (
 )
 NAME_TAKEN = "another profile already has this name"
 RETRIES = 30
+
+
+UNREADABLE = (
+    "the stored credentials cannot be opened (altered, or sealed with a key no longer in "
+    "MW_CREDENTIAL_KEYS): set them again"
+)
 
 
 class Operations:
@@ -295,7 +302,10 @@ class Operations:
                         "updated_at": docs.now_ms(datetime.now(UTC)),
                     }
                 )
-                event = ProfileUpdated(profile=docs.snapshot(new, self._box))
+                try:
+                    event = ProfileUpdated(profile=docs.snapshot(new, self._box))
+                except SealError:
+                    raise refuse("credentials", UNREADABLE, status=409) from None
                 changed = fields | {k: new[k] for k in ("credentials", "version", "updated_at")}
                 try:
                     ok = await self._repo.update_profile(
@@ -323,9 +333,14 @@ class Operations:
             return False
         for direction, sealed in stored.items():
             new = SealedSecret.model_validate(logins[direction.value])
-            if new != sealed and self._box.open(profile_id, direction, new) != self._box.open(
-                profile_id, direction, sealed
-            ):
+            if new == sealed:
+                continue
+            try:
+                if self._box.open(profile_id, direction, new) != self._box.open(
+                    profile_id, direction, sealed
+                ):
+                    return False
+            except SealError:  # the stored one does not open: replacing it is a change
                 return False
         return True
 
