@@ -19,18 +19,25 @@ from chaos.infra import MAIL_USER, Infra, direct_target
 
 
 async def _prepare(
-    system: System, infra: Infra, n: int, target: MailTarget | None = None
+    system: System,
+    infra: Infra,
+    n: int,
+    target: MailTarget | None = None,
+    advanced: dict[str, object] | None = None,
 ) -> tuple[str, list[str]]:
     tag = uuid.uuid4().hex[:6]
     target = target or direct_target(infra)
     await system.allow_ports([target.imaps_port, target.smtp_port])
-    profile_id = await system.create_profile(target, tag)
+    profile_id = await system.create_profile(target, tag, advanced)
     ids = await system.create_mailboxes(profile_id, n, tag, *MAIL_USER)
     return profile_id, ids
 
 
-async def _backlog(system: System, fig: Figure) -> None:
-    left = await system.wait_quiet(60)
+async def _backlog(system: System, fig: Figure, tests: int) -> None:
+    """Every consumer drained; alert-svc, the slowest (one status event at a time), may lag a while."""
+    t0 = time.monotonic()
+    left = await system.wait_quiet(60 + tests / 2)
+    fig.figures["drain_after_last_test_s"] = round(time.monotonic() - t0, 1)
     busy = {k: v for k, v in left.items() if v != (0, 0)}
     fig.figures["consumers_with_backlog"] = len(busy)
     fig.check(not busy, f"consumers not drained (pending, unacked): {busy}")
@@ -64,7 +71,9 @@ async def kill_testers(
             env=env,
         ) as system,
     ):
-        profile_id, ids = await _prepare(system, infra, tests, target)
+        # A killed tester's host slots stay leased until its deadline: with the default of 10
+        # per host, a few kills would starve the host and turn queued tests into timeouts.
+        profile_id, ids = await _prepare(system, infra, tests, target, {"max_concurrent_connections": 40})
         started = time.monotonic()
         await system.start_job(profile_id)
         done_kills = 0
@@ -93,7 +102,7 @@ async def kill_testers(
         fig.figures["testers"] = testers
         fig.figures["kills"] = done_kills
         fig.figures["seconds"] = round(time.monotonic() - started, 1)
-        await _backlog(system, fig)
+        await _backlog(system, fig, tests)
         redelivered = await system.redeliveries("tester-svc", "MW_TESTS", "mailwarden.test.requested")
         fig.figures["redelivered_requests"] = redelivered
         await system.delivery_audit(fig, profile_id, ids)
@@ -144,7 +153,7 @@ async def nats_restarts(infra: Infra, workdir: Path, *, tests: int) -> Figure:
         js_config: dict[str, object] = nats_server.monitor("varz")["jetstream"]["config"]  # type: ignore[index]
         fig.figures["sync_always"] = js_config.get("sync_always")
         fig.check(js_config.get("sync_always") is True, "nats-server does not fsync before the ack")
-        await _backlog(system, fig)
+        await _backlog(system, fig, tests)
         await system.delivery_audit(fig, profile_id, ids)
     return fig
 
@@ -176,7 +185,7 @@ async def database_outage(infra: Infra, workdir: Path, *, tests: int, outage_s: 
         fig.figures["outage_s"] = outage_s
         fig.figures["done_before_outage"] = before
         fig.figures["seconds"] = round(time.monotonic() - started, 1)
-        await _backlog(system, fig)
+        await _backlog(system, fig, tests)
         await system.delivery_audit(fig, profile_id, ids)
         # No event for a write that failed: every status change on the bus matches the stored state.
         stored = {
@@ -244,7 +253,7 @@ async def sigterm_in_flight(
         fig.check(not slow, f"exceeded the {grace_s:.0f}s grace period: {slow}")
         await asyncio.gather(*(asyncio.to_thread(system.procs[n].start) for n in names))
         await system.wait_tested(profile_id, tests, 120)
-        await _backlog(system, fig)
+        await _backlog(system, fig, tests)
         redelivered = await system.redeliveries("tester-svc", "MW_TESTS", "mailwarden.test.requested")
         fig.figures["redelivered_requests"] = redelivered
         await system.delivery_audit(fig, profile_id, ids)

@@ -293,19 +293,21 @@ class System:
 
         await eventually(known, "org settings in mailbox-svc and alert-svc", 30)
 
-    async def create_profile(self, target: MailTarget, tag: str) -> str:
+    async def create_profile(
+        self, target: MailTarget, tag: str, advanced: dict[str, Any] | None = None
+    ) -> str:
         profiles = self.http("profile-svc")
-        resp = await profiles.post(
-            "/profiles",
-            json={
-                "name": f"profile {tag}",
-                "owner": owner("user", f"padmin{tag}"),
-                "incoming_protocol": "imap",
-                "incoming": {"host": target.host, "port": target.imaps_port, "tls": "implicit"},
-                "use_same_settings_for_outgoing": False,
-                "outgoing": {"host": target.host, "port": target.smtp_port, "tls": "starttls"},
-            },
-        )
+        body: dict[str, Any] = {
+            "name": f"profile {tag}",
+            "owner": owner("user", f"padmin{tag}"),
+            "incoming_protocol": "imap",
+            "incoming": {"host": target.host, "port": target.imaps_port, "tls": "implicit"},
+            "use_same_settings_for_outgoing": False,
+            "outgoing": {"host": target.host, "port": target.smtp_port, "tls": "starttls"},
+        }
+        if advanced:
+            body["advanced"] = advanced
+        resp = await profiles.post("/profiles", json=body)
         assert resp.status_code == 201, resp.text
         profile_id: str = resp.json()["profile_id"]
 
