@@ -71,6 +71,7 @@ class OwnerKind(StrEnum):
 
 
 class TestStatus(StrEnum):
+    __test__ = False  # not a pytest class
     NOT_RUN = "not_run"
     SUCCESS = "success"
     FAILURE = "failure"
