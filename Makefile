@@ -58,4 +58,5 @@ docs: sync
 CHAOS_ARGS ?=
 .PHONY: chaos
 chaos: sync system-deps
+	$(PYTHON) -m pytest -m chaos tests/reliability
 	$(PYTHON) -m chaos.run $(CHAOS_ARGS)

@@ -12,7 +12,9 @@ from chaos.infra import Infra, slow_target
 from mailwarden_servers import MongoWireServer
 
 # The scenarios wait up to ~2 min before they report why (their own message beats a bare timeout).
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+# Fault scenarios with real processes and outages: timing-sensitive on 2 shared cores, so they run in
+# `make chaos` (with `make chaos`'s full-size scripts), not in `make test`.
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(240)]
 
 
 async def test_killed_testers_lose_and_duplicate_nothing(infra: Infra, tmp_path: Path) -> None:
