@@ -227,7 +227,7 @@ async def sigterm_in_flight(
             workdir, nats_server.url, infra.mongo_uri, infra.certs, in_process=(), processes=names, env=env
         ) as system,
     ):
-        profile_id, ids = await _prepare(system, infra, tests, target)
+        profile_id, ids = await _prepare(system, infra, tests, target, {"max_concurrent_connections": 40})
         resp = await system.http("mailbox-svc").post("/mailboxes/test", json={"mailbox_ids": ids})
         assert resp.status_code == 202, resp.text
 

@@ -32,7 +32,7 @@ scalars = (
     st.none()
     | st.booleans()
     | st.integers(-(2**40), 2**40)
-    | st.floats(allow_nan=False)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20)
 )
 any_json = st.recursive(
@@ -92,7 +92,7 @@ def from_schema(schema: Json, components: dict[str, Json], depth: int = 0) -> st
         lo, hi = schema.get("minimum", -(2**33)), schema.get("maximum", 2**33)
         return st.integers(int(lo) - 2, int(hi) + 2) | scalars
     if kind == "number":
-        return st.floats(allow_nan=False) | scalars
+        return st.floats(allow_nan=False, allow_infinity=False) | scalars
     if kind == "boolean":
         return st.booleans() | scalars
     return any_json

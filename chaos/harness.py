@@ -410,9 +410,12 @@ class System:
         try:
             while True:
                 try:
-                    msgs = await psub.fetch(512, timeout=1.0)
+                    msgs = await psub.fetch(512, timeout=2.0)
                 except (nats.errors.TimeoutError, TimeoutError):
-                    break
+                    # A slow fetch is not the end: stop only when the server has nothing left.
+                    if (await psub.consumer_info()).num_pending == 0:
+                        break
+                    continue
                 out.extend((m.subject, m.data) for m in msgs)
                 if msgs and msgs[-1].metadata.num_pending == 0:
                     break

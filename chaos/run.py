@@ -33,7 +33,8 @@ async def _a1(infra: Infra, work: Path) -> Figure:
 
 
 async def _a9(infra: Infra, work: Path) -> Figure:
-    with slow_target(infra, work, delay_ms=100) as target:
+    # 250 ms each way: a test takes ~9 s, so all 100 are in flight at once.
+    with slow_target(infra, work, delay_ms=250) as target:
         return await delivery.sigterm_in_flight(infra, work, tests=100, target=target, grace_s=25)
 
 

@@ -184,11 +184,18 @@ def malformed(event: Event, kind: str, rng: random.Random) -> Malformed:
     doc: dict[str, Any] = json.loads(make_envelope(event, "chaos").to_bytes())
     doc["correlation_id"] = marker
     if kind == "wrong_type":
-        field = rng.choice(sorted(doc["data"]))
+        # A value the field's type cannot take in any mode (pydantic would turn True into 1).
+        fields = sorted(k for k, v in doc["data"].items() if v is not None)
+        field = rng.choice(fields)
+        value = doc["data"][field]
         doc["data"][field] = (
-            rng.choice([12345, [1, 2], True, {"x": 1}])
-            if not isinstance(doc["data"][field], dict)
-            else "not an object"
+            "not an object"
+            if isinstance(value, dict)
+            else "not a list"
+            if isinstance(value, list)
+            else [1, 2]
+            if isinstance(value, str)
+            else "not a number"
         )
         body = json.dumps(doc).encode()
     elif kind == "missing_field":
