@@ -53,8 +53,9 @@ bench: sync system-deps
 docs: sync
 	$(PYTHON) tools/gendocs.py
 
-## Reliability and security scenarios at full size, each printing its figure (docs/reliability.md).
-## Their fast versions run in `make test` (tests/reliability). Options: CHAOS_ARGS="--only A1,D1 --json out.json"
+## Reliability and security scenarios at full size, each printing its figure (docs/reliability.md): first the
+## fault scenarios' small versions (tests marked chaos), then chaos/run.py. The other scenarios' small versions
+## run in `make test`. Options: CHAOS_ARGS="--only A1,D1 --json out.json --workdir /tmp/chaos"
 CHAOS_ARGS ?=
 .PHONY: chaos
 chaos: sync system-deps
