@@ -31,7 +31,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 from fastapi import FastAPI
-from faststream.nats import NatsBroker
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from faststream.specification import AsyncAPI
 from pydantic import SecretBytes, SecretStr
 from pydantic.fields import FieldInfo
@@ -44,6 +44,8 @@ from contracts import errors as contract_errors
 from contracts import subjects
 from contracts.envelope import Envelope
 from contracts.events import EVENT_TYPES, Event
+from mailwarden_runtime.consumer import EventConsumer
+from mailwarden_runtime.service import ServiceRuntime
 from mailwarden_runtime.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,10 +158,34 @@ def build_app(service: Service, values: dict[str, Any]) -> FastAPI:
 
 
 def broker_of(app: FastAPI) -> NatsBroker:
-    broker = getattr(getattr(app.state, "runtime", None), "broker", None)
-    if not isinstance(broker, NatsBroker):
+    """The service's broker, with its event consumers on it as FastStream subscribers.
+
+    The runtime pulls events with its own loop (mailwarden_runtime.pull), so FastStream does not
+    know them; for the AsyncAPI document each one is declared on the broker here, never started.
+    """
+    runtime = getattr(app.state, "runtime", None)
+    broker = getattr(runtime, "broker", None)
+    if not isinstance(runtime, ServiceRuntime) or not isinstance(broker, NatsBroker):
         raise DocsError(f"{app.title}: app.state.runtime.broker is not a NatsBroker")
+    if not getattr(app.state, "consumers_documented", False):
+        for consumer in runtime.consumers:
+            _declare(broker, consumer)
+        app.state.consumers_documented = True
     return broker
+
+
+def _declare(broker: NatsBroker, consumer: EventConsumer[Any]) -> None:
+    async def on_message(msg: NatsMessage) -> None:  # documentation only: never started
+        del msg
+
+    opts = consumer.options
+    broker.subscriber(
+        consumer.subject or consumer.event_cls.SUBJECT,
+        stream=JStream(name=consumer.stream, declare=False),
+        durable=consumer.durable,
+        pull_sub=PullSub(batch_size=opts.batch_size, timeout=1.0),
+        max_workers=opts.max_workers,
+    )(on_message)
 
 
 def consumed_subjects(broker: NatsBroker) -> list[str]:

@@ -64,7 +64,9 @@ def test_asyncapi_names_every_consumed_subject(service: str) -> None:
     found = {s.name: s for s in gendocs.discover_services(ROOT)}
     with gendocs.quiet_logs(), gendocs.clean_environment([found[service].settings_cls]):
         app = gendocs.build_app(found[service], {"dev_mode": True})
-    consumed = {str(s.subject.broker_address) for s in app.state.runtime.broker.subscribers}
+    runtime = app.state.runtime
+    consumed = {str(s.subject.broker_address) for s in runtime.broker.subscribers}  # request-reply
+    consumed |= {c.subject or c.event_cls.SUBJECT for c in runtime.consumers}  # events
     channels = {c["address"]: c for c in doc["channels"].values()}
     assert consumed, f"{service} consumes nothing?"
     assert consumed <= set(channels), f"{service}: missing {sorted(consumed - set(channels))}"

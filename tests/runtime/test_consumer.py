@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import nats
 import pytest
 
 from contracts import DeadLettered, Envelope, MailboxApproved
@@ -18,13 +19,13 @@ from mailwarden_servers import NatsServer
 
 
 @pytest.fixture
-async def runtime_factory(tmp_path: Path) -> AsyncIterator[Callable[[], ServiceRuntime]]:
+async def runtime_factory(tmp_path: Path) -> AsyncIterator[Callable[..., ServiceRuntime]]:
     """A fresh nats-server per test, so no consumer or stream state leaks between tests."""
     server = NatsServer(tmp_path / "nats").start()
     runtimes: list[ServiceRuntime] = []
 
-    def make() -> ServiceRuntime:
-        settings = ServiceSettings(nats_url=server.url, log_setup=False)
+    def make(shutdown_grace_s: float = 20.0) -> ServiceRuntime:
+        settings = ServiceSettings(nats_url=server.url, log_setup=False, shutdown_grace_s=shutdown_grace_s)
         rt = ServiceRuntime("test-svc", settings, uses_database=False)
         runtimes.append(rt)
         return rt
@@ -135,3 +136,62 @@ async def test_republished_event_is_dropped_by_the_server(
     first = await rt.publish(env)
     second = await rt.publish(env)
     assert not first.duplicate and second.duplicate and second.seq == first.seq
+
+
+async def test_stop_lets_a_handler_finish_within_the_grace_period(
+    runtime_factory: Callable[..., ServiceRuntime],
+) -> None:
+    rt = runtime_factory(shutdown_grace_s=10.0)
+    done: list[str] = []
+
+    async def handle(env: Envelope[MailboxApproved]) -> None:
+        await asyncio.sleep(1.0)
+        done.append(env.data.mailbox_id)
+
+    rt.consume(MailboxApproved, "c-drain", handle)
+    await rt.start()
+    await rt.publish(rt.envelope(approved()))
+    await wait_for(lambda: rt._consumers[0]._workers is not None and rt._consumers[0]._workers.in_flight == 1)
+    await rt.stop()
+    assert done == ["mbx_1"]
+    nc = await nats.connect(rt.settings.nats_url)
+    try:
+        info = await nc.jetstream().consumer_info("MW_CONFIG", "c-drain")
+    finally:
+        await nc.close()
+    assert (info.num_pending, info.num_ack_pending) == (0, 0), "the finished message was not acked"
+
+
+async def test_stop_gives_back_what_outlives_the_grace_period(
+    runtime_factory: Callable[..., ServiceRuntime],
+) -> None:
+    """Cut short at shutdown: nak'd, so another process takes it at once, not after the ack wait."""
+    stopping = runtime_factory(shutdown_grace_s=0.3)
+    outcomes: list[str] = []
+
+    async def stuck(env: Envelope[MailboxApproved]) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            outcomes.append("cancelled")
+            raise
+
+    options = ConsumerOptions(ack_wait_s=30.0)
+    stopping.consume(MailboxApproved, "c-handback", stuck, options)
+    await stopping.start()
+    await stopping.publish(stopping.envelope(approved()))
+    await wait_for(
+        lambda: stopping._consumers[0]._workers is not None and stopping._consumers[0]._workers.in_flight == 1
+    )
+    await stopping.stop()
+    assert outcomes == ["cancelled"]
+
+    taker = runtime_factory()
+    taken: list[str] = []
+
+    async def quick(env: Envelope[MailboxApproved]) -> None:
+        taken.append(env.data.mailbox_id)
+
+    taker.consume(MailboxApproved, "c-handback", quick, options)
+    await taker.start()
+    await wait_for(lambda: taken == ["mbx_1"], timeout=10.0)  # the ack wait is 30 s

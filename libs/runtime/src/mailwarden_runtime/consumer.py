@@ -23,17 +23,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
-from nats.js.api import AckPolicy as ServerAckPolicy
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from faststream.nats import NatsBroker
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind
 
 from contracts.envelope import Envelope, EnvelopeError, make_envelope, parse_envelope
 from contracts.events import DeadLettered, Event, FieldError
 from contracts.subjects import dead_letter_subject
 from mailwarden_runtime import metrics
 from mailwarden_runtime.bus import _stream_for, publish_envelope
-from mailwarden_runtime.tracing import correlated
+from mailwarden_runtime.pull import PullSpec, PullWorkers
+from mailwarden_runtime.tracing import attached, correlated, tracer
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,10 @@ class PoisonMessage(Exception):
 class ConsumerOptions:
     """How one durable consumer pulls and retries.
 
-    ``batch_size`` 1 (the default) hands messages to the handler one at a time, in stream order.
-    A larger batch is handled concurrently (FastStream's pull semantics), so only handlers that
-    tolerate reordering (e.g. keyed on a test id) should ask for one.
+    ``max_workers`` 1 (the default) hands messages to the handler one at a time, in stream order.
+    More workers handle messages concurrently, so only handlers that tolerate reordering (e.g.
+    keyed on a test id) should ask for them. ``batch_size`` caps one fetch; a fetch never asks
+    for more messages than there are free workers (see :mod:`mailwarden_runtime.pull`).
     """
 
     max_deliver: int = 8
@@ -67,6 +70,7 @@ class ConsumerOptions:
     batch_size: int = 1
     max_workers: int = 1
     max_ack_pending: int = 1000
+    fetch_wait_s: float = 5.0
 
 
 @dataclass
@@ -81,37 +85,65 @@ class EventConsumer(Generic[E]):
     options: ConsumerOptions = field(default_factory=ConsumerOptions)
     subject: str | None = None
 
+    def __post_init__(self) -> None:
+        self._workers: PullWorkers | None = None
+
     @property
     def stream(self) -> str:
         return _stream_for(self.subject or self.event_cls.SUBJECT)
 
-    def register(self) -> None:
-        subject = self.subject or self.event_cls.SUBJECT
+    def consumer_config(self) -> ConsumerConfig:
         opts = self.options
-        self.broker.subscriber(
-            subject,
-            stream=JStream(name=_stream_for(subject), declare=False),
-            durable=self.durable,
-            pull_sub=PullSub(batch_size=opts.batch_size, timeout=1.0),
-            ack_policy=AckPolicy.MANUAL,
-            max_workers=opts.max_workers,
-            config=ConsumerConfig(
-                durable_name=self.durable,
-                ack_policy=ServerAckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=opts.ack_wait_s,
-                # Our wrapper dead-letters at max_deliver; the server limit is only a backstop.
-                max_deliver=opts.max_deliver + 2,
-                max_ack_pending=opts.max_ack_pending,
-            ),
-        )(self.on_message)
+        return ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=opts.ack_wait_s,
+            # Our wrapper dead-letters at max_deliver; the server limit is only a backstop.
+            max_deliver=opts.max_deliver + 2,
+            max_ack_pending=opts.max_ack_pending,
+        )
 
-    async def on_message(self, msg: NatsMessage) -> None:
-        meta = msg.raw_message.metadata
-        deliveries = meta.num_delivered if meta else 1
-        seq = meta.sequence.stream if meta and meta.sequence else None
+    async def start(self, nc: Client) -> None:
+        opts = self.options
+        spec = PullSpec(
+            stream=self.stream,
+            subject=self.subject or self.event_cls.SUBJECT,
+            durable=self.durable,
+            max_workers=opts.max_workers,
+            batch_size=opts.batch_size,
+            fetch_wait_s=opts.fetch_wait_s,
+        )
+        self._workers = PullWorkers(spec, self.consumer_config(), self.on_message)
+        await self._workers.start(nc)
+
+    async def stop(self, grace_s: float) -> None:
+        if self._workers is not None:
+            await self._workers.stop(grace_s)
+            self._workers = None
+
+    async def on_message(self, msg: Msg) -> None:
+        """Handle one message under the trace context it carries (a consumer span per message)."""
+        with (
+            attached(dict(msg.headers or {})),
+            tracer().start_as_current_span(
+                f"{self.durable} process",
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.destination.name": msg.subject,
+                    "messaging.consumer.group.name": self.durable,
+                },
+            ),
+        ):
+            await self._on_message(msg)
+
+    async def _on_message(self, msg: Msg) -> None:
+        meta = msg.metadata
+        deliveries = meta.num_delivered or 1
+        seq = meta.sequence.stream if meta.sequence else None
         try:
-            envelope = parse_envelope(msg.body, self.event_cls)
+            envelope = parse_envelope(msg.data, self.event_cls)
         except EnvelopeError as exc:
             await self._dead_letter(msg, exc.reason, exc.errors, deliveries, seq)
             return
@@ -125,6 +157,11 @@ class EventConsumer(Generic[E]):
         try:
             with correlated(envelope.correlation_id):
                 await self.handler(envelope)
+        except asyncio.CancelledError:
+            # Shutting down past the grace period: give the message back for another process.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
         except PoisonMessage as exc:
             await self._dead_letter(msg, exc.reason, exc.errors, deliveries, seq)
         except Exception as exc:
@@ -140,7 +177,7 @@ class EventConsumer(Generic[E]):
                     "handler failed, will retry",
                     extra={"consumer": self.durable, "seq": seq, "retry_in_s": delay, "error": repr(exc)},
                 )
-                await msg.nack(delay=delay)
+                await msg.nak(delay=delay)
         else:
             await msg.ack()
             metrics.EVENTS_HANDLED.labels(consumer=self.durable).inc()
@@ -149,7 +186,7 @@ class EventConsumer(Generic[E]):
             with contextlib.suppress(asyncio.CancelledError):
                 await keep_alive
 
-    async def _keep_alive(self, msg: NatsMessage) -> None:
+    async def _keep_alive(self, msg: Msg) -> None:
         """Tell the server we are still working, so a slow handler is not redelivered elsewhere."""
         interval = max(self.options.ack_wait_s / 3, 0.2)
         while True:
@@ -158,16 +195,16 @@ class EventConsumer(Generic[E]):
 
     async def _dead_letter(
         self,
-        msg: NatsMessage,
+        msg: Msg,
         reason: str,
         errors: Sequence[FieldError],
         deliveries: int,
         seq: int | None,
     ) -> None:
-        body = msg.body or b""
+        body = msg.data or b""
         record = DeadLettered(
             consumer=self.durable,
-            subject=msg.raw_message.subject,
+            subject=msg.subject,
             stream_seq=seq,
             deliveries=deliveries,
             reason=reason[:2000],
@@ -181,11 +218,11 @@ class EventConsumer(Generic[E]):
             await publish_envelope(self.broker, envelope, dead_letter_subject(self.durable))
         except Exception:
             log.exception("dead-letter publish failed; message kept for redelivery")
-            await msg.nack(delay=5.0)
+            await msg.nak(delay=5.0)
             return
         log.warning(
             "message dead-lettered",
             extra={"consumer": self.durable, "seq": seq, "reason": reason, "fields": [e.loc for e in errors]},
         )
         metrics.DEAD_LETTERS.labels(consumer=self.durable).inc()
-        await msg.reject()
+        await msg.term()

@@ -73,6 +73,10 @@ class ServiceRuntime:
             raise RuntimeError(f"{self.name} has no database")
         return self._db
 
+    @property
+    def consumers(self) -> tuple[EventConsumer[Any], ...]:
+        return tuple(self._consumers)
+
     def on_startup(self, hook: Hook) -> None:
         self._startup.append(hook)
 
@@ -96,7 +100,6 @@ class ServiceRuntime:
             options=options or ConsumerOptions(),
             subject=subject,
         )
-        consumer.register()
         self._consumers.append(consumer)
         return consumer
 
@@ -133,6 +136,8 @@ class ServiceRuntime:
         await self.broker.connect()
         await ensure_streams(self.broker.connection, self.settings)
         await self.broker.start()
+        for consumer in self._consumers:
+            await consumer.start(self.broker.connection)
         if self.relay is not None:
             self.relay.start()
         if self._consumers:
@@ -154,12 +159,15 @@ class ServiceRuntime:
             self._lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lag_task
+        # Stop pulling; handlers in flight get the grace period, the rest go back to the server.
+        grace = self.settings.shutdown_grace_s
+        await asyncio.gather(*(c.stop(grace) for c in self._consumers), return_exceptions=True)
         for hook in reversed(self._shutdown):
             with contextlib.suppress(Exception):
                 await hook()
         if self.relay is not None:
             await self.relay.stop()  # a last pass while the connection is still open
-        await self.broker.stop()  # stops pulling, lets in-flight handlers finish, drains
+        await self.broker.stop()  # request-reply subscribers, then the connection
         if self.mongo is not None:
             await self.mongo.close()
 

@@ -41,6 +41,15 @@ class ServiceSettings(BaseSettings):
         600.0, gt=0, description="JetStream duplicate window for re-published events."
     )
     instance: str = Field("", description="Name of this process in logs and events (default: host-pid).")
+    shutdown_grace_s: float = Field(
+        20.0,
+        ge=0,
+        le=600,
+        description=(
+            "On SIGTERM, how long handlers in flight may finish; the messages of those still running "
+            "then go back to JetStream for another process. Keep it below the orchestrator's grace period."
+        ),
+    )
 
 
 class TransitKeySettings(BaseSettings):

@@ -6,6 +6,7 @@ tested again its result is de-duplicated by JetStream instead of being stored tw
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,11 @@ class TestRequestedHandler:
     async def __call__(self, envelope: Envelope[TestRequested]) -> None:
         req = envelope.data
         completed = await self.runner.run(req)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Stopped mid-test (shutdown past its grace period): the steps cut short say nothing
+            # about the mailbox. No result; the consumer gives the request back for another tester.
+            raise asyncio.CancelledError
         out = make_envelope(
             completed,
             self.producer,

@@ -1,0 +1,152 @@
+"""A JetStream pull loop with back-pressure: it fetches only as many messages as it has free workers.
+
+Why our own loop: a consumer that fetches ahead of its workers holds messages in memory that
+nobody keeps alive; past the ack wait the server redelivers them (to this or another process)
+while they still wait, so the same work is done twice. Here a message is fetched only when a
+worker is free to start it at once, and from then on its handler keeps it alive.
+
+Stopping is a drain: fetching stops, handlers in flight get ``grace_s`` to finish, and the ones
+still running after that are cancelled, which gives their messages back to the server (``nak``)
+for another process to take at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[Msg], Coroutine[Any, Any, None]]
+
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+
+
+@dataclass(frozen=True)
+class PullSpec:
+    """Where to pull from and how much at once."""
+
+    stream: str
+    subject: str
+    durable: str
+    max_workers: int = 1
+    batch_size: int = 1
+    fetch_wait_s: float = 5.0
+
+
+class PullWorkers:
+    """Runs ``handler`` on the messages of one durable pull consumer, at most ``max_workers`` at once."""
+
+    def __init__(self, spec: PullSpec, config: ConsumerConfig, handler: MessageHandler) -> None:
+        if spec.max_workers < 1 or spec.batch_size < 1:
+            raise ValueError("max_workers and batch_size must be at least 1")
+        self.spec = spec
+        self.config = config
+        self.handler = handler
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._workers: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._workers)
+
+    async def start(self, nc: Client) -> None:
+        """Create (or update) the durable consumer, bind to it and start pulling."""
+        js = nc.jetstream()
+        await self._ensure_consumer(js)
+        self._sub = await js.pull_subscribe_bind(self.spec.durable, stream=self.spec.stream)
+        self._loop_task = asyncio.create_task(self._pull_loop(js), name=f"pull-{self.spec.durable}")
+
+    async def _ensure_consumer(self, js: JetStreamContext) -> None:
+        config = dataclasses.replace(
+            self.config,
+            name=self.spec.durable,
+            durable_name=self.spec.durable,
+            filter_subject=self.spec.subject,
+        )
+        try:
+            await js.add_consumer(self.spec.stream, config=config)
+        except BadRequestError as exc:
+            # An existing consumer whose fixed settings differ: keep it (operators change those).
+            log.warning(
+                "consumer exists with other settings; keeping it",
+                extra={"consumer": self.spec.durable, "error": exc.description},
+            )
+
+    async def _pull_loop(self, js: JetStreamContext) -> None:
+        assert self._sub is not None
+        pause = RETRY_FIRST_S
+        while True:
+            while len(self._workers) >= self.spec.max_workers:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+            want = min(self.spec.batch_size, self.spec.max_workers - len(self._workers))
+            try:
+                msgs = await self._sub.fetch(want, timeout=self.spec.fetch_wait_s)
+            except TimeoutError:
+                pause = RETRY_FIRST_S
+                continue  # nothing to do for a while: ask again
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Reconnecting, or the consumer vanished (e.g. a stream re-created): back off, re-create.
+                log.warning(
+                    "pull failed, retrying",
+                    extra={"consumer": self.spec.durable, "retry_in_s": pause, "error": repr(exc)},
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX_S)
+                with contextlib.suppress(Exception):
+                    await self._ensure_consumer(js)
+                continue
+            pause = RETRY_FIRST_S
+            for msg in msgs:
+                task = asyncio.create_task(self.handler(msg))
+                self._workers.add(task)
+                task.add_done_callback(self._worker_done)
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        self._workers.discard(task)
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "message handler crashed", extra={"consumer": self.spec.durable}, exc_info=task.exception()
+            )
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop pulling, give handlers in flight ``grace_s`` to finish, then cancel (and so nak) the rest."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._sub is not None:
+            # No interest left: the server stops sending to this process's pending pull requests.
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        if not self._workers:
+            return
+        _, still_running = await asyncio.wait(set(self._workers), timeout=grace_s)
+        if still_running:
+            log.warning(
+                "handlers still running after the grace period; giving their messages back",
+                extra={"consumer": self.spec.durable, "count": len(still_running)},
+            )
+            for task in still_running:
+                task.cancel()
+            await asyncio.wait(still_running, timeout=5.0)
