@@ -155,8 +155,8 @@ async def test_a_killed_testers_lease_frees_at_its_deadline(private_nats: NatsSe
         now = [1000.0]
         shared = SharedKv(lambda: nc, replicas=1, breaker_window_s=60, timeout_s=2.0)
         hasher = KeyHasher(b"k" * 32)
-        killed = HostLeases(shared, hasher, lease_s=30.0, clock=lambda: now[0])
-        alive = HostLeases(shared, hasher, lease_s=30.0, clock=lambda: now[0])
+        killed = HostLeases(shared, hasher, ttl_s=30.0, clock=lambda: now[0])
+        alive = HostLeases(shared, hasher, ttl_s=30.0, clock=lambda: now[0])
         # The killed tester took both slots and never released them.
         held = [await killed.try_acquire("mail.test", 2, f"dead-{i}") for i in range(2)]
         assert {lease.slot for lease in held if lease is not None} == {0, 1}
@@ -175,6 +175,8 @@ async def test_a_killed_testers_lease_frees_at_its_deadline(private_nats: NatsSe
         again = await alive.try_acquire("mail.test", 2, "live-4")
         assert again is not None and again.slot == first.slot and again.revision == revision + 1
     finally:
+        await killed.close()
+        await alive.close()
         await nc.close()
 
 
@@ -182,13 +184,14 @@ async def test_a_cancel_mid_write_leaves_no_lease(private_nats: NatsServer) -> N
     nc = await nats.connect(private_nats.url)
     try:
         shared = SharedKv(lambda: nc, replicas=1, breaker_window_s=60, timeout_s=2.0)
-        leases = HostLeases(shared, KeyHasher(b"k" * 32), lease_s=30.0)
+        leases = HostLeases(shared, KeyHasher(b"k" * 32), ttl_s=30.0)
         lease = await leases.try_acquire("mail.test", 1, "cut-short")
         assert lease is not None
         leases._writing["cut-short"] = lease.key  # as if the cancel came before the write's answer
         await leases.abandon("cut-short")
         assert await leases.try_acquire("mail.test", 1, "next") is not None
     finally:
+        await leases.close()
         await nc.close()
 
 

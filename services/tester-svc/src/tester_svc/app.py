@@ -73,12 +73,13 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     app = runtime.http_app(title="mailwarden tester-svc")
     app.state.runner = runner
     if shared is not None:
-        _open_buckets_at_start(app, shared)
+        _shared_limits_lifespan(app, shared, runner)
     return app
 
 
-def _open_buckets_at_start(app: FastAPI, shared: SharedKv) -> None:
-    """Create the KV buckets once connected, so a misconfiguration shows at start.
+def _shared_limits_lifespan(app: FastAPI, shared: SharedKv, runner: Runner) -> None:
+    """Create the KV buckets once connected, so a misconfiguration shows at start; at the end
+    (after the tests drained) stop any lease renewal left.
 
     Tests that arrive first open them lazily; a failure here is logged, not fatal: the limits
     fall back to this process's until KV answers.
@@ -87,8 +88,12 @@ def _open_buckets_at_start(app: FastAPI, shared: SharedKv) -> None:
 
     @contextlib.asynccontextmanager
     async def lifespan(application: FastAPI) -> AsyncIterator[None]:
-        async with inner(application):
-            await shared.open_at_start()
-            yield
+        try:
+            async with inner(application):
+                await shared.open_at_start()
+                yield
+        finally:
+            if runner.leases is not None:
+                await runner.leases.close()
 
     app.router.lifespan_context = lifespan

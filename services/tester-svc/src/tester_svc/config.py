@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from mailwarden_runtime.settings import ServiceSettings, TransitKeySettings
 
@@ -44,6 +44,17 @@ class Settings(ServiceSettings, TransitKeySettings):
         le=10,
         description="Deadline of one KV round trip; past it a test falls back to this process's limits.",
     )
+    tester_lease_ttl_s: float = Field(
+        15.0,
+        ge=0.5,
+        le=300,
+        description=(
+            "Lifetime of a shared per-host connection lease; its holder renews it every third of "
+            "this while the test runs, so a killed tester's slots free within it. Must exceed the "
+            "wall-clock skew between testers (allowed: under a third of it) and be at least 3x "
+            "MW_TESTER_KV_TIMEOUT_S."
+        ),
+    )
     tester_ehlo_name: str = Field("mailwarden-tester.invalid", description="Name sent in SMTP EHLO.")
     tester_fake_success_for_benchmarks: bool = Field(
         False,
@@ -58,6 +69,14 @@ class Settings(ServiceSettings, TransitKeySettings):
     def _check_networks(cls, value: str) -> str:
         parse_networks(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_lease_ttl(self) -> Settings:
+        # A renewal starts a third of the TTL after the last write and may take one KV deadline:
+        # it must land well before the lease expires (the rest of the TTL absorbs clock skew).
+        if self.tester_lease_ttl_s < 3 * self.tester_kv_timeout_s:
+            raise ValueError("tester_lease_ttl_s must be at least 3 x tester_kv_timeout_s")
+        return self
 
     @property
     def allow_networks(self) -> list[Network]:

@@ -46,7 +46,7 @@ T = TypeVar("T")
 
 BREAKER_BUCKET = "MW_TESTER_BREAKER"
 HOSTS_BUCKET = "MW_TESTER_HOSTS"
-# Garbage collection of idle host keys; must outlive the longest lease (test deadline ≤ 600 s + margin).
+# Garbage collection of idle host keys; must outlive a lease's TTL (leases are rewritten while renewed).
 HOSTS_TTL_S = 3600.0
 RETRY_AFTER_S = 5.0
 KEY_LABEL = b"mailwarden tester-svc shared limits v1"

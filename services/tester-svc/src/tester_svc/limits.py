@@ -128,7 +128,7 @@ class ConnectionLimiter:
         try:
             await release
         except KvUnavailable:
-            pass  # logged by the KV layer; the lease frees itself at its deadline
+            pass  # logged by the KV layer; no longer renewed, the lease expires within its TTL
 
 
 @dataclass

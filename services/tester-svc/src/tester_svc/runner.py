@@ -28,8 +28,6 @@ from tester_svc.trace import Trace
 from tester_svc.wire import Limits
 
 log = logging.getLogger(__name__)
-# A lease outlives the test deadline by this much (clock differences between testers).
-LEASE_MARGIN_S = 15.0
 
 DIALOGUES: dict[Protocol, Dialogue] = {"imap": imap_dialogue, "pop3": pop3_dialogue, "smtp": smtp_dialogue}
 
@@ -51,17 +49,18 @@ class Runner:
         threshold, window_s = settings.tester_breaker_threshold, settings.tester_breaker_window_s
         # Opening the login is instant; the shared breaker check is one KV read with its own deadline.
         self.credentials_timeout_s = 1.0 + (shared.timeout_s if shared else 0.0)
-        leases: HostLeases | None = None
+        self.leases: HostLeases | None = None
         store: BreakerStore | None = None
         if shared is not None:
             hasher = KeyHasher(limits_key(keyring))
-            leases = HostLeases(shared, hasher, self.test_timeout_s + LEASE_MARGIN_S)
+            # Short, renewed while the test runs: a killed tester's slots free within one TTL.
+            self.leases = HostLeases(shared, hasher, settings.tester_lease_ttl_s)
             store = BreakerStore(shared, hasher, threshold, window_s)
         self.env = ProbeEnv(
             resolver=resolver or SystemResolver(),
             tls=TlsContexts(settings.tester_ca_file),
             allow_networks=settings.allow_networks,
-            limiter=ConnectionLimiter(settings.tester_concurrency * 2, leases),
+            limiter=ConnectionLimiter(settings.tester_concurrency * 2, self.leases),
             breaker=LoginBreaker(AuthBreaker(threshold, window_s), store),
             step_timeout_s=settings.tester_step_timeout_s,
             dns_timeout_s=settings.tester_dns_timeout_s,
