@@ -18,6 +18,7 @@ import nats
 import pytest
 from fastapi import FastAPI
 from nats.js.api import StorageType
+from pydantic import ValidationError
 
 from contracts.errors import ErrorCode
 from contracts.models import DirectionResult, Endpoint, TlsMode
@@ -26,7 +27,7 @@ from mailwarden_servers import NatsServer, TestCertificates
 from tester_svc import kv as kv_module
 from tester_svc.app import create_app
 from tester_svc.kv import BREAKER_BUCKET, HOSTS_BUCKET, KeyHasher, SharedKv
-from tester_svc.limits import AuthBreaker, LoginBreaker
+from tester_svc.limits import AuthBreaker, ConnectionLimiter, LoginBreaker
 from tester_svc.resolve import StaticResolver
 from tester_svc.runner import Runner
 from tester_svc.shared_limits import BreakerStore, FailureRecord, HostLeases
@@ -195,6 +196,133 @@ async def test_a_cancel_mid_write_leaves_no_lease(private_nats: NatsServer) -> N
         await nc.close()
 
 
+# --- lease renewal ------------------------------------------------------------------------------
+TTL_S = 1.0  # short leases, so these tests take seconds; production default 15 s
+
+
+@pytest.fixture
+async def two_kvs(private_nats: NatsServer) -> AsyncIterator[tuple[SharedKv, SharedKv]]:
+    """Two testers' KV clients, each on its own NATS connection."""
+    a, b = await nats.connect(private_nats.url), await nats.connect(private_nats.url)
+    try:
+        yield (
+            SharedKv(lambda: a, replicas=1, breaker_window_s=60, timeout_s=0.3),
+            SharedKv(lambda: b, replicas=1, breaker_window_s=60, timeout_s=0.3),
+        )
+    finally:
+        await a.close()
+        await b.close()
+
+
+def renewal_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("host-lease-renewal")]
+
+
+async def test_a_held_lease_outlives_its_ttl_because_it_is_renewed(
+    two_kvs: tuple[SharedKv, SharedKv],
+) -> None:
+    hasher = KeyHasher(b"k" * 32)
+    holder, other = HostLeases(two_kvs[0], hasher, TTL_S), HostLeases(two_kvs[1], hasher, TTL_S)
+    try:
+        lease = await holder.try_acquire("mail.test", 1, "long-test")
+        assert lease is not None
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 3.5 * TTL_S
+        tries = 0
+        while loop.time() < until:  # the test runs on; the other tester keeps asking
+            assert await other.try_acquire("mail.test", 1, f"other-{tries}") is None
+            tries += 1
+            await asyncio.sleep(TTL_S / 4)
+        assert tries >= 10
+        _, raw = await two_kvs[1].read(HOSTS_BUCKET, lease.key)
+        assert b"long-test" in raw
+        await holder.release(lease)
+        assert holder.renewing == 0
+        assert await other.try_acquire("mail.test", 1, "after-release") is not None
+    finally:
+        await holder.close()
+        await other.close()
+
+
+async def test_a_dead_testers_slot_is_taken_over_within_the_ttl(testers: Any, fake_server: StartFake) -> None:
+    """Tester A dies holding the host's only slot (it stops renewing, never releases); tester B's
+    test for that host waits for the slot inside its own deadline and succeeds."""
+    fake = await fake_server(checking_imap())
+    fast = {"tester_lease_ttl_s": TTL_S, "tester_kv_timeout_s": 0.3, "tester_test_timeout_s": 8.0}
+    a = await testers(instance="tester-a", **fast)
+    b = await testers(instance="tester-b", **fast)
+    dead = runner_of(a).leases
+    assert dead is not None
+    lease = await dead.try_acquire("mail.test", 1, "killed-mid-test")
+    assert lease is not None
+    await dead.close()  # the process is gone: no renewal, no release
+    result = await imap(runner_of(b), fake.port, max_concurrent_connections=1)
+    assert result.status is Status.SUCCESS, result.error
+    assert step_fact(result, "tcp", "limits") == "shared"
+    waited_ms = step_fact(result, "tcp", "slot_wait_ms")
+    assert isinstance(waited_ms, float) and waited_ms > 0  # it did wait for the dead lease
+    # Generous bound (the old lease lasted the 8 s test deadline + 15 s): TTL plus a margin.
+    assert waited_ms < (TTL_S + 4.0) * 1000
+
+
+async def test_a_renewal_that_finds_its_slot_taken_stops_and_warns(
+    two_kvs: tuple[SharedKv, SharedKv], caplog: pytest.LogCaptureFixture
+) -> None:
+    hasher = KeyHasher(b"k" * 32)
+    holder = HostLeases(two_kvs[0], hasher, TTL_S)
+    try:
+        lease = await holder.try_acquire("mail.test", 1, "stalled")
+        assert lease is not None
+        # As if the lease had expired and another tester took the slot before the renewal came.
+        revision, _ = await two_kvs[1].read(HOSTS_BUCKET, lease.key)
+        taken = b'{"id":"usurper","until":1e12}'
+        await two_kvs[1].write(HOSTS_BUCKET, lease.key, taken, revision)
+        with caplog.at_level("WARNING", logger="tester_svc.shared_limits"):
+            for _ in range(50):
+                if holder.renewing == 0:
+                    break
+                await asyncio.sleep(0.05)
+        assert holder.renewing == 0
+        assert any("renewal stops" in r.getMessage() for r in caplog.records)
+        await holder.release(lease)  # must not free the other tester's lease
+        assert (await two_kvs[1].read(HOSTS_BUCKET, lease.key))[1] == taken
+    finally:
+        await holder.close()
+
+
+async def test_many_acquisitions_and_cancels_leave_no_renewal_running(
+    two_kvs: tuple[SharedKv, SharedKv],
+) -> None:
+    leases = HostLeases(two_kvs[0], KeyHasher(b"k" * 32), TTL_S)
+    limiter = ConnectionLimiter(8, leases)
+    before = len(renewal_tasks())
+
+    async def use(i: int) -> None:
+        async with limiter.slot(f"host-{i % 3}.test", 2):
+            await asyncio.sleep(0.01 * (i % 4))
+
+    try:
+        for _ in range(3):
+            tasks = [asyncio.create_task(use(i)) for i in range(30)]
+            await asyncio.sleep(0.05)
+            for task in tasks[::4]:  # cancelled while holding or while waiting for a slot
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for _ in range(50):  # releases of cancelled tests finish in the background
+                if not limiter._background:
+                    break
+                await asyncio.sleep(0.02)
+            assert leases.renewing == 0 and not leases._held
+            assert len(renewal_tasks()) == before
+        for host in ("host-0.test", "host-1.test", "host-2.test"):  # every slot free again
+            for slot in range(2):
+                _, raw = await two_kvs[1].read(HOSTS_BUCKET, f"{leases.key(host)}.{slot}")
+                assert raw in (b"", b"{}")
+    finally:
+        await leases.close()
+    assert len(renewal_tasks()) == before
+
+
 # --- breaker ----------------------------------------------------------------------------------
 async def test_breaker_threshold_reached_on_one_tester_stops_the_other(
     testers: Any, fake_server: StartFake
@@ -324,3 +452,9 @@ def test_failure_record_is_bounded_and_tolerant() -> None:
     record = FailureRecord.decode(3, b'{"t": [1.0, 50.0, 99.0], "p": {"a": 1.0, "b": 99.0}}')
     pruned = record.pruned(cutoff=40.0)
     assert pruned.revision == 3 and pruned.times == [50.0, 99.0] and pruned.prints == {"b": 99.0}
+
+
+def test_lease_ttl_leaves_room_for_a_renewal(certs: TestCertificates) -> None:
+    assert settings_for(certs).tester_lease_ttl_s == 15.0
+    with pytest.raises(ValidationError, match="tester_lease_ttl_s"):
+        settings_for(certs, tester_lease_ttl_s=2.0, tester_kv_timeout_s=1.0)
