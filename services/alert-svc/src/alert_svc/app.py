@@ -15,6 +15,7 @@ from alert_svc.config import Settings
 from alert_svc.handlers import ReadModelHandlers
 from alert_svc.operations import Operations
 from alert_svc.processor import StatusProcessor
+from alert_svc.readcache import ReadModelCache
 from alert_svc.repository import ALERTS as ALERTS_COLLECTION
 from alert_svc.repository import Repository
 from contracts.events import (
@@ -38,8 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keys = settings.webhook_key_ring()  # refuses to start without keys outside dev mode
     runtime = ServiceRuntime(NAME, settings, outbox_collections=[ALERTS_COLLECTION])
     repo = Repository(runtime.db)
-    processor = StatusProcessor(repo, settings)
-    read_models = ReadModelHandlers(repo)
+    cache = ReadModelCache(repo, settings.alert_read_model_ttl_s)
+    processor = StatusProcessor(repo, settings, cache)
+    read_models = ReadModelHandlers(repo, cache)
     email = EmailDigestWorker(repo, settings)
     webhooks = WebhookWorker(repo, settings, keys)
     enqueuer = ChannelEnqueuer(repo, settings, email, webhooks)

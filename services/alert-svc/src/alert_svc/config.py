@@ -26,6 +26,13 @@ class Settings(ServiceSettings):
         2, ge=1, description="A profile needs at least this many mailboxes for the >50 % alert."
     )
 
+    alert_read_model_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long org settings, profile names and mailbox counts are kept in memory "
+        "(changes this instance handles apply at once; 0: read them on every event).",
+    )
+
     # Channels.
     alert_channel_poll_s: float = Field(1.0, gt=0, description="How often the channel workers look for work.")
     alert_digest_interval_s: float = Field(

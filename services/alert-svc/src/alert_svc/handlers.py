@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from alert_svc.readcache import ReadModelCache
 from alert_svc.repository import Repository
 from contracts.envelope import Envelope
 from contracts.events import (
@@ -15,11 +16,15 @@ from contracts.events import (
 
 
 class ReadModelHandlers:
-    def __init__(self, repo: Repository) -> None:
+    """Each handler makes ``cache`` forget what it changed, after the write."""
+
+    def __init__(self, repo: Repository, cache: ReadModelCache) -> None:
         self.repo = repo
+        self.cache = cache
 
     async def settings_changed(self, envelope: Envelope[EmailSettingsChanged]) -> None:
         await self.repo.save_settings(envelope.data.settings)
+        self.cache.forget_policy()
 
     async def profile_saved(self, envelope: Envelope[ProfileCreated] | Envelope[ProfileUpdated]) -> None:
         p = envelope.data.profile
@@ -32,10 +37,13 @@ class ReadModelHandlers:
                 "majority_email": p.advanced.email_alert_on_majority_failure,
             },
         )
+        self.cache.forget_profile(p.profile_id)
 
     async def profile_deleted(self, envelope: Envelope[ProfileDeleted]) -> None:
         await self.repo.delete_profile(envelope.data.profile_id)
+        self.cache.forget_profile(envelope.data.profile_id)
 
     async def mailbox_saved(self, envelope: Envelope[MailboxCreated] | Envelope[MailboxUpdated]) -> None:
         m = envelope.data.mailbox
         await self.repo.save_mailbox(m.mailbox_id, m.version, m.profile_id, m.active)
+        self.cache.mailbox_saved(m.mailbox_id)

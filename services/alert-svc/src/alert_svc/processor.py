@@ -15,10 +15,12 @@ from alert_svc import rules
 from alert_svc.config import Settings
 from alert_svc.domain import PROFILE_MAJORITY_FAILURE, Draft, recipient_key
 from alert_svc.metrics import ALERTS_RAISED
-from alert_svc.repository import Repository
+from alert_svc.readcache import ReadModelCache
+from alert_svc.repository import Planned, Repository, cause_scope, mailbox_scope, profile_scope
 from contracts.envelope import Envelope
 from contracts.errors import ErrorCode
 from contracts.events import MailboxStatusChanged
+from mailwarden_runtime.mongo import Document
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +29,10 @@ LOCK_STRIPES = 64
 
 
 class StatusProcessor:
-    def __init__(self, repo: Repository, settings: Settings) -> None:
+    def __init__(self, repo: Repository, settings: Settings, cache: ReadModelCache | None = None) -> None:
         self.repo = repo
         self.settings = settings
+        self.cache = cache or ReadModelCache(repo, settings.alert_read_model_ttl_s)
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
 
     async def handle(self, envelope: Envelope[MailboxStatusChanged]) -> None:
@@ -43,115 +46,167 @@ class StatusProcessor:
             await self._handle(envelope)
 
     async def _handle(self, envelope: Envelope[MailboxStatusChanged]) -> None:
+        """Few round trips: record both directions in one write, read every open alert the event
+        may count on or resolve in one query, then write every alert change in one bulk write."""
         event = envelope.data
         ref = event.mailbox
         occurrence = event.test_id or f"event-{envelope.id}"
         at = envelope.occurred_at
-        policy = await self.repo.policy()
-        profile = await self.repo.profile(ref.profile_id)
-        profile_name = str(profile["name"]) if profile else ref.profile_id
+        policy = await self.cache.policy()
+        profile_name = await self.cache.profile_name(ref.profile_id)
+        await self.cache.note_mailbox(ref.mailbox_id, ref.profile_id)
 
-        await self.repo.note_mailbox(ref.mailbox_id, ref.profile_id)
-        failed = {f.direction: f for f in rules.failures(event)}
-        for direction in rules.succeeded_directions(event):
-            await self.repo.record_direction(
-                ref.mailbox_id, ref.email, ref.profile_id, direction.value, None, at
-            )
-        for direction, failure in failed.items():
-            code = failure.error.code.value
-            await self.repo.record_direction(
-                ref.mailbox_id, ref.email, ref.profile_id, direction.value, code, at
-            )
+        failures = {f.direction: f for f in rules.failures(event)}
+        succeeded = rules.succeeded_directions(event)
+        outcomes: list[tuple[str, str | None]] = [(d.value, None) for d in succeeded]
+        outcomes += [(d.value, f.error.code.value) for d, f in failures.items()]
+        await self.repo.record_outcomes(ref.mailbox_id, ref.email, ref.profile_id, outcomes, at)
 
         fan = rules.fan_out(event, policy, profile_name)
         drafts = list(fan.drafts)
+        grouped: list[str] = []
         for failure, draft in fan.profile_errors:
-            drafts.append(await self._maybe_group(failure, draft, profile_name, at))
-        for draft in rules.allowed(drafts, policy):
-            outcome = await self.repo.raise_alert(draft, occurrence, event.test_id, at)
-            ALERTS_RAISED.labels(level=draft.level, outcome=outcome).inc()
+            draft, cause = await self._maybe_group(failure, draft, profile_name, at)
+            drafts.append(draft)
+            grouped += [cause] if cause else []
 
-        await self._resolve_recovered(event, at)
-        await self._majority(event, policy, profile_name, occurrence, at)
+        scopes = [mailbox_scope(ref.mailbox_id), profile_scope(ref.profile_id), *grouped]
+        found = list({d["_id"]: d for d in await self.repo.open_alerts_in(scopes)}.values())
+        plan = AlertPlan(self.repo, occurrence, event.test_id, at)
+        # The per-mailbox alerts a group replaces leave the profile owner's wall.
+        plan.resolve([d for d in found if set(d.get("open_in") or ()) & set(grouped)], "grouped")
+        for draft in rules.allowed(drafts, policy):
+            plan.raise_(draft, found)
+        self._plan_recovered(plan, event, found)
+        for draft in await self._majority(event, policy, profile_name, found, plan):
+            plan.raise_(draft, found)
+        for level, outcome in await plan.apply():
+            ALERTS_RAISED.labels(level=level, outcome=outcome).inc()
 
     async def _maybe_group(
         self, failure: rules.Failure, draft: Draft, profile_name: str, at: datetime
-    ) -> Draft:
-        """A profile-scope cause shared by enough mailboxes becomes one profile alert."""
+    ) -> tuple[Draft, str | None]:
+        """A profile-scope cause shared by enough mailboxes becomes one profile alert.
+
+        Returns the draft to raise and, when grouped, the scope of the alerts the group replaces.
+        """
         if not failure.profile_scope:
-            return draft
+            return draft, None
         code = failure.error.code
         since = at - timedelta(seconds=self.settings.alert_group_window_s)
         mailboxes = await self.repo.failing_mailboxes(
             draft.profile_id, failure.direction.value, code.value, since
         )
         if len(mailboxes) < self.settings.alert_group_min_mailboxes:
-            return draft
-        # The per-mailbox alerts this group replaces leave the profile owner's wall.
-        await self.repo.resolve(
-            {
-                "recipient_key": recipient_key(draft.recipient),
-                "profile_id": draft.profile_id,
-                "kind": "mailbox",
-                "code": code.value,
-                "direction": failure.direction.value,
-            },
-            "grouped",
-            at,
+            return draft, None
+        cause = cause_scope(
+            recipient_key(draft.recipient), draft.profile_id, code.value, failure.direction.value
         )
-        return rules.group_draft(draft, ErrorCode(code), profile_name, mailboxes)
+        return rules.group_draft(draft, ErrorCode(code), profile_name, mailboxes), cause
 
-    async def _resolve_recovered(self, event: MailboxStatusChanged, at: datetime) -> None:
+    @staticmethod
+    def _plan_recovered(plan: AlertPlan, event: MailboxStatusChanged, found: list[Document]) -> None:
+        """Succeeded directions resolve their errors and leave the profile's groups."""
         ref = event.mailbox
+        mine = [d for d in found if d.get("mailbox_id") == ref.mailbox_id and d["level"] == "error"]
+        groups = [d for d in found if d["kind"] == "group" and d["profile_id"] == ref.profile_id]
         for direction in rules.succeeded_directions(event):
-            await self.repo.resolve(
-                {"mailbox_id": ref.mailbox_id, "level": "error", "direction": direction.value},
-                "recovered",
-                at,
-            )
-            await self.repo.detach_mailbox(ref.profile_id, direction.value, ref.mailbox_id)
-            await self.repo.resolve(
-                {
-                    "kind": "group",  # first: the (kind, profile_id) index (see Repository.ensure_indexes)
-                    "profile_id": ref.profile_id,
-                    "direction": direction.value,
-                    "affected_mailboxes": {"$size": 0},
-                },
-                "recovered",
-                at,
-            )
+            plan.resolve([d for d in mine if d.get("direction") == direction.value], "recovered")
+            for group in (g for g in groups if g.get("direction") == direction.value):
+                if ref.mailbox_id in (group.get("affected_mailboxes") or []):
+                    plan.leave_group(group, ref.mailbox_id)
+                elif not group.get("affected_mailboxes"):
+                    plan.resolve([group], "recovered")
         if rules.is_success(event):
-            await self.repo.resolve(
-                {"mailbox_id": ref.mailbox_id, "level": "error", "direction": None}, "recovered", at
-            )
+            plan.resolve([d for d in mine if d.get("direction") is None], "recovered")
             present = {w.value for w in rules.warning_codes(event)}
-            for alert in await self.repo.open_alerts({"kind": "warning", "profile_id": ref.profile_id}):
-                if alert["code"] not in present:
-                    await self.repo.resolve({"_id": alert["_id"]}, "recovered", at)
+            warnings = [
+                d
+                for d in found
+                if d["kind"] == "warning" and d["profile_id"] == ref.profile_id and d["code"] not in present
+            ]
+            plan.resolve(warnings, "recovered")
 
     async def _majority(
         self,
         event: MailboxStatusChanged,
         policy: rules.OrgPolicy,
         profile_name: str,
-        occurrence: str,
-        at: datetime,
-    ) -> None:
-        """More than half of a profile's mailboxes failing within the window: one profile alert."""
+        found: list[Document],
+        plan: AlertPlan,
+    ) -> list[Draft]:
+        """More than half of a profile's mailboxes failing within the window: one profile alert.
+
+        Counted only when it can change something: the event failed, or a majority alert is open.
+        """
         ref = event.mailbox
+        open_majority = [
+            d
+            for d in found
+            if d["kind"] == "majority"
+            and d["profile_id"] == ref.profile_id
+            and d["code"] == PROFILE_MAJORITY_FAILURE
+        ]
+        has_failures = bool(rules.failures(event))
+        if not has_failures and not open_majority:
+            return []
         window = self.settings.alert_majority_window_s
-        failed = await self.repo.failed_mailbox_count(ref.profile_id, at - timedelta(seconds=window))
+        failed = await self.repo.failed_mailbox_count(ref.profile_id, plan.at - timedelta(seconds=window))
         # Counting the profile's mailboxes reads all of them: only needed when something failed.
-        total = await self.repo.profile_mailbox_count(ref.profile_id) if failed else 0
+        total = await self.cache.mailbox_total(ref.profile_id) if failed else 0
         if failed and total >= self.settings.alert_majority_min_mailboxes and failed * 2 > total:
-            if rules.failures(event):
+            if has_failures:
                 draft = rules.majority_draft(event, profile_name, failed, total, int(window // 60))
-                for allowed in rules.allowed([draft], policy):
-                    outcome = await self.repo.raise_alert(allowed, occurrence, event.test_id, at)
-                    ALERTS_RAISED.labels(level=allowed.level, outcome=outcome).inc()
-        else:
-            await self.repo.resolve(
-                {"kind": "majority", "profile_id": ref.profile_id, "code": PROFILE_MAJORITY_FAILURE},
-                "recovered",
-                at,
-            )
+                return rules.allowed([draft], policy)
+            return []
+        plan.resolve(open_majority, "recovered")
+        return []
+
+
+class AlertPlan:
+    """The alert writes of one status event, decided from the open alerts read up front."""
+
+    def __init__(self, repo: Repository, occurrence: str, test_id: str | None, at: datetime) -> None:
+        self.repo = repo
+        self.occurrence = occurrence
+        self.test_id = test_id
+        self.at = at
+        self._planned: list[Planned] = []
+        self._raised: list[tuple[str, str]] = []  # (level, outcome) per draft, in order
+        self._raise_index: list[int] = []  # which planned write raised which draft
+        self._keys: set[str] = set()
+        self._resolving: set[str] = set()
+
+    def resolve(self, docs: list[Document], reason: str) -> None:
+        for doc in docs:
+            if doc["_id"] not in self._resolving:
+                self._resolving.add(doc["_id"])
+                self._planned.append(self.repo.plan_resolve(doc, reason, self.at))
+
+    def leave_group(self, group: Document, mailbox_id: str) -> None:
+        if group["_id"] not in self._resolving:
+            self._resolving.add(group["_id"])
+            self._planned.append(self.repo.plan_leave_group(group, mailbox_id, self.at))
+
+    def raise_(self, draft: Draft, found: list[Document]) -> None:
+        if draft.key in self._keys:  # the same key twice in one event: the first one counts
+            self._raised.append((draft.level, "duplicate"))
+            return
+        self._keys.add(draft.key)
+        current = next(
+            (d for d in found if d.get("open_key") == draft.key and d["_id"] not in self._resolving), None
+        )
+        if current is not None and self.occurrence in current.get("occurrences", []):
+            self._raised.append((draft.level, "duplicate"))
+            return
+        self._raised.append((draft.level, "new" if current is None else "repeat"))
+        self._raise_index.append(len(self._planned))
+        self._planned.append(self.repo.plan_raise(draft, current, self.occurrence, self.test_id, self.at))
+
+    async def apply(self) -> list[tuple[str, str]]:
+        """Write everything; returns (level, outcome) per raised draft for the metrics."""
+        retried = await self.repo.apply(self._planned)
+        if retried is None:
+            return self._raised
+        outcomes = iter(str(retried[i]) for i in self._raise_index)
+        return [(level, next(outcomes) if o != "duplicate" else o) for level, o in self._raised]
