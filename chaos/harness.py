@@ -476,9 +476,14 @@ class System:
         # A transient failure (e.g. a test timed out while queued) is retried: that is a new test
         # with its own id, not a duplicate. Duplicates are two effects of one test id.
         runs: Counter[str] = Counter()
-        async for run in mdb.test_runs.find({"mailbox_id": {"$in": ids}}, {"mailbox_id": 1}):
+        causes: Counter[str] = Counter()
+        async for run in mdb.test_runs.find({"mailbox_id": {"$in": ids}}, {"mailbox_id": 1, "outcome": 1}):
             runs[run["mailbox_id"]] += 1
+            if run.get("outcome") != "success":
+                causes[str(run.get("outcome"))] += 1
         fig.figures["retried_mailboxes"] = sum(1 for c in runs.values() if c > 1)
+        if causes:
+            fig.figures["retry_causes"] = dict(causes)
         changes = await self.status_changes_per_test()
         mine = {k: v for k, v in changes.items() if k[0] in set(ids)}
         dup_flips = sum(c - 1 for c in mine.values() if c > 1)
