@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from mailbox_helpers import MakeHarness, eventually, mailbox_body, owner, profile_snapshot
+from mailbox_helpers import MakeHarness, completed_for, eventually, mailbox_body, owner, profile_snapshot
 
+from contracts.envelope import make_envelope
 from contracts.errors import ErrorCode
 from contracts.models import CredentialSource, OwnerKind
 from mailwarden_runtime.crypto import KeyRing
@@ -205,3 +207,51 @@ async def test_duplicate_test_completed_changes_nothing(make_harness: MakeHarnes
         evs = status_events(await h.stream_messages("mailwarden.mailbox.status_changed"), "m1")
         assert len(evs) == 1
         assert len((await h.http.get("/mailboxes/m1/tests")).json()["items"]) == 1
+
+
+async def test_a_batch_of_results_applies_each_once_even_with_duplicates_and_races(
+    make_harness: MakeHarness,
+) -> None:
+    """The batch path (many results, three round trips) agrees with the one-result path."""
+    async with make_harness() as h:
+        await h.profile()
+        await h.org_settings(approved_users_only=False)
+        for n in (1, 2, 3):
+            await h.http.post("/mailboxes", json=mailbox_body(n, mailbox_id=f"m{n}"))
+        await h.http.post("/mailboxes/test", json={"mailbox_ids": ["m1", "m2", "m3"]})
+        reqs = {r.mailbox.mailbox_id: r for r in await h.test_requests(3)}
+        results = {
+            "m1": completed_for(reqs["m1"]),
+            "m2": completed_for(reqs["m2"], incoming=ErrorCode.AUTH_FAILED),
+            "m3": completed_for(reqs["m3"]),
+        }
+        envs = [make_envelope(r, "fake-tester") for r in results.values()]
+        envs += [make_envelope(results["m1"], "fake-tester")]  # the same result twice in one batch
+        repo = h.app.state.repository
+        read = repo.get_many
+
+        async def read_then_another_writer(ids: list[str]) -> dict[str, Any]:
+            """m3 changes between the batch's read and its write: its conditional update loses."""
+            docs = await read(ids)
+            await h.db.mailboxes.update_one({"_id": "m3"}, {"$inc": {"version": 1}})
+            return dict(docs)
+
+        repo.get_many = read_then_another_writer
+        handlers = h.app.state.handlers
+        await handlers.test_completed_batch(envs)
+        repo.get_many = read
+        for mailbox_id in ("m1", "m3"):
+            mb = await h.mailbox(mailbox_id)
+            assert mb["pending_test_id"] is None, mailbox_id
+            assert (mb["incoming_status"], mb["outgoing_status"]) == ("success", "success")
+        m2 = await h.mailbox("m2")
+        assert (m2["incoming_status"], m2["disabled_reason"]) == ("failure", "auth_failed")
+        before = [await h.mailbox(m) for m in ("m1", "m2", "m3")]
+        await handlers.test_completed_batch(envs)  # a redelivered batch changes nothing
+        assert [await h.mailbox(m) for m in ("m1", "m2", "m3")] == before
+        await h.settled()
+        events = await h.stream_messages("mailwarden.mailbox.status_changed")
+        for mailbox_id in ("m1", "m2", "m3"):
+            assert len(status_events(events, mailbox_id)) == 1, mailbox_id
+            runs = (await h.http.get(f"/mailboxes/{mailbox_id}/tests")).json()["items"]
+            assert len(runs) == 1, mailbox_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -195,3 +195,36 @@ async def test_stop_gives_back_what_outlives_the_grace_period(
     taker.consume(MailboxApproved, "c-handback", quick, options)
     await taker.start()
     await wait_for(lambda: taken == ["mbx_1"], timeout=10.0)  # the ack wait is 30 s
+
+
+async def test_batches_are_handled_together_and_a_failed_batch_one_by_one(
+    runtime_factory: Callable[..., ServiceRuntime],
+) -> None:
+    rt = runtime_factory()
+    failed: list[str] = []
+    batches: list[list[str]] = []
+    singles: list[str] = []
+
+    async def batch(envs: Sequence[Envelope[MailboxApproved]]) -> None:
+        if not failed:
+            failed.extend(e.data.mailbox_id for e in envs)
+            raise RuntimeError("the database said no")
+        batches.append([e.data.mailbox_id for e in envs])
+
+    async def single(env: Envelope[MailboxApproved]) -> None:
+        singles.append(env.data.mailbox_id)
+
+    rt.consume(MailboxApproved, "c-batch", single, ConsumerOptions(batch_size=10), batch_handler=batch)
+    dead, on_dead = collector()
+    rt.consume(DeadLettered, "c-batch-dlq", on_dead, subject="mailwarden.dlq.c-batch")
+    await rt.start()
+    for n in range(8):
+        await rt.publish(rt.envelope(approved(n)))
+        if n == 3:
+            await rt.broker.publish(b"{not json", "mailwarden.mailbox.approved", stream="MW_CONFIG")
+    await wait_for(lambda: len(singles) + sum(len(b) for b in batches) == 8 and len(dead) == 1)
+    await asyncio.sleep(0.5)
+    handled = singles + [m for b in batches for m in b]
+    assert sorted(handled) == [f"mbx_{n}" for n in range(8)], "each event handled exactly once"
+    assert singles == failed, "the failed batch is handled one by one, in order"
+    assert "JSON" in dead[0].data.reason

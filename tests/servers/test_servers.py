@@ -17,6 +17,10 @@ import aioimaplib
 import aiosmtplib
 import nats
 import pytest
+from nats.js.api import StreamConfig
+from pymongo import AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
+
 from mailwarden_servers import (
     CertPair,
     DovecotServer,
@@ -26,9 +30,6 @@ from mailwarden_servers import (
     SmtpServer,
     TestCertificates,
 )
-from nats.js.api import StreamConfig
-from pymongo import AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
 
 pytestmark = pytest.mark.integration
 

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
 Handler = Callable[[Envelope[E]], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Envelope[E]]], Awaitable[None]]
 
 MAX_KEPT_BODY = 64 * 1024
 
@@ -84,6 +85,7 @@ class EventConsumer(Generic[E]):
     producer: str
     options: ConsumerOptions = field(default_factory=ConsumerOptions)
     subject: str | None = None
+    batch_handler: BatchHandler[E] | None = None
 
     def __post_init__(self) -> None:
         self._workers: PullWorkers | None = None
@@ -114,7 +116,8 @@ class EventConsumer(Generic[E]):
             batch_size=opts.batch_size,
             fetch_wait_s=opts.fetch_wait_s,
         )
-        self._workers = PullWorkers(spec, self.consumer_config(), self.on_message)
+        batch = self.on_batch if self.batch_handler is not None else None
+        self._workers = PullWorkers(spec, self.consumer_config(), self.on_message, batch)
         await self._workers.start(nc)
 
     async def stop(self, grace_s: float) -> None:
@@ -137,6 +140,60 @@ class EventConsumer(Generic[E]):
             ),
         ):
             await self._on_message(msg)
+
+    async def on_batch(self, msgs: list[Msg]) -> None:
+        """Hand first deliveries of valid events to the batch handler in one call, ack them together.
+
+        Everything else takes the one-message path, which owns retries and dead letters: invalid
+        bodies, redeliveries, and, if the batch handler raises, every message of the batch in
+        turn (so batch handlers must be idempotent with their one-message twin).
+        """
+        assert self.batch_handler is not None
+        batch: list[tuple[Msg, Envelope[E]]] = []
+        single: list[Msg] = []
+        for msg in msgs:
+            try:
+                envelope = parse_envelope(msg.data, self.event_cls)
+            except EnvelopeError:
+                single.append(msg)
+                continue
+            if (msg.metadata.num_delivered or 1) > 1:
+                single.append(msg)
+            else:
+                batch.append((msg, envelope))
+        if batch:
+            keep_alive = [asyncio.create_task(self._keep_alive(m)) for m, _ in batch]
+            try:
+                with tracer().start_as_current_span(
+                    f"{self.durable} process batch",
+                    kind=SpanKind.CONSUMER,
+                    attributes={"messaging.system": "nats", "messaging.batch.message_count": len(batch)},
+                ):
+                    await self.batch_handler([env for _, env in batch])
+            except asyncio.CancelledError:
+                for m, _ in batch:
+                    with contextlib.suppress(Exception):
+                        await m.nak()
+                raise
+            except Exception as exc:
+                log.warning(
+                    "batch handler failed; handling its messages one by one",
+                    extra={"consumer": self.durable, "size": len(batch), "error": repr(exc)},
+                )
+                single = [m for m, _ in batch] + single
+            else:
+                now = datetime.now(UTC)
+                for m, env in batch:
+                    lag = (now - env.occurred_at).total_seconds()
+                    metrics.EVENT_LAG.labels(consumer=self.durable).observe(max(lag, 0.0))
+                    await m.ack()
+                metrics.EVENTS_HANDLED.labels(consumer=self.durable).inc(len(batch))
+            finally:
+                for task in keep_alive:
+                    task.cancel()
+                await asyncio.gather(*keep_alive, return_exceptions=True)
+        for msg in single:
+            await self.on_message(msg)
 
     async def _on_message(self, msg: Msg) -> None:
         meta = msg.metadata

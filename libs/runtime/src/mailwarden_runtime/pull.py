@@ -29,6 +29,9 @@ from nats.js.errors import BadRequestError
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[Msg], Coroutine[Any, Any, None]]
+BatchHandler = Callable[[list[Msg]], Coroutine[Any, Any, None]]
+
+TOP_UP_WAIT_S = 0.05  # after the first message: take what is already there, do not wait for more
 
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
@@ -47,14 +50,26 @@ class PullSpec:
 
 
 class PullWorkers:
-    """Runs ``handler`` on the messages of one durable pull consumer, at most ``max_workers`` at once."""
+    """Runs the messages of one durable pull consumer, at most ``max_workers`` tasks at once.
 
-    def __init__(self, spec: PullSpec, config: ConsumerConfig, handler: MessageHandler) -> None:
+    Each message gets its own task (``handler``), or, with ``batch_handler``, each fetch of up to
+    ``batch_size`` messages is one task: a handler that writes many results in one database
+    round trip. A fetch waits for the first message, then takes only what is already there.
+    """
+
+    def __init__(
+        self,
+        spec: PullSpec,
+        config: ConsumerConfig,
+        handler: MessageHandler,
+        batch_handler: BatchHandler | None = None,
+    ) -> None:
         if spec.max_workers < 1 or spec.batch_size < 1:
             raise ValueError("max_workers and batch_size must be at least 1")
         self.spec = spec
         self.config = config
         self.handler = handler
+        self.batch_handler = batch_handler
         self._sub: JetStreamContext.PullSubscription | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
@@ -94,9 +109,12 @@ class PullWorkers:
             while len(self._workers) >= self.spec.max_workers:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
-            want = min(self.spec.batch_size, self.spec.max_workers - len(self._workers))
+            if self.batch_handler is not None:
+                want = self.spec.batch_size
+            else:
+                want = min(self.spec.batch_size, self.spec.max_workers - len(self._workers))
             try:
-                msgs = await self._sub.fetch(want, timeout=self.spec.fetch_wait_s)
+                msgs = await self._fetch(want)
             except TimeoutError:
                 pause = RETRY_FIRST_S
                 continue  # nothing to do for a while: ask again
@@ -114,10 +132,29 @@ class PullWorkers:
                     await self._ensure_consumer(js)
                 continue
             pause = RETRY_FIRST_S
-            for msg in msgs:
-                task = asyncio.create_task(self.handler(msg))
-                self._workers.add(task)
-                task.add_done_callback(self._worker_done)
+            if self.batch_handler is not None:
+                self._spawn(self.batch_handler(msgs))
+            else:
+                for msg in msgs:
+                    self._spawn(self.handler(msg))
+
+    async def _fetch(self, want: int) -> list[Msg]:
+        """The first message (waiting up to ``fetch_wait_s``), then up to ``want`` - 1 more if ready.
+
+        One fetch of ``want`` would wait out its whole timeout for a full batch once the first
+        message has arrived: a trickle of events would be held back seconds each.
+        """
+        assert self._sub is not None
+        msgs = await self._sub.fetch(1, timeout=self.spec.fetch_wait_s)
+        if want > 1:
+            with contextlib.suppress(TimeoutError):
+                msgs += await self._sub.fetch(want - 1, timeout=TOP_UP_WAIT_S)
+        return msgs
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._workers.add(task)
+        task.add_done_callback(self._worker_done)
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
         self._workers.discard(task)

@@ -25,7 +25,7 @@ from contracts.envelope import Envelope, make_envelope
 from contracts.events import Event
 from mailwarden_runtime import metrics
 from mailwarden_runtime.bus import create_broker, ensure_streams, publish_envelope, publish_raw
-from mailwarden_runtime.consumer import ConsumerOptions, EventConsumer, Handler
+from mailwarden_runtime.consumer import BatchHandler, ConsumerOptions, EventConsumer, Handler
 from mailwarden_runtime.http import install_error_handlers
 from mailwarden_runtime.logs import configure_logging
 from mailwarden_runtime.mongo import Document, create_client, database, ping
@@ -90,7 +90,13 @@ class ServiceRuntime:
         handler: Handler[E],
         options: ConsumerOptions | None = None,
         subject: str | None = None,
+        batch_handler: BatchHandler[E] | None = None,
     ) -> EventConsumer[E]:
+        """Handle ``event_cls`` through the durable consumer ``durable``.
+
+        With ``batch_handler``, each fetch (up to ``options.batch_size`` messages) is handed to it
+        in one call; ``handler`` stays the path for retries and for a batch that failed.
+        """
         consumer = EventConsumer(
             broker=self.broker,
             event_cls=event_cls,
@@ -99,6 +105,7 @@ class ServiceRuntime:
             producer=self.name,
             options=options or ConsumerOptions(),
             subject=subject,
+            batch_handler=batch_handler,
         )
         self._consumers.append(consumer)
         return consumer

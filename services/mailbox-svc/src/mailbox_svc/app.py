@@ -65,10 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime.consume(ProfileUpdated, "mailbox-svc-profile-updated", handlers.profile_updated)
     runtime.consume(ProfileDeleted, "mailbox-svc-profile-deleted", handlers.profile_deleted)
     runtime.consume(EmailSettingsChanged, "mailbox-svc-settings", handlers.settings_changed)
-    # Results of a job arrive in bursts: fetch them in larger batches, handle one at a time
-    # (parallel handlers only add contention in the database; measured on the Mongo-wire server).
+    # Results of a job arrive in bursts: what is waiting (up to 64) is applied in one batch, three
+    # database round trips instead of four per result (bench/README.md: the database is the bound).
     runtime.consume(
-        TestCompleted, "mailbox-svc-tests", handlers.test_completed, ConsumerOptions(batch_size=32)
+        TestCompleted,
+        "mailbox-svc-tests",
+        handlers.test_completed,
+        ConsumerOptions(batch_size=64),
+        batch_handler=handlers.test_completed_batch,
     )
     register_rpc(runtime, ops, jobs, keys.at_rest)
 
@@ -88,4 +92,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = jobs
     app.state.scheduler = scheduler
     app.state.repository = repo
+    app.state.handlers = handlers
     return app

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from contracts.envelope import Envelope
@@ -19,11 +20,13 @@ from contracts.events import (
     ProfileCreated,
     ProfileDeleted,
     ProfileUpdated,
+    SettingsSnapshot,
     TestCompleted,
 )
 from mailbox_svc.clock import utcnow
 from mailbox_svc.policy import Decision, RetryPolicy, decide, outcome
 from mailbox_svc.repository import Repository
+from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import outbox_entry, with_outbox
 
 log = logging.getLogger(__name__)
@@ -65,51 +68,120 @@ class Handlers:
         mailbox_id = result.mailbox.mailbox_id
         now = utcnow()
         doc = await self.repo.get(mailbox_id)
-        pending = doc is not None and doc.get("pending_test_id") == result.test_id
-        job_id = (doc or {}).get("pending_job_id") if pending else None
-        job_id = job_id or result.job_id
         settings = await self.repo.get_settings()
-        decision = decide(doc, result, settings, self.retry, now, self.rng) if doc and pending else None
-        await self.repo.record_run(
-            {
-                "_id": result.test_id,
-                "mailbox_id": mailbox_id,
-                "attempt": result.attempt,
-                "job_id": job_id,
-                "outcome": run_outcome(result, decision),
-                "disabled_reason": decision.updates["disabled_reason"] if decision else None,
-                "received_at": now,
-                "result": result.model_dump(mode="json"),
-            }
-        )
+        decision = self._decision(doc, result, settings, now)
+        await self.repo.record_run(self._run(doc, result, decision, now))
+        job_id = self._job_of(doc, result)
         if job_id:
             self.on_job_result(job_id)
         for _ in range(MAX_RACES):
-            if doc is None or doc.get("pending_test_id") != result.test_id:
+            if doc is None or decision is None:
                 log.debug("result is not the pending test: stored only", extra={"test_id": result.test_id})
                 return
-            decision = decide(doc, result, settings, self.retry, now, self.rng)
-            entry = outbox_entry(self.envelop(decision.event, env.correlation_id))
-            update = with_outbox(
-                {"$set": {**decision.updates, "updated_at": now}, "$inc": {"version": 1}}, [entry]
-            )
             applied = await self.repo.update_if(
-                mailbox_id, doc["version"], update, {"pending_test_id": result.test_id}
+                mailbox_id,
+                doc["version"],
+                self._update(env, decision, now),
+                {"pending_test_id": result.test_id},
             )
             if applied:
                 self.wake_relay()
-                log.info(
-                    "test result applied",
-                    extra={
-                        "mailbox_id": mailbox_id,
-                        "test_id": result.test_id,
-                        "outcome": run_outcome(result, decision),
-                        "retry": bool(decision.retry_directions),
-                    },
-                )
+                self._log_applied(result, decision)
                 return
             doc = await self.repo.get(mailbox_id)
+            decision = self._decision(doc, result, settings, now)
         raise RuntimeError("mailbox kept changing while applying a test result")
+
+    async def test_completed_batch(self, envs: Sequence[Envelope[TestCompleted]]) -> None:
+        """Many results in three round trips: read their mailboxes, store the runs, apply them.
+
+        A result whose conditional update loses a race (or a second result for the same mailbox
+        in the batch) goes through :meth:`test_completed` afterwards, which is idempotent with
+        this: a stored run is not stored again and an applied test is no longer pending.
+        """
+        now = utcnow()
+        docs = await self.repo.get_many([e.data.mailbox.mailbox_id for e in envs])
+        settings = await self.repo.get_settings()
+        first: dict[str, Envelope[TestCompleted]] = {}
+        later: list[Envelope[TestCompleted]] = []
+        for env in envs:
+            if env.data.mailbox.mailbox_id in first:
+                later.append(env)
+            else:
+                first[env.data.mailbox.mailbox_id] = env
+        runs: list[Document] = []
+        ops: list[tuple[Document, Document]] = []
+        applied: list[tuple[TestCompleted, Decision]] = []
+        jobs: set[str] = set()
+        for mailbox_id, env in first.items():
+            doc = docs.get(mailbox_id)
+            decision = self._decision(doc, env.data, settings, now)
+            runs.append(self._run(doc, env.data, decision, now))
+            if job_id := self._job_of(doc, env.data):
+                jobs.add(job_id)
+            if doc is not None and decision is not None:
+                query = {"_id": mailbox_id, "version": doc["version"], "pending_test_id": env.data.test_id}
+                ops.append((query, self._update(env, decision, now)))
+                applied.append((env.data, decision))
+        await self.repo.record_runs(runs)
+        modified = await self.repo.bulk_update(ops)
+        for job_id in jobs:
+            self.on_job_result(job_id)
+        if ops:
+            self.wake_relay()
+        if modified != len(ops):
+            later = list(first.values()) + later  # some lost a race: settle each one by one
+        else:
+            for result, decision in applied:
+                self._log_applied(result, decision)
+        for env in later:
+            await self.test_completed(env)
+
+    @staticmethod
+    def _job_of(doc: Document | None, result: TestCompleted) -> str | None:
+        pending = doc is not None and doc.get("pending_test_id") == result.test_id
+        job_id = (doc or {}).get("pending_job_id") if pending else None
+        return job_id or result.job_id
+
+    def _decision(
+        self, doc: Document | None, result: TestCompleted, settings: SettingsSnapshot, now: datetime
+    ) -> Decision | None:
+        """What the result does to the mailbox; None unless it is the mailbox's pending test."""
+        if doc is None or doc.get("pending_test_id") != result.test_id:
+            return None
+        return decide(doc, result, settings, self.retry, now, self.rng)
+
+    @staticmethod
+    def _run(
+        doc: Document | None, result: TestCompleted, decision: Decision | None, now: datetime
+    ) -> Document:
+        return {
+            "_id": result.test_id,
+            "mailbox_id": result.mailbox.mailbox_id,
+            "attempt": result.attempt,
+            "job_id": Handlers._job_of(doc, result),
+            "outcome": run_outcome(result, decision),
+            "disabled_reason": decision.updates["disabled_reason"] if decision else None,
+            "received_at": now,
+            "result": result.model_dump(mode="json"),
+        }
+
+    def _update(self, env: Envelope[TestCompleted], decision: Decision, now: datetime) -> Document:
+        """The mailbox update, carrying its MailboxStatusChanged in the outbox."""
+        entry = outbox_entry(self.envelop(decision.event, env.correlation_id))
+        return with_outbox({"$set": {**decision.updates, "updated_at": now}, "$inc": {"version": 1}}, [entry])
+
+    @staticmethod
+    def _log_applied(result: TestCompleted, decision: Decision) -> None:
+        log.info(
+            "test result applied",
+            extra={
+                "mailbox_id": result.mailbox.mailbox_id,
+                "test_id": result.test_id,
+                "outcome": run_outcome(result, decision),
+                "retry": bool(decision.retry_directions),
+            },
+        )
 
 
 def run_outcome(result: TestCompleted, decision: Decision | None) -> str:

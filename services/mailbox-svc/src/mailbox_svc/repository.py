@@ -7,7 +7,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.events import ProfileSnapshot, SettingsSnapshot
 from mailbox_svc.models import MailboxFilter
@@ -20,6 +20,7 @@ TEST_RUNS = "test_runs"
 JOBS = "jobs"
 OUTBOX_COLLECTIONS = (MAILBOXES, JOBS)
 ORG = "org"
+DUPLICATE_KEY = 11000
 
 
 def filter_query(f: MailboxFilter) -> Document:
@@ -83,6 +84,10 @@ class Repository:
 
     async def get(self, mailbox_id: str) -> Document | None:
         return await self.mailboxes.find_one({"_id": mailbox_id}, {"outbox": 0, "outbox_pending": 0})
+
+    async def get_many(self, mailbox_ids: list[str]) -> dict[str, Document]:
+        cursor = self.mailboxes.find({"_id": {"$in": mailbox_ids}}, {"outbox": 0, "outbox_pending": 0})
+        return {d["_id"]: d for d in await cursor.to_list(None)}
 
     async def page(self, f: MailboxFilter, limit: int, after: str | None) -> list[Document]:
         q = filter_query(f)
@@ -199,6 +204,16 @@ class Repository:
         except DuplicateKeyError:
             return False
         return True
+
+    async def record_runs(self, runs: list[Document]) -> None:
+        """Store test runs in one round trip; those already stored (redelivered results) are skipped."""
+        if not runs:
+            return
+        try:
+            await self.runs.insert_many(runs, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
 
     async def runs_of(self, mailbox_id: str, limit: int) -> list[Document]:
         cursor = self.runs.find({"mailbox_id": mailbox_id}).sort("received_at", DESCENDING).limit(limit)
