@@ -17,6 +17,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -257,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mailwarden-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every server and service we started stops.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         results = run(args, workdir)
     finally:
