@@ -7,6 +7,7 @@ from typing import Any
 
 from mailbox_helpers import MakeHarness, eventually, profile_snapshot
 
+import mailbox_svc.jobs as jobs_module
 from contracts.errors import ErrorCode
 from contracts.models import CredentialSource
 
@@ -137,3 +138,38 @@ async def test_job_resumes_after_a_restart(make_harness: MakeHarness) -> None:
         # users need approval by default: the tests pass, the mailboxes stay disabled, and the job says so
         assert (job["requested"], job["done"], job["succeeded"]) == (30, 30, 0)
         assert job["failed"] == {"mailbox_not_approved": 30}
+
+
+async def test_job_counters_count_each_result_once_and_are_reconciled(
+    make_harness: MakeHarness, monkeypatch: Any
+) -> None:
+    """Progress comes from counters kept by the result handlers; lost counts are recounted."""
+    async with make_harness(job_batch_size=10, job_max_in_flight=10) as h:
+        await h.profile(profile_snapshot("pc", source=CredentialSource.PROFILE))
+        await h.org_settings(approved_users_only=False)
+        await seed(h, "pc", 5)
+        job_id = (await h.http.post("/jobs", json={"profile_id": "pc"})).json()["job_id"]
+        reqs = sorted(await h.test_requests(5), key=lambda q: q.mailbox.mailbox_id)
+        done = [await h.complete(req) for req in reqs[:3]]
+
+        async def progress(n: int) -> dict[str, Any] | None:
+            job = (await h.http.get(f"/jobs/{job_id}")).json()
+            return job if job["done"] == n else None
+
+        await eventually(lambda: progress(3), what="3 results counted")
+        await h.publish(done[0])  # a redelivered result, in a new envelope
+        await h.settled()
+        await asyncio.sleep(0.5)
+        assert (await h.http.get(f"/jobs/{job_id}")).json()["done"] == 3, "a result counted twice"
+        # A crash between storing runs and counting them: the counters lose what they had.
+        monkeypatch.setattr(jobs_module, "RECONCILE_AFTER_S", 0.5)
+        await h.db.jobs.update_one({"_id": job_id}, {"$set": {"results": {}}})
+        for req in reqs[3:]:
+            await h.complete(req)
+
+        async def finished() -> dict[str, Any] | None:
+            job = (await h.http.get(f"/jobs/{job_id}")).json()
+            return job if job["state"] == "completed" else None
+
+        job = await eventually(finished, timeout=20, what="job completed after recounting")
+        assert (job["done"], job["succeeded"], job["failed"]) == (5, 5, {})

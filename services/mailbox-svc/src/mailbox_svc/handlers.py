@@ -70,9 +70,12 @@ class Handlers:
         doc = await self.repo.get(mailbox_id)
         settings = await self.repo.get_settings()
         decision = self._decision(doc, result, settings, now)
-        await self.repo.record_run(self._run(doc, result, decision, now))
+        run = self._run(doc, result, decision, now)
+        stored = await self.repo.record_run(run)
         job_id = self._job_of(doc, result)
         if job_id:
+            if stored:
+                await self.repo.count_job_results({job_id: {run["outcome"]: 1}}, now)
             self.on_job_result(job_id)
         for _ in range(MAX_RACES):
             if doc is None or decision is None:
@@ -123,7 +126,12 @@ class Handlers:
                 query = {"_id": mailbox_id, "version": doc["version"], "pending_test_id": env.data.test_id}
                 ops.append((query, self._update(env, decision, now)))
                 applied.append((env.data, decision))
-        await self.repo.record_runs(runs)
+        counts: dict[str, dict[str, int]] = {}
+        for run in await self.repo.record_runs(runs):
+            if run["job_id"]:
+                by_outcome = counts.setdefault(run["job_id"], {})
+                by_outcome[run["outcome"]] = by_outcome.get(run["outcome"], 0) + 1
+        await self.repo.count_job_results(counts, now)
         modified = await self.repo.bulk_update(ops)
         for job_id in jobs:
             self.on_job_result(job_id)

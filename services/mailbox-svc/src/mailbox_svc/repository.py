@@ -205,29 +205,51 @@ class Repository:
             return False
         return True
 
-    async def record_runs(self, runs: list[Document]) -> None:
-        """Store test runs in one round trip; those already stored (redelivered results) are skipped."""
+    async def record_runs(self, runs: list[Document]) -> list[Document]:
+        """Store test runs in one round trip; returns those stored now (not redelivered ones)."""
         if not runs:
-            return
+            return []
         try:
             await self.runs.insert_many(runs, ordered=False)
         except BulkWriteError as exc:
-            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
+            skipped = {int(e["index"]) for e in errors}
+            return [run for n, run in enumerate(runs) if n not in skipped]
+        return runs
+
+    async def count_job_results(self, counts: dict[str, dict[str, int]], now: datetime) -> None:
+        """Add newly stored results to their jobs' counters (job id → outcome → how many)."""
+        ops = [
+            UpdateOne(
+                {"_id": job_id},
+                {
+                    "$inc": {f"results.{outcome}": n for outcome, n in by_outcome.items()},
+                    "$set": {"results_at": now},
+                },
+            )
+            for job_id, by_outcome in counts.items()
+            if by_outcome
+        ]
+        if ops:
+            await self.jobs.bulk_write(ops, ordered=False)
+
+    async def set_job_results(self, job_id: str, results: dict[str, int], now: datetime) -> None:
+        await self.jobs.update_one({"_id": job_id}, {"$set": {"results": results, "results_at": now}})
 
     async def runs_of(self, mailbox_id: str, limit: int) -> list[Document]:
         cursor = self.runs.find({"mailbox_id": mailbox_id}).sort("received_at", DESCENDING).limit(limit)
         return await cursor.to_list(None)
 
-    async def job_counts(self, job_id: str) -> tuple[int, int, dict[str, int]]:
+    async def job_results(self, job_id: str) -> dict[str, int]:
+        """Exact results of a job per outcome, counted over its stored runs (O(runs): use sparingly)."""
         rows = await (
             await self.runs.aggregate(
                 [{"$match": {"job_id": job_id}}, {"$group": {"_id": "$outcome", "n": {"$sum": 1}}}]
             )
         ).to_list(None)
-        counts = {r["_id"]: int(r["n"]) for r in rows}
-        succeeded = counts.pop("success", 0)
-        return succeeded + sum(counts.values()), succeeded, counts
+        return {str(r["_id"]): int(r["n"]) for r in rows}
 
     # ---- jobs --------------------------------------------------------------------------------
 
