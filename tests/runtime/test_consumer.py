@@ -12,7 +12,8 @@ import nats
 import pytest
 
 from contracts import DeadLettered, Envelope, MailboxApproved
-from mailwarden_runtime.consumer import ConsumerOptions
+from mailwarden_runtime import metrics
+from mailwarden_runtime.consumer import ConsumerOptions, Redeliver
 from mailwarden_runtime.service import ServiceRuntime
 from mailwarden_runtime.settings import ServiceSettings
 from mailwarden_servers import NatsServer
@@ -228,3 +229,31 @@ async def test_batches_are_handled_together_and_a_failed_batch_one_by_one(
     assert sorted(handled) == [f"mbx_{n}" for n in range(8)], "each event handled exactly once"
     assert singles == failed, "the failed batch is handled one by one, in order"
     assert "JSON" in dead[0].data.reason
+
+
+async def test_redeliver_hands_the_message_back_at_once_without_a_failure(
+    runtime_factory: Callable[..., ServiceRuntime],
+) -> None:
+    """Redeliver: nak'd with no delay (taken again long before the 30 s ack wait), no error, no dead letter."""
+    rt = runtime_factory()
+    deliveries: list[int] = []
+
+    async def not_yet(env: Envelope[MailboxApproved]) -> None:
+        deliveries.append(len(deliveries) + 1)
+        if len(deliveries) < 4:
+            raise Redeliver("not started")
+
+    options = ConsumerOptions(max_deliver=4, ack_wait_s=30.0, retry_delays_s=(30.0,))
+    rt.consume(MailboxApproved, "c-redeliver", not_yet, options)
+    dead, on_dead = collector()
+    rt.consume(DeadLettered, "c-redeliver-dlq", on_dead, subject="mailwarden.dlq.c-redeliver")
+    errors_before = metrics.HANDLER_ERRORS.labels(consumer="c-redeliver")._value.get()
+    await rt.start()
+    await rt.publish(rt.envelope(approved()))
+    # A failure would wait its 30 s retry delay, a lost message the 30 s ack wait.
+    await wait_for(lambda: len(deliveries) == 4, timeout=10.0)
+    await asyncio.sleep(0.5)
+    assert deliveries == [1, 2, 3, 4] and dead == []
+    assert metrics.HANDLER_ERRORS.labels(consumer="c-redeliver")._value.get() == errors_before
+    info = await rt.broker.connection.jetstream().consumer_info("MW_CONFIG", "c-redeliver")
+    assert (info.num_pending, info.num_ack_pending) == (0, 0), "the handled message was not acked"

@@ -7,7 +7,9 @@ One wrapper for every event handler in every service:
 * a handler that raises is retried with a delay (``nak``); past ``max_deliver`` attempts the
   message is dead-lettered and terminated, so a poison message stops, but is kept;
 * a slow handler keeps its message with in-progress acks instead of being redelivered;
-* if the dead-letter publish itself fails, the message is nak'd: it is never dropped.
+* if the dead-letter publish itself fails, the message is nak'd: it is never dropped;
+* a handler that raises :class:`Redeliver` hands its message back at once (``nak`` without a
+  delay), with no failure counted: e.g. the process is stopping before the work started.
 
 Handlers must be idempotent: JetStream delivers at least once.
 """
@@ -53,6 +55,14 @@ class PoisonMessage(Exception):
         super().__init__(reason)
         self.reason = reason
         self.errors = list(errors)
+
+
+class Redeliver(Exception):
+    """Hand this message back now, without counting a failure: e.g. shutting down before the work started.
+
+    The message is nak'd with no delay, so another process (or this one) takes it at once; no
+    error metric, no retry delay. The server still counts the delivery towards ``max_deliver``.
+    """
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,11 @@ class EventConsumer(Generic[E]):
         batch = self.on_batch if self.batch_handler is not None else None
         self._workers = PullWorkers(spec, self.consumer_config(), self.on_message, batch)
         await self._workers.start(nc)
+
+    async def stop_pulling(self) -> None:
+        """Fetch no more messages; handlers in flight go on (see :meth:`stop`)."""
+        if self._workers is not None:
+            await self._workers.stop_pulling()
 
     async def stop(self, grace_s: float) -> None:
         if self._workers is not None:
@@ -219,6 +234,12 @@ class EventConsumer(Generic[E]):
             with contextlib.suppress(Exception):
                 await msg.nak()
             raise
+        except Redeliver as exc:
+            log.info(
+                "handing the message back for redelivery",
+                extra={"consumer": self.durable, "seq": seq, "reason": str(exc) or type(exc).__name__},
+            )
+            await msg.nak()
         except PoisonMessage as exc:
             await self._dead_letter(msg, exc.reason, exc.errors, deliveries, seq)
         except Exception as exc:

@@ -164,8 +164,8 @@ class PullWorkers:
                 "message handler crashed", extra={"consumer": self.spec.durable}, exc_info=task.exception()
             )
 
-    async def stop(self, grace_s: float) -> None:
-        """Stop pulling, give handlers in flight ``grace_s`` to finish, then cancel (and so nak) the rest."""
+    async def stop_pulling(self) -> None:
+        """Fetch no more (idempotent): no message arrives after this that nobody would handle."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -176,6 +176,10 @@ class PullWorkers:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop pulling, give handlers in flight ``grace_s`` to finish, then cancel (and so nak) the rest."""
+        await self.stop_pulling()
         if not self._workers:
             return
         _, still_running = await asyncio.wait(set(self._workers), timeout=grace_s)

@@ -66,6 +66,7 @@ class ServiceRuntime:
         self._lag_task: asyncio.Task[None] | None = None
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
+        self._stopping: list[Hook] = []
 
     @property
     def db(self) -> AsyncDatabase[Document]:
@@ -82,6 +83,16 @@ class ServiceRuntime:
 
     def on_shutdown(self, hook: Hook) -> None:
         self._shutdown.append(hook)
+
+    def on_stopping(self, hook: Hook) -> None:
+        """Tell handlers the process is stopping: ``hook`` runs as :meth:`stop` begins.
+
+        It runs once no consumer fetches any more (so work given back now is not fetched again
+        here) and before handlers in flight get their grace period: e.g. work that has not started
+        yet can hand its message back at once (:class:`~mailwarden_runtime.consumer.Redeliver`).
+        A hook must be quick; its errors are ignored.
+        """
+        self._stopping.append(hook)
 
     def consume(
         self,
@@ -166,7 +177,11 @@ class ServiceRuntime:
             self._lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lag_task
-        # Stop pulling; handlers in flight get the grace period, the rest go back to the server.
+        # Stop pulling, tell handlers; those in flight get the grace period, the rest go back.
+        await asyncio.gather(*(c.stop_pulling() for c in self._consumers), return_exceptions=True)
+        for hook in self._stopping:
+            with contextlib.suppress(Exception):
+                await hook()
         grace = self.settings.shutdown_grace_s
         await asyncio.gather(*(c.stop(grace) for c in self._consumers), return_exceptions=True)
         for hook in reversed(self._shutdown):
