@@ -48,6 +48,11 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
             timeout_s=settings.tester_kv_timeout_s,
         )
     runner = Runner(settings, keyring, tester=runtime.instance, resolver=resolver, shared=shared)
+
+    async def drain() -> None:
+        runner.drain()  # tests still waiting for a connection slot go back at once
+
+    runtime.on_stopping(drain)
     handler = TestRequestedHandler(runner, runtime.publish, NAME)
     if settings.tester_fake_success_for_benchmarks:
         if not settings.dev_mode:

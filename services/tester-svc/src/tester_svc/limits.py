@@ -6,6 +6,10 @@ part is always enforced: the per-host semaphore is a fast gate in front of the s
 (no KV round trip for a test that could not get a slot in this process anyway), and every auth
 failure is also recorded locally.
 
+Stopping: once :meth:`ConnectionLimiter.drain` is called, every wait for a slot (host, shared
+lease, global) gives up with :class:`~tester_svc.errors.Draining`, so a test that has no slot
+yet goes back to the queue at once; tests that hold a slot are not affected.
+
 When KV does not answer, a test goes on under the local limits alone, with a warning log, the
 ``mailwarden_tester_shared_limits_degraded`` gauge and a ``limits: local`` fact on its steps.
 Denying instead would record an infrastructure outage as a failure in every mailbox's history
@@ -16,6 +20,7 @@ the worst case is the pre-sharing one, N testers times the limit, for the length
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
@@ -25,13 +30,15 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from tester_svc import metrics
+from tester_svc.errors import Draining
 from tester_svc.kv import KvUnavailable
 from tester_svc.shared_limits import BreakerStore, FailureRecord, HostLeases, Lease
 
 Scope = Literal["shared", "local"]
+T = TypeVar("T")
 WAIT_FIRST_S = 0.02  # first pause while a host is full everywhere; doubles up to WAIT_MAX_S
 WAIT_MAX_S = 0.5
 
@@ -63,6 +70,11 @@ class ConnectionLimiter:
         self._hosts: dict[str, _HostSlot] = {}
         self._leases = leases
         self._background: set[asyncio.Task[None]] = set()
+        self.draining = asyncio.Event()
+
+    def drain(self) -> None:
+        """The process is stopping: grant no more slots; tests waiting for one raise ``Draining``."""
+        self.draining.set()
 
     @asynccontextmanager
     async def slot(self, host: str, per_host: int) -> AsyncIterator[SlotInfo]:
@@ -74,18 +86,49 @@ class ConnectionLimiter:
         entry.users += 1
         try:
             # Host first: waiting for a busy host must not hold a global slot others could use.
-            async with entry.semaphore:
+            await self._acquire(entry.semaphore)
+            try:
                 info, lease = await self._acquire_shared(key, per_host)
                 try:
-                    async with self._global:
+                    await self._acquire(self._global)
+                    try:
                         yield info
+                    finally:
+                        self._global.release()
                 finally:
                     if lease is not None:
                         await self._release(lease)
+            finally:
+                entry.semaphore.release()
         finally:
             entry.users -= 1
             if entry.users == 0 and self._hosts.get(key) is entry:
                 del self._hosts[key]  # no idle entries: the map stays as small as the work
+
+    async def _acquire(self, semaphore: asyncio.Semaphore) -> None:
+        """Take a permit, or raise ``Draining`` if the process starts stopping first.
+
+        A permit granted at the same moment as the drain is kept (the test runs); one granted
+        after this wait gave up, or was cancelled, is released: no permit ever leaks.
+        """
+        if self.draining.is_set():
+            raise Draining
+        if not semaphore.locked():
+            await semaphore.acquire()  # free: returns without suspending
+            return
+        acquire = asyncio.ensure_future(semaphore.acquire())
+        stop = asyncio.ensure_future(self.draining.wait())
+        try:
+            await asyncio.wait((acquire, stop), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            _give_back(acquire, semaphore)  # cancelled from outside while waiting
+            raise
+        finally:
+            stop.cancel()
+        if acquire.done() and not acquire.cancelled() and acquire.exception() is None:
+            return
+        _give_back(acquire, semaphore)
+        raise Draining
 
     async def _acquire_shared(self, host: str, limit: int) -> tuple[SlotInfo, Lease | None]:
         if self._leases is None:
@@ -95,6 +138,8 @@ class ConnectionLimiter:
         pause = WAIT_FIRST_S
         try:
             while True:
+                if self.draining.is_set():
+                    raise Draining  # no write in flight: nothing to abandon
                 try:
                     lease = await self._leases.try_acquire(host, limit, lease_id)
                 except KvUnavailable:
@@ -104,7 +149,9 @@ class ConnectionLimiter:
                     waited = time.monotonic() - started
                     metrics.HOST_SLOT_WAIT.observe(waited)
                     return SlotInfo("shared", waited), lease
-                await asyncio.sleep(random.uniform(pause / 2, pause))
+                with contextlib.suppress(TimeoutError):
+                    # A pause that the drain ends early.
+                    await asyncio.wait_for(self.draining.wait(), random.uniform(pause / 2, pause))
                 pause = min(pause * 2, WAIT_MAX_S)
         except asyncio.CancelledError:
             # Out of time: a write in flight may have landed before the cancel.
@@ -129,6 +176,18 @@ class ConnectionLimiter:
             await release
         except KvUnavailable:
             pass  # logged by the KV layer; no longer renewed, the lease expires within its TTL
+
+
+def _give_back(acquire: asyncio.Future[T], semaphore: asyncio.Semaphore) -> None:
+    """Stop a semaphore wait this caller no longer wants; release the permit if it was granted anyway."""
+
+    def release_if_granted(done: asyncio.Future[T]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            semaphore.release()
+
+    if not acquire.done():
+        acquire.cancel()  # Semaphore.acquire undoes a grant that raced with this cancel
+    acquire.add_done_callback(release_if_granted)
 
 
 @dataclass

@@ -1,4 +1,9 @@
-"""One TestRequested → one TestCompleted: both directions concurrently, each under the test deadline."""
+"""One TestRequested → one TestCompleted: both directions concurrently, each under the test deadline.
+
+At shutdown (:meth:`Runner.drain`) a test with a direction still waiting for a connection slot is
+given back whole (:class:`~tester_svc.errors.Draining`): its other direction is cancelled, as a
+result with one direction missing would say nothing, and no result is published.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from mailwarden_runtime.crypto import KeyRing
 from tester_svc import metrics
 from tester_svc.config import Settings
 from tester_svc.credentials import open_login
-from tester_svc.errors import ProbeError
+from tester_svc.errors import Draining, ProbeError
 from tester_svc.kv import KeyHasher, SharedKv, limits_key
 from tester_svc.limits import AuthBreaker, BreakerTicket, ConnectionLimiter, LoginBreaker
 from tester_svc.probes.base import Dialogue, Login, ProbeEnv, ProbeTarget, Protocol, Session, run_probe
@@ -67,6 +72,10 @@ class Runner:
             wire_limits=Limits(settings.tester_max_line_bytes, settings.tester_max_response_bytes),
             ehlo_name=settings.tester_ehlo_name,
         )
+
+    def drain(self) -> None:
+        """The process is stopping: tests without a connection slot yet are given back (``Draining``)."""
+        self.env.limiter.drain()
 
     @staticmethod
     def _round_trip(req: TestRequested) -> bool:
@@ -136,6 +145,8 @@ class Runner:
             async with asyncio.timeout(self.test_timeout_s):
                 login, ticket = await self._credentials(req, direction, trace, target.endpoint.host)
                 await run_probe(Session(self.env, target, trace, login), DIALOGUES[target.protocol])
+        except Draining:
+            raise  # not a result: the request goes back to the queue
         except ProbeError as exc:
             error, step = exc, trace.current
         except TimeoutError:
@@ -171,6 +182,17 @@ class Runner:
             duration_ms=round((time.monotonic() - t0) * 1000, 3),
         )
 
+    async def _all_directions(self, req: TestRequested, wanted: list[Direction]) -> list[DirectionResult]:
+        """Run the directions concurrently; one given back (``Draining``) cancels the others."""
+        tasks = [asyncio.create_task(self.run_direction(req, d)) for d in wanted]
+        try:
+            return await asyncio.gather(*tasks)
+        except Draining:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
     async def run(self, req: TestRequested) -> TestCompleted:
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
@@ -181,7 +203,7 @@ class Runner:
             find = sent.status is TestStatus.SUCCESS
             by_dir[Direction.INCOMING] = await self.run_direction(req, Direction.INCOMING, find)
         else:
-            results = await asyncio.gather(*(self.run_direction(req, d) for d in wanted))
+            results = await self._all_directions(req, wanted)
             by_dir = dict(zip(wanted, results, strict=True))
         completed = TestCompleted(
             test_id=req.test_id,
