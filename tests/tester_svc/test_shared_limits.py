@@ -26,13 +26,14 @@ from contracts.models import TestStatus as Status
 from mailwarden_servers import NatsServer, TestCertificates
 from tester_svc import kv as kv_module
 from tester_svc.app import create_app
+from tester_svc.errors import Draining
 from tester_svc.kv import BREAKER_BUCKET, HOSTS_BUCKET, KeyHasher, SharedKv
 from tester_svc.limits import AuthBreaker, ConnectionLimiter, LoginBreaker
 from tester_svc.resolve import StaticResolver
 from tester_svc.runner import Runner
 from tester_svc.shared_limits import BreakerStore, FailureRecord, HostLeases
 
-from .conftest import NAMES, Behaviour, FakeServer, StartFake, make_request, settings_for
+from .conftest import NAMES, Behaviour, FakeServer, StartFake, make_request, settings_for, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +149,26 @@ async def test_waiting_for_a_slot_counts_against_the_test_deadline(
     assert waiting.error.step == "waiting"
     assert fake.connections == 1  # tester B never connected
     assert (await holder).status is Status.SUCCESS
+
+
+async def test_a_drain_ends_the_wait_for_a_lease_held_by_another_tester(
+    testers: Any, fake_server: StartFake
+) -> None:
+    """The stopping tester gives its waiting test back; the other tester's test goes on."""
+    fake = await fake_server(checking_imap(delay_s=0.3))  # ~1.5 s per session
+    a, b = await testers(instance="tester-a"), await testers(instance="tester-b")
+    holding = asyncio.create_task(imap(runner_of(a), fake.port, max_concurrent_connections=1))
+    await wait_until(lambda: fake.active == 1, timeout=5)
+    waiting = asyncio.create_task(imap(runner_of(b), fake.port, max_concurrent_connections=1))
+    hosts = runner_of(b).env.limiter._hosts
+    # Past its local gate (the semaphore taken): polling the shared lease.
+    await wait_until(lambda: bool(hosts) and all(e.semaphore.locked() for e in hosts.values()), timeout=5)
+    runner_of(b).drain()
+    with pytest.raises(Draining):
+        await waiting
+    assert runner_of(b).env.limiter._hosts == {}
+    assert (await holding).status is Status.SUCCESS
+    assert fake.connections == 1
 
 
 async def test_a_killed_testers_lease_frees_at_its_deadline(private_nats: NatsServer) -> None:
