@@ -58,7 +58,9 @@ def started(workdir: Path) -> Iterator[Infra]:
     workdir.chmod(0o755)
     certs = TestCertificates.create(workdir / "certs")
     users = dict([MAIL_USER])
-    dovecot = DovecotServer(workdir / "dovecot", certs, users, **dovecot_tuning(os.cpu_count() or 1))  # type: ignore[arg-type]
+    # Every scenario mailbox logs in as this one user from one address (Dovecot's default: 10).
+    tuning = {**dovecot_tuning(os.cpu_count() or 1), "max_userip_connections": 1000}
+    dovecot = DovecotServer(workdir / "dovecot", certs, users, **tuning)  # type: ignore[arg-type]
     smtp = SmtpProcess(workdir / "smtp", certs, users)
     mongo = MongoWireServer(workdir / "mongo")
     with dovecot, smtp, mongo:

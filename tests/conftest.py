@@ -142,7 +142,8 @@ def mongo_uri(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def dovecot(workdir: Path, certs: TestCertificates) -> Iterator[DovecotServer]:
     """Dovecot with alice/bob on IMAP(S) and POP3(S)."""
-    with DovecotServer(workdir / "dovecot", certs, MAIL_USERS) as server:
+    # Bulk flows (tests/reliability) test many mailboxes that log in as one user from one address.
+    with DovecotServer(workdir / "dovecot", certs, MAIL_USERS, max_userip_connections=1000) as server:
         yield server
 
 

@@ -76,8 +76,12 @@ service pop3-login {
   service_count = $login_service_count
   process_min_avail = $login_process_min_avail
 $login_chroot}
+protocol imap {
+  mail_max_userip_connections = $max_userip
+}
 protocol pop3 {
   pop3_uidl_format = %08Xu%08Xv
+  mail_max_userip_connections = $max_userip
 }
 """)
 
@@ -115,8 +119,9 @@ class DovecotServer(ManagedProcess):
     nobody; as another user everything runs unprivileged under that user. Tuning knobs for
     benchmarks: `process_limit`, `client_limit` (Dovecot defaults), `login_service_count`
     (1 = one process per login, 0 = reuse), `login_process_min_avail` and `auth_penalty`
-    (Dovecot's per-IP delay after failed logins; off by default); anything else via
-    `extra_config`.
+    (Dovecot's per-IP delay after failed logins; off by default), `max_userip_connections`
+    (Dovecot's default 10 answers further logins of one user from one address `NO [LIMIT]`);
+    anything else via `extra_config`.
     """
 
     name = "dovecot"
@@ -134,6 +139,7 @@ class DovecotServer(ManagedProcess):
         login_service_count: int = 1,
         login_process_min_avail: int = 0,
         auth_penalty: bool = False,
+        max_userip_connections: int = 10,
         extra_config: str = "",
     ) -> None:
         super().__init__(workdir)
@@ -148,6 +154,7 @@ class DovecotServer(ManagedProcess):
         self.login_service_count = login_service_count
         self.login_process_min_avail = login_process_min_avail
         self.auth_penalty = auth_penalty
+        self.max_userip_connections = max_userip_connections
         self.extra_config = extra_config
         self.config_path = self.workdir / "dovecot.conf"
         self.users_path = self.workdir / "users"
@@ -250,6 +257,7 @@ class DovecotServer(ManagedProcess):
             dh_line=f"ssl_dh = <{DH_FILE}" if DH_FILE.exists() else "",
             process_limit=self.process_limit,
             client_limit=self.client_limit,
+            max_userip=self.max_userip_connections,
             privileges=privileges,
             anvil=f"service anvil {{\n{login_chroot}{'' if self.auth_penalty else _NO_PENALTY}}}",
             mail_uid=uid,
