@@ -131,9 +131,7 @@ async def test_mongo_crud_unique_index_and_transaction(mongo_uri: str) -> None:
 # --- Dovecot --------------------------------------------------------------------------------
 
 
-async def test_imaps_login_sees_delivered_message(
-    dovecot: DovecotServer, certs: TestCertificates
-) -> None:
+async def test_imaps_login_sees_delivered_message(dovecot: DovecotServer, certs: TestCertificates) -> None:
     subject = f"delivered {uuid.uuid4()}"
     dovecot.deliver("bob", _mail(subject).as_bytes())
     imap = aioimaplib.IMAP4_SSL("127.0.0.1", dovecot.imaps_port, ssl_context=certs.client_context())
@@ -185,9 +183,7 @@ async def test_added_user_can_log_in_and_password_changes_apply(
     name, password = new_mail_user()
 
     async def login(pw: str) -> str:
-        imap = aioimaplib.IMAP4_SSL(
-            "127.0.0.1", dovecot.imaps_port, ssl_context=certs.client_context()
-        )
+        imap = aioimaplib.IMAP4_SSL("127.0.0.1", dovecot.imaps_port, ssl_context=certs.client_context())
         await imap.wait_hello_from_server()
         result: str = (await imap.login(name, pw)).result
         await imap.logout()
@@ -209,9 +205,7 @@ def test_dovecot_rejects_private_workdir(certs: TestCertificates) -> None:
 # --- SMTP -----------------------------------------------------------------------------------
 
 
-async def test_smtp_starttls_auth_and_delivery(
-    smtp_server: SmtpServer, certs: TestCertificates
-) -> None:
+async def test_smtp_starttls_auth_and_delivery(smtp_server: SmtpServer, certs: TestCertificates) -> None:
     smtp_server.clear()
     subject = f"starttls {uuid.uuid4()}"
     await aiosmtplib.send(

@@ -126,7 +126,9 @@ def load_or_create_keys(path: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mailwarden-up", description=__doc__)
     parser.add_argument("--data-dir", default=os.environ.get("MW_DATA_DIR", ".data"))
-    parser.add_argument("--once", action="store_true", help="start, print the URLs, then stop (a smoke check)")
+    parser.add_argument(
+        "--once", action="store_true", help="start, print the URLs, then stop (a smoke check)"
+    )
     args = parser.parse_args(argv)
     data = Path(args.data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,7 @@ __all__ = ["NatsServer", "nats_server_binary"]
 
 def nats_server_binary() -> str:
     """Path of nats-server; the venv's bin dir is not on PATH under `.venv/bin/python -m ...`."""
-    return shutil.which("nats-server") or os.path.join(
-        sysconfig.get_path("scripts"), "nats-server"
-    )
+    return shutil.which("nats-server") or os.path.join(sysconfig.get_path("scripts"), "nats-server")
 
 
 class NatsServer(ManagedProcess):

@@ -90,9 +90,7 @@ class _Handler:
         auth = session.auth_data
         login = auth.login.decode() if isinstance(auth, LoginPassword) else None
         content = envelope.original_content or b""
-        self.owner._record(
-            ReceivedMessage(str(envelope.mail_from), list(envelope.rcpt_tos), content, login)
-        )
+        self.owner._record(ReceivedMessage(str(envelope.mail_from), list(envelope.rcpt_tos), content, login))
         return "250 2.0.0 Message accepted"
 
     async def handle_exception(self, error: Exception) -> str:
@@ -106,9 +104,7 @@ class _Handler:
 class _CountingSMTP(SMTP):
     """aiosmtpd's SMTP plus a session counter and AUTH over implicit TLS without warnings."""
 
-    def __init__(
-        self, handler: _Handler, *, implicit_tls: bool = False, **kwargs: Any
-    ) -> None:
+    def __init__(self, handler: _Handler, *, implicit_tls: bool = False, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._owner = handler.owner
         if implicit_tls:
