@@ -53,6 +53,11 @@ class TesterConfig:
         return env
 
 
+def tester_egress_env(ca_file: str) -> dict[str, str]:
+    """What lets a benchmark tester reach the local mail stack: loopback allowed, the test CA trusted."""
+    return {"MW_TESTER_ALLOW_NETWORKS": "127.0.0.0/8", "MW_TESTER_CA_FILE": ca_file}
+
+
 class MailwardenSystem:
     """``with MailwardenSystem(workdir, ca_file) as system:``; ``system.set_testers(cfg)`` per row."""
 
@@ -74,8 +79,7 @@ class MailwardenSystem:
             "MW_NATS_URL": self.nats.url,
             "MW_MONGODB_URI": self.mongo.uri,
             **keys,
-            "MW_TESTER_ALLOW_NETWORKS": "127.0.0.0/8",
-            "MW_TESTER_CA_FILE": self.ca_file,
+            **tester_egress_env(self.ca_file),
             "MW_ALERT_SMTP_HOST": "",  # no notification mail
             **self.extra_env,
         }

@@ -55,6 +55,7 @@ from bench.report import format_tables
 from bench.results import percentile, summarize
 from bench.runners import ClientLoopRunner, RunPlan
 from bench.stack import MailStack
+from bench.system import tester_egress_env
 from contracts.envelope import make_envelope, parse_envelope
 from contracts.events import SealedCredentials, TestCompleted, TestRequested
 from contracts.models import (
@@ -346,8 +347,7 @@ def _tester_env(nats_url: str, keys: dict[str, str], ca_file: str, concurrency: 
     return {
         "MW_NATS_URL": nats_url,
         **keys,
-        "MW_TESTER_ALLOW_NETWORKS": "127.0.0.0/8",
-        "MW_TESTER_CA_FILE": ca_file,
+        **tester_egress_env(ca_file),
         "MW_TESTER_CONCURRENCY": str(concurrency),
         "MW_INSTANCE": "tester-svc-bench-1",
         **extra,
