@@ -258,11 +258,7 @@ async def fuzz_apis(infra: Infra, workdir: Path, *, examples: int) -> Figure:
                 await asyncio.to_thread(run)
 
             # The same operations over NATS request-reply, with random JSON and non-JSON bodies.
-            subjects = sorted(
-                s.subject.literal
-                for s in svc.app.state.runtime.broker.subscribers
-                if str(s.subject.literal).startswith("mailwarden.rpc.")
-            )
+            subjects = sorted(op.subject for op in svc.app.state.runtime.rpc_operations)
             for subject in subjects:
                 await asyncio.to_thread(_rpc_case(system.nc, subject, max(3, examples // 3), loop, record))
         for name, svc in system.services.items():

@@ -1,7 +1,8 @@
 """Generate the reference docs from the code, so they cannot drift: ``make docs``.
 
 Writes ``docs/events/`` (one JSON Schema per event envelope, and a README), ``docs/asyncapi/``
-(one AsyncAPI document per service broker), ``docs/errors.md`` and ``docs/configuration.md``.
+(one AsyncAPI 3 document per service, from the consumers and
+request-reply operations its runtime registers), ``docs/errors.md`` and ``docs/configuration.md``.
 tests/docs/test_docs_current.py regenerates into a temporary folder and compares.
 
 Run ``.venv/bin/python tools/gendocs.py [--out DIR] [--check]``. Every service app must import
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import difflib
 import importlib
 import inspect
@@ -31,9 +33,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 from fastapi import FastAPI
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
-from faststream.specification import AsyncAPI
-from pydantic import SecretBytes, SecretStr
+from pydantic import BaseModel, SecretBytes, SecretStr, TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE
 from pydantic_core import PydanticUndefined
@@ -45,6 +45,8 @@ from contracts import subjects
 from contracts.envelope import Envelope
 from contracts.events import EVENT_TYPES, Event
 from mailwarden_runtime.consumer import EventConsumer
+from mailwarden_runtime.http import FieldProblem, Problem
+from mailwarden_runtime.rpc import RpcOperation
 from mailwarden_runtime.service import ServiceRuntime
 from mailwarden_runtime.settings import ServiceSettings
 
@@ -157,43 +159,18 @@ def build_app(service: Service, values: dict[str, Any]) -> FastAPI:
         raise DocsError(f"{service.name}: create_app failed: {exc!r}") from exc
 
 
-def broker_of(app: FastAPI) -> NatsBroker:
-    """The service's broker, with its event consumers on it as FastStream subscribers.
-
-    The runtime pulls events with its own loop (mailwarden_runtime.pull), so FastStream does not
-    know them; for the AsyncAPI document each one is declared on the broker here, never started.
-    """
+def runtime_of(app: FastAPI) -> ServiceRuntime:
+    """The service's runtime: what it consumes and serves is declared on it before anything connects."""
     runtime = getattr(app.state, "runtime", None)
-    broker = getattr(runtime, "broker", None)
-    if not isinstance(runtime, ServiceRuntime) or not isinstance(broker, NatsBroker):
-        raise DocsError(f"{app.title}: app.state.runtime.broker is not a NatsBroker")
-    if not getattr(app.state, "consumers_documented", False):
-        for consumer in runtime.consumers:
-            _declare(broker, consumer)
-        app.state.consumers_documented = True
-    return broker
+    if not isinstance(runtime, ServiceRuntime):
+        raise DocsError(f"{app.title}: app.state.runtime is not a ServiceRuntime")
+    return runtime
 
 
-def _declare(broker: NatsBroker, consumer: EventConsumer[Any]) -> None:
-    async def on_message(msg: NatsMessage) -> None:  # documentation only: never started
-        del msg
-
-    opts = consumer.options
-    broker.subscriber(
-        consumer.subject or consumer.event_cls.SUBJECT,
-        stream=JStream(name=consumer.stream, declare=False),
-        durable=consumer.durable,
-        pull_sub=PullSub(batch_size=opts.batch_size, timeout=1.0),
-        max_workers=opts.max_workers,
-    )(on_message)
-
-
-def consumed_subjects(broker: NatsBroker) -> list[str]:
-    """The NATS subjects the broker's subscribers listen on (FastStream 0.7 wraps them in an Address)."""
-    found = set()
-    for subscriber in broker.subscribers:
-        address = getattr(subscriber, "subject", None)
-        found.add(str(getattr(address, "broker_address", address)))
+def consumed_subjects(runtime: ServiceRuntime) -> list[str]:
+    """The NATS subjects the service listens on: its event consumers' and its request-reply operations'."""
+    found = {c.subject or c.event_cls.SUBJECT for c in runtime.consumers}
+    found |= {op.subject for op in runtime.rpc_operations}
     return sorted(found)
 
 
@@ -312,38 +289,175 @@ def event_stream_name(subject_prefix: str) -> str:
 
 
 def asyncapi_document(service: Service, app: FastAPI, events: dict[str, type[Event]]) -> dict[str, Any]:
-    """The broker's AsyncAPI 3.0 document, with each event subscription's payload set to its envelope.
+    """The service's AsyncAPI 3.0 document, built from our own declarations.
 
-    FastStream sees our consumers' raw-message handlers and so would document an empty payload; the
-    event each consumer parses is known from its subject.
+    A channel per subject the service listens on; a ``receive`` operation per durable consumer
+    (payload: the event's envelope) and per request-reply operation (payload: its request model,
+    reply: the ``{"ok": ...}`` answer on the caller's inbox).
     """
-    broker = broker_of(app)
+    runtime = runtime_of(app)
     module = importlib.import_module(f"{service.package}.app")
-    spec = AsyncAPI(broker, title=app.title, version=app.version, description=docstring_line(module) or None)
-    doc: dict[str, Any] = spec.to_specification().to_jsonable()
-    schemas: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
+    doc = AsyncApiDoc()
     by_family = {event_subject_family(ev): ev for ev in events.values()}
-    for channel in doc.get("channels", {}).values():
-        event = by_family.get(channel.get("address", ""))
-        if event is None:
-            continue
-        name = f"{event.TYPE}Envelope"
-        schema = envelope_schema(event, ref_template="#/components/schemas/{model}")
-        for def_name, definition in {**schema.pop("$defs", {}), name: schema}.items():
-            if schemas.setdefault(def_name, definition) != definition:
-                raise DocsError(f"{service.name}: two different schemas named {def_name}")
-        for ref in channel.get("messages", {}).values():
-            message = resolve(doc, ref["$ref"])
-            message["payload"] = {"$ref": f"#/components/schemas/{name}"}
-            message["name"] = event.TYPE
-            if summary := docstring_line(event):
-                message["summary"] = summary
-    if "EmptyPayload" in schemas and '"#/components/schemas/EmptyPayload"' not in json.dumps(doc):
-        del schemas["EmptyPayload"]
-    missing = set(consumed_subjects(broker)) - {c.get("address") for c in doc.get("channels", {}).values()}
+    for consumer in sorted(runtime.consumers, key=lambda c: c.durable):
+        doc.consumer(consumer, by_family)
+    for op in sorted(runtime.rpc_operations, key=lambda o: o.subject):
+        doc.request_reply(op)
+    info: dict[str, Any] = {"title": app.title, "version": app.version}
+    if description := docstring_line(module):
+        info["description"] = description
+    result = {
+        "asyncapi": "3.0.0",
+        "info": info,
+        "defaultContentType": "application/json",
+        "servers": {
+            "development": {
+                "host": "127.0.0.1:4222",
+                "protocol": "nats",
+                "description": "`make up`; production sets `NATS_URL`",
+            }
+        },
+        "channels": doc.channels,
+        "operations": doc.operations,
+        "components": {"messages": doc.messages, "schemas": doc.schemas},
+    }
+    missing = set(consumed_subjects(runtime)) - {c.get("address") for c in doc.channels.values()}
     if missing:
         raise DocsError(f"{service.name}: AsyncAPI lacks consumed subjects {sorted(missing)}")
-    return doc
+    return result
+
+
+REF = "#/components/schemas/{model}"
+
+
+@dataclass
+class AsyncApiDoc:
+    """The parts of one AsyncAPI document, filled from a runtime's declarations."""
+
+    channels: dict[str, Any] = dataclasses.field(default_factory=dict)
+    operations: dict[str, Any] = dataclasses.field(default_factory=dict)
+    messages: dict[str, Any] = dataclasses.field(default_factory=dict)
+    schemas: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def consumer(self, consumer: EventConsumer[Any], by_family: dict[str, type[Event]]) -> None:
+        subject = consumer.subject or consumer.event_cls.SUBJECT
+        event = by_family.get(subject) or consumer.event_cls
+        name = f"{event.TYPE}Envelope"
+        self.schema(name, envelope_schema(event, ref_template=REF))
+        message = {"name": event.TYPE, "payload": {"$ref": f"#/components/schemas/{name}"}}
+        if summary := docstring_line(event):
+            message["summary"] = summary
+        message_ref = self.message(event.TYPE, message)
+        channel_ref = self.channel(subject, event.TYPE, message_ref, f"JetStream stream `{consumer.stream}`")
+        opts = consumer.options
+        self.operations[f"consume.{consumer.durable}"] = {
+            "action": "receive",
+            "channel": {"$ref": channel_ref},
+            "messages": [{"$ref": f"{channel_ref}/messages/{event.TYPE}"}],
+            "summary": f"Durable pull consumer `{consumer.durable}` on `{consumer.stream}`.",
+            "description": (
+                f"Explicit acks; up to {opts.max_workers} at once, fetches of up to {opts.batch_size}; "
+                f"ack wait {opts.ack_wait_s:g} s kept alive while a handler runs; retried with delays "
+                f"{', '.join(f'{d:g}' for d in opts.retry_delays_s)} s, dead-lettered to "
+                f"`{subjects.dead_letter_subject(consumer.durable)}` after {opts.max_deliver} deliveries."
+            ),
+        }
+
+    def request_reply(self, op: RpcOperation) -> None:
+        request = f"{op.subject}.request"
+        self.schema(op.model.__name__, model_schema(op.model))
+        message_ref = self.message(
+            request, {"name": request, "payload": {"$ref": f"#/components/schemas/{op.model.__name__}"}}
+        )
+        channel_ref = self.channel(op.subject, "request", message_ref, "request-reply (core NATS)")
+        reply = f"{op.subject}.reply"
+        self.schema("RpcError", rpc_error_schema())
+        result = result_schema(op)
+        for def_name, definition in result.pop("$defs", {}).items():
+            self.schema(def_name, definition)
+        reply_ref = self.message(
+            reply,
+            {
+                "name": reply,
+                "payload": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "properties": {"ok": {"const": True}, "result": result},
+                            "required": ["ok", "result"],
+                        },
+                        {"$ref": "#/components/schemas/RpcError"},
+                    ]
+                },
+            },
+        )
+        self.channels[reply] = {
+            "address": None,
+            "description": "The caller's inbox (the request's reply subject).",
+            "messages": {"reply": {"$ref": reply_ref}},
+        }
+        operation: dict[str, Any] = {
+            "action": "receive",
+            "channel": {"$ref": channel_ref},
+            "messages": [{"$ref": f"{channel_ref}/messages/request"}],
+            "reply": {
+                "channel": {"$ref": f"#/channels/{reply}"},
+                "messages": [{"$ref": f"#/channels/{reply}/messages/reply"}],
+            },
+            "bindings": {"nats": {"queue": op.subject.split(".")[2], "bindingVersion": "0.1.0"}},
+        }
+        if op.summary:
+            operation["summary"] = op.summary
+        self.operations[f"rpc.{op.subject.removeprefix('mailwarden.rpc.')}"] = operation
+
+    def channel(self, subject: str, key: str, message_ref: str, description: str) -> str:
+        channel = self.channels.setdefault(
+            subject, {"address": subject, "description": description, "messages": {}}
+        )
+        channel["messages"][key] = {"$ref": message_ref}
+        return f"#/channels/{subject}"
+
+    def message(self, name: str, message: dict[str, Any]) -> str:
+        if self.messages.setdefault(name, message) != message:
+            raise DocsError(f"two different messages named {name}")
+        return f"#/components/messages/{name}"
+
+    def schema(self, name: str, schema: dict[str, Any]) -> None:
+        schema = dict(schema)
+        for def_name, definition in {**schema.pop("$defs", {}), name: schema}.items():
+            if self.schemas.setdefault(def_name, definition) != definition:
+                raise DocsError(f"two different schemas named {def_name}")
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema(ref_template=REF)
+
+
+def result_schema(op: RpcOperation) -> dict[str, Any]:
+    """The schema of what the handler returns, when its annotation says (``{}``: any JSON)."""
+    if op.returns is None:
+        return {}
+    try:
+        return TypeAdapter(op.returns).json_schema(ref_template=REF)
+    except Exception as exc:
+        note(f"{op.subject}: no schema for its result {op.returns!r} ({exc!r})")
+        return {}
+
+
+def rpc_error_schema() -> dict[str, Any]:
+    """``{"ok": false, "status", "detail", "errors"}``: the same refusal the HTTP API answers."""
+    problem = Problem.model_json_schema()
+    return {
+        "title": "RpcError",
+        "type": "object",
+        "properties": {
+            "ok": {"const": False},
+            "status": {"type": "integer", "description": "The HTTP status of the same refusal."},
+            "detail": problem["properties"]["detail"],
+            "errors": {"type": "array", "items": FieldProblem.model_json_schema()},
+        },
+        "required": ["ok", "status", "detail", "errors"],
+    }
 
 
 def resolve(doc: dict[str, Any], ref: str) -> dict[str, Any]:

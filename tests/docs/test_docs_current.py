@@ -65,7 +65,7 @@ def test_asyncapi_names_every_consumed_subject(service: str) -> None:
     with gendocs.quiet_logs(), gendocs.clean_environment([found[service].settings_cls]):
         app = gendocs.build_app(found[service], {"dev_mode": True})
     runtime = app.state.runtime
-    consumed = {str(s.subject.broker_address) for s in runtime.broker.subscribers}  # request-reply
+    consumed = {op.subject for op in runtime.rpc_operations}  # request-reply
     consumed |= {c.subject or c.event_cls.SUBJECT for c in runtime.consumers}  # events
     channels = {c["address"]: c for c in doc["channels"].values()}
     assert consumed, f"{service} consumes nothing?"
@@ -97,3 +97,25 @@ def test_a_service_that_does_not_import_fails_the_generation(tmp_path: Path) -> 
 )
 def test_subject_matching_follows_nats(pattern: str, subject: str, matches: bool) -> None:
     assert gendocs.subject_matches(pattern, subject) is matches
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_asyncapi_references_resolve_and_operations_answer(service: str) -> None:
+    """Every ``$ref`` points at something, and every request-reply operation names its reply."""
+    doc = json.loads((DOCS / "asyncapi" / f"{service}.json").read_text())
+    assert doc["asyncapi"] == "3.0.0"
+
+    def refs(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            return [v for k, v in node.items() if k == "$ref"] + [r for v in node.values() for r in refs(v)]
+        if isinstance(node, list):
+            return [r for v in node for r in refs(v)]
+        return []
+
+    for ref in refs(doc):
+        gendocs.resolve(doc, ref)
+    for name, op in doc["operations"].items():
+        assert op["action"] == "receive" and op["messages"], name
+        if name.startswith("rpc."):
+            reply = gendocs.resolve(doc, op["reply"]["messages"][0]["$ref"])
+            assert "oneOf" in gendocs.resolve(doc, reply["$ref"])["payload"], name

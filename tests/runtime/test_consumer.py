@@ -78,7 +78,7 @@ async def test_invalid_messages_are_dead_lettered_once_and_valid_ones_processed(
         b"x" * 1_000_000,
     ]
     for n, body in enumerate(bad):
-        await rt.broker.publish(body, "mailwarden.mailbox.approved", stream="MW_CONFIG")
+        await rt.bus.connection.jetstream().publish("mailwarden.mailbox.approved", body, stream="MW_CONFIG")
         await rt.publish(rt.envelope(approved(n)))
     await wait_for(lambda: len(dead) == len(bad) and len(handled) == len(bad))
     await asyncio.sleep(3)  # longer than ack_wait: nothing may come back
@@ -222,7 +222,9 @@ async def test_batches_are_handled_together_and_a_failed_batch_one_by_one(
     for n in range(8):
         await rt.publish(rt.envelope(approved(n)))
         if n == 3:
-            await rt.broker.publish(b"{not json", "mailwarden.mailbox.approved", stream="MW_CONFIG")
+            await rt.bus.connection.jetstream().publish(
+                "mailwarden.mailbox.approved", b"{not json", stream="MW_CONFIG"
+            )
     await wait_for(lambda: len(singles) + sum(len(b) for b in batches) == 8 and len(dead) == 1)
     await asyncio.sleep(0.5)
     handled = singles + [m for b in batches for m in b]
@@ -255,5 +257,5 @@ async def test_redeliver_hands_the_message_back_at_once_without_a_failure(
     await asyncio.sleep(0.5)
     assert deliveries == [1, 2, 3, 4] and dead == []
     assert metrics.HANDLER_ERRORS.labels(consumer="c-redeliver")._value.get() == errors_before
-    info = await rt.broker.connection.jetstream().consumer_info("MW_CONFIG", "c-redeliver")
+    info = await rt.bus.connection.jetstream().consumer_info("MW_CONFIG", "c-redeliver")
     assert (info.num_pending, info.num_ack_pending) == (0, 0), "the handled message was not acked"

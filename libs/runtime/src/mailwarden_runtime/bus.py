@@ -1,23 +1,29 @@
-"""NATS and JetStream: the broker, the streams we rely on, and publishing envelopes exactly once.
+"""NATS and JetStream on nats-py: one connection per service, our streams, and publishing exactly once.
 
 Every event is published to JetStream with its envelope id as ``Nats-Msg-Id``, so a re-publish
-(relay restart, redelivered handler) inside the duplicate window is dropped by the server.
+(relay restart, redelivered handler) inside the duplicate window is dropped by the server. Each
+publish is a producer span whose W3C trace context travels in the message headers.
+
+Why nats-py alone and no framework on top: docs/architecture.md, "One way to talk to NATS".
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
-from faststream.nats import NatsBroker
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+import nats
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, PubAck, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
+from opentelemetry.trace import SpanKind
 
 from contracts.envelope import Envelope
 from contracts.subjects import DEAD_LETTER, STREAMS, StreamSpec
+from mailwarden_runtime.bounded import within
 from mailwarden_runtime.settings import ServiceSettings
+from mailwarden_runtime.tracing import carrier, tracer
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +31,110 @@ PUBLISH_TIMEOUT_S = 5.0
 DAY_S = 86_400.0
 
 
-def create_broker(settings: ServiceSettings, name: str) -> NatsBroker:
-    """A broker that reconnects for ever: a NATS blip must never kill a service."""
-    broker_log = logging.getLogger(f"{name}.broker")
-    # FastStream narrates every task callback at INFO; keep its warnings unless we debug.
-    broker_log.setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
-    return NatsBroker(
-        [u.strip() for u in settings.nats_url.split(",") if u.strip()],
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        graceful_timeout=20.0,
-        logger=broker_log,
-        middlewares=[NatsTelemetryMiddleware()],
-        log_level=logging.DEBUG,
-    )
+class NatsBus:
+    """Owns a service's one NATS connection: connect, publish, and close in bounded time.
+
+    It reconnects for ever (a NATS blip must never kill a service), pings the server so a silent
+    one is noticed, and bounds every flush, so no publish or close waits on a dead peer.
+    """
+
+    def __init__(self, settings: ServiceSettings, name: str) -> None:
+        self.name = name
+        self.servers = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
+        self._settings = settings
+        self._nc: Client | None = None
+
+    @property
+    def connection(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError(f"{self.name} is not connected to NATS")
+        return self._nc
+
+    @property
+    def is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def connect(self) -> Client:
+        s = self._settings
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats: %r", exc)
+
+        async def on_disconnected() -> None:
+            log.warning("nats: disconnected; reconnecting")
+
+        async def on_reconnected() -> None:
+            log.info("nats: reconnected")
+
+        self._nc = await nats.connect(
+            self.servers,
+            name=self.name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            connect_timeout=s.nats_timeout_s,
+            ping_interval=s.nats_ping_interval_s,
+            max_outstanding_pings=s.nats_max_outstanding_pings,
+            flush_timeout=s.nats_timeout_s,
+            drain_timeout=s.nats_timeout_s,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+        )
+        return self._nc
+
+    async def publish(
+        self,
+        subject: str,
+        body: bytes,
+        *,
+        msg_id: str,
+        correlation_id: str | None = None,
+        timeout_s: float = PUBLISH_TIMEOUT_S,
+    ) -> PubAck:
+        """Store one message in JetStream and wait for the server's ack (raises when not stored)."""
+        stream = stream_for(subject)
+        with tracer().start_as_current_span(
+            f"{subject} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": subject,
+                "messaging.message.id": msg_id,
+            },
+        ):
+            headers = {"Nats-Msg-Id": msg_id, "Content-Type": "application/json", **carrier()}
+            if correlation_id:
+                headers["correlation_id"] = correlation_id
+            ack: PubAck = await self.connection.jetstream().publish(
+                subject, body, timeout=timeout_s, stream=stream, headers=headers
+            )
+            return ack
+
+    async def reply(self, subject: str, body: bytes) -> None:
+        """Answer a request (core NATS, no JetStream)."""
+        await self.connection.publish(subject, body)
+
+    async def close(self, timeout_s: float) -> None:
+        """Drain the connection (in-flight publishes go out); close it hard if that fails or lingers.
+
+        Never takes much more than ``timeout_s``: a drain on a dead or silent server raises or hangs.
+        """
+        nc, self._nc = self._nc, None
+        if nc is None or nc.is_closed:
+            return
+        if nc.is_connected and await within(nc.drain(), timeout_s, "nats drain"):
+            return
+        if not await within(nc.close(), 1.0, "nats close"):
+            _abort_transport(nc)
+
+
+def _abort_transport(nc: Client) -> None:
+    """Drop the socket without a goodbye: the last resort when even a close does not end."""
+    transport = getattr(nc, "_transport", None)
+    writer = getattr(transport, "_io_writer", None)
+    with contextlib.suppress(Exception):
+        if writer is not None:
+            writer.transport.abort()
 
 
 def stream_config(spec: StreamSpec, settings: ServiceSettings) -> StreamConfig:
@@ -72,35 +167,29 @@ async def ensure_streams(nc: Client, settings: ServiceSettings) -> None:
         await js.update_stream(config)
 
 
-async def publish_envelope(broker: NatsBroker, envelope: Envelope[Any], subject: str | None = None) -> PubAck:
+async def publish_envelope(bus: NatsBus, envelope: Envelope[Any], subject: str | None = None) -> PubAck:
     """Publish one event to JetStream and wait for the server's ack (raises when not stored)."""
-    return await publish_raw(
-        broker,
+    return await bus.publish(
         subject or envelope.data.SUBJECT,
-        str(envelope.id),
         envelope.to_bytes(),
-        envelope.correlation_id,
+        msg_id=str(envelope.id),
+        correlation_id=envelope.correlation_id,
     )
 
 
 async def publish_raw(
-    broker: NatsBroker, subject: str, event_id: str, body: bytes, correlation_id: str | None = None
+    bus: NatsBus, subject: str, event_id: str, body: bytes, correlation_id: str | None = None
 ) -> PubAck:
     """Publish an already serialised envelope (the outbox stores them as text)."""
-    ack: PubAck = await broker.publish(
-        body,
-        subject,
-        headers={"Nats-Msg-Id": event_id, "Content-Type": "application/json"},
-        correlation_id=correlation_id,
-        stream=_stream_for(subject),
-        timeout=PUBLISH_TIMEOUT_S,
-    )
-    return ack
+    return await bus.publish(subject, body, msg_id=event_id, correlation_id=correlation_id)
 
 
-def _stream_for(subject: str) -> str:
+def stream_for(subject: str) -> str:
     for spec in STREAMS:
         for pattern in spec.subjects:
             if subject.startswith(pattern.removesuffix(">")):
                 return spec.name
     raise ValueError(f"no stream holds subject {subject!r}")
+
+
+_stream_for = stream_for  # the name chaos/ and older callers import

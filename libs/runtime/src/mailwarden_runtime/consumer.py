@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
-from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -35,7 +34,7 @@ from contracts.envelope import Envelope, EnvelopeError, make_envelope, parse_env
 from contracts.events import DeadLettered, Event, FieldError
 from contracts.subjects import dead_letter_subject
 from mailwarden_runtime import metrics
-from mailwarden_runtime.bus import _stream_for, publish_envelope
+from mailwarden_runtime.bus import NatsBus, publish_envelope, stream_for
 from mailwarden_runtime.pull import PullSpec, PullWorkers
 from mailwarden_runtime.tracing import attached, correlated, tracer
 
@@ -88,7 +87,7 @@ class ConsumerOptions:
 class EventConsumer(Generic[E]):
     """Binds one event type to one handler through one durable consumer."""
 
-    broker: NatsBroker
+    bus: NatsBus
     event_cls: type[E]
     durable: str
     handler: Handler[E]
@@ -102,7 +101,7 @@ class EventConsumer(Generic[E]):
 
     @property
     def stream(self) -> str:
-        return _stream_for(self.subject or self.event_cls.SUBJECT)
+        return stream_for(self.subject or self.event_cls.SUBJECT)
 
     def consumer_config(self) -> ConsumerConfig:
         opts = self.options
@@ -136,9 +135,9 @@ class EventConsumer(Generic[E]):
             await self._workers.stop_pulling()
 
     async def stop(self, grace_s: float) -> None:
-        if self._workers is not None:
-            await self._workers.stop(grace_s)
-            self._workers = None
+        workers, self._workers = self._workers, None
+        if workers is not None:
+            await workers.stop(grace_s)
 
     async def on_message(self, msg: Msg) -> None:
         """Handle one message under the trace context it carries (a consumer span per message)."""
@@ -201,14 +200,19 @@ class EventConsumer(Generic[E]):
                 for m, env in batch:
                     lag = (now - env.occurred_at).total_seconds()
                     metrics.EVENT_LAG.labels(consumer=self.durable).observe(max(lag, 0.0))
-                    await m.ack()
+                    await self._settle(m, "ack")
                 metrics.EVENTS_HANDLED.labels(consumer=self.durable).inc(len(batch))
             finally:
                 for task in keep_alive:
                     task.cancel()
                 await asyncio.gather(*keep_alive, return_exceptions=True)
         for msg in single:
-            await self.on_message(msg)
+            try:
+                await self.on_message(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one message's trouble never costs the rest of the batch
+                log.exception("message handling failed", extra={"consumer": self.durable})
 
     async def _on_message(self, msg: Msg) -> None:
         meta = msg.metadata
@@ -239,7 +243,7 @@ class EventConsumer(Generic[E]):
                 "handing the message back for redelivery",
                 extra={"consumer": self.durable, "seq": seq, "reason": str(exc) or type(exc).__name__},
             )
-            await msg.nak()
+            await self._settle(msg, "nak")
         except PoisonMessage as exc:
             await self._dead_letter(msg, exc.reason, exc.errors, deliveries, seq)
         except Exception as exc:
@@ -255,21 +259,44 @@ class EventConsumer(Generic[E]):
                     "handler failed, will retry",
                     extra={"consumer": self.durable, "seq": seq, "retry_in_s": delay, "error": repr(exc)},
                 )
-                await msg.nak(delay=delay)
+                await self._settle(msg, "nak", delay)
         else:
-            await msg.ack()
+            await self._settle(msg, "ack")
             metrics.EVENTS_HANDLED.labels(consumer=self.durable).inc()
         finally:
             keep_alive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keep_alive
+            # Its outcome does not matter (it may have failed on a message already acked): never raise it.
+            await asyncio.gather(keep_alive, return_exceptions=True)
+
+    async def _settle(self, msg: Msg, how: str, delay: float | None = None) -> None:
+        """Ack or nak; a failure (already settled, connection gone) is logged, the message comes back anyway."""
+        try:
+            if how == "ack":
+                await msg.ack()
+            else:
+                await msg.nak(delay=delay)
+        except Exception as exc:
+            log.warning(
+                "could not %s a message; the server will redeliver it",
+                how,
+                extra={"consumer": self.durable, "error": repr(exc)},
+            )
 
     async def _keep_alive(self, msg: Msg) -> None:
-        """Tell the server we are still working, so a slow handler is not redelivered elsewhere."""
+        """Tell the server we are still working, so a slow handler is not redelivered elsewhere.
+
+        Ends by itself once the message is settled; a failed in-progress ack (reconnecting) is
+        retried at the next beat.
+        """
         interval = max(self.options.ack_wait_s / 3, 0.2)
         while True:
             await asyncio.sleep(interval)
-            await msg.in_progress()
+            if msg._ackd:  # acked, nak'd or terminated meanwhile: nothing left to keep alive
+                return
+            try:
+                await msg.in_progress()
+            except Exception as exc:
+                log.debug("in-progress ack failed: %r", exc, extra={"consumer": self.durable})
 
     async def _dead_letter(
         self,
@@ -293,14 +320,17 @@ class EventConsumer(Generic[E]):
         )
         envelope = make_envelope(record, self.producer)
         try:
-            await publish_envelope(self.broker, envelope, dead_letter_subject(self.durable))
+            await publish_envelope(self.bus, envelope, dead_letter_subject(self.durable))
         except Exception:
             log.exception("dead-letter publish failed; message kept for redelivery")
-            await msg.nak(delay=5.0)
+            await self._settle(msg, "nak", 5.0)
             return
         log.warning(
             "message dead-lettered",
             extra={"consumer": self.durable, "seq": seq, "reason": reason, "fields": [e.loc for e in errors]},
         )
         metrics.DEAD_LETTERS.labels(consumer=self.durable).inc()
-        await msg.term()
+        try:
+            await msg.term()
+        except Exception as exc:  # dead-lettered already; a redelivery would only repeat that
+            log.warning("could not terminate a dead-lettered message: %r", exc)

@@ -12,6 +12,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from mailwarden_runtime.bounded import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 
@@ -39,12 +41,10 @@ class BackgroundLoop:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=self.name)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def stop(self, timeout_s: float = 5.0) -> bool:
+        """Cancel the loop and wait up to ``timeout_s`` for it to end; True when it did."""
+        task, self._task = self._task, None
+        return await cancel_and_wait(task, timeout_s)
 
     async def _run(self) -> None:
         while True:

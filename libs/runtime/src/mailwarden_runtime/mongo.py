@@ -19,6 +19,7 @@ def create_client(settings: ServiceSettings, app_name: str) -> AsyncMongoClient[
         appname=app_name,
         serverSelectionTimeoutMS=5000,
         connectTimeoutMS=5000,
+        timeoutMS=int(settings.mongodb_timeout_s * 1000),
     )
 
 

@@ -24,7 +24,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
+from nats.js.errors import APIError
+
+from mailwarden_runtime.bounded import cancel_and_wait, within
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,10 @@ MessageHandler = Callable[[Msg], Coroutine[Any, Any, None]]
 BatchHandler = Callable[[list[Msg]], Coroutine[Any, Any, None]]
 
 TOP_UP_WAIT_S = 0.05  # after the first message: take what is already there, do not wait for more
+
+# The settings our consumers set that JetStream lets an existing consumer change.
+UPDATABLE = ("ack_wait", "max_deliver", "max_ack_pending")
+STOP_STEP_S = 2.0  # the most one part of a stop (cancelling the fetch, unsubscribing) may take
 
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
@@ -87,6 +93,12 @@ class PullWorkers:
         self._loop_task = asyncio.create_task(self._pull_loop(js), name=f"pull-{self.spec.durable}")
 
     async def _ensure_consumer(self, js: JetStreamContext) -> None:
+        """Create the durable consumer, or update a stored one to the code's settings.
+
+        JetStream applies a create with the same name as an update where the change is editable
+        (ack wait, max deliver, max ack pending, ...). Where it is not (e.g. the deliver policy) the
+        stored consumer is kept and used, with a warning that says what to do.
+        """
         config = dataclasses.replace(
             self.config,
             name=self.spec.durable,
@@ -94,12 +106,24 @@ class PullWorkers:
             filter_subject=self.spec.subject,
         )
         try:
-            await js.add_consumer(self.spec.stream, config=config)
-        except BadRequestError as exc:
-            # An existing consumer whose fixed settings differ: keep it (operators change those).
+            info = await js.add_consumer(self.spec.stream, config=config)
+        except APIError as exc:
             log.warning(
-                "consumer exists with other settings; keeping it",
-                extra={"consumer": self.spec.durable, "error": exc.description},
+                "the stored consumer differs from the code in a setting JetStream cannot change; "
+                "keeping the stored one (delete the consumer while no process uses it to apply the code's)",
+                extra={"consumer": self.spec.durable, "stream": self.spec.stream, "error": exc.description},
+            )
+            return
+        stored = info.config
+        differs = {
+            key: (getattr(stored, key), getattr(config, key))
+            for key in UPDATABLE
+            if getattr(config, key) is not None and getattr(stored, key) != getattr(config, key)
+        }
+        if differs:
+            log.warning(
+                "the stored consumer keeps settings other than the code's",
+                extra={"consumer": self.spec.durable, "stored_vs_code": differs},
             )
 
     async def _pull_loop(self, js: JetStreamContext) -> None:
@@ -145,7 +169,11 @@ class PullWorkers:
         message has arrived: a trickle of events would be held back seconds each.
         """
         assert self._sub is not None
-        msgs = await self._sub.fetch(1, timeout=self.spec.fetch_wait_s)
+        wait = self.spec.fetch_wait_s
+        # Heartbeats from the server while the fetch waits: a dead consumer shows as an error, not
+        # as a quiet stream (nats-server wants the heartbeat well inside the wait).
+        heartbeat = wait / 4 if wait >= 2.0 else None
+        msgs = await self._sub.fetch(1, timeout=wait, heartbeat=heartbeat)
         if want > 1:
             with contextlib.suppress(TimeoutError):
                 msgs += await self._sub.fetch(want - 1, timeout=TOP_UP_WAIT_S)
@@ -165,24 +193,28 @@ class PullWorkers:
             )
 
     async def stop_pulling(self) -> None:
-        """Fetch no more (idempotent): no message arrives after this that nobody would handle."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
-        if self._sub is not None:
-            # No interest left: the server stops sending to this process's pending pull requests.
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        """Fetch no more (idempotent): no message arrives after this that nobody would handle.
 
-    async def stop(self, grace_s: float) -> None:
-        """Stop pulling, give handlers in flight ``grace_s`` to finish, then cancel (and so nak) the rest."""
+        Bounded: a fetch that ignores its cancellation, or an unsubscribe on a dead connection,
+        is left behind after ``STOP_STEP_S``.
+        """
+        task, self._loop_task = self._loop_task, None
+        await cancel_and_wait(task, STOP_STEP_S)
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            # No interest left: the server stops sending to this process's pending pull requests.
+            await within(sub.unsubscribe(), STOP_STEP_S, f"unsubscribing {self.spec.durable}")
+
+    async def stop(self, grace_s: float, cancel_wait_s: float = STOP_STEP_S) -> None:
+        """Stop pulling, give handlers in flight ``grace_s`` to finish, then cancel (and so nak) the rest.
+
+        Handlers cancelled get ``cancel_wait_s`` to give their messages back; one that does not end
+        by then is left behind (its message comes back after the ack wait).
+        """
         await self.stop_pulling()
         if not self._workers:
             return
-        _, still_running = await asyncio.wait(set(self._workers), timeout=grace_s)
+        _, still_running = await asyncio.wait(set(self._workers), timeout=max(grace_s, 0.0))
         if still_running:
             log.warning(
                 "handlers still running after the grace period; giving their messages back",
@@ -190,4 +222,9 @@ class PullWorkers:
             )
             for task in still_running:
                 task.cancel()
-            await asyncio.wait(still_running, timeout=5.0)
+            _, left = await asyncio.wait(still_running, timeout=max(cancel_wait_s, 0.0))
+            if left:
+                log.warning(
+                    "handlers did not end after their cancellation; left behind",
+                    extra={"consumer": self.spec.durable, "count": len(left)},
+                )

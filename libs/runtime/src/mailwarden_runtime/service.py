@@ -1,20 +1,25 @@
-"""The shape every service shares: broker, database, outbox relay, HTTP app with health probes.
+"""The shape every service shares: NATS, database, outbox relay, HTTP app with health probes.
 
 A service's ``create_app(settings)`` builds a :class:`ServiceRuntime`, registers its handlers and
 routes on it, and returns ``runtime.http_app(...)``; nothing connects until the app starts.
+
+Stopping always ends: :meth:`ServiceRuntime.stop` has one deadline (``MW_SHUTDOWN_TIMEOUT_S``),
+each of its steps is bounded within it, and a step that fails or hangs does not skip the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import logging
 import os
 import socket
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from fastapi import APIRouter, FastAPI, Response
-from faststream.nats import NatsBroker
 from nats.js.api import PubAck
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -24,20 +29,35 @@ from pymongo.asynchronous.database import AsyncDatabase
 from contracts.envelope import Envelope, make_envelope
 from contracts.events import Event
 from mailwarden_runtime import metrics
-from mailwarden_runtime.bus import create_broker, ensure_streams, publish_envelope, publish_raw
+from mailwarden_runtime.bounded import Deadline, cancel_and_wait, within
+from mailwarden_runtime.bus import NatsBus, ensure_streams, publish_envelope, publish_raw
 from mailwarden_runtime.consumer import BatchHandler, ConsumerOptions, EventConsumer, Handler
 from mailwarden_runtime.http import install_error_handlers
 from mailwarden_runtime.logs import configure_logging
 from mailwarden_runtime.mongo import Document, create_client, database, ping
 from mailwarden_runtime.outbox import OutboxRelay
-from mailwarden_runtime.rpc import register_rpc, rpc_subject
+from mailwarden_runtime.rpc import RequestHeaders, RpcOperation, RpcServer, rpc_subject
 from mailwarden_runtime.settings import ServiceSettings
 from mailwarden_runtime.tracing import current_correlation_id, setup_exporter
 from mailwarden_runtime.web import CorrelationMiddleware
 
+log = logging.getLogger(__name__)
+
 E = TypeVar("E", bound=Event)
 Req = TypeVar("Req", bound=BaseModel)
 Hook = Callable[[], Awaitable[None]]
+
+HOOK_S = 5.0  # the most one shutdown hook may take
+STOPPING_HOOK_S = 1.0  # on_stopping hooks must be quick
+RELAY_LAST_PASS_S = 3.0
+NATS_CLOSE_S = 3.0
+MONGO_CLOSE_S = 2.0
+# Kept from the handlers' grace for what follows them: hooks, the relay's last pass, closing.
+AFTER_HANDLERS_S = NATS_CLOSE_S + MONGO_CLOSE_S
+
+
+def _name(hook: Hook) -> str:
+    return getattr(hook, "__qualname__", repr(hook))
 
 
 class ServiceRuntime:
@@ -52,7 +72,8 @@ class ServiceRuntime:
         self.name = name
         self.settings = settings
         self.instance = settings.instance or f"{socket.gethostname()}-{os.getpid()}"
-        self.broker: NatsBroker = create_broker(settings, name)
+        self.bus = NatsBus(settings, name)
+        self._rpc = RpcServer(queue=name, reply=self.bus.reply, concurrency=settings.rpc_concurrency)
         self.mongo: AsyncMongoClient[Document] | None = None
         self._db: AsyncDatabase[Document] | None = None
         if uses_database:
@@ -109,7 +130,7 @@ class ServiceRuntime:
         in one call; ``handler`` stays the path for retries and for a batch that failed.
         """
         consumer = EventConsumer(
-            broker=self.broker,
+            bus=self.bus,
             event_cls=event_cls,
             durable=durable,
             handler=handler,
@@ -121,24 +142,70 @@ class ServiceRuntime:
         self._consumers.append(consumer)
         return consumer
 
-    def rpc(self, operation: str, model: type[Req], handler: Callable[[Req], Awaitable[Any]]) -> None:
-        register_rpc(self.broker, rpc_subject(self.name, operation), model, handler, queue=self.name)
+    @property
+    def rpc_operations(self) -> tuple[RpcOperation, ...]:
+        return self._rpc.operations
+
+    @overload
+    def rpc(
+        self,
+        operation: str,
+        model: type[Req],
+        handler: Callable[[Req], Awaitable[Any]],
+        *,
+        with_headers: Literal[False] = False,
+    ) -> None: ...
+
+    @overload
+    def rpc(
+        self,
+        operation: str,
+        model: type[Req],
+        handler: Callable[[Req, RequestHeaders], Awaitable[Any]],
+        *,
+        with_headers: Literal[True],
+    ) -> None: ...
+
+    def rpc(
+        self,
+        operation: str,
+        model: type[Req],
+        handler: Callable[..., Awaitable[Any]],
+        *,
+        with_headers: bool = False,
+    ) -> None:
+        """Serve ``operation`` on ``mailwarden.rpc.<service>.<operation>``; replicas share the requests.
+
+        With ``with_headers=True`` the handler also gets the request's NATS headers (e.g. a token).
+        """
+
+        async def handle(request: BaseModel, headers: RequestHeaders) -> Any:
+            if with_headers:
+                return await handler(request, headers)
+            return await handler(request)
+
+        summary = (inspect.getdoc(handler) or "").split("\n\n")[0].replace("\n", " ")
+        try:
+            returns = typing.get_type_hints(handler).get("return")
+        except Exception:  # a closure over local names: documented as any JSON
+            returns = None
+        self._rpc.add(RpcOperation(rpc_subject(self.name, operation), model, handle, summary, returns))
 
     def envelope(self, data: E, correlation_id: str | None = None) -> Envelope[E]:
         return make_envelope(data, self.name, correlation_id=correlation_id or current_correlation_id())
 
     async def publish(self, envelope: Envelope[Any], subject: str | None = None) -> PubAck:
-        return await publish_envelope(self.broker, envelope, subject)
+        return await publish_envelope(self.bus, envelope, subject)
 
     async def _publish_raw(self, subject: str, event_id: str, body: bytes) -> PubAck:
-        return await publish_raw(self.broker, subject, event_id, body)
+        return await publish_raw(self.bus, subject, event_id, body)
 
     def wake_relay(self) -> None:
         if self.relay is not None:
             self.relay.wake()
 
     async def ready(self) -> dict[str, bool]:
-        checks = {"nats": bool(self.broker.connection and self.broker.connection.is_connected)}
+        checks = {"nats": self.bus.is_connected}
         if self.mongo is not None:
             checks["database"] = await ping(self.mongo)
         return checks
@@ -151,11 +218,11 @@ class ServiceRuntime:
             await self.relay.ensure_indexes()
         for hook in self._startup:
             await hook()
-        await self.broker.connect()
-        await ensure_streams(self.broker.connection, self.settings)
-        await self.broker.start()
+        nc = await self.bus.connect()
+        await ensure_streams(nc, self.settings)
+        await self._rpc.start(nc)
         for consumer in self._consumers:
-            await consumer.start(self.broker.connection)
+            await consumer.start(nc)
         if self.relay is not None:
             self.relay.start()
         if self._consumers:
@@ -163,7 +230,7 @@ class ServiceRuntime:
 
     async def _watch_pending(self, every_s: float = 15.0) -> None:
         """Keep ``mailwarden_consumer_pending_messages`` current (a stalled consumer shows here)."""
-        js = self.broker.connection.jetstream()
+        js = self.bus.connection.jetstream()
         while True:
             for consumer in self._consumers:
                 with contextlib.suppress(Exception):
@@ -173,25 +240,41 @@ class ServiceRuntime:
             await asyncio.sleep(every_s)
 
     async def stop(self) -> None:
-        if self._lag_task is not None:
-            self._lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lag_task
-        # Stop pulling, tell handlers; those in flight get the grace period, the rest go back.
-        await asyncio.gather(*(c.stop_pulling() for c in self._consumers), return_exceptions=True)
-        for hook in self._stopping:
-            with contextlib.suppress(Exception):
-                await hook()
-        grace = self.settings.shutdown_grace_s
-        await asyncio.gather(*(c.stop(grace) for c in self._consumers), return_exceptions=True)
-        for hook in reversed(self._shutdown):
-            with contextlib.suppress(Exception):
-                await hook()
-        if self.relay is not None:
-            await self.relay.stop()  # a last pass while the connection is still open
-        await self.broker.stop()  # request-reply subscribers, then the connection
-        if self.mongo is not None:
-            await self.mongo.close()
+        """Stop within ``MW_SHUTDOWN_TIMEOUT_S`` whatever NATS and the database do.
+
+        Order: stop fetching and taking requests; tell handlers (``on_stopping``); give handlers in
+        flight the grace period (capped so the rest fits); shutdown hooks; the relay's last pass
+        (only when connected); close NATS (drain, or hard); close the database, always.
+        """
+        deadline = Deadline(self.settings.shutdown_timeout_s)
+        try:
+            await cancel_and_wait(self._lag_task, 1.0)
+            self._lag_task = None
+            await within(
+                asyncio.gather(*(c.stop_pulling() for c in self._consumers), self._rpc.stop_receiving()),
+                deadline.cap(5.0),
+                "stop fetching",
+            )
+            for hook in self._stopping:
+                await within(hook(), deadline.cap(STOPPING_HOOK_S), f"on_stopping {_name(hook)}")
+            grace = deadline.cap(self.settings.shutdown_grace_s, keep_s=AFTER_HANDLERS_S)
+            handlers = asyncio.gather(*(c.stop(grace) for c in self._consumers), self._rpc.wait(grace))
+            await within(handlers, grace + 3.0, "handlers' grace period")
+            for hook in reversed(self._shutdown):
+                await within(hook(), deadline.cap(HOOK_S, keep_s=NATS_CLOSE_S), f"on_shutdown {_name(hook)}")
+            if self.relay is not None:
+                await within(self.relay.stop(), 1.0, "stopping the outbox relay")
+                if self.bus.is_connected:  # a last pass, so a clean stop leaves nothing behind
+                    await within(
+                        self.relay.drain(),
+                        deadline.cap(RELAY_LAST_PASS_S, keep_s=NATS_CLOSE_S),
+                        "the outbox's last pass",
+                    )
+            await within(self.bus.close(deadline.cap(NATS_CLOSE_S)), NATS_CLOSE_S + 2.0, "closing NATS")
+        finally:
+            if self.mongo is not None:
+                await within(self.mongo.close(), MONGO_CLOSE_S, "closing the database client")
+            log.info("stopped", extra={"service": self.name, "left_s": round(deadline.left(), 1)})
 
     def http_app(self, title: str, routers: Iterable[APIRouter] = (), version: str = "0.1.0") -> FastAPI:
         @contextlib.asynccontextmanager

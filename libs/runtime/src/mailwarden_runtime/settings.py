@@ -41,14 +41,49 @@ class ServiceSettings(BaseSettings):
         600.0, gt=0, description="JetStream duplicate window for re-published events."
     )
     instance: str = Field("", description="Name of this process in logs and events (default: host-pid).")
-    shutdown_grace_s: float = Field(
+    shutdown_timeout_s: float = Field(
         20.0,
+        gt=0,
+        le=600,
+        description=(
+            "On SIGTERM, the most the service's stop may take in all (handlers' grace, the outbox's last "
+            "pass, closing NATS and the database); each step is bounded inside it. Keep it, plus uvicorn's "
+            "--timeout-graceful-shutdown, below the orchestrator's grace period (Kubernetes: 40 s)."
+        ),
+    )
+    shutdown_grace_s: float = Field(
+        10.0,
         ge=0,
         le=600,
         description=(
             "On SIGTERM, how long handlers in flight may finish; the messages of those still running "
-            "then go back to JetStream for another process. Keep it below the orchestrator's grace period."
+            "then go back to JetStream for another process. Capped so the rest of the stop fits in "
+            "`MW_SHUTDOWN_TIMEOUT_S`."
         ),
+    )
+    nats_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="NATS connect, flush and drain timeout: no publish or close waits longer on a dead server.",
+    )
+    nats_ping_interval_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="How often the client pings NATS; a server silent for this times the allowed pings is dropped.",
+    )
+    nats_max_outstanding_pings: int = Field(
+        2, ge=1, le=10, description="Pings without an answer before the connection counts as dead."
+    )
+    mongodb_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="MongoDB client-side timeout of every operation (`timeoutMS`), retries included.",
+    )
+    rpc_concurrency: int = Field(
+        32, ge=1, le=10_000, description="Request-reply requests one process handles at once."
     )
 
 

@@ -2,8 +2,9 @@
 
 The correlation id lives in a context variable: set from the ``X-Correlation-Id`` header of an HTTP
 request or from the envelope of a consumed event, and stamped on every envelope created while it
-is set and on every log line. The W3C ``traceparent`` travels in NATS headers (FastStream's
-telemetry middleware) and is kept in outbox entries, so a trace continues through the relay.
+is set and on every log line. The W3C ``traceparent`` travels in NATS headers (put there by every
+publish, ``mailwarden_runtime.bus``, read by consumers and request-reply handlers) and is kept in
+outbox entries, so a trace continues through the relay.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
 
     def connection() -> Client | None:
         with contextlib.suppress(Exception):  # not connected yet
-            return runtime.broker.connection
+            return runtime.bus.connection
         return None
 
     shared = None
