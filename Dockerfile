@@ -35,6 +35,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
 STOPSIGNAL SIGTERM
-# exec: uvicorn is PID 1 and gets SIGTERM itself; it gives requests 25 s, then the lifespan stops the
-# broker (FastStream drains the NATS subscriptions). The module is the service name with '_' for '-'.
-CMD ["sh", "-c", "exec uvicorn --factory \"$(echo \"$MW_SERVICE\" | tr - _).app:create_app\" --host \"$MW_HTTP_HOST\" --port \"$MW_HTTP_PORT\" --no-access-log --timeout-graceful-shutdown 25"]
+# exec: uvicorn is PID 1 and gets SIGTERM itself; it gives open requests 10 s, then the lifespan stops
+# the runtime within MW_SHUTDOWN_TIMEOUT_S (20 s). The module is the service name with '_' for '-'.
+CMD ["sh", "-c", "exec uvicorn --factory \"$(echo \"$MW_SERVICE\" | tr - _).app:create_app\" --host \"$MW_HTTP_HOST\" --port \"$MW_HTTP_PORT\" --no-access-log --timeout-graceful-shutdown 10"]

@@ -13,12 +13,24 @@ import yaml
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
+from mailwarden_runtime.settings import ServiceSettings
+from mailwarden_servers import devstack
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SERVICES = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc")
 USES_MONGO = {"profile-svc": True, "mailbox-svc": True, "tester-svc": False, "alert-svc": True}
 
 Doc = dict[str, Any]
+# What a stop may take after SIGTERM: uvicorn's wait for open requests, then the runtime's bounded stop.
+UVICORN_GRACEFUL_S = devstack.UVICORN_GRACEFUL_S
+SHUTDOWN_TIMEOUT_DEFAULT_S = float(ServiceSettings.model_fields["shutdown_timeout_s"].default)
+
+
+def shutdown_timeout_s(container: Doc) -> float:
+    """The container's MW_SHUTDOWN_TIMEOUT_S, or the settings' default."""
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    return float(env.get("MW_SHUTDOWN_TIMEOUT_S") or SHUTDOWN_TIMEOUT_DEFAULT_S)
 
 
 def kubectl() -> str | None:

@@ -11,7 +11,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
-from deploy_helpers import DEPLOY, ROOT, SERVICES, settings_env
+from deploy_helpers import (
+    DEPLOY,
+    ROOT,
+    SERVICES,
+    SHUTDOWN_TIMEOUT_DEFAULT_S,
+    UVICORN_GRACEFUL_S,
+    settings_env,
+)
 
 KEY_VARS = {"MW_CREDENTIAL_KEYS", "MW_TRANSIT_KEYS", "MW_ALERT_WEBHOOK_KEYS"}
 INFRA = ("nats", "mongo")
@@ -173,7 +180,10 @@ def _seconds(value: str) -> float:
 @pytest.mark.parametrize("name", SERVICES)
 def test_graceful_stop_and_hardening(compose: dict[str, Any], name: str) -> None:
     svc = compose["services"][name]
-    assert _seconds(svc["stop_grace_period"]) > 25  # uvicorn --timeout-graceful-shutdown 25
+    stop_budget = UVICORN_GRACEFUL_S + float(
+        svc.get("environment", {}).get("MW_SHUTDOWN_TIMEOUT_S", SHUTDOWN_TIMEOUT_DEFAULT_S)
+    )
+    assert _seconds(svc["stop_grace_period"]) > stop_budget  # uvicorn's wait, then the runtime's stop
     assert svc["read_only"] is True
     assert "/tmp" in svc["tmpfs"]
     assert svc["cap_drop"] == ["ALL"]

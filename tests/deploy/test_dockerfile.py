@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from deploy_helpers import ROOT
+from deploy_helpers import ROOT, UVICORN_GRACEFUL_S
 
 
 @pytest.fixture(scope="module")
@@ -63,4 +63,4 @@ def test_serves_port_8000_and_shuts_down_gracefully(instructions: list[tuple[str
     assert "/healthz" in ops["HEALTHCHECK"]
     cmd = [a for op, a in instructions if op == "CMD"][-1]
     assert "exec uvicorn" in cmd  # uvicorn is PID 1 and receives SIGTERM itself
-    assert "--factory" in cmd and "--timeout-graceful-shutdown 25" in cmd
+    assert "--factory" in cmd and f"--timeout-graceful-shutdown {UVICORN_GRACEFUL_S}" in cmd

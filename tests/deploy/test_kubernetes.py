@@ -13,7 +13,15 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from deploy_helpers import DEPLOY, SERVICES, USES_MONGO, Doc, settings_env
+from deploy_helpers import (
+    DEPLOY,
+    SERVICES,
+    USES_MONGO,
+    UVICORN_GRACEFUL_S,
+    Doc,
+    settings_env,
+    shutdown_timeout_s,
+)
 
 OVERLAYS = ("dev", "production")
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -85,7 +93,8 @@ def test_deployments_probe_drain_and_run_unprivileged(render: Render, overlay: s
         for kind in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(c["resources"][kind]), f"{name}: resources.{kind}"
         sleep = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
-        assert pod["terminationGracePeriodSeconds"] > 25 + sleep, f"{name}: grace period too short"
+        stop_budget = UVICORN_GRACEFUL_S + shutdown_timeout_s(c)
+        assert pod["terminationGracePeriodSeconds"] > sleep + stop_budget, f"{name}: grace period too short"
         sc, csc = pod["securityContext"], c["securityContext"]
         assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
         assert csc["readOnlyRootFilesystem"] is True

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 5.0
 DAY_S = 86_400.0
+HARD_CLOSE_S = 1.0
 
 
 class NatsBus:
@@ -61,7 +62,7 @@ class NatsBus:
             log.warning("nats: %r", exc)
 
         async def on_disconnected() -> None:
-            log.warning("nats: disconnected; reconnecting")
+            log.warning("nats: disconnected")
 
         async def on_reconnected() -> None:
             log.info("nats: reconnected")
@@ -117,14 +118,14 @@ class NatsBus:
     async def close(self, timeout_s: float) -> None:
         """Drain the connection (in-flight publishes go out); close it hard if that fails or lingers.
 
-        Never takes much more than ``timeout_s``: a drain on a dead or silent server raises or hangs.
+        Takes at most ``timeout_s`` + ``HARD_CLOSE_S``: a drain on a dead or silent server raises or hangs.
         """
         nc, self._nc = self._nc, None
         if nc is None or nc.is_closed:
             return
         if nc.is_connected and await within(nc.drain(), timeout_s, "nats drain"):
             return
-        if not await within(nc.close(), 1.0, "nats close"):
+        if not await within(nc.close(), HARD_CLOSE_S, "nats close"):
             _abort_transport(nc)
 
 

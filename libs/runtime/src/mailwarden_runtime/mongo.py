@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pymongo
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -32,6 +33,12 @@ def database(
     client: AsyncMongoClient[Document], settings: ServiceSettings, service: str
 ) -> AsyncDatabase[Document]:
     return client[database_name(settings.mongodb_db, service)]
+
+
+async def close(client: AsyncMongoClient[Document], timeout_s: float) -> None:
+    """Close the client; with the server gone, its goodbye (``endSessions``) gives up after ``timeout_s``."""
+    with pymongo.timeout(timeout_s):
+        await client.close()
 
 
 async def ping(client: AsyncMongoClient[Document]) -> bool:

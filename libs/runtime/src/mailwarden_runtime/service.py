@@ -35,6 +35,7 @@ from mailwarden_runtime.consumer import BatchHandler, ConsumerOptions, EventCons
 from mailwarden_runtime.http import install_error_handlers
 from mailwarden_runtime.logs import configure_logging
 from mailwarden_runtime.mongo import Document, create_client, database, ping
+from mailwarden_runtime.mongo import close as close_mongo
 from mailwarden_runtime.outbox import OutboxRelay
 from mailwarden_runtime.rpc import RequestHeaders, RpcOperation, RpcServer, rpc_subject
 from mailwarden_runtime.settings import ServiceSettings
@@ -47,13 +48,16 @@ E = TypeVar("E", bound=Event)
 Req = TypeVar("Req", bound=BaseModel)
 Hook = Callable[[], Awaitable[None]]
 
-HOOK_S = 5.0  # the most one shutdown hook may take
-STOPPING_HOOK_S = 1.0  # on_stopping hooks must be quick
+# Bounds of the steps of a stop; each is also capped by what is left of MW_SHUTDOWN_TIMEOUT_S.
+HOOK_S = 5.0  # one on_shutdown hook
+STOPPING_HOOK_S = 1.0  # one on_stopping hook (they must be quick)
+STOP_FETCHING_S = 3.0
+CANCEL_WAIT_S = 2.0  # handlers cancelled after the grace give their messages back
 RELAY_LAST_PASS_S = 3.0
 NATS_CLOSE_S = 3.0
 MONGO_CLOSE_S = 2.0
-# Kept from the handlers' grace for what follows them: hooks, the relay's last pass, closing.
-AFTER_HANDLERS_S = NATS_CLOSE_S + MONGO_CLOSE_S
+# Always kept for the last two steps, so NATS and the database are closed whatever came before.
+CLOSING_S = NATS_CLOSE_S + MONGO_CLOSE_S
 
 
 def _name(hook: Hook) -> str:
@@ -243,37 +247,38 @@ class ServiceRuntime:
         """Stop within ``MW_SHUTDOWN_TIMEOUT_S`` whatever NATS and the database do.
 
         Order: stop fetching and taking requests; tell handlers (``on_stopping``); give handlers in
-        flight the grace period (capped so the rest fits); shutdown hooks; the relay's last pass
-        (only when connected); close NATS (drain, or hard); close the database, always.
+        flight the grace period (capped so the rest fits), then give back what still runs; the
+        shutdown hooks; the relay's last pass (only when connected); close NATS (drain, else hard);
+        close the database client, always. Every step is bounded; one that fails or hangs is logged
+        and left behind, and the next one runs.
         """
         deadline = Deadline(self.settings.shutdown_timeout_s)
         try:
-            await cancel_and_wait(self._lag_task, 1.0)
+            await cancel_and_wait(self._lag_task, deadline.cap(1.0, keep_s=CLOSING_S))
             self._lag_task = None
-            await within(
-                asyncio.gather(*(c.stop_pulling() for c in self._consumers), self._rpc.stop_receiving()),
-                deadline.cap(5.0),
-                "stop fetching",
+            stop_fetching = asyncio.gather(
+                *(c.stop_pulling() for c in self._consumers), self._rpc.stop_receiving()
             )
+            await within(stop_fetching, deadline.cap(STOP_FETCHING_S, keep_s=CLOSING_S), "stop fetching")
             for hook in self._stopping:
-                await within(hook(), deadline.cap(STOPPING_HOOK_S), f"on_stopping {_name(hook)}")
-            grace = deadline.cap(self.settings.shutdown_grace_s, keep_s=AFTER_HANDLERS_S)
+                budget = deadline.cap(STOPPING_HOOK_S, keep_s=CLOSING_S)
+                await within(hook(), budget, f"on_stopping {_name(hook)}")
+            grace = deadline.cap(self.settings.shutdown_grace_s, keep_s=CLOSING_S + CANCEL_WAIT_S)
             handlers = asyncio.gather(*(c.stop(grace) for c in self._consumers), self._rpc.wait(grace))
-            await within(handlers, grace + 3.0, "handlers' grace period")
+            await within(handlers, deadline.cap(grace + CANCEL_WAIT_S, keep_s=CLOSING_S), "handlers' grace")
             for hook in reversed(self._shutdown):
-                await within(hook(), deadline.cap(HOOK_S, keep_s=NATS_CLOSE_S), f"on_shutdown {_name(hook)}")
+                await within(hook(), deadline.cap(HOOK_S, keep_s=CLOSING_S), f"on_shutdown {_name(hook)}")
             if self.relay is not None:
-                await within(self.relay.stop(), 1.0, "stopping the outbox relay")
+                await within(self.relay.stop(), deadline.cap(1.0, keep_s=CLOSING_S), "stopping the relay")
                 if self.bus.is_connected:  # a last pass, so a clean stop leaves nothing behind
-                    await within(
-                        self.relay.drain(),
-                        deadline.cap(RELAY_LAST_PASS_S, keep_s=NATS_CLOSE_S),
-                        "the outbox's last pass",
-                    )
-            await within(self.bus.close(deadline.cap(NATS_CLOSE_S)), NATS_CLOSE_S + 2.0, "closing NATS")
+                    budget = deadline.cap(RELAY_LAST_PASS_S, keep_s=CLOSING_S)
+                    await within(self.relay.drain(), budget, "the outbox's last pass")
+            budget = deadline.cap(NATS_CLOSE_S, keep_s=MONGO_CLOSE_S)
+            await within(self.bus.close(max(budget - 1.0, 0.0)), budget, "closing NATS")
         finally:
             if self.mongo is not None:
-                await within(self.mongo.close(), MONGO_CLOSE_S, "closing the database client")
+                budget = max(deadline.left(), 0.5)
+                await within(close_mongo(self.mongo, min(budget, 1.0)), budget, "closing the database client")
             log.info("stopped", extra={"service": self.name, "left_s": round(deadline.left(), 1)})
 
     def http_app(self, title: str, routers: Iterable[APIRouter] = (), version: str = "0.1.0") -> FastAPI:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mailwarden_servers.nats import NatsServer
     from mailwarden_servers.ports import ServerStartError, free_port, wait_port
     from mailwarden_servers.process import ManagedProcess
+    from mailwarden_servers.silent import SilencingProxy
     from mailwarden_servers.smtp import ReceivedMessage, SmtpProcess, SmtpServer
 
 _WHERE = {
@@ -28,6 +29,7 @@ _WHERE = {
     "free_port": "ports",
     "wait_port": "ports",
     "ManagedProcess": "process",
+    "SilencingProxy": "silent",
     "ReceivedMessage": "smtp",
     "SmtpProcess": "smtp",
     "SmtpServer": "smtp",
@@ -41,6 +43,7 @@ __all__ = [
     "NatsServer",
     "ReceivedMessage",
     "ServerStartError",
+    "SilencingProxy",
     "SmtpProcess",
     "SmtpServer",
     "TestCertificates",

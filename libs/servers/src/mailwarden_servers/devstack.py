@@ -52,10 +52,15 @@ def port_or_free(preferred: int) -> int:
     return preferred
 
 
+# On SIGTERM uvicorn waits this long for open HTTP requests, then the runtime's stop runs (at most
+# MW_SHUTDOWN_TIMEOUT_S, 20 s by default); the Dockerfile and the deployments use the same value.
+UVICORN_GRACEFUL_S = 10
+
+
 class ServiceProcess(ManagedProcess):
     """One service under uvicorn; ready when its /readyz answers 200."""
 
-    stop_timeout = 25.0
+    stop_timeout = 35.0  # uvicorn's 10 s + the runtime's 20 s, then SIGKILL
     start_timeout = 60.0
 
     def __init__(self, workdir: Path, spec: ServiceSpec, port: int, env: dict[str, str]) -> None:
@@ -73,7 +78,7 @@ class ServiceProcess(ManagedProcess):
         return [
             sys.executable, "-m", "uvicorn", "--factory", self.spec.factory,
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--no-access-log", "--timeout-graceful-shutdown", "20",
+            "--no-access-log", "--timeout-graceful-shutdown", str(UVICORN_GRACEFUL_S),
         ]  # fmt: skip
 
     def env(self) -> dict[str, str]:
