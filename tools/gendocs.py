@@ -1,7 +1,8 @@
 """Generate the reference docs from the code, so they cannot drift: ``make docs``.
 
 Writes ``docs/events/`` (one JSON Schema per event envelope, and a README), ``docs/asyncapi/``
-(one AsyncAPI document per service broker), ``docs/errors.md`` and ``docs/configuration.md``.
+(one AsyncAPI document per service broker), ``docs/operations.md``, ``docs/errors.md`` and
+``docs/configuration.md``.
 tests/docs/test_docs_current.py regenerates into a temporary folder and compares.
 
 Run ``.venv/bin/python tools/gendocs.py [--out DIR] [--check]``. Every service app must import
@@ -33,6 +34,7 @@ import annotated_types
 from fastapi import FastAPI
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from faststream.specification import AsyncAPI
+from operations_reference import OperationsError, check_served, declared, operations_md
 from pydantic import SecretBytes, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE
@@ -555,9 +557,16 @@ def generate(root: Path = ROOT) -> Files:
     files = event_files(events)
     with quiet_logs(), clean_environment([ServiceSettings, *(s.settings_cls for s in services)]):
         required = {s.name: secrets_required_outside_dev(s) for s in services}
+        operations = []
         for service in services:
             app = build_app(service, {"dev_mode": True})
             files[f"asyncapi/{service.name}.json"] = dump_json(asyncapi_document(service, app, events))
+            operations.append((service.name, declared(service.package)))
+            try:
+                check_served(service.name, app, operations[-1][1])
+            except OperationsError as exc:
+                raise DocsError(str(exc)) from exc
+        files["operations.md"] = operations_md(HEADER, operations, table)
         files["errors.md"] = errors_md(services)
         files["configuration.md"] = configuration_md(services, required)
     return dict(sorted(files.items()))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from alert_svc.api import build_router, register_rpc
+from alert_svc.api import serve_operations
 from alert_svc.channels.email import EmailDigestWorker
 from alert_svc.channels.enqueue import ChannelEnqueuer
 from alert_svc.channels.webhook import WebhookWorker
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime.consume(AlertRaised, "alert-svc-channels", enqueuer.handle, subject=f"{ALERTS}.>")
 
     ops = Operations(repo, keys)
-    register_rpc(runtime, ops, settings)
+    routes = serve_operations(runtime, ops, settings)
 
     async def start_workers() -> None:
         await repo.ensure_indexes()
@@ -73,4 +73,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     runtime.on_startup(start_workers)
     runtime.on_shutdown(stop_workers)
-    return runtime.http_app(title="mailwarden alert-svc", routers=[build_router(ops, settings)])
+    return runtime.http_app(title="mailwarden alert-svc", routers=[routes])

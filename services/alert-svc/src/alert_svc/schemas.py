@@ -117,6 +117,10 @@ class WebhookCreated(WebhookView):
     secret: str = Field(description="Shown once: keep it to verify X-Mailwarden-Signature.")
 
 
+class WebhookList(BaseModel):
+    items: list[WebhookView]
+
+
 class WebhookRef(Strict):
     webhook_id: WebhookId
 
@@ -154,6 +158,10 @@ class DeliveryView(BaseModel):
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> DeliveryView:
         return cls.model_validate({**doc, "id": doc["_id"]})
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryView]
 
 
 class Preferences(Strict):
