@@ -29,6 +29,7 @@ from contracts.events import (
     ProfileUpdated,
 )
 from contracts.subjects import ALERTS
+from mailwarden_runtime.consumer import ConsumerOptions
 from mailwarden_runtime.service import ServiceRuntime
 
 NAME = "alert-svc"
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await processor.handle(envelope)  # type: ignore[arg-type]
         runtime.wake_relay()
 
-    runtime.consume(MailboxStatusChanged, "alert-svc-status", on_status)
+    # One worker: the processor's count-then-decide steps must not interleave (see StatusProcessor).
+    runtime.consume(MailboxStatusChanged, "alert-svc-status", on_status, ConsumerOptions(max_workers=1))
     runtime.consume(EmailSettingsChanged, "alert-svc-settings", read_models.settings_changed)
     runtime.consume(ProfileCreated, "alert-svc-profiles", read_models.profile_saved)
     runtime.consume(ProfileUpdated, "alert-svc-profiles-updated", read_models.profile_saved)

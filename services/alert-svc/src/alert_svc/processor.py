@@ -6,9 +6,7 @@ changes nothing: alerts count occurrences keyed on the test id, and resolutions 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import zlib
 from datetime import datetime, timedelta
 
 from alert_svc import rules
@@ -25,27 +23,16 @@ from mailwarden_runtime.mongo import Document
 log = logging.getLogger(__name__)
 
 
-LOCK_STRIPES = 64
-
-
 class StatusProcessor:
+    """Handles one event at a time (its consumer has one worker): grouping counts must see each
+    other's writes, so a profile's count-then-decide steps never interleave."""
+
     def __init__(self, repo: Repository, settings: Settings, cache: ReadModelCache | None = None) -> None:
         self.repo = repo
         self.settings = settings
         self.cache = cache or ReadModelCache(repo, settings.alert_read_model_ttl_s)
-        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
 
     async def handle(self, envelope: Envelope[MailboxStatusChanged]) -> None:
-        """One profile's events one at a time: grouping counts must see each other's writes.
-
-        The consumer may run handlers of one batch concurrently; striped locks keep that for
-        different profiles while serialising the count-then-decide steps within one.
-        """
-        profile_id = envelope.data.mailbox.profile_id
-        async with self._locks[zlib.crc32(profile_id.encode()) % LOCK_STRIPES]:
-            await self._handle(envelope)
-
-    async def _handle(self, envelope: Envelope[MailboxStatusChanged]) -> None:
         """Few round trips: record both directions in one write, read every open alert the event
         may count on or resolve in one query, then write every alert change in one bulk write."""
         event = envelope.data
