@@ -16,8 +16,8 @@ from alert_svc.handlers import ReadModelHandlers
 from alert_svc.operations import Operations
 from alert_svc.processor import StatusProcessor
 from alert_svc.readcache import ReadModelCache
-from alert_svc.repository import ALERTS as ALERTS_COLLECTION
-from alert_svc.repository import Repository
+from alert_svc.store import ALERTS as ALERTS_COLLECTION
+from alert_svc.store import Stores
 from contracts.events import (
     AlertRaised,
     EmailSettingsChanged,
@@ -39,13 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keys = settings.webhook_key_ring()  # refuses to start without keys outside dev mode
     runtime = ServiceRuntime(NAME, settings, outbox_collections=[ALERTS_COLLECTION])
-    repo = Repository(runtime.db)
-    cache = ReadModelCache(repo, settings.alert_read_model_ttl_s)
-    processor = StatusProcessor(repo, settings, cache)
-    read_models = ReadModelHandlers(repo, cache)
-    email = EmailDigestWorker(repo, settings)
-    webhooks = WebhookWorker(repo, settings, keys)
-    enqueuer = ChannelEnqueuer(repo, settings, email, webhooks)
+    stores = Stores.on(runtime.db)
+    cache = ReadModelCache(stores.read_models, settings.alert_read_model_ttl_s)
+    processor = StatusProcessor(stores, settings, cache)
+    read_models = ReadModelHandlers(stores.read_models, cache)
+    email = EmailDigestWorker(stores.emails, settings)
+    webhooks = WebhookWorker(stores.webhooks, settings, keys)
+    enqueuer = ChannelEnqueuer(stores, settings, email, webhooks)
 
     async def on_status(envelope: object) -> None:
         await processor.handle(envelope)  # type: ignore[arg-type]
@@ -61,11 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime.consume(MailboxUpdated, "alert-svc-mailboxes-updated", read_models.mailbox_saved)
     runtime.consume(AlertRaised, "alert-svc-channels", enqueuer.handle, subject=f"{ALERTS}.>")
 
-    ops = Operations(repo, keys)
+    ops = Operations(stores, keys)
     routes = serve_operations(runtime, ops, settings)
 
     async def start_workers() -> None:
-        await repo.ensure_indexes()
+        await stores.ensure_indexes()
         email.start()
         webhooks.start()
 

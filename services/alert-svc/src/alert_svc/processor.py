@@ -14,7 +14,8 @@ from alert_svc.config import Settings
 from alert_svc.domain import PROFILE_MAJORITY_FAILURE, Draft, recipient_key
 from alert_svc.metrics import ALERTS_RAISED
 from alert_svc.readcache import ReadModelCache
-from alert_svc.repository import Planned, Repository, cause_scope, mailbox_scope, profile_scope
+from alert_svc.store import Stores
+from alert_svc.store.alerts import AlertStore, Planned, cause_scope, mailbox_scope, profile_scope
 from contracts.envelope import Envelope
 from contracts.errors import ErrorCode
 from contracts.events import MailboxStatusChanged
@@ -27,10 +28,11 @@ class StatusProcessor:
     """Handles one event at a time (its consumer has one worker): grouping counts must see each
     other's writes, so a profile's count-then-decide steps never interleave."""
 
-    def __init__(self, repo: Repository, settings: Settings, cache: ReadModelCache | None = None) -> None:
-        self.repo = repo
+    def __init__(self, stores: Stores, settings: Settings, cache: ReadModelCache | None = None) -> None:
+        self.alerts = stores.alerts
+        self.failures = stores.failures
         self.settings = settings
-        self.cache = cache or ReadModelCache(repo, settings.alert_read_model_ttl_s)
+        self.cache = cache or ReadModelCache(stores.read_models, settings.alert_read_model_ttl_s)
 
     async def handle(self, envelope: Envelope[MailboxStatusChanged]) -> None:
         """Few round trips: record both directions in one write, read every open alert the event
@@ -47,7 +49,7 @@ class StatusProcessor:
         succeeded = rules.succeeded_directions(event)
         outcomes: list[tuple[str, str | None]] = [(d.value, None) for d in succeeded]
         outcomes += [(d.value, f.error.code.value) for d, f in failures.items()]
-        await self.repo.record_outcomes(ref.mailbox_id, ref.email, ref.profile_id, outcomes, at)
+        await self.failures.record_outcomes(ref.mailbox_id, ref.email, ref.profile_id, outcomes, at)
 
         fan = rules.fan_out(event, policy, profile_name)
         drafts = list(fan.drafts)
@@ -58,8 +60,8 @@ class StatusProcessor:
             grouped += [cause] if cause else []
 
         scopes = [mailbox_scope(ref.mailbox_id), profile_scope(ref.profile_id), *grouped]
-        found = list({d["_id"]: d for d in await self.repo.open_alerts_in(scopes)}.values())
-        plan = AlertPlan(self.repo, occurrence, event.test_id, at)
+        found = list({d["_id"]: d for d in await self.alerts.open_alerts_in(scopes)}.values())
+        plan = AlertPlan(self.alerts, occurrence, event.test_id, at)
         # The per-mailbox alerts a group replaces leave the profile owner's wall.
         plan.resolve([d for d in found if set(d.get("open_in") or ()) & set(grouped)], "grouped")
         for draft in rules.allowed(drafts, policy):
@@ -81,7 +83,7 @@ class StatusProcessor:
             return draft, None
         code = failure.error.code
         since = at - timedelta(seconds=self.settings.alert_group_window_s)
-        mailboxes = await self.repo.failing_mailboxes(
+        mailboxes = await self.failures.failing_mailboxes(
             draft.profile_id, failure.direction.value, code.value, since
         )
         if len(mailboxes) < self.settings.alert_group_min_mailboxes:
@@ -138,7 +140,7 @@ class StatusProcessor:
         if not has_failures and not open_majority:
             return []
         window = self.settings.alert_majority_window_s
-        failed = await self.repo.failed_mailbox_count(ref.profile_id, plan.at - timedelta(seconds=window))
+        failed = await self.failures.failed_mailbox_count(ref.profile_id, plan.at - timedelta(seconds=window))
         # Counting the profile's mailboxes reads all of them: only needed when something failed.
         total = await self.cache.mailbox_total(ref.profile_id) if failed else 0
         if failed and total >= self.settings.alert_majority_min_mailboxes and failed * 2 > total:
@@ -153,7 +155,7 @@ class StatusProcessor:
 class AlertPlan:
     """The alert writes of one status event, decided from the open alerts read up front."""
 
-    def __init__(self, repo: Repository, occurrence: str, test_id: str | None, at: datetime) -> None:
+    def __init__(self, repo: AlertStore, occurrence: str, test_id: str | None, at: datetime) -> None:
         self.repo = repo
         self.occurrence = occurrence
         self.test_id = test_id
