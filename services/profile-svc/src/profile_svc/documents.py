@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from contracts.events import AdvancedOptions, ProfileSnapshot
 from contracts.models import CredentialSource, Direction, Endpoint, IncomingProtocol, Owner, SealedSecret
+from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
 from profile_svc.credentials import CredentialBox
 from profile_svc.models import AdvancedIn, IncomingIn, OutgoingIn, ProfileCreate, ProfileView, SettingsView
 from profile_svc.ports import default_port, service_of
 from profile_svc.rules import Draft
-
-TIMES = frozenset({"created_at", "updated_at", "deleted_at"})
-
-
-class Stored(BaseModel):
-    """A MongoDB document: ``_id`` as ``id``; fields the runtime adds (the outbox) are ignored."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-    id: str = Field(alias="_id")
-
-    def stored(self, include: Collection[str] | None = None) -> Document:
-        """As MongoDB keeps it (only the ``include`` fields): enums and dates as strings, times as BSON dates."""
-        out = self.model_dump(
-            mode="json", by_alias=True, include=None if include is None else set(include), exclude=set(TIMES)
-        )
-        times = {k: getattr(self, k) for k in TIMES if k in type(self).model_fields}
-        return out | {k: v for k, v in times.items() if include is None or k in include}
 
 
 class ProfileDoc(Stored):
@@ -49,7 +31,7 @@ class ProfileDoc(Stored):
     use_same_settings_for_outgoing: bool
     credential_source: CredentialSource
     advanced: AdvancedOptions = AdvancedOptions()
-    credentials: dict[Direction, SealedSecret] = {}
+    credentials: dict[Direction, SealedSecret] = Field(default_factory=dict)
     is_default: bool = False
     """A projection of ``settings.default_profile_id`` (see profile_svc.operations)."""
     version: int
