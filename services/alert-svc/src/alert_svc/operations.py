@@ -24,13 +24,14 @@ from alert_svc.schemas import (
     WebhookView,
 )
 from alert_svc.store import Stores
+from alert_svc.store.alerts import AlertDoc
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
 
 
-def _encode_cursor(doc: dict[str, Any]) -> str:
-    ms = int(doc["first_seen"].timestamp() * 1000)
-    return base64.urlsafe_b64encode(json.dumps([ms, doc["_id"]]).encode()).decode()
+def _encode_cursor(doc: AlertDoc) -> str:
+    ms = int(doc.first_seen.timestamp() * 1000)
+    return base64.urlsafe_b64encode(json.dumps([ms, doc.id]).encode()).decode()
 
 
 def _decode_cursor(text: str) -> tuple[datetime, str]:
@@ -45,6 +46,10 @@ def recipient_query(kind: str | None, rid: str | None) -> dict[str, Any]:
     if (kind is None) != (rid is None):
         raise DomainError(422, "recipient_kind and recipient_id go together", field="recipient_id")
     return {"recipient_key": f"{kind}:{rid}"} if kind else {}
+
+
+def _alert_view(doc: AlertDoc) -> AlertView:
+    return AlertView.model_validate(doc.model_dump())
 
 
 class Operations:
@@ -70,7 +75,7 @@ class Operations:
         more = len(docs) > q.limit
         docs = docs[: q.limit]
         return AlertPage(
-            items=[AlertView.from_doc(d) for d in docs],
+            items=[_alert_view(d) for d in docs],
             next_cursor=_encode_cursor(docs[-1]) if more and docs else None,
         )
 
@@ -78,13 +83,13 @@ class Operations:
         doc = await self.alerts.get_alert(alert_id)
         if doc is None:
             raise DomainError(404, "no such alert")
-        return AlertView.from_doc(doc)
+        return _alert_view(doc)
 
     async def mark_read(self, alert_id: str, read: bool) -> AlertView:
         doc = await self.alerts.mark_read(alert_id, read)
         if doc is None:
             raise DomainError(404, "no such alert")
-        return AlertView.from_doc(doc)
+        return _alert_view(doc)
 
     async def delete_alert(self, alert_id: str) -> Deleted:
         deleted = await self.alerts.delete_alerts({"_id": alert_id})

@@ -15,11 +15,10 @@ from alert_svc.domain import PROFILE_MAJORITY_FAILURE, Draft, recipient_key
 from alert_svc.metrics import ALERTS_RAISED
 from alert_svc.readcache import ReadModelCache
 from alert_svc.store import Stores
-from alert_svc.store.alerts import AlertStore, Planned, cause_scope, mailbox_scope, profile_scope
+from alert_svc.store.alerts import AlertDoc, AlertStore, Planned, cause_scope, mailbox_scope, profile_scope
 from contracts.envelope import Envelope
 from contracts.errors import ErrorCode
 from contracts.events import MailboxStatusChanged
-from mailwarden_runtime.mongo import Document
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +59,10 @@ class StatusProcessor:
             grouped += [cause] if cause else []
 
         scopes = [mailbox_scope(ref.mailbox_id), profile_scope(ref.profile_id), *grouped]
-        found = list({d["_id"]: d for d in await self.alerts.open_alerts_in(scopes)}.values())
+        found = list({d.id: d for d in await self.alerts.open_alerts_in(scopes)}.values())
         plan = AlertPlan(self.alerts, occurrence, event.test_id, at)
         # The per-mailbox alerts a group replaces leave the profile owner's wall.
-        plan.resolve([d for d in found if set(d.get("open_in") or ()) & set(grouped)], "grouped")
+        plan.resolve([d for d in found if set(d.open_in or ()) & set(grouped)], "grouped")
         for draft in rules.allowed(drafts, policy):
             plan.raise_(draft, found)
         self._plan_recovered(plan, event, found)
@@ -94,25 +93,25 @@ class StatusProcessor:
         return rules.group_draft(draft, ErrorCode(code), profile_name, mailboxes), cause
 
     @staticmethod
-    def _plan_recovered(plan: AlertPlan, event: MailboxStatusChanged, found: list[Document]) -> None:
+    def _plan_recovered(plan: AlertPlan, event: MailboxStatusChanged, found: list[AlertDoc]) -> None:
         """Succeeded directions resolve their errors and leave the profile's groups."""
         ref = event.mailbox
-        mine = [d for d in found if d.get("mailbox_id") == ref.mailbox_id and d["level"] == "error"]
-        groups = [d for d in found if d["kind"] == "group" and d["profile_id"] == ref.profile_id]
+        mine = [d for d in found if d.mailbox_id == ref.mailbox_id and d.level == "error"]
+        groups = [d for d in found if d.kind == "group" and d.profile_id == ref.profile_id]
         for direction in rules.succeeded_directions(event):
-            plan.resolve([d for d in mine if d.get("direction") == direction.value], "recovered")
-            for group in (g for g in groups if g.get("direction") == direction.value):
-                if ref.mailbox_id in (group.get("affected_mailboxes") or []):
+            plan.resolve([d for d in mine if d.direction == direction.value], "recovered")
+            for group in (g for g in groups if g.direction == direction.value):
+                if ref.mailbox_id in group.affected_mailboxes:
                     plan.leave_group(group, ref.mailbox_id)
-                elif not group.get("affected_mailboxes"):
+                elif not group.affected_mailboxes:
                     plan.resolve([group], "recovered")
         if rules.is_success(event):
-            plan.resolve([d for d in mine if d.get("direction") is None], "recovered")
+            plan.resolve([d for d in mine if d.direction is None], "recovered")
             present = {w.value for w in rules.warning_codes(event)}
             warnings = [
                 d
                 for d in found
-                if d["kind"] == "warning" and d["profile_id"] == ref.profile_id and d["code"] not in present
+                if d.kind == "warning" and d.profile_id == ref.profile_id and d.code not in present
             ]
             plan.resolve(warnings, "recovered")
 
@@ -121,7 +120,7 @@ class StatusProcessor:
         event: MailboxStatusChanged,
         policy: rules.OrgPolicy,
         profile_name: str,
-        found: list[Document],
+        found: list[AlertDoc],
         plan: AlertPlan,
     ) -> list[Draft]:
         """More than half of a profile's mailboxes failing within the window: one profile alert.
@@ -132,9 +131,7 @@ class StatusProcessor:
         open_majority = [
             d
             for d in found
-            if d["kind"] == "majority"
-            and d["profile_id"] == ref.profile_id
-            and d["code"] == PROFILE_MAJORITY_FAILURE
+            if d.kind == "majority" and d.profile_id == ref.profile_id and d.code == PROFILE_MAJORITY_FAILURE
         ]
         has_failures = bool(rules.failures(event))
         if not has_failures and not open_majority:
@@ -166,26 +163,24 @@ class AlertPlan:
         self._keys: set[str] = set()
         self._resolving: set[str] = set()
 
-    def resolve(self, docs: list[Document], reason: str) -> None:
+    def resolve(self, docs: list[AlertDoc], reason: str) -> None:
         for doc in docs:
-            if doc["_id"] not in self._resolving:
-                self._resolving.add(doc["_id"])
+            if doc.id not in self._resolving:
+                self._resolving.add(doc.id)
                 self._planned.append(self.repo.plan_resolve(doc, reason, self.at))
 
-    def leave_group(self, group: Document, mailbox_id: str) -> None:
-        if group["_id"] not in self._resolving:
-            self._resolving.add(group["_id"])
+    def leave_group(self, group: AlertDoc, mailbox_id: str) -> None:
+        if group.id not in self._resolving:
+            self._resolving.add(group.id)
             self._planned.append(self.repo.plan_leave_group(group, mailbox_id, self.at))
 
-    def raise_(self, draft: Draft, found: list[Document]) -> None:
+    def raise_(self, draft: Draft, found: list[AlertDoc]) -> None:
         if draft.key in self._keys:  # the same key twice in one event: the first one counts
             self._raised.append((draft.level, "duplicate"))
             return
         self._keys.add(draft.key)
-        current = next(
-            (d for d in found if d.get("open_key") == draft.key and d["_id"] not in self._resolving), None
-        )
-        if current is not None and self.occurrence in current.get("occurrences", []):
+        current = next((d for d in found if d.open_key == draft.key and d.id not in self._resolving), None)
+        if current is not None and self.occurrence in current.occurrences:
             self._raised.append((draft.level, "duplicate"))
             return
         self._raised.append((draft.level, "new" if current is None else "repeat"))

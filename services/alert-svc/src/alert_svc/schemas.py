@@ -75,10 +75,6 @@ class AlertView(BaseModel):
     resolved_reason: str | None = None
     read: bool
 
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> AlertView:
-        return cls.model_validate({**doc, "id": doc["_id"]})
-
 
 class AlertPage(BaseModel):
     items: list[AlertView]
