@@ -32,7 +32,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 from alert_svc.config import Settings
 from alert_svc.processor import StatusProcessor
-from alert_svc.repository import Repository
+from alert_svc.store import Stores
 from contracts.envelope import Envelope, make_envelope
 from contracts.errors import CATALOG, ErrorCode, WarningCode
 from contracts.events import MailboxStatusChanged
@@ -152,7 +152,7 @@ def scenarios(n: int) -> list[Scenario]:
     return out
 
 
-async def seed(repo: Repository, n: int) -> None:
+async def seed(stores: Stores, n: int) -> None:
     """The read models as profile-svc and mailbox-svc events left them."""
     for profile, count in (("bench", n), ("small", 4)):
         fields = {
@@ -160,9 +160,9 @@ async def seed(repo: Repository, n: int) -> None:
             "owner": ADMIN.model_dump(mode="json"),
             "majority_email": False,
         }
-        await repo.save_profile(profile, 1, fields)
+        await stores.read_models.save_profile(profile, 1, fields)
         for i in range(count):
-            await repo.save_mailbox(ref(i, profile).mailbox_id, 1, profile, True)
+            await stores.read_models.save_mailbox(ref(i, profile).mailbox_id, 1, profile, True)
 
 
 def _rows(results: list[tuple[str, int, int, int, float]]) -> Iterator[str]:
@@ -179,10 +179,10 @@ async def run_processor(uri: str, work: list[Scenario], n: int, listener: Comman
     listener.db = database_name(db_name, "alert-svc")
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
     try:
-        repo = Repository(client[listener.db])
-        await repo.ensure_indexes()
-        await seed(repo, n)
-        processor = StatusProcessor(repo, Settings(mongodb_db=db_name, dev_mode=True, log_setup=False))
+        stores = Stores.on(client[listener.db])
+        await stores.ensure_indexes()
+        await seed(stores, n)
+        processor = StatusProcessor(stores, Settings(mongodb_db=db_name, dev_mode=True, log_setup=False))
         results = []
         for scenario in work:
             listener.take()
@@ -195,8 +195,8 @@ async def run_processor(uri: str, work: list[Scenario], n: int, listener: Comman
         print("processor (StatusProcessor.handle, one event at a time):")
         for line in _rows(results):
             print("  " + line)
-        total = await repo.alerts.count_documents({})
-        opened = await repo.alerts.count_documents({"state": "open"})
+        total = await stores.alerts.alerts.count_documents({})
+        opened = await stores.alerts.alerts.count_documents({"state": "open"})
         print(f"  alerts stored: {total} ({opened} open)")
     finally:
         await client.drop_database(listener.db)
@@ -218,7 +218,7 @@ async def run_app(uri: str, nats_url: str, work: list[Scenario], n: int, listene
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
     try:
         async with app.router.lifespan_context(app):
-            await seed(Repository(client[listener.db]), n)
+            await seed(Stores.on(client[listener.db]), n)
             js = nc.jetstream()
             events = [e for s in work for e in s.events]
             listener.take()

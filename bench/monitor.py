@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from types import TracebackType
 from typing import Self
 
 import psutil
 
 from bench.models import Usage
+from mailwarden_servers.running import Running
 
 __all__ = ["ResourceMonitor", "machine_busy_s", "tree_cpu_s"]
 
@@ -61,7 +61,7 @@ def _tree_rss(pids: list[int]) -> tuple[int, int]:
     return rss, count
 
 
-class ResourceMonitor:
+class ResourceMonitor(Running):
     """`with ResourceMonitor({"dovecot": [pid], ...}) as mon:` ... then `mon.usage()`."""
 
     def __init__(self, groups: dict[str, list[int]], interval: float = 0.2) -> None:
@@ -75,21 +75,17 @@ class ResourceMonitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample_loop, name="resource-monitor", daemon=True)
 
-    def __enter__(self) -> Self:
+    def start(self) -> Self:
         self._busy0 = machine_busy_s()
         self._cpu0 = {name: tree_cpu_s(pids) for name, pids in self.groups.items()}
         self._sample()
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
         self._sample()
         self._cpu1 = {name: tree_cpu_s(pids) for name, pids in self.groups.items()}
         self._busy1 = machine_busy_s()

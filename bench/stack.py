@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from bench.latency_proxy import LatencyProxyProcess
 from bench.models import Endpoint
 from mailwarden_servers import DovecotServer, SmtpProcess, TestCertificates
+from mailwarden_servers.running import Running
 
 __all__ = ["MailStack", "dovecot_tuning"]
 
@@ -37,7 +37,7 @@ def dovecot_tuning(cores: int) -> dict[str, int | bool | str]:
     }
 
 
-class MailStack:
+class MailStack(Running):
     """Start with `with MailStack(workdir, users) as stack:`; `endpoint(rtt)` gives the ports."""
 
     def __init__(
@@ -81,21 +81,6 @@ class MailStack:
         self._proxies.clear()
         self.smtp.stop()
         self.dovecot.stop()
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def endpoint(self, rtt_ms: float) -> Endpoint:
         """Ports for a round-trip time: RTT 0 goes direct unless `proxy_at_zero`."""

@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import nats
@@ -23,6 +22,7 @@ from mailwarden_servers.devstack import ServiceProcess, ServiceSpec, load_or_cre
 from mailwarden_servers.mongo import MongoWireServer
 from mailwarden_servers.nats import NatsServer
 from mailwarden_servers.ports import free_port
+from mailwarden_servers.running import Running
 
 __all__ = ["DEFAULT_TESTER_ENV", "MailwardenSystem", "TesterConfig", "bus_quiet", "rpc"]
 
@@ -58,7 +58,7 @@ def tester_egress_env(ca_file: str) -> dict[str, str]:
     return {"MW_TESTER_ALLOW_NETWORKS": "127.0.0.0/8", "MW_TESTER_CA_FILE": ca_file}
 
 
-class MailwardenSystem:
+class MailwardenSystem(Running):
     """``with MailwardenSystem(workdir, ca_file) as system:``; ``system.set_testers(cfg)`` per row."""
 
     def __init__(self, workdir: Path, ca_file: str, extra_env: Mapping[str, str] | None = None) -> None:
@@ -115,21 +115,6 @@ class MailwardenSystem:
         self.testers, self.core = [], []
         self.mongo.stop()
         self.nats.stop()
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def process_groups(self) -> dict[str, list[int]]:
         """Every process of the system by group: each service, the testers, nats, mongo."""

@@ -2,7 +2,8 @@
 
 Writes ``docs/events/`` (one JSON Schema per event envelope, and a README), ``docs/asyncapi/``
 (one AsyncAPI 3 document per service, from the consumers and
-request-reply operations its runtime registers), ``docs/errors.md`` and ``docs/configuration.md``.
+request-reply operations its runtime registers), ``docs/operations.md``, ``docs/errors.md`` and
+``docs/configuration.md``.
 tests/docs/test_docs_current.py regenerates into a temporary folder and compares.
 
 Run ``.venv/bin/python tools/gendocs.py [--out DIR] [--check]``. Every service app must import
@@ -33,6 +34,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 from fastapi import FastAPI
+from operations_reference import OperationsError, check_served, declared, operations_md
 from pydantic import BaseModel, SecretBytes, SecretStr, TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE
@@ -669,9 +671,16 @@ def generate(root: Path = ROOT) -> Files:
     files = event_files(events)
     with quiet_logs(), clean_environment([ServiceSettings, *(s.settings_cls for s in services)]):
         required = {s.name: secrets_required_outside_dev(s) for s in services}
+        operations = []
         for service in services:
             app = build_app(service, {"dev_mode": True})
             files[f"asyncapi/{service.name}.json"] = dump_json(asyncapi_document(service, app, events))
+            operations.append((service.name, declared(service.package)))
+            try:
+                check_served(service.name, app, operations[-1][1])
+            except OperationsError as exc:
+                raise DocsError(str(exc)) from exc
+        files["operations.md"] = operations_md(HEADER, operations, table)
         files["errors.md"] = errors_md(services)
         files["configuration.md"] = configuration_md(services, required)
     return dict(sorted(files.items()))

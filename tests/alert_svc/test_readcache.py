@@ -6,8 +6,8 @@ import asyncio
 from typing import Any, cast
 
 from alert_svc.readcache import ReadModelCache
-from alert_svc.repository import Repository
 from alert_svc.rules import OrgPolicy
+from alert_svc.store.readmodels import ReadModelStore
 
 
 class FakeRepo:
@@ -45,7 +45,7 @@ class FakeRepo:
 def make(ttl: float = 5.0) -> tuple[ReadModelCache, FakeRepo, list[float]]:
     repo = FakeRepo()
     now = [100.0]
-    return ReadModelCache(cast(Repository, repo), ttl, clock=lambda: now[0]), repo, now
+    return ReadModelCache(cast(ReadModelStore, repo), ttl, clock=lambda: now[0]), repo, now
 
 
 async def test_values_are_read_once_per_ttl_and_forgotten_by_their_events() -> None:

@@ -6,12 +6,14 @@ commit the result.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import gendocs
 import jsonschema
+import operations_reference
 import pytest
 from docs_samples import SAMPLES
 
@@ -119,3 +121,16 @@ def test_asyncapi_references_resolve_and_operations_answer(service: str) -> None
         if name.startswith("rpc."):
             reply = gendocs.resolve(doc, op["reply"]["messages"][0]["$ref"])
             assert "oneOf" in gendocs.resolve(doc, reply["$ref"])["payload"], name
+
+
+def test_an_operation_served_without_a_declared_status_fails_the_generation() -> None:
+    found = {s.name: s for s in gendocs.discover_services(ROOT)}["mailbox-svc"]
+    with gendocs.quiet_logs(), gendocs.clean_environment([found.settings_cls]):
+        app = gendocs.build_app(found, {"dev_mode": True})
+    declared = operations_reference.declared(found.package)
+    operations_reference.check_served(found.name, app, declared)
+    test = next(op for op in declared if op.name == "test")
+    assert 404 in test.statuses()  # POST /mailboxes/{id}/test answers 404 for an unknown mailbox
+    teapot = dataclasses.replace(test, errors={**test.errors, 418: "never served"})
+    with pytest.raises(operations_reference.OperationsError, match="418"):
+        operations_reference.check_served(found.name, app, [teapot])

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from mailwarden_servers.process import ManagedProcess
-
-__all__ = ["ServerStartError", "free_port", "log_tail", "wait_port"]
+__all__ = ["ServerStartError", "Watched", "free_port", "log_tail", "wait_port"]
 
 LOCALHOST = "127.0.0.1"
 
 
 class ServerStartError(RuntimeError):
     """A server process died or never became ready; the message carries its log tail."""
+
+
+class Watched(Protocol):
+    """A started process to watch while waiting (``subprocess.Popen``, ``ManagedProcess``)."""
+
+    def poll(self) -> int | None: ...
 
 
 def free_port(host: str = LOCALHOST) -> int:
@@ -39,15 +41,7 @@ def log_tail(path: Path | None, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _exit_code(proc: ManagedProcess | subprocess.Popen[Any] | None) -> int | None:
-    if proc is None:
-        return None
-    return proc.poll()
-
-
-def describe_exit(
-    proc: ManagedProcess | subprocess.Popen[Any], what: str, log_path: Path | None = None
-) -> str:
+def describe_exit(proc: Watched, what: str, log_path: Path | None = None) -> str:
     """Build the fail-fast message for a process that exited while we waited on it."""
     path = log_path if log_path is not None else getattr(proc, "log_path", None)
     tail = log_tail(path)
@@ -62,7 +56,7 @@ def describe_exit(
 def wait_port(
     host: str,
     port: int,
-    proc: ManagedProcess | subprocess.Popen[Any] | None = None,
+    proc: Watched | None = None,
     timeout: float = 15.0,
     *,
     log_path: Path | None = None,
@@ -70,7 +64,7 @@ def wait_port(
     """Block until host:port accepts TCP; fail at once if `proc` dies instead of timing out."""
     deadline = time.monotonic() + timeout
     while True:
-        if proc is not None and _exit_code(proc) is not None:
+        if proc is not None and proc.poll() is not None:
             name = getattr(proc, "name", None) or str(getattr(proc, "args", ["process"])[0])
             raise ServerStartError(describe_exit(proc, f"{name} ({host}:{port})", log_path))
         try:

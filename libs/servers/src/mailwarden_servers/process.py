@@ -8,10 +8,10 @@ import signal
 import subprocess
 import weakref
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from mailwarden_servers.ports import log_tail
+from mailwarden_servers.running import Running
 
 __all__ = ["ManagedProcess"]
 
@@ -25,7 +25,7 @@ def _stop_leftovers() -> None:
         proc.stop(timeout=5.0)
 
 
-class ManagedProcess:
+class ManagedProcess(Running):
     """Start/stop/restart one child process, logging to `<workdir>/<name>.log`.
 
     Subclasses implement `command()` and may override `prepare()` (write config before each
@@ -155,17 +155,6 @@ class ManagedProcess:
 
     def _finish(self) -> None:
         _LIVE.discard(self)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"pid={self.pid}" if self.is_running else "stopped"

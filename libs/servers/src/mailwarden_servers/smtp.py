@@ -25,6 +25,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TL
 from mailwarden_servers.certs import CertPair, TestCertificates
 from mailwarden_servers.ports import LOCALHOST, ServerStartError, free_port, wait_port
 from mailwarden_servers.process import ManagedProcess
+from mailwarden_servers.running import Running
 
 __all__ = ["ReceivedMessage", "SmtpProcess", "SmtpServer"]
 
@@ -130,7 +131,7 @@ class _Controller(Controller):
         return _CountingSMTP(self.handler, implicit_tls=self._implicit_tls, **self.SMTP_kwargs)
 
 
-class SmtpServer:
+class SmtpServer(Running):
     """In-process SMTP test server with AUTH (LOGIN/PLAIN) against `users`.
 
     Ports: `port_starttls` (STARTTLS, AUTH only after TLS, like 587), `port_tls` (implicit
@@ -233,12 +234,6 @@ class SmtpServer:
             controller.stop()
         if controllers:
             _quiet_aiosmtpd(False)
-
-    def __enter__(self) -> SmtpServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- callbacks from the controller threads ---------------------------------------------
     def _authenticate(

@@ -1,126 +1,209 @@
-"""HTTP routes and the same operations over NATS request-reply (``mailwarden.rpc.alert-svc.<op>``)."""
+"""alert-svc's operations, each declared once and served on HTTP and NATS request-reply."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter
 
 from alert_svc.config import Settings
 from alert_svc.operations import Operations
 from alert_svc.schemas import (
-    AlertId,
     AlertPage,
     AlertQuery,
     AlertRef,
     AlertView,
     Deleted,
+    DeliveryList,
     DeliveryListRequest,
-    DeliveryQuery,
-    DeliveryView,
     Empty,
-    MarkRead,
     MarkReadRequest,
     Preferences,
     PreferencesRequest,
     RecipientRef,
     WebhookCreate,
     WebhookCreated,
-    WebhookId,
+    WebhookList,
     WebhookRef,
     WebhookView,
 )
-from contracts.models import Identifier, OwnerKind
+from mailwarden_runtime.operations import Bound, Operation, serve
 from mailwarden_runtime.service import ServiceRuntime
 
-AlertPath = Annotated[AlertId, Path()]
-WebhookPath = Annotated[WebhookId, Path()]
+NO_ALERT = {404: "No such alert"}
+NO_WEBHOOK = {404: "No such webhook"}
+
+ALERTS_LIST = Operation(
+    name="alerts.list",
+    method="GET",
+    path="/alerts",
+    input=AlertQuery,
+    output=AlertPage,
+    permission="alerts:read",
+    summary="One wall (or all): filter, newest first, paginated",
+    errors={422: "Invalid input, a recipient kind without id (or the reverse), or a foreign cursor"},
+    tags=("alerts",),
+)
+ALERTS_DELETE_ALL = Operation(
+    name="alerts.delete_all",
+    method="DELETE",
+    path="/alerts",
+    input=RecipientRef,
+    output=Deleted,
+    permission="alerts:write",
+    summary="Delete all alerts of one recipient",
+    tags=("alerts",),
+)
+ALERTS_GET = Operation(
+    name="alerts.get",
+    method="GET",
+    path="/alerts/{alert_id}",
+    input=AlertRef,
+    output=AlertView,
+    permission="alerts:read",
+    summary="Read an alert",
+    errors=NO_ALERT,
+    tags=("alerts",),
+)
+ALERTS_MARK_READ = Operation(
+    name="alerts.mark_read",
+    method="PATCH",
+    path="/alerts/{alert_id}",
+    input=MarkReadRequest,
+    output=AlertView,
+    permission="alerts:write",
+    summary="Mark read or unread",
+    errors=NO_ALERT,
+    tags=("alerts",),
+)
+ALERTS_DELETE = Operation(
+    name="alerts.delete",
+    method="DELETE",
+    path="/alerts/{alert_id}",
+    input=AlertRef,
+    output=Deleted,
+    permission="alerts:write",
+    summary="Delete an alert",
+    errors=NO_ALERT,
+    status_code=204,
+    tags=("alerts",),
+)
+WEBHOOKS_CREATE = Operation(
+    name="webhooks.create",
+    method="POST",
+    path="/webhooks",
+    input=WebhookCreate,
+    output=WebhookCreated,
+    permission="channels:write",
+    summary="Register a URL for alerts",
+    docs="The signing secret is returned once, in this answer.",
+    status_code=201,
+    tags=("webhooks",),
+)
+WEBHOOKS_LIST = Operation(
+    name="webhooks.list",
+    method="GET",
+    path="/webhooks",
+    input=Empty,
+    output=WebhookList,
+    permission="channels:read",
+    summary="Every registered webhook (HTTP: a bare list)",
+    tags=("webhooks",),
+    http_items=True,
+)
+WEBHOOKS_GET = Operation(
+    name="webhooks.get",
+    method="GET",
+    path="/webhooks/{webhook_id}",
+    input=WebhookRef,
+    output=WebhookView,
+    permission="channels:read",
+    summary="Read a webhook (never its secret)",
+    errors=NO_WEBHOOK,
+    tags=("webhooks",),
+)
+WEBHOOKS_DELETE = Operation(
+    name="webhooks.delete",
+    method="DELETE",
+    path="/webhooks/{webhook_id}",
+    input=WebhookRef,
+    output=Deleted,
+    permission="channels:write",
+    summary="Delete a webhook",
+    errors=NO_WEBHOOK,
+    status_code=204,
+    tags=("webhooks",),
+)
+WEBHOOKS_DELIVERIES = Operation(
+    name="webhooks.deliveries",
+    method="GET",
+    path="/webhooks/{webhook_id}/deliveries",
+    input=DeliveryListRequest,
+    output=DeliveryList,
+    permission="channels:read",
+    summary="Deliveries, failures included (HTTP: a bare list)",
+    errors=NO_WEBHOOK,
+    tags=("webhooks",),
+    http_items=True,
+)
+PREFERENCES_GET = Operation(
+    name="preferences.get",
+    method="GET",
+    path="/recipients/{recipient_kind}/{recipient_id}/preferences",
+    input=RecipientRef,
+    output=Preferences,
+    permission="channels:read",
+    summary="Which alert levels are mailed to a recipient, and where",
+    tags=("preferences",),
+)
+PREFERENCES_SET = Operation(
+    name="preferences.set",
+    method="PUT",
+    path="/recipients/{recipient_kind}/{recipient_id}/preferences",
+    input=PreferencesRequest,
+    output=Preferences,
+    permission="channels:write",
+    summary="Set which alert levels are mailed to a recipient, and where",
+    tags=("preferences",),
+)
+
+OPERATIONS: tuple[Operation[Any, Any], ...] = (
+    ALERTS_LIST,
+    ALERTS_DELETE_ALL,
+    ALERTS_GET,
+    ALERTS_MARK_READ,
+    ALERTS_DELETE,
+    WEBHOOKS_CREATE,
+    WEBHOOKS_LIST,
+    WEBHOOKS_GET,
+    WEBHOOKS_DELETE,
+    WEBHOOKS_DELIVERIES,
+    PREFERENCES_GET,
+    PREFERENCES_SET,
+)
 
 
-def build_router(ops: Operations, settings: Settings) -> APIRouter:
-    router = APIRouter()
-
-    @router.get("/alerts", tags=["alerts"], summary="One wall (or all): filter, newest first, paginated")
-    async def list_alerts(q: Annotated[AlertQuery, Query()]) -> AlertPage:
-        return await ops.list_alerts(q)
-
-    @router.delete("/alerts", tags=["alerts"], summary="Delete all alerts of one recipient")
-    async def delete_all(q: Annotated[RecipientRef, Query()]) -> Deleted:
-        return await ops.delete_all(q)
-
-    @router.get("/alerts/{alert_id}", tags=["alerts"])
-    async def get_alert(alert_id: AlertPath) -> AlertView:
-        return await ops.get_alert(alert_id)
-
-    @router.patch("/alerts/{alert_id}", tags=["alerts"], summary="Mark read or unread")
-    async def patch_alert(alert_id: AlertPath, body: MarkRead) -> AlertView:
-        return await ops.mark_read(alert_id, body.read)
-
-    @router.delete("/alerts/{alert_id}", tags=["alerts"], status_code=204)
-    async def delete_alert(alert_id: AlertPath) -> Response:
-        await ops.delete_alert(alert_id)
-        return Response(status_code=204)
-
-    @router.post("/webhooks", tags=["webhooks"], status_code=201, summary="Register a URL for alerts")
-    async def create_webhook(body: WebhookCreate) -> WebhookCreated:
-        return await ops.create_webhook(body)
-
-    @router.get("/webhooks", tags=["webhooks"])
-    async def list_webhooks() -> list[WebhookView]:
-        return await ops.list_webhooks()
-
-    @router.get("/webhooks/{webhook_id}", tags=["webhooks"])
-    async def get_webhook(webhook_id: WebhookPath) -> WebhookView:
-        return await ops.get_webhook(webhook_id)
-
-    @router.delete("/webhooks/{webhook_id}", tags=["webhooks"], status_code=204)
-    async def delete_webhook(webhook_id: WebhookPath) -> Response:
-        await ops.delete_webhook(webhook_id)
-        return Response(status_code=204)
-
-    @router.get(
-        "/webhooks/{webhook_id}/deliveries", tags=["webhooks"], summary="Deliveries, failures included"
-    )
-    async def deliveries(webhook_id: WebhookPath, q: Annotated[DeliveryQuery, Query()]) -> list[DeliveryView]:
-        return await ops.deliveries(webhook_id, q)
-
-    @router.get("/recipients/{recipient_kind}/{recipient_id}/preferences", tags=["preferences"])
-    async def get_preferences(
-        recipient_kind: OwnerKind, recipient_id: Annotated[Identifier, Path()]
-    ) -> Preferences:
-        ref = RecipientRef(recipient_kind=recipient_kind, recipient_id=recipient_id)
-        return await ops.get_preferences(ref, list(settings.alert_email_levels))
-
-    @router.put("/recipients/{recipient_kind}/{recipient_id}/preferences", tags=["preferences"])
-    async def put_preferences(
-        recipient_kind: OwnerKind, recipient_id: Annotated[Identifier, Path()], body: Preferences
-    ) -> Preferences:
-        ref = RecipientRef(recipient_kind=recipient_kind, recipient_id=recipient_id)
-        return await ops.set_preferences(ref, body)
-
-    return router
-
-
-def register_rpc(runtime: ServiceRuntime, ops: Operations, settings: Settings) -> None:
-    """The same operations for systems that speak only NATS."""
+def bind(ops: Operations, settings: Settings) -> list[Bound[Any, Any]]:
+    async def get_alert(r: AlertRef) -> AlertView:
+        return await ops.get_alert(r.alert_id)
 
     async def mark_read(r: MarkReadRequest) -> AlertView:
         return await ops.mark_read(r.alert_id, r.read)
 
-    async def get_alert(r: AlertRef) -> AlertView:
-        return await ops.get_alert(r.alert_id)
-
     async def delete_alert(r: AlertRef) -> Deleted:
         return await ops.delete_alert(r.alert_id)
 
-    async def list_webhooks(_: Empty) -> dict[str, Any]:
-        return {"items": [w.model_dump(mode="json") for w in await ops.list_webhooks()]}
+    async def list_webhooks(_: Empty) -> WebhookList:
+        return WebhookList(items=await ops.list_webhooks())
+
+    async def get_webhook(r: WebhookRef) -> WebhookView:
+        return await ops.get_webhook(r.webhook_id)
 
     async def delete_webhook(r: WebhookRef) -> Deleted:
         return await ops.delete_webhook(r.webhook_id)
 
-    async def deliveries(r: DeliveryListRequest) -> dict[str, Any]:
-        return {"items": [d.model_dump(mode="json") for d in await ops.deliveries(r.webhook_id, r)]}
+    async def deliveries(r: DeliveryListRequest) -> DeliveryList:
+        return DeliveryList(items=await ops.deliveries(r.webhook_id, r))
 
     async def get_prefs(r: RecipientRef) -> Preferences:
         return await ops.get_preferences(r, list(settings.alert_email_levels))
@@ -128,14 +211,22 @@ def register_rpc(runtime: ServiceRuntime, ops: Operations, settings: Settings) -
     async def set_prefs(r: PreferencesRequest) -> Preferences:
         return await ops.set_preferences(r, r)
 
-    runtime.rpc("alerts.list", AlertQuery, ops.list_alerts)
-    runtime.rpc("alerts.get", AlertRef, get_alert)
-    runtime.rpc("alerts.mark_read", MarkReadRequest, mark_read)
-    runtime.rpc("alerts.delete", AlertRef, delete_alert)
-    runtime.rpc("alerts.delete_all", RecipientRef, ops.delete_all)
-    runtime.rpc("webhooks.create", WebhookCreate, ops.create_webhook)
-    runtime.rpc("webhooks.list", Empty, list_webhooks)
-    runtime.rpc("webhooks.delete", WebhookRef, delete_webhook)
-    runtime.rpc("webhooks.deliveries", DeliveryListRequest, deliveries)
-    runtime.rpc("preferences.get", RecipientRef, get_prefs)
-    runtime.rpc("preferences.set", PreferencesRequest, set_prefs)
+    return [
+        ALERTS_LIST.bind(ops.list_alerts),
+        ALERTS_DELETE_ALL.bind(ops.delete_all),
+        ALERTS_GET.bind(get_alert),
+        ALERTS_MARK_READ.bind(mark_read),
+        ALERTS_DELETE.bind(delete_alert),
+        WEBHOOKS_CREATE.bind(ops.create_webhook),
+        WEBHOOKS_LIST.bind(list_webhooks),
+        WEBHOOKS_GET.bind(get_webhook),
+        WEBHOOKS_DELETE.bind(delete_webhook),
+        WEBHOOKS_DELIVERIES.bind(deliveries),
+        PREFERENCES_GET.bind(get_prefs),
+        PREFERENCES_SET.bind(set_prefs),
+    ]
+
+
+def serve_operations(runtime: ServiceRuntime, ops: Operations, settings: Settings) -> APIRouter:
+    """``mailwarden.rpc.alert-svc.<op>`` registered on ``runtime``; the HTTP routes returned."""
+    return serve(runtime, bind(ops, settings))

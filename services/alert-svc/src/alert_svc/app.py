@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from alert_svc.api import build_router, register_rpc
+from alert_svc.api import serve_operations
 from alert_svc.channels.email import EmailDigestWorker
 from alert_svc.channels.enqueue import ChannelEnqueuer
 from alert_svc.channels.webhook import WebhookWorker
@@ -16,8 +16,8 @@ from alert_svc.handlers import ReadModelHandlers
 from alert_svc.operations import Operations
 from alert_svc.processor import StatusProcessor
 from alert_svc.readcache import ReadModelCache
-from alert_svc.repository import ALERTS as ALERTS_COLLECTION
-from alert_svc.repository import Repository
+from alert_svc.store import ALERTS as ALERTS_COLLECTION
+from alert_svc.store import Stores
 from contracts.events import (
     AlertRaised,
     EmailSettingsChanged,
@@ -29,6 +29,7 @@ from contracts.events import (
     ProfileUpdated,
 )
 from contracts.subjects import ALERTS
+from mailwarden_runtime.consumer import ConsumerOptions
 from mailwarden_runtime.service import ServiceRuntime
 
 NAME = "alert-svc"
@@ -38,19 +39,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keys = settings.webhook_key_ring()  # refuses to start without keys outside dev mode
     runtime = ServiceRuntime(NAME, settings, outbox_collections=[ALERTS_COLLECTION])
-    repo = Repository(runtime.db)
-    cache = ReadModelCache(repo, settings.alert_read_model_ttl_s)
-    processor = StatusProcessor(repo, settings, cache)
-    read_models = ReadModelHandlers(repo, cache)
-    email = EmailDigestWorker(repo, settings)
-    webhooks = WebhookWorker(repo, settings, keys)
-    enqueuer = ChannelEnqueuer(repo, settings, email, webhooks)
+    stores = Stores.on(runtime.db)
+    cache = ReadModelCache(stores.read_models, settings.alert_read_model_ttl_s)
+    processor = StatusProcessor(stores, settings, cache)
+    read_models = ReadModelHandlers(stores.read_models, cache)
+    email = EmailDigestWorker(stores.emails, settings)
+    webhooks = WebhookWorker(stores.webhooks, settings, keys)
+    enqueuer = ChannelEnqueuer(stores, settings, email, webhooks)
 
     async def on_status(envelope: object) -> None:
         await processor.handle(envelope)  # type: ignore[arg-type]
         runtime.wake_relay()
 
-    runtime.consume(MailboxStatusChanged, "alert-svc-status", on_status)
+    # One worker: the processor's count-then-decide steps must not interleave (see StatusProcessor).
+    runtime.consume(MailboxStatusChanged, "alert-svc-status", on_status, ConsumerOptions(max_workers=1))
     runtime.consume(EmailSettingsChanged, "alert-svc-settings", read_models.settings_changed)
     runtime.consume(ProfileCreated, "alert-svc-profiles", read_models.profile_saved)
     runtime.consume(ProfileUpdated, "alert-svc-profiles-updated", read_models.profile_saved)
@@ -59,11 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime.consume(MailboxUpdated, "alert-svc-mailboxes-updated", read_models.mailbox_saved)
     runtime.consume(AlertRaised, "alert-svc-channels", enqueuer.handle, subject=f"{ALERTS}.>")
 
-    ops = Operations(repo, keys)
-    register_rpc(runtime, ops, settings)
+    ops = Operations(stores, keys)
+    routes = serve_operations(runtime, ops, settings)
 
     async def start_workers() -> None:
-        await repo.ensure_indexes()
+        await stores.ensure_indexes()
         email.start()
         webhooks.start()
 
@@ -73,4 +75,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     runtime.on_startup(start_workers)
     runtime.on_shutdown(stop_workers)
-    return runtime.http_app(title="mailwarden alert-svc", routers=[build_router(ops, settings)])
+    return runtime.http_app(title="mailwarden alert-svc", routers=[routes])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alert_svc.readcache import ReadModelCache
-from alert_svc.repository import Repository
+from alert_svc.store.readmodels import ReadModelStore
 from contracts.envelope import Envelope
 from contracts.events import (
     EmailSettingsChanged,
@@ -18,7 +18,7 @@ from contracts.events import (
 class ReadModelHandlers:
     """Each handler makes ``cache`` forget what it changed, after the write."""
 
-    def __init__(self, repo: Repository, cache: ReadModelCache) -> None:
+    def __init__(self, repo: ReadModelStore, cache: ReadModelCache) -> None:
         self.repo = repo
         self.cache = cache
 

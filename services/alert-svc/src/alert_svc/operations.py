@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alert_svc.channels.webhook import secret_aad
-from alert_svc.repository import Repository
 from alert_svc.schemas import (
     AlertPage,
     AlertQuery,
@@ -24,13 +23,15 @@ from alert_svc.schemas import (
     WebhookCreated,
     WebhookView,
 )
+from alert_svc.store import Stores
+from alert_svc.store.alerts import AlertDoc
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
 
 
-def _encode_cursor(doc: dict[str, Any]) -> str:
-    ms = int(doc["first_seen"].timestamp() * 1000)
-    return base64.urlsafe_b64encode(json.dumps([ms, doc["_id"]]).encode()).decode()
+def _encode_cursor(doc: AlertDoc) -> str:
+    ms = int(doc.first_seen.timestamp() * 1000)
+    return base64.urlsafe_b64encode(json.dumps([ms, doc.id]).encode()).decode()
 
 
 def _decode_cursor(text: str) -> tuple[datetime, str]:
@@ -47,9 +48,15 @@ def recipient_query(kind: str | None, rid: str | None) -> dict[str, Any]:
     return {"recipient_key": f"{kind}:{rid}"} if kind else {}
 
 
+def _alert_view(doc: AlertDoc) -> AlertView:
+    return AlertView.model_validate(doc.model_dump())
+
+
 class Operations:
-    def __init__(self, repo: Repository, keys: KeyRing) -> None:
-        self.repo = repo
+    def __init__(self, stores: Stores, keys: KeyRing) -> None:
+        self.alerts = stores.alerts
+        self.webhooks = stores.webhooks
+        self.preferences = stores.preferences
         self.keys = keys
 
     # --- the wall ----------------------------------------------------------------------------
@@ -64,28 +71,28 @@ class Operations:
         if q.cursor:
             at, last_id = _decode_cursor(q.cursor)
             query["$or"] = [{"first_seen": {"$lt": at}}, {"first_seen": at, "_id": {"$lt": last_id}}]
-        docs = await self.repo.find_alerts(query, q.limit + 1)
+        docs = await self.alerts.find_alerts(query, q.limit + 1)
         more = len(docs) > q.limit
         docs = docs[: q.limit]
         return AlertPage(
-            items=[AlertView.from_doc(d) for d in docs],
+            items=[_alert_view(d) for d in docs],
             next_cursor=_encode_cursor(docs[-1]) if more and docs else None,
         )
 
     async def get_alert(self, alert_id: str) -> AlertView:
-        doc = await self.repo.get_alert(alert_id)
+        doc = await self.alerts.get_alert(alert_id)
         if doc is None:
             raise DomainError(404, "no such alert")
-        return AlertView.from_doc(doc)
+        return _alert_view(doc)
 
     async def mark_read(self, alert_id: str, read: bool) -> AlertView:
-        doc = await self.repo.mark_read(alert_id, read)
+        doc = await self.alerts.mark_read(alert_id, read)
         if doc is None:
             raise DomainError(404, "no such alert")
-        return AlertView.from_doc(doc)
+        return _alert_view(doc)
 
     async def delete_alert(self, alert_id: str) -> Deleted:
-        deleted = await self.repo.delete_alerts({"_id": alert_id})
+        deleted = await self.alerts.delete_alerts({"_id": alert_id})
         if not deleted:
             raise DomainError(404, "no such alert")
         return Deleted(deleted=deleted)
@@ -93,7 +100,7 @@ class Operations:
     async def delete_all(self, ref: RecipientRef) -> Deleted:
         """Dynamics' "Delete all alerts", for one recipient's wall."""
         query = recipient_query(ref.recipient_kind, ref.recipient_id)
-        return Deleted(deleted=await self.repo.delete_alerts(query))
+        return Deleted(deleted=await self.alerts.delete_alerts(query))
 
     # --- webhooks ----------------------------------------------------------------------------
     async def create_webhook(self, req: WebhookCreate) -> WebhookCreated:
@@ -111,36 +118,36 @@ class Operations:
             "secret": self.keys.seal(secret.encode(), secret_aad(webhook_id)).model_dump(),
             "created_at": datetime.now(UTC),
         }
-        await self.repo.create_webhook(doc)
+        await self.webhooks.create_webhook(doc)
         return WebhookCreated.model_validate({**doc, "id": webhook_id, "secret": secret})
 
     async def list_webhooks(self) -> list[WebhookView]:
-        return [WebhookView.from_doc(d) for d in await self.repo.list_webhooks()]
+        return [WebhookView.from_doc(d) for d in await self.webhooks.list_webhooks()]
 
     async def get_webhook(self, webhook_id: str) -> WebhookView:
-        doc = await self.repo.get_webhook(webhook_id)
+        doc = await self.webhooks.get_webhook(webhook_id)
         if doc is None:
             raise DomainError(404, "no such webhook")
         return WebhookView.from_doc(doc)
 
     async def delete_webhook(self, webhook_id: str) -> Deleted:
-        if not await self.repo.delete_webhook(webhook_id):
+        if not await self.webhooks.delete_webhook(webhook_id):
             raise DomainError(404, "no such webhook")
         return Deleted(deleted=1)
 
     async def deliveries(self, webhook_id: str, q: DeliveryQuery) -> list[DeliveryView]:
         await self.get_webhook(webhook_id)
-        docs = await self.repo.list_deliveries(webhook_id, q.state, q.limit)
+        docs = await self.webhooks.list_deliveries(webhook_id, q.state, q.limit)
         return [DeliveryView.from_doc(d) for d in docs]
 
     # --- notification preferences --------------------------------------------------------------
     async def get_preferences(self, ref: RecipientRef, default_levels: list[str]) -> Preferences:
-        doc = await self.repo.preferences(f"{ref.recipient_kind}:{ref.recipient_id}") or {}
+        doc = await self.preferences.preferences(f"{ref.recipient_kind}:{ref.recipient_id}") or {}
         return Preferences.model_validate(
             {"email_levels": doc.get("email_levels", default_levels), "email": doc.get("email")}
         )
 
     async def set_preferences(self, ref: RecipientRef, prefs: Preferences) -> Preferences:
         fields = {"email_levels": list(dict.fromkeys(prefs.email_levels)), "email": prefs.email}
-        doc = await self.repo.save_preferences(f"{ref.recipient_kind}:{ref.recipient_id}", fields)
+        doc = await self.preferences.save_preferences(f"{ref.recipient_kind}:{ref.recipient_id}", fields)
         return Preferences.model_validate({"email_levels": doc["email_levels"], "email": doc.get("email")})

@@ -6,9 +6,7 @@ changes nothing: alerts count occurrences keyed on the test id, and resolutions 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import zlib
 from datetime import datetime, timedelta
 
 from alert_svc import rules
@@ -16,36 +14,26 @@ from alert_svc.config import Settings
 from alert_svc.domain import PROFILE_MAJORITY_FAILURE, Draft, recipient_key
 from alert_svc.metrics import ALERTS_RAISED
 from alert_svc.readcache import ReadModelCache
-from alert_svc.repository import Planned, Repository, cause_scope, mailbox_scope, profile_scope
+from alert_svc.store import Stores
+from alert_svc.store.alerts import AlertDoc, AlertStore, Planned, cause_scope, mailbox_scope, profile_scope
 from contracts.envelope import Envelope
 from contracts.errors import ErrorCode
 from contracts.events import MailboxStatusChanged
-from mailwarden_runtime.mongo import Document
 
 log = logging.getLogger(__name__)
 
 
-LOCK_STRIPES = 64
-
-
 class StatusProcessor:
-    def __init__(self, repo: Repository, settings: Settings, cache: ReadModelCache | None = None) -> None:
-        self.repo = repo
+    """Handles one event at a time (its consumer has one worker): grouping counts must see each
+    other's writes, so a profile's count-then-decide steps never interleave."""
+
+    def __init__(self, stores: Stores, settings: Settings, cache: ReadModelCache | None = None) -> None:
+        self.alerts = stores.alerts
+        self.failures = stores.failures
         self.settings = settings
-        self.cache = cache or ReadModelCache(repo, settings.alert_read_model_ttl_s)
-        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        self.cache = cache or ReadModelCache(stores.read_models, settings.alert_read_model_ttl_s)
 
     async def handle(self, envelope: Envelope[MailboxStatusChanged]) -> None:
-        """One profile's events one at a time: grouping counts must see each other's writes.
-
-        The consumer may run handlers of one batch concurrently; striped locks keep that for
-        different profiles while serialising the count-then-decide steps within one.
-        """
-        profile_id = envelope.data.mailbox.profile_id
-        async with self._locks[zlib.crc32(profile_id.encode()) % LOCK_STRIPES]:
-            await self._handle(envelope)
-
-    async def _handle(self, envelope: Envelope[MailboxStatusChanged]) -> None:
         """Few round trips: record both directions in one write, read every open alert the event
         may count on or resolve in one query, then write every alert change in one bulk write."""
         event = envelope.data
@@ -60,7 +48,7 @@ class StatusProcessor:
         succeeded = rules.succeeded_directions(event)
         outcomes: list[tuple[str, str | None]] = [(d.value, None) for d in succeeded]
         outcomes += [(d.value, f.error.code.value) for d, f in failures.items()]
-        await self.repo.record_outcomes(ref.mailbox_id, ref.email, ref.profile_id, outcomes, at)
+        await self.failures.record_outcomes(ref.mailbox_id, ref.email, ref.profile_id, outcomes, at)
 
         fan = rules.fan_out(event, policy, profile_name)
         drafts = list(fan.drafts)
@@ -71,10 +59,10 @@ class StatusProcessor:
             grouped += [cause] if cause else []
 
         scopes = [mailbox_scope(ref.mailbox_id), profile_scope(ref.profile_id), *grouped]
-        found = list({d["_id"]: d for d in await self.repo.open_alerts_in(scopes)}.values())
-        plan = AlertPlan(self.repo, occurrence, event.test_id, at)
+        found = list({d.id: d for d in await self.alerts.open_alerts_in(scopes)}.values())
+        plan = AlertPlan(self.alerts, occurrence, event.test_id, at)
         # The per-mailbox alerts a group replaces leave the profile owner's wall.
-        plan.resolve([d for d in found if set(d.get("open_in") or ()) & set(grouped)], "grouped")
+        plan.resolve([d for d in found if set(d.open_in or ()) & set(grouped)], "grouped")
         for draft in rules.allowed(drafts, policy):
             plan.raise_(draft, found)
         self._plan_recovered(plan, event, found)
@@ -94,7 +82,7 @@ class StatusProcessor:
             return draft, None
         code = failure.error.code
         since = at - timedelta(seconds=self.settings.alert_group_window_s)
-        mailboxes = await self.repo.failing_mailboxes(
+        mailboxes = await self.failures.failing_mailboxes(
             draft.profile_id, failure.direction.value, code.value, since
         )
         if len(mailboxes) < self.settings.alert_group_min_mailboxes:
@@ -105,25 +93,25 @@ class StatusProcessor:
         return rules.group_draft(draft, ErrorCode(code), profile_name, mailboxes), cause
 
     @staticmethod
-    def _plan_recovered(plan: AlertPlan, event: MailboxStatusChanged, found: list[Document]) -> None:
+    def _plan_recovered(plan: AlertPlan, event: MailboxStatusChanged, found: list[AlertDoc]) -> None:
         """Succeeded directions resolve their errors and leave the profile's groups."""
         ref = event.mailbox
-        mine = [d for d in found if d.get("mailbox_id") == ref.mailbox_id and d["level"] == "error"]
-        groups = [d for d in found if d["kind"] == "group" and d["profile_id"] == ref.profile_id]
+        mine = [d for d in found if d.mailbox_id == ref.mailbox_id and d.level == "error"]
+        groups = [d for d in found if d.kind == "group" and d.profile_id == ref.profile_id]
         for direction in rules.succeeded_directions(event):
-            plan.resolve([d for d in mine if d.get("direction") == direction.value], "recovered")
-            for group in (g for g in groups if g.get("direction") == direction.value):
-                if ref.mailbox_id in (group.get("affected_mailboxes") or []):
+            plan.resolve([d for d in mine if d.direction == direction.value], "recovered")
+            for group in (g for g in groups if g.direction == direction.value):
+                if ref.mailbox_id in group.affected_mailboxes:
                     plan.leave_group(group, ref.mailbox_id)
-                elif not group.get("affected_mailboxes"):
+                elif not group.affected_mailboxes:
                     plan.resolve([group], "recovered")
         if rules.is_success(event):
-            plan.resolve([d for d in mine if d.get("direction") is None], "recovered")
+            plan.resolve([d for d in mine if d.direction is None], "recovered")
             present = {w.value for w in rules.warning_codes(event)}
             warnings = [
                 d
                 for d in found
-                if d["kind"] == "warning" and d["profile_id"] == ref.profile_id and d["code"] not in present
+                if d.kind == "warning" and d.profile_id == ref.profile_id and d.code not in present
             ]
             plan.resolve(warnings, "recovered")
 
@@ -132,7 +120,7 @@ class StatusProcessor:
         event: MailboxStatusChanged,
         policy: rules.OrgPolicy,
         profile_name: str,
-        found: list[Document],
+        found: list[AlertDoc],
         plan: AlertPlan,
     ) -> list[Draft]:
         """More than half of a profile's mailboxes failing within the window: one profile alert.
@@ -143,15 +131,13 @@ class StatusProcessor:
         open_majority = [
             d
             for d in found
-            if d["kind"] == "majority"
-            and d["profile_id"] == ref.profile_id
-            and d["code"] == PROFILE_MAJORITY_FAILURE
+            if d.kind == "majority" and d.profile_id == ref.profile_id and d.code == PROFILE_MAJORITY_FAILURE
         ]
         has_failures = bool(rules.failures(event))
         if not has_failures and not open_majority:
             return []
         window = self.settings.alert_majority_window_s
-        failed = await self.repo.failed_mailbox_count(ref.profile_id, plan.at - timedelta(seconds=window))
+        failed = await self.failures.failed_mailbox_count(ref.profile_id, plan.at - timedelta(seconds=window))
         # Counting the profile's mailboxes reads all of them: only needed when something failed.
         total = await self.cache.mailbox_total(ref.profile_id) if failed else 0
         if failed and total >= self.settings.alert_majority_min_mailboxes and failed * 2 > total:
@@ -166,7 +152,7 @@ class StatusProcessor:
 class AlertPlan:
     """The alert writes of one status event, decided from the open alerts read up front."""
 
-    def __init__(self, repo: Repository, occurrence: str, test_id: str | None, at: datetime) -> None:
+    def __init__(self, repo: AlertStore, occurrence: str, test_id: str | None, at: datetime) -> None:
         self.repo = repo
         self.occurrence = occurrence
         self.test_id = test_id
@@ -177,26 +163,24 @@ class AlertPlan:
         self._keys: set[str] = set()
         self._resolving: set[str] = set()
 
-    def resolve(self, docs: list[Document], reason: str) -> None:
+    def resolve(self, docs: list[AlertDoc], reason: str) -> None:
         for doc in docs:
-            if doc["_id"] not in self._resolving:
-                self._resolving.add(doc["_id"])
+            if doc.id not in self._resolving:
+                self._resolving.add(doc.id)
                 self._planned.append(self.repo.plan_resolve(doc, reason, self.at))
 
-    def leave_group(self, group: Document, mailbox_id: str) -> None:
-        if group["_id"] not in self._resolving:
-            self._resolving.add(group["_id"])
+    def leave_group(self, group: AlertDoc, mailbox_id: str) -> None:
+        if group.id not in self._resolving:
+            self._resolving.add(group.id)
             self._planned.append(self.repo.plan_leave_group(group, mailbox_id, self.at))
 
-    def raise_(self, draft: Draft, found: list[Document]) -> None:
+    def raise_(self, draft: Draft, found: list[AlertDoc]) -> None:
         if draft.key in self._keys:  # the same key twice in one event: the first one counts
             self._raised.append((draft.level, "duplicate"))
             return
         self._keys.add(draft.key)
-        current = next(
-            (d for d in found if d.get("open_key") == draft.key and d["_id"] not in self._resolving), None
-        )
-        if current is not None and self.occurrence in current.get("occurrences", []):
+        current = next((d for d in found if d.open_key == draft.key and d.id not in self._resolving), None)
+        if current is not None and self.occurrence in current.occurrences:
             self._raised.append((draft.level, "duplicate"))
             return
         self._raised.append((draft.level, "new" if current is None else "repeat"))

@@ -14,15 +14,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from alert_svc.repository import Repository
 from alert_svc.rules import OrgPolicy
+from alert_svc.store.readmodels import ReadModelStore
 
 T = TypeVar("T")
 MAX_NOTED = 200_000  # mailbox ids remembered before the set starts over (bounded memory)
 
 
 class ReadModelCache:
-    def __init__(self, repo: Repository, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, repo: ReadModelStore, ttl_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.repo = repo
         self.ttl_s = ttl_s
         self._clock = clock

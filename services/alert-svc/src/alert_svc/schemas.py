@@ -75,10 +75,6 @@ class AlertView(BaseModel):
     resolved_reason: str | None = None
     read: bool
 
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> AlertView:
-        return cls.model_validate({**doc, "id": doc["_id"]})
-
 
 class AlertPage(BaseModel):
     items: list[AlertView]
@@ -115,6 +111,10 @@ class WebhookView(BaseModel):
 
 class WebhookCreated(WebhookView):
     secret: str = Field(description="Shown once: keep it to verify X-Mailwarden-Signature.")
+
+
+class WebhookList(BaseModel):
+    items: list[WebhookView]
 
 
 class WebhookRef(Strict):
@@ -154,6 +154,10 @@ class DeliveryView(BaseModel):
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> DeliveryView:
         return cls.model_validate({**doc, "id": doc["_id"]})
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryView]
 
 
 class Preferences(Strict):

@@ -1,12 +1,11 @@
-"""HTTP routes and the same operations over NATS request-reply (mailwarden.rpc.mailbox-svc.<op>)."""
+"""mailbox-svc's operations, each declared once and served on HTTP and NATS request-reply."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter
 
-from contracts.models import Identifier
 from mailbox_svc.jobs import JobRunner
 from mailbox_svc.models import (
     BulkResult,
@@ -19,7 +18,6 @@ from mailbox_svc.models import (
     MailboxBatchCreate,
     MailboxCreate,
     MailboxPage,
-    MailboxPatch,
     MailboxRequest,
     MailboxView,
     RotateRequest,
@@ -32,103 +30,234 @@ from mailbox_svc.models import (
 from mailbox_svc.operations import MailboxOperations
 from mailbox_svc.rotation import rotate_credentials
 from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.operations import Bound, Operation, serve
 from mailwarden_runtime.service import ServiceRuntime
 
-MailboxId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+NOT_FOUND = {404: "No such mailbox"}
+RACE = {409: "The mailbox changed too often meanwhile; try again"}
+TOO_MANY = {422: "Invalid input, or a filter matching more mailboxes than one request may touch"}
+MAILBOXES = ("mailboxes",)
+
+CREATE = Operation(
+    name="create",
+    method="POST",
+    path="/mailboxes",
+    input=MailboxCreate,
+    output=MailboxView,
+    permission="mailboxes:write",
+    summary="Create a mailbox",
+    errors={409: "A mailbox with this id exists", 422: "Invalid input or an unknown profile"},
+    status_code=201,
+    tags=MAILBOXES,
+)
+CREATE_MANY = Operation(
+    name="create_many",
+    method="POST",
+    path="/mailboxes/batch",
+    input=MailboxBatchCreate,
+    output=BulkResult,
+    permission="mailboxes:write",
+    summary="Create many mailboxes",
+    errors={409: "Some mailbox ids exist already", 422: "Invalid input, duplicate ids or an unknown profile"},
+    status_code=201,
+    tags=MAILBOXES,
+)
+LIST = Operation(
+    name="list",
+    method="GET",
+    path="/mailboxes",
+    input=ListRequest,
+    output=MailboxPage,
+    permission="mailboxes:read",
+    summary="List mailboxes (filter, keyset pagination with `after`)",
+    tags=MAILBOXES,
+)
+GET = Operation(
+    name="get",
+    method="GET",
+    path="/mailboxes/{mailbox_id}",
+    input=MailboxRequest,
+    output=MailboxView,
+    permission="mailboxes:read",
+    summary="Read a mailbox (passwords are never shown)",
+    errors=NOT_FOUND,
+    tags=MAILBOXES,
+)
+UPDATE = Operation(
+    name="update",
+    method="PATCH",
+    path="/mailboxes/{mailbox_id}",
+    input=UpdateRequest,
+    output=MailboxView,
+    permission="mailboxes:write",
+    summary="Change a mailbox; an omitted password is kept",
+    errors={**NOT_FOUND, **RACE},
+    tags=MAILBOXES,
+    body="changes",
+)
+DEACTIVATE = Operation(
+    name="deactivate",
+    method="POST",
+    path="/mailboxes/{mailbox_id}/deactivate",
+    input=MailboxRequest,
+    output=MailboxView,
+    permission="mailboxes:write",
+    summary="Deactivate a mailbox",
+    errors={**NOT_FOUND, **RACE},
+    tags=MAILBOXES,
+)
+HISTORY = Operation(
+    name="history",
+    method="GET",
+    path="/mailboxes/{mailbox_id}/tests",
+    input=HistoryRequest,
+    output=TestHistory,
+    permission="mailboxes:read",
+    summary="History of test runs, newest first",
+    errors=NOT_FOUND,
+    tags=MAILBOXES,
+)
+TEST = Operation(
+    name="test",
+    method="POST",
+    path="/mailboxes/{mailbox_id}/test",
+    input=MailboxRequest,
+    output=TestAccepted,
+    permission="mailboxes:test",
+    summary="Test & Enable one mailbox",
+    errors={
+        **NOT_FOUND,
+        409: "The mailbox cannot be tested now (deactivated, not approved, no profile, ...)",
+    },
+    status_code=202,
+    tags=MAILBOXES,
+)
+TEST_MANY = Operation(
+    name="test_many",
+    method="POST",
+    path="/mailboxes/test",
+    input=Selection,
+    output=BulkResult,
+    permission="mailboxes:test",
+    summary="Test & Enable many mailboxes",
+    errors=TOO_MANY,
+    status_code=202,
+    tags=MAILBOXES,
+)
+APPROVE = Operation(
+    name="approve",
+    method="POST",
+    path="/mailboxes/approve",
+    input=Selection,
+    output=BulkResult,
+    permission="mailboxes:approve",
+    summary="Approve email of mailboxes",
+    errors=TOO_MANY,
+    tags=MAILBOXES,
+)
+REJECT = Operation(
+    name="reject",
+    method="POST",
+    path="/mailboxes/reject",
+    input=Selection,
+    output=BulkResult,
+    permission="mailboxes:approve",
+    summary="Reject email of mailboxes",
+    errors=TOO_MANY,
+    tags=MAILBOXES,
+)
+APPLY_DEFAULTS = Operation(
+    name="apply_defaults",
+    method="POST",
+    path="/mailboxes/apply-default-settings",
+    input=Selection,
+    output=BulkResult,
+    permission="mailboxes:write",
+    summary="Apply default email settings, then Test & Enable",
+    errors={409: "The organisation has no default email server profile", **TOO_MANY},
+    status_code=202,
+    tags=MAILBOXES,
+)
+CHANGE_MANY = Operation(
+    name="change_many",
+    method="POST",
+    path="/mailboxes/change",
+    input=ChangeManyRequest,
+    output=BulkResult,
+    permission="mailboxes:write",
+    summary="Change multiple records: profile and delivery methods",
+    errors={422: "Invalid input, an unknown profile or a filter matching too many mailboxes"},
+    tags=MAILBOXES,
+)
+ROTATE_KEYS = Operation(
+    name="rotate_keys",
+    method="POST",
+    path="/mailboxes/rotate-keys",
+    input=RotateRequest,
+    output=RotationReport,
+    permission="keys:rotate",
+    summary="Re-encrypt every credential under the primary key",
+    tags=MAILBOXES,
+)
+JOB_START = Operation(
+    name="job_start",
+    method="POST",
+    path="/jobs",
+    input=JobCreate,
+    output=JobView,
+    permission="jobs:run",
+    summary="Test & Enable all mailboxes of a profile (asynchronous)",
+    errors={422: "Invalid input or an unknown profile"},
+    status_code=202,
+    tags=("jobs",),
+)
+JOB_GET = Operation(
+    name="job_get",
+    method="GET",
+    path="/jobs/{job_id}",
+    input=JobRequest,
+    output=JobView,
+    permission="jobs:run",
+    summary="Progress of a job",
+    errors={404: "No such job"},
+    tags=("jobs",),
+)
+JOB_CANCEL = Operation(
+    name="job_cancel",
+    method="POST",
+    path="/jobs/{job_id}/cancel",
+    input=JobRequest,
+    output=JobView,
+    permission="jobs:run",
+    summary="Cancel a job: no more tests are requested",
+    errors={404: "No such job", 409: "The job has finished already"},
+    tags=("jobs",),
+)
+
+OPERATIONS: tuple[Operation[Any, Any], ...] = (
+    CREATE,
+    CREATE_MANY,
+    LIST,
+    GET,
+    UPDATE,
+    DEACTIVATE,
+    HISTORY,
+    TEST,
+    TEST_MANY,
+    APPROVE,
+    REJECT,
+    APPLY_DEFAULTS,
+    CHANGE_MANY,
+    ROTATE_KEYS,
+    JOB_START,
+    JOB_GET,
+    JOB_CANCEL,
+)
 
 
-def build_routers(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing) -> list[APIRouter]:
-    r = APIRouter(tags=["mailboxes"])
-    j = APIRouter(tags=["jobs"])
-
-    @r.post("/mailboxes", status_code=status.HTTP_201_CREATED, summary="Create a mailbox")
-    async def create(body: MailboxCreate) -> MailboxView:
-        return await ops.create(body)
-
-    @r.post("/mailboxes/batch", status_code=status.HTTP_201_CREATED, summary="Create many mailboxes")
-    async def create_many(body: MailboxBatchCreate) -> BulkResult:
-        return await ops.create_many(body)
-
-    @r.get("/mailboxes", summary="List mailboxes (filter, keyset pagination with `after`)")
-    async def list_(q: Annotated[ListRequest, Query()]) -> MailboxPage:
-        return await ops.list(q)
-
-    @r.get("/mailboxes/{mailbox_id}", summary="Read a mailbox (passwords are never shown)")
-    async def get(mailbox_id: MailboxId) -> MailboxView:
-        return await ops.get(mailbox_id)
-
-    @r.patch("/mailboxes/{mailbox_id}", summary="Change a mailbox; an omitted password is kept")
-    async def update(mailbox_id: MailboxId, body: MailboxPatch) -> MailboxView:
-        return await ops.update(mailbox_id, body)
-
-    @r.post("/mailboxes/{mailbox_id}/deactivate", summary="Deactivate a mailbox")
-    async def deactivate(mailbox_id: MailboxId) -> MailboxView:
-        return await ops.deactivate(mailbox_id)
-
-    @r.get("/mailboxes/{mailbox_id}/tests", summary="History of test runs, newest first")
-    async def history(mailbox_id: MailboxId, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> TestHistory:
-        return await ops.history(HistoryRequest(mailbox_id=mailbox_id, limit=limit))
-
-    @r.post("/mailboxes/{mailbox_id}/test", status_code=202, summary="Test & Enable one mailbox")
-    async def test_one(mailbox_id: MailboxId) -> TestAccepted:
-        return await ops.test_one(mailbox_id)
-
-    @r.post("/mailboxes/test", status_code=202, summary="Test & Enable many mailboxes")
-    async def test_many(body: Selection) -> BulkResult:
-        return await ops.test_many(body)
-
-    @r.post("/mailboxes/approve", summary="Approve email of mailboxes")
-    async def approve(body: Selection) -> BulkResult:
-        return await ops.set_approval(body, "approved")
-
-    @r.post("/mailboxes/reject", summary="Reject email of mailboxes")
-    async def reject(body: Selection) -> BulkResult:
-        return await ops.set_approval(body, "rejected")
-
-    @r.post(
-        "/mailboxes/apply-default-settings",
-        status_code=202,
-        summary="Apply default email settings, then Test & Enable",
-    )
-    async def apply_defaults(body: Selection) -> BulkResult:
-        return await ops.apply_defaults(body)
-
-    @r.post("/mailboxes/change", summary="Change multiple records: profile and delivery methods")
-    async def change_many(body: ChangeManyRequest) -> BulkResult:
-        return await ops.change_many(body)
-
-    @r.post("/mailboxes/rotate-keys", summary="Re-encrypt every credential under the primary key")
-    async def rotate() -> RotationReport:
-        return await rotate_credentials(ops.repo, ring)
-
-    @r.post("/jobs", status_code=202, summary="Test & Enable all mailboxes of a profile (asynchronous)")
-    async def start_job(body: JobCreate) -> JobView:
-        return await jobs.start_job(body.profile_id)
-
-    @j.get("/jobs/{job_id}", summary="Progress of a job")
-    async def get_job(job_id: JobId) -> JobView:
-        return await jobs.get(job_id)
-
-    @j.post("/jobs/{job_id}/cancel", summary="Cancel a job: no more tests are requested")
-    async def cancel_job(job_id: JobId) -> JobView:
-        return await jobs.cancel(job_id)
-
-    return [r, j]
-
-
-def register_rpc(runtime: ServiceRuntime, ops: MailboxOperations, jobs: JobRunner, ring: KeyRing) -> None:
-    async def create(req: MailboxCreate) -> MailboxView:
-        return await ops.create(req)
-
-    async def create_many(req: MailboxBatchCreate) -> BulkResult:
-        return await ops.create_many(req)
-
+def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing) -> list[Bound[Any, Any]]:
     async def get(req: MailboxRequest) -> MailboxView:
         return await ops.get(req.mailbox_id)
-
-    async def list_(req: ListRequest) -> MailboxPage:
-        return await ops.list(req)
 
     async def update(req: UpdateRequest) -> MailboxView:
         return await ops.update(req.mailbox_id, req.changes)
@@ -136,26 +265,14 @@ def register_rpc(runtime: ServiceRuntime, ops: MailboxOperations, jobs: JobRunne
     async def deactivate(req: MailboxRequest) -> MailboxView:
         return await ops.deactivate(req.mailbox_id)
 
-    async def history(req: HistoryRequest) -> TestHistory:
-        return await ops.history(req)
-
     async def test(req: MailboxRequest) -> TestAccepted:
         return await ops.test_one(req.mailbox_id)
-
-    async def test_many(req: Selection) -> BulkResult:
-        return await ops.test_many(req)
 
     async def approve(req: Selection) -> BulkResult:
         return await ops.set_approval(req, "approved")
 
     async def reject(req: Selection) -> BulkResult:
         return await ops.set_approval(req, "rejected")
-
-    async def apply_defaults(req: Selection) -> BulkResult:
-        return await ops.apply_defaults(req)
-
-    async def change_many(req: ChangeManyRequest) -> BulkResult:
-        return await ops.change_many(req)
 
     async def rotate(_: RotateRequest) -> RotationReport:
         return await rotate_credentials(ops.repo, ring)
@@ -169,23 +286,29 @@ def register_rpc(runtime: ServiceRuntime, ops: MailboxOperations, jobs: JobRunne
     async def job_cancel(req: JobRequest) -> JobView:
         return await jobs.cancel(req.job_id)
 
-    runtime.rpc("create", MailboxCreate, create)
-    runtime.rpc("create_many", MailboxBatchCreate, create_many)
-    runtime.rpc("get", MailboxRequest, get)
-    runtime.rpc("list", ListRequest, list_)
-    runtime.rpc("update", UpdateRequest, update)
-    runtime.rpc("deactivate", MailboxRequest, deactivate)
-    runtime.rpc("history", HistoryRequest, history)
-    runtime.rpc("test", MailboxRequest, test)
-    runtime.rpc("test_many", Selection, test_many)
-    runtime.rpc("approve", Selection, approve)
-    runtime.rpc("reject", Selection, reject)
-    runtime.rpc("apply_defaults", Selection, apply_defaults)
-    runtime.rpc("change_many", ChangeManyRequest, change_many)
-    runtime.rpc("rotate_keys", RotateRequest, rotate)
-    runtime.rpc("job_start", JobCreate, job_start)
-    runtime.rpc("job_get", JobRequest, job_get)
-    runtime.rpc("job_cancel", JobRequest, job_cancel)
+    return [
+        CREATE.bind(ops.create),
+        CREATE_MANY.bind(ops.create_many),
+        LIST.bind(ops.list),
+        GET.bind(get),
+        UPDATE.bind(update),
+        DEACTIVATE.bind(deactivate),
+        HISTORY.bind(ops.history),
+        TEST.bind(test),
+        TEST_MANY.bind(ops.test_many),
+        APPROVE.bind(approve),
+        REJECT.bind(reject),
+        APPLY_DEFAULTS.bind(ops.apply_defaults),
+        CHANGE_MANY.bind(ops.change_many),
+        ROTATE_KEYS.bind(rotate),
+        JOB_START.bind(job_start),
+        JOB_GET.bind(job_get),
+        JOB_CANCEL.bind(job_cancel),
+    ]
 
 
-__all__ = ["Identifier", "build_routers", "register_rpc"]
+def serve_operations(
+    runtime: ServiceRuntime, ops: MailboxOperations, jobs: JobRunner, ring: KeyRing
+) -> APIRouter:
+    """``mailwarden.rpc.mailbox-svc.<op>`` registered on ``runtime``; the HTTP routes returned."""
+    return serve(runtime, bind(ops, jobs, ring))

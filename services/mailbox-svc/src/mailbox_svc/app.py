@@ -15,7 +15,7 @@ from contracts.events import (
     ProfileUpdated,
     TestCompleted,
 )
-from mailbox_svc.api import build_routers, register_rpc
+from mailbox_svc.api import serve_operations
 from mailbox_svc.config import Settings
 from mailbox_svc.handlers import Handlers
 from mailbox_svc.jobs import JobRunner
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ConsumerOptions(batch_size=64),
         batch_handler=handlers.test_completed_batch,
     )
-    register_rpc(runtime, ops, jobs, keys.at_rest)
+    routes = serve_operations(runtime, ops, jobs, keys.at_rest)
 
     async def start_background() -> None:
         await repo.ensure_indexes()
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     runtime.on_startup(start_background)
     runtime.on_shutdown(stop_background)
-    app = runtime.http_app(title="mailwarden mailbox-svc", routers=build_routers(ops, jobs, keys.at_rest))
+    app = runtime.http_app(title="mailwarden mailbox-svc", routers=[routes])
     app.state.operations = ops
     app.state.jobs = jobs
     app.state.scheduler = scheduler

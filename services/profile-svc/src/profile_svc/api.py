@@ -1,12 +1,12 @@
-"""HTTP routes and NATS request-reply operations: two doors to the same :class:`Operations`."""
+"""profile-svc's operations, each declared once and served on HTTP and NATS request-reply."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter
 
-from mailwarden_runtime.http import Problem
+from mailwarden_runtime.operations import Bound, Operation, serve
 from mailwarden_runtime.service import ServiceRuntime
 from profile_svc.models import (
     DeleteResult,
@@ -23,61 +23,94 @@ from profile_svc.models import (
 )
 from profile_svc.operations import Operations
 
-ProfileId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": Problem, "description": "No such profile"},
-    409: {"model": Problem, "description": "Conflicts with stored state (name taken, profile in use, ...)"},
-    422: {"model": Problem, "description": "Invalid input; each bad field named, nothing stored"},
-}
+NOT_FOUND = {404: "No such profile"}
+CONFLICT = {409: "Conflicts with stored state (name taken, profile in use, concurrent change, ...)"}
+
+CREATE = Operation(
+    name="create",
+    method="POST",
+    path="/profiles",
+    input=ProfileCreate,
+    output=ProfileView,
+    permission="profiles:write",
+    summary="Create an email server profile",
+    errors=CONFLICT,
+    status_code=201,
+    tags=("profiles",),
+)
+LIST = Operation(
+    name="list",
+    method="GET",
+    path="/profiles",
+    input=ListQuery,
+    output=ProfilePage,
+    permission="profiles:read",
+    summary="List profiles (filter, paginate)",
+    tags=("profiles",),
+)
+GET = Operation(
+    name="get",
+    method="GET",
+    path="/profiles/{profile_id}",
+    input=ProfileRef,
+    output=ProfileView,
+    permission="profiles:read",
+    summary="Read a profile",
+    errors=NOT_FOUND,
+    tags=("profiles",),
+)
+UPDATE = Operation(
+    name="update",
+    method="PATCH",
+    path="/profiles/{profile_id}",
+    input=ProfileUpdateRequest,
+    output=ProfileView,
+    permission="profiles:write",
+    summary="Change some fields; omitted secrets are kept",
+    errors={**NOT_FOUND, **CONFLICT},
+    tags=("profiles",),
+    docs="Only the fields sent change (`null` counts as not sent).",
+)
+DELETE = Operation(
+    name="delete",
+    method="DELETE",
+    path="/profiles/{profile_id}",
+    input=ProfileRef,
+    output=DeleteResult,
+    permission="profiles:write",
+    summary="Delete a profile no mailbox uses",
+    errors={**NOT_FOUND, **CONFLICT},
+    tags=("profiles",),
+)
+SETTINGS_GET = Operation(
+    name="settings_get",
+    method="GET",
+    path="/settings",
+    input=Empty,
+    output=SettingsView,
+    permission="settings:read",
+    summary="The organisation's email settings",
+    tags=("settings",),
+)
+SETTINGS_PUT = Operation(
+    name="settings_put",
+    method="PUT",
+    path="/settings",
+    input=SettingsIn,
+    output=SettingsView,
+    permission="settings:write",
+    summary="Replace the organisation's email settings",
+    errors=CONFLICT,
+    tags=("settings",),
+    docs="An omitted field takes its default.",
+)
+
+OPERATIONS: tuple[Operation[Any, Any], ...] = (CREATE, LIST, GET, UPDATE, DELETE, SETTINGS_GET, SETTINGS_PUT)
 
 
-def http_router(ops: Operations) -> APIRouter:
-    router = APIRouter(responses=ERRORS)
-
-    @router.post("/profiles", status_code=201, tags=["profiles"], summary="Create an email server profile")
-    async def create_profile(body: ProfileCreate) -> ProfileView:
-        return await ops.create(body)
-
-    @router.get("/profiles", tags=["profiles"], summary="List profiles (filter, paginate)")
-    async def list_profiles(q: Annotated[ListQuery, Query()]) -> ProfilePage:
-        return await ops.list(q)
-
-    @router.get("/profiles/{profile_id}", tags=["profiles"], summary="Read a profile")
-    async def get_profile(profile_id: ProfileId) -> ProfileView:
-        return await ops.get(profile_id)
-
-    @router.patch(
-        "/profiles/{profile_id}", tags=["profiles"], summary="Change some fields; omitted secrets are kept"
-    )
-    async def update_profile(profile_id: ProfileId, body: ProfilePatch) -> ProfileView:
-        return await ops.update(profile_id, body)
-
-    @router.delete("/profiles/{profile_id}", tags=["profiles"], summary="Delete a profile no mailbox uses")
-    async def delete_profile(profile_id: ProfileId) -> DeleteResult:
-        return await ops.delete(profile_id)
-
-    @router.get("/settings", tags=["settings"], summary="The organisation's email settings")
-    async def get_settings() -> SettingsView:
-        return await ops.get_settings()
-
-    @router.put("/settings", tags=["settings"], summary="Replace the organisation's email settings")
-    async def put_settings(body: SettingsIn) -> SettingsView:
-        return await ops.put_settings(body)
-
-    return router
-
-
-def register_rpc(runtime: ServiceRuntime, ops: Operations) -> None:
-    """``mailwarden.rpc.profile-svc.<op>`` for every operation, with the HTTP API's bodies."""
-
-    async def create(req: ProfileCreate) -> ProfileView:
-        return await ops.create(req)
-
+def bind(ops: Operations) -> list[Bound[Any, Any]]:
     async def get(req: ProfileRef) -> ProfileView:
         return await ops.get(req.profile_id)
-
-    async def list_(req: ListQuery) -> ProfilePage:
-        return await ops.list(req)
 
     async def update(req: ProfileUpdateRequest) -> ProfileView:
         patch = ProfilePatch.model_validate(req.model_dump(exclude={"profile_id"}, exclude_unset=True))
@@ -89,13 +122,17 @@ def register_rpc(runtime: ServiceRuntime, ops: Operations) -> None:
     async def settings_get(_: Empty) -> SettingsView:
         return await ops.get_settings()
 
-    async def settings_put(req: SettingsIn) -> SettingsView:
-        return await ops.put_settings(req)
+    return [
+        CREATE.bind(ops.create),
+        LIST.bind(ops.list),
+        GET.bind(get),
+        UPDATE.bind(update),
+        DELETE.bind(delete),
+        SETTINGS_GET.bind(settings_get),
+        SETTINGS_PUT.bind(ops.put_settings),
+    ]
 
-    runtime.rpc("create", ProfileCreate, create)
-    runtime.rpc("get", ProfileRef, get)
-    runtime.rpc("list", ListQuery, list_)
-    runtime.rpc("update", ProfileUpdateRequest, update)
-    runtime.rpc("delete", ProfileRef, delete)
-    runtime.rpc("settings_get", Empty, settings_get)
-    runtime.rpc("settings_put", SettingsIn, settings_put)
+
+def serve_operations(runtime: ServiceRuntime, ops: Operations) -> APIRouter:
+    """``mailwarden.rpc.profile-svc.<op>`` registered on ``runtime``; the HTTP routes returned."""
+    return serve(runtime, bind(ops))

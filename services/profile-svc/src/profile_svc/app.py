@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from mailwarden_runtime.keys import load_keyring
 from mailwarden_runtime.service import ServiceRuntime
-from profile_svc.api import http_router, register_rpc
+from profile_svc.api import serve_operations
 from profile_svc.config import ProfileSettings
 from profile_svc.credentials import CredentialBox
 from profile_svc.handlers import register_handlers
@@ -34,7 +34,6 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
 
     runtime.on_startup(prepare)
     register_handlers(runtime, ops)
-    register_rpc(runtime, ops)
-    app = runtime.http_app(title=f"mailwarden {SERVICE}", routers=[http_router(ops)])
+    app = runtime.http_app(title=f"mailwarden {SERVICE}", routers=[serve_operations(runtime, ops)])
     app.state.operations = ops
     return app

@@ -1,105 +1,140 @@
-"""Conversions between stored documents, API views and event snapshots (no I/O)."""
+"""The stored documents of profile-svc, typed, and what the API and the events show of them (no I/O)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from contracts.events import AdvancedOptions, ProfileSnapshot, SettingsSnapshot
-from contracts.models import Direction, SealedSecret
+from pydantic import Field
+
+from contracts.events import AdvancedOptions, ProfileSnapshot
+from contracts.models import CredentialSource, Direction, Endpoint, IncomingProtocol, Owner, SealedSecret
+from mailwarden_runtime.documents import Stored
+from mailwarden_runtime.mongo import Document
 from profile_svc.credentials import CredentialBox
-from profile_svc.models import ProfileView, SettingsView
+from profile_svc.models import AdvancedIn, IncomingIn, OutgoingIn, ProfileCreate, ProfileView, SettingsView
+from profile_svc.ports import default_port, service_of
 from profile_svc.rules import Draft
 
-Doc = dict[str, Any]
 
-# The stored profile fields a write may change (credentials aside).
-PROFILE_FIELDS = (
-    "name",
-    "name_key",
-    "description",
-    "owner",
-    "incoming_protocol",
-    "incoming",
-    "outgoing",
-    "use_same_settings_for_outgoing",
-    "credential_source",
-    "advanced",
-)
+class ProfileDoc(Stored):
+    """A stored email server profile; deleted ones stay as tombstones (``live: false``)."""
 
-SETTINGS_FIELDS = tuple(f for f in SettingsView.model_fields if f not in ("version", "updated_at"))
+    live: bool = True
+    name: str
+    name_key: str
+    description: str = ""
+    owner: Owner
+    incoming_protocol: IncomingProtocol
+    incoming: Endpoint
+    outgoing: Endpoint
+    use_same_settings_for_outgoing: bool
+    credential_source: CredentialSource
+    advanced: AdvancedOptions = AdvancedOptions()
+    credentials: dict[Direction, SealedSecret] = Field(default_factory=dict)
+    is_default: bool = False
+    """A projection of ``settings.default_profile_id`` (see profile_svc.operations)."""
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None = None
+
+    @classmethod
+    def new(
+        cls, profile_id: str, draft: Draft, credentials: dict[Direction, SealedSecret], now: datetime
+    ) -> ProfileDoc:
+        fields = _draft_fields(draft, credentials)
+        return cls.model_validate(
+            {"_id": profile_id, "version": 1, "created_at": now, "updated_at": now} | fields
+        )
+
+    def with_draft(self, draft: Draft, credentials: dict[Direction, SealedSecret]) -> ProfileDoc:
+        return self.model_copy(update=_draft_fields(draft, credentials))
+
+    def as_request(self, is_default: bool) -> ProfileCreate:
+        """The stored profile as a request; a port that is its TLS mode's default is left to derive,
+        so it follows a changed protocol or TLS mode."""
+        service = service_of(self.incoming_protocol)
+        inc, out = self.incoming, self.outgoing
+        return ProfileCreate(
+            name=self.name,
+            description=self.description,
+            owner=self.owner,
+            incoming_protocol=self.incoming_protocol,
+            incoming=IncomingIn(
+                host=inc.host, port=_unless(default_port(service, inc.tls), inc.port), tls=inc.tls
+            ),
+            use_same_settings_for_outgoing=self.use_same_settings_for_outgoing,
+            outgoing=OutgoingIn(
+                host=out.host, port=_unless(default_port("smtp", out.tls), out.port), tls=out.tls
+            ),
+            credential_source=self.credential_source,
+            is_default=is_default,
+            advanced=AdvancedIn.model_validate(self.advanced.model_dump()),
+        )
+
+    def _shown(self) -> dict[str, Any]:
+        """What the API and the events both show, by field name."""
+        shared = set(ProfileView.model_fields) & set(ProfileSnapshot.model_fields)
+        return {"profile_id": self.id} | {k: getattr(self, k) for k in shared if k in type(self).model_fields}
+
+    def view(self, is_default: bool) -> ProfileView:
+        extra = {"has_credentials": bool(self.credentials), "is_default": is_default}
+        return ProfileView.model_validate(self._shown() | extra | {"created_at": self.created_at})
+
+    def snapshot(self, box: CredentialBox) -> ProfileSnapshot:
+        """The profile as events carry it: credentials only sealed with the transit ring."""
+        sealed = box.for_transit(self.id, self.credentials, self.use_same_settings_for_outgoing)
+        return ProfileSnapshot.model_validate(self._shown() | {"sealed_credentials": sealed})
 
 
-def draft_fields(draft: Draft, name_key: str) -> Doc:
+def _unless(default: int, port: int) -> int | None:
+    return None if port == default else port
+
+
+def _draft_fields(draft: Draft, credentials: dict[Direction, SealedSecret]) -> dict[str, Any]:
     return {
         "name": draft.name,
-        "name_key": name_key,
+        "name_key": name_key(draft.name),
         "description": draft.description,
-        "owner": draft.owner.model_dump(mode="json"),
-        "incoming_protocol": draft.incoming_protocol.value,
-        "incoming": draft.incoming.model_dump(mode="json"),
-        "outgoing": draft.outgoing.model_dump(mode="json"),
+        "owner": draft.owner,
+        "incoming_protocol": draft.incoming_protocol,
+        "incoming": draft.incoming,
+        "outgoing": draft.outgoing,
         "use_same_settings_for_outgoing": draft.use_same,
-        "credential_source": draft.credential_source.value,
-        "advanced": draft.advanced.model_dump(mode="json"),
+        "credential_source": draft.credential_source,
+        "advanced": draft.advanced,
+        "credentials": credentials,
     }
 
 
-def stored_logins(doc: Doc) -> dict[Direction, SealedSecret]:
-    return {Direction(d): SealedSecret.model_validate(s) for d, s in (doc.get("credentials") or {}).items()}
+def name_key(name: str) -> str:
+    """Names are unique regardless of case and surrounding or repeated spaces."""
+    return " ".join(name.split()).casefold()
 
 
-def view(doc: Doc, is_default: bool) -> ProfileView:
-    return ProfileView(
-        profile_id=doc["_id"],
-        name=doc["name"],
-        description=doc.get("description", ""),
-        owner=doc["owner"],
-        incoming_protocol=doc["incoming_protocol"],
-        incoming=doc["incoming"],
-        outgoing=doc["outgoing"],
-        use_same_settings_for_outgoing=doc["use_same_settings_for_outgoing"],
-        credential_source=doc["credential_source"],
-        has_credentials=bool(doc.get("credentials")),
-        is_default=is_default,
-        advanced=AdvancedOptions.model_validate(doc.get("advanced") or {}),
-        version=doc["version"],
-        created_at=doc["created_at"],
-        updated_at=doc["updated_at"],
-    )
+PROFILE_FIELDS = frozenset(
+    {
+        "name",
+        "name_key",
+        "description",
+        "owner",
+        "incoming_protocol",
+        "incoming",
+        "outgoing",
+        "use_same_settings_for_outgoing",
+        "credential_source",
+        "advanced",
+    }
+)
+"""The stored fields a profile write may change, credentials aside."""
 
 
-def snapshot(doc: Doc, box: CredentialBox) -> ProfileSnapshot:
-    """The profile as events carry it: credentials only sealed with the transit ring."""
-    return ProfileSnapshot(
-        profile_id=doc["_id"],
-        name=doc["name"],
-        description=doc.get("description", ""),
-        owner=doc["owner"],
-        incoming_protocol=doc["incoming_protocol"],
-        incoming=doc["incoming"],
-        outgoing=doc["outgoing"],
-        use_same_settings_for_outgoing=doc["use_same_settings_for_outgoing"],
-        credential_source=doc["credential_source"],
-        sealed_credentials=box.for_transit(
-            doc["_id"], stored_logins(doc), doc["use_same_settings_for_outgoing"]
-        ),
-        is_default=bool(doc.get("is_default")),
-        advanced=AdvancedOptions.model_validate(doc.get("advanced") or {}),
-        version=doc["version"],
-        updated_at=doc["updated_at"],
-    )
-
-
-def settings_view(doc: Doc) -> SettingsView:
+def settings_from(doc: Document) -> SettingsView:
     return SettingsView.model_validate({k: v for k, v in doc.items() if k in SettingsView.model_fields})
 
 
-def settings_snapshot(settings: SettingsView) -> SettingsSnapshot:
-    return SettingsSnapshot.model_validate(settings.model_dump(exclude={"port_preset"}))
-
-
-def settings_doc(settings: SettingsView) -> Doc:
+def settings_stored(settings: SettingsView) -> Document:
     return settings.model_dump(mode="json") | {"updated_at": settings.updated_at}
 
 

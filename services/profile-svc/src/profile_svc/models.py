@@ -202,9 +202,12 @@ class SettingsIn(Strict):
 
 
 class SettingsView(SettingsSnapshot):
-    """The settings as consumers get them, plus the preset the allow-list came from."""
+    """The settings as consumers get them, plus the preset the allow-list came from (also as stored)."""
 
     port_preset: PortPreset = "default"
+
+    def snapshot(self) -> SettingsSnapshot:
+        return SettingsSnapshot.model_validate(self.model_dump(exclude={"port_preset"}))
 
 
 class Empty(Strict):

@@ -32,6 +32,7 @@ from mailwarden_runtime.http import DomainError, FieldProblem
 from mailwarden_runtime.outbox import outbox_entry
 from profile_svc import documents as docs
 from profile_svc.credentials import CredentialBox
+from profile_svc.documents import ProfileDoc
 from profile_svc.errors import FieldsRefused, not_found, refuse
 from profile_svc.models import (
     DeleteResult,
@@ -44,8 +45,8 @@ from profile_svc.models import (
     SettingsView,
 )
 from profile_svc.ports import allowed_ports_for
-from profile_svc.repository import NameTaken, Repository, name_key, query_for
-from profile_svc.rules import Draft, port_problems, raw_from_create, raw_from_patch, resolve
+from profile_svc.repository import NameTaken, Repository, query_for
+from profile_svc.rules import Draft, port_problems, requested, resolve
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +81,18 @@ class Operations:
 
     async def ensure_settings(self) -> SettingsView:
         """Create the default settings at first start, announcing them so consumers get the defaults."""
-        doc = await self._repo.get_settings()
-        if doc is not None:
-            return docs.settings_view(doc)
+        settings = await self._repo.get_settings()
+        if settings is not None:
+            return settings
         first = SettingsView(version=1, updated_at=docs.now_ms(datetime.now(UTC)))
-        event = EmailSettingsChanged(settings=docs.settings_snapshot(first))
-        if await self._repo.init_settings(docs.settings_doc(first), [self._entry(event)]):
+        event = EmailSettingsChanged(settings=first.snapshot())
+        if await self._repo.init_settings(first, [self._entry(event)]):
             log.info("default email settings created")
             self._wake()
-        doc = await self._repo.get_settings()
-        if doc is None:
+        settings = await self._repo.get_settings()
+        if settings is None:
             raise RuntimeError("settings vanished right after creation")
-        return docs.settings_view(doc)
+        return settings
 
     async def get_settings(self) -> SettingsView:
         return await self.ensure_settings()
@@ -131,8 +132,7 @@ class Operations:
         if not total:
             return
         named = ", ".join(
-            f"{d['name']!r} (incoming {d['incoming']['port']}, outgoing {d['outgoing']['port']})"
-            for d in outside[:5]
+            f"{d.name!r} (incoming {d.incoming.port}, outgoing {d.outgoing.port})" for d in outside[:5]
         )
         more = f" and {total - 5} more" if total > 5 else ""
         raise refuse(
@@ -160,10 +160,8 @@ class Operations:
             new = SettingsView.model_validate(
                 merged | {"version": current.version + 1, "updated_at": docs.now_ms(datetime.now(UTC))}
             )
-            event = EmailSettingsChanged(settings=docs.settings_snapshot(new))
-            if await self._repo.update_settings(
-                current.version, docs.settings_doc(new), [self._entry(event)]
-            ):
+            event = EmailSettingsChanged(settings=new.snapshot())
+            if await self._repo.update_settings(current.version, new, [self._entry(event)]):
                 self._wake()
                 return new
             await asyncio.sleep(random.uniform(0, 0.01))
@@ -187,8 +185,8 @@ class Operations:
         for _ in range(RETRIES):
             target = (await self.ensure_settings()).default_profile_id
             for doc in await self._repo.profiles_flagged_default():
-                if doc["_id"] != target:
-                    await self._flip_default(doc["_id"], False)
+                if doc.id != target:
+                    await self._flip_default(doc.id, False)
             if target is not None:
                 await self._flip_default(target, True)
             if (await self.ensure_settings()).default_profile_id == target:
@@ -198,16 +196,18 @@ class Operations:
     async def _flip_default(self, profile_id: str, flag: bool) -> None:
         for _ in range(RETRIES):
             doc = await self._repo.get_profile(profile_id)
-            if doc is None or bool(doc.get("is_default")) == flag:
+            if doc is None or doc.is_default == flag:
                 return
-            new = doc | {
-                "is_default": flag,
-                "version": doc["version"] + 1,
-                "updated_at": docs.now_ms(datetime.now(UTC)),
-            }
-            event = ProfileUpdated(profile=docs.snapshot(new, self._box))
-            fields = {k: new[k] for k in ("is_default", "version", "updated_at")}
-            if await self._repo.update_profile(profile_id, doc["version"], fields, [self._entry(event)]):
+            new = doc.model_copy(
+                update={
+                    "is_default": flag,
+                    "version": doc.version + 1,
+                    "updated_at": docs.now_ms(datetime.now(UTC)),
+                }
+            )
+            event = ProfileUpdated(profile=new.snapshot(self._box))
+            fields = new.stored(include={"is_default", "version", "updated_at"})
+            if await self._repo.update_profile(profile_id, doc.version, fields, [self._entry(event)]):
                 self._wake()
                 return
 
@@ -222,28 +222,21 @@ class Operations:
             raise FieldsRefused(problems)
         return settings
 
-    def _logins(self, profile_id: str, draft: Draft, stored: dict[Direction, SealedSecret]) -> dict[str, Any]:
-        out = {d.value: stored[d].model_dump() for d in draft.keep_logins if d in stored}
+    def _logins(
+        self, profile_id: str, draft: Draft, stored: dict[Direction, SealedSecret]
+    ) -> dict[Direction, SealedSecret]:
+        out = {d: stored[d] for d in draft.keep_logins if d in stored}
         for direction, login in draft.new_logins.items():
-            out[direction.value] = self._box.seal(profile_id, direction, login).model_dump()
+            out[direction] = self._box.seal(profile_id, direction, login)
         return out
 
     async def create(self, body: ProfileCreate) -> ProfileView:
-        draft, problems = resolve(raw_from_create(body))
+        draft, problems = resolve(body)
         await self._checked(draft, problems, draft.is_default)
         profile_id = f"prf_{uuid.uuid4().hex}"
         now = docs.now_ms(datetime.now(UTC))
-        doc: dict[str, Any] = {
-            "_id": profile_id,
-            "live": True,
-            **docs.draft_fields(draft, name_key(draft.name)),
-            "credentials": self._logins(profile_id, draft, {}),
-            "is_default": False,
-            "version": 1,
-            "created_at": now,
-            "updated_at": now,
-        }
-        event = ProfileCreated(profile=docs.snapshot(doc, self._box))
+        doc = ProfileDoc.new(profile_id, draft, self._logins(profile_id, draft, {}), now)
+        event = ProfileCreated(profile=doc.snapshot(self._box))
         try:
             await self._repo.insert_profile(doc, [self._entry(event)])
         except NameTaken:
@@ -259,7 +252,7 @@ class Operations:
         if doc is None:
             raise not_found()
         settings = await self.ensure_settings()
-        return docs.view(doc, settings.default_profile_id == profile_id)
+        return doc.view(settings.default_profile_id == profile_id)
 
     async def list(self, q: ListQuery) -> ProfilePage:
         settings = await self.ensure_settings()
@@ -275,7 +268,7 @@ class Operations:
         elif q.is_default is False and default:
             query["_id"] = {"$ne": default}
         found, total = await self._repo.list_profiles(query, q.limit, q.offset)
-        items = [docs.view(d, d["_id"] == default) for d in found]
+        items = [d.view(d.id == default) for d in found]
         return ProfilePage(items=items, total=total, limit=q.limit, offset=q.offset)
 
     async def update(self, profile_id: str, patch: ProfilePatch) -> ProfileView:
@@ -284,32 +277,22 @@ class Operations:
             if doc is None:
                 raise not_found()
             was_default = (await self.ensure_settings()).default_profile_id == profile_id
-            draft, problems = resolve(raw_from_patch(doc, patch, was_default))
+            draft, problems = resolve(requested(doc.as_request(was_default), patch), doc.credentials)
             await self._checked(draft, problems, draft.is_default and not was_default)
-            fields = docs.draft_fields(draft, name_key(draft.name))
-            stored = docs.stored_logins(doc)
-            logins = self._logins(profile_id, draft, stored)
-            same = all(doc.get(k) == v for k, v in fields.items()) and self._same_logins(
-                profile_id, stored, logins
-            )
-            if not same:
-                new = (
-                    doc
-                    | fields
-                    | {
-                        "credentials": logins,
-                        "version": doc["version"] + 1,
-                        "updated_at": docs.now_ms(datetime.now(UTC)),
-                    }
+            new = doc.with_draft(draft, self._logins(profile_id, draft, doc.credentials))
+            same = new.stored(include=docs.PROFILE_FIELDS) == doc.stored(include=docs.PROFILE_FIELDS)
+            if not (same and self._same_logins(profile_id, doc.credentials, new.credentials)):
+                new = new.model_copy(
+                    update={"version": doc.version + 1, "updated_at": docs.now_ms(datetime.now(UTC))}
                 )
                 try:
-                    event = ProfileUpdated(profile=docs.snapshot(new, self._box))
+                    event = ProfileUpdated(profile=new.snapshot(self._box))
                 except SealError:
                     raise refuse("credentials", UNREADABLE, status=409) from None
-                changed = fields | {k: new[k] for k in ("credentials", "version", "updated_at")}
+                changed = new.stored(include={*docs.PROFILE_FIELDS, "credentials", "version", "updated_at"})
                 try:
                     ok = await self._repo.update_profile(
-                        profile_id, doc["version"], changed, [self._entry(event)]
+                        profile_id, doc.version, changed, [self._entry(event)]
                     )
                 except NameTaken:
                     raise refuse("name", NAME_TAKEN, status=409) from None
@@ -326,13 +309,13 @@ class Operations:
         raise DomainError(409, "the profile kept changing concurrently; retry")
 
     def _same_logins(
-        self, profile_id: str, stored: dict[Direction, SealedSecret], logins: dict[str, Any]
+        self, profile_id: str, stored: dict[Direction, SealedSecret], logins: dict[Direction, SealedSecret]
     ) -> bool:
         """True when the logins to store equal the stored ones in clear (a re-sent secret is no change)."""
-        if set(logins) != {d.value for d in stored}:
+        if set(logins) != set(stored):
             return False
         for direction, sealed in stored.items():
-            new = SealedSecret.model_validate(logins[direction.value])
+            new = logins[direction]
             if new == sealed:
                 continue
             try:
@@ -364,10 +347,13 @@ class Operations:
                     409,
                 )
             now = docs.now_ms(datetime.now(UTC))
-            fields = {"live": False, "deleted_at": now, "version": doc["version"] + 1, "updated_at": now}
+            gone = doc.model_copy(
+                update={"live": False, "deleted_at": now, "version": doc.version + 1, "updated_at": now}
+            )
+            fields = gone.stored(include={"live", "deleted_at", "version", "updated_at"})
             event = ProfileDeleted(profile_id=profile_id)
             if await self._repo.update_profile(
-                profile_id, doc["version"], fields, [self._entry(event)], unset=("credentials",)
+                profile_id, doc.version, fields, [self._entry(event)], unset=("credentials",)
             ):
                 self._wake()
                 log.info("profile deleted", extra={"profile_id": profile_id})

@@ -17,6 +17,8 @@ from pymongo.errors import DuplicateKeyError
 
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, with_outbox
+from profile_svc.documents import ProfileDoc, settings_from, settings_stored
+from profile_svc.models import SettingsView
 
 PROFILES = "profiles"
 SETTINGS = "settings"
@@ -27,11 +29,6 @@ OUTBOX_COLLECTIONS = (PROFILES, SETTINGS)
 
 class NameTaken(Exception):
     """Another live profile already has this name."""
-
-
-def name_key(name: str) -> str:
-    """Names are unique regardless of case and surrounding or repeated spaces."""
-    return " ".join(name.split()).casefold()
 
 
 class Repository:
@@ -59,14 +56,15 @@ class Repository:
 
     # profiles
 
-    async def insert_profile(self, doc: Document, entries: list[Document]) -> None:
+    async def insert_profile(self, profile: ProfileDoc, entries: list[Document]) -> None:
         try:
-            await self._profiles.insert_one({**doc, **new_document_outbox(entries)})
+            await self._profiles.insert_one({**profile.stored(), **new_document_outbox(entries)})
         except DuplicateKeyError:
             raise NameTaken from None
 
-    async def get_profile(self, profile_id: str) -> Document | None:
-        return await self._profiles.find_one({"_id": profile_id, "live": True}, {"outbox": 0})
+    async def get_profile(self, profile_id: str) -> ProfileDoc | None:
+        doc = await self._profiles.find_one({"_id": profile_id, "live": True}, {"outbox": 0})
+        return None if doc is None else ProfileDoc.model_validate(doc)
 
     async def update_profile(
         self,
@@ -88,18 +86,19 @@ class Repository:
             raise NameTaken from None
         return result.modified_count == 1
 
-    async def list_profiles(self, query: Document, limit: int, offset: int) -> tuple[list[Document], int]:
+    async def list_profiles(self, query: Document, limit: int, offset: int) -> tuple[list[ProfileDoc], int]:
         filt = {"live": True, **query}
         total = await self._profiles.count_documents(filt)
         cursor = (
             self._profiles.find(filt, {"outbox": 0}).sort("name_key", ASCENDING).skip(offset).limit(limit)
         )
-        return await cursor.to_list(None), total
+        return [ProfileDoc.model_validate(d) for d in await cursor.to_list(None)], total
 
-    async def profiles_flagged_default(self) -> list[Document]:
-        return await self._profiles.find({"live": True, "is_default": True}, {"outbox": 0}).to_list(None)
+    async def profiles_flagged_default(self) -> list[ProfileDoc]:
+        found = self._profiles.find({"live": True, "is_default": True}, {"outbox": 0})
+        return [ProfileDoc.model_validate(d) for d in await found.to_list(None)]
 
-    async def profiles_outside(self, allowed: list[int], limit: int = 20) -> tuple[list[Document], int]:
+    async def profiles_outside(self, allowed: list[int], limit: int = 20) -> tuple[list[ProfileDoc], int]:
         """Live profiles with a port the allow-list does not contain."""
         filt = {
             "live": True,
@@ -112,28 +111,29 @@ class Repository:
             .limit(limit)
             .to_list(None)
         )
-        return docs, total
+        return [ProfileDoc.model_validate(d) for d in docs], total
 
     # settings
 
-    async def get_settings(self) -> Document | None:
-        return await self._settings.find_one({"_id": ORG}, {"outbox": 0})
+    async def get_settings(self) -> SettingsView | None:
+        doc = await self._settings.find_one({"_id": ORG}, {"outbox": 0})
+        return None if doc is None else settings_from(doc)
 
-    async def init_settings(self, fields: Document, entries: list[Document]) -> bool:
+    async def init_settings(self, settings: SettingsView, entries: list[Document]) -> bool:
         """Create the settings with their first event, once; False if they already exist."""
         try:
             result = await self._settings.update_one(
                 {"_id": ORG},
-                {"$setOnInsert": {**fields, **new_document_outbox(entries)}},
+                {"$setOnInsert": {**settings_stored(settings), **new_document_outbox(entries)}},
                 upsert=True,
             )
         except DuplicateKeyError:  # a sibling instance created them in the meantime
             return False
         return result.upserted_id is not None
 
-    async def update_settings(self, version: int, fields: Document, entries: list[Document]) -> bool:
+    async def update_settings(self, version: int, settings: SettingsView, entries: list[Document]) -> bool:
         result = await self._settings.update_one(
-            {"_id": ORG, "version": version}, with_outbox({"$set": fields}, entries)
+            {"_id": ORG, "version": version}, with_outbox({"$set": settings_stored(settings)}, entries)
         )
         return result.modified_count == 1
 

@@ -1,7 +1,7 @@
 """What a saved profile must satisfy, on create and on update alike.
 
-A request is first merged with the stored profile into a :class:`Raw` form, then :func:`resolve`
-fills the derived values ("use same settings for outgoing", default ports) and checks the rules that
+A create request, or the stored profile as a request with a PATCH applied (:func:`requested`), goes
+to :func:`resolve`, which fills the derived values ("use same settings for outgoing", default ports) and checks the rules that
 tie fields together. Every broken rule becomes a problem naming its field; nothing is half-applied.
 
 "Use same settings for outgoing" means: the outgoing (SMTP) host is the incoming host, the outgoing
@@ -12,37 +12,18 @@ profile's login (credential_source "profile") is used for both directions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from contracts.events import AdvancedOptions
 from contracts.models import CredentialSource, Direction, Endpoint, IncomingProtocol, Owner, TlsMode
 from mailwarden_runtime.http import FieldProblem
 from profile_svc.credentials import Login
-from profile_svc.models import ProfileCreate, ProfilePatch
+from profile_svc.models import CredentialsIn, OutgoingIn, ProfileCreate, ProfilePatch
 from profile_svc.ports import default_port, refusal, service_of
-
-
-@dataclass
-class Raw:
-    """A profile as requested, before derived values are filled in (``None`` = derive it)."""
-
-    name: str
-    description: str
-    owner: Owner
-    incoming_protocol: IncomingProtocol
-    in_host: str
-    in_port: int | None
-    in_tls: TlsMode
-    use_same: bool
-    out_host: str | None
-    out_port: int | None
-    out_tls: TlsMode | None
-    credential_source: CredentialSource
-    advanced: dict[str, Any]
-    is_default: bool
-    new_logins: dict[Direction, Login] = field(default_factory=dict)
-    stored_logins: set[Direction] = field(default_factory=set)
 
 
 @dataclass
@@ -63,93 +44,61 @@ class Draft:
     keep_logins: set[Direction]
 
 
-def raw_from_create(body: ProfileCreate) -> Raw:
-    out = body.outgoing
-    creds = body.credentials
-    logins = {} if creds is None else _given_logins(creds.incoming, creds.outgoing)
-    return Raw(
-        name=body.name,
-        description=body.description,
-        owner=body.owner,
-        incoming_protocol=body.incoming_protocol,
-        in_host=body.incoming.host,
-        in_port=body.incoming.port,
-        in_tls=body.incoming.tls,
-        use_same=body.use_same_settings_for_outgoing,
-        out_host=out.host if out else None,
-        out_port=out.port if out else None,
-        out_tls=out.tls if out else None,
-        credential_source=body.credential_source,
-        advanced=body.advanced.model_dump(),
-        is_default=body.is_default,
-        new_logins=logins,
-    )
+def requested(stored: ProfileCreate, patch: ProfilePatch) -> ProfileCreate:
+    """The stored profile as a request with ``patch`` applied: what a PATCH asks to save.
+
+    Fields the patch sets replace the stored ones (``null`` counts as not sent), nested ones field by
+    field. With "use same settings for outgoing" the outgoing host and TLS mode follow the incoming
+    side unless the patch names them.
+    """
+    merged = patched(stored, patch)
+    sent = patch.outgoing.model_fields_set if patch.outgoing is not None else set()
+    if merged.use_same_settings_for_outgoing and merged.outgoing is not None:
+        kept = {k: None for k in ("host", "tls") if k not in sent}
+        merged = merged.model_copy(update={"outgoing": merged.outgoing.model_copy(update=kept)})
+    return merged
 
 
-def raw_from_patch(doc: dict[str, Any], patch: ProfilePatch, is_default: bool) -> Raw:
-    """Merge a PATCH into the stored profile; a port that was the default follows a changed TLS mode."""
-    old_proto = IncomingProtocol(doc["incoming_protocol"])
-    old_in = Endpoint.model_validate(doc["incoming"])
-    old_out = Endpoint.model_validate(doc["outgoing"])
-    proto = patch.incoming_protocol or old_proto
-    inc = patch.incoming
-    in_tls = (inc.tls if inc else None) or old_in.tls
-    in_port: int | None = inc.port if inc and inc.port else old_in.port
-    if not (inc and inc.port) and old_in.port == default_port(service_of(old_proto), old_in.tls):
-        in_port = None
-    use_same = (
-        doc["use_same_settings_for_outgoing"]
-        if patch.use_same_settings_for_outgoing is None
-        else (patch.use_same_settings_for_outgoing)
-    )
-    out = patch.outgoing
-    out_tls = out.tls if out and out.tls else (None if use_same else old_out.tls)
-    out_host = out.host if out and out.host else (None if use_same else old_out.host)
-    out_port: int | None = out.port if out and out.port else old_out.port
-    if not (out and out.port) and old_out.port == default_port("smtp", old_out.tls):
-        out_port = None
-    advanced = dict(doc.get("advanced") or {})
-    if patch.advanced is not None:
-        advanced.update(patch.advanced.model_dump(exclude_unset=True, exclude_none=True))
-    creds = patch.credentials
-    return Raw(
-        name=patch.name if patch.name is not None else doc["name"],
-        description=patch.description if patch.description is not None else doc.get("description", ""),
-        owner=patch.owner or Owner.model_validate(doc["owner"]),
-        incoming_protocol=proto,
-        in_host=(inc.host if inc and inc.host else None) or old_in.host,
-        in_port=in_port,
-        in_tls=in_tls,
-        use_same=use_same,
-        out_host=out_host,
-        out_port=out_port,
-        out_tls=out_tls,
-        credential_source=patch.credential_source or CredentialSource(doc["credential_source"]),
-        advanced=advanced,
-        is_default=is_default if patch.is_default is None else patch.is_default,
-        new_logins={} if creds is None else _given_logins(creds.incoming, creds.outgoing),
-        stored_logins={Direction(d) for d in (doc.get("credentials") or {})},
-    )
+M = TypeVar("M", bound=BaseModel)
 
 
-def _given_logins(incoming: Login | None, outgoing: Login | None) -> dict[Direction, Login]:
-    given = {Direction.INCOMING: incoming, Direction.OUTGOING: outgoing}
+def patched(model: M, patch: BaseModel) -> M:
+    """``model`` with the fields ``patch`` sets and does not set to ``null``; nested models alike."""
+    update: dict[str, Any] = {}
+    for name in patch.model_fields_set & set(type(model).model_fields):
+        value, current = getattr(patch, name), getattr(model, name)
+        if value is None:
+            continue
+        if isinstance(value, BaseModel) and isinstance(current, BaseModel):
+            value = patched(current, value)
+        update[name] = value
+    return model.model_copy(update=update)
+
+
+def _given_logins(credentials: CredentialsIn | None) -> dict[Direction, Login]:
+    if credentials is None:
+        return {}
+    given = {Direction.INCOMING: credentials.incoming, Direction.OUTGOING: credentials.outgoing}
     return {d: login for d, login in given.items() if login is not None}
 
 
-def resolve(raw: Raw) -> tuple[Draft, list[FieldProblem]]:
-    """Fill derived values and check the cross-field rules; the draft is only usable without problems."""
+def resolve(
+    req: ProfileCreate, stored_logins: Collection[Direction] = ()
+) -> tuple[Draft, list[FieldProblem]]:
+    """Fill derived values and check the cross-field rules; the draft is only usable without problems.
+
+    ``stored_logins``: the directions whose login is stored already (kept when none is given).
+    """
     problems: list[FieldProblem] = []
 
     def bad(name: str, message: str) -> None:
         problems.append(FieldProblem(field=name, message=message))
 
-    service = service_of(raw.incoming_protocol)
-    incoming = Endpoint(
-        host=raw.in_host, port=raw.in_port or default_port(service, raw.in_tls), tls=raw.in_tls
-    )
-    out_host, out_tls = raw.out_host, raw.out_tls
-    if raw.use_same:
+    service = service_of(req.incoming_protocol)
+    inc, out = req.incoming, req.outgoing or OutgoingIn()
+    incoming = Endpoint(host=inc.host, port=inc.port or default_port(service, inc.tls), tls=inc.tls)
+    out_host, out_tls = out.host, out.tls
+    if req.use_same_settings_for_outgoing:
         if out_host is not None and out_host != incoming.host:
             bad(
                 "outgoing.host",
@@ -165,10 +114,10 @@ def resolve(raw: Raw) -> tuple[Draft, list[FieldProblem]]:
         bad("outgoing.host", "is required when use_same_settings_for_outgoing is false")
     out_tls = out_tls or TlsMode.IMPLICIT
     outgoing = Endpoint(
-        host=out_host or incoming.host, port=raw.out_port or default_port("smtp", out_tls), tls=out_tls
+        host=out_host or incoming.host, port=out.port or default_port("smtp", out_tls), tls=out_tls
     )
 
-    adv = dict(raw.advanced)
+    adv = req.advanced.model_dump()
     if adv.get("verify_tls", True):
         adv["tls_verification_exception"] = None
     elif not adv.get("tls_verification_exception"):
@@ -185,26 +134,26 @@ def resolve(raw: Raw) -> tuple[Draft, list[FieldProblem]]:
                 "or set advanced.allow_plaintext_auth explicitly",
             )
 
-    new_logins = dict(raw.new_logins)
+    new_logins = _given_logins(req.credentials)
     keep: set[Direction] = set()
-    if raw.credential_source is CredentialSource.MAILBOX:
+    if req.credential_source is CredentialSource.MAILBOX:
         if new_logins:
             bad("credentials", 'are only stored on the profile with credential_source "profile"')
         new_logins = {}
     else:
         if Direction.INCOMING not in new_logins:
-            if Direction.INCOMING in raw.stored_logins:
+            if Direction.INCOMING in stored_logins:
                 keep.add(Direction.INCOMING)
             else:
                 bad("credentials.incoming", 'is required with credential_source "profile"')
-        if raw.use_same:
+        if req.use_same_settings_for_outgoing:
             if Direction.OUTGOING in new_logins:
                 bad(
                     "credentials.outgoing",
                     "must be omitted: with use_same_settings_for_outgoing the incoming login is used",
                 )
         elif Direction.OUTGOING not in new_logins:
-            if Direction.OUTGOING in raw.stored_logins:
+            if Direction.OUTGOING in stored_logins:
                 keep.add(Direction.OUTGOING)
             else:
                 bad(
@@ -213,16 +162,16 @@ def resolve(raw: Raw) -> tuple[Draft, list[FieldProblem]]:
                 )
 
     draft = Draft(
-        name=raw.name,
-        description=raw.description,
-        owner=raw.owner,
-        incoming_protocol=raw.incoming_protocol,
+        name=req.name,
+        description=req.description,
+        owner=req.owner,
+        incoming_protocol=req.incoming_protocol,
         incoming=incoming,
         outgoing=outgoing,
-        use_same=raw.use_same,
-        credential_source=raw.credential_source,
+        use_same=req.use_same_settings_for_outgoing,
+        credential_source=req.credential_source,
         advanced=advanced,
-        is_default=raw.is_default,
+        is_default=req.is_default,
         new_logins=new_logins,
         keep_logins=keep,
     )

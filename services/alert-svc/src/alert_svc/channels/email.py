@@ -17,7 +17,7 @@ import aiosmtplib
 
 from alert_svc.channels.worker import PollingWorker
 from alert_svc.config import Settings
-from alert_svc.repository import Repository
+from alert_svc.store.recipients import EmailQueue
 from mailwarden_runtime.mongo import Document
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def compose(items: list[Document], batch_id: str, sender: str) -> EmailMessage:
 class EmailDigestWorker(PollingWorker):
     name = "alert-email-digests"
 
-    def __init__(self, repo: Repository, settings: Settings) -> None:
+    def __init__(self, repo: EmailQueue, settings: Settings) -> None:
         super().__init__(settings.alert_channel_poll_s)
         self.repo = repo
         self.settings = settings

@@ -11,16 +11,16 @@ from datetime import UTC, datetime, timedelta
 from alert_svc.channels.worker import PollingWorker
 from alert_svc.config import Settings
 from alert_svc.domain import PROFILE_MAJORITY_FAILURE, recipient_key, stable_id
-from alert_svc.repository import Repository
+from alert_svc.store import Stores
 from contracts.envelope import Envelope
 from contracts.events import AlertRaised
 
 
 class ChannelEnqueuer:
     def __init__(
-        self, repo: Repository, settings: Settings, email: PollingWorker, webhooks: PollingWorker
+        self, stores: Stores, settings: Settings, email: PollingWorker, webhooks: PollingWorker
     ) -> None:
-        self.repo = repo
+        self.stores = stores
         self.settings = settings
         self.email_worker = email
         self.webhook_worker = webhooks
@@ -31,10 +31,10 @@ class ChannelEnqueuer:
         now = datetime.now(UTC)
         key = recipient_key(alert.recipient)
         queued_hook = False
-        for hook in await self.repo.webhooks_for(key):
+        for hook in await self.stores.webhooks.webhooks_for(key):
             if hook.get("levels") and alert.level not in hook["levels"]:
                 continue
-            await self.repo.enqueue_delivery(
+            await self.stores.webhooks.enqueue_delivery(
                 {
                     "_id": stable_id("delivery", event_id, hook["_id"]),
                     "webhook_id": hook["_id"],
@@ -55,14 +55,14 @@ class ChannelEnqueuer:
         """New alerts only (not repeats or resolutions), for the levels the recipient chose."""
         if not self.settings.alert_smtp_host or alert.state != "open" or alert.count != 1:
             return False
-        prefs = await self.repo.preferences(key) or {}
+        prefs = await self.stores.preferences.preferences(key) or {}
         address = prefs.get("email") or alert.recipient.email
         levels = prefs.get("email_levels", self.settings.alert_email_levels)
         urgent = alert.code == PROFILE_MAJORITY_FAILURE and await self._profile_wants_mail(alert.profile_id)
         if not address or not (urgent or alert.level in levels):
             return False
         interval = timedelta(seconds=self.settings.alert_digest_interval_s)
-        await self.repo.enqueue_email(
+        await self.stores.emails.enqueue_email(
             {
                 "_id": stable_id("email", event_id),
                 "recipient_key": key,
@@ -83,5 +83,5 @@ class ChannelEnqueuer:
         return urgent
 
     async def _profile_wants_mail(self, profile_id: str | None) -> bool:
-        profile = await self.repo.profile(profile_id) if profile_id else None
+        profile = await self.stores.read_models.profile(profile_id) if profile_id else None
         return bool(profile and profile.get("majority_email"))

@@ -12,7 +12,7 @@ import httpx
 from alert_svc.channels.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from alert_svc.channels.worker import PollingWorker
 from alert_svc.config import Settings
-from alert_svc.repository import Repository
+from alert_svc.store.webhooks import WebhookStore
 from contracts.models import SealedSecret
 from mailwarden_runtime.crypto import KeyRing, SealError
 from mailwarden_runtime.mongo import Document
@@ -28,7 +28,7 @@ def secret_aad(webhook_id: str) -> str:
 class WebhookWorker(PollingWorker):
     name = "alert-webhooks"
 
-    def __init__(self, repo: Repository, settings: Settings, keys: KeyRing) -> None:
+    def __init__(self, repo: WebhookStore, settings: Settings, keys: KeyRing) -> None:
         super().__init__(settings.alert_channel_poll_s)
         self.repo = repo
         self.settings = settings

@@ -1,0 +1,42 @@
+"""Stored documents as pydantic models: typed in the code, plain BSON in MongoDB."""
+
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Collection
+from datetime import datetime
+from typing import Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mailwarden_runtime.mongo import Document
+
+
+class Stored(BaseModel):
+    """A MongoDB document: ``_id`` as ``id``; fields the runtime adds (the outbox) are ignored."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    id: str = Field(alias="_id")
+
+    def stored(self, include: Collection[str] | None = None) -> Document:
+        """As MongoDB keeps it (only the ``include`` fields): enums, dates and URLs as strings,
+        times as BSON dates (so they sort and compare in queries)."""
+        fields = None if include is None else set(include)
+        times = _times(type(self))
+        out = self.model_dump(mode="json", by_alias=True, include=fields, exclude=set(times))
+        return out | {k: getattr(self, k) for k in times if fields is None or k in fields}
+
+
+@functools.cache
+def _times(cls: type[BaseModel]) -> frozenset[str]:
+    return frozenset(name for name, f in cls.model_fields.items() if _is_time(f.annotation))
+
+
+def _is_time(annotation: object) -> bool:
+    if annotation is datetime:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_is_time(a) for a in get_args(annotation))
+    return False

@@ -1,0 +1,235 @@
+"""Every operation declared once, then served on HTTP and on NATS request-reply from that declaration.
+
+An :class:`Operation` is data: its RPC name, HTTP method and path (path parameters are fields of
+the input model), input and output models, the statuses it can answer, the permission it needs and
+its docs. A service binds each declaration to a handler (``OP.bind(handler)``) and :func:`serve`
+answers it on ``mailwarden.rpc.<service>.<name>`` (through ``runtime.rpc``) and on a FastAPI route
+whose OpenAPI entry lists every declared status. Both doors call :func:`authorize` before the
+handler, so access is checked in one place.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError, create_model
+
+from mailwarden_runtime.http import Problem
+from mailwarden_runtime.rpc import rpc_subject
+from mailwarden_runtime.service import ServiceRuntime
+
+In = TypeVar("In", bound=BaseModel)
+Out = TypeVar("Out", bound=BaseModel)
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+Door = Literal["http", "nats"]
+
+INVALID = "Invalid input: each bad field named, nothing stored"
+_PATH_PARAM = re.compile(r"{(\w+)}")
+_QUERY_METHODS = frozenset({"GET", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Operation(Generic[In, Out]):
+    """One operation of a service, as both doors serve it and the reference documents it."""
+
+    name: str
+    """The RPC operation: ``mailwarden.rpc.<service>.<name>``."""
+    method: Method
+    path: str
+    """HTTP path; each ``{param}`` is a field of ``input``."""
+    input: type[In]
+    output: type[Out]
+    permission: str
+    """What the caller needs (the shared vocabulary, e.g. ``mailboxes:test``); checked by :func:`authorize`."""
+    summary: str
+    errors: Mapping[int, str] = field(default_factory=dict)
+    """Refusals it can answer (``Problem`` bodies) and when; 422 for invalid input is implied."""
+    status_code: int = 200
+    """HTTP status of success; with 204 HTTP answers no body (NATS still gets ``output``)."""
+    tags: tuple[str, ...] = ()
+    docs: str = ""
+    body: str | None = None
+    """The input field that is the whole HTTP body; default: the input's fields not in the path."""
+    http_items: bool = False
+    """HTTP answers the output's ``items`` as a bare JSON list (the shape that API had first)."""
+
+    @property
+    def path_params(self) -> tuple[str, ...]:
+        return tuple(_PATH_PARAM.findall(self.path))
+
+    @property
+    def takes_input(self) -> bool:
+        return bool(self.input.model_fields)
+
+    def statuses(self) -> dict[int, str]:
+        """Every status it can answer, success first, each with when."""
+        refusals = dict(self.errors)
+        if self.takes_input:
+            refusals.setdefault(422, INVALID)
+        return {self.status_code: self.summary, **dict(sorted(refusals.items()))}
+
+    def subject(self, service: str) -> str:
+        return rpc_subject(service, self.name)
+
+    def bind(self, handler: Callable[[In], Awaitable[Out]]) -> Bound[In, Out]:
+        return Bound(self, handler)
+
+
+@dataclass(frozen=True)
+class Bound(Generic[In, Out]):
+    """An operation with the handler that does it."""
+
+    operation: Operation[In, Out]
+    handler: Callable[[In], Awaitable[Out]]
+
+
+@dataclass(frozen=True)
+class Call:
+    """Who asks for what, through which door: what :func:`authorize` decides on."""
+
+    service: str
+    operation: Operation[Any, Any]
+    door: Door
+    headers: Mapping[str, str]
+    """HTTP request headers; empty over NATS until the rpc transport hands message headers over."""
+
+
+Authorize = Callable[[Call, BaseModel], Awaitable[None]]
+
+
+async def authorize(call: Call, request: BaseModel) -> None:
+    """The one place access is checked: before every handler, on both doors.
+
+    Allows every call today. Enforcement goes here: refuse with ``DomainError(401 | 403, ...)`` when
+    the caller lacks ``call.operation.permission`` (for ``request``'s resource).
+    """
+    del call, request
+
+
+def serve(
+    runtime: ServiceRuntime, bound: Iterable[Bound[Any, Any]], check: Authorize = authorize
+) -> APIRouter:
+    """Answer each operation on NATS (registered on ``runtime`` now) and on HTTP (the router returned)."""
+    router = APIRouter()
+    for item in bound:
+        _serve_rpc(runtime, item, check)
+        _serve_http(router, runtime.name, item, check)
+    return router
+
+
+def _serve_rpc(runtime: ServiceRuntime, item: Bound[In, Out], check: Authorize) -> None:
+    op, handler = item.operation, item.handler
+
+    async def answer(request: In) -> Out:
+        await check(Call(runtime.name, op, "nats", {}), request)
+        return await handler(request)
+
+    runtime.rpc(op.name, op.input, answer)
+
+
+# ------------------------------------------------------------------------------------------------ HTTP
+
+
+def http_part(op: Operation[Any, Any]) -> type[BaseModel] | None:
+    """The model HTTP reads from the body (or the query, for GET and DELETE) besides the path.
+
+    The input itself when nothing is in the path; else the input's base class holding exactly the
+    other fields (so the OpenAPI document keeps its name), else a model derived from the input.
+    """
+    if op.body is not None:
+        part = op.input.model_fields[op.body].annotation
+        if not (isinstance(part, type) and issubclass(part, BaseModel)):
+            raise TypeError(f"{op.name}: body field {op.body} is not a model")
+        return part
+    path = set(op.path_params)
+    rest = {name: f for name, f in op.input.model_fields.items() if name not in path}
+    if not rest:
+        return None
+    if not path:
+        return op.input
+    for base in op.input.__mro__[1:]:
+        if isinstance(base, type) and issubclass(base, BaseModel) and set(base.model_fields) == set(rest):
+            return base
+    derived: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        f"{op.input.__name__}{'Query' if op.method in _QUERY_METHODS else 'Body'}",
+        __config__=op.input.model_config,
+        **{name: (f.annotation, f) for name, f in rest.items()},
+    )
+    return derived
+
+
+def _path_annotation(op: Operation[Any, Any], name: str) -> Any:
+    spec = op.input.model_fields.get(name)
+    if spec is None or not spec.is_required():
+        raise TypeError(f"{op.name}: path parameter {name} is not a required field of {op.input.__name__}")
+    return Annotated.__class_getitem__((spec.annotation, *spec.metadata, Path(description=spec.description)))  # type: ignore[attr-defined]
+
+
+def _serve_http(router: APIRouter, service: str, item: Bound[In, Out], check: Authorize) -> None:
+    op, handler = item.operation, item.handler
+    part = http_part(op)
+    params = [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request)]
+    params += [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=_path_annotation(op, n))
+        for n in op.path_params
+    ]
+    if part is not None:
+        where = Query() if op.method in _QUERY_METHODS else Body()
+        params.append(
+            inspect.Parameter("part", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[part, where])
+        )
+
+    async def endpoint(request: Request, **values: Any) -> Any:
+        parsed = _input(op, values)
+        await check(Call(service, op, "http", dict(request.headers)), parsed)
+        result = await handler(parsed)
+        if op.status_code == 204:
+            return Response(status_code=204)
+        return getattr(result, "items") if op.http_items else result  # noqa: B009
+
+    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    endpoint.__name__ = op.name.replace(".", "_")
+    router.add_api_route(
+        op.path,
+        endpoint,
+        methods=[op.method],
+        status_code=op.status_code,
+        response_model=_response_model(op),
+        response_class=Response if op.status_code == 204 else JSONResponse,
+        responses={s: {"model": Problem, "description": d} for s, d in op.statuses().items() if s >= 400},
+        summary=op.summary,
+        description=op.docs,
+        tags=list(op.tags),
+        openapi_extra={"x-rpc-subject": op.subject(service), "x-permission": op.permission},
+    )
+
+
+def _response_model(op: Operation[Any, Any]) -> Any:
+    if op.status_code == 204:
+        return None
+    if op.http_items:
+        return op.output.model_fields["items"].annotation
+    return op.output
+
+
+def _input(op: Operation[In, Any], values: Mapping[str, Any]) -> In:
+    """The input model from the path parameters and the body or query part."""
+    part = values.get("part")
+    if isinstance(part, op.input) and not op.path_params:
+        return part
+    data: dict[str, Any] = {name: values[name] for name in op.path_params}
+    if op.body is not None:
+        data[op.body] = part
+    elif isinstance(part, BaseModel):
+        data.update({name: getattr(part, name) for name in part.model_fields_set})
+    try:
+        return op.input.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None

@@ -1,0 +1,371 @@
+"""The alerts: opened, counted, resolved and deleted; each change carries its AlertRaised (outbox).
+
+Every write a redelivered event may repeat is conditional or keyed on the occurrence.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import Field
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from alert_svc.domain import Draft, recipient_key, stable_id
+from contracts.envelope import make_envelope
+from contracts.events import AlertLevel, AlertRaised
+from contracts.models import Owner
+from contracts.subjects import alert_subject
+from mailwarden_runtime.documents import Stored
+from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
+
+PRODUCER = "alert-svc"
+KEEP_OCCURRENCES = 20
+ALERTS = "alerts"
+
+
+class Contention(RuntimeError):
+    """An alert changed under us too often; the handler is retried."""
+
+
+# ``open_in`` lists the scopes an open alert is found in, so one indexed ``$in`` query returns every
+# open alert a status event may count on or resolve (set while open, unset when resolved):
+def mailbox_scope(mailbox_id: str) -> str:
+    """Every open alert about one mailbox (both recipients, every code and direction)."""
+    return f"m:{mailbox_id}"
+
+
+def profile_scope(profile_id: str) -> str:
+    """A profile's open group, warning and majority alerts."""
+    return f"p:{profile_id}"
+
+
+def cause_scope(recipient: str, profile_id: str, code: str, direction: str | None) -> str:
+    """One recipient's open per-mailbox alerts of one profile, code and direction (grouping)."""
+    return f"c:{recipient}|{profile_id}|{code}|{direction or '-'}"
+
+
+class AlertDoc(Stored):
+    """A stored alert. While open, ``open_key`` (unique) and ``open_in`` are set; resolving unsets them."""
+
+    open_key: str | None = None
+    key: str
+    recipient: Owner
+    recipient_key: str
+    level: AlertLevel
+    kind: str
+    code: str
+    title: str
+    message: str
+    remediation: str = ""
+    mailbox_id: str | None = None
+    mailbox_email: str | None = None
+    profile_id: str | None = None
+    direction: str | None = None
+    affected_mailboxes: list[str] = Field(default_factory=list)
+    state: Literal["open", "resolved"]
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    test_id: str | None = None
+    last_test_id: str | None = None
+    occurrences: list[str] = Field(default_factory=list)
+    """The last occurrences counted (test ids), so a redelivered event counts once."""
+    read: bool = False
+    deleted: bool = False
+    open_in: list[str] | None = None
+    resolved_at: datetime | None = None
+    resolved_reason: str | None = None
+
+
+UNSET_WHEN_NONE = ("open_key", "open_in", "resolved_at", "resolved_reason")
+
+
+def open_scopes(doc: AlertDoc) -> list[str]:
+    if doc.kind == "mailbox":
+        cause = cause_scope(doc.recipient_key, str(doc.profile_id), doc.code, doc.direction)
+        return [mailbox_scope(str(doc.mailbox_id)), cause]
+    return [profile_scope(str(doc.profile_id))]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One alert write of a status event, batched with the others; ``retry`` redoes it alone.
+
+    ``upsert``: the write opens a new alert (it must insert); otherwise it must modify one document.
+    """
+
+    op: UpdateOne
+    upsert: bool
+    retry: Callable[[], Awaitable[object]]
+
+
+def alert_event(doc: AlertDoc, occurrence: str) -> tuple[Document, str]:
+    """The AlertRaised outbox entry for the state ``doc`` is about to have."""
+    data = AlertRaised(
+        alert_id=doc.id,
+        recipient=doc.recipient,
+        level=doc.level,
+        code=doc.code,
+        title=doc.title,
+        message=doc.message,
+        remediation=doc.remediation,
+        mailbox_id=doc.mailbox_id,
+        mailbox_email=doc.mailbox_email,
+        profile_id=doc.profile_id,
+        test_id=doc.last_test_id,
+        direction=doc.direction,
+        state=doc.state,
+        count=doc.count,
+        affected_mailboxes=list(doc.affected_mailboxes),
+        first_seen=doc.first_seen,
+        last_seen=doc.last_seen,
+    )
+    event_id = uuid.UUID(stable_id("event", doc.id, occurrence))
+    envelope = make_envelope(data, PRODUCER, event_id=event_id, correlation_id=doc.last_test_id)
+    subject = alert_subject(doc.recipient.kind.value, doc.recipient.id, doc.level)
+    return outbox_entry(envelope, subject), subject
+
+
+class AlertStore:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.db = db
+        self.alerts: AsyncCollection[Document] = db[ALERTS]
+
+    async def ensure_indexes(self) -> None:
+        a = self.alerts
+        await a.create_index("open_key", unique=True, sparse=True)
+        await a.create_index([("recipient_key", ASCENDING), ("first_seen", DESCENDING)])
+        await a.create_index("mailbox_id")
+        await a.create_index("profile_id")
+        # Profile-level alerts (group, warning, majority) are looked up on every status event.
+        # Queries name "kind" first: a planner that takes the first field's index (the embedded
+        # Mongo-wire server does) then reads the few profile-level alerts, not every mailbox alert
+        # of the profile (O(N) per event, O(N^2) per job).
+        await a.create_index([("kind", ASCENDING), ("profile_id", ASCENDING)])
+        # The scopes of open alerts (multikey, sparse): see ``open_scopes``.
+        await a.create_index("open_in", sparse=True)
+        await self._backfill_open_in()
+
+    async def _backfill_open_in(self) -> None:
+        """Open alerts stored before ``open_in`` existed get their scopes (once per database)."""
+        meta = self.db["alert_svc_meta"]
+        if await meta.find_one({"_id": "open_in"}):
+            return
+        async for doc in self.alerts.find(
+            {"state": "open", "open_in": {"$exists": False}}, {"outbox": 0, "occurrences": 0}
+        ):
+            scopes = open_scopes(AlertDoc.model_validate(doc))
+            await self.alerts.update_one({"_id": doc["_id"]}, {"$set": {"open_in": scopes}})
+        await meta.update_one({"_id": "open_in"}, {"$set": {"done_at": datetime.now(UTC)}}, upsert=True)
+
+    @staticmethod
+    def _content(draft: Draft) -> Document:
+        return {
+            "level": draft.level,
+            "kind": draft.kind,
+            "code": draft.code,
+            "title": draft.title,
+            "message": draft.message,
+            "remediation": draft.remediation,
+        }
+
+    def _new_alert(self, draft: Draft, occurrence: str, test_id: str | None, at: datetime) -> Document:
+        doc = AlertDoc.model_validate(
+            self._content(draft)
+            | {
+                "_id": draft.alert_id(occurrence),
+                "open_key": draft.key,
+                "key": draft.key,
+                "recipient": draft.recipient,
+                "recipient_key": recipient_key(draft.recipient),
+                "mailbox_id": draft.mailbox_id,
+                "mailbox_email": draft.mailbox_email,
+                "profile_id": draft.profile_id,
+                "direction": draft.direction.value if draft.direction else None,
+                "affected_mailboxes": sorted(draft.affected),
+                "state": "open",
+                "count": 1,
+                "first_seen": at,
+                "last_seen": at,
+                "test_id": test_id,
+                "last_test_id": test_id,
+                "occurrences": [occurrence],
+            }
+        )
+        doc = doc.model_copy(update={"open_in": open_scopes(doc)})
+        entry, _ = alert_event(doc, occurrence)
+        stored = {k: v for k, v in doc.stored().items() if v is not None or k not in UNSET_WHEN_NONE}
+        return stored | new_document_outbox([entry])
+
+    def _repeat(
+        self, draft: Draft, current: AlertDoc, occurrence: str, test_id: str | None, at: datetime
+    ) -> tuple[Document, Document]:
+        """The filter and update counting one more occurrence on the open alert ``current``."""
+        affected = set(draft.affected)
+        if draft.add_affected:
+            affected |= set(current.affected_mailboxes)
+        changes: Document = self._content(draft) | {
+            "count": current.count + 1,
+            "last_seen": max(at, current.last_seen),
+            "last_test_id": test_id,
+            "affected_mailboxes": sorted(affected),
+        }
+        entry, _ = alert_event(current.model_copy(update=changes), occurrence)
+        update = with_outbox(
+            {"$set": changes, "$push": {"occurrences": {"$each": [occurrence], "$slice": -KEEP_OCCURRENCES}}},
+            [entry],
+        )
+        return {"_id": current.id, "open_key": draft.key, "count": current.count}, update
+
+    async def raise_alert(self, draft: Draft, occurrence: str, test_id: str | None, at: datetime) -> str:
+        """Open the draft's alert, or count one more occurrence on the open one.
+
+        Returns "new", "repeat" or "duplicate" (this occurrence was recorded before).
+        """
+        for _ in range(8):
+            found = await self.alerts.find_one({"open_key": draft.key}, {"outbox": 0})
+            current = None if found is None else AlertDoc.model_validate(found)
+            if current is None:
+                try:
+                    await self.alerts.insert_one(self._new_alert(draft, occurrence, test_id, at))
+                except DuplicateKeyError as exc:
+                    if "_id" in ((exc.details or {}).get("keyValue") or {}):
+                        return "duplicate"
+                    continue  # another writer opened it first: count on theirs
+                return "new"
+            if occurrence in current.occurrences:
+                return "duplicate"
+            query, update = self._repeat(draft, current, occurrence, test_id, at)
+            result = await self.alerts.update_one(query, update)
+            if result.modified_count:
+                return "repeat"
+        raise Contention(f"alert {draft.key} kept changing")
+
+    def _resolution(
+        self, doc: AlertDoc, reason: str, at: datetime, extra: Document | None = None
+    ) -> Document:
+        changes = {"state": "resolved", "resolved_at": at, "resolved_reason": reason} | (extra or {})
+        entry, _ = alert_event(doc.model_copy(update=changes), "resolved")
+        return with_outbox({"$set": changes, "$unset": {"open_key": "", "open_in": ""}}, [entry])
+
+    async def resolve(self, query: Document, reason: str, at: datetime) -> int:
+        """Resolve every open alert matching ``query``; each publishes its resolved state."""
+        done = 0
+        for found in await self.alerts.find({**query, "state": "open"}, {"outbox": 0}).to_list(None):
+            doc = AlertDoc.model_validate(found)
+            result = await self.alerts.update_one(
+                {"_id": doc.id, "state": "open"}, self._resolution(doc, reason, at)
+            )
+            done += result.modified_count
+        return done
+
+    async def open_alerts_in(self, scopes: Sequence[str]) -> list[AlertDoc]:
+        """Every open alert in any of ``scopes``: one indexed read (``open_in`` first)."""
+        query = {"open_in": {"$in": list(dict.fromkeys(scopes))}, "state": "open"}
+        return [
+            AlertDoc.model_validate(d) for d in await self.alerts.find(query, {"outbox": 0}).to_list(None)
+        ]
+
+    def plan_raise(
+        self, draft: Draft, current: AlertDoc | None, occurrence: str, test_id: str | None, at: datetime
+    ) -> Planned:
+        """``raise_alert`` as one write, given the open alert of the draft's key (None: none)."""
+
+        def retry() -> Awaitable[str]:
+            return self.raise_alert(draft, occurrence, test_id, at)
+
+        if current is None:
+            doc = self._new_alert(draft, occurrence, test_id, at)
+            del doc["open_key"]  # set by the upsert from the filter
+            return Planned(
+                UpdateOne({"open_key": draft.key}, {"$setOnInsert": doc}, upsert=True), True, retry
+            )
+        query, update = self._repeat(draft, current, occurrence, test_id, at)
+        return Planned(UpdateOne(query, update), False, retry)
+
+    def plan_resolve(self, doc: AlertDoc, reason: str, at: datetime) -> Planned:
+        def retry() -> Awaitable[int]:
+            return self.resolve({"_id": doc.id}, reason, at)
+
+        return Planned(
+            UpdateOne({"_id": doc.id, "state": "open"}, self._resolution(doc, reason, at)), False, retry
+        )
+
+    def plan_leave_group(self, group: AlertDoc, mailbox_id: str, at: datetime) -> Planned:
+        """``detach_mailbox`` for one group alert; the last mailbox leaving resolves it."""
+        affected = list(group.affected_mailboxes)
+        rest = [m for m in affected if m != mailbox_id]
+
+        async def retry() -> None:
+            await self.detach_mailbox(str(group.profile_id), str(group.direction), mailbox_id)
+            await self.resolve({"_id": group.id, "affected_mailboxes": {"$size": 0}}, "recovered", at)
+
+        query = {"_id": group.id, "state": "open", "affected_mailboxes": affected}
+        if rest:
+            return Planned(UpdateOne(query, {"$pull": {"affected_mailboxes": mailbox_id}}), False, retry)
+        update = self._resolution(
+            group.model_copy(update={"affected_mailboxes": []}), "recovered", at, {"affected_mailboxes": []}
+        )
+        return Planned(UpdateOne(query, update), False, retry)
+
+    async def apply(self, planned: Sequence[Planned]) -> list[object] | None:
+        """All writes in one round trip; if any did not apply as planned, redo each one alone.
+
+        Every write is conditional or keyed on the occurrence, so redoing one that did apply
+        changes nothing. Returns None, or each write's ``retry`` result after a fall-back.
+        """
+        if not planned:
+            return None
+        try:
+            result = await self.alerts.bulk_write([p.op for p in planned], ordered=False)
+            inserted, modified = len(result.upserted_ids or {}), result.modified_count
+        except BulkWriteError:
+            inserted, modified = -1, -1
+        if inserted == sum(p.upsert for p in planned) and modified == sum(not p.upsert for p in planned):
+            return None
+        return [await p.retry() for p in planned]
+
+    async def detach_mailbox(self, profile_id: str, direction: str, mailbox_id: str) -> None:
+        """A recovered mailbox leaves the profile's group alerts (no event: the group still stands)."""
+        await self.alerts.update_many(
+            {
+                "kind": "group",  # first: the (kind, profile_id) index
+                "profile_id": profile_id,
+                "direction": direction,
+                "state": "open",
+                "affected_mailboxes": mailbox_id,
+            },
+            {"$pull": {"affected_mailboxes": mailbox_id}},
+        )
+
+    async def find_alerts(self, query: Document, limit: int) -> list[AlertDoc]:
+        cursor = self.alerts.find({**query, "deleted": False}, {"outbox": 0, "occurrences": 0})
+        found = (
+            await cursor.sort([("first_seen", DESCENDING), ("_id", DESCENDING)]).limit(limit).to_list(None)
+        )
+        return [AlertDoc.model_validate(d) for d in found]
+
+    async def get_alert(self, alert_id: str) -> AlertDoc | None:
+        found = await self.alerts.find_one(
+            {"_id": alert_id, "deleted": False}, {"outbox": 0, "occurrences": 0}
+        )
+        return None if found is None else AlertDoc.model_validate(found)
+
+    async def mark_read(self, alert_id: str, read: bool) -> AlertDoc | None:
+        await self.alerts.update_one({"_id": alert_id, "deleted": False}, {"$set": {"read": read}})
+        return await self.get_alert(alert_id)
+
+    async def delete_alerts(self, query: Document) -> int:
+        """Soft delete: the alert leaves the wall, and its cause may open a fresh alert."""
+        result = await self.alerts.update_many(
+            {**query, "deleted": False}, {"$set": {"deleted": True}, "$unset": {"open_key": ""}}
+        )
+        return result.modified_count

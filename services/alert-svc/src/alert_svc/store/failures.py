@@ -1,0 +1,79 @@
+"""The latest outcome of each mailbox direction: what grouping and the majority alert count on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from pymongo import ASCENDING, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from mailwarden_runtime.mongo import Document
+
+DUPLICATE_KEY = 11000
+
+
+class FailureStore:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.failures: AsyncCollection[Document] = db["mailbox_failures"]
+
+    async def ensure_indexes(self) -> None:
+        await self.failures.create_index([("profile_id", ASCENDING), ("failing", ASCENDING)])
+
+    async def record_outcomes(
+        self,
+        mailbox_id: str,
+        email: str,
+        profile_id: str,
+        outcomes: Sequence[tuple[str, str | None]],
+        at: datetime,
+    ) -> None:
+        """The latest outcome of each direction of one mailbox (code None: it works), in one write."""
+        ops = []
+        for direction, code in outcomes:
+            fields: Document = {
+                "profile_id": profile_id,
+                "mailbox_id": mailbox_id,
+                "email": email,
+                "direction": direction,
+                "failing": code is not None,
+                "at": at,
+            }
+            if code is not None:
+                fields |= {"code": code, "failed_at": at}
+            ops.append(
+                UpdateOne(
+                    {"_id": f"{mailbox_id}|{direction}", "at": {"$lte": at}}, {"$set": fields}, upsert=True
+                )
+            )
+        if not ops:
+            return
+        try:
+            await self.failures.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors") or []
+            if any(e.get("code") != DUPLICATE_KEY for e in errors) or exc.details.get("writeConcernErrors"):
+                raise
+            # duplicate keys: a newer outcome of that direction is stored already
+
+    async def failing_mailboxes(
+        self, profile_id: str, direction: str, code: str, since: datetime
+    ) -> list[tuple[str, str]]:
+        docs = await self.failures.find(
+            {
+                "profile_id": profile_id,
+                "failing": True,
+                "direction": direction,
+                "code": code,
+                "failed_at": {"$gte": since},
+            }
+        ).to_list(None)
+        return sorted((d["mailbox_id"], d["email"]) for d in docs)
+
+    async def failed_mailbox_count(self, profile_id: str, since: datetime) -> int:
+        docs = await self.failures.find(
+            {"profile_id": profile_id, "failing": True, "failed_at": {"$gte": since}}, {"mailbox_id": 1}
+        ).to_list(None)
+        return len({d["mailbox_id"] for d in docs})

@@ -1,0 +1,151 @@
+"""Every request the CLI sends names a declared operation of that service, with a valid input.
+
+The CLI is run in process (Typer's CliRunner) on a real NATS connection, with ``Bus.call``
+recording each request instead of sending it; each one is then checked against the service's
+declarations (``<pkg>.api.OPERATIONS``). The operations named in the CLI's source must all be among
+those recorded, so a new call site without an invocation here fails the test.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+import mailwarden_cli
+from alert_svc.api import OPERATIONS as ALERT_OPERATIONS
+from mailbox_svc.api import OPERATIONS as MAILBOX_OPERATIONS
+from mailwarden_cli.client import Bus, RpcError
+from mailwarden_cli.main import app
+from mailwarden_runtime.operations import Operation
+from profile_svc.api import OPERATIONS as PROFILE_OPERATIONS
+from profile_svc.models import SettingsView
+
+DECLARED: dict[str, dict[str, Operation[Any, Any]]] = {
+    "profile-svc": {op.name: op for op in PROFILE_OPERATIONS},
+    "mailbox-svc": {op.name: op for op in MAILBOX_OPERATIONS},
+    "alert-svc": {op.name: op for op in ALERT_OPERATIONS},
+}
+SOURCE = Path(mailwarden_cli.__file__).parent
+ALERT_ID = "0b9f6c2e-7d1a-4c3b-9e8f-1a2b3c4d5e6f"
+
+INVOCATIONS: list[list[str]] = [
+    ["profile", "create", "--name", "P", "--owner-id", "it", "--owner-email", "it@example.org",
+     "--protocol", "imap", "--host", "imap.example.org", "--port", "993", "--tls", "implicit",
+     "--smtp-host", "smtp.example.org", "--smtp-port", "587", "--smtp-tls", "starttls",
+     "--credential-source", "profile", "--username", "u", "--password", "p", "--default",
+     "--no-verify-tls", "--tls-exception", "a lab server with a self-signed certificate",
+     "--connect-timeout", "5", "--max-connections", "3"],
+    ["profile", "list", "--json"],
+    ["profile", "show", "p1"],
+    ["profile", "update", "p1", "--name", "Q", "--port", "143", "--tls", "starttls", "--owner-id", "ops",
+     "--owner-kind", "queue", "--username", "u2", "--password", "new", "--not-default", "--allow-plaintext-auth"],
+    ["profile", "delete", "p1"],
+    ["settings", "show"],
+    ["settings", "set", "--default-profile", "p1", "--allowed-ports", "993,587"],
+    ["mailbox", "add", "--id", "m1", "--email", "m1@example.org", "--owner-id", "m1", "--profile", "p1",
+     "--username", "m1", "--password", "pw", "--smtp-username", "m1s", "--smtp-password", "pw2",
+     "--incoming-delivery", "server_side_sync", "--act-delivery", "none"],
+    ["mailbox", "import", "{csv}"],
+    ["mailbox", "list", "--profile", "p1", "--approval", "approved", "--enabled", "--owner-kind", "user",
+     "--include-inactive", "--limit", "5", "--after", "m0"],
+    ["mailbox", "show", "m1", "--runs", "3"],
+    ["mailbox", "update", "m1", "--email", "n@example.org", "--profile", "p2", "--password", "pw"],
+    ["mailbox", "deactivate", "m1"],
+    ["mailbox", "approve", "m1", "m2"],
+    ["mailbox", "reject", "--profile", "p1"],
+    ["mailbox", "apply-defaults", "--approval", "approved"],
+    ["mailbox", "change", "--all", "--set-profile", "p2", "--outgoing-delivery", "none"],
+    ["mailbox", "test", "m1"],
+    ["mailbox", "rotate-keys"],
+    ["job", "start", "p1"],
+    ["job", "show", "j1"],
+    ["job", "cancel", "j1"],
+    ["alerts", "list", "--recipient", "user:u42", "--level", "error", "--unread", "--state", "open",
+     "--limit", "10"],
+    ["alerts", "show", ALERT_ID],
+    ["alerts", "read", ALERT_ID, "--unread"],
+    ["alerts", "delete", ALERT_ID],
+    ["alerts", "delete", "--recipient", "queue:q1"],
+]  # fmt: skip
+CSV = "mailbox_id,email,owner_id,profile_id,username,password\nc1,c1@example.org,c1,p1,c1,pw\n"
+
+
+def named_in_source() -> set[tuple[str, str]]:
+    """``(service, operation)`` of every ``bus.call(SERVICE, "<op>", ...)`` in the CLI's code."""
+    found: set[tuple[str, str]] = set()
+    for path in SOURCE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        constants = {
+            t.id: n.value.value
+            for n in tree.body
+            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+            for t in n.targets
+            if isinstance(t, ast.Name)
+        }
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr != "call" or len(node.args) < 2:
+                continue
+            service, operation = node.args[0], node.args[1]
+            if isinstance(service, ast.Name) and isinstance(operation, ast.Constant):
+                found.add((str(constants[service.id]), str(operation.value)))
+    return found
+
+
+def record(nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, Any]]:
+    calls: list[tuple[str, str, Any]] = []
+    settings = SettingsView().model_dump(mode="json")
+
+    async def call(self: Bus, service: str, operation: str, payload: Mapping[str, Any] | None = None) -> Any:
+        sent = json.loads(json.dumps(dict(payload or {}), default=str))  # as the client encodes it
+        calls.append((service, operation, sent))
+        if operation == "settings_get":
+            return settings
+        if operation == "create_many":  # refused as a whole: the importer retries row by row
+            raise RpcError(service, 422, "refused", [], payload)
+        return {}
+
+    monkeypatch.setattr(Bus, "call", call)
+    csv = tmp_path / "mailboxes.csv"
+    csv.write_text(CSV)
+    runner = CliRunner()
+    for args in INVOCATIONS:
+        args = [str(csv) if a == "{csv}" else a for a in args]
+        result = runner.invoke(app, ["--nats-url", nats_url, *args], env={"COLUMNS": "250"})
+        assert result.exit_code != 2, f"{args}: usage error\n{result.output}"
+    return calls
+
+
+@pytest.mark.integration
+def test_every_cli_request_is_a_declared_operation_with_a_valid_input(
+    nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = record(nats_url, tmp_path, monkeypatch)
+    problems = []
+    for service, operation, payload in calls:
+        op = DECLARED.get(service, {}).get(operation)
+        if op is None:
+            problems.append(f"{service} declares no operation {operation!r}")
+            continue
+        try:
+            op.input.model_validate(payload)
+        except ValidationError as exc:
+            problems.append(f"{service} {operation}: {payload} is not a valid {op.input.__name__}: {exc}")
+    assert not problems, "\n".join(problems)
+    missing = named_in_source() - {(s, o) for s, o, _ in calls}
+    assert not missing, f"add an invocation for these CLI requests: {sorted(missing)}"
+
+
+def test_the_source_scan_finds_the_cli_requests() -> None:
+    named = named_in_source()
+    assert ("mailbox-svc", "rotate_keys") in named and ("alert-svc", "alerts.mark_read") in named
+    undeclared = {(s, o) for s, o in named if o not in DECLARED.get(s, {})}
+    assert not undeclared, f"the CLI names undeclared operations: {sorted(undeclared)}"
