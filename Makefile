@@ -35,7 +35,7 @@ lint: sync
 	$(VENV)/bin/ruff format --check .
 
 type: sync
-	$(VENV)/bin/mypy libs/contracts/src libs/runtime/src libs/servers/src services/*/src apps/cli/src
+	$(VENV)/bin/mypy libs/contracts/src libs/runtime/src libs/servers/src libs/mailnet/src services/*/src apps/cli/src
 
 check: lint type test
 

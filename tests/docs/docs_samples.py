@@ -5,9 +5,21 @@ A new event type needs a sample here: the docs test names the missing one.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from contracts.email import (
+    Address,
+    Attachment,
+    EmailReceived,
+    EmailRejected,
+    EmailTracked,
+    MailboxSyncFailed,
+    MailboxSyncRecovered,
+    RawRef,
+    email_event_id,
+)
 from contracts.errors import CATALOG, ErrorCode, WarningCode
 from contracts.events import (
     AlertRaised,
@@ -160,6 +172,41 @@ def _alert() -> AlertRaised:
     )
 
 
+EMAIL_ID = email_event_id("mbx_1", 1700000000, 42)
+EPISODE = uuid.UUID("6a1f0c1e-2b7d-4c3e-9a55-0d4e1f2a3b4c")
+
+
+def _received() -> EmailReceived:
+    return EmailReceived(
+        mailbox=MAILBOX,
+        protocol="imap",
+        uid=42,
+        uidvalidity=1700000000,
+        message_id="<order-7@shop.example>",
+        from_=[Address(name="Shop", address="orders@shop.example")],
+        to=[Address(name="Ann Example", address="ann@example.org")],
+        subject="Your order 7",
+        date=NOW,
+        internal_date=NOW,
+        size=48211,
+        preview="Thank you for your order.",
+        attachments=[Attachment(name="invoice.pdf", content_type="application/pdf", size=40960, part="2")],
+        raw=RawRef(bucket="MW_EMAIL_RAW", name=f"mbx_1/{EMAIL_ID}", size=48211, sha256="ab" * 32),
+    )
+
+
+def _sync_failed() -> MailboxSyncFailed:
+    return MailboxSyncFailed(
+        mailbox=MAILBOX,
+        protocol="imap",
+        error=_error(ErrorCode.AUTH_FAILED, "auth"),
+        episode_id=EPISODE,
+        failures=2,
+        first_failed_at=NOW,
+        next_attempt_at=NOW + timedelta(minutes=5),
+    )
+
+
 PROGRESS = JobProgress(total=3, requested=3, done=2, succeeded=1, failed={"auth_failed": 1})
 
 SAMPLES: dict[str, Callable[[], Event]] = {
@@ -185,6 +232,22 @@ SAMPLES: dict[str, Callable[[], Event]] = {
         errors=[FieldError(loc="data.mailbox", msg="Field required")],
         body_b64="e30=",
         body_size=2,
+    ),
+    "EmailReceived": _received,
+    "EmailTracked": lambda: EmailTracked(
+        mailbox_id="mbx_1", email_id=EMAIL_ID, system="crm", record_ref="case/7"
+    ),
+    "EmailRejected": lambda: EmailRejected(
+        mailbox_id="mbx_1", email_id=EMAIL_ID, system="crm", reason="no match"
+    ),
+    "MailboxSyncFailed": _sync_failed,
+    "MailboxSyncRecovered": lambda: MailboxSyncRecovered(
+        mailbox=MAILBOX,
+        protocol="imap",
+        episode_id=EPISODE,
+        failures=2,
+        first_failed_at=NOW,
+        recovered_at=NOW + timedelta(minutes=10),
     ),
     "TestJobStarted": lambda: TestJobStarted(job_id="job_1", profile_id="prof_1", total=3, started_at=NOW),
     "TestJobProgress": lambda: TestJobProgress(

@@ -24,10 +24,10 @@ from contracts.models import (
     ServerTarget,
     TlsMode,
 )
+from mailwarden_mailnet.resolve import Resolver, StaticResolver
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import TestCertificates
 from tester_svc.config import Settings
-from tester_svc.resolve import Resolver, StaticResolver
 from tester_svc.runner import Runner
 
 TRANSIT = KeyRing.for_development("transit")

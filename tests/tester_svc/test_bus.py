@@ -18,10 +18,10 @@ from contracts.events import TestCompleted
 from contracts.models import Endpoint, TlsMode
 from contracts.models import TestStatus as Status
 from contracts.subjects import TEST_COMPLETED, TEST_REQUESTED
+from mailwarden_mailnet.resolve import StaticResolver
 from mailwarden_servers import DovecotServer, NatsServer, SmtpServer, TestCertificates
 from tester_svc.app import create_app
 from tester_svc.handlers import result_event_id
-from tester_svc.resolve import StaticResolver
 
 from . import fakes
 from .conftest import NAMES, StartFake, make_request, settings_for

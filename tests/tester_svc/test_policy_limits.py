@@ -11,8 +11,8 @@ from contracts.errors import ErrorCode, WarningCode
 from contracts.events import SealedCredentials
 from contracts.models import CredentialSource, DirectionResult, Endpoint, IncomingProtocol, TlsMode
 from contracts.models import TestStatus as Status
+from mailwarden_mailnet.resolve import StaticResolver, SystemResolver
 from mailwarden_servers import DovecotServer, SmtpServer, TestCertificates
-from tester_svc.resolve import StaticResolver, SystemResolver
 from tester_svc.runner import Runner
 
 from . import fakes

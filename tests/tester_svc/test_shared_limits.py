@@ -23,13 +23,13 @@ from pydantic import ValidationError
 from contracts.errors import ErrorCode
 from contracts.models import DirectionResult, Endpoint, TlsMode
 from contracts.models import TestStatus as Status
+from mailwarden_mailnet.resolve import StaticResolver
 from mailwarden_servers import NatsServer, TestCertificates
 from tester_svc import kv as kv_module
 from tester_svc.app import create_app
 from tester_svc.errors import Draining
 from tester_svc.kv import BREAKER_BUCKET, HOSTS_BUCKET, KeyHasher, SharedKv
 from tester_svc.limits import AuthBreaker, ConnectionLimiter, LoginBreaker
-from tester_svc.resolve import StaticResolver
 from tester_svc.runner import Runner
 from tester_svc.shared_limits import BreakerStore, FailureRecord, HostLeases
 

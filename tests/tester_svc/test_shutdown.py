@@ -21,11 +21,11 @@ from contracts.events import TestCompleted
 from contracts.models import Endpoint, TlsMode
 from contracts.models import TestStatus as Status
 from contracts.subjects import TEST_COMPLETED, TEST_REQUESTED
+from mailwarden_mailnet.resolve import StaticResolver
 from mailwarden_servers import NatsServer, TestCertificates
 from tester_svc.app import create_app
 from tester_svc.errors import Draining
 from tester_svc.limits import ConnectionLimiter
-from tester_svc.resolve import StaticResolver
 from tester_svc.runner import Runner
 
 from . import fakes

@@ -16,8 +16,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from contracts.errors import ErrorCode, WarningCode
-from tester_svc.catalog import render_markdown
-from tester_svc.classify import (
+from mailwarden_mailnet.classify import (
     IMAP_AUTH_CODES,
     classify_tls_error,
     imap_failure,
@@ -25,10 +24,11 @@ from tester_svc.classify import (
     smtp_auth_failure,
     smtp_envelope_failure,
 )
-from tester_svc.config import Settings, parse_networks
+from mailwarden_mailnet.policy import address_allowed, check_addresses, embedded_ipv4, parse_networks
+from mailwarden_mailnet.tls import cert_facts
+from tester_svc.catalog import render_markdown
+from tester_svc.config import Settings
 from tester_svc.limits import AuthBreaker, ConnectionLimiter
-from tester_svc.policy import address_allowed, check_addresses, embedded_ipv4
-from tester_svc.tls import cert_facts
 from tester_svc.trace import clean_detail
 
 DENIED = [

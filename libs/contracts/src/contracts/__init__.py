@@ -3,6 +3,14 @@
 Depends on pydantic only, so any Python system can install it without our runtime.
 """
 
+from contracts.email import (
+    EmailReceived,
+    EmailRejected,
+    EmailTracked,
+    MailboxSyncFailed,
+    MailboxSyncRecovered,
+    email_event_id,
+)
 from contracts.envelope import Envelope, EnvelopeError, make_envelope, parse_envelope
 from contracts.errors import CATALOG, ErrorCode, ErrorScope, ErrorSpec, WarningCode
 from contracts.events import (
@@ -28,7 +36,10 @@ __all__ = [
     "EVENT_TYPES",
     "AlertRaised",
     "DeadLettered",
+    "EmailReceived",
+    "EmailRejected",
     "EmailSettingsChanged",
+    "EmailTracked",
     "Envelope",
     "EnvelopeError",
     "ErrorCode",
@@ -38,6 +49,8 @@ __all__ = [
     "MailboxApproved",
     "MailboxCreated",
     "MailboxStatusChanged",
+    "MailboxSyncFailed",
+    "MailboxSyncRecovered",
     "MailboxUpdated",
     "ProfileCreated",
     "ProfileDeleted",
@@ -48,6 +61,7 @@ __all__ = [
     "TestJobStarted",
     "TestRequested",
     "WarningCode",
+    "email_event_id",
     "make_envelope",
     "parse_envelope",
 ]

@@ -18,6 +18,13 @@ MAILBOX_STATUS_CHANGED = f"{PREFIX}.mailbox.status_changed"
 TEST_REQUESTED = f"{PREFIX}.test.requested"
 TEST_COMPLETED = f"{PREFIX}.test.completed"
 JOBS = f"{PREFIX}.job"
+EMAIL = f"{PREFIX}.email"
+EMAIL_RECEIVED = f"{EMAIL}.received"
+EMAIL_TRACKED = f"{EMAIL}.tracked"
+EMAIL_REJECTED = f"{EMAIL}.rejected"
+SYNC = f"{PREFIX}.sync"
+SYNC_FAILED = f"{SYNC}.failed"
+SYNC_RECOVERED = f"{SYNC}.recovered"
 ALERTS = f"{PREFIX}.alerts"
 DEAD_LETTER = f"{PREFIX}.dlq"
 
@@ -39,6 +46,13 @@ def alert_subject(recipient_kind: str, recipient_id: str, level: str) -> str:
         if not is_subject_token(token):
             raise ValueError(f"not a subject token: {token!r}")
     return f"{ALERTS}.{recipient_kind}.{recipient_id}.{level}"
+
+
+def email_received_subject(mailbox_id: str) -> str:
+    """``mailwarden.email.received.<mailbox id>``: subscribe to ``mailwarden.email.received.>`` for all."""
+    if not is_subject_token(mailbox_id):
+        raise ValueError(f"not a subject token: {mailbox_id!r}")
+    return f"{EMAIL_RECEIVED}.{mailbox_id}"
 
 
 def dead_letter_subject(consumer: str) -> str:
@@ -63,6 +77,11 @@ STREAMS: tuple[StreamSpec, ...] = (
     ),
     StreamSpec(
         "MW_TESTS", (f"{PREFIX}.test.>", f"{PREFIX}.job.>"), "Test requests, results and bulk test jobs"
+    ),
+    StreamSpec(
+        "MW_EMAIL",
+        (f"{EMAIL_RECEIVED}.>", EMAIL_TRACKED, EMAIL_REJECTED, f"{SYNC}.>"),
+        "Synchronized email (EmailReceived per mailbox), its feedback and the sync status of mailboxes",
     ),
     StreamSpec("MW_ALERTS", (f"{ALERTS}.>",), "Alerts, one subject per recipient"),
     StreamSpec("MW_DLQ", (f"{DEAD_LETTER}.>",), "Messages a consumer could not handle"),

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from nats.aio.client import Client
 
 from contracts.events import TestRequested
+from mailwarden_mailnet.resolve import Resolver
 from mailwarden_runtime.consumer import ConsumerOptions
 from mailwarden_runtime.keys import load_keyring
 from mailwarden_runtime.service import ServiceRuntime
@@ -20,7 +21,6 @@ from tester_svc.config import Settings
 from tester_svc.fake import FakeSuccessRunner
 from tester_svc.handlers import TestRequestedHandler
 from tester_svc.kv import SharedKv
-from tester_svc.resolve import Resolver
 from tester_svc.runner import Runner
 
 NAME = "tester-svc"

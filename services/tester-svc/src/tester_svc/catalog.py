@@ -7,7 +7,7 @@ catalog code, straight from the classifier's tables.
 from __future__ import annotations
 
 from contracts.errors import CATALOG, WARNING_MESSAGES
-from tester_svc.classify import IMAP_AUTH_CODES, IMAP_SELECT_CODES, POP3_CODES
+from mailwarden_mailnet.classify import IMAP_AUTH_CODES, IMAP_SELECT_CODES, POP3_CODES
 
 
 def _row(*cells: str) -> str:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from pydantic import Field, field_validator, model_validator
 
+from mailwarden_mailnet.policy import Network, parse_networks
 from mailwarden_runtime.settings import ServiceSettings, TransitKeySettings
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Settings(ServiceSettings, TransitKeySettings):
@@ -81,16 +78,3 @@ class Settings(ServiceSettings, TransitKeySettings):
     @property
     def allow_networks(self) -> list[Network]:
         return parse_networks(self.tester_allow_networks)
-
-
-def parse_networks(text: str) -> list[Network]:
-    """``"127.0.0.0/8, 10.1.0.0/16"`` → networks; raises ValueError naming the bad entry."""
-    nets: list[Network] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            nets.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            raise ValueError(f"not a network: {part!r}") from None
-    return nets

@@ -1,18 +1,8 @@
-"""The exceptions of a test: a classified probe failure, or a test given back at shutdown."""
+"""The test given back at shutdown (classified failures are :class:`mailwarden_mailnet.errors.NetError`)."""
 
 from __future__ import annotations
 
-from contracts.errors import ErrorCode
 from mailwarden_runtime.consumer import Redeliver
-
-
-class ProbeError(Exception):
-    """A classified failure of the current step; ``detail`` never holds a credential."""
-
-    def __init__(self, code: ErrorCode, detail: str = "") -> None:
-        super().__init__(f"{code.value}: {detail}" if detail else code.value)
-        self.code = code
-        self.detail = detail
 
 
 class Draining(Redeliver):

@@ -15,22 +15,24 @@ from datetime import UTC, datetime
 from contracts.errors import CATALOG, ErrorCode
 from contracts.events import TestCompleted, TestRequested
 from contracts.models import Direction, DirectionResult, IncomingProtocol, TestError, TestStatus
+from mailwarden_mailnet.errors import NetError
+from mailwarden_mailnet.login import Login
+from mailwarden_mailnet.resolve import Resolver, SystemResolver
+from mailwarden_mailnet.tls import TlsContexts
+from mailwarden_mailnet.wire import Limits
 from mailwarden_runtime.crypto import KeyRing
 from tester_svc import metrics
 from tester_svc.config import Settings
 from tester_svc.credentials import open_login
-from tester_svc.errors import Draining, ProbeError
+from tester_svc.errors import Draining
 from tester_svc.kv import KeyHasher, SharedKv, limits_key
 from tester_svc.limits import AuthBreaker, BreakerTicket, ConnectionLimiter, LoginBreaker
-from tester_svc.probes.base import Dialogue, Login, ProbeEnv, ProbeTarget, Protocol, Session, run_probe
+from tester_svc.probes.base import Dialogue, ProbeEnv, ProbeTarget, Protocol, Session, run_probe
 from tester_svc.probes.imap import imap_dialogue
 from tester_svc.probes.pop3 import pop3_dialogue
 from tester_svc.probes.smtp import smtp_dialogue
-from tester_svc.resolve import Resolver, SystemResolver
 from tester_svc.shared_limits import BreakerStore, HostLeases
-from tester_svc.tls import TlsContexts
 from tester_svc.trace import Trace
-from tester_svc.wire import Limits
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ class Runner:
             )
             facts["limits"] = ticket.scope
             if is_open:
-                raise ProbeError(ErrorCode.AUTH_BREAKER_OPEN, "recent definite login failures for this user")
+                raise NetError(ErrorCode.AUTH_BREAKER_OPEN, "recent definite login failures for this user")
         return login, ticket
 
     async def _update_breaker(self, trace: Trace, login: Login | None, ticket: BreakerTicket | None) -> None:
@@ -137,7 +139,7 @@ class Runner:
         trace = Trace(target.protocol)
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
-        error: ProbeError | None = None
+        error: NetError | None = None
         step: str | None = None
         login: Login | None = None
         ticket: BreakerTicket | None = None
@@ -147,13 +149,13 @@ class Runner:
                 await run_probe(Session(self.env, target, trace, login), DIALOGUES[target.protocol])
         except Draining:
             raise  # not a result: the request goes back to the queue
-        except ProbeError as exc:
+        except NetError as exc:
             error, step = exc, trace.current
         except TimeoutError:
-            error, step = ProbeError(ErrorCode.TEST_TIMEOUT, "the test ran out of time"), trace.current
+            error, step = NetError(ErrorCode.TEST_TIMEOUT, "the test ran out of time"), trace.current
         except Exception:
             log.exception("probe crashed", extra={"test_id": req.test_id, "direction": direction.value})
-            error, step = ProbeError(ErrorCode.INTERNAL_ERROR, "tester failure"), trace.current
+            error, step = NetError(ErrorCode.INTERNAL_ERROR, "tester failure"), trace.current
         await self._update_breaker(trace, login, ticket)
         test_error = None
         if error is not None:

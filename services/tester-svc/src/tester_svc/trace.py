@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 
 from contracts.errors import WARNING_MESSAGES, ErrorCode, WarningCode
 from contracts.models import Fact, StepResult, TestWarning
+from mailwarden_mailnet.classify import classify_exception
+from mailwarden_mailnet.errors import NetError
 from tester_svc import metrics
-from tester_svc.classify import classify_exception
-from tester_svc.errors import ProbeError
 
 Facts = dict[str, Fact | list[str]]
 MAX_DETAIL = 300
@@ -66,7 +66,7 @@ class Trace:
     async def step(
         self, name: str, timeout_s: float, timeout_code: ErrorCode = ErrorCode.STEP_TIMEOUT
     ) -> AsyncIterator[Facts]:
-        """Run the body as step ``name``; a failure is recorded and re-raised as :class:`ProbeError`."""
+        """Run the body as step ``name``; a failure is recorded and re-raised as :class:`NetError`."""
         facts: Facts = {}
         started = time.monotonic()
         self.current = name
@@ -80,6 +80,6 @@ class Trace:
         except Exception as exc:
             err = classify_exception(exc, timeout_code)
             self.record(name, False, started, facts, err.code, err.detail)
-            raise ProbeError(err.code, err.detail) from None
+            raise NetError(err.code, err.detail) from None
         self.record(name, True, started, facts)
         self.current = None

@@ -1,1 +1,1 @@
-"""One probe per protocol, all on :mod:`tester_svc.wire` and the shared connect flow in ``base``."""
+"""One probe per protocol, all on :mod:`mailwarden_mailnet.wire` and the shared connect flow in ``base``."""

@@ -2,53 +2,32 @@
 
 The connect flow checks the port and every resolved address before any socket exists, then
 connects to the checked address (no second lookup) and verifies the certificate against the
-host *name*. The protocol dialogue runs on the resulting :class:`~tester_svc.wire.Wire`.
+host *name*. The protocol dialogue runs on the resulting :class:`~mailwarden_mailnet.wire.Wire`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ssl
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr
-
 from contracts.errors import ErrorCode
 from contracts.models import Endpoint, TlsMode
-from tester_svc.config import Network
-from tester_svc.errors import ProbeError
+from mailwarden_mailnet.errors import NetError
+from mailwarden_mailnet.login import Login
+from mailwarden_mailnet.policy import EgressPolicy, Network
+from mailwarden_mailnet.resolve import ResolveError, Resolver, resolve_with_deadline
+from mailwarden_mailnet.tls import TlsContexts, handshake_errors
+from mailwarden_mailnet.wire import Limits, Wire, connect_first
 from tester_svc.limits import ConnectionLimiter, LoginBreaker
-from tester_svc.policy import check_addresses
-from tester_svc.resolve import ResolveError, Resolver, resolve_with_deadline
-from tester_svc.tls import TlsContexts, record_tls
+from tester_svc.tls import record_tls
 from tester_svc.trace import Facts, Trace
-from tester_svc.wire import Limits, Wire, connect_socket
 
 Protocol = Literal["imap", "pop3", "smtp"]
 MAX_CAPS = 60
-
-
-class Login(BaseModel):
-    """The opened credentials; the password stays a SecretStr until the auth step sends it."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    username: str
-    password: SecretStr
-
-    def plain_blob(self) -> bytes:
-        """SASL PLAIN initial response, base64 (RFC 4616): authzid empty."""
-        raw = b"\0" + self.username.encode() + b"\0" + self.password.get_secret_value().encode()
-        return base64.b64encode(raw)
-
-    def secret_forms(self) -> tuple[str, ...]:
-        """Every form in which the password may come back in a server reply (for redaction)."""
-        pw = self.password.get_secret_value()
-        return (pw, self.plain_blob().decode(), base64.b64encode(pw.encode()).decode())
 
 
 @dataclass(frozen=True)
@@ -117,28 +96,13 @@ class Session:
 Dialogue = Callable[[Session, Wire], Awaitable[None]]
 
 
-@contextlib.contextmanager
-def handshake_errors() -> Iterator[None]:
-    """A connection reset or closed in the middle of a TLS handshake is a failed handshake."""
-    try:
-        yield
-    except (ConnectionError, EOFError) as exc:
-        raise ProbeError(
-            ErrorCode.TLS_HANDSHAKE_FAILED, f"connection dropped in the handshake ({type(exc).__name__})"
-        ) from None
-
-
-def trimmed(text: bytes, limit: int = 160) -> str:
-    return text.decode("utf-8", "replace")[:limit]
-
-
 async def _resolve(session: Session) -> list[str]:
     env, ep = session.env, session.target.endpoint
     async with session.step("resolve", ErrorCode.DNS_TIMEOUT) as facts:
         try:
             addresses = await resolve_with_deadline(env.resolver, ep.host, ep.port, env.dns_timeout_s)
         except ResolveError as exc:
-            raise ProbeError(exc.code, exc.detail) from None
+            raise NetError(exc.code, exc.detail) from None
         facts["addresses"] = addresses[:16]
     return addresses
 
@@ -148,19 +112,15 @@ async def _policy_port(session: Session) -> None:
     async with session.step("policy") as facts:
         facts["port"] = target.endpoint.port
         facts["tls_mode"] = target.endpoint.tls.value
-        if target.endpoint.port not in target.allowed_ports:
-            raise ProbeError(ErrorCode.PORT_NOT_ALLOWED, f"port {target.endpoint.port} is not allowed")
+        EgressPolicy(session.env.allow_networks, target.allowed_ports).check_port(target.endpoint.port)
         if target.endpoint.tls is TlsMode.NONE and not target.allow_plaintext_auth:
-            raise ProbeError(ErrorCode.PLAINTEXT_NOT_ALLOWED, "the profile uses no TLS")
+            raise NetError(ErrorCode.PLAINTEXT_NOT_ALLOWED, "the profile uses no TLS")
 
 
 async def _policy_addresses(session: Session, addresses: list[str]) -> None:
     async with session.step("address_policy") as facts:
-        denied = check_addresses(addresses, session.env.allow_networks)
         facts["checked"] = len(addresses)
-        if denied:
-            # Coarse on purpose: which address was denied is not told (no internal-network oracle).
-            raise ProbeError(ErrorCode.ADDRESS_NOT_ALLOWED, "the server resolves to a non-public address")
+        EgressPolicy(session.env.allow_networks).check_addresses(addresses)
 
 
 async def run_probe(session: Session, dialogue: Dialogue) -> None:
@@ -170,20 +130,10 @@ async def run_probe(session: Session, dialogue: Dialogue) -> None:
     await _policy_addresses(session, addresses)
     target = session.target
     async with session.env.limiter.slot(session.host, target.max_connections) as slot:
-        sock = None
         async with session.trace.step("tcp", target.connect_timeout_s, ErrorCode.TCP_TIMEOUT) as facts:
             facts["limits"] = slot.scope
             facts["slot_wait_ms"] = round(slot.waited_s * 1000, 3)
-            last: BaseException | None = None
-            for address in addresses:
-                try:
-                    sock = await connect_socket(address, target.endpoint.port)
-                    facts["address"] = address
-                    break
-                except OSError as exc:
-                    last = exc
-            if sock is None:
-                raise last or ProbeError(ErrorCode.TCP_UNREACHABLE, "no address to connect to")
+            sock, facts["address"] = await connect_first(addresses, target.endpoint.port)
         wire: Wire | None = None
         try:
             if session.tls_mode is TlsMode.IMPLICIT:

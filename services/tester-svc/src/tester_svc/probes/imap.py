@@ -1,86 +1,20 @@
 """IMAP4rev1 probe: greeting, CAPABILITY, STARTTLS, AUTHENTICATE PLAIN or LOGIN, EXAMINE INBOX, LOGOUT.
 
-Failures are classified by RFC 5530 response codes; literals are read only within the wire's byte
-budget, so a ``{99999999999}`` announcement fails at once instead of being waited for.
+The protocol itself (commands, literals within the byte budget, RFC 5530 classification) is
+:class:`mailwarden_mailnet.imap.ImapClient`; this module times the steps and records their facts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 
 from contracts.errors import ErrorCode, WarningCode
 from contracts.models import TlsMode
-from tester_svc.classify import IMAP_AUTH_CODES, IMAP_SELECT_CODES, imap_failure, imap_response_code
-from tester_svc.errors import ProbeError
-from tester_svc.probes.base import MAX_CAPS, Session, trimmed
+from mailwarden_mailnet.errors import NetError, trimmed
+from mailwarden_mailnet.imap import ImapClient, parse_capabilities
+from mailwarden_mailnet.wire import Wire
+from tester_svc.probes.base import MAX_CAPS, Session
 from tester_svc.trace import Facts
-from tester_svc.wire import Wire
-
-_LITERAL = re.compile(rb"\{(\d{1,20})\+?\}$")
-_EXISTS = re.compile(rb"^\* (\d{1,10}) EXISTS$", re.IGNORECASE)
-_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d{1,10})\]", re.IGNORECASE)
-_QUOTABLE = re.compile(r"^[\x20-\x7e]*$")
-
-
-class ImapClient:
-    def __init__(self, wire: Wire) -> None:
-        self.wire = wire
-        self.counter = 0
-
-    async def line(self) -> bytes:
-        """One logical response line, literals inlined."""
-        line = await self.wire.read_line()
-        parts = [line]
-        while (m := _LITERAL.search(line)) is not None:
-            parts.append(await self.wire.read_exactly(int(m.group(1))))
-            line = await self.wire.read_line()
-            parts.append(line)
-        return b"".join(parts)
-
-    def tag(self) -> bytes:
-        self.counter += 1
-        return b"T%d" % self.counter
-
-    async def command(self, text: bytes, *, logout: bool = False) -> tuple[str, bytes, list[bytes]]:
-        """Send one command; return (OK|NO|BAD, text after the status, untagged lines)."""
-        tag = self.tag()
-        await self.wire.send(tag + b" " + text + b"\r\n")
-        return await self.finish(tag, logout=logout)
-
-    async def finish(self, tag: bytes, *, logout: bool = False) -> tuple[str, bytes, list[bytes]]:
-        untagged: list[bytes] = []
-        while True:
-            line = await self.line()
-            if line.startswith(b"* "):
-                if line[2:6].upper() == b"BYE " and not logout:
-                    code = imap_response_code(line[6:])
-                    if code == "UNAVAILABLE":
-                        raise ProbeError(ErrorCode.SERVER_TEMPORARY_ERROR, trimmed(line))
-                    raise ProbeError(ErrorCode.CONNECTION_LOST, f"the server said BYE: {trimmed(line)}")
-                untagged.append(line)
-                continue
-            if line.startswith(tag + b" "):
-                status, _, rest = line[len(tag) + 1 :].partition(b" ")
-                word = status.upper().decode("ascii", "replace")
-                if word not in ("OK", "NO", "BAD"):
-                    raise ProbeError(ErrorCode.PROTOCOL_VIOLATION, f"unknown status {trimmed(status, 20)}")
-                return word, rest, untagged
-            if line.startswith(b"+"):
-                return "+", line[1:].strip(), untagged
-            raise ProbeError(ErrorCode.PROTOCOL_VIOLATION, f"unexpected line: {trimmed(line, 80)}")
-
-
-def _quote(text: str) -> bytes:
-    return b'"' + text.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"'
-
-
-def _caps(untagged: list[bytes]) -> list[str]:
-    caps: list[str] = []
-    for line in untagged:
-        if line[:13].upper() == b"* CAPABILITY ":
-            caps.extend(t.decode("ascii", "replace").upper() for t in line[13:].split())
-    return caps
 
 
 def _cap_facts(caps: list[str], facts: Facts) -> None:
@@ -93,66 +27,33 @@ def _cap_facts(caps: list[str], facts: Facts) -> None:
 
 async def _capabilities(session: Session, client: ImapClient, name: str) -> list[str]:
     async with session.step(name) as facts:
-        status, rest, untagged = await client.command(b"CAPABILITY")
-        if status != "OK":
-            raise ProbeError(ErrorCode.PROTOCOL_VIOLATION, f"CAPABILITY {status}: {trimmed(rest)}")
-        caps = _caps(untagged)
+        caps = await client.capabilities()
         _cap_facts(caps, facts)
     return caps
 
 
 async def _authenticate(session: Session, client: ImapClient, caps: list[str]) -> None:
-    login = session.login
     async with session.step("auth") as facts:
-        if "AUTH=PLAIN" in caps:
-            facts["mechanism"] = "PLAIN"
-            tag = client.tag()
-            if "SASL-IR" in caps:
-                await client.wire.send(tag + b" AUTHENTICATE PLAIN " + login.plain_blob() + b"\r\n")
-                status, rest, _ = await client.finish(tag)
-            else:
-                await client.wire.send(tag + b" AUTHENTICATE PLAIN\r\n")
-                status, rest, _ = await client.finish(tag)
-                if status == "+":
-                    await client.wire.send(login.plain_blob() + b"\r\n")
-                    status, rest, _ = await client.finish(tag)
-        elif "LOGINDISABLED" in caps:
-            raise ProbeError(ErrorCode.AUTH_MECHANISM_UNSUPPORTED, "LOGINDISABLED and no AUTH=PLAIN")
-        else:
-            password = login.password.get_secret_value()
-            if not (_QUOTABLE.match(login.username) and _QUOTABLE.match(password)):
-                raise ProbeError(
-                    ErrorCode.AUTH_MECHANISM_UNSUPPORTED, "non-ASCII credentials need AUTH=PLAIN"
-                )
-            facts["mechanism"] = "LOGIN"
-            status, rest, _ = await client.command(
-                b"LOGIN " + _quote(login.username) + b" " + _quote(password)
-            )
-        if status == "+":
-            raise ProbeError(ErrorCode.PROTOCOL_VIOLATION, "unexpected continuation after credentials")
-        if status != "OK":
-            code = imap_failure(status, rest, IMAP_AUTH_CODES, ErrorCode.AUTH_FAILED)
-            facts["response_code"] = imap_response_code(rest)
-            raise ProbeError(code, f"{status} {trimmed(rest)}")
+        reply = await client.authenticate(session.login, caps)
+        facts["mechanism"] = reply.mechanism
+        if not reply.ok:
+            error = reply.error()
+            facts["response_code"] = error.response_code
+            raise error
 
 
 async def _examine(session: Session, client: ImapClient) -> None:
     """EXAMINE (read-only) normally; SELECT only when a send-mode test must delete its message."""
-    verb = b"SELECT" if session.target.find_marker else b"EXAMINE"
     async with session.step("inbox") as facts:
-        status, rest, untagged = await client.command(verb + b" INBOX")
-        if status != "OK":
-            facts["response_code"] = imap_response_code(rest)
-            raise ProbeError(
-                imap_failure(status, rest, IMAP_SELECT_CODES, ErrorCode.INBOX_UNAVAILABLE),
-                f"{status} {trimmed(rest)}",
-            )
-        for line in untagged:
-            if (m := _EXISTS.match(line)) is not None:
-                facts["message_count"] = int(m.group(1))
-            if (m := _UIDVALIDITY.search(line)) is not None:
-                facts["uidvalidity"] = int(m.group(1))
-        facts["read_only"] = rest.upper().startswith(b"[READ-ONLY]")
+        try:
+            selected = await client.select(read_only=not session.target.find_marker)
+        except NetError as exc:
+            facts["response_code"] = exc.response_code
+            raise
+        facts["message_count"] = selected.exists
+        if selected.uidvalidity is not None:
+            facts["uidvalidity"] = selected.uidvalidity
+        facts["read_only"] = selected.read_only
 
 
 async def _find_and_delete(session: Session, client: ImapClient) -> None:
@@ -164,7 +65,7 @@ async def _find_and_delete(session: Session, client: ImapClient) -> None:
     marker = session.target.marker.encode()
     async with session.step("find_message") as facts:
         _, _, untagged = await client.command(b"CAPABILITY")  # logged-in capabilities differ
-        caps = _caps(untagged)
+        caps = parse_capabilities(untagged)
         uids: list[bytes] = []
         polls = 0
         loop = asyncio.get_running_loop()
@@ -176,7 +77,7 @@ async def _find_and_delete(session: Session, client: ImapClient) -> None:
                 b'UID SEARCH HEADER X-Mailwarden-Test "' + marker + b'"'
             )
             if status != "OK":
-                raise ProbeError(ErrorCode.PROTOCOL_VIOLATION, f"SEARCH {status}: {trimmed(rest)}")
+                raise NetError(ErrorCode.PROTOCOL_VIOLATION, f"SEARCH {status}: {trimmed(rest)}")
             uids = [
                 u for ln in untagged if ln[:9].upper() == b"* SEARCH " for u in ln[9:].split() if u.isdigit()
             ]
@@ -190,7 +91,7 @@ async def _find_and_delete(session: Session, client: ImapClient) -> None:
         uid_set = b",".join(uids[:100])
         status, rest, _ = await client.command(b"UID STORE " + uid_set + b" +FLAGS.SILENT (\\Deleted)")
         if status != "OK":
-            raise ProbeError(ErrorCode.INBOX_UNAVAILABLE, f"STORE {status}: {trimmed(rest)}")
+            raise NetError(ErrorCode.INBOX_UNAVAILABLE, f"STORE {status}: {trimmed(rest)}")
         expunged = False
         if "UIDPLUS" in caps:
             status, rest, _ = await client.command(b"UID EXPUNGE " + uid_set)
@@ -200,31 +101,16 @@ async def _find_and_delete(session: Session, client: ImapClient) -> None:
 
 async def imap_dialogue(session: Session, wire: Wire) -> None:
     client = ImapClient(wire)
-    preauth = False
     async with session.step("greeting", ErrorCode.GREETING_TIMEOUT) as facts:
-        line = await client.line()
+        line, preauth = await client.greeting()
         facts["greeting"] = trimmed(line, 120)
-        head = line[:10].upper()
-        if head.startswith(b"* BYE"):
-            raise ProbeError(ErrorCode.SERVER_TEMPORARY_ERROR, f"the server refused: {trimmed(line)}")
-        if head.startswith(b"* PREAUTH"):
-            if not wire.tls:
-                # RFC 3501 PREAUTH on plaintext skips STARTTLS entirely: never accept it.
-                raise ProbeError(ErrorCode.PROTOCOL_VIOLATION, "PREAUTH before TLS")
-            preauth = True
-        elif not head.startswith(b"* OK"):
-            raise ProbeError(ErrorCode.PROTOCOL_MISMATCH, "not an IMAP greeting")
         facts["preauth"] = preauth
     caps = await _capabilities(session, client, "capabilities")
     if session.tls_mode is TlsMode.STARTTLS:
         async with session.step("starttls") as facts:
-            if "STARTTLS" not in caps:
-                raise ProbeError(ErrorCode.STARTTLS_UNAVAILABLE, "STARTTLS is not advertised")
-            if "LOGINDISABLED" not in caps:
+            if "STARTTLS" in caps and "LOGINDISABLED" not in caps:
                 session.trace.warn(WarningCode.PLAINTEXT_LOGIN_OFFERED)
-            status, rest, _ = await client.command(b"STARTTLS")
-            if status != "OK":
-                raise ProbeError(ErrorCode.STARTTLS_REFUSED, f"{status} {trimmed(rest)}")
+            await client.starttls(caps)
             await session.upgrade(wire, facts)
         caps = await _capabilities(session, client, "capabilities_tls")
     elif session.tls_mode is TlsMode.NONE and "LOGINDISABLED" not in caps:

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 
 from contracts.errors import ErrorCode, WarningCode
 from contracts.models import TlsMode
-from tester_svc.classify import smtp_auth_failure, smtp_envelope_failure, smtp_generic_failure
-from tester_svc.errors import ProbeError
-from tester_svc.probes.base import MAX_CAPS, Session, trimmed
+from mailwarden_mailnet.classify import smtp_auth_failure, smtp_envelope_failure, smtp_generic_failure
+from mailwarden_mailnet.errors import NetError, trimmed
+from mailwarden_mailnet.wire import Wire
+from tester_svc.probes.base import MAX_CAPS, Session
 from tester_svc.trace import Facts
-from tester_svc.wire import Wire
 
 _REPLY = re.compile(rb"^(\d{3})([ -]|$)(.*)$", re.DOTALL)
 
@@ -35,12 +35,12 @@ class SmtpClient:
             line = await self.wire.read_line()
             m = _REPLY.match(line)
             if m is None:
-                raise ProbeError(mismatch, f"not an SMTP reply: {trimmed(line, 80)}")
+                raise NetError(mismatch, f"not an SMTP reply: {trimmed(line, 80)}")
             code = int(m.group(1))
             if first is None:
                 first = code
             elif code != first:
-                raise ProbeError(ErrorCode.PROTOCOL_VIOLATION, "reply code changed inside a reply")
+                raise NetError(ErrorCode.PROTOCOL_VIOLATION, "reply code changed inside a reply")
             texts.append(m.group(3))
             if m.group(2) != b"-":
                 return code, texts
@@ -67,7 +67,7 @@ async def _ehlo(session: Session, client: SmtpClient, name: str) -> dict[str, st
     async with session.step(name) as facts:
         code, texts = await client.command(b"EHLO " + session.env.ehlo_name.encode())
         if code != 250:
-            raise ProbeError(smtp_generic_failure(code), f"EHLO {code} {trimmed(texts[0])}")
+            raise NetError(smtp_generic_failure(code), f"EHLO {code} {trimmed(texts[0])}")
         ext = _ehlo_facts(texts, facts)
     return ext
 
@@ -94,12 +94,12 @@ async def _authenticate(session: Session, client: SmtpClient, ext: dict[str, str
                 password = login.password.get_secret_value().encode()
                 code, texts = await client.command(base64.b64encode(password))
         else:
-            raise ProbeError(ErrorCode.AUTH_MECHANISM_UNSUPPORTED, "neither AUTH PLAIN nor LOGIN offered")
+            raise NetError(ErrorCode.AUTH_MECHANISM_UNSUPPORTED, "neither AUTH PLAIN nor LOGIN offered")
         facts["reply_code"] = code
         if code != 235:
             if code == 334:
-                raise ProbeError(ErrorCode.PROTOCOL_VIOLATION, "unexpected challenge after credentials")
-            raise ProbeError(smtp_auth_failure(code, _first(texts)), f"{code} {trimmed(_first(texts))}")
+                raise NetError(ErrorCode.PROTOCOL_VIOLATION, "unexpected challenge after credentials")
+            raise NetError(smtp_auth_failure(code, _first(texts)), f"{code} {trimmed(_first(texts))}")
 
 
 def _test_message(session: Session) -> bytes:
@@ -126,26 +126,26 @@ async def _envelope(session: Session, client: SmtpClient) -> None:
         facts["mail_from"] = code
         if code != 250:
             failure = smtp_envelope_failure(code, _first(texts), ErrorCode.SENDER_REFUSED)
-            raise ProbeError(failure, f"MAIL FROM {code} {trimmed(_first(texts))}")
+            raise NetError(failure, f"MAIL FROM {code} {trimmed(_first(texts))}")
         code, texts = await client.command(b"RCPT TO:<" + email + b">")
         facts["rcpt_to"] = code
         if code not in (250, 251):
             failure = smtp_envelope_failure(code, _first(texts), ErrorCode.RECIPIENT_REFUSED)
-            raise ProbeError(failure, f"RCPT TO {code} {trimmed(_first(texts))}")
+            raise NetError(failure, f"RCPT TO {code} {trimmed(_first(texts))}")
         if session.target.smtp_mode == "send":
             code, texts = await client.command(b"DATA")
             if code != 354:
-                raise ProbeError(smtp_generic_failure(code), f"DATA {code} {trimmed(_first(texts))}")
+                raise NetError(smtp_generic_failure(code), f"DATA {code} {trimmed(_first(texts))}")
             await client.wire.send(_test_message(session))
             code, texts = await client.reply()
             facts["data"] = code
             if code != 250:
-                raise ProbeError(smtp_generic_failure(code), f"message {code} {trimmed(_first(texts))}")
+                raise NetError(smtp_generic_failure(code), f"message {code} {trimmed(_first(texts))}")
         else:
             code, texts = await client.command(b"RSET")
             facts["rset"] = code
             if code != 250:
-                raise ProbeError(smtp_generic_failure(code), f"RSET {code} {trimmed(_first(texts))}")
+                raise NetError(smtp_generic_failure(code), f"RSET {code} {trimmed(_first(texts))}")
 
 
 async def smtp_dialogue(session: Session, wire: Wire) -> None:
@@ -155,17 +155,17 @@ async def smtp_dialogue(session: Session, wire: Wire) -> None:
         facts["greeting"] = trimmed(_first(texts), 120)
         facts["reply_code"] = code
         if code != 220:
-            raise ProbeError(smtp_generic_failure(code), f"greeting {code}")
+            raise NetError(smtp_generic_failure(code), f"greeting {code}")
     ext = await _ehlo(session, client, "capabilities")
     if session.tls_mode is TlsMode.STARTTLS:
         async with session.step("starttls") as facts:
             if "STARTTLS" not in ext:
-                raise ProbeError(ErrorCode.STARTTLS_UNAVAILABLE, "STARTTLS is not advertised")
+                raise NetError(ErrorCode.STARTTLS_UNAVAILABLE, "STARTTLS is not advertised")
             if "AUTH" in ext:
                 session.trace.warn(WarningCode.PLAINTEXT_LOGIN_OFFERED)
             code, texts = await client.command(b"STARTTLS")
             if code != 220:
-                raise ProbeError(ErrorCode.STARTTLS_REFUSED, f"{code} {trimmed(_first(texts))}")
+                raise NetError(ErrorCode.STARTTLS_REFUSED, f"{code} {trimmed(_first(texts))}")
             await session.upgrade(wire, facts)
         ext = await _ehlo(session, client, "capabilities_tls")
     elif session.tls_mode is TlsMode.NONE and "AUTH" in ext:

@@ -13,7 +13,7 @@ import re
 import ssl
 
 from contracts.errors import ErrorCode
-from tester_svc.errors import ProbeError
+from mailwarden_mailnet.errors import NetError
 
 # OpenSSL X509_V_ERR_* verify codes.
 _X509_EXPIRED = 10
@@ -46,45 +46,45 @@ _LOST = (
 )
 
 
-def classify_tls_error(exc: ssl.SSLError) -> ProbeError:
+def classify_tls_error(exc: ssl.SSLError) -> NetError:
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = exc.verify_code
         if code == _X509_EXPIRED:
-            return ProbeError(ErrorCode.CERT_EXPIRED, "certificate has expired")
+            return NetError(ErrorCode.CERT_EXPIRED, "certificate has expired")
         if code == _X509_NOT_YET_VALID:
-            return ProbeError(ErrorCode.CERT_EXPIRED, "certificate is not yet valid")
+            return NetError(ErrorCode.CERT_EXPIRED, "certificate is not yet valid")
         if code in (_X509_HOSTNAME_MISMATCH, _X509_IP_MISMATCH):
-            return ProbeError(ErrorCode.CERT_HOSTNAME_MISMATCH, "certificate does not match the host")
-        return ProbeError(ErrorCode.CERT_UNTRUSTED, f"certificate not trusted (verify code {code})")
+            return NetError(ErrorCode.CERT_HOSTNAME_MISMATCH, "certificate does not match the host")
+        return NetError(ErrorCode.CERT_UNTRUSTED, f"certificate not trusted (verify code {code})")
     reason = exc.reason or ""
     if reason in _OLD_TLS_REASONS:
-        return ProbeError(ErrorCode.TLS_VERSION_TOO_OLD, f"TLS version refused ({reason})")
+        return NetError(ErrorCode.TLS_VERSION_TOO_OLD, f"TLS version refused ({reason})")
     if reason in _NOT_TLS_REASONS:
-        return ProbeError(ErrorCode.TLS_PROTOCOL_ERROR, f"the server did not answer with TLS ({reason})")
+        return NetError(ErrorCode.TLS_PROTOCOL_ERROR, f"the server did not answer with TLS ({reason})")
     if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-        return ProbeError(ErrorCode.TLS_HANDSHAKE_FAILED, "connection closed during the TLS handshake")
-    return ProbeError(ErrorCode.TLS_HANDSHAKE_FAILED, f"TLS handshake failed ({reason or 'unknown'})")
+        return NetError(ErrorCode.TLS_HANDSHAKE_FAILED, "connection closed during the TLS handshake")
+    return NetError(ErrorCode.TLS_HANDSHAKE_FAILED, f"TLS handshake failed ({reason or 'unknown'})")
 
 
-def classify_exception(exc: BaseException, timeout_code: ErrorCode) -> ProbeError:
+def classify_exception(exc: BaseException, timeout_code: ErrorCode) -> NetError:
     """Map anything a step raised onto a catalog code (unexpected ones become internal_error)."""
-    if isinstance(exc, ProbeError):
+    if isinstance(exc, NetError):
         return exc
     if isinstance(exc, TimeoutError):
-        return ProbeError(timeout_code, "no answer in time")
+        return NetError(timeout_code, "no answer in time")
     if isinstance(exc, ssl.SSLError):
         return classify_tls_error(exc)
     if isinstance(exc, ConnectionRefusedError):
-        return ProbeError(ErrorCode.TCP_REFUSED, "connection refused")
+        return NetError(ErrorCode.TCP_REFUSED, "connection refused")
     if isinstance(exc, _LOST):
-        return ProbeError(ErrorCode.CONNECTION_LOST, "the server closed the connection")
+        return NetError(ErrorCode.CONNECTION_LOST, "the server closed the connection")
     if isinstance(exc, OSError):
         if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL):
-            return ProbeError(ErrorCode.TCP_UNREACHABLE, f"network unreachable (errno {exc.errno})")
+            return NetError(ErrorCode.TCP_UNREACHABLE, f"network unreachable (errno {exc.errno})")
         if exc.errno == errno.ETIMEDOUT:
-            return ProbeError(timeout_code, "timed out")
-        return ProbeError(ErrorCode.CONNECTION_LOST, f"socket error (errno {exc.errno})")
-    return ProbeError(ErrorCode.INTERNAL_ERROR, type(exc).__name__)
+            return NetError(timeout_code, "timed out")
+        return NetError(ErrorCode.CONNECTION_LOST, f"socket error (errno {exc.errno})")
+    return NetError(ErrorCode.INTERNAL_ERROR, type(exc).__name__)
 
 
 # --- IMAP (RFC 5530, RFC 3501) ----------------------------------------------------------------

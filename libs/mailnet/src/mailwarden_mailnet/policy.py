@@ -1,18 +1,22 @@
-"""Egress policy: which ports and addresses the tester may connect to (SSRF guard).
+"""Egress policy: which ports and addresses mailwarden may connect to (SSRF guard).
 
 Every resolved address is checked, and IPv4 hidden in IPv6 (mapped, compatible, NAT64, 6to4,
-Teredo) is unwrapped and checked too. The tester then connects to exactly the checked address,
-never to the name again, so DNS rebinding cannot swap the target after the check.
+Teredo) is unwrapped and checked too. The caller then connects to exactly the checked address,
+never to the name again, so DNS rebinding cannot swap the target after the check. Every outbound
+connection (tester probes, mailbox sync, webhooks) goes through :class:`EgressPolicy`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from tester_svc.config import Network
+from contracts.errors import ErrorCode
+from mailwarden_mailnet.errors import NetError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Explicit deny table on top of ipaddress' flags (is_global alone has had holes, CVE-2024-4032).
 _DENY: tuple[Network, ...] = tuple(
@@ -110,3 +114,37 @@ def check_addresses(addresses: Iterable[str], allow: Sequence[Network]) -> list[
         if addr is None or not address_allowed(addr, allow):
             bad.append(text)
     return bad
+
+
+def parse_networks(text: str) -> list[Network]:
+    """``"127.0.0.0/8, 10.1.0.0/16"`` → networks; raises ValueError naming the bad entry."""
+    nets: list[Network] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"not a network: {part!r}") from None
+    return nets
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """The ports and the operator-allowed private ranges of one kind of outbound connection."""
+
+    allow_networks: Sequence[Network] = ()
+    allowed_ports: Sequence[int] = ()
+
+    def check_port(self, port: int) -> None:
+        """Raise ``port_not_allowed`` unless ``port`` is in the allow-list (fail closed: empty allows none)."""
+        if port not in self.allowed_ports:
+            raise NetError(ErrorCode.PORT_NOT_ALLOWED, f"port {port} is not allowed")
+
+    def check_addresses(self, addresses: Iterable[str]) -> None:
+        """Raise ``address_not_allowed`` when any resolved address breaks the policy.
+
+        Coarse on purpose: which address was denied is not told (no internal-network oracle).
+        """
+        if check_addresses(addresses, self.allow_networks):
+            raise NetError(ErrorCode.ADDRESS_NOT_ALLOWED, "the server resolves to a non-public address")

@@ -1,6 +1,6 @@
-"""A capped line connection over asyncio streams: the only way probes talk to a server.
+"""A capped line connection over asyncio streams: the only way we talk to a mail server.
 
-Why our own wire instead of aioimaplib/aiosmtplib: the tester faces hostile servers. aioimaplib
+Why our own wire instead of aioimaplib/aiosmtplib: the tester and the sync face hostile servers. aioimaplib
 has no STARTTLS, no line or literal cap, resets its timeout on every line and logs LOGIN with the
 password; aiosmtplib's opportunistic STARTTLS and exception texts would need as much wrapping as
 these few lines. One wire gives every protocol the same guarantees: connect only to the address
@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from contracts.errors import ErrorCode
-from tester_svc.errors import ProbeError
+from mailwarden_mailnet.errors import NetError
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,16 @@ class Wire:
         wire.tls = ssl_ctx is not None
         return wire
 
+    def reset_budget(self, max_bytes: int | None = None) -> None:
+        """Start a new byte budget (a long-lived session budgets each command, not the connection)."""
+        self.bytes_read = 0
+        if max_bytes is not None:
+            self.limits = Limits(self.limits.max_line, max_bytes)
+
     def _count(self, n: int) -> None:
         self.bytes_read += n
         if self.bytes_read > self.limits.max_bytes:
-            raise ProbeError(
+            raise NetError(
                 ErrorCode.RESPONSE_TOO_LONG, f"the server sent more than {self.limits.max_bytes} bytes"
             )
 
@@ -67,22 +74,22 @@ class Wire:
         try:
             line = await self.reader.readuntil(b"\n")
         except asyncio.LimitOverrunError:
-            raise ProbeError(
+            raise NetError(
                 ErrorCode.RESPONSE_TOO_LONG, f"a response line is longer than {self.limits.max_line} bytes"
             ) from None
         except asyncio.IncompleteReadError:
-            raise ProbeError(ErrorCode.CONNECTION_LOST, "the server closed the connection") from None
+            raise NetError(ErrorCode.CONNECTION_LOST, "the server closed the connection") from None
         self._count(len(line))
         return line.rstrip(b"\r\n")
 
     async def read_exactly(self, n: int) -> bytes:
         """A literal's bytes; refused up front when it would break the byte budget."""
         if n > self.limits.max_bytes - self.bytes_read:
-            raise ProbeError(ErrorCode.RESPONSE_TOO_LONG, f"the server announced a {n}-byte literal")
+            raise NetError(ErrorCode.RESPONSE_TOO_LONG, f"the server announced a {n}-byte literal")
         try:
             data = await self.reader.readexactly(n)
         except asyncio.IncompleteReadError:
-            raise ProbeError(ErrorCode.CONNECTION_LOST, "the server closed the connection") from None
+            raise NetError(ErrorCode.CONNECTION_LOST, "the server closed the connection") from None
         self._count(n)
         return data
 
@@ -99,7 +106,7 @@ class Wire:
     async def start_tls(self, ctx: ssl.SSLContext, server_hostname: str) -> None:
         """Upgrade after a STARTTLS go-ahead; plaintext already buffered is an injection attack."""
         if self.buffered():
-            raise ProbeError(
+            raise NetError(
                 ErrorCode.PROTOCOL_VIOLATION, "the server sent data before the TLS handshake (injection)"
             )
         await self.writer.start_tls(ctx, server_hostname=server_hostname)
@@ -126,3 +133,14 @@ async def connect_socket(address: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+async def connect_first(addresses: Sequence[str], port: int) -> tuple[socket.socket, str]:
+    """The first of the checked ``addresses`` that accepts; the last error when none does."""
+    last: BaseException | None = None
+    for address in addresses:
+        try:
+            return await connect_socket(address, port), address
+        except OSError as exc:
+            last = exc
+    raise last or NetError(ErrorCode.TCP_UNREACHABLE, "no address to connect to")
