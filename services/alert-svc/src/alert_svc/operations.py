@@ -25,6 +25,7 @@ from alert_svc.schemas import (
 )
 from alert_svc.store import Stores
 from alert_svc.store.alerts import AlertDoc
+from alert_svc.store.webhooks import WebhookDoc
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
 
@@ -50,6 +51,11 @@ def recipient_query(kind: str | None, rid: str | None) -> dict[str, Any]:
 
 def _alert_view(doc: AlertDoc) -> AlertView:
     return AlertView.model_validate(doc.model_dump())
+
+
+def _shown(hook: WebhookDoc) -> dict[str, Any]:
+    """A webhook as the API shows it: everything but the sealed secret."""
+    return hook.model_dump(exclude={"secret"})
 
 
 class Operations:
@@ -108,27 +114,27 @@ class Operations:
         webhook_id = f"wh_{uuid.uuid4().hex}"
         secret = req.secret or secrets.token_urlsafe(32)
         scope = f"{req.recipient_kind}:{req.recipient_id}" if req.recipient_kind else "*"
-        doc = {
-            "_id": webhook_id,
-            "url": str(req.url),
-            "recipient_kind": req.recipient_kind,
-            "recipient_id": req.recipient_id,
-            "scope_key": scope,
-            "levels": list(dict.fromkeys(req.levels)),
-            "secret": self.keys.seal(secret.encode(), secret_aad(webhook_id)).model_dump(),
-            "created_at": datetime.now(UTC),
-        }
-        await self.webhooks.create_webhook(doc)
-        return WebhookCreated.model_validate({**doc, "id": webhook_id, "secret": secret})
+        hook = WebhookDoc(
+            id=webhook_id,
+            url=str(req.url),
+            recipient_kind=req.recipient_kind,
+            recipient_id=req.recipient_id,
+            scope_key=scope,
+            levels=list(dict.fromkeys(req.levels)),
+            secret=self.keys.seal(secret.encode(), secret_aad(webhook_id)),
+            created_at=datetime.now(UTC),
+        )
+        await self.webhooks.create_webhook(hook)
+        return WebhookCreated.model_validate(_shown(hook) | {"secret": secret})
 
     async def list_webhooks(self) -> list[WebhookView]:
-        return [WebhookView.from_doc(d) for d in await self.webhooks.list_webhooks()]
+        return [WebhookView.model_validate(_shown(d)) for d in await self.webhooks.list_webhooks()]
 
     async def get_webhook(self, webhook_id: str) -> WebhookView:
         doc = await self.webhooks.get_webhook(webhook_id)
         if doc is None:
             raise DomainError(404, "no such webhook")
-        return WebhookView.from_doc(doc)
+        return WebhookView.model_validate(_shown(doc))
 
     async def delete_webhook(self, webhook_id: str) -> Deleted:
         if not await self.webhooks.delete_webhook(webhook_id):
@@ -138,7 +144,7 @@ class Operations:
     async def deliveries(self, webhook_id: str, q: DeliveryQuery) -> list[DeliveryView]:
         await self.get_webhook(webhook_id)
         docs = await self.webhooks.list_deliveries(webhook_id, q.state, q.limit)
-        return [DeliveryView.from_doc(d) for d in docs]
+        return [DeliveryView.model_validate(d.model_dump()) for d in docs]
 
     # --- notification preferences --------------------------------------------------------------
     async def get_preferences(self, ref: RecipientRef, default_levels: list[str]) -> Preferences:

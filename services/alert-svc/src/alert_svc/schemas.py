@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -104,10 +104,6 @@ class WebhookView(BaseModel):
     created_at: datetime
     has_secret: bool = True
 
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> WebhookView:
-        return cls.model_validate({**doc, "id": doc["_id"]})
-
 
 class WebhookCreated(WebhookView):
     secret: str = Field(description="Shown once: keep it to verify X-Mailwarden-Signature.")
@@ -150,10 +146,6 @@ class DeliveryView(BaseModel):
     last_error: str | None = None
     delivered_at: datetime | None = None
     history: list[DeliveryAttempt]
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> DeliveryView:
-        return cls.model_validate({**doc, "id": doc["_id"]})
 
 
 class DeliveryList(BaseModel):

@@ -12,6 +12,7 @@ from alert_svc.channels.worker import PollingWorker
 from alert_svc.config import Settings
 from alert_svc.domain import PROFILE_MAJORITY_FAILURE, recipient_key, stable_id
 from alert_svc.store import Stores
+from alert_svc.store.webhooks import DeliveryDoc
 from contracts.envelope import Envelope
 from contracts.events import AlertRaised
 
@@ -32,19 +33,18 @@ class ChannelEnqueuer:
         key = recipient_key(alert.recipient)
         queued_hook = False
         for hook in await self.stores.webhooks.webhooks_for(key):
-            if hook.get("levels") and alert.level not in hook["levels"]:
+            if hook.levels and alert.level not in hook.levels:
                 continue
-            await self.stores.webhooks.enqueue_delivery(
-                {
-                    "_id": stable_id("delivery", event_id, hook["_id"]),
-                    "webhook_id": hook["_id"],
-                    "event_id": event_id,
-                    "alert_id": alert.alert_id,
-                    "body": envelope.model_dump_json(),
-                    "created_at": now,
-                    "next_attempt_at": now,
-                }
+            delivery = DeliveryDoc(
+                id=stable_id("delivery", event_id, hook.id),
+                webhook_id=hook.id,
+                event_id=event_id,
+                alert_id=alert.alert_id,
+                body=envelope.model_dump_json(),
+                created_at=now,
+                next_attempt_at=now,
             )
+            await self.stores.webhooks.enqueue_delivery(delivery)
             queued_hook = True
         if queued_hook:
             self.webhook_worker.wake()

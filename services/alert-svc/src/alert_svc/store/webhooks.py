@@ -3,17 +3,61 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from alert_svc.store.recipients import EPOCH
+from contracts.events import AlertLevel
+from contracts.models import OwnerKind, SealedSecret
+from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
 
 KEEP_ATTEMPTS = 20
+
+
+class WebhookDoc(Stored):
+    """A registered URL; the signing secret only sealed (``webhook:<id>``)."""
+
+    url: str
+    recipient_kind: OwnerKind | None = None
+    recipient_id: str | None = None
+    scope_key: str
+    """``<kind>:<id>`` of the recipient whose alerts it gets, ``*`` for every alert."""
+    levels: list[AlertLevel] = Field(default_factory=list)
+    secret: SealedSecret
+    created_at: datetime
+
+
+class Attempt(BaseModel):
+    at: datetime
+    status: int | None
+    error: str | None
+    duration_ms: float
+
+
+class DeliveryDoc(Stored):
+    """One alert event for one webhook: pending until delivered or given up, every attempt kept."""
+
+    webhook_id: str
+    event_id: str
+    alert_id: str
+    body: str = ""
+    """The AlertRaised envelope as sent (left out of listings)."""
+    state: Literal["pending", "delivered", "failed"] = "pending"
+    attempts: int = 0
+    created_at: datetime
+    next_attempt_at: datetime
+    lease_until: datetime = EPOCH
+    history: list[Attempt] = Field(default_factory=list)
+    last_status: int | None = None
+    last_error: str | None = None
+    last_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
 
 
 class WebhookStore:
@@ -26,58 +70,65 @@ class WebhookStore:
         await self.deliveries.create_index([("state", ASCENDING), ("next_attempt_at", ASCENDING)])
         await self.deliveries.create_index([("webhook_id", ASCENDING), ("created_at", DESCENDING)])
 
-    async def create_webhook(self, doc: Document) -> None:
-        await self.webhooks.insert_one(doc)
+    async def create_webhook(self, hook: WebhookDoc) -> None:
+        await self.webhooks.insert_one(hook.stored())
 
-    async def list_webhooks(self) -> list[Document]:
-        return await self.webhooks.find({}).sort("created_at", ASCENDING).to_list(None)
+    async def list_webhooks(self) -> list[WebhookDoc]:
+        found = await self.webhooks.find({}).sort("created_at", ASCENDING).to_list(None)
+        return [WebhookDoc.model_validate(d) for d in found]
 
-    async def get_webhook(self, webhook_id: str) -> Document | None:
-        return await self.webhooks.find_one({"_id": webhook_id})
+    async def get_webhook(self, webhook_id: str) -> WebhookDoc | None:
+        found = await self.webhooks.find_one({"_id": webhook_id})
+        return None if found is None else WebhookDoc.model_validate(found)
 
     async def delete_webhook(self, webhook_id: str) -> bool:
         return (await self.webhooks.delete_one({"_id": webhook_id})).deleted_count == 1
 
-    async def webhooks_for(self, key: str) -> list[Document]:
-        return await self.webhooks.find({"scope_key": {"$in": ["*", key]}}).to_list(None)
+    async def webhooks_for(self, key: str) -> list[WebhookDoc]:
+        found = await self.webhooks.find({"scope_key": {"$in": ["*", key]}}).to_list(None)
+        return [WebhookDoc.model_validate(d) for d in found]
 
-    async def enqueue_delivery(self, doc: Document) -> None:
+    async def enqueue_delivery(self, delivery: DeliveryDoc) -> None:
+        """Deterministic ``_id``: the same alert event never queues two deliveries to one webhook."""
         try:
-            await self.deliveries.insert_one(
-                doc | {"state": "pending", "attempts": 0, "lease_until": EPOCH, "history": []}
-            )
+            await self.deliveries.insert_one(delivery.stored())
         except DuplicateKeyError:
             pass
 
-    async def due_deliveries(self, now: datetime, limit: int) -> list[Document]:
+    async def due_deliveries(self, now: datetime, limit: int) -> list[DeliveryDoc]:
         query = {"state": "pending", "next_attempt_at": {"$lte": now}, "lease_until": {"$lte": now}}
-        return await self.deliveries.find(query).sort("next_attempt_at", ASCENDING).limit(limit).to_list(None)
+        found = (
+            await self.deliveries.find(query).sort("next_attempt_at", ASCENDING).limit(limit).to_list(None)
+        )
+        return [DeliveryDoc.model_validate(d) for d in found]
 
-    async def lease_delivery(self, doc: Document, until: datetime) -> bool:
+    async def lease_delivery(self, delivery: DeliveryDoc, until: datetime) -> bool:
+        """Take a due delivery for one attempt, unless another worker took it since it was read."""
         result = await self.deliveries.update_one(
             {
-                "_id": doc["_id"],
+                "_id": delivery.id,
                 "state": "pending",
-                "attempts": doc["attempts"],
-                "lease_until": doc["lease_until"],
+                "attempts": delivery.attempts,
+                "lease_until": delivery.lease_until,
             },
             {"$set": {"lease_until": until}},
         )
         return result.modified_count == 1
 
-    async def delivery_attempt(self, delivery_id: str, changes: Document, attempt: Document) -> None:
+    async def delivery_attempt(self, delivery_id: str, changes: Document, attempt: Attempt) -> None:
         await self.deliveries.update_one(
             {"_id": delivery_id},
             {
                 "$set": changes,
                 "$inc": {"attempts": 1},
-                "$push": {"history": {"$each": [attempt], "$slice": -KEEP_ATTEMPTS}},
+                "$push": {"history": {"$each": [attempt.model_dump()], "$slice": -KEEP_ATTEMPTS}},
             },
         )
 
-    async def list_deliveries(self, webhook_id: str, state: str | None, limit: int) -> list[Document]:
+    async def list_deliveries(self, webhook_id: str, state: str | None, limit: int) -> list[DeliveryDoc]:
         query: dict[str, Any] = {"webhook_id": webhook_id}
         if state:
             query["state"] = state
         cursor = self.deliveries.find(query, {"body": 0})
-        return await cursor.sort("created_at", DESCENDING).limit(limit).to_list(None)
+        found = await cursor.sort("created_at", DESCENDING).limit(limit).to_list(None)
+        return [DeliveryDoc.model_validate(d) for d in found]
