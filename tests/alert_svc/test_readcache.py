@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import cast
 
 from alert_svc.readcache import ReadModelCache
 from alert_svc.rules import OrgPolicy
-from alert_svc.store.readmodels import ReadModelStore
+from alert_svc.store.readmodels import ProfileModel, ReadModelStore
 
 
 class FakeRepo:
@@ -28,10 +28,10 @@ class FakeRepo:
             await self.gate.wait()
         return value
 
-    async def profile(self, profile_id: str) -> dict[str, Any] | None:
+    async def profile(self, profile_id: str) -> ProfileModel | None:
         self.reads += 1
         name = self.names.get(profile_id)
-        return {"name": name} if name else None
+        return ProfileModel(id=profile_id, name=name) if name else None
 
     async def profile_mailbox_ids(self, profile_id: str) -> list[str]:
         self.reads += 1

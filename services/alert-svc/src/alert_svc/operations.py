@@ -25,6 +25,7 @@ from alert_svc.schemas import (
 )
 from alert_svc.store import Stores
 from alert_svc.store.alerts import AlertDoc
+from alert_svc.store.recipients import PreferencesDoc
 from alert_svc.store.webhooks import WebhookDoc
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
@@ -148,12 +149,15 @@ class Operations:
 
     # --- notification preferences --------------------------------------------------------------
     async def get_preferences(self, ref: RecipientRef, default_levels: list[str]) -> Preferences:
-        doc = await self.preferences.preferences(f"{ref.recipient_kind}:{ref.recipient_id}") or {}
-        return Preferences.model_validate(
-            {"email_levels": doc.get("email_levels", default_levels), "email": doc.get("email")}
-        )
+        doc = await self.preferences.preferences(f"{ref.recipient_kind}:{ref.recipient_id}")
+        levels = default_levels if doc is None or doc.email_levels is None else doc.email_levels
+        return Preferences.model_validate({"email_levels": levels, "email": doc.email if doc else None})
 
     async def set_preferences(self, ref: RecipientRef, prefs: Preferences) -> Preferences:
-        fields = {"email_levels": list(dict.fromkeys(prefs.email_levels)), "email": prefs.email}
-        doc = await self.preferences.save_preferences(f"{ref.recipient_kind}:{ref.recipient_id}", fields)
-        return Preferences.model_validate({"email_levels": doc["email_levels"], "email": doc.get("email")})
+        wanted = PreferencesDoc(
+            id=f"{ref.recipient_kind}:{ref.recipient_id}",
+            email_levels=list(dict.fromkeys(prefs.email_levels)),
+            email=prefs.email,
+        )
+        saved = await self.preferences.save_preferences(wanted)
+        return Preferences.model_validate({"email_levels": saved.email_levels or [], "email": saved.email})

@@ -50,7 +50,7 @@ class ReadModelCache:
     async def profile_name(self, profile_id: str) -> str:
         async def load() -> str:
             profile = await self.repo.profile(profile_id)
-            return str(profile["name"]) if profile else profile_id
+            return profile.name if profile and profile.name else profile_id
 
         return await self._cached(f"name:{profile_id}", load)
 

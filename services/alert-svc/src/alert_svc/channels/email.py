@@ -17,39 +17,36 @@ import aiosmtplib
 
 from alert_svc.channels.worker import PollingWorker
 from alert_svc.config import Settings
-from alert_svc.store.recipients import EmailQueue
-from mailwarden_runtime.mongo import Document
+from alert_svc.store.recipients import EmailItem, EmailQueue
 
 log = logging.getLogger(__name__)
 
 
-def compose(items: list[Document], batch_id: str, sender: str) -> EmailMessage:
+def compose(items: list[EmailItem], batch_id: str, sender: str) -> EmailMessage:
     first = items[0]
-    urgent = [i for i in items if i.get("urgent")]
+    urgent = [i for i in items if i.urgent]
     if urgent:
-        subject = f"[mailwarden] {urgent[0]['title']}"
+        subject = f"[mailwarden] {urgent[0].title}"
     elif len(items) == 1:
-        subject = f"[mailwarden] {first['level'].capitalize()}: {first['title']}"
+        subject = f"[mailwarden] {first.level.capitalize()}: {first.title}"
     else:
         subject = f"[mailwarden] {len(items)} new alerts"
     lines = [
-        f"Hello {first['recipient_name']},",
+        f"Hello {first.recipient_name},",
         "",
         f"{len(items)} new alert(s) on your mailwarden wall:",
         "",
     ]
     for item in items:
-        lines.append(f"[{item['level'].upper()}] {item['title']}")
-        lines.append(f"  {item['message']}")
-        if item.get("remediation"):
-            lines.append(f"  What to do: {item['remediation']}")
-        lines.append(
-            f"  Alert {item['alert_id']}" + (f", test run {item['test_id']}" if item.get("test_id") else "")
-        )
+        lines.append(f"[{item.level.upper()}] {item.title}")
+        lines.append(f"  {item.message}")
+        if item.remediation:
+            lines.append(f"  What to do: {item.remediation}")
+        lines.append(f"  Alert {item.alert_id}" + (f", test run {item.test_id}" if item.test_id else ""))
         lines.append("")
     msg = EmailMessage()
     msg["From"] = sender
-    msg["To"] = first["address"]
+    msg["To"] = first.address
     msg["Subject"] = subject
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = f"<{batch_id}@mailwarden>"
@@ -80,7 +77,7 @@ class EmailDigestWorker(PollingWorker):
             try:
                 await self.send(compose(items, batch_id, self.settings.alert_smtp_from))
             except (aiosmtplib.SMTPException, OSError) as exc:
-                attempts = max(i.get("attempts", 0) for i in items)
+                attempts = max(i.attempts for i in items)
                 delay = min(self.settings.alert_email_backoff_s * 2**attempts, 3600.0)
                 await self.repo.emails_failed(batch_id, now + timedelta(seconds=delay), type(exc).__name__)
                 log.warning(

@@ -12,6 +12,7 @@ from alert_svc.channels.worker import PollingWorker
 from alert_svc.config import Settings
 from alert_svc.domain import PROFILE_MAJORITY_FAILURE, recipient_key, stable_id
 from alert_svc.store import Stores
+from alert_svc.store.recipients import EmailItem, PreferencesDoc
 from alert_svc.store.webhooks import DeliveryDoc
 from contracts.envelope import Envelope
 from contracts.events import AlertRaised
@@ -55,33 +56,32 @@ class ChannelEnqueuer:
         """New alerts only (not repeats or resolutions), for the levels the recipient chose."""
         if not self.settings.alert_smtp_host or alert.state != "open" or alert.count != 1:
             return False
-        prefs = await self.stores.preferences.preferences(key) or {}
-        address = prefs.get("email") or alert.recipient.email
-        levels = prefs.get("email_levels", self.settings.alert_email_levels)
+        prefs = await self.stores.preferences.preferences(key) or PreferencesDoc(id=key)
+        address = prefs.email or alert.recipient.email
+        levels = self.settings.alert_email_levels if prefs.email_levels is None else prefs.email_levels
         urgent = alert.code == PROFILE_MAJORITY_FAILURE and await self._profile_wants_mail(alert.profile_id)
         if not address or not (urgent or alert.level in levels):
             return False
         interval = timedelta(seconds=self.settings.alert_digest_interval_s)
-        await self.stores.emails.enqueue_email(
-            {
-                "_id": stable_id("email", event_id),
-                "recipient_key": key,
-                "address": address,
-                "recipient_name": alert.recipient.name,
-                "alert_id": alert.alert_id,
-                "level": alert.level,
-                "code": alert.code,
-                "title": alert.title,
-                "message": alert.message,
-                "remediation": alert.remediation,
-                "test_id": alert.test_id,
-                "urgent": urgent,
-                "created_at": now,
-                "due_at": now if urgent else now + interval,
-            }
+        item = EmailItem(
+            id=stable_id("email", event_id),
+            recipient_key=key,
+            address=address,
+            recipient_name=alert.recipient.name,
+            alert_id=alert.alert_id,
+            level=alert.level,
+            code=alert.code,
+            title=alert.title,
+            message=alert.message,
+            remediation=alert.remediation,
+            test_id=alert.test_id,
+            urgent=urgent,
+            created_at=now,
+            due_at=now if urgent else now + interval,
         )
+        await self.stores.emails.enqueue_email(item)
         return urgent
 
     async def _profile_wants_mail(self, profile_id: str | None) -> bool:
         profile = await self.stores.read_models.profile(profile_id) if profile_id else None
-        return bool(profile and profile.get("majority_email"))
+        return bool(profile and profile.majority_email)

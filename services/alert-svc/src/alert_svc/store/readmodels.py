@@ -11,7 +11,19 @@ from pymongo.errors import DuplicateKeyError
 
 from alert_svc.rules import OrgPolicy
 from contracts.events import SettingsSnapshot
+from contracts.models import Owner
+from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
+
+
+class ProfileModel(Stored):
+    """What alert-svc keeps of a profile: its name for alert texts, the owner, the majority mail."""
+
+    name: str | None = None
+    owner: Owner | None = None
+    majority_email: bool = False
+    deleted: bool = False
+    version: int = 0
 
 
 class ReadModelStore:
@@ -43,8 +55,9 @@ class ReadModelStore:
             {"_id": profile_id}, {"$set": {"deleted": True, "version": 2**62}}, upsert=True
         )
 
-    async def profile(self, profile_id: str) -> Document | None:
-        return await self.profiles.find_one({"_id": profile_id, "deleted": {"$ne": True}})
+    async def profile(self, profile_id: str) -> ProfileModel | None:
+        found = await self.profiles.find_one({"_id": profile_id, "deleted": {"$ne": True}})
+        return None if found is None else ProfileModel.model_validate(found)
 
     async def save_mailbox(self, mailbox_id: str, version: int, profile_id: str | None, active: bool) -> None:
         await self._versioned_upsert(

@@ -4,27 +4,67 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from contracts.events import AlertLevel
+from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class PreferencesDoc(Stored):
+    """One recipient's choice (``_id`` ``<kind>:<id>``): which levels are mailed, and where."""
+
+    email_levels: list[AlertLevel] | None = None
+    """``None``: the service's default levels."""
+    email: str | None = None
+    """``None``: the owner's address from the alert."""
+
+
+class EmailItem(Stored):
+    """One new alert waiting to be mailed in its recipient's next digest (``_id`` from the event)."""
+
+    recipient_key: str
+    address: str
+    recipient_name: str
+    alert_id: str
+    level: AlertLevel
+    code: str
+    title: str
+    message: str
+    remediation: str = ""
+    test_id: str | None = None
+    urgent: bool = False
+    """Mailed at once (a majority failure whose profile asks for it), not in the next digest."""
+    created_at: datetime
+    due_at: datetime
+    state: Literal["pending", "sent"] = "pending"
+    attempts: int = 0
+    lease_until: datetime = EPOCH
+    batch_id: str | None = None
+    sent_at: datetime | None = None
+    last_error: str | None = None
 
 
 class PreferenceStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.prefs: AsyncCollection[Document] = db["recipient_preferences"]
 
-    async def preferences(self, key: str) -> Document | None:
-        return await self.prefs.find_one({"_id": key})
+    async def preferences(self, key: str) -> PreferencesDoc | None:
+        found = await self.prefs.find_one({"_id": key})
+        return None if found is None else PreferencesDoc.model_validate(found)
 
-    async def save_preferences(self, key: str, fields: Document) -> Document:
-        await self.prefs.update_one({"_id": key}, {"$set": fields}, upsert=True)
-        return await self.prefs.find_one({"_id": key}) or {}
+    async def save_preferences(self, prefs: PreferencesDoc) -> PreferencesDoc:
+        await self.prefs.update_one(
+            {"_id": prefs.id}, {"$set": prefs.stored(include={"email_levels", "email"})}, upsert=True
+        )
+        return await self.preferences(prefs.id) or prefs
 
 
 class EmailQueue:
@@ -36,10 +76,10 @@ class EmailQueue:
         await self.emails.create_index("recipient_key")
         await self.emails.create_index("batch_id")
 
-    async def enqueue_email(self, item: Document) -> None:
+    async def enqueue_email(self, item: EmailItem) -> None:
         """Deterministic ``_id``: the same alert event never queues two mails."""
         try:
-            await self.emails.insert_one(item | {"state": "pending", "attempts": 0, "lease_until": EPOCH})
+            await self.emails.insert_one(item.stored())
         except DuplicateKeyError:
             pass
 
@@ -51,7 +91,7 @@ class EmailQueue:
 
     async def claim_emails(
         self, key: str, now: datetime, lease_s: float, limit: int
-    ) -> tuple[str, list[Document]]:
+    ) -> tuple[str, list[EmailItem]]:
         """Lease a recipient's pending items to one batch; an expired lease frees them after a crash."""
         free = {"recipient_key": key, "state": "pending", "lease_until": {"$lte": now}}
         ids = [
@@ -67,7 +107,7 @@ class EmailQueue:
             {"$set": {"batch_id": batch_id, "lease_until": now + timedelta(seconds=lease_s)}},
         )
         items = await self.emails.find({"batch_id": batch_id}).sort("created_at", ASCENDING).to_list(None)
-        return batch_id, items
+        return batch_id, [EmailItem.model_validate(i) for i in items]
 
     async def emails_sent(self, batch_id: str, at: datetime) -> None:
         await self.emails.update_many({"batch_id": batch_id}, {"$set": {"state": "sent", "sent_at": at}})
