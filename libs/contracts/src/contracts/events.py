@@ -120,7 +120,9 @@ class ProfileDeleted(Event):
     profile_id: Identifier
 
 
-class SettingsSnapshot(Frozen):
+class EmailSettings(Frozen):
+    """The organisation's email settings, each with its default (the snapshot adds its version)."""
+
     default_profile_id: Identifier | None = None
     incoming_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
     outgoing_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
@@ -130,6 +132,9 @@ class SettingsSnapshot(Frozen):
     alert_levels: list[AlertLevel] = Field(default_factory=lambda: list(DEFAULT_ALERT_LEVELS))
     notify_mailbox_owner: bool = True
     allowed_ports: list[Port] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_PORTS))
+
+
+class SettingsSnapshot(EmailSettings):
     version: int = 0
     updated_at: datetime | None = None
 

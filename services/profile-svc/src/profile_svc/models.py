@@ -11,10 +11,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from contracts.events import DEFAULT_ALERT_LEVELS, AdvancedOptions, AlertLevel, SettingsSnapshot
+from contracts.events import (
+    DEFAULT_ALERT_LEVELS,
+    AdvancedOptions,
+    AlertLevel,
+    EmailSettings,
+    SettingsSnapshot,
+)
 from contracts.models import (
     CredentialSource,
-    DeliveryMethod,
     Endpoint,
     Host,
     Identifier,
@@ -182,21 +187,15 @@ class DeleteResult(BaseModel):
     deleted: bool
 
 
-class SettingsIn(Strict):
+class SettingsIn(EmailSettings):
     """PUT /settings replaces every setting; an omitted field takes its default."""
 
-    default_profile_id: Identifier | None = None
-    incoming_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
-    outgoing_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
-    act_delivery: DeliveryMethod = DeliveryMethod.NONE
-    approved_users_only: bool = True
-    approved_queues_only: bool = True
     alert_levels: Annotated[list[AlertLevel], Field(max_length=3)] = Field(
         default_factory=lambda: list(DEFAULT_ALERT_LEVELS)
     )
-    notify_mailbox_owner: bool = True
     port_preset: PortPreset = "default"
-    allowed_ports: Annotated[list[Port], Field(min_length=1, max_length=64)] | None = Field(
+    # Optional here, unlike in the snapshot: a named preset brings its own list.
+    allowed_ports: Annotated[list[Port], Field(min_length=1, max_length=64)] | None = Field(  # type: ignore[assignment]
         None, description='The allow-list; only (and then required) with port_preset "custom".'
     )
 
