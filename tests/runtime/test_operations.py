@@ -108,8 +108,11 @@ class Door:
     handled: list[BaseModel] = field(default_factory=list)
     deny: bool = False
 
-    async def rpc(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
-        msg = await self.nc.request(f"mailwarden.rpc.{SERVICE}.{op}", json.dumps(body).encode(), timeout=5)
+    async def rpc(
+        self, op: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        subject = f"mailwarden.rpc.{SERVICE}.{op}"
+        msg = await self.nc.request(subject, json.dumps(body).encode(), timeout=5, headers=headers)
         reply: dict[str, Any] = json.loads(msg.data)
         return reply
 
@@ -181,9 +184,11 @@ async def test_authorize_runs_before_the_handler_on_both_doors(door: Door) -> No
     door.deny = True
     refused = await door.http.patch("/items/abc", json={"label": "x"})
     assert refused.status_code == 403 and refused.json()["detail"] == "needs profiles:write"
-    assert (await door.rpc("items.change", {"item_id": "abc"}))["status"] == 403
+    token = {"Authorization": "Bearer t0ken"}
+    assert (await door.rpc("items.change", {"item_id": "abc"}, headers=token))["status"] == 403
     assert door.handled == []
     assert door.calls[0].headers.get("host") == "svc"
+    assert door.calls[1].headers.get("Authorization") == "Bearer t0ken"
 
 
 async def test_get_reads_the_query_delete_answers_204_and_lists_stay_bare_over_http(door: Door) -> None:

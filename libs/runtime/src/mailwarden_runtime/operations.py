@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError, create_model
 
 from mailwarden_runtime.http import Problem
-from mailwarden_runtime.rpc import rpc_subject
+from mailwarden_runtime.rpc import RequestHeaders, rpc_subject
 from mailwarden_runtime.service import ServiceRuntime
 
 In = TypeVar("In", bound=BaseModel)
@@ -98,7 +98,7 @@ class Call:
     operation: Operation[Any, Any]
     door: Door
     headers: Mapping[str, str]
-    """HTTP request headers; empty over NATS until the rpc transport hands message headers over."""
+    """The request's headers: HTTP headers, or the NATS message's headers (e.g. a token)."""
 
 
 Authorize = Callable[[Call, BaseModel], Awaitable[None]]
@@ -127,11 +127,14 @@ def serve(
 def _serve_rpc(runtime: ServiceRuntime, item: Bound[In, Out], check: Authorize) -> None:
     op, handler = item.operation, item.handler
 
-    async def answer(request: In) -> Out:
-        await check(Call(runtime.name, op, "nats", {}), request)
+    async def answer(request: In, headers: RequestHeaders) -> Out:
+        await check(Call(runtime.name, op, "nats", headers), request)
         return await handler(request)
 
-    runtime.rpc(op.name, op.input, answer)
+    # The runtime documents an operation (AsyncAPI) from its handler's docstring and return type.
+    answer.__doc__ = op.summary
+    answer.__annotations__ = {"request": op.input, "headers": RequestHeaders, "return": op.output}
+    runtime.rpc(op.name, op.input, answer, with_headers=True)
 
 
 # ------------------------------------------------------------------------------------------------ HTTP
