@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -52,19 +52,24 @@ def cause_scope(recipient: str, profile_id: str, code: str, direction: str | Non
     return f"c:{recipient}|{profile_id}|{code}|{direction or '-'}"
 
 
-class AlertDoc(Stored):
+class AlertText(BaseModel):
+    """What an alert says, on the wall and in a mail."""
+
+    level: AlertLevel
+    code: str
+    title: str
+    message: str
+    remediation: str = ""
+
+
+class AlertDoc(Stored, AlertText):
     """A stored alert. While open, ``open_key`` (unique) and ``open_in`` are set; resolving unsets them."""
 
     open_key: str | None = None
     key: str
     recipient: Owner
     recipient_key: str
-    level: AlertLevel
     kind: str
-    code: str
-    title: str
-    message: str
-    remediation: str = ""
     mailbox_id: str | None = None
     mailbox_email: str | None = None
     profile_id: str | None = None
@@ -109,25 +114,8 @@ class Planned:
 
 def alert_event(doc: AlertDoc, occurrence: str) -> tuple[Document, str]:
     """The AlertRaised outbox entry for the state ``doc`` is about to have."""
-    data = AlertRaised(
-        alert_id=doc.id,
-        recipient=doc.recipient,
-        level=doc.level,
-        code=doc.code,
-        title=doc.title,
-        message=doc.message,
-        remediation=doc.remediation,
-        mailbox_id=doc.mailbox_id,
-        mailbox_email=doc.mailbox_email,
-        profile_id=doc.profile_id,
-        test_id=doc.last_test_id,
-        direction=doc.direction,
-        state=doc.state,
-        count=doc.count,
-        affected_mailboxes=list(doc.affected_mailboxes),
-        first_seen=doc.first_seen,
-        last_seen=doc.last_seen,
-    )
+    shared = {k: getattr(doc, k) for k in AlertRaised.model_fields if k in AlertDoc.model_fields}
+    data = AlertRaised.model_validate(shared | {"alert_id": doc.id, "test_id": doc.last_test_id})
     event_id = uuid.UUID(stable_id("event", doc.id, occurrence))
     envelope = make_envelope(data, PRODUCER, event_id=event_id, correlation_id=doc.last_test_id)
     subject = alert_subject(doc.recipient.kind.value, doc.recipient.id, doc.level)

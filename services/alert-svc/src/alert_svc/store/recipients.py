@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pymongo import ASCENDING
@@ -11,11 +11,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from alert_svc.store.alerts import AlertText
+from alert_svc.store.queued import Queued
 from contracts.events import AlertLevel
 from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class PreferencesDoc(Stored):
@@ -27,29 +27,20 @@ class PreferencesDoc(Stored):
     """``None``: the owner's address from the alert."""
 
 
-class EmailItem(Stored):
+class EmailItem(Queued, AlertText):
     """One new alert waiting to be mailed in its recipient's next digest (``_id`` from the event)."""
 
     recipient_key: str
     address: str
     recipient_name: str
     alert_id: str
-    level: AlertLevel
-    code: str
-    title: str
-    message: str
-    remediation: str = ""
     test_id: str | None = None
     urgent: bool = False
     """Mailed at once (a majority failure whose profile asks for it), not in the next digest."""
-    created_at: datetime
     due_at: datetime
     state: Literal["pending", "sent"] = "pending"
-    attempts: int = 0
-    lease_until: datetime = EPOCH
     batch_id: str | None = None
     sent_at: datetime | None = None
-    last_error: str | None = None
 
 
 class PreferenceStore:

@@ -11,7 +11,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from alert_svc.store.recipients import EPOCH
+from alert_svc.store.queued import Queued
 from contracts.events import AlertLevel
 from contracts.models import OwnerKind, SealedSecret
 from mailwarden_runtime.documents import Stored
@@ -40,7 +40,7 @@ class Attempt(BaseModel):
     duration_ms: float
 
 
-class DeliveryDoc(Stored):
+class DeliveryDoc(Queued):
     """One alert event for one webhook: pending until delivered or given up, every attempt kept."""
 
     webhook_id: str
@@ -49,13 +49,9 @@ class DeliveryDoc(Stored):
     body: str = ""
     """The AlertRaised envelope as sent (left out of listings)."""
     state: Literal["pending", "delivered", "failed"] = "pending"
-    attempts: int = 0
-    created_at: datetime
     next_attempt_at: datetime
-    lease_until: datetime = EPOCH
     history: list[Attempt] = Field(default_factory=list)
     last_status: int | None = None
-    last_error: str | None = None
     last_attempt_at: datetime | None = None
     delivered_at: datetime | None = None
 
