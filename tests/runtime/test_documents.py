@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import bson
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from contracts.models import TlsMode
-from mailwarden_runtime.documents import Stored
+from mailwarden_runtime.documents import Stored, patched
 
 AT = datetime(2026, 12, 3, 9, 30, tzinfo=UTC)
 
@@ -39,3 +39,30 @@ def test_times_stay_dates_for_queries_and_the_rest_is_plain_json() -> None:
 def test_include_writes_only_the_named_fields() -> None:
     thing = Thing.model_validate({"_id": "t1", "tls": "none", "since": "2026-01-02", "at": AT, "outbox": [1]})
     assert thing.stored(include={"at", "tags"}) == {"at": AT, "tags": []}
+
+
+class Inner(BaseModel):
+    a: int = 1
+    b: int = 2
+
+
+class Outer(BaseModel):
+    name: str = "x"
+    inner: Inner = Inner()
+
+
+class OuterPatch(BaseModel):
+    name: str | None = None
+    inner: InnerPatch | None = None
+
+
+class InnerPatch(BaseModel):
+    a: int | None = None
+    b: int | None = None
+
+
+def test_patched_takes_only_what_the_patch_sets_and_not_null() -> None:
+    base = Outer(name="kept", inner=Inner(a=5, b=6))
+    patch = OuterPatch.model_validate({"name": None, "inner": {"b": 9}})
+    assert patched(base, patch) == Outer(name="kept", inner=Inner(a=5, b=9))
+    assert patched(base, OuterPatch()) == base

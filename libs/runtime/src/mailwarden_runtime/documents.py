@@ -1,4 +1,4 @@
-"""Stored documents as pydantic models: typed in the code, plain BSON in MongoDB."""
+"""Stored documents as pydantic models (typed in the code, plain BSON in MongoDB), and PATCH on models."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import functools
 import types
 from collections.abc import Collection
 from datetime import datetime
-from typing import Union, get_args, get_origin
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,3 +40,19 @@ def _is_time(annotation: object) -> bool:
     if get_origin(annotation) in (Union, types.UnionType):
         return any(_is_time(a) for a in get_args(annotation))
     return False
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def patched(model: M, patch: BaseModel) -> M:
+    """``model`` with the fields ``patch`` sets and does not set to ``null``; nested models alike."""
+    update: dict[str, Any] = {}
+    for name in patch.model_fields_set & set(type(model).model_fields):
+        value, current = getattr(patch, name), getattr(model, name)
+        if value is None:
+            continue
+        if isinstance(value, BaseModel) and isinstance(current, BaseModel):
+            value = patched(current, value)
+        update[name] = value
+    return model.model_copy(update=update)

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
 
 from contracts.events import AdvancedOptions
 from contracts.models import CredentialSource, Direction, Endpoint, IncomingProtocol, Owner, TlsMode
+from mailwarden_runtime.documents import patched
 from mailwarden_runtime.http import FieldProblem
 from profile_svc.credentials import Login
 from profile_svc.models import CredentialsIn, OutgoingIn, ProfileCreate, ProfilePatch
@@ -57,22 +55,6 @@ def requested(stored: ProfileCreate, patch: ProfilePatch) -> ProfileCreate:
         kept = {k: None for k in ("host", "tls") if k not in sent}
         merged = merged.model_copy(update={"outgoing": merged.outgoing.model_copy(update=kept)})
     return merged
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def patched(model: M, patch: BaseModel) -> M:
-    """``model`` with the fields ``patch`` sets and does not set to ``null``; nested models alike."""
-    update: dict[str, Any] = {}
-    for name in patch.model_fields_set & set(type(model).model_fields):
-        value, current = getattr(patch, name), getattr(model, name)
-        if value is None:
-            continue
-        if isinstance(value, BaseModel) and isinstance(current, BaseModel):
-            value = patched(current, value)
-        update[name] = value
-    return model.model_copy(update=update)
 
 
 def _given_logins(credentials: CredentialsIn | None) -> dict[Direction, Login]:
