@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from nats.aio.client import Client
 from pydantic import BaseModel, ConfigDict, Field
 
+from mailwarden_runtime import operations
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.operations import Call, Operation, serve
 from mailwarden_runtime.service import ServiceRuntime
@@ -217,3 +218,9 @@ def test_the_openapi_entry_has_every_status_the_permission_and_the_subject(door:
         404: "No such item",
         422: "Invalid input: each bad field named, nothing stored",
     }
+
+
+def test_the_refusals_of_authorize_join_every_operation_s_statuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(operations.ACCESS_REFUSALS, 403, "Not allowed")
+    assert CHANGE.statuses()[403] == "Not allowed" and ALL.statuses()[403] == "Not allowed"
+    assert list(CHANGE.statuses()) == [200, 403, 404, 422]

@@ -31,6 +31,8 @@ Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 Door = Literal["http", "nats"]
 
 INVALID = "Invalid input: each bad field named, nothing stored"
+ACCESS_REFUSALS: dict[int, str] = {}
+"""What :func:`authorize` can answer on every operation (e.g. 401, 403), listed with its statuses."""
 _PATH_PARAM = re.compile(r"{(\w+)}")
 _QUERY_METHODS = frozenset({"GET", "DELETE"})
 
@@ -70,7 +72,7 @@ class Operation(Generic[In, Out]):
 
     def statuses(self) -> dict[int, str]:
         """Every status it can answer, success first, each with when."""
-        refusals = dict(self.errors)
+        refusals = ACCESS_REFUSALS | dict(self.errors)
         if self.takes_input:
             refusals.setdefault(422, INVALID)
         return {self.status_code: self.summary, **dict(sorted(refusals.items()))}
