@@ -14,8 +14,9 @@ import time
 import uuid
 from pathlib import Path
 
-from chaos.harness import Figure, MailTarget, System, eventually, private_nats
+from chaos.harness import Figure, MailTarget, System, private_nats
 from chaos.infra import MAIL_USER, Infra, direct_target
+from mailwarden_servers import eventually
 
 
 async def _prepare(

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from bson import json_util
 
-from chaos.harness import Figure, System, eventually, private_nats
+from chaos.harness import Figure, System, private_nats
 from chaos.infra import Infra, direct_target
+from mailwarden_servers import eventually
 
 WINDOW_S = 1.0
 REPLAYED_STREAMS = ("MW_CONFIG", "MW_TESTS", "MW_ALERTS")

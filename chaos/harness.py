@@ -12,10 +12,9 @@ import contextlib
 import json
 import os
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from pymongo import AsyncMongoClient
 
 from contracts.subjects import STREAMS
 from mailwarden_runtime.crypto import KeyRing
-from mailwarden_servers import DovecotServer, NatsServer, TestCertificates, free_port
+from mailwarden_servers import DovecotServer, NatsServer, TestCertificates, eventually, free_port
 from mailwarden_servers.devstack import SERVICES, ServiceProcess, ServiceSpec
 
 Doc = dict[str, Any]
@@ -54,18 +53,6 @@ def environment(env: dict[str, str]) -> Iterator[None]:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, within: float = 60.0) -> Any:
-    """Poll ``check`` until it returns something truthy (the system is asynchronous by design)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @dataclass

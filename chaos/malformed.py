@@ -16,13 +16,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from chaos.harness import Figure, System, eventually, private_nats
+from chaos.harness import Figure, System, private_nats
 from chaos.infra import Infra
 from chaos.samples import CONSUMED, KINDS, ONE_MB, malformed, valid_event
 from contracts.envelope import make_envelope
 from contracts.subjects import STREAMS
 from mailwarden_runtime.bus import _stream_for
-from mailwarden_servers import free_port
+from mailwarden_servers import eventually, free_port
 
 MAX_ONE_MB = 12  # 1 MB bodies are costly to store; a dozen make the point
 

@@ -22,10 +22,11 @@ from typing import Any
 
 import nats
 
-from chaos.harness import Figure, System, eventually, private_nats
+from chaos.harness import Figure, System, private_nats
 from chaos.infra import Infra, direct_target
 from mailwarden_runtime.bus import ensure_streams
 from mailwarden_runtime.settings import ServiceSettings
+from mailwarden_servers import eventually
 
 RENDER = Path(__file__).resolve().parents[1] / "deploy" / "nats" / "render.py"
 USERS = {

@@ -29,11 +29,11 @@ from urllib.parse import quote, quote_plus
 import httpx
 from bson import json_util
 
-from chaos.harness import Figure, MailTarget, System, eventually, owner, private_nats
+from chaos.harness import Figure, MailTarget, System, owner, private_nats
 from chaos.infra import Infra
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.logs import JsonFormatter, RedactingFilter
-from mailwarden_servers import SmtpServer
+from mailwarden_servers import SmtpServer, eventually
 
 
 def variants(user: str, secret: str) -> dict[str, str]:

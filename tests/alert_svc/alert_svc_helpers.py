@@ -10,9 +10,7 @@ HTTP server.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,20 +43,9 @@ from contracts.models import (
     TestWarning,
     TlsMode,
 )
+from mailwarden_servers import eventually
 
 PROFILE_OWNER = Owner(kind=OwnerKind.USER, id="admin1", name="Ada Admin", email="admin@example.com")
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy (the system is asynchronous by design)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.05)
 
 
 def user(n: str, email: bool = True) -> Owner:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from alert_svc_helpers import PROFILE_OWNER, eventually, failed, mailbox_ref, user
+from alert_svc_helpers import PROFILE_OWNER, failed, mailbox_ref, user
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,7 +20,7 @@ from starlette.routing import Route
 from alert_svc.channels.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from contracts.errors import ErrorCode
 from contracts.models import Owner, OwnerKind
-from mailwarden_servers import free_port
+from mailwarden_servers import eventually, free_port
 
 SECRET = "a-test-secret-of-32-characters!!"
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from alert_svc_helpers import PROFILE_OWNER, eventually, failed, later, mailbox_ref, succeeded, user
+from alert_svc_helpers import PROFILE_OWNER, failed, later, mailbox_ref, succeeded, user
 
 from contracts.errors import ErrorCode
+from mailwarden_servers import eventually
 
 
 async def test_error_to_both_owners_dedupes_and_resolves_on_success(alert_svc: Any) -> None:

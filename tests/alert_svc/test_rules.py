@@ -7,7 +7,6 @@ from typing import Any
 
 from alert_svc_helpers import (
     PROFILE_OWNER,
-    eventually,
     failed,
     mailbox_event,
     mailbox_ref,
@@ -19,6 +18,7 @@ from alert_svc_helpers import (
 
 from contracts.errors import ErrorCode, WarningCode
 from contracts.models import Owner, OwnerKind
+from mailwarden_servers import eventually
 
 
 async def _settings_applied(h: Any, version: int) -> None:

@@ -6,10 +6,9 @@ statuses stored, mailbox enabled or not → alerts on the walls and on the recip
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ import nats
 import pytest
 from fastapi import FastAPI
 
-from mailwarden_servers import DovecotServer, SmtpServer
+from mailwarden_servers import DovecotServer, SmtpServer, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -81,18 +80,6 @@ _SETTINGS_FIELDS = {
     "default_profile_id", "incoming_delivery", "outgoing_delivery", "act_delivery", "approved_users_only",
     "approved_queues_only", "alert_levels", "notify_mailbox_owner", "port_preset", "allowed_ports",
 }  # fmt: skip
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30.0) -> Any:
-    """Poll until ``check`` returns something truthy (the flow is asynchronous by design)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 def owner(kind: str, oid: str) -> dict[str, str]:

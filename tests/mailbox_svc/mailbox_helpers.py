@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +51,7 @@ from mailbox_svc.app import create_app
 from mailbox_svc.config import Settings
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.mongo import database_name
+from mailwarden_servers import eventually
 
 PROFILE_OWNER = Owner(kind=OwnerKind.USER, id="admin1", name="Admin", email="admin@example.com")
 Outcome = str | ErrorCode  # "success" or an error code
@@ -58,18 +59,6 @@ Outcome = str | ErrorCode  # "success" or an error code
 
 def key_text(kid: str) -> str:
     return KeyRing.generate_key_text(kid)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy (the system is asynchronous by design)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.05)
 
 
 def profile_snapshot(
@@ -229,7 +218,7 @@ class Harness:
             mb = await self.mailbox(mailbox_id)
             return mb if check(mb) else None
 
-        result: dict[str, Any] = await eventually(probe, timeout, what=f"mailbox {mailbox_id}")
+        result: dict[str, Any] = await eventually(probe, f"mailbox {mailbox_id}", timeout)
         return result
 
     async def settled(self) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mailbox_helpers import MakeHarness, eventually, profile_snapshot
+from mailbox_helpers import MakeHarness, profile_snapshot
 
 import mailbox_svc.jobs as jobs_module
 from contracts.errors import ErrorCode
 from contracts.models import CredentialSource
+from mailwarden_servers import eventually
 
 N = 500
 

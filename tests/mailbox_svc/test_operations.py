@@ -173,9 +173,8 @@ async def test_profile_read_model_follows_updates_and_deletes(make_harness: Make
     async with make_harness() as h:
         await h.profile()
         await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="m1"))
-        from mailbox_helpers import eventually
-
         from contracts.events import ProfileDeleted, ProfileUpdated
+        from mailwarden_servers import eventually
 
         newer = profile_snapshot(version=3)
         await h.publish(ProfileUpdated(profile=newer.model_copy(update={"name": "renamed"})))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mailbox_helpers import MakeHarness, completed_for, eventually, mailbox_body, owner, profile_snapshot
+from mailbox_helpers import MakeHarness, completed_for, mailbox_body, owner, profile_snapshot
 
 from contracts.envelope import make_envelope
 from contracts.errors import ErrorCode
 from contracts.models import CredentialSource, OwnerKind
 from mailwarden_runtime.crypto import KeyRing
+from mailwarden_servers import eventually
 
 
 def status_events(events: list[dict], mailbox_id: str) -> list[dict]:

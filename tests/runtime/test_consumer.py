@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -10,13 +11,15 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts import DeadLettered, Envelope, MailboxApproved
 from mailwarden_runtime import metrics
+from mailwarden_runtime.bus import ensure_streams
 from mailwarden_runtime.consumer import ConsumerOptions, Redeliver
 from mailwarden_runtime.service import ServiceRuntime
 from mailwarden_runtime.settings import ServiceSettings
-from mailwarden_servers import NatsServer
+from mailwarden_servers import NatsServer, eventually
 
 
 @pytest.fixture
@@ -39,14 +42,6 @@ async def runtime_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Service
 
 def approved(n: int = 1) -> MailboxApproved:
     return MailboxApproved(mailbox_id=f"mbx_{n}", email="a@example.org", approved_at=datetime.now(UTC))
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def collector() -> tuple[list[Envelope[DeadLettered]], Callable[[Envelope[DeadLettered]], Awaitable[None]]]:
@@ -80,7 +75,7 @@ async def test_invalid_messages_are_dead_lettered_once_and_valid_ones_processed(
     for n, body in enumerate(bad):
         await rt.bus.connection.jetstream().publish("mailwarden.mailbox.approved", body, stream="MW_CONFIG")
         await rt.publish(rt.envelope(approved(n)))
-    await wait_for(lambda: len(dead) == len(bad) and len(handled) == len(bad))
+    await eventually(lambda: len(dead) == len(bad) and len(handled) == len(bad))
     await asyncio.sleep(3)  # longer than ack_wait: nothing may come back
     assert sorted(handled) == [f"mbx_{n}" for n in range(len(bad))]
     assert len(dead) == len(bad)
@@ -106,7 +101,7 @@ async def test_failing_handler_is_retried_then_dead_lettered(
     rt.consume(DeadLettered, "c-dlq2", on_dead, subject="mailwarden.dlq.c-fails")
     await rt.start()
     await rt.publish(rt.envelope(approved()))
-    await wait_for(lambda: len(dead) == 1)
+    await eventually(lambda: len(dead) == 1)
     await asyncio.sleep(1)
     assert len(attempts) == 3
     assert dead[0].data.deliveries == 3 and "RuntimeError" in dead[0].data.reason
@@ -123,7 +118,7 @@ async def test_slow_handler_keeps_its_message(runtime_factory: Callable[[], Serv
     rt.consume(MailboxApproved, "c-slow", slow, ConsumerOptions(ack_wait_s=1.0, max_workers=2))
     await rt.start()
     await rt.publish(rt.envelope(approved()))
-    await wait_for(lambda: len(calls) == 1)
+    await eventually(lambda: len(calls) == 1)
     await asyncio.sleep(5)
     assert calls == ["mbx_1"], "the message was redelivered while its handler was still working"
 
@@ -152,7 +147,9 @@ async def test_stop_lets_a_handler_finish_within_the_grace_period(
     rt.consume(MailboxApproved, "c-drain", handle)
     await rt.start()
     await rt.publish(rt.envelope(approved()))
-    await wait_for(lambda: rt._consumers[0]._workers is not None and rt._consumers[0]._workers.in_flight == 1)
+    await eventually(
+        lambda: rt._consumers[0]._workers is not None and rt._consumers[0]._workers.in_flight == 1
+    )
     await rt.stop()
     assert done == ["mbx_1"]
     nc = await nats.connect(rt.settings.nats_url)
@@ -181,7 +178,7 @@ async def test_stop_gives_back_what_outlives_the_grace_period(
     stopping.consume(MailboxApproved, "c-handback", stuck, options)
     await stopping.start()
     await stopping.publish(stopping.envelope(approved()))
-    await wait_for(
+    await eventually(
         lambda: stopping._consumers[0]._workers is not None and stopping._consumers[0]._workers.in_flight == 1
     )
     await stopping.stop()
@@ -195,7 +192,7 @@ async def test_stop_gives_back_what_outlives_the_grace_period(
 
     taker.consume(MailboxApproved, "c-handback", quick, options)
     await taker.start()
-    await wait_for(lambda: taken == ["mbx_1"], timeout=10.0)  # the ack wait is 30 s
+    await eventually(lambda: taken == ["mbx_1"], timeout=10.0)  # the ack wait is 30 s
 
 
 async def test_batches_are_handled_together_and_a_failed_batch_one_by_one(
@@ -225,7 +222,7 @@ async def test_batches_are_handled_together_and_a_failed_batch_one_by_one(
             await rt.bus.connection.jetstream().publish(
                 "mailwarden.mailbox.approved", b"{not json", stream="MW_CONFIG"
             )
-    await wait_for(lambda: len(singles) + sum(len(b) for b in batches) == 8 and len(dead) == 1)
+    await eventually(lambda: len(singles) + sum(len(b) for b in batches) == 8 and len(dead) == 1)
     await asyncio.sleep(0.5)
     handled = singles + [m for b in batches for m in b]
     assert sorted(handled) == [f"mbx_{n}" for n in range(8)], "each event handled exactly once"
@@ -253,9 +250,83 @@ async def test_redeliver_hands_the_message_back_at_once_without_a_failure(
     await rt.start()
     await rt.publish(rt.envelope(approved()))
     # A failure would wait its 30 s retry delay, a lost message the 30 s ack wait.
-    await wait_for(lambda: len(deliveries) == 4, timeout=10.0)
+    await eventually(lambda: len(deliveries) == 4, timeout=10.0)
     await asyncio.sleep(0.5)
     assert deliveries == [1, 2, 3, 4] and dead == []
     assert metrics.HANDLER_ERRORS.labels(consumer="c-redeliver")._value.get() == errors_before
     info = await rt.bus.connection.jetstream().consumer_info("MW_CONFIG", "c-redeliver")
     assert (info.num_pending, info.num_ack_pending) == (0, 0), "the handled message was not acked"
+
+
+async def test_changed_settings_reach_the_stored_consumer_and_fixed_ones_are_kept_with_a_warning(
+    runtime_factory: Callable[..., ServiceRuntime], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handle(env: Envelope[MailboxApproved]) -> None:
+        pass
+
+    first = runtime_factory()
+    first.consume(MailboxApproved, "c-config", handle, ConsumerOptions(ack_wait_s=30, max_deliver=8))
+    await first.start()
+    await first.stop()
+
+    second = runtime_factory()
+    changed = ConsumerOptions(ack_wait_s=12, max_deliver=4, max_ack_pending=50)
+    second.consume(MailboxApproved, "c-config", handle, changed)
+    # A consumer stored with a setting JetStream cannot change (the deliver policy): kept, with a warning.
+    nc = await nats.connect(second.settings.nats_url)
+    try:
+        await ensure_streams(nc, second.settings)
+        await nc.jetstream().add_consumer(
+            "MW_CONFIG",
+            ConsumerConfig(
+                name="c-fixed",
+                durable_name="c-fixed",
+                filter_subject="mailwarden.mailbox.approved",
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.NEW,
+            ),
+        )
+    finally:
+        await nc.close()
+    handled: list[str] = []
+
+    async def fixed(env: Envelope[MailboxApproved]) -> None:
+        handled.append(env.data.mailbox_id)
+
+    second.consume(MailboxApproved, "c-fixed", fixed)
+    with caplog.at_level(logging.WARNING, logger="mailwarden_runtime.pull"):
+        await second.start()
+    info = await second.bus.connection.jetstream().consumer_info("MW_CONFIG", "c-config")
+    assert (info.config.ack_wait, info.config.max_deliver, info.config.max_ack_pending) == (12, 6, 50)
+    assert any("cannot change" in r.getMessage() for r in caplog.records), "no warning for c-fixed"
+    await second.publish(second.envelope(approved(7)))
+    await eventually(lambda: handled == ["mbx_7"])  # the kept consumer is used
+
+
+async def test_a_message_settled_already_does_not_cost_the_rest_of_a_batch(
+    runtime_factory: Callable[..., ServiceRuntime],
+) -> None:
+    """Its ack fails, its keep-alive fails (the message was settled): the others are still handled."""
+    rt = runtime_factory()
+    handled: list[str] = []
+
+    async def batch(envs: Sequence[Envelope[MailboxApproved]]) -> None:
+        raise RuntimeError("one by one, please")
+
+    async def single(env: Envelope[MailboxApproved]) -> None:
+        await asyncio.sleep(0.5)  # the keep-alive beats (every 0.2 s) on a message acked already
+        handled.append(env.data.mailbox_id)
+
+    consumer = rt.consume(
+        MailboxApproved, "c-settled", single, ConsumerOptions(ack_wait_s=0.6), batch_handler=batch
+    )
+    await rt.start()
+    await consumer.stop(0)  # the test fetches and hands the batch over itself
+    for n in range(3):
+        await rt.publish(rt.envelope(approved(n)))
+    sub = await rt.bus.connection.jetstream().pull_subscribe_bind("c-settled", stream="MW_CONFIG")
+    msgs = await sub.fetch(3, timeout=5)
+    assert len(msgs) == 3
+    await msgs[0].ack()  # settled before its handler ran (e.g. by a handler of an older version)
+    await consumer.on_batch(msgs)
+    assert handled == ["mbx_0", "mbx_1", "mbx_2"]

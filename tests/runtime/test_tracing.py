@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -18,6 +17,7 @@ from mailwarden_runtime.outbox import new_document_outbox, outbox_entry
 from mailwarden_runtime.service import ServiceRuntime
 from mailwarden_runtime.settings import ServiceSettings
 from mailwarden_runtime.tracing import current_trace_id
+from mailwarden_servers import eventually
 
 
 def install_memory_exporter() -> InMemorySpanExporter:
@@ -68,10 +68,7 @@ async def test_trace_and_correlation_cross_the_outbox_and_the_bus(nats_url: str,
             resp = await http.post("/things", headers={"X-Correlation-Id": f"corr-{tag}"})
             assert resp.status_code == 200 and resp.headers["x-correlation-id"] == f"corr-{tag}"
             trace_id = resp.json()["trace_id"]
-            for _ in range(100):
-                if received:
-                    break
-                await asyncio.sleep(0.05)
+            await eventually(lambda: received, "the event at the consumer")
     finally:
         await consumer.stop()
     assert received == [(f"corr-{tag}", trace_id)]

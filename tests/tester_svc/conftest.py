@@ -125,15 +125,6 @@ def make_request(
     )
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
 StartFake = Callable[..., Awaitable["FakeServer"]]
 
 # --- hostile servers --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from contracts.errors import ErrorCode
 from contracts.models import DirectionResult, Endpoint, TlsMode
 from contracts.models import TestStatus as Status
 from mailwarden_mailnet.resolve import StaticResolver
-from mailwarden_servers import NatsServer, TestCertificates
+from mailwarden_servers import NatsServer, TestCertificates, eventually
 from tester_svc import kv as kv_module
 from tester_svc.app import create_app
 from tester_svc.errors import Draining
@@ -33,7 +33,7 @@ from tester_svc.limits import AuthBreaker, ConnectionLimiter, LoginBreaker
 from tester_svc.runner import Runner
 from tester_svc.shared_limits import BreakerStore, FailureRecord, HostLeases
 
-from .conftest import NAMES, Behaviour, FakeServer, StartFake, make_request, settings_for, wait_until
+from .conftest import NAMES, Behaviour, FakeServer, StartFake, make_request, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -158,11 +158,11 @@ async def test_a_drain_ends_the_wait_for_a_lease_held_by_another_tester(
     fake = await fake_server(checking_imap(delay_s=0.3))  # ~1.5 s per session
     a, b = await testers(instance="tester-a"), await testers(instance="tester-b")
     holding = asyncio.create_task(imap(runner_of(a), fake.port, max_concurrent_connections=1))
-    await wait_until(lambda: fake.active == 1, timeout=5)
+    await eventually(lambda: fake.active == 1, timeout=5)
     waiting = asyncio.create_task(imap(runner_of(b), fake.port, max_concurrent_connections=1))
     hosts = runner_of(b).env.limiter._hosts
     # Past its local gate (the semaphore taken): polling the shared lease.
-    await wait_until(lambda: bool(hosts) and all(e.semaphore.locked() for e in hosts.values()), timeout=5)
+    await eventually(lambda: bool(hosts) and all(e.semaphore.locked() for e in hosts.values()), timeout=5)
     runner_of(b).drain()
     with pytest.raises(Draining):
         await waiting

@@ -22,14 +22,14 @@ from contracts.models import Endpoint, TlsMode
 from contracts.models import TestStatus as Status
 from contracts.subjects import TEST_COMPLETED, TEST_REQUESTED
 from mailwarden_mailnet.resolve import StaticResolver
-from mailwarden_servers import NatsServer, TestCertificates
+from mailwarden_servers import NatsServer, TestCertificates, eventually
 from tester_svc.app import create_app
 from tester_svc.errors import Draining
 from tester_svc.limits import ConnectionLimiter
 from tester_svc.runner import Runner
 
 from . import fakes
-from .conftest import NAMES, StartFake, make_request, settings_for, wait_until
+from .conftest import NAMES, StartFake, make_request, settings_for
 
 
 async def test_no_permit_leaks_whatever_drain_and_cancel_interleave() -> None:
@@ -124,9 +124,9 @@ async def test_runner_lets_draining_through_and_gives_up_both_directions(
         incoming=incoming, allow_plaintext_auth=True, max_concurrent_connections=1, test_id="t2"
     )
     running = asyncio.create_task(runner.run(first))
-    await wait_until(lambda: fake.active == 1, timeout=5)
+    await eventually(lambda: fake.active == 1, timeout=5)
     queued = asyncio.create_task(runner.run(second))
-    await wait_until(lambda: sum(e.users for e in runner.env.limiter._hosts.values()) == 2, timeout=5)
+    await eventually(lambda: sum(e.users for e in runner.env.limiter._hosts.values()) == 2, timeout=5)
     runner.drain()
     with pytest.raises(Draining):
         await queued
@@ -183,14 +183,14 @@ async def test_stopping_gives_waiting_tests_back_at_once(
             env = make_envelope(req, "pytest")
             await nc.jetstream().publish(TEST_REQUESTED, env.to_bytes(), headers={"Nats-Msg-Id": str(env.id)})
         # One test connected, two waiting for the host's one slot.
-        await wait_until(
+        await eventually(
             lambda: fake.active == 1 and sum(e.users for e in runner.env.limiter._hosts.values()) == 3,
             timeout=10,
         )
         await stack.enter_async_context(taker.router.lifespan_context(taker))
         stop = asyncio.create_task(stopping_life.__aexit__(None, None, None))
         try:
-            await wait_until(lambda: sum(r.tester == "tester-b" for r in results) == 2, timeout=15)
+            await eventually(lambda: sum(r.tester == "tester-b" for r in results) == 2, timeout=15)
         finally:
             await stop
     by_tester = Counter(r.tester for r in results)

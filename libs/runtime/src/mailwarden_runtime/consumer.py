@@ -64,6 +64,29 @@ class Redeliver(Exception):
     """
 
 
+def dead_letter_record(
+    consumer: str,
+    subject: str,
+    body: bytes,
+    reason: str,
+    deliveries: int,
+    seq: int | None = None,
+    errors: Sequence[FieldError] = (),
+) -> DeadLettered:
+    """What a dead letter keeps: who gave up, on what, why, and the body (up to 64 KiB)."""
+    return DeadLettered(
+        consumer=consumer,
+        subject=subject,
+        stream_seq=seq,
+        deliveries=deliveries,
+        reason=reason[:2000],
+        errors=list(errors)[:50],
+        body_b64=base64.b64encode(body[:MAX_KEPT_BODY]).decode(),
+        body_size=len(body),
+        truncated=len(body) > MAX_KEPT_BODY,
+    )
+
+
 @dataclass(frozen=True)
 class ConsumerOptions:
     """How one durable consumer pulls and retries.
@@ -306,17 +329,8 @@ class EventConsumer(Generic[E]):
         deliveries: int,
         seq: int | None,
     ) -> None:
-        body = msg.data or b""
-        record = DeadLettered(
-            consumer=self.durable,
-            subject=msg.subject,
-            stream_seq=seq,
-            deliveries=deliveries,
-            reason=reason[:2000],
-            errors=list(errors)[:50],
-            body_b64=base64.b64encode(body[:MAX_KEPT_BODY]).decode(),
-            body_size=len(body),
-            truncated=len(body) > MAX_KEPT_BODY,
+        record = dead_letter_record(
+            self.durable, msg.subject, msg.data or b"", reason, deliveries, seq, errors
         )
         envelope = make_envelope(record, self.producer)
         try:

@@ -4,19 +4,31 @@ A write that fails leaves no event; a write that commits always yields its event
 relay publishes whatever sits in ``outbox`` (with the event id as ``Nats-Msg-Id``, so a publish
 repeated after a crash is dropped by JetStream) and only then removes it. Works on any
 MongoDB-wire server; no transaction or replica set is needed.
+
+The relay takes the documents whose events wait longest first (``outbox_since``, indexed). An
+entry that the server keeps refusing (no stream for its subject, too large, ...) is moved to the
+dead-letter stream after ``max_attempts`` tries, so it does not hold back the rest; while NATS
+itself is unreachable nothing counts as an attempt, and nothing is ever dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
+import nats.errors
+import nats.js.errors
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from contracts.envelope import Envelope
+from contracts.envelope import Envelope, make_envelope
+from contracts.subjects import dead_letter_subject
 from mailwarden_runtime import metrics
+from mailwarden_runtime.consumer import dead_letter_record
 from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.tracing import attached, carrier
@@ -24,7 +36,22 @@ from mailwarden_runtime.tracing import attached, carrier
 log = logging.getLogger(__name__)
 
 PENDING = "outbox_pending"
+SINCE = "outbox_since"  # when the oldest event still in the document's outbox was written
 Publish = Callable[[str, str, bytes], Awaitable[object]]
+
+# Failures that say nothing about the entry (NATS away or slow): retried for ever, never counted.
+TRANSIENT = (
+    TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.NoStreamResponseError,  # JetStream not answering (e.g. a server restarting)
+    nats.js.errors.ServiceUnavailableError,
+    RuntimeError,  # not connected yet
+)
 
 
 def outbox_entry(envelope: Envelope[Any], subject: str | None = None) -> Document:
@@ -40,12 +67,13 @@ def outbox_entry(envelope: Envelope[Any], subject: str | None = None) -> Documen
 
 
 def with_outbox(update: Document, entries: Iterable[Document]) -> Document:
-    """Add events to an update document (``$set``/``$push`` are merged, not replaced)."""
+    """Add events to an update document (``$set``/``$push``/``$min`` are merged, not replaced)."""
     items = list(entries)
     if not items:
         return update
     merged = {k: dict(v) for k, v in update.items()}
     merged.setdefault("$set", {})[PENDING] = True
+    merged.setdefault("$min", {})[SINCE] = datetime.now(UTC)  # kept when older events still wait
     merged.setdefault("$push", {})["outbox"] = {"$each": items}
     return merged
 
@@ -53,11 +81,11 @@ def with_outbox(update: Document, entries: Iterable[Document]) -> Document:
 def new_document_outbox(entries: Iterable[Document]) -> Document:
     """Fields for a document inserted together with its events."""
     items = list(entries)
-    return {"outbox": items, PENDING: True} if items else {"outbox": []}
+    return {"outbox": items, PENDING: True, SINCE: datetime.now(UTC)} if items else {"outbox": []}
 
 
 class OutboxRelay:
-    """Publishes pending outbox entries of some collections, oldest document first."""
+    """Publishes pending outbox entries of some collections, the longest-waiting document first."""
 
     def __init__(
         self,
@@ -65,18 +93,24 @@ class OutboxRelay:
         collections: Iterable[str],
         publish: Publish,
         *,
+        name: str = "outbox",
         poll_interval_s: float = 1.0,
         batch: int = 200,
+        max_attempts: int = 5,
     ) -> None:
         self._db = db
         self._collections = list(collections)
         self._publish = publish
         self._batch = batch
+        self.name = name  # dead letters go to mailwarden.dlq.<name>
+        self.max_attempts = max_attempts
+        self._failures: dict[str, int] = {}  # entry id -> refusals counted in this process
         self._loop = BackgroundLoop("outbox-relay", self._pass, poll_interval_s)
 
     async def ensure_indexes(self) -> None:
         for name in self._collections:
             await self._db[name].create_index(PENDING, sparse=True)
+            await self._db[name].create_index([(PENDING, 1), (SINCE, 1)], sparse=True)
 
     def wake(self) -> None:
         """Called after a write that added events, so they go out now rather than at the next poll."""
@@ -93,49 +127,105 @@ class OutboxRelay:
         return await self.drain() >= self._batch
 
     async def drain(self) -> int:
-        """One pass over every collection; returns how many documents had events."""
-        total = 0
+        """One pass over every collection; returns how many documents had events.
+
+        Raises the first transient failure after the pass, so the loop backs off while NATS is away.
+        """
+        total = backlog = 0
+        failure: BaseException | None = None
         for name in self._collections:
             coll = self._db[name]
-            docs = await coll.find({PENDING: True}, {"outbox": 1}).limit(self._batch).to_list(None)
+            docs = (
+                await coll.find({PENDING: True}, {"outbox": 1})
+                .sort([(PENDING, 1), (SINCE, 1)])
+                .limit(self._batch)
+                .to_list(None)
+            )
             total += len(docs)
             if not docs:
                 continue
-            published: list[str] = []
+            done: list[str] = []  # published or dead-lettered: removed from the outbox
             results = await asyncio.gather(
-                *(self._publish_doc(doc.get("outbox") or [], published) for doc in docs),
+                *(self._publish_doc(name, doc.get("outbox") or [], done) for doc in docs),
                 return_exceptions=True,
             )
-            if published:
-                await coll.update_many(
-                    {"_id": {"$in": [d["_id"] for d in docs]}},
-                    [
-                        {
-                            "$set": {
-                                "outbox": {
-                                    "$filter": {
-                                        "input": "$outbox",
-                                        "cond": {"$not": [{"$in": ["$$this.id", published]}]},
-                                    }
-                                }
-                            }
-                        },
-                        {
-                            "$set": {
-                                PENDING: {"$cond": [{"$gt": [{"$size": "$outbox"}, 0]}, True, "$$REMOVE"]}
-                            }
-                        },
-                    ],
-                )
-                metrics.OUTBOX_PUBLISHED.inc(len(published))
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if errors:
-                raise errors[0]
-        metrics.OUTBOX_BACKLOG.set(total)
+            if done:
+                await _remove_entries(coll, [d["_id"] for d in docs], done)
+            cleared = sum(r is True for r in results)
+            if len(docs) < self._batch:
+                backlog += len(docs) - cleared  # every pending document was in this pass
+            else:
+                backlog += await coll.count_documents({PENDING: True})
+            failure = failure or next((r for r in results if isinstance(r, BaseException)), None)
+        metrics.OUTBOX_BACKLOG.set(backlog)
+        if failure is not None:
+            raise failure
         return total
 
-    async def _publish_doc(self, entries: list[Any], published: list[str]) -> None:
-        for entry in entries:  # in order: events of one document must not overtake each other
-            with attached(entry.get("trace")):
-                await self._publish(entry["subject"], entry["id"], entry["body"].encode())
-            published.append(entry["id"])
+    async def _publish_doc(self, collection: str, entries: list[Any], done: list[str]) -> bool:
+        """Publish a document's entries in order (they must not overtake each other); True when all went."""
+        for entry in entries:
+            entry_id = str(entry.get("id", ""))
+            try:
+                with attached(entry.get("trace")):
+                    await self._publish(entry["subject"], entry_id, entry["body"].encode())
+            except TRANSIENT:
+                raise
+            except Exception as exc:
+                if not await self._refused(collection, entry, exc):
+                    raise
+            else:
+                metrics.OUTBOX_PUBLISHED.inc()
+            self._failures.pop(entry_id, None)
+            done.append(entry_id)
+        return True
+
+    async def _refused(self, collection: str, entry: Any, exc: Exception) -> bool:
+        """Count a refusal of ``entry``; at ``max_attempts`` dead-letter it. True when it was."""
+        entry_id = str(entry.get("id", "") if isinstance(entry, dict) else "")
+        attempts = self._failures.get(entry_id, 0) + 1
+        self._failures[entry_id] = attempts
+        log.warning(
+            "outbox entry refused",
+            extra={"collection": collection, "event_id": entry_id, "attempt": attempts, "error": repr(exc)},
+        )
+        if attempts < self.max_attempts:
+            return False
+        body = entry.get("body", "") if isinstance(entry, dict) else ""
+        subject = entry.get("subject", "") if isinstance(entry, dict) else ""
+        record = dead_letter_record(
+            self.name,
+            str(subject),
+            str(body).encode(),
+            f"outbox entry of {collection} refused {attempts} times: {exc!r}",
+            attempts,
+        )
+        # A fixed id per entry: dead-lettered again after a crash, the server drops the copy.
+        envelope = make_envelope(
+            record, self.name, event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"dlq:{entry_id}")
+        )
+        await self._publish(dead_letter_subject(self.name), str(envelope.id), envelope.to_bytes())
+        metrics.DEAD_LETTERS.labels(consumer=self.name).inc()
+        log.error("outbox entry dead-lettered", extra={"collection": collection, "event_id": entry_id})
+        return True
+
+
+async def _remove_entries(coll: AsyncCollection[Document], ids: list[Any], done: list[str]) -> None:
+    await coll.update_many(
+        {"_id": {"$in": ids}},
+        [
+            {
+                "$set": {
+                    "outbox": {
+                        "$filter": {"input": "$outbox", "cond": {"$not": [{"$in": ["$$this.id", done]}]}}
+                    }
+                }
+            },
+            {
+                "$set": {
+                    PENDING: {"$cond": [{"$gt": [{"$size": "$outbox"}, 0]}, True, "$$REMOVE"]},
+                    SINCE: {"$cond": [{"$gt": [{"$size": "$outbox"}, 0]}, f"${SINCE}", "$$REMOVE"]},
+                }
+            },
+        ],
+    )

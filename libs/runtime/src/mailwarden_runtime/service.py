@@ -86,7 +86,7 @@ class ServiceRuntime:
         collections = list(outbox_collections)
         self.relay: OutboxRelay | None = None
         if collections:
-            self.relay = OutboxRelay(self.db, collections, self._publish_raw)
+            self.relay = OutboxRelay(self.db, collections, self._publish_raw, name=f"{name}-outbox")
         self._consumers: list[EventConsumer[Any]] = []
         self._lag_task: asyncio.Task[None] | None = None
         self._startup: list[Hook] = []

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from mailwarden_servers.process import ManagedProcess
     from mailwarden_servers.silent import SilencingProxy
     from mailwarden_servers.smtp import ReceivedMessage, SmtpProcess, SmtpServer
+    from mailwarden_servers.waiting import eventually
 
 _WHERE = {
     "CertPair": "certs",
@@ -33,6 +34,7 @@ _WHERE = {
     "ReceivedMessage": "smtp",
     "SmtpProcess": "smtp",
     "SmtpServer": "smtp",
+    "eventually": "waiting",
 }
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "SmtpProcess",
     "SmtpServer",
     "TestCertificates",
+    "eventually",
     "free_port",
     "wait_port",
 ]
