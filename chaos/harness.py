@@ -204,7 +204,12 @@ class System:
     # ---- lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> System:
-        self.nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        async def quiet(exc: Exception) -> None:  # scenarios kill NATS on purpose: no traceback per retry
+            del exc
+
+        self.nc = await nats.connect(
+            self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet
+        )
         for name in self.in_process_names:
             svc = InProcess(name, build_app(name, {**self.env, **self.service_env.get(name, {})}))
             await svc.start()

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from chaos import delivery, duplicates, fuzz, malformed, permissions, secrets
+from chaos import delivery, duplicates, fuzz, malformed, permissions, secrets, shutdown
 from chaos.harness import Figure
 from chaos.infra import Infra, slow_target, started
 from mailwarden_servers import SmtpServer
@@ -36,6 +36,15 @@ async def _a9(infra: Infra, work: Path) -> Figure:
     # 250 ms each way: a test takes ~9 s, so all 100 are in flight at once.
     with slow_target(infra, work, delay_ms=250) as target:
         return await delivery.sigterm_in_flight(infra, work, tests=100, target=target, grace_s=25)
+
+
+def _stop_with(fault: shutdown.Fault) -> Scenario:
+    async def scenario(infra: Infra, work: Path) -> Figure:
+        # 250 ms each way, as A9: tests are in flight when the fault comes and the signal follows.
+        with slow_target(infra, work, delay_ms=250) as target:
+            return await shutdown.stop_with_fault(infra, work, fault=fault, tests=40, target=target)
+
+    return scenario
 
 
 async def _d1(infra: Infra, work: Path) -> Figure:
@@ -74,6 +83,18 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
         lambda i, w: malformed.malformed_messages(i, w, rounds=100),
     ),
     "A9": ("SIGTERM every service with 100 tests in flight", _a9),
+    "S1": (
+        "SIGTERM every service after nats-server was killed, 40 tests in flight",
+        _stop_with("nats killed"),
+    ),
+    "S2": (
+        "SIGTERM every service after the database was killed, 40 tests in flight",
+        _stop_with("database killed"),
+    ),
+    "S3": (
+        "SIGTERM every service while NATS is a silent peer, 40 tests in flight",
+        _stop_with("nats silent"),
+    ),
     "D1": ("canary password through every path, DEBUG logs", _d1),
     "D4": ("production NATS permissions (rendered from the Helm values)", _d4),
     "F1": (
