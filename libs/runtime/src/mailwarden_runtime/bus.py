@@ -9,6 +9,7 @@ Why nats-py alone and no framework on top: docs/architecture.md, "One way to tal
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_S = 5.0
 DAY_S = 86_400.0
 HARD_CLOSE_S = 1.0
+PING_S = 1.0
 
 
 class NatsBus:
@@ -115,15 +117,28 @@ class NatsBus:
         """Answer a request (core NATS, no JetStream)."""
         await self.connection.publish(subject, body)
 
+    async def answers(self, timeout_s: float = PING_S) -> bool:
+        """Whether the server answers a ping within ``timeout_s``: connected is not enough, a silent
+        peer keeps the connection open for ``ping_interval`` x ``max_outstanding_pings``."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return False
+        return await within(nc.flush(timeout=timeout_s), timeout_s + 0.5, "nats ping")  # type: ignore[arg-type]
+
     async def close(self, timeout_s: float) -> None:
         """Drain the connection (in-flight publishes go out); close it hard if that fails or lingers.
 
-        Takes at most ``timeout_s`` + ``HARD_CLOSE_S``: a drain on a dead or silent server raises or hangs.
+        Takes at most ``timeout_s`` + ``HARD_CLOSE_S``: a drain on a dead or silent server raises or
+        hangs, so a server that does not answer a ping is not drained at all.
         """
+        started = asyncio.get_running_loop().time()
+        if not await self.answers(min(PING_S, timeout_s)):
+            timeout_s = 0.0
         nc, self._nc = self._nc, None
         if nc is None or nc.is_closed:
             return
-        if nc.is_connected and await within(nc.drain(), timeout_s, "nats drain"):
+        left = timeout_s - (asyncio.get_running_loop().time() - started)
+        if left > 0 and nc.is_connected and await within(nc.drain(), left, "nats drain"):
             return
         if not await within(nc.close(), HARD_CLOSE_S, "nats close"):
             _abort_transport(nc)

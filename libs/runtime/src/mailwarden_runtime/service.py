@@ -270,7 +270,8 @@ class ServiceRuntime:
                 await within(hook(), deadline.cap(HOOK_S, keep_s=CLOSING_S), f"on_shutdown {_name(hook)}")
             if self.relay is not None:
                 await within(self.relay.stop(), deadline.cap(1.0, keep_s=CLOSING_S), "stopping the relay")
-                if self.bus.is_connected:  # a last pass, so a clean stop leaves nothing behind
+                # A last pass, so a clean stop leaves nothing behind; not with a NATS that does not answer.
+                if await self.bus.answers(deadline.cap(1.0, keep_s=CLOSING_S)):
                     budget = deadline.cap(RELAY_LAST_PASS_S, keep_s=CLOSING_S)
                     await within(self.relay.drain(), budget, "the outbox's last pass")
             budget = deadline.cap(NATS_CLOSE_S, keep_s=MONGO_CLOSE_S)
