@@ -139,6 +139,21 @@ class Harness:
         self._tester: Any = None
         self.settings_version = 0
         self.last_seq = 0
+        self.known_profiles: dict[str, ProfileSnapshot] = {}
+
+    async def answer_profile_rpc(self) -> None:
+        """Play profile-svc's ``get`` over request-reply, for the profiles this test created."""
+
+        async def on_get(msg: Any) -> None:
+            profile_id = json.loads(msg.data).get("profile_id", "")
+            snap = self.known_profiles.get(profile_id)
+            if snap is None:
+                reply = {"ok": False, "status": 404, "detail": "no such profile", "errors": []}
+            else:
+                reply = {"ok": True, "result": snap.model_dump(mode="json", exclude={"sealed_credentials"})}
+            await msg.respond(json.dumps(reply).encode())
+
+        await self.nc.subscribe("mailwarden.rpc.profile-svc.get", cb=on_get)
 
     async def publish(self, event: Event, event_id: uuid.UUID | None = None) -> Envelope[Any]:
         env = make_envelope(event, "test", event_id=event_id)
@@ -148,6 +163,7 @@ class Harness:
 
     async def profile(self, snapshot: ProfileSnapshot | None = None) -> ProfileSnapshot:
         snapshot = snapshot or profile_snapshot()
+        self.known_profiles[snapshot.profile_id] = snapshot
         await self.publish(ProfileCreated(profile=snapshot))
 
         async def stored() -> bool:
@@ -292,7 +308,9 @@ def harness_factory(private_nats: str, mongo_uri: str) -> MakeHarness:
                 nc = await nats.connect(private_nats)
                 mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
                 try:
-                    yield Harness(app, client, nc, mongo[database_name(db_name, "mailbox-svc")], settings)
+                    harness = Harness(app, client, nc, mongo[database_name(db_name, "mailbox-svc")], settings)
+                    await harness.answer_profile_rpc()
+                    yield harness
                 finally:
                     await nc.close()
                     await mongo.close()

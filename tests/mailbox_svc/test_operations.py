@@ -6,7 +6,7 @@ from typing import Any
 
 from mailbox_helpers import MakeHarness, mailbox_body, owner, profile_snapshot
 
-from contracts.models import OwnerKind
+from contracts.models import ACT_NOT_SUPPORTED, OwnerKind
 
 
 async def test_create_read_list_update_deactivate(make_harness: MakeHarness) -> None:
@@ -199,3 +199,49 @@ async def test_profile_read_model_follows_updates_and_deletes(make_harness: Make
         assert r.status_code == 409 and r.json()["errors"][0]["field"] == "profile_id"
         job = await h.rpc("job_start", {"profile_id": "prof1"})
         assert job["ok"] is False and job["status"] == 422
+
+
+async def test_act_server_side_sync_is_refused_on_mailboxes_of_imap_and_pop3_profiles(
+    make_harness: MakeHarness,
+) -> None:
+    """As the org settings refuse it: on create, PATCH, change many and apply defaults."""
+    async with make_harness() as h:
+        await h.profile()
+        sync = {"act_delivery": "server_side_sync"}
+        r = await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="a1", **sync))
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"] == [{"field": "act_delivery", "message": ACT_NOT_SUPPORTED}]
+        assert (await h.http.get("/mailboxes/a1")).status_code == 404
+        r = await h.http.post(
+            "/mailboxes/batch", json={"mailboxes": [mailbox_body(2, mailbox_id="a2", **sync)]}
+        )
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "mailboxes.0.act_delivery"
+
+        # Without a profile nothing says the server is IMAP or POP3; giving it one then refuses.
+        free = mailbox_body(3, mailbox_id="a3", profile_id=None, **sync)
+        assert (await h.http.post("/mailboxes", json=free)).status_code == 201
+        r = await h.http.patch("/mailboxes/a3", json={"profile_id": "prof1"})
+        assert r.status_code == 422 and r.json()["errors"][0]["message"] == ACT_NOT_SUPPORTED
+
+        assert (await h.http.post("/mailboxes", json=mailbox_body(4, mailbox_id="a4"))).status_code == 201
+        r = await h.http.patch("/mailboxes/a4", json=sync)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "act_delivery"
+        r = await h.rpc("update", {"mailbox_id": "a4", "changes": sync})
+        assert r["ok"] is False and r["status"] == 422 and r["errors"][0]["message"] == ACT_NOT_SUPPORTED
+
+        r = await h.http.post(
+            "/mailboxes/change", json={"selection": {"mailbox_ids": ["a4"]}, "changes": sync}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["done"] == []
+        assert r.json()["refused"] == [
+            {"mailbox_id": "a4", "code": "act_not_supported", "message": ACT_NOT_SUPPORTED}
+        ]
+        assert (await h.mailbox("a4"))["act_delivery"] == "none"
+
+        # Org settings published by an older profile-svc (or written elsewhere) are not trusted either.
+        await h.org_settings(default_profile_id="prof1", act_delivery="server_side_sync")
+        r = await h.http.post("/mailboxes/apply-default-settings", json={"mailbox_ids": ["a4"]})
+        assert r.status_code == 202, r.text
+        assert [x["code"] for x in r.json()["refused"]] == ["act_not_supported"]
+        assert (await h.mailbox("a4"))["act_delivery"] == "none"

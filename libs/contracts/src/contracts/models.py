@@ -65,6 +65,21 @@ class DeliveryMethod(StrEnum):
     EMAIL_ROUTER = "email_router"
 
 
+ACT_NOT_SUPPORTED = (
+    "appointments, contacts and tasks cannot use server-side synchronization with an IMAP or POP3 "
+    'profile (not supported for IMAP/POP profiles): use "none" or "email_router"'
+)
+"""The refusal of ACT server-side sync, the same in the org settings and on every mailbox."""
+
+
+def act_sync_refused(act_delivery: str | None, incoming_protocol: str | None) -> bool:
+    """ACT server-side synchronization is not supported with an IMAP or POP3 profile (as in Dynamics)."""
+    return act_delivery == DeliveryMethod.SERVER_SIDE_SYNC.value and incoming_protocol in {
+        IncomingProtocol.IMAP.value,
+        IncomingProtocol.POP3.value,
+    }
+
+
 class OwnerKind(StrEnum):
     USER = "user"
     QUEUE = "queue"

@@ -22,6 +22,7 @@ from mailbox_svc.jobs import JobRunner
 from mailbox_svc.keys import KeyRings
 from mailbox_svc.operations import MailboxOperations
 from mailbox_svc.policy import RetryPolicy
+from mailbox_svc.profiles import ProfileDirectory
 from mailbox_svc.repository import OUTBOX_COLLECTIONS, Repository
 from mailbox_svc.scheduler import RetryScheduler
 from mailbox_svc.testing import Rings
@@ -38,6 +39,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = ServiceRuntime(NAME, settings, outbox_collections=OUTBOX_COLLECTIONS)
     repo = Repository(runtime.db)
 
+    async def ask(subject: str, body: bytes, timeout_s: float) -> bytes:
+        reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s)
+        return bytes(reply.data)
+
+    profiles = ProfileDirectory(repo, ask)
+
     def envelop(data: Event, correlation_id: str | None = None) -> Envelope[Any]:
         return runtime.envelope(data, correlation_id)
 
@@ -50,8 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.job_batch_size,
         settings.job_max_in_flight,
         settings.scheduler_poll_s,
+        profiles,
     )
-    ops = MailboxOperations(repo, rings, envelop, runtime.wake_relay, settings.max_selection)
+    ops = MailboxOperations(repo, rings, envelop, runtime.wake_relay, settings.max_selection, profiles)
     handlers = Handlers(
         repo,
         RetryPolicy(settings.retry_max_attempts, settings.retry_interval_s, settings.retry_jitter),

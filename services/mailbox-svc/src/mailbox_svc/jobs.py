@@ -20,6 +20,7 @@ from contracts.events import Event
 from contracts.jobs import JobProgress, TestJobCompleted, TestJobProgress, TestJobStarted
 from mailbox_svc.clock import utcnow
 from mailbox_svc.models import JobView
+from mailbox_svc.profiles import ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import Repository
 from mailbox_svc.testing import Rings, TestRefused, build_request, job_test_id, pending_fields
 from mailwarden_runtime.http import DomainError
@@ -45,8 +46,10 @@ class JobRunner:
         batch_size: int,
         max_in_flight: int,
         poll_s: float,
+        profiles: ProfileDirectory,
     ) -> None:
         self.repo = repo
+        self.profiles = profiles
         self.rings = rings
         self.envelop = envelop
         self.wake_relay = wake_relay
@@ -61,8 +64,7 @@ class JobRunner:
     # ---- operations --------------------------------------------------------------------------
 
     async def start_job(self, profile_id: str) -> JobView:
-        if await self.repo.get_profile(profile_id) is None:
-            raise DomainError(422, "unknown email server profile", "profile_id")
+        await self.profiles.require(profile_id)
         now = utcnow()
         job_id = f"job_{uuid.uuid4().hex[:16]}"
         total = await self.repo.count_for_profile(profile_id)
@@ -229,7 +231,10 @@ class JobRunner:
                 await self._finish(done, "completed")
             return True
         settings = await self.repo.get_settings()
-        profile = await self.repo.get_profile(job["profile_id"])
+        try:
+            profile = await self.profiles.find(job["profile_id"], with_login=True)
+        except ProfileUnavailable:
+            return False  # not known yet whether it exists: the next pass asks again
         now = utcnow()
         ops: list[tuple[Document, Document]] = []
         refused: dict[str, int] = {}

@@ -20,6 +20,7 @@ from contracts.events import (
     ProfileSnapshot,
     SettingsSnapshot,
 )
+from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, act_sync_refused
 from mailbox_svc.clock import utcnow
 from mailbox_svc.credentials import INCOMING, OUTGOING, CredentialsUnreadable
 from mailbox_svc.documents import CLIENT_FIELDS, new_document, patch_login, to_snapshot, to_view
@@ -40,6 +41,7 @@ from mailbox_svc.models import (
     TestHistory,
     TestRunView,
 )
+from mailbox_svc.profiles import UNAVAILABLE, ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import Repository
 from mailbox_svc.testing import Rings, TestRefused, build_request, pending_fields
 from mailwarden_runtime.http import DomainError
@@ -65,8 +67,10 @@ class MailboxOperations:
         envelop: Envelop,
         wake: Callable[[], None],
         max_selection: int,
+        profiles: ProfileDirectory,
     ) -> None:
         self.repo = repo
+        self.profiles = profiles
         self.rings = rings
         self.envelop = envelop
         self.wake = wake
@@ -74,9 +78,13 @@ class MailboxOperations:
 
     # ---- create / read ----------------------------------------------------------------------
 
-    async def _check_profile(self, profile_id: str | None, field: str = "profile_id") -> None:
-        if profile_id is not None and await self.repo.get_profile(profile_id) is None:
-            raise DomainError(422, "unknown email server profile", field)
+    async def _check_profile(
+        self, profile_id: str | None, field: str = "profile_id"
+    ) -> ProfileSnapshot | None:
+        """The profile a mailbox is to use; a read model that lags never refuses it (profiles.py)."""
+        if profile_id is None:
+            return None
+        return await self.profiles.require(profile_id, field)
 
     def _creatable(self, req: MailboxCreate, now: datetime) -> Document:
         doc = new_document(req, self.rings.at_rest, now)
@@ -86,7 +94,8 @@ class MailboxOperations:
         return doc
 
     async def create(self, req: MailboxCreate) -> MailboxView:
-        await self._check_profile(req.profile_id)
+        profile = await self._check_profile(req.profile_id)
+        _check_act(req.act_delivery.value, profile, "act_delivery")
         doc = self._creatable(req, utcnow())
         if not await self.repo.insert(doc):
             raise DomainError(409, "a mailbox with this id exists", "mailbox_id")
@@ -97,9 +106,14 @@ class MailboxOperations:
     async def create_many(self, req: MailboxBatchCreate) -> BulkResult:
         """Create many mailboxes in one bulk write; any problem refuses the whole batch."""
         now = utcnow()
+        seen: dict[str, ProfileSnapshot | None] = {}
         for i, item in enumerate(req.mailboxes):
-            if item.profile_id is not None:
-                await self._check_profile(item.profile_id, f"mailboxes.{i}.profile_id")
+            if item.profile_id is not None and item.profile_id not in seen:
+                seen[item.profile_id] = await self._check_profile(
+                    item.profile_id, f"mailboxes.{i}.profile_id"
+                )
+            profile = seen.get(item.profile_id or "")
+            _check_act(item.act_delivery.value, profile, f"mailboxes.{i}.act_delivery")
         docs = [self._creatable(item, now) for item in req.mailboxes]
         ids = [d["_id"] for d in docs]
         if len(set(ids)) != len(ids):
@@ -205,6 +219,12 @@ class MailboxOperations:
     async def update(self, mailbox_id: str, patch: MailboxPatch) -> MailboxView:
         if "profile_id" in patch.model_fields_set:
             await self._check_profile(patch.profile_id)
+        current = await self._get_doc(mailbox_id)
+        profile_id = patch.profile_id if "profile_id" in patch.model_fields_set else current.get("profile_id")
+        act = patch.act_delivery if "act_delivery" in patch.model_fields_set else None
+        act_value = act.value if act is not None else current["act_delivery"]
+        if act_value == DeliveryMethod.SERVER_SIDE_SYNC.value and profile_id:
+            _check_act(act_value, await self.profiles.find_quietly(profile_id), "act_delivery")
         now = utcnow()
 
         def change(doc: Document, _: SettingsSnapshot) -> tuple[Document, list[Event]]:
@@ -279,7 +299,16 @@ class MailboxOperations:
         return change
 
     async def _load_profiles(self, ids: set[str]) -> dict[str, ProfileSnapshot]:
-        return {pid: p for pid in ids if (p := await self.repo.get_profile(pid)) is not None}
+        """The profiles tests will use (with their sealed login), asked for when the read model lags."""
+        out: dict[str, ProfileSnapshot] = {}
+        for pid in ids - {""}:
+            try:
+                profile = await self.profiles.find(pid, with_login=True)
+            except ProfileUnavailable:
+                raise DomainError(503, UNAVAILABLE, "profile_id") from None
+            if profile is not None:
+                out[pid] = profile
+        return out
 
     async def test_one(self, mailbox_id: str) -> TestAccepted:
         doc = await self._get_doc(mailbox_id)
@@ -320,6 +349,8 @@ class MailboxOperations:
         def defaults(_: Document, s: SettingsSnapshot) -> Document:
             if s.default_profile_id is None:
                 raise TestRefused("no_default_profile", "the organisation has no default profile")
+            if act_sync_refused(s.act_delivery.value, _protocol(profiles.get(s.default_profile_id))):
+                raise TestRefused(ACT_CODE, ACT_NOT_SUPPORTED, "act_delivery", 422)
             return {
                 "profile_id": s.default_profile_id,
                 "incoming_delivery": s.incoming_delivery.value,
@@ -333,19 +364,52 @@ class MailboxOperations:
 
     async def change_many(self, req: ChangeManyRequest) -> BulkResult:
         changes = req.changes
+        new_profile: ProfileSnapshot | None = None
         if "profile_id" in changes.model_fields_set:
-            await self._check_profile(changes.profile_id, "changes.profile_id")
+            new_profile = await self._check_profile(changes.profile_id, "changes.profile_id")
+        profiles = await self._load_act_profiles(req, new_profile)
 
         def change(doc: Document, _: SettingsSnapshot) -> tuple[Document, list[Event]]:
             fields: Document = {}
             for name in changes.model_fields_set:
                 value = getattr(changes, name)
                 fields[name] = value.value if hasattr(value, "value") else value
+            merged = {**doc, **fields}
+            profile = profiles.get(merged.get("profile_id") or "")
+            if act_sync_refused(merged["act_delivery"], _protocol(profile)):
+                raise TestRefused(ACT_CODE, ACT_NOT_SUPPORTED, "changes.act_delivery", 422)
             if fields.get("profile_id", doc.get("profile_id")) != doc.get("profile_id"):
                 fields.update(_reset_tests())
             return fields, [MailboxUpdated(mailbox=to_snapshot(doc))]
 
         return await self._bulk(req.selection, change)
+
+    async def _load_act_profiles(
+        self, req: ChangeManyRequest, new_profile: ProfileSnapshot | None
+    ) -> dict[str, ProfileSnapshot]:
+        """The profiles whose protocol decides whether ACT server-side sync may be set (only then)."""
+        if new_profile is not None:
+            return {new_profile.profile_id: new_profile}
+        if req.changes.act_delivery is not DeliveryMethod.SERVER_SIDE_SYNC:
+            return {}
+        out: dict[str, ProfileSnapshot] = {}
+        for pid in await self._profile_ids(req.selection):
+            if (profile := await self.profiles.find_quietly(pid)) is not None:
+                out[pid] = profile
+        return out
+
+
+ACT_CODE = "act_not_supported"
+
+
+def _protocol(profile: ProfileSnapshot | None) -> str | None:
+    return profile.incoming_protocol.value if profile is not None else None
+
+
+def _check_act(act_delivery: str, profile: ProfileSnapshot | None, field: str) -> None:
+    """Refuse ACT server-side sync on a mailbox whose profile is IMAP or POP3, as the org settings do."""
+    if act_sync_refused(act_delivery, _protocol(profile)):
+        raise DomainError(422, ACT_NOT_SUPPORTED, field)
 
 
 def apply_set(doc: Document, fields: Document) -> Document:

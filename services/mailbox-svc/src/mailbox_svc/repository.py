@@ -181,6 +181,11 @@ class Repository:
             return None
         return ProfileSnapshot.model_validate(doc["snapshot"])
 
+    async def profile_deleted(self, profile_id: str) -> bool:
+        """Whether ``ProfileDeleted`` was seen for this id (deletion is final: no need to ask)."""
+        doc = await self.profiles.find_one({"_id": profile_id}, {"deleted": 1})
+        return bool(doc and doc.get("deleted"))
+
     async def upsert_settings(self, snapshot: SettingsSnapshot) -> None:
         try:
             await self.settings.update_one(

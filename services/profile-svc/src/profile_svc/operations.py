@@ -26,7 +26,7 @@ from contracts.events import (
     ProfileDeleted,
     ProfileUpdated,
 )
-from contracts.models import DeliveryMethod, Direction, SealedSecret
+from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, Direction, SealedSecret
 from mailwarden_runtime.crypto import SealError
 from mailwarden_runtime.http import DomainError, FieldProblem
 from mailwarden_runtime.outbox import outbox_entry
@@ -51,10 +51,7 @@ from profile_svc.rules import Draft, port_problems, requested, resolve
 log = logging.getLogger(__name__)
 
 MakeEnvelope = Callable[[Event], Envelope[Any]]
-ACT_REFUSED = (
-    "appointments, contacts and tasks cannot use server-side synchronization with an IMAP or POP3 "
-    'default profile (not supported for IMAP/POP profiles): use "none" or "email_router"'
-)
+ACT_REFUSED = ACT_NOT_SUPPORTED
 NAME_TAKEN = "another profile already has this name"
 RETRIES = 30
 
