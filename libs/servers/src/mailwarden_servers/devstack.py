@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import sys
 import time
 import urllib.error
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from mailwarden_servers.mongo import MongoWireServer
 from mailwarden_servers.nats import NatsServer
-from mailwarden_servers.ports import ServerStartError, free_port
+from mailwarden_servers.ports import ServerStartError, port_or_free
 from mailwarden_servers.process import ManagedProcess
 
 
@@ -40,16 +39,6 @@ SERVICES = (
     ServiceSpec("tester-svc", "tester_svc.app:create_app", 8083),
     ServiceSpec("alert-svc", "alert_svc.app:create_app", 8084),
 )
-
-
-def port_or_free(preferred: int) -> int:
-    """The preferred port when it is free, so URLs stay the same between runs; else any free one."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-        except OSError:
-            return free_port()
-    return preferred
 
 
 # On SIGTERM uvicorn waits this long for open HTTP requests, then the runtime's stop runs (at most

@@ -7,7 +7,15 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["ServerStartError", "Watched", "free_port", "log_tail", "wait_port"]
+__all__ = [
+    "ServerStartError",
+    "Watched",
+    "free_port",
+    "log_tail",
+    "port_is_free",
+    "port_or_free",
+    "wait_port",
+]
 
 LOCALHOST = "127.0.0.1"
 
@@ -28,6 +36,27 @@ def free_port(host: str = LOCALHOST) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def port_is_free(port: int, host: str = LOCALHOST) -> bool:
+    """Whether a server could listen on ``port`` now.
+
+    Binds with ``SO_REUSEADDR``, as nats-server, uvicorn and our mail servers do: connections of a
+    stopped run still in TIME-WAIT do not keep them off their port, so they must not count as taken
+    here either (else a quick restart moves services to random ports). A listening socket still does.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_or_free(preferred: int, host: str = LOCALHOST) -> int:
+    """The preferred port when it is free, so URLs stay the same between runs; else any free one."""
+    return preferred if port_is_free(preferred, host) else free_port(host)
 
 
 def log_tail(path: Path | None, lines: int = 30) -> str:
