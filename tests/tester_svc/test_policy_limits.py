@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from contracts.errors import ErrorCode, WarningCode
+from contracts.errors import CATALOG, ErrorCode, WarningCode
 from contracts.events import SealedCredentials
 from contracts.models import CredentialSource, DirectionResult, Endpoint, IncomingProtocol, TlsMode
 from contracts.models import TestStatus as Status
@@ -42,6 +42,10 @@ async def test_loopback_denied_unless_allowed(
     assert result.error.step == "address_policy"
     assert "tcp" not in names(result)
     assert fake.connections == 0
+    # The operator setting that allows the range is named in the step and in the catalog's remedy.
+    policy = next(s for s in result.steps if s.name == "address_policy")
+    assert policy.detail is not None and "MW_TESTER_ALLOW_NETWORKS" in policy.detail
+    assert "MW_TESTER_ALLOW_NETWORKS" in CATALOG[ErrorCode.ADDRESS_NOT_ALLOWED].remediation
 
 
 async def test_localhost_name_denied(make_runner: Callable[..., Runner], fake_server: StartFake) -> None:
@@ -83,6 +87,17 @@ async def test_non_public_targets_denied(make_runner: Callable[..., Runner], hos
     result = await imap_result(runner, host, 993, allowed_ports=[993])
     assert result.error is not None and result.error.code is ErrorCode.ADDRESS_NOT_ALLOWED
     assert "tcp" not in names(result)
+    detail = next(s for s in result.steps if s.name == "address_policy").detail or ""
+    # Only private and loopback ranges are the operator's to allow; the rest is never suggested.
+    allowable = host in {
+        "10.1.2.3",
+        "192.168.1.10",
+        "fd00:ec2::254",
+        "::1",
+        "intranet.example",
+        "mixed.example",
+    }
+    assert ("MW_TESTER_ALLOW_NETWORKS" in detail) is allowable, detail
 
 
 async def test_port_not_allowed(runner: Runner, fake_server: StartFake) -> None:
@@ -91,6 +106,8 @@ async def test_port_not_allowed(runner: Runner, fake_server: StartFake) -> None:
     assert result.error is not None and result.error.code is ErrorCode.PORT_NOT_ALLOWED
     assert names(result) == ["credentials", "policy"]  # not even a DNS lookup
     assert fake.connections == 0
+    assert "allowed ports" in (result.steps[-1].detail or "")
+    assert "allowed_ports" in CATALOG[ErrorCode.PORT_NOT_ALLOWED].remediation
 
 
 async def test_plaintext_needs_permission(runner: Runner, fake_server: StartFake) -> None:
@@ -135,6 +152,9 @@ async def test_bad_certificates(
     assert result.error is not None and result.error.code is expected
     assert result.error.step == "tls"
     assert fake.received == bytearray()  # not one byte of IMAP, let alone credentials
+    if expected is ErrorCode.CERT_UNTRUSTED:  # the CA setting is named where it is the way out
+        assert "MW_TESTER_CA_FILE" in (result.steps[-1].detail or "")
+        assert "MW_TESTER_CA_FILE" in CATALOG[expected].remediation
 
 
 async def test_hostname_mismatch_on_real_dovecot(runner: Runner, dovecot: DovecotServer) -> None:

@@ -101,13 +101,16 @@ CATALOG: dict[ErrorCode, ErrorSpec] = {
         P,
         "profile",
         "The server port is not in the allowed list.",
-        "Use an allowed port (e.g. IMAPS 993, POP3S 995, SMTP 465/587).",
+        "Use an allowed port (e.g. IMAPS 993, POP3S 995, SMTP 465/587), or add this port to the"
+        " organisation's allowed ports (email settings `port_preset` custom and `allowed_ports`:"
+        " `mailwarden settings set --allowed-ports ...`).",
     ),
     ErrorCode.ADDRESS_NOT_ALLOWED: _spec(
         P,
         "profile",
         "The server address is not allowed by the egress policy.",
-        "Use a public server, or ask an operator to allow the range.",
+        "Use a public server. For an on-premises server on a private or loopback address, an operator"
+        " adds its range to `MW_TESTER_ALLOW_NETWORKS` (tester-svc, CIDRs, e.g. 10.20.0.0/16).",
     ),
     ErrorCode.TCP_REFUSED: _spec(
         T,
@@ -149,7 +152,8 @@ CATALOG: dict[ErrorCode, ErrorSpec] = {
         P,
         "profile",
         "The server's certificate is not trusted.",
-        "Install a certificate from a trusted authority on the server.",
+        "Install a certificate from a trusted authority on the server. For a private CA, an operator"
+        " points `MW_TESTER_CA_FILE` (tester-svc) at the CA's certificate (PEM).",
     ),
     ErrorCode.CERT_EXPIRED: _spec(
         P, "profile", "The server's certificate has expired.", "Renew the server's certificate."

@@ -106,6 +106,17 @@ def parse_address(text: str) -> IPAddress | None:
         return None
 
 
+def operator_allowable(text: str) -> bool:
+    """Whether ``text`` is a private or loopback address, the kind an operator's allow-list may allow.
+
+    Not hidden IPv4 in IPv6: such addresses are judged strictly whatever the operator allows.
+    """
+    addr = parse_address(text)
+    if addr is None or (isinstance(addr, ipaddress.IPv6Address) and embedded_ipv4(addr)):
+        return False
+    return bool((addr.is_private or addr.is_loopback) and not addr.is_link_local and not addr.is_unspecified)
+
+
 def check_addresses(addresses: Iterable[str], allow: Sequence[Network]) -> list[str]:
     """The addresses that break the policy (unparsable ones included). Empty means all are allowed."""
     bad: list[str] = []
@@ -135,16 +146,31 @@ class EgressPolicy:
 
     allow_networks: Sequence[Network] = ()
     allowed_ports: Sequence[int] = ()
+    allow_setting: str = ""
+    """The operator setting that holds ``allow_networks`` (e.g. MW_TESTER_ALLOW_NETWORKS), named in refusals."""
 
     def check_port(self, port: int) -> None:
         """Raise ``port_not_allowed`` unless ``port`` is in the allow-list (fail closed: empty allows none)."""
         if port not in self.allowed_ports:
-            raise NetError(ErrorCode.PORT_NOT_ALLOWED, f"port {port} is not allowed")
+            raise NetError(
+                ErrorCode.PORT_NOT_ALLOWED,
+                f"port {port} is not in the organisation's allowed ports (email settings port_preset /"
+                " allowed_ports)",
+            )
 
     def check_addresses(self, addresses: Iterable[str]) -> None:
         """Raise ``address_not_allowed`` when any resolved address breaks the policy.
 
-        Coarse on purpose: which address was denied is not told (no internal-network oracle).
+        Coarse on purpose: which address was denied is not told (no internal-network oracle). Only
+        the kind an operator may allow (private, loopback) is named, with the setting that allows it.
         """
-        if check_addresses(addresses, self.allow_networks):
-            raise NetError(ErrorCode.ADDRESS_NOT_ALLOWED, "the server resolves to a non-public address")
+        denied = check_addresses(addresses, self.allow_networks)
+        if not denied:
+            return
+        if self.allow_setting and all(operator_allowable(a) for a in denied):
+            raise NetError(
+                ErrorCode.ADDRESS_NOT_ALLOWED,
+                "the server resolves to a private or loopback address; an operator may allow its range"
+                f" in {self.allow_setting}",
+            )
+        raise NetError(ErrorCode.ADDRESS_NOT_ALLOWED, "the server resolves to a non-public address")

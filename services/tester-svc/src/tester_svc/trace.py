@@ -50,6 +50,8 @@ class Trace:
         detail: str | None = None,
     ) -> None:
         elapsed = time.monotonic() - started
+        if code is ErrorCode.CERT_UNTRUSTED and detail:
+            detail += "; a private CA is trusted through MW_TESTER_CA_FILE"
         metrics.STEP_SECONDS.labels(protocol=self.protocol, step=name).observe(elapsed)
         self.steps.append(
             StepResult(

@@ -27,6 +27,7 @@ from tester_svc.tls import record_tls
 from tester_svc.trace import Facts, Trace
 
 Protocol = Literal["imap", "pop3", "smtp"]
+ALLOW_SETTING = "MW_TESTER_ALLOW_NETWORKS"  # named when a private or loopback address is refused
 MAX_CAPS = 60
 
 
@@ -120,7 +121,7 @@ async def _policy_port(session: Session) -> None:
 async def _policy_addresses(session: Session, addresses: list[str]) -> None:
     async with session.step("address_policy") as facts:
         facts["checked"] = len(addresses)
-        EgressPolicy(session.env.allow_networks).check_addresses(addresses)
+        EgressPolicy(session.env.allow_networks, allow_setting=ALLOW_SETTING).check_addresses(addresses)
 
 
 async def run_probe(session: Session, dialogue: Dialogue) -> None:
