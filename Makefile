@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: up test sync system-deps lint type check bench clean
+.PHONY: up demo test sync system-deps lint type check bench clean
 
 $(UV):
 	python3 -m venv $(VENV)
@@ -29,6 +29,10 @@ system-deps:
 up: sync
 	$(PYTHON) -m mailwarden_servers.devstack
 
+## `make up` plus a local Dovecot and SMTP server (demo CA, demo users), demo data and the quick tour.
+demo: sync system-deps
+	$(PYTHON) -m mailwarden_servers.demo
+
 test: sync system-deps
 	$(PYTHON) -m pytest
 
@@ -42,7 +46,7 @@ type: sync
 check: lint type test
 
 clean:
-	rm -rf $(VENV) .data
+	rm -rf $(VENV) .data .demo
 
 ## Benchmarks: tests/s, latency and CPU of bulk mailbox testing (bench/README.md). Not part of `make test`.
 ## Pass options with BENCH_ARGS, e.g. make bench BENCH_ARGS="--large --json bench-results.json"

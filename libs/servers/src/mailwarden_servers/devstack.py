@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,97 @@ def load_or_create_keys(path: Path) -> dict[str, str]:
     return keys
 
 
+@dataclass
+class Stack:
+    """What :func:`start_stack` started: where NATS, the database and each service answer."""
+
+    nats_url: str
+    mongo_uri: str
+    services: list[ServiceProcess]
+    data: Path
+
+    def url(self, service: str) -> str:
+        return next(s.url for s in self.services if s.name == service)
+
+
+def start_stack(data: Path, started: list[ManagedProcess], extra_env: dict[str, str] | None = None) -> Stack:
+    """Start NATS and SecantusDB (unless given by the environment), then the four services.
+
+    Everything started is appended to ``started`` at once, so the caller stops it even when a
+    later start fails. ``extra_env`` reaches every service (e.g. the tester's egress settings).
+    """
+    nats_url = os.environ.get("NATS_URL") or os.environ.get("MW_NATS_URL")
+    if not nats_url:
+        nats = NatsServer(data / "nats", port_or_free(4222), monitor_port=port_or_free(8222))
+        print(f"starting nats-server (JetStream) on {nats.url} ...", flush=True)
+        started.append(nats.start())
+        nats_url = nats.url
+    mongo_uri = os.environ.get("MONGODB_URI") or os.environ.get("MW_MONGODB_URI")
+    if not mongo_uri:
+        mongo = MongoWireServer(data / "mongo", port_or_free(27017))
+        print(f"starting SecantusDB (MongoDB wire protocol) on {mongo.uri} ...", flush=True)
+        started.append(mongo.start())
+        mongo_uri = mongo.uri
+    env = {
+        "MW_NATS_URL": nats_url,
+        "MW_MONGODB_URI": mongo_uri,
+        **load_or_create_keys(data / "keys.env"),
+        **(extra_env or {}),
+    }
+    services = [ServiceProcess(data / "logs", spec, port_or_free(spec.port), env) for spec in SERVICES]
+    for svc in services:
+        print(f"starting {svc.name} ...", flush=True)
+        started.append(svc.start())
+    stack = Stack(nats_url, mongo_uri, services, data)
+    (data / "endpoints.json").write_text(
+        json.dumps({"nats_url": nats_url, **{s.name: s.url for s in services}}, indent=2)
+    )
+    return stack
+
+
+def print_stack(stack: Stack) -> None:
+    print("\nmailwarden is up:\n")
+    print(f"  {'service':<12} {'base URL':<24} API docs")
+    for svc in stack.services:
+        print(f"  {svc.name:<12} {svc.url:<24} {svc.url}/docs")
+    print(f"\n  NATS {stack.nats_url}   MongoDB {stack.mongo_uri}\n  data and logs: {stack.data}\n")
+
+
+def stopper(started: list[ManagedProcess]) -> Callable[[], None]:
+    """Stop what was started, newest first, once (Ctrl-C, SIGTERM, or the end of ``main``)."""
+    stopping = False
+
+    def stop_all() -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        print("\nstopping ...", flush=True)
+        for proc in reversed(started):
+            code = proc.stop()
+            # uvicorn re-raises the SIGTERM it handled, so -15 after a clean shutdown is normal.
+            state = "stopped" if code in (0, -signal.SIGTERM) else f"stopped (exit {code})"
+            print(f"  {proc.name:<12} {state}", flush=True)
+
+    return stop_all
+
+
+def watch(started: list[ManagedProcess]) -> int:
+    """Run in the foreground until a process exits (1) or Ctrl-C / SIGTERM (0)."""
+    print("Ctrl-C stops everything.", flush=True)
+    while True:
+        for proc in started:
+            if not proc.is_running:
+                print(f"{proc.name} exited ({proc.returncode}); last log lines:\n{proc.log_tail()}")
+                return 1
+        time.sleep(1)
+
+
+def sigterm_unwinds() -> None:
+    """SIGTERM unwinds like Ctrl-C, so everything started is stopped."""
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mailwarden-up", description=__doc__)
     parser.add_argument("--data-dir", default=os.environ.get("MW_DATA_DIR", ".data"))
@@ -129,56 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     data.chmod(0o755)
 
     started: list[ManagedProcess] = []
-    stopping = False
-
-    def stop_all(*_: object) -> None:
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        print("\nstopping ...", flush=True)
-        for proc in reversed(started):
-            code = proc.stop()
-            # uvicorn re-raises the SIGTERM it handled, so -15 after a clean shutdown is normal.
-            state = "stopped" if code in (0, -signal.SIGTERM) else f"stopped (exit {code})"
-            print(f"  {proc.name:<12} {state}", flush=True)
-
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stop_all = stopper(started)
+    sigterm_unwinds()
     try:
-        nats_url = os.environ.get("NATS_URL") or os.environ.get("MW_NATS_URL")
-        if not nats_url:
-            nats = NatsServer(data / "nats", port_or_free(4222), monitor_port=port_or_free(8222))
-            print(f"starting nats-server (JetStream) on {nats.url} ...", flush=True)
-            started.append(nats.start())
-            nats_url = nats.url
-        mongo_uri = os.environ.get("MONGODB_URI") or os.environ.get("MW_MONGODB_URI")
-        if not mongo_uri:
-            mongo = MongoWireServer(data / "mongo", port_or_free(27017))
-            print(f"starting SecantusDB (MongoDB wire protocol) on {mongo.uri} ...", flush=True)
-            started.append(mongo.start())
-            mongo_uri = mongo.uri
-        env = {"MW_NATS_URL": nats_url, "MW_MONGODB_URI": mongo_uri, **load_or_create_keys(data / "keys.env")}
-        services = [ServiceProcess(data / "logs", spec, port_or_free(spec.port), env) for spec in SERVICES]
-        for svc in services:
-            print(f"starting {svc.name} ...", flush=True)
-            started.append(svc.start())
-        print("\nmailwarden is up:\n")
-        print(f"  {'service':<12} {'base URL':<24} API docs")
-        for svc in services:
-            print(f"  {svc.name:<12} {svc.url:<24} {svc.url}/docs")
-        print(f"\n  NATS {nats_url}   MongoDB {mongo_uri}\n  data and logs: {data}\n")
-        (data / "endpoints.json").write_text(
-            json.dumps({"nats_url": nats_url, **{s.name: s.url for s in services}}, indent=2)
-        )
+        stack = start_stack(data, started)
+        print_stack(stack)
         if args.once:
             return 0
-        print("Ctrl-C stops everything (data is kept).", flush=True)
-        while True:
-            for proc in started:
-                if not proc.is_running:
-                    print(f"{proc.name} exited ({proc.returncode}); last log lines:\n{proc.log_tail()}")
-                    return 1
-            time.sleep(1)
+        print("Data is kept between runs.")
+        return watch(started)
     except ServerStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -101,6 +101,22 @@ def doveadm_binary() -> str:
     return shutil.which("doveadm") or "/usr/bin/doveadm"
 
 
+def doveadm_save(config: Path, user: str, message: bytes, mailbox: str = "INBOX") -> None:
+    """Store a raw RFC 5322 message in ``user``'s mailbox of the Dovecot configured by ``config``."""
+    result = subprocess.run(
+        [doveadm_binary(), "-c", str(config), "save", "-u", user, "-m", mailbox],
+        input=message,
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"doveadm save for {user} failed ({result.returncode}): "
+            f"{result.stderr.decode(errors='replace').strip()}"
+        )
+
+
 def _check_traversable(path: Path) -> None:
     """Dovecot's auth worker and mail processes drop root: every parent needs o+x."""
     for p in [path, *path.parents]:
@@ -214,18 +230,11 @@ class DovecotServer(ManagedProcess):
 
     def deliver(self, user: str, message: bytes, mailbox: str = "INBOX") -> None:
         """Store a raw RFC 5322 message in a mailbox via `doveadm save` (no SMTP involved)."""
-        result = subprocess.run(
-            [doveadm_binary(), "-c", str(self.config_path), "save", "-u", user, "-m", mailbox],
-            input=message,
-            capture_output=True,
-            check=False,
-            timeout=30,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"doveadm save for {user} failed ({result.returncode}): "
-                f"{result.stderr.decode(errors='replace').strip()}"
-            )
+        doveadm_save(self.config_path, user, message, mailbox)
+
+    def deliver_address(self, address: str, message: bytes) -> None:
+        """Deliver to the user named by the address' local part (``SmtpServer(deliver=...)``)."""
+        self.deliver(address.split("@", 1)[0], message)
 
     def reload(self) -> None:
         """Re-render the config (e.g. after changing `cert`) and SIGHUP the master."""

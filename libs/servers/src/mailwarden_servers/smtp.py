@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,6 +24,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
 from mailwarden_servers.certs import CertPair, TestCertificates
+from mailwarden_servers.dovecot import doveadm_save
 from mailwarden_servers.ports import LOCALHOST, ServerStartError, free_port, wait_port
 from mailwarden_servers.process import ManagedProcess
 from mailwarden_servers.running import Running
@@ -151,8 +153,12 @@ class SmtpServer(Running):
         port_starttls: int | None = None,
         port_tls: int | None = None,
         port_plain: int | None = None,
+        deliver: Callable[[str, bytes], None] | None = None,
     ) -> None:
+        """``deliver(recipient, message)``, when given, hands every accepted message on (e.g. into
+        Dovecot), so a message sent to a mailbox can be found there, as the tester's send mode does."""
         self.host = LOCALHOST
+        self.deliver = deliver
         self.certs = certs
         self.cert = cert or certs.server
         self.users = dict(users)
@@ -257,6 +263,9 @@ class SmtpServer(Running):
             setattr(self, field, getattr(self, field) + 1)
 
     def _record(self, message: ReceivedMessage) -> None:
+        if self.deliver is not None:
+            for rcpt in message.rcpt_tos:
+                self.deliver(rcpt, message.data)
         with self._lock:
             self.message_count += 1
             if self.keep_messages:
@@ -287,12 +296,15 @@ class SmtpProcess(ManagedProcess):
         cert_name: str = "server",
         *,
         plain: bool = False,
+        deliver_to_dovecot: Path | None = None,
     ) -> None:
+        """``deliver_to_dovecot``: a Dovecot config; accepted mail goes into its users' INBOX."""
         super().__init__(workdir)
         self.host = LOCALHOST
         self.certs = certs
         self.users = dict(users)
         self.cert_name = cert_name
+        self.deliver_to_dovecot = deliver_to_dovecot
         self.port_starttls = free_port()
         self.port_tls = free_port()
         self.port_plain = free_port() if plain else None
@@ -310,6 +322,8 @@ class SmtpProcess(ManagedProcess):
         ]  # fmt: skip
         if self.port_plain is not None:
             argv += ["--port-plain", str(self.port_plain)]
+        if self.deliver_to_dovecot is not None:
+            argv += ["--deliver-to-dovecot", str(self.deliver_to_dovecot)]
         return argv
 
     def prepare(self) -> None:
@@ -348,7 +362,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--users-file", type=Path, required=True, help="user:password lines")
     parser.add_argument("--keep-messages", action="store_true", help="keep bodies in memory")
+    parser.add_argument(
+        "--deliver-to-dovecot", type=Path, default=None, help="dovecot.conf: store mail in its users' INBOX"
+    )
     args = parser.parse_args(argv)
+    deliver = None
+    if args.deliver_to_dovecot is not None:
+        config = args.deliver_to_dovecot
+
+        def deliver(rcpt: str, data: bytes) -> None:
+            doveadm_save(config, rcpt.split("@", 1)[0], data)
 
     certs = TestCertificates.load(args.certs)
     cert: CertPair = getattr(certs, args.cert)
@@ -361,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         port_starttls=args.port_starttls,
         port_tls=args.port_tls,
         port_plain=args.port_plain,
+        deliver=deliver,
     )
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -182,8 +182,9 @@ def list_(
     limit: Annotated[int, typer.Option("--limit")] = 50,
     offset: Annotated[int, typer.Option("--offset")] = 0,
     as_json: JsonOut = False,
+    quiet: Quiet = False,
 ) -> None:
-    """List profiles."""
+    """List profiles (-q: only their ids, one a line, for scripts)."""
     query = prune(
         {
             "name_contains": name_contains,
@@ -196,7 +197,10 @@ def list_(
 
     async def work(bus: Bus) -> None:
         page = await bus.call(SERVICE, "list", query)
-        if as_json:
+        if quiet:
+            for item in page["items"]:
+                out.print(item["profile_id"])
+        elif as_json:
             emit_json(page)
         else:
             out.print(render.profiles_table(page["items"]))
