@@ -58,7 +58,7 @@ def demo(workdir: Path) -> Iterator[tuple[Path, str]]:
             time.sleep(0.5)
         yield data, Path(log.name).read_text()
     finally:
-        proc.send_signal(signal.SIGINT)  # only the demo's own process; it stops what it started
+        proc.send_signal(signal.SIGTERM)  # only the demo's own process; it stops what it started
         try:
             proc.wait(timeout=90)
         except subprocess.TimeoutExpired:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
-from mailbox_helpers import MakeHarness, profile_snapshot
+from mailbox_helpers import MakeHarness, completed_for, profile_snapshot
 
 import mailbox_svc.jobs as jobs_module
 from contracts.errors import ErrorCode
 from contracts.models import CredentialSource
 from mailwarden_servers import eventually
+from tester_svc.handlers import withdrawn
 
 N = 500
 
@@ -67,7 +69,11 @@ async def test_job_of_500_mailboxes_reports_progress_and_summary(make_harness: M
         events = await h.stream_messages("mailwarden.job.")
         types = [e["data"]["type"] for e in events]
         assert types[0] == "TestJobStarted" and types.count("TestJobCompleted") == 1
-        assert types.count("TestJobProgress") == N // 100
+        # one per expanded batch, then as results move the counters (at most one a second)
+        dones = [
+            e["data"]["data"]["progress"]["done"] for e in events if e["data"]["type"] == "TestJobProgress"
+        ]
+        assert len(dones) > N // 100 and dones == sorted(dones) and any(0 < d < N for d in dones), dones
         summary = next(e["data"]["data"] for e in events if e["data"]["type"] == "TestJobCompleted")
         assert summary["state"] == "completed" and summary["progress"]["failed"]["auth_failed"] == 60
         ok = (
@@ -95,12 +101,38 @@ async def test_job_cancel_stops_requesting(make_harness: MakeHarness) -> None:
             return bool(job["done"] == 10 and job["requested"] == 50)
 
         await eventually(ten_done, what="ten results counted")
+        running_since = datetime.now(UTC)  # first[10:20] started before the cancel
         r = await h.http.post(f"/jobs/{job_id}/cancel")
         assert r.status_code == 200 and r.json()["state"] == "cancelled"
         assert (r.json()["requested"], r.json()["done"], r.json()["total"]) == (50, 10, 120)
-        for req in first[10:]:
-            await h.complete(req)
+        for req in first[10:20]:  # were running: they finish, apply and count
+            await h.publish(completed_for(req).model_copy(update={"started_at": running_since}))
+        for req in first[20:30]:  # had not started: a tester that checked the job withdrew them
+            await h.publish(withdrawn(req, "fake-tester"))
+        for req in first[30:]:  # had not started, run by a tester that did not check: withdrawn here
+            await h.complete(req, "auth_failed", "auth_failed")
+
+        async def twenty_done() -> dict[str, Any] | None:
+            job = (await h.http.get(f"/jobs/{job_id}")).json()
+            return job if job["done"] == 20 else None
+
+        job = await eventually(twenty_done, what="the started tests counted after the cancel")
+        assert job["state"] == "cancelled" and "auth_failed" not in job["failed"]  # withdrawn: not counted
         assert await h.no_more_requests(0.8)
+        for req in first[20:]:  # no status, no alert, no retry: only free of waiting
+            mb = await h.wait_mailbox(req.mailbox.mailbox_id, lambda m: not m["test_scheduled"])
+            assert (mb["incoming_status"], mb["retry_count"], mb["last_error"]) == ("not_run", 0, None)
+        assert (await h.mailbox(first[15].mailbox.mailbox_id))["incoming_status"] == "success"
+        changed = await h.stream_messages("mailwarden.mailbox.status_changed")
+        assert len(changed) == 20
+        runs = (await h.http.get(f"/mailboxes/{first[35].mailbox.mailbox_id}/tests")).json()["items"]
+        assert [r["outcome"] for r in runs] == ["withdrawn"]
+
+        async def progress_after_cancel() -> bool:
+            events = [e["data"]["data"] for e in await h.stream_messages("mailwarden.job.progress")]
+            return any(e["state"] == "cancelled" and e["progress"]["done"] == 20 for e in events)
+
+        await eventually(progress_after_cancel, what="TestJobProgress as the counters moved")
         again = await h.http.post(f"/jobs/{job_id}/cancel")
         assert again.status_code == 409
         summaries = [e["data"]["data"] for e in await h.stream_messages("mailwarden.job.completed")]

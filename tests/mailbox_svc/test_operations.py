@@ -245,3 +245,37 @@ async def test_act_server_side_sync_is_refused_on_mailboxes_of_imap_and_pop3_pro
         assert r.status_code == 202, r.text
         assert [x["code"] for x in r.json()["refused"]] == ["act_not_supported"]
         assert (await h.mailbox("a4"))["act_delivery"] == "none"
+
+
+async def test_an_empty_filter_needs_all_true(make_harness: MakeHarness) -> None:
+    """``{"filter": {}}`` would select every mailbox: refused (422) unless ``all: true`` says so."""
+    async with make_harness() as h:
+        await h.profile()
+        for n in (1, 2):
+            assert (
+                await h.http.post("/mailboxes", json=mailbox_body(n, mailbox_id=f"e{n}"))
+            ).status_code == 201
+        for path in (
+            "/mailboxes/test",
+            "/mailboxes/approve",
+            "/mailboxes/reject",
+            "/mailboxes/apply-default-settings",
+        ):
+            r = await h.http.post(path, json={"filter": {}})
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "filter", (path, r.text)
+        r = await h.http.post(
+            "/mailboxes/change", json={"selection": {"filter": {}}, "changes": {"act_delivery": "none"}}
+        )
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "selection.filter", r.text
+        r = await h.rpc("approve", {"filter": {}})
+        assert r["ok"] is False and r["status"] == 422
+        r = await h.http.post("/mailboxes/approve", json={"all": True, "mailbox_ids": ["e1"]})
+        assert r.status_code == 422
+        assert (await h.mailbox("e1"))["approval"] == "pending"
+
+        r = await h.http.post("/mailboxes/approve", json={"all": True})
+        assert r.status_code == 200 and sorted(r.json()["done"]) == ["e1", "e2"], r.text
+        r = await h.http.post("/mailboxes/reject", json={"all": True, "filter": {}})
+        assert r.status_code == 200 and sorted(r.json()["done"]) == ["e1", "e2"], r.text
+        r = await h.http.post("/mailboxes/approve", json={"filter": {"profile_id": "prof1"}})
+        assert r.status_code == 200 and sorted(r.json()["done"]) == ["e1", "e2"], r.text

@@ -226,6 +226,8 @@ class TestCompleted(Event):
     started_at: datetime
     finished_at: datetime
     tester: str
+    withdrawn: bool = False
+    """Not run: its job was cancelled before the test started (no direction results)."""
 
     @property
     def results(self) -> list[DirectionResult]:

@@ -25,13 +25,20 @@ from contracts.events import (
 )
 from mailbox_svc.clock import utcnow
 from mailbox_svc.policy import Decision, RetryPolicy, decide, outcome
-from mailbox_svc.repository import Repository
+from mailbox_svc.repository import WITHDRAWN, Repository
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import outbox_entry, with_outbox
 
 log = logging.getLogger(__name__)
 
 MAX_RACES = 5
+WITHDRAWN_FIELDS: Document = {
+    "pending_test_id": None,
+    "pending_attempt": None,
+    "pending_job_id": None,
+    "pending_directions": [],
+    "test_scheduled": False,
+}
 
 
 class Handlers:
@@ -68,6 +75,9 @@ class Handlers:
         mailbox_id = result.mailbox.mailbox_id
         now = utcnow()
         doc = await self.repo.get(mailbox_id)
+        if await self._withdrawn(doc, result):
+            await self._withdraw(doc, result, now)
+            return
         settings = await self.repo.get_settings()
         decision = self._decision(doc, result, settings, now)
         run = self._run(doc, result, decision, now)
@@ -107,8 +117,13 @@ class Handlers:
         settings = await self.repo.get_settings()
         first: dict[str, Envelope[TestCompleted]] = {}
         later: list[Envelope[TestCompleted]] = []
+        job_ids = {j for e in envs if (j := self._job_of(docs.get(e.data.mailbox.mailbox_id), e.data))}
+        cancelled = await self.repo.cancelled_at(job_ids)
         for env in envs:
-            if env.data.mailbox.mailbox_id in first:
+            job_id = self._job_of(docs.get(env.data.mailbox.mailbox_id), env.data)
+            if env.data.withdrawn or (job_id and job_id in cancelled):
+                later.append(env)  # a cancelled job's result: settled one by one (rare)
+            elif env.data.mailbox.mailbox_id in first:
                 later.append(env)
             else:
                 first[env.data.mailbox.mailbox_id] = env
@@ -144,6 +159,34 @@ class Handlers:
                 self._log_applied(result, decision)
         for env in later:
             await self.test_completed(env)
+
+    async def _withdrawn(self, doc: Document | None, result: TestCompleted) -> bool:
+        """Not run, or started after its job was cancelled: the cancel withdrew it.
+
+        Tests that had started when the job was cancelled finish, apply and count as usual.
+        """
+        if result.withdrawn:
+            return True
+        job_id = self._job_of(doc, result)
+        if not job_id:
+            return False
+        cancelled = (await self.repo.cancelled_at({job_id})).get(job_id)
+        return cancelled is not None and result.started_at > cancelled
+
+    async def _withdraw(self, doc: Document | None, result: TestCompleted, now: datetime) -> None:
+        """Store the run as withdrawn and free the mailbox from waiting: no status, alert or retry."""
+        run = {**self._run(doc, result, None, now), "outcome": WITHDRAWN}
+        await self.repo.record_run(run)
+        for _ in range(MAX_RACES):
+            if doc is None or doc.get("pending_test_id") != result.test_id:
+                break
+            update = {"$set": {**WITHDRAWN_FIELDS, "updated_at": now}, "$inc": {"version": 1}}
+            if await self.repo.update_if(
+                doc["_id"], doc["version"], update, {"pending_test_id": result.test_id}
+            ):
+                break
+            doc = await self.repo.get(doc["_id"])
+        log.info("test withdrawn by its job's cancel", extra={"test_id": result.test_id})
 
     @staticmethod
     def _job_of(doc: Document | None, result: TestCompleted) -> str | None:

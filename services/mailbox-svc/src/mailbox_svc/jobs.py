@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 LEASE_S = 60.0
 RECONCILE_AFTER_S = 10.0
 MIN_PASS_INTERVAL_S = 0.25
+PROGRESS_EVERY_S = 1.0
 
 
 class JobRunner:
@@ -57,6 +58,7 @@ class JobRunner:
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         self.poll_s = poll_s
+        self._moved: set[str] = set()  # jobs whose counters moved since their last progress event
         self._loop = BackgroundLoop(
             "job-runner", self._pass, poll_s, min_pause_s=min(poll_s, MIN_PASS_INTERVAL_S)
         )
@@ -110,7 +112,8 @@ class JobRunner:
         return await self.view(done)
 
     async def view(self, job: Document) -> JobView:
-        progress = job.get("summary")
+        # A cancelled job keeps counting the tests that had started; only a completed one is final.
+        progress = job.get("summary") if job["state"] == "completed" else None
         if progress is None:
             progress = (await self._progress(job)).model_dump()
         return JobView(
@@ -188,7 +191,10 @@ class JobRunner:
 
     # ---- background work ---------------------------------------------------------------------
 
-    def wake(self, _: str | None = None) -> None:
+    def wake(self, job_id: str | None = None) -> None:
+        """A result of ``job_id`` arrived (or there is work): its progress is published soon."""
+        if job_id is not None:
+            self._moved.add(job_id)
         self._loop.wake()
 
     def start(self) -> None:
@@ -202,11 +208,12 @@ class JobRunner:
         return False
 
     async def run_once(self) -> None:
-        """Expand what can be expanded now, and close jobs whose results are all in."""
+        """Expand what can be expanded now, close jobs whose results are all in, report progress."""
         for job in await self.repo.open_jobs():
             progress = await self._progress(job)
             if progress.done >= job["requested"]:
                 await self._finish(job, "completed")
+        await self._report_progress()
         for job_id in await self.repo.expanding_job_ids():
             while True:
                 now = utcnow()
@@ -215,6 +222,35 @@ class JobRunner:
                 )
                 if claimed is None or not await self._expand(claimed):
                     break  # done, taken by another replica, or waiting for results (a result wakes us)
+
+    async def _report_progress(self) -> None:
+        """A TestJobProgress per job whose counters moved, at most one per job every PROGRESS_EVERY_S.
+
+        Subscribers then see what ``GET /jobs/{id}`` shows, also for a cancelled job whose started
+        tests finish. A job not reported now (too soon) stays marked for the next pass.
+        """
+        moved, self._moved = self._moved, set()
+        now = utcnow()
+        for job_id in moved:
+            job = await self.repo.get_job(job_id)
+            if job is None or job["state"] == "completed":
+                continue  # the summary said it all
+            last_at = job.get("progress_at")
+            if last_at is not None and now - last_at < timedelta(seconds=PROGRESS_EVERY_S):
+                self._moved.add(job_id)
+                continue
+            progress = await self._progress(job)
+            if progress.model_dump() == job.get("progress_sent"):
+                continue
+            event = TestJobProgress(
+                job_id=job_id, profile_id=job["profile_id"], state=job["state"], progress=progress
+            )
+            update = with_outbox(
+                {"$set": {"progress_sent": progress.model_dump(), "progress_at": now}},
+                [outbox_entry(self.envelop(event))],
+            )
+            if await self.repo.update_job({"_id": job_id, "state": job["state"]}, update) is not None:
+                self.wake_relay()
 
     async def _expand(self, job: Document) -> bool:
         """Request one batch; False when the job must wait for results before going on."""

@@ -12,6 +12,8 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -99,15 +101,33 @@ class MailboxFilter(Strict):
 
 
 class Selection(Strict):
-    """Which mailboxes a bulk operation touches: a list of ids, or a filter (exactly one)."""
+    """Which mailboxes a bulk operation touches: a list of ids, a filter, or ``all: true``.
+
+    An empty filter would select every mailbox of the organisation; that must be said with
+    ``all: true``, so a client that forgot its filter's fields does not touch everything.
+    """
 
     mailbox_ids: Annotated[list[Identifier], Field(min_length=1, max_length=1000)] | None = None
+    all: bool = False
     filter: MailboxFilter | None = None
+
+    @field_validator("filter")
+    @classmethod
+    def _not_empty(cls, value: MailboxFilter | None, info: ValidationInfo) -> MailboxFilter | None:
+        if value is not None and not value.model_fields_set and not info.data.get("all"):
+            raise ValueError("an empty filter selects every mailbox: give all: true to mean that")
+        return value
 
     @model_validator(mode="after")
     def _one(self) -> Self:
-        if (self.mailbox_ids is None) == (self.filter is None):
-            raise ValueError("give exactly one of mailbox_ids or filter")
+        if self.all:
+            if self.mailbox_ids is not None or (self.filter is not None and self.filter.model_fields_set):
+                raise ValueError(
+                    "all: true selects every active mailbox: give no mailbox_ids or filter with it"
+                )
+            self.filter = MailboxFilter()
+        elif (self.mailbox_ids is None) == (self.filter is None):
+            raise ValueError("give exactly one of mailbox_ids, filter or all: true")
         return self
 
 

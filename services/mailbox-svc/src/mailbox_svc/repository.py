@@ -15,6 +15,7 @@ from mailwarden_runtime.mongo import Document
 
 MAILBOXES = "mailboxes"
 PROFILES = "profiles"
+WITHDRAWN = "withdrawn"  # the outcome of a cancelled job's test that never started
 SETTINGS = "settings"
 TEST_RUNS = "test_runs"
 JOBS = "jobs"
@@ -251,12 +252,23 @@ class Repository:
         """Exact results of a job per outcome, counted over its stored runs (O(runs): use sparingly)."""
         rows = await (
             await self.runs.aggregate(
-                [{"$match": {"job_id": job_id}}, {"$group": {"_id": "$outcome", "n": {"$sum": 1}}}]
+                [
+                    {"$match": {"job_id": job_id, "outcome": {"$ne": WITHDRAWN}}},
+                    {"$group": {"_id": "$outcome", "n": {"$sum": 1}}},
+                ]
             )
         ).to_list(None)
         return {str(r["_id"]): int(r["n"]) for r in rows}
 
     # ---- jobs --------------------------------------------------------------------------------
+
+    async def cancelled_at(self, job_ids: set[str]) -> dict[str, datetime]:
+        """When each of these jobs was cancelled (only the cancelled ones)."""
+        if not job_ids:
+            return {}
+        q = {"_id": {"$in": sorted(job_ids)}, "state": "cancelled"}
+        docs = await self.jobs.find(q, {"finished_at": 1}).to_list(None)
+        return {d["_id"]: d["finished_at"] for d in docs}
 
     async def insert_job(self, job: Document) -> None:
         await self.jobs.insert_one(job)

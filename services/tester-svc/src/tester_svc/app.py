@@ -20,6 +20,7 @@ from mailwarden_runtime.service import ServiceRuntime
 from tester_svc.config import Settings
 from tester_svc.fake import FakeSuccessRunner
 from tester_svc.handlers import TestRequestedHandler
+from tester_svc.jobgate import JobGate
 from tester_svc.kv import SharedKv
 from tester_svc.runner import Runner
 
@@ -53,7 +54,12 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         runner.drain()  # tests still waiting for a connection slot go back at once
 
     runtime.on_stopping(drain)
-    handler = TestRequestedHandler(runner, runtime.publish, NAME)
+
+    async def ask(subject: str, body: bytes, timeout_s: float) -> bytes:
+        reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s)
+        return bytes(reply.data)
+
+    handler = TestRequestedHandler(runner, runtime.publish, NAME, JobGate(ask))
     if settings.tester_fake_success_for_benchmarks:
         if not settings.dev_mode:
             raise RuntimeError(

@@ -10,10 +10,12 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from contracts.envelope import Envelope, make_envelope
 from contracts.events import TestCompleted, TestRequested
+from tester_svc.jobgate import JobGate
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,21 @@ class TestRunner(Protocol):
     async def run(self, req: TestRequested) -> TestCompleted: ...
 
 
+def withdrawn(req: TestRequested, tester: str) -> TestCompleted:
+    """The answer for a test that is not run: no connection, no direction result, nothing to apply."""
+    now = datetime.now(UTC)
+    return TestCompleted(
+        test_id=req.test_id,
+        mailbox=req.mailbox,
+        attempt=req.attempt,
+        job_id=req.job_id,
+        started_at=now,
+        finished_at=now,
+        tester=tester,
+        withdrawn=True,
+    )
+
+
 def result_event_id(test_id: str, attempt: int) -> uuid.UUID:
     return uuid.uuid5(RESULT_NAMESPACE, f"{test_id}:{attempt}")
 
@@ -34,14 +51,20 @@ def result_event_id(test_id: str, attempt: int) -> uuid.UUID:
 class TestRequestedHandler:
     __test__ = False
 
-    def __init__(self, runner: TestRunner, publish: PublishFn, producer: str) -> None:
+    def __init__(
+        self, runner: TestRunner, publish: PublishFn, producer: str, gate: JobGate | None = None
+    ) -> None:
         self.runner = runner
         self.publish = publish
         self.producer = producer
+        self.gate = gate
 
     async def __call__(self, envelope: Envelope[TestRequested]) -> None:
         req = envelope.data
-        completed = await self.runner.run(req)
+        if req.job_id and self.gate is not None and await self.gate.cancelled(req.job_id):
+            completed = withdrawn(req, self.producer)  # the job was cancelled before this test began
+        else:
+            completed = await self.runner.run(req)
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             # Stopped mid-test (shutdown past its grace period): the steps cut short say nothing
@@ -60,6 +83,7 @@ class TestRequestedHandler:
                 "test_id": req.test_id,
                 "attempt": req.attempt,
                 "succeeded": completed.succeeded,
+                "withdrawn": completed.withdrawn,
                 "codes": [r.error.code.value for r in completed.results if r.error],
             },
         )

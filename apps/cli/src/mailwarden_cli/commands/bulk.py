@@ -40,7 +40,10 @@ def selection(
         return {"mailbox_ids": ids}
     if not filtered:
         raise typer.BadParameter("give mailbox ids, --profile, --approval or --all")
-    return {"filter": prune({"profile_id": profile, "approval": approval})}
+    narrowed = prune({"profile_id": profile, "approval": approval})
+    if every and not narrowed:
+        return {"all": True}  # the service refuses an empty filter without this explicit word
+    return {"filter": narrowed}
 
 
 def _bulk_exit(action: str, result: dict[str, Any], as_json: bool) -> int:
