@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +13,16 @@ import typer
 from contracts.models import OwnerKind
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
+
+
+class SmtpModeChoice(StrEnum):
+    """The outgoing test's modes (contracts.events.SmtpMode)."""
+
+    DRY_RUN = "dry_run"
+    SEND = "send"
+
+
+SMTP_MODES = "dry_run: the envelope only; send: a message to the mailbox itself, found and deleted over IMAP."
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the new id.")]
 OwnerKindOpt = Annotated[OwnerKind | None, typer.Option("--owner-kind", help="user or queue.")]
 OwnerIdOpt = Annotated[str | None, typer.Option("--owner-id", help="Owner id (alerts go to this owner).")]

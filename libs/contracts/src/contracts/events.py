@@ -67,6 +67,11 @@ class SealedCredentials(Frozen):
     outgoing: SealedSecret | None = None
 
 
+SmtpMode = Literal["dry_run", "send"]
+"""How the outgoing test ends: ``dry_run`` stops after the envelope (MAIL FROM, RCPT TO, RSET);
+``send`` sends a real message to the mailbox itself, which the incoming test (IMAP) finds and deletes."""
+
+
 class AdvancedOptions(Frozen):
     process_email_from: date | None = None
     min_polling_interval_min: Annotated[int, Field(ge=0, le=1440)] = 0
@@ -77,6 +82,7 @@ class AdvancedOptions(Frozen):
     tls_verification_exception: str | None = None
     allow_plaintext_auth: bool = False
     email_alert_on_majority_failure: bool = False
+    smtp_mode: SmtpMode = "dry_run"
 
 
 class ProfileSnapshot(Frozen):
@@ -203,7 +209,7 @@ class TestRequested(Event):
     directions: list[Direction] = Field(
         default_factory=lambda: [Direction.INCOMING, Direction.OUTGOING], min_length=1
     )
-    smtp_mode: Literal["dry_run", "send"] = "dry_run"
+    smtp_mode: SmtpMode = "dry_run"
     allowed_ports: list[Port] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_PORTS))
     attempt: Annotated[int, Field(ge=1)] = 1
     job_id: Identifier | None = None

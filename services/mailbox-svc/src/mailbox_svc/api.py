@@ -266,7 +266,7 @@ def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing) -> list[Bound[A
         return await ops.deactivate(req.mailbox_id)
 
     async def test(req: MailboxRequest) -> TestAccepted:
-        return await ops.test_one(req.mailbox_id)
+        return await ops.test_one(req.mailbox_id, req.smtp_mode)
 
     async def approve(req: Selection) -> BulkResult:
         return await ops.set_approval(req, "approved")

@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from contracts.events import Approval
+from contracts.events import Approval, SmtpMode
 from contracts.models import (
     DeliveryMethod,
     EmailAddress,
@@ -110,6 +110,9 @@ class Selection(Strict):
     mailbox_ids: Annotated[list[Identifier], Field(min_length=1, max_length=1000)] | None = None
     all: bool = False
     filter: MailboxFilter | None = None
+    smtp_mode: SmtpMode | None = Field(
+        None, description="Test & Enable only: the outgoing test's mode (default: the profile's)."
+    )
 
     @field_validator("filter")
     @classmethod
@@ -138,6 +141,9 @@ class ListRequest(MailboxFilter):
 
 class MailboxRequest(Strict):
     mailbox_id: Identifier
+    smtp_mode: SmtpMode | None = Field(
+        None, description="Test & Enable only: the outgoing test's mode (default: the profile's)."
+    )
 
 
 class UpdateRequest(Strict):

@@ -19,6 +19,7 @@ from contracts.events import (
     MailboxUpdated,
     ProfileSnapshot,
     SettingsSnapshot,
+    SmtpMode,
 )
 from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, act_sync_refused
 from mailbox_svc.clock import utcnow
@@ -286,12 +287,13 @@ class MailboxOperations:
         result: BulkResult,
         profiles: dict[str, ProfileSnapshot],
         extra: Callable[[Document, SettingsSnapshot], Document] | None = None,
+        smtp_mode: SmtpMode | None = None,
     ) -> Mutation:
         def change(doc: Document, settings: SettingsSnapshot) -> tuple[Document, list[Event]]:
             fields = extra(doc, settings) if extra else {}
             merged = {**doc, **fields}
             profile = profiles.get(merged.get("profile_id") or "")
-            req = build_request(merged, profile, settings, self.rings, utcnow())
+            req = build_request(merged, profile, settings, self.rings, utcnow(), smtp_mode=smtp_mode)
             result.test_ids[doc["_id"]] = req.test_id
             events: list[Event] = [MailboxUpdated(mailbox=to_snapshot(doc))] if fields else []
             return {**fields, **pending_fields(req)}, [*events, req]
@@ -310,12 +312,13 @@ class MailboxOperations:
                 out[pid] = profile
         return out
 
-    async def test_one(self, mailbox_id: str) -> TestAccepted:
+    async def test_one(self, mailbox_id: str, smtp_mode: SmtpMode | None = None) -> TestAccepted:
+        """Test & Enable one mailbox; ``smtp_mode`` overrides the profile's for this test."""
         doc = await self._get_doc(mailbox_id)
         profiles = await self._load_profiles({doc.get("profile_id") or ""})
         result = BulkResult()
         try:
-            await self.mutate(mailbox_id, self._test_change(result, profiles))
+            await self.mutate(mailbox_id, self._test_change(result, profiles, smtp_mode=smtp_mode))
         except TestRefused as exc:
             raise DomainError(exc.status, exc.message, exc.field) from None
         return TestAccepted(mailbox_id=mailbox_id, test_id=result.test_ids[mailbox_id], attempt=1)
@@ -323,7 +326,8 @@ class MailboxOperations:
     async def test_many(self, selection: Selection) -> BulkResult:
         profiles = await self._load_profiles(await self._profile_ids(selection))
         result = BulkResult()
-        return await self._bulk(selection, self._test_change(result, profiles), result)
+        change = self._test_change(result, profiles, smtp_mode=selection.smtp_mode)
+        return await self._bulk(selection, change, result)
 
     async def _profile_ids(self, selection: Selection) -> set[str]:
         if selection.filter is not None and selection.filter.profile_id is not None:
@@ -360,7 +364,8 @@ class MailboxOperations:
             }
 
         result = BulkResult()
-        return await self._bulk(selection, self._test_change(result, profiles, defaults), result)
+        change = self._test_change(result, profiles, defaults, selection.smtp_mode)
+        return await self._bulk(selection, change, result)
 
     async def change_many(self, req: ChangeManyRequest) -> BulkResult:
         changes = req.changes

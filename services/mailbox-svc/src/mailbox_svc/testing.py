@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from contracts.events import ProfileSnapshot, SettingsSnapshot, TestRequested
+from contracts.events import ProfileSnapshot, SettingsSnapshot, SmtpMode, TestRequested
 from contracts.models import CredentialSource, DeliveryMethod, Direction, MailboxRef, Owner, ServerTarget
 from mailbox_svc.credentials import CredentialsUnreadable, for_transit
 from mailwarden_runtime.crypto import KeyRing
@@ -76,6 +76,7 @@ def build_request(
     attempt: int = 1,
     job_id: str | None = None,
     directions: list[str] | None = None,
+    smtp_mode: SmtpMode | None = None,
 ) -> TestRequested:
     """The request for one test, or :class:`TestRefused` (no profile, inactive, nothing to test, ...)."""
     mailbox_id = doc["_id"]
@@ -115,6 +116,7 @@ def build_request(
         credential_source=profile.credential_source,
         credentials=credentials,
         directions=[Direction(d) for d in dirs],
+        smtp_mode=smtp_mode or profile.advanced.smtp_mode,
         allowed_ports=list(settings.allowed_ports),
         attempt=attempt,
         job_id=job_id,

@@ -17,6 +17,7 @@ from contracts.events import (
     AlertLevel,
     EmailSettings,
     SettingsSnapshot,
+    SmtpMode,
 )
 from contracts.models import (
     CredentialSource,
@@ -91,6 +92,11 @@ class AdvancedIn(Strict):
     email_alert_on_majority_failure: bool = Field(
         False, description="Email the profile owner when more than 50 % of its mailboxes fail within an hour."
     )
+    smtp_mode: SmtpMode = Field(
+        "dry_run",
+        description="The outgoing test's default: dry_run (envelope only) or send (a real message to the"
+        " mailbox itself, found and deleted over IMAP).",
+    )
 
 
 class AdvancedPatch(Strict):
@@ -103,6 +109,7 @@ class AdvancedPatch(Strict):
     tls_verification_exception: Reason | None = None
     allow_plaintext_auth: bool | None = None
     email_alert_on_majority_failure: bool | None = None
+    smtp_mode: SmtpMode | None = None
 
 
 class ProfileCreate(Strict):

@@ -10,7 +10,7 @@ from rich.table import Table
 from contracts.models import DeliveryMethod
 from mailwarden_cli import render
 from mailwarden_cli.client import Bus
-from mailwarden_cli.options import JsonOut, prune
+from mailwarden_cli.options import SMTP_MODES, JsonOut, SmtpModeChoice, prune
 from mailwarden_cli.runner import emit_json, err, out, run
 from mailwarden_cli.waiting import StatusWatch, summary
 
@@ -22,6 +22,10 @@ ByApproval = Annotated[
     str | None, typer.Option("--approval", help="Only pending, approved or rejected ones.")
 ]
 All = Annotated[bool, typer.Option("--all", help="Every active mailbox.")]
+SmtpModeOpt = Annotated[
+    SmtpModeChoice | None,
+    typer.Option("--smtp-mode", help=f"This test's outgoing mode (default: the profile's). {SMTP_MODES}"),
+]
 Wait = Annotated[bool, typer.Option("--wait", help="Wait for every result, with a progress bar.")]
 WaitTimeout = Annotated[
     float, typer.Option("--wait-timeout", help="Give up waiting after this many seconds.")
@@ -191,10 +195,13 @@ def register(app: typer.Typer) -> None:
         every: All = False,
         wait: Wait = False,
         wait_timeout: WaitTimeout = 300.0,
+        smtp_mode: SmtpModeOpt = None,
         as_json: JsonOut = False,
     ) -> None:
         """Test & Enable mailboxes; exit 1 if any test fails or is refused."""
         sel = selection(ids, profile, approval, every)
+        if smtp_mode is not None:
+            sel["smtp_mode"] = smtp_mode.value
 
         async def work(bus: Bus) -> int:
             return await _test_and_wait(bus, "test_many", sel, wait, wait_timeout, as_json)

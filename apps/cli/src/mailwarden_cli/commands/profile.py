@@ -10,6 +10,7 @@ from contracts.models import CredentialSource, IncomingProtocol, TlsMode
 from mailwarden_cli import render
 from mailwarden_cli.client import Bus
 from mailwarden_cli.options import (
+    SMTP_MODES,
     FromJson,
     JsonOut,
     OwnerEmailOpt,
@@ -17,6 +18,7 @@ from mailwarden_cli.options import (
     OwnerKindOpt,
     OwnerNameOpt,
     Quiet,
+    SmtpModeChoice,
     merge,
     owner,
     prune,
@@ -55,6 +57,10 @@ Plaintext = Annotated[
 ]
 ConnectTimeout = Annotated[float | None, typer.Option("--connect-timeout", help="Seconds.")]
 MaxConnections = Annotated[int | None, typer.Option("--max-connections")]
+SmtpModeOpt = Annotated[
+    SmtpModeChoice | None,
+    typer.Option("--smtp-mode", help=f"The outgoing test's default for its mailboxes. {SMTP_MODES}"),
+]
 
 
 def _body(
@@ -78,6 +84,7 @@ def _body(
     plaintext: bool | None,
     connect_timeout: float | None,
     max_connections: int | None,
+    smtp_mode: SmtpModeChoice | None = None,
 ) -> dict[str, Any]:
     """The request body from the options given; what was not given is not sent."""
     separate = smtp_host is not None or smtp_tls is not None
@@ -99,6 +106,7 @@ def _body(
             "allow_plaintext_auth": plaintext,
             "connect_timeout_s": connect_timeout,
             "max_concurrent_connections": max_connections,
+            "smtp_mode": smtp_mode.value if smtp_mode else None,
         },
     }
     result: dict[str, Any] = prune(body)
@@ -139,6 +147,7 @@ def create(
     plaintext: Plaintext = None,
     connect_timeout: ConnectTimeout = None,
     max_connections: MaxConnections = None,
+    smtp_mode: SmtpModeOpt = None,
     from_json: FromJson = None,
     as_json: JsonOut = False,
     quiet: Quiet = False,
@@ -165,6 +174,7 @@ def create(
         plaintext=plaintext,
         connect_timeout=connect_timeout,
         max_connections=max_connections,
+        smtp_mode=smtp_mode,
     )
 
     async def work(bus: Bus) -> None:
@@ -244,6 +254,7 @@ def update(
     plaintext: Plaintext = None,
     connect_timeout: ConnectTimeout = None,
     max_connections: MaxConnections = None,
+    smtp_mode: SmtpModeOpt = None,
     from_json: FromJson = None,
     as_json: JsonOut = False,
 ) -> None:
@@ -269,6 +280,7 @@ def update(
         plaintext=plaintext,
         connect_timeout=connect_timeout,
         max_connections=max_connections,
+        smtp_mode=smtp_mode,
     )
     if not body and not extra:
         raise typer.BadParameter("give at least one field to change")
