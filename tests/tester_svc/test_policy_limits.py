@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -216,12 +217,22 @@ async def test_profile_credentials(runner: Runner, dovecot: DovecotServer) -> No
 async def test_breaker_never_retries_a_definite_failure(
     make_runner: Callable[..., Runner], dovecot: DovecotServer
 ) -> None:
-    runner = make_runner()
+    runner = make_runner(tester_breaker_window_s=900)
+    before = datetime.now(UTC)
     first = await imap_result(runner, "mail.test", dovecot.imaps_port, password="wrong-1")
     assert first.error is not None and first.error.code is ErrorCode.AUTH_FAILED
     again = await imap_result(runner, "mail.test", dovecot.imaps_port, password="wrong-1")
     assert again.error is not None and again.error.code is ErrorCode.AUTH_BREAKER_OPEN
     assert names(again) == ["credentials"]  # no connection at all
+    # The result says which earlier failure paused it and when logins resume.
+    step = again.steps[0]
+    failed_at = datetime.fromisoformat(str(step.facts["failed_at"]))
+    resume_at = datetime.fromisoformat(str(step.facts["resume_at"]))
+    assert step.facts["paused_by"] == "same_password"
+    assert before - timedelta(seconds=2) <= failed_at <= datetime.now(UTC)
+    assert abs((resume_at - failed_at).total_seconds() - 900) < 1
+    assert step.detail is not None and "same password" in step.detail
+    assert failed_at.strftime("%H:%M:%S") in step.detail and resume_at.strftime("%H:%M:%S") in step.detail
     fixed = await imap_result(runner, "mail.test", dovecot.imaps_port)  # a corrected password may try
     assert fixed.status is Status.SUCCESS
 
@@ -238,6 +249,10 @@ async def test_breaker_opens_after_threshold(
     blocked = await imap_result(runner, "mail.test", dovecot.pop3s_port, protocol=IncomingProtocol.POP3)
     assert blocked.error is not None and blocked.error.code is ErrorCode.AUTH_BREAKER_OPEN
     assert blocked.error.transient is True
+    assert (
+        blocked.steps[0].facts["paused_by"] == "repeated_failures" and blocked.steps[0].facts["failures"] == 2
+    )
+    assert "2 definite login failures" in (blocked.steps[0].detail or "")
     other_user = await imap_result(
         runner, "mail.test", dovecot.pop3s_port, protocol=IncomingProtocol.POP3, user="bob", password="bob-pw"
     )

@@ -371,6 +371,9 @@ async def test_a_failed_password_is_not_retried_by_another_tester(
     again = await imap(runner_of(b), fake.port, password="wrong-1")
     assert again.error is not None and again.error.code is ErrorCode.AUTH_BREAKER_OPEN
     assert fake.connections == 1
+    facts = again.steps[0].facts  # tester B names tester A's failure (shared record) and the resume time
+    assert facts["limits"] == "shared" and facts["paused_by"] == "same_password"
+    assert str(facts["failed_at"]) < str(facts["resume_at"])
     fixed = await imap(runner_of(b), fake.port)  # a corrected password may try, and clears the record
     assert fixed.status is Status.SUCCESS
     retried = await imap(runner_of(a), fake.port, password="wrong-1")

@@ -243,8 +243,10 @@ CATALOG: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.AUTH_BREAKER_OPEN: _spec(
         T,
         "mailbox",
-        "Login attempts are paused after repeated failures.",
-        "Fix the credentials; attempts resume after the pause.",
+        "Login attempts are paused: the server refused this login earlier (this password, or too many).",
+        "Not tried, to protect the account from a lockout: the server refused the same login in an earlier"
+        " test (this or another mailbox with the same user name and password). Fix the credentials; the"
+        " test's credentials step says which failure paused it and when logins resume.",
     ),
     ErrorCode.MAILBOX_NOT_APPROVED: _spec(
         P,

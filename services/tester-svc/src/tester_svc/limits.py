@@ -35,7 +35,14 @@ from typing import Any, Literal, TypeVar
 from tester_svc import metrics
 from tester_svc.errors import Draining
 from tester_svc.kv import KvUnavailable
-from tester_svc.shared_limits import BreakerStore, FailureRecord, HostLeases, Lease
+from tester_svc.shared_limits import (
+    BreakerStore,
+    BreakerTrip,
+    FailureRecord,
+    HostLeases,
+    Lease,
+    breaker_trip,
+)
 
 Scope = Literal["shared", "local"]
 T = TypeVar("T")
@@ -233,10 +240,17 @@ class AuthBreaker:
         return entry
 
     def is_open(self, host: str, username: str, password: str) -> bool:
+        return self.trip(host, username, password) is not None
+
+    def trip(self, host: str, username: str, password: str) -> BreakerTrip | None:
+        """Why logins are paused (which failure, until when), or None when they are not."""
         entry = self._entry(host, username)
         if entry is None:
-            return False
-        return len(entry.times) >= self.threshold or self._fingerprint(password) in entry.fingerprints
+            return None
+        prints = {fp.hex(): t for fp, t in entry.fingerprints.items()}
+        epoch = time.time() - self._now()
+        fingerprint = self._fingerprint(password).hex()
+        return breaker_trip(list(entry.times), prints, fingerprint, self.threshold, self.window_s, epoch)
 
     def record_failure(self, host: str, username: str, password: str) -> None:
         now = self._now()
@@ -257,6 +271,7 @@ class BreakerTicket:
     scope: Scope
     record: FailureRecord | None = None
     fingerprint: str = ""
+    trip: BreakerTrip | None = None
 
 
 class LoginBreaker:
@@ -279,10 +294,10 @@ class LoginBreaker:
             except KvUnavailable:
                 metrics.LIMIT_FALLBACKS.labels(limit="breaker").inc()
             else:
-                ticket = BreakerTicket(host, username, "shared", record, fingerprint)
-                return self.store.is_open(record, fingerprint), ticket
-        ticket = BreakerTicket(host, username, "local")
-        return self.local.is_open(host, username, password), ticket
+                trip = self.store.trip(record, fingerprint)
+                return trip is not None, BreakerTicket(host, username, "shared", record, fingerprint, trip)
+        trip = self.local.trip(host, username, password)
+        return trip is not None, BreakerTicket(host, username, "local", trip=trip)
 
     async def record_failure(self, ticket: BreakerTicket, password: str) -> None:
         self.local.record_failure(ticket.host, ticket.username, password)

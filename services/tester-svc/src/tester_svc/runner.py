@@ -118,7 +118,13 @@ class Runner:
             )
             facts["limits"] = ticket.scope
             if is_open:
-                raise NetError(ErrorCode.AUTH_BREAKER_OPEN, "recent definite login failures for this user")
+                # Lockout protection: say which earlier failure paused this login and until when.
+                if ticket.trip is None:
+                    raise NetError(
+                        ErrorCode.AUTH_BREAKER_OPEN, "recent definite login failures for this user"
+                    )
+                facts.update(ticket.trip.facts())
+                raise NetError(ErrorCode.AUTH_BREAKER_OPEN, ticket.trip.detail())
         return login, ticket
 
     async def _update_breaker(self, trace: Trace, login: Login | None, ticket: BreakerTicket | None) -> None:

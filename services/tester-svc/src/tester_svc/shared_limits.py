@@ -36,6 +36,8 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
 
 from tester_svc.kv import BREAKER_BUCKET, HOSTS_BUCKET, Conflict, KeyHasher, KvUnavailable, SharedKv
 
@@ -296,6 +298,69 @@ class FailureRecord:
         return _encode({"t": self.times, "p": self.prints})
 
 
+@dataclass(frozen=True)
+class BreakerTrip:
+    """Why logins of one (host, user) are paused, so a result can say it plainly.
+
+    ``same_password``: this very password was refused at ``failed_at`` (by an earlier test, of this
+    mailbox or another with the same login). ``repeated_failures``: ``failures`` definite failures
+    with any password, the latest at ``failed_at``. Logins resume at ``resume_at``.
+    """
+
+    reason: Literal["same_password", "repeated_failures"]
+    failed_at: datetime
+    resume_at: datetime
+    failures: int
+
+    def detail(self) -> str:
+        when, resume = _hms(self.failed_at), _hms(self.resume_at)
+        if self.reason == "same_password":
+            return (
+                f"not tried: the server refused this user's same password at {when} (an earlier test of this"
+                f" or another mailbox with the same login); logins with it resume at {resume}"
+            )
+        return (
+            f"not tried: {self.failures} definite login failures of this user on this server, the latest at"
+            f" {when}; logins resume at {resume}"
+        )
+
+    def facts(self) -> dict[str, str | int]:
+        return {
+            "paused_by": self.reason,
+            "failed_at": self.failed_at.isoformat(),
+            "resume_at": self.resume_at.isoformat(),
+            "failures": self.failures,
+        }
+
+
+def _hms(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def breaker_trip(
+    times: list[float],
+    prints: dict[str, float],
+    fingerprint: str,
+    threshold: int,
+    window_s: float,
+    epoch: float,
+) -> BreakerTrip | None:
+    """The trip, if any, from failure times (``epoch`` = the wall-clock time of clock value 0)."""
+
+    def wall(t: float) -> datetime:
+        return datetime.fromtimestamp(epoch + t, UTC)
+
+    times = sorted(times)
+    if len(times) >= threshold:
+        return BreakerTrip(
+            "repeated_failures", wall(times[-1]), wall(times[-threshold] + window_s), len(times)
+        )
+    if fingerprint in prints:
+        failed = prints[fingerprint]
+        return BreakerTrip("same_password", wall(failed), wall(failed + window_s), len(times))
+    return None
+
+
 class BreakerStore:
     """Definite auth failures per (host, user), shared by every tester."""
 
@@ -324,7 +389,11 @@ class BreakerStore:
         return FailureRecord.decode(revision, raw).pruned(self._clock() - self.window_s)
 
     def is_open(self, record: FailureRecord, fingerprint: str) -> bool:
-        return len(record.times) >= self.threshold or fingerprint in record.prints
+        return self.trip(record, fingerprint) is not None
+
+    def trip(self, record: FailureRecord, fingerprint: str) -> BreakerTrip | None:
+        epoch = time.time() - self._clock()  # 0 with the real clock (wall time)
+        return breaker_trip(record.times, record.prints, fingerprint, self.threshold, self.window_s, epoch)
 
     async def add_failure(self, host: str, username: str, fingerprint: str, seen: FailureRecord) -> None:
         """Append one failure; ``seen`` (read before the login) saves a read when nobody wrote since."""
