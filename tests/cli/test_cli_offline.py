@@ -168,3 +168,47 @@ def _connections(server: NatsServer) -> int:
     with urllib.request.urlopen(f"{server.monitor_url}/connz", timeout=2) as resp:
         count: int = json.load(resp)["num_connections"]
         return count
+
+
+def test_settings_set_help_reads_at_80_columns() -> None:
+    result = CliRunner().invoke(app, ["settings", "set", "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    for option in ("--default-profile", "--incoming-delivery", "--approved-queues-only", "--allowed-ports"):
+        assert option in result.output  # whole, not cut to "--approved-queue…"
+
+
+def test_malformed_json_names_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "profile.json"
+    bad.write_text('{\n  "name": "x",\n  "owner": }\n')
+    result = runner.invoke(app, ["--nats-url", UNUSED_URL, "profile", "create", "--name", "x", "--owner-id", "u",
+                                 "--protocol", "imap", "--host", "h", "--from-json", str(bad)])  # fmt: skip
+    assert result.exit_code == 2
+    assert "malformed JSON at line 3 column 12" in " ".join(result.output.split()), result.output
+
+
+def test_each_refused_field_is_printed_once() -> None:
+    from mailwarden_cli.client import FieldProblem, RpcError
+
+    problems = [
+        FieldProblem("outgoing.host", "must be the incoming host"),
+        FieldProblem("outgoing.tls", "must match"),
+    ]
+    detail = "; ".join(f"{p.field}: {p.message}" for p in problems)
+    lines = RpcError("profile-svc", 422, detail, [*problems, problems[0]]).lines
+    assert lines == ["refused", "  outgoing.host: must be the incoming host", "  outgoing.tls: must match"]
+    lines = RpcError("mailbox-svc", 422, "invalid request", problems).lines
+    assert lines[0] == "refused: invalid request" and len(lines) == 3
+
+
+def test_alerts_show_what_changed_and_when() -> None:
+    from mailwarden_cli.render import alert_change, alert_line
+
+    base = {"level": "error", "code": "auth_failed", "title": "t", "recipient": {"kind": "user", "id": "u"},
+            "first_seen": "2026-01-01T10:00:00Z", "last_seen": "2026-01-01T10:05:00Z"}  # fmt: skip
+    assert alert_change({**base, "state": "open", "count": 1}) == ("raised", "2026-01-01T10:00:00Z")
+    assert alert_change({**base, "state": "open", "count": 3}) == ("updated", "2026-01-01T10:05:00Z")
+    resolved = {**base, "state": "resolved", "count": 3, "resolved_at": "2026-01-01T11:00:00Z"}
+    assert alert_change(resolved) == ("resolved", "2026-01-01T11:00:00Z")
+    assert alert_line(resolved).plain.startswith("[error] resolved 2026-01-01T11:00:00Z user:u auth_failed")

@@ -62,8 +62,10 @@ def _describe(
         named = [f"{e.field} {payload[e.field]}" for e in errors if isinstance(payload.get(e.field), str)]
         return [f"not found: {detail}" + (f" ({', '.join(named)})" if named else "")]
     if status in (400, 409, 422):
-        head = f"refused: {detail}"
-        return [head, *(f"  {e.field}: {e.message}" for e in errors)]
+        unique = list(dict.fromkeys(errors))  # each refused field once
+        # A detail that only repeats the fields' messages is not printed again above them.
+        head = "refused" if unique and all(e.message in detail for e in unique) else f"refused: {detail}"
+        return [head, *(f"  {e.field}: {e.message}" for e in unique)]
     return [f"{service} failed ({status}): {detail}"]
 
 

@@ -13,6 +13,7 @@ from mailwarden_cli.client import DEFAULT_URL, Options
 from mailwarden_cli.commands import alerts, events, job, mailbox, profile, settings
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="mailwarden",
     help="Operate mailwarden over NATS: profiles, settings, mailboxes, jobs, alerts and events.",
     no_args_is_help=True,

@@ -67,8 +67,11 @@ def read_json(path: Path | None) -> dict[str, Any]:
     try:
         text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
         data = json.loads(text)
-    except (OSError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise typer.BadParameter(f"cannot read JSON: {exc}", param_hint="--from-json") from None
+    except json.JSONDecodeError as exc:
+        where = f"malformed JSON at line {exc.lineno} column {exc.colno}"
+        raise typer.BadParameter(where, param_hint="--from-json") from None
     if not isinstance(data, dict):
         raise typer.BadParameter("must hold a JSON object", param_hint="--from-json")
     return data

@@ -270,6 +270,15 @@ def _counts(c: Mapping[str, int] | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in (c or {}).items()) or "-"
 
 
+def alert_change(a: Mapping[str, Any]) -> tuple[str, str]:
+    """What last happened to an alert and when: raised, updated (seen again) or resolved."""
+    if a.get("state") == "resolved":
+        return "resolved", str(a.get("resolved_at") or a.get("last_seen") or "")
+    if int(a.get("count") or 1) > 1:
+        return "updated", str(a.get("last_seen") or "")
+    return "raised", str(a.get("first_seen") or a.get("last_seen") or "")
+
+
 def alerts_table(items: list[dict[str, Any]], next_cursor: str | None = None) -> Table:
     caption = f"more: --cursor {next_cursor}" if next_cursor else None
     table = Table(title=f"{len(items)} alert(s)", title_justify="left", caption=caption)
@@ -281,12 +290,13 @@ def alerts_table(items: list[dict[str, Any]], next_cursor: str | None = None) ->
         "title",
         "mailbox",
         "state",
+        "changed",
         "count",
         "read",
-        "last seen",
     ):
         table.add_column(col, overflow="fold")
     for a in items:
+        change, when = alert_change(a)
         table.add_row(
             a["id"],
             Text(a.get("level", ""), style=LEVEL_STYLE.get(a.get("level", ""), "")),
@@ -294,10 +304,10 @@ def alerts_table(items: list[dict[str, Any]], next_cursor: str | None = None) ->
             a.get("code", ""),
             a.get("title", ""),
             a.get("mailbox_id") or "-",
-            a.get("state", ""),
+            change,
+            when,
             str(a.get("count", "")),
             _cell(a.get("read")),
-            str(a.get("last_seen", "")),
         )
     return table
 
@@ -305,9 +315,11 @@ def alerts_table(items: list[dict[str, Any]], next_cursor: str | None = None) ->
 def alert_line(a: Mapping[str, Any]) -> Text:
     """One live alert (an AlertRaised event) on one line, then its remediation."""
     level = str(a.get("level", ""))
+    change, when = alert_change(a)
     text = Text()
     text.append(f"[{level}] ", style=LEVEL_STYLE.get(level, ""))
-    text.append(f"{a.get('last_seen', '')} {owner(a.get('recipient'))} {a.get('code', '')}: ")
+    text.append(f"{change} ", style="bold" if change == "resolved" else "")
+    text.append(f"{when} {owner(a.get('recipient'))} {a.get('code', '')}: ")
     text.append(str(a.get("title", "")), style="bold")
     if a.get("message"):
         text.append(f" - {a['message']}")

@@ -286,6 +286,8 @@ class AlertRaised(Event):
     affected_mailboxes: list[Identifier] = Field(default_factory=list)
     first_seen: datetime
     last_seen: datetime
+    resolved_at: datetime | None = None
+    """When the alert was resolved (``state: resolved``): the moment of this event, not ``last_seen``."""
 
 
 class FieldError(Frozen):

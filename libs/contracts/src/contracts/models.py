@@ -8,7 +8,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+)
 
 from contracts.errors import ErrorCode, ErrorScope, WarningCode
 
@@ -33,6 +41,24 @@ EmailAddress = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"),
 ]
+
+
+MAX_PASSWORD_CHARS = 1024
+
+
+def _password_length(value: object) -> object:
+    """Count a password's characters before it is wrapped (a SecretStr's own check says "items")."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if isinstance(text, str):
+        if not text:
+            raise ValueError("must not be empty")
+        if len(text) > MAX_PASSWORD_CHARS:
+            raise ValueError(f"must be at most {MAX_PASSWORD_CHARS} characters, not {len(text)}")
+    return value
+
+
+Password = Annotated[SecretStr, BeforeValidator(_password_length)]
+"""A write-only password of 1 to 1024 characters; its errors count characters and never echo it."""
 
 
 class Frozen(BaseModel):

@@ -24,7 +24,7 @@ from nats.aio.subscription import Subscription
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
-from mailwarden_runtime.http import DomainError, FieldProblem, Problem, field_problems
+from mailwarden_runtime.http import DomainError, FieldProblem, Problem, field_problems, malformed_json
 from mailwarden_runtime.tracing import attached, correlated, tracer
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,10 @@ async def answer(op: RpcOperation, body: bytes, headers: RequestHeaders) -> byte
     """The reply to one request: the handler's result, or the error it maps to. Never raises."""
     try:
         request = op.model.model_validate(json.loads(body or b"{}"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(422, "invalid request", [FieldProblem(field="body", message="not JSON")])
+    except json.JSONDecodeError as exc:
+        return _error(422, "invalid request", [malformed_json(exc.doc, exc.pos)])
+    except UnicodeDecodeError:
+        return _error(422, "invalid request", [FieldProblem(field="body", message="not UTF-8 text")])
     except ValidationError as exc:
         return _error(422, "invalid request", field_problems(list(exc.errors())))
     try:

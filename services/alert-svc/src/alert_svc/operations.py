@@ -89,19 +89,19 @@ class Operations:
     async def get_alert(self, alert_id: str) -> AlertView:
         doc = await self.alerts.get_alert(alert_id)
         if doc is None:
-            raise DomainError(404, "no such alert")
+            raise DomainError(404, "no such alert", "alert_id")
         return _alert_view(doc)
 
     async def mark_read(self, alert_id: str, read: bool) -> AlertView:
         doc = await self.alerts.mark_read(alert_id, read)
         if doc is None:
-            raise DomainError(404, "no such alert")
+            raise DomainError(404, "no such alert", "alert_id")
         return _alert_view(doc)
 
     async def delete_alert(self, alert_id: str) -> Deleted:
         deleted = await self.alerts.delete_alerts({"_id": alert_id})
         if not deleted:
-            raise DomainError(404, "no such alert")
+            raise DomainError(404, "no such alert", "alert_id")
         return Deleted(deleted=deleted)
 
     async def delete_all(self, ref: RecipientRef) -> Deleted:
@@ -134,12 +134,12 @@ class Operations:
     async def get_webhook(self, webhook_id: str) -> WebhookView:
         doc = await self.webhooks.get_webhook(webhook_id)
         if doc is None:
-            raise DomainError(404, "no such webhook")
+            raise DomainError(404, "no such webhook", "webhook_id")
         return WebhookView.model_validate(_shown(doc))
 
     async def delete_webhook(self, webhook_id: str) -> Deleted:
         if not await self.webhooks.delete_webhook(webhook_id):
-            raise DomainError(404, "no such webhook")
+            raise DomainError(404, "no such webhook", "webhook_id")
         return Deleted(deleted=1)
 
     async def deliveries(self, webhook_id: str, q: DeliveryQuery) -> list[DeliveryView]:

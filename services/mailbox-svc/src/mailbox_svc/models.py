@@ -10,7 +10,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -24,12 +23,12 @@ from contracts.models import (
     Identifier,
     Owner,
     OwnerKind,
+    Password,
     TestStatus,
     TestWarning,
 )
 
 Username = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
-Password = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
 Limit = Annotated[int, Field(ge=1, le=500)]
 
 

@@ -10,10 +10,10 @@ import json
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from contracts.events import SealedCredentials
-from contracts.models import Direction, SealedSecret
+from contracts.models import Direction, Password, SealedSecret
 from mailwarden_runtime.crypto import KeyRing
 
 
@@ -23,7 +23,7 @@ class Login(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     username: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)]
-    password: Annotated[SecretStr, Field(min_length=1, max_length=1024)]
+    password: Password
 
 
 def aad(profile_id: str, direction: Direction) -> str:

@@ -21,4 +21,4 @@ def refuse(field: str, message: str, status: int = 422) -> FieldsRefused:
 
 
 def not_found() -> DomainError:
-    return DomainError(404, "profile not found", "profile_id")
+    return DomainError(404, "no such profile", "profile_id")

@@ -19,7 +19,9 @@ from mailwarden_cli.tail import follow as tail_follow
 from mailwarden_cli.tail import parse_since
 
 SERVICE = "alert-svc"
-app = typer.Typer(help="Alerts: list a wall, follow live, mark read, delete.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None, help="Alerts: list a wall, follow live, mark read, delete.", no_args_is_help=True
+)
 
 AlertId = Annotated[str, typer.Argument(help="The alert id.")]
 Recipient = Annotated[str | None, typer.Option("--recipient", help="KIND:ID, e.g. user:u42 or queue:q1.")]

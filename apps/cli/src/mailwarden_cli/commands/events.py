@@ -15,7 +15,7 @@ from mailwarden_cli.client import Bus
 from mailwarden_cli.runner import out, run
 from mailwarden_cli.tail import follow, parse_since
 
-app = typer.Typer(help="Watch events on the bus.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="Watch events on the bus.", no_args_is_help=True)
 
 Since = Annotated[
     str | None, typer.Option("--since", help="Replay from JetStream since 10m, 2h, 1d or an ISO time.")

@@ -25,7 +25,9 @@ from mailwarden_cli.runner import emit_json, err, out, run
 
 SERVICE = "mailbox-svc"
 POLL_S = 1.0
-app = typer.Typer(help="Bulk test jobs: start, show, cancel, watch.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None, help="Bulk test jobs: start, show, cancel, watch.", no_args_is_help=True
+)
 
 JobId = Annotated[str, typer.Argument(help="The job id.")]
 WaitTimeout = Annotated[float, typer.Option("--wait-timeout", help="Stop watching after this many seconds.")]

@@ -25,7 +25,9 @@ from mailwarden_cli.options import (
 from mailwarden_cli.runner import emit_json, out, run, usage
 
 SERVICE = "mailbox-svc"
-app = typer.Typer(help="Mailboxes: add, import, list, show, approve, test.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None, help="Mailboxes: add, import, list, show, approve, test.", no_args_is_help=True
+)
 bulk.register(app)
 
 MailboxId = Annotated[str, typer.Argument(help="The mailbox id.")]

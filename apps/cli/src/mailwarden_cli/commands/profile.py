@@ -27,7 +27,11 @@ from mailwarden_cli.options import (
 from mailwarden_cli.runner import emit_json, out, run
 
 SERVICE = "profile-svc"
-app = typer.Typer(help="Email server profiles: where and how mailboxes connect.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,
+    help="Email server profiles: where and how mailboxes connect.",
+    no_args_is_help=True,
+)
 
 ProfileId = Annotated[str, typer.Argument(help="The profile id.")]
 Protocol = Annotated[IncomingProtocol | None, typer.Option("--protocol", help="Incoming protocol.")]

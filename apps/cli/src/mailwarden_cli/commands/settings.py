@@ -27,7 +27,9 @@ WRITABLE = (
     "allowed_ports",
 )
 app = typer.Typer(
-    help="Organisation email settings: defaults, approval, alert levels, ports.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Organisation email settings: defaults, approval, alert levels, ports.",
+    no_args_is_help=True,
 )
 
 Delivery = Annotated[DeliveryMethod | None, typer.Option()]
