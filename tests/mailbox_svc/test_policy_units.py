@@ -10,7 +10,15 @@ from mailbox_helpers import PROFILE_OWNER, completed_for
 
 from contracts.errors import ErrorCode
 from contracts.events import SettingsSnapshot, TestRequested
-from contracts.models import Direction, Endpoint, IncomingProtocol, MailboxRef, ServerTarget, TlsMode
+from contracts.models import (
+    Direction,
+    Endpoint,
+    IncomingProtocol,
+    MailboxRef,
+    ServerTarget,
+    StepResult,
+    TlsMode,
+)
 from mailbox_svc.policy import RetryPolicy, decide, outcome
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -145,3 +153,24 @@ def test_rejected_mailbox_is_never_enabled() -> None:
     assert (
         d.updates["enabled_incoming"] is False and d.event.disabled_reason is ErrorCode.MAILBOX_NOT_APPROVED
     )
+
+
+def test_a_login_paused_by_the_breaker_is_retried_when_logins_resume() -> None:
+    """The tester says when the paused login may be tried again; the retry is not sooner."""
+    resume = NOW + timedelta(minutes=14)
+    paused = completed_for(request(), incoming=ErrorCode.AUTH_BREAKER_OPEN)
+    assert paused.incoming is not None
+    step = StepResult(
+        name="credentials",
+        ok=False,
+        duration_ms=1.0,
+        facts={"paused_by": "same_password", "resume_at": resume.isoformat()},
+        error_code=ErrorCode.AUTH_BREAKER_OPEN,
+    )
+    paused = paused.model_copy(update={"incoming": paused.incoming.model_copy(update={"steps": [step]})})
+    d = decide(doc(), paused, SettingsSnapshot(), POLICY, NOW, random.Random(1))
+    assert d.retry_directions == ["incoming"]
+    assert d.updates["next_retry_at"] == resume and d.event.next_retry_at == resume
+    early = completed_for(request(), incoming=ErrorCode.AUTH_BREAKER_OPEN)  # no resume time: the usual delay
+    d = decide(doc(), early, SettingsSnapshot(), POLICY, NOW, random.Random(1))
+    assert d.updates["next_retry_at"] < NOW + timedelta(seconds=331)

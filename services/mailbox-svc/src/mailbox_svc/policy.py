@@ -36,6 +36,23 @@ class Decision:
     retry_directions: list[str] = field(default_factory=list)
 
 
+def _logins_resume_at(result: TestCompleted) -> datetime | None:
+    """When a login paused by the tester's breaker (``auth_breaker_open``) may be tried again."""
+    latest: datetime | None = None
+    for res in result.results:
+        if res.error is None or res.error.code is not ErrorCode.AUTH_BREAKER_OPEN:
+            continue
+        for step in res.steps:
+            value = step.facts.get("resume_at")
+            if isinstance(value, str):
+                try:
+                    moment = datetime.fromisoformat(value)
+                except ValueError:
+                    continue
+                latest = moment if latest is None else max(latest, moment)
+    return latest
+
+
 def _is_transient(error: TestError) -> bool:
     spec = CATALOG.get(error.code)
     return spec.transient if spec is not None else error.transient
@@ -84,6 +101,9 @@ def decide(
     if disabled_reason is None and any_success and not approved:
         disabled_reason = ErrorCode.MAILBOX_NOT_APPROVED
     next_retry_at = now + timedelta(seconds=retry.delay_s(rng)) if retry_dirs else None
+    resume_at = _logins_resume_at(result)
+    if next_retry_at is not None and resume_at is not None and resume_at > next_retry_at:
+        next_retry_at = resume_at  # no retry while the tester's login breaker still holds it back
     if retry_dirs:
         retry_count = attempt
     elif not errors:
