@@ -125,6 +125,10 @@ async def test_send_mode_from_the_profile_and_per_test(
     assert r.status_code == 202, r.text
     runs = await _runs_after(mailboxes, mid, 3)
     assert _mode(runs[0])[0] == "dry_run"
+    r = await mailboxes.post(f"/mailboxes/{mid}/test", json={"smtp_mode": "dry_run"})
+    assert r.status_code == 202, r.text
+    runs = await _runs_after(mailboxes, mid, 4)
+    assert _mode(runs[0])[0] == "dry_run" and len(delivering_smtp.messages) == 1
 
     from mailwarden_cli.main import app
 
@@ -136,5 +140,5 @@ async def test_send_mode_from_the_profile_and_per_test(
 
     result = await asyncio.to_thread(cli)
     assert result.exit_code == 0, result.stdout + result.stderr
-    runs = await _runs_after(mailboxes, mid, 4)
+    runs = await _runs_after(mailboxes, mid, 5)
     assert _mode(runs[0]) == ("send", (True, True)) and len(delivering_smtp.messages) == 2

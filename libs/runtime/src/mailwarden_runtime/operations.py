@@ -187,8 +187,12 @@ def _serve_http(router: APIRouter, service: str, item: Bound[In, Out], check: Au
     ]
     if part is not None:
         where = Query() if op.method in _QUERY_METHODS else Body()
+        # A POST whose every field is optional may come without a body (POST /mailboxes/{id}/test).
+        optional = op.method == "POST" and not any(f.is_required() for f in part.model_fields.values())
+        annotation: Any = Annotated[part | None, where] if optional else Annotated[part, where]
+        default = None if optional else inspect.Parameter.empty
         params.append(
-            inspect.Parameter("part", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[part, where])
+            inspect.Parameter("part", inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
         )
 
     async def endpoint(request: Request, **values: Any) -> Any:

@@ -25,6 +25,7 @@ from mailbox_svc.models import (
     Selection,
     TestAccepted,
     TestHistory,
+    TestRequest,
     UpdateRequest,
 )
 from mailbox_svc.operations import MailboxOperations
@@ -121,7 +122,7 @@ TEST = Operation(
     name="test",
     method="POST",
     path="/mailboxes/{mailbox_id}/test",
-    input=MailboxRequest,
+    input=TestRequest,
     output=TestAccepted,
     permission="mailboxes:test",
     summary="Test & Enable one mailbox",
@@ -265,7 +266,7 @@ def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing) -> list[Bound[A
     async def deactivate(req: MailboxRequest) -> MailboxView:
         return await ops.deactivate(req.mailbox_id)
 
-    async def test(req: MailboxRequest) -> TestAccepted:
+    async def test(req: TestRequest) -> TestAccepted:
         return await ops.test_one(req.mailbox_id, req.smtp_mode)
 
     async def approve(req: Selection) -> BulkResult:

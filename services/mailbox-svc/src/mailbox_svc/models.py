@@ -140,9 +140,21 @@ class ListRequest(MailboxFilter):
 
 class MailboxRequest(Strict):
     mailbox_id: Identifier
+
+
+class TestOptions(Strict):
+    """What one Test & Enable may choose (HTTP: an optional body)."""
+
+    __test__ = False
     smtp_mode: SmtpMode | None = Field(
-        None, description="Test & Enable only: the outgoing test's mode (default: the profile's)."
+        None, description="The outgoing test's mode for this test (default: the profile's)."
     )
+
+
+class TestRequest(TestOptions, MailboxRequest):
+    """Test & Enable one mailbox."""
+
+    __test__ = False
 
 
 class UpdateRequest(Strict):
