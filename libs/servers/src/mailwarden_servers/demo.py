@@ -83,17 +83,16 @@ class MailServers:
         return [self.dovecot.imaps_port, self.dovecot.pop3s_port, self.smtp.port_starttls]
 
 
-def start_mail_servers(data: Path, started: list[ManagedProcess]) -> MailServers:
+def mail_servers(data: Path) -> MailServers:
+    """The demo CA and the (not yet started) Dovecot and SMTP server it signed for."""
     certs = TestCertificates.create(data / "ca")
     dovecot = DovecotServer(data / "dovecot", certs, USERS)
     dovecot.imap_port, dovecot.imaps_port = (port_or_free(p) for p in IMAP_PORTS)
     dovecot.pop3_port, dovecot.pop3s_port = (port_or_free(p) for p in POP3_PORTS)
     print(f"starting Dovecot (IMAPS {dovecot.imaps_port}, POP3S {dovecot.pop3s_port}) ...", flush=True)
-    started.append(dovecot.start())
     smtp = SmtpProcess(data / "smtp", certs, USERS, deliver_to_dovecot=dovecot.config_path)
     smtp.port_starttls, smtp.port_tls = (port_or_free(p) for p in SMTP_PORTS)
     print(f"starting SMTP (STARTTLS {smtp.port_starttls}, delivers into Dovecot) ...", flush=True)
-    started.append(smtp.start())
     return MailServers(certs, dovecot, smtp)
 
 
@@ -210,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     stop_all = stopper(started)
     sigterm_unwinds()
     try:
-        mail = start_mail_servers(data, started)
-        stack = start_stack(data, started, tester_env(mail))
+        mail = mail_servers(data)
+        stack = start_stack(data, started, tester_env(mail), alongside=(mail.dovecot, mail.smtp))
         print_stack(stack)
         ids = seed(stack, mail)
         print(f"demo data: profiles Demo IMAP and Demo POP3, mailboxes {', '.join(ids)} (tests running) ...")

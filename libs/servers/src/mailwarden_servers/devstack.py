@@ -17,7 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,24 +132,53 @@ class Stack:
         return next(s.url for s in self.services if s.name == service)
 
 
-def start_stack(data: Path, started: list[ManagedProcess], extra_env: dict[str, str] | None = None) -> Stack:
+def start_together(procs: Sequence[ManagedProcess], started: list[ManagedProcess]) -> None:
+    """Start ``procs`` at the same time (each waits for its own readiness in a thread).
+
+    Each is appended to ``started`` once it is up; the first failure is raised after all have
+    settled, so the caller stops exactly what runs.
+    """
+    failures: list[BaseException] = []
+
+    def one(proc: ManagedProcess) -> None:
+        try:
+            started.append(proc.start())
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            failures.append(exc)
+
+    with ThreadPoolExecutor(max_workers=max(len(procs), 1)) as pool:
+        list(pool.map(one, procs))
+    if failures:
+        raise failures[0]
+
+
+def start_stack(
+    data: Path,
+    started: list[ManagedProcess],
+    extra_env: dict[str, str] | None = None,
+    alongside: Sequence[ManagedProcess] = (),
+) -> Stack:
     """Start NATS and SecantusDB (unless given by the environment), then the four services.
 
     Everything started is appended to ``started`` at once, so the caller stops it even when a
-    later start fails. ``extra_env`` reaches every service (e.g. the tester's egress settings).
+    later start fails. ``extra_env`` reaches every service (e.g. the tester's egress settings);
+    ``alongside`` starts with NATS and the database (e.g. the demo's mail servers). Servers that do
+    not depend on each other start at the same time: the services' imports overlap.
     """
+    first: list[ManagedProcess] = list(alongside)
     nats_url = os.environ.get("NATS_URL") or os.environ.get("MW_NATS_URL")
     if not nats_url:
         nats = NatsServer(data / "nats", port_or_free(4222), monitor_port=port_or_free(8222))
         print(f"starting nats-server (JetStream) on {nats.url} ...", flush=True)
-        started.append(nats.start())
+        first.append(nats)
         nats_url = nats.url
     mongo_uri = os.environ.get("MONGODB_URI") or os.environ.get("MW_MONGODB_URI")
     if not mongo_uri:
         mongo = MongoWireServer(data / "mongo", port_or_free(27017))
         print(f"starting SecantusDB (MongoDB wire protocol) on {mongo.uri} ...", flush=True)
-        started.append(mongo.start())
+        first.append(mongo)
         mongo_uri = mongo.uri
+    start_together(first, started)
     env = {
         "MW_NATS_URL": nats_url,
         "MW_MONGODB_URI": mongo_uri,
@@ -156,9 +186,8 @@ def start_stack(data: Path, started: list[ManagedProcess], extra_env: dict[str, 
         **(extra_env or {}),
     }
     services = [ServiceProcess(data / "logs", spec, port_or_free(spec.port), env) for spec in SERVICES]
-    for svc in services:
-        print(f"starting {svc.name} ...", flush=True)
-        started.append(svc.start())
+    print(f"starting {', '.join(s.name for s in services)} ...", flush=True)
+    start_together(services, started)
     stack = Stack(nats_url, mongo_uri, services, data)
     (data / "endpoints.json").write_text(
         json.dumps({"nats_url": nats_url, **{s.name: s.url for s in services}}, indent=2)
