@@ -104,26 +104,18 @@ async def create_profile(sys_: System, protocol: str, host_port: int, smtp_port:
 
 
 async def create_mailbox(sys_: System, profile_id: str, user: str, password: str, tag: str) -> str:
-    async def profile_known() -> bool:  # mailbox-svc learns profiles from ProfileCreated
-        resp = await sys_.mailboxes.post(
-            "/mailboxes",
-            json={
-                "mailbox_id": f"mbx{tag}",
-                "email": f"{user}@mail.test",
-                "owner": owner("user", f"owner{tag}"),
-                "profile_id": profile_id,
-                "credentials": {"username": user, "password": password},
-            },
-        )
-        if resp.status_code != 201:
-            last.append(resp.text)
-        return resp.status_code == 201
-
-    last: list[str] = []
-    try:
-        await eventually(profile_known, "mailbox-svc to know the profile")
-    except AssertionError:
-        raise AssertionError(f"mailbox-svc refused the mailbox: {last[-1:]}") from None
+    """At once after the profile: mailbox-svc asks profile-svc when its read model lags (issue #18)."""
+    resp = await sys_.mailboxes.post(
+        "/mailboxes",
+        json={
+            "mailbox_id": f"mbx{tag}",
+            "email": f"{user}@mail.test",
+            "owner": owner("user", f"owner{tag}"),
+            "profile_id": profile_id,
+            "credentials": {"username": user, "password": password},
+        },
+    )
+    assert resp.status_code == 201, resp.text
     return f"mbx{tag}"
 
 
