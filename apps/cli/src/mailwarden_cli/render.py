@@ -159,6 +159,7 @@ def mailbox_view(m: dict[str, Any]) -> Table:
             ("outgoing", status(m.get("outgoing_status"))),
             ("enabled in/out", f"{_cell(m.get('enabled_incoming'))}/{_cell(m.get('enabled_outgoing'))}"),
             ("test scheduled", m.get("test_scheduled")),
+            ("next test", m.get("postponed_until")),  # a retry's time (after a breaker pause: its end)
             ("retries", m.get("retry_count")),
             ("last test", m.get("last_test_completed_at")),
             ("last error", f"{err['code']}: {err.get('message', '')}" if err else None),
