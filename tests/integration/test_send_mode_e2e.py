@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from mailwarden_servers import DovecotServer, SmtpServer, TestCertificates
+from mailwarden_servers.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +44,12 @@ async def apps(
 
 
 async def _runs_after(mailboxes: httpx.AsyncClient, mailbox_id: str, n: int) -> list[dict[str, Any]]:
-    for _ in range(300):
-        runs: list[dict[str, Any]] = (await mailboxes.get(f"/mailboxes/{mailbox_id}/tests")).json()["items"]
-        if len(runs) >= n:
-            return runs
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no test run #{n} of {mailbox_id}")
+    async def runs() -> list[dict[str, Any]] | None:
+        items: list[dict[str, Any]] = (await mailboxes.get(f"/mailboxes/{mailbox_id}/tests")).json()["items"]
+        return items if len(items) >= n else None
+
+    found: list[dict[str, Any]] = await eventually(runs, f"test run #{n} of {mailbox_id}")
+    return found
 
 
 def _mode(run: dict[str, Any]) -> tuple[str, Any]:
