@@ -48,7 +48,7 @@ def view(snap: ProfileSnapshot) -> dict[str, Any]:
 async def test_a_profile_the_read_model_lacks_is_asked_for() -> None:
     asked: list[str] = []
     snap = profile_snapshot("p1")
-    directory = ProfileDirectory(ReadModel(), answering({"ok": True, "result": view(snap)}, asked))  # type: ignore[arg-type]
+    directory = ProfileDirectory(ReadModel(), answering({"ok": True, "result": view(snap)}, asked))
     found = await directory.require("p1")
     assert found.profile_id == "p1" and found.incoming == snap.incoming and asked == ["p1"]
 
@@ -57,22 +57,22 @@ async def test_only_profile_svc_s_no_refuses_and_silence_is_not_a_no() -> None:
     asked: list[str] = []
     missing = ProfileDirectory(
         ReadModel(), answering({"ok": False, "status": 404, "detail": "no such profile"}, asked)
-    )  # type: ignore[arg-type]
+    )
     with pytest.raises(DomainError) as refused:
         await missing.require("ghost", "mailboxes.3.profile_id")
     assert (refused.value.status, refused.value.field) == (422, "mailboxes.3.profile_id")
-    silent = ProfileDirectory(ReadModel(), answering(TimeoutError("no answer"), asked))  # type: ignore[arg-type]
+    silent = ProfileDirectory(ReadModel(), answering(TimeoutError("no answer"), asked))
     with pytest.raises(DomainError) as unavailable:
         await silent.require("p1")
     assert unavailable.value.status == 503
-    deleted = ProfileDirectory(ReadModel(deleted=True), answering(TimeoutError("not asked"), asked))  # type: ignore[arg-type]
+    deleted = ProfileDirectory(ReadModel(deleted=True), answering(TimeoutError("not asked"), asked))
     assert await deleted.find("gone") is None  # a deletion seen is final: no question
     assert asked == ["ghost", "p1"]
 
 
 async def test_a_profile_login_is_waited_for_before_a_test() -> None:
     snap = profile_snapshot("p2", source=CredentialSource.PROFILE)
-    directory = ProfileDirectory(ReadModel(), answering({"ok": True, "result": view(snap)}, []), settle_s=0.2)  # type: ignore[arg-type]
+    directory = ProfileDirectory(ReadModel(), answering({"ok": True, "result": view(snap)}, []), settle_s=0.2)
     assert (await directory.find("p2")) is not None  # it exists: a mailbox may use it
     with pytest.raises(ProfileUnavailable):
         await directory.find("p2", with_login=True)  # but its sealed login has not arrived

@@ -13,12 +13,12 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from pydantic import ValidationError
 
 from contracts.events import ProfileSnapshot
 from contracts.models import CredentialSource
-from mailbox_svc.repository import Repository
 from mailwarden_runtime.http import DomainError
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,16 @@ class ProfileUnavailable(Exception):
     """profile-svc did not answer: whether the profile exists is not known."""
 
 
+class ProfileReads(Protocol):
+    """The read model's answers (mailbox_svc.repository.Repository)."""
+
+    async def get_profile(self, profile_id: str) -> ProfileSnapshot | None: ...
+
+    async def profile_deleted(self, profile_id: str) -> bool: ...
+
+
 class ProfileDirectory:
-    def __init__(self, repo: Repository, ask: Ask, timeout_s: float = 3.0, settle_s: float = 5.0) -> None:
+    def __init__(self, repo: ProfileReads, ask: Ask, timeout_s: float = 3.0, settle_s: float = 5.0) -> None:
         self.repo = repo
         self.ask = ask
         self.timeout_s = timeout_s
