@@ -119,9 +119,17 @@ def test_tester_consumes_only_test_requests(nats: dict[str, Any]) -> None:
     assert allowed(pub, f"$JS.API.CONSUMER.CREATE.MW_TESTS.testers.{subjects.TEST_REQUESTED}")
     assert not allowed(pub, f"$JS.API.CONSUMER.CREATE.MW_TESTS.testers.{subjects.TEST_COMPLETED}")
     assert not any(allowed(pub, f"$JS.API.CONSUMER.MSG.NEXT.{s}.x") for s in ("MW_CONFIG", "MW_ALERTS"))
+    assert allowed(pub, "mailwarden.rpc.mailbox-svc.job_get")  # is a job cancelled? (nothing else)
+    assert not allowed(pub, "mailwarden.rpc.mailbox-svc.test_many")
     sub = tester["subscribe"]
     assert allowed(sub, "mailwarden.rpc.tester-svc.status")
     assert not allowed(sub, subjects.TEST_REQUESTED) and not allowed(sub, "mailwarden.alerts.user.u1.error")
+
+
+def test_mailbox_svc_may_ask_profile_svc_only_for_a_profile(nats: dict[str, Any]) -> None:
+    pub = _publish(nats, "mailbox-svc")
+    assert allowed(pub, "mailwarden.rpc.profile-svc.get")
+    assert not allowed(pub, "mailwarden.rpc.profile-svc.delete")
 
 
 def test_mongodb_operator_watches_the_application_namespace() -> None:
