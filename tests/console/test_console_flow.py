@@ -1,0 +1,196 @@
+"""The seed's flow through the console, in Chromium: settings, a profile, mailboxes, defaults,
+approval, Test & Enable with live progress, the trace, both owners' walls, and a wrong password
+that disables a mailbox. Each step checks what the page shows, as an administrator reads it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, expect
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "mw-console-test-token-0001"
+WAIT_MS = 45_000
+VIEWPORT = {"width": 1366, "height": 860}  # a laptop screen
+ConsoleStack = Any  # tests/console/conftest.py
+
+
+async def new_page(console: ConsoleStack) -> Page:
+    context = await console.browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
+    page: Page = await context.new_page()
+    return page
+
+
+async def sign_in(console: ConsoleStack, page: Page, next_path: str = "/mailboxes") -> None:
+    await page.goto(f"{console.url}{next_path}")
+    await expect(page).to_have_url(re.compile(r"/signin"))
+    await page.get_by_label("API token").fill(TOKEN)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(re.compile(re.escape(next_path.split("?")[0])))
+
+
+async def until_notice(page: Page, submit: Any, pattern: str, tries: int = 40) -> None:
+    """Submit until the notice matches (the services learn of each other's changes from events)."""
+    notice = page.get_by_role("status")
+    for _ in range(tries):
+        await submit()
+        await page.wait_for_load_state()
+        text = await notice.text_content() if await notice.count() else ""
+        if re.search(pattern, text or ""):
+            return
+        await page.wait_for_timeout(250)
+    raise AssertionError(f"never saw {pattern!r}; last notice: {text!r}")
+
+
+async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
+    tag = uuid.uuid4().hex[:6]
+    admin, good, bad = f"padmin{tag}", f"ann{tag}", f"ben{tag}"
+    page = await new_page(console)
+    await sign_in(console, page, "/settings")
+    cookies = await page.context.cookies()
+    session = next(c for c in cookies if c["name"] == "mw_console")
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert TOKEN not in await page.content() and TOKEN[-12:] not in session["value"]
+
+    # Org settings: the tester may use the local test servers' ports.
+    ports = [console.dovecot.imaps_port, console.smtp.port_starttls]
+    await page.get_by_label("Allowed ports").select_option("custom")
+    await page.get_by_label("Custom list").fill("70000")
+    await page.get_by_role("button", name="Save settings").click()
+    await expect(page.locator("#f-allowed_ports ~ .field-error")).to_be_visible()  # the service's message
+    await page.get_by_label("Allowed ports").select_option("custom")
+    await page.get_by_label("Custom list").fill(", ".join(map(str, ports)))
+    await page.get_by_role("button", name="Save settings").click()
+    await expect(page.get_by_role("status")).to_have_text("Email settings saved.")
+    await console.shot(page, "settings")
+
+    # A profile: first with a port the organisation does not allow, so the service's suggestion shows.
+    await page.goto(f"{console.url}/profiles/new")
+    await page.get_by_label("Name", exact=True).fill(f"Local IMAP {tag}")
+    await page.get_by_label("Owner id").fill(admin)
+    await page.get_by_label("Owner name").fill("Profile Admin")
+    await page.get_by_label("Owner email").fill(f"{admin}@example.org")
+    await page.locator("#f-incoming-host").fill("127.0.0.1")
+    await page.locator("#f-incoming-port").fill("143")
+    await page.locator("#f-outgoing-host").fill("127.0.0.1")
+    await page.locator("#f-outgoing-port").fill(str(console.smtp.port_starttls))
+    await page.get_by_label("Default profile for new mailboxes").check()
+    await page.get_by_role("button", name="Create profile").click()
+    port_error = page.locator("#f-incoming-port-err")
+    await expect(port_error).to_contain_text("not in the organisation's allowed ports")
+    await console.shot(page, "profile-form")
+    await page.locator("#f-incoming-port").fill(str(console.dovecot.imaps_port))
+    await page.get_by_role("button", name="Create profile").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"Profile Local IMAP {tag} created.")
+    await expect(page.get_by_role("row", name=re.compile(f"Local IMAP {tag}"))).to_contain_text("Yes")
+    await console.shot(page, "profiles")
+
+    # Two mailboxes without a profile; ben's password is wrong.
+    for who, user, password in ((good, "alice", "alice-pw"), (bad, "bob", "not-bobs-password")):
+        await page.goto(f"{console.url}/mailboxes/new")
+        await page.get_by_label("Mailbox id (optional)").fill(who)
+        await page.get_by_label("Email address").fill(f"{who}@mail.test")
+        await page.get_by_label("Owner id").fill(who)
+        await page.get_by_label("Owner name").fill(who.capitalize())
+        await page.get_by_label("User name").fill(user)
+        await page.get_by_label("Password").fill(password)
+        await page.get_by_role("button", name="Add mailbox").click()
+        await expect(page.get_by_role("status")).to_contain_text(f"Mailbox {who}@mail.test added.")
+
+    # Active Mailboxes: select both, approve, apply the default settings (which tests them).
+    async def select_both() -> None:
+        await page.goto(f"{console.url}/mailboxes?owner_kind=user")
+        for who in (good, bad):
+            await page.get_by_label(f"Select {who}@mail.test").check()
+
+    await select_both()
+    await page.get_by_role("button", name="Approve Email").click()
+    await expect(page.get_by_role("status")).to_have_text("Email approved for 2 mailboxes.")
+
+    # The bad owner's wall, open before the test: its alert must arrive live (no reload).
+    wall = await new_page(console)
+    await wall.context.add_cookies(await page.context.cookies())
+    await wall.goto(f"{console.url}/alerts?recipient_kind=user&recipient_id={bad}")
+    await expect(wall.locator("#wall-count")).to_have_text("0 alerts")
+    await expect(wall.locator("body[data-live-state=open]")).to_have_count(1)
+
+    async def apply_defaults() -> None:
+        await select_both()
+        await page.get_by_role("button", name="Apply Default Email Settings").click()
+
+    await until_notice(page, apply_defaults, r"Default email settings applied to 2 mailboxes\.$")
+
+    alerts = wall.locator("article.alert")
+    await expect(alerts.first).to_be_visible(timeout=WAIT_MS)
+    await expect(alerts.locator(".l-error")).to_have_count(await alerts.count())  # one per direction
+    await expect(alerts.first).to_contain_text("auth_failed")
+    await expect(alerts.first.locator(".st-raised")).to_have_count(1)
+    await console.shot(wall, "alerts")
+
+    # The good mailbox's page: enabled, with its step-by-step trace.
+    await page.goto(f"{console.url}/mailboxes/{good}")
+    trace = page.locator("table.trace")
+    await expect(trace.first).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator("#status-h + dl")).to_contain_text("Success")
+    await expect(trace.first.locator("caption")).to_contain_text("Incoming (IMAP)")
+    await expect(trace.first).to_contain_text("tls")
+    await expect(trace.first.locator("td.failed")).to_have_count(0)
+    await console.shot(page, "mailbox")
+
+    # The bad one: disabled, auth_failed with its remediation from the error catalog.
+    await page.goto(f"{console.url}/mailboxes/{bad}")
+    await expect(page.locator("#status-h + dl")).to_contain_text("auth_failed", timeout=WAIT_MS)
+    await expect(
+        page.get_by_text("Update the mailbox credentials, then Test & Enable again.").first
+    ).to_be_visible()
+    await expect(page.locator("table.trace td.failed").first).to_contain_text("auth_failed")
+
+    # The good owner's wall has the success; the profile owner's wall has ben's error.
+    await page.goto(f"{console.url}/alerts?recipient_kind=user&recipient_id={good}")
+    await expect(page.locator("article.alert .l-information")).to_have_count(1, timeout=WAIT_MS)
+    await page.goto(f"{console.url}/alerts?recipient_kind=user&recipient_id={admin}")
+    await expect(page.locator("article.alert .l-error").first).to_be_visible(timeout=WAIT_MS)
+
+    # The list shows it all.
+    await page.goto(f"{console.url}/mailboxes?owner_kind=user")
+    good_row = page.get_by_role("row", name=re.compile(f"{good}@mail.test"))
+    await expect(good_row).to_contain_text("Approved")
+    await expect(good_row.locator(".s-success")).to_have_count(2)
+    bad_row = page.get_by_role("row", name=re.compile(f"{bad}@mail.test"))
+    await expect(bad_row).to_contain_text("auth_failed")
+    await console.shot(page, "mailboxes")
+
+    # Fix ben's password (write-only form), then Test & Enable the whole profile as a job.
+    await page.goto(f"{console.url}/mailboxes/{bad}")
+    await page.get_by_label("User name").fill("bob")
+    await page.get_by_label("New password").fill("bob-pw")
+    await page.get_by_role("button", name="Save credentials").click()
+    await expect(page.get_by_role("status")).to_contain_text("Credentials saved.")
+    assert "bob-pw" not in await page.content()
+
+    await page.goto(f"{console.url}/profiles?q=Local+IMAP+{tag}")
+    await page.get_by_role("button", name=f"Test and enable the mailboxes of Local IMAP {tag}").click()
+    await expect(page).to_have_url(re.compile(r"/jobs/"))
+    await expect(page.locator("#job-state")).to_have_text("completed", timeout=WAIT_MS)
+    await expect(page.locator("#job-succeeded")).to_have_text("2")
+    await expect(page.locator("#job-bar")).to_have_attribute("value", "2")
+    await console.shot(page, "job")
+
+    # The bad owner's wall, still open, shows the alert resolved.
+    await expect(wall.locator("article.alert .st-resolved").first).to_be_visible(timeout=WAIT_MS)
+    await wall.get_by_role("button", name="Mark read").first.click()
+    await expect(wall.get_by_role("status")).to_have_text("Marked read.")
+    await wall.get_by_role("button", name=f"Delete all alerts of user:{bad}").click()
+    await expect(wall.get_by_role("status")).to_contain_text("Deleted")
+    await expect(wall.locator("#wall-count")).to_have_text("0 alerts")
+
+    await page.goto(f"{console.url}/jobs")
+    await expect(page.locator("#job-table tbody tr").first).to_contain_text("completed", timeout=WAIT_MS)
+    await console.shot(page, "jobs")
+    await page.goto(f"{console.url}/errors")
+    await expect(page.locator("#auth_failed")).to_contain_text("Permanent")
+    await console.shot(page, "errors")
