@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One image recipe for every service:
+# One image recipe for every service and the console (SERVICE=mailwarden-console):
 #   docker build --build-arg SERVICE=mailbox-svc -t mailwarden/mailbox-svc .
 # Stage 1 resolves only that service's dependencies from uv.lock into /app/.venv (no dev tools, no
 # editable installs); stage 2 is a slim runtime with that venv only, running as a non-root user.
@@ -7,13 +7,14 @@ ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS build
 ARG SERVICE
-RUN test -n "$SERVICE" || (echo "--build-arg SERVICE=<profile-svc|mailbox-svc|tester-svc|alert-svc> is required" && false)
+RUN test -n "$SERVICE" || (echo "--build-arg SERVICE=<profile-svc|mailbox-svc|tester-svc|alert-svc|mailwarden-console> is required" && false)
 RUN pip install --no-cache-dir "uv==0.13.9"
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/app/.venv UV_PYTHON_DOWNLOADS=never
 WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY libs ./libs
 COPY services ./services
+COPY apps ./apps
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package "$SERVICE"
 # Fail the build, not the container start, when the service package is missing.

@@ -20,7 +20,16 @@ from mailwarden_servers import devstack
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SERVICES = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc")
-USES_MONGO = {"profile-svc": True, "mailbox-svc": True, "tester-svc": False, "alert-svc": True}
+APPS = ("console",)  # deployed beside the services: no database, none of the services' key rings
+DEPLOYED = (*SERVICES, *APPS)
+USES_MONGO = {
+    "profile-svc": True,
+    "mailbox-svc": True,
+    "tester-svc": False,
+    "alert-svc": True,
+    "console": False,
+}
+SETTINGS_MODULES = {"console": "mailwarden_console.config"}
 
 Doc = dict[str, Any]
 # What a stop may take after SIGTERM: uvicorn's wait for open requests, then the runtime's bounded stop.
@@ -73,7 +82,7 @@ def settings_env(service: str) -> set[str]:
     from mailwarden_runtime.settings import ServiceSettings
 
     names = _env_names(ServiceSettings)
-    module = importlib.import_module(service.replace("-", "_") + ".config")
+    module = importlib.import_module(SETTINGS_MODULES.get(service, service.replace("-", "_") + ".config"))
     for obj in vars(module).values():
         if isinstance(obj, type) and issubclass(obj, BaseSettings) and obj.__module__ == module.__name__:
             names |= _env_names(obj)

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 from deploy_helpers import (
+    APPS,
     DEPLOY,
     ROOT,
     SERVICES,
@@ -56,7 +57,7 @@ def _read_env_file(path: Path) -> dict[str, str]:
 def test_has_infrastructure_and_every_service(compose: dict[str, Any]) -> None:
     on_disk = {p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").exists()}
     assert set(SERVICES) == on_disk
-    assert set(compose["services"]) == {*INFRA, *SERVICES}
+    assert set(compose["services"]) == {*INFRA, *SERVICES, *APPS}
 
 
 @pytest.mark.parametrize("name", SERVICES)

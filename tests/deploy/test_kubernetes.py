@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 from deploy_helpers import (
     DEPLOY,
-    SERVICES,
+    DEPLOYED,
     USES_MONGO,
     UVICORN_GRACEFUL_S,
     Doc,
@@ -80,7 +80,7 @@ def test_the_validator_rejects_unknown_fields(render: Render) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_deployments_probe_drain_and_run_unprivileged(render: Render, overlay: str) -> None:
     deployments = _of(_overlay(render, overlay), "Deployment")
-    assert set(deployments) == set(SERVICES)
+    assert set(deployments) == set(DEPLOYED)
     for name, deploy in deployments.items():
         pod = deploy["spec"]["template"]["spec"]
         c = _container(deploy)
@@ -164,7 +164,7 @@ def test_pdbs_and_services_select_existing_pods(render: Render, overlay: str) ->
     pods = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in _of(docs, "Deployment").items()}
     for kind, path in (("PodDisruptionBudget", ("selector", "matchLabels")), ("Service", ("selector",))):
         objects = _of(docs, kind)
-        assert set(objects) == set(SERVICES)
+        assert set(objects) == set(DEPLOYED)
         for name, obj in objects.items():
             selector = obj["spec"]
             for key in path:

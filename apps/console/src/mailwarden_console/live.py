@@ -27,6 +27,7 @@ from contracts import subjects
 
 log = logging.getLogger(__name__)
 
+JOB_STREAM = next(s.name for s in subjects.STREAMS if f"{subjects.JOBS}.>" in s.subjects)
 QUEUE_SIZE = 256
 MAX_JOBS = 200
 
@@ -132,6 +133,7 @@ class LiveFeed:
             try:
                 await nc.jetstream().subscribe(
                     f"{subjects.JOBS}.>",
+                    stream=JOB_STREAM,
                     cb=self._on_job,
                     ordered_consumer=True,
                     deliver_policy=DeliverPolicy.BY_START_TIME,
