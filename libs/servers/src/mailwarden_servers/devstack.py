@@ -41,6 +41,7 @@ SERVICES = (
     ServiceSpec("tester-svc", "tester_svc.app:create_app", 8083),
     ServiceSpec("alert-svc", "alert_svc.app:create_app", 8084),
 )
+CONSOLE = ServiceSpec("console", "mailwarden_console.app:create_app", 8080)
 
 
 # On SIGTERM uvicorn waits this long for open HTTP requests, then the runtime's stop runs (at most
@@ -94,6 +95,7 @@ KEY_RINGS = (
     ("MW_CREDENTIAL_KEYS", "cred-"),
     ("MW_TRANSIT_KEYS", "transit-"),
     ("MW_ALERT_WEBHOOK_KEYS", "hook-"),
+    ("MW_CONSOLE_SESSION_KEYS", "console-"),
 )
 
 
@@ -152,13 +154,25 @@ def start_together(procs: Sequence[ManagedProcess], started: list[ManagedProcess
         raise failures[0]
 
 
+def console_env(env: dict[str, str], services: list[ServiceProcess]) -> dict[str, str]:
+    """The console calls the services' HTTP APIs; plain HTTP on loopback, so no Secure-only cookie."""
+    url = {svc.name: svc.url for svc in services}
+    return {
+        **env,
+        "MW_CONSOLE_PROFILE_URL": url["profile-svc"],
+        "MW_CONSOLE_MAILBOX_URL": url["mailbox-svc"],
+        "MW_CONSOLE_ALERT_URL": url["alert-svc"],
+        "MW_CONSOLE_COOKIE_SECURE": "false",
+    }
+
+
 def start_stack(
     data: Path,
     started: list[ManagedProcess],
     extra_env: dict[str, str] | None = None,
     alongside: Sequence[ManagedProcess] = (),
 ) -> Stack:
-    """Start NATS and SecantusDB (unless given by the environment), then the four services.
+    """Start NATS and SecantusDB (unless given by the environment), the four services, then the console.
 
     Everything started is appended to ``started`` at once, so the caller stops it even when a
     later start fails. ``extra_env`` reaches every service (e.g. the tester's egress settings);
@@ -188,6 +202,10 @@ def start_stack(
     services = [ServiceProcess(data / "logs", spec, port_or_free(spec.port), env) for spec in SERVICES]
     print(f"starting {', '.join(s.name for s in services)} ...", flush=True)
     start_together(services, started)
+    console = ServiceProcess(data / "logs", CONSOLE, port_or_free(CONSOLE.port), console_env(env, services))
+    print("starting the console ...", flush=True)
+    start_together([console], started)
+    services.append(console)
     stack = Stack(nats_url, mongo_uri, services, data)
     (data / "endpoints.json").write_text(
         json.dumps({"nats_url": nats_url, **{s.name: s.url for s in services}}, indent=2)
@@ -199,7 +217,9 @@ def print_stack(stack: Stack) -> None:
     print("\nmailwarden is up:\n")
     print(f"  {'service':<12} {'base URL':<24} API docs")
     for svc in stack.services:
-        print(f"  {svc.name:<12} {svc.url:<24} {svc.url}/docs")
+        print(
+            f"  {svc.name:<12} {svc.url:<24} {'(web console)' if svc.spec is CONSOLE else svc.url + '/docs'}"
+        )
     print(f"\n  NATS {stack.nats_url}   MongoDB {stack.mongo_uri}\n  data and logs: {stack.data}\n")
 
 
