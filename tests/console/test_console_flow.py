@@ -28,6 +28,7 @@ async def new_page(console: ConsoleStack) -> Page:
 async def sign_in(console: ConsoleStack, page: Page, next_path: str = "/mailboxes") -> None:
     await page.goto(f"{console.url}{next_path}")
     await expect(page).to_have_url(re.compile(r"/signin"))
+    await console.shot(page, "signin")
     await page.get_by_label("API token").fill(TOKEN)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page).to_have_url(re.compile(re.escape(next_path.split("?")[0])))
@@ -188,9 +189,83 @@ async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
     await expect(wall.get_by_role("status")).to_contain_text("Deleted")
     await expect(wall.locator("#wall-count")).to_have_text("0 alerts")
 
+    # Edit (change multiple records) on one mailbox; the profile cannot go while it is default and in use.
+    await page.goto(f"{console.url}/mailboxes?owner_kind=user")
+    await page.get_by_label(f"Select {good}@mail.test").check()
+    await page.get_by_role("button", name="Edit (change multiple records)").click()
+    await page.get_by_label("Incoming email").select_option("email_router")
+    await page.get_by_role("button", name="Change").click()
+    await expect(page.get_by_role("status")).to_have_text("Changed 1 mailbox.")
+    await page.goto(f"{console.url}/mailboxes/{good}")
+    await expect(page.locator("#props-h + dl")).to_contain_text("email_router / server_side_sync")
+    await page.goto(f"{console.url}/profiles?q=Local+IMAP+{tag}")
+    await page.get_by_role("link", name=f"Delete Local IMAP {tag}").click()
+    await expect(page.locator("#in-use")).to_contain_text("2 mailboxes")
+    await page.get_by_role("button", name="Delete profile").click()
+    await expect(page.get_by_role("status")).to_contain_text("default profile")
+
     await page.goto(f"{console.url}/jobs")
     await expect(page.locator("#job-table tbody tr").first).to_contain_text("completed", timeout=WAIT_MS)
     await console.shot(page, "jobs")
     await page.goto(f"{console.url}/errors")
     await expect(page.locator("#auth_failed")).to_contain_text("Permanent")
     await console.shot(page, "errors")
+
+
+PAGES = (
+    "/mailboxes",
+    "/mailboxes/new",
+    "/profiles",
+    "/profiles/new",
+    "/settings",
+    "/jobs",
+    "/alerts",
+    "/errors",
+)
+
+
+async def test_read_only_pages_work_without_javascript(console: ConsoleStack) -> None:
+    context = await console.browser.new_context(viewport=VIEWPORT, java_script_enabled=False)  # type: ignore[attr-defined]
+    page = await context.new_page()
+    await sign_in(console, page, "/errors")  # the sign-in form is a plain form too
+    await expect(page.locator("#auth_failed")).to_contain_text("Update the mailbox credentials")
+    for path in ("/mailboxes", "/profiles", "/jobs", "/alerts", "/settings"):
+        resp = await page.goto(f"{console.url}{path}")
+        assert resp is not None and resp.status == 200, path
+        await expect(page.locator("h1")).to_have_count(1)
+        await expect(page.locator("main")).to_be_visible()
+    await context.close()
+
+
+async def test_every_control_has_a_label_and_every_page_one_heading(console: ConsoleStack) -> None:
+    page = await new_page(console)
+    await sign_in(console, page)
+    for path in PAGES:
+        await page.goto(f"{console.url}{path}")
+        unlabeled = await page.evaluate(
+            """() => [...document.querySelectorAll('input, select, textarea')]
+                .filter(el => el.type !== 'hidden')
+                .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+                .map(el => el.name || el.id)"""
+        )
+        assert unlabeled == [], f"{path}: controls without a label: {unlabeled}"
+        await expect(page.locator("h1")).to_have_count(1)
+        await page.keyboard.press("Tab")  # the first stop is the skip link
+        assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
+
+
+async def test_forms_need_the_session_and_its_csrf_token(console: ConsoleStack) -> None:
+    page = await new_page(console)
+    resp = await page.request.post(
+        f"{console.url}/mailboxes/actions", form={"action": "approve"}, max_redirects=0
+    )
+    assert resp.status == 303 and "/signin" in resp.headers["location"]
+    await sign_in(console, page)
+    forged = await page.request.post(
+        f"{console.url}/mailboxes/actions", form={"action": "approve", "mailbox_ids": "x", "csrf": "forged"}
+    )
+    assert forged.status == 400
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url(re.compile(r"/signin"))
+    await page.goto(f"{console.url}/mailboxes")
+    await expect(page).to_have_url(re.compile(r"/signin\?next=/mailboxes"))

@@ -52,7 +52,9 @@ async def test_console_user_reads_jobs_alerts_and_statuses_only(tmp_path: Path) 
         alert = await nats.connect(url("alert-svc", "ALERT_SVC_PASSWORD"))
         await ensure_streams(mailbox, ServiceSettings(nats_url=url("mailbox-svc", "MAILBOX_SVC_PASSWORD")))
         js = mailbox.jetstream()
-        started = {"data": {"job_id": "job1", "profile_id": "p1", "total": 3, "started_at": "2026-12-03T08:00:00Z"}}
+        started = {
+            "data": {"job_id": "job1", "profile_id": "p1", "total": 3, "started_at": "2026-12-03T08:00:00Z"}
+        }
         await js.publish(f"{subjects.JOBS}.started", json.dumps(started).encode())
 
         feed = LiveFeed(url("console", "CONSOLE_PASSWORD"), job_history_h=1)
@@ -65,8 +67,12 @@ async def test_console_user_reads_jobs_alerts_and_statuses_only(tmp_path: Path) 
                 assert await _next(queue) == Notice("job", {"job_id": "job1"})
                 assert (feed.jobs["job1"].state, feed.jobs["job1"].done) == ("completed", 3)
 
-                raised = {"data": {"alert_id": "a1", "recipient": {"kind": "user", "id": "u1"}, "mailbox_id": "m1"}}
-                await alert.publish(subjects.alert_subject("user", "u1", "error"), json.dumps(raised).encode())
+                raised = {
+                    "data": {"alert_id": "a1", "recipient": {"kind": "user", "id": "u1"}, "mailbox_id": "m1"}
+                }
+                await alert.publish(
+                    subjects.alert_subject("user", "u1", "error"), json.dumps(raised).encode()
+                )
                 assert await _next(queue) == Notice(
                     "alert", {"alert_id": "a1", "recipient": "user:u1", "mailbox_id": "m1"}
                 )

@@ -1,0 +1,65 @@
+"""The console's parts that need no browser: the session cookie, refusals, and the route table
+checked against the services' operation declarations (so a renamed route fails here)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from alert_svc.api import OPERATIONS as ALERT_OPERATIONS
+from mailbox_svc.api import OPERATIONS as MAILBOX_OPERATIONS
+from mailwarden_console.client import ROUTES, Refused
+from mailwarden_console.session import Session, SessionCodec
+from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.operations import Operation
+from profile_svc.api import OPERATIONS as PROFILE_OPERATIONS
+
+DECLARED: dict[str, tuple[Operation[Any, Any], ...]] = {
+    "profile-svc": PROFILE_OPERATIONS,
+    "mailbox-svc": MAILBOX_OPERATIONS,
+    "alert-svc": ALERT_OPERATIONS,
+}
+
+
+@pytest.mark.parametrize("key", sorted(ROUTES))
+def test_every_route_is_a_declared_operation(key: str) -> None:
+    route = ROUTES[key]
+    ops = {op.name: op for op in DECLARED[route.service]}
+    assert route.operation in ops, f"{route.service} declares no {route.operation}"
+    op = ops[route.operation]
+    assert (route.method, route.path) == (op.method, op.path)
+
+
+def _codec(max_age_s: int = 3600) -> SessionCodec:
+    return SessionCodec(KeyRing.parse(KeyRing.generate_key_text("s1")), max_age_s)
+
+
+def test_session_round_trip_hides_the_token() -> None:
+    codec = _codec()
+    session = Session.start("secret-api-token-123456")
+    value = codec.seal(session)
+    assert "secret-api-token" not in value
+    assert codec.open(value) == session
+    assert session.label == "token …3456"
+
+
+def test_tampered_expired_or_foreign_cookies_are_no_session() -> None:
+    codec = _codec(max_age_s=60)
+    value = codec.seal(Session.start("secret-api-token-123456"))
+    kid, nonce, ct = value.split(".")
+    flipped = ct[:-2] + ("A" if ct[-2] != "A" else "B") + ct[-1]
+    assert codec.open(f"{kid}.{nonce}.{flipped}") is None
+    assert codec.open("garbage") is None and codec.open(None) is None
+    assert _codec().open(value) is None, "another key ring must not open it"
+    old = Session("secret-api-token-123456", "token", "csrf", time.time() - 61)
+    assert codec.open(codec.seal(old)) is None
+
+
+def test_refusals_say_what_the_user_may_not_do() -> None:
+    forbidden = Refused(403, "missing permission mailboxes:approve", "approve email of mailboxes")
+    assert forbidden.message == "You may not approve email of mailboxes."
+    assert "sign in again" in Refused(401, "bad token", "see mailboxes").message
+    invalid = Refused(422, "invalid request", "x", [{"field": "incoming.port", "message": "too big"}])
+    assert invalid.by_field() == {"incoming.port": "too big"}
