@@ -165,7 +165,21 @@ async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
     await expect(bad_row).to_contain_text("auth_failed")
     await console.shot(page, "mailboxes")
 
-    # Fix ben's password (write-only form), then Test & Enable the whole profile as a job.
+    # Test & Enable the whole profile as a job: live progress, then the counts by error code.
+    async def run_profile_job() -> None:
+        await page.goto(f"{console.url}/profiles?q=Local+IMAP+{tag}")
+        await page.get_by_role("button", name=f"Test and enable the mailboxes of Local IMAP {tag}").click()
+        await expect(page).to_have_url(re.compile(r"/jobs/"))
+        await expect(page.locator("#job-state")).to_have_text("completed", timeout=WAIT_MS)
+
+    await run_profile_job()
+    await expect(page.locator("#job-succeeded")).to_have_text("1")
+    # ben's wrong password is not tried again within the breaker's window: refused without a login.
+    await expect(page.locator("#job-codes")).to_contain_text(re.compile("auth_failed|auth_breaker_open"))
+    await expect(page.locator("#job-codes tbody tr")).to_have_count(1)
+    await console.shot(page, "job")
+
+    # Fix ben's password (write-only form), then the job again.
     await page.goto(f"{console.url}/mailboxes/{bad}")
     await page.get_by_label("User name").fill("bob")
     await page.get_by_label("New password").fill("bob-pw")
@@ -173,13 +187,10 @@ async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
     await expect(page.get_by_role("status")).to_contain_text("Credentials saved.")
     assert "bob-pw" not in await page.content()
 
-    await page.goto(f"{console.url}/profiles?q=Local+IMAP+{tag}")
-    await page.get_by_role("button", name=f"Test and enable the mailboxes of Local IMAP {tag}").click()
-    await expect(page).to_have_url(re.compile(r"/jobs/"))
-    await expect(page.locator("#job-state")).to_have_text("completed", timeout=WAIT_MS)
+    await run_profile_job()
     await expect(page.locator("#job-succeeded")).to_have_text("2")
     await expect(page.locator("#job-bar")).to_have_attribute("value", "2")
-    await console.shot(page, "job")
+    await expect(page.locator("#job-codes")).to_have_count(0)
 
     # The bad owner's wall, still open, shows the alert resolved.
     await expect(wall.locator("article.alert .st-resolved").first).to_be_visible(timeout=WAIT_MS)
