@@ -191,6 +191,21 @@ async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
     await expect(page.locator("#job-succeeded")).to_have_text("2")
     await expect(page.locator("#job-bar")).to_have_attribute("value", "2")
     await expect(page.locator("#job-codes")).to_have_count(0)
+    # A finished job cannot be cancelled: the service's refusal is shown (the button is gone already).
+    await expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
+    job_url = page.url.split("?")[0]
+    await page.goto(f"{console.url}/settings")
+    csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+    refused = await page.request.post(f"{job_url}/cancel", form={"csrf": csrf or ""})
+    assert "finished" in (await refused.text()), await refused.text()
+
+    # Test & Enable on ben's own page: its trace and history update live, without a reload.
+    await page.goto(f"{console.url}/mailboxes/{bad}")
+    runs_before = await page.locator("#hist-h + table tbody tr").count()
+    await page.get_by_role("button", name="Test & Enable").click()
+    await expect(page.get_by_role("status")).to_contain_text("Test & Enable started")
+    await expect(page.locator("#hist-h + table tbody tr")).to_have_count(runs_before + 1, timeout=WAIT_MS)
+    await expect(page.locator("#status-h + dl")).not_to_contain_text("running or scheduled", timeout=WAIT_MS)
 
     # The bad owner's wall, still open, shows the alert resolved.
     await expect(wall.locator("article.alert .st-resolved").first).to_be_visible(timeout=WAIT_MS)
