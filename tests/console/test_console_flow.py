@@ -90,6 +90,14 @@ async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
     await expect(page.get_by_role("row", name=re.compile(f"Local IMAP {tag}"))).to_contain_text("Yes")
     await console.shot(page, "profiles")
 
+    # Appointments, contacts and tasks cannot come from an IMAP default profile: refused at the field.
+    await page.goto(f"{console.url}/settings")
+    await expect(page.get_by_label("Default server profile")).to_have_value(re.compile("^prf_"))
+    await page.get_by_label("Appointments, contacts and tasks").select_option("server_side_sync")
+    await page.get_by_role("button", name="Save settings").click()
+    await expect(page.locator("#f-act_delivery-err")).to_contain_text("IMAP")
+    await expect(page.locator("#f-act_delivery")).to_have_attribute("aria-invalid", "true")
+
     # Two mailboxes without a profile; ben's password is wrong.
     for who, user, password in ((good, "alice", "alice-pw"), (bad, "bob", "not-bobs-password")):
         await page.goto(f"{console.url}/mailboxes/new")
