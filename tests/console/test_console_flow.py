@@ -238,6 +238,21 @@ async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
     await page.get_by_role("button", name="Delete profile").click()
     await expect(page.get_by_role("status")).to_contain_text("default profile")
 
+    # Edit the profile (PATCH): the stored values fill the form, the change is kept.
+    await page.goto(f"{console.url}/profiles?q=Local+IMAP+{tag}")
+    await page.get_by_role("link", name=f"Local IMAP {tag}", exact=True).click()
+    await expect(page.locator("#f-incoming-port")).to_have_value(str(console.dovecot.imaps_port))
+    await page.get_by_label("Description").fill("Dovecot on this machine")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("status")).to_have_text(f"Profile Local IMAP {tag} saved.")
+    await page.get_by_role("link", name=f"Local IMAP {tag}", exact=True).click()
+    await expect(page.get_by_label("Description")).to_have_value("Dovecot on this machine")
+
+    # Test & Enable Mailboxes on a selection from the list.
+    await select_both()
+    await page.get_by_role("button", name="Test & Enable Mailboxes").click()
+    await expect(page.get_by_role("status")).to_have_text("Test & Enable started for 2 mailboxes.")
+
     await page.goto(f"{console.url}/jobs")
     await expect(page.locator("#job-table tbody tr").first).to_contain_text("completed", timeout=WAIT_MS)
     await console.shot(page, "jobs")
