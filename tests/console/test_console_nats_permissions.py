@@ -16,7 +16,7 @@ import pytest
 from nats.errors import Error as NatsError
 
 from contracts import subjects
-from mailwarden_console.live import LiveFeed, Notice
+from mailwarden_console.live import Inbox, LiveFeed, Notice
 from mailwarden_runtime.bus import ensure_streams
 from mailwarden_runtime.settings import ServiceSettings
 from mailwarden_servers import NatsServer
@@ -34,7 +34,7 @@ def _render() -> ModuleType:
     return module
 
 
-async def _next(queue: asyncio.Queue[Notice | None]) -> Notice | None:
+async def _next(queue: Inbox) -> Notice | None:
     return await asyncio.wait_for(queue.get(), 10)
 
 

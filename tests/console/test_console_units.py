@@ -11,6 +11,7 @@ import pytest
 from alert_svc.api import OPERATIONS as ALERT_OPERATIONS
 from mailbox_svc.api import OPERATIONS as MAILBOX_OPERATIONS
 from mailwarden_console.client import ROUTES, Refused
+from mailwarden_console.live import Hub, Inbox, Notice
 from mailwarden_console.session import Session, SessionCodec
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.operations import Operation
@@ -63,3 +64,26 @@ def test_refusals_say_what_the_user_may_not_do() -> None:
     assert "sign in again" in Refused(401, "bad token", "see mailboxes").message
     invalid = Refused(422, "invalid request", "x", [{"field": "incoming.port", "message": "too big"}])
     assert invalid.by_field() == {"incoming.port": "too big"}
+
+
+async def test_a_busy_page_gets_each_changed_thing_once_in_order() -> None:
+    hub = Hub()
+    async with hub.listen() as inbox:
+        for _ in range(300):  # a job's progress events while the page was busy
+            hub.publish(Notice("job", {"job_id": "j1"}))
+        hub.publish(Notice("alert", {"alert_id": "a1"}))
+        hub.publish(Notice("job", {"job_id": "j1"}))
+        assert await inbox.get() == Notice("job", {"job_id": "j1"})
+        assert await inbox.get() == Notice("alert", {"alert_id": "a1"})
+        hub.close()
+        assert await inbox.get() is None
+    assert hub.listeners == 0
+
+
+async def test_a_page_far_behind_keeps_the_newest() -> None:
+    inbox = Inbox(limit=3)
+    for i in range(5):
+        inbox.put(Notice("alert", {"alert_id": f"a{i}"}))
+    inbox.close()
+    got = [await inbox.get() for _ in range(4)]
+    assert got == [Notice("alert", {"alert_id": f"a{i}"}) for i in (2, 3, 4)] + [None]

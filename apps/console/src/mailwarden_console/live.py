@@ -28,7 +28,7 @@ from contracts import subjects
 log = logging.getLogger(__name__)
 
 JOB_STREAM = next(s.name for s in subjects.STREAMS if f"{subjects.JOBS}.>" in s.subjects)
-QUEUE_SIZE = 256
+PENDING_LIMIT = 1000
 MAX_JOBS = 200
 
 
@@ -56,35 +56,64 @@ class JobSeen:
     finished_at: str = ""
 
 
+class Inbox:
+    """One open page's pending notices. The same notice is kept once (a job's hundred progress
+    events while the page is busy become one re-read), so a page that falls behind catches up with
+    one re-read per changed region; past ``limit`` distinct notices the oldest go first."""
+
+    def __init__(self, limit: int = PENDING_LIMIT) -> None:
+        self._pending: dict[tuple[str, str], Notice] = {}
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._limit = limit
+
+    def put(self, notice: Notice) -> None:
+        self._pending.setdefault((notice.kind, json.dumps(notice.ids, sort_keys=True)), notice)
+        while len(self._pending) > self._limit:
+            self._pending.pop(next(iter(self._pending)))
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def get(self) -> Notice | None:
+        """The oldest pending notice; ``None`` once closed and empty."""
+        while not self._pending:
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self._pending.pop(next(iter(self._pending)))
+
+
 @dataclass
 class Hub:
-    """Fan-out to every open event stream; a slow page loses notices, never blocks the bus."""
+    """Fan-out to every open event stream; a slow page never blocks the bus or the other pages."""
 
-    _queues: set[asyncio.Queue[Notice | None]] = field(default_factory=set)
+    _inboxes: set[Inbox] = field(default_factory=set)
 
     def publish(self, notice: Notice) -> None:
-        for queue in list(self._queues):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(notice)
+        for inbox in list(self._inboxes):
+            inbox.put(notice)
 
     @contextlib.asynccontextmanager
-    async def listen(self) -> AsyncIterator[asyncio.Queue[Notice | None]]:
-        queue: asyncio.Queue[Notice | None] = asyncio.Queue(QUEUE_SIZE)
-        self._queues.add(queue)
+    async def listen(self) -> AsyncIterator[Inbox]:
+        inbox = Inbox()
+        self._inboxes.add(inbox)
         try:
-            yield queue
+            yield inbox
         finally:
-            self._queues.discard(queue)
+            self._inboxes.discard(inbox)
 
     def close(self) -> None:
         """Ends every open stream (the console is stopping)."""
-        for queue in list(self._queues):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+        for inbox in list(self._inboxes):
+            inbox.close()
 
     @property
     def listeners(self) -> int:
-        return len(self._queues)
+        return len(self._inboxes)
 
 
 class LiveFeed:

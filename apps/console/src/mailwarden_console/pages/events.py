@@ -22,13 +22,13 @@ async def events(ctx: Signed) -> StreamingResponse:
     hub, request = ctx.console.feed.hub, ctx.request
 
     async def stream() -> AsyncIterator[str]:
-        async with hub.listen() as queue:
+        async with hub.listen() as inbox:
             yield "retry: 2000\n\n"
             loop = asyncio.get_running_loop()
             until = loop.time() + STREAM_FOR_S
             while loop.time() < until and not await request.is_disconnected():
                 try:
-                    notice = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                    notice = await asyncio.wait_for(inbox.get(), HEARTBEAT_S)
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
