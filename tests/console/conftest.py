@@ -93,6 +93,7 @@ async def console(
             nats_url=nats_url,
             session_keys=KeyRing.generate_key_text("console-test"),
             cookie_secure=False,
+            page_size=5,  # small, so paging shows with a few mailboxes
         )
         url = await serve(stack, create_app(settings), lifespan="on")
         playwright = await stack.enter_async_context(async_playwright())

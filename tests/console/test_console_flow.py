@@ -8,6 +8,7 @@ import re
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Page, expect
 
@@ -318,3 +319,34 @@ async def test_forms_need_the_session_and_its_csrf_token(console: ConsoleStack) 
     await expect(page).to_have_url(re.compile(r"/signin"))
     await page.goto(f"{console.url}/mailboxes")
     await expect(page).to_have_url(re.compile(r"/signin\?next=/mailboxes"))
+
+
+async def test_mailbox_list_pages_and_filters(console: ConsoleStack) -> None:
+    tag = uuid.uuid4().hex[:6]
+    queues = [
+        {
+            "mailbox_id": f"q{tag}{i}",
+            "email": f"q{tag}{i}@mail.test",
+            "owner": {"kind": "queue", "id": f"desk{tag}", "name": "Help desk"},
+        }
+        for i in range(7)
+    ]
+    async with httpx.AsyncClient(base_url=console.services["mailbox"]) as api:
+        resp = await api.post("/mailboxes/batch", json={"mailboxes": queues})
+        assert resp.status_code == 201, resp.text
+    page = await new_page(console)
+    await sign_in(console, page, f"/mailboxes?owner_id=desk{tag}")
+    await expect(page).to_have_url(re.compile(f"owner_id=desk{tag}$"))  # back where sign-in was asked
+    rows = page.locator("#mailbox-rows tbody tr")
+    await expect(rows).to_have_count(5)
+    await page.get_by_role("link", name="Next page").click()
+    await expect(rows).to_have_count(2)
+    await expect(page.get_by_role("link", name="Next page")).to_have_count(0)
+    await page.get_by_role("link", name="First page").click()
+    await expect(rows).to_have_count(5)
+    await page.get_by_label("Approval").select_option("approved")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(rows).to_have_text(["No mailboxes match."])
+    await page.get_by_label("Approval").select_option("pending")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(rows).to_have_count(5)

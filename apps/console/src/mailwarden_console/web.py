@@ -65,7 +65,7 @@ class Ctx:
             return await self.call(key, **kw), None
         except Refused as exc:
             if exc.status == 401:
-                raise SignInRequired(str(self.request.url.path)) from None
+                raise SignInRequired(here(self.request)) from None
             return None, exc
 
     def render(self, name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
@@ -86,11 +86,17 @@ class Ctx:
         return form
 
 
+def here(request: Request) -> str:
+    """This page's path and query, to come back to after signing in."""
+    query = request.url.query
+    return f"{request.url.path}?{query}" if query else request.url.path
+
+
 def current(request: Request) -> Ctx:
     console = console_of(request)
     session = console.sessions.open(request.cookies.get(COOKIE))
     if session is None:
-        raise SignInRequired(str(request.url.path))
+        raise SignInRequired(here(request))
     return Ctx(request, console, session)
 
 
