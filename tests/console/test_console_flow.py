@@ -140,6 +140,14 @@ async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
     await expect(alerts.first).to_contain_text("auth_failed")
     await expect(alerts.first.locator(".st-raised")).to_have_count(1)
     await console.shot(wall, "alerts")
+    # The alert links to its test run's trace on the mailbox's page.
+    run_link = alerts.first.get_by_role("link", name=re.compile("^test run "))
+    test_id = (await run_link.inner_text()).removeprefix("test run ")
+    trace_page = await wall.context.new_page()
+    await trace_page.goto(f"{console.url}{await run_link.get_attribute('href')}")
+    await expect(trace_page.locator("#trace-h")).to_have_text(f"Test {test_id}: step by step")
+    await expect(trace_page.locator("table.trace td.failed").first).to_contain_text("auth_failed")
+    await trace_page.close()
 
     # The good mailbox's page: enabled, with its step-by-step trace.
     await page.goto(f"{console.url}/mailboxes/{good}")

@@ -163,8 +163,8 @@ def remediation(code: str | None) -> str:
         return ""
 
 
-async def mailbox_state(ctx: Ctx, mailbox_id: str) -> dict[str, Any]:
-    """The mailbox, its test history and the last run's trace, as the templates want them."""
+async def mailbox_state(ctx: Ctx, mailbox_id: str, test_id: str = "") -> dict[str, Any]:
+    """The mailbox, its test history and one run's trace (``test_id``'s, else the last), for the templates."""
     mailbox, refused = await ctx.try_call("mailbox-svc get", path={"mailbox_id": mailbox_id})
     history, history_refused = (None, None)
     if mailbox is not None:
@@ -172,7 +172,7 @@ async def mailbox_state(ctx: Ctx, mailbox_id: str) -> dict[str, Any]:
             "mailbox-svc history", path={"mailbox_id": mailbox_id}, params={"limit": 20}
         )
     runs = (history or {}).get("items", [])
-    last = runs[0] if runs else None
+    last = next((r for r in runs if r["test_id"] == test_id), runs[0] if runs else None)
     directions = []
     if last:
         for name in ("incoming", "outgoing"):
@@ -188,21 +188,22 @@ async def mailbox_state(ctx: Ctx, mailbox_id: str) -> dict[str, Any]:
         "last": last,
         "directions": directions,
         "last_error_remediation": remediation(last_error.get("code")),
+        "shown_test": test_id if last and last["test_id"] == test_id else "",
     }
 
 
 @router.get("/mailboxes/{mailbox_id}", response_class=HTMLResponse)
-async def mailbox_page(ctx: Signed, mailbox_id: str) -> Response:
-    state = await mailbox_state(ctx, mailbox_id)
+async def mailbox_page(ctx: Signed, mailbox_id: str, test: str = "") -> Response:
+    state = await mailbox_state(ctx, mailbox_id, test)
     status = 200 if state["mailbox"] else (state["refused"].status if state["refused"] else 404)
     return ctx.render("mailbox.html", status_code=status, mailbox_id=mailbox_id,
                       profiles=await profile_names(ctx), cred_errors={}, **state)  # fmt: skip
 
 
 @router.get("/mailboxes/{mailbox_id}/state", response_class=HTMLResponse)
-async def mailbox_fragment(ctx: Signed, mailbox_id: str) -> Response:
+async def mailbox_fragment(ctx: Signed, mailbox_id: str, test: str = "") -> Response:
     """The live part of the mailbox page (statuses, trace, history), re-read when the mailbox changes."""
-    state = await mailbox_state(ctx, mailbox_id)
+    state = await mailbox_state(ctx, mailbox_id, test)
     return ctx.render("mailbox_state.html", mailbox_id=mailbox_id, **state)
 
 
