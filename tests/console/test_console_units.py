@@ -4,6 +4,7 @@ checked against the services' operation declarations (so a renamed route fails h
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from alert_svc.api import OPERATIONS as ALERT_OPERATIONS
 from mailbox_svc.api import OPERATIONS as MAILBOX_OPERATIONS
 from mailwarden_console.client import ROUTES, Refused
+from mailwarden_console.config import ConsoleSettings
 from mailwarden_console.live import Hub, Inbox, Notice
 from mailwarden_console.session import Session, SessionCodec
 from mailwarden_runtime.crypto import KeyRing
@@ -87,3 +89,12 @@ async def test_a_page_far_behind_keeps_the_newest() -> None:
     inbox.close()
     got = [await inbox.get() for _ in range(4)]
     assert got == [Notice("alert", {"alert_id": f"a{i}"}) for i in (2, 3, 4)] + [None]
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "apps" / "console" / "README.md").read_text()
+    for name, spec in ConsoleSettings.model_fields.items():
+        names = {f"MW_CONSOLE_{name.upper()}"}
+        choices = getattr(spec.validation_alias, "choices", [])
+        names |= {str(c) for c in choices}
+        assert any(f"`{n}`" in readme for n in names), f"apps/console/README.md: no row for {name} ({names})"
