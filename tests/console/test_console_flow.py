@@ -20,10 +20,21 @@ VIEWPORT = {"width": 1366, "height": 860}  # a laptop screen
 ConsoleStack = Any  # tests/console/conftest.py
 
 
+SCRIPT_ERRORS: list[str] = []  # every page's script and Content-Security-Policy errors
+
+
 async def new_page(console: ConsoleStack) -> Page:
     context = await console.browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
     page: Page = await context.new_page()
+    page.on("console", lambda m: SCRIPT_ERRORS.append(m.text) if _unexpected(m.type, m.text) else None)
+    page.on("pageerror", lambda e: SCRIPT_ERRORS.append(str(e)))
     return page
+
+
+def _unexpected(kind: str, text: str) -> bool:
+    """An error in the browser's console, except a refused form's own status (shown on the page)."""
+    refused = re.search(r"status of (400|401|403|409|422) ", text) is not None
+    return kind == "error" and not refused
 
 
 async def sign_in(console: ConsoleStack, page: Page, next_path: str = "/mailboxes") -> None:
@@ -268,6 +279,7 @@ async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
     await page.goto(f"{console.url}/errors")
     await expect(page.locator("#auth_failed")).to_contain_text("Permanent")
     await console.shot(page, "errors")
+    assert SCRIPT_ERRORS == [], f"script or Content-Security-Policy errors: {SCRIPT_ERRORS}"
 
 
 PAGES = (
@@ -310,6 +322,7 @@ async def test_every_control_has_a_label_and_every_page_one_heading(console: Con
         await expect(page.locator("h1")).to_have_count(1)
         await page.keyboard.press("Tab")  # the first stop is the skip link
         assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
+    assert SCRIPT_ERRORS == [], f"script or Content-Security-Policy errors: {SCRIPT_ERRORS}"
 
 
 async def test_forms_need_the_session_and_its_csrf_token(console: ConsoleStack) -> None:
