@@ -371,3 +371,65 @@ async def test_mailbox_list_pages_and_filters(console: ConsoleStack) -> None:
     await page.get_by_label("Approval").select_option("pending")
     await page.get_by_role("button", name="Filter").click()
     await expect(rows).to_have_count(5)
+
+
+async def test_a_running_job_is_cancelled_from_its_page(console: ConsoleStack) -> None:
+    """A mail server that accepts connections and never answers keeps the job running long enough."""
+    from mailwarden_servers.silent import SilencingProxy
+
+    tag = uuid.uuid4().hex[:6]
+    proxy = await SilencingProxy(console.dovecot.imaps_port).start()
+    proxy.go_silent()
+    try:
+        async with (
+            httpx.AsyncClient(base_url=console.services["profile"]) as profiles,
+            httpx.AsyncClient(base_url=console.services["mailbox"]) as mailboxes,
+        ):
+            settings = (await profiles.get("/settings")).json()
+            allowed = sorted({*settings["allowed_ports"], proxy.port, console.smtp.port_starttls})
+            body = {k: settings[k] for k in ("default_profile_id", "alert_levels")} | {
+                "port_preset": "custom",
+                "allowed_ports": allowed,
+            }
+            assert (await profiles.put("/settings", json=body)).status_code == 200
+            owner = {"kind": "user", "id": f"slow{tag}", "name": "Slow"}
+            resp = await profiles.post(
+                "/profiles",
+                json={
+                    "name": f"Silent {tag}",
+                    "owner": owner,
+                    "incoming_protocol": "imap",
+                    "incoming": {"host": "127.0.0.1", "port": proxy.port, "tls": "implicit"},
+                    "use_same_settings_for_outgoing": False,
+                    "outgoing": {"host": "127.0.0.1", "port": console.smtp.port_starttls, "tls": "starttls"},
+                    "advanced": {"max_concurrent_connections": 1},
+                },
+            )
+            assert resp.status_code == 201, resp.text
+            profile_id = resp.json()["profile_id"]
+            batch = [
+                {
+                    "mailbox_id": f"s{tag}{i}",
+                    "email": f"s{tag}{i}@mail.test",
+                    "owner": owner,
+                    "profile_id": profile_id,
+                    "credentials": {"username": "alice", "password": "alice-pw"},
+                }
+                for i in range(4)
+            ]
+            resp = await mailboxes.post("/mailboxes/batch", json={"mailboxes": batch})
+            assert resp.status_code == 201, resp.text
+            ids = [m["mailbox_id"] for m in batch]
+            resp = await mailboxes.post("/mailboxes/approve", json={"mailbox_ids": ids})
+            assert resp.status_code == 200, resp.text
+
+        page = await new_page(console)
+        await sign_in(console, page, f"/profiles?q=Silent+{tag}")
+        await page.get_by_role("button", name=f"Test and enable the mailboxes of Silent {tag}").click()
+        await expect(page.locator("#job-state")).to_have_text("running")
+        await page.get_by_role("button", name="Cancel job").click()
+        await expect(page.get_by_role("status")).to_have_text("Job cancelled: no more tests are requested.")
+        await expect(page.locator("#job-state")).to_have_text("cancelled")
+        await expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
+    finally:
+        await proxy.close()
