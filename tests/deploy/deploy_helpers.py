@@ -19,8 +19,14 @@ from mailwarden_servers import devstack
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SERVICES = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc")
-USES_MONGO = {"profile-svc": True, "mailbox-svc": True, "tester-svc": False, "alert-svc": True}
+SERVICES = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc", "sender-svc")
+USES_MONGO = {
+    "profile-svc": True,
+    "mailbox-svc": True,
+    "tester-svc": False,
+    "alert-svc": True,
+    "sender-svc": True,
+}
 
 Doc = dict[str, Any]
 # What a stop may take after SIGTERM: uvicorn's wait for open requests, then the runtime's bounded stop.

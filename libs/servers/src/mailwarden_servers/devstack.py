@@ -40,6 +40,7 @@ SERVICES = (
     ServiceSpec("mailbox-svc", "mailbox_svc.app:create_app", 8082),
     ServiceSpec("tester-svc", "tester_svc.app:create_app", 8083),
     ServiceSpec("alert-svc", "alert_svc.app:create_app", 8084),
+    ServiceSpec("sender-svc", "sender_svc.app:create_app", 8085),
 )
 
 
