@@ -69,9 +69,17 @@ def sender_settings(nats_url: str, mongo_uri: str, db: str, certs: TestCertifica
     return Settings(**values)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sender_settings(**values): settings of the sender under test")
+
+
 @pytest.fixture
-def settings(private_nats: NatsServer, mongo_uri: str, certs: TestCertificates) -> Settings:
-    return sender_settings(private_nats.url, mongo_uri, "t_" + uuid.uuid4().hex[:12], certs)
+def settings(
+    request: pytest.FixtureRequest, private_nats: NatsServer, mongo_uri: str, certs: TestCertificates
+) -> Settings:
+    marker = request.node.get_closest_marker("sender_settings")
+    over = marker.kwargs if marker else {}
+    return sender_settings(private_nats.url, mongo_uri, "t_" + uuid.uuid4().hex[:12], certs, **over)
 
 
 @pytest.fixture
