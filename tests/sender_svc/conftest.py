@@ -60,9 +60,9 @@ def sender_settings(nats_url: str, mongo_uri: str, db: str, certs: TestCertifica
         "sender_ca_file": str(certs.ca),
         "sender_backoff_s": 0.2,
         "sender_poll_s": 0.05,
-        "sender_step_timeout_s": 5.0,
-        "sender_data_timeout_s": 10.0,
-        "sender_lease_s": 5.0,
+        "sender_step_timeout_s": 3.0,
+        "sender_data_timeout_s": 3.0,
+        "sender_lease_s": 8.0,
         "sender_concurrency": 4,
     }
     values.update(over)

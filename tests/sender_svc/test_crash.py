@@ -39,7 +39,10 @@ def sender_process(settings: Settings, workdir: Path) -> subprocess.Popen[bytes]
         "MW_LOG_JSON": "false",
         "MW_SENDER_ALLOW_NETWORKS": "127.0.0.0/8",
         "MW_SENDER_CA_FILE": str(settings.sender_ca_file),
-        "MW_SENDER_LEASE_S": str(settings.sender_lease_s),
+        # Waits long enough for the reply that the kill comes first; its lease ends 12 s after DATA.
+        "MW_SENDER_LEASE_S": "12",
+        "MW_SENDER_DATA_TIMEOUT_S": "5",
+        "MW_SENDER_STEP_TIMEOUT_S": "3",
         "MW_SENDER_POLL_S": "0.05",
     }
     log = (workdir / f"sender-{uuid.uuid4().hex[:6]}.log").open("wb")

@@ -125,3 +125,27 @@ async def test_non_ascii_addresses_go_with_smtputf8(
     assert sent["accepted"] == ["jörg@xn--bcher-kva.example"]  # IDNA domain, UTF-8 local part
     data = smtp_clean.messages[0].data
     assert "jörg@xn--bcher-kva.example".encode() in data
+
+
+async def test_no_password_in_the_database_or_the_events(
+    client: httpx.AsyncClient, app: FastAPI, seed: Any, smtp_clean: SmtpServer, events: Recorder
+) -> None:
+    canary = "wrong-Pa55-canary"
+    await seed("mbx1")
+    await seed("badpw", password=canary)
+    await client.post("/sends", json=mail("mbx1", "k"))
+    await client.post("/sends", json=mail("badpw", "k"))
+    await events.wait_for("EmailSent", mailbox_id="mbx1")
+    await events.wait_for("EmailSendFailed", mailbox_id="badpw")
+    forms = [
+        password
+        for pw in ("alice-pw", canary)
+        for password in (pw, base64.b64encode(pw.encode()).decode(), base64.b64encode(f"\0alice\0{pw}".encode()).decode())
+    ]
+    db = app.state.repository.db
+    stored = ""
+    for name in await db.list_collection_names():
+        stored += repr(await db[name].find({}).to_list(None))
+    published = "".join(m.data.decode() for m in events.messages)
+    for form in forms:
+        assert form not in stored and form not in published

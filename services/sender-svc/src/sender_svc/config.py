@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from mailwarden_mailnet.policy import Network, parse_networks
 from mailwarden_runtime.settings import ServiceSettings, TransitKeySettings
@@ -42,7 +42,7 @@ class Settings(ServiceSettings, TransitKeySettings):
     sender_dns_timeout_s: float = Field(5.0, gt=0, le=60, description="Deadline of the DNS lookup.")
     sender_lease_s: float = Field(
         300.0,
-        ge=5,
+        ge=1,
         le=3600,
         description=(
             "A claimed message belongs to one sender this long; a message left in 'sending' (handed "
@@ -62,6 +62,14 @@ class Settings(ServiceSettings, TransitKeySettings):
     def _check_networks(cls, value: str) -> str:
         parse_networks(value)
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_send(self) -> Settings:
+        # A live sender must store its outcome before its 'sending' lease ends, or the message would
+        # be reported uncertain while it is still being sent: the payload and its reply fit in it.
+        if self.sender_lease_s < 2 * max(self.sender_data_timeout_s, self.sender_step_timeout_s) + 2:
+            raise ValueError("sender_lease_s must be at least 2 x sender_data_timeout_s + 2")
+        return self
 
     @property
     def allow_networks(self) -> list[Network]:

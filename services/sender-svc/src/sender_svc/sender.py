@@ -140,7 +140,9 @@ class Sender:
         self.rate = RateLimiter(settings.sender_rate_per_minute, settings.sender_rate_burst)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._recovery = BackgroundLoop("sender-recovery", self._recover_pass, 5.0)
+        self._recovery = BackgroundLoop(
+            "sender-recovery", self._recover_pass, min(5.0, settings.sender_lease_s / 2)
+        )
         self._stopping = False
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -174,24 +176,26 @@ class Sender:
         prefer: str | None = None
         while not self._stopping:
             try:
-                doc = await self._claim(prefer)
-            except Exception:
-                log.exception("claiming a message failed")
+                prefer = await self._one(prefer)
+            except Exception:  # the database or NATS failed: the message stays claimed until its lease ends
+                log.exception("sending loop failed; going on")
+                prefer = None
                 await asyncio.sleep(self.settings.sender_poll_s)
-                continue
-            if doc is None:
-                prefer = None
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.sender_poll_s)
-                continue
-            wait_s = self.rate.take(doc["mailbox_id"])
-            if wait_s > 0:
-                await self.repo.postpone(doc, now() + timedelta(seconds=wait_s))
-                prefer = None
-                continue
-            await self.process(doc)
-            prefer = doc["mailbox_id"]  # its connection is warm: send its next message on it
+
+    async def _one(self, prefer: str | None) -> str | None:
+        """Claim and send one message; returns the mailbox to prefer next (its connection is warm)."""
+        doc = await self._claim(prefer)
+        if doc is None:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.sender_poll_s)
+            return None
+        wait_s = self.rate.take(doc["mailbox_id"])
+        if wait_s > 0:
+            await self.repo.postpone(doc, now() + timedelta(seconds=wait_s))
+            return None
+        await self.process(doc)
+        return str(doc["mailbox_id"])
 
     async def _claim(self, prefer: str | None) -> Document | None:
         lease = self.settings.sender_lease_s
@@ -314,7 +318,11 @@ class Sender:
 
         if fresh:
             key += f"|{uuid.uuid4().hex}"  # never handed an idle connection
-        return await self.pool.acquire(key, host, adv.max_concurrent_connections, opener)
+        try:
+            async with asyncio.timeout(self.settings.sender_lease_s / 2):
+                return await self.pool.acquire(key, host, adv.max_concurrent_connections, opener)
+        except TimeoutError:
+            raise NetError(ErrorCode.STEP_TIMEOUT, "no free connection to the server in time") from None
 
     # --- outcomes ------------------------------------------------------------------------------
     def _ids(self, doc: Document, outcome: str) -> uuid.UUID:
