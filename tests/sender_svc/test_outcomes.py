@@ -140,7 +140,11 @@ async def test_no_password_in_the_database_or_the_events(
     forms = [
         password
         for pw in ("alice-pw", canary)
-        for password in (pw, base64.b64encode(pw.encode()).decode(), base64.b64encode(f"\0alice\0{pw}".encode()).decode())
+        for password in (
+            pw,
+            base64.b64encode(pw.encode()).decode(),
+            base64.b64encode(f"\0alice\0{pw}".encode()).decode(),
+        )
     ]
     db = app.state.repository.db
     stored = ""
