@@ -31,8 +31,10 @@ Seed = Callable[..., Awaitable[None]]
 
 @pytest.fixture(scope="module")
 def smtp(certs: TestCertificates, mail_users: dict[str, str]) -> Iterator[SmtpServer]:
-    """Our own aiosmtpd (the session one has no SIZE limit): STARTTLS, implicit TLS and plain ports."""
-    with SmtpServer(certs, mail_users, plain=True, data_size_limit=SIZE_LIMIT, smtputf8=True) as server:
+    """Our own aiosmtpd (SIZE limit, SMTPUTF8, PIPELINING): STARTTLS, implicit TLS and plain ports."""
+    with SmtpServer(
+        certs, mail_users, plain=True, data_size_limit=SIZE_LIMIT, smtputf8=True, pipelining=True
+    ) as server:
         yield server
 
 

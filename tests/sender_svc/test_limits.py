@@ -23,7 +23,7 @@ async def test_a_burst_goes_over_one_connection_when_the_host_allows_one(
         assert (await client.post("/sends", json=mail("mbx1", f"burst-{i}"))).status_code == 202
     await events.wait_for("EmailSent", 6, mailbox_id="mbx1")
     assert smtp_clean.message_count == 6
-    assert smtp_clean.sessions == 1 and smtp_clean.auth_attempts == 1  # one login, reused (RSET between)
+    assert smtp_clean.sessions == 1 and smtp_clean.auth_attempts == 1  # one login, reused
 
 
 @pytest.mark.sender_settings(sender_rate_per_minute=60.0, sender_rate_burst=2.0)

@@ -153,3 +153,18 @@ async def test_no_password_in_the_database_or_the_events(
     published = "".join(m.data.decode() for m in events.messages)
     for form in forms:
         assert form not in stored and form not in published
+
+
+async def test_without_pipelining_the_envelope_goes_command_by_command(
+    client: httpx.AsyncClient, seed: Any, smtp_server: SmtpServer, events: Recorder
+) -> None:
+    smtp_server.clear()
+    ports = [smtp_server.port_starttls]
+    await seed("plainpipe", port=smtp_server.port_starttls, allowed_ports=ports, profile_id="prof-np")
+    smtp_server.refuse_rcpt("gone@example.org")
+    to = [{"address": "gone@example.org"}, {"address": "ann@example.org"}]
+    await client.post("/sends", json=mail("plainpipe", "k", to=to))
+    sent = (await events.wait_for("EmailSent", mailbox_id="plainpipe"))[0]["data"]
+    assert sent["accepted"] == ["ann@example.org"] and sent["refused"][0]["reply_code"] == 550
+    assert smtp_server.messages[-1].rcpt_tos == ["ann@example.org"]
+    smtp_server.clear()

@@ -223,7 +223,18 @@ class SmtpConnection:
             params += b" BODY=8BITMIME"
         if utf8:
             params += b" SMTPUTF8"
-        reply = await self.command(b"MAIL FROM:<" + mail_from.encode() + b">" + params)
+        mail_cmd = b"MAIL FROM:<" + mail_from.encode() + b">" + params
+        rcpt_cmds = [b"RCPT TO:<" + rcpt.encode() + b">" for rcpt in recipients]
+        if "PIPELINING" in self.extensions:  # RFC 2920: the envelope in one round trip
+            with _classified(ErrorCode.STEP_TIMEOUT):
+                async with asyncio.timeout(self.timeouts.step_s):
+                    await self.wire.send(b"".join(c + b"\r\n" for c in (mail_cmd, *rcpt_cmds)))
+            replies = [await self.reply() for _ in range(1 + len(rcpt_cmds))]
+        else:
+            replies = [await self.command(mail_cmd)]
+            if replies[0].code == 250:
+                replies += [await self.command(c) for c in rcpt_cmds]
+        reply = replies[0]
         if reply.code != 250:
             code = ErrorCode.MESSAGE_TOO_LARGE if reply.code == 552 else None
             first = reply.lines[0] if reply.lines else b""
@@ -234,8 +245,7 @@ class SmtpConnection:
                 reply,
             )
         result = Transaction()
-        for rcpt in recipients:
-            reply = await self.command(b"RCPT TO:<" + rcpt.encode() + b">")
+        for rcpt, reply in zip(recipients, replies[1:], strict=True):
             if reply.code in (250, 251):
                 result.accepted.append(rcpt)
             else:
@@ -277,7 +287,7 @@ class SmtpConnection:
             await self.command(b"RSET")
 
     async def reset(self) -> None:
-        """Before reusing the connection for the next message: RSET must answer 250."""
+        """RSET: abandon a transaction (not needed after a completed one, RFC 5321 4.1.1.4)."""
         reply = await self.command(b"RSET")
         if reply.code != 250:
             raise SmtpRefused(smtp_generic_failure(reply.code), f"RSET {reply}", reply)

@@ -74,6 +74,14 @@ class _Handler:
     def __init__(self, owner: SmtpServer) -> None:
         self.owner = owner
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.owner.pipelining:  # aiosmtpd reads pipelined commands in order; it just does not say so
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -162,11 +170,13 @@ class SmtpServer(Running):
         deliver: Callable[[str, bytes], None] | None = None,
         data_size_limit: int = 33_554_432,
         smtputf8: bool = False,
+        pipelining: bool = False,
     ) -> None:
         """``deliver(recipient, message)``, when given, hands every accepted message on (e.g. into
         Dovecot), so a message sent to a mailbox can be found there, as the tester's send mode does."""
         self.host = LOCALHOST
         self.deliver = deliver
+        self.pipelining = pipelining
         self.data_size_limit = data_size_limit
         self.smtputf8 = smtputf8
         self.data_replies: list[str] = []
@@ -330,9 +340,11 @@ class SmtpProcess(ManagedProcess):
         *,
         plain: bool = False,
         deliver_to_dovecot: Path | None = None,
+        pipelining: bool = False,
     ) -> None:
         """``deliver_to_dovecot``: a Dovecot config; accepted mail goes into its users' INBOX."""
         super().__init__(workdir)
+        self.pipelining = pipelining
         self.host = LOCALHOST
         self.certs = certs
         self.users = dict(users)
@@ -357,6 +369,8 @@ class SmtpProcess(ManagedProcess):
             argv += ["--port-plain", str(self.port_plain)]
         if self.deliver_to_dovecot is not None:
             argv += ["--deliver-to-dovecot", str(self.deliver_to_dovecot)]
+        if self.pipelining:
+            argv.append("--pipelining")
         return argv
 
     def prepare(self) -> None:
@@ -398,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--deliver-to-dovecot", type=Path, default=None, help="dovecot.conf: store mail in its users' INBOX"
     )
+    parser.add_argument("--pipelining", action="store_true", help="advertise PIPELINING (RFC 2920)")
     args = parser.parse_args(argv)
     deliver = None
     if args.deliver_to_dovecot is not None:
@@ -418,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         port_tls=args.port_tls,
         port_plain=args.port_plain,
         deliver=deliver,
+        pipelining=args.pipelining,
     )
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -63,7 +63,6 @@ class Repository:
         self.mailboxes = db["mailboxes"]
         self.profiles = db["profiles"]
         self.settings = db["settings"]
-        self.servers = db["servers"]
         self.sends = db[SENDS]
 
     async def ensure_indexes(self) -> None:
@@ -116,9 +115,10 @@ class Repository:
     async def delete_profile(self, profile_id: str) -> None:
         await self.profiles.delete_one({"_id": profile_id})
 
-    async def profile(self, profile_id: str) -> ProfileSnapshot | None:
+    async def profile(self, profile_id: str) -> tuple[ProfileSnapshot, int | None] | None:
+        """The profile and the SIZE its outgoing server advertised last (None: unknown or unlimited)."""
         doc = await self.profiles.find_one({"_id": profile_id})
-        return ProfileSnapshot.model_validate(doc["snapshot"]) if doc else None
+        return (ProfileSnapshot.model_validate(doc["snapshot"]), doc.get("size_limit")) if doc else None
 
     async def upsert_settings(self, settings: SettingsSnapshot) -> None:
         await self._newest(
@@ -130,14 +130,11 @@ class Repository:
         return SettingsSnapshot.model_validate(doc["snapshot"]) if doc else SettingsSnapshot()
 
     async def remember_size(self, host: str, port: int, size: int | None) -> None:
-        """The SIZE a server advertised, so the next submission can be refused before queueing."""
-        await self.servers.update_one(
-            {"_id": f"{host}:{port}"}, {"$set": {"size": size, "at": now()}}, upsert=True
+        """The SIZE a server advertised, kept on the profiles sending through it, so the next
+        submission can be refused before queueing."""
+        await self.profiles.update_many(
+            {"snapshot.outgoing.host": host, "snapshot.outgoing.port": port}, {"$set": {"size_limit": size}}
         )
-
-    async def server_size(self, host: str, port: int) -> int | None:
-        doc = await self.servers.find_one({"_id": f"{host}:{port}"})
-        return doc.get("size") if doc else None
 
     # --- sends ---------------------------------------------------------------------------------
     async def insert_send(

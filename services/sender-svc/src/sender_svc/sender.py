@@ -144,6 +144,7 @@ class Sender:
             "sender-recovery", self._recover_pass, min(5.0, settings.sender_lease_s / 2)
         )
         self._stopping = False
+        self._sizes: dict[str, int | None] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -233,8 +234,7 @@ class Sender:
     async def _attempt(self, attempt: _Attempt) -> None:
         doc, req = attempt.doc, attempt.req
         target = attempt.target = await sendable(self.repo, req.mailbox_id)
-        view = await self.repo.mailbox(req.mailbox_id)
-        if view is not None and view.login_failed == digest(target.login.ct):
+        if target.login_failed == digest(target.login.ct):
             raise NetError(
                 ErrorCode.AUTH_FAILED, "this login was refused before; waiting for new credentials"
             )
@@ -292,7 +292,7 @@ class Sender:
         key = f"{host}|{target.mailbox.mailbox_id}|{digest(target.login.ct)[:16]}"
         smtp_target = SmtpTarget(
             endpoint=ep,
-            allowed_ports=(await self.repo.org_settings()).allowed_ports,
+            allowed_ports=target.allowed_ports,
             verify_tls=adv.verify_tls,
             allow_plaintext_auth=adv.allow_plaintext_auth,
         )
@@ -313,7 +313,9 @@ class Sender:
                 ehlo_name=self.settings.sender_ehlo_name,
                 timeouts=timeouts,
             )
-            await self.repo.remember_size(ep.host, ep.port, conn.size_limit)
+            if conn.size_limit != self._sizes.get(host):
+                await self.repo.remember_size(ep.host, ep.port, conn.size_limit)
+                self._sizes[host] = conn.size_limit
             return conn
 
         if fresh:

@@ -44,6 +44,10 @@ class Sendable:
     ref: MailboxRef
     login: SealedSecret
     binding: str
+    allowed_ports: tuple[int, ...]
+    login_failed: str | None
+    size_limit: int | None
+    """The SIZE the profile's outgoing server advertised when last connected."""
 
 
 def approved(mailbox: MailboxSnapshot, settings: SettingsSnapshot) -> bool:
@@ -72,15 +76,17 @@ async def sendable(repo: Repository, mailbox_id: str) -> Sendable:
             ErrorCode.OUTGOING_NOT_ENABLED,
             "the mailbox's outgoing delivery is not server-side synchronization",
         )
-    if not approved(mbx, await repo.org_settings()):
+    settings = await repo.org_settings()
+    if not approved(mbx, settings):
         raise no(ErrorCode.MAILBOX_NOT_APPROVED, "the mailbox is not approved (the organisation requires it)")
     if not view.enabled_outgoing:
         raise no(
             ErrorCode.OUTGOING_NOT_ENABLED, "the mailbox is not enabled for outgoing email (Test & Enable it)"
         )
-    profile = await repo.profile(mbx.profile_id) if mbx.profile_id else None
-    if profile is None:
+    found = await repo.profile(mbx.profile_id) if mbx.profile_id else None
+    if found is None:
         raise no(ErrorCode.OUTGOING_NOT_ENABLED, "the mailbox has no known email server profile")
+    profile, size_limit = found
     if profile.credential_source is CredentialSource.PROFILE:
         sealed = profile.sealed_credentials.outgoing if profile.sealed_credentials else None
     else:
@@ -99,7 +105,9 @@ async def sendable(repo: Repository, mailbox_id: str) -> Sendable:
         profile_id=profile.profile_id,
         profile_owner=profile.owner,
     )
-    return Sendable(mbx, profile, ref, sealed, binding)
+    return Sendable(
+        mbx, profile, ref, sealed, binding, tuple(settings.allowed_ports), view.login_failed, size_limit
+    )
 
 
 class Submission:
@@ -120,13 +128,15 @@ class Submission:
     async def submit(
         self, req: SendEmailRequested, correlation_id: str | None = None
     ) -> tuple[Document, bool]:
-        """Queue ``req`` once; returns the stored send and whether it existed already."""
-        existing = await self.repo.send(req.mailbox_id, req.idempotency_key)
-        if existing is not None:
-            return self._same(existing, req), True
+        """Queue ``req`` once; returns the stored send and whether it existed already.
+
+        A key submitted before answers that send, even when the request would be refused now."""
         try:
-            return await self._queue(req, correlation_id), False
+            return await self._queue(req, correlation_id)
         except Refused as refusal:
+            existing = await self.repo.send(req.mailbox_id, req.idempotency_key)
+            if existing is not None:
+                return self._same(existing, req), True
             metrics.REFUSED.labels(error_code=refusal.code.value).inc()
             raise
 
@@ -140,7 +150,7 @@ class Submission:
             )
         return existing
 
-    async def _queue(self, req: SendEmailRequested, correlation_id: str | None) -> Document:
+    async def _queue(self, req: SendEmailRequested, correlation_id: str | None) -> tuple[Document, bool]:
         target = await sendable(self.repo, req.mailbox_id)
         try:
             object_sizes = await self.attachments.sizes(req)
@@ -161,17 +171,15 @@ class Submission:
             raise Refused(422, ErrorCode.RECIPIENT_REFUSED, str(exc), exc.field) from None
         size = mime.estimated_size(len(built.data), object_sizes)
         self._fits(size, self.max_bytes, "the configured limit")
-        ep = target.profile.outgoing
-        server_size = await self.repo.server_size(ep.host, ep.port)
-        if server_size:
-            self._fits(size, server_size, "the server's advertised SIZE")
+        if target.size_limit:
+            self._fits(size, target.size_limit, "the server's advertised SIZE")
         doc = await self.repo.insert_send(req, msg_id, size, correlation_id)
-        if doc is None:  # a concurrent submission of the same key won
+        if doc is None:  # submitted before (or by a concurrent request that won)
             stored = await self.repo.send(req.mailbox_id, req.idempotency_key)
             assert stored is not None
-            return self._same(stored, req)
+            return self._same(stored, req), True
         self.wake()
-        return doc
+        return doc, False
 
     @staticmethod
     def _fits(size: int, limit: int, what: str) -> None:
