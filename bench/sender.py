@@ -359,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", type=int, default=16, help="connections/tasks in every row")
     parser.add_argument("--no-service", action="store_true", help="only the bare clients")
+    parser.add_argument(
+        "--pipelining",
+        action="store_true",
+        help="the server advertises PIPELINING (the sender uses it; the bare clients cannot)",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mw-bench-sender-"))

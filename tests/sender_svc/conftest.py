@@ -62,6 +62,7 @@ def sender_settings(nats_url: str, mongo_uri: str, db: str, certs: TestCertifica
         "sender_ca_file": str(certs.ca),
         "sender_backoff_s": 0.2,
         "sender_poll_s": 0.05,
+        "sender_sweep_s": 0.2,
         "sender_step_timeout_s": 3.0,
         "sender_data_timeout_s": 3.0,
         "sender_lease_s": 8.0,

@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         resolver or SystemResolver(),
     )
     submission = Submission(
-        repo, attachments, settings.sender_max_message_bytes, sender.wake, lambda: datetime.now(UTC)
+        repo, attachments, settings.sender_max_message_bytes, sender.offer, lambda: datetime.now(UTC)
     )
     handlers = Handlers(repo, submission, runtime.publish, NAME)
 

@@ -53,7 +53,16 @@ class Settings(ServiceSettings, TransitKeySettings):
         5.0, ge=0, le=300, description="How long an idle logged-in connection is kept for the next message."
     )
     sender_poll_s: float = Field(
-        0.5, gt=0, le=60, description="How often idle senders look for due messages."
+        0.5, gt=0, le=60, description="How long an idle sending loop waits for work."
+    )
+    sender_sweep_s: float = Field(
+        2.0,
+        gt=0,
+        le=600,
+        description=(
+            "How often the queue is searched for due messages not submitted to this process "
+            "(other replicas', retries come due, a stopped process's)."
+        ),
     )
     sender_ehlo_name: str = Field("mailwarden.invalid", description="Name sent in SMTP EHLO.")
 

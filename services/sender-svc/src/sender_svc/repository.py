@@ -28,6 +28,8 @@ from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_ou
 SENDS = "sends"
 OUTBOX_COLLECTIONS = (SENDS,)
 ORG = "org"
+FREE = datetime(1970, 1, 1, tzinfo=UTC)
+"""``lease_until`` of a send nobody holds (a date, so every claim condition is one range test)."""
 ACTIVE = ("queued", "sending")
 FINAL = ("sent", "failed", "uncertain")
 
@@ -156,7 +158,7 @@ class Repository:
             "requested_at": at,
             "next_at": at,
             "updated_at": at,
-            "lease_until": None,
+            "lease_until": FREE,
             **new_document_outbox([]),
         }
         try:
@@ -168,23 +170,25 @@ class Repository:
     async def send(self, mailbox_id: str, key: str) -> Document | None:
         return await self.sends.find_one({"_id": str(send_id(mailbox_id, key))}, {"outbox": 0})
 
-    async def claim(
-        self, owner: str, lease_s: float, only_mailbox: str | None, skip: list[str]
-    ) -> Document | None:
-        """Take the oldest due queued send whose lease is free (a fresh claim token each time)."""
+    async def due(self, limit: int) -> list[tuple[str, str]]:
+        """(mailbox, send id) of queued sends that are due and free, oldest first (the sweep)."""
         at = now()
-        query: Document = {
-            "status": "queued",
-            "next_at": {"$lte": at},
-            "$or": [{"lease_until": None}, {"lease_until": {"$lt": at}}],
-        }
-        if only_mailbox is not None:
-            query["mailbox_id"] = only_mailbox
-        elif skip:
-            query["mailbox_id"] = {"$nin": skip}
+        cursor = (
+            self.sends.find(
+                {"status": "queued", "next_at": {"$lte": at}, "lease_until": {"$lt": at}},
+                {"mailbox_id": 1},
+            )
+            .sort("next_at", ASCENDING)
+            .limit(limit)
+        )
+        return [(d["mailbox_id"], d["_id"]) for d in await cursor.to_list(None)]
+
+    async def claim(self, send: str, owner: str, lease_s: float) -> Document | None:
+        """Take one send by id if it is still queued, due and free (a fresh claim token each time)."""
+        at = now()
         token = uuid.uuid4().hex
         doc = await self.sends.find_one_and_update(
-            query,
+            {"_id": send, "status": "queued", "next_at": {"$lte": at}, "lease_until": {"$lt": at}},
             {
                 "$set": {
                     "lease_owner": owner,
@@ -192,7 +196,6 @@ class Repository:
                     "lease_until": at + timedelta(seconds=lease_s),
                 }
             },
-            sort=[("next_at", ASCENDING)],
             projection={"outbox": 0},
             return_document=ReturnDocument.AFTER,
         )
@@ -202,7 +205,7 @@ class Repository:
         """Give a claimed send back untried (rate limit): no attempt is counted."""
         await self.sends.update_one(
             {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": "queued"},
-            {"$set": {"next_at": until, "lease_until": None, "updated_at": now()}},
+            {"$set": {"next_at": until, "lease_until": FREE, "updated_at": now()}},
         )
 
     async def mark_sending(self, doc: Document, lease_s: float, ref: Document) -> bool:
@@ -235,7 +238,7 @@ class Repository:
                     "status": status,
                     "attempts": attempts,
                     "outcome": outcome.model_dump(mode="json"),
-                    "lease_until": None,
+                    "lease_until": FREE,
                     "updated_at": now(),
                 }
             },
@@ -253,7 +256,7 @@ class Repository:
             "$set": {
                 "status": "queued",
                 "next_at": until,
-                "lease_until": None,
+                "lease_until": FREE,
                 "last_error": error,
                 "updated_at": now(),
             }
@@ -278,7 +281,7 @@ class Repository:
                 "$set": {
                     "status": "uncertain",
                     "outcome": outcome.model_dump(mode="json"),
-                    "lease_until": None,
+                    "lease_until": FREE,
                 }
             },
             [outbox_entry(event, subject)],

@@ -46,6 +46,7 @@ from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.mongo import Document
 from sender_svc import metrics, mime
 from sender_svc.attachments import ObjectAttachments
+from sender_svc.candidates import Candidates
 from sender_svc.config import Settings
 from sender_svc.pool import ConnectionPool, Session
 from sender_svc.repository import Repository, now
@@ -91,9 +92,14 @@ class RateLimiter:
         self._tokens[key] = (tokens, t)
         return (1.0 - tokens) / self.rate_s
 
-    def throttled(self) -> list[str]:
-        t = time.monotonic()
-        return [k for k, (tokens, at) in self._tokens.items() if tokens + (t - at) * self.rate_s < 1.0][:200]
+    def try_take(self, key: str) -> bool:
+        """Take a token when one is there (no await between the check and the take)."""
+        return self.take(key) == 0.0
+
+    def refund(self, key: str) -> None:
+        """Give back a token taken for a message that was not sent after all."""
+        tokens, at = self._tokens.get(key, (self.burst, time.monotonic()))
+        self._tokens[key] = (min(self.burst, tokens + 1.0), at)
 
 
 def refusals(items: list[tuple[str, Reply]]) -> list[RecipientRefusal]:
@@ -138,7 +144,8 @@ class Sender:
         )
         self.pool = ConnectionPool(settings.sender_idle_keep_s)
         self.rate = RateLimiter(settings.sender_rate_per_minute, settings.sender_rate_burst)
-        self._wake = asyncio.Event()
+        self.candidates = Candidates()
+        self._sweeper = BackgroundLoop("sender-sweep", self._sweep, settings.sender_sweep_s)
         self._tasks: list[asyncio.Task[None]] = []
         self._recovery = BackgroundLoop(
             "sender-recovery", self._recover_pass, min(5.0, settings.sender_lease_s / 2)
@@ -150,16 +157,14 @@ class Sender:
     def start(self) -> None:
         self.pool.start()
         self._recovery.start()
+        self._sweeper.start()
         for i in range(self.settings.sender_concurrency):
             self._tasks.append(asyncio.create_task(self._work(), name=f"sender-{i}"))
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def stopping(self) -> None:
         """No new claims; messages being sent finish (within the service's grace)."""
         self._stopping = True
-        self._wake.set()
+        self.candidates.changed.set()
 
     async def stop(self, grace_s: float) -> None:
         self.stopping()
@@ -170,6 +175,7 @@ class Sender:
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
         await self._recovery.stop()
+        await self._sweeper.stop()
         await self.pool.close()
 
     # --- the loop ------------------------------------------------------------------------------
@@ -185,26 +191,29 @@ class Sender:
 
     async def _one(self, prefer: str | None) -> str | None:
         """Claim and send one message; returns the mailbox to prefer next (its connection is warm)."""
-        doc = await self._claim(prefer)
-        if doc is None:
-            self._wake.clear()
+        item = self.candidates.take(prefer, self.rate.try_take)  # a token is taken with the item
+        if item is None:
+            self.candidates.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.sender_poll_s)
+                await asyncio.wait_for(self.candidates.changed.wait(), self.settings.sender_poll_s)
             return None
-        wait_s = self.rate.take(doc["mailbox_id"])
-        if wait_s > 0:
-            await self.repo.postpone(doc, now() + timedelta(seconds=wait_s))
-            return None
+        mailbox_id, send = item
+        doc = await self.repo.claim(send, self.owner, self.settings.sender_lease_s)
+        if doc is None:  # sent, taken by another sender, or not due: the hint was stale
+            self.rate.refund(mailbox_id)
+            return prefer
         await self.process(doc)
-        return str(doc["mailbox_id"])
+        return mailbox_id
 
-    async def _claim(self, prefer: str | None) -> Document | None:
-        lease = self.settings.sender_lease_s
-        if prefer is not None:
-            doc = await self.repo.claim(self.owner, lease, prefer, [])
-            if doc is not None:
-                return doc
-        return await self.repo.claim(self.owner, lease, None, self.rate.throttled())
+    def offer(self, mailbox_id: str, send: str) -> None:
+        """A send just queued here: a hint for the next free loop (the sweep finds the others)."""
+        self.candidates.add(mailbox_id, send)
+
+    async def _sweep(self) -> bool:
+        if len(self.candidates) < 4 * self.settings.sender_concurrency:
+            for mailbox_id, send in await self.repo.due(1000):
+                self.candidates.add(mailbox_id, send)
+        return False
 
     async def process(self, doc: Document) -> None:
         """One attempt at one claimed message; every way it can end is stored."""

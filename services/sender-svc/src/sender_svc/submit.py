@@ -116,13 +116,13 @@ class Submission:
         repo: Repository,
         attachments: ObjectAttachments,
         max_bytes: int,
-        wake: Callable[[], None],
+        offer: Callable[[str, str], None],
         clock: Callable[[], datetime],
     ) -> None:
         self.repo = repo
         self.attachments = attachments
         self.max_bytes = max_bytes
-        self.wake = wake
+        self.offer = offer
         self.clock = clock
 
     async def submit(
@@ -178,7 +178,7 @@ class Submission:
             stored = await self.repo.send(req.mailbox_id, req.idempotency_key)
             assert stored is not None
             return self._same(stored, req), True
-        self.wake()
+        self.offer(req.mailbox_id, doc["_id"])
         return doc, False
 
     @staticmethod
