@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     settings = settings or Settings()
     keyring = load_keyring(settings.transit_keys, "MW_TRANSIT_KEYS", "transit", settings.dev_mode)
     runtime = ServiceRuntime(NAME, settings, outbox_collections=OUTBOX_COLLECTIONS)
-    repo = Repository(runtime.db)
+    repo = Repository(runtime.db, settings.sender_read_cache_s)
 
     def connection() -> Client:
         return runtime.bus.connection

@@ -64,6 +64,15 @@ class Settings(ServiceSettings, TransitKeySettings):
             "(other replicas', retries come due, a stopped process's)."
         ),
     )
+    sender_read_cache_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description=(
+            "How long a profile and the org settings read from the database are reused (they are "
+            "read twice per mail); a change reaches sending within this. Mailboxes are always read fresh."
+        ),
+    )
     sender_ehlo_name: str = Field("mailwarden.invalid", description="Name sent in SMTP EHLO.")
 
     @field_validator("sender_allow_networks")

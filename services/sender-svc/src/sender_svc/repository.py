@@ -10,6 +10,7 @@ States: ``queued`` (claimable when due and its lease is free; nothing was handed
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -60,8 +61,12 @@ class MailboxView:
 
 
 class Repository:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], read_cache_s: float = 0.0) -> None:
         self.db = db
+        # Profiles and org settings change rarely and are read twice per mail: kept this long.
+        # Mailboxes (approval, enablement, login) are always read fresh.
+        self.read_cache_s = read_cache_s
+        self._cache: dict[str, tuple[float, Any]] = {}
         self.mailboxes = db["mailboxes"]
         self.profiles = db["profiles"]
         self.settings = db["settings"]
@@ -113,23 +118,43 @@ class Repository:
     async def upsert_profile(self, profile: ProfileSnapshot) -> None:
         data = profile.model_dump(mode="json")
         await self._newest("profiles", profile.profile_id, "version", profile.version, {"snapshot": data})
+        self._cache.pop(f"profile:{profile.profile_id}", None)
 
     async def delete_profile(self, profile_id: str) -> None:
         await self.profiles.delete_one({"_id": profile_id})
+        self._cache.pop(f"profile:{profile_id}", None)
+
+    def _cached(self, key: str) -> Any:
+        hit = self._cache.get(key)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def _keep(self, key: str, value: Any) -> Any:
+        if self.read_cache_s > 0 and value is not None:
+            self._cache[key] = (time.monotonic() + self.read_cache_s, value)
+        return value
 
     async def profile(self, profile_id: str) -> tuple[ProfileSnapshot, int | None] | None:
         """The profile and the SIZE its outgoing server advertised last (None: unknown or unlimited)."""
+        key = f"profile:{profile_id}"
+        if (hit := self._cached(key)) is not None:
+            return hit  # type: ignore[no-any-return]
         doc = await self.profiles.find_one({"_id": profile_id})
-        return (ProfileSnapshot.model_validate(doc["snapshot"]), doc.get("size_limit")) if doc else None
+        found = (ProfileSnapshot.model_validate(doc["snapshot"]), doc.get("size_limit")) if doc else None
+        return self._keep(key, found)  # type: ignore[no-any-return]
 
     async def upsert_settings(self, settings: SettingsSnapshot) -> None:
         await self._newest(
             "settings", ORG, "version", settings.version, {"snapshot": settings.model_dump(mode="json")}
         )
+        self._cache.pop(ORG, None)
 
     async def org_settings(self) -> SettingsSnapshot:
+        if (hit := self._cached(ORG)) is not None:
+            return hit  # type: ignore[no-any-return]
         doc = await self.settings.find_one({"_id": ORG})
-        return SettingsSnapshot.model_validate(doc["snapshot"]) if doc else SettingsSnapshot()
+        if doc is None:
+            return SettingsSnapshot()
+        return self._keep(ORG, SettingsSnapshot.model_validate(doc["snapshot"]))  # type: ignore[no-any-return]
 
     async def remember_size(self, host: str, port: int, size: int | None) -> None:
         """The SIZE a server advertised, kept on the profiles sending through it, so the next
@@ -137,6 +162,8 @@ class Repository:
         await self.profiles.update_many(
             {"snapshot.outgoing.host": host, "snapshot.outgoing.port": port}, {"$set": {"size_limit": size}}
         )
+        for key in [k for k in self._cache if k.startswith("profile:")]:
+            del self._cache[key]
 
     # --- sends ---------------------------------------------------------------------------------
     async def insert_send(
