@@ -32,7 +32,6 @@ from contracts.outgoing import (
     EmailSent,
     RecipientRefusal,
     SendEmailRequested,
-    send_id,
 )
 from contracts.subjects import SEND_FAILED, SEND_SENT, SEND_UNCERTAIN, send_outcome_subject
 from mailwarden_mailnet.errors import NetError
@@ -482,4 +481,4 @@ def _stored_ref(doc: Document) -> MailboxRef:
     return MailboxRef.model_validate(ref)
 
 
-__all__ = ["RateLimiter", "Sender", "send_id"]
+__all__ = ["RateLimiter", "Sender"]

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from contracts.errors import ErrorCode
 from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
@@ -195,7 +194,3 @@ class Submission:
 def refusal_id(mailbox_id: str, key: str) -> uuid.UUID:
     """The event id of a refusal: one per (mailbox, key), so a redelivered request refuses once."""
     return uuid.uuid5(send_id(mailbox_id, key), "refused")
-
-
-def field_of(refusal: Refused) -> list[dict[str, Any]]:
-    return [{"loc": refusal.field or "body", "msg": refusal.detail}]
