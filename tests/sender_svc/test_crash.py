@@ -113,3 +113,44 @@ async def test_killed_after_data_is_uncertain_never_resent(
     await mongo.close()
     assert smtp_clean.message_count == 1
     assert events.of("EmailSent") == [] and events.of("EmailSendFailed") == []
+
+
+async def test_killed_before_data_is_sent_once_by_the_next_sender(
+    settings: Settings,
+    nc: Client,
+    events: Recorder,
+    smtp_clean: SmtpServer,
+    workdir: Path,
+) -> None:
+    await ensure_streams(nc, settings)
+    for event in setup_events("mbx2", host="127.0.0.1", port=smtp_clean.port_tls, tls=TlsMode.IMPLICIT):
+        envelope = envelope_of(event)
+        await nc.jetstream().publish(
+            event.SUBJECT, envelope.to_bytes(), headers={"Nats-Msg-Id": str(envelope.id)}
+        )
+    gate = smtp_clean.hold_rcpt()  # the sender logs in, then waits for the envelope's replies
+    proc = sender_process(settings, workdir)
+    try:
+
+        async def submitted() -> bool:
+            return bool((await rpc(nc, "send", mail("mbx2", "before")))["ok"])
+
+        await eventually(submitted, timeout=30)
+        await eventually(lambda: smtp_clean.auth_attempts == 1, timeout=15)
+        os.kill(proc.pid, signal.SIGKILL)  # claimed, nothing handed over
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        smtp_clean.rcpt_gate = None
+        gate.set()
+    assert smtp_clean.message_count == 0
+
+    app = create_app(settings)  # takes it over once the dead sender's claim runs out
+    async with app.router.lifespan_context(app):
+        sent = (await events.wait_for("EmailSent", mailbox_id="mbx2", timeout=40))[0]["data"]
+        assert sent["attempts"] == 1 and sent["idempotency_key"] == "before"
+        await asyncio.sleep(1.0)
+    assert smtp_clean.message_count == 1
+    assert events.of("EmailSendUncertain") == [] and events.of("EmailSendFailed") == []

@@ -90,6 +90,9 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        gate = self.owner.rcpt_gate
+        if gate is not None:  # the reply waits (a client may die meanwhile, before DATA)
+            await asyncio.to_thread(gate.wait, 60.0)
         refusal = self.owner.refused_rcpts.get(address.lower())
         if refusal is not None:
             return refusal
@@ -181,6 +184,7 @@ class SmtpServer(Running):
         self.smtputf8 = smtputf8
         self.data_replies: list[str] = []
         self.data_gate: threading.Event | None = None
+        self.rcpt_gate: threading.Event | None = None
         self.certs = certs
         self.cert = cert or certs.server
         self.users = dict(users)
@@ -218,15 +222,21 @@ class SmtpServer(Running):
         self.data_gate = threading.Event()
         return self.data_gate
 
+    def hold_rcpt(self) -> threading.Event:
+        """From now on, answer RCPT TO only once the returned event is set."""
+        self.rcpt_gate = threading.Event()
+        return self.rcpt_gate
+
     def clear(self) -> None:
         """Forget messages, counters and refusals between tests."""
         with self._lock:
             self.messages.clear()
             self.refused_rcpts.clear()
             self.data_replies.clear()
-            if self.data_gate is not None:
-                self.data_gate.set()
-            self.data_gate = None
+            for gate in (self.data_gate, self.rcpt_gate):
+                if gate is not None:
+                    gate.set()
+            self.data_gate = self.rcpt_gate = None
             self.sessions = self.auth_attempts = self.auth_failures = self.message_count = 0
 
     # --- lifecycle -------------------------------------------------------------------------
