@@ -7,7 +7,7 @@ ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS build
 ARG SERVICE
-RUN test -n "$SERVICE" || (echo "--build-arg SERVICE=<profile-svc|mailbox-svc|tester-svc|alert-svc|mailwarden-console> is required" && false)
+RUN test -n "$SERVICE" || (echo "--build-arg SERVICE=<profile-svc|mailbox-svc|tester-svc|alert-svc|sender-svc|mailwarden-console> is required" && false)
 RUN pip install --no-cache-dir "uv==0.13.9"
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/app/.venv UV_PYTHON_DOWNLOADS=never
 WORKDIR /src

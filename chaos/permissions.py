@@ -34,6 +34,7 @@ USERS = {
     "mailbox-svc": "MAILBOX_SVC_PASSWORD",
     "tester-svc": "TESTER_SVC_PASSWORD",
     "alert-svc": "ALERT_SVC_PASSWORD",
+    "sender-svc": "SENDER_SVC_PASSWORD",
     "mailwarden-cli": "CLI_PASSWORD",
 }
 # (user, operation, subject) that the production config must refuse.

@@ -26,11 +26,13 @@ from mailwarden_cli.main import app
 from mailwarden_runtime.operations import Operation
 from profile_svc.api import OPERATIONS as PROFILE_OPERATIONS
 from profile_svc.models import SettingsView
+from sender_svc.api import OPERATIONS as SENDER_OPERATIONS
 
 DECLARED: dict[str, dict[str, Operation[Any, Any]]] = {
     "profile-svc": {op.name: op for op in PROFILE_OPERATIONS},
     "mailbox-svc": {op.name: op for op in MAILBOX_OPERATIONS},
     "alert-svc": {op.name: op for op in ALERT_OPERATIONS},
+    "sender-svc": {op.name: op for op in SENDER_OPERATIONS},
 }
 SOURCE = Path(mailwarden_cli.__file__).parent
 ALERT_ID = "0b9f6c2e-7d1a-4c3b-9e8f-1a2b3c4d5e6f"
@@ -73,6 +75,10 @@ INVOCATIONS: list[list[str]] = [
     ["alerts", "read", ALERT_ID, "--unread"],
     ["alerts", "delete", ALERT_ID],
     ["alerts", "delete", "--recipient", "queue:q1"],
+    ["mail", "send", "m1", "--to", "Ann Example <ann@example.org>", "--cc", "b@example.org", "--bcc",
+     "c@example.org", "--subject", "Grüße", "--text", "hi", "--html-file", "{html}", "--attach", "{csv}",
+     "--header", "X-Crm-Case: 7", "--in-reply-to", "<a@example.org>", "--key", "k1"],
+    ["mail", "status", "m1", "k1"],
 ]  # fmt: skip
 CSV = "mailbox_id,email,owner_id,profile_id,username,password\nc1,c1@example.org,c1,p1,c1,pw\n"
 
@@ -118,7 +124,9 @@ def record(nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> li
     csv.write_text(CSV)
     runner = CliRunner()
     for args in INVOCATIONS:
-        args = [str(csv) if a == "{csv}" else a for a in args]
+        html = tmp_path / "body.html"
+        html.write_text("<p>hi</p>")
+        args = [str(csv) if a == "{csv}" else str(html) if a == "{html}" else a for a in args]
         result = runner.invoke(app, ["--nats-url", nats_url, *args], env={"COLUMNS": "250"})
         assert result.exit_code != 2, f"{args}: usage error\n{result.output}"
     return calls

@@ -19,7 +19,7 @@ from mailwarden_servers import devstack
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SERVICES = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc")
+SERVICES = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc", "sender-svc")
 APPS = ("console",)  # deployed beside the services: no database, none of the services' key rings
 DEPLOYED = (*SERVICES, *APPS)
 USES_MONGO = {
@@ -27,6 +27,7 @@ USES_MONGO = {
     "mailbox-svc": True,
     "tester-svc": False,
     "alert-svc": True,
+    "sender-svc": True,
     "console": False,
 }
 SETTINGS_MODULES = {"console": "mailwarden_console.config"}

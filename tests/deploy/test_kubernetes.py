@@ -114,7 +114,9 @@ def test_environment_is_what_each_service_reads(render: Render, overlay: str) ->
         config = configmaps[ref]["data"]
         assert config["MW_HTTP_PORT"] == "8000" and config["MW_HTTP_HOST"] == "0.0.0.0"
         known = settings_env(name)
-        unknown = ({*env, *config} - known) - {v for v in config if v.startswith("MW_TESTER_")}
+        unknown = ({*env, *config} - known) - {
+            v for v in config if v.startswith(("MW_TESTER_", "MW_SENDER_"))
+        }
         assert not unknown, f"{name}: variables no setting reads: {unknown}"
         assert "MW_NATS_URL" in env
         assert ("MW_MONGODB_URI" in env) is USES_MONGO[name]
@@ -194,16 +196,17 @@ def test_network_policies_cover_every_service(render: Render, overlay: str) -> N
         assert {4222, 53} <= ports
         assert (27017 in ports) is USES_MONGO[name]
         ip_rules = [r for r in rules if any("ipBlock" in peer for peer in r["to"])]
-        if name == "tester-svc":
+        if name in ("tester-svc", "sender-svc"):
             (internet,) = ip_rules
-            assert {p["port"] for p in internet["ports"]} == MAIL_PORTS
+            expected = MAIL_PORTS if name == "tester-svc" else {465, 587, 25}
+            assert {p["port"] for p in internet["ports"]} == expected
             for peer in internet["to"]:
                 block = peer["ipBlock"]
                 net = ipaddress.ip_network(block["cidr"])
                 excepted = [ipaddress.ip_network(e) for e in block.get("except", [])]
                 if net.version == 4:
                     for private in map(ipaddress.ip_network, PRIVATE):
-                        assert any(private.subnet_of(e) for e in excepted), f"tester may reach {private}"  # type: ignore[arg-type]
+                        assert any(private.subnet_of(e) for e in excepted), f"{name} may reach {private}"  # type: ignore[arg-type]
                 else:
                     assert ipaddress.ip_network("fc00::/7") in excepted
                     assert ipaddress.ip_network("fe80::/10") in excepted

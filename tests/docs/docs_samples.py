@@ -58,6 +58,16 @@ from contracts.models import (
     TestWarning,
     TlsMode,
 )
+from contracts.outgoing import (
+    EmailSendFailed,
+    EmailSendUncertain,
+    EmailSent,
+    ObjectRef,
+    OutgoingAttachment,
+    Recipient,
+    RecipientRefusal,
+    SendEmailRequested,
+)
 
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
 ANN = Owner(kind=OwnerKind.USER, id="u42", name="Ann Example", email="ann@example.org")
@@ -207,6 +217,40 @@ def _sync_failed() -> MailboxSyncFailed:
     )
 
 
+def _send_requested() -> SendEmailRequested:
+    return SendEmailRequested(
+        mailbox_id="mbx_1",
+        idempotency_key="crm-case-7-reply-1",
+        to=[Recipient(name="Zoë Client", address="zoe@client.example")],
+        cc=[Recipient(address="desk@example.org")],
+        bcc=[Recipient(address="archive@example.org")],
+        subject="Re: Your order 7",
+        text="Your order ships today.",
+        html="<p>Your order ships today.</p>",
+        attachments=[
+            OutgoingAttachment(filename="note.txt", content_type="text/plain", content_b64="aGVsbG8="),
+            OutgoingAttachment(
+                filename="invoice.pdf",
+                content_type="application/pdf",
+                object=ObjectRef(bucket="MW_OUTGOING", name="invoices/7.pdf"),
+            ),
+        ],
+        in_reply_to="<order-7@shop.example>",
+        references=["<order-7@shop.example>"],
+        headers={"X-Crm-Case": "7", "Auto-Submitted": "auto-generated"},
+    )
+
+
+REFUSAL = RecipientRefusal(
+    address="gone@client.example",
+    reply_code=550,
+    enhanced_code="5.1.1",
+    message="Recipient rejected",
+    permanent=True,
+)
+MESSAGE_ID = "<0b6f3c52-9a0e-4d47-8f1e-6c2d7a5e3b91@example.org>"
+
+
 PROGRESS = JobProgress(total=3, requested=3, done=2, succeeded=1, failed={"auth_failed": 1})
 
 SAMPLES: dict[str, Callable[[], Event]] = {
@@ -248,6 +292,39 @@ SAMPLES: dict[str, Callable[[], Event]] = {
         failures=2,
         first_failed_at=NOW,
         recovered_at=NOW + timedelta(minutes=10),
+    ),
+    "SendEmailRequested": _send_requested,
+    "EmailSent": lambda: EmailSent(
+        mailbox=MAILBOX,
+        idempotency_key="crm-case-7-reply-1",
+        message_id=MESSAGE_ID,
+        accepted=["zoe@client.example", "desk@example.org", "archive@example.org"],
+        refused=[REFUSAL],
+        reply="250 2.0.0 Ok: queued as 4F2A",
+        size=48211,
+        attempts=1,
+        requested_at=NOW,
+        sent_at=NOW + timedelta(seconds=1),
+    ),
+    "EmailSendFailed": lambda: EmailSendFailed(
+        mailbox_id="mbx_1",
+        mailbox=MAILBOX,
+        idempotency_key="crm-case-7-reply-1",
+        message_id=MESSAGE_ID,
+        error=_error(ErrorCode.RECIPIENT_REFUSED, "rcpt"),
+        reply_code=550,
+        enhanced_code="5.1.1",
+        refused=[REFUSAL],
+        attempts=1,
+        failed_at=NOW,
+    ),
+    "EmailSendUncertain": lambda: EmailSendUncertain(
+        mailbox=MAILBOX,
+        idempotency_key="crm-case-7-reply-1",
+        message_id=MESSAGE_ID,
+        reason="the sender stopped after handing the message over, before storing the reply",
+        data_started_at=NOW,
+        detected_at=NOW + timedelta(minutes=1),
     ),
     "TestJobStarted": lambda: TestJobStarted(job_id="job_1", profile_id="prof_1", total=3, started_at=NOW),
     "TestJobProgress": lambda: TestJobProgress(

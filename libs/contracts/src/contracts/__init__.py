@@ -30,6 +30,7 @@ from contracts.events import (
     TestRequested,
 )
 from contracts.jobs import TestJobCompleted, TestJobProgress, TestJobStarted
+from contracts.outgoing import EmailSendFailed, EmailSendUncertain, EmailSent, SendEmailRequested
 
 __all__ = [
     "CATALOG",
@@ -38,6 +39,9 @@ __all__ = [
     "DeadLettered",
     "EmailReceived",
     "EmailRejected",
+    "EmailSendFailed",
+    "EmailSendUncertain",
+    "EmailSent",
     "EmailSettingsChanged",
     "EmailTracked",
     "Envelope",
@@ -55,6 +59,7 @@ __all__ = [
     "ProfileCreated",
     "ProfileDeleted",
     "ProfileUpdated",
+    "SendEmailRequested",
     "TestCompleted",
     "TestJobCompleted",
     "TestJobProgress",

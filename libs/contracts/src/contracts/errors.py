@@ -52,6 +52,11 @@ class ErrorCode(StrEnum):
     AUTH_BREAKER_OPEN = "auth_breaker_open"
     MAILBOX_NOT_APPROVED = "mailbox_not_approved"
     TEST_TIMEOUT = "test_timeout"
+    OUTGOING_NOT_ENABLED = "outgoing_not_enabled"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    MESSAGE_REFUSED = "message_refused"
+    SMTPUTF8_UNSUPPORTED = "smtputf8_unsupported"
+    ATTACHMENT_UNAVAILABLE = "attachment_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -256,6 +261,36 @@ CATALOG: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.TEST_TIMEOUT: _spec(
         T, "profile", "The test did not finish in time.", "Retry later; check the server's responsiveness."
+    ),
+    ErrorCode.OUTGOING_NOT_ENABLED: _spec(
+        P,
+        "mailbox",
+        "The mailbox may not send email now (not enabled for outgoing email, not server-side sync, or inactive).",
+        "Set outgoing delivery to server-side synchronization, then Test & Enable the mailbox.",
+    ),
+    ErrorCode.MESSAGE_TOO_LARGE: _spec(
+        P,
+        "mailbox",
+        "The message is larger than the server or the configured limit accepts.",
+        "Send smaller attachments, or links to them.",
+    ),
+    ErrorCode.MESSAGE_REFUSED: _spec(
+        P,
+        "mailbox",
+        "The server refused the message's content.",
+        "Check the server's reply; change the message.",
+    ),
+    ErrorCode.SMTPUTF8_UNSUPPORTED: _spec(
+        P,
+        "profile",
+        "An address is not ASCII and the server does not offer SMTPUTF8.",
+        "Use ASCII addresses, or a server that supports SMTPUTF8.",
+    ),
+    ErrorCode.ATTACHMENT_UNAVAILABLE: _spec(
+        P,
+        "mailbox",
+        "An attachment could not be read from the Object Store.",
+        "Upload the attachment again, then send a new request.",
     ),
     ErrorCode.INTERNAL_ERROR: _spec(
         T, "mailbox", "The tester failed unexpectedly.", "Retry later; report it if it persists."

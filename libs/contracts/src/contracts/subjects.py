@@ -25,6 +25,11 @@ EMAIL_REJECTED = f"{EMAIL}.rejected"
 SYNC = f"{PREFIX}.sync"
 SYNC_FAILED = f"{SYNC}.failed"
 SYNC_RECOVERED = f"{SYNC}.recovered"
+SEND = f"{PREFIX}.send"
+SEND_REQUESTED = f"{SEND}.requested"
+SEND_SENT = f"{SEND}.sent"
+SEND_FAILED = f"{SEND}.failed"
+SEND_UNCERTAIN = f"{SEND}.uncertain"
 ALERTS = f"{PREFIX}.alerts"
 DEAD_LETTER = f"{PREFIX}.dlq"
 
@@ -55,6 +60,13 @@ def email_received_subject(mailbox_id: str) -> str:
     return f"{EMAIL_RECEIVED}.{mailbox_id}"
 
 
+def send_outcome_subject(outcome_subject: str, mailbox_id: str) -> str:
+    """``mailwarden.send.<sent|failed|uncertain>.<mailbox id>``: ``mailwarden.send.*.<id>`` for one mailbox."""
+    if not is_subject_token(mailbox_id):
+        raise ValueError(f"not a subject token: {mailbox_id!r}")
+    return f"{outcome_subject}.{mailbox_id}"
+
+
 def dead_letter_subject(consumer: str) -> str:
     """Where a consumer parks the messages it cannot handle."""
     return f"{DEAD_LETTER}.{consumer}"
@@ -82,6 +94,11 @@ STREAMS: tuple[StreamSpec, ...] = (
         "MW_EMAIL",
         (f"{EMAIL_RECEIVED}.>", EMAIL_TRACKED, EMAIL_REJECTED, f"{SYNC}.>"),
         "Synchronized email (EmailReceived per mailbox), its feedback and the sync status of mailboxes",
+    ),
+    StreamSpec(
+        "MW_SEND",
+        (f"{SEND}.>",),
+        "Outgoing email: SendEmailRequested and its outcome per mailbox (sent, failed, uncertain)",
     ),
     StreamSpec("MW_ALERTS", (f"{ALERTS}.>",), "Alerts, one subject per recipient"),
     StreamSpec("MW_DLQ", (f"{DEAD_LETTER}.>",), "Messages a consumer could not handle"),

@@ -97,8 +97,14 @@ def mail_servers(data: Path) -> MailServers:
 
 
 def tester_env(mail: MailServers) -> dict[str, str]:
-    """The tester trusts the demo CA and may reach the demo servers' address, nothing else private."""
-    return {"MW_TESTER_CA_FILE": str(mail.certs.ca), "MW_TESTER_ALLOW_NETWORKS": f"{LOCALHOST}/32"}
+    """The tester (and the sender) trust the demo CA and may reach the demo servers' address,
+    nothing else private."""
+    return {
+        "MW_TESTER_CA_FILE": str(mail.certs.ca),
+        "MW_TESTER_ALLOW_NETWORKS": f"{LOCALHOST}/32",
+        "MW_SENDER_CA_FILE": str(mail.certs.ca),
+        "MW_SENDER_ALLOW_NETWORKS": f"{LOCALHOST}/32",
+    }
 
 
 # ---- the demo data, through the services' HTTP APIs ------------------------------------------

@@ -1,7 +1,7 @@
 """`make up`: the whole system on one machine, on embedded defaults, in the foreground.
 
 Starts nats-server (JetStream) and SecantusDB (a MongoDB-wire server, run as its own process)
-unless ``NATS_URL`` / ``MONGODB_URI`` point at real ones, then the four services as separate
+unless ``NATS_URL`` / ``MONGODB_URI`` point at real ones, then the services as separate
 processes. Data and logs live under one folder (``MW_DATA_DIR``, default ``./.data``) and survive
 restarts; so do the generated encryption keys (``keys.env``, mode 0600). Ctrl-C stops everything.
 """
@@ -40,6 +40,7 @@ SERVICES = (
     ServiceSpec("mailbox-svc", "mailbox_svc.app:create_app", 8082),
     ServiceSpec("tester-svc", "tester_svc.app:create_app", 8083),
     ServiceSpec("alert-svc", "alert_svc.app:create_app", 8084),
+    ServiceSpec("sender-svc", "sender_svc.app:create_app", 8085),
 )
 CONSOLE = ServiceSpec("console", "mailwarden_console.app:create_app", 8080)
 
@@ -172,7 +173,7 @@ def start_stack(
     extra_env: dict[str, str] | None = None,
     alongside: Sequence[ManagedProcess] = (),
 ) -> Stack:
-    """Start NATS and SecantusDB (unless given by the environment), the four services, then the console.
+    """Start NATS and SecantusDB (unless given by the environment), the services, then the console.
 
     Everything started is appended to ``started`` at once, so the caller stops it even when a
     later start fails. ``extra_env`` reaches every service (e.g. the tester's egress settings);

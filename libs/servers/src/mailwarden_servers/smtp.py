@@ -74,6 +74,14 @@ class _Handler:
     def __init__(self, owner: SmtpServer) -> None:
         self.owner = owner
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.owner.pipelining:  # aiosmtpd reads pipelined commands in order; it just does not say so
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -82,6 +90,9 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        gate = self.owner.rcpt_gate
+        if gate is not None:  # the reply waits (a client may die meanwhile, before DATA)
+            await asyncio.to_thread(gate.wait, 60.0)
         refusal = self.owner.refused_rcpts.get(address.lower())
         if refusal is not None:
             return refusal
@@ -93,7 +104,13 @@ class _Handler:
         auth = session.auth_data
         login = auth.login.decode() if isinstance(auth, LoginPassword) else None
         content = envelope.original_content or b""
+        refusal = self.owner._next_data_reply()
+        if refusal is not None:
+            return refusal
         self.owner._record(ReceivedMessage(str(envelope.mail_from), list(envelope.rcpt_tos), content, login))
+        gate = self.owner.data_gate
+        if gate is not None:  # the message is in; the reply waits (a client may die meanwhile)
+            await asyncio.to_thread(gate.wait, 60.0)
         return "250 2.0.0 Message accepted"
 
     async def handle_exception(self, error: Exception) -> str:
@@ -154,11 +171,20 @@ class SmtpServer(Running):
         port_tls: int | None = None,
         port_plain: int | None = None,
         deliver: Callable[[str, bytes], None] | None = None,
+        data_size_limit: int = 33_554_432,
+        smtputf8: bool = False,
+        pipelining: bool = False,
     ) -> None:
         """``deliver(recipient, message)``, when given, hands every accepted message on (e.g. into
         Dovecot), so a message sent to a mailbox can be found there, as the tester's send mode does."""
         self.host = LOCALHOST
         self.deliver = deliver
+        self.pipelining = pipelining
+        self.data_size_limit = data_size_limit
+        self.smtputf8 = smtputf8
+        self.data_replies: list[str] = []
+        self.data_gate: threading.Event | None = None
+        self.rcpt_gate: threading.Event | None = None
         self.certs = certs
         self.cert = cert or certs.server
         self.users = dict(users)
@@ -185,11 +211,32 @@ class SmtpServer(Running):
         """Answer RCPT TO:<address> with 550 (or `reply`)."""
         self.refused_rcpts[address.lower()] = reply or f"550 5.1.1 <{address}>: Recipient rejected"
 
+    def fail_next_data(self, *replies: str) -> None:
+        """Answer the next messages' end of DATA with ``replies`` (one each, e.g. ``451 4.3.0 busy``)
+        instead of accepting them."""
+        with self._lock:
+            self.data_replies.extend(replies)
+
+    def hold_data(self) -> threading.Event:
+        """From now on, record each message, then wait for the returned event before answering."""
+        self.data_gate = threading.Event()
+        return self.data_gate
+
+    def hold_rcpt(self) -> threading.Event:
+        """From now on, answer RCPT TO only once the returned event is set."""
+        self.rcpt_gate = threading.Event()
+        return self.rcpt_gate
+
     def clear(self) -> None:
         """Forget messages, counters and refusals between tests."""
         with self._lock:
             self.messages.clear()
             self.refused_rcpts.clear()
+            self.data_replies.clear()
+            for gate in (self.data_gate, self.rcpt_gate):
+                if gate is not None:
+                    gate.set()
+            self.data_gate = self.rcpt_gate = None
             self.sessions = self.auth_attempts = self.auth_failures = self.message_count = 0
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -210,6 +257,8 @@ class SmtpServer(Running):
             "server_hostname": self.hostname,
             "authenticator": self._authenticate,
             "ready_timeout": 10.0,
+            "data_size_limit": self.data_size_limit,
+            "enable_SMTPUTF8": self.smtputf8,
         }
         specs: list[dict[str, Any]] = [
             {"port": self.port_starttls, "tls_context": ctx, "auth_required": True,
@@ -258,6 +307,10 @@ class SmtpServer(Running):
             self.auth_failures += 0 if ok else 1
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
+    def _next_data_reply(self) -> str | None:
+        with self._lock:
+            return self.data_replies.pop(0) if self.data_replies else None
+
     def _count(self, field: str) -> None:
         with self._lock:
             setattr(self, field, getattr(self, field) + 1)
@@ -297,9 +350,11 @@ class SmtpProcess(ManagedProcess):
         *,
         plain: bool = False,
         deliver_to_dovecot: Path | None = None,
+        pipelining: bool = False,
     ) -> None:
         """``deliver_to_dovecot``: a Dovecot config; accepted mail goes into its users' INBOX."""
         super().__init__(workdir)
+        self.pipelining = pipelining
         self.host = LOCALHOST
         self.certs = certs
         self.users = dict(users)
@@ -324,6 +379,8 @@ class SmtpProcess(ManagedProcess):
             argv += ["--port-plain", str(self.port_plain)]
         if self.deliver_to_dovecot is not None:
             argv += ["--deliver-to-dovecot", str(self.deliver_to_dovecot)]
+        if self.pipelining:
+            argv.append("--pipelining")
         return argv
 
     def prepare(self) -> None:
@@ -365,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--deliver-to-dovecot", type=Path, default=None, help="dovecot.conf: store mail in its users' INBOX"
     )
+    parser.add_argument("--pipelining", action="store_true", help="advertise PIPELINING (RFC 2920)")
     args = parser.parse_args(argv)
     deliver = None
     if args.deliver_to_dovecot is not None:
@@ -385,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         port_tls=args.port_tls,
         port_plain=args.port_plain,
         deliver=deliver,
+        pipelining=args.pipelining,
     )
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

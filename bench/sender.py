@@ -1,0 +1,378 @@
+"""Outgoing mail: mails/s from SendEmailRequested to EmailSent, against two bare clients.
+
+    .venv/bin/python -m bench.sender                       # 1,000 mails over 100 mailboxes, RTT 0
+    .venv/bin/python -m bench.sender --rtt 50              # through bench.latency_proxy (25 ms each way)
+
+Rows (same SMTP server process, same mails, same concurrency C):
+
+- ``aiosmtplib``: the limit. C tasks; each takes a mailbox, connects, STARTTLS, logs in, sends
+  that mailbox's mails on the one connection, quits.
+- ``smtplib``: the standard library's client doing the same in C threads.
+- ``sender-svc``: the service under uvicorn (its own process, real NATS, SecantusDB): every
+  SendEmailRequested is published at once; the clock stops at the last EmailSent. The service
+  stores each send (insert, claim, 'sending', outcome with its event) and publishes the outcome.
+
+Figures are printed; nothing is asserted. Exit 1 when a row did not deliver every mail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import smtplib
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import nats
+from nats.aio.msg import Msg
+from pymongo import AsyncMongoClient
+
+from bench.latency_proxy import LatencyProxyProcess
+from contracts.envelope import make_envelope
+from contracts.events import (
+    AdvancedOptions,
+    EmailSettingsChanged,
+    Event,
+    MailboxCreated,
+    MailboxSnapshot,
+    MailboxStatusChanged,
+    ProfileCreated,
+    ProfileSnapshot,
+    SealedCredentials,
+    SettingsSnapshot,
+    TestRequested,
+)
+from contracts.models import (
+    Endpoint,
+    IncomingProtocol,
+    MailboxRef,
+    Owner,
+    OwnerKind,
+    ServerTarget,
+    TestStatus,
+    TlsMode,
+)
+from contracts.outgoing import Recipient, SendEmailRequested
+from mailwarden_runtime.bus import ensure_streams
+from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.mongo import database_name
+from mailwarden_runtime.settings import ServiceSettings
+from mailwarden_servers import MongoWireServer, NatsServer, SmtpProcess, TestCertificates
+from mailwarden_servers.devstack import ServiceProcess, ServiceSpec, load_or_create_keys
+from mailwarden_servers.ports import free_port
+
+HOST = "127.0.0.1"  # the test certificate names it: no resolver involved
+SENDER = ServiceSpec("sender-svc", "sender_svc.app:create_app", 0)
+BODY = "Hello,\n\nyour order ships today.\n\n-- \nThe shop\n" * 20  # ~1 KB, like a short business mail
+OWNER = Owner(kind=OwnerKind.USER, id="bench", name="Bench", email="bench@example.org")
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Row:
+    name: str
+    rtt_ms: float
+    mails: int
+    delivered: int
+    seconds: float
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+
+    @property
+    def per_s(self) -> float:
+        return self.mails / self.seconds if self.seconds else 0.0
+
+
+def users(n: int) -> dict[str, str]:
+    return {f"user{i:04d}": f"pw-{i:04d}-bench" for i in range(n)}
+
+
+def message(sender: str, i: int) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "customer@example.org"
+    msg["Subject"] = f"Order {i}"
+    msg.set_content(BODY)
+    return msg
+
+
+def plan(accounts: dict[str, str], per_mailbox: int) -> list[tuple[str, str, int]]:
+    return [(u, p, per_mailbox) for u, p in accounts.items()]
+
+
+# --- the bare clients -----------------------------------------------------------------------------
+
+
+async def aiosmtplib_loop(port: int, ctx: ssl.SSLContext, work: list[tuple[str, str, int]], c: int) -> int:
+    sem = asyncio.Semaphore(c)
+    sent = 0
+
+    async def one(user: str, password: str, k: int) -> None:
+        nonlocal sent
+        async with sem:
+            smtp = aiosmtplib.SMTP(hostname=HOST, port=port, start_tls=True, tls_context=ctx, timeout=60)
+            await smtp.connect()
+            await smtp.login(user, password)
+            for i in range(k):
+                await smtp.send_message(message(f"{user}@mail.test", i))
+                sent += 1
+            await smtp.quit()
+
+    await asyncio.gather(*(one(*w) for w in work))
+    return sent
+
+
+def smtplib_loop(port: int, ctx: ssl.SSLContext, work: list[tuple[str, str, int]], c: int) -> int:
+    def one(user: str, password: str, k: int) -> int:
+        with smtplib.SMTP(HOST, port, timeout=60) as smtp:
+            smtp.starttls(context=ctx)
+            smtp.login(user, password)
+            for i in range(k):
+                smtp.send_message(message(f"{user}@mail.test", i))
+        return k
+
+    with concurrent.futures.ThreadPoolExecutor(c) as pool:
+        return sum(pool.map(lambda w: one(*w), work))
+
+
+# --- sender-svc -----------------------------------------------------------------------------------
+
+
+def setup_events(accounts: dict[str, str], port: int, transit: KeyRing, c: int) -> list[Event]:
+    at = datetime.now(UTC)
+    outgoing = Endpoint(host=HOST, port=port, tls=TlsMode.STARTTLS)
+    incoming = Endpoint(host=HOST, port=993, tls=TlsMode.IMPLICIT)
+    profile = ProfileSnapshot(
+        profile_id="bench",
+        name="bench",
+        owner=OWNER,
+        incoming_protocol=IncomingProtocol.IMAP,
+        incoming=incoming,
+        outgoing=outgoing,
+        advanced=AdvancedOptions(max_concurrent_connections=min(c, 300)),
+        updated_at=at,
+    )
+    events: list[Event] = [
+        EmailSettingsChanged(settings=SettingsSnapshot(version=1, updated_at=at, allowed_ports=[port])),
+        ProfileCreated(profile=profile),
+    ]
+    for user, password in accounts.items():
+        email = f"{user}@mail.test"
+        ref = MailboxRef(mailbox_id=user, email=email, owner=OWNER, profile_id="bench", profile_owner=OWNER)
+        sealed = transit.seal(
+            json.dumps({"username": user, "password": password}).encode(), f"mailbox:{user}:outgoing"
+        )
+        events += [
+            MailboxCreated(
+                mailbox=MailboxSnapshot(
+                    mailbox_id=user,
+                    email=email,
+                    owner=OWNER,
+                    profile_id="bench",
+                    approval="approved",
+                    updated_at=at,
+                )
+            ),
+            TestRequested(
+                test_id=f"t-{user}",
+                mailbox=ref,
+                target=ServerTarget(
+                    profile_id="bench",
+                    profile_name="bench",
+                    incoming_protocol=IncomingProtocol.IMAP,
+                    incoming=incoming,
+                    outgoing=outgoing,
+                ),
+                credentials=SealedCredentials(outgoing=sealed),
+                requested_at=at,
+            ),
+            MailboxStatusChanged(
+                mailbox=ref,
+                incoming_status=TestStatus.SUCCESS,
+                outgoing_status=TestStatus.SUCCESS,
+                enabled_incoming=True,
+                enabled_outgoing=True,
+            ),
+        ]
+    return events
+
+
+async def drive_sender(
+    nats_url: str, mongo_uri: str, db: str, accounts: dict[str, str], events: list[Event], per: int
+) -> Row:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(nc, ServiceSettings(nats_url=nats_url))
+    for event in events:
+        env = make_envelope(event, "bench")
+        await js.publish(event.SUBJECT, env.to_bytes(), headers={"Nats-Msg-Id": str(env.id)})
+    mongo: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri)
+    boxes = mongo[database_name(db, "sender-svc")]["mailboxes"]
+    deadline = time.monotonic() + 300
+    while await boxes.count_documents({"enabled_outgoing": True, "login": {"$ne": None}}) < len(accounts):
+        if time.monotonic() > deadline:
+            raise RuntimeError("sender-svc did not learn the mailboxes")
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)  # the profile and settings consumers too
+    total = len(accounts) * per
+    done = asyncio.Event()
+    outcomes: list[dict[str, Any]] = []
+
+    async def on_outcome(msg: Msg) -> None:
+        outcomes.append(json.loads(msg.data))
+        if len(outcomes) >= total:
+            done.set()
+
+    await nc.subscribe("mailwarden.send.*.*", cb=on_outcome)
+    await nc.flush()
+    requests = [
+        SendEmailRequested(
+            mailbox_id=user,
+            idempotency_key=f"bench-{i}",
+            to=[Recipient(address="customer@example.org")],
+            subject=f"Order {i}",
+            text=BODY,
+        )
+        for i in range(per)
+        for user in accounts
+    ]
+    t0 = time.monotonic()
+    await asyncio.gather(*(js.publish(r.SUBJECT, make_envelope(r, "bench").to_bytes()) for r in requests))
+    try:
+        await asyncio.wait_for(done.wait(), 600)
+    except TimeoutError:
+        _log(f"  only {len(outcomes)} outcomes of {total} in time")
+    seconds = time.monotonic() - t0
+    sent = [o["data"] for o in outcomes if o["type"] == "EmailSent"]
+    lat = sorted(
+        (datetime.fromisoformat(s["sent_at"]) - datetime.fromisoformat(s["requested_at"])).total_seconds()
+        * 1000
+        for s in sent
+    )
+    failed = [o["data"]["error"]["code"] for o in outcomes if o["type"] != "EmailSent"]
+    if failed:
+        _log(f"  not sent: {statistics.multimode(failed)} x{len(failed)}")
+    await mongo.close()
+    await nc.drain()
+    p95 = lat[int(len(lat) * 0.95) - 1] if lat else None
+    return Row("sender-svc", 0, total, len(sent), seconds, statistics.median(lat) if lat else None, p95)
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def smtp_port(smtp: SmtpProcess, delay_ms: float, workdir: Path) -> Iterator[int]:
+    if delay_ms <= 0:
+        yield smtp.port_starttls
+        return
+    with LatencyProxyProcess(workdir / "proxy", smtp.port_starttls, delay_ms) as proxy:
+        yield proxy.port
+
+
+def run(args: argparse.Namespace, workdir: Path) -> list[Row]:
+    accounts = users(args.mailboxes)
+    per = max(1, args.mails // args.mailboxes)
+    work = plan(accounts, per)
+    total = per * len(accounts)
+    certs = TestCertificates.create(workdir / "certs")
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    rows: list[Row] = []
+    with (
+        SmtpProcess(workdir / "smtp", certs, accounts) as smtp,
+        smtp_port(smtp, args.rtt / 2, workdir) as port,
+    ):
+        _log(
+            f"{total} mails over {len(accounts)} mailboxes, RTT {args.rtt:g} ms, concurrency {args.concurrency}"
+        )
+        t0 = time.monotonic()
+        sent = asyncio.run(aiosmtplib_loop(port, ctx, work, args.concurrency))
+        rows.append(Row("aiosmtplib", args.rtt, total, sent, time.monotonic() - t0))
+        _log(f"  aiosmtplib {rows[-1].per_s:.0f} mails/s")
+        t0 = time.monotonic()
+        sent = smtplib_loop(port, ctx, work, args.concurrency)
+        rows.append(Row("smtplib", args.rtt, total, sent, time.monotonic() - t0))
+        _log(f"  smtplib {rows[-1].per_s:.0f} mails/s")
+        if not args.no_service:
+            with NatsServer(workdir / "nats") as nats_server, MongoWireServer(workdir / "mongo") as mongo:
+                keys = load_or_create_keys(workdir / "keys.env")
+                db = "bench"
+                env = {
+                    "MW_NATS_URL": nats_server.url,
+                    "MW_MONGODB_URI": mongo.uri,
+                    "MW_MONGODB_DB": db,
+                    **keys,
+                    "MW_SENDER_ALLOW_NETWORKS": "127.0.0.0/8",
+                    "MW_SENDER_CA_FILE": str(certs.ca),
+                    "MW_SENDER_CONCURRENCY": str(args.concurrency),
+                    "MW_SENDER_RATE_PER_MINUTE": "100000",
+                    "MW_SENDER_RATE_BURST": "100000",
+                    "MW_LOG_LEVEL": "WARNING",
+                }
+                transit = KeyRing.parse(keys["MW_TRANSIT_KEYS"])
+                events = setup_events(accounts, port, transit, args.concurrency)
+                with ServiceProcess(workdir / "logs", SENDER, free_port(), env):
+                    row = asyncio.run(drive_sender(nats_server.url, mongo.uri, db, accounts, events, per))
+                row.rtt_ms = args.rtt
+                rows.append(row)
+                _log(f"  sender-svc {row.per_s:.0f} mails/s")
+    return rows
+
+
+def report(rows: list[Row]) -> str:
+    limit = next((r.per_s for r in rows if r.name == "aiosmtplib"), 0.0)
+    lines = [
+        f"{'runner':<12} {'RTT ms':>6} {'mails':>6} {'sent':>6} {'seconds':>8} {'mails/s':>8} {'x limit':>8} {'p50 ms':>7} {'p95 ms':>7}"
+    ]
+    for r in rows:
+        ratio = r.per_s / limit if limit else 0.0
+        p50 = f"{r.p50_ms:.0f}" if r.p50_ms is not None else "-"
+        p95 = f"{r.p95_ms:.0f}" if r.p95_ms is not None else "-"
+        lines.append(
+            f"{r.name:<12} {r.rtt_ms:>6g} {r.mails:>6} {r.delivered:>6} {r.seconds:>8.2f} {r.per_s:>8.1f} {ratio:>8.2f} {p50:>7} {p95:>7}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sender", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mails", type=int, default=1000)
+    parser.add_argument("--mailboxes", type=int, default=100)
+    parser.add_argument(
+        "--rtt", type=float, default=0.0, help="round-trip time in ms (a proxy adds half each way)"
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="connections/tasks in every row")
+    parser.add_argument("--no-service", action="store_true", help="only the bare clients")
+    parser.add_argument(
+        "--pipelining",
+        action="store_true",
+        help="the server advertises PIPELINING (the sender uses it; the bare clients cannot)",
+    )
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mw-bench-sender-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o755)
+    rows = run(args, workdir)
+    print(report(rows))
+    return 0 if all(r.delivered == r.mails for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

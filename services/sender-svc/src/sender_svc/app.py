@@ -1,0 +1,121 @@
+"""sender-svc: other systems send mail through a mailbox, once, with a classified outcome.
+
+Run: ``uvicorn --factory sender_svc.app:create_app``. Requests come as SendEmailRequested events,
+over HTTP (``POST /sends``) and request-reply (``mailwarden.rpc.sender-svc.send``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI
+from nats.aio.client import Client
+
+from contracts.envelope import Envelope, make_envelope
+from contracts.events import (
+    EmailSettingsChanged,
+    Event,
+    MailboxCreated,
+    MailboxStatusChanged,
+    MailboxUpdated,
+    ProfileCreated,
+    ProfileDeleted,
+    ProfileUpdated,
+    TestRequested,
+)
+from contracts.outgoing import SendEmailRequested
+from mailwarden_mailnet.resolve import Resolver, SystemResolver
+from mailwarden_runtime.consumer import ConsumerOptions
+from mailwarden_runtime.keys import load_keyring
+from mailwarden_runtime.service import ServiceRuntime
+from sender_svc.api import serve_operations
+from sender_svc.attachments import ObjectAttachments
+from sender_svc.config import Settings
+from sender_svc.handlers import Handlers
+from sender_svc.repository import OUTBOX_COLLECTIONS, Repository
+from sender_svc.sender import Sender
+from sender_svc.submit import Submission
+
+NAME = "sender-svc"
+
+
+def create_app(settings: Settings | None = None, *, resolver: Resolver | None = None) -> FastAPI:
+    settings = settings or Settings()
+    keyring = load_keyring(settings.transit_keys, "MW_TRANSIT_KEYS", "transit", settings.dev_mode)
+    runtime = ServiceRuntime(NAME, settings, outbox_collections=OUTBOX_COLLECTIONS)
+    repo = Repository(runtime.db, settings.sender_read_cache_s)
+
+    def connection() -> Client:
+        return runtime.bus.connection
+
+    def envelop(data: Event, correlation_id: str | None, event_id: uuid.UUID) -> Envelope[Any]:
+        return make_envelope(data, NAME, correlation_id=correlation_id, event_id=event_id)
+
+    attachments = ObjectAttachments(connection, settings.attachment_buckets)
+    sender = Sender(
+        settings,
+        repo,
+        keyring,
+        attachments,
+        envelop,
+        runtime.wake_relay,
+        runtime.instance,
+        resolver or SystemResolver(),
+    )
+    submission = Submission(
+        repo, attachments, settings.sender_max_message_bytes, sender.offer, lambda: datetime.now(UTC)
+    )
+    handlers = Handlers(repo, submission, runtime.publish, NAME)
+
+    runtime.consume(ProfileCreated, "sender-svc-profile-created", handlers.profile_created)
+    runtime.consume(ProfileUpdated, "sender-svc-profile-updated", handlers.profile_updated)
+    runtime.consume(ProfileDeleted, "sender-svc-profile-deleted", handlers.profile_deleted)
+    runtime.consume(EmailSettingsChanged, "sender-svc-settings", handlers.settings_changed)
+    runtime.consume(MailboxCreated, "sender-svc-mailbox-created", handlers.mailbox_created)
+    runtime.consume(MailboxUpdated, "sender-svc-mailbox-updated", handlers.mailbox_updated)
+    runtime.consume(MailboxStatusChanged, "sender-svc-status", handlers.status_changed)
+    runtime.consume(TestRequested, "sender-svc-logins", handlers.test_requested)
+    runtime.consume(
+        SendEmailRequested, "sender-svc-requests", handlers.send_requested, ConsumerOptions(max_workers=8)
+    )
+    routes = serve_operations(runtime, submission, repo)
+
+    async def start_sending() -> None:
+        await repo.ensure_indexes()
+
+    async def after_connect() -> None:
+        sender.start()
+
+    async def stopping() -> None:
+        sender.stopping()
+
+    async def stop_sending() -> None:
+        # Within the runtime's 5 s shutdown hook; a send cut after DATA is reported uncertain later.
+        await sender.stop(min(settings.shutdown_grace_s, 4.0))
+
+    runtime.on_startup(start_sending)
+    runtime.on_stopping(stopping)
+    runtime.on_shutdown(stop_sending)
+    app = runtime.http_app(title="mailwarden sender-svc", routers=[routes])
+    _start_after_connect(app, after_connect)
+    app.state.repository = repo
+    app.state.sender = sender
+    app.state.submission = submission
+    app.state.handlers = handlers
+    return app
+
+
+def _start_after_connect(app: FastAPI, hook: Any) -> None:
+    """Start sending once NATS is connected (the runtime's startup hooks run before it connects)."""
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(application: FastAPI) -> Any:
+        async with inner(application):
+            await hook()
+            yield
+
+    app.router.lifespan_context = lifespan

@@ -1,0 +1,99 @@
+"""Event handlers: the read models the sender decides from, and send requests arriving as events.
+
+Mailboxes and profiles come from their snapshots, org settings from EmailSettingsChanged, a
+mailbox's outgoing enablement from MailboxStatusChanged, and its outgoing login exactly as
+mailbox-svc sealed it for its last test (TestRequested): still sealed with the transit key ring,
+opened only when connecting. Each is idempotent (newest version or time wins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from contracts.envelope import Envelope, make_envelope
+from contracts.errors import CATALOG
+from contracts.events import (
+    EmailSettingsChanged,
+    FieldError,
+    MailboxCreated,
+    MailboxStatusChanged,
+    MailboxUpdated,
+    ProfileCreated,
+    ProfileDeleted,
+    ProfileUpdated,
+    TestRequested,
+)
+from contracts.models import CredentialSource, Direction, TestError
+from contracts.outgoing import EmailSendFailed, SendEmailRequested
+from contracts.subjects import SEND_FAILED, send_outcome_subject
+from sender_svc.repository import Repository
+from sender_svc.submit import Refused, Submission, refusal_id
+
+Publish = Callable[[Envelope[Any], str | None], Awaitable[Any]]
+
+
+class Handlers:
+    def __init__(self, repo: Repository, submission: Submission, publish: Publish, producer: str) -> None:
+        self.repo = repo
+        self.submission = submission
+        self.publish = publish
+        self.producer = producer
+
+    async def profile_created(self, env: Envelope[ProfileCreated]) -> None:
+        await self.repo.upsert_profile(env.data.profile)
+
+    async def profile_updated(self, env: Envelope[ProfileUpdated]) -> None:
+        await self.repo.upsert_profile(env.data.profile)
+
+    async def profile_deleted(self, env: Envelope[ProfileDeleted]) -> None:
+        await self.repo.delete_profile(env.data.profile_id)
+
+    async def settings_changed(self, env: Envelope[EmailSettingsChanged]) -> None:
+        await self.repo.upsert_settings(env.data.settings)
+
+    async def mailbox_created(self, env: Envelope[MailboxCreated]) -> None:
+        await self.repo.upsert_mailbox(env.data.mailbox)
+
+    async def mailbox_updated(self, env: Envelope[MailboxUpdated]) -> None:
+        await self.repo.upsert_mailbox(env.data.mailbox)
+
+    async def status_changed(self, env: Envelope[MailboxStatusChanged]) -> None:
+        await self.repo.set_enabled(env.data.mailbox.mailbox_id, env.data.enabled_outgoing, env.occurred_at)
+
+    async def test_requested(self, env: Envelope[TestRequested]) -> None:
+        req = env.data
+        if req.credential_source is not CredentialSource.MAILBOX or Direction.OUTGOING not in req.directions:
+            return  # profile logins come with the profile; an incoming-only test says nothing new
+        sealed = req.credentials.outgoing if req.credentials else None
+        if sealed is not None:
+            await self.repo.set_login(req.mailbox.mailbox_id, sealed, req.requested_at)
+
+    async def send_requested(self, env: Envelope[SendEmailRequested]) -> None:
+        """Queue it; a refusal is answered with EmailSendFailed naming the fields (nothing queued)."""
+        req = env.data
+        try:
+            await self.submission.submit(req, env.correlation_id)
+        except Refused as refusal:
+            spec = CATALOG[refusal.code]
+            failed = EmailSendFailed(
+                mailbox_id=req.mailbox_id,
+                idempotency_key=req.idempotency_key,
+                error=TestError(
+                    code=refusal.code,
+                    step="submit",
+                    transient=False,
+                    scope=spec.scope,
+                    message=refusal.detail,
+                ),
+                errors=[FieldError(loc=refusal.field or "body", msg=refusal.detail)],
+                failed_at=datetime.now(UTC),
+            )
+            out = make_envelope(
+                failed,
+                self.producer,
+                correlation_id=env.correlation_id,
+                event_id=refusal_id(req.mailbox_id, req.idempotency_key),
+            )
+            await self.publish(out, send_outcome_subject(SEND_FAILED, req.mailbox_id))

@@ -1,0 +1,24 @@
+"""sender-svc's Prometheus metrics. Labels are bounded enums: never a host, address or mailbox."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SENT = Counter("mailwarden_sender_sent_total", "Messages the server accepted")
+FAILED = Counter("mailwarden_sender_failed_total", "Messages finally not sent, by error code", ["error_code"])
+UNCERTAIN = Counter("mailwarden_sender_uncertain_total", "Messages handed over whose reply was never stored")
+RETRIES = Counter(
+    "mailwarden_sender_retries_total", "Transient failures scheduled for a retry", ["error_code"]
+)
+REFUSED = Counter(
+    "mailwarden_sender_refused_total", "Requests refused at submission, by error code", ["error_code"]
+)
+QUEUE_DEPTH = Gauge("mailwarden_sender_queue_depth", "Messages queued or being sent")
+SEND_SECONDS = Histogram(
+    "mailwarden_sender_send_latency_seconds",
+    "From the request to the server's acceptance",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+CONNECTIONS = Counter(
+    "mailwarden_sender_connections_total", "SMTP sessions, opened or reused for a message", ["how"]
+)

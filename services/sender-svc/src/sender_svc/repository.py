@@ -1,0 +1,322 @@
+"""All of sender-svc's MongoDB access: the read models it decides from and the send queue.
+
+Read models (mailboxes, profiles, org settings) are upserted newest-version-wins, so redelivered or
+reordered events never move them back. A send is one document keyed by (mailbox, idempotency key)
+under a unique index; its state changes and outcome events are written by one update (outbox).
+States: ``queued`` (claimable when due and its lease is free; nothing was handed over yet),
+``sending`` (persisted just before DATA), then ``sent``, ``failed`` or ``uncertain``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
+from contracts.models import SealedSecret
+from contracts.outgoing import SendEmailRequested, send_id
+from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
+
+SENDS = "sends"
+OUTBOX_COLLECTIONS = (SENDS,)
+ORG = "org"
+FREE = datetime(1970, 1, 1, tzinfo=UTC)
+"""``lease_until`` of a send nobody holds (a date, so every claim condition is one range test)."""
+ACTIVE = ("queued", "sending")
+FINAL = ("sent", "failed", "uncertain")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def fingerprint(req: SendEmailRequested) -> str:
+    """The content of a request (what a reused idempotency key must match)."""
+    return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class MailboxView:
+    """What the sender knows about one mailbox."""
+
+    snapshot: MailboxSnapshot | None
+    enabled_outgoing: bool
+    login: SealedSecret | None
+    login_failed: str | None
+
+
+class Repository:
+    def __init__(self, db: AsyncDatabase[Document], read_cache_s: float = 0.0) -> None:
+        self.db = db
+        # Profiles and org settings change rarely and are read twice per mail: kept this long.
+        # Mailboxes (approval, enablement, login) are always read fresh.
+        self.read_cache_s = read_cache_s
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self.mailboxes = db["mailboxes"]
+        self.profiles = db["profiles"]
+        self.settings = db["settings"]
+        self.sends = db[SENDS]
+
+    async def ensure_indexes(self) -> None:
+        await self.sends.create_index([("mailbox_id", ASCENDING), ("key", ASCENDING)], unique=True)
+        await self.sends.create_index([("status", ASCENDING), ("next_at", ASCENDING)])
+
+    # --- read models ---------------------------------------------------------------------------
+    async def _newest(self, coll: str, _id: str, field: str, order: Any, values: Document) -> None:
+        """Set ``values`` unless what is stored is newer by ``field`` (insert when absent)."""
+        newer = {"$or": [{field: {"$lt": order}}, {field: {"$exists": False}}]}
+        try:
+            await self.db[coll].update_one(
+                {"_id": _id, **newer}, {"$set": {field: order, **values}}, upsert=True
+            )
+        except DuplicateKeyError:
+            pass  # a newer version is stored already
+
+    async def upsert_mailbox(self, mailbox: MailboxSnapshot) -> None:
+        data = mailbox.model_dump(mode="json")
+        await self._newest("mailboxes", mailbox.mailbox_id, "version", mailbox.version, {"snapshot": data})
+
+    async def set_enabled(self, mailbox_id: str, enabled_outgoing: bool, at: datetime) -> None:
+        await self._newest("mailboxes", mailbox_id, "status_at", at, {"enabled_outgoing": enabled_outgoing})
+
+    async def set_login(self, mailbox_id: str, sealed: SealedSecret, at: datetime) -> None:
+        await self._newest("mailboxes", mailbox_id, "login_at", at, {"login": sealed.model_dump()})
+
+    async def mark_login_failed(self, mailbox_id: str, sealed_ct: str) -> None:
+        """Remember that this sealed login was refused: later sends with it fail without logging in."""
+        digest = hashlib.sha256(sealed_ct.encode()).hexdigest()
+        await self.mailboxes.update_one({"_id": mailbox_id}, {"$set": {"login_failed": digest}})
+
+    async def mailbox(self, mailbox_id: str) -> MailboxView | None:
+        doc = await self.mailboxes.find_one({"_id": mailbox_id})
+        if doc is None:
+            return None
+        snap = doc.get("snapshot")
+        login = doc.get("login")
+        return MailboxView(
+            snapshot=MailboxSnapshot.model_validate(snap) if snap else None,
+            enabled_outgoing=bool(doc.get("enabled_outgoing", False)),
+            login=SealedSecret.model_validate(login) if login else None,
+            login_failed=doc.get("login_failed"),
+        )
+
+    async def upsert_profile(self, profile: ProfileSnapshot) -> None:
+        data = profile.model_dump(mode="json")
+        await self._newest("profiles", profile.profile_id, "version", profile.version, {"snapshot": data})
+        self._cache.pop(f"profile:{profile.profile_id}", None)
+
+    async def delete_profile(self, profile_id: str) -> None:
+        await self.profiles.delete_one({"_id": profile_id})
+        self._cache.pop(f"profile:{profile_id}", None)
+
+    def _cached(self, key: str) -> Any:
+        hit = self._cache.get(key)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def _keep(self, key: str, value: Any) -> Any:
+        if self.read_cache_s > 0 and value is not None:
+            self._cache[key] = (time.monotonic() + self.read_cache_s, value)
+        return value
+
+    async def profile(self, profile_id: str) -> tuple[ProfileSnapshot, int | None] | None:
+        """The profile and the SIZE its outgoing server advertised last (None: unknown or unlimited)."""
+        key = f"profile:{profile_id}"
+        if (hit := self._cached(key)) is not None:
+            return hit  # type: ignore[no-any-return]
+        doc = await self.profiles.find_one({"_id": profile_id})
+        found = (ProfileSnapshot.model_validate(doc["snapshot"]), doc.get("size_limit")) if doc else None
+        return self._keep(key, found)  # type: ignore[no-any-return]
+
+    async def upsert_settings(self, settings: SettingsSnapshot) -> None:
+        await self._newest(
+            "settings", ORG, "version", settings.version, {"snapshot": settings.model_dump(mode="json")}
+        )
+        self._cache.pop(ORG, None)
+
+    async def org_settings(self) -> SettingsSnapshot:
+        if (hit := self._cached(ORG)) is not None:
+            return hit  # type: ignore[no-any-return]
+        doc = await self.settings.find_one({"_id": ORG})
+        if doc is None:
+            return SettingsSnapshot()
+        return self._keep(ORG, SettingsSnapshot.model_validate(doc["snapshot"]))  # type: ignore[no-any-return]
+
+    async def remember_size(self, host: str, port: int, size: int | None) -> None:
+        """The SIZE a server advertised, kept on the profiles sending through it, so the next
+        submission can be refused before queueing."""
+        await self.profiles.update_many(
+            {"snapshot.outgoing.host": host, "snapshot.outgoing.port": port}, {"$set": {"size_limit": size}}
+        )
+        for key in [k for k in self._cache if k.startswith("profile:")]:
+            del self._cache[key]
+
+    # --- sends ---------------------------------------------------------------------------------
+    async def insert_send(
+        self, req: SendEmailRequested, message_id: str, size: int, correlation_id: str | None
+    ) -> Document | None:
+        """Queue a request; None when its (mailbox, key) exists (then read :meth:`send`)."""
+        at = now()
+        doc: Document = {
+            "_id": str(send_id(req.mailbox_id, req.idempotency_key)),
+            "mailbox_id": req.mailbox_id,
+            "key": req.idempotency_key,
+            "fingerprint": fingerprint(req),
+            "request": req.model_dump(mode="json"),
+            "status": "queued",
+            "attempts": 0,
+            "message_id": message_id,
+            "size": size,
+            "correlation_id": correlation_id,
+            "requested_at": at,
+            "next_at": at,
+            "updated_at": at,
+            "lease_until": FREE,
+            **new_document_outbox([]),
+        }
+        try:
+            await self.sends.insert_one(doc)
+        except DuplicateKeyError:
+            return None
+        return doc
+
+    async def send(self, mailbox_id: str, key: str) -> Document | None:
+        return await self.sends.find_one({"_id": str(send_id(mailbox_id, key))}, {"outbox": 0})
+
+    async def due(self, limit: int) -> list[tuple[str, str]]:
+        """(mailbox, send id) of queued sends that are due and free, oldest first (the sweep)."""
+        at = now()
+        cursor = (
+            self.sends.find(
+                {"status": "queued", "next_at": {"$lte": at}, "lease_until": {"$lt": at}},
+                {"mailbox_id": 1},
+            )
+            .sort("next_at", ASCENDING)
+            .limit(limit)
+        )
+        return [(d["mailbox_id"], d["_id"]) for d in await cursor.to_list(None)]
+
+    async def claim(self, send: str, owner: str, lease_s: float) -> Document | None:
+        """Take one send by id if it is still queued, due and free (a fresh claim token each time)."""
+        at = now()
+        token = uuid.uuid4().hex
+        doc = await self.sends.find_one_and_update(
+            {"_id": send, "status": "queued", "next_at": {"$lte": at}, "lease_until": {"$lt": at}},
+            {
+                "$set": {
+                    "lease_owner": owner,
+                    "lease_token": token,
+                    "lease_until": at + timedelta(seconds=lease_s),
+                }
+            },
+            projection={"outbox": 0},
+            return_document=ReturnDocument.AFTER,
+        )
+        return {k: _aware(v) for k, v in doc.items()} if doc else None
+
+    async def postpone(self, doc: Document, until: datetime) -> None:
+        """Give a claimed send back untried (rate limit): no attempt is counted."""
+        await self.sends.update_one(
+            {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": "queued"},
+            {"$set": {"next_at": until, "lease_until": FREE, "updated_at": now()}},
+        )
+
+    async def mark_sending(self, doc: Document, lease_s: float, ref: Document) -> bool:
+        """Persist 'sending' before DATA; False when the claim was lost (then nothing is sent).
+
+        ``ref`` (the mailbox as events show it) is kept for the uncertain report after a crash."""
+        at = now()
+        result = await self.sends.update_one(
+            {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": "queued"},
+            {
+                "$set": {
+                    "status": "sending",
+                    "mailbox_ref": ref,
+                    "data_started_at": at,
+                    "lease_until": at + timedelta(seconds=lease_s),
+                    "updated_at": at,
+                },
+                "$inc": {"attempts": 1},
+            },
+        )
+        return result.modified_count == 1
+
+    async def finish(
+        self, doc: Document, status: str, attempts: int, outcome: Any, event: Any, subject: str
+    ) -> bool:
+        """Store a final outcome with its event (one update); False when the send was taken from us."""
+        update = with_outbox(
+            {
+                "$set": {
+                    "status": status,
+                    "attempts": attempts,
+                    "outcome": outcome.model_dump(mode="json"),
+                    "lease_until": FREE,
+                    "updated_at": now(),
+                }
+            },
+            [outbox_entry(event, subject)],
+        )
+        result = await self.sends.update_one(
+            {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": {"$in": list(ACTIVE)}}, update
+        )
+        return result.modified_count == 1
+
+    async def retry_later(self, doc: Document, until: datetime, error: Document, count: bool) -> bool:
+        """Back to 'queued' after a transient failure. ``count``: add the attempt (a failure before
+        DATA; :meth:`mark_sending` counted the others)."""
+        update: Document = {
+            "$set": {
+                "status": "queued",
+                "next_at": until,
+                "lease_until": FREE,
+                "last_error": error,
+                "updated_at": now(),
+            }
+        }
+        if count:
+            update["$inc"] = {"attempts": 1}
+        result = await self.sends.update_one(
+            {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": {"$in": list(ACTIVE)}}, update
+        )
+        return result.modified_count == 1
+
+    async def stale_sending(self, limit: int = 100) -> list[Document]:
+        """Sends left in 'sending' past their lease: their sender died between DATA and the outcome."""
+        cursor = self.sends.find({"status": "sending", "lease_until": {"$lt": now()}}, {"outbox": 0}).limit(
+            limit
+        )
+        return [{k: _aware(v) for k, v in d.items()} for d in await cursor.to_list(None)]
+
+    async def mark_uncertain(self, doc: Document, outcome: Any, event: Any, subject: str) -> bool:
+        update = with_outbox(
+            {
+                "$set": {
+                    "status": "uncertain",
+                    "outcome": outcome.model_dump(mode="json"),
+                    "lease_until": FREE,
+                }
+            },
+            [outbox_entry(event, subject)],
+        )
+        result = await self.sends.update_one(
+            {"_id": doc["_id"], "status": "sending", "lease_until": {"$lt": now()}}, update
+        )
+        return result.modified_count == 1
+
+    async def queue_depth(self) -> int:
+        return await self.sends.count_documents({"status": {"$in": list(ACTIVE)}})

@@ -1,0 +1,484 @@
+"""The send loop: claim a due message, send it over a (reused) connection, store the outcome.
+
+Never a duplicate: 'sending' is stored, under this claim's token, before DATA; only one claim can
+make that step. A message whose sender dies after it and before the outcome is stored stays in
+'sending' until its lease ends, then :meth:`Sender.recover` reports it uncertain, never resends.
+Transient failures (4xx, connection lost, timeouts) go back to the queue with a stored backoff;
+permanent ones and the last attempt are final. An ``auth_failed`` is final too, published for
+mailbox-svc's retry-or-disable policy, and the same sealed login is not tried again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from contracts.envelope import Envelope
+from contracts.errors import CATALOG, ErrorCode
+from contracts.events import Event
+from contracts.models import MailboxRef, TestError
+from contracts.outgoing import (
+    EmailSendFailed,
+    EmailSendUncertain,
+    EmailSent,
+    RecipientRefusal,
+    SendEmailRequested,
+)
+from contracts.subjects import SEND_FAILED, SEND_SENT, SEND_UNCERTAIN, send_outcome_subject
+from mailwarden_mailnet.errors import NetError
+from mailwarden_mailnet.login import Login, open_login
+from mailwarden_mailnet.policy import EgressPolicy
+from mailwarden_mailnet.resolve import Resolver
+from mailwarden_mailnet.smtp import DataUncertain, Reply, SmtpRefused, SmtpTarget, Timeouts, open_smtp
+from mailwarden_mailnet.tls import TlsContexts
+from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.loop import BackgroundLoop
+from mailwarden_runtime.mongo import Document
+from sender_svc import metrics, mime
+from sender_svc.attachments import ObjectAttachments
+from sender_svc.candidates import Candidates
+from sender_svc.config import Settings
+from sender_svc.pool import ConnectionPool, Session
+from sender_svc.repository import Repository, now
+from sender_svc.submit import Refused, Sendable, sendable
+
+log = logging.getLogger(__name__)
+Envelop = Callable[[Event, str | None, uuid.UUID], Envelope[Any]]
+
+
+class _ClaimLost(Exception):
+    """Another sender took the message before DATA: leave it alone."""
+
+
+@dataclass
+class _Attempt:
+    doc: Document
+    req: SendEmailRequested
+    target: Sendable | None = None
+    data_started: bool = False
+    step: str = "prepare"
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class RateLimiter:
+    """Per-mailbox token bucket: ``per_minute`` with bursts of ``burst`` (this process's share)."""
+
+    def __init__(self, per_minute: float, burst: float) -> None:
+        self.rate_s = per_minute / 60.0
+        self.burst = max(1.0, burst)
+        self._tokens: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float:
+        """0 when a message may go now (a token is taken), else the seconds until one may."""
+        t = time.monotonic()
+        tokens, at = self._tokens.get(key, (self.burst, t))
+        tokens = min(self.burst, tokens + (t - at) * self.rate_s)
+        if tokens >= 1.0:
+            self._tokens[key] = (tokens - 1.0, t)
+            return 0.0
+        self._tokens[key] = (tokens, t)
+        return (1.0 - tokens) / self.rate_s
+
+    def try_take(self, key: str) -> bool:
+        """Take a token when one is there (no await between the check and the take)."""
+        return self.take(key) == 0.0
+
+    def refund(self, key: str) -> None:
+        """Give back a token taken for a message that was not sent after all."""
+        tokens, at = self._tokens.get(key, (self.burst, time.monotonic()))
+        self._tokens[key] = (min(self.burst, tokens + 1.0), at)
+
+
+def refusals(items: list[tuple[str, Reply]]) -> list[RecipientRefusal]:
+    return [
+        RecipientRefusal(
+            address=address,
+            reply_code=reply.code,
+            enhanced_code=reply.enhanced,
+            message=reply.text,
+            permanent=reply.code >= 500,
+        )
+        for address, reply in items
+    ]
+
+
+class Sender:
+    def __init__(
+        self,
+        settings: Settings,
+        repo: Repository,
+        keyring: KeyRing,
+        attachments: ObjectAttachments,
+        envelop: Envelop,
+        wake_relay: Callable[[], None],
+        owner: str,
+        resolver: Resolver,
+    ) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.keyring = keyring
+        self.attachments = attachments
+        self.envelop = envelop
+        self.wake_relay = wake_relay
+        self.owner = owner
+        self.resolver = resolver
+        self.tls = TlsContexts(settings.sender_ca_file)
+        self.policy = EgressPolicy(settings.allow_networks)
+        self.timeouts = Timeouts(
+            dns_s=settings.sender_dns_timeout_s,
+            step_s=settings.sender_step_timeout_s,
+            data_s=settings.sender_data_timeout_s,
+        )
+        self.pool = ConnectionPool(settings.sender_idle_keep_s)
+        self.rate = RateLimiter(settings.sender_rate_per_minute, settings.sender_rate_burst)
+        self.candidates = Candidates()
+        self._sweeper = BackgroundLoop("sender-sweep", self._sweep, settings.sender_sweep_s)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._recovery = BackgroundLoop(
+            "sender-recovery", self._recover_pass, min(5.0, settings.sender_lease_s / 2)
+        )
+        self._stopping = False
+        self._sizes: dict[str, int | None] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.pool.start()
+        self._recovery.start()
+        self._sweeper.start()
+        for i in range(self.settings.sender_concurrency):
+            self._tasks.append(asyncio.create_task(self._work(), name=f"sender-{i}"))
+
+    def stopping(self) -> None:
+        """No new claims; messages being sent finish (within the service's grace)."""
+        self._stopping = True
+        self.candidates.changed.set()
+
+    async def stop(self, grace_s: float) -> None:
+        self.stopping()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._tasks.clear()
+        await self._recovery.stop()
+        await self._sweeper.stop()
+        await self.pool.close()
+
+    # --- the loop ------------------------------------------------------------------------------
+    async def _work(self) -> None:
+        prefer: str | None = None
+        while not self._stopping:
+            try:
+                prefer = await self._one(prefer)
+            except Exception:  # the database or NATS failed: the message stays claimed until its lease ends
+                log.exception("sending loop failed; going on")
+                prefer = None
+                await asyncio.sleep(self.settings.sender_poll_s)
+
+    async def _one(self, prefer: str | None) -> str | None:
+        """Claim and send one message; returns the mailbox to prefer next (its connection is warm)."""
+        item = self.candidates.take(prefer, self.rate.try_take)  # a token is taken with the item
+        if item is None:
+            self.candidates.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.candidates.changed.wait(), self.settings.sender_poll_s)
+            return None
+        mailbox_id, send = item
+        doc = await self.repo.claim(send, self.owner, self.settings.sender_lease_s)
+        if doc is None:  # sent, taken by another sender, or not due: the hint was stale
+            self.rate.refund(mailbox_id)
+            return prefer
+        await self.process(doc)
+        return mailbox_id
+
+    def offer(self, mailbox_id: str, send: str) -> None:
+        """A send just queued here: a hint for the next free loop (the sweep finds the others)."""
+        self.candidates.add(mailbox_id, send)
+
+    async def _sweep(self) -> bool:
+        if len(self.candidates) < 4 * self.settings.sender_concurrency:
+            for mailbox_id, send in await self.repo.due(1000):
+                self.candidates.add(mailbox_id, send)
+        return False
+
+    async def process(self, doc: Document) -> None:
+        """One attempt at one claimed message; every way it can end is stored."""
+        attempt = _Attempt(doc, SendEmailRequested.model_validate(doc["request"]))
+        try:
+            await self._attempt(attempt)
+        except _ClaimLost:
+            log.info("message taken by another sender before DATA", extra={"send_id": doc["_id"]})
+        except asyncio.CancelledError:
+            if not attempt.data_started:  # nothing handed over: free it for another sender now
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.repo.postpone(doc, now()))
+            raise
+        except DataUncertain as exc:
+            await self._uncertain(attempt, f"no reply after the message was sent ({exc.code.value})")
+        except Refused as exc:
+            await self._failed(attempt, exc.code, exc.detail)
+        except NetError as exc:
+            await self._net_error(attempt, exc)
+        except Exception as exc:
+            log.exception("sending failed unexpectedly", extra={"send_id": doc["_id"]})
+            if attempt.data_started:
+                await self._uncertain(attempt, f"the sender failed after DATA ({type(exc).__name__})")
+            else:
+                await self._net_error(attempt, NetError(ErrorCode.INTERNAL_ERROR, type(exc).__name__))
+
+    async def _attempt(self, attempt: _Attempt) -> None:
+        doc, req = attempt.doc, attempt.req
+        target = attempt.target = await sendable(self.repo, req.mailbox_id)
+        if target.login_failed == digest(target.login.ct):
+            raise NetError(
+                ErrorCode.AUTH_FAILED, "this login was refused before; waiting for new credentials"
+            )
+        login = open_login(target.login, target.binding, self.keyring)
+        data = await self.attachments.read(req)
+        built = mime.build(
+            req,
+            from_email=target.mailbox.email,
+            from_name=target.mailbox.owner.name,
+            msg_id=doc["message_id"],
+            date=doc["requested_at"],
+            attachments=data,
+        )
+        if len(built.data) > self.settings.sender_max_message_bytes:
+            raise NetError(ErrorCode.MESSAGE_TOO_LARGE, f"{len(built.data)} bytes")
+        sender_address, _ = mime.ascii_domain(target.mailbox.email, "mailbox_id")
+        attempt.step = "connect"
+        session = await self._session(target, login)
+        ref = target.ref.model_dump(mode="json")
+
+        async def before_data() -> None:
+            if not await self.repo.mark_sending(doc, self.settings.sender_lease_s, ref):
+                raise _ClaimLost
+            attempt.data_started = True
+            attempt.step = "data"
+
+        keep = False
+        try:
+            attempt.step = "envelope"
+            try:
+                tx = await session.conn.send(
+                    sender_address, built.recipients, built.data, utf8=built.utf8, before_data=before_data
+                )
+            except NetError as exc:
+                if not (session.reused and not attempt.data_started and not isinstance(exc, SmtpRefused)):
+                    keep = isinstance(exc, SmtpRefused) and not session.conn.closed
+                    raise
+                # An idle connection the server had dropped: once more on a fresh one.
+                await self.pool.release(session, keep=False)
+                session = await self._session(target, login, fresh=True)
+                tx = await session.conn.send(
+                    sender_address, built.recipients, built.data, utf8=built.utf8, before_data=before_data
+                )
+            keep = True
+        finally:
+            with contextlib.suppress(Exception):
+                await self.pool.release(session, keep and not session.conn.closed)
+        assert tx.final is not None
+        await self._sent(attempt, tx.accepted, refusals(tx.refused), str(tx.final), len(built.data))
+
+    async def _session(self, target: Sendable, login: Login, fresh: bool = False) -> Session:
+        ep = target.profile.outgoing
+        adv = target.profile.advanced
+        host = f"{ep.host}:{ep.port}"
+        key = f"{host}|{target.mailbox.mailbox_id}|{digest(target.login.ct)[:16]}"
+        smtp_target = SmtpTarget(
+            endpoint=ep,
+            allowed_ports=target.allowed_ports,
+            verify_tls=adv.verify_tls,
+            allow_plaintext_auth=adv.allow_plaintext_auth,
+        )
+        timeouts = Timeouts(
+            connect_s=adv.connect_timeout_s,
+            dns_s=self.timeouts.dns_s,
+            step_s=self.timeouts.step_s,
+            data_s=self.timeouts.data_s,
+        )
+
+        async def opener() -> Any:
+            conn = await open_smtp(
+                smtp_target,
+                login,
+                policy=self.policy,
+                resolver=self.resolver,
+                tls=self.tls.for_target,
+                ehlo_name=self.settings.sender_ehlo_name,
+                timeouts=timeouts,
+            )
+            if conn.size_limit != self._sizes.get(host):
+                await self.repo.remember_size(ep.host, ep.port, conn.size_limit)
+                self._sizes[host] = conn.size_limit
+            return conn
+
+        if fresh:
+            key += f"|{uuid.uuid4().hex}"  # never handed an idle connection
+        try:
+            async with asyncio.timeout(self.settings.sender_lease_s / 2):
+                return await self.pool.acquire(key, host, adv.max_concurrent_connections, opener)
+        except TimeoutError:
+            raise NetError(ErrorCode.STEP_TIMEOUT, "no free connection to the server in time") from None
+
+    # --- outcomes ------------------------------------------------------------------------------
+    def _ids(self, doc: Document, outcome: str) -> uuid.UUID:
+        return uuid.uuid5(uuid.UUID(doc["_id"]), outcome)
+
+    def _attempts(self, attempt: _Attempt) -> int:
+        # mark_sending counted this attempt in the database; before DATA it is counted here.
+        return int(attempt.doc["attempts"]) + 1
+
+    async def _store(self, attempt: _Attempt, status: str, event: Event, subject: str) -> None:
+        doc = attempt.doc
+        envelope = self.envelop(event, doc.get("correlation_id"), self._ids(doc, status))
+        if not await self.repo.finish(doc, status, self._attempts(attempt), event, envelope, subject):
+            log.warning(
+                "outcome not stored: the message was taken from this sender", extra={"send_id": doc["_id"]}
+            )
+            return
+        self.wake_relay()
+
+    async def _sent(
+        self, attempt: _Attempt, accepted: list[str], refused: list[RecipientRefusal], reply: str, size: int
+    ) -> None:
+        doc, req = attempt.doc, attempt.req
+        assert attempt.target is not None
+        sent_at = datetime.now(UTC)
+        event = EmailSent(
+            mailbox=attempt.target.ref,
+            idempotency_key=req.idempotency_key,
+            message_id=doc["message_id"],
+            accepted=accepted,
+            refused=refused,
+            reply=reply[:300],
+            size=size,
+            attempts=self._attempts(attempt),
+            requested_at=doc["requested_at"],
+            sent_at=sent_at,
+        )
+        await self._store(attempt, "sent", event, send_outcome_subject(SEND_SENT, req.mailbox_id))
+        metrics.SENT.inc()
+        metrics.SEND_SECONDS.observe((sent_at - doc["requested_at"]).total_seconds())
+
+    async def _failed(
+        self,
+        attempt: _Attempt,
+        code: ErrorCode,
+        detail: str,
+        reply: Reply | None = None,
+        refused: list[RecipientRefusal] | None = None,
+    ) -> None:
+        doc, req = attempt.doc, attempt.req
+        spec = CATALOG[code]
+        event = EmailSendFailed(
+            mailbox_id=req.mailbox_id,
+            mailbox=attempt.target.ref if attempt.target else _ref_or_none(doc),
+            idempotency_key=req.idempotency_key,
+            message_id=doc["message_id"],
+            error=TestError(
+                code=code, step=attempt.step, transient=spec.transient, scope=spec.scope, message=detail[:300]
+            ),
+            reply_code=reply.code if reply else None,
+            enhanced_code=reply.enhanced if reply else None,
+            refused=refused or [],
+            attempts=self._attempts(attempt),
+            failed_at=datetime.now(UTC),
+        )
+        await self._store(attempt, "failed", event, send_outcome_subject(SEND_FAILED, req.mailbox_id))
+        metrics.FAILED.labels(error_code=code.value).inc()
+
+    async def _net_error(self, attempt: _Attempt, exc: NetError) -> None:
+        reply = exc.reply if isinstance(exc, SmtpRefused) else None
+        refused = refusals(exc.refused) if isinstance(exc, SmtpRefused) else []
+        if exc.code is ErrorCode.AUTH_FAILED and attempt.target is not None:
+            await self.repo.mark_login_failed(attempt.req.mailbox_id, attempt.target.login.ct)
+        transient = CATALOG[exc.code].transient or (reply is not None and 400 <= reply.code < 500)
+        if exc.code is ErrorCode.AUTH_FAILED:
+            transient = False
+        attempts = self._attempts(attempt)
+        if transient and attempts < self.settings.sender_max_attempts:
+            delay = min(
+                self.settings.sender_backoff_max_s, self.settings.sender_backoff_s * 2 ** (attempts - 1)
+            )
+            delay *= random.uniform(0.9, 1.1)
+            error = {
+                "code": exc.code.value,
+                "detail": exc.detail[:300],
+                "reply": str(reply) if reply else None,
+            }
+            await self.repo.retry_later(
+                attempt.doc, now() + timedelta(seconds=delay), error, count=not attempt.data_started
+            )
+            metrics.RETRIES.labels(error_code=exc.code.value).inc()
+            return
+        await self._failed(attempt, exc.code, exc.detail or exc.code.value, reply, refused)
+
+    async def _uncertain(self, attempt: _Attempt, reason: str) -> None:
+        doc, req = attempt.doc, attempt.req
+        event = EmailSendUncertain(
+            mailbox=attempt.target.ref if attempt.target else _stored_ref(doc),
+            idempotency_key=req.idempotency_key,
+            message_id=doc["message_id"],
+            reason=reason[:300],
+            data_started_at=doc.get("data_started_at") or datetime.now(UTC),
+            detected_at=datetime.now(UTC),
+        )
+        await self._store(attempt, "uncertain", event, send_outcome_subject(SEND_UNCERTAIN, req.mailbox_id))
+        metrics.UNCERTAIN.inc()
+
+    # --- crash recovery ------------------------------------------------------------------------
+    async def recover(self) -> int:
+        """Report every message left in 'sending' past its lease as uncertain; returns how many."""
+        count = 0
+        for doc in await self.repo.stale_sending():
+            req = SendEmailRequested.model_validate(doc["request"])
+            event = EmailSendUncertain(
+                mailbox=_stored_ref(doc),
+                idempotency_key=req.idempotency_key,
+                message_id=doc["message_id"],
+                reason="the sender stopped after handing the message over, before storing the reply",
+                data_started_at=doc.get("data_started_at") or doc["updated_at"],
+                detected_at=datetime.now(UTC),
+            )
+            envelope = self.envelop(event, doc.get("correlation_id"), self._ids(doc, "uncertain"))
+            subject = send_outcome_subject(SEND_UNCERTAIN, req.mailbox_id)
+            if await self.repo.mark_uncertain(doc, event, envelope, subject):
+                count += 1
+                metrics.UNCERTAIN.inc()
+        if count:
+            self.wake_relay()
+        return count
+
+    async def _recover_pass(self) -> bool:
+        await self.recover()
+        metrics.QUEUE_DEPTH.set(await self.repo.queue_depth())
+        return False
+
+
+def _ref_or_none(doc: Document) -> MailboxRef | None:
+    ref = doc.get("mailbox_ref")
+    return MailboxRef.model_validate(ref) if ref else None
+
+
+def _stored_ref(doc: Document) -> MailboxRef:
+    ref = doc.get("mailbox_ref")
+    if ref is None:
+        raise NetError(ErrorCode.INTERNAL_ERROR, "no mailbox reference stored")
+    return MailboxRef.model_validate(ref)
+
+
+__all__ = ["RateLimiter", "Sender"]

@@ -1,0 +1,196 @@
+"""Taking a send request in: every check first, then one insert (or the answer already stored).
+
+The same checks serve the event, HTTP and request-reply: the mailbox may send (known, active,
+outgoing delivery by server-side sync, approved where the organisation requires it, enabled for
+outgoing email by its last test, a login at hand), the addresses are deliverable, the attachments
+exist, and the message fits the configured size and the size the server last advertised. A
+refusal names the field and its catalog code; nothing is stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from contracts.errors import ErrorCode
+from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
+from contracts.models import CredentialSource, DeliveryMethod, Direction, MailboxRef, OwnerKind, SealedSecret
+from contracts.outgoing import SendEmailRequested, send_id
+from mailwarden_mailnet.login import transit_binding
+from mailwarden_runtime.http import DomainError
+from mailwarden_runtime.mongo import Document
+from sender_svc import metrics, mime
+from sender_svc.attachments import AttachmentError, ObjectAttachments
+from sender_svc.repository import Repository, fingerprint
+
+
+class Refused(DomainError):
+    """A refused request: HTTP status, the field at fault and the catalog code events carry."""
+
+    def __init__(self, status: int, code: ErrorCode, detail: str, field: str) -> None:
+        super().__init__(status, detail, field)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Sendable:
+    """A mailbox that may send, with what sending needs."""
+
+    mailbox: MailboxSnapshot
+    profile: ProfileSnapshot
+    ref: MailboxRef
+    login: SealedSecret
+    binding: str
+    allowed_ports: tuple[int, ...]
+    login_failed: str | None
+    size_limit: int | None
+    """The SIZE the profile's outgoing server advertised when last connected."""
+
+
+def approved(mailbox: MailboxSnapshot, settings: SettingsSnapshot) -> bool:
+    required = (
+        settings.approved_users_only
+        if mailbox.owner.kind is OwnerKind.USER
+        else settings.approved_queues_only
+    )
+    return mailbox.approval == "approved" or (not required and mailbox.approval != "rejected")
+
+
+async def sendable(repo: Repository, mailbox_id: str) -> Sendable:
+    """The mailbox and what it sends with, or the precise reason it may not send now."""
+    view = await repo.mailbox(mailbox_id)
+    if view is None or view.snapshot is None:
+        raise Refused(404, ErrorCode.OUTGOING_NOT_ENABLED, "no such mailbox", "mailbox_id")
+    mbx = view.snapshot
+
+    def no(code: ErrorCode, why: str, status: int = 409) -> Refused:
+        return Refused(status, code, why, "mailbox_id")
+
+    if not mbx.active:
+        raise no(ErrorCode.OUTGOING_NOT_ENABLED, "the mailbox is inactive")
+    if mbx.outgoing_delivery is not DeliveryMethod.SERVER_SIDE_SYNC:
+        raise no(
+            ErrorCode.OUTGOING_NOT_ENABLED,
+            "the mailbox's outgoing delivery is not server-side synchronization",
+        )
+    settings = await repo.org_settings()
+    if not approved(mbx, settings):
+        raise no(ErrorCode.MAILBOX_NOT_APPROVED, "the mailbox is not approved (the organisation requires it)")
+    if not view.enabled_outgoing:
+        raise no(
+            ErrorCode.OUTGOING_NOT_ENABLED, "the mailbox is not enabled for outgoing email (Test & Enable it)"
+        )
+    found = await repo.profile(mbx.profile_id) if mbx.profile_id else None
+    if found is None:
+        raise no(ErrorCode.OUTGOING_NOT_ENABLED, "the mailbox has no known email server profile")
+    profile, size_limit = found
+    if profile.credential_source is CredentialSource.PROFILE:
+        sealed = profile.sealed_credentials.outgoing if profile.sealed_credentials else None
+    else:
+        sealed = view.login
+    if sealed is None:
+        raise no(
+            ErrorCode.CREDENTIALS_MISSING, "no outgoing login is known for the mailbox (Test & Enable it)"
+        )
+    binding = transit_binding(
+        profile.credential_source, profile.profile_id, mbx.mailbox_id, Direction.OUTGOING
+    )
+    ref = MailboxRef(
+        mailbox_id=mbx.mailbox_id,
+        email=mbx.email,
+        owner=mbx.owner,
+        profile_id=profile.profile_id,
+        profile_owner=profile.owner,
+    )
+    return Sendable(
+        mbx, profile, ref, sealed, binding, tuple(settings.allowed_ports), view.login_failed, size_limit
+    )
+
+
+class Submission:
+    def __init__(
+        self,
+        repo: Repository,
+        attachments: ObjectAttachments,
+        max_bytes: int,
+        offer: Callable[[str, str], None],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.repo = repo
+        self.attachments = attachments
+        self.max_bytes = max_bytes
+        self.offer = offer
+        self.clock = clock
+
+    async def submit(
+        self, req: SendEmailRequested, correlation_id: str | None = None
+    ) -> tuple[Document, bool]:
+        """Queue ``req`` once; returns the stored send and whether it existed already.
+
+        A key submitted before answers that send, even when the request would be refused now."""
+        try:
+            return await self._queue(req, correlation_id)
+        except Refused as refusal:
+            existing = await self.repo.send(req.mailbox_id, req.idempotency_key)
+            if existing is not None:
+                return self._same(existing, req), True
+            metrics.REFUSED.labels(error_code=refusal.code.value).inc()
+            raise
+
+    def _same(self, existing: Document, req: SendEmailRequested) -> Document:
+        if existing["fingerprint"] != fingerprint(req):
+            raise Refused(
+                409,
+                ErrorCode.MESSAGE_REFUSED,
+                "this idempotency key was used for a different message",
+                "idempotency_key",
+            )
+        return existing
+
+    async def _queue(self, req: SendEmailRequested, correlation_id: str | None) -> tuple[Document, bool]:
+        target = await sendable(self.repo, req.mailbox_id)
+        try:
+            object_sizes = await self.attachments.sizes(req)
+        except AttachmentError as exc:
+            raise Refused(422, ErrorCode.ATTACHMENT_UNAVAILABLE, str(exc), exc.field) from None
+        msg_id = mime.message_id(send_id(req.mailbox_id, req.idempotency_key), target.mailbox.email)
+        inline = {i: a.inline_bytes() or b"" for i, a in enumerate(req.attachments)}
+        try:
+            built = mime.build(
+                req,
+                from_email=target.mailbox.email,
+                from_name=target.mailbox.owner.name,
+                msg_id=msg_id,
+                date=self.clock(),
+                attachments=inline,
+            )
+        except mime.AddressError as exc:
+            raise Refused(422, ErrorCode.RECIPIENT_REFUSED, str(exc), exc.field) from None
+        size = mime.estimated_size(len(built.data), object_sizes)
+        self._fits(size, self.max_bytes, "the configured limit")
+        if target.size_limit:
+            self._fits(size, target.size_limit, "the server's advertised SIZE")
+        doc = await self.repo.insert_send(req, msg_id, size, correlation_id)
+        if doc is None:  # submitted before (or by a concurrent request that won)
+            stored = await self.repo.send(req.mailbox_id, req.idempotency_key)
+            assert stored is not None
+            return self._same(stored, req), True
+        self.offer(req.mailbox_id, doc["_id"])
+        return doc, False
+
+    @staticmethod
+    def _fits(size: int, limit: int, what: str) -> None:
+        if size > limit:
+            raise Refused(
+                422,
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"the message is about {size} bytes; {what} is {limit}",
+                "attachments",
+            )
+
+
+def refusal_id(mailbox_id: str, key: str) -> uuid.UUID:
+    """The event id of a refusal: one per (mailbox, key), so a redelivered request refuses once."""
+    return uuid.uuid5(send_id(mailbox_id, key), "refused")
