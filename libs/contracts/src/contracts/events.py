@@ -77,6 +77,7 @@ class AdvancedOptions(Frozen):
     min_polling_interval_min: Annotated[int, Field(ge=0, le=1440)] = 0
     max_concurrent_connections: Annotated[int, Field(ge=1, le=300)] = 10
     move_failed_to_undeliverable: bool = False
+    pop3_delete_after_sync: bool = False
     connect_timeout_s: Annotated[float, Field(gt=0, le=100)] = 15.0
     verify_tls: bool = True
     tls_verification_exception: str | None = None

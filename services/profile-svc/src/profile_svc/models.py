@@ -82,6 +82,9 @@ class AdvancedIn(Strict):
     min_polling_interval_min: PollMinutes = 0
     max_concurrent_connections: Connections = 10
     move_failed_to_undeliverable: bool = False
+    pop3_delete_after_sync: bool = Field(
+        False, description="POP3 sync: delete each message from the server once published (default: keep)."
+    )
     connect_timeout_s: TimeoutS = 15.0
     verify_tls: bool = True
     tls_verification_exception: Reason | None = Field(
@@ -104,6 +107,7 @@ class AdvancedPatch(Strict):
     min_polling_interval_min: PollMinutes | None = None
     max_concurrent_connections: Connections | None = None
     move_failed_to_undeliverable: bool | None = None
+    pop3_delete_after_sync: bool | None = None
     connect_timeout_s: TimeoutS | None = None
     verify_tls: bool | None = None
     tls_verification_exception: Reason | None = None

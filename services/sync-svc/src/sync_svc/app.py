@@ -1,0 +1,122 @@
+"""sync-svc: synchronizes the INBOX of enabled mailboxes into EmailReceived events.
+
+Run: ``uvicorn --factory sync_svc.app:create_app``. Scales out: every process runs the same
+worker, and leases in NATS KV decide which process syncs which mailbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from fastapi import FastAPI
+from nats.aio.client import Client
+
+from contracts.envelope import Envelope
+from contracts.events import (
+    EmailSettingsChanged,
+    MailboxCreated,
+    MailboxStatusChanged,
+    MailboxUpdated,
+    ProfileCreated,
+    ProfileDeleted,
+    ProfileUpdated,
+    TestRequested,
+)
+from contracts.subjects import TEST_REQUESTED
+from mailwarden_mailnet.resolve import Resolver, SystemResolver
+from mailwarden_mailnet.tls import TlsContexts
+from mailwarden_mailnet.wire import Limits
+from mailwarden_runtime.keys import load_keyring
+from mailwarden_runtime.service import ServiceRuntime
+from sync_svc.api import build_router, register_rpc
+from sync_svc.config import Settings
+from sync_svc.connect import NetEnv
+from sync_svc.episodes import Episodes
+from sync_svc.handlers import Handlers
+from sync_svc.hosts import HostSlots
+from sync_svc.leases import LeaseTable
+from sync_svc.operations import Operations
+from sync_svc.publisher import Publisher
+from sync_svc.rawstore import RawStore
+from sync_svc.repository import Repository
+from sync_svc.session import Services, SyncOptions
+from sync_svc.worker import Worker
+
+NAME = "sync-svc"
+SESSION_BYTES = 4_194_304  # budget of a session's own replies (greeting, listings); FETCH budgets per message
+
+
+def create_app(settings: Settings | None = None, *, resolver: Resolver | None = None) -> FastAPI:
+    settings = settings or Settings()
+    keyring = load_keyring(settings.transit_keys, "MW_TRANSIT_KEYS", "transit", settings.dev_mode)
+    runtime = ServiceRuntime(NAME, settings)
+    repo = Repository(runtime.db)
+
+    def connection() -> Client | None:
+        with contextlib.suppress(Exception):  # not connected yet
+            return runtime.broker.connection
+        return None
+
+    async def publish(envelope: Envelope[Any], subject: str) -> None:
+        await runtime.publish(envelope, subject)
+
+    env = NetEnv(
+        resolver=resolver or SystemResolver(),
+        tls=TlsContexts(settings.sync_ca_file),
+        allow_networks=settings.allow_networks,
+        step_timeout_s=settings.sync_step_timeout_s,
+        dns_timeout_s=settings.sync_dns_timeout_s,
+        limits=Limits(settings.sync_max_line_bytes, SESSION_BYTES),
+    )
+    raw = RawStore(
+        connection, settings.sync_raw_bucket, settings.sync_raw_max_age_days, settings.stream_replicas
+    )
+    services = Services(
+        repo=repo,
+        env=env,
+        keyring=keyring,
+        publisher=Publisher(raw, publish, NAME, settings.sync_preview_chars),
+        episodes=Episodes(repo, publish, NAME, settings.sync_retry_base_s, settings.sync_retry_max_s),
+        hosts=HostSlots(),
+        options=SyncOptions(
+            fetch_batch=settings.sync_fetch_batch,
+            max_message_bytes=settings.sync_max_message_bytes,
+            idle=settings.sync_idle,
+            idle_renew_s=settings.sync_idle_renew_s,
+            poll_jitter=settings.sync_poll_jitter,
+        ),
+    )
+    leases = LeaseTable(
+        connection, runtime.instance, settings.sync_lease_ttl_s, replicas=settings.stream_replicas
+    )
+    worker = Worker(
+        services,
+        leases,
+        reconcile_s=settings.sync_reconcile_s,
+        poll_floor_s=settings.sync_poll_floor_s,
+        max_mailboxes=settings.sync_max_sessions,
+    )
+    handlers = Handlers(repo, worker.wake)
+    runtime.consume(ProfileCreated, "sync-svc-profile-created", handlers.profile_created)
+    runtime.consume(ProfileUpdated, "sync-svc-profile-updated", handlers.profile_updated)
+    runtime.consume(ProfileDeleted, "sync-svc-profile-deleted", handlers.profile_deleted)
+    runtime.consume(EmailSettingsChanged, "sync-svc-settings", handlers.settings_changed)
+    runtime.consume(MailboxCreated, "sync-svc-mailbox-created", handlers.mailbox_created)
+    runtime.consume(MailboxUpdated, "sync-svc-mailbox-updated", handlers.mailbox_updated)
+    runtime.consume(MailboxStatusChanged, "sync-svc-status", handlers.status_changed)
+    runtime.consume(TestRequested, "sync-svc-logins", handlers.test_requested, subject=TEST_REQUESTED)
+    ops = Operations(repo, lambda: set(worker.targets), worker.wake)
+    register_rpc(runtime, ops)
+
+    async def start_worker() -> None:
+        await repo.ensure_indexes()
+        worker.start()
+
+    runtime.on_startup(start_worker)
+    runtime.on_stopping(worker.stop)
+    app = runtime.http_app(title="mailwarden sync-svc", routers=[build_router(ops)])
+    app.state.worker = worker
+    app.state.repository = repo
+    app.state.raw = raw
+    return app

@@ -1,0 +1,90 @@
+"""sync-svc settings (env prefix ``MW_``): egress policy, trust, limits, timeouts, leases."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from mailwarden_mailnet.policy import Network, parse_networks
+from mailwarden_runtime.settings import ServiceSettings, TransitKeySettings
+
+
+class Settings(ServiceSettings, TransitKeySettings):
+    sync_allow_networks: str = Field(
+        "",
+        description="Comma list of CIDRs the sync may reach although private/loopback (on-premises servers).",
+    )
+    sync_ca_file: str | None = Field(None, description="Extra CA bundle trusted besides the system CAs.")
+    sync_max_sessions: int = Field(
+        200,
+        ge=1,
+        le=10_000,
+        description="Mailboxes this process synchronizes at once (its connection budget).",
+    )
+    sync_max_message_bytes: int = Field(
+        26_214_400,
+        ge=65_536,
+        le=268_435_456,
+        description="Size cap: a larger message gives headers only and too_large (its raw bytes are not stored).",
+    )
+    sync_preview_chars: int = Field(
+        500, ge=0, le=2000, description="Length of the text preview in EmailReceived."
+    )
+    sync_fetch_batch: int = Field(
+        100, ge=1, le=1000, description="Messages fetched per IMAP UID FETCH command."
+    )
+    sync_idle: bool = Field(True, description="Use IMAP IDLE where the server offers it (else poll).")
+    sync_idle_renew_s: float = Field(
+        1500.0,
+        ge=5,
+        le=1740,
+        description="Re-issue IDLE after this long (RFC 2177: servers drop it at 30 min).",
+    )
+    sync_poll_floor_s: float = Field(
+        60.0,
+        ge=0.05,
+        le=86_400,
+        description="Shortest poll interval; the profile's minimum polling interval applies when longer.",
+    )
+    sync_poll_jitter: float = Field(
+        0.1, ge=0, le=0.5, description="Random share added to each poll interval."
+    )
+    sync_step_timeout_s: float = Field(30.0, gt=0, le=600, description="Deadline of each protocol step.")
+    sync_dns_timeout_s: float = Field(5.0, gt=0, le=60, description="Deadline of a DNS lookup.")
+    sync_max_line_bytes: int = Field(
+        65_536, ge=1024, le=1_048_576, description="Longest server response line."
+    )
+    sync_retry_base_s: float = Field(
+        5.0, gt=0, le=3600, description="First wait after a failed sync (doubles)."
+    )
+    sync_retry_max_s: float = Field(900.0, gt=0, le=86_400, description="Longest wait between failed syncs.")
+    sync_lease_ttl_s: float = Field(
+        15.0,
+        ge=1,
+        le=600,
+        description="Lease on a mailbox (NATS KV MW_SYNC_LEASES), renewed every third: a killed worker's "
+        "mailboxes are taken over within it.",
+    )
+    sync_reconcile_s: float = Field(
+        2.0,
+        gt=0,
+        le=300,
+        description="How often a worker re-reads which mailboxes to sync and their controls.",
+    )
+    sync_raw_bucket: str = Field(
+        "MW_EMAIL_RAW",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="JetStream Object Store bucket of raw messages.",
+    )
+    sync_raw_max_age_days: float = Field(
+        30.0, gt=0, le=3650, description="How long raw messages stay in the object store."
+    )
+
+    @field_validator("sync_allow_networks")
+    @classmethod
+    def _check_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def allow_networks(self) -> list[Network]:
+        return parse_networks(self.sync_allow_networks)

@@ -1,0 +1,125 @@
+"""Opening a logged-in IMAP or POP3 session for one mailbox, through the one egress policy.
+
+Port and TLS mode first, then resolve, then every address against the policy, then TCP to the
+checked address only (never the name again), TLS verified against the host name, greeting,
+STARTTLS where configured, login. Every step has its own deadline and any failure comes out as
+a classified :class:`~mailwarden_mailnet.errors.NetError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from contracts.errors import ErrorCode
+from contracts.models import TlsMode
+from mailwarden_mailnet.classify import classify_exception
+from mailwarden_mailnet.errors import NetError
+from mailwarden_mailnet.imap import ImapClient
+from mailwarden_mailnet.login import Login
+from mailwarden_mailnet.policy import EgressPolicy, Network
+from mailwarden_mailnet.pop3 import Pop3Client
+from mailwarden_mailnet.resolve import ResolveError, Resolver, resolve_with_deadline
+from mailwarden_mailnet.tls import TlsContexts, handshake_errors
+from mailwarden_mailnet.wire import Limits, Wire, connect_first
+from sync_svc.targets import SyncTarget
+
+
+@dataclass(frozen=True)
+class NetEnv:
+    """Process-wide pieces every session uses (built once by the app)."""
+
+    resolver: Resolver
+    tls: TlsContexts
+    allow_networks: Sequence[Network]
+    step_timeout_s: float
+    dns_timeout_s: float
+    limits: Limits
+
+
+@contextlib.asynccontextmanager
+async def step(timeout_s: float, timeout_code: ErrorCode = ErrorCode.STEP_TIMEOUT) -> AsyncIterator[None]:
+    """One protocol step under its deadline; whatever it raises becomes a classified NetError."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except NetError:
+        raise
+    except Exception as exc:
+        raise classify_exception(exc, timeout_code) from None
+
+
+async def open_wire(env: NetEnv, target: SyncTarget) -> Wire:
+    endpoint = target.endpoint
+    policy = EgressPolicy(env.allow_networks, target.allowed_ports)
+    policy.check_port(endpoint.port)
+    if endpoint.tls is TlsMode.NONE and not target.allow_plaintext_auth:
+        raise NetError(ErrorCode.PLAINTEXT_NOT_ALLOWED, "the profile uses no TLS")
+    try:
+        addresses = await resolve_with_deadline(env.resolver, endpoint.host, endpoint.port, env.dns_timeout_s)
+    except ResolveError as exc:
+        raise NetError(exc.code, exc.detail) from None
+    policy.check_addresses(addresses)
+    async with step(target.connect_timeout_s, ErrorCode.TCP_TIMEOUT):
+        sock, _ = await connect_first(addresses, endpoint.port)
+    try:
+        if endpoint.tls is TlsMode.IMPLICIT:
+            async with step(env.step_timeout_s, ErrorCode.GREETING_TIMEOUT):
+                with handshake_errors():
+                    ctx = env.tls.for_target(target.verify_tls)
+                    return await Wire.open(sock, env.limits, ctx, endpoint.host)
+        return await Wire.open(sock, env.limits)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _upgrade(env: NetEnv, target: SyncTarget, wire: Wire) -> None:
+    with handshake_errors():
+        await wire.start_tls(env.tls.for_target(target.verify_tls), target.endpoint.host)
+
+
+async def imap_session(env: NetEnv, target: SyncTarget, login: Login) -> tuple[ImapClient, list[str]]:
+    """A logged-in IMAP client and its capabilities after login."""
+    wire = await open_wire(env, target)
+    client = ImapClient(wire)
+    try:
+        async with step(env.step_timeout_s, ErrorCode.GREETING_TIMEOUT):
+            _, preauth = await client.greeting()
+        async with step(env.step_timeout_s):
+            caps = await client.capabilities()
+            if target.endpoint.tls is TlsMode.STARTTLS:
+                await client.starttls(caps)
+                await _upgrade(env, target, wire)
+                caps = await client.capabilities()
+            if not preauth:
+                reply = await client.authenticate(login, caps)
+                if not reply.ok:
+                    raise reply.error()
+            caps = await client.capabilities()  # logged-in capabilities differ (IDLE, UIDPLUS, MOVE)
+    except BaseException:
+        wire.abort()
+        raise
+    return client, caps
+
+
+async def pop3_session(env: NetEnv, target: SyncTarget, login: Login) -> Pop3Client:
+    """A logged-in POP3 client."""
+    wire = await open_wire(env, target)
+    client = Pop3Client(wire)
+    try:
+        async with step(env.step_timeout_s, ErrorCode.GREETING_TIMEOUT):
+            await client.greeting()
+        async with step(env.step_timeout_s):
+            caps = await client.capabilities()
+            if target.endpoint.tls is TlsMode.STARTTLS:
+                await client.stls(caps)
+                await _upgrade(env, target, wire)
+                caps = await client.capabilities()
+            await client.authenticate(login, caps)
+    except BaseException:
+        wire.abort()
+        raise
+    return client

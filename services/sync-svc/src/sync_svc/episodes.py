@@ -1,0 +1,108 @@
+"""Sync failures as events, once per error episode: MailboxSyncFailed, then MailboxSyncRecovered.
+
+An episode starts at the first failed sync of a mailbox and ends at its next successful one. Its
+first failure is published, and again whenever the error code changes; repeated failures with
+the same code only count (so owners are alerted once, not on every poll). Event ids are derived
+from the episode, the failure count and the code, so a replay is dropped by JetStream.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from contracts.email import MailboxSyncFailed, MailboxSyncRecovered, SyncProtocol
+from contracts.envelope import make_envelope
+from contracts.errors import CATALOG, ErrorCode
+from contracts.models import TestError
+from sync_svc import metrics
+from sync_svc.publisher import PublishFn
+from sync_svc.repository import Repository
+from sync_svc.targets import SyncTarget
+
+NAMESPACE = uuid.UUID("f3b1a2d4-6c5e-4f70-8a9b-1c2d3e4f5a6b")
+
+
+class Episodes:
+    def __init__(
+        self,
+        repo: Repository,
+        publish: PublishFn,
+        producer: str,
+        base_s: float,
+        max_s: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.repo = repo
+        self.publish = publish
+        self.producer = producer
+        self.base_s = base_s
+        self.max_s = max_s
+        self.rng = rng or random.Random()
+
+    def backoff_s(self, failures: int) -> float:
+        delay: float = min(self.max_s, self.base_s * 2.0 ** min(failures - 1, 20))
+        return delay * (1 + self.rng.uniform(0, 0.2))
+
+    async def failed(
+        self, target: SyncTarget, protocol: SyncProtocol, code: ErrorCode, step: str, detail: str
+    ) -> float:
+        """Record a failed sync; publish when it opens an episode or changes its code. The wait before retrying."""
+        metrics.ERRORS.labels(code=code.value).inc()
+        now = datetime.now(UTC)
+        state = await self.repo.get_state(target.mailbox_id)
+        episode = state.get("episode") or {}
+        new = not episode
+        episode_id = uuid.UUID(episode["id"]) if episode else uuid.uuid4()
+        failures = int(episode.get("failures", 0)) + 1
+        first = episode.get("first_failed_at") or now
+        delay = self.backoff_s(failures)
+        changed = not new and episode.get("code") != code.value
+        await self.repo.update_state(
+            target.mailbox_id,
+            {
+                "episode": {
+                    "id": str(episode_id),
+                    "code": code.value,
+                    "failures": failures,
+                    "first_failed_at": first,
+                },
+                "last_error": {"code": code.value, "step": step, "detail": detail[:300], "at": now},
+            },
+        )
+        if new or changed:
+            spec = CATALOG[code]
+            event = MailboxSyncFailed(
+                mailbox=target.ref,
+                protocol=protocol,
+                error=TestError(
+                    code=code, step=step, transient=spec.transient, scope=spec.scope, message=spec.message
+                ),
+                episode_id=episode_id,
+                failures=failures,
+                first_failed_at=first,
+                next_attempt_at=now + timedelta(seconds=delay),
+            )
+            event_id = uuid.uuid5(NAMESPACE, f"{episode_id}:{failures}:{code.value}")
+            await self.publish(make_envelope(event, self.producer, event_id=event_id), event.SUBJECT)
+        return delay
+
+    async def succeeded(self, target: SyncTarget, protocol: SyncProtocol) -> None:
+        """A sync went through: close the episode, if one was open."""
+        state = await self.repo.get_state(target.mailbox_id)
+        episode = state.get("episode")
+        if not episode:
+            return
+        now = datetime.now(UTC)
+        event = MailboxSyncRecovered(
+            mailbox=target.ref,
+            protocol=protocol,
+            episode_id=uuid.UUID(episode["id"]),
+            failures=int(episode["failures"]),
+            first_failed_at=episode["first_failed_at"],
+            recovered_at=now,
+        )
+        event_id = uuid.uuid5(NAMESPACE, f"{episode['id']}:recovered")
+        await self.publish(make_envelope(event, self.producer, event_id=event_id), event.SUBJECT)
+        await self.repo.update_state(target.mailbox_id, {"episode": None, "recovered_at": now})

@@ -1,0 +1,205 @@
+"""Parse only what EmailReceived needs: headers, a capped text preview and the attachment list.
+
+``email.parser.BytesParser`` with ``policy.compat32`` is several times faster than the default
+policy (no header objects are built); we decode the few headers we publish ourselves. Parsing
+never raises: a message the parser chokes on, or one whose structure is broken, gives a
+``parse_error`` and whatever could be read, so it never blocks the mailbox.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
+from email.utils import getaddresses, parsedate_to_datetime
+
+from contracts.email import Address, Attachment
+
+MAX_REFERENCES = 100
+MAX_ADDRESSES = 500
+MAX_ATTACHMENTS = 200
+MAX_HEADER = 2000
+_TAGS = re.compile(r"<[^>]{0,2000}>")
+_SPACE = re.compile(r"\s+")
+_REF = re.compile(r"<[^<>\s]{1,995}>")
+# Defects that mean the structure could not be read as written (not cosmetic ones).
+_STRUCTURAL = {
+    "NoBoundaryInMultipartDefect",
+    "StartBoundaryNotFoundDefect",
+    "CloseBoundaryNotFoundDefect",
+    "MissingHeaderBodySeparatorDefect",
+    "MultipartInvariantViolationDefect",
+    "InvalidMultipartContentTransferEncodingDefect",
+}
+
+
+@dataclass
+class Parsed:
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+    from_: list[Address] = field(default_factory=list)
+    to: list[Address] = field(default_factory=list)
+    cc: list[Address] = field(default_factory=list)
+    reply_to: list[Address] = field(default_factory=list)
+    subject: str = ""
+    date: datetime | None = None
+    preview: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
+    parse_error: str | None = None
+
+
+def _text(value: str | None, limit: int = MAX_HEADER) -> str:
+    """An RFC 2047-decoded header value, on one line, cut at ``limit``."""
+    if not value:
+        return ""
+    try:
+        decoded = str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError, AssertionError):
+        decoded = value
+    return _SPACE.sub(" ", decoded).strip()[:limit]
+
+
+def _header(msg: Message, name: str) -> str | None:
+    value = msg.get(name)
+    return str(value) if value is not None else None
+
+
+def _addresses(msg: Message, name: str) -> list[Address]:
+    values = [str(v) for v in msg.get_all(name) or []]
+    out: list[Address] = []
+    for display, addr in getaddresses(values):
+        addr = addr.strip()[:320]
+        if not addr:
+            continue
+        out.append(Address(name=_text(display, 300), address=addr))
+        if len(out) >= MAX_ADDRESSES:
+            break
+    return out
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed is None:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _ids(value: str | None) -> list[str]:
+    return _REF.findall(value or "")[:MAX_REFERENCES]
+
+
+def _headers(msg: Message, out: Parsed) -> None:
+    mid = _ids(_header(msg, "Message-ID"))
+    out.message_id = mid[0] if mid else (_text(_header(msg, "Message-ID"), 998) or None)
+    irt = _ids(_header(msg, "In-Reply-To"))
+    out.in_reply_to = irt[0] if irt else None
+    out.references = _ids(_header(msg, "References"))
+    out.from_ = _addresses(msg, "From")[:50]
+    out.to = _addresses(msg, "To")
+    out.cc = _addresses(msg, "Cc")
+    out.reply_to = _addresses(msg, "Reply-To")[:50]
+    out.subject = _text(_header(msg, "Subject"))
+    out.date = _date(_header(msg, "Date"))
+
+
+def _decoded_text(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "us-ascii"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:  # an unknown charset name
+        return payload.decode("utf-8", "replace")
+
+
+def _estimated_size(part: Message) -> int:
+    """The decoded size without decoding: base64 is 3 bytes per 4 characters."""
+    raw = part.get_payload(decode=False)
+    if not isinstance(raw, str):
+        return 0
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if cte == "base64":
+        return len(raw.replace("\r", "").replace("\n", "").rstrip("=")) * 3 // 4
+    return len(raw)
+
+
+def _leaves(msg: Message, number: str = "") -> Iterator[tuple[Message, str]]:
+    """Leaf parts with their IMAP part numbers (1, 2, 2.1 ...); an attached message is one leaf."""
+    if msg.is_multipart() and msg.get_content_type() != "message/rfc822":
+        children = msg.get_payload()
+        for i, child in enumerate(children if isinstance(children, list) else [], 1):
+            if isinstance(child, Message):
+                yield from _leaves(child, f"{number}.{i}" if number else str(i))
+    else:
+        yield msg, number or "1"
+
+
+def _walk(msg: Message, preview_chars: int, out: Parsed) -> None:
+    text_plain: str | None = None
+    text_html: str | None = None
+    for part, number in _leaves(msg):
+        ctype = part.get_content_type()
+        disposition = str(part.get("Content-Disposition", "")).split(";", 1)[0].strip().lower()
+        filename = part.get_filename()
+        if ctype.startswith("multipart/"):  # a multipart whose boundary never came: no part to list
+            continue
+        if disposition == "attachment" or filename or not ctype.startswith("text/"):
+            if len(out.attachments) < MAX_ATTACHMENTS:
+                name = _text(filename, 300)
+                size = _estimated_size(part)
+                out.attachments.append(
+                    Attachment(name=name, content_type=ctype[:200], size=size, part=number)
+                )
+            continue
+        if ctype == "text/plain" and text_plain is None and preview_chars:
+            text_plain = _decoded_text(part)
+        elif ctype == "text/html" and text_html is None and preview_chars:
+            text_html = html.unescape(_TAGS.sub(" ", _decoded_text(part)))
+    body = text_plain if text_plain is not None else text_html or ""
+    out.preview = _SPACE.sub(" ", body).strip()[:preview_chars]
+
+
+def parse_message(raw: bytes, preview_chars: int) -> Parsed:
+    """Headers, preview and attachments of a whole message."""
+    out = Parsed()
+    try:
+        msg = BytesParser(policy=policy.compat32).parsebytes(raw)
+    except Exception as exc:  # the parser is not supposed to raise; a message must not block us
+        out.parse_error = f"unparsable message ({type(exc).__name__})"
+        return out
+    try:
+        _headers(msg, out)
+        _walk(msg, preview_chars, out)
+    except Exception as exc:
+        out.parse_error = f"unreadable structure ({type(exc).__name__})"
+        return out
+    defects = sorted({type(d).__name__ for p in msg.walk() for d in p.defects} & _STRUCTURAL)
+    if not msg.keys():
+        defects.insert(0, "NoHeaders")
+    if defects:
+        out.parse_error = "malformed: " + ", ".join(defects)
+    return out
+
+
+def parse_headers(raw_headers: bytes) -> Parsed:
+    """Headers only (a message over the size cap: the server sent its header section)."""
+    out = Parsed()
+    try:
+        msg = BytesHeaderParser(policy=policy.compat32).parsebytes(raw_headers)
+        _headers(msg, out)
+    except Exception as exc:
+        out.parse_error = f"unreadable headers ({type(exc).__name__})"
+    return out

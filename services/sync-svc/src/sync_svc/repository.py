@@ -1,0 +1,190 @@
+"""All MongoDB access of sync-svc: the read models it learns from events, sync state per mailbox,
+and the ledger of published messages.
+
+Collections: ``mailboxes`` (snapshot, incoming enablement, the sealed login of the last test),
+``profiles``, ``settings``, ``state`` (watermark, counters, controls, error episode per mailbox),
+``published`` (one document per published message: ``_id`` = event id, the mailbox and a
+fingerprint of Message-ID, Date and size, so a UIDVALIDITY change or a move to another protocol
+re-baselines without publishing anything twice). ``meta.revision`` grows with every change a
+worker must react to, so workers re-read the read models only when something changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
+from contracts.models import SealedSecret
+from mailwarden_runtime.mongo import Document
+
+ORG = "org"
+REVISION = "revision"
+
+
+class Repository:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.db = db
+        self.mailboxes = db["mailboxes"]
+        self.profiles = db["profiles"]
+        self.settings = db["settings"]
+        self.state = db["state"]
+        self.published = db["published"]
+        self.meta = db["meta"]
+
+    async def ensure_indexes(self) -> None:
+        await self.published.create_index([("m", ASCENDING), ("fp", ASCENDING)])
+
+    # ---- change counter ------------------------------------------------------------------------
+
+    async def bump(self) -> None:
+        await self.meta.update_one({"_id": REVISION}, {"$inc": {"n": 1}}, upsert=True)
+
+    async def revision(self) -> int:
+        doc = await self.meta.find_one({"_id": REVISION})
+        return int(doc["n"]) if doc else 0
+
+    # ---- read models (each keeps the newest version; replays change nothing) -------------------
+
+    async def upsert_profile(self, profile: ProfileSnapshot) -> None:
+        try:
+            res = await self.profiles.update_one(
+                {"_id": profile.profile_id, "version": {"$lt": profile.version}, "deleted": {"$ne": True}},
+                {"$set": {"snapshot": profile.model_dump(mode="json"), "version": profile.version}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return  # a newer version (or a deletion) is already stored
+        if res.modified_count or res.upserted_id is not None:
+            await self.bump()
+
+    async def delete_profile(self, profile_id: str) -> None:
+        await self.profiles.update_one(
+            {"_id": profile_id}, {"$set": {"deleted": True, "snapshot": None}}, upsert=True
+        )
+        await self.bump()
+
+    async def upsert_settings(self, snapshot: SettingsSnapshot) -> None:
+        try:
+            res = await self.settings.update_one(
+                {"_id": ORG, "version": {"$lt": snapshot.version}},
+                {"$set": {"snapshot": snapshot.model_dump(mode="json"), "version": snapshot.version}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return
+        if res.modified_count or res.upserted_id is not None:
+            await self.bump()
+
+    async def upsert_mailbox(self, mailbox: MailboxSnapshot) -> None:
+        try:
+            res = await self.mailboxes.update_one(
+                # The document may exist already without a snapshot (its login or status came first).
+                {
+                    "_id": mailbox.mailbox_id,
+                    "$or": [{"version": {"$exists": False}}, {"version": {"$lt": mailbox.version}}],
+                },
+                {"$set": {"snapshot": mailbox.model_dump(mode="json"), "version": mailbox.version}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return
+        if res.modified_count or res.upserted_id is not None:
+            await self.bump()
+
+    async def set_enabled(self, mailbox_id: str, enabled: bool, at: datetime) -> None:
+        """The incoming enablement of the newest MailboxStatusChanged (older ones change nothing)."""
+        try:
+            res = await self.mailboxes.update_one(
+                {
+                    "_id": mailbox_id,
+                    "$or": [{"enabled_at": {"$exists": False}}, {"enabled_at": {"$lte": at}}],
+                },
+                {"$set": {"enabled_incoming": enabled, "enabled_at": at}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return
+        if res.modified_count or res.upserted_id is not None:
+            await self.bump()
+
+    async def set_test_login(self, mailbox_id: str, sealed: SealedSecret, at: datetime) -> None:
+        """The incoming login sealed in the mailbox's newest TestRequested (still sealed, as sent)."""
+        try:
+            res = await self.mailboxes.update_one(
+                {"_id": mailbox_id, "$or": [{"login_at": {"$exists": False}}, {"login_at": {"$lte": at}}]},
+                {"$set": {"login": sealed.model_dump(mode="json"), "login_at": at}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return
+        if res.modified_count or res.upserted_id is not None:
+            await self.bump()
+
+    async def load_all(self) -> tuple[list[Document], dict[str, ProfileSnapshot], SettingsSnapshot]:
+        mailboxes = [d async for d in self.mailboxes.find({"snapshot": {"$ne": None}})]
+        profiles = {
+            d["_id"]: ProfileSnapshot.model_validate(d["snapshot"])
+            async for d in self.profiles.find({"deleted": {"$ne": True}, "snapshot": {"$ne": None}})
+        }
+        doc = await self.settings.find_one({"_id": ORG})
+        settings = SettingsSnapshot.model_validate(doc["snapshot"]) if doc else SettingsSnapshot()
+        return mailboxes, profiles, settings
+
+    # ---- sync state ------------------------------------------------------------------------------
+
+    async def get_state(self, mailbox_id: str) -> Document:
+        return await self.state.find_one({"_id": mailbox_id}) or {"_id": mailbox_id}
+
+    async def states(self, mailbox_ids: Iterable[str]) -> dict[str, Document]:
+        return {d["_id"]: d async for d in self.state.find({"_id": {"$in": list(mailbox_ids)}})}
+
+    async def update_state(self, mailbox_id: str, fields: Document, inc: Document | None = None) -> Document:
+        update: dict[str, Any] = {"$set": fields}
+        if inc:
+            update["$inc"] = inc
+        doc = await self.state.find_one_and_update(
+            {"_id": mailbox_id}, update, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        return doc or {"_id": mailbox_id}
+
+    async def control(self, mailbox_id: str, fields: Document, unset: Iterable[str] = ()) -> Document:
+        """A pause, resume or resync: stored, then every worker sees the revision move."""
+        update: dict[str, Any] = {"$set": fields, "$inc": {"generation": 1}}
+        if unset:
+            update["$unset"] = dict.fromkeys(unset, "")
+        doc = await self.state.find_one_and_update(
+            {"_id": mailbox_id}, update, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        await self.bump()
+        return doc or {"_id": mailbox_id}
+
+    # ---- published messages ------------------------------------------------------------------------
+
+    async def record_published(self, docs: list[Document]) -> None:
+        """Remember published messages; ones already remembered (a replay) are skipped."""
+        if not docs:
+            return
+        try:
+            await self.published.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+
+    async def known_ids(self, ids: Iterable[str]) -> set[str]:
+        wanted = list(ids)
+        if not wanted:
+            return set()
+        return {d["_id"] async for d in self.published.find({"_id": {"$in": wanted}}, {"_id": 1})}
+
+    async def known_fingerprints(self, mailbox_id: str, fps: Iterable[str]) -> set[str]:
+        wanted = list(fps)
+        if not wanted:
+            return set()
+        cursor = self.published.find({"m": mailbox_id, "fp": {"$in": wanted}}, {"fp": 1})
+        return {d["fp"] async for d in cursor}

@@ -1,0 +1,113 @@
+"""The life of one synchronized mailbox: sync passes, IDLE or polling, failures and backoff.
+
+A task per mailbox runs while this worker holds its lease. Each pass logs in, catches up and
+either idles on the connection (IMAP with IDLE, a free host slot and IDLE on in the settings) or
+logs out and sleeps the poll interval with jitter. A classified failure is recorded
+(:class:`~sync_svc.episodes.Episodes`) and the next pass waits the backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from contracts.email import SyncProtocol
+from contracts.errors import ErrorCode
+from mailwarden_mailnet.errors import NetError
+from mailwarden_mailnet.login import Login, open_login
+from mailwarden_runtime.crypto import KeyRing
+from sync_svc import metrics
+from sync_svc.connect import NetEnv
+from sync_svc.episodes import Episodes
+from sync_svc.hosts import HostSlots
+from sync_svc.publisher import Publisher
+from sync_svc.repository import Repository
+from sync_svc.targets import SyncTarget
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    fetch_batch: int
+    max_message_bytes: int
+    idle: bool
+    idle_renew_s: float
+    poll_jitter: float
+    publish_concurrency: int = 32
+
+
+@dataclass(frozen=True)
+class Services:
+    """What every mailbox task shares (built once by the app)."""
+
+    repo: Repository
+    env: NetEnv
+    keyring: KeyRing
+    publisher: Publisher
+    episodes: Episodes
+    hosts: HostSlots
+    options: SyncOptions
+
+
+class MailboxSync:
+    """Base of the IMAP and POP3 syncs: the loop around passes. Subclasses implement :meth:`pass_once`."""
+
+    protocol: SyncProtocol
+
+    def __init__(self, services: Services, target: SyncTarget, rng: random.Random | None = None) -> None:
+        self.s = services
+        self.target = target
+        self.rng = rng or random.Random()
+        self.step = "connect"
+
+    def login(self) -> Login:
+        sealed = self.target.login
+        return open_login(sealed.sealed, sealed.binding, self.s.keyring)
+
+    async def pass_once(self) -> None:
+        """Log in, catch up, and (IMAP) idle; returns when the connection is given up."""
+        raise NotImplementedError
+
+    async def caught_up(self, mode: str) -> None:
+        """A pass reached the server's present: close any error episode, note when and how."""
+        await self.s.episodes.succeeded(self.target, self.protocol)
+        await self.s.repo.update_state(
+            self.target.mailbox_id,
+            {"last_sync_at": datetime.now(UTC), "mode": mode, "protocol": self.protocol, "last_error": None},
+        )
+
+    def poll_delay(self) -> float:
+        return self.target.poll_interval_s * (1 + self.rng.uniform(0, self.s.options.poll_jitter))
+
+    async def run(self) -> None:
+        while True:
+            self.step = "connect"
+            started = time.monotonic()
+            try:
+                await self.pass_once()
+            except NetError as exc:
+                delay = await self.s.episodes.failed(
+                    self.target, self.protocol, exc.code, self.step, exc.detail
+                )
+                log.info(
+                    "sync failed",
+                    extra={"mailbox_id": self.target.mailbox_id, "code": exc.code.value, "step": self.step},
+                )
+                await asyncio.sleep(delay)
+                continue
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception:
+                log.exception("sync crashed", extra={"mailbox_id": self.target.mailbox_id})
+                delay = await self.s.episodes.failed(
+                    self.target, self.protocol, ErrorCode.INTERNAL_ERROR, self.step, "sync failure"
+                )
+                await asyncio.sleep(delay)
+                continue
+            metrics.SYNC_SECONDS.labels(protocol=self.protocol).observe(time.monotonic() - started)
+            await asyncio.sleep(self.poll_delay())

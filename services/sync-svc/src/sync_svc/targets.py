@@ -1,0 +1,137 @@
+"""Which mailboxes are synchronized, and with what: computed from the read models, never stored.
+
+A mailbox is synchronized when it is active, enabled for incoming email (its last test), its
+incoming delivery method is server-side synchronization, it is approved where the organisation
+requires it (never when rejected), its profile is IMAP or POP3 and a sealed login is at hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+
+from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
+from contracts.models import (
+    CredentialSource,
+    DeliveryMethod,
+    Direction,
+    Endpoint,
+    IncomingProtocol,
+    MailboxRef,
+    OwnerKind,
+    SealedSecret,
+)
+from mailwarden_mailnet.login import transit_binding
+
+
+@dataclass(frozen=True)
+class SealedLogin:
+    sealed: SealedSecret
+    binding: str
+
+
+@dataclass(frozen=True)
+class SyncTarget:
+    """Everything one mailbox's sync needs; ``fingerprint`` changes when a restart is needed."""
+
+    ref: MailboxRef
+    protocol: IncomingProtocol
+    endpoint: Endpoint
+    verify_tls: bool
+    allow_plaintext_auth: bool
+    connect_timeout_s: float
+    max_connections: int
+    poll_interval_s: float
+    process_email_from: date | None
+    delete_after_sync: bool
+    allowed_ports: tuple[int, ...]
+    login: SealedLogin
+
+    @property
+    def mailbox_id(self) -> str:
+        return self.ref.mailbox_id
+
+    @property
+    def fingerprint(self) -> str:
+        parts = (
+            self.protocol.value,
+            self.endpoint.model_dump_json(),
+            str(self.verify_tls),
+            str(self.allow_plaintext_auth),
+            str(self.connect_timeout_s),
+            str(self.poll_interval_s),
+            str(self.process_email_from),
+            str(self.delete_after_sync),
+            ",".join(map(str, self.allowed_ports)),
+            self.login.sealed.model_dump_json(),
+            self.login.binding,
+        )
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+
+
+def approved(mailbox: MailboxSnapshot, settings: SettingsSnapshot) -> bool:
+    required = (
+        settings.approved_users_only
+        if mailbox.owner.kind is OwnerKind.USER
+        else settings.approved_queues_only
+    )
+    return mailbox.approval == "approved" or (not required and mailbox.approval != "rejected")
+
+
+def sealed_login(
+    mailbox: MailboxSnapshot, profile: ProfileSnapshot, from_test: SealedSecret | None
+) -> SealedLogin | None:
+    """The profile's own login (always its latest) or the mailbox's as sealed in its last test."""
+    if profile.credential_source is CredentialSource.PROFILE:
+        sealed = profile.sealed_credentials.incoming if profile.sealed_credentials else None
+    else:
+        sealed = from_test
+    if sealed is None:
+        return None
+    binding = transit_binding(
+        profile.credential_source, profile.profile_id, mailbox.mailbox_id, Direction.INCOMING
+    )
+    return SealedLogin(sealed, binding)
+
+
+def target_of(
+    mailbox: MailboxSnapshot,
+    enabled_incoming: bool,
+    profile: ProfileSnapshot | None,
+    settings: SettingsSnapshot,
+    from_test: SealedSecret | None,
+    poll_floor_s: float,
+) -> SyncTarget | None:
+    """The sync target of one mailbox, or None when it is not to be synchronized."""
+    if not (mailbox.active and enabled_incoming and profile is not None):
+        return None
+    if mailbox.incoming_delivery is not DeliveryMethod.SERVER_SIDE_SYNC or not approved(mailbox, settings):
+        return None
+    if mailbox.profile_id != profile.profile_id:
+        return None
+    login = sealed_login(mailbox, profile, from_test)
+    if login is None:
+        return None
+    adv = profile.advanced
+    ref = MailboxRef(
+        mailbox_id=mailbox.mailbox_id,
+        email=mailbox.email,
+        owner=mailbox.owner,
+        profile_id=profile.profile_id,
+        profile_owner=profile.owner,
+    )
+    return SyncTarget(
+        ref=ref,
+        protocol=profile.incoming_protocol,
+        endpoint=profile.incoming,
+        verify_tls=adv.verify_tls,
+        allow_plaintext_auth=adv.allow_plaintext_auth,
+        connect_timeout_s=adv.connect_timeout_s,
+        max_connections=adv.max_concurrent_connections,
+        poll_interval_s=max(poll_floor_s, adv.min_polling_interval_min * 60.0),
+        process_email_from=adv.process_email_from,
+        delete_after_sync=adv.pop3_delete_after_sync,
+        allowed_ports=tuple(settings.allowed_ports),
+        login=login,
+    )

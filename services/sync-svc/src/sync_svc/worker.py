@@ -1,0 +1,174 @@
+"""The worker loop: which mailboxes this process synchronizes, started and stopped as things change.
+
+Every ``sync_reconcile_s`` it: says it is alive and counts the live workers; renews its leases
+(every TTL/3); re-reads the read models when their revision moved (an event or a control
+changed something); stops the tasks of mailboxes no longer to be synced, paused, changed (their
+target's fingerprint or control generation moved) or whose lease ran out; takes leases on
+unclaimed mailboxes up to its fair share, in random order; and starts a task for each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats.errors
+
+from contracts.events import MailboxSnapshot
+from contracts.models import IncomingProtocol, SealedSecret
+from mailwarden_runtime.mongo import Document
+from sync_svc import metrics
+from sync_svc.imap_sync import ImapSync
+from sync_svc.leases import KV_ERRORS, LeaseTable
+from sync_svc.pop3_sync import Pop3Sync
+from sync_svc.session import MailboxSync, Services
+from sync_svc.targets import SyncTarget, target_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    task: asyncio.Task[None]
+    fingerprint: str
+    generation: int
+
+
+class Worker:
+    def __init__(
+        self,
+        services: Services,
+        leases: LeaseTable,
+        *,
+        reconcile_s: float,
+        poll_floor_s: float,
+        max_mailboxes: int,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.s = services
+        self.leases = leases
+        self.reconcile_s = reconcile_s
+        self.poll_floor_s = poll_floor_s
+        self.max_mailboxes = max_mailboxes
+        self.rng = rng or random.Random()
+        self.running: dict[str, Running] = {}
+        self.targets: dict[str, SyncTarget] = {}
+        self.controls: dict[str, Document] = {}
+        self._revision = -1
+        self._workers = 1
+        self._last_renew = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="sync-worker")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for mailbox_id in list(self.running):
+            await self._stop_one(mailbox_id)
+        with contextlib.suppress(*KV_ERRORS):
+            await self.leases.release_all()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except (*KV_ERRORS, nats.errors.Error) as exc:
+                log.warning("sync reconcile: NATS KV unavailable", extra={"error": type(exc).__name__})
+            except Exception:
+                log.exception("sync reconcile failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.reconcile_s):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _load(self) -> None:
+        revision = await self.s.repo.revision()
+        if revision == self._revision:
+            return
+        mailboxes, profiles, settings = await self.s.repo.load_all()
+        targets: dict[str, SyncTarget] = {}
+        for doc in mailboxes:
+            snapshot = MailboxSnapshot.model_validate(doc["snapshot"])
+            sealed = SealedSecret.model_validate(doc["login"]) if doc.get("login") else None
+            profile = profiles.get(snapshot.profile_id or "")
+            target = target_of(
+                snapshot, bool(doc.get("enabled_incoming")), profile, settings, sealed, self.poll_floor_s
+            )
+            if target is not None:
+                targets[snapshot.mailbox_id] = target
+        self.targets = targets
+        self.controls = await self.s.repo.states(targets)
+        self._revision = revision
+
+    def _wanted(self) -> dict[str, SyncTarget]:
+        return {m: t for m, t in self.targets.items() if not self.controls.get(m, {}).get("paused")}
+
+    async def reconcile(self) -> None:
+        await self._load()
+        wanted = self._wanted()
+        now = time.monotonic()
+        if now - self._last_renew >= self.leases.ttl_s / 3:
+            self._last_renew = now
+            self._workers = await self.leases.heartbeat()
+            for mailbox_id in list(self.leases.held):
+                await self.leases.renew(mailbox_id)
+        for mailbox_id in list(self.running):
+            target = wanted.get(mailbox_id)
+            run = self.running[mailbox_id]
+            generation = int(self.controls.get(mailbox_id, {}).get("generation", 0))
+            if (
+                target is None
+                or not self.leases.still_valid(mailbox_id)
+                or target.fingerprint != run.fingerprint
+                or generation != run.generation
+                or run.task.done()
+            ):
+                await self._stop_one(mailbox_id)
+        for mailbox_id in list(self.leases.held):
+            if mailbox_id not in wanted:
+                await self.leases.release(mailbox_id)
+        share = self.leases.fair_share(len(wanted), self._workers, self.max_mailboxes)
+        excess = list(self.leases.held)[share:]  # another worker joined: hand the surplus over
+        for mailbox_id in excess:
+            await self._stop_one(mailbox_id)
+            await self.leases.release(mailbox_id)
+        free = [m for m in wanted if m not in self.leases.held]
+        self.rng.shuffle(free)
+        for mailbox_id in free:
+            if len(self.leases.held) >= share:
+                break
+            await self.leases.acquire(mailbox_id)
+        for mailbox_id in self.leases.held:
+            if mailbox_id not in self.running and mailbox_id in wanted:
+                self._start_one(wanted[mailbox_id])
+        metrics.MAILBOXES.set(len(self.running))
+
+    def _start_one(self, target: SyncTarget) -> None:
+        cls: Callable[[Services, SyncTarget], MailboxSync] = (
+            ImapSync if target.protocol is IncomingProtocol.IMAP else Pop3Sync
+        )
+        sync = cls(self.s, target)
+        generation = int(self.controls.get(target.mailbox_id, {}).get("generation", 0))
+        task = asyncio.create_task(sync.run(), name=f"sync-{target.mailbox_id}")
+        self.running[target.mailbox_id] = Running(task, target.fingerprint, generation)
+
+    async def _stop_one(self, mailbox_id: str) -> None:
+        run = self.running.pop(mailbox_id, None)
+        if run is None:
+            return
+        run.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await run.task

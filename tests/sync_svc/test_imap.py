@@ -1,0 +1,105 @@
+"""IMAP INBOX sync against the real Dovecot: first sync, increments, restarts, IDLE."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sync_helpers import Bus, Mailbox, append, message
+
+from mailwarden_servers import DovecotServer
+
+pytestmark = pytest.mark.integration
+
+
+def subjects(envs: list[Any]) -> list[str]:
+    return sorted(e.data.subject for e in envs)
+
+
+async def test_first_sync_honours_process_email_from(
+    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+) -> None:
+    today = datetime.now(UTC).date()
+    box = new_box(process_from=today - timedelta(days=3))
+    old = datetime.now(UTC) - timedelta(days=10)
+    await asyncio.to_thread(
+        append, dovecot, box.user, box.password, [message(i, "old") for i in range(3)], old
+    )
+    await asyncio.to_thread(append, dovecot, box.user, box.password, [message(i, "new") for i in range(4)])
+    async with sync_service(db_name):
+        await bus.enable(box)
+        got = await bus.wait_emails(box, 4)
+        await asyncio.sleep(1.0)  # a second pass must not add anything
+        got = await bus.emails(box)
+    assert subjects(got) == [f"new {i}" for i in range(4)]
+    first = got[0].data
+    assert first.protocol == "imap" and first.uid is not None and first.uidvalidity is not None
+    assert first.from_[0].address == "sender@example.org" and first.preview.startswith("body text")
+    assert first.raw is not None and first.raw.size == first.size and not first.too_large
+
+
+async def test_without_a_start_date_only_new_mail_is_published(
+    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+) -> None:
+    box = new_box()
+    await asyncio.to_thread(
+        append, dovecot, box.user, box.password, [message(i, "existing") for i in range(2)]
+    )
+    async with sync_service(db_name) as app:
+        await bus.enable(box)
+        repo = app.state.repository
+        for _ in range(100):
+            if (await repo.get_state(box.mailbox_id)).get("last_sync_at"):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(append, dovecot, box.user, box.password, [message(9, "arrived")])
+        got = await bus.wait_emails(box, 1)
+        await asyncio.sleep(0.5)
+        got = await bus.emails(box)
+    assert subjects(got) == ["arrived 9"]
+
+
+async def test_incremental_and_no_duplicates_after_a_restart(
+    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+) -> None:
+    box = new_box(process_from=date(2020, 1, 1))
+    await asyncio.to_thread(append, dovecot, box.user, box.password, [message(i, "a") for i in range(5)])
+    async with sync_service(db_name, sync_idle=False):
+        await bus.enable(box)
+        assert len(await bus.wait_emails(box, 5)) == 5
+        await asyncio.to_thread(append, dovecot, box.user, box.password, [message(i, "b") for i in range(3)])
+        assert len(await bus.wait_emails(box, 8)) == 8
+    await asyncio.to_thread(append, dovecot, box.user, box.password, [message(i, "c") for i in range(2)])
+    async with sync_service(db_name, sync_idle=False):  # a new process on the same database
+        got = await bus.wait_emails(box, 10)
+        await asyncio.sleep(1.0)
+        got = await bus.emails(box)
+    assert len(got) == 10 and len({e.id for e in got}) == 10
+    assert sorted(e.data.uid or 0 for e in got) == sorted({e.data.uid or 0 for e in got})
+
+
+async def test_idle_new_message_becomes_an_event_within_two_seconds(
+    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+) -> None:
+    box = new_box()
+    async with sync_service(db_name, sync_poll_floor_s=3600.0) as app:  # polling would never be in time
+        await bus.enable(box)
+        repo = app.state.repository
+        for _ in range(100):
+            if (await repo.get_state(box.mailbox_id)).get("mode") == "idle":
+                break
+            await asyncio.sleep(0.1)
+        latencies = []
+        for n in range(3):
+            sent = time.monotonic()
+            await asyncio.to_thread(append, dovecot, box.user, box.password, [message(n, "live")])
+            await bus.wait_emails(box, n + 1, timeout_s=5.0)
+            latencies.append(time.monotonic() - sent)
+        state = await repo.get_state(box.mailbox_id)
+    print(f"IDLE new-mail-to-event latencies: {[round(x, 3) for x in latencies]} s")
+    assert state["mode"] == "idle"
+    assert max(latencies) < 2.0
