@@ -66,13 +66,31 @@ def _text(value: str | None, limit: int = MAX_HEADER) -> str:
     return _SPACE.sub(" ", decoded).strip()[:limit]
 
 
+def _raw8(value: str) -> str:
+    """Raw 8-bit header bytes (the parser keeps them as surrogates): UTF-8 (RFC 6532), else Latin-1."""
+    try:
+        raw = value.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return value
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "replace")
+
+
+def _raw_values(msg: Message, name: str) -> list[str]:
+    """A header's values as written (``get`` would wrap 8-bit ones in an unreadable Header)."""
+    wanted = name.lower()
+    return [_raw8(str(v)) for k, v in msg.raw_items() if k.lower() == wanted]
+
+
 def _header(msg: Message, name: str) -> str | None:
-    value = msg.get(name)
-    return str(value) if value is not None else None
+    values = _raw_values(msg, name)
+    return values[0] if values else None
 
 
 def _addresses(msg: Message, name: str) -> list[Address]:
-    values = [str(v) for v in msg.get_all(name) or []]
+    values = _raw_values(msg, name)
     out: list[Address] = []
     for display, addr in getaddresses(values):
         addr = addr.strip()[:320]

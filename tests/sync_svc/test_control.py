@@ -1,0 +1,99 @@
+"""Sync state and controls over HTTP and NATS request-reply; mailboxes spread over workers by leases."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sync_helpers import Bus, Mailbox, append, message
+
+from mailwarden_servers import DovecotServer
+
+pytestmark = pytest.mark.integration
+
+
+async def rpc(bus: Bus, op: str, body: dict[str, Any]) -> dict[str, Any]:
+    reply = await bus.nc.request(f"mailwarden.rpc.sync-svc.{op}", json.dumps(body).encode(), timeout=5)
+    result: dict[str, Any] = json.loads(reply.data)
+    return result
+
+
+async def test_state_pause_resume_and_resync(
+    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+) -> None:
+    today = datetime.now(UTC).date()
+    box = new_box(process_from=today)
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    await asyncio.to_thread(append, dovecot, box.user, box.password, [message(1, "old")], week_ago)
+    await asyncio.to_thread(append, dovecot, box.user, box.password, [message(2, "today")])
+    async with sync_service(db_name, sync_idle=False) as app:
+        await bus.enable(box)
+        await bus.wait_emails(box, 1)
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sync")
+        async with http:
+            state = (await http.get(f"/mailboxes/{box.mailbox_id}/sync")).json()
+            assert state["synced"] and state["protocol"] == "imap" and state["messages_seen"] == 1
+            assert state["mode"] == "poll" and state["uidvalidity"] and state["last_sync_at"]
+
+            paused = await rpc(bus, "sync.pause", {"mailbox_id": box.mailbox_id})
+            assert paused["ok"] and paused["result"]["paused"] and not paused["result"]["synced"]
+            await asyncio.sleep(0.6)  # the worker stops the mailbox's task
+            assert box.mailbox_id not in app.state.worker.running
+            await asyncio.to_thread(append, dovecot, box.user, box.password, [message(3, "while paused")])
+            await asyncio.sleep(1.0)
+            assert len(await bus.emails(box)) == 1
+
+            resumed = await http.post(f"/mailboxes/{box.mailbox_id}/sync/resume")
+            assert resumed.status_code == 200 and not resumed.json()["paused"]
+            assert len(await bus.wait_emails(box, 2)) == 2
+
+            resync = await http.post(
+                f"/mailboxes/{box.mailbox_id}/sync/resync",
+                json={"from_date": str(today - timedelta(days=30))},
+            )
+            assert resync.status_code == 200 and resync.json()["resync_from"]
+            got = await bus.wait_emails(box, 3)
+            await asyncio.sleep(1.0)
+            got = await bus.emails(box)
+            assert sorted(e.data.subject for e in got) == ["old 1", "today 2", "while paused 3"]
+
+            missing = await http.get("/mailboxes/nobody/sync")
+            assert missing.status_code == 404
+            bad = await rpc(bus, "sync.resync", {"mailbox_id": box.mailbox_id, "from_date": "yesterday"})
+            assert not bad["ok"] and bad["status"] == 422 and bad["errors"][0]["field"] == "from_date"
+
+
+async def test_mailboxes_spread_over_workers_and_a_stopped_workers_mailboxes_are_taken_over(
+    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+) -> None:
+    boxes = [new_box(process_from=date(2020, 1, 1)) for _ in range(4)]
+    for box in boxes:
+        await asyncio.to_thread(append, dovecot, box.user, box.password, [message(1, box.mailbox_id)])
+    async with sync_service(db_name, instance="worker-a", sync_idle=False) as a:
+        async with sync_service(db_name, instance="worker-b", sync_idle=False) as b:
+            for box in boxes:
+                await bus.enable(box)
+            for box in boxes:
+                await bus.wait_emails(box, 1)
+            for _ in range(50):
+                held = (set(a.state.worker.running), set(b.state.worker.running))
+                if len(held[0]) == 2 and len(held[1]) == 2:
+                    break
+                await asyncio.sleep(0.2)
+            assert len(held[0]) == 2 and len(held[1]) == 2 and not held[0] & held[1]
+        # worker-b stopped: its mailboxes go to worker-a
+        for _ in range(50):
+            if len(a.state.worker.running) == 4:
+                break
+            await asyncio.sleep(0.2)
+        assert len(a.state.worker.running) == 4
+        for box in boxes:
+            await asyncio.to_thread(append, dovecot, box.user, box.password, [message(2, box.mailbox_id)])
+        for box in boxes:
+            got = await bus.wait_emails(box, 2)
+            assert len(got) == 2 and len({e.id for e in got}) == 2
