@@ -187,14 +187,18 @@ def _walk(msg: Message, preview_chars: int, out: Parsed) -> None:
         elif ctype == "text/html" and text_html is None and preview_chars:
             text_html = html.unescape(_TAGS.sub(" ", _decoded_text(part)))
     body = text_plain if text_plain is not None else text_html or ""
-    out.preview = _SPACE.sub(" ", body).strip()[:preview_chars]
+    # Collapse white space only in what can reach the preview (bodies may be megabytes).
+    out.preview = _SPACE.sub(" ", body[: preview_chars * 2]).strip()[:preview_chars]
 
 
 def parse_message(raw: bytes, preview_chars: int) -> Parsed:
     """Headers, preview and attachments of a whole message."""
     out = Parsed()
     try:
-        msg = BytesParser(policy=policy.compat32).parsebytes(raw)
+        # Headers first: a single-part message (most mail) needs no MIME parse of its body.
+        msg = BytesParser(policy=policy.compat32).parsebytes(raw, headersonly=True)
+        if msg.get_content_maintype() in ("multipart", "message"):
+            msg = BytesParser(policy=policy.compat32).parsebytes(raw)
     except Exception as exc:  # the parser is not supposed to raise; a message must not block us
         out.parse_error = f"unparsable message ({type(exc).__name__})"
         return out
