@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import imaplib
 import json
 import os
@@ -249,9 +248,14 @@ async def run_sync(work: Path, dovecot: DovecotServer, certs: TestCertificates, 
     }
 
 
-async def main(args: argparse.Namespace) -> dict[str, Any]:
+def workdir() -> Path:
     work = Path(tempfile.mkdtemp(prefix="mw-sync-bench-"))
-    work.chmod(0o755)
+    work.chmod(0o755)  # Dovecot's unprivileged processes must traverse it
+    return work
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    work = workdir()
     certs = TestCertificates.create(work / "certs")
     tuning = dovecot_tuning(os.cpu_count() or 1)
     result: dict[str, Any] = {"messages": args.messages, "machine_cores": os.cpu_count()}
