@@ -19,13 +19,14 @@ from mailwarden_servers import devstack
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SERVICES = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc", "sender-svc")
+SERVICES = ("profile-svc", "mailbox-svc", "tester-svc", "sync-svc", "alert-svc", "sender-svc")
 APPS = ("console",)  # deployed beside the services: no database, none of the services' key rings
 DEPLOYED = (*SERVICES, *APPS)
 USES_MONGO = {
     "profile-svc": True,
     "mailbox-svc": True,
     "tester-svc": False,
+    "sync-svc": True,
     "alert-svc": True,
     "sender-svc": True,
     "console": False,

@@ -101,6 +101,7 @@ def test_each_service_publishes_its_own_events_only(nats: dict[str, Any]) -> Non
         "profile-svc": [subjects.PROFILE_CREATED, subjects.SETTINGS_CHANGED],
         "mailbox-svc": [subjects.MAILBOX_STATUS_CHANGED, subjects.TEST_REQUESTED, f"{subjects.JOBS}.x"],
         "tester-svc": [subjects.TEST_COMPLETED],
+        "sync-svc": [subjects.email_received_subject("mbx1"), subjects.SYNC_FAILED, subjects.SYNC_RECOVERED],
         "alert-svc": [subjects.alert_subject("user", "u1", "error")],
     }
     every = {s for subs in own.values() for s in subs}

@@ -115,7 +115,7 @@ def test_environment_is_what_each_service_reads(render: Render, overlay: str) ->
         assert config["MW_HTTP_PORT"] == "8000" and config["MW_HTTP_HOST"] == "0.0.0.0"
         known = settings_env(name)
         unknown = ({*env, *config} - known) - {
-            v for v in config if v.startswith(("MW_TESTER_", "MW_SENDER_"))
+            v for v in config if v.startswith(("MW_TESTER_", "MW_SENDER_", "MW_SYNC_"))
         }
         assert not unknown, f"{name}: variables no setting reads: {unknown}"
         assert "MW_NATS_URL" in env
@@ -151,13 +151,15 @@ def test_dev_settings(render: Render) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_hpa_targets_tester(render: Render, overlay: str) -> None:
+def test_hpa_targets_tester_and_sync(render: Render, overlay: str) -> None:
     docs = _overlay(render, overlay)
-    (hpa,) = _of(docs, "HorizontalPodAutoscaler").values()
-    target = hpa["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("Deployment", "tester-svc")
-    assert target["name"] in _of(docs, "Deployment")
-    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    hpas = _of(docs, "HorizontalPodAutoscaler")
+    assert set(hpas) == {"tester-svc", "sync-svc"}
+    for name, hpa in hpas.items():
+        target = hpa["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) == ("Deployment", name)
+        assert target["name"] in _of(docs, "Deployment")
+        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -196,9 +198,9 @@ def test_network_policies_cover_every_service(render: Render, overlay: str) -> N
         assert {4222, 53} <= ports
         assert (27017 in ports) is USES_MONGO[name]
         ip_rules = [r for r in rules if any("ipBlock" in peer for peer in r["to"])]
-        if name in ("tester-svc", "sender-svc"):
+        if name in ("tester-svc", "sync-svc", "sender-svc"):  # the ones that reach customer mail servers
             (internet,) = ip_rules
-            expected = MAIL_PORTS if name == "tester-svc" else {465, 587, 25}
+            expected = {465, 587, 25} if name == "sender-svc" else MAIL_PORTS
             assert {p["port"] for p in internet["ports"]} == expected
             for peer in internet["to"]:
                 block = peer["ipBlock"]
