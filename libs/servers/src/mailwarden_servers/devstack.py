@@ -39,6 +39,7 @@ SERVICES = (
     ServiceSpec("profile-svc", "profile_svc.app:create_app", 8081),
     ServiceSpec("mailbox-svc", "mailbox_svc.app:create_app", 8082),
     ServiceSpec("tester-svc", "tester_svc.app:create_app", 8083),
+    ServiceSpec("sync-svc", "sync_svc.app:create_app", 8086),
     ServiceSpec("alert-svc", "alert_svc.app:create_app", 8084),
     ServiceSpec("sender-svc", "sender_svc.app:create_app", 8085),
 )
