@@ -30,6 +30,7 @@ from contracts.events import (
     MailboxStatusChanged,
     ProfileCreated,
     ProfileSnapshot,
+    ProfileUpdated,
     SealedCredentials,
     SettingsSnapshot,
     TestRequested,
@@ -133,6 +134,24 @@ class Bus:
             port = self.dovecot.pop3s_port if tls is TlsMode.IMPLICIT else self.dovecot.pop3_port
         return Endpoint(host="mail.test", port=port, tls=tls)
 
+    async def switch_protocol(self, box: Mailbox, protocol: IncomingProtocol, version: int = 2) -> None:
+        """The mailbox's profile moves to another incoming protocol (same server, same login)."""
+        box.protocol = protocol
+        await self.publish(ProfileUpdated(profile=self.profile(box, version)))
+
+    def profile(self, box: Mailbox, version: int = 1, **advanced: Any) -> ProfileSnapshot:
+        return ProfileSnapshot(
+            profile_id=f"p-{box.mailbox_id}",
+            name="test",
+            owner=OWNER,
+            incoming_protocol=box.protocol,
+            incoming=self.endpoint(box.protocol),
+            outgoing=Endpoint(host="mail.test", port=465, tls=TlsMode.IMPLICIT),
+            advanced=AdvancedOptions(process_email_from=box.process_from, **advanced),
+            version=version,
+            updated_at=datetime.now(UTC),
+        )
+
     async def enable(self, box: Mailbox, password: str | None = None, **advanced: Any) -> None:
         """Profile, settings, mailbox, a test's sealed login and the enablement: the production order."""
         profile_id = f"p-{box.mailbox_id}"
@@ -146,16 +165,7 @@ class Bus:
         await self.publish(
             EmailSettingsChanged(settings=SettingsSnapshot(allowed_ports=ports, version=1, updated_at=NOW))
         )
-        profile = ProfileSnapshot(
-            profile_id=profile_id,
-            name="test",
-            owner=OWNER,
-            incoming_protocol=box.protocol,
-            incoming=endpoint,
-            outgoing=Endpoint(host="mail.test", port=465, tls=TlsMode.IMPLICIT),
-            advanced=AdvancedOptions(process_email_from=box.process_from, **advanced),
-            updated_at=NOW,
-        )
+        profile = self.profile(box, **advanced)
         await self.publish(ProfileCreated(profile=profile))
         snapshot = MailboxSnapshot(
             mailbox_id=box.mailbox_id,

@@ -97,3 +97,34 @@ async def test_mailboxes_spread_over_workers_and_a_stopped_workers_mailboxes_are
         for box in boxes:
             got = await bus.wait_emails(box, 2)
             assert len(got) == 2 and len({e.id for e in got}) == 2
+
+
+async def test_a_killed_workers_mailboxes_are_taken_over_within_the_lease_ttl(
+    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+) -> None:
+    box = new_box(process_from=date(2020, 1, 1))
+    async with sync_service(db_name, instance="worker-a", sync_idle=False) as a:
+        await bus.enable(box)
+        for _ in range(50):
+            if a.state.worker.running:
+                break
+            await asyncio.sleep(0.1)
+        # "kill -9": the worker and its sessions stop dead; nothing is released, its lease just expires.
+        worker = a.state.worker
+        assert worker._task is not None
+        worker._task.cancel()
+        for run in worker.running.values():
+            run.task.cancel()
+        worker.running.clear()
+        worker.leases.held.clear()
+        killed_at = asyncio.get_running_loop().time()
+        async with sync_service(db_name, instance="worker-b", sync_idle=False) as b:
+            for _ in range(100):
+                if b.state.worker.running:
+                    break
+                await asyncio.sleep(0.1)
+            taken_after = asyncio.get_running_loop().time() - killed_at
+            await asyncio.to_thread(append, dovecot, box.user, box.password, [message(1, "after the kill")])
+            got = await bus.wait_emails(box, 1)
+    assert len(got) == 1
+    assert taken_after <= 3.0 + 1.0, f"taken over after {taken_after:.1f} s (lease TTL 3 s)"

@@ -58,3 +58,25 @@ async def test_delete_after_sync_only_when_the_profile_says_so(
                 break
             await asyncio.sleep(0.1)
     assert await asyncio.to_thread(pop3_count, dovecot, box.user, box.password) == 0
+
+
+async def test_moving_from_pop3_to_imap_publishes_nothing_twice(
+    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+) -> None:
+    box = new_box(protocol=IncomingProtocol.POP3, process_from=date(2020, 1, 1))
+    await asyncio.to_thread(append, dovecot, box.user, box.password, [message(i, "pop") for i in range(3)])
+    async with sync_service(db_name, sync_idle=False) as app:
+        await bus.enable(box)
+        assert len(await bus.wait_emails(box, 3)) == 3
+        await bus.switch_protocol(box, IncomingProtocol.IMAP)
+        repo = app.state.repository
+        for _ in range(100):
+            if (await repo.get_state(box.mailbox_id)).get("uidvalidity"):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(append, dovecot, box.user, box.password, [message(7, "imap")])
+        got = await bus.wait_emails(box, 4)
+        await asyncio.sleep(1.0)
+        got = await bus.emails(box)
+    assert sorted(e.data.subject for e in got) == ["imap 7", "pop 0", "pop 1", "pop 2"]
+    assert [e.data.protocol for e in got] == ["pop3", "pop3", "pop3", "imap"]
