@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from mailbox_helpers import MakeHarness, completed_for, mailbox_body, owner, profile_snapshot
 
+from contracts.email import MailboxSyncFailed
 from contracts.envelope import make_envelope
 from contracts.errors import ErrorCode
 from contracts.models import CredentialSource, OwnerKind
+from contracts.models import TestError as SyncError
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import eventually
 
@@ -256,3 +260,39 @@ async def test_a_batch_of_results_applies_each_once_even_with_duplicates_and_rac
             assert len(status_events(events, mailbox_id)) == 1, mailbox_id
             runs = (await h.http.get(f"/mailboxes/{mailbox_id}/tests")).json()["items"]
             assert len(runs) == 1, mailbox_id
+
+
+async def test_a_sync_failure_tests_the_incoming_side_again_once(make_harness: MakeHarness) -> None:
+    """sync-svc's MailboxSyncFailed → one incoming-only test; its result applies the usual policy."""
+    async with make_harness(retry_interval_s=0.1) as h:
+        await h.profile()
+        await h.org_settings(approved_users_only=False)
+        await h.http.post(
+            "/mailboxes", json=mailbox_body(1, mailbox_id="m1", outgoing_delivery="server_side_sync")
+        )
+        await h.http.post("/mailboxes/m1/test")
+        (req,) = await h.test_requests(1)
+        await h.complete(req)
+        await h.wait_mailbox("m1", lambda m: m["enabled_incoming"] and m["pending_test_id"] is None)
+
+        spec = ErrorCode.AUTH_FAILED
+        failed = MailboxSyncFailed(
+            mailbox=req.mailbox,
+            protocol="imap",
+            error=SyncError(
+                code=spec, step="login", transient=False, scope="mailbox", message="login refused"
+            ),
+            episode_id=uuid.uuid4(),
+            first_failed_at=datetime.now(UTC),
+        )
+        await h.publish(failed)
+        (retest,) = await h.test_requests(1)
+        assert [d.value for d in retest.directions] == ["incoming"] and retest.test_id != req.test_id
+        await h.publish(failed, event_id=uuid.uuid4())  # the same episode again: a test is pending
+        assert await h.no_more_requests(0.5)
+        await h.complete(retest, incoming=ErrorCode.AUTH_FAILED)
+        mb = await h.wait_mailbox("m1", lambda m: m["pending_test_id"] is None)
+        assert (mb["incoming_status"], mb["enabled_incoming"]) == ("failure", False)
+        assert (mb["outgoing_status"], mb["enabled_outgoing"]) == ("success", True)
+        events = status_events(await h.stream_messages("mailwarden.mailbox.status_changed"), "m1")
+        assert events[-1]["incoming_error"]["code"] == "auth_failed" and not events[-1]["enabled_incoming"]

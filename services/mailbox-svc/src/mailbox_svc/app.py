@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from contracts.email import MailboxSyncFailed
 from contracts.envelope import Envelope
 from contracts.events import (
     EmailSettingsChanged,
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ConsumerOptions(batch_size=64),
         batch_handler=handlers.test_completed_batch,
     )
+    # sync-svc could not sync a mailbox: its incoming side is tested again (retry-or-disable, status, alerts).
+    runtime.consume(MailboxSyncFailed, "mailbox-svc-sync-failed", ops.retest_incoming)
     routes = serve_operations(runtime, ops, jobs, keys.at_rest)
 
     async def start_background() -> None:

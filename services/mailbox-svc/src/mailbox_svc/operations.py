@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from contracts.email import MailboxSyncFailed
 from contracts.envelope import Envelope
 from contracts.events import (
     Event,
@@ -322,6 +323,29 @@ class MailboxOperations:
         except TestRefused as exc:
             raise DomainError(exc.status, exc.message, exc.field) from None
         return TestAccepted(mailbox_id=mailbox_id, test_id=result.test_ids[mailbox_id], attempt=1)
+
+    async def retest_incoming(self, env: Envelope[MailboxSyncFailed]) -> None:
+        """sync-svc could not sync this mailbox (an episode began or changed its code): test its
+        incoming side again, so the test policy decides (retry or disable), the Incoming Email
+        Status follows and alert-svc alerts, once per episode. Nothing when a test is pending or
+        the mailbox is no longer enabled for incoming email."""
+        mailbox_id = env.data.mailbox.mailbox_id
+        doc = await self.repo.get(mailbox_id)
+        if doc is None or doc.get("pending_test_id") or not doc.get("enabled_incoming"):
+            return
+        profiles = await self._load_profiles({doc.get("profile_id") or ""})
+
+        def change(doc: Document, settings: SettingsSnapshot) -> tuple[Document, list[Event]]:
+            if doc.get("pending_test_id") or not doc.get("enabled_incoming"):
+                raise TestRefused("not_applicable", "a test is pending or incoming is disabled")
+            profile = profiles.get(doc.get("profile_id") or "")
+            req = build_request(doc, profile, settings, self.rings, utcnow(), directions=[INCOMING])
+            return pending_fields(req), [req]
+
+        try:
+            await self.mutate(mailbox_id, change)
+        except TestRefused as exc:
+            log.info("no re-test after a sync failure", extra={"mailbox_id": mailbox_id, "reason": exc.code})
 
     async def test_many(self, selection: Selection) -> BulkResult:
         profiles = await self._load_profiles(await self._profile_ids(selection))
