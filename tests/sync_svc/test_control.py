@@ -40,7 +40,7 @@ async def test_state_pause_resume_and_resync(
             assert state["synced"] and state["protocol"] == "imap" and state["messages_seen"] == 1
             assert state["mode"] == "poll" and state["uidvalidity"] and state["last_sync_at"]
 
-            paused = await rpc(bus, "sync.pause", {"mailbox_id": box.mailbox_id})
+            paused = await rpc(bus, "pause", {"mailbox_id": box.mailbox_id})
             assert paused["ok"] and paused["result"]["paused"] and not paused["result"]["synced"]
             await asyncio.sleep(0.6)  # the worker stops the mailbox's task
             assert box.mailbox_id not in app.state.worker.running
@@ -64,7 +64,7 @@ async def test_state_pause_resume_and_resync(
 
             missing = await http.get("/mailboxes/nobody/sync")
             assert missing.status_code == 404
-            bad = await rpc(bus, "sync.resync", {"mailbox_id": box.mailbox_id, "from_date": "yesterday"})
+            bad = await rpc(bus, "resync", {"mailbox_id": box.mailbox_id, "from_date": "yesterday"})
             assert not bad["ok"] and bad["status"] == 422 and bad["errors"][0]["field"] == "from_date"
 
 

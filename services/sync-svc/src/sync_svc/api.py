@@ -1,46 +1,71 @@
-"""HTTP routes and the same operations over NATS request-reply (``mailwarden.rpc.sync-svc.<op>``)."""
+"""sync-svc's operations, each declared once and served on HTTP and NATS request-reply."""
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter
 
-from contracts.models import Identifier
+from mailwarden_runtime.operations import Bound, Operation, serve
 from mailwarden_runtime.service import ServiceRuntime
 from sync_svc.operations import MailboxRequest, Operations, ResyncRequest, SyncState
 
-MailboxPath = Annotated[Identifier, Path()]
+NOT_FOUND = {404: "No such mailbox (sync-svc has not learnt it from events)"}
+
+STATE = Operation(
+    name="state",
+    method="GET",
+    path="/mailboxes/{mailbox_id}/sync",
+    input=MailboxRequest,
+    output=SyncState,
+    permission="mailboxes:read",
+    summary="Where the mailbox's sync stands",
+    errors=NOT_FOUND,
+    tags=("sync",),
+    docs="Synced or not, paused, protocol, IDLE or polling, watermark, messages seen, last sync and error.",
+)
+PAUSE = Operation(
+    name="pause",
+    method="POST",
+    path="/mailboxes/{mailbox_id}/sync/pause",
+    input=MailboxRequest,
+    output=SyncState,
+    permission="mailboxes:write",
+    summary="Stop synchronizing the mailbox",
+    errors=NOT_FOUND,
+    tags=("sync",),
+    docs="The worker holding it stops within one reconcile interval; the watermark is kept.",
+)
+RESUME = Operation(
+    name="resume",
+    method="POST",
+    path="/mailboxes/{mailbox_id}/sync/resume",
+    input=MailboxRequest,
+    output=SyncState,
+    permission="mailboxes:write",
+    summary="Synchronize the mailbox again",
+    errors=NOT_FOUND,
+    tags=("sync",),
+)
+RESYNC = Operation(
+    name="resync",
+    method="POST",
+    path="/mailboxes/{mailbox_id}/sync/resync",
+    input=ResyncRequest,
+    output=SyncState,
+    permission="mailboxes:write",
+    summary="Publish what arrived since a date and was never published",
+    errors=NOT_FOUND,
+    tags=("sync",),
+    docs="What was published before is recognised (event id, Message-ID + Date + size) and skipped.",
+)
+OPERATIONS: tuple[Operation[Any, Any], ...] = (STATE, PAUSE, RESUME, RESYNC)
 
 
-def build_router(ops: Operations) -> APIRouter:
-    router = APIRouter(tags=["sync"])
-
-    @router.get("/mailboxes/{mailbox_id}/sync", summary="Where the mailbox's sync stands")
-    async def get_state(mailbox_id: MailboxPath) -> SyncState:
-        return await ops.state(MailboxRequest(mailbox_id=mailbox_id))
-
-    @router.post("/mailboxes/{mailbox_id}/sync/pause", summary="Stop synchronizing the mailbox")
-    async def pause(mailbox_id: MailboxPath) -> SyncState:
-        return await ops.pause(MailboxRequest(mailbox_id=mailbox_id))
-
-    @router.post("/mailboxes/{mailbox_id}/sync/resume", summary="Synchronize the mailbox again")
-    async def resume(mailbox_id: MailboxPath) -> SyncState:
-        return await ops.resume(MailboxRequest(mailbox_id=mailbox_id))
-
-    @router.post(
-        "/mailboxes/{mailbox_id}/sync/resync",
-        summary="Publish what arrived since a date and was never published",
-    )
-    async def resync(mailbox_id: MailboxPath, from_date: Annotated[date, Body(embed=True)]) -> SyncState:
-        return await ops.resync(ResyncRequest(mailbox_id=mailbox_id, from_date=from_date))
-
-    return router
+def bind(ops: Operations) -> list[Bound[Any, Any]]:
+    return [STATE.bind(ops.state), PAUSE.bind(ops.pause), RESUME.bind(ops.resume), RESYNC.bind(ops.resync)]
 
 
-def register_rpc(runtime: ServiceRuntime, ops: Operations) -> None:
-    runtime.rpc("sync.state", MailboxRequest, ops.state)
-    runtime.rpc("sync.pause", MailboxRequest, ops.pause)
-    runtime.rpc("sync.resume", MailboxRequest, ops.resume)
-    runtime.rpc("sync.resync", ResyncRequest, ops.resync)
+def serve_operations(runtime: ServiceRuntime, ops: Operations) -> APIRouter:
+    """``mailwarden.rpc.sync-svc.<op>`` registered on ``runtime``; the HTTP routes returned."""
+    return serve(runtime, bind(ops))

@@ -29,7 +29,7 @@ from mailwarden_mailnet.tls import TlsContexts
 from mailwarden_mailnet.wire import Limits
 from mailwarden_runtime.keys import load_keyring
 from mailwarden_runtime.service import ServiceRuntime
-from sync_svc.api import build_router, register_rpc
+from sync_svc.api import serve_operations
 from sync_svc.config import Settings
 from sync_svc.connect import NetEnv
 from sync_svc.episodes import Episodes
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
 
     def connection() -> Client | None:
         with contextlib.suppress(Exception):  # not connected yet
-            return runtime.broker.connection
+            return runtime.bus.connection
         return None
 
     async def publish(envelope: Envelope[Any], subject: str) -> None:
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     runtime.consume(MailboxStatusChanged, "sync-svc-status", handlers.status_changed)
     runtime.consume(TestRequested, "sync-svc-logins", handlers.test_requested, subject=TEST_REQUESTED)
     ops = Operations(repo, lambda: set(worker.targets), worker.wake)
-    register_rpc(runtime, ops)
+    routes = serve_operations(runtime, ops)
 
     async def start_worker() -> None:
         await repo.ensure_indexes()
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
 
     runtime.on_startup(start_worker)
     runtime.on_stopping(worker.stop)
-    app = runtime.http_app(title="mailwarden sync-svc", routers=[build_router(ops)])
+    app = runtime.http_app(title="mailwarden sync-svc", routers=[routes])
     app.state.worker = worker
     app.state.repository = repo
     app.state.raw = raw
