@@ -27,12 +27,14 @@ from mailwarden_runtime.operations import Operation
 from profile_svc.api import OPERATIONS as PROFILE_OPERATIONS
 from profile_svc.models import SettingsView
 from sender_svc.api import OPERATIONS as SENDER_OPERATIONS
+from sync_svc.api import OPERATIONS as SYNC_OPERATIONS
 
 DECLARED: dict[str, dict[str, Operation[Any, Any]]] = {
     "profile-svc": {op.name: op for op in PROFILE_OPERATIONS},
     "mailbox-svc": {op.name: op for op in MAILBOX_OPERATIONS},
     "alert-svc": {op.name: op for op in ALERT_OPERATIONS},
     "sender-svc": {op.name: op for op in SENDER_OPERATIONS},
+    "sync-svc": {op.name: op for op in SYNC_OPERATIONS},
 }
 SOURCE = Path(mailwarden_cli.__file__).parent
 ALERT_ID = "0b9f6c2e-7d1a-4c3b-9e8f-1a2b3c4d5e6f"
@@ -79,6 +81,10 @@ INVOCATIONS: list[list[str]] = [
      "c@example.org", "--subject", "Grüße", "--text", "hi", "--html-file", "{html}", "--attach", "{csv}",
      "--header", "X-Crm-Case: 7", "--in-reply-to", "<a@example.org>", "--key", "k1"],
     ["mail", "status", "m1", "k1"],
+    ["sync", "status", "m1"],
+    ["sync", "pause", "m1"],
+    ["sync", "resume", "m1"],
+    ["sync", "resync", "m1", "--from", "2026-11-01"],
 ]  # fmt: skip
 CSV = "mailbox_id,email,owner_id,profile_id,username,password\nc1,c1@example.org,c1,p1,c1,pw\n"
 

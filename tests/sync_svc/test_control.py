@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -128,3 +131,35 @@ async def test_a_killed_workers_mailboxes_are_taken_over_within_the_lease_ttl(
             got = await bus.wait_emails(box, 1)
     assert len(got) == 1
     assert taken_after <= 3.0 + 1.0, f"taken over after {taken_after:.1f} s (lease TTL 3 s)"
+
+
+async def test_cli_mail_tail_and_status(
+    bus: Bus,
+    dovecot: DovecotServer,
+    new_box: Callable[..., Mailbox],
+    sync_service: Any,
+    db_name: str,
+    sync_nats_url: str,
+) -> None:
+    box = new_box(process_from=date(2020, 1, 1))
+    await asyncio.to_thread(append, dovecot, box.user, box.password, [message(i, "cli") for i in range(2)])
+    mailwarden = Path(sys.executable).with_name("mailwarden")
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb", "MW_NATS_URL": sync_nats_url}
+
+    async def cli(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            str(mailwarden), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    async with sync_service(db_name, sync_idle=False):
+        await bus.enable(box)
+        await bus.wait_emails(box, 2)
+        tail = await cli("mail", "tail", "--mailbox", box.mailbox_id, "--last", "2", "--count", "2")
+        status = json.loads(await cli("mail", "status", box.mailbox_id, "--json"))
+    lines = [ln for ln in tail.splitlines() if ln.strip()]
+    assert len(lines) == 2 and all(box.mailbox_id in ln and "sender@example.org" in ln for ln in lines)
+    assert "cli 0" in lines[0] and "cli 1" in lines[1]
+    assert status["messages_seen"] == 2 and status["synced"] and status["protocol"] == "imap"

@@ -10,12 +10,12 @@ from typing import Annotated
 import typer
 
 from mailwarden_cli.client import DEFAULT_URL, Options
-from mailwarden_cli.commands import alerts, events, job, mail, mailbox, profile, settings
+from mailwarden_cli.commands import alerts, events, job, mail, mailbox, profile, settings, sync
 
 app = typer.Typer(
     rich_markup_mode=None,
     name="mailwarden",
-    help="Operate mailwarden over NATS: profiles, settings, mailboxes, jobs, alerts, events and mail.",
+    help="Operate mailwarden over NATS: profiles, settings, mailboxes, jobs, alerts, events, mail and sync.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -23,6 +23,7 @@ app.add_typer(profile.app, name="profile")
 app.add_typer(settings.app, name="settings")
 app.add_typer(mailbox.app, name="mailbox")
 app.add_typer(job.app, name="job")
+app.add_typer(sync.app, name="sync")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(events.app, name="events")
 app.add_typer(mail.app, name="mail")

@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from contracts.email import SyncProtocol, email_event_id
 from contracts.errors import ErrorCode
@@ -28,7 +29,7 @@ from mailwarden_runtime.mongo import Document
 from sync_svc import metrics
 from sync_svc.connect import imap_session, step
 from sync_svc.parse import parse_headers
-from sync_svc.publisher import Fetched, fingerprint, since_start
+from sync_svc.publisher import Fetched, Prepared, fingerprint, since_start
 from sync_svc.session import MailboxSync
 
 LIST_ITEMS = b"UID RFC822.SIZE INTERNALDATE"
@@ -228,22 +229,37 @@ class ImapSync(MailboxSync):
     async def _fetch(
         self, client: ImapClient, uidvalidity: int, uids: list[int], items: bytes, budget: int
     ) -> list[Document]:
-        """Stream the messages and publish them concurrently (bounded); all done before returning."""
+        """Stream the messages: parse and store them concurrently (bounded), publish in UID order."""
+        publisher = self.s.publisher
         gate = asyncio.Semaphore(self.s.options.publish_concurrency)
-        tasks: list[asyncio.Task[Document]] = []
+        pending: asyncio.Queue[asyncio.Task[Prepared] | None] = asyncio.Queue()
+        tasks: list[asyncio.Task[Any]] = []
 
-        async def publish(msg: Fetched) -> Document:
+        async def prepare(msg: Fetched) -> Prepared:
             try:
-                return await self.s.publisher(self.target, msg, "imap")
+                return await publisher.prepare(self.target, msg, "imap")
             finally:
                 gate.release()
 
+        async def publish_in_order() -> list[Document]:
+            records: list[Document] = []
+            while (task := await pending.get()) is not None:
+                records.append(await publisher.publish_prepared(await task))
+            return records
+
+        sender = asyncio.create_task(publish_in_order())
+        tasks.append(sender)
         try:
             async with step(self.s.env.step_timeout_s * 4):
                 async for item in client.uid_fetch(uid_set(uids), items, budget):
                     await gate.acquire()
-                    tasks.append(asyncio.create_task(publish(self._fetched(item, uidvalidity))))
-            return list(await asyncio.gather(*tasks))
+                    task = asyncio.create_task(prepare(self._fetched(item, uidvalidity)))
+                    tasks.append(task)
+                    pending.put_nowait(task)
+                    if sender.done():  # a publish failed: stop fetching
+                        break
+            pending.put_nowait(None)
+            return await sender
         except BaseException:
             for task in tasks:
                 task.cancel()

@@ -48,6 +48,15 @@ class Fetched:
     internal_date: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A message parsed and stored, its event ready to publish."""
+
+    envelope: Envelope[EmailReceived]
+    subject: str
+    ledger: Document
+
+
 class Publisher:
     def __init__(self, raw: RawStore, publish: PublishFn, producer: str, preview_chars: int) -> None:
         self.raw = raw
@@ -57,6 +66,15 @@ class Publisher:
 
     async def __call__(self, target: SyncTarget, msg: Fetched, protocol: SyncProtocol) -> Document:
         """Store, publish, and return the ledger entry (``_id`` = event id) to record afterwards."""
+        return await self.publish_prepared(await self.prepare(target, msg, protocol))
+
+    async def publish_prepared(self, prepared: Prepared) -> Document:
+        """Publish a prepared message (in the mailbox's order: the caller awaits them in turn)."""
+        await self.publish(prepared.envelope, prepared.subject)
+        return prepared.ledger
+
+    async def prepare(self, target: SyncTarget, msg: Fetched, protocol: SyncProtocol) -> Prepared:
+        """Parse and store the raw bytes (these may run concurrently); the event is not sent yet."""
         mailbox_id = target.mailbox_id
         key: int | str = msg.uid if msg.uid is not None else str(msg.uidl)
         event_id = email_event_id(mailbox_id, msg.uidvalidity, key)
@@ -97,10 +115,12 @@ class Publisher:
         metrics.MESSAGES.labels(protocol=protocol, kind=kind).inc()
         if msg.internal_date is not None:
             metrics.LAG.observe(max(0.0, (datetime.now(UTC) - msg.internal_date).total_seconds()))
-        return {
+        ledger = {
             "_id": str(event_id),
             "m": mailbox_id,
             "fp": fingerprint(mailbox_id, parsed.message_id, parsed.date, msg.size),
             "uid": msg.uid,
             "uidl": msg.uidl,
         }
+        envelope = make_envelope(event, self.producer, event_id=event_id)
+        return Prepared(envelope, email_received_subject(mailbox_id), ledger)
