@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from nats.aio.client import Client
 
+from contracts.email import EmailRejected
 from contracts.envelope import Envelope
 from contracts.events import (
     EmailSettingsChanged,
@@ -41,6 +42,7 @@ from sync_svc.publisher import Publisher
 from sync_svc.rawstore import RawStore
 from sync_svc.repository import Repository
 from sync_svc.session import Services, SyncOptions
+from sync_svc.undeliverable import Undeliverable
 from sync_svc.worker import Worker
 
 NAME = "sync-svc"
@@ -106,6 +108,8 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     runtime.consume(MailboxUpdated, "sync-svc-mailbox-updated", handlers.mailbox_updated)
     runtime.consume(MailboxStatusChanged, "sync-svc-status", handlers.status_changed)
     runtime.consume(TestRequested, "sync-svc-logins", handlers.test_requested, subject=TEST_REQUESTED)
+    undeliverable = Undeliverable(services, lambda: worker.targets)
+    runtime.consume(EmailRejected, "sync-svc-rejected", undeliverable)
     ops = Operations(repo, lambda: set(worker.targets), worker.wake)
     routes = serve_operations(runtime, ops)
 

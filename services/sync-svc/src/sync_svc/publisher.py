@@ -120,6 +120,7 @@ class Publisher:
             "m": mailbox_id,
             "fp": fingerprint(mailbox_id, parsed.message_id, parsed.date, msg.size),
             "uid": msg.uid,
+            "uv": msg.uidvalidity,
             "uidl": msg.uidl,
         }
         envelope = make_envelope(event, self.producer, event_id=event_id)

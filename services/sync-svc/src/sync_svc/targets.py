@@ -45,6 +45,7 @@ class SyncTarget:
     poll_interval_s: float
     process_email_from: date | None
     delete_after_sync: bool
+    move_rejected: bool
     allowed_ports: tuple[int, ...]
     login: SealedLogin
 
@@ -132,6 +133,7 @@ def target_of(
         poll_interval_s=max(poll_floor_s, adv.min_polling_interval_min * 60.0),
         process_email_from=adv.process_email_from,
         delete_after_sync=adv.pop3_delete_after_sync,
+        move_rejected=adv.move_failed_to_undeliverable,
         allowed_ports=tuple(settings.allowed_ports),
         login=login,
     )
