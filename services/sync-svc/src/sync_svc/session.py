@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from contracts.email import SyncProtocol
-from contracts.errors import ErrorCode
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.login import Login, open_login
 from mailwarden_runtime.crypto import KeyRing
@@ -85,29 +84,45 @@ class MailboxSync:
         return self.target.poll_interval_s * (1 + self.rng.uniform(0, self.s.options.poll_jitter))
 
     async def run(self) -> None:
+        """Passes forever. A classified failure of the mailbox's server is recorded (an episode);
+        anything else (our NATS or database away, a bug) is not the mailbox's fault: logged and
+        retried after a backoff, never published as the mailbox's failure (it would re-test it)."""
+        interrupted = 0
         while True:
             self.step = "connect"
             started = time.monotonic()
             try:
                 await self.pass_once()
+                interrupted = 0
             except NetError as exc:
-                delay = await self.s.episodes.failed(
-                    self.target, self.protocol, exc.code, self.step, exc.detail
-                )
+                interrupted = 0
                 log.info(
                     "sync failed",
                     extra={"mailbox_id": self.target.mailbox_id, "code": exc.code.value, "step": self.step},
                 )
+                try:
+                    delay = await self.s.episodes.failed(
+                        self.target, self.protocol, exc.code, self.step, exc.detail
+                    )
+                except Exception:
+                    log.exception("sync failure not recorded", extra={"mailbox_id": self.target.mailbox_id})
+                    delay = self.s.episodes.backoff_s(1)
                 await asyncio.sleep(delay)
                 continue
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
-            except Exception:
-                log.exception("sync crashed", extra={"mailbox_id": self.target.mailbox_id})
-                delay = await self.s.episodes.failed(
-                    self.target, self.protocol, ErrorCode.INTERNAL_ERROR, self.step, "sync failure"
+            except Exception as exc:
+                interrupted += 1
+                log.warning(
+                    "sync interrupted",
+                    extra={
+                        "mailbox_id": self.target.mailbox_id,
+                        "error": type(exc).__name__,
+                        "step": self.step,
+                    },
+                    exc_info=interrupted == 1,
                 )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self.s.episodes.backoff_s(interrupted))
                 continue
             metrics.SYNC_SECONDS.labels(protocol=self.protocol).observe(time.monotonic() - started)
             await asyncio.sleep(self.poll_delay())

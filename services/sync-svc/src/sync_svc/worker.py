@@ -117,14 +117,22 @@ class Worker:
         return {m: t for m, t in self.targets.items() if not self.controls.get(m, {}).get("paused")}
 
     async def reconcile(self) -> None:
-        await self._load()
+        try:
+            await self._load()
+        except Exception as exc:  # the database away: go on with what was last read
+            log.warning("sync read models not reloaded", extra={"error": type(exc).__name__})
         wanted = self._wanted()
         now = time.monotonic()
         if now - self._last_renew >= self.leases.ttl_s / 3:
             self._last_renew = now
-            self._workers = await self.leases.heartbeat()
-            for mailbox_id in list(self.leases.held):
-                await self.leases.renew(mailbox_id)
+            try:
+                self._workers = await self.leases.heartbeat()
+                for mailbox_id in list(self.leases.held):
+                    await self.leases.renew(mailbox_id)
+            except (*KV_ERRORS, nats.errors.Error) as exc:
+                # KV away: leases run out on their own; the tasks of expired ones stop below, so no
+                # mailbox is synced by two workers once another takes it over.
+                log.warning("sync leases not renewed", extra={"error": type(exc).__name__})
         for mailbox_id in list(self.running):
             target = wanted.get(mailbox_id)
             run = self.running[mailbox_id]
@@ -138,7 +146,7 @@ class Worker:
             ):
                 await self._stop_one(mailbox_id)
         for mailbox_id in list(self.leases.held):
-            if mailbox_id not in wanted:
+            if mailbox_id not in wanted or not self.leases.still_valid(mailbox_id):
                 await self.leases.release(mailbox_id)
         share = self.leases.fair_share(len(wanted), self._workers, self.max_mailboxes)
         excess = list(self.leases.held)[share:]  # another worker joined: hand the surplus over

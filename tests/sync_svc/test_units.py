@@ -1,0 +1,80 @@
+"""Pieces of sync-svc without servers: the sync loop's failure rules, UID sets, dates, fair shares."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+from contracts.errors import ErrorCode
+from mailwarden_mailnet.errors import NetError
+from sync_svc.imap_sync import internal_date, uid_set
+from sync_svc.leases import LeaseTable
+from sync_svc.session import MailboxSync
+
+
+class Recorder:
+    """Stands in for Episodes: records what the loop reports."""
+
+    def __init__(self) -> None:
+        self.codes: list[ErrorCode] = []
+
+    def backoff_s(self, failures: int) -> float:
+        return 0.01
+
+    async def failed(self, target: Any, protocol: str, code: ErrorCode, step: str, detail: str) -> float:
+        self.codes.append(code)
+        return 0.01
+
+
+class Flaky(MailboxSync):
+    protocol = "imap"
+
+    def __init__(self, errors: list[BaseException], recorder: Recorder) -> None:
+        services: Any = SimpleNamespace(episodes=recorder)
+        target: Any = SimpleNamespace(mailbox_id="m1", poll_interval_s=3600.0)
+        super().__init__(services, target, rng=random.Random(1))
+        self.errors = errors
+        self.passes = 0
+
+    async def pass_once(self) -> None:
+        self.passes += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        await asyncio.sleep(3600)  # caught up: idle forever
+
+
+async def test_only_the_mailboxs_own_failures_open_an_episode() -> None:
+    recorder = Recorder()
+    sync = Flaky(
+        [ConnectionError("NATS away"), NetError(ErrorCode.AUTH_FAILED, "NO"), RuntimeError("bug")], recorder
+    )
+    task = asyncio.create_task(sync.run())
+    for _ in range(100):
+        if sync.passes == 4:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert sync.passes == 4
+    assert recorder.codes == [ErrorCode.AUTH_FAILED]  # NATS away and a bug are not the mailbox's failures
+
+
+def test_uid_sets_are_ranges() -> None:
+    assert uid_set([1, 2, 3, 7, 9, 10]) == b"1:3,7,9:10"
+    assert uid_set([5]) == b"5"
+
+
+def test_internal_dates() -> None:
+    assert internal_date(" 7-Jul-2026 02:44:25 -0700") == datetime(2026, 7, 7, 9, 44, 25, tzinfo=UTC)
+    assert internal_date("garbage") is None and internal_date(None) is None
+
+
+def test_fair_share() -> None:
+    assert LeaseTable.fair_share(10, 3, 100) == 4
+    assert LeaseTable.fair_share(10, 1, 4) == 4
+    assert LeaseTable.fair_share(0, 2, 10) == 0
