@@ -134,36 +134,45 @@ async def bare_loop(dovecot: DovecotServer, ca: Path, parse: bool) -> tuple[int,
     return count, elapsed
 
 
-def enable_events(dovecot: DovecotServer, transit: KeyRing) -> list[Event]:
+def enable_events(
+    dovecot: DovecotServer,
+    transit: KeyRing,
+    mailbox_id: str = MAILBOX,
+    user: str = USER,
+    password: str = PASSWORD,
+    **advanced: Any,
+) -> list[Event]:
+    """The events that make sync-svc sync one mailbox, as profile-svc and mailbox-svc publish them."""
     now = datetime.now(UTC)
+    profile_id = f"p-{mailbox_id}"
     endpoint = Endpoint(host="mail.test", port=dovecot.imaps_port, tls=TlsMode.IMPLICIT)
     profile = ProfileSnapshot(
-        profile_id="p-bench",
+        profile_id=profile_id,
         name="bench",
         owner=OWNER,
         incoming_protocol=IncomingProtocol.IMAP,
         incoming=endpoint,
         outgoing=Endpoint(host="mail.test", port=465, tls=TlsMode.IMPLICIT),
-        advanced=AdvancedOptions(process_email_from=date(2000, 1, 1)),
+        advanced=AdvancedOptions(**{"process_email_from": date(2000, 1, 1), **advanced}),
         updated_at=now,
     )
     mailbox = MailboxSnapshot(
-        mailbox_id=MAILBOX,
-        email="bench@mail.test",
+        mailbox_id=mailbox_id,
+        email=f"{user}@mail.test",
         owner=OWNER,
-        profile_id="p-bench",
+        profile_id=profile_id,
         approval="approved",
         updated_at=now,
     )
     ref = MailboxRef(
-        mailbox_id=MAILBOX, email=mailbox.email, owner=OWNER, profile_id="p-bench", profile_owner=OWNER
+        mailbox_id=mailbox_id, email=mailbox.email, owner=OWNER, profile_id=profile_id, profile_owner=OWNER
     )
     sealed = transit.seal(
-        json.dumps({"username": USER, "password": PASSWORD}).encode(), f"mailbox:{MAILBOX}:incoming"
+        json.dumps({"username": user, "password": password}).encode(), f"mailbox:{mailbox_id}:incoming"
     )
     target = ServerTarget(
-        profile_id="p-bench",
-        profile_name="bench",
+        profile_id=profile_id,
+        profile_name=profile_id,
         incoming_protocol=IncomingProtocol.IMAP,
         incoming=endpoint,
         outgoing=profile.outgoing,
@@ -175,7 +184,7 @@ def enable_events(dovecot: DovecotServer, transit: KeyRing) -> list[Event]:
         ProfileCreated(profile=profile),
         MailboxCreated(mailbox=mailbox),
         TestRequested(
-            test_id="t-bench",
+            test_id=f"t-{mailbox_id}",
             mailbox=ref,
             target=target,
             credentials=SealedCredentials(incoming=sealed),
