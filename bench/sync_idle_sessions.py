@@ -72,7 +72,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     tuning = dovecot_tuning(os.cpu_count() or 1)
     tuning["process_limit"] = max(int(tuning["process_limit"]), args.mailboxes * 2 + 50)
     key_text = KeyRing.generate_key_text("transit-bench")
-    result: dict[str, Any] = {"mailboxes": args.mailboxes}
+    result: dict[str, Any] = {"mailboxes": args.mailboxes, "tls_read_kb": args.tls_read_kb}
     try:
         await measure(args, work, certs, users, tuning, key_text, result)
     finally:
@@ -106,6 +106,7 @@ async def measure(
             sync_allow_networks="127.0.0.0/8",
             sync_ca_file=str(certs.ca),
             sync_reconcile_s=0.5,
+            sync_tls_read_kb=args.tls_read_kb,
             sync_poll_floor_s=3600,
         )
         app = create_app(settings, resolver=StaticResolver({"mail.test": ["127.0.0.1"]}))
@@ -152,6 +153,9 @@ if __name__ == "__main__":
     parser.add_argument("--mailboxes", type=int, default=100)
     parser.add_argument("--probes", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--tls-read-kb", type=int, default=32, help="MW_SYNC_TLS_READ_KB (asyncio's own default: 256)."
+    )
     parsed = parser.parse_args()
     out = asyncio.run(main(parsed))
     print(json.dumps(out, indent=2))

@@ -6,6 +6,8 @@ worker, and leases in NATS KV decide which process syncs which mailbox.
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.sslproto
 import contextlib
 from typing import Any
 
@@ -51,6 +53,8 @@ SESSION_BYTES = 4_194_304  # budget of a session's own replies (greeting, listin
 
 def create_app(settings: Settings | None = None, *, resolver: Resolver | None = None) -> FastAPI:
     settings = settings or Settings()
+    # Thousands of idling TLS sessions: asyncio's per-connection read buffer is the main cost of each.
+    asyncio.sslproto.SSLProtocol.max_size = settings.sync_tls_read_kb * 1024
     keyring = load_keyring(settings.transit_keys, "MW_TRANSIT_KEYS", "transit", settings.dev_mode)
     runtime = ServiceRuntime(NAME, settings)
     repo = Repository(runtime.db)
