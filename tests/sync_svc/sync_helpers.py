@@ -127,12 +127,14 @@ class Bus:
         env = make_envelope(event, "pytest")
         await self.js.publish(subject or event.SUBJECT, env.to_bytes(), headers={"Nats-Msg-Id": str(env.id)})
 
+    host = "mail.test"  # resolved by the tests' StaticResolver; a service in its own process needs an IP
+
     def endpoint(self, protocol: IncomingProtocol, tls: TlsMode = TlsMode.IMPLICIT) -> Endpoint:
         if protocol is IncomingProtocol.IMAP:
             port = self.dovecot.imaps_port if tls is TlsMode.IMPLICIT else self.dovecot.imap_port
         else:
             port = self.dovecot.pop3s_port if tls is TlsMode.IMPLICIT else self.dovecot.pop3_port
-        return Endpoint(host="mail.test", port=port, tls=tls)
+        return Endpoint(host=self.host, port=port, tls=tls)
 
     async def switch_protocol(self, box: Mailbox, protocol: IncomingProtocol, version: int = 2) -> None:
         """The mailbox's profile moves to another incoming protocol (same server, same login)."""
