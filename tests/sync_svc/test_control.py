@@ -154,9 +154,13 @@ async def test_cli_mail_tail_and_status(
         assert proc.returncode == 0, err.decode()
         return out.decode()
 
-    async with sync_service(db_name, sync_idle=False):
+    async with sync_service(db_name, sync_idle=False) as app:
         await bus.enable(box)
         await bus.wait_emails(box, 2)
+        for _ in range(50):  # the batch's watermark is written just after its events are stored
+            if (await app.state.repository.get_state(box.mailbox_id)).get("messages_seen") == 2:
+                break
+            await asyncio.sleep(0.1)
         tail = await cli("mail", "tail", "--mailbox", box.mailbox_id, "--last", "2", "--count", "2")
         status = json.loads(await cli("mail", "status", box.mailbox_id, "--json"))
     lines = [ln for ln in tail.splitlines() if ln.strip()]
