@@ -137,13 +137,21 @@ class Worker:
             target = wanted.get(mailbox_id)
             run = self.running[mailbox_id]
             generation = int(self.controls.get(mailbox_id, {}).get("generation", 0))
-            if (
-                target is None
-                or not self.leases.still_valid(mailbox_id)
-                or target.fingerprint != run.fingerprint
-                or generation != run.generation
-                or run.task.done()
-            ):
+            reason = (
+                "not to be synced"
+                if target is None
+                else "lease expired"
+                if not self.leases.still_valid(mailbox_id)
+                else "target changed"
+                if target.fingerprint != run.fingerprint
+                else "control changed"
+                if generation != run.generation
+                else "task ended"
+                if run.task.done()
+                else None
+            )
+            if reason is not None:
+                log.info("mailbox sync stopped", extra={"mailbox_id": mailbox_id, "reason": reason})
                 await self._stop_one(mailbox_id)
         for mailbox_id in list(self.leases.held):
             if mailbox_id not in wanted or not self.leases.still_valid(mailbox_id):
