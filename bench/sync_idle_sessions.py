@@ -31,9 +31,8 @@ import nats
 import psutil
 
 from bench.stack import dovecot_tuning
-from bench.sync_one_mailbox import enable_events, workdir
+from bench.sync_one_mailbox import enable_events, sync_app, workdir
 from contracts.envelope import make_envelope
-from mailwarden_mailnet.resolve import StaticResolver
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import DovecotServer, MongoWireServer, NatsServer, TestCertificates
 from sync_svc import metrics
@@ -89,27 +88,14 @@ async def measure(
     key_text: str,
     result: dict[str, Any],
 ) -> None:
-    from sync_svc.app import create_app
-    from sync_svc.config import Settings
-
     with (
         DovecotServer(work / "dovecot", certs, users, max_userip_connections=1000, **tuning) as dovecot,
         NatsServer(work / "nats") as nats_server,
         MongoWireServer(work / "mongo") as mongo,
     ):
-        settings = Settings(
-            nats_url=nats_server.url,
-            mongodb_uri=mongo.uri,
-            mongodb_db=f"b_{uuid.uuid4().hex[:8]}",
-            log_setup=False,
-            transit_keys=key_text,
-            sync_allow_networks="127.0.0.0/8",
-            sync_ca_file=str(certs.ca),
-            sync_reconcile_s=0.5,
-            sync_tls_read_kb=args.tls_read_kb,
-            sync_poll_floor_s=3600,
+        app = sync_app(
+            nats_server, mongo, certs, key_text, sync_reconcile_s=0.5, sync_tls_read_kb=args.tls_read_kb
         )
-        app = create_app(settings, resolver=StaticResolver({"mail.test": ["127.0.0.1"]}))
         transit = KeyRing.parse(key_text)
         nc = await nats.connect(nats_server.url)
         js = nc.jetstream()

@@ -37,6 +37,7 @@ if __package__ in (None, ""):
 
 import nats
 import psutil
+from fastapi import FastAPI
 
 from bench.stack import dovecot_tuning
 from contracts.envelope import make_envelope
@@ -200,24 +201,32 @@ def enable_events(
     ]
 
 
-async def run_sync(work: Path, dovecot: DovecotServer, certs: TestCertificates, count: int) -> dict[str, Any]:
+def sync_app(
+    nats_server: NatsServer, mongo: MongoWireServer, certs: TestCertificates, key_text: str, **settings: Any
+) -> FastAPI:
+    """sync-svc for this process: the private servers, loopback allowed, the test CA, no polling."""
     from sync_svc.app import create_app
     from sync_svc.config import Settings
 
+    values: dict[str, Any] = {
+        "nats_url": nats_server.url,
+        "mongodb_uri": mongo.uri,
+        "mongodb_db": f"b_{uuid.uuid4().hex[:8]}",
+        "log_setup": False,
+        "transit_keys": key_text,
+        "sync_allow_networks": "127.0.0.0/8",
+        "sync_ca_file": str(certs.ca),
+        "sync_reconcile_s": 0.2,
+        "sync_poll_floor_s": 3600,
+        **settings,
+    }
+    return create_app(Settings(**values), resolver=StaticResolver({"mail.test": ["127.0.0.1"]}))
+
+
+async def run_sync(work: Path, dovecot: DovecotServer, certs: TestCertificates, count: int) -> dict[str, Any]:
     key_text = KeyRing.generate_key_text("transit-bench")
     with NatsServer(work / "nats") as nats_server, MongoWireServer(work / "mongo") as mongo:
-        settings = Settings(
-            nats_url=nats_server.url,
-            mongodb_uri=mongo.uri,
-            mongodb_db=f"b_{uuid.uuid4().hex[:8]}",
-            log_setup=False,
-            transit_keys=key_text,
-            sync_allow_networks="127.0.0.0/8",
-            sync_ca_file=str(certs.ca),
-            sync_reconcile_s=0.2,
-            sync_poll_floor_s=3600,
-        )
-        app = create_app(settings, resolver=StaticResolver({"mail.test": ["127.0.0.1"]}))
+        app = sync_app(nats_server, mongo, certs, key_text)
         nc = await nats.connect(nats_server.url)
         js = nc.jetstream()
         subject = f"mailwarden.email.received.{MAILBOX}"

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 import nats.errors
 from nats.aio.client import Client
 from nats.js.api import StorageType
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import (
+    BadRequestError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
 from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
@@ -67,7 +73,7 @@ class LeaseTable:
         js = nc.jetstream()
         try:
             return await js.key_value(name)
-        except nats.js.errors.BucketNotFoundError:
+        except BucketNotFoundError:
             pass
         try:
             return await js.create_key_value(
