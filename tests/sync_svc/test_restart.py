@@ -1,4 +1,4 @@
-"""A NATS restart in the middle of a first sync: nothing lost, nothing stored twice."""
+"""A NATS or database restart in the middle of a first sync: nothing lost, nothing stored twice."""
 
 from __future__ import annotations
 
@@ -13,29 +13,31 @@ import pytest
 from sync_helpers import NAMES, Bus, Mailbox, append, message, settings_for
 
 from mailwarden_mailnet.resolve import StaticResolver
-from mailwarden_servers import DovecotServer, NatsServer, TestCertificates
+from mailwarden_servers import DovecotServer, MongoWireServer, NatsServer, TestCertificates
 from sync_svc.app import create_app
 
 pytestmark = pytest.mark.integration
 MESSAGES = 600
 
 
-async def test_nats_restart_mid_sync_loses_nothing_and_stores_nothing_twice(
+@pytest.mark.parametrize("restarted", ["nats", "database"])
+async def test_a_restart_mid_sync_loses_nothing_and_stores_nothing_twice(
     dovecot: DovecotServer,
     certs: TestCertificates,
     new_box: Callable[..., Mailbox],
-    mongo_uri: str,
     workdir: Path,
+    restarted: str,
 ) -> None:
     box = new_box(process_from=date(2020, 1, 1))
     await asyncio.to_thread(
         append, dovecot, box.user, box.password, [message(i, "r") for i in range(MESSAGES)]
     )
-    with NatsServer(workdir / f"nats-restart-{uuid.uuid4().hex[:6]}") as server:
+    tag = uuid.uuid4().hex[:6]
+    with NatsServer(workdir / f"nats-{tag}") as server, MongoWireServer(workdir / f"mongo-{tag}") as mongo:
         nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
         bus = Bus(nc, dovecot)
         settings = settings_for(
-            server.url, mongo_uri, f"r_{uuid.uuid4().hex[:8]}", certs, sync_idle=False, sync_fetch_batch=50
+            server.url, mongo.uri, f"r_{tag}", certs, sync_idle=False, sync_fetch_batch=50
         )
         app = create_app(settings, resolver=StaticResolver(NAMES))
 
@@ -51,7 +53,7 @@ async def test_nats_restart_mid_sync_loses_nothing_and_stores_nothing_twice(
                     break
                 await asyncio.sleep(0.05)
             at_restart = await stored()
-            await asyncio.to_thread(server.restart)
+            await asyncio.to_thread(server.restart if restarted == "nats" else mongo.restart)
             count = 0
             for _ in range(600):
                 try:

@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         worker.start()
 
     runtime.on_startup(start_worker)
-    runtime.on_stopping(worker.stop)
+    runtime.on_shutdown(worker.stop)  # cancels the sessions, then gives the leases back (KV round trips)
     app = runtime.http_app(title="mailwarden sync-svc", routers=[routes])
     app.state.worker = worker
     app.state.repository = repo
