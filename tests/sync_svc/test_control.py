@@ -161,8 +161,8 @@ async def test_cli_mail_tail_and_status(
             if (await app.state.repository.get_state(box.mailbox_id)).get("messages_seen") == 2:
                 break
             await asyncio.sleep(0.1)
-        tail = await cli("mail", "tail", "--mailbox", box.mailbox_id, "--last", "2", "--count", "2")
-        status = json.loads(await cli("mail", "status", box.mailbox_id, "--json"))
+        tail = await cli("sync", "tail", "--mailbox", box.mailbox_id, "--last", "2", "--count", "2")
+        status = json.loads(await cli("sync", "status", box.mailbox_id, "--json"))
     lines = [ln for ln in tail.splitlines() if ln.strip()]
     assert len(lines) == 2 and all(box.mailbox_id in ln and "sender@example.org" in ln for ln in lines)
     assert "cli 0" in lines[0] and "cli 1" in lines[1]
