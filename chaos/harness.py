@@ -27,6 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pymongo import AsyncMongoClient
 
 from contracts.subjects import STREAMS
+from mailwarden_runtime.changes import unpublished
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import DovecotServer, NatsServer, TestCertificates, eventually, free_port
 from mailwarden_servers.devstack import SERVICES, ServiceProcess, ServiceSpec
@@ -499,7 +500,7 @@ class System:
         fig.figures["duplicate_alerts"] = double_counted
         fig.check(double_counted == 0, f"{double_counted} alerts counted one test twice")
         fig.check(len(alerted) == len(ids), f"{len(ids) - len(alerted)} mailboxes without an alert")
-        pending = await mdb.mailboxes.count_documents({"outbox_pending": True})
+        pending = await unpublished(mdb, ("mailboxes", "jobs"), "mailbox-svc-outbox")
         fig.figures["outbox_left"] = pending
         fig.check(pending == 0, f"{pending} mailboxes still have unpublished events")
 

@@ -49,6 +49,7 @@ from contracts.models import (
 from contracts.subjects import STREAMS
 from mailbox_svc.app import create_app
 from mailbox_svc.config import Settings
+from mailwarden_runtime.changes import unpublished
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.mongo import database_name
 from mailwarden_servers import eventually
@@ -67,6 +68,7 @@ def profile_snapshot(
     source: CredentialSource = CredentialSource.MAILBOX,
     sealed: SealedCredentials | None = None,
     version: int = 1,
+    max_connections: int = 3,
 ) -> ProfileSnapshot:
     return ProfileSnapshot(
         profile_id=profile_id,
@@ -77,7 +79,9 @@ def profile_snapshot(
         outgoing=Endpoint(host="smtp.example.com", port=465, tls=TlsMode.IMPLICIT),
         credential_source=source,
         sealed_credentials=sealed,
-        advanced=AdvancedOptions(verify_tls=False, connect_timeout_s=7.5, max_concurrent_connections=3),
+        advanced=AdvancedOptions(
+            verify_tls=False, connect_timeout_s=7.5, max_concurrent_connections=max_connections
+        ),
         version=version,
         updated_at=datetime.now(UTC),
     )
@@ -241,10 +245,7 @@ class Harness:
         """Wait until the outbox relay has published every event written so far."""
 
         async def empty() -> bool:
-            counts = [
-                await self.db[c].count_documents({"outbox_pending": True}) for c in ("mailboxes", "jobs")
-            ]
-            return sum(counts) == 0
+            return await unpublished(self.db, ("mailboxes", "jobs"), "mailbox-svc-outbox") == 0
 
         await eventually(empty, what="outbox drained")
 

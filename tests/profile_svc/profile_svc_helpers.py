@@ -9,6 +9,8 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from mailwarden_runtime.changes import unpublished
+
 CANARY = "canary-Pa55w0rd-7f3e9b"
 
 
@@ -61,10 +63,7 @@ async def stream_bodies(js: Any, stream: str = "MW_CONFIG") -> list[bytes]:
 
 
 async def _pending(db: Any) -> int:
-    total = 0
-    for name in ("profiles", "settings"):
-        total += await db[name].count_documents({"outbox_pending": True})
-    return total
+    return await unpublished(db, ("profiles", "settings"), "profile-svc-outbox")
 
 
 async def outbox_drained(db: Any, timeout: float = 10.0) -> None:

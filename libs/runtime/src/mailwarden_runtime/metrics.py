@@ -14,6 +14,9 @@ DEAD_LETTERS = Counter(
     "mailwarden_dead_letters_total", "Messages sent to the dead-letter stream", ["consumer"]
 )
 OUTBOX_PUBLISHED = Counter("mailwarden_outbox_published_total", "Events published by the outbox relay")
+EVENT_RELAY_LAG = Gauge(
+    "mailwarden_event_relay_lag_seconds", "Age of the last change the change-stream relay published"
+)
 OUTBOX_BACKLOG = Gauge("mailwarden_outbox_backlog", "Documents with events waiting in the outbox")
 EVENT_LAG = Histogram(
     "mailwarden_event_lag_seconds",

@@ -1,9 +1,14 @@
-"""Transactional outbox in the document itself: state and its events are written by one update.
+"""Events in the document itself: state and its events are written by one update.
 
-A write that fails leaves no event; a write that commits always yields its events, because the
-relay publishes whatever sits in ``outbox`` (with the event id as ``Nats-Msg-Id``, so a publish
-repeated after a crash is dropped by JetStream) and only then removes it. Works on any
-MongoDB-wire server; no transaction or replica set is needed.
+A write that fails leaves no event; a write that commits always yields its events. Two relays
+publish them (with the event id as ``Nats-Msg-Id``, so a publish repeated after a crash is dropped
+by JetStream), chosen per process by :func:`use_change_stream` (``MW_EVENT_RELAY``):
+
+- **change stream** (a replica set, the default where there is one): the write *replaces* the
+  document's ``outbox`` with its own events and :mod:`mailwarden_runtime.changes` publishes them
+  from the change stream; nothing is written back, so an event costs no extra database write.
+- **outbox** (any MongoDB-wire server, standalone too): the write *appends* to ``outbox`` and
+  :class:`OutboxRelay` publishes whatever sits there and only then removes it (one more update).
 
 The relay takes the documents whose events wait longest first (``outbox_since``, indexed). An
 entry that the server keeps refusing (no stream for its subject, too large, ...) is moved to the
@@ -36,6 +41,7 @@ from mailwarden_runtime.tracing import attached, carrier
 log = logging.getLogger(__name__)
 
 PENDING = "outbox_pending"
+WRITTEN_AT = "outbox_at"  # change-stream mode: when the document's current events were written
 SINCE = "outbox_since"  # when the oldest event still in the document's outbox was written
 Publish = Callable[[str, str, bytes], Awaitable[object]]
 
@@ -66,12 +72,32 @@ def outbox_entry(envelope: Envelope[Any], subject: str | None = None) -> Documen
     return entry
 
 
+class _Mode:
+    change_stream = False
+
+
+_MODE = _Mode()
+
+
+def use_change_stream(on: bool) -> None:
+    """Set how this process writes events (once, by ``ServiceRuntime.start`` from ``MW_EVENT_RELAY``)."""
+    _MODE.change_stream = on
+
+
+def change_stream_in_use() -> bool:
+    return _MODE.change_stream
+
+
 def with_outbox(update: Document, entries: Iterable[Document]) -> Document:
     """Add events to an update document (``$set``/``$push``/``$min`` are merged, not replaced)."""
     items = list(entries)
     if not items:
         return update
     merged = {k: dict(v) for k, v in update.items()}
+    if _MODE.change_stream:
+        # Replaced by every write, read from the change: the whole field, never a path inside it.
+        merged.setdefault("$set", {}).update({"outbox": items, WRITTEN_AT: datetime.now(UTC)})
+        return merged
     merged.setdefault("$set", {})[PENDING] = True
     merged.setdefault("$min", {})[SINCE] = datetime.now(UTC)  # kept when older events still wait
     merged.setdefault("$push", {})["outbox"] = {"$each": items}
@@ -81,6 +107,8 @@ def with_outbox(update: Document, entries: Iterable[Document]) -> Document:
 def new_document_outbox(entries: Iterable[Document]) -> Document:
     """Fields for a document inserted together with its events."""
     items = list(entries)
+    if _MODE.change_stream:
+        return {"outbox": items, WRITTEN_AT: datetime.now(UTC)} if items else {"outbox": []}
     return {"outbox": items, PENDING: True, SINCE: datetime.now(UTC)} if items else {"outbox": []}
 
 
@@ -100,11 +128,9 @@ class OutboxRelay:
     ) -> None:
         self._db = db
         self._collections = list(collections)
-        self._publish = publish
-        self._batch = batch
+        self.batch = batch
         self.name = name  # dead letters go to mailwarden.dlq.<name>
-        self.max_attempts = max_attempts
-        self._failures: dict[str, int] = {}  # entry id -> refusals counted in this process
+        self.entries = EntryPublisher(publish, name, max_attempts)
         self._loop = BackgroundLoop("outbox-relay", self._pass, poll_interval_s)
 
     async def ensure_indexes(self) -> None:
@@ -124,7 +150,7 @@ class OutboxRelay:
         await self._loop.stop()
 
     async def _pass(self) -> bool:
-        return await self.drain() >= self._batch
+        return await self.drain() >= self.batch
 
     async def drain(self) -> int:
         """One pass over every collection; returns how many documents had events.
@@ -138,7 +164,7 @@ class OutboxRelay:
             docs = (
                 await coll.find({PENDING: True}, {"outbox": 1})
                 .sort([(PENDING, 1), (SINCE, 1)])
-                .limit(self._batch)
+                .limit(self.batch)
                 .to_list(None)
             )
             total += len(docs)
@@ -146,13 +172,13 @@ class OutboxRelay:
                 continue
             done: list[str] = []  # published or dead-lettered: removed from the outbox
             results = await asyncio.gather(
-                *(self._publish_doc(name, doc.get("outbox") or [], done) for doc in docs),
+                *(self.entries.publish_all(name, doc.get("outbox") or [], done) for doc in docs),
                 return_exceptions=True,
             )
             if done:
                 await _remove_entries(coll, [d["_id"] for d in docs], done)
             cleared = sum(r is True for r in results)
-            if len(docs) < self._batch:
+            if len(docs) < self.batch:
                 backlog += len(docs) - cleared  # every pending document was in this pass
             else:
                 backlog += await coll.count_documents({PENDING: True})
@@ -162,7 +188,17 @@ class OutboxRelay:
             raise failure
         return total
 
-    async def _publish_doc(self, collection: str, entries: list[Any], done: list[str]) -> bool:
+
+class EntryPublisher:
+    """Publishes stored entries in order; dead-letters one the server refused ``max_attempts`` times."""
+
+    def __init__(self, publish: Publish, name: str, max_attempts: int) -> None:
+        self._publish = publish
+        self.name = name
+        self.max_attempts = max_attempts
+        self._failures: dict[str, int] = {}  # entry id -> refusals counted in this process
+
+    async def publish_all(self, collection: str, entries: list[Any], done: list[str]) -> bool:
         """Publish a document's entries in order (they must not overtake each other); True when all went."""
         for entry in entries:
             entry_id = str(entry.get("id", ""))
@@ -172,7 +208,7 @@ class OutboxRelay:
             except TRANSIENT:
                 raise
             except Exception as exc:
-                if not await self._refused(collection, entry, exc):
+                if not await self.refused(collection, entry, exc):
                     raise
             else:
                 metrics.OUTBOX_PUBLISHED.inc()
@@ -180,7 +216,7 @@ class OutboxRelay:
             done.append(entry_id)
         return True
 
-    async def _refused(self, collection: str, entry: Any, exc: Exception) -> bool:
+    async def refused(self, collection: str, entry: Any, exc: Exception) -> bool:
         """Count a refusal of ``entry``; at ``max_attempts`` dead-letter it. True when it was."""
         entry_id = str(entry.get("id", "") if isinstance(entry, dict) else "")
         attempts = self._failures.get(entry_id, 0) + 1

@@ -31,12 +31,13 @@ from contracts.events import Event
 from mailwarden_runtime import metrics
 from mailwarden_runtime.bounded import Deadline, cancel_and_wait, within
 from mailwarden_runtime.bus import NatsBus, ensure_streams, publish_envelope, publish_raw
+from mailwarden_runtime.changes import ChangeStreamRelay
 from mailwarden_runtime.consumer import BatchHandler, ConsumerOptions, EventConsumer, Handler
 from mailwarden_runtime.http import install_error_handlers
 from mailwarden_runtime.logs import configure_logging
 from mailwarden_runtime.mongo import Document, create_client, database, ping
 from mailwarden_runtime.mongo import close as close_mongo
-from mailwarden_runtime.outbox import OutboxRelay
+from mailwarden_runtime.outbox import OutboxRelay, use_change_stream
 from mailwarden_runtime.rpc import RequestHeaders, RpcOperation, RpcServer, rpc_subject
 from mailwarden_runtime.settings import ServiceSettings
 from mailwarden_runtime.tracing import current_correlation_id, setup_exporter
@@ -83,10 +84,9 @@ class ServiceRuntime:
         if uses_database:
             self.mongo = create_client(settings, name)
             self._db = database(self.mongo, settings, name)
-        collections = list(outbox_collections)
-        self.relay: OutboxRelay | None = None
-        if collections:
-            self.relay = OutboxRelay(self.db, collections, self._publish_raw, name=f"{name}-outbox")
+        self._outbox_collections = list(outbox_collections)
+        # Chosen at start (MW_EVENT_RELAY): the change stream, or the outbox relay on a standalone.
+        self.relay: OutboxRelay | ChangeStreamRelay | None = None
         self._consumers: list[EventConsumer[Any]] = []
         self._lag_task: asyncio.Task[None] | None = None
         self._startup: list[Hook] = []
@@ -218,12 +218,19 @@ class ServiceRuntime:
         if self.settings.log_setup:
             configure_logging(self.name, self.settings.log_level, self.settings.log_json)
             setup_exporter(self.name)
+        legacy = await self._choose_relay()
         if self.relay is not None:
             await self.relay.ensure_indexes()
+            if isinstance(self.relay, ChangeStreamRelay):
+                await self.relay.prepare()  # before anything here writes events
         for hook in self._startup:
             await hook()
         nc = await self.bus.connect()
         await ensure_streams(nc, self.settings)
+        if legacy is not None:
+            # Events an earlier run left in the in-document outbox go out before the stream's.
+            while await legacy.drain() >= legacy.batch:
+                pass
         await self._rpc.start(nc)
         for consumer in self._consumers:
             await consumer.start(nc)
@@ -231,6 +238,24 @@ class ServiceRuntime:
             self.relay.start()
         if self._consumers:
             self._lag_task = asyncio.create_task(self._watch_pending(), name="consumer-pending")
+
+    async def _choose_relay(self) -> OutboxRelay | None:
+        """Pick the relay; in change-stream mode returns an outbox relay for what an outbox run left."""
+        if not self._outbox_collections:
+            return None
+        mode = self.settings.event_relay
+        if mode == "auto":
+            hello = await self.db.client.admin.command("hello")
+            mode = "change_stream" if hello.get("setName") else "outbox"
+        name = f"{self.name}-outbox"
+        outbox = OutboxRelay(self.db, self._outbox_collections, self._publish_raw, name=name)
+        use_change_stream(mode == "change_stream")
+        if mode == "outbox":
+            self.relay = outbox
+            return None
+        self.relay = ChangeStreamRelay(self.db, self._outbox_collections, self._publish_raw, name=name)
+        await outbox.ensure_indexes()
+        return outbox
 
     async def _watch_pending(self, every_s: float = 15.0) -> None:
         """Keep ``mailwarden_consumer_pending_messages`` current (a stalled consumer shows here)."""

@@ -85,6 +85,14 @@ class ServiceSettings(BaseSettings):
     rpc_concurrency: int = Field(
         32, ge=1, le=10_000, description="Request-reply requests one process handles at once."
     )
+    event_relay: Literal["auto", "change_stream", "outbox"] = Field(
+        "auto",
+        description=(
+            "How events written with the state reach NATS: `change_stream` (needs a replica set: no "
+            "extra database write per event), `outbox` (any MongoDB, standalone too: one more update "
+            "per document to clear what was published), `auto`: change_stream on a replica set."
+        ),
+    )
 
 
 class TransitKeySettings(BaseSettings):

@@ -1,0 +1,269 @@
+"""Events published from the database's change stream: the state write is the only write.
+
+Each write that has events replaces its document's ``outbox`` field with them
+(:func:`mailwarden_runtime.outbox.with_outbox` in change-stream mode). This relay follows the
+service database's change stream, filtered to those writes, publishes each change's events in
+commit order (a document's events never overtake each other) with the event id as
+``Nats-Msg-Id``, and then remembers how far it got: the stream's resume token, stored in
+``event_relay`` at most every ``checkpoint_s`` (one small update per interval, not per event).
+
+Nothing is lost: the token is stored only after everything before it was published, and a
+restart resumes after the stored token, so at worst the events of the last interval are
+published again, which JetStream drops inside its duplicate window (and consumers are
+idempotent after it). The first start stores the stream's position before the service writes
+anything. Replicas of a service each follow the whole stream (every event published once per
+replica, the copies dropped by JetStream). If the stored position has left the oplog (the relay
+was down longer than the oplog window), the latest events of every document written since the
+stored time are published again and the loss of anything older is logged as an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
+
+from mailwarden_runtime import metrics
+from mailwarden_runtime.bounded import cancel_and_wait
+from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.outbox import PENDING, TRANSIENT, WRITTEN_AT, EntryPublisher, Publish
+
+log = logging.getLogger(__name__)
+
+POSITIONS = "event_relay"
+# The stream cannot resume from the stored token: it left the oplog, or it is not a token.
+HISTORY_LOST = {136, 260, 280, 286}
+# A write's events are stamped before it commits: the recovery reads back this much further.
+WRITE_MARGIN = timedelta(seconds=60)
+
+
+class ChangeStreamRelay:
+    """Publishes the events of ``collections`` as their writes appear in the change stream."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        collections: Iterable[str],
+        publish: Publish,
+        *,
+        name: str = "outbox",
+        batch: int = 500,
+        max_await_ms: int = 100,
+        checkpoint_s: float = 1.0,
+        max_attempts: int = 5,
+        retry_pause_s: float = 0.2,
+    ) -> None:
+        self._db = db
+        self._collections = list(collections)
+        self.name = name  # dead letters go to mailwarden.dlq.<name>; the position is stored under it
+        self.entries = EntryPublisher(publish, name, max_attempts)
+        self._batch = batch
+        self._max_await_ms = max_await_ms
+        self._checkpoint_s = checkpoint_s
+        self._retry_pause_s = retry_pause_s
+        self._published: Mapping[str, Any] | None = None  # token after the last published change
+        self._published_upto = datetime.now(UTC)  # every write stamped before this is published
+        self._saved: Mapping[str, Any] | None = None
+        self._saved_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pipeline(self) -> list[Document]:
+        return events_pipeline(self._collections)
+
+    async def ensure_indexes(self) -> None:
+        """The index the recovery after a lost history reads by (only then)."""
+        for name in self._collections:
+            await self._db[name].create_index(WRITTEN_AT, sparse=True)
+
+    async def prepare(self) -> None:
+        """Store where the stream is now if nothing is stored: called before the service writes."""
+        if await self._stored() is not None:
+            return
+        self._published_upto = datetime.now(UTC) - WRITE_MARGIN
+        async with await self._db.watch(self.pipeline) as stream:
+            await self._save(stream.resume_token, force=True)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"{self.name}-changes")
+
+    def wake(self) -> None:
+        """Nothing to do: the stream hands changes over as they commit."""
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task, 5.0)
+
+    async def drain(self) -> int:
+        """The stop's last step: store how far the relay published (what is left comes next start)."""
+        await self._save(self._published, force=True)
+        return 0
+
+    async def _run(self) -> None:
+        pause = self._retry_pause_s
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning(
+                    "%s: change stream relay failed; resuming from the stored position",
+                    self.name,
+                    exc_info=True,
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+            else:
+                pause = self._retry_pause_s
+
+    async def _follow(self) -> None:
+        stored = await self._stored()
+        token = stored["token"] if stored else None
+        try:
+            stream = await self._db.watch(
+                self.pipeline, resume_after=token, max_await_time_ms=self._max_await_ms
+            )
+        except OperationFailure as exc:
+            if exc.code not in HISTORY_LOST or stored is None:
+                raise
+            await self._recover(stored, exc)
+            return
+        async with stream:
+            self._published = token
+            while True:
+                upto = datetime.now(UTC) - WRITE_MARGIN
+                changes = await self._next_batch(stream)
+                await self._publish_changes(changes)
+                self._published, self._published_upto = stream.resume_token, upto
+                await self._save(self._published, force=False)
+
+    async def _next_batch(self, stream: AsyncChangeStream[Document]) -> list[Document]:
+        """What the stream has now, up to ``batch`` changes (waits ``max_await_ms`` when it has none)."""
+        changes: list[Document] = []
+        while len(changes) < self._batch:
+            change = await stream.try_next()
+            if change is None:
+                break
+            changes.append(change)
+        return changes
+
+    async def _publish_changes(self, changes: list[Document]) -> None:
+        """Each document's events in order; different documents' at once."""
+        by_doc: dict[tuple[str, Any], list[tuple[str, list[Any]]]] = {}
+        for change in changes:
+            coll = change["ns"]["coll"]
+            key = (coll, repr(change["documentKey"]))
+            by_doc.setdefault(key, []).append((coll, _events_of(change)))
+        results = await asyncio.gather(
+            *(self._publish_doc(writes) for writes in by_doc.values()), return_exceptions=True
+        )
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            raise failure
+        if changes:
+            last = changes[-1].get("wallTime")
+            if isinstance(last, datetime):
+                metrics.EVENT_RELAY_LAG.set(
+                    max(0.0, (datetime.now(UTC) - last.replace(tzinfo=UTC)).total_seconds())
+                )
+
+    async def _publish_doc(self, writes: list[tuple[str, list[Any]]]) -> None:
+        for coll, entries in writes:
+            for attempt in range(self.entries.max_attempts + 1):
+                try:
+                    await self.entries.publish_all(coll, entries, [])
+                    break
+                except TRANSIENT:
+                    raise
+                except Exception:
+                    # Refused, not yet dead-lettered: counted by the publisher; try again shortly.
+                    if attempt == self.entries.max_attempts:
+                        raise
+                    await asyncio.sleep(self._retry_pause_s)
+
+    async def _recover(self, stored: Document, exc: OperationFailure) -> None:
+        """The stored position is gone: start from now, then publish again what was written since."""
+        since = stored.get("at")
+        log.error(
+            "%s: the change stream cannot resume from the stored position (%s); publishing again the "
+            "latest events of every document written since %s, anything older was lost",
+            self.name,
+            exc.code,
+            since,
+        )
+        upto = datetime.now(UTC) - WRITE_MARGIN
+        async with await self._db.watch(self.pipeline) as stream:
+            now_token = stream.resume_token
+        for name in self._collections:
+            query: Document = {WRITTEN_AT: {"$gte": since}} if since else {WRITTEN_AT: {"$exists": True}}
+            async for doc in self._db[name].find(query, {"outbox": 1}).sort(WRITTEN_AT, 1):
+                await self._publish_doc([(name, doc.get("outbox") or [])])
+        self._published_upto = upto
+        await self._save(now_token, force=True)
+
+    async def _stored(self) -> Document | None:
+        return await self._db[POSITIONS].find_one({"_id": self.name})
+
+    async def _save(self, token: Mapping[str, Any] | None, *, force: bool) -> None:
+        if token is None or token == self._saved:
+            return
+        if not force and time.monotonic() - self._saved_at < self._checkpoint_s:
+            return
+        await self._db[POSITIONS].update_one(
+            {"_id": self.name}, {"$set": {"token": dict(token), "at": self._published_upto}}, upsert=True
+        )
+        self._saved, self._saved_at = token, time.monotonic()
+
+
+def events_pipeline(collections: Iterable[str]) -> list[Document]:
+    """Only writes of ``collections`` that carry events (an update without events is not seen)."""
+    return [
+        {
+            "$match": {
+                "ns.coll": {"$in": list(collections)},
+                "$or": [
+                    {"operationType": {"$in": ["insert", "replace"]}, "fullDocument.outbox": {"$ne": []}},
+                    {"operationType": "update", "updateDescription.updatedFields.outbox": {"$exists": True}},
+                ],
+            }
+        }
+    ]
+
+
+async def unpublished(
+    db: AsyncDatabase[Document], collections: Iterable[str], name: str, most: int = 100
+) -> int:
+    """Writes whose events a relay may not have published yet, up to ``most`` (0: settled).
+
+    For tests and checks, in either mode: documents still flagged in the in-document outbox plus
+    changes after the change-stream relay ``name``'s stored position (which lags the relay by up
+    to its checkpoint interval).
+    """
+    names = list(collections)
+    total = 0
+    for coll in names:
+        total += await db[coll].count_documents({PENDING: True})
+    stored = await db[POSITIONS].find_one({"_id": name})
+    if stored is None:
+        return total
+    async with await db.watch(
+        events_pipeline(names), resume_after=stored["token"], max_await_time_ms=50
+    ) as stream:
+        while total < most and await stream.try_next() is not None:
+            total += 1
+    return total
+
+
+def _events_of(change: Document) -> list[Any]:
+    if change["operationType"] == "update":
+        return list(change["updateDescription"]["updatedFields"].get("outbox") or [])
+    return list((change.get("fullDocument") or {}).get("outbox") or [])

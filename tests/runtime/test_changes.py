@@ -1,0 +1,200 @@
+"""Events from the change stream against real servers: no write-back, nothing lost across a restart."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient, UpdateOne
+
+from contracts import DeadLettered, Envelope, MailboxApproved
+from contracts.subjects import dead_letter_subject
+from mailwarden_runtime.changes import POSITIONS, ChangeStreamRelay
+from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, use_change_stream, with_outbox
+from mailwarden_runtime.service import ServiceRuntime
+from mailwarden_runtime.settings import ServiceSettings
+from mailwarden_servers import eventually
+
+
+def settings_for(nats_url: str, mongo_uri: str, db: str, mode: str = "change_stream") -> ServiceSettings:
+    return ServiceSettings(
+        nats_url=nats_url, mongodb_uri=mongo_uri, mongodb_db=db, log_setup=False, event_relay=mode
+    )
+
+
+class Seen:
+    """A consumer of MailboxApproved that keeps the mailbox ids of one test's events, in order."""
+
+    def __init__(self, nats_url: str, mongo_uri: str, tag: str) -> None:
+        self.ids: list[str] = []
+        self.tag = tag
+        s = settings_for(nats_url, mongo_uri, f"t_{uuid.uuid4().hex[:12]}")
+        self.rt = ServiceRuntime(f"seen-{tag}", s, uses_database=False)
+        self.rt.consume(MailboxApproved, f"changes-{tag}", self._handle)
+
+    async def _handle(self, env: Envelope[MailboxApproved]) -> None:
+        if env.data.email.startswith(self.tag):
+            self.ids.append(env.data.mailbox_id)
+
+
+@pytest.fixture
+async def seen(nats_url: str, mongo_uri: str) -> AsyncIterator[Seen]:
+    s = Seen(nats_url, mongo_uri, uuid.uuid4().hex[:8])
+    await s.rt.start()
+    yield s
+    await s.rt.stop()
+
+
+def event(rt: ServiceRuntime, tag: str, mailbox_id: str) -> dict[str, object]:
+    env = rt.envelope(
+        MailboxApproved(mailbox_id=mailbox_id, email=f"{tag}@example.org", approved_at=datetime.now(UTC))
+    )
+    return outbox_entry(env)
+
+
+async def test_events_come_from_the_writes_in_order_without_a_write_back(
+    nats_url: str, mongo_uri: str, seen: Seen
+) -> None:
+    rt = ServiceRuntime(
+        "changes-test",
+        settings_for(nats_url, mongo_uri, f"t_{uuid.uuid4().hex[:12]}"),
+        outbox_collections=["things"],
+    )
+    await rt.start()
+    try:
+        assert isinstance(rt.relay, ChangeStreamRelay)
+        tag = seen.tag
+        await rt.db.things.insert_one({"_id": "a", **new_document_outbox([event(rt, tag, "a0")])})
+        await rt.db.things.update_one({"_id": "a"}, {"$set": {"quiet": True}})  # no events: not seen
+        for n in range(1, 4):
+            await rt.db.things.update_one(
+                {"_id": "a"}, with_outbox({"$set": {"n": n}}, [event(rt, tag, f"a{n}")])
+            )
+        await rt.db.things.insert_many(
+            [{"_id": f"b{n}", **new_document_outbox([event(rt, tag, f"b{n}")])} for n in range(3)]
+        )
+        await rt.db.things.bulk_write(
+            [
+                UpdateOne({"_id": f"b{n}"}, with_outbox({"$inc": {"v": 1}}, [event(rt, tag, f"b{n}-2")]))
+                for n in range(3)
+            ]
+        )
+        await eventually(lambda: len(seen.ids) >= 10, "the ten events")
+        assert [i for i in seen.ids if i.startswith("a")] == ["a0", "a1", "a2", "a3"]
+        for n in range(3):
+            assert seen.ids.index(f"b{n}") < seen.ids.index(f"b{n}-2")
+        assert len(seen.ids) == 10
+        doc = await rt.db.things.find_one({"_id": "a"})
+        assert doc is not None and doc["n"] == 3 and "outbox_pending" not in doc
+        assert [json.loads(e["body"])["data"]["mailbox_id"] for e in doc["outbox"]] == ["a3"]
+    finally:
+        await rt.stop()
+
+
+async def test_events_written_while_the_relay_was_down_are_published_after_a_restart(
+    nats_url: str, mongo_uri: str, seen: Seen
+) -> None:
+    db = f"t_{uuid.uuid4().hex[:12]}"
+    tag = seen.tag
+    first = ServiceRuntime(
+        "changes-restart", settings_for(nats_url, mongo_uri, db), outbox_collections=["things"]
+    )
+    await first.start()
+    await first.db.things.insert_one({"_id": "x", **new_document_outbox([event(first, tag, "before")])})
+    await eventually(lambda: seen.ids == ["before"], "the event before the stop")
+    await first.stop()
+    # Written while no relay runs (e.g. by a replica that crashed before its relay published).
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
+    things = client[first.db.name].things
+    await things.insert_one({"_id": "y", **new_document_outbox([event(first, tag, "while-down")])})
+    await things.update_one({"_id": "x"}, with_outbox({"$set": {"k": 1}}, [event(first, tag, "x-later")]))
+    second = ServiceRuntime(
+        "changes-restart", settings_for(nats_url, mongo_uri, db), outbox_collections=["things"]
+    )
+    await second.start()
+    try:
+        await eventually(lambda: len(seen.ids) >= 3, "the events written while the relay was down")
+        assert seen.ids == ["before", "while-down", "x-later"], "nothing lost, nothing twice"
+    finally:
+        await second.stop()
+        await client.close()
+
+
+async def test_the_first_start_stores_its_position_before_anything_is_written(
+    nats_url: str, mongo_uri: str, seen: Seen
+) -> None:
+    db = f"t_{uuid.uuid4().hex[:12]}"
+    rt = ServiceRuntime("changes-first", settings_for(nats_url, mongo_uri, db), outbox_collections=["things"])
+    assert await rt.db[POSITIONS].find_one({"_id": "changes-first-outbox"}) is None
+    await rt.start()
+    stored = await rt.db[POSITIONS].find_one({"_id": "changes-first-outbox"})
+    assert stored is not None and stored["token"]
+    await rt.relay.stop() if rt.relay else None  # the relay dies before it publishes anything
+    await rt.db.things.insert_one({"_id": "z", **new_document_outbox([event(rt, seen.tag, "first")])})
+    await rt.stop()
+    again = ServiceRuntime(
+        "changes-first", settings_for(nats_url, mongo_uri, db), outbox_collections=["things"]
+    )
+    await again.start()
+    try:
+        await eventually(lambda: seen.ids == ["first"], "the event written after the first start")
+    finally:
+        await again.stop()
+
+
+async def test_what_an_outbox_run_left_goes_out_when_the_service_starts_on_the_change_stream(
+    nats_url: str, mongo_uri: str, seen: Seen
+) -> None:
+    db = f"t_{uuid.uuid4().hex[:12]}"
+    rt = ServiceRuntime(
+        "changes-switch", settings_for(nats_url, mongo_uri, db), outbox_collections=["things"]
+    )
+    use_change_stream(False)  # written by an earlier run in outbox mode, never relayed
+    await rt.db.things.insert_one(
+        {"_id": "o", **new_document_outbox([event(rt, seen.tag, "left-in-outbox")])}
+    )
+    await rt.start()
+    try:
+        await rt.db.things.update_one(
+            {"_id": "o"}, with_outbox({"$set": {"k": 1}}, [event(rt, seen.tag, "after")])
+        )
+        await eventually(lambda: len(seen.ids) >= 2, "both events")
+        assert seen.ids == ["left-in-outbox", "after"]
+    finally:
+        await rt.stop()
+
+
+async def test_an_entry_refused_again_and_again_is_dead_lettered_and_the_rest_goes_on(
+    nats_url: str, mongo_uri: str, seen: Seen
+) -> None:
+    rt = ServiceRuntime(
+        "changes-dlq",
+        settings_for(nats_url, mongo_uri, f"t_{uuid.uuid4().hex[:12]}"),
+        outbox_collections=["things"],
+    )
+    dead: list[DeadLettered] = []
+
+    async def on_dead(env: Envelope[DeadLettered]) -> None:
+        dead.append(env.data)
+
+    name = "changes-dlq-outbox"
+    listener = ServiceRuntime("dlq-listener-cs", rt.settings, uses_database=False)
+    listener.consume(DeadLettered, f"dlq-{uuid.uuid4().hex[:6]}", on_dead, subject=dead_letter_subject(name))
+    await listener.start()
+    await rt.start()
+    try:
+        refused = {"id": str(uuid.uuid4()), "subject": "mailwarden.nowhere.x", "body": "{}"}
+        await rt.db.things.insert_one(
+            {"_id": "p", **new_document_outbox([refused, event(rt, seen.tag, "after")])}
+        )
+        await rt.db.things.insert_one({"_id": "q", **new_document_outbox([event(rt, seen.tag, "q")])})
+        await eventually(lambda: len(dead) == 1 and len(seen.ids) == 2, "the dead letter and both events")
+        assert sorted(seen.ids) == ["after", "q"]
+        assert dead[0].subject == "mailwarden.nowhere.x" and "refused 5 times" in dead[0].reason
+    finally:
+        await rt.stop()
+        await listener.stop()
