@@ -76,7 +76,9 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         DURABLE,
         handler,
         ConsumerOptions(
-            max_workers=settings.tester_concurrency,
+            # Tests run under the connection limits (2 x concurrency in all, the host's own
+            # maximum per host); the extra workers only wait for a busy host's slot.
+            max_workers=settings.tester_concurrency + settings.tester_max_waiting,
             batch_size=settings.tester_batch_size,
             ack_wait_s=settings.tester_ack_wait_s,
         ),

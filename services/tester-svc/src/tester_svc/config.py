@@ -15,6 +15,16 @@ class Settings(ServiceSettings, TransitKeySettings):
     )
     tester_ca_file: str | None = Field(None, description="Extra CA bundle trusted besides the system CAs.")
     tester_concurrency: int = Field(16, ge=1, le=1000, description="Tests run at once by this process.")
+    tester_max_waiting: int = Field(
+        64,
+        ge=0,
+        le=10_000,
+        description=(
+            "Requests held besides MW_TESTER_CONCURRENCY while they wait for a busy host's "
+            "connection slot (kept alive with in-progress acks, no connection open): a slow or dead "
+            "server's queue waits here, so other hosts' tests are still fetched and run at once."
+        ),
+    )
     tester_batch_size: int = Field(8, ge=1, le=256, description="Messages pulled per fetch.")
     tester_ack_wait_s: float = Field(30.0, gt=0, description="JetStream ack wait (kept alive while testing).")
     tester_test_timeout_s: float = Field(60.0, gt=0, le=600, description="Deadline of one whole test.")
