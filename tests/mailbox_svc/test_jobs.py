@@ -35,7 +35,7 @@ async def seed(h: Any, profile_id: str, n: int) -> None:
 
 async def test_job_of_500_mailboxes_reports_progress_and_summary(make_harness: MakeHarness) -> None:
     async with make_harness(job_batch_size=100, job_max_in_flight=500) as h:
-        await h.profile(profile_snapshot("pj", source=CredentialSource.PROFILE))
+        await h.profile(profile_snapshot("pj", source=CredentialSource.PROFILE, max_connections=300))
         await h.org_settings(approved_users_only=False)
         await seed(h, "pj", N)
         r = await h.http.post("/jobs", json={"profile_id": "pj"})
@@ -86,7 +86,7 @@ async def test_job_of_500_mailboxes_reports_progress_and_summary(make_harness: M
 
 async def test_job_cancel_stops_requesting(make_harness: MakeHarness) -> None:
     async with make_harness(job_batch_size=20, job_max_in_flight=40) as h:
-        await h.profile(profile_snapshot("pc", source=CredentialSource.PROFILE))
+        await h.profile(profile_snapshot("pc", source=CredentialSource.PROFILE, max_connections=300))
         await seed(h, "pc", 120)
         job_id = (await h.http.post("/jobs", json={"profile_id": "pc"})).json()["job_id"]
         first = await h.test_requests(40)  # the job waits for results before requesting more
@@ -141,6 +141,21 @@ async def test_job_cancel_stops_requesting(make_harness: MakeHarness) -> None:
         await asyncio.sleep(0)
 
 
+async def test_a_job_queues_at_most_twice_what_its_servers_take(make_harness: MakeHarness) -> None:
+    """A dead or slow server's job keeps a short queue: unrelated tests are not behind it (issue #16)."""
+    async with make_harness(job_batch_size=100, job_max_in_flight=500) as h:
+        await h.profile(profile_snapshot("ps", source=CredentialSource.PROFILE, max_connections=4))
+        await seed(h, "ps", 50)
+        job_id = (await h.http.post("/jobs", json={"profile_id": "ps"})).json()["job_id"]
+        first = await h.test_requests(8)
+        assert await h.no_more_requests(0.8), "more than 2 x max_concurrent_connections queued"
+        for req in first[:3]:
+            await h.complete(req)
+        more = await h.test_requests(3)  # three results make room for three more
+        assert {q.job_id for q in first + more} == {job_id}
+        assert await h.no_more_requests(0.5)
+
+
 async def test_job_refuses_an_unknown_profile(make_harness: MakeHarness) -> None:
     async with make_harness() as h:
         r = await h.http.post("/jobs", json={"profile_id": "ghost"})
@@ -151,7 +166,7 @@ async def test_job_refuses_an_unknown_profile(make_harness: MakeHarness) -> None
 async def test_job_resumes_after_a_restart(make_harness: MakeHarness) -> None:
     settings = {"job_batch_size": 10, "job_max_in_flight": 20}
     async with make_harness(**settings) as h:
-        await h.profile(profile_snapshot("pr", source=CredentialSource.PROFILE))
+        await h.profile(profile_snapshot("pr", source=CredentialSource.PROFILE, max_connections=300))
         await seed(h, "pr", 30)
         job_id = (await h.http.post("/jobs", json={"profile_id": "pr"})).json()["job_id"]
         first = await h.test_requests(20)
@@ -178,7 +193,7 @@ async def test_job_counters_count_each_result_once_and_are_reconciled(
 ) -> None:
     """Progress comes from counters kept by the result handlers; lost counts are recounted."""
     async with make_harness(job_batch_size=10, job_max_in_flight=10) as h:
-        await h.profile(profile_snapshot("pc", source=CredentialSource.PROFILE))
+        await h.profile(profile_snapshot("pc", source=CredentialSource.PROFILE, max_connections=300))
         await h.org_settings(approved_users_only=False)
         await seed(h, "pc", 5)
         job_id = (await h.http.post("/jobs", json={"profile_id": "pc"})).json()["job_id"]

@@ -3,8 +3,9 @@
 The job document is the truth: its cursor says how far it has expanded, so a restart resumes where
 it stopped; test ids are derived from (job, mailbox), so a batch expanded twice asks once. Counts of
 results come from the stored test runs. The job never has more than ``max_in_flight`` tests without
-a result, so thousands of mailboxes do not flood the testers; cancelling stops the expansion and
-publishes the summary at once.
+a result, nor more than twice what its profile's servers take at once, so thousands of mailboxes
+do not flood the testers and a dead server's job does not queue ahead of everyone else's tests;
+cancelling stops the expansion and publishes the summary at once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from contracts.envelope import Envelope
-from contracts.events import Event
+from contracts.events import Event, ProfileSnapshot
 from contracts.jobs import JobProgress, TestJobCompleted, TestJobProgress, TestJobStarted
 from mailbox_svc.clock import utcnow
 from mailbox_svc.models import JobView
@@ -252,10 +253,22 @@ class JobRunner:
             if await self.repo.update_job({"_id": job_id, "state": job["state"]}, update) is not None:
                 self.wake_relay()
 
+    def in_flight_cap(self, profile: ProfileSnapshot | None) -> int:
+        """Tests of one job without a result: what its servers can take, twice, at most ``max_in_flight``.
+
+        The profile's servers run at most ``max_concurrent_connections`` at once, so more in the
+        testers' queue only waits; a dead or slow server's job then holds a short queue, not one
+        that unrelated tests wait behind.
+        """
+        if profile is None:
+            return self.max_in_flight
+        return min(self.max_in_flight, 2 * profile.advanced.max_concurrent_connections)
+
     async def _expand(self, job: Document) -> bool:
         """Request one batch; False when the job must wait for results before going on."""
         progress = await self._progress(job)
-        room = self.max_in_flight - (job["requested"] - progress.done)
+        known = await self.repo.get_profile(job["profile_id"])  # the read model: its limits
+        room = self.in_flight_cap(known) - (job["requested"] - progress.done)
         if room <= 0:
             return False
         batch = await self.repo.batch_for_job(job["profile_id"], job["cursor"], min(room, self.batch_size))
