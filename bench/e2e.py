@@ -27,6 +27,7 @@ import psutil
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from bench.docwrites import DocumentWrites
 from bench.mailboxes import DOMAIN, Mailbox
 from bench.models import Endpoint, Outcome, RunResult, Usage
 from bench.monitor import ResourceMonitor
@@ -102,6 +103,8 @@ class MailwardenBench:
         self.stored: dict[str, str] = {}  # user -> password stored in mailbox-svc
         self.tests_by_tester: int = 0
         self.setup_s: float = 0.0
+        self.allowed_ports: list[int] = []  # the org's custom port list (the isolation row adds one)
+        self.dead_profile_id: str | None = None  # the isolation row's profile on a dead host
 
     def close(self) -> None:
         if self.system is not None:
@@ -130,6 +133,7 @@ class MailwardenBench:
                 for p in (ep.imaps_port, ep.smtp_port)
             }
         )
+        self.allowed_ports = ports
         first = self.stack.endpoint(self.rtts[0])
         nc = await connect(self.system.nats.url)
         try:
@@ -239,7 +243,7 @@ class MailwardenRunner:
             subs = await self._watch(nc, watch)
             ops0 = system.opcounters()
             cpu0 = _self_cpu()
-            with ResourceMonitor(groups) as monitor:
+            with DocumentWrites(system.mongo.uri) as docs, ResourceMonitor(groups) as monitor:
                 t0 = time.perf_counter()
                 job = await rpc(nc, "mailbox-svc", "job_start", {"profile_id": self.bench.profile_id})
                 watch.job_id = job["job_id"]
@@ -260,7 +264,10 @@ class MailwardenRunner:
         finally:
             await nc.close()
         self.bench.tests_by_tester += watch.expected
-        return self._result(plan, endpoint, watch, wall, monitor, cpu, ops0, ops1)
+        result = self._result(plan, endpoint, watch, wall, monitor, cpu, ops0, ops1)
+        result.extra.update(docs.per_test(len(plan.mailboxes)))
+        result.extra["docs_written"] = json.dumps(docs.breakdown(), sort_keys=True)
+        return result
 
     async def _watch(self, nc: Client, watch: _Watch) -> list[Any]:
         async def on_requested(msg: Msg) -> None:

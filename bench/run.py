@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: make the `bench` package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.e2e import MailwardenBench, MailwardenRunner
+from bench.isolation import IsolationRunner
 from bench.mailboxes import client_mailboxes, make_users, save_mailboxes
 from bench.models import BenchReport, RunResult
 from bench.report import format_tables
@@ -105,6 +106,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tester process counts for the scale-out rows (total concurrency kept); '' = none")  # fmt: skip
     p.add_argument("--scale-out-rtt", type=float, default=0.0, metavar="MS",
                    help="RTT of the scale-out rows (default 0: where the tester's CPU is the bound)")  # fmt: skip
+    p.add_argument("--isolation", type=int, default=1000, metavar="D",
+                   help="the isolation row: a job of D mailboxes on a server that never answers while "
+                        "single tests of working mailboxes run (0 = skip)")  # fmt: skip
+    p.add_argument("--isolation-tests", type=_positive, default=50, metavar="K",
+                   help="single tests measured in the isolation row")  # fmt: skip
     p.add_argument("--timeout", type=float, default=30.0, help="per-operation client timeout, s")
     p.add_argument("--json", type=Path, default=None, help="write every figure as JSON here")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir, removed after")
@@ -231,6 +237,9 @@ def _schedule(
     for k in args.scale_out:
         cfg = TesterConfig(k, max(conc // k, 1))
         schedule.append(e2e_row(f"scale-out/{k}", cfg, args.scale_out_rtt))
+    if args.isolation > 0:
+        iso = IsolationRunner(e2e, TesterConfig(1, conc), args.isolation, args.isolation_tests)
+        schedule.append((iso, first_m(plan(0.0, False, m))))
     return schedule
 
 
