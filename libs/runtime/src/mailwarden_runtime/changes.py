@@ -55,7 +55,7 @@ class ChangeStreamRelay:
         *,
         name: str = "outbox",
         batch: int = 500,
-        max_await_ms: int = 100,
+        max_await_ms: int = 1000,
         checkpoint_s: float = 1.0,
         max_attempts: int = 5,
         retry_pause_s: float = 0.2,
@@ -139,22 +139,34 @@ class ChangeStreamRelay:
             return
         async with stream:
             self._published = token
-            while True:
-                upto = datetime.now(UTC) - WRITE_MARGIN
-                changes = await self._next_batch(stream)
-                await self._publish_changes(changes)
-                self._published, self._published_upto = stream.resume_token, upto
-                await self._save(self._published, force=False)
+            # The stream is read by its own task, so what has arrived is published at once:
+            # a getMore waits for more (up to max_await) and must not hold back what is here.
+            queue: asyncio.Queue[Document] = asyncio.Queue(maxsize=2 * self._batch)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._read(stream, queue))
+                group.create_task(self._publish_from(queue))
 
-    async def _next_batch(self, stream: AsyncChangeStream[Document]) -> list[Document]:
-        """What the stream has now, up to ``batch`` changes (waits ``max_await_ms`` when it has none)."""
-        changes: list[Document] = []
-        while len(changes) < self._batch:
-            change = await stream.try_next()
-            if change is None:
-                break
-            changes.append(change)
-        return changes
+    async def _read(self, stream: AsyncChangeStream[Document], queue: asyncio.Queue[Document]) -> None:
+        async for change in stream:
+            await queue.put(change)
+        raise RuntimeError("the change stream ended")  # invalidated (e.g. its collection dropped)
+
+    async def _publish_from(self, queue: asyncio.Queue[Document]) -> None:
+        """Publish what the queue holds (up to ``batch``), then note the position; store it now and then."""
+        while True:
+            try:
+                first = await asyncio.wait_for(queue.get(), self._checkpoint_s)
+            except TimeoutError:
+                await self._save(self._published, force=True)  # quiet: store where we are
+                continue
+            upto = datetime.now(UTC) - WRITE_MARGIN
+            changes = [first]
+            while len(changes) < self._batch and not queue.empty():
+                changes.append(queue.get_nowait())
+            await self._publish_changes(changes)
+            # A change's _id is the token to resume after it.
+            self._published, self._published_upto = changes[-1]["_id"], upto
+            await self._save(self._published, force=False)
 
     async def _publish_changes(self, changes: list[Document]) -> None:
         """Each document's events in order; different documents' at once."""
