@@ -37,7 +37,7 @@ class DocumentWrites:
         self._client.close()
 
     def _follow(self) -> None:
-        with self._client.watch(max_await_time_ms=200) as stream:
+        with self._client.watch(max_await_time_ms=1000) as stream:
             self._ready.set()
             while not self._stop.is_set() or stream.alive:
                 change = stream.try_next()
