@@ -79,9 +79,8 @@ class ChangeStreamRelay:
         return events_pipeline(self._collections)
 
     async def ensure_indexes(self) -> None:
-        """The index the recovery after a lost history reads by (only then)."""
-        for name in self._collections:
-            await self._db[name].create_index(WRITTEN_AT, sparse=True)
+        """None: every index costs each write its bookkeeping, and only the rare recovery after a
+        lost history reads ``outbox_at`` (a collection scan then)."""
 
     async def prepare(self) -> None:
         """Store where the stream is now if nothing is stored: called before the service writes."""

@@ -254,8 +254,7 @@ class ServiceRuntime:
             self.relay = outbox
             return None
         self.relay = ChangeStreamRelay(self.db, self._outbox_collections, self._publish_raw, name=name)
-        await outbox.ensure_indexes()
-        return outbox
+        return outbox  # its start-up pass scans: no outbox indexes to keep up on every write
 
     async def _watch_pending(self, every_s: float = 15.0) -> None:
         """Keep ``mailwarden_consumer_pending_messages`` current (a stalled consumer shows here)."""
