@@ -198,3 +198,33 @@ async def test_an_entry_refused_again_and_again_is_dead_lettered_and_the_rest_go
     finally:
         await rt.stop()
         await listener.stop()
+
+
+async def test_a_stored_position_the_stream_cannot_resume_from_publishes_the_latest_events_again(
+    nats_url: str, mongo_uri: str, seen: Seen
+) -> None:
+    db = f"t_{uuid.uuid4().hex[:12]}"
+    rt = ServiceRuntime("changes-lost", settings_for(nats_url, mongo_uri, db), outbox_collections=["things"])
+    await rt.start()
+    await rt.relay.stop() if rt.relay else None  # the relay is down while these are written
+    await rt.db.things.insert_one({"_id": "l1", **new_document_outbox([event(rt, seen.tag, "lost1")])})
+    await rt.db.things.insert_one({"_id": "l2", **new_document_outbox([event(rt, seen.tag, "lost2")])})
+    # The stored position is not a token the stream knows (as after the oplog moved past it).
+    await rt.db[POSITIONS].update_one({"_id": "changes-lost-outbox"}, {"$set": {"token": {"_data": "00"}}})
+    await rt.stop()
+    again = ServiceRuntime(
+        "changes-lost", settings_for(nats_url, mongo_uri, db), outbox_collections=["things"]
+    )
+    await again.start()
+    try:
+        await eventually(
+            lambda: sorted(seen.ids) == ["lost1", "lost2"], "the events written since the position"
+        )
+        stored = await again.db[POSITIONS].find_one({"_id": "changes-lost-outbox"})
+        assert stored is not None and stored["token"] != {"_data": "00"}, "a fresh position is stored"
+        await again.db.things.update_one(
+            {"_id": "l1"}, with_outbox({"$set": {"k": 1}}, [event(again, seen.tag, "after")])
+        )
+        await eventually(lambda: "after" in seen.ids, "the stream followed again")
+    finally:
+        await again.stop()

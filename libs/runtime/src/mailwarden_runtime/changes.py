@@ -38,8 +38,9 @@ from mailwarden_runtime.outbox import PENDING, TRANSIENT, WRITTEN_AT, EntryPubli
 log = logging.getLogger(__name__)
 
 POSITIONS = "event_relay"
-# The stream cannot resume from the stored token: it left the oplog, or it is not a token.
-HISTORY_LOST = {136, 260, 280, 286}
+# The stream cannot resume from the stored token: it left the oplog (286, 280, 136), or the
+# server cannot read it (260 InvalidResumeToken; 9 FailedToParse on the embedded server).
+HISTORY_LOST = {9, 136, 260, 280, 286}
 # A write's events are stamped before it commits: the recovery reads back this much further.
 WRITE_MARGIN = timedelta(seconds=60)
 
