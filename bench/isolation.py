@@ -36,6 +36,8 @@ async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     try:
         while await reader.read(4096):
             pass
+    except asyncio.CancelledError:
+        pass  # the row is over: its loop closes the connections still open
     finally:
         writer.close()
 
