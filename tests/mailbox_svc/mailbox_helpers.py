@@ -51,6 +51,7 @@ from mailbox_svc.app import create_app
 from mailbox_svc.config import Settings
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.mongo import database_name
+from mailwarden_runtime.sealing import open_for_test
 from mailwarden_servers import eventually
 
 PROFILE_OWNER = Owner(kind=OwnerKind.USER, id="admin1", name="Admin", email="admin@example.com")
@@ -333,3 +334,16 @@ def mailbox_body(
     }
     body.update(extra)
     return body
+
+
+def open_sealed(transit: KeyRing, req: TestRequested, direction: str) -> dict[str, Any]:
+    """A login of a TestRequested, opened as the tester does (bound to the test and its server)."""
+    assert req.credentials is not None
+    sealed = getattr(req.credentials, direction)
+    endpoint = req.target.incoming if direction == "incoming" else req.target.outgoing
+    raw = open_for_test(
+        transit, sealed, test_id=req.test_id, direction=direction, host=endpoint.host, port=endpoint.port
+    )
+    doc: dict[str, Any] = json.loads(raw)
+    assert doc.pop("not_after") > req.requested_at.timestamp()
+    return doc

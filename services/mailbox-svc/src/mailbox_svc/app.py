@@ -36,7 +36,7 @@ NAME = "mailbox-svc"
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keys = KeyRings.load(settings)  # refuses to start without keys outside dev mode
-    rings = Rings(at_rest=keys.at_rest, transit=keys.transit)
+    rings = Rings(at_rest=keys.at_rest, transit=keys.transit, transit_ttl_s=settings.transit_ttl_s)
     runtime = ServiceRuntime(NAME, settings, outbox_collections=OUTBOX_COLLECTIONS)
     repo = Repository(runtime.db)
 

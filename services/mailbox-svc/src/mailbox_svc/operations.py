@@ -24,7 +24,13 @@ from contracts.events import (
 )
 from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, act_sync_refused
 from mailbox_svc.clock import utcnow
-from mailbox_svc.credentials import INCOMING, OUTGOING, CredentialsUnreadable
+from mailbox_svc.credentials import (
+    INCOMING,
+    OUTGOING,
+    CredentialsUnreadable,
+    destination_of,
+    login_usable_for,
+)
 from mailbox_svc.documents import CLIENT_FIELDS, new_document, patch_login, to_snapshot, to_view
 from mailbox_svc.models import (
     BulkResult,
@@ -88,8 +94,9 @@ class MailboxOperations:
             return None
         return await self.profiles.require(profile_id, field)
 
-    def _creatable(self, req: MailboxCreate, now: datetime) -> Document:
-        doc = new_document(req, self.rings.at_rest, now)
+    def _creatable(self, req: MailboxCreate, now: datetime, profile: ProfileSnapshot | None) -> Document:
+        destination = destination_of(profile) if profile is not None else None
+        doc = new_document(req, self.rings.at_rest, now, destination)
         doc.update(
             new_document_outbox([outbox_entry(self.envelop(MailboxCreated(mailbox=to_snapshot(doc))))])
         )
@@ -98,7 +105,7 @@ class MailboxOperations:
     async def create(self, req: MailboxCreate) -> MailboxView:
         profile = await self._check_profile(req.profile_id)
         _check_act(req.act_delivery.value, profile, "act_delivery")
-        doc = self._creatable(req, utcnow())
+        doc = self._creatable(req, utcnow(), profile)
         if not await self.repo.insert(doc):
             raise DomainError(409, "a mailbox with this id exists", "mailbox_id")
         self.wake()
@@ -116,7 +123,7 @@ class MailboxOperations:
                 )
             profile = seen.get(item.profile_id or "")
             _check_act(item.act_delivery.value, profile, f"mailboxes.{i}.act_delivery")
-        docs = [self._creatable(item, now) for item in req.mailboxes]
+        docs = [self._creatable(item, now, seen.get(item.profile_id or "")) for item in req.mailboxes]
         ids = [d["_id"] for d in docs]
         if len(set(ids)) != len(ids):
             raise DomainError(422, "duplicate mailbox ids in the batch", "mailboxes")
@@ -225,8 +232,10 @@ class MailboxOperations:
         profile_id = patch.profile_id if "profile_id" in patch.model_fields_set else current.get("profile_id")
         act = patch.act_delivery if "act_delivery" in patch.model_fields_set else None
         act_value = act.value if act is not None else current["act_delivery"]
+        profile = await self.profiles.find_quietly(profile_id) if profile_id else None
         if act_value == DeliveryMethod.SERVER_SIDE_SYNC.value and profile_id:
-            _check_act(act_value, await self.profiles.find_quietly(profile_id), "act_delivery")
+            _check_act(act_value, profile, "act_delivery")
+        destination = destination_of(profile) if profile is not None else None
         now = utcnow()
 
         def change(doc: Document, _: SettingsSnapshot) -> tuple[Document, list[Event]]:
@@ -237,11 +246,20 @@ class MailboxOperations:
                     fields[name] = value.value if hasattr(value, "value") else value
             if "owner" in patch.model_fields_set and patch.owner is not None:
                 fields["owner"] = patch.owner.model_dump(mode="json")
+            moved = fields.get("profile_id", doc.get("profile_id")) != doc.get("profile_id")
+            if fields.get("profile_id", doc.get("profile_id")) != profile_id:
+                raise DomainError(409, "the mailbox changed concurrently; retry", "profile_id")
             for direction, attr in ((INCOMING, "credentials"), (OUTGOING, "outgoing_credentials")):
                 if attr not in patch.model_fields_set:
+                    if moved:
+                        fields.update({k: v for k, v in _forget_logins(doc).items() if f".{direction}" in k})
                     continue
+                login_doc = (doc.get("logins") or {}).get(direction)
+                usable = not moved and profile is not None and login_usable_for(login_doc, profile)
                 try:
-                    ct, login = patch_login(self.rings.at_rest, doc, direction, getattr(patch, attr), now)
+                    ct, login = patch_login(
+                        self.rings.at_rest, doc, direction, getattr(patch, attr), now, destination, usable
+                    )
                 except CredentialsUnreadable:
                     raise DomainError(
                         422, "the stored password cannot be read: give a new one", f"{attr}.password"
@@ -250,7 +268,7 @@ class MailboxOperations:
                     raise DomainError(422, f"{exc} is required: none is stored", f"{attr}.{exc}") from None
                 fields[f"credentials.{direction}"] = ct
                 fields[f"logins.{direction}"] = login
-            if fields.get("profile_id", doc.get("profile_id")) != doc.get("profile_id"):
+            if moved:
                 fields.update(_reset_tests())  # a new server must be tested before it is used
             return fields, [MailboxUpdated(mailbox=to_snapshot(doc))]
 
@@ -409,6 +427,7 @@ class MailboxOperations:
                 raise TestRefused(ACT_CODE, ACT_NOT_SUPPORTED, "changes.act_delivery", 422)
             if fields.get("profile_id", doc.get("profile_id")) != doc.get("profile_id"):
                 fields.update(_reset_tests())
+                fields.update(_forget_logins(doc))
             return fields, [MailboxUpdated(mailbox=to_snapshot(doc))]
 
         return await self._bulk(req.selection, change)
@@ -439,6 +458,16 @@ def _check_act(act_delivery: str, profile: ProfileSnapshot | None, field: str) -
     """Refuse ACT server-side sync on a mailbox whose profile is IMAP or POP3, as the org settings do."""
     if act_sync_refused(act_delivery, _protocol(profile)):
         raise DomainError(422, ACT_NOT_SUPPORTED, field)
+
+
+def _forget_logins(doc: Document) -> Document:
+    """A login goes only to the server it was entered for: moving a mailbox needs its passwords again."""
+    out: Document = {}
+    for direction, ct in (doc.get("credentials") or {}).items():
+        if ct is not None:
+            out[f"credentials.{direction}"] = None
+            out[f"logins.{direction}.destination"] = None
+    return out
 
 
 def apply_set(doc: Document, fields: Document) -> Document:

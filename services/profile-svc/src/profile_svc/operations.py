@@ -30,6 +30,7 @@ from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, Direction, Seale
 from mailwarden_runtime.crypto import SealError
 from mailwarden_runtime.http import DomainError, FieldProblem
 from mailwarden_runtime.outbox import outbox_entry
+from mailwarden_runtime.sealing import destination_fingerprint
 from profile_svc import documents as docs
 from profile_svc.credentials import CredentialBox
 from profile_svc.documents import ProfileDoc
@@ -60,6 +61,30 @@ UNREADABLE = (
     "the stored credentials cannot be opened (altered, or sealed with a key no longer in "
     "MW_CREDENTIAL_KEYS): set them again"
 )
+
+
+REENTER = (
+    "the server (host, port, TLS mode, certificate checks or plaintext login) changes: stored passwords "
+    "are never sent to a new destination, give this login again in the same request"
+)
+
+
+def destination(profile: Draft | ProfileDoc) -> str:
+    """Where and how the profile's logins are sent (see :mod:`mailwarden_runtime.sealing`)."""
+    return destination_fingerprint(
+        profile.incoming_protocol.value,
+        profile.incoming,
+        profile.outgoing,
+        profile.advanced.verify_tls,
+        profile.advanced.allow_plaintext_auth,
+    )
+
+
+def redirect_problems(doc: ProfileDoc, draft: Draft) -> list[FieldProblem]:
+    """A stored login may not follow the profile to another destination: it must be given again."""
+    if not draft.keep_logins or destination(draft) == destination(doc):
+        return []
+    return [FieldProblem(field=f"credentials.{d.value}", message=REENTER) for d in sorted(draft.keep_logins)]
 
 
 class Operations:
@@ -275,6 +300,7 @@ class Operations:
                 raise not_found()
             was_default = (await self.ensure_settings()).default_profile_id == profile_id
             draft, problems = resolve(requested(doc.as_request(was_default), patch), doc.credentials)
+            problems += redirect_problems(doc, draft)
             await self._checked(draft, problems, draft.is_default and not was_default)
             new = doc.with_draft(draft, self._logins(profile_id, draft, doc.credentials))
             same = new.stored(include=docs.PROFILE_FIELDS) == doc.stored(include=docs.PROFILE_FIELDS)
