@@ -60,7 +60,7 @@ async def test_wrong_secret_expired_revoked_and_malformed_are_refused(store: Tok
     assert revoked is not None and revoked.revoked_at is not None
     with pytest.raises(Unauthenticated, match="revoked"):
         await store.verify(text)
-    assert (await store.list())[0].info().state(datetime.now(UTC)) == "revoked"
+    assert (await store.list())[0].info().state_at(datetime.now(UTC)) == "revoked"
 
 
 async def test_revocation_reaches_a_caching_verifier_within_its_cache_time(nc: Client) -> None:

@@ -80,6 +80,7 @@ GET = Operation(
     input=MailboxRequest,
     output=MailboxView,
     permission="mailboxes:read",
+    owner_scoped=True,
     summary="Read a mailbox (passwords are never shown)",
     errors=NOT_FOUND,
     tags=MAILBOXES,
@@ -90,11 +91,16 @@ UPDATE = Operation(
     path="/mailboxes/{mailbox_id}",
     input=UpdateRequest,
     output=MailboxView,
-    permission="mailboxes:write",
+    permission="mailboxes:credentials",
+    owner_scoped=True,
     summary="Change a mailbox; an omitted password is kept",
     errors={**NOT_FOUND, **RACE},
     tags=MAILBOXES,
     body="changes",
+    docs=(
+        "Setting the passwords needs `mailboxes:credentials` (a mailbox owner: on their own mailbox); "
+        "every other field needs `mailboxes:write` too."
+    ),
 )
 DEACTIVATE = Operation(
     name="deactivate",
@@ -114,6 +120,7 @@ HISTORY = Operation(
     input=HistoryRequest,
     output=TestHistory,
     permission="mailboxes:read",
+    owner_scoped=True,
     summary="History of test runs, newest first",
     errors=NOT_FOUND,
     tags=MAILBOXES,
@@ -125,6 +132,7 @@ TEST = Operation(
     input=TestRequest,
     output=TestAccepted,
     permission="mailboxes:test",
+    owner_scoped=True,
     summary="Test & Enable one mailbox",
     errors={
         **NOT_FOUND,

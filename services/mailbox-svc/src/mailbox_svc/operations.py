@@ -23,6 +23,7 @@ from contracts.events import (
     SmtpMode,
 )
 from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, act_sync_refused
+from mailbox_svc.access import CREDENTIAL_FIELDS, admit, admit_fields
 from mailbox_svc.clock import utcnow
 from mailbox_svc.credentials import (
     INCOMING,
@@ -52,6 +53,7 @@ from mailbox_svc.models import (
 from mailbox_svc.profiles import UNAVAILABLE, ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import Repository
 from mailbox_svc.testing import Rings, TestRefused, build_request, pending_fields
+from mailwarden_runtime.auth import current_actor
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
@@ -61,6 +63,7 @@ log = logging.getLogger(__name__)
 Envelop = Callable[[Event], Envelope[Any]]
 Mutation = Callable[[Document, SettingsSnapshot], tuple[Document, list[Event]]]
 MAX_RACES = 5
+AUTOMATIC = "service:mailbox-svc"  # the actor of changes no caller asked for (test results, retries)
 
 
 class Skip(Exception):
@@ -97,6 +100,7 @@ class MailboxOperations:
     def _creatable(self, req: MailboxCreate, now: datetime, profile: ProfileSnapshot | None) -> Document:
         destination = destination_of(profile) if profile is not None else None
         doc = new_document(req, self.rings.at_rest, now, destination)
+        doc["created_by"] = doc["updated_by"] = current_actor() or AUTOMATIC
         doc.update(
             new_document_outbox([outbox_entry(self.envelop(MailboxCreated(mailbox=to_snapshot(doc))))])
         )
@@ -140,7 +144,9 @@ class MailboxOperations:
         return doc
 
     async def get(self, mailbox_id: str) -> MailboxView:
-        return to_view(await self._get_doc(mailbox_id))
+        doc = await self._get_doc(mailbox_id)
+        admit(doc, "mailboxes:read")
+        return to_view(doc)
 
     async def list(self, req: ListRequest) -> MailboxPage:
         f = MailboxFilter.model_validate(req.model_dump(exclude={"limit", "after"}))
@@ -150,7 +156,7 @@ class MailboxOperations:
         return MailboxPage(items=[to_view(d) for d in docs], next_after=docs[-1]["_id"] if more else None)
 
     async def history(self, req: HistoryRequest) -> TestHistory:
-        await self._get_doc(req.mailbox_id)
+        admit(await self._get_doc(req.mailbox_id), "mailboxes:read")
         runs = await self.repo.runs_of(req.mailbox_id, req.limit)
         return TestHistory(
             items=[
@@ -176,7 +182,7 @@ class MailboxOperations:
             settings = await self.repo.get_settings()
             fields, events = change(doc, settings)
             now = utcnow()
-            fields = {**fields, "updated_at": now}
+            fields = {**fields, "updated_at": now, "updated_by": current_actor() or AUTOMATIC}
             after = {**apply_set(doc, fields), "version": doc["version"] + 1}
             entries = [outbox_entry(self.envelop(e)) for e in events]
             snapshot_events = [e for e in events if isinstance(e, MailboxUpdated)]
@@ -226,6 +232,10 @@ class MailboxOperations:
     # ---- update / deactivate ----------------------------------------------------------------
 
     async def update(self, mailbox_id: str, patch: MailboxPatch) -> MailboxView:
+        admit_fields(set(patch.model_fields_set))
+        current = await self._get_doc(mailbox_id)
+        if patch.model_fields_set & CREDENTIAL_FIELDS:
+            admit(current, "mailboxes:credentials")
         if "profile_id" in patch.model_fields_set:
             await self._check_profile(patch.profile_id)
         current = await self._get_doc(mailbox_id)
@@ -334,6 +344,7 @@ class MailboxOperations:
     async def test_one(self, mailbox_id: str, smtp_mode: SmtpMode | None = None) -> TestAccepted:
         """Test & Enable one mailbox; ``smtp_mode`` overrides the profile's for this test."""
         doc = await self._get_doc(mailbox_id)
+        admit(doc, "mailboxes:test")
         profiles = await self._load_profiles({doc.get("profile_id") or ""})
         result = BulkResult()
         try:

@@ -27,6 +27,7 @@ from contracts.events import (
     ProfileUpdated,
 )
 from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, Direction, SealedSecret
+from mailwarden_runtime.auth import current_actor
 from mailwarden_runtime.crypto import SealError
 from mailwarden_runtime.http import DomainError, FieldProblem
 from mailwarden_runtime.outbox import outbox_entry
@@ -85,6 +86,11 @@ def redirect_problems(doc: ProfileDoc, draft: Draft) -> list[FieldProblem]:
     if not draft.keep_logins or destination(draft) == destination(doc):
         return []
     return [FieldProblem(field=f"credentials.{d.value}", message=REENTER) for d in sorted(draft.keep_logins)]
+
+
+def actor() -> str:
+    """Who changes a document: the caller's token subject, or this service for its own changes."""
+    return current_actor() or "service:profile-svc"
 
 
 class Operations:
@@ -258,6 +264,7 @@ class Operations:
         profile_id = f"prf_{uuid.uuid4().hex}"
         now = docs.now_ms(datetime.now(UTC))
         doc = ProfileDoc.new(profile_id, draft, self._logins(profile_id, draft, {}), now)
+        doc = doc.model_copy(update={"created_by": actor(), "updated_by": actor()})
         event = ProfileCreated(profile=doc.snapshot(self._box))
         try:
             await self._repo.insert_profile(doc, [self._entry(event)])
@@ -306,13 +313,19 @@ class Operations:
             same = new.stored(include=docs.PROFILE_FIELDS) == doc.stored(include=docs.PROFILE_FIELDS)
             if not (same and self._same_logins(profile_id, doc.credentials, new.credentials)):
                 new = new.model_copy(
-                    update={"version": doc.version + 1, "updated_at": docs.now_ms(datetime.now(UTC))}
+                    update={
+                        "version": doc.version + 1,
+                        "updated_at": docs.now_ms(datetime.now(UTC)),
+                        "updated_by": actor(),
+                    }
                 )
                 try:
                     event = ProfileUpdated(profile=new.snapshot(self._box))
                 except SealError:
                     raise refuse("credentials", UNREADABLE, status=409) from None
-                changed = new.stored(include={*docs.PROFILE_FIELDS, "credentials", "version", "updated_at"})
+                changed = new.stored(
+                    include={*docs.PROFILE_FIELDS, "credentials", "version", "updated_at", "updated_by"}
+                )
                 try:
                     ok = await self._repo.update_profile(
                         profile_id, doc.version, changed, [self._entry(event)]
@@ -371,9 +384,15 @@ class Operations:
                 )
             now = docs.now_ms(datetime.now(UTC))
             gone = doc.model_copy(
-                update={"live": False, "deleted_at": now, "version": doc.version + 1, "updated_at": now}
+                update={
+                    "live": False,
+                    "deleted_at": now,
+                    "version": doc.version + 1,
+                    "updated_at": now,
+                    "updated_by": actor(),
+                }
             )
-            fields = gone.stored(include={"live", "deleted_at", "version", "updated_at"})
+            fields = gone.stored(include={"live", "deleted_at", "version", "updated_at", "updated_by"})
             event = ProfileDeleted(profile_id=profile_id)
             if await self._repo.update_profile(
                 profile_id, doc.version, fields, [self._entry(event)], unset=("credentials",)

@@ -4,11 +4,12 @@
 - :mod:`.oidc` / :mod:`.jwks`: the organisation's OAuth2/OIDC JWTs (PyJWT);
 - :mod:`.tokens`: API tokens (random, hashed, scoped, expiring, revocable) in a NATS KV bucket;
 - :mod:`.authenticator`: a bearer token in, a principal out;
-- :mod:`.guard`: 401 on every route and RPC subject, 403 per operation;
+- :mod:`.guard`: 401 on every HTTP route but the probes (operations check their permission in
+  ``mailwarden_runtime.operations.authorize``, on both doors);
 - :mod:`.context`: the current caller, for owner scoping and audit fields.
 """
 
-from mailwarden_runtime.auth.authenticator import Authenticator, bearer
+from mailwarden_runtime.auth.authenticator import Authenticator, bearer, bearer_header
 from mailwarden_runtime.auth.context import (
     acting_as,
     current_actor,
@@ -17,7 +18,6 @@ from mailwarden_runtime.auth.context import (
     require_mailbox,
 )
 from mailwarden_runtime.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
-from mailwarden_runtime.auth.guard import OperationPermissions
 from mailwarden_runtime.auth.permissions import PERMISSIONS, ROLE_PERMISSIONS, Permission, Role, Scope
 from mailwarden_runtime.auth.principal import SYSTEM, Principal
 from mailwarden_runtime.auth.settings import AuthSettings
@@ -31,7 +31,6 @@ __all__ = [
     "AuthUnavailable",
     "Authenticator",
     "Forbidden",
-    "OperationPermissions",
     "Permission",
     "Principal",
     "Role",
@@ -39,6 +38,7 @@ __all__ = [
     "Unauthenticated",
     "acting_as",
     "bearer",
+    "bearer_header",
     "current_actor",
     "current_principal",
     "require",

@@ -30,6 +30,11 @@ def bearer(headers: Mapping[str, str] | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def bearer_header(token: str) -> dict[str, str]:
+    """The header that carries a token, on HTTP requests and NATS request messages alike."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 class Authenticator:
     def __init__(self, settings: AuthSettings, tokens: TokenStore, oidc: OidcVerifier | None = None) -> None:
         self.settings = settings

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from mailwarden_runtime.http import DomainError
 
-class AuthError(Exception):
+
+class AuthError(DomainError):
+    """A refusal both doors answer like any other (``Problem`` body, the same status)."""
+
     status = 401
 
     def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+        super().__init__(type(self).status, detail)
 
 
 class Unauthenticated(AuthError):

@@ -54,7 +54,7 @@ class TokenInfo(BaseModel):
     expires_at: AwareDatetime
     revoked_at: AwareDatetime | None = None
 
-    def state(self, now: datetime) -> str:
+    def state_at(self, now: datetime) -> str:
         if self.revoked_at is not None:
             return "revoked"
         return "expired" if now >= self.expires_at else "active"
