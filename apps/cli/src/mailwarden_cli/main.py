@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from mailwarden_cli.client import DEFAULT_TOKEN_FILE, DEFAULT_URL, Options, read_token
-from mailwarden_cli.commands import alerts, events, job, mail, mailbox, profile, settings, sync
+from mailwarden_cli.commands import alerts, audit, events, job, mail, mailbox, profile, settings, sync, token
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -28,6 +28,8 @@ app.add_typer(sync.app, name="sync")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(events.app, name="events")
 app.add_typer(mail.app, name="mail")
+app.add_typer(token.app, name="token")
+app.command(name="audit")(audit.audit)
 
 
 @app.callback()
