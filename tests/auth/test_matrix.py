@@ -1,10 +1,11 @@
-"""Every route and RPC subject of every service, for every role: 401 without or with a bad token,
+"""Every operation of every service on both doors, for every role: 401 without or with a bad token,
 403 without the permission, through the door with it. Generated from the services' declarations
-(``<service>.access.PERMISSIONS``) and their OpenAPI documents, so a new operation is covered (and
-one without a declared permission is refused)."""
+(``<package>.api.OPERATIONS``), so a new operation is covered; the routes that are not operations
+(the probes, /metrics, the API docs) are checked too."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import time
@@ -20,13 +21,15 @@ import pytest
 from fastapi import FastAPI
 from nats.aio.client import Client
 
-from mailwarden_runtime.auth import OperationPermissions, Role, Scope, bearer_header
+from mailwarden_runtime.auth import Role, Scope, bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.auth.permissions import ROLE_PERMISSIONS
+from mailwarden_runtime.operations import Operation
 
 pytestmark = pytest.mark.integration
 
 SERVICES = {"profile": "profile-svc", "mailbox": "mailbox-svc", "alert": "alert-svc", "tester": "tester-svc"}
+PACKAGES = {"profile": "profile_svc", "mailbox": "mailbox_svc", "alert": "alert_svc", "tester": "tester_svc"}
 PARAMS = {
     "profile_id": "prf_nope",
     "mailbox_id": "mbx_nope",
@@ -46,13 +49,20 @@ class Matrix:
         self.nc = nc
         self.tokens = tokens
 
-    def permissions(self, name: str) -> OperationPermissions:
-        permissions: OperationPermissions = self.apps[name].state.runtime.permissions
-        return permissions
+    @staticmethod
+    def operations(name: str) -> tuple[Operation[Any, Any], ...]:
+        try:
+            module = importlib.import_module(f"{PACKAGES[name]}.api")
+        except ModuleNotFoundError:
+            return ()  # tester-svc serves no operation
+        declared: tuple[Operation[Any, Any], ...] = module.OPERATIONS
+        return declared
 
-    def routes(self, name: str) -> list[tuple[str, str]]:
+    def undeclared_routes(self, name: str) -> list[tuple[str, str]]:
+        """Routes served that are not operations (the probes, /metrics)."""
+        ops = {(op.method, op.path) for op in self.operations(name)}
         spec = self.apps[name].openapi()["paths"]
-        return [(m.upper(), p) for p, ops in spec.items() for m in ops if p not in PUBLIC]
+        return [(m.upper(), p) for p, e in spec.items() for m in e if (m.upper(), p) not in ops]
 
     async def http(self, name: str, method: str, path: str, headers: dict[str, str]) -> int:
         url = re.sub(r"\{(\w+)\}", lambda m: PARAMS[m.group(1)], path)
@@ -83,11 +93,11 @@ async def matrix(
         await nc.close()
 
 
-def expected(role: Role, permission: str | None, owner_aware: bool) -> str:
-    scope = ROLE_PERMISSIONS[role].get(permission) if permission else None  # type: ignore[call-overload]
+def expected(role: Role, permission: str, owner_scoped: bool) -> str:
+    scope = ROLE_PERMISSIONS[role].get(permission)  # type: ignore[call-overload]
     if scope is Scope.ALL:
         return "through"
-    if scope is Scope.OWN and owner_aware:
+    if scope is Scope.OWN and owner_scoped:
         return "own"  # through the door; the operation then admits only the caller's own things
     return "403"
 
@@ -101,50 +111,43 @@ BAD_TOKENS = {
 }
 
 
-async def test_every_http_route_for_every_role(matrix: Matrix) -> None:
+async def test_every_operation_on_both_doors_for_every_role(matrix: Matrix) -> None:
     checked = 0
     for name in SERVICES:
-        perms = matrix.permissions(name)
-        for method, path in matrix.routes(name):
+        for op in matrix.operations(name):
             for label, headers in BAD_TOKENS.items():
-                assert await matrix.http(name, method, path, headers) == 401, (name, method, path, label)
-            permission = perms.http.get((method, path))
-            if path != "/metrics":
-                assert permission is not None, f"{name} {method} {path} declares no permission"
+                assert await matrix.http(name, op.method, op.path, headers) == 401, (name, op.name, label)
+                assert await matrix.rpc(name, op.name, headers) == 401, (name, op.name, label)
             for role, token in matrix.tokens.items():
-                status = await matrix.http(name, method, path, bearer_header(token))
-                want = expected(role, permission, f"{method} {path}" in perms.owner_aware)
-                where = (name, method, path, role.value, status)
-                if want == "403":
-                    assert status == 403, where
-                elif want == "through":
-                    assert status not in (401, 403), where
-                    assert status < 500, where
-                else:
-                    assert status != 401 and status < 500, where
-                checked += 1
-    assert checked >= 40 * len(Role)
-    print(f"\nHTTP matrix: {checked} route x role checks, {len(BAD_TOKENS)} bad tokens per route")
+                want = expected(role, op.permission, op.owner_scoped)
+                for door, status in (
+                    ("http", await matrix.http(name, op.method, op.path, bearer_header(token))),
+                    ("nats", await matrix.rpc(name, op.name, bearer_header(token))),
+                ):
+                    where = (name, op.name, door, role.value, status)
+                    if want == "403":
+                        assert status == 403, where
+                    elif want == "through":
+                        assert status not in (401, 403) and status < 500, where
+                    else:  # own: through the door; the operation admits only the caller's own
+                        assert status != 401 and status < 500, where
+                    checked += 1
+    operations = sum(len(matrix.operations(n)) for n in SERVICES)
+    assert operations >= 40 and checked == operations * len(Role) * 2
+    print(
+        f"\nmatrix: {operations} operations x {len(Role)} roles x 2 doors = {checked} checks, "
+        f"{len(BAD_TOKENS)} bad tokens each"
+    )
 
 
-async def test_every_rpc_subject_for_every_role(matrix: Matrix) -> None:
-    checked = 0
+async def test_routes_that_are_not_operations(matrix: Matrix) -> None:
     for name in SERVICES:
-        perms = matrix.permissions(name)
-        for op, permission in perms.rpc.items():
-            for label, headers in BAD_TOKENS.items():
-                assert await matrix.rpc(name, op, headers) == 401, (name, op, label)
-            for role, token in matrix.tokens.items():
-                status = await matrix.rpc(name, op, bearer_header(token))
-                want = expected(role, permission, op in perms.owner_aware)
-                where = (name, op, role.value, status)
-                if want == "403":
-                    assert status == 403, where
-                else:
-                    assert status not in (401, 500) and (want == "own" or status != 403), where
-                checked += 1
-    assert checked >= 35 * len(Role)
-    print(f"\nRPC matrix: {checked} subject x role checks")
+        others = matrix.undeclared_routes(name)
+        assert {p for _, p in others} == {"/healthz", "/readyz", "/metrics"}, (name, others)
+        assert await matrix.http(name, "GET", "/openapi.json", {}) == 401
+        assert (
+            await matrix.http(name, "GET", "/openapi.json", bearer_header(matrix.tokens[Role.AUDITOR])) == 200
+        )
 
 
 def _b64(data: dict[str, Any]) -> str:

@@ -127,7 +127,8 @@ async def test_the_alerts_wall_shows_an_owner_only_their_own(owners: Owners) -> 
         assert (await as_bob.get(f"/alerts/{bobs}")).status_code == 200
         prefs = f"/recipients/user/{bob}/preferences"
         assert (await as_alice.get(prefs)).status_code == 403
-        assert (await as_alice.get(f"/recipients/user/{alice}/preferences")).status_code == 200
+        # notification preferences are channels (channels:read/write): the administrators'
+        assert (await as_alice.get(f"/recipients/user/{alice}/preferences")).status_code == 403
         assert (await as_alice.get("/webhooks")).status_code == 403
     nc = await nats.connect(owners.nats_url)
     try:

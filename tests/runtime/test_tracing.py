@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from contracts import Envelope, MailboxApproved
-from mailwarden_runtime.auth import OperationPermissions, bearer_header
+from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry
 from mailwarden_runtime.service import ServiceRuntime
@@ -41,7 +41,6 @@ async def test_trace_and_correlation_cross_the_outbox_and_the_bus(nats_url: str,
         return ServiceSettings(nats_url=nats_url, mongodb_uri=mongo_uri, mongodb_db=db, log_setup=False)
 
     producer = ServiceRuntime("producer-svc", settings(), outbox_collections=["things"])
-    producer.protect(OperationPermissions(http={("POST", "/things"): "mailboxes:write"}))
     token = await issue_token(nats_url)
     consumer = ServiceRuntime("consumer-svc", settings(), uses_database=False)
     received: list[tuple[str, str | None]] = []

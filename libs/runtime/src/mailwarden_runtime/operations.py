@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError, create_model
 
 from mailwarden_runtime.auth.authenticator import Authenticator
-from mailwarden_runtime.auth.context import acting_as, current_principal
+from mailwarden_runtime.auth.context import current_principal
 from mailwarden_runtime.auth.errors import Forbidden
 from mailwarden_runtime.auth.permissions import Scope
 from mailwarden_runtime.auth.principal import Principal
@@ -115,10 +115,12 @@ class Call:
     """The request's headers: HTTP headers, or the NATS message's headers (e.g. a token)."""
 
 
-Authorize = Callable[[Call, BaseModel], Awaitable[Principal | None]]
+Authorize = Callable[[Call, BaseModel | None], Awaitable[Principal | None]]
+"""Checks a call before its input is read (``request`` is None then: a caller without the right
+gets 401/403, never a validation error that describes the input)."""
 
 
-async def authorize(call: Call, request: BaseModel, authenticator: Authenticator) -> Principal:
+async def authorize(call: Call, request: BaseModel | None, authenticator: Authenticator) -> Principal:
     """The one place access is checked: before every handler, on both doors.
 
     The caller is the verified bearer token of the request (HTTP: already verified by the app's
@@ -139,7 +141,7 @@ async def authorize(call: Call, request: BaseModel, authenticator: Authenticator
 def authorizer(runtime: ServiceRuntime) -> Authorize:
     """:func:`authorize` with the service's token verifier."""
 
-    async def check(call: Call, request: BaseModel) -> Principal:
+    async def check(call: Call, request: BaseModel | None) -> Principal:
         return await authorize(call, request, runtime.authenticator)
 
     return check
@@ -160,15 +162,16 @@ def serve(
 def _serve_rpc(runtime: ServiceRuntime, item: Bound[In, Out], check: Authorize) -> None:
     op, handler = item.operation, item.handler
 
+    async def admit(headers: RequestHeaders) -> Principal | None:
+        return await check(Call(runtime.name, op, "nats", headers), None)
+
     async def answer(request: In, headers: RequestHeaders) -> Out:
-        principal = await check(Call(runtime.name, op, "nats", headers), request)
-        with acting_as(principal or current_principal()):  # the caller, for owner scoping and audit
-            return await handler(request)
+        return await handler(request)  # the caller admitted is current (runtime.rpc's admit)
 
     # The runtime documents an operation (AsyncAPI) from its handler's docstring and return type.
     answer.__doc__ = op.summary
     answer.__annotations__ = {"request": op.input, "headers": RequestHeaders, "return": op.output}
-    runtime.rpc(op.name, op.input, answer, with_headers=True)
+    runtime.rpc(op.name, op.input, answer, with_headers=True, admit=admit)
 
 
 # ------------------------------------------------------------------------------------------------ HTTP
@@ -227,11 +230,13 @@ def _serve_http(router: APIRouter, service: str, item: Bound[In, Out], check: Au
             inspect.Parameter("part", inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
         )
 
+    async def admit(request: Request) -> None:
+        """A dependency, so it runs before FastAPI reads the path, query and body."""
+        await check(Call(service, op, "http", dict(request.headers)), None)
+
     async def endpoint(request: Request, **values: Any) -> Any:
         parsed = _input(op, values)
-        principal = await check(Call(service, op, "http", dict(request.headers)), parsed)
-        with acting_as(principal or current_principal()):  # the caller, for owner scoping and audit
-            result = await handler(parsed)
+        result = await handler(parsed)  # the caller is current (the app's AuthMiddleware)
         if op.status_code == 204:
             return Response(status_code=204)
         return getattr(result, "items") if op.http_items else result  # noqa: B009
@@ -250,6 +255,7 @@ def _serve_http(router: APIRouter, service: str, item: Bound[In, Out], check: Au
         description=op.docs,
         tags=list(op.tags),
         openapi_extra={"x-rpc-subject": op.subject(service), "x-permission": op.permission},
+        dependencies=[Depends(admit)],
     )
 
 

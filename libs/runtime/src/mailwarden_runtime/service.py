@@ -42,7 +42,7 @@ from mailwarden_runtime.logs import configure_logging
 from mailwarden_runtime.mongo import Document, create_client, database, ping
 from mailwarden_runtime.mongo import close as close_mongo
 from mailwarden_runtime.outbox import OutboxRelay
-from mailwarden_runtime.rpc import RequestHeaders, RpcOperation, RpcServer, rpc_subject
+from mailwarden_runtime.rpc import Admit, RequestHeaders, RpcOperation, RpcServer, rpc_subject
 from mailwarden_runtime.settings import ServiceSettings
 from mailwarden_runtime.tracing import current_correlation_id, setup_exporter
 from mailwarden_runtime.web import CorrelationMiddleware
@@ -174,6 +174,7 @@ class ServiceRuntime:
         handler: Callable[[Req], Awaitable[Any]],
         *,
         with_headers: Literal[False] = False,
+        admit: Admit | None = None,
     ) -> None: ...
 
     @overload
@@ -184,6 +185,7 @@ class ServiceRuntime:
         handler: Callable[[Req, RequestHeaders], Awaitable[Any]],
         *,
         with_headers: Literal[True],
+        admit: Admit | None = None,
     ) -> None: ...
 
     def rpc(
@@ -193,10 +195,12 @@ class ServiceRuntime:
         handler: Callable[..., Awaitable[Any]],
         *,
         with_headers: bool = False,
+        admit: Admit | None = None,
     ) -> None:
         """Serve ``operation`` on ``mailwarden.rpc.<service>.<operation>``; replicas share the requests.
 
-        With ``with_headers=True`` the handler also gets the request's NATS headers (e.g. a token).
+        With ``with_headers=True`` the handler also gets the request's NATS headers (e.g. a token);
+        ``admit`` checks the caller from those headers before the body is read.
         """
 
         async def handle(request: BaseModel, headers: RequestHeaders) -> Any:
@@ -209,7 +213,7 @@ class ServiceRuntime:
             returns = typing.get_type_hints(handler).get("return")
         except Exception:  # a closure over local names: documented as any JSON
             returns = None
-        self._rpc.add(RpcOperation(rpc_subject(self.name, operation), model, handle, summary, returns))
+        self._rpc.add(RpcOperation(rpc_subject(self.name, operation), model, handle, summary, returns, admit))
 
     def envelope(self, data: E, correlation_id: str | None = None) -> Envelope[E]:
         """An event of this service; ``actor`` names the caller whose request caused it (the audit)."""
