@@ -19,9 +19,12 @@ from mailwarden_runtime.auth.tokens_api import (
     TokenRef,
     TokenView,
 )
+from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.operations import Bound, Operation
 from mailwarden_runtime.service import ServiceRuntime
+from profile_svc.repository import Repository
+from profile_svc.rotation import ProfileRotationReport, rotate_profile_credentials
 
 TOKENS = ("tokens",)
 
@@ -69,11 +72,32 @@ AUDIT = Operation(
     tags=("audit",),
 )
 
-ADMIN_OPERATIONS: tuple[Operation[Any, Any], ...] = (TOKENS_LIST, TOKENS_CREATE, TOKENS_REVOKE, AUDIT)
+ROTATE_KEYS = Operation(
+    name="rotate_keys",
+    method="POST",
+    path="/profiles/rotate-keys",
+    input=Empty,
+    output=ProfileRotationReport,
+    permission="keys:rotate",
+    summary="Re-encrypt every profile login under the primary key; report what does not open",
+    tags=("profiles",),
+    docs="Put a new key first in MW_PROFILE_CREDENTIAL_KEYS (keep the old ones), restart, then run this.",
+)
+
+ADMIN_OPERATIONS: tuple[Operation[Any, Any], ...] = (
+    TOKENS_LIST,
+    TOKENS_CREATE,
+    TOKENS_REVOKE,
+    AUDIT,
+    ROTATE_KEYS,
+)
 
 
-def bind_admin(runtime: ServiceRuntime) -> list[Bound[Any, Any]]:
+def bind_admin(runtime: ServiceRuntime, repo: Repository, ring: KeyRing) -> list[Bound[Any, Any]]:
     admin = TokenAdmin(runtime.authenticator.tokens)
+
+    async def rotate_keys(_: Empty) -> ProfileRotationReport:
+        return await rotate_profile_credentials(repo, ring)
 
     async def tokens_list(_: Empty) -> TokenList:
         return await admin.list()
@@ -88,4 +112,5 @@ def bind_admin(runtime: ServiceRuntime) -> list[Bound[Any, Any]]:
         TOKENS_CREATE.bind(admin.create),
         TOKENS_REVOKE.bind(admin.revoke),
         AUDIT.bind(audit),
+        ROTATE_KEYS.bind(rotate_keys),
     ]

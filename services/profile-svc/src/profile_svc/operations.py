@@ -102,6 +102,14 @@ class Operations:
         self._envelope = envelope
         self._wake = wake
 
+    @property
+    def repo(self) -> Repository:
+        return self._repo
+
+    @property
+    def box(self) -> CredentialBox:
+        return self._box
+
     def _entry(self, event: Event) -> dict[str, Any]:
         return outbox_entry(self._envelope(event))
 
