@@ -37,13 +37,15 @@ from mailwarden_runtime.auth.settings import AuthSettings
 from mailwarden_runtime.bounded import Deadline, cancel_and_wait, within
 from mailwarden_runtime.bus import NatsBus, ensure_streams, publish_envelope, publish_raw
 from mailwarden_runtime.consumer import BatchHandler, ConsumerOptions, EventConsumer, Handler
+from mailwarden_runtime.crypto import KeyRing, KeyRingError
 from mailwarden_runtime.http import install_error_handlers
+from mailwarden_runtime.keys import MissingKeyError, load_keyring
 from mailwarden_runtime.logs import configure_logging
 from mailwarden_runtime.mongo import Document, create_client, database, ping
 from mailwarden_runtime.mongo import close as close_mongo
 from mailwarden_runtime.outbox import OutboxRelay
 from mailwarden_runtime.rpc import Admit, RequestHeaders, RpcOperation, RpcServer, rpc_subject
-from mailwarden_runtime.settings import ServiceSettings
+from mailwarden_runtime.settings import ServiceSettings, TransitKeySettings
 from mailwarden_runtime.tracing import current_correlation_id, setup_exporter
 from mailwarden_runtime.web import CorrelationMiddleware
 
@@ -65,6 +67,15 @@ MONGO_CLOSE_S = 2.0
 CLOSING_S = NATS_CLOSE_S + MONGO_CLOSE_S
 
 
+def _transit_ring(settings: ServiceSettings) -> KeyRing | None:
+    """The transit ring, if this service has it: it checks the tokens of services that ask."""
+    secret = getattr(settings, "transit_keys", None) or TransitKeySettings().transit_keys
+    try:
+        return load_keyring(secret, "MW_TRANSIT_KEYS", "transit", settings.dev_mode)
+    except (MissingKeyError, KeyRingError):
+        return None
+
+
 def _name(hook: Hook) -> str:
     return getattr(hook, "__qualname__", repr(hook))
 
@@ -84,7 +95,10 @@ class ServiceRuntime:
         self.bus = NatsBus(settings, name)
         self.auth_settings = AuthSettings()
         self.authenticator = Authenticator.from_settings(
-            self.auth_settings, self._nats_connection, replicas=settings.stream_replicas
+            self.auth_settings,
+            self._nats_connection,
+            replicas=settings.stream_replicas,
+            service_ring=_transit_ring(settings),
         )
         self._rpc = RpcServer(queue=name, reply=self.bus.reply, concurrency=settings.rpc_concurrency)
         self.mongo: AsyncMongoClient[Document] | None = None

@@ -27,6 +27,8 @@ from mailbox_svc.profiles import ProfileDirectory
 from mailbox_svc.repository import OUTBOX_COLLECTIONS, Repository
 from mailbox_svc.scheduler import RetryScheduler
 from mailbox_svc.testing import Rings
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.service_tokens import service_token
 from mailwarden_runtime.consumer import ConsumerOptions
 from mailwarden_runtime.service import ServiceRuntime
 
@@ -40,8 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = ServiceRuntime(NAME, settings, outbox_collections=OUTBOX_COLLECTIONS)
     repo = Repository(runtime.db)
 
+    who = bearer_header(service_token(keys.transit, NAME))  # a service asking a service (auth.service_tokens)
+
     async def ask(subject: str, body: bytes, timeout_s: float) -> bytes:
-        reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s)
+        reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s, headers=who)
         return bytes(reply.data)
 
     profiles = ProfileDirectory(repo, ask)

@@ -14,6 +14,8 @@ from nats.aio.client import Client
 
 from contracts.events import TestRequested
 from mailwarden_mailnet.resolve import Resolver
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.service_tokens import service_token
 from mailwarden_runtime.consumer import ConsumerOptions
 from mailwarden_runtime.keys import load_keyring
 from mailwarden_runtime.service import ServiceRuntime
@@ -58,8 +60,10 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
 
     runtime.on_stopping(drain)
 
+    who = bearer_header(service_token(keyring, NAME))  # a service asking a service (auth.service_tokens)
+
     async def ask(subject: str, body: bytes, timeout_s: float) -> bytes:
-        reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s)
+        reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s, headers=who)
         return bytes(reply.data)
 
     handler = TestRequestedHandler(runner, runtime.publish, NAME, JobGate(ask))

@@ -11,8 +11,11 @@ from nats.aio.client import Client
 from mailwarden_runtime.auth.errors import AuthError, Unauthenticated
 from mailwarden_runtime.auth.oidc import OidcVerifier
 from mailwarden_runtime.auth.principal import Principal
+from mailwarden_runtime.auth.service_tokens import PREFIX as SERVICE_PREFIX
+from mailwarden_runtime.auth.service_tokens import verify_service_token
 from mailwarden_runtime.auth.settings import AuthSettings
 from mailwarden_runtime.auth.tokens import TokenStore, looks_like_api_token
+from mailwarden_runtime.crypto import KeyRing
 
 log = logging.getLogger(__name__)
 MAX_TOKEN_LEN = 8192
@@ -36,19 +39,31 @@ def bearer_header(token: str) -> dict[str, str]:
 
 
 class Authenticator:
-    def __init__(self, settings: AuthSettings, tokens: TokenStore, oidc: OidcVerifier | None = None) -> None:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        tokens: TokenStore,
+        oidc: OidcVerifier | None = None,
+        service_ring: KeyRing | None = None,
+    ) -> None:
         self.settings = settings
         self.tokens = tokens
         self.oidc = oidc
+        self.service_ring = service_ring  # the transit ring: checks services' own tokens
 
     @classmethod
     def from_settings(
-        cls, settings: AuthSettings, connection: Callable[[], Client | None], replicas: int = 1
+        cls,
+        settings: AuthSettings,
+        connection: Callable[[], Client | None],
+        replicas: int = 1,
+        service_ring: KeyRing | None = None,
     ) -> Authenticator:
         tokens = TokenStore(
             connection, bucket=settings.token_bucket, replicas=replicas, cache_s=settings.token_cache_s
         )
-        return cls(settings, tokens, OidcVerifier(settings) if settings.oidc_enabled else None)
+        oidc = OidcVerifier(settings) if settings.oidc_enabled else None
+        return cls(settings, tokens, oidc, service_ring)
 
     async def close(self) -> None:
         if self.oidc is not None:
@@ -64,6 +79,8 @@ class Authenticator:
             async with asyncio.timeout(VERIFY_TIMEOUT_S):
                 if looks_like_api_token(token):
                     return await self.tokens.verify(token)
+                if token.startswith(SERVICE_PREFIX):
+                    return verify_service_token(self.service_ring, token)
                 if self.oidc is None:
                     raise Unauthenticated("JWTs are not accepted here (no identity provider configured)")
                 return await self.oidc.verify(token)

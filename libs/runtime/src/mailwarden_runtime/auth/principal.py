@@ -20,9 +20,13 @@ class Principal:
     roles: frozenset[Role]
     mailboxes: frozenset[str] = frozenset()
     via: str = "jwt"
+    grants: frozenset[Permission] = frozenset()
+    """Permissions held on everything besides the roles' (a service asking another)."""
 
     def scope(self, permission: Permission) -> Scope | None:
         """The widest scope any of the roles grants for ``permission`` (None: not granted)."""
+        if permission in self.grants:
+            return Scope.ALL
         scopes = {ROLE_PERMISSIONS[r].get(permission) for r in self.roles} - {None}
         if Scope.ALL in scopes:
             return Scope.ALL
