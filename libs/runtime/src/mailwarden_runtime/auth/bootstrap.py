@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import nats
+from nats.aio.client import Client
 
 from mailwarden_runtime.auth.permissions import Role
 from mailwarden_runtime.auth.tokens import TokenStore, dump_token_file, new_token
@@ -48,6 +49,15 @@ async def issue_token(
         return text
     finally:
         await nc.close()
+
+
+async def issue_on(nc: Client, subject: str = "admin", roles: list[Role] | None = None) -> str:
+    """A day's token on an open connection (test fixtures)."""
+    text, record = new_token(
+        subject, roles or [Role.SYSTEM_ADMIN], ttl=timedelta(days=1), created_by="bootstrap"
+    )
+    await TokenStore(lambda: nc).put(record)
+    return text
 
 
 def write_secret_file(path: Path, content: str) -> None:
