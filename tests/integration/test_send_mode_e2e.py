@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from mailwarden_runtime.auth import bearer_header
-from mailwarden_runtime.auth.bootstrap import issue_on
+from mailwarden_runtime.auth.bootstrap import issue_on, issue_token
 from mailwarden_servers import DovecotServer, SmtpServer, TestCertificates
 from mailwarden_servers.waiting import eventually
 
@@ -140,10 +140,12 @@ async def test_send_mode_from_the_profile_and_per_test(
 
     from mailwarden_cli.main import app
 
+    token = await issue_token(nats_url)
+
     def cli() -> Any:
         return CliRunner().invoke(
             app, ["--nats-url", nats_url, "mailbox", "test", mid, "--smtp-mode", "send", "--wait"],
-            env={"COLUMNS": "200"},
+            env={"COLUMNS": "200", "MW_TOKEN": token, "MW_TOKEN_FILE": "/dev/null"},
         )  # fmt: skip
 
     result = await asyncio.to_thread(cli)
