@@ -23,6 +23,8 @@ from nats.errors import TimeoutError as NatsTimeout
 RPC_PREFIX = "mailwarden.rpc"
 DEFAULT_URL = "nats://127.0.0.1:4222"
 DEFAULT_TOKEN_FILE = Path(os.environ.get("MW_DATA_DIR", ".data")) / "admin-token.json"
+# where `make up` (.data) and `make demo` (.demo) keep the administrator token, and the data folder itself
+TOKEN_FILES = (DEFAULT_TOKEN_FILE, Path(".demo/admin-token.json"), Path("admin-token.json"))
 
 
 class CliError(Exception):
@@ -92,12 +94,16 @@ def read_token(explicit: str | None, token_file: Path) -> str | None:
     """``MW_TOKEN`` (or ``--token``) first, else the token file ``make up`` wrote at first start."""
     if explicit:
         return explicit.strip()
-    try:
-        doc = json.loads(token_file.read_text())
-    except (OSError, ValueError):
-        return None
-    token = doc.get("token") if isinstance(doc, dict) else None
-    return token if isinstance(token, str) and token else None
+    candidates = (token_file,) if token_file != DEFAULT_TOKEN_FILE else TOKEN_FILES
+    for path in candidates:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        token = doc.get("token") if isinstance(doc, dict) else None
+        if isinstance(token, str) and token:
+            return token
+    return None
 
 
 class Bus:
