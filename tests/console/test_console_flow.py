@@ -351,7 +351,8 @@ async def test_mailbox_list_pages_and_filters(console: ConsoleStack) -> None:
         }
         for i in range(7)
     ]
-    async with httpx.AsyncClient(base_url=console.services["mailbox"]) as api:
+    auth = {"Authorization": f"Bearer {console.token}"}
+    async with httpx.AsyncClient(base_url=console.services["mailbox"], headers=auth) as api:
         resp = await api.post("/mailboxes/batch", json={"mailboxes": queues})
         assert resp.status_code == 201, resp.text
     page = await new_page(console)
@@ -377,12 +378,13 @@ async def test_a_running_job_is_cancelled_from_its_page(console: ConsoleStack) -
     from mailwarden_servers.silent import SilencingProxy
 
     tag = uuid.uuid4().hex[:6]
+    auth = {"Authorization": f"Bearer {console.token}"}
     proxy = await SilencingProxy(console.dovecot.imaps_port).start()
     proxy.go_silent()
     try:
         async with (
-            httpx.AsyncClient(base_url=console.services["profile"]) as profiles,
-            httpx.AsyncClient(base_url=console.services["mailbox"]) as mailboxes,
+            httpx.AsyncClient(base_url=console.services["profile"], headers=auth) as profiles,
+            httpx.AsyncClient(base_url=console.services["mailbox"], headers=auth) as mailboxes,
         ):
             settings = (await profiles.get("/settings")).json()
             allowed = sorted({*settings["allowed_ports"], proxy.port, console.smtp.port_starttls})
