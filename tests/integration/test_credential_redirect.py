@@ -186,3 +186,72 @@ async def test_profile_logins_must_be_given_again_with_a_new_destination(
     same_place = await system.profiles.patch(f"/profiles/{profile_id}", json={"description": "renamed"})
     assert same_place.status_code == 200, same_place.text
     assert attacker.connections == 0
+
+
+async def _set_default_profile(system: System, profile_id: str | None) -> None:
+    body = (await system.profiles.get("/settings")).json()
+    body = {k: v for k, v in body.items() if k in _SETTINGS_FIELDS}
+    body["default_profile_id"] = profile_id
+    resp = await system.profiles.put("/settings", json=body)
+    assert resp.status_code == 200, resp.text
+
+
+async def test_a_login_entered_before_the_first_profile_survives_edits_that_keep_the_destination(
+    system: System, dovecot: DovecotServer, smtp_server: SmtpServer
+) -> None:
+    """The seed's flow: a mailbox's password is entered before it has a profile, the default profile
+    is applied, then the profile's description is edited. Only a change of destination makes the
+    login unusable; a description edit never does."""
+    tag = uuid.uuid4().hex[:8]
+    profile_id = await create_profile(system, "imap", dovecot.imaps_port, smtp_server.port_starttls, tag)
+    resp = await system.mailboxes.post(
+        "/mailboxes",
+        json={
+            "mailbox_id": f"mbx{tag}",
+            "email": f"{USER}@mail.test",
+            "owner": {"kind": "user", "id": f"o{tag}", "name": "O", "email": f"o{tag}@example.org"},
+            "credentials": {"username": USER, "password": PASSWORD},
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    mailbox_id = f"mbx{tag}"
+    before = (await system.profiles.get("/settings")).json().get("default_profile_id")
+    await _set_default_profile(system, profile_id)
+    try:
+
+        async def applied() -> bool:
+            r = await system.mailboxes.post(
+                "/mailboxes/apply-default-settings", json={"mailbox_ids": [mailbox_id]}
+            )
+            assert r.status_code == 202, r.text
+            return mailbox_id in r.json()["test_ids"]
+
+        await eventually(applied, "mailbox-svc to know the default profile")
+    finally:
+        await _set_default_profile(system, before)
+    view = (await system.mailboxes.get(f"/mailboxes/{mailbox_id}")).json()
+    assert view["profile_id"] == profile_id and view["credentials"]["has_password"] is True
+
+    resp = await system.profiles.patch(f"/profiles/{profile_id}", json={"description": "edited"})
+    assert resp.status_code == 200, resp.text
+    # mailbox-svc learns of the edit from ProfileUpdated; every Test & Enable meanwhile and after
+    # it is accepted (the old date rule refused the login as soon as the edit arrived).
+    for _ in range(12):
+        await asyncio.sleep(0.25)
+        r = await system.mailboxes.post(f"/mailboxes/{mailbox_id}/test")
+        assert r.status_code in (202, 409), r.text
+        if r.status_code == 409:
+            assert r.json()["errors"][0]["field"] != "credentials", r.text
+
+    # A change of destination still makes it unusable.
+    resp = await system.profiles.patch(
+        f"/profiles/{profile_id}",
+        json={"advanced": {"verify_tls": False, "tls_verification_exception": "a lab server"}},
+    )
+    assert resp.status_code == 200, resp.text
+
+    async def refused() -> bool:
+        bulk = await system.mailboxes.post("/mailboxes/test", json={"mailbox_ids": [mailbox_id]})
+        return any(x.get("code") == "credentials_redirected" for x in bulk.json().get("refused", []))
+
+    await eventually(refused, "the login refused after the destination changed")

@@ -262,7 +262,8 @@ class MailboxOperations:
             for direction, attr in ((INCOMING, "credentials"), (OUTGOING, "outgoing_credentials")):
                 if attr not in patch.model_fields_set:
                     if moved:
-                        fields.update({k: v for k, v in _forget_logins(doc).items() if f".{direction}" in k})
+                        changed = _profile_change_logins(doc, profile)
+                        fields.update({k: v for k, v in changed.items() if f".{direction}" in k})
                     continue
                 login_doc = (doc.get("logins") or {}).get(direction)
                 usable = not moved and profile is not None and login_usable_for(login_doc, profile)
@@ -320,7 +321,7 @@ class MailboxOperations:
     ) -> Mutation:
         def change(doc: Document, settings: SettingsSnapshot) -> tuple[Document, list[Event]]:
             fields = extra(doc, settings) if extra else {}
-            merged = {**doc, **fields}
+            merged = apply_set(doc, fields)
             profile = profiles.get(merged.get("profile_id") or "")
             req = build_request(merged, profile, settings, self.rings, utcnow(), smtp_mode=smtp_mode)
             result.test_ids[doc["_id"]] = req.test_id
@@ -403,12 +404,17 @@ class MailboxOperations:
             )
         profiles = await self._load_profiles({settings.default_profile_id})
 
-        def defaults(_: Document, s: SettingsSnapshot) -> Document:
+        def defaults(doc: Document, s: SettingsSnapshot) -> Document:
             if s.default_profile_id is None:
                 raise TestRefused("no_default_profile", "the organisation has no default profile")
-            if act_sync_refused(s.act_delivery.value, _protocol(profiles.get(s.default_profile_id))):
+            default = profiles.get(s.default_profile_id)
+            if act_sync_refused(s.act_delivery.value, _protocol(default)):
                 raise TestRefused(ACT_CODE, ACT_NOT_SUPPORTED, "act_delivery", 422)
+            # A first profile stamps the logins; a move keeps them, each still checked against
+            # the destination it was entered for when the test is built.
+            logins = {} if doc.get("profile_id") else _profile_change_logins(doc, default)
             return {
+                **logins,
                 "profile_id": s.default_profile_id,
                 "incoming_delivery": s.incoming_delivery.value,
                 "outgoing_delivery": s.outgoing_delivery.value,
@@ -438,7 +444,7 @@ class MailboxOperations:
                 raise TestRefused(ACT_CODE, ACT_NOT_SUPPORTED, "changes.act_delivery", 422)
             if fields.get("profile_id", doc.get("profile_id")) != doc.get("profile_id"):
                 fields.update(_reset_tests())
-                fields.update(_forget_logins(doc))
+                fields.update(_profile_change_logins(doc, new_profile))
             return fields, [MailboxUpdated(mailbox=to_snapshot(doc))]
 
         return await self._bulk(req.selection, change)
@@ -469,6 +475,27 @@ def _check_act(act_delivery: str, profile: ProfileSnapshot | None, field: str) -
     """Refuse ACT server-side sync on a mailbox whose profile is IMAP or POP3, as the org settings do."""
     if act_sync_refused(act_delivery, _protocol(profile)):
         raise DomainError(422, ACT_NOT_SUPPORTED, field)
+
+
+def _profile_change_logins(doc: Document, new_profile: ProfileSnapshot | None) -> Document:
+    """What a change of profile does to the stored logins.
+
+    A mailbox's first profile is where its logins were entered for: they are stamped with that
+    profile's destination (so a later edit of the profile that leaves the destination alone, a
+    description say, never invalidates them). Moving from one profile to another forgets them.
+    """
+    if doc.get("profile_id"):
+        return _forget_logins(doc)
+    if new_profile is None:
+        return {}
+    destination = destination_of(new_profile)
+    logins = doc.get("logins") or {}
+    out: Document = {}
+    for direction, ct in (doc.get("credentials") or {}).items():
+        login = logins.get(direction)
+        if ct is not None and isinstance(login, dict) and login.get("destination") is None:
+            out[f"logins.{direction}.destination"] = destination
+    return out
 
 
 def _forget_logins(doc: Document) -> Document:
