@@ -48,6 +48,7 @@ from contracts.envelope import Envelope
 from contracts.events import EVENT_TYPES, Event
 from mailwarden_runtime.auth import AuthSettings
 from mailwarden_runtime.auth.permissions import role_matrix_markdown
+from mailwarden_runtime.auth.service_tokens import SERVICE_GRANTS
 from mailwarden_runtime.consumer import EventConsumer
 from mailwarden_runtime.http import FieldProblem, Problem
 from mailwarden_runtime.operations import Operation
@@ -579,6 +580,17 @@ def access_md(services: Sequence[tuple[str, Sequence[Operation[Any, Any]]]]) -> 
         "and only for operations marked *own ok* below.\n\n",
         "## Roles\n\n",
         role_matrix_markdown(),
+        "\n## Services asking services\n\n",
+        "A service asks another with a token made from the transit key ring (`mws_<service>_...`),\n",
+        "granting only what it needs. `credentials:use` (a mailbox's login, sealed for one purpose,\n",
+        "mailbox, direction, host and port and a short time) is held by no role, only by these services.\n\n",
+        table(
+            ["Service", "Permissions"],
+            [
+                [f"`{svc}`", ", ".join(f"`{p}`" for p in sorted(granted))]
+                for svc, granted in SERVICE_GRANTS.items()
+            ],
+        ),
     ]
     for name, operations in services:
         if not operations:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mailwarden_runtime.auth import PERMISSIONS, ROLE_PERMISSIONS, Principal, Role, Scope
+from mailwarden_runtime.auth.service_tokens import SERVICE_GRANTS
 
 
 def _principal(*roles: Role, subject: str = "alice", mailboxes: frozenset[str] = frozenset()) -> Principal:
@@ -10,7 +11,7 @@ def _principal(*roles: Role, subject: str = "alice", mailboxes: frozenset[str] =
 
 
 def test_the_brief_roles() -> None:
-    assert set(ROLE_PERMISSIONS[Role.SYSTEM_ADMIN]) == set(PERMISSIONS)
+    assert set(ROLE_PERMISSIONS[Role.SYSTEM_ADMIN]) == set(PERMISSIONS) - {"credentials:use"}
     email_admin = set(ROLE_PERMISSIONS[Role.EMAIL_ADMIN])
     assert {"settings:write", "keys:rotate", "tokens:manage", "audit:read"}.isdisjoint(email_admin)
     assert {"profiles:write", "mailboxes:approve", "jobs:run", "settings:read"} <= email_admin
@@ -20,6 +21,13 @@ def test_the_brief_roles() -> None:
     assert "mailboxes:credentials" not in auditor
     assert set(ROLE_PERMISSIONS[Role.MAILBOX_OWNER].values()) == {Scope.OWN}
     assert set(ROLE_PERMISSIONS[Role.INTEGRATION]) == {"mail:send", "mail:read", "mailboxes:read"}
+
+
+def test_only_the_connecting_services_may_use_logins() -> None:
+    """credentials:use opens a mailbox's login for a connection: no human role has it."""
+    assert all("credentials:use" not in granted for granted in ROLE_PERMISSIONS.values())
+    holders = {service for service, granted in SERVICE_GRANTS.items() if "credentials:use" in granted}
+    assert holders == {"sync-svc", "sender-svc"}
 
 
 def test_owner_scope_is_their_own_mailbox_and_wall() -> None:

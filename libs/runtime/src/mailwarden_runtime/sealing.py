@@ -48,6 +48,41 @@ def test_binding(test_id: str, direction: str, host: str, port: int) -> str:
     return f"test:{test_id}:{direction}:{host.lower().rstrip('.')}:{port}"
 
 
+def use_binding(purpose: str, mailbox_id: str, direction: str, host: str, port: int) -> str:
+    return f"use:{purpose}:{mailbox_id}:{direction}:{host.lower().rstrip('.')}:{port}"
+
+
+def seal_for_use(
+    ring: KeyRing,
+    username: str,
+    password: SecretStr,
+    *,
+    purpose: str,
+    mailbox_id: str,
+    direction: str,
+    host: str,
+    port: int,
+    not_after: datetime,
+) -> SealedSecret:
+    """A login for sync-svc (``sync``) or sender-svc (``send``): bound to that purpose, mailbox,
+    direction, host and port, with an expiry inside, like :func:`seal_for_test`."""
+    return _seal(ring, username, password, use_binding(purpose, mailbox_id, direction, host, port), not_after)
+
+
+def open_for_use(
+    ring: KeyRing,
+    sealed: SealedSecret,
+    *,
+    purpose: str,
+    mailbox_id: str,
+    direction: str,
+    host: str,
+    port: int,
+    now: datetime | None = None,
+) -> bytes:
+    return _open(ring, sealed, use_binding(purpose, mailbox_id, direction, host, port), now)
+
+
 def seal_for_test(
     ring: KeyRing,
     username: str,
@@ -59,6 +94,12 @@ def seal_for_test(
     port: int,
     not_after: datetime,
 ) -> SealedSecret:
+    return _seal(ring, username, password, test_binding(test_id, direction, host, port), not_after)
+
+
+def _seal(
+    ring: KeyRing, username: str, password: SecretStr, binding: str, not_after: datetime
+) -> SealedSecret:
     plain = json.dumps(
         {
             "username": username,
@@ -66,7 +107,7 @@ def seal_for_test(
             "not_after": int(not_after.timestamp()),
         }
     ).encode()
-    return ring.seal(plain, test_binding(test_id, direction, host, port))
+    return ring.seal(plain, binding)
 
 
 def open_for_test(
@@ -81,7 +122,11 @@ def open_for_test(
 ) -> bytes:
     """The plaintext JSON login, if it was sealed for exactly this test, direction, host and port and
     its time is not over; :class:`SealError` (or :class:`SealExpired`) otherwise."""
-    raw = ring.open(sealed, test_binding(test_id, direction, host, port))
+    return _open(ring, sealed, test_binding(test_id, direction, host, port), now)
+
+
+def _open(ring: KeyRing, sealed: SealedSecret, binding: str, now: datetime | None) -> bytes:
+    raw = ring.open(sealed, binding)
     try:
         not_after = json.loads(raw)["not_after"]
     except (ValueError, KeyError, TypeError):

@@ -16,7 +16,7 @@ from contracts.events import (
     ProfileUpdated,
     TestCompleted,
 )
-from mailbox_svc.api import serve_operations
+from mailbox_svc.api import Logins, serve_operations
 from mailbox_svc.config import Settings
 from mailbox_svc.handlers import Handlers
 from mailbox_svc.jobs import JobRunner
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # sync-svc could not sync a mailbox: its incoming side is tested again (retry-or-disable, status, alerts).
     runtime.consume(MailboxSyncFailed, "mailbox-svc-sync-failed", ops.retest_incoming)
-    routes = serve_operations(runtime, ops, jobs, keys.at_rest)
+    routes = serve_operations(runtime, ops, jobs, keys.at_rest, Logins(profiles, rings, settings.login_ttl_s))
 
     async def start_background() -> None:
         await repo.ensure_indexes()

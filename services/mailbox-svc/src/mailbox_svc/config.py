@@ -28,6 +28,12 @@ class Settings(ServiceSettings):
         le=86_400,
         description="How long a login sealed for one test opens at the tester (a captured blob expires).",
     )
+    login_ttl_s: float = Field(
+        300.0,
+        ge=10,
+        le=3600,
+        description="How long a login sealed for sync-svc or sender-svc opens (they ask again before).",
+    )
     retry_max_attempts: int = Field(
         10, ge=1, le=100, description="Test attempts before a transient error disables."
     )

@@ -15,9 +15,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from contracts.events import ProfileSnapshot, SealedCredentials
-from contracts.models import Direction, Endpoint, SealedSecret, ServerTarget
+from contracts.models import CredentialSource, Direction, Endpoint, SealedSecret, ServerTarget
 from mailwarden_runtime.crypto import KeyRing, SealError
-from mailwarden_runtime.sealing import destination_fingerprint, seal_for_test
+from mailwarden_runtime.sealing import destination_fingerprint, seal_for_test, seal_for_use
 
 INCOMING = Direction.INCOMING.value
 OUTGOING = Direction.OUTGOING.value
@@ -171,3 +171,58 @@ def reseal_stored(ring: KeyRing, mailbox_id: str, direction: str, stored: Any) -
         return ring.reseal(sealed, binding(mailbox_id, direction)).model_dump()
     except (SealError, ValueError):
         raise CredentialsUnreadable(f"{direction} credentials of {mailbox_id} do not open") from None
+
+
+class NoLogin(Exception):
+    """The mailbox (or its profile) has no login for this direction."""
+
+
+def login_for_use(
+    at_rest: KeyRing,
+    transit: KeyRing,
+    doc: Any,
+    profile: ProfileSnapshot,
+    target: ServerTarget,
+    direction: str,
+    *,
+    purpose: str,
+    not_after: datetime,
+) -> tuple[SealedSecret, Endpoint]:
+    """The login sync-svc or sender-svc connects with, sealed to that purpose, this mailbox,
+    direction and the profile's current host and port; refused when it was entered elsewhere."""
+    mailbox_id = doc["_id"]
+    if profile.credential_source is CredentialSource.PROFILE:
+        given = profile.sealed_credentials
+        ct = None if given is None else (given.incoming if direction == INCOMING else given.outgoing)
+        if ct is None:
+            raise NoLogin(f"profile {profile.profile_id} has no {direction} login")
+        try:
+            opened = json.loads(transit.open(ct, f"profile:{profile.profile_id}:{direction}"))
+            username, password = str(opened["username"]), SecretStr(str(opened["password"]))
+        except (SealError, ValueError, KeyError, TypeError):
+            raise CredentialsUnreadable(
+                f"{direction} credentials of {profile.profile_id} do not open"
+            ) from None
+    else:
+        stored = doc.get("credentials") or {}
+        source, ct = direction, stored.get(direction)
+        if ct is None and direction == OUTGOING:
+            source, ct = INCOMING, stored.get(INCOMING)
+        if ct is None:
+            raise NoLogin(f"mailbox {mailbox_id} has no {direction} login")
+        if not login_usable_for((doc.get("logins") or {}).get(source), profile):
+            raise CredentialsRedirected(f"{source} login of {mailbox_id} was entered for another server")
+        username, password = open_login(at_rest, mailbox_id, source, ct)
+    endpoint = endpoint_of(target, direction)
+    sealed = seal_for_use(
+        transit,
+        username,
+        password,
+        purpose=purpose,
+        mailbox_id=mailbox_id,
+        direction=direction,
+        host=endpoint.host,
+        port=endpoint.port,
+        not_after=not_after,
+    )
+    return sealed, endpoint

@@ -31,6 +31,7 @@ Permission = Literal[
     "mail:read",
     "mail:send",
     "tokens:manage",
+    "credentials:use",
 ]
 PERMISSIONS: Final[tuple[Permission, ...]] = Permission.__args__  # type: ignore[attr-defined]
 
@@ -58,10 +59,13 @@ ROLE_DESCRIPTIONS: Final[dict[Role, str]] = {
     Role.INTEGRATION: "reads and sends mail as, and reads, the mailboxes it is granted",
 }
 
-_READS: Final = tuple(p for p in PERMISSIONS if p.endswith(":read"))
+SERVICE_ONLY: Final[frozenset[Permission]] = frozenset({"credentials:use"})
+"""Granted to no human role: only services hold it (``auth.service_tokens.SERVICE_GRANTS``)."""
+_HUMAN_PERMISSIONS: Final = tuple(p for p in PERMISSIONS if p not in SERVICE_ONLY)
+_READS: Final = tuple(p for p in _HUMAN_PERMISSIONS if p.endswith(":read"))
 
 ROLE_PERMISSIONS: Final[dict[Role, dict[Permission, Scope]]] = {
-    Role.SYSTEM_ADMIN: dict.fromkeys(PERMISSIONS, Scope.ALL),
+    Role.SYSTEM_ADMIN: dict.fromkeys(_HUMAN_PERMISSIONS, Scope.ALL),
     Role.EMAIL_ADMIN: dict.fromkeys(
         (
             "profiles:read",

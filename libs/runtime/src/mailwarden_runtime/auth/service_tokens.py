@@ -23,7 +23,11 @@ LABEL = b"mailwarden service token v1|"
 SERVICE_GRANTS: Final[dict[str, frozenset[Permission]]] = {
     "mailbox-svc": frozenset({"profiles:read"}),
     "tester-svc": frozenset({"jobs:run"}),
+    "sync-svc": frozenset({"credentials:use"}),  # incoming logins only (mailbox-svc's login operation)
+    "sender-svc": frozenset({"credentials:use"}),  # outgoing logins only
 }
+SERVICE_DIRECTIONS: Final[dict[str, str]] = {"sync-svc": "incoming", "sender-svc": "outgoing"}
+"""The one direction of login each service may ask mailbox-svc for."""
 
 
 def _mac(key: bytes, service: str) -> str:
