@@ -8,7 +8,9 @@ replaced between rows (fake mode, k replicas, concurrency) while the rest keeps 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +20,8 @@ import nats
 from nats.aio.client import Client
 from pymongo import MongoClient
 
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_servers.devstack import ServiceProcess, ServiceSpec, load_or_create_keys
 from mailwarden_servers.mongo import MongoWireServer
 from mailwarden_servers.nats import NatsServer
@@ -91,6 +95,10 @@ class MailwardenSystem(Running):
         for spec in CORE:
             svc = ServiceProcess(self.workdir / "logs", spec, free_port(), env)
             self.core.append(svc.start())
+        # The bench drives the system as an operator: an administrator API token, as the CLI finds it.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            token = pool.submit(asyncio.run, issue_token(self.nats.url, "bench-admin")).result(60)
+        os.environ["MW_TOKEN"] = token
         return self
 
     def set_testers(self, config: TesterConfig) -> None:
@@ -136,7 +144,13 @@ class MailwardenSystem(Running):
 
 async def rpc(nc: Client, service: str, op: str, body: Mapping[str, Any], wait_s: float = 120.0) -> Any:
     """One NATS request-reply operation (``mailwarden.rpc.<service>.<op>``); raises on ``ok: false``."""
-    msg = await nc.request(f"mailwarden.rpc.{service}.{op}", json.dumps(body).encode(), timeout=wait_s)
+    token = os.environ.get("MW_TOKEN", "")
+    msg = await nc.request(
+        f"mailwarden.rpc.{service}.{op}",
+        json.dumps(body).encode(),
+        timeout=wait_s,
+        headers=bearer_header(token),
+    )
     reply = json.loads(msg.data)
     if not reply.get("ok"):
         raise RuntimeError(f"{service}.{op} failed: {reply}")

@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/tester_only.py`: make the `bench` package importable
@@ -47,6 +47,7 @@ import psutil
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.client import JetStreamContext
+from pydantic import SecretStr
 
 from bench.mailboxes import DOMAIN, Mailbox, client_mailboxes, make_users, save_mailboxes
 from bench.models import Endpoint, Outcome, RunResult, Usage
@@ -72,6 +73,7 @@ from contracts.models import Endpoint as ServerEndpoint
 from contracts.subjects import TEST_COMPLETED, TEST_REQUESTED
 from mailwarden_runtime.bus import ensure_streams
 from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.sealing import seal_for_test
 from mailwarden_runtime.settings import ServiceSettings
 from mailwarden_servers.devstack import ServiceProcess, ServiceSpec, load_or_create_keys
 from mailwarden_servers.nats import NatsServer
@@ -133,9 +135,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --- requests -------------------------------------------------------------------------------------
 
 
-def _binding(mailbox_id: str, direction: Direction) -> str:
-    """What mailbox-svc binds a transit ciphertext to (mailbox_svc.credentials.binding)."""
-    return f"mailbox:{mailbox_id}:{direction.value}"
+def _sealed(transit: KeyRing, m: Mailbox, test_id: str, target: ServerTarget) -> SealedCredentials:
+    """Sealed as mailbox-svc seals them: to the test, direction, host and port, with an expiry."""
+    not_after = datetime.now(UTC) + timedelta(hours=6)
+    sealed = {
+        direction.value: seal_for_test(
+            transit,
+            m.user,
+            SecretStr(m.password),
+            test_id=test_id,
+            direction=direction.value,
+            host=ep.host,
+            port=ep.port,
+            not_after=not_after,
+        )
+        for direction, ep in ((Direction.INCOMING, target.incoming), (Direction.OUTGOING, target.outgoing))
+    }
+    return SealedCredentials.model_validate(sealed)
 
 
 def build_requests(mailboxes: Sequence[Mailbox], endpoint: Endpoint, transit: KeyRing) -> list[TestRequested]:
@@ -155,15 +171,12 @@ def build_requests(mailboxes: Sequence[Mailbox], endpoint: Endpoint, transit: Ke
     out: list[TestRequested] = []
     for m in mailboxes:
         mailbox_id = f"mbx_{m.user}"
-        login = json.dumps({"username": m.user, "password": m.password}).encode()
-        sealed = SealedCredentials(
-            incoming=transit.seal(login, _binding(mailbox_id, Direction.INCOMING)),
-            outgoing=transit.seal(login, _binding(mailbox_id, Direction.OUTGOING)),
-        )
+        test_id = uuid.uuid4().hex
+        sealed = _sealed(transit, m, test_id, target)
         owner = Owner(kind=OwnerKind.USER, id=m.user, name=m.user, email=m.address)
         out.append(
             TestRequested(
-                test_id=uuid.uuid4().hex,
+                test_id=test_id,
                 mailbox=MailboxRef(
                     mailbox_id=mailbox_id,
                     email=m.address,

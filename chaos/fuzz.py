@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from chaos.harness import Figure, System, private_nats
 from chaos.infra import Infra
+from mailwarden_runtime.auth import bearer_header
 
 Json = Any
 SKIP_PATHS = {"/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"}
@@ -204,14 +205,15 @@ def _http_case(
 
 
 def _rpc_case(
-    nc: Any, subject: str, examples: int, loop: asyncio.AbstractEventLoop, record: Record
+    nc: Any, subject: str, examples: int, loop: asyncio.AbstractEventLoop, record: Record, token: str
 ) -> Callable[[], None]:
     """A Hypothesis test for one request-reply subject: random JSON and random bytes."""
 
     @settings(max_examples=examples, deadline=None, derandomize=True, database=None)
     @given(st.one_of(any_json.map(lambda v: json.dumps(v).encode()), st.binary(max_size=40)))
     def run(body: bytes) -> None:
-        reply = asyncio.run_coroutine_threadsafe(nc.request(subject, body, timeout=10), loop).result(30)
+        request = nc.request(subject, body, timeout=10, headers=bearer_header(token))
+        reply = asyncio.run_coroutine_threadsafe(request, loop).result(30)
         try:
             status = 200 if json.loads(reply.data).get("ok") else int(json.loads(reply.data).get("status", 0))
         except (ValueError, TypeError, AttributeError):
@@ -260,7 +262,9 @@ async def fuzz_apis(infra: Infra, workdir: Path, *, examples: int) -> Figure:
             # The same operations over NATS request-reply, with random JSON and non-JSON bodies.
             subjects = sorted(op.subject for op in svc.app.state.runtime.rpc_operations)
             for subject in subjects:
-                await asyncio.to_thread(_rpc_case(system.nc, subject, max(3, examples // 3), loop, record))
+                await asyncio.to_thread(
+                    _rpc_case(system.nc, subject, max(3, examples // 3), loop, record, system.token)
+                )
         for name, svc in system.services.items():
             ready = await svc.client.get("/readyz")
             fig.check(ready.status_code == 200, f"{name} not ready after fuzzing")

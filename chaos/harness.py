@@ -27,6 +27,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pymongo import AsyncMongoClient
 
 from contracts.subjects import STREAMS
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.changes import unpublished
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import DovecotServer, NatsServer, TestCertificates, eventually, free_port
@@ -97,11 +99,14 @@ class Figure:
 class InProcess:
     """One service app in this event loop, with an HTTP client on it."""
 
-    def __init__(self, name: str, app: FastAPI) -> None:
+    def __init__(self, name: str, app: FastAPI, token: str) -> None:
         self.name = name
         self.app = app
         self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url=f"http://{name}", timeout=30
+            transport=httpx.ASGITransport(app=app),
+            base_url=f"http://{name}",
+            timeout=30,
+            headers=bearer_header(token),
         )
         self._stack: AsyncExitStack | None = None
 
@@ -169,8 +174,11 @@ class System:
         env: dict[str, str] | None = None,
         keys: Keys | None = None,
         service_env: dict[str, dict[str, str]] | None = None,
+        token_nats_url: str | None = None,
     ) -> None:
         self.workdir = workdir
+        self.token_nats_url = token_nats_url or nats_url  # a NATS user that may write the token bucket
+        self.token = ""
         self.nats_url = nats_url
         self.mongo_uri = mongo_uri
         self.certs = certs
@@ -211,8 +219,9 @@ class System:
         self.nc = await nats.connect(
             self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet
         )
+        self.token = await issue_token(self.token_nats_url, "chaos-admin")
         for name in self.in_process_names:
-            svc = InProcess(name, build_app(name, {**self.env, **self.service_env.get(name, {})}))
+            svc = InProcess(name, build_app(name, {**self.env, **self.service_env.get(name, {})}), self.token)
             await svc.start()
             self.services[name] = svc
         for name in self.process_names:
@@ -238,7 +247,7 @@ class System:
         """Stop an in-process service and start it again with ``env`` added (e.g. new keys)."""
         await self.services[name].stop()
         self.service_env[name] = {**self.service_env.get(name, {}), **env}
-        svc = InProcess(name, build_app(name, {**self.env, **self.service_env[name]}))
+        svc = InProcess(name, build_app(name, {**self.env, **self.service_env[name]}), self.token)
         await svc.start()
         self.services[name] = svc
 
@@ -260,7 +269,9 @@ class System:
         if name in self.services:
             return self.services[name].client
         if name not in self._clients:
-            self._clients[name] = httpx.AsyncClient(base_url=self.procs[name].url, timeout=30)
+            self._clients[name] = httpx.AsyncClient(
+                base_url=self.procs[name].url, timeout=30, headers=bearer_header(self.token)
+            )
         return self._clients[name]
 
     def db(self, service: str) -> Any:

@@ -57,7 +57,8 @@ async def malformed_messages(infra: Infra, workdir: Path, *, rounds: int, seed: 
         consumers: dict[str, str] = {}  # durable -> filter subject
         for spec in STREAMS:
             for info in await js.consumers_info(spec.name):
-                consumers[info.name] = info.config.filter_subject or ">"
+                if info.config.durable_name:  # the services' consumers; not ephemeral readers (views)
+                    consumers[info.name] = info.config.filter_subject or ">"
         dead_before = await _metric(system, "mailwarden_dead_letters_total")
         errors_before = await _metric(system, "mailwarden_handler_errors_total")
         closed_port = free_port()

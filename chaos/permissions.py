@@ -148,7 +148,12 @@ async def flow_as_own_users(infra: Infra, workdir: Path, values: Path | None = N
         try:
             service_env = {name: {"MW_NATS_URL": url(name)} for name in USERS if name != "mailwarden-cli"}
             async with System(
-                workdir, url("mailwarden-cli"), infra.mongo_uri, infra.certs, service_env=service_env
+                workdir,
+                url("mailwarden-cli"),
+                infra.mongo_uri,
+                infra.certs,
+                service_env=service_env,
+                token_nats_url=url("profile-svc"),  # the token bucket's writer
             ) as system:
                 await _one_test(system, infra)
                 fig.figures["flow"] = "tested and alerted"

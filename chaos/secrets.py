@@ -31,6 +31,7 @@ from bson import json_util
 
 from chaos.harness import Figure, MailTarget, System, owner, private_nats
 from chaos.infra import Infra
+from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.logs import JsonFormatter, RedactingFilter
 from mailwarden_servers import SmtpServer, eventually
@@ -181,6 +182,7 @@ async def canary(infra: Infra, workdir: Path, smtp: SmtpServer) -> Figure:
                     {"email": "x", "credentials": {"username": user, "password": secret, "bogus": 1}}
                 ).encode(),
                 timeout=10,
+                headers=bearer_header(system.token),
             )
             seen.append(reply.data.decode())
             ids = list(cases)

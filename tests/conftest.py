@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
+from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import (
     DovecotServer,
@@ -176,6 +177,7 @@ def mailwarden_services(nats_url: str, mongo_uri: str, certs: TestCertificates) 
 
     Configured only through the environment, as in production, with fresh key rings and a fresh
     database prefix each time; the tester may reach loopback and trusts the test CA.
+    ``apps["profile"].state.token`` (on every app) is an administrator API token for the callers.
     """
 
     @asynccontextmanager
@@ -208,9 +210,11 @@ def mailwarden_services(nats_url: str, mongo_uri: str, certs: TestCertificates) 
                 mp.setenv(key, value)
             async with AsyncExitStack() as stack:
                 apps: dict[str, FastAPI] = {}
+                token = await issue_token(nats_url)
                 for name, factory in factories.items():
                     app = factory()
                     await stack.enter_async_context(app.router.lifespan_context(app))
+                    app.state.token = token
                     apps[name] = app
                 yield apps
 

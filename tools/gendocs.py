@@ -46,8 +46,12 @@ from contracts import errors as contract_errors
 from contracts import subjects
 from contracts.envelope import Envelope
 from contracts.events import EVENT_TYPES, Event
+from mailwarden_runtime.auth import AuthSettings
+from mailwarden_runtime.auth.permissions import role_matrix_markdown
+from mailwarden_runtime.auth.service_tokens import SERVICE_GRANTS
 from mailwarden_runtime.consumer import EventConsumer
 from mailwarden_runtime.http import FieldProblem, Problem
+from mailwarden_runtime.operations import Operation
 from mailwarden_runtime.rpc import RpcOperation
 from mailwarden_runtime.service import ServiceRuntime
 from mailwarden_runtime.settings import ServiceSettings
@@ -540,6 +544,9 @@ def configuration_md(services: Sequence[Service], required_secrets: dict[str, se
         "service falls back to fixed, public development keys: never in production.\n\n",
         "## Common to every service\n\n",
         table(HEAD, [r.cells for r in common_rows.values()]),
+        "\n## Authentication (every service)\n\n",
+        "`mailwarden_runtime.auth.settings.AuthSettings`; roles and permissions: [access.md](access.md).\n\n",
+        table(HEAD, [r.cells for r in settings_rows(AuthSettings, set()).values()]),
     ]
     for service in services:
         rows = settings_rows(service.settings_cls, required_secrets.get(service.name, set()))
@@ -555,6 +562,51 @@ def configuration_md(services: Sequence[Service], required_secrets: dict[str, se
 
 
 HEAD = ["Variable", "Type", "Default", "Description"]
+
+
+# ----------------------------------------------------------------------------------------- access
+
+
+def access_md(services: Sequence[tuple[str, Sequence[Operation[Any, Any]]]]) -> str:
+    """The role table and, per service, the permission of every operation (from its declaration)."""
+    parts = [
+        HEADER,
+        "# Access: roles, permissions, operations\n\n",
+        "Every HTTP route except `/healthz` and `/readyz` (and `/metrics` with `MW_AUTH_PUBLIC_METRICS=true`)\n",
+        "and every `mailwarden.rpc.<service>.<op>` request needs a bearer token (`Authorization: Bearer\n",
+        "<token>`, an HTTP header or a NATS message header): 401 without or with a bad one, 403 without\n",
+        "the operation's permission. `own`: only on the caller's own mailboxes (their `owner.id` is the\n",
+        "token's subject, or they are granted to the token) and their own alerts wall (`user:<subject>`),\n",
+        "and only for operations marked *own ok* below.\n\n",
+        "## Roles\n\n",
+        role_matrix_markdown(),
+        "\n## Services asking services\n\n",
+        "A service asks another with a token made from the transit key ring (`mws_<service>_...`),\n",
+        "granting only what it needs. `credentials:use` (a mailbox's login, sealed for one purpose,\n",
+        "mailbox, direction, host and port and a short time) is held by no role, only by these services.\n\n",
+        table(
+            ["Service", "Permissions"],
+            [
+                [f"`{svc}`", ", ".join(f"`{p}`" for p in sorted(granted))]
+                for svc, granted in SERVICE_GRANTS.items()
+            ],
+        ),
+    ]
+    for name, operations in services:
+        if not operations:
+            continue
+        parts.append(f"\n## {name}\n\n")
+        rows = [
+            [
+                f"`{op.name}`",
+                f"`{op.method} {op.path}`",
+                f"`{op.permission}`",
+                "yes" if op.owner_scoped else "",
+            ]
+            for op in operations
+        ]
+        parts.append(table(["Operation", "HTTP", "Permission", "own ok"], rows))
+    return "".join(parts)
 
 
 @dataclass(frozen=True)
@@ -669,7 +721,10 @@ def generate(root: Path = ROOT) -> Files:
     events = load_events()
     services = discover_services(root)
     files = event_files(events)
-    with quiet_logs(), clean_environment([ServiceSettings, *(s.settings_cls for s in services)]):
+    with (
+        quiet_logs(),
+        clean_environment([ServiceSettings, AuthSettings, *(s.settings_cls for s in services)]),
+    ):
         required = {s.name: secrets_required_outside_dev(s) for s in services}
         operations = []
         for service in services:
@@ -683,6 +738,7 @@ def generate(root: Path = ROOT) -> Files:
         files["operations.md"] = operations_md(HEADER, operations, table)
         files["errors.md"] = errors_md(services)
         files["configuration.md"] = configuration_md(services, required)
+        files["access.md"] = access_md(operations)
     return dict(sorted(files.items()))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from contracts.envelope import make_envelope
 from contracts.errors import CATALOG, ErrorCode, WarningCode
@@ -43,6 +44,7 @@ from contracts.models import (
     TestWarning,
     TlsMode,
 )
+from mailwarden_runtime.auth import bearer_header
 from mailwarden_servers import eventually
 
 PROFILE_OWNER = Owner(kind=OwnerKind.USER, id="admin1", name="Ada Admin", email="admin@example.com")
@@ -145,6 +147,11 @@ class Harness:
     db: Any
     alerts_seen: list[dict[str, Any]] = field(default_factory=list)
     subjects_seen: list[str] = field(default_factory=list)
+    token: str = ""
+
+    async def request(self, subject: str, payload: bytes, timeout: float) -> Msg:
+        """NATS request-reply with the harness's API token, as every caller must."""
+        return await self.nc.request(subject, payload, timeout=timeout, headers=bearer_header(self.token))
 
     async def publish(
         self, data: Event, event_id: uuid.UUID | None = None, at: datetime | None = None

@@ -18,6 +18,8 @@ from pymongo import AsyncMongoClient
 
 from alert_svc.app import create_app
 from alert_svc.config import Settings
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.mongo import database_name
 from mailwarden_servers import NatsServer
 
@@ -52,10 +54,14 @@ async def alert_svc(private_nats: str, mongo_uri: str) -> AsyncIterator[Callable
         } | overrides
         app = create_app(Settings(**values))
         nc = await nats.connect(private_nats)
+        token = await issue_token(private_nats)
         harness = Harness(
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc"),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://svc", headers=bearer_header(token)
+            ),
             nc,
             mongo[database_name(db_name, "alert-svc")],
+            token=token,
         )
 
         async def on_alert(msg: Msg) -> None:

@@ -46,10 +46,10 @@ async def test_bad_requests_answer_422_and_store_nothing(alert_svc: Any) -> None
         assert (await h.http.get("/webhooks")).json() == []
         assert await h.db["recipient_preferences"].count_documents({}) == 0
 
-        reply = await h.nc.request("mailwarden.rpc.alert-svc.alerts.list", b'{"level": "fatal"}', timeout=5)
+        reply = await h.request("mailwarden.rpc.alert-svc.alerts.list", b'{"level": "fatal"}', timeout=5)
         body = json.loads(reply.data)
         assert body["ok"] is False and body["status"] == 422 and body["errors"][0]["field"] == "level"
-        reply = await h.nc.request("mailwarden.rpc.alert-svc.alerts.delete_all", b"{}", timeout=5)
+        reply = await h.request("mailwarden.rpc.alert-svc.alerts.delete_all", b"{}", timeout=5)
         assert json.loads(reply.data)["status"] == 422
 
         good = await h.http.put(

@@ -90,7 +90,7 @@ async def test_webhook_signed_retried_and_failures_visible(alert_svc: Any) -> No
         assert SECRET not in json.dumps(raw, default=str)  # sealed at rest
 
         # A second hook over NATS request-reply, to a port where nobody listens: it must fail visibly.
-        reply = await h.nc.request(
+        reply = await h.request(
             "mailwarden.rpc.alert-svc.webhooks.create",
             json.dumps({"url": f"http://127.0.0.1:{free_port()}/gone"}).encode(),
             timeout=5,
@@ -117,7 +117,7 @@ async def test_webhook_signed_retried_and_failures_visible(alert_svc: Any) -> No
         assert delivery["event_id"] == body["id"]
 
         async def failed_for_good() -> list[dict[str, Any]]:
-            reply = await h.nc.request(
+            reply = await h.request(
                 "mailwarden.rpc.alert-svc.webhooks.deliveries",
                 json.dumps({"webhook_id": dead["result"]["id"], "state": "failed"}).encode(),
                 timeout=5,

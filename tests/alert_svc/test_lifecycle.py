@@ -108,7 +108,7 @@ async def test_wall_read_delete_and_pagination(alert_svc: Any) -> None:
         assert (await h.http.get(f"/alerts/{uuid.uuid4()}")).status_code == 404
 
         # Over NATS request-reply too, then "delete all alerts" for this wall only.
-        reply = await h.nc.request(
+        reply = await h.request(
             "mailwarden.rpc.alert-svc.alerts.list",
             b'{"recipient_kind": "user", "recipient_id": "u2"}',
             timeout=5,

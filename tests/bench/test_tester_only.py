@@ -13,13 +13,14 @@ from contracts.envelope import make_envelope, parse_envelope
 from contracts.events import TestRequested
 from contracts.models import Direction, TlsMode
 from mailwarden_runtime.crypto import KeyRing, SealError
+from mailwarden_runtime.sealing import open_for_test
 
 RING = KeyRing.parse(KeyRing.generate_key_text("transit-test"))
 ENDPOINT = Endpoint(imaps_port=10993, smtp_port=10587, rtt_ms=0, via="direct", ca_file="/nonexistent/ca.pem")
 BOXES = [Mailbox("u000001", "pw-one", True), Mailbox("u000002", "pw-two", True)]
 
 
-def test_requests_carry_sealed_logins_bound_to_mailbox_and_direction() -> None:
+def test_requests_carry_sealed_logins_bound_to_test_server_and_direction() -> None:
     reqs = build_requests(BOXES, ENDPOINT, RING)
     assert len({r.test_id for r in reqs}) == 2
     first = reqs[0]
@@ -28,13 +29,23 @@ def test_requests_carry_sealed_logins_bound_to_mailbox_and_direction() -> None:
     assert first.allowed_ports == [10587, 10993]
     assert first.directions == [Direction.INCOMING, Direction.OUTGOING]
     assert first.credentials is not None and first.credentials.incoming is not None
-    mailbox_id = first.mailbox.mailbox_id
-    login = json.loads(RING.open(first.credentials.incoming, f"mailbox:{mailbox_id}:incoming"))
-    assert login == {"username": "u000001", "password": "pw-one"}
-    with pytest.raises(SealError):  # another mailbox's binding does not open it
-        RING.open(first.credentials.incoming, f"mailbox:{reqs[1].mailbox.mailbox_id}:incoming")
+    host, port = first.target.incoming.host, first.target.incoming.port
+
+    def opened(test_id: str, direction: str, at_port: int) -> dict[str, object]:
+        assert first.credentials is not None and first.credentials.incoming is not None
+        raw = open_for_test(
+            RING, first.credentials.incoming, test_id=test_id, direction=direction, host=host, port=at_port
+        )
+        return dict(json.loads(raw))
+
+    login = opened(first.test_id, "incoming", port)
+    assert login.pop("not_after") and login == {"username": "u000001", "password": "pw-one"}
+    with pytest.raises(SealError):  # another test's binding does not open it
+        opened(reqs[1].test_id, "incoming", port)
     with pytest.raises(SealError):  # nor the other direction's
-        RING.open(first.credentials.incoming, f"mailbox:{mailbox_id}:outgoing")
+        opened(first.test_id, "outgoing", port)
+    with pytest.raises(SealError):  # nor another port's
+        opened(first.test_id, "incoming", port + 1)
 
 
 def test_envelope_round_trips_without_plaintext_password() -> None:

@@ -38,13 +38,21 @@ Cli = Callable[..., Awaitable[Result]]
 
 
 async def run_cli(
-    *args: str, nats_url: str | None = None, stdin: bytes | None = None, wait: float = 60.0
+    *args: str,
+    nats_url: str | None = None,
+    stdin: bytes | None = None,
+    wait: float = 60.0,
+    token: str | None = None,
 ) -> Result:
     """Run ``mailwarden args...``; wide, colourless output so assertions see whole lines."""
     env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
     env.pop("MW_NATS_URL", None)
+    env.pop("MW_TOKEN", None)
+    env["MW_TOKEN_FILE"] = os.devnull  # never a developer's own .data token
     if nats_url:
         env["MW_NATS_URL"] = nats_url
+    if token:
+        env["MW_TOKEN"] = token
     proc = await asyncio.create_subprocess_exec(
         str(MAILWARDEN),
         *args,
@@ -64,7 +72,7 @@ async def run_cli(
     return Result(proc.returncode or 0, out.decode(), err.decode())
 
 
-async def run_in_process(*args: str, nats_url: str) -> Result:
+async def run_in_process(*args: str, nats_url: str, token: str | None = None) -> Result:
     """The same command through Typer's CliRunner, in a worker thread (the services keep this loop).
 
     Cheaper than a subprocess (no interpreter start, no imports), for paths that are not about the
@@ -73,7 +81,8 @@ async def run_in_process(*args: str, nats_url: str) -> Result:
     from mailwarden_cli.main import app
 
     def invoke() -> Result:
-        result = CliRunner().invoke(app, ["--nats-url", nats_url, *args], env={"COLUMNS": "250"})
+        env = {"COLUMNS": "250", "MW_TOKEN": token, "MW_TOKEN_FILE": os.devnull}
+        result = CliRunner().invoke(app, ["--nats-url", nats_url, *args], env=env)
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception
         return Result(result.exit_code, result.stdout, result.stderr)
@@ -105,13 +114,16 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     """The four services with their own database, and the ports of the test servers allowed (by the CLI)."""
 
+    token = ""
+
     async def cli(*args: str, **kw: object) -> Result:
-        return await run_cli(*args, nats_url=nats_url, **kw)  # type: ignore[arg-type]
+        return await run_cli(*args, nats_url=nats_url, token=token, **kw)  # type: ignore[arg-type]
 
     async def call(*args: str) -> Result:
-        return await run_in_process(*args, nats_url=nats_url)
+        return await run_in_process(*args, nats_url=nats_url, token=token)
 
-    async with mailwarden_services():
+    async with mailwarden_services() as apps:
+        token = apps["profile"].state.token
         ports = [dovecot.imaps_port, dovecot.pop3s_port, smtp_server.port_starttls, smtp_server.port_tls]
         res = await cli("settings", "set", "--allowed-ports", ",".join(map(str, ports)), "--json")
         assert res.code == 0, res

@@ -85,6 +85,10 @@ INVOCATIONS: list[list[str]] = [
     ["sync", "pause", "m1"],
     ["sync", "resume", "m1"],
     ["sync", "resync", "m1", "--from", "2026-11-01"],
+    ["token", "create", "crm", "--roles", "integration", "--mailboxes", "m1,m2", "--ttl-days", "30", "--json"],
+    ["token", "list", "--json"],
+    ["token", "revoke", "0123456789abcdef", "--json"],
+    ["audit", "--actor", "token:admin", "--since-hours", "24", "--json"],
 ]  # fmt: skip
 CSV = "mailbox_id,email,owner_id,profile_id,username,password\nc1,c1@example.org,c1,p1,c1,pw\n"
 

@@ -61,6 +61,7 @@ class ConsoleStack:
     smtp: SmtpServer
     browser: object  # playwright Browser
     shots: Path | None
+    token: str = ""  # an administrator API token to sign in with
 
     async def shot(self, page: object, name: str) -> None:
         if self.shots is not None:
@@ -99,4 +100,4 @@ async def console(
         playwright = await stack.enter_async_context(async_playwright())
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         stack.push_async_callback(browser.close)
-        yield ConsoleStack(url, urls, dovecot, smtp_server, browser, shots)
+        yield ConsoleStack(url, urls, dovecot, smtp_server, browser, shots, apps["profile"].state.token)

@@ -14,7 +14,6 @@ from playwright.async_api import Page, expect
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "mw-console-test-token-0001"
 WAIT_MS = 45_000
 VIEWPORT = {"width": 1366, "height": 860}  # a laptop screen
 ConsoleStack = Any  # tests/console/conftest.py
@@ -41,7 +40,7 @@ async def sign_in(console: ConsoleStack, page: Page, next_path: str = "/mailboxe
     await page.goto(f"{console.url}{next_path}")
     await expect(page).to_have_url(re.compile(r"/signin"))
     await console.shot(page, "signin")
-    await page.get_by_label("API token").fill(TOKEN)
+    await page.get_by_label("API token").fill(console.token)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page).to_have_url(re.compile(re.escape(next_path.split("?")[0])))
 
@@ -67,7 +66,7 @@ async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
     cookies = await page.context.cookies()
     session = next(c for c in cookies if c["name"] == "mw_console")
     assert session["httpOnly"] and session["sameSite"] == "Strict"
-    assert TOKEN not in await page.content() and TOKEN[-12:] not in session["value"]
+    assert console.token not in await page.content() and console.token[-12:] not in session["value"]
 
     # Org settings: the tester may use the local test servers' ports.
     ports = [console.dovecot.imaps_port, console.smtp.port_starttls]
@@ -352,7 +351,8 @@ async def test_mailbox_list_pages_and_filters(console: ConsoleStack) -> None:
         }
         for i in range(7)
     ]
-    async with httpx.AsyncClient(base_url=console.services["mailbox"]) as api:
+    auth = {"Authorization": f"Bearer {console.token}"}
+    async with httpx.AsyncClient(base_url=console.services["mailbox"], headers=auth) as api:
         resp = await api.post("/mailboxes/batch", json={"mailboxes": queues})
         assert resp.status_code == 201, resp.text
     page = await new_page(console)
@@ -378,12 +378,13 @@ async def test_a_running_job_is_cancelled_from_its_page(console: ConsoleStack) -
     from mailwarden_servers.silent import SilencingProxy
 
     tag = uuid.uuid4().hex[:6]
+    auth = {"Authorization": f"Bearer {console.token}"}
     proxy = await SilencingProxy(console.dovecot.imaps_port).start()
     proxy.go_silent()
     try:
         async with (
-            httpx.AsyncClient(base_url=console.services["profile"]) as profiles,
-            httpx.AsyncClient(base_url=console.services["mailbox"]) as mailboxes,
+            httpx.AsyncClient(base_url=console.services["profile"], headers=auth) as profiles,
+            httpx.AsyncClient(base_url=console.services["mailbox"], headers=auth) as mailboxes,
         ):
             settings = (await profiles.get("/settings")).json()
             allowed = sorted({*settings["allowed_ports"], proxy.port, console.smtp.port_starttls})

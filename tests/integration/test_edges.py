@@ -11,6 +11,9 @@ import nats
 import pytest
 from fastapi import FastAPI
 
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_on
+
 pytestmark = pytest.mark.integration
 
 NOT_FOUND = {
@@ -26,7 +29,11 @@ async def clients(
 ) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
     async with mailwarden_services() as apps:
         made = {
-            n: httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://s")
+            n: httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=a),
+                base_url="http://s",
+                headers=bearer_header(a.state.token),
+            )
             for n, a in apps.items()
         }
         yield made
@@ -58,7 +65,8 @@ async def test_malformed_json_is_named_by_line_and_column(
     assert r.json()["errors"] == [{"field": "body", "message": "malformed JSON at line 3 column 12"}]
     nc = await nats.connect(nats_url)
     try:
-        msg = await nc.request("mailwarden.rpc.profile-svc.create", body, timeout=10)
+        auth = bearer_header(await issue_on(nc))
+        msg = await nc.request("mailwarden.rpc.profile-svc.create", body, timeout=10, headers=auth)
     finally:
         await nc.close()
     reply = json.loads(msg.data)

@@ -18,6 +18,7 @@ import nats
 import pytest
 from fastapi import FastAPI
 
+from mailwarden_runtime.auth import bearer_header
 from mailwarden_servers import DovecotServer, SmtpServer, eventually
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,11 @@ async def system(
     async with mailwarden_services() as apps, AsyncExitStack() as stack:
         clients = {}
         for name, app in apps.items():
-            client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
+            client = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://svc",
+                headers=bearer_header(app.state.token),
+            )
             clients[name] = await stack.enter_async_context(client)
         settings = await clients["profile"].get("/settings")
         body = {**settings.json(), "port_preset": "custom"}

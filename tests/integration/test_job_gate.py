@@ -11,6 +11,7 @@ import nats
 import pytest
 from fastapi import FastAPI
 
+from mailwarden_runtime.auth import bearer_header
 from tester_svc.jobgate import JobGate
 
 pytestmark = pytest.mark.integration
@@ -26,8 +27,13 @@ async def test_the_gate_sees_a_cancelled_job_through_mailbox_svc(
     silent = await asyncio.start_server(lambda _r, _w: None, "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
     async with mailwarden_services() as apps, silent:
-        profiles = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps["profile"]), base_url="http://p")
-        mailboxes = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps["mailbox"]), base_url="http://m")
+        auth = bearer_header(apps["profile"].state.token)
+        profiles = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=apps["profile"]), base_url="http://p", headers=auth
+        )
+        mailboxes = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=apps["mailbox"]), base_url="http://m", headers=auth
+        )
         async with profiles, mailboxes:
             current = (await profiles.get("/settings")).json()
             body = {k: v for k, v in current.items() if k in SETTINGS}
@@ -62,7 +68,7 @@ async def test_the_gate_sees_a_cancelled_job_through_mailbox_svc(
         nc = await nats.connect(nats_url)
 
         async def ask(subject: str, body: bytes, timeout_s: float) -> bytes:
-            return bytes((await nc.request(subject, body, timeout=timeout_s)).data)
+            return bytes((await nc.request(subject, body, timeout=timeout_s, headers=auth)).data)
 
         try:
             gate = JobGate(ask)

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from mailwarden_runtime.auth import bearer_header
+
 pytestmark = pytest.mark.integration
 
 TRIES = 200
@@ -29,8 +31,13 @@ async def test_profile_then_mailbox_at_once_is_never_refused(
     mailwarden_services: Callable[[], AbstractAsyncContextManager[dict[str, FastAPI]]],
 ) -> None:
     async with mailwarden_services() as apps:
-        profiles = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps["profile"]), base_url="http://p")
-        mailboxes = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps["mailbox"]), base_url="http://m")
+        auth = bearer_header(apps["profile"].state.token)
+        profiles = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=apps["profile"]), base_url="http://p", headers=auth
+        )
+        mailboxes = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=apps["mailbox"]), base_url="http://m", headers=auth
+        )
         refusals: list[str] = []
 
         async def one(i: int) -> None:

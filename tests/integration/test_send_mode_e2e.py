@@ -16,6 +16,8 @@ import pytest
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_on, issue_token
 from mailwarden_servers import DovecotServer, SmtpServer, TestCertificates
 from mailwarden_servers.waiting import eventually
 
@@ -35,7 +37,11 @@ async def apps(
 ) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
     async with mailwarden_services() as running:
         clients = {
-            name: httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
+            name: httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://svc",
+                headers=bearer_header(app.state.token),
+            )
             for name, app in running.items()
         }
         yield clients
@@ -114,6 +120,7 @@ async def test_send_mode_from_the_profile_and_per_test(
             "mailwarden.rpc.mailbox-svc.test",
             json.dumps({"mailbox_id": mid, "smtp_mode": "dry_run"}).encode(),
             timeout=10,
+            headers=bearer_header(await issue_on(nc)),
         )
         assert json.loads(msg.data)["ok"], msg.data
     finally:
@@ -133,10 +140,12 @@ async def test_send_mode_from_the_profile_and_per_test(
 
     from mailwarden_cli.main import app
 
+    token = await issue_token(nats_url)
+
     def cli() -> Any:
         return CliRunner().invoke(
             app, ["--nats-url", nats_url, "mailbox", "test", mid, "--smtp-mode", "send", "--wait"],
-            env={"COLUMNS": "200"},
+            env={"COLUMNS": "200", "MW_TOKEN": token, "MW_TOKEN_FILE": "/dev/null"},
         )  # fmt: skip
 
     result = await asyncio.to_thread(cli)

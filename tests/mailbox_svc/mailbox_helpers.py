@@ -49,9 +49,12 @@ from contracts.models import (
 from contracts.subjects import STREAMS
 from mailbox_svc.app import create_app
 from mailbox_svc.config import Settings
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.changes import unpublished
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.mongo import database_name
+from mailwarden_runtime.sealing import open_for_test
 from mailwarden_servers import eventually
 
 PROFILE_OWNER = Owner(kind=OwnerKind.USER, id="admin1", name="Admin", email="admin@example.com")
@@ -133,8 +136,11 @@ def completed_for(
 class Harness:
     """The app under test plus a NATS client playing profile-svc and tester-svc."""
 
-    def __init__(self, app: Any, client: httpx.AsyncClient, nc: Any, db: Any, settings: Settings) -> None:
+    def __init__(
+        self, app: Any, client: httpx.AsyncClient, nc: Any, db: Any, settings: Settings, token: str = ""
+    ) -> None:
         self.app = app
+        self.token = token
         self.http = client
         self.nc = nc
         self.js = nc.jetstream()
@@ -274,7 +280,12 @@ class Harness:
         return out
 
     async def rpc(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
-        msg = await self.nc.request(f"mailwarden.rpc.mailbox-svc.{op}", json.dumps(body).encode(), timeout=10)
+        msg = await self.nc.request(
+            f"mailwarden.rpc.mailbox-svc.{op}",
+            json.dumps(body).encode(),
+            timeout=10,
+            headers=bearer_header(self.token),
+        )
         return dict(json.loads(msg.data))
 
 
@@ -305,11 +316,17 @@ def harness_factory(private_nats: str, mongo_uri: str) -> MakeHarness:
         app = create_app(settings)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+            token = await issue_token(private_nats)
+            headers = bearer_header(token)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://svc", headers=headers
+            ) as client:
                 nc = await nats.connect(private_nats)
                 mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
                 try:
-                    harness = Harness(app, client, nc, mongo[database_name(db_name, "mailbox-svc")], settings)
+                    harness = Harness(
+                        app, client, nc, mongo[database_name(db_name, "mailbox-svc")], settings, token
+                    )
                     await harness.answer_profile_rpc()
                     yield harness
                 finally:
@@ -334,3 +351,16 @@ def mailbox_body(
     }
     body.update(extra)
     return body
+
+
+def open_sealed(transit: KeyRing, req: TestRequested, direction: str) -> dict[str, Any]:
+    """A login of a TestRequested, opened as the tester does (bound to the test and its server)."""
+    assert req.credentials is not None
+    sealed = getattr(req.credentials, direction)
+    endpoint = req.target.incoming if direction == "incoming" else req.target.outgoing
+    raw = open_for_test(
+        transit, sealed, test_id=req.test_id, direction=direction, host=endpoint.host, port=endpoint.port
+    )
+    doc: dict[str, Any] = json.loads(raw)
+    assert doc.pop("not_after") > req.requested_at.timestamp()
+    return doc

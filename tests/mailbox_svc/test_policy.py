@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from mailbox_helpers import MakeHarness, completed_for, mailbox_body, owner, profile_snapshot
+from mailbox_helpers import (
+    MakeHarness,
+    completed_for,
+    mailbox_body,
+    open_sealed,
+    owner,
+    profile_snapshot,
+)
 
 from contracts.email import MailboxSyncFailed
 from contracts.envelope import make_envelope
@@ -47,8 +53,8 @@ async def test_test_and_enable_success_request_and_status(make_harness: MakeHarn
         assert [d.value for d in req.directions] == ["incoming", "outgoing"]
         transit = KeyRing.parse(h.settings.transit_keys.get_secret_value())  # type: ignore[union-attr]
         assert req.credentials is not None and req.credentials.incoming and req.credentials.outgoing
-        inc = json.loads(transit.open(req.credentials.incoming, "mailbox:m1:incoming"))
-        out = json.loads(transit.open(req.credentials.outgoing, "mailbox:m1:outgoing"))
+        inc = open_sealed(transit, req, "incoming")
+        out = open_sealed(transit, req, "outgoing")
         assert (
             inc == out == {"username": "user1", "password": "pw-secret-1"}
         )  # outgoing falls back to incoming
@@ -87,10 +93,12 @@ async def test_separate_outgoing_credentials_and_profile_credentials(make_harnes
         r = await h.http.post("/mailboxes/test", json={"mailbox_ids": ["m1", "m2"]})
         assert r.status_code == 202 and r.json()["done"] == ["m1", "m2"]
         reqs = {q.mailbox.mailbox_id: q for q in await h.test_requests(2)}
-        out = json.loads(transit.open(reqs["m1"].credentials.outgoing, "mailbox:m1:outgoing"))  # type: ignore[union-attr,arg-type]
+        out = open_sealed(transit, reqs["m1"], "outgoing")
         assert out == {"username": "sender", "password": "out-pw"}
         assert reqs["m2"].credential_source is CredentialSource.PROFILE
-        assert reqs["m2"].credentials is not None and reqs["m2"].credentials.incoming == sealed["incoming"]
+        # the profile's login, re-sealed for this one test: the event's blob itself is not forwarded
+        assert reqs["m2"].credentials is not None and reqs["m2"].credentials.incoming != sealed["incoming"]
+        assert open_sealed(transit, reqs["m2"], "incoming") == {"username": "shared", "password": "x"}
 
 
 async def test_no_profile_is_refused(make_harness: MakeHarness) -> None:

@@ -143,7 +143,7 @@ def test_refuses_to_start_without_keys_outside_dev_mode() -> None:
     from mailbox_svc.config import Settings
     from mailwarden_runtime.keys import MissingKeyError
 
-    with pytest.raises(MissingKeyError, match="MW_CREDENTIAL_KEYS"):
+    with pytest.raises(MissingKeyError, match="MW_MAILBOX_CREDENTIAL_KEYS"):
         create_app(Settings(dev_mode=False, log_setup=False, credential_keys=None, transit_keys=None))
 
 

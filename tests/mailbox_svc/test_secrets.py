@@ -92,7 +92,7 @@ async def test_rotate_command(make_harness: MakeHarness, mongo_uri: str) -> None
         db_name = h.settings.mongodb_db
     env = {
         **os.environ,
-        "MW_CREDENTIAL_KEYS": f"{new},{old}",
+        "MW_CREDENTIAL_KEYS": f"{new},{old}",  # the shared name of before: still read
         "MW_MONGODB_URI": mongo_uri,
         "MW_MONGODB_DB": db_name,
     }
@@ -100,7 +100,9 @@ async def test_rotate_command(make_harness: MakeHarness, mongo_uri: str) -> None
     out = await run_rotate(env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["rotated"] == {"old": 1}
-    env["MW_CREDENTIAL_KEYS"] = new  # now the old ciphertexts would not open: none is left
+    env["MW_MAILBOX_CREDENTIAL_KEYS"] = (
+        new  # its own name wins over the shared one; now the old ciphertexts would not open: none is left
+    )
     out = await run_rotate(env)
     assert out.returncode == 0 and json.loads(out.stdout)["unreadable"] == 0
 

@@ -16,6 +16,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pymongo import AsyncMongoClient
 
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.mongo import database_name
 from mailwarden_servers import NatsServer
 from profile_svc.app import create_app
@@ -72,8 +74,16 @@ async def app(settings: ProfileSettings, events: Recorder) -> AsyncIterator[Fast
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as c:
+async def token(private_nats: NatsServer) -> str:
+    return await issue_token(private_nats.url)
+
+
+@pytest.fixture
+async def client(app: FastAPI, token: str) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://svc", headers=bearer_header(token)
+    ) as c:
         yield c
 
 

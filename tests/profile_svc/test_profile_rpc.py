@@ -10,17 +10,23 @@ import pytest
 from nats.aio.client import Client
 from profile_svc_helpers import CANARY, profile_body
 
+from mailwarden_runtime.auth import bearer_header
 
-async def _call(nc: Client, op: str, body: dict[str, Any]) -> dict[str, Any]:
-    msg = await nc.request(f"mailwarden.rpc.profile-svc.{op}", json.dumps(body).encode(), timeout=10)
+
+async def _call(nc: Client, token: str, op: str, body: dict[str, Any]) -> dict[str, Any]:
+    subject = f"mailwarden.rpc.profile-svc.{op}"
+    msg = await nc.request(subject, json.dumps(body).encode(), timeout=10, headers=bearer_header(token))
     reply: dict[str, Any] = json.loads(msg.data)
     return reply
 
 
 @pytest.mark.integration
-async def test_create_get_list_and_field_errors_over_nats(client: httpx.AsyncClient, nc: Client) -> None:
+async def test_create_get_list_and_field_errors_over_nats(
+    client: httpx.AsyncClient, nc: Client, token: str
+) -> None:
     created = await _call(
         nc,
+        token,
         "create",
         profile_body("Over NATS", incoming_protocol="pop3", incoming={"host": "pop.example.com"}),
     )
@@ -28,9 +34,9 @@ async def test_create_get_list_and_field_errors_over_nats(client: httpx.AsyncCli
     pid = created["result"]["profile_id"]
     assert created["result"]["incoming"]["port"] == 995
 
-    got = await _call(nc, "get", {"profile_id": pid})
+    got = await _call(nc, token, "get", {"profile_id": pid})
     assert got["ok"] is True and got["result"]["name"] == "Over NATS"
-    listed = await _call(nc, "list", {"incoming_protocol": "pop3"})
+    listed = await _call(nc, token, "list", {"incoming_protocol": "pop3"})
     assert listed["ok"] is True and [p["profile_id"] for p in listed["result"]["items"]] == [pid]
 
     bad = profile_body(
@@ -38,28 +44,31 @@ async def test_create_get_list_and_field_errors_over_nats(client: httpx.AsyncCli
         incoming={"host": "pop.example.com", "port": 99999},
         credentials={"incoming": {"username": "u", "password": CANARY}},
     )
-    refused = await _call(nc, "create", bad)
+    refused = await _call(nc, token, "create", bad)
     assert refused["ok"] is False and refused["status"] == 422
     assert {"incoming.port"} <= {e["field"] for e in refused["errors"]}
     assert CANARY not in json.dumps(refused)
     policy = await _call(
-        nc, "create", profile_body("Policy", incoming={"host": "imap.example.com", "port": 1143})
+        nc, token, "create", profile_body("Policy", incoming={"host": "imap.example.com", "port": 1143})
     )
     assert policy["status"] == 422 and "993" in policy["errors"][0]["message"]
 
-    missing = await _call(nc, "get", {"profile_id": "prf_nope"})
+    missing = await _call(nc, token, "get", {"profile_id": "prf_nope"})
     assert missing["ok"] is False and missing["status"] == 404
-    updated = await _call(nc, "update", {"profile_id": pid, "description": "via bus"})
+    updated = await _call(nc, token, "update", {"profile_id": pid, "description": "via bus"})
     assert updated["ok"] is True and updated["result"]["version"] == 2
     bad_update = await _call(
-        nc, "update", {"profile_id": pid, "advanced": {"min_polling_interval_min": 2000}}
+        nc, token, "update", {"profile_id": pid, "advanced": {"min_polling_interval_min": 2000}}
     )
     assert (
         bad_update["status"] == 422
         and bad_update["errors"][0]["field"] == "advanced.min_polling_interval_min"
     )
-    settings = await _call(nc, "settings_get", {})
+    settings = await _call(nc, token, "settings_get", {})
     assert settings["ok"] is True and settings["result"]["port_preset"] == "default"
     # HTTP sees what the bus did
     assert (await client.get(f"/profiles/{pid}")).json()["description"] == "via bus"
-    assert (await _call(nc, "delete", {"profile_id": pid}))["result"] == {"profile_id": pid, "deleted": True}
+    assert (await _call(nc, token, "delete", {"profile_id": pid}))["result"] == {
+        "profile_id": pid,
+        "deleted": True,
+    }

@@ -95,7 +95,7 @@ async def test_canary_password_never_leaks(
 def test_refuses_to_start_without_keys_outside_dev_mode(mongo_uri: str) -> None:
     base = {"mongodb_uri": mongo_uri, "dev_mode": False, "log_setup": False}
     key = KeyRing.generate_key_text("k1")
-    with pytest.raises(MissingKeyError, match="MW_CREDENTIAL_KEYS"):
+    with pytest.raises(MissingKeyError, match="MW_PROFILE_CREDENTIAL_KEYS"):
         create_app(ProfileSettings(**base, credential_keys=None, transit_keys=key))
     with pytest.raises(MissingKeyError, match="MW_TRANSIT_KEYS"):
         create_app(ProfileSettings(**base, credential_keys=key, transit_keys=None))

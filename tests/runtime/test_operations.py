@@ -15,6 +15,8 @@ from nats.aio.client import Client
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailwarden_runtime import operations
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.operations import Call, Operation, serve
 from mailwarden_runtime.service import ServiceRuntime
@@ -125,7 +127,7 @@ async def door(nats_url: str) -> AsyncIterator[Door]:
     )
     state: dict[str, Door] = {}
 
-    async def check(call: Call, request: BaseModel) -> None:
+    async def check(call: Call, request: BaseModel | None) -> None:
         state["door"].calls.append(call)
         if state["door"].deny:
             raise DomainError(403, f"needs {call.operation.permission}")
@@ -150,7 +152,9 @@ async def door(nats_url: str) -> AsyncIterator[Door]:
     async with app.router.lifespan_context(app):
         nc = await nats.connect(nats_url)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as http:
+        token = await issue_token(nats_url)  # the app's middleware lets only verified callers in
+        headers = bearer_header(token)
+        async with httpx.AsyncClient(transport=transport, base_url="http://svc", headers=headers) as http:
             state["door"] = Door(http, nc, app)
             yield state["door"]
         await nc.drain()
@@ -189,6 +193,7 @@ async def test_authorize_runs_before_the_handler_on_both_doors(door: Door) -> No
     assert (await door.rpc("items.change", {"item_id": "abc"}, headers=token))["status"] == 403
     assert door.handled == []
     assert door.calls[0].headers.get("host") == "svc"
+    assert door.calls[0].headers.get("authorization", "").startswith("Bearer mwt_")
     assert door.calls[1].headers.get("Authorization") == "Bearer t0ken"
 
 
@@ -209,12 +214,13 @@ async def test_get_reads_the_query_delete_answers_204_and_lists_stay_bare_over_h
 
 def test_the_openapi_entry_has_every_status_the_permission_and_the_subject(door: Door) -> None:
     entry = door.app.openapi()["paths"]["/items/{item_id}"]["patch"]
-    assert set(entry["responses"]) == {"200", "404", "422"}
+    assert set(entry["responses"]) == {"200", "401", "403", "404", "422"}
     assert entry["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/Changes")
     assert entry["x-permission"] == "profiles:write"
     assert entry["x-rpc-subject"] == f"mailwarden.rpc.{SERVICE}.items.change"
     assert CHANGE.statuses() == {
         200: "Change an item",
+        **operations.ACCESS_REFUSALS,  # 401 and 403, what authorize answers
         404: "No such item",
         422: "Invalid input: each bad field named, nothing stored",
     }
@@ -223,4 +229,4 @@ def test_the_openapi_entry_has_every_status_the_permission_and_the_subject(door:
 def test_the_refusals_of_authorize_join_every_operation_s_statuses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(operations.ACCESS_REFUSALS, 403, "Not allowed")
     assert CHANGE.statuses()[403] == "Not allowed" and ALL.statuses()[403] == "Not allowed"
-    assert list(CHANGE.statuses()) == [200, 403, 404, 422]
+    assert list(CHANGE.statuses()) == [200, 401, 403, 404, 422]

@@ -13,6 +13,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from contracts import Envelope, MailboxApproved
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry
 from mailwarden_runtime.service import ServiceRuntime
 from mailwarden_runtime.settings import ServiceSettings
@@ -39,6 +41,7 @@ async def test_trace_and_correlation_cross_the_outbox_and_the_bus(nats_url: str,
         return ServiceSettings(nats_url=nats_url, mongodb_uri=mongo_uri, mongodb_db=db, log_setup=False)
 
     producer = ServiceRuntime("producer-svc", settings(), outbox_collections=["things"])
+    token = await issue_token(nats_url)
     consumer = ServiceRuntime("consumer-svc", settings(), uses_database=False)
     received: list[tuple[str, str | None]] = []
 
@@ -65,7 +68,9 @@ async def test_trace_and_correlation_cross_the_outbox_and_the_bus(nats_url: str,
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p") as http,
         ):
-            resp = await http.post("/things", headers={"X-Correlation-Id": f"corr-{tag}"})
+            resp = await http.post(
+                "/things", headers={"X-Correlation-Id": f"corr-{tag}", **bearer_header(token)}
+            )
             assert resp.status_code == 200 and resp.headers["x-correlation-id"] == f"corr-{tag}"
             trace_id = resp.json()["trace_id"]
             await eventually(lambda: received, "the event at the consumer")

@@ -17,6 +17,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from mailwarden_mailnet.resolve import StaticResolver
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_servers import NatsServer, SmtpServer, TestCertificates
 from sender_svc.app import create_app
 from sender_svc.config import Settings
@@ -112,8 +114,10 @@ async def app(settings: Settings, events: Recorder) -> AsyncIterator[FastAPI]:
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as c:
+async def client(app: FastAPI, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    headers = bearer_header(await issue_token(settings.nats_url))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc", headers=headers) as c:
         yield c
 
 

@@ -14,6 +14,7 @@ from sender_helpers import Recorder
 from typer.testing import CliRunner
 
 from mailwarden_cli.main import app as cli
+from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_servers import NatsServer, SmtpServer
 
 pytestmark = pytest.mark.integration
@@ -21,9 +22,8 @@ pytestmark = pytest.mark.integration
 
 async def invoke(nats: NatsServer, *args: str) -> Any:
     runner = CliRunner()
-    return await asyncio.to_thread(
-        runner.invoke, cli, ["--nats-url", nats.url, *args], env={"COLUMNS": "200"}
-    )
+    env = {"COLUMNS": "200", "MW_TOKEN": await issue_token(nats.url), "MW_TOKEN_FILE": "/dev/null"}
+    return await asyncio.to_thread(runner.invoke, cli, ["--nats-url", nats.url, *args], env=env)
 
 
 async def test_send_with_files_wait_and_follow_outcomes(

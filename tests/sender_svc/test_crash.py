@@ -19,6 +19,8 @@ from pymongo import AsyncMongoClient
 from sender_helpers import Recorder, envelope_of, eventually, mail, setup_events
 
 from contracts.models import TlsMode
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_on
 from mailwarden_runtime.bus import ensure_streams
 from mailwarden_runtime.mongo import database_name
 from mailwarden_servers import SmtpServer, TestCertificates
@@ -59,7 +61,10 @@ def sender_process(settings: Settings, workdir: Path) -> subprocess.Popen[bytes]
 
 
 async def rpc(nc: Client, op: str, body: dict[str, Any]) -> dict[str, Any]:
-    reply = await nc.request(f"mailwarden.rpc.sender-svc.{op}", json.dumps(body).encode(), timeout=5)
+    headers = bearer_header(await issue_on(nc))
+    reply = await nc.request(
+        f"mailwarden.rpc.sender-svc.{op}", json.dumps(body).encode(), timeout=5, headers=headers
+    )
     result: dict[str, Any] = json.loads(reply.data)
     return result
 

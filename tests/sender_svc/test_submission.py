@@ -13,6 +13,8 @@ from sender_helpers import Recorder, mail
 from contracts.envelope import make_envelope
 from contracts.models import DeliveryMethod
 from contracts.outgoing import SendEmailRequested
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_on
 from mailwarden_servers import SmtpServer
 
 pytestmark = pytest.mark.integration
@@ -87,23 +89,31 @@ async def test_an_attachment_from_the_object_store(
 async def test_request_reply_answers_like_http(nc: Client, seed: Any, events: Recorder) -> None:
     await seed("mbx1")
     await seed("pending", approval="pending", ready=False)
+    auth = bearer_header(await issue_on(nc))
     reply = json.loads(
         (
-            await nc.request("mailwarden.rpc.sender-svc.send", json.dumps(mail("mbx1", "rpc")).encode(), 10)
+            await nc.request(
+                "mailwarden.rpc.sender-svc.send", json.dumps(mail("mbx1", "rpc")).encode(), 10, headers=auth
+            )
         ).data
     )
     assert reply["ok"] and reply["result"]["idempotency_key"] == "rpc"
     await events.wait_for("EmailSent", mailbox_id="mbx1")
     again = json.loads(
         (
-            await nc.request("mailwarden.rpc.sender-svc.send", json.dumps(mail("mbx1", "rpc")).encode(), 10)
+            await nc.request(
+                "mailwarden.rpc.sender-svc.send", json.dumps(mail("mbx1", "rpc")).encode(), 10, headers=auth
+            )
         ).data
     )
     assert again["result"]["status"] == "sent" and again["result"]["duplicate"]
     no = json.loads(
         (
             await nc.request(
-                "mailwarden.rpc.sender-svc.send", json.dumps(mail("pending", "rpc")).encode(), 10
+                "mailwarden.rpc.sender-svc.send",
+                json.dumps(mail("pending", "rpc")).encode(),
+                10,
+                headers=auth,
             )
         ).data
     )

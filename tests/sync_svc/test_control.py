@@ -15,13 +15,18 @@ import httpx
 import pytest
 from sync_helpers import Bus, Mailbox, append, message
 
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_on, issue_token
 from mailwarden_servers import DovecotServer
 
 pytestmark = pytest.mark.integration
 
 
 async def rpc(bus: Bus, op: str, body: dict[str, Any]) -> dict[str, Any]:
-    reply = await bus.nc.request(f"mailwarden.rpc.sync-svc.{op}", json.dumps(body).encode(), timeout=5)
+    auth = bearer_header(await issue_on(bus.nc))
+    reply = await bus.nc.request(
+        f"mailwarden.rpc.sync-svc.{op}", json.dumps(body).encode(), timeout=5, headers=auth
+    )
     result: dict[str, Any] = json.loads(reply.data)
     return result
 
@@ -37,7 +42,8 @@ async def test_state_pause_resume_and_resync(
     async with sync_service(db_name, sync_idle=False) as app:
         await bus.enable(box)
         await bus.wait_emails(box, 1)
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sync")
+        auth = bearer_header(await issue_on(bus.nc))
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sync", headers=auth)
         async with http:
             state = (await http.get(f"/mailboxes/{box.mailbox_id}/sync")).json()
             assert state["synced"] and state["protocol"] == "imap" and state["messages_seen"] == 1
@@ -145,6 +151,7 @@ async def test_cli_mail_tail_and_status(
     await asyncio.to_thread(append, dovecot, box.user, box.password, [message(i, "cli") for i in range(2)])
     mailwarden = Path(sys.executable).with_name("mailwarden")
     env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb", "MW_NATS_URL": sync_nats_url}
+    env |= {"MW_TOKEN": await issue_token(sync_nats_url), "MW_TOKEN_FILE": os.devnull}
 
     async def cli(*args: str) -> str:
         proc = await asyncio.create_subprocess_exec(

@@ -7,10 +7,11 @@ import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pytest
+from pydantic import SecretStr
 
 from contracts.events import SealedCredentials, TestRequested
 from contracts.models import (
@@ -26,6 +27,7 @@ from contracts.models import (
 )
 from mailwarden_mailnet.resolve import Resolver, StaticResolver
 from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.sealing import seal_for_test
 from mailwarden_servers import TestCertificates
 from tester_svc.config import Settings
 from tester_svc.runner import Runner
@@ -74,6 +76,22 @@ def seal_login(username: str, password: str, aad: str) -> Any:
     return TRANSIT.seal(json.dumps({"username": username, "password": password}).encode(), aad)
 
 
+def seal_for(
+    test_id: str, direction: str, endpoint: Endpoint, user: str, password: str, ttl_s: float = 600
+) -> Any:
+    """A login sealed like mailbox-svc seals it: to one test, direction, host and port, with an expiry."""
+    return seal_for_test(
+        TRANSIT,
+        user,
+        SecretStr(password),
+        test_id=test_id,
+        direction=direction,
+        host=endpoint.host,
+        port=endpoint.port,
+        not_after=datetime.now(UTC) + timedelta(seconds=ttl_s),
+    )
+
+
 def make_request(
     *,
     incoming: Endpoint | None = None,
@@ -96,8 +114,8 @@ def make_request(
     creds: SealedCredentials | None
     if sealed == "auto":
         creds = SealedCredentials(
-            incoming=seal_login(user, password, f"mailbox:{mailbox_id}:incoming"),
-            outgoing=seal_login(user, password, f"mailbox:{mailbox_id}:outgoing"),
+            incoming=seal_for(test_id, "incoming", incoming or placeholder, user, password),
+            outgoing=seal_for(test_id, "outgoing", outgoing or placeholder, user, password),
         )
     else:
         creds = sealed  # type: ignore[assignment]

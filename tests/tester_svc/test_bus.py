@@ -19,6 +19,8 @@ from contracts.models import Endpoint, TlsMode
 from contracts.models import TestStatus as Status
 from contracts.subjects import TEST_COMPLETED, TEST_REQUESTED
 from mailwarden_mailnet.resolve import StaticResolver
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_servers import DovecotServer, NatsServer, SmtpServer, TestCertificates
 from tester_svc.app import create_app
 from tester_svc.handlers import result_event_id
@@ -120,9 +122,12 @@ async def test_slow_test_is_not_redelivered(
             await nc.close()
 
 
-async def test_http_surface(app: FastAPI) -> None:
+async def test_http_surface(app: FastAPI, private_nats: NatsServer) -> None:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+    token = await issue_token(private_nats.url)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://svc", headers=bearer_header(token)
+    ) as client:
         assert (await client.get("/healthz")).status_code == 200
         ready = await client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["checks"] == {"nats": True}

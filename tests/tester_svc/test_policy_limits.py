@@ -17,7 +17,7 @@ from mailwarden_servers import DovecotServer, SmtpServer, TestCertificates
 from tester_svc.runner import Runner
 
 from . import fakes
-from .conftest import MAIL_USERS_FOR_SMTP, NAMES, StartFake, make_request, seal_login
+from .conftest import MAIL_USERS_FOR_SMTP, NAMES, StartFake, make_request, seal_for, seal_login
 
 
 def names(result: DirectionResult) -> list[str]:
@@ -197,16 +197,34 @@ async def test_missing_credentials(runner: Runner, fake_server: StartFake) -> No
     assert fake.connections == 0
 
 
-async def test_credentials_of_another_mailbox(runner: Runner, fake_server: StartFake) -> None:
+async def test_a_captured_sealed_login_opens_for_no_other_test_server_or_time(
+    runner: Runner, fake_server: StartFake
+) -> None:
+    """A blob copied from the stream into a request of the attacker's: no byte leaves the tester."""
     fake = await fake_server(fakes.imap())
-    stolen = SealedCredentials(incoming=seal_login("alice", "alice-pw", "mailbox:other:incoming"))
-    result = await imap_result(runner, "mail.test", fake.port, sealed=stolen)
-    assert result.error is not None and result.error.code is ErrorCode.CREDENTIALS_UNREADABLE
+    here = Endpoint(host="mail.test", port=fake.port, tls=TlsMode.IMPLICIT)
+    elsewhere = Endpoint(host="evil.test", port=fake.port, tls=TlsMode.IMPLICIT)
+    other_port = Endpoint(host="mail.test", port=993, tls=TlsMode.IMPLICIT)
+    captured = {
+        "another test": seal_for("t-other", "incoming", here, "alice", "alice-pw"),
+        "another host": seal_for("t1", "incoming", elsewhere, "alice", "alice-pw"),
+        "another port": seal_for("t1", "incoming", other_port, "alice", "alice-pw"),
+        "another direction": seal_for("t1", "outgoing", here, "alice", "alice-pw"),
+        "expired": seal_for("t1", "incoming", here, "alice", "alice-pw", ttl_s=-1),
+        "the old mailbox binding": seal_login("alice", "alice-pw", "mailbox:mbx1:incoming"),
+        "the profile event's binding": seal_login("alice", "alice-pw", "profile:prof1:incoming"),
+    }
+    for name, blob in captured.items():
+        result = await imap_result(
+            runner, "mail.test", fake.port, test_id="t1", sealed=SealedCredentials(incoming=blob)
+        )
+        assert result.error is not None and result.error.code is ErrorCode.CREDENTIALS_UNREADABLE, name
     assert fake.connections == 0
 
 
 async def test_profile_credentials(runner: Runner, dovecot: DovecotServer) -> None:
-    sealed = SealedCredentials(incoming=seal_login("bob", "bob-pw", "profile:prof1:incoming"))
+    here = Endpoint(host="mail.test", port=dovecot.imaps_port, tls=TlsMode.IMPLICIT)
+    sealed = SealedCredentials(incoming=seal_for("t1", "incoming", here, "bob", "bob-pw"))
     result = await imap_result(
         runner, "mail.test", dovecot.imaps_port, sealed=sealed, credential_source=CredentialSource.PROFILE
     )

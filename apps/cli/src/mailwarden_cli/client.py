@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -20,6 +22,9 @@ from nats.errors import TimeoutError as NatsTimeout
 
 RPC_PREFIX = "mailwarden.rpc"
 DEFAULT_URL = "nats://127.0.0.1:4222"
+DEFAULT_TOKEN_FILE = Path(os.environ.get("MW_DATA_DIR", ".data")) / "admin-token.json"
+# where `make up` (.data) and `make demo` (.demo) keep the administrator token, and the data folder itself
+TOKEN_FILES = (DEFAULT_TOKEN_FILE, Path(".demo/admin-token.json"), Path("admin-token.json"))
 
 
 class CliError(Exception):
@@ -61,6 +66,13 @@ def _describe(
     if status == 404:
         named = [f"{e.field} {payload[e.field]}" for e in errors if isinstance(payload.get(e.field), str)]
         return [f"not found: {detail}" + (f" ({', '.join(named)})" if named else "")]
+    if status == 401:
+        return [
+            f"not authenticated by {service}: {detail}",
+            f"  give an API token: MW_TOKEN=<token>, or --token-file (default {DEFAULT_TOKEN_FILE})",
+        ]
+    if status == 403:
+        return [f"not allowed: {detail}"]
     if status in (400, 409, 422):
         unique = list(dict.fromkeys(errors))  # each refused field once
         # A detail that only repeats the fields' messages is not printed again above them.
@@ -75,6 +87,23 @@ class Options:
 
     nats_url: str = DEFAULT_URL
     timeout: float = 10.0
+    token: str | None = None
+
+
+def read_token(explicit: str | None, token_file: Path) -> str | None:
+    """``MW_TOKEN`` (or ``--token``) first, else the token file ``make up`` wrote at first start."""
+    if explicit:
+        return explicit.strip()
+    candidates = (token_file,) if token_file != DEFAULT_TOKEN_FILE else TOKEN_FILES
+    for path in candidates:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        token = doc.get("token") if isinstance(doc, dict) else None
+        if isinstance(token, str) and token:
+            return token
+    return None
 
 
 class Bus:
@@ -134,7 +163,8 @@ class Bus:
         subject = f"{RPC_PREFIX}.{service}.{operation}"
         body = json.dumps(dict(payload or {}), default=str).encode()
         try:
-            msg = await self.nc.request(subject, body, timeout=self.options.timeout)
+            headers = {"Authorization": f"Bearer {self.options.token}"} if self.options.token else None
+            msg = await self.nc.request(subject, body, timeout=self.options.timeout, headers=headers)
         except NoRespondersError:
             raise CliError([f"no {service} is answering on {subject}: is {service} running?"]) from None
         except (NatsTimeout, TimeoutError):

@@ -26,6 +26,10 @@ class Envelope(BaseModel, Generic[E]):
     occurred_at: AwareDatetime
     correlation_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     producer: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = Field(
+        None,
+        description="Who caused the event: `token:<subject>` / `jwt:<subject>`; none for automatic ones.",
+    )
     data: E
 
     def to_bytes(self) -> bytes:
@@ -48,6 +52,7 @@ def make_envelope(
     correlation_id: str | None = None,
     event_id: uuid.UUID | None = None,
     occurred_at: datetime | None = None,
+    actor: str | None = None,
 ) -> Envelope[E]:
     eid = event_id or uuid.uuid4()
     model: type[Envelope[E]] = Envelope[type(data)]  # type: ignore[misc,assignment]
@@ -58,6 +63,7 @@ def make_envelope(
         occurred_at=occurred_at or datetime.now(UTC),
         correlation_id=correlation_id or str(eid),
         producer=producer,
+        actor=actor,
         data=data,
     )
 

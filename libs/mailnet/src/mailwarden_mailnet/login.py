@@ -1,7 +1,8 @@
 """A mailbox login, opened from its sealed transit form at the last moment before it is sent.
 
 mailbox-svc and profile-svc seal logins with the transit key ring, bound to their owner and
-direction (:func:`transit_binding`); the tester and the sync open them here, and nowhere else.
+direction (:func:`transit_binding`); for a test, mailbox-svc seals them to that test, direction,
+host, port and an expiry (:func:`open_test_login`). The tester and the sync open them here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contracts.errors import ErrorCode
 from contracts.models import CredentialSource, Direction, SealedSecret
 from mailwarden_mailnet.errors import NetError
 from mailwarden_runtime.crypto import KeyRing, SealError
+from mailwarden_runtime.sealing import SealExpired, open_for_test
 
 _FORBIDDEN = ("\r", "\n", "\0")
 
@@ -50,6 +52,28 @@ def open_login(sealed: SealedSecret, binding: str, keyring: KeyRing) -> Login:
         plaintext = keyring.open(sealed, binding)
     except SealError:
         raise NetError(ErrorCode.CREDENTIALS_UNREADABLE, "the credentials do not open") from None
+    return _checked(plaintext)
+
+
+def open_test_login(
+    sealed: SealedSecret, keyring: KeyRing, *, test_id: str, direction: Direction, host: str, port: int
+) -> Login:
+    """Open a login sealed for one test (:func:`mailwarden_runtime.sealing.seal_for_test`): only for
+    this test id, direction, host and port, and only before its expiry."""
+    try:
+        plaintext = open_for_test(
+            keyring, sealed, test_id=test_id, direction=direction.value, host=host, port=port
+        )
+    except SealExpired:
+        raise NetError(ErrorCode.CREDENTIALS_UNREADABLE, "the sealed credentials have expired") from None
+    except SealError:
+        raise NetError(
+            ErrorCode.CREDENTIALS_UNREADABLE, "the credentials do not open for this test and server"
+        ) from None
+    return _checked(plaintext)
+
+
+def _checked(plaintext: bytes) -> Login:
     try:
         login = Login.model_validate_json(plaintext)
     except ValidationError:

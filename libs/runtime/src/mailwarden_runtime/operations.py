@@ -16,11 +16,16 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError, create_model
 
+from mailwarden_runtime.auth.authenticator import Authenticator
+from mailwarden_runtime.auth.context import current_principal
+from mailwarden_runtime.auth.errors import Forbidden
+from mailwarden_runtime.auth.permissions import Scope
+from mailwarden_runtime.auth.principal import Principal
 from mailwarden_runtime.http import Problem
 from mailwarden_runtime.rpc import RequestHeaders, rpc_subject
 from mailwarden_runtime.service import ServiceRuntime
@@ -31,7 +36,10 @@ Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 Door = Literal["http", "nats"]
 
 INVALID = "Invalid input: each bad field named, nothing stored"
-ACCESS_REFUSALS: dict[int, str] = {}
+ACCESS_REFUSALS: dict[int, str] = {
+    401: "No bearer token, or one that does not verify (expired, revoked, forged)",
+    403: "The token's roles lack the operation's permission (or this resource is not the caller's own)",
+}
 """What :func:`authorize` can answer on every operation (e.g. 401, 403), listed with its statuses."""
 _PATH_PARAM = re.compile(r"{(\w+)}")
 _QUERY_METHODS = frozenset({"GET", "DELETE"})
@@ -61,6 +69,10 @@ class Operation(Generic[In, Out]):
     """The input field that is the whole HTTP body; default: the input's fields not in the path."""
     http_items: bool = False
     """HTTP answers the output's ``items`` as a bare JSON list (the shape that API had first)."""
+    owner_scoped: bool = False
+    """A role that grants ``permission`` only on the caller's own things (a mailbox owner's mailbox
+    and alerts wall, an integration's granted mailboxes) may call it: the handler then admits only
+    those (``mailwarden_runtime.auth.require_mailbox`` and the like). Otherwise such a role gets 403."""
 
     @property
     def path_params(self) -> tuple[str, ...]:
@@ -103,22 +115,43 @@ class Call:
     """The request's headers: HTTP headers, or the NATS message's headers (e.g. a token)."""
 
 
-Authorize = Callable[[Call, BaseModel], Awaitable[None]]
+Authorize = Callable[[Call, BaseModel | None], Awaitable[Principal | None]]
+"""Checks a call before its input is read (``request`` is None then: a caller without the right
+gets 401/403, never a validation error that describes the input)."""
 
 
-async def authorize(call: Call, request: BaseModel) -> None:
+async def authorize(call: Call, request: BaseModel | None, authenticator: Authenticator) -> Principal:
     """The one place access is checked: before every handler, on both doors.
 
-    Allows every call today. Enforcement goes here: refuse with ``DomainError(401 | 403, ...)`` when
-    the caller lacks ``call.operation.permission`` (for ``request``'s resource).
+    The caller is the verified bearer token of the request (HTTP: already verified by the app's
+    middleware; NATS: the message's ``Authorization`` header): 401 without one. The operation's
+    permission must be granted on everything, or (``owner_scoped`` operations) on the caller's own
+    things, which the handler then narrows to: 403 otherwise.
     """
-    del call, request
+    del request  # the resource check needs the stored document: the handler does it (owner_scoped)
+    principal = current_principal() if call.door == "http" else None
+    if principal is None:
+        principal = await authenticator.authenticate(call.headers)
+    scope = principal.scope(call.operation.permission)  # type: ignore[arg-type]
+    if scope is Scope.ALL or (scope is Scope.OWN and call.operation.owner_scoped):
+        return principal
+    raise Forbidden(f"needs {call.operation.permission}")
+
+
+def authorizer(runtime: ServiceRuntime) -> Authorize:
+    """:func:`authorize` with the service's token verifier."""
+
+    async def check(call: Call, request: BaseModel | None) -> Principal:
+        return await authorize(call, request, runtime.authenticator)
+
+    return check
 
 
 def serve(
-    runtime: ServiceRuntime, bound: Iterable[Bound[Any, Any]], check: Authorize = authorize
+    runtime: ServiceRuntime, bound: Iterable[Bound[Any, Any]], check: Authorize | None = None
 ) -> APIRouter:
     """Answer each operation on NATS (registered on ``runtime`` now) and on HTTP (the router returned)."""
+    check = check or authorizer(runtime)
     router = APIRouter()
     for item in bound:
         _serve_rpc(runtime, item, check)
@@ -129,14 +162,16 @@ def serve(
 def _serve_rpc(runtime: ServiceRuntime, item: Bound[In, Out], check: Authorize) -> None:
     op, handler = item.operation, item.handler
 
+    async def admit(headers: RequestHeaders) -> Principal | None:
+        return await check(Call(runtime.name, op, "nats", headers), None)
+
     async def answer(request: In, headers: RequestHeaders) -> Out:
-        await check(Call(runtime.name, op, "nats", headers), request)
-        return await handler(request)
+        return await handler(request)  # the caller admitted is current (runtime.rpc's admit)
 
     # The runtime documents an operation (AsyncAPI) from its handler's docstring and return type.
     answer.__doc__ = op.summary
     answer.__annotations__ = {"request": op.input, "headers": RequestHeaders, "return": op.output}
-    runtime.rpc(op.name, op.input, answer, with_headers=True)
+    runtime.rpc(op.name, op.input, answer, with_headers=True, admit=admit)
 
 
 # ------------------------------------------------------------------------------------------------ HTTP
@@ -195,10 +230,13 @@ def _serve_http(router: APIRouter, service: str, item: Bound[In, Out], check: Au
             inspect.Parameter("part", inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
         )
 
+    async def admit(request: Request) -> None:
+        """A dependency, so it runs before FastAPI reads the path, query and body."""
+        await check(Call(service, op, "http", dict(request.headers)), None)
+
     async def endpoint(request: Request, **values: Any) -> Any:
         parsed = _input(op, values)
-        await check(Call(service, op, "http", dict(request.headers)), parsed)
-        result = await handler(parsed)
+        result = await handler(parsed)  # the caller is current (the app's AuthMiddleware)
         if op.status_code == 204:
             return Response(status_code=204)
         return getattr(result, "items") if op.http_items else result  # noqa: B009
@@ -217,6 +255,7 @@ def _serve_http(router: APIRouter, service: str, item: Bound[In, Out], check: Au
         description=op.docs,
         tags=list(op.tags),
         openapi_extra={"x-rpc-subject": op.subject(service), "x-permission": op.permission},
+        dependencies=[Depends(admit)],
     )
 
 

@@ -24,6 +24,8 @@ from nats.aio.subscription import Subscription
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
+from mailwarden_runtime.auth.context import acting_as
+from mailwarden_runtime.auth.principal import Principal
 from mailwarden_runtime.http import DomainError, FieldProblem, Problem, field_problems, malformed_json
 from mailwarden_runtime.tracing import attached, correlated, tracer
 
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 RPC_PREFIX = "mailwarden.rpc"
 RequestHeaders = Mapping[str, str]
 Reply = Callable[[str, bytes], Awaitable[None]]
+Admit = Callable[[RequestHeaders], Awaitable[Principal | None]]
 
 
 def rpc_subject(service: str, operation: str) -> str:
@@ -47,6 +50,9 @@ class RpcOperation:
     handle: Callable[[BaseModel, RequestHeaders], Awaitable[Any]]
     summary: str = ""
     returns: Any = None  # the handler's return annotation, for the docs (None: unknown)
+    admit: Admit | None = None
+    """Checks the caller from the headers before the body is even parsed (401/403 as ``DomainError``);
+    the caller it returns is current while the handler runs."""
 
 
 def _error(status: int, detail: str, errors: list[FieldProblem] | None = None) -> bytes:
@@ -56,6 +62,20 @@ def _error(status: int, detail: str, errors: list[FieldProblem] | None = None) -
 
 async def answer(op: RpcOperation, body: bytes, headers: RequestHeaders) -> bytes:
     """The reply to one request: the handler's result, or the error it maps to. Never raises."""
+    principal = None
+    if op.admit is not None:
+        try:
+            principal = await op.admit(headers)
+        except DomainError as exc:  # who asks is checked before what they send is read
+            return _error(exc.status, exc.detail, exc.problems())
+        except Exception:
+            log.exception("rpc admission failed", extra={"subject": op.subject})
+            return _error(500, "internal error")
+    with acting_as(principal):
+        return await _answer(op, body, headers)
+
+
+async def _answer(op: RpcOperation, body: bytes, headers: RequestHeaders) -> bytes:
     try:
         request = op.model.model_validate(json.loads(body or b"{}"))
     except json.JSONDecodeError as exc:

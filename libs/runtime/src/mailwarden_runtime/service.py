@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeVar, overload
 
 from fastapi import APIRouter, FastAPI, Response
+from nats.aio.client import Client
 from nats.js.api import PubAck
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -29,17 +30,23 @@ from pymongo.asynchronous.database import AsyncDatabase
 from contracts.envelope import Envelope, make_envelope
 from contracts.events import Event
 from mailwarden_runtime import metrics
+from mailwarden_runtime.auth.authenticator import Authenticator
+from mailwarden_runtime.auth.context import current_actor
+from mailwarden_runtime.auth.guard import PUBLIC_PATHS, AuthMiddleware
+from mailwarden_runtime.auth.settings import AuthSettings
 from mailwarden_runtime.bounded import Deadline, cancel_and_wait, within
 from mailwarden_runtime.bus import NatsBus, ensure_streams, publish_envelope, publish_raw
 from mailwarden_runtime.changes import ChangeStreamRelay
 from mailwarden_runtime.consumer import BatchHandler, ConsumerOptions, EventConsumer, Handler
+from mailwarden_runtime.crypto import KeyRing, KeyRingError
 from mailwarden_runtime.http import install_error_handlers
+from mailwarden_runtime.keys import MissingKeyError, load_keyring
 from mailwarden_runtime.logs import configure_logging
 from mailwarden_runtime.mongo import Document, create_client, database, ping
 from mailwarden_runtime.mongo import close as close_mongo
 from mailwarden_runtime.outbox import OutboxRelay, use_change_stream
-from mailwarden_runtime.rpc import RequestHeaders, RpcOperation, RpcServer, rpc_subject
-from mailwarden_runtime.settings import ServiceSettings
+from mailwarden_runtime.rpc import Admit, RequestHeaders, RpcOperation, RpcServer, rpc_subject
+from mailwarden_runtime.settings import ServiceSettings, TransitKeySettings
 from mailwarden_runtime.tracing import current_correlation_id, setup_exporter
 from mailwarden_runtime.web import CorrelationMiddleware
 
@@ -61,6 +68,15 @@ MONGO_CLOSE_S = 2.0
 CLOSING_S = NATS_CLOSE_S + MONGO_CLOSE_S
 
 
+def _transit_ring(settings: ServiceSettings) -> KeyRing | None:
+    """The transit ring, if this service has it: it checks the tokens of services that ask."""
+    secret = getattr(settings, "transit_keys", None) or TransitKeySettings().transit_keys
+    try:
+        return load_keyring(secret, "MW_TRANSIT_KEYS", "transit", settings.dev_mode)
+    except (MissingKeyError, KeyRingError):
+        return None
+
+
 def _name(hook: Hook) -> str:
     return getattr(hook, "__qualname__", repr(hook))
 
@@ -78,6 +94,13 @@ class ServiceRuntime:
         self.settings = settings
         self.instance = settings.instance or f"{socket.gethostname()}-{os.getpid()}"
         self.bus = NatsBus(settings, name)
+        self.auth_settings = AuthSettings()
+        self.authenticator = Authenticator.from_settings(
+            self.auth_settings,
+            self._nats_connection,
+            replicas=settings.stream_replicas,
+            service_ring=_transit_ring(settings),
+        )
         self._rpc = RpcServer(queue=name, reply=self.bus.reply, concurrency=settings.rpc_concurrency)
         self.mongo: AsyncMongoClient[Document] | None = None
         self._db: AsyncDatabase[Document] | None = None
@@ -146,6 +169,13 @@ class ServiceRuntime:
         self._consumers.append(consumer)
         return consumer
 
+    def _nats_connection(self) -> Client | None:
+        return self.bus.connection if self.bus.is_connected else None
+
+    def public_paths(self) -> frozenset[str]:
+        """HTTP paths served without a token: the probes (and /metrics when the operator says so)."""
+        return PUBLIC_PATHS | ({"/metrics"} if self.auth_settings.public_metrics else set())
+
     @property
     def rpc_operations(self) -> tuple[RpcOperation, ...]:
         return self._rpc.operations
@@ -158,6 +188,7 @@ class ServiceRuntime:
         handler: Callable[[Req], Awaitable[Any]],
         *,
         with_headers: Literal[False] = False,
+        admit: Admit | None = None,
     ) -> None: ...
 
     @overload
@@ -168,6 +199,7 @@ class ServiceRuntime:
         handler: Callable[[Req, RequestHeaders], Awaitable[Any]],
         *,
         with_headers: Literal[True],
+        admit: Admit | None = None,
     ) -> None: ...
 
     def rpc(
@@ -177,10 +209,12 @@ class ServiceRuntime:
         handler: Callable[..., Awaitable[Any]],
         *,
         with_headers: bool = False,
+        admit: Admit | None = None,
     ) -> None:
         """Serve ``operation`` on ``mailwarden.rpc.<service>.<operation>``; replicas share the requests.
 
-        With ``with_headers=True`` the handler also gets the request's NATS headers (e.g. a token).
+        With ``with_headers=True`` the handler also gets the request's NATS headers (e.g. a token);
+        ``admit`` checks the caller from those headers before the body is read.
         """
 
         async def handle(request: BaseModel, headers: RequestHeaders) -> Any:
@@ -193,10 +227,16 @@ class ServiceRuntime:
             returns = typing.get_type_hints(handler).get("return")
         except Exception:  # a closure over local names: documented as any JSON
             returns = None
-        self._rpc.add(RpcOperation(rpc_subject(self.name, operation), model, handle, summary, returns))
+        self._rpc.add(RpcOperation(rpc_subject(self.name, operation), model, handle, summary, returns, admit))
 
     def envelope(self, data: E, correlation_id: str | None = None) -> Envelope[E]:
-        return make_envelope(data, self.name, correlation_id=correlation_id or current_correlation_id())
+        """An event of this service; ``actor`` names the caller whose request caused it (the audit)."""
+        return make_envelope(
+            data,
+            self.name,
+            correlation_id=correlation_id or current_correlation_id(),
+            actor=current_actor(),
+        )
 
     async def publish(self, envelope: Envelope[Any], subject: str | None = None) -> PubAck:
         return await publish_envelope(self.bus, envelope, subject)
@@ -300,6 +340,7 @@ class ServiceRuntime:
                     await within(self.relay.drain(), budget, "the outbox's last pass")
             budget = deadline.cap(NATS_CLOSE_S, keep_s=MONGO_CLOSE_S)
             await within(self.bus.close(max(budget - 1.0, 0.0)), budget, "closing NATS")
+            await within(self.authenticator.close(), deadline.cap(1.0, keep_s=MONGO_CLOSE_S), "auth client")
         finally:
             if self.mongo is not None:
                 budget = max(deadline.left(), 0.5)
@@ -317,7 +358,10 @@ class ServiceRuntime:
 
         app = FastAPI(title=title, version=version, lifespan=lifespan)
         app.state.runtime = self
-        app.add_middleware(CorrelationMiddleware, service=self.name)
+        # Every route but the public probes needs a valid token (401); each operation then checks
+        # its permission in mailwarden_runtime.operations.authorize (403).
+        app.add_middleware(AuthMiddleware, authenticator=lambda: self.authenticator, public=self.public_paths)
+        app.add_middleware(CorrelationMiddleware, service=self.name)  # outermost: 401s carry an id too
         install_error_handlers(app)
         app.include_router(self._ops_router())
         for router in routers:

@@ -26,7 +26,9 @@ from typing import Any
 
 from mailwarden_servers.certs import TestCertificates
 from mailwarden_servers.devstack import (
+    ADMIN_TOKEN_FILE,
     Stack,
+    admin_token,
     print_stack,
     sigterm_unwinds,
     start_stack,
@@ -110,9 +112,13 @@ def tester_env(mail: MailServers) -> dict[str, str]:
 # ---- the demo data, through the services' HTTP APIs ------------------------------------------
 
 
+TOKEN: dict[str, str] = {}  # the administrator token make demo made, for its own calls
+
+
 def call(method: str, url: str, body: Any = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN.get('token', '')}"}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             text = resp.read()
@@ -218,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         mail = mail_servers(data)
         stack = start_stack(data, started, tester_env(mail), alongside=(mail.dovecot, mail.smtp))
         print_stack(stack)
+        admin_token(stack.nats_url, data / ADMIN_TOKEN_FILE)
+        TOKEN["token"] = json.loads((data / ADMIN_TOKEN_FILE).read_text())["token"]
         ids = seed(stack, mail)
         print(f"demo data: profiles Demo IMAP and Demo POP3, mailboxes {', '.join(ids)} (tests running) ...")
         seen = wait_for_alerts(stack, t0)

@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -94,11 +95,17 @@ class ServiceProcess(ManagedProcess):
 
 
 KEY_RINGS = (
-    ("MW_CREDENTIAL_KEYS", "cred-"),
+    ("MW_PROFILE_CREDENTIAL_KEYS", "profile-cred-"),
+    ("MW_MAILBOX_CREDENTIAL_KEYS", "mailbox-cred-"),
     ("MW_TRANSIT_KEYS", "transit-"),
     ("MW_ALERT_WEBHOOK_KEYS", "hook-"),
     ("MW_CONSOLE_SESSION_KEYS", "console-"),
 )
+# A data folder from before the per-service rings keeps its shared ring (the services read it as
+# their fallback): new rings would not open what it sealed.
+SHARED_RING = "MW_CREDENTIAL_KEYS"
+REPLACED_BY_PER_SERVICE = {"MW_PROFILE_CREDENTIAL_KEYS", "MW_MAILBOX_CREDENTIAL_KEYS"}
+ADMIN_TOKEN_FILE = "admin-token.json"
 
 
 def load_or_create_keys(path: Path) -> dict[str, str]:
@@ -114,13 +121,31 @@ def load_or_create_keys(path: Path) -> dict[str, str]:
     missing = {
         name: f"{prefix}{stamp}:{base64.b64encode(os.urandom(32)).decode()}"
         for name, prefix in KEY_RINGS
-        if name not in keys
+        if name not in keys and not (SHARED_RING in keys and name in REPLACED_BY_PER_SERVICE)
     }
     if missing:
         keys.update(missing)
         path.write_text("".join(f"{k}={v}\n" for k, v in keys.items()))
         path.chmod(0o600)
     return keys
+
+
+def admin_token(nats_url: str, path: Path) -> None:
+    """At first start, an administrator API token (0600 in the data folder), printed once."""
+    if path.exists():
+        print(f"  API token: {path} (the CLI reads it; or set MW_TOKEN)\n", flush=True)
+        return
+    # A separate process: the runtime library (which owns tokens) is not a dependency of this one.
+    done = subprocess.run(
+        [sys.executable, "-m", "mailwarden_runtime.auth.bootstrap", "--nats", nats_url, "--file", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ServerStartError(f"could not create the administrator token:\n{done.stderr[-2000:]}")
+    print(done.stdout, flush=True)
 
 
 @dataclass
@@ -277,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack = start_stack(data, started)
         print_stack(stack)
+        admin_token(stack.nats_url, data / ADMIN_TOKEN_FILE)
         if args.once:
             return 0
         print("Data is kept between runs.")

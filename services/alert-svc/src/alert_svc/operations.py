@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from alert_svc.access import admit_wall, own_wall
 from alert_svc.channels.webhook import secret_aad
 from alert_svc.schemas import (
     AlertPage,
@@ -27,6 +28,7 @@ from alert_svc.store import Stores
 from alert_svc.store.alerts import AlertDoc
 from alert_svc.store.recipients import PreferencesDoc
 from alert_svc.store.webhooks import WebhookDoc
+from mailwarden_runtime.auth import Permission
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
 
@@ -69,6 +71,10 @@ class Operations:
     # --- the wall ----------------------------------------------------------------------------
     async def list_alerts(self, q: AlertQuery) -> AlertPage:
         query = recipient_query(q.recipient_kind, q.recipient_id)
+        own = own_wall("alerts:read")
+        if own is not None:  # a mailbox owner sees their own wall only (asked for, or by default)
+            admit_wall("alerts:read", query.get("recipient_key", own))
+            query["recipient_key"] = own
         for name in ("level", "state", "mailbox_id", "profile_id"):
             value = getattr(q, name)
             if value is not None:
@@ -86,19 +92,24 @@ class Operations:
             next_cursor=_encode_cursor(docs[-1]) if more and docs else None,
         )
 
-    async def get_alert(self, alert_id: str) -> AlertView:
+    async def get_alert(self, alert_id: str, permission: Permission = "alerts:read") -> AlertView:
         doc = await self.alerts.get_alert(alert_id)
         if doc is None:
             raise DomainError(404, "no such alert", "alert_id")
+        admit_wall(permission, doc.recipient_key)
         return _alert_view(doc)
 
     async def mark_read(self, alert_id: str, read: bool) -> AlertView:
+        if own_wall("alerts:write") is not None:
+            await self.get_alert(alert_id, "alerts:write")
         doc = await self.alerts.mark_read(alert_id, read)
         if doc is None:
             raise DomainError(404, "no such alert", "alert_id")
         return _alert_view(doc)
 
     async def delete_alert(self, alert_id: str) -> Deleted:
+        if own_wall("alerts:write") is not None:
+            await self.get_alert(alert_id, "alerts:write")
         deleted = await self.alerts.delete_alerts({"_id": alert_id})
         if not deleted:
             raise DomainError(404, "no such alert", "alert_id")
@@ -107,6 +118,7 @@ class Operations:
     async def delete_all(self, ref: RecipientRef) -> Deleted:
         """Dynamics' "Delete all alerts", for one recipient's wall."""
         query = recipient_query(ref.recipient_kind, ref.recipient_id)
+        admit_wall("alerts:write", query.get("recipient_key"))
         return Deleted(deleted=await self.alerts.delete_alerts(query))
 
     # --- webhooks ----------------------------------------------------------------------------
@@ -149,11 +161,13 @@ class Operations:
 
     # --- notification preferences --------------------------------------------------------------
     async def get_preferences(self, ref: RecipientRef, default_levels: list[str]) -> Preferences:
+        admit_wall("alerts:read", f"{ref.recipient_kind}:{ref.recipient_id}")
         doc = await self.preferences.preferences(f"{ref.recipient_kind}:{ref.recipient_id}")
         levels = default_levels if doc is None or doc.email_levels is None else doc.email_levels
         return Preferences.model_validate({"email_levels": levels, "email": doc.email if doc else None})
 
     async def set_preferences(self, ref: RecipientRef, prefs: Preferences) -> Preferences:
+        admit_wall("alerts:write", f"{ref.recipient_kind}:{ref.recipient_id}")
         wanted = PreferencesDoc(
             id=f"{ref.recipient_kind}:{ref.recipient_id}",
             email_levels=list(dict.fromkeys(prefs.email_levels)),

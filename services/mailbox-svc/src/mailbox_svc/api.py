@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter
@@ -15,6 +16,7 @@ from mailbox_svc.models import (
     JobRequest,
     JobView,
     ListRequest,
+    LoginRequest,
     MailboxBatchCreate,
     MailboxCreate,
     MailboxPage,
@@ -22,6 +24,7 @@ from mailbox_svc.models import (
     MailboxView,
     RotateRequest,
     RotationReport,
+    SealedLogin,
     Selection,
     TestAccepted,
     TestHistory,
@@ -29,7 +32,10 @@ from mailbox_svc.models import (
     UpdateRequest,
 )
 from mailbox_svc.operations import MailboxOperations
+from mailbox_svc.profiles import ProfileDirectory
 from mailbox_svc.rotation import rotate_credentials
+from mailbox_svc.testing import Rings
+from mailbox_svc.use import login_for
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.operations import Bound, Operation, serve
 from mailwarden_runtime.service import ServiceRuntime
@@ -80,6 +86,7 @@ GET = Operation(
     input=MailboxRequest,
     output=MailboxView,
     permission="mailboxes:read",
+    owner_scoped=True,
     summary="Read a mailbox (passwords are never shown)",
     errors=NOT_FOUND,
     tags=MAILBOXES,
@@ -90,11 +97,16 @@ UPDATE = Operation(
     path="/mailboxes/{mailbox_id}",
     input=UpdateRequest,
     output=MailboxView,
-    permission="mailboxes:write",
+    permission="mailboxes:credentials",
+    owner_scoped=True,
     summary="Change a mailbox; an omitted password is kept",
     errors={**NOT_FOUND, **RACE},
     tags=MAILBOXES,
     body="changes",
+    docs=(
+        "Setting the passwords needs `mailboxes:credentials` (a mailbox owner: on their own mailbox); "
+        "every other field needs `mailboxes:write` too."
+    ),
 )
 DEACTIVATE = Operation(
     name="deactivate",
@@ -114,6 +126,7 @@ HISTORY = Operation(
     input=HistoryRequest,
     output=TestHistory,
     permission="mailboxes:read",
+    owner_scoped=True,
     summary="History of test runs, newest first",
     errors=NOT_FOUND,
     tags=MAILBOXES,
@@ -125,6 +138,7 @@ TEST = Operation(
     input=TestRequest,
     output=TestAccepted,
     permission="mailboxes:test",
+    owner_scoped=True,
     summary="Test & Enable one mailbox",
     errors={
         **NOT_FOUND,
@@ -235,6 +249,24 @@ JOB_CANCEL = Operation(
     tags=("jobs",),
 )
 
+LOGIN = Operation(
+    name="login",
+    method="POST",
+    path="/mailboxes/{mailbox_id}/login",
+    input=LoginRequest,
+    output=SealedLogin,
+    permission="credentials:use",
+    summary="A mailbox's login, sealed for sync-svc (incoming) or sender-svc (outgoing)",
+    errors={
+        **NOT_FOUND,
+        409: "No login, unreadable, or entered for another server (credentials_redirected)",
+        503: "profile-svc does not answer",
+    },
+    tags=MAILBOXES,
+    docs="Only the service tokens of sync-svc and sender-svc hold credentials:use; no role does.",
+)
+
+
 OPERATIONS: tuple[Operation[Any, Any], ...] = (
     CREATE,
     CREATE_MANY,
@@ -253,10 +285,23 @@ OPERATIONS: tuple[Operation[Any, Any], ...] = (
     JOB_START,
     JOB_GET,
     JOB_CANCEL,
+    LOGIN,
 )
 
 
-def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing) -> list[Bound[Any, Any]]:
+@dataclass(frozen=True)
+class Logins:
+    """What the login operation needs besides the mailbox operations (see mailbox_svc.use)."""
+
+    profiles: ProfileDirectory
+    rings: Rings
+    ttl_s: float
+
+
+def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing, logins: Logins) -> list[Bound[Any, Any]]:
+    async def login(req: LoginRequest) -> SealedLogin:
+        return await login_for(ops.repo, logins.profiles, logins.rings, req, logins.ttl_s)
+
     async def get(req: MailboxRequest) -> MailboxView:
         return await ops.get(req.mailbox_id)
 
@@ -305,11 +350,12 @@ def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing) -> list[Bound[A
         JOB_START.bind(job_start),
         JOB_GET.bind(job_get),
         JOB_CANCEL.bind(job_cancel),
+        LOGIN.bind(login),
     ]
 
 
 def serve_operations(
-    runtime: ServiceRuntime, ops: MailboxOperations, jobs: JobRunner, ring: KeyRing
+    runtime: ServiceRuntime, ops: MailboxOperations, jobs: JobRunner, ring: KeyRing, logins: Logins
 ) -> APIRouter:
     """``mailwarden.rpc.mailbox-svc.<op>`` registered on ``runtime``; the HTTP routes returned."""
-    return serve(runtime, bind(ops, jobs, ring))
+    return serve(runtime, bind(ops, jobs, ring, logins))

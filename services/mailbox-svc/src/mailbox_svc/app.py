@@ -16,7 +16,7 @@ from contracts.events import (
     ProfileUpdated,
     TestCompleted,
 )
-from mailbox_svc.api import serve_operations
+from mailbox_svc.api import Logins, serve_operations
 from mailbox_svc.config import Settings
 from mailbox_svc.handlers import Handlers
 from mailbox_svc.jobs import JobRunner
@@ -27,6 +27,8 @@ from mailbox_svc.profiles import ProfileDirectory
 from mailbox_svc.repository import OUTBOX_COLLECTIONS, Repository
 from mailbox_svc.scheduler import RetryScheduler
 from mailbox_svc.testing import Rings
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.service_tokens import service_token
 from mailwarden_runtime.consumer import ConsumerOptions
 from mailwarden_runtime.service import ServiceRuntime
 
@@ -36,12 +38,14 @@ NAME = "mailbox-svc"
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keys = KeyRings.load(settings)  # refuses to start without keys outside dev mode
-    rings = Rings(at_rest=keys.at_rest, transit=keys.transit)
+    rings = Rings(at_rest=keys.at_rest, transit=keys.transit, transit_ttl_s=settings.transit_ttl_s)
     runtime = ServiceRuntime(NAME, settings, outbox_collections=OUTBOX_COLLECTIONS)
     repo = Repository(runtime.db)
 
+    who = bearer_header(service_token(keys.transit, NAME))  # a service asking a service (auth.service_tokens)
+
     async def ask(subject: str, body: bytes, timeout_s: float) -> bytes:
-        reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s)
+        reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s, headers=who)
         return bytes(reply.data)
 
     profiles = ProfileDirectory(repo, ask)
@@ -85,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # sync-svc could not sync a mailbox: its incoming side is tested again (retry-or-disable, status, alerts).
     runtime.consume(MailboxSyncFailed, "mailbox-svc-sync-failed", ops.retest_incoming)
-    routes = serve_operations(runtime, ops, jobs, keys.at_rest)
+    routes = serve_operations(runtime, ops, jobs, keys.at_rest, Logins(profiles, rings, settings.login_ttl_s))
 
     async def start_background() -> None:
         await repo.ensure_indexes()

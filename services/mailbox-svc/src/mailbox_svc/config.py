@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from mailwarden_runtime.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(populate_by_name=True)  # credential_keys= as well as its env names
+
     credential_keys: SecretStr | None = Field(
-        None, description="Key ring `kid:base64key,...` for credentials at rest; the first key seals."
+        None,
+        validation_alias=AliasChoices("MW_MAILBOX_CREDENTIAL_KEYS", "MW_CREDENTIAL_KEYS"),
+        description=(
+            "Key ring `kid:base64key,...` for mailbox credentials at rest (mailbox-svc's own); the first "
+            "key seals. `MW_CREDENTIAL_KEYS`, shared with profile-svc before, is read when it is unset."
+        ),
     )
     transit_keys: SecretStr | None = Field(
         None, description="Key ring for credentials in TestRequested (tester-svc opens them)."
+    )
+    transit_ttl_s: float = Field(
+        3600.0,
+        ge=60,
+        le=86_400,
+        description="How long a login sealed for one test opens at the tester (a captured blob expires).",
+    )
+    login_ttl_s: float = Field(
+        300.0,
+        ge=10,
+        le=3600,
+        description="How long a login sealed for sync-svc or sender-svc opens (they ask again before).",
     )
     retry_max_attempts: int = Field(
         10, ge=1, le=100, description="Test attempts before a transient error disables."

@@ -1,20 +1,23 @@
 """Credentials at rest and on the bus: sealed to one mailbox and direction, opened only to re-seal.
 
 At rest a login is ``KeyRing.seal(json{"username","password"}, "mailbox:<id>:<direction>")`` with the
-credential ring; for a test it is opened and sealed again with the transit ring under the same
-binding, so a ciphertext copied to another mailbox or direction never opens.
+credential ring, so a ciphertext copied to another mailbox or direction never opens; beside it the
+login records the destination it was entered for. For a test it is opened only if the profile
+still points where it did, and sealed with the transit ring to that test, direction, host and port.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
 
-from contracts.events import SealedCredentials
-from contracts.models import Direction, SealedSecret
+from contracts.events import ProfileSnapshot, SealedCredentials
+from contracts.models import CredentialSource, Direction, Endpoint, SealedSecret, ServerTarget
 from mailwarden_runtime.crypto import KeyRing, SealError
+from mailwarden_runtime.sealing import destination_fingerprint, seal_for_test, seal_for_use
 
 INCOMING = Direction.INCOMING.value
 OUTGOING = Direction.OUTGOING.value
@@ -43,14 +46,61 @@ def open_login(ring: KeyRing, mailbox_id: str, direction: str, stored: Any) -> t
         raise CredentialsUnreadable(f"{direction} credentials of {mailbox_id} do not open") from None
 
 
+class CredentialsRedirected(Exception):
+    """The profile's server changed since this login was entered: it must be entered again."""
+
+
+def endpoint_of(target: ServerTarget, direction: str) -> Endpoint:
+    return target.incoming if direction == INCOMING else target.outgoing
+
+
+def destination_of(profile: ProfileSnapshot) -> str:
+    """Where and how the profile's logins are sent (see :mod:`mailwarden_runtime.sealing`)."""
+    return destination_fingerprint(
+        profile.incoming_protocol.value,
+        profile.incoming,
+        profile.outgoing,
+        profile.advanced.verify_tls,
+        profile.advanced.allow_plaintext_auth,
+    )
+
+
+def login_usable_for(login: Any, profile: ProfileSnapshot) -> bool:
+    """A stored login may go to the profile's server only if it was entered for that server.
+
+    Logins carry the destination fingerprint they were entered for. Logins stored before that
+    field existed count only if entered after the profile's last change.
+    """
+    login = login or {}
+    entered_for = login.get("destination")
+    if entered_for is not None:
+        return bool(entered_for == destination_of(profile))
+    entered_at = login.get("password_updated_at")
+    return isinstance(entered_at, datetime) and _aware(entered_at) >= _aware(profile.updated_at)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def for_transit(
-    at_rest: KeyRing, transit: KeyRing, mailbox_id: str, stored: Any, directions: list[str]
+    at_rest: KeyRing,
+    transit: KeyRing,
+    doc: Any,
+    profile: ProfileSnapshot,
+    target: ServerTarget,
+    directions: list[str],
+    *,
+    test_id: str,
+    not_after: datetime,
 ) -> SealedCredentials | None:
-    """Re-seal the stored logins with the transit ring for the directions under test.
+    """Re-seal the stored logins with the transit ring, bound to this test and the server it reaches.
 
     Outgoing uses the separate outgoing login when there is one, else the incoming login.
     """
-    stored = stored or {}
+    mailbox_id = doc["_id"]
+    stored = doc.get("credentials") or {}
+    logins = doc.get("logins") or {}
     sealed: dict[str, SealedSecret] = {}
     for direction in directions:
         source, ct = direction, stored.get(direction)
@@ -58,9 +108,59 @@ def for_transit(
             source, ct = INCOMING, stored.get(INCOMING)
         if ct is None:
             continue
+        if not login_usable_for(logins.get(source), profile):
+            raise CredentialsRedirected(f"{source} login of {mailbox_id} was entered for another server")
         username, password = open_login(at_rest, mailbox_id, source, ct)
-        plain = json.dumps({"username": username, "password": password.get_secret_value()}).encode()
-        sealed[direction] = transit.seal(plain, binding(mailbox_id, direction))
+        endpoint = endpoint_of(target, direction)
+        sealed[direction] = seal_for_test(
+            transit,
+            username,
+            password,
+            test_id=test_id,
+            direction=direction,
+            host=endpoint.host,
+            port=endpoint.port,
+            not_after=not_after,
+        )
+    return SealedCredentials(**sealed) if sealed else None
+
+
+def profile_for_transit(
+    transit: KeyRing,
+    profile: ProfileSnapshot,
+    target: ServerTarget,
+    directions: list[str],
+    *,
+    test_id: str,
+    not_after: datetime,
+) -> SealedCredentials | None:
+    """The profile's own logins (sealed by profile-svc for events) re-sealed for this one test."""
+    given = profile.sealed_credentials
+    if given is None:
+        return None
+    sealed: dict[str, SealedSecret] = {}
+    for direction in directions:
+        ct = given.incoming if direction == INCOMING else given.outgoing
+        if ct is None:
+            continue
+        try:
+            doc = json.loads(transit.open(ct, f"profile:{profile.profile_id}:{direction}"))
+            username, password = str(doc["username"]), SecretStr(str(doc["password"]))
+        except (SealError, ValueError, KeyError, TypeError):
+            raise CredentialsUnreadable(
+                f"{direction} credentials of {profile.profile_id} do not open"
+            ) from None
+        endpoint = endpoint_of(target, direction)
+        sealed[direction] = seal_for_test(
+            transit,
+            username,
+            password,
+            test_id=test_id,
+            direction=direction,
+            host=endpoint.host,
+            port=endpoint.port,
+            not_after=not_after,
+        )
     return SealedCredentials(**sealed) if sealed else None
 
 
@@ -71,3 +171,58 @@ def reseal_stored(ring: KeyRing, mailbox_id: str, direction: str, stored: Any) -
         return ring.reseal(sealed, binding(mailbox_id, direction)).model_dump()
     except (SealError, ValueError):
         raise CredentialsUnreadable(f"{direction} credentials of {mailbox_id} do not open") from None
+
+
+class NoLogin(Exception):
+    """The mailbox (or its profile) has no login for this direction."""
+
+
+def login_for_use(
+    at_rest: KeyRing,
+    transit: KeyRing,
+    doc: Any,
+    profile: ProfileSnapshot,
+    target: ServerTarget,
+    direction: str,
+    *,
+    purpose: str,
+    not_after: datetime,
+) -> tuple[SealedSecret, Endpoint]:
+    """The login sync-svc or sender-svc connects with, sealed to that purpose, this mailbox,
+    direction and the profile's current host and port; refused when it was entered elsewhere."""
+    mailbox_id = doc["_id"]
+    if profile.credential_source is CredentialSource.PROFILE:
+        given = profile.sealed_credentials
+        ct = None if given is None else (given.incoming if direction == INCOMING else given.outgoing)
+        if ct is None:
+            raise NoLogin(f"profile {profile.profile_id} has no {direction} login")
+        try:
+            opened = json.loads(transit.open(ct, f"profile:{profile.profile_id}:{direction}"))
+            username, password = str(opened["username"]), SecretStr(str(opened["password"]))
+        except (SealError, ValueError, KeyError, TypeError):
+            raise CredentialsUnreadable(
+                f"{direction} credentials of {profile.profile_id} do not open"
+            ) from None
+    else:
+        stored = doc.get("credentials") or {}
+        source, ct = direction, stored.get(direction)
+        if ct is None and direction == OUTGOING:
+            source, ct = INCOMING, stored.get(INCOMING)
+        if ct is None:
+            raise NoLogin(f"mailbox {mailbox_id} has no {direction} login")
+        if not login_usable_for((doc.get("logins") or {}).get(source), profile):
+            raise CredentialsRedirected(f"{source} login of {mailbox_id} was entered for another server")
+        username, password = open_login(at_rest, mailbox_id, source, ct)
+    endpoint = endpoint_of(target, direction)
+    sealed = seal_for_use(
+        transit,
+        username,
+        password,
+        purpose=purpose,
+        mailbox_id=mailbox_id,
+        direction=direction,
+        host=endpoint.host,
+        port=endpoint.port,
+        not_after=not_after,
+    )
+    return sealed, endpoint

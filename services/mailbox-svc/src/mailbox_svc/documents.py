@@ -27,7 +27,8 @@ def new_mailbox_id() -> str:
     return f"mbx_{uuid.uuid4().hex[:16]}"
 
 
-def new_document(req: MailboxCreate, ring: KeyRing, now: datetime) -> Document:
+def new_document(req: MailboxCreate, ring: KeyRing, now: datetime, destination: str | None) -> Document:
+    """A new mailbox; its logins record ``destination``, the fingerprint of the profile's server."""
     mailbox_id = req.mailbox_id or new_mailbox_id()
     doc: Document = {
         "_id": mailbox_id,
@@ -68,14 +69,28 @@ def new_document(req: MailboxCreate, ring: KeyRing, now: datetime) -> Document:
             doc["credentials"][direction] = seal_login(
                 ring, mailbox_id, direction, login.username, login.password
             )
-            doc["logins"][direction] = {"username": login.username, "password_updated_at": now}
+            doc["logins"][direction] = {
+                "username": login.username,
+                "password_updated_at": now,
+                "destination": destination,
+            }
     return doc
 
 
 def patch_login(
-    ring: KeyRing, doc: Document, direction: str, patch: LoginPatch | None, now: datetime
+    ring: KeyRing,
+    doc: Document,
+    direction: str,
+    patch: LoginPatch | None,
+    now: datetime,
+    destination: str | None,
+    stored_usable: bool,
 ) -> tuple[Any, Any]:
-    """New (ciphertext, login view) of one direction; ``patch`` None removes the login."""
+    """New (ciphertext, login view) of one direction; ``patch`` None removes the login.
+
+    A stored password is carried over only while ``stored_usable`` (the server it was entered for
+    is still the profile's): otherwise the request must give the password again.
+    """
     mailbox_id = doc["_id"]
     if patch is None:
         return None, None
@@ -84,6 +99,8 @@ def patch_login(
     old_password = None
     if stored is not None and (patch.username is None or patch.password is None):
         old_user, old_password = open_login(ring, mailbox_id, direction, stored)
+        if not stored_usable:
+            old_password = None
     username = patch.username or old_user
     password = patch.password or old_password
     if username is None:
@@ -94,7 +111,11 @@ def patch_login(
     changed_at = now if patch.password is not None else login.get("password_updated_at", now)
     return (
         seal_login(ring, mailbox_id, direction, username, password),
-        {"username": username, "password_updated_at": changed_at},
+        {
+            "username": username,
+            "password_updated_at": changed_at,
+            "destination": destination if patch.password is not None or stored_usable else None,
+        },
     )
 
 

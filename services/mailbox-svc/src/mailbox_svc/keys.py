@@ -18,7 +18,7 @@ class KeyRings:
     def load(cls, settings: Settings) -> KeyRings:
         return cls(
             at_rest=load_keyring(
-                settings.credential_keys, "MW_CREDENTIAL_KEYS", "credential", settings.dev_mode
+                settings.credential_keys, "MW_MAILBOX_CREDENTIAL_KEYS", "credential", settings.dev_mode
             ),
             transit=load_keyring(settings.transit_keys, "MW_TRANSIT_KEYS", "transit", settings.dev_mode),
         )

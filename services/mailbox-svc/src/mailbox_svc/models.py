@@ -24,6 +24,7 @@ from contracts.models import (
     Owner,
     OwnerKind,
     Password,
+    SealedSecret,
     TestStatus,
     TestWarning,
 )
@@ -311,3 +312,24 @@ class RotationReport(BaseModel):
     already_primary: int
     unreadable: int
     unreadable_mailboxes: list[str]
+
+
+class LoginRequest(Strict):
+    """sync-svc (``sync``, incoming) or sender-svc (``send``, outgoing) asking for a mailbox's login."""
+
+    mailbox_id: Identifier
+    direction: Literal["incoming", "outgoing"]
+    purpose: Literal["sync", "send"]
+
+
+class SealedLogin(BaseModel):
+    """The login sealed with the transit ring to purpose, mailbox, direction, host and port, until
+    ``not_after``: the asker opens it with exactly that binding (``sealing.open_for_use``)."""
+
+    mailbox_id: str
+    direction: str
+    purpose: str
+    host: str
+    port: int
+    not_after: datetime
+    sealed: SealedSecret

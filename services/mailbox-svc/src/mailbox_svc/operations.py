@@ -23,8 +23,15 @@ from contracts.events import (
     SmtpMode,
 )
 from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, act_sync_refused
+from mailbox_svc.access import CREDENTIAL_FIELDS, admit, admit_fields
 from mailbox_svc.clock import utcnow
-from mailbox_svc.credentials import INCOMING, OUTGOING, CredentialsUnreadable
+from mailbox_svc.credentials import (
+    INCOMING,
+    OUTGOING,
+    CredentialsUnreadable,
+    destination_of,
+    login_usable_for,
+)
 from mailbox_svc.documents import CLIENT_FIELDS, new_document, patch_login, to_snapshot, to_view
 from mailbox_svc.models import (
     BulkResult,
@@ -46,6 +53,7 @@ from mailbox_svc.models import (
 from mailbox_svc.profiles import UNAVAILABLE, ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import Repository
 from mailbox_svc.testing import Rings, TestRefused, build_request, pending_fields
+from mailwarden_runtime.auth import current_actor
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
@@ -55,6 +63,7 @@ log = logging.getLogger(__name__)
 Envelop = Callable[[Event], Envelope[Any]]
 Mutation = Callable[[Document, SettingsSnapshot], tuple[Document, list[Event]]]
 MAX_RACES = 5
+AUTOMATIC = "service:mailbox-svc"  # the actor of changes no caller asked for (test results, retries)
 
 
 class Skip(Exception):
@@ -88,8 +97,10 @@ class MailboxOperations:
             return None
         return await self.profiles.require(profile_id, field)
 
-    def _creatable(self, req: MailboxCreate, now: datetime) -> Document:
-        doc = new_document(req, self.rings.at_rest, now)
+    def _creatable(self, req: MailboxCreate, now: datetime, profile: ProfileSnapshot | None) -> Document:
+        destination = destination_of(profile) if profile is not None else None
+        doc = new_document(req, self.rings.at_rest, now, destination)
+        doc["created_by"] = doc["updated_by"] = current_actor() or AUTOMATIC
         doc.update(
             new_document_outbox([outbox_entry(self.envelop(MailboxCreated(mailbox=to_snapshot(doc))))])
         )
@@ -98,7 +109,7 @@ class MailboxOperations:
     async def create(self, req: MailboxCreate) -> MailboxView:
         profile = await self._check_profile(req.profile_id)
         _check_act(req.act_delivery.value, profile, "act_delivery")
-        doc = self._creatable(req, utcnow())
+        doc = self._creatable(req, utcnow(), profile)
         if not await self.repo.insert(doc):
             raise DomainError(409, "a mailbox with this id exists", "mailbox_id")
         self.wake()
@@ -116,7 +127,7 @@ class MailboxOperations:
                 )
             profile = seen.get(item.profile_id or "")
             _check_act(item.act_delivery.value, profile, f"mailboxes.{i}.act_delivery")
-        docs = [self._creatable(item, now) for item in req.mailboxes]
+        docs = [self._creatable(item, now, seen.get(item.profile_id or "")) for item in req.mailboxes]
         ids = [d["_id"] for d in docs]
         if len(set(ids)) != len(ids):
             raise DomainError(422, "duplicate mailbox ids in the batch", "mailboxes")
@@ -133,7 +144,9 @@ class MailboxOperations:
         return doc
 
     async def get(self, mailbox_id: str) -> MailboxView:
-        return to_view(await self._get_doc(mailbox_id))
+        doc = await self._get_doc(mailbox_id)
+        admit(doc, "mailboxes:read")
+        return to_view(doc)
 
     async def list(self, req: ListRequest) -> MailboxPage:
         f = MailboxFilter.model_validate(req.model_dump(exclude={"limit", "after"}))
@@ -143,7 +156,7 @@ class MailboxOperations:
         return MailboxPage(items=[to_view(d) for d in docs], next_after=docs[-1]["_id"] if more else None)
 
     async def history(self, req: HistoryRequest) -> TestHistory:
-        await self._get_doc(req.mailbox_id)
+        admit(await self._get_doc(req.mailbox_id), "mailboxes:read")
         runs = await self.repo.runs_of(req.mailbox_id, req.limit)
         return TestHistory(
             items=[
@@ -169,7 +182,7 @@ class MailboxOperations:
             settings = await self.repo.get_settings()
             fields, events = change(doc, settings)
             now = utcnow()
-            fields = {**fields, "updated_at": now}
+            fields = {**fields, "updated_at": now, "updated_by": current_actor() or AUTOMATIC}
             after = {**apply_set(doc, fields), "version": doc["version"] + 1}
             entries = [outbox_entry(self.envelop(e)) for e in events]
             snapshot_events = [e for e in events if isinstance(e, MailboxUpdated)]
@@ -219,14 +232,20 @@ class MailboxOperations:
     # ---- update / deactivate ----------------------------------------------------------------
 
     async def update(self, mailbox_id: str, patch: MailboxPatch) -> MailboxView:
+        admit_fields(set(patch.model_fields_set))
+        current = await self._get_doc(mailbox_id)
+        if patch.model_fields_set & CREDENTIAL_FIELDS:
+            admit(current, "mailboxes:credentials")
         if "profile_id" in patch.model_fields_set:
             await self._check_profile(patch.profile_id)
         current = await self._get_doc(mailbox_id)
         profile_id = patch.profile_id if "profile_id" in patch.model_fields_set else current.get("profile_id")
         act = patch.act_delivery if "act_delivery" in patch.model_fields_set else None
         act_value = act.value if act is not None else current["act_delivery"]
+        profile = await self.profiles.find_quietly(profile_id) if profile_id else None
         if act_value == DeliveryMethod.SERVER_SIDE_SYNC.value and profile_id:
-            _check_act(act_value, await self.profiles.find_quietly(profile_id), "act_delivery")
+            _check_act(act_value, profile, "act_delivery")
+        destination = destination_of(profile) if profile is not None else None
         now = utcnow()
 
         def change(doc: Document, _: SettingsSnapshot) -> tuple[Document, list[Event]]:
@@ -237,11 +256,21 @@ class MailboxOperations:
                     fields[name] = value.value if hasattr(value, "value") else value
             if "owner" in patch.model_fields_set and patch.owner is not None:
                 fields["owner"] = patch.owner.model_dump(mode="json")
+            moved = fields.get("profile_id", doc.get("profile_id")) != doc.get("profile_id")
+            if fields.get("profile_id", doc.get("profile_id")) != profile_id:
+                raise DomainError(409, "the mailbox changed concurrently; retry", "profile_id")
             for direction, attr in ((INCOMING, "credentials"), (OUTGOING, "outgoing_credentials")):
                 if attr not in patch.model_fields_set:
+                    if moved:
+                        changed = _profile_change_logins(doc, profile)
+                        fields.update({k: v for k, v in changed.items() if f".{direction}" in k})
                     continue
+                login_doc = (doc.get("logins") or {}).get(direction)
+                usable = not moved and profile is not None and login_usable_for(login_doc, profile)
                 try:
-                    ct, login = patch_login(self.rings.at_rest, doc, direction, getattr(patch, attr), now)
+                    ct, login = patch_login(
+                        self.rings.at_rest, doc, direction, getattr(patch, attr), now, destination, usable
+                    )
                 except CredentialsUnreadable:
                     raise DomainError(
                         422, "the stored password cannot be read: give a new one", f"{attr}.password"
@@ -250,7 +279,7 @@ class MailboxOperations:
                     raise DomainError(422, f"{exc} is required: none is stored", f"{attr}.{exc}") from None
                 fields[f"credentials.{direction}"] = ct
                 fields[f"logins.{direction}"] = login
-            if fields.get("profile_id", doc.get("profile_id")) != doc.get("profile_id"):
+            if moved:
                 fields.update(_reset_tests())  # a new server must be tested before it is used
             return fields, [MailboxUpdated(mailbox=to_snapshot(doc))]
 
@@ -292,7 +321,7 @@ class MailboxOperations:
     ) -> Mutation:
         def change(doc: Document, settings: SettingsSnapshot) -> tuple[Document, list[Event]]:
             fields = extra(doc, settings) if extra else {}
-            merged = {**doc, **fields}
+            merged = apply_set(doc, fields)
             profile = profiles.get(merged.get("profile_id") or "")
             req = build_request(merged, profile, settings, self.rings, utcnow(), smtp_mode=smtp_mode)
             result.test_ids[doc["_id"]] = req.test_id
@@ -316,6 +345,7 @@ class MailboxOperations:
     async def test_one(self, mailbox_id: str, smtp_mode: SmtpMode | None = None) -> TestAccepted:
         """Test & Enable one mailbox; ``smtp_mode`` overrides the profile's for this test."""
         doc = await self._get_doc(mailbox_id)
+        admit(doc, "mailboxes:test")
         profiles = await self._load_profiles({doc.get("profile_id") or ""})
         result = BulkResult()
         try:
@@ -374,12 +404,17 @@ class MailboxOperations:
             )
         profiles = await self._load_profiles({settings.default_profile_id})
 
-        def defaults(_: Document, s: SettingsSnapshot) -> Document:
+        def defaults(doc: Document, s: SettingsSnapshot) -> Document:
             if s.default_profile_id is None:
                 raise TestRefused("no_default_profile", "the organisation has no default profile")
-            if act_sync_refused(s.act_delivery.value, _protocol(profiles.get(s.default_profile_id))):
+            default = profiles.get(s.default_profile_id)
+            if act_sync_refused(s.act_delivery.value, _protocol(default)):
                 raise TestRefused(ACT_CODE, ACT_NOT_SUPPORTED, "act_delivery", 422)
+            # A first profile stamps the logins; a move keeps them, each still checked against
+            # the destination it was entered for when the test is built.
+            logins = {} if doc.get("profile_id") else _profile_change_logins(doc, default)
             return {
+                **logins,
                 "profile_id": s.default_profile_id,
                 "incoming_delivery": s.incoming_delivery.value,
                 "outgoing_delivery": s.outgoing_delivery.value,
@@ -409,6 +444,7 @@ class MailboxOperations:
                 raise TestRefused(ACT_CODE, ACT_NOT_SUPPORTED, "changes.act_delivery", 422)
             if fields.get("profile_id", doc.get("profile_id")) != doc.get("profile_id"):
                 fields.update(_reset_tests())
+                fields.update(_profile_change_logins(doc, new_profile))
             return fields, [MailboxUpdated(mailbox=to_snapshot(doc))]
 
         return await self._bulk(req.selection, change)
@@ -439,6 +475,37 @@ def _check_act(act_delivery: str, profile: ProfileSnapshot | None, field: str) -
     """Refuse ACT server-side sync on a mailbox whose profile is IMAP or POP3, as the org settings do."""
     if act_sync_refused(act_delivery, _protocol(profile)):
         raise DomainError(422, ACT_NOT_SUPPORTED, field)
+
+
+def _profile_change_logins(doc: Document, new_profile: ProfileSnapshot | None) -> Document:
+    """What a change of profile does to the stored logins.
+
+    A mailbox's first profile is where its logins were entered for: they are stamped with that
+    profile's destination (so a later edit of the profile that leaves the destination alone, a
+    description say, never invalidates them). Moving from one profile to another forgets them.
+    """
+    if doc.get("profile_id"):
+        return _forget_logins(doc)
+    if new_profile is None:
+        return {}
+    destination = destination_of(new_profile)
+    logins = doc.get("logins") or {}
+    out: Document = {}
+    for direction, ct in (doc.get("credentials") or {}).items():
+        login = logins.get(direction)
+        if ct is not None and isinstance(login, dict) and login.get("destination") is None:
+            out[f"logins.{direction}.destination"] = destination
+    return out
+
+
+def _forget_logins(doc: Document) -> Document:
+    """A login goes only to the server it was entered for: moving a mailbox needs its passwords again."""
+    out: Document = {}
+    for direction, ct in (doc.get("credentials") or {}).items():
+        if ct is not None:
+            out[f"credentials.{direction}"] = None
+            out[f"logins.{direction}.destination"] = None
+    return out
 
 
 def apply_set(doc: Document, fields: Document) -> Document:

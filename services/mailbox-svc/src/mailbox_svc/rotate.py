@@ -1,6 +1,6 @@
 """``python -m mailbox_svc.rotate``: re-encrypt every mailbox credential under the primary key.
 
-Run with ``MW_CREDENTIAL_KEYS=new:...,old:...`` (new key first) while the service runs; prints the
+Run with ``MW_MAILBOX_CREDENTIAL_KEYS=new:...,old:...`` (or the shared ``MW_CREDENTIAL_KEYS``) (new key first) while the service runs; prints the
 report as JSON and exits 1 when any credential could not be read.
 """
 
@@ -18,7 +18,9 @@ from mailwarden_runtime.mongo import create_client, database
 
 async def main(settings: Settings | None = None) -> int:
     settings = settings or Settings()
-    ring = load_keyring(settings.credential_keys, "MW_CREDENTIAL_KEYS", "credential", settings.dev_mode)
+    ring = load_keyring(
+        settings.credential_keys, "MW_MAILBOX_CREDENTIAL_KEYS", "credential", settings.dev_mode
+    )
     client = create_client(settings, "mailbox-svc-rotate")
     try:
         report = await rotate_credentials(Repository(database(client, settings, "mailbox-svc")), ring)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mailbox_svc.credentials import CredentialsUnreadable, reseal_stored
+from mailbox_svc.credentials import CredentialsUnreadable, open_login, reseal_stored
 from mailbox_svc.models import RotationReport
 from mailbox_svc.repository import Repository
 from mailwarden_runtime.crypto import KeyRing
@@ -54,6 +54,12 @@ async def _rotate_one(repo: Repository, ring: KeyRing, doc: dict[str, Any], repo
                 continue
             report.examined += 1
             if stored.get("kid") == ring.primary_kid:
+                try:  # opened too: a ciphertext that no longer opens is reported, whatever its key
+                    open_login(ring, doc["_id"], direction, stored)
+                except CredentialsUnreadable:
+                    bad = True
+                    report.unreadable += 1
+                    continue
                 report.already_primary += 1
                 continue
             try:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from contracts.events import ProfileSnapshot, SettingsSnapshot, SmtpMode, TestRequested
 from contracts.models import CredentialSource, DeliveryMethod, Direction, MailboxRef, Owner, ServerTarget
-from mailbox_svc.credentials import CredentialsUnreadable, for_transit
+from mailbox_svc.credentials import (
+    CredentialsRedirected,
+    CredentialsUnreadable,
+    for_transit,
+    profile_for_transit,
+)
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.mongo import Document
 
@@ -26,10 +31,17 @@ class TestRefused(Exception):
         self.status = status
 
 
+REDIRECTED = (
+    "the profile's server (host, port, TLS mode or certificate checks) changed since the password "
+    "was entered: enter it again"
+)
+
+
 @dataclass(frozen=True)
 class Rings:
     at_rest: KeyRing
     transit: KeyRing
+    transit_ttl_s: float = 3600.0
 
 
 def new_test_id() -> str:
@@ -93,18 +105,26 @@ def build_request(
         raise TestRefused(
             "nothing_to_test", "incoming and outgoing delivery are both none", "incoming_delivery"
         )
-    credentials = None
-    if profile.credential_source is CredentialSource.PROFILE:
-        credentials = profile.sealed_credentials
-    else:
-        try:
-            credentials = for_transit(rings.at_rest, rings.transit, mailbox_id, doc.get("credentials"), dirs)
-        except CredentialsUnreadable:
-            raise TestRefused(
-                "credentials_unreadable", "the stored password cannot be read: enter it again", "credentials"
-            ) from None
+    test_id = test_id or new_test_id()
+    target = target_of(profile)
+    not_after = now + timedelta(seconds=rings.transit_ttl_s)
+    try:
+        if profile.credential_source is CredentialSource.PROFILE:
+            credentials = profile_for_transit(
+                rings.transit, profile, target, dirs, test_id=test_id, not_after=not_after
+            )
+        else:
+            credentials = for_transit(
+                rings.at_rest, rings.transit, doc, profile, target, dirs, test_id=test_id, not_after=not_after
+            )
+    except CredentialsUnreadable:
+        raise TestRefused(
+            "credentials_unreadable", "the stored password cannot be read: enter it again", "credentials"
+        ) from None
+    except CredentialsRedirected:
+        raise TestRefused("credentials_redirected", REDIRECTED, "credentials") from None
     return TestRequested(
-        test_id=test_id or new_test_id(),
+        test_id=test_id,
         mailbox=MailboxRef(
             mailbox_id=mailbox_id,
             email=doc["email"],
@@ -112,7 +132,7 @@ def build_request(
             profile_id=profile.profile_id,
             profile_owner=profile.owner,
         ),
-        target=target_of(profile),
+        target=target,
         credential_source=profile.credential_source,
         credentials=credentials,
         directions=[Direction(d) for d in dirs],

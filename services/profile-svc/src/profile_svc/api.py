@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from mailwarden_runtime.operations import Bound, Operation, serve
 from mailwarden_runtime.service import ServiceRuntime
+from profile_svc.admin_api import ADMIN_OPERATIONS, bind_admin
 from profile_svc.models import (
     DeleteResult,
     Empty,
@@ -105,7 +106,16 @@ SETTINGS_PUT = Operation(
     docs="An omitted field takes its default.",
 )
 
-OPERATIONS: tuple[Operation[Any, Any], ...] = (CREATE, LIST, GET, UPDATE, DELETE, SETTINGS_GET, SETTINGS_PUT)
+OPERATIONS: tuple[Operation[Any, Any], ...] = (
+    CREATE,
+    LIST,
+    GET,
+    UPDATE,
+    DELETE,
+    SETTINGS_GET,
+    SETTINGS_PUT,
+    *ADMIN_OPERATIONS,
+)
 
 
 def bind(ops: Operations) -> list[Bound[Any, Any]]:
@@ -135,4 +145,4 @@ def bind(ops: Operations) -> list[Bound[Any, Any]]:
 
 def serve_operations(runtime: ServiceRuntime, ops: Operations) -> APIRouter:
     """``mailwarden.rpc.profile-svc.<op>`` registered on ``runtime``; the HTTP routes returned."""
-    return serve(runtime, bind(ops))
+    return serve(runtime, [*bind(ops), *bind_admin(runtime, ops.repo, ops.box.at_rest)])

@@ -20,7 +20,9 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
     """Build the app; refuses (raises) without key rings outside dev mode. Nothing connects until start."""
     settings = settings or ProfileSettings()
     box = CredentialBox(
-        at_rest=load_keyring(settings.credential_keys, "MW_CREDENTIAL_KEYS", "credential", settings.dev_mode),
+        at_rest=load_keyring(
+            settings.credential_keys, "MW_PROFILE_CREDENTIAL_KEYS", "credential", settings.dev_mode
+        ),
         transit=load_keyring(settings.transit_keys, "MW_TRANSIT_KEYS", "transit", settings.dev_mode),
     )
     runtime = ServiceRuntime(SERVICE, settings, outbox_collections=OUTBOX_COLLECTIONS)

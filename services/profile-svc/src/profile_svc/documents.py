@@ -38,6 +38,9 @@ class ProfileDoc(Stored):
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None
+    created_by: str = ""
+    """Who made it and who changed it last (a token's ``token:<sub>``, or this service): the audit."""
+    updated_by: str = ""
 
     @classmethod
     def new(

@@ -27,9 +27,11 @@ from contracts.events import (
     ProfileUpdated,
 )
 from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, Direction, SealedSecret
+from mailwarden_runtime.auth import current_actor
 from mailwarden_runtime.crypto import SealError
 from mailwarden_runtime.http import DomainError, FieldProblem
 from mailwarden_runtime.outbox import outbox_entry
+from mailwarden_runtime.sealing import destination_fingerprint
 from profile_svc import documents as docs
 from profile_svc.credentials import CredentialBox
 from profile_svc.documents import ProfileDoc
@@ -62,6 +64,35 @@ UNREADABLE = (
 )
 
 
+REENTER = (
+    "the server (host, port, TLS mode, certificate checks or plaintext login) changes: stored passwords "
+    "are never sent to a new destination, give this login again in the same request"
+)
+
+
+def destination(profile: Draft | ProfileDoc) -> str:
+    """Where and how the profile's logins are sent (see :mod:`mailwarden_runtime.sealing`)."""
+    return destination_fingerprint(
+        profile.incoming_protocol.value,
+        profile.incoming,
+        profile.outgoing,
+        profile.advanced.verify_tls,
+        profile.advanced.allow_plaintext_auth,
+    )
+
+
+def redirect_problems(doc: ProfileDoc, draft: Draft) -> list[FieldProblem]:
+    """A stored login may not follow the profile to another destination: it must be given again."""
+    if not draft.keep_logins or destination(draft) == destination(doc):
+        return []
+    return [FieldProblem(field=f"credentials.{d.value}", message=REENTER) for d in sorted(draft.keep_logins)]
+
+
+def actor() -> str:
+    """Who changes a document: the caller's token subject, or this service for its own changes."""
+    return current_actor() or "service:profile-svc"
+
+
 class Operations:
     def __init__(
         self, repo: Repository, box: CredentialBox, envelope: MakeEnvelope, wake: Callable[[], None]
@@ -70,6 +101,14 @@ class Operations:
         self._box = box
         self._envelope = envelope
         self._wake = wake
+
+    @property
+    def repo(self) -> Repository:
+        return self._repo
+
+    @property
+    def box(self) -> CredentialBox:
+        return self._box
 
     def _entry(self, event: Event) -> dict[str, Any]:
         return outbox_entry(self._envelope(event))
@@ -233,6 +272,7 @@ class Operations:
         profile_id = f"prf_{uuid.uuid4().hex}"
         now = docs.now_ms(datetime.now(UTC))
         doc = ProfileDoc.new(profile_id, draft, self._logins(profile_id, draft, {}), now)
+        doc = doc.model_copy(update={"created_by": actor(), "updated_by": actor()})
         event = ProfileCreated(profile=doc.snapshot(self._box))
         try:
             await self._repo.insert_profile(doc, [self._entry(event)])
@@ -275,18 +315,25 @@ class Operations:
                 raise not_found()
             was_default = (await self.ensure_settings()).default_profile_id == profile_id
             draft, problems = resolve(requested(doc.as_request(was_default), patch), doc.credentials)
+            problems += redirect_problems(doc, draft)
             await self._checked(draft, problems, draft.is_default and not was_default)
             new = doc.with_draft(draft, self._logins(profile_id, draft, doc.credentials))
             same = new.stored(include=docs.PROFILE_FIELDS) == doc.stored(include=docs.PROFILE_FIELDS)
             if not (same and self._same_logins(profile_id, doc.credentials, new.credentials)):
                 new = new.model_copy(
-                    update={"version": doc.version + 1, "updated_at": docs.now_ms(datetime.now(UTC))}
+                    update={
+                        "version": doc.version + 1,
+                        "updated_at": docs.now_ms(datetime.now(UTC)),
+                        "updated_by": actor(),
+                    }
                 )
                 try:
                     event = ProfileUpdated(profile=new.snapshot(self._box))
                 except SealError:
                     raise refuse("credentials", UNREADABLE, status=409) from None
-                changed = new.stored(include={*docs.PROFILE_FIELDS, "credentials", "version", "updated_at"})
+                changed = new.stored(
+                    include={*docs.PROFILE_FIELDS, "credentials", "version", "updated_at", "updated_by"}
+                )
                 try:
                     ok = await self._repo.update_profile(
                         profile_id, doc.version, changed, [self._entry(event)]
@@ -345,9 +392,15 @@ class Operations:
                 )
             now = docs.now_ms(datetime.now(UTC))
             gone = doc.model_copy(
-                update={"live": False, "deleted_at": now, "version": doc.version + 1, "updated_at": now}
+                update={
+                    "live": False,
+                    "deleted_at": now,
+                    "version": doc.version + 1,
+                    "updated_at": now,
+                    "updated_by": actor(),
+                }
             )
-            fields = gone.stored(include={"live", "deleted_at", "version", "updated_at"})
+            fields = gone.stored(include={"live", "deleted_at", "version", "updated_at", "updated_by"})
             event = ProfileDeleted(profile_id=profile_id)
             if await self._repo.update_profile(
                 profile_id, doc.version, fields, [self._entry(event)], unset=("credentials",)

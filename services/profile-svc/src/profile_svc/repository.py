@@ -86,6 +86,21 @@ class Repository:
             raise NameTaken from None
         return result.modified_count == 1
 
+    async def with_credentials(self, after: str | None, limit: int) -> list[Document]:
+        """Profiles holding logins (live or not), by id: the raw ciphertexts, for key rotation."""
+        q: Document = {"credentials": {"$exists": True, "$ne": {}}}
+        if after is not None:
+            q["_id"] = {"$gt": after}
+        found = self._profiles.find(q, {"credentials": 1}).sort("_id", ASCENDING).limit(limit)
+        return await found.to_list(None)
+
+    async def swap_credentials(self, profile_id: str, old: Document, new: Document) -> bool:
+        """Replace the ciphertexts only if nobody changed them meanwhile (rotation runs online)."""
+        result = await self._profiles.update_one(
+            {"_id": profile_id, "credentials": old}, {"$set": {"credentials": new}}
+        )
+        return result.modified_count == 1
+
     async def list_profiles(self, query: Document, limit: int, offset: int) -> tuple[list[ProfileDoc], int]:
         filt = {"live": True, **query}
         total = await self._profiles.count_documents(filt)

@@ -14,6 +14,8 @@ from nats.aio.client import Client
 
 from contracts.events import TestRequested
 from mailwarden_mailnet.resolve import Resolver
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.service_tokens import service_token
 from mailwarden_runtime.consumer import ConsumerOptions
 from mailwarden_runtime.keys import load_keyring
 from mailwarden_runtime.service import ServiceRuntime
@@ -22,6 +24,7 @@ from tester_svc.fake import FakeSuccessRunner
 from tester_svc.handlers import TestRequestedHandler
 from tester_svc.jobgate import JobGate
 from tester_svc.kv import SharedKv
+from tester_svc.orgview import OrgPorts
 from tester_svc.runner import Runner
 
 NAME = "tester-svc"
@@ -49,14 +52,18 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
             timeout_s=settings.tester_kv_timeout_s,
         )
     runner = Runner(settings, keyring, tester=runtime.instance, resolver=resolver, shared=shared)
+    org = OrgPorts()
+    runner.allowed_ports = org.allowed
 
     async def drain() -> None:
         runner.drain()  # tests still waiting for a connection slot go back at once
 
     runtime.on_stopping(drain)
 
+    who = bearer_header(service_token(keyring, NAME))  # a service asking a service (auth.service_tokens)
+
     async def ask(subject: str, body: bytes, timeout_s: float) -> bytes:
-        reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s)
+        reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s, headers=who)
         return bytes(reply.data)
 
     handler = TestRequestedHandler(runner, runtime.publish, NAME, JobGate(ask))
@@ -85,9 +92,26 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     )
     app = runtime.http_app(title="mailwarden tester-svc")
     app.state.runner = runner
+    _org_view_lifespan(app, runtime, org)
     if shared is not None:
         _shared_limits_lifespan(app, shared, runner)
     return app
+
+
+def _org_view_lifespan(app: FastAPI, runtime: ServiceRuntime, org: OrgPorts) -> None:
+    """Follow the settings once connected (before the first test can arrive, the consumer waits)."""
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[None]:
+        async with inner(a):
+            await org.start(runtime.bus.connection)
+            try:
+                yield
+            finally:
+                await org.stop()
+
+    app.router.lifespan_context = lifespan
 
 
 def _shared_limits_lifespan(app: FastAPI, shared: SharedKv, runner: Runner) -> None:

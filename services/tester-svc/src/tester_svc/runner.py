@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from contracts.errors import CATALOG, ErrorCode
@@ -50,6 +51,8 @@ class Runner:
         shared: SharedKv | None = None,
     ) -> None:
         """``shared``: the KV buckets that make the limits hold across testers (None: this process only)."""
+        # the org's allowed ports as this tester sees them (tester_svc.orgview); the app sets it
+        self.allowed_ports: Callable[[list[int]], list[int]] = list
         self.keyring = keyring
         self.tester = tester
         self.test_timeout_s = settings.tester_test_timeout_s
@@ -99,7 +102,7 @@ class Runner:
             allow_plaintext_auth=t.allow_plaintext_auth,
             connect_timeout_s=t.connect_timeout_s,
             max_connections=t.max_concurrent_connections,
-            allowed_ports=req.allowed_ports,
+            allowed_ports=self.allowed_ports(req.allowed_ports),
             mailbox_email=req.mailbox.email,
             smtp_mode=req.smtp_mode,
             marker=f"{req.test_id}-{req.attempt}",

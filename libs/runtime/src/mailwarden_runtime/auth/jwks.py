@@ -1,0 +1,109 @@
+"""The identity provider's signing keys: fetched with a deadline, cached, refetched on a new key id.
+
+One HTTP client per service, at most two connections, redirects not followed and the body capped,
+so a slow or hostile JWKS endpoint costs one deadline, not a pile of sockets. An unknown ``kid``
+triggers a refetch (key rollover at the provider) at most once per :data:`MIN_REFRESH_S`, so
+tokens with random key ids cannot turn us into a flood against the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from jwt import PyJWK
+from jwt.exceptions import PyJWKError
+
+from mailwarden_runtime.auth.errors import AuthUnavailable
+
+MIN_REFRESH_S = 30.0
+MAX_BODY = 256 * 1024
+KEY_TYPES = {"RSA", "EC", "OKP"}
+
+
+class JwksCache:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl_s: float,
+        timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = url
+        self._ttl_s = ttl_s
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+            follow_redirects=False,
+        )
+        self.fetches = 0
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def key(self, kid: str | None) -> dict[str, Any] | None:
+        """The JWK for ``kid`` (None when the set has exactly one key and the token names none)."""
+        fresh = self._fetched_at is not None and self._clock() - self._fetched_at < self._ttl_s
+        if not fresh:
+            await self._refresh(force=True)
+        found = self._pick(kid)
+        if found is None and self._may_refetch():
+            await self._refresh(force=False)
+            found = self._pick(kid)
+        return found
+
+    def _pick(self, kid: str | None) -> dict[str, Any] | None:
+        if kid is not None:
+            return self._keys.get(kid)
+        return next(iter(self._keys.values())) if len(self._keys) == 1 else None
+
+    def _may_refetch(self) -> bool:
+        return self._fetched_at is None or self._clock() - self._fetched_at >= MIN_REFRESH_S
+
+    async def _refresh(self, *, force: bool) -> None:
+        async with self._lock:
+            if not force and not self._may_refetch():
+                return  # another request refetched while we waited
+            try:
+                keys = await asyncio.wait_for(self._fetch(), self._timeout_s)
+            except (httpx.HTTPError, TimeoutError, ValueError) as exc:
+                if self._keys:  # keep serving the keys we have; retry after the minimum interval
+                    self._fetched_at = self._clock() - self._ttl_s + MIN_REFRESH_S
+                    return
+                raise AuthUnavailable("the identity provider's keys cannot be fetched") from exc
+            self._keys = keys
+            self._fetched_at = self._clock()
+
+    async def _fetch(self) -> dict[str, dict[str, Any]]:
+        self.fetches += 1
+        async with self._client.stream("GET", self._url, headers={"Accept": "application/json"}) as resp:
+            if resp.status_code != 200:
+                raise ValueError(f"JWKS answered {resp.status_code}")
+            body = b""
+            async for chunk in resp.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise ValueError("JWKS too large")
+        doc = json.loads(body)
+        keys: dict[str, dict[str, Any]] = {}
+        for n, jwk in enumerate(doc.get("keys", []) if isinstance(doc, dict) else []):
+            if not isinstance(jwk, dict) or jwk.get("kty") not in KEY_TYPES:
+                continue  # symmetric ("oct") keys are never used to verify: no HS/RS confusion
+            if jwk.get("use", "sig") != "sig":
+                continue
+            try:
+                PyJWK(jwk)
+            except PyJWKError:
+                continue
+            keys[str(jwk.get("kid", f"#{n}"))] = jwk
+        return keys

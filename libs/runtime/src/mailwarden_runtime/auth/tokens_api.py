@@ -1,0 +1,88 @@
+"""Managing API tokens (``tokens:manage``): create (the secret shown once), list, revoke.
+
+Served by profile-svc as declared operations (``/tokens``, ``mailwarden.rpc.profile-svc.tokens_*``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from mailwarden_runtime.auth.context import current_actor
+from mailwarden_runtime.auth.permissions import Role
+from mailwarden_runtime.auth.tokens import TokenInfo, TokenStore, new_token
+from mailwarden_runtime.http import DomainError
+
+Subject = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@:-]{1,128}$")]
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: Subject = Field(description="Who the token stands for: an integration's or a person's id.")
+    roles: list[Role] = Field(min_length=1, description="Roles granted (see docs/access.md).")
+    mailboxes: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] = Field(
+        default_factory=list, max_length=1000, description="Mailbox ids an integration or owner may act on."
+    )
+    description: str = Field("", max_length=200)
+    ttl_days: int = Field(90, ge=1, le=730, description="Days until the token expires.")
+
+
+class TokenCreated(TokenInfo):
+    token: str = Field(description="The token itself: shown this once, stored nowhere.")
+
+
+class TokenView(TokenInfo):
+    state: str
+
+
+class TokenList(BaseModel):
+    items: list[TokenView]
+
+
+class TokenRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] = Field(
+        description="The token's id (the part after `mwt_`)."
+    )
+
+
+class Empty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenAdmin:
+    def __init__(self, store: TokenStore) -> None:
+        self.store = store
+
+    async def create(self, req: TokenCreate) -> TokenCreated:
+        text, record = new_token(
+            req.subject,
+            req.roles,
+            ttl=timedelta(days=req.ttl_days),
+            mailboxes=req.mailboxes,
+            description=req.description,
+            created_by=current_actor() or "",
+        )
+        await self.store.put(record)
+        return TokenCreated.model_validate(record.info().model_dump() | {"token": text})
+
+    async def list(self, _: Empty | None = None) -> TokenList:
+        now = datetime.now(UTC)
+        records = await self.store.list()
+        return TokenList(
+            items=[
+                TokenView.model_validate(r.info().model_dump() | {"state": r.state_at(now)}) for r in records
+            ]
+        )
+
+    async def revoke(self, ref: TokenRef) -> TokenView:
+        record = await self.store.revoke(ref.token_id)
+        if record is None:
+            raise DomainError(404, "no such token", "token_id")
+        return TokenView.model_validate(
+            record.info().model_dump() | {"state": record.state_at(datetime.now(UTC))}
+        )

@@ -1,0 +1,34 @@
+"""Owner scoping inside mailbox-svc's operations: a mailbox owner passes the door of an
+``owner_scoped`` operation with their ``own`` grant; these admit only their own mailboxes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailwarden_runtime.auth import Forbidden, Permission, Scope, current_principal
+
+
+def admit(doc: dict[str, Any], permission: Permission) -> None:
+    """Refuse (403) a caller whose grant of ``permission`` does not cover this mailbox.
+
+    Without a caller (an internal call, not through a door) there is nothing to narrow.
+    """
+    principal = current_principal()
+    if principal is None:
+        return
+    owner = doc.get("owner") or {}
+    owner_id = owner.get("id") if owner.get("kind") == "user" else None
+    if not principal.allows_mailbox(permission, str(doc["_id"]), owner_id):
+        raise Forbidden(f"needs {permission} on this mailbox")
+
+
+def admit_fields(fields: set[str]) -> None:
+    """A mailbox owner may set their passwords; every other field needs ``mailboxes:write``."""
+    principal = current_principal()
+    if principal is None:
+        return
+    if fields - CREDENTIAL_FIELDS and principal.scope("mailboxes:write") is not Scope.ALL:
+        raise Forbidden("needs mailboxes:write")
+
+
+CREDENTIAL_FIELDS = frozenset({"credentials", "outgoing_credentials"})
