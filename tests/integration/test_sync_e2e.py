@@ -37,6 +37,11 @@ def append(dovecot: DovecotServer, user: str, password: str, subjects: list[str]
         imap.logout()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="sync-svc still reads the login mailbox-svc sealed for the last test; since logins on the bus are "
+    "bound to one test (issue #15) it must ask mailbox-svc's `login` operation instead (issue #13, open)",
+)
 async def test_test_and_enable_then_the_inbox_arrives_as_events(
     nats_url: str,
     dovecot: DovecotServer,
