@@ -26,12 +26,14 @@ class Recorder:
         self.arrived.set()
 
     def of(self, event_type: str) -> list[dict[str, Any]]:
-        out = []
+        """Distinct events of ``event_type``: a relay that resumes re-publishes its last events with
+        the same ids, which JetStream drops as duplicates but a core subscription sees again."""
+        out: dict[str, dict[str, Any]] = {}
         for msg in self.messages:
             body = json.loads(msg.data)
             if body.get("type") == event_type:
-                out.append(body)
-        return out
+                out.setdefault(body["id"], body)
+        return list(out.values())
 
     async def wait_for(self, event_type: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout):
