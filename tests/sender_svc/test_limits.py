@@ -14,7 +14,9 @@ from mailwarden_servers import SmtpServer
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.sender_settings(sender_concurrency=4, sender_idle_keep_s=120.0)  # reuse, not the idle timeout, is under test
+@pytest.mark.sender_settings(
+    sender_concurrency=4, sender_idle_keep_s=120.0
+)  # reuse, not the idle timeout, is under test
 async def test_a_burst_goes_over_one_connection_when_the_host_allows_one(
     client: httpx.AsyncClient, seed: Any, smtp_clean: SmtpServer, events: Recorder
 ) -> None:
