@@ -1,7 +1,8 @@
 """Email flows end to end: Test & Enable through the public APIs, then sync-svc publishes the INBOX.
 
-The four services and sync-svc in-process on the suite's servers: the login sync-svc opens is the
-one mailbox-svc sealed for the real test, and the mailbox is synced only once mailbox-svc enabled it.
+The four services and sync-svc in-process on the suite's servers: sync-svc asks mailbox-svc's
+``login`` operation for the mailbox's login (with its service token), and the mailbox is synced
+only once mailbox-svc enabled it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 from nats.js.api import DeliverPolicy
 
+from mailwarden_runtime.auth import bearer_header
 from mailwarden_servers import DovecotServer, SmtpServer, TestCertificates, eventually
 
 pytestmark = pytest.mark.integration
@@ -37,11 +39,6 @@ def append(dovecot: DovecotServer, user: str, password: str, subjects: list[str]
         imap.logout()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync-svc still reads the login mailbox-svc sealed for the last test; since logins on the bus are "
-    "bound to one test (issue #15) it must ask mailbox-svc's `login` operation instead (issue #13, open)",
-)
 async def test_test_and_enable_then_the_inbox_arrives_as_events(
     nats_url: str,
     dovecot: DovecotServer,
@@ -63,9 +60,10 @@ async def test_test_and_enable_then_the_inbox_arrives_as_events(
             Settings(sync_allow_networks="127.0.0.0/8", sync_ca_file=str(certs.ca), sync_poll_floor_s=0.5)
         )
         await stack.enter_async_context(sync.router.lifespan_context(sync))
+        auth = bearer_header(apps["profile"].state.token)
         http = {
             name: await stack.enter_async_context(
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc", headers=auth)
             )
             for name, app in apps.items()
         }
@@ -144,14 +142,15 @@ async def test_test_and_enable_then_the_inbox_arrives_as_events(
         await eventually(three, "the new message as EmailReceived")
         await asyncio.sleep(1.0)
         received = await stored()
-        state = await http_get(sync, f"/mailboxes/{mailbox_id}/sync")
+        state = await http_get(sync, f"/mailboxes/{mailbox_id}/sync", auth)
     await nc.close()
     assert [e["data"]["subject"] for e in received] == ["before 1", "before 2", "after"]
     assert state["synced"] and state["messages_seen"] == 3 and state["mode"] == "idle"
 
 
-async def http_get(app: FastAPI, path: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
+async def http_get(app: FastAPI, path: str, auth: dict[str, str]) -> dict[str, Any]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc", headers=auth) as client:
         resp = await client.get(path)
         assert resp.status_code == 200, resp.text
         body: dict[str, Any] = resp.json()

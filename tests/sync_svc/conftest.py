@@ -34,7 +34,9 @@ def sync_nats_url(workdir: Path) -> Iterator[str]:
 async def bus(sync_nats_url: str, dovecot: DovecotServer) -> AsyncIterator[Bus]:
     nc = await nats.connect(sync_nats_url)
     try:
-        yield Bus(nc, dovecot)
+        bus = Bus(nc, dovecot)
+        await bus.serve_logins()
+        yield bus
     finally:
         await nc.drain()
 

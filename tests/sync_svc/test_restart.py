@@ -36,6 +36,7 @@ async def test_a_restart_mid_sync_loses_nothing_and_stores_nothing_twice(
     with NatsServer(workdir / f"nats-{tag}") as server, MongoWireServer(workdir / f"mongo-{tag}") as mongo:
         nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
         bus = Bus(nc, dovecot)
+        await bus.serve_logins()
         settings = settings_for(
             server.url, mongo.uri, f"r_{tag}", certs, sync_idle=False, sync_fetch_batch=50
         )

@@ -11,9 +11,15 @@ from typing import Any
 
 from contracts.errors import ErrorCode
 from mailwarden_mailnet.errors import NetError
+from mailwarden_mailnet.use_login import LoginSource
+from mailwarden_runtime.crypto import KeyRing
 from sync_svc.imap_sync import internal_date, uid_set
 from sync_svc.leases import LeaseTable
 from sync_svc.session import MailboxSync
+
+
+async def _no_desk(subject: str, body: bytes, timeout_s: float) -> bytes:
+    raise AssertionError("these passes never log in")
 
 
 class Recorder:
@@ -34,7 +40,10 @@ class Flaky(MailboxSync):
     protocol = "imap"
 
     def __init__(self, errors: list[BaseException], recorder: Recorder) -> None:
-        services: Any = SimpleNamespace(episodes=recorder)
+        logins = LoginSource(
+            _no_desk, KeyRing.parse(KeyRing.generate_key_text("unit")), purpose="sync", direction="incoming"
+        )
+        services: Any = SimpleNamespace(episodes=recorder, logins=logins)
         target: Any = SimpleNamespace(mailbox_id="m1", poll_interval_s=3600.0)
         super().__init__(services, target, rng=random.Random(1))
         self.errors = errors

@@ -52,7 +52,7 @@ def open_login(sealed: SealedSecret, binding: str, keyring: KeyRing) -> Login:
         plaintext = keyring.open(sealed, binding)
     except SealError:
         raise NetError(ErrorCode.CREDENTIALS_UNREADABLE, "the credentials do not open") from None
-    return _checked(plaintext)
+    return checked_login(plaintext)
 
 
 def open_test_login(
@@ -70,10 +70,10 @@ def open_test_login(
         raise NetError(
             ErrorCode.CREDENTIALS_UNREADABLE, "the credentials do not open for this test and server"
         ) from None
-    return _checked(plaintext)
+    return checked_login(plaintext)
 
 
-def _checked(plaintext: bytes) -> Login:
+def checked_login(plaintext: bytes) -> Login:
     try:
         login = Login.model_validate_json(plaintext)
     except ValidationError:

@@ -24,12 +24,13 @@ from contracts.events import (
     ProfileCreated,
     ProfileDeleted,
     ProfileUpdated,
-    TestRequested,
 )
-from contracts.subjects import TEST_REQUESTED
 from mailwarden_mailnet.resolve import Resolver, SystemResolver
 from mailwarden_mailnet.tls import TlsContexts
+from mailwarden_mailnet.use_login import LoginSource
 from mailwarden_mailnet.wire import Limits
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.service_tokens import service_token
 from mailwarden_runtime.keys import load_keyring
 from mailwarden_runtime.service import ServiceRuntime
 from sync_svc.api import serve_operations
@@ -67,6 +68,12 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     async def publish(envelope: Envelope[Any], subject: str) -> None:
         await runtime.publish(envelope, subject)
 
+    who = bearer_header(service_token(keyring, NAME))  # a service asking a service (auth.service_tokens)
+
+    async def ask(subject: str, body: bytes, timeout_s: float) -> bytes:
+        reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s, headers=who)
+        return bytes(reply.data)
+
     env = NetEnv(
         resolver=resolver or SystemResolver(),
         tls=TlsContexts(settings.sync_ca_file),
@@ -82,6 +89,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         repo=repo,
         env=env,
         keyring=keyring,
+        logins=LoginSource(ask, keyring, purpose="sync", direction="incoming"),
         publisher=Publisher(raw, publish, NAME, settings.sync_preview_chars),
         episodes=Episodes(repo, publish, NAME, settings.sync_retry_base_s, settings.sync_retry_max_s),
         hosts=HostSlots(),
@@ -111,7 +119,6 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     runtime.consume(MailboxCreated, "sync-svc-mailbox-created", handlers.mailbox_created)
     runtime.consume(MailboxUpdated, "sync-svc-mailbox-updated", handlers.mailbox_updated)
     runtime.consume(MailboxStatusChanged, "sync-svc-status", handlers.status_changed)
-    runtime.consume(TestRequested, "sync-svc-logins", handlers.test_requested, subject=TEST_REQUESTED)
     undeliverable = Undeliverable(services, lambda: worker.targets)
     runtime.consume(EmailRejected, "sync-svc-rejected", undeliverable)
     ops = Operations(repo, lambda: set(worker.targets), worker.wake)

@@ -1,8 +1,8 @@
 """Event handlers: the read models sync-svc decides from, each idempotent (newest version wins).
 
 Mailboxes and profiles from their snapshots, org settings, a mailbox's incoming enablement from
-MailboxStatusChanged, and its incoming login exactly as mailbox-svc sealed it for its last
-test (TestRequested): still sealed with the transit key ring, opened only when connecting.
+MailboxStatusChanged. Logins are not kept here: the sync asks mailbox-svc for one when it
+connects (:mod:`mailwarden_mailnet.use_login`).
 Every change that matters wakes the worker.
 """
 
@@ -19,9 +19,7 @@ from contracts.events import (
     ProfileCreated,
     ProfileDeleted,
     ProfileUpdated,
-    TestRequested,
 )
-from contracts.models import CredentialSource, Direction
 from sync_svc.repository import Repository
 
 
@@ -56,14 +54,4 @@ class Handlers:
 
     async def status_changed(self, env: Envelope[MailboxStatusChanged]) -> None:
         await self.repo.set_enabled(env.data.mailbox.mailbox_id, env.data.enabled_incoming, env.occurred_at)
-        self.wake()
-
-    async def test_requested(self, env: Envelope[TestRequested]) -> None:
-        req = env.data
-        if req.credential_source is not CredentialSource.MAILBOX or Direction.INCOMING not in req.directions:
-            return  # profile logins come with the profile; an outgoing-only test says nothing new
-        sealed = req.credentials.incoming if req.credentials else None
-        if sealed is None:
-            return
-        await self.repo.set_test_login(req.mailbox.mailbox_id, sealed, req.requested_at)
         self.wake()

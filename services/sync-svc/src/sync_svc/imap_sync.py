@@ -90,7 +90,7 @@ class ImapSync(MailboxSync):
 
     async def _session(self, idle: bool) -> None:
         self.step = "credentials"
-        login = self.login()
+        login = await self.login()
         self.step = "login"
         client, caps = await imap_session(self.s.env, self.target, login)
         try:

@@ -27,7 +27,7 @@ class Pop3Sync(MailboxSync):
     async def pass_once(self) -> None:
         async with self.s.hosts.slot(self.target.endpoint.host, self.target.max_connections):
             self.step = "credentials"
-            login = self.login()
+            login = await self.login()
             self.step = "login"
             client = await pop3_session(self.s.env, self.target, login)
             try:

@@ -1,7 +1,7 @@
 """All MongoDB access of sync-svc: the read models it learns from events, sync state per mailbox,
 and the ledger of published messages.
 
-Collections: ``mailboxes`` (snapshot, incoming enablement, the sealed login of the last test),
+Collections: ``mailboxes`` (snapshot, incoming enablement),
 ``profiles``, ``settings``, ``state`` (watermark, counters, controls, error episode per mailbox),
 ``published`` (one document per published message: ``_id`` = event id, the mailbox and a
 fingerprint of Message-ID, Date and size, so a UIDVALIDITY change or a move to another protocol
@@ -20,7 +20,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
-from contracts.models import SealedSecret
 from mailwarden_runtime.mongo import Document
 
 ORG = "org"
@@ -106,19 +105,6 @@ class Repository:
                     "$or": [{"enabled_at": {"$exists": False}}, {"enabled_at": {"$lte": at}}],
                 },
                 {"$set": {"enabled_incoming": enabled, "enabled_at": at}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            return
-        if res.modified_count or res.upserted_id is not None:
-            await self.bump()
-
-    async def set_test_login(self, mailbox_id: str, sealed: SealedSecret, at: datetime) -> None:
-        """The incoming login sealed in the mailbox's newest TestRequested (still sealed, as sent)."""
-        try:
-            res = await self.mailboxes.update_one(
-                {"_id": mailbox_id, "$or": [{"login_at": {"$exists": False}}, {"login_at": {"$lte": at}}]},
-                {"$set": {"login": sealed.model_dump(mode="json"), "login_at": at}},
                 upsert=True,
             )
         except DuplicateKeyError:

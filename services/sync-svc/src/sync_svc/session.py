@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 
 from contracts.email import SyncProtocol
 from mailwarden_mailnet.errors import NetError
-from mailwarden_mailnet.login import Login, open_login
+from mailwarden_mailnet.login import Login
+from mailwarden_mailnet.use_login import LoginSource
 from mailwarden_runtime.crypto import KeyRing
 from sync_svc import metrics
 from sync_svc.connect import NetEnv
@@ -47,6 +48,7 @@ class Services:
     repo: Repository
     env: NetEnv
     keyring: KeyRing
+    logins: LoginSource
     publisher: Publisher
     episodes: Episodes
     hosts: HostSlots
@@ -64,9 +66,10 @@ class MailboxSync:
         self.rng = rng or random.Random()
         self.step = "connect"
 
-    def login(self) -> Login:
-        sealed = self.target.login
-        return open_login(sealed.sealed, sealed.binding, self.s.keyring)
+    async def login(self) -> Login:
+        """Asked from mailbox-svc (kept until shortly before it expires), opened just now."""
+        endpoint = self.target.endpoint
+        return await self.s.logins.login(self.target.mailbox_id, endpoint.host, endpoint.port)
 
     async def pass_once(self) -> None:
         """Log in, catch up, and (IMAP) idle; returns when the connection is given up."""
@@ -96,6 +99,7 @@ class MailboxSync:
                 interrupted = 0
             except NetError as exc:
                 interrupted = 0
+                self.s.logins.forget(self.target.mailbox_id)  # new credentials may be waiting
                 log.info(
                     "sync failed",
                     extra={"mailbox_id": self.target.mailbox_id, "code": exc.code.value, "step": self.step},

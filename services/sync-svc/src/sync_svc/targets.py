@@ -2,7 +2,8 @@
 
 A mailbox is synchronized when it is active, enabled for incoming email (its last test), its
 incoming delivery method is server-side synchronization, it is approved where the organisation
-requires it (never when rejected), its profile is IMAP or POP3 and a sealed login is at hand.
+requires it (never when rejected), its profile is IMAP or POP3. Its login is asked from mailbox-svc when connecting
+(:mod:`mailwarden_mailnet.use_login`), never stored here.
 """
 
 from __future__ import annotations
@@ -12,23 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
-from contracts.models import (
-    CredentialSource,
-    DeliveryMethod,
-    Direction,
-    Endpoint,
-    IncomingProtocol,
-    MailboxRef,
-    OwnerKind,
-    SealedSecret,
-)
-from mailwarden_mailnet.login import transit_binding
-
-
-@dataclass(frozen=True)
-class SealedLogin:
-    sealed: SealedSecret
-    binding: str
+from contracts.models import DeliveryMethod, Endpoint, IncomingProtocol, MailboxRef, OwnerKind
 
 
 @dataclass(frozen=True)
@@ -47,7 +32,6 @@ class SyncTarget:
     delete_after_sync: bool
     move_rejected: bool
     allowed_ports: tuple[int, ...]
-    login: SealedLogin
 
     @property
     def mailbox_id(self) -> str:
@@ -65,8 +49,6 @@ class SyncTarget:
             str(self.process_email_from),
             str(self.delete_after_sync),
             ",".join(map(str, self.allowed_ports)),
-            self.login.sealed.model_dump_json(),
-            self.login.binding,
         )
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
@@ -80,28 +62,11 @@ def approved(mailbox: MailboxSnapshot, settings: SettingsSnapshot) -> bool:
     return mailbox.approval == "approved" or (not required and mailbox.approval != "rejected")
 
 
-def sealed_login(
-    mailbox: MailboxSnapshot, profile: ProfileSnapshot, from_test: SealedSecret | None
-) -> SealedLogin | None:
-    """The profile's own login (always its latest) or the mailbox's as sealed in its last test."""
-    if profile.credential_source is CredentialSource.PROFILE:
-        sealed = profile.sealed_credentials.incoming if profile.sealed_credentials else None
-    else:
-        sealed = from_test
-    if sealed is None:
-        return None
-    binding = transit_binding(
-        profile.credential_source, profile.profile_id, mailbox.mailbox_id, Direction.INCOMING
-    )
-    return SealedLogin(sealed, binding)
-
-
 def target_of(
     mailbox: MailboxSnapshot,
     enabled_incoming: bool,
     profile: ProfileSnapshot | None,
     settings: SettingsSnapshot,
-    from_test: SealedSecret | None,
     poll_floor_s: float,
 ) -> SyncTarget | None:
     """The sync target of one mailbox, or None when it is not to be synchronized."""
@@ -110,9 +75,6 @@ def target_of(
     if mailbox.incoming_delivery is not DeliveryMethod.SERVER_SIDE_SYNC or not approved(mailbox, settings):
         return None
     if mailbox.profile_id != profile.profile_id:
-        return None
-    login = sealed_login(mailbox, profile, from_test)
-    if login is None:
         return None
     adv = profile.advanced
     ref = MailboxRef(
@@ -135,5 +97,4 @@ def target_of(
         delete_after_sync=adv.pop3_delete_after_sync,
         move_rejected=adv.move_failed_to_undeliverable,
         allowed_ports=tuple(settings.allowed_ports),
-        login=login,
     )

@@ -20,7 +20,6 @@ from contracts.errors import ErrorCode
 from contracts.models import IncomingProtocol
 from mailwarden_mailnet.errors import NetError, trimmed
 from mailwarden_mailnet.imap import ImapClient, quote
-from mailwarden_mailnet.login import open_login
 from sync_svc.connect import imap_session, step
 from sync_svc.session import Services
 from sync_svc.targets import SyncTarget
@@ -49,7 +48,7 @@ class Undeliverable:
 
     async def move(self, target: SyncTarget, uidvalidity: int, uid: int) -> bool:
         """Move one message out of INBOX; False when the UID no longer names it (UIDVALIDITY changed)."""
-        login = open_login(target.login.sealed, target.login.binding, self.s.keyring)
+        login = await self.s.logins.login(target.mailbox_id, target.endpoint.host, target.endpoint.port)
         async with self.s.hosts.slot(target.endpoint.host, target.max_connections):
             client, caps = await imap_session(self.s.env, target, login)
             try:

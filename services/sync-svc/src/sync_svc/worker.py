@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import nats.errors
 
 from contracts.events import MailboxSnapshot
-from contracts.models import IncomingProtocol, SealedSecret
+from contracts.models import IncomingProtocol
 from mailwarden_runtime.mongo import Document
 from sync_svc import metrics
 from sync_svc.imap_sync import ImapSync
@@ -102,10 +102,9 @@ class Worker:
         targets: dict[str, SyncTarget] = {}
         for doc in mailboxes:
             snapshot = MailboxSnapshot.model_validate(doc["snapshot"])
-            sealed = SealedSecret.model_validate(doc["login"]) if doc.get("login") else None
             profile = profiles.get(snapshot.profile_id or "")
             target = target_of(
-                snapshot, bool(doc.get("enabled_incoming")), profile, settings, sealed, self.poll_floor_s
+                snapshot, bool(doc.get("enabled_incoming")), profile, settings, self.poll_floor_s
             )
             if target is not None:
                 targets[snapshot.mailbox_id] = target
