@@ -8,8 +8,10 @@ MW_TEST_KEEP_WORKDIR=1 keeps the work directory (logs, configs, mail) for debugg
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,6 +32,28 @@ from mailwarden_servers import (
 )
 
 MAIL_USERS = {"alice": "alice-pw", "bob": "bob-pw"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def no_task_outlives_the_session() -> AsyncIterator[None]:
+    """Cancel what tests left running before the session's loop closes, more than once if need be.
+
+    The loop's own close cancels each task once and then waits without a bound, so one task that
+    swallows a cancellation (seen once in a full run) would hang the suite. What is still running
+    after this is printed, so the leak stays visible.
+    """
+    yield
+    me = asyncio.current_task()
+    pending: list[asyncio.Task[object]] = []
+    for _ in range(20):
+        pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.5)
+    names = ", ".join(sorted({t.get_name() for t in pending if not t.done()}))
+    print(f"\ntasks still running after the session: {names}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")
