@@ -19,13 +19,18 @@ from contracts.models import (
     StepResult,
     TlsMode,
 )
+from mailbox_svc.documents import MailboxDoc
 from mailbox_svc.policy import RetryPolicy, decide, outcome
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def doc(**over: Any) -> dict[str, Any]:
+def doc(**over: Any) -> MailboxDoc:
     base = {
+        "_id": "m1",
+        "email": "a@example.com",
+        "created_at": NOW,
+        "updated_at": NOW,
         "owner": {"kind": "user", "id": "u1", "name": "U"},
         "approval": "approved",
         "incoming_status": "not_run",
@@ -37,7 +42,7 @@ def doc(**over: Any) -> dict[str, Any]:
         "retry_count": 0,
         "last_error": None,
     }
-    return {**base, **over}
+    return MailboxDoc.model_validate({**base, **over})
 
 
 def request(
@@ -104,7 +109,7 @@ def test_outcome_and_success_reset() -> None:
     assert outcome(ok) == "success"
     assert outcome(completed_for(request(), outgoing=ErrorCode.CERT_EXPIRED)) == "cert_expired"
     d = decide(
-        doc(retry_count=4, last_error={"code": "tcp_timeout", "count": 4}),
+        doc(retry_count=4, last_error={"code": "tcp_timeout", "message": "timed out", "count": 4}),
         ok,
         SettingsSnapshot(),
         POLICY,

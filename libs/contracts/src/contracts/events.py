@@ -154,7 +154,9 @@ class EmailSettingsChanged(Event):
     settings: SettingsSnapshot
 
 
-class MailboxSnapshot(Frozen):
+class MailboxBasics(Frozen):
+    """What every view of a mailbox shows: the events' snapshot and mailbox-svc's API alike."""
+
     mailbox_id: Identifier
     email: EmailAddress
     owner: Owner
@@ -164,6 +166,9 @@ class MailboxSnapshot(Frozen):
     act_delivery: DeliveryMethod = DeliveryMethod.NONE
     approval: Approval = "pending"
     active: bool = True
+
+
+class MailboxSnapshot(MailboxBasics):
     has_password: bool = False
     version: int = 1
     updated_at: datetime
@@ -324,6 +329,7 @@ __all__ = [
     "Event",
     "FieldError",
     "MailboxApproved",
+    "MailboxBasics",
     "MailboxCreated",
     "MailboxSnapshot",
     "MailboxStatusChanged",

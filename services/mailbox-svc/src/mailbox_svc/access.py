@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from mailbox_svc.documents import MailboxDoc
 from mailwarden_runtime.auth import Forbidden, Permission, Scope, current_principal
 
 
-def admit(doc: dict[str, Any], permission: Permission) -> None:
+def admit(doc: MailboxDoc, permission: Permission) -> None:
     """Refuse (403) a caller whose grant of ``permission`` does not cover this mailbox.
 
     Without a caller (an internal call, not through a door) there is nothing to narrow.
@@ -16,9 +15,8 @@ def admit(doc: dict[str, Any], permission: Permission) -> None:
     principal = current_principal()
     if principal is None:
         return
-    owner = doc.get("owner") or {}
-    owner_id = owner.get("id") if owner.get("kind") == "user" else None
-    if not principal.allows_mailbox(permission, str(doc["_id"]), owner_id):
+    owner_id = doc.owner.id if doc.owner.kind == "user" else None
+    if not principal.allows_mailbox(permission, doc.id, owner_id):
         raise Forbidden(f"needs {permission} on this mailbox")
 
 

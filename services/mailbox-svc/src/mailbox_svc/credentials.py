@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from contracts.events import ProfileSnapshot, SealedCredentials
 from contracts.models import CredentialSource, Direction, Endpoint, SealedSecret, ServerTarget
 from mailwarden_runtime.crypto import KeyRing, SealError
 from mailwarden_runtime.sealing import destination_fingerprint, seal_for_test, seal_for_use
+
+if TYPE_CHECKING:
+    from mailbox_svc.documents import MailboxDoc
 
 INCOMING = Direction.INCOMING.value
 OUTGOING = Direction.OUTGOING.value
@@ -31,15 +34,26 @@ def binding(mailbox_id: str, direction: str) -> str:
     return f"mailbox:{mailbox_id}:{direction}"
 
 
-def seal_login(ring: KeyRing, mailbox_id: str, direction: str, username: str, password: SecretStr) -> Any:
-    """The stored form (a plain dict) of one login."""
+class StoredLogin(BaseModel):
+    """What is kept beside a sealed login: whose, since when, and the server it was entered for."""
+
+    username: str | None = None
+    password_updated_at: datetime | None = None
+    destination: str | None = None
+    """The fingerprint of the profile's server when it was entered (:func:`destination_of`)."""
+
+
+def seal_login(
+    ring: KeyRing, mailbox_id: str, direction: str, username: str, password: SecretStr
+) -> SealedSecret:
+    """The stored form of one login."""
     plain = json.dumps({"username": username, "password": password.get_secret_value()}).encode()
-    return ring.seal(plain, binding(mailbox_id, direction)).model_dump()
+    return ring.seal(plain, binding(mailbox_id, direction))
 
 
-def open_login(ring: KeyRing, mailbox_id: str, direction: str, stored: Any) -> tuple[str, SecretStr]:
+def open_login(ring: KeyRing, mailbox_id: str, direction: str, stored: SealedSecret) -> tuple[str, SecretStr]:
     try:
-        raw = ring.open(SealedSecret.model_validate(stored), binding(mailbox_id, direction))
+        raw = ring.open(stored, binding(mailbox_id, direction))
         doc = json.loads(raw)
         return str(doc["username"]), SecretStr(str(doc["password"]))
     except (SealError, ValueError, KeyError, TypeError):
@@ -65,18 +79,17 @@ def destination_of(profile: ProfileSnapshot) -> str:
     )
 
 
-def login_usable_for(login: Any, profile: ProfileSnapshot) -> bool:
+def login_usable_for(login: StoredLogin | None, profile: ProfileSnapshot) -> bool:
     """A stored login may go to the profile's server only if it was entered for that server.
 
     Logins carry the destination fingerprint they were entered for. Logins stored before that
     field existed count only if entered after the profile's last change.
     """
-    login = login or {}
-    entered_for = login.get("destination")
-    if entered_for is not None:
-        return bool(entered_for == destination_of(profile))
-    entered_at = login.get("password_updated_at")
-    return isinstance(entered_at, datetime) and _aware(entered_at) >= _aware(profile.updated_at)
+    login = login or StoredLogin()
+    if login.destination is not None:
+        return login.destination == destination_of(profile)
+    entered_at = login.password_updated_at
+    return entered_at is not None and _aware(entered_at) >= _aware(profile.updated_at)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -86,7 +99,7 @@ def _aware(moment: datetime) -> datetime:
 def for_transit(
     at_rest: KeyRing,
     transit: KeyRing,
-    doc: Any,
+    doc: MailboxDoc,
     profile: ProfileSnapshot,
     target: ServerTarget,
     directions: list[str],
@@ -98,17 +111,15 @@ def for_transit(
 
     Outgoing uses the separate outgoing login when there is one, else the incoming login.
     """
-    mailbox_id = doc["_id"]
-    stored = doc.get("credentials") or {}
-    logins = doc.get("logins") or {}
+    mailbox_id = doc.id
     sealed: dict[str, SealedSecret] = {}
     for direction in directions:
-        source, ct = direction, stored.get(direction)
+        source, ct = direction, doc.sealed(direction)
         if ct is None and direction == OUTGOING:
-            source, ct = INCOMING, stored.get(INCOMING)
+            source, ct = INCOMING, doc.sealed(INCOMING)
         if ct is None:
             continue
-        if not login_usable_for(logins.get(source), profile):
+        if not login_usable_for(doc.login(source), profile):
             raise CredentialsRedirected(f"{source} login of {mailbox_id} was entered for another server")
         username, password = open_login(at_rest, mailbox_id, source, ct)
         endpoint = endpoint_of(target, direction)
@@ -164,11 +175,10 @@ def profile_for_transit(
     return SealedCredentials(**sealed) if sealed else None
 
 
-def reseal_stored(ring: KeyRing, mailbox_id: str, direction: str, stored: Any) -> Any:
+def reseal_stored(ring: KeyRing, mailbox_id: str, direction: str, stored: SealedSecret) -> SealedSecret:
     """Re-encrypt one stored login under the primary key (rotation); raises when unreadable."""
     try:
-        sealed = SealedSecret.model_validate(stored)
-        return ring.reseal(sealed, binding(mailbox_id, direction)).model_dump()
+        return ring.reseal(stored, binding(mailbox_id, direction))
     except (SealError, ValueError):
         raise CredentialsUnreadable(f"{direction} credentials of {mailbox_id} do not open") from None
 
@@ -180,7 +190,7 @@ class NoLogin(Exception):
 def login_for_use(
     at_rest: KeyRing,
     transit: KeyRing,
-    doc: Any,
+    doc: MailboxDoc,
     profile: ProfileSnapshot,
     target: ServerTarget,
     direction: str,
@@ -190,7 +200,7 @@ def login_for_use(
 ) -> tuple[SealedSecret, Endpoint]:
     """The login sync-svc or sender-svc connects with, sealed to that purpose, this mailbox,
     direction and the profile's current host and port; refused when it was entered elsewhere."""
-    mailbox_id = doc["_id"]
+    mailbox_id = doc.id
     if profile.credential_source is CredentialSource.PROFILE:
         given = profile.sealed_credentials
         ct = None if given is None else (given.incoming if direction == INCOMING else given.outgoing)
@@ -204,13 +214,12 @@ def login_for_use(
                 f"{direction} credentials of {profile.profile_id} do not open"
             ) from None
     else:
-        stored = doc.get("credentials") or {}
-        source, ct = direction, stored.get(direction)
+        source, ct = direction, doc.sealed(direction)
         if ct is None and direction == OUTGOING:
-            source, ct = INCOMING, stored.get(INCOMING)
+            source, ct = INCOMING, doc.sealed(INCOMING)
         if ct is None:
             raise NoLogin(f"mailbox {mailbox_id} has no {direction} login")
-        if not login_usable_for((doc.get("logins") or {}).get(source), profile):
+        if not login_usable_for(doc.login(source), profile):
             raise CredentialsRedirected(f"{source} login of {mailbox_id} was entered for another server")
         username, password = open_login(at_rest, mailbox_id, source, ct)
     endpoint = endpoint_of(target, direction)

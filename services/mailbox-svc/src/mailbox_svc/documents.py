@@ -1,16 +1,20 @@
-"""The stored shape of a mailbox, and its views: the API's and the events' (never a secret)."""
+"""The stored documents of mailbox-svc, typed, and what the API and the events show of them (never a secret)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from contracts.events import MailboxSnapshot
-from contracts.models import DeliveryMethod, Owner, TestStatus, TestWarning
-from mailbox_svc.credentials import INCOMING, OUTGOING, open_login, seal_login
+from pydantic import Field
+
+from contracts.events import Approval, MailboxBasics, MailboxSnapshot
+from contracts.jobs import JobProgress
+from contracts.models import DeliveryMethod, Owner, SealedSecret, TestStatus, TestWarning
+from mailbox_svc.credentials import INCOMING, OUTGOING, StoredLogin, open_login, seal_login
 from mailbox_svc.models import LastError, LoginPatch, LoginView, MailboxCreate, MailboxView
 from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
 
 CLIENT_FIELDS = (
@@ -21,84 +25,231 @@ CLIENT_FIELDS = (
     "act_delivery",
     "process_email_received_after",
 )
+"""The fields a client sets as given (credentials and owner aside)."""
+
+
+class MailboxDoc(Stored):
+    """A stored mailbox: its settings, sealed logins, and the state of its tests."""
+
+    email: str
+    owner: Owner
+    profile_id: str | None = None
+    incoming_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
+    outgoing_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
+    act_delivery: DeliveryMethod = DeliveryMethod.NONE
+    process_email_received_after: datetime | None = None
+    approval: Approval = "pending"
+    active: bool = True
+    credentials: dict[str, SealedSecret | None] = Field(default_factory=dict)
+    """Per direction, the login sealed with the at-rest ring (``credentials.seal_login``)."""
+    logins: dict[str, StoredLogin | None] = Field(default_factory=dict)
+    incoming_status: TestStatus = TestStatus.NOT_RUN
+    outgoing_status: TestStatus = TestStatus.NOT_RUN
+    act_status: TestStatus = TestStatus.NOT_APPLICABLE
+    enabled_incoming: bool = False
+    enabled_outgoing: bool = False
+    test_scheduled: bool = False
+    pending_test_id: str | None = None
+    """The test whose result alone applies (see handlers.py)."""
+    pending_attempt: int | None = None
+    pending_job_id: str | None = None
+    pending_directions: list[str] = Field(default_factory=list)
+    last_test_id: str | None = None
+    retry_count: int = 0
+    retry_attempt: int | None = None
+    retry_directions: list[str] = Field(default_factory=list)
+    next_retry_at: datetime | None = None
+    last_test_completed_at: datetime | None = None
+    last_error: LastError | None = None
+    disabled_reason: str | None = None
+    warnings: list[TestWarning] = Field(default_factory=list)
+    version: int = 1
+    created_at: datetime
+    updated_at: datetime
+    created_by: str = ""
+    """Who made it and who changed it last: the audit."""
+    updated_by: str = ""
+
+    def login(self, direction: str) -> StoredLogin | None:
+        return self.logins.get(direction)
+
+    def sealed(self, direction: str) -> SealedSecret | None:
+        return self.credentials.get(direction)
+
+    def _shown(self) -> dict[str, Any]:
+        """What the API and the events both show, by field name."""
+        return {"mailbox_id": self.id} | {k: getattr(self, k) for k in _BASICS}
+
+    def snapshot(self) -> MailboxSnapshot:
+        return MailboxSnapshot.model_validate(
+            self._shown()
+            | {
+                "has_password": self.sealed(INCOMING) is not None,
+                "version": self.version,
+                "updated_at": self.updated_at,
+            }
+        )
+
+    def view(self) -> MailboxView:
+        same = {k: getattr(self, k) for k in _VIEWED}
+        return MailboxView.model_validate(
+            self._shown()
+            | same
+            | {
+                "credentials": self._login_view(INCOMING) or LoginView(),
+                "outgoing_credentials": self._login_view(OUTGOING),
+                "postponed_until": self.next_retry_at,
+            }
+        )
+
+    def _login_view(self, direction: str) -> LoginView | None:
+        login = self.login(direction)
+        if login is None:
+            return None
+        return LoginView(
+            username=login.username,
+            has_password=self.sealed(direction) is not None,
+            password_updated_at=login.password_updated_at,
+        )
+
+    def requires_approval(self, approved_users_only: bool, approved_queues_only: bool) -> bool:
+        return owner_requires_approval(self.owner, approved_users_only, approved_queues_only)
+
+
+_BASICS = tuple(k for k in MailboxBasics.model_fields if k != "mailbox_id")
+_VIEWED = tuple(
+    k
+    for k in MailboxView.model_fields
+    if k in MailboxDoc.model_fields and k not in MailboxBasics.model_fields and k != "credentials"
+)
+"""The view's own fields kept under the same name in the document."""
+
+
+def changes(before: MailboxDoc, after: MailboxDoc) -> Document:
+    """The ``$set`` that turns ``before`` into ``after``.
+
+    The login maps are set per direction (``credentials.incoming``), so a key rotation that
+    re-sealed the other direction meanwhile (it does not move the version) is kept.
+    """
+    out: Document = {}
+    for name in type(after).model_fields:
+        old, new = getattr(before, name), getattr(after, name)
+        if old == new:
+            continue
+        stored = after.stored(include={name})[_key(name)]
+        if isinstance(new, dict) and isinstance(old, dict):
+            out.update({f"{name}.{k}": stored[k] for k in new if old.get(k) != new[k]})
+        else:
+            out[_key(name)] = stored
+    return out
+
+
+def _key(name: str) -> str:
+    return "_id" if name == "id" else name
+
+
+class SealedLogins(Stored):
+    """Only a mailbox's sealed logins: what key rotation reads and swaps."""
+
+    credentials: dict[str, SealedSecret | None] = Field(default_factory=dict)
+
+
+class TestRunDoc(Stored):
+    """One test's result as received (``_id`` the test id): the mailbox's history and its job's counts."""
+
+    __test__ = False
+    mailbox_id: str
+    attempt: int
+    job_id: str | None = None
+    outcome: str
+    disabled_reason: str | None = None
+    received_at: datetime
+    result: dict[str, Any]
+    """The TestCompleted event as JSON."""
+
+
+JobState = Literal["running", "cancelled", "completed"]
+
+
+class JobDoc(Stored):
+    """A Test & Enable job over a profile's mailboxes, expanded in batches (see jobs.py)."""
+
+    profile_id: str
+    state: JobState = "running"
+    expanded: bool = False
+    cursor: str | None = None
+    """The last mailbox id requested: where the expansion goes on."""
+    total: int
+    requested: int = 0
+    refused: dict[str, int] = Field(default_factory=dict)
+    results: dict[str, int] | None = None
+    """Outcome → how many, kept by the TestCompleted handlers."""
+    results_at: datetime | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    summary: JobProgress | None = None
+    progress_sent: JobProgress | None = None
+    progress_at: datetime | None = None
 
 
 def new_mailbox_id() -> str:
     return f"mbx_{uuid.uuid4().hex[:16]}"
 
 
-def new_document(req: MailboxCreate, ring: KeyRing, now: datetime, destination: str | None) -> Document:
+def new_mailbox(
+    req: MailboxCreate, ring: KeyRing, now: datetime, destination: str | None, actor: str
+) -> MailboxDoc:
     """A new mailbox; its logins record ``destination``, the fingerprint of the profile's server."""
     mailbox_id = req.mailbox_id or new_mailbox_id()
-    doc: Document = {
-        "_id": mailbox_id,
-        "email": req.email,
-        "owner": req.owner.model_dump(mode="json"),
-        "profile_id": req.profile_id,
-        "incoming_delivery": req.incoming_delivery.value,
-        "outgoing_delivery": req.outgoing_delivery.value,
-        "act_delivery": req.act_delivery.value,
-        "process_email_received_after": req.process_email_received_after,
-        "approval": "pending",
-        "active": True,
-        "credentials": {},
-        "logins": {},
-        "incoming_status": TestStatus.NOT_RUN.value,
-        "outgoing_status": TestStatus.NOT_RUN.value,
-        "act_status": TestStatus.NOT_APPLICABLE.value,
-        "enabled_incoming": False,
-        "enabled_outgoing": False,
-        "test_scheduled": False,
-        "pending_test_id": None,
-        "pending_attempt": None,
-        "pending_job_id": None,
-        "pending_directions": [],
-        "last_test_id": None,
-        "retry_count": 0,
-        "next_retry_at": None,
-        "last_test_completed_at": None,
-        "last_error": None,
-        "disabled_reason": None,
-        "warnings": [],
-        "version": 1,
-        "created_at": now,
-        "updated_at": now,
-    }
+    credentials: dict[str, SealedSecret | None] = {}
+    logins: dict[str, StoredLogin | None] = {}
     for direction, login in ((INCOMING, req.credentials), (OUTGOING, req.outgoing_credentials)):
         if login is not None:
-            doc["credentials"][direction] = seal_login(
-                ring, mailbox_id, direction, login.username, login.password
+            credentials[direction] = seal_login(ring, mailbox_id, direction, login.username, login.password)
+            logins[direction] = StoredLogin(
+                username=login.username, password_updated_at=now, destination=destination
             )
-            doc["logins"][direction] = {
-                "username": login.username,
-                "password_updated_at": now,
-                "destination": destination,
-            }
-    return doc
+    return MailboxDoc(
+        id=mailbox_id,
+        email=req.email,
+        owner=req.owner,
+        profile_id=req.profile_id,
+        incoming_delivery=req.incoming_delivery,
+        outgoing_delivery=req.outgoing_delivery,
+        act_delivery=req.act_delivery,
+        process_email_received_after=req.process_email_received_after,
+        credentials=credentials,
+        logins=logins,
+        created_at=now,
+        updated_at=now,
+        created_by=actor,
+        updated_by=actor,
+    )
 
 
 def patch_login(
     ring: KeyRing,
-    doc: Document,
+    doc: MailboxDoc,
     direction: str,
     patch: LoginPatch | None,
     now: datetime,
     destination: str | None,
     stored_usable: bool,
-) -> tuple[Any, Any]:
-    """New (ciphertext, login view) of one direction; ``patch`` None removes the login.
+) -> tuple[SealedSecret | None, StoredLogin | None]:
+    """New (ciphertext, login) of one direction; ``patch`` None removes the login.
 
     A stored password is carried over only while ``stored_usable`` (the server it was entered for
     is still the profile's): otherwise the request must give the password again.
     """
-    mailbox_id = doc["_id"]
     if patch is None:
         return None, None
-    stored = (doc.get("credentials") or {}).get(direction)
+    stored = doc.sealed(direction)
     old_user: str | None = None
     old_password = None
     if stored is not None and (patch.username is None or patch.password is None):
-        old_user, old_password = open_login(ring, mailbox_id, direction, stored)
+        old_user, old_password = open_login(ring, doc.id, direction, stored)
         if not stored_usable:
             old_password = None
     username = patch.username or old_user
@@ -107,79 +258,17 @@ def patch_login(
         raise ValueError("username")
     if password is None:
         raise ValueError("password")
-    login = (doc.get("logins") or {}).get(direction) or {}
-    changed_at = now if patch.password is not None else login.get("password_updated_at", now)
+    login = doc.login(direction) or StoredLogin()
+    changed_at = now if patch.password is not None else (login.password_updated_at or now)
     return (
-        seal_login(ring, mailbox_id, direction, username, password),
-        {
-            "username": username,
-            "password_updated_at": changed_at,
-            "destination": destination if patch.password is not None or stored_usable else None,
-        },
+        seal_login(ring, doc.id, direction, username, password),
+        StoredLogin(
+            username=username,
+            password_updated_at=changed_at,
+            destination=destination if patch.password is not None or stored_usable else None,
+        ),
     )
 
 
-def _login_view(doc: Document, direction: str) -> LoginView | None:
-    login = (doc.get("logins") or {}).get(direction)
-    if login is None:
-        return None
-    return LoginView(
-        username=login.get("username"),
-        has_password=(doc.get("credentials") or {}).get(direction) is not None,
-        password_updated_at=login.get("password_updated_at"),
-    )
-
-
-def to_view(doc: Document) -> MailboxView:
-    last_error = doc.get("last_error")
-    return MailboxView(
-        mailbox_id=doc["_id"],
-        email=doc["email"],
-        owner=Owner.model_validate(doc["owner"]),
-        profile_id=doc.get("profile_id"),
-        incoming_delivery=DeliveryMethod(doc["incoming_delivery"]),
-        outgoing_delivery=DeliveryMethod(doc["outgoing_delivery"]),
-        act_delivery=DeliveryMethod(doc["act_delivery"]),
-        process_email_received_after=doc.get("process_email_received_after"),
-        approval=doc["approval"],
-        active=doc["active"],
-        credentials=_login_view(doc, INCOMING) or LoginView(),
-        outgoing_credentials=_login_view(doc, OUTGOING),
-        incoming_status=TestStatus(doc["incoming_status"]),
-        outgoing_status=TestStatus(doc["outgoing_status"]),
-        act_status=TestStatus(doc["act_status"]),
-        enabled_incoming=doc["enabled_incoming"],
-        enabled_outgoing=doc["enabled_outgoing"],
-        test_scheduled=doc["test_scheduled"],
-        pending_test_id=doc.get("pending_test_id"),
-        retry_count=doc["retry_count"],
-        postponed_until=doc.get("next_retry_at"),
-        last_test_completed_at=doc.get("last_test_completed_at"),
-        last_error=LastError.model_validate(last_error) if last_error else None,
-        disabled_reason=doc.get("disabled_reason"),
-        warnings=[TestWarning.model_validate(w) for w in doc.get("warnings") or []],
-        version=doc["version"],
-        created_at=doc["created_at"],
-        updated_at=doc["updated_at"],
-    )
-
-
-def to_snapshot(doc: Document) -> MailboxSnapshot:
-    return MailboxSnapshot(
-        mailbox_id=doc["_id"],
-        email=doc["email"],
-        owner=Owner.model_validate(doc["owner"]),
-        profile_id=doc.get("profile_id"),
-        incoming_delivery=DeliveryMethod(doc["incoming_delivery"]),
-        outgoing_delivery=DeliveryMethod(doc["outgoing_delivery"]),
-        act_delivery=DeliveryMethod(doc["act_delivery"]),
-        approval=doc["approval"],
-        active=doc["active"],
-        has_password=(doc.get("credentials") or {}).get(INCOMING) is not None,
-        version=doc["version"],
-        updated_at=doc["updated_at"],
-    )
-
-
-def owner_requires_approval(owner: Document, approved_users_only: bool, approved_queues_only: bool) -> bool:
-    return approved_users_only if owner.get("kind") == "user" else approved_queues_only
+def owner_requires_approval(owner: Owner, approved_users_only: bool, approved_queues_only: bool) -> bool:
+    return approved_users_only if owner.kind == "user" else approved_queues_only

@@ -24,6 +24,7 @@ from contracts.events import (
     TestCompleted,
 )
 from mailbox_svc.clock import utcnow
+from mailbox_svc.documents import MailboxDoc, TestRunDoc
 from mailbox_svc.policy import Decision, RetryPolicy, decide, outcome
 from mailbox_svc.repository import WITHDRAWN, Repository
 from mailwarden_runtime.mongo import Document
@@ -85,7 +86,7 @@ class Handlers:
         job_id = self._job_of(doc, result)
         if job_id:
             if stored:
-                await self.repo.count_job_results({job_id: {run["outcome"]: 1}}, now)
+                await self.repo.count_job_results({job_id: {run.outcome: 1}}, now)
             self.on_job_result(job_id)
         for _ in range(MAX_RACES):
             if doc is None or decision is None:
@@ -93,7 +94,7 @@ class Handlers:
                 return
             applied = await self.repo.update_if(
                 mailbox_id,
-                doc["version"],
+                doc.version,
                 self._update(env, decision, now),
                 {"pending_test_id": result.test_id},
             )
@@ -127,7 +128,7 @@ class Handlers:
                 later.append(env)
             else:
                 first[env.data.mailbox.mailbox_id] = env
-        runs: list[Document] = []
+        runs: list[TestRunDoc] = []
         ops: list[tuple[Document, Document]] = []
         applied: list[tuple[TestCompleted, Decision]] = []
         jobs: set[str] = set()
@@ -138,14 +139,14 @@ class Handlers:
             if job_id := self._job_of(doc, env.data):
                 jobs.add(job_id)
             if doc is not None and decision is not None:
-                query = {"_id": mailbox_id, "version": doc["version"], "pending_test_id": env.data.test_id}
+                query = {"_id": mailbox_id, "version": doc.version, "pending_test_id": env.data.test_id}
                 ops.append((query, self._update(env, decision, now)))
                 applied.append((env.data, decision))
         counts: dict[str, dict[str, int]] = {}
         for run in await self.repo.record_runs(runs):
-            if run["job_id"]:
-                by_outcome = counts.setdefault(run["job_id"], {})
-                by_outcome[run["outcome"]] = by_outcome.get(run["outcome"], 0) + 1
+            if run.job_id:
+                by_outcome = counts.setdefault(run.job_id, {})
+                by_outcome[run.outcome] = by_outcome.get(run.outcome, 0) + 1
         await self.repo.count_job_results(counts, now)
         modified = await self.repo.bulk_update(ops)
         for job_id in jobs:
@@ -160,7 +161,7 @@ class Handlers:
         for env in later:
             await self.test_completed(env)
 
-    async def _withdrawn(self, doc: Document | None, result: TestCompleted) -> bool:
+    async def _withdrawn(self, doc: MailboxDoc | None, result: TestCompleted) -> bool:
         """Not run, or started after its job was cancelled: the cancel withdrew it.
 
         Tests that had started when the job was cancelled finish, apply and count as usual.
@@ -173,49 +174,47 @@ class Handlers:
         cancelled = (await self.repo.cancelled_at({job_id})).get(job_id)
         return cancelled is not None and result.started_at > cancelled
 
-    async def _withdraw(self, doc: Document | None, result: TestCompleted, now: datetime) -> None:
+    async def _withdraw(self, doc: MailboxDoc | None, result: TestCompleted, now: datetime) -> None:
         """Store the run as withdrawn and free the mailbox from waiting: no status, alert or retry."""
-        run = {**self._run(doc, result, None, now), "outcome": WITHDRAWN}
+        run = self._run(doc, result, None, now).model_copy(update={"outcome": WITHDRAWN})
         await self.repo.record_run(run)
         for _ in range(MAX_RACES):
-            if doc is None or doc.get("pending_test_id") != result.test_id:
+            if doc is None or doc.pending_test_id != result.test_id:
                 break
             update = {"$set": {**WITHDRAWN_FIELDS, "updated_at": now}, "$inc": {"version": 1}}
-            if await self.repo.update_if(
-                doc["_id"], doc["version"], update, {"pending_test_id": result.test_id}
-            ):
+            if await self.repo.update_if(doc.id, doc.version, update, {"pending_test_id": result.test_id}):
                 break
-            doc = await self.repo.get(doc["_id"])
+            doc = await self.repo.get(doc.id)
         log.info("test withdrawn by its job's cancel", extra={"test_id": result.test_id})
 
     @staticmethod
-    def _job_of(doc: Document | None, result: TestCompleted) -> str | None:
-        pending = doc is not None and doc.get("pending_test_id") == result.test_id
-        job_id = (doc or {}).get("pending_job_id") if pending else None
+    def _job_of(doc: MailboxDoc | None, result: TestCompleted) -> str | None:
+        pending = doc is not None and doc.pending_test_id == result.test_id
+        job_id = doc.pending_job_id if pending and doc is not None else None
         return job_id or result.job_id
 
     def _decision(
-        self, doc: Document | None, result: TestCompleted, settings: SettingsSnapshot, now: datetime
+        self, doc: MailboxDoc | None, result: TestCompleted, settings: SettingsSnapshot, now: datetime
     ) -> Decision | None:
         """What the result does to the mailbox; None unless it is the mailbox's pending test."""
-        if doc is None or doc.get("pending_test_id") != result.test_id:
+        if doc is None or doc.pending_test_id != result.test_id:
             return None
         return decide(doc, result, settings, self.retry, now, self.rng)
 
     @staticmethod
     def _run(
-        doc: Document | None, result: TestCompleted, decision: Decision | None, now: datetime
-    ) -> Document:
-        return {
-            "_id": result.test_id,
-            "mailbox_id": result.mailbox.mailbox_id,
-            "attempt": result.attempt,
-            "job_id": Handlers._job_of(doc, result),
-            "outcome": run_outcome(result, decision),
-            "disabled_reason": decision.updates["disabled_reason"] if decision else None,
-            "received_at": now,
-            "result": result.model_dump(mode="json"),
-        }
+        doc: MailboxDoc | None, result: TestCompleted, decision: Decision | None, now: datetime
+    ) -> TestRunDoc:
+        return TestRunDoc(
+            id=result.test_id,
+            mailbox_id=result.mailbox.mailbox_id,
+            attempt=result.attempt,
+            job_id=Handlers._job_of(doc, result),
+            outcome=run_outcome(result, decision),
+            disabled_reason=decision.updates["disabled_reason"] if decision else None,
+            received_at=now,
+            result=result.model_dump(mode="json"),
+        )
 
     def _update(self, env: Envelope[TestCompleted], decision: Decision, now: datetime) -> Document:
         """The mailbox update, carrying its MailboxStatusChanged in the outbox."""

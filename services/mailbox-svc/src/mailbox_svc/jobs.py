@@ -20,6 +20,7 @@ from contracts.envelope import Envelope
 from contracts.events import Event, ProfileSnapshot
 from contracts.jobs import JobProgress, TestJobCompleted, TestJobProgress, TestJobStarted
 from mailbox_svc.clock import utcnow
+from mailbox_svc.documents import JobDoc, JobState
 from mailbox_svc.models import JobView
 from mailbox_svc.profiles import ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import Repository
@@ -27,7 +28,7 @@ from mailbox_svc.testing import Rings, TestRefused, build_request, job_test_id, 
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
+from mailwarden_runtime.outbox import outbox_entry, with_outbox
 
 log = logging.getLogger(__name__)
 
@@ -72,24 +73,10 @@ class JobRunner:
         job_id = f"job_{uuid.uuid4().hex[:16]}"
         total = await self.repo.count_for_profile(profile_id)
         started = TestJobStarted(job_id=job_id, profile_id=profile_id, total=total, started_at=now)
-        job: Document = {
-            "_id": job_id,
-            "profile_id": profile_id,
-            "state": "running",
-            "expanded": False,
-            "cursor": None,
-            "total": total,
-            "requested": 0,
-            "refused": {},
-            "results": {},  # outcome -> count, kept by the TestCompleted handlers
-            "results_at": now,
-            "created_at": now,
-            "finished_at": None,
-            "lease_owner": None,
-            "lease_until": None,
-            **new_document_outbox([outbox_entry(self.envelop(started))]),
-        }
-        await self.repo.insert_job(job)
+        job = JobDoc(
+            id=job_id, profile_id=profile_id, total=total, results={}, results_at=now, created_at=now
+        )
+        await self.repo.insert_job(job, [outbox_entry(self.envelop(started))])
         self.wake_relay()
         self.wake()
         log.info("job started", extra={"job_id": job_id, "profile_id": profile_id, "total": total})
@@ -105,28 +92,28 @@ class JobRunner:
         job = await self.repo.get_job(job_id)
         if job is None:
             raise DomainError(404, "no such job", "job_id")
-        if job["state"] != "running":
-            raise DomainError(409, f"the job is {job['state']}", "job_id")
+        if job.state != "running":
+            raise DomainError(409, f"the job is {job.state}", "job_id")
         done = await self._finish(job, "cancelled")
         if done is None:
             return await self.get(job_id)
         return await self.view(done)
 
-    async def view(self, job: Document) -> JobView:
+    async def view(self, job: JobDoc) -> JobView:
         # A cancelled job keeps counting the tests that had started; only a completed one is final.
-        progress = job.get("summary") if job["state"] == "completed" else None
+        progress = job.summary if job.state == "completed" else None
         if progress is None:
-            progress = (await self._progress(job)).model_dump()
+            progress = await self._progress(job)
         return JobView(
-            job_id=job["_id"],
-            profile_id=job["profile_id"],
-            state=job["state"],
-            created_at=job["created_at"],
-            finished_at=job.get("finished_at"),
-            **progress,
+            job_id=job.id,
+            profile_id=job.profile_id,
+            state=job.state,
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+            **progress.model_dump(),
         )
 
-    async def _results(self, job: Document, exact: bool = False) -> dict[str, int]:
+    async def _results(self, job: JobDoc, exact: bool = False) -> dict[str, int]:
         """The job's results per outcome, from the counters the result handlers keep.
 
         Counting the stored runs instead costs O(runs) per look (seconds at 10,000 on the embedded
@@ -134,43 +121,41 @@ class JobRunner:
         the counters fall behind (a crash between storing a run and counting it): at most once
         per RECONCILE_AFTER_S per job.
         """
-        results: dict[str, int] | None = job.get("results")
+        results = job.results
         if not exact and results is not None:
-            behind = sum(results.values()) < job["requested"]
-            quiet_since = job.get("results_at") or job["created_at"]
+            behind = sum(results.values()) < job.requested
+            quiet_since = job.results_at or job.created_at
             if not behind or utcnow() - quiet_since < timedelta(seconds=RECONCILE_AFTER_S):
                 return dict(results)
-        counted = await self.repo.job_results(job["_id"])
+        counted = await self.repo.job_results(job.id)
         if counted != results:
-            log.info(
-                "job counters reconciled", extra={"job_id": job["_id"], "had": results, "counted": counted}
-            )
-        await self.repo.set_job_results(job["_id"], counted, utcnow())
+            log.info("job counters reconciled", extra={"job_id": job.id, "had": results, "counted": counted})
+        await self.repo.set_job_results(job.id, counted, utcnow())
         return counted
 
-    async def _progress(self, job: Document, exact: bool = False) -> JobProgress:
+    async def _progress(self, job: JobDoc, exact: bool = False) -> JobProgress:
         failed = await self._results(job, exact)
         succeeded = failed.pop("success", 0)
         done = succeeded + sum(failed.values())
         return JobProgress(
-            total=max(job["total"], job["requested"] + sum(job["refused"].values())),
-            requested=job["requested"],
-            done=min(done, job["requested"]),
+            total=max(job.total, job.requested + sum(job.refused.values())),
+            requested=job.requested,
+            done=min(done, job.requested),
             succeeded=succeeded,
             failed=failed,
-            refused=job["refused"],
+            refused=job.refused,
         )
 
-    async def _finish(self, job: Document, state: str) -> Document | None:
+    async def _finish(self, job: JobDoc, state: JobState) -> JobDoc | None:
         """Close a running job with its summary event; only one caller wins."""
         progress = await self._progress(job, exact=True)
         now = utcnow()
         summary = TestJobCompleted(
-            job_id=job["_id"],
-            profile_id=job["profile_id"],
+            job_id=job.id,
+            profile_id=job.profile_id,
             state="completed" if state == "completed" else "cancelled",
             progress=progress,
-            started_at=job["created_at"],
+            started_at=job.created_at,
             finished_at=now,
         )
         update = with_outbox(
@@ -184,10 +169,10 @@ class JobRunner:
             },
             [outbox_entry(self.envelop(summary))],
         )
-        done = await self.repo.update_job({"_id": job["_id"], "state": "running"}, update)
+        done = await self.repo.update_job({"_id": job.id, "state": "running"}, update)
         if done is not None:
             self.wake_relay()
-            log.info("job finished", extra={"job_id": job["_id"], "state": state})
+            log.info("job finished", extra={"job_id": job.id, "state": state})
         return done
 
     # ---- background work ---------------------------------------------------------------------
@@ -212,7 +197,7 @@ class JobRunner:
         """Expand what can be expanded now, close jobs whose results are all in, report progress."""
         for job in await self.repo.open_jobs():
             progress = await self._progress(job)
-            if progress.done >= job["requested"]:
+            if progress.done >= job.requested:
                 await self._finish(job, "completed")
         await self._report_progress()
         for job_id in await self.repo.expanding_job_ids():
@@ -234,23 +219,23 @@ class JobRunner:
         now = utcnow()
         for job_id in moved:
             job = await self.repo.get_job(job_id)
-            if job is None or job["state"] == "completed":
+            if job is None or job.state == "completed":
                 continue  # the summary said it all
-            last_at = job.get("progress_at")
+            last_at = job.progress_at
             if last_at is not None and now - last_at < timedelta(seconds=PROGRESS_EVERY_S):
                 self._moved.add(job_id)
                 continue
             progress = await self._progress(job)
-            if progress.model_dump() == job.get("progress_sent"):
+            if progress == job.progress_sent:
                 continue
             event = TestJobProgress(
-                job_id=job_id, profile_id=job["profile_id"], state=job["state"], progress=progress
+                job_id=job_id, profile_id=job.profile_id, state=job.state, progress=progress
             )
             update = with_outbox(
                 {"$set": {"progress_sent": progress.model_dump(), "progress_at": now}},
                 [outbox_entry(self.envelop(event))],
             )
-            if await self.repo.update_job({"_id": job_id, "state": job["state"]}, update) is not None:
+            if await self.repo.update_job({"_id": job_id, "state": job.state}, update) is not None:
                 self.wake_relay()
 
     def in_flight_cap(self, profile: ProfileSnapshot | None) -> int:
@@ -264,35 +249,33 @@ class JobRunner:
             return self.max_in_flight
         return min(self.max_in_flight, 2 * profile.advanced.max_concurrent_connections)
 
-    async def _expand(self, job: Document) -> bool:
+    async def _expand(self, job: JobDoc) -> bool:
         """Request one batch; False when the job must wait for results before going on."""
         progress = await self._progress(job)
-        known = await self.repo.get_profile(job["profile_id"])  # the read model: its limits
-        room = self.in_flight_cap(known) - (job["requested"] - progress.done)
+        known = await self.repo.get_profile(job.profile_id)  # the read model: its limits
+        room = self.in_flight_cap(known) - (job.requested - progress.done)
         if room <= 0:
             return False
-        batch = await self.repo.batch_for_job(job["profile_id"], job["cursor"], min(room, self.batch_size))
+        batch = await self.repo.batch_for_job(job.profile_id, job.cursor, min(room, self.batch_size))
         if not batch:
             done = await self.repo.update_job(
-                {"_id": job["_id"], "state": "running"}, {"$set": {"expanded": True, "lease_owner": None}}
+                {"_id": job.id, "state": "running"}, {"$set": {"expanded": True, "lease_owner": None}}
             )
-            if done is not None and progress.done >= done["requested"]:
+            if done is not None and progress.done >= done.requested:
                 await self._finish(done, "completed")
             return True
         settings = await self.repo.get_settings()
         try:
-            profile = await self.profiles.find(job["profile_id"], with_login=True)
+            profile = await self.profiles.find(job.profile_id, with_login=True)
         except ProfileUnavailable:
             return False  # not known yet whether it exists: the next pass asks again
         now = utcnow()
         ops: list[tuple[Document, Document]] = []
         refused: dict[str, int] = {}
         for doc in batch:
-            test_id = job_test_id(job["_id"], doc["_id"])
+            test_id = job_test_id(job.id, doc.id)
             try:
-                req = build_request(
-                    doc, profile, settings, self.rings, now, test_id=test_id, job_id=job["_id"]
-                )
+                req = build_request(doc, profile, settings, self.rings, now, test_id=test_id, job_id=job.id)
             except TestRefused as exc:
                 refused[exc.code] = refused.get(exc.code, 0) + 1
                 continue
@@ -302,19 +285,19 @@ class JobRunner:
                 {"$set": {**pending_fields(req), "updated_at": now}, "$inc": {"version": 1}},
                 [outbox_entry(env)],
             )
-            q = {"_id": doc["_id"], "pending_test_id": {"$ne": test_id}, "last_test_id": {"$ne": test_id}}
+            q = {"_id": doc.id, "pending_test_id": {"$ne": test_id}, "last_test_id": {"$ne": test_id}}
             ops.append((q, update))
         await self.repo.bulk_update(ops)
         inc: Document = {"requested": len(ops), **{f"refused.{k}": v for k, v in refused.items()}}
-        new_progress = progress.model_copy(update={"requested": job["requested"] + len(ops)})
+        new_progress = progress.model_copy(update={"requested": job.requested + len(ops)})
         progress_event = TestJobProgress(
-            job_id=job["_id"], profile_id=job["profile_id"], state="running", progress=new_progress
+            job_id=job.id, profile_id=job.profile_id, state="running", progress=new_progress
         )
         updated = await self.repo.update_job(
-            {"_id": job["_id"], "state": "running", "cursor": job["cursor"]},
+            {"_id": job.id, "state": "running", "cursor": job.cursor},
             with_outbox(
                 {
-                    "$set": {"cursor": batch[-1]["_id"], "lease_until": now + timedelta(seconds=LEASE_S)},
+                    "$set": {"cursor": batch[-1].id, "lease_until": now + timedelta(seconds=LEASE_S)},
                     "$inc": inc,
                 },
                 [outbox_entry(self.envelop(progress_event))],

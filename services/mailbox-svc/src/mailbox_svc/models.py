@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from contracts.events import Approval, SmtpMode
+from contracts.events import Approval, MailboxBasics, SmtpMode
 from contracts.models import (
     DeliveryMethod,
     EmailAddress,
@@ -218,17 +218,10 @@ class LastError(BaseModel):
     occurred_at: datetime | None = None
 
 
-class MailboxView(BaseModel):
-    mailbox_id: str
-    email: str
-    owner: Owner
-    profile_id: str | None
-    incoming_delivery: DeliveryMethod
-    outgoing_delivery: DeliveryMethod
-    act_delivery: DeliveryMethod
+class MailboxView(MailboxBasics):
+    """A mailbox as the API shows it: what the events show (the shared fields) and its test state."""
+
     process_email_received_after: datetime | None
-    approval: Approval
-    active: bool
     credentials: LoginView
     outgoing_credentials: LoginView | None
     incoming_status: TestStatus

@@ -14,6 +14,7 @@ from typing import Any
 from contracts.email import MailboxSyncFailed
 from contracts.envelope import Envelope
 from contracts.events import (
+    Approval,
     Event,
     MailboxApproved,
     MailboxCreated,
@@ -22,17 +23,18 @@ from contracts.events import (
     SettingsSnapshot,
     SmtpMode,
 )
-from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, act_sync_refused
+from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, TestStatus, act_sync_refused
 from mailbox_svc.access import CREDENTIAL_FIELDS, admit, admit_fields
 from mailbox_svc.clock import utcnow
 from mailbox_svc.credentials import (
     INCOMING,
     OUTGOING,
     CredentialsUnreadable,
+    StoredLogin,
     destination_of,
     login_usable_for,
 )
-from mailbox_svc.documents import CLIENT_FIELDS, new_document, patch_login, to_snapshot, to_view
+from mailbox_svc.documents import CLIENT_FIELDS, MailboxDoc, changes, new_mailbox, patch_login
 from mailbox_svc.models import (
     BulkResult,
     ChangeManyRequest,
@@ -56,12 +58,13 @@ from mailbox_svc.testing import Rings, TestRefused, build_request, pending_field
 from mailwarden_runtime.auth import current_actor
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
+from mailwarden_runtime.outbox import outbox_entry, with_outbox
 
 log = logging.getLogger(__name__)
 
 Envelop = Callable[[Event], Envelope[Any]]
-Mutation = Callable[[Document, SettingsSnapshot], tuple[Document, list[Event]]]
+Mutation = Callable[[MailboxDoc, SettingsSnapshot], tuple[MailboxDoc, list[Event]]]
+"""The mailbox as it is → as it is to be, and the events of the change (see :meth:`MailboxOperations.mutate`)."""
 MAX_RACES = 5
 AUTOMATIC = "service:mailbox-svc"  # the actor of changes no caller asked for (test results, retries)
 
@@ -97,24 +100,23 @@ class MailboxOperations:
             return None
         return await self.profiles.require(profile_id, field)
 
-    def _creatable(self, req: MailboxCreate, now: datetime, profile: ProfileSnapshot | None) -> Document:
+    def _creatable(
+        self, req: MailboxCreate, now: datetime, profile: ProfileSnapshot | None
+    ) -> tuple[MailboxDoc, list[Document]]:
+        """A new mailbox and its MailboxCreated."""
         destination = destination_of(profile) if profile is not None else None
-        doc = new_document(req, self.rings.at_rest, now, destination)
-        doc["created_by"] = doc["updated_by"] = current_actor() or AUTOMATIC
-        doc.update(
-            new_document_outbox([outbox_entry(self.envelop(MailboxCreated(mailbox=to_snapshot(doc))))])
-        )
-        return doc
+        doc = new_mailbox(req, self.rings.at_rest, now, destination, current_actor() or AUTOMATIC)
+        return doc, [outbox_entry(self.envelop(MailboxCreated(mailbox=doc.snapshot())))]
 
     async def create(self, req: MailboxCreate) -> MailboxView:
         profile = await self._check_profile(req.profile_id)
-        _check_act(req.act_delivery.value, profile, "act_delivery")
-        doc = self._creatable(req, utcnow(), profile)
-        if not await self.repo.insert(doc):
+        _check_act(req.act_delivery, profile, "act_delivery")
+        doc, entries = self._creatable(req, utcnow(), profile)
+        if not await self.repo.insert(doc, entries):
             raise DomainError(409, "a mailbox with this id exists", "mailbox_id")
         self.wake()
-        log.info("mailbox created", extra={"mailbox_id": doc["_id"]})
-        return to_view(doc)
+        log.info("mailbox created", extra={"mailbox_id": doc.id})
+        return doc.view()
 
     async def create_many(self, req: MailboxBatchCreate) -> BulkResult:
         """Create many mailboxes in one bulk write; any problem refuses the whole batch."""
@@ -126,9 +128,9 @@ class MailboxOperations:
                     item.profile_id, f"mailboxes.{i}.profile_id"
                 )
             profile = seen.get(item.profile_id or "")
-            _check_act(item.act_delivery.value, profile, f"mailboxes.{i}.act_delivery")
+            _check_act(item.act_delivery, profile, f"mailboxes.{i}.act_delivery")
         docs = [self._creatable(item, now, seen.get(item.profile_id or "")) for item in req.mailboxes]
-        ids = [d["_id"] for d in docs]
+        ids = [doc.id for doc, _ in docs]
         if len(set(ids)) != len(ids):
             raise DomainError(422, "duplicate mailbox ids in the batch", "mailboxes")
         if taken := await self.repo.existing_ids(ids):
@@ -137,7 +139,7 @@ class MailboxOperations:
         self.wake()
         return BulkResult(done=ids)
 
-    async def _get_doc(self, mailbox_id: str) -> Document:
+    async def _get_doc(self, mailbox_id: str) -> MailboxDoc:
         doc = await self.repo.get(mailbox_id)
         if doc is None:
             raise DomainError(404, "no such mailbox", "mailbox_id")
@@ -146,14 +148,14 @@ class MailboxOperations:
     async def get(self, mailbox_id: str) -> MailboxView:
         doc = await self._get_doc(mailbox_id)
         admit(doc, "mailboxes:read")
-        return to_view(doc)
+        return doc.view()
 
     async def list(self, req: ListRequest) -> MailboxPage:
         f = MailboxFilter.model_validate(req.model_dump(exclude={"limit", "after"}))
         docs = await self.repo.page(f, req.limit + 1, req.after)
         more = len(docs) > req.limit
         docs = docs[: req.limit]
-        return MailboxPage(items=[to_view(d) for d in docs], next_after=docs[-1]["_id"] if more else None)
+        return MailboxPage(items=[d.view() for d in docs], next_after=docs[-1].id if more else None)
 
     async def history(self, req: HistoryRequest) -> TestHistory:
         admit(await self._get_doc(req.mailbox_id), "mailboxes:read")
@@ -161,13 +163,13 @@ class MailboxOperations:
         return TestHistory(
             items=[
                 TestRunView(
-                    test_id=r["_id"],
-                    mailbox_id=r["mailbox_id"],
-                    attempt=r["attempt"],
-                    job_id=r.get("job_id"),
-                    outcome=r["outcome"],
-                    received_at=r["received_at"],
-                    result=r["result"],
+                    test_id=r.id,
+                    mailbox_id=r.mailbox_id,
+                    attempt=r.attempt,
+                    job_id=r.job_id,
+                    outcome=r.outcome,
+                    received_at=r.received_at,
+                    result=r.result,
                 )
                 for r in runs
             ]
@@ -175,26 +177,28 @@ class MailboxOperations:
 
     # ---- the one way to change a mailbox ---------------------------------------------------
 
-    async def mutate(self, mailbox_id: str, change: Mutation) -> Document:
-        """Read, compute the change and its events, write only if nobody else wrote meanwhile."""
+    async def mutate(self, mailbox_id: str, change: Mutation) -> MailboxDoc:
+        """Read, compute the change and its events, write only if nobody else wrote meanwhile.
+
+        A ``MailboxUpdated`` among the events is sent with the snapshot after this very write.
+        """
         for _ in range(MAX_RACES):
             doc = await self._get_doc(mailbox_id)
             settings = await self.repo.get_settings()
-            fields, events = change(doc, settings)
-            now = utcnow()
-            fields = {**fields, "updated_at": now, "updated_by": current_actor() or AUTOMATIC}
-            after = {**apply_set(doc, fields), "version": doc["version"] + 1}
-            entries = [outbox_entry(self.envelop(e)) for e in events]
-            snapshot_events = [e for e in events if isinstance(e, MailboxUpdated)]
-            if snapshot_events:  # the snapshot must show the state after this very write
-                entries = [
-                    outbox_entry(self.envelop(MailboxUpdated(mailbox=to_snapshot(after))))
-                    if isinstance(e, MailboxUpdated)
-                    else outbox_entry(self.envelop(e))
-                    for e in events
-                ]
+            changed, events = change(doc, settings)
+            stamp = {"updated_at": utcnow(), "updated_by": current_actor() or AUTOMATIC}
+            after = changed.model_copy(update={**stamp, "version": doc.version + 1})
+            entries = [
+                outbox_entry(
+                    self.envelop(
+                        MailboxUpdated(mailbox=after.snapshot()) if isinstance(e, MailboxUpdated) else e
+                    )
+                )
+                for e in events
+            ]
+            fields = changes(doc, after.model_copy(update={"version": doc.version})) | after.stored(stamp)
             update = with_outbox({"$set": fields, "$inc": {"version": 1}}, entries)
-            new = await self.repo.update(mailbox_id, doc["version"], update)
+            new = await self.repo.update(mailbox_id, doc.version, update)
             if new is not None:
                 if entries:
                     self.wake()
@@ -239,34 +243,34 @@ class MailboxOperations:
         if "profile_id" in patch.model_fields_set:
             await self._check_profile(patch.profile_id)
         current = await self._get_doc(mailbox_id)
-        profile_id = patch.profile_id if "profile_id" in patch.model_fields_set else current.get("profile_id")
+        profile_id = patch.profile_id if "profile_id" in patch.model_fields_set else current.profile_id
         act = patch.act_delivery if "act_delivery" in patch.model_fields_set else None
-        act_value = act.value if act is not None else current["act_delivery"]
+        act_value = act if act is not None else current.act_delivery
         profile = await self.profiles.find_quietly(profile_id) if profile_id else None
-        if act_value == DeliveryMethod.SERVER_SIDE_SYNC.value and profile_id:
+        if act_value is DeliveryMethod.SERVER_SIDE_SYNC and profile_id:
             _check_act(act_value, profile, "act_delivery")
         destination = destination_of(profile) if profile is not None else None
         now = utcnow()
 
-        def change(doc: Document, _: SettingsSnapshot) -> tuple[Document, list[Event]]:
-            fields: Document = {}
-            for name in CLIENT_FIELDS:
-                if name in patch.model_fields_set:
-                    value = getattr(patch, name)
-                    fields[name] = value.value if hasattr(value, "value") else value
+        def change(doc: MailboxDoc, _: SettingsSnapshot) -> tuple[MailboxDoc, list[Event]]:
+            given = {name: getattr(patch, name) for name in CLIENT_FIELDS if name in patch.model_fields_set}
             if "owner" in patch.model_fields_set and patch.owner is not None:
-                fields["owner"] = patch.owner.model_dump(mode="json")
-            moved = fields.get("profile_id", doc.get("profile_id")) != doc.get("profile_id")
-            if fields.get("profile_id", doc.get("profile_id")) != profile_id:
+                given["owner"] = patch.owner
+            new = doc.model_copy(update=given)
+            moved = new.profile_id != doc.profile_id
+            if new.profile_id != profile_id:
                 raise DomainError(409, "the mailbox changed concurrently; retry", "profile_id")
+            credentials, logins = dict(doc.credentials), dict(doc.logins)
             for direction, attr in ((INCOMING, "credentials"), (OUTGOING, "outgoing_credentials")):
                 if attr not in patch.model_fields_set:
                     if moved:
-                        changed = _profile_change_logins(doc, profile)
-                        fields.update({k: v for k, v in changed.items() if f".{direction}" in k})
+                        moved_to = _profile_change_logins(doc, profile)
+                        if direction in moved_to.credentials:
+                            credentials[direction] = moved_to.credentials[direction]
+                        if direction in moved_to.logins:
+                            logins[direction] = moved_to.logins[direction]
                     continue
-                login_doc = (doc.get("logins") or {}).get(direction)
-                usable = not moved and profile is not None and login_usable_for(login_doc, profile)
+                usable = not moved and profile is not None and login_usable_for(doc.login(direction), profile)
                 try:
                     ct, login = patch_login(
                         self.rings.at_rest, doc, direction, getattr(patch, attr), now, destination, usable
@@ -277,36 +281,38 @@ class MailboxOperations:
                     ) from None
                 except ValueError as exc:
                     raise DomainError(422, f"{exc} is required: none is stored", f"{attr}.{exc}") from None
-                fields[f"credentials.{direction}"] = ct
-                fields[f"logins.{direction}"] = login
+                credentials[direction] = ct
+                logins[direction] = login
+            new = new.model_copy(update={"credentials": credentials, "logins": logins})
             if moved:
-                fields.update(_reset_tests())  # a new server must be tested before it is used
-            return fields, [MailboxUpdated(mailbox=to_snapshot(doc))]
+                new = _reset_tests(new)  # a new server must be tested before it is used
+            return new, [MailboxUpdated(mailbox=doc.snapshot())]
 
-        doc = await self.mutate(mailbox_id, change)
-        return to_view(doc)
+        return (await self.mutate(mailbox_id, change)).view()
 
     async def deactivate(self, mailbox_id: str) -> MailboxView:
-        def change(doc: Document, _: SettingsSnapshot) -> tuple[Document, list[Event]]:
-            return {"active": False, **_reset_tests()}, [MailboxUpdated(mailbox=to_snapshot(doc))]
+        def change(doc: MailboxDoc, _: SettingsSnapshot) -> tuple[MailboxDoc, list[Event]]:
+            return _reset_tests(doc.model_copy(update={"active": False})), [
+                MailboxUpdated(mailbox=doc.snapshot())
+            ]
 
-        return to_view(await self.mutate(mailbox_id, change))
+        return (await self.mutate(mailbox_id, change)).view()
 
     # ---- approval ----------------------------------------------------------------------------
 
-    async def set_approval(self, selection: Selection, approval: str) -> BulkResult:
+    async def set_approval(self, selection: Selection, approval: Approval) -> BulkResult:
         now = utcnow()
 
-        def change(doc: Document, _: SettingsSnapshot) -> tuple[Document, list[Event]]:
-            if doc["approval"] == approval:
+        def change(doc: MailboxDoc, _: SettingsSnapshot) -> tuple[MailboxDoc, list[Event]]:
+            if doc.approval == approval:
                 raise Skip
-            events: list[Event] = [MailboxUpdated(mailbox=to_snapshot(doc))]
-            fields: Document = {"approval": approval}
+            events: list[Event] = [MailboxUpdated(mailbox=doc.snapshot())]
+            new = doc.model_copy(update={"approval": approval})
             if approval == "approved":
-                events.append(MailboxApproved(mailbox_id=doc["_id"], email=doc["email"], approved_at=now))
+                events.append(MailboxApproved(mailbox_id=doc.id, email=doc.email, approved_at=now))
             else:
-                fields.update({"enabled_incoming": False, "enabled_outgoing": False})
-            return fields, events
+                new = new.model_copy(update={"enabled_incoming": False, "enabled_outgoing": False})
+            return new, events
 
         return await self._bulk(selection, change)
 
@@ -316,17 +322,17 @@ class MailboxOperations:
         self,
         result: BulkResult,
         profiles: dict[str, ProfileSnapshot],
-        extra: Callable[[Document, SettingsSnapshot], Document] | None = None,
+        extra: Mutation | None = None,
         smtp_mode: SmtpMode | None = None,
     ) -> Mutation:
-        def change(doc: Document, settings: SettingsSnapshot) -> tuple[Document, list[Event]]:
-            fields = extra(doc, settings) if extra else {}
-            merged = apply_set(doc, fields)
-            profile = profiles.get(merged.get("profile_id") or "")
+        """Request a test (after ``extra``'s change, whose events go first)."""
+
+        def change(doc: MailboxDoc, settings: SettingsSnapshot) -> tuple[MailboxDoc, list[Event]]:
+            merged, events = extra(doc, settings) if extra else (doc, [])
+            profile = profiles.get(merged.profile_id or "")
             req = build_request(merged, profile, settings, self.rings, utcnow(), smtp_mode=smtp_mode)
-            result.test_ids[doc["_id"]] = req.test_id
-            events: list[Event] = [MailboxUpdated(mailbox=to_snapshot(doc))] if fields else []
-            return {**fields, **pending_fields(req)}, [*events, req]
+            result.test_ids[doc.id] = req.test_id
+            return merged.model_copy(update=pending_fields(req)), [*events, req]
 
         return change
 
@@ -346,7 +352,7 @@ class MailboxOperations:
         """Test & Enable one mailbox; ``smtp_mode`` overrides the profile's for this test."""
         doc = await self._get_doc(mailbox_id)
         admit(doc, "mailboxes:test")
-        profiles = await self._load_profiles({doc.get("profile_id") or ""})
+        profiles = await self._load_profiles({doc.profile_id or ""})
         result = BulkResult()
         try:
             await self.mutate(mailbox_id, self._test_change(result, profiles, smtp_mode=smtp_mode))
@@ -361,16 +367,16 @@ class MailboxOperations:
         the mailbox is no longer enabled for incoming email."""
         mailbox_id = env.data.mailbox.mailbox_id
         doc = await self.repo.get(mailbox_id)
-        if doc is None or doc.get("pending_test_id") or not doc.get("enabled_incoming"):
+        if doc is None or doc.pending_test_id or not doc.enabled_incoming:
             return
-        profiles = await self._load_profiles({doc.get("profile_id") or ""})
+        profiles = await self._load_profiles({doc.profile_id or ""})
 
-        def change(doc: Document, settings: SettingsSnapshot) -> tuple[Document, list[Event]]:
-            if doc.get("pending_test_id") or not doc.get("enabled_incoming"):
+        def change(doc: MailboxDoc, settings: SettingsSnapshot) -> tuple[MailboxDoc, list[Event]]:
+            if doc.pending_test_id or not doc.enabled_incoming:
                 raise TestRefused("not_applicable", "a test is pending or incoming is disabled")
-            profile = profiles.get(doc.get("profile_id") or "")
+            profile = profiles.get(doc.profile_id or "")
             req = build_request(doc, profile, settings, self.rings, utcnow(), directions=[INCOMING])
-            return pending_fields(req), [req]
+            return doc.model_copy(update=pending_fields(req)), [req]
 
         try:
             await self.mutate(mailbox_id, change)
@@ -404,48 +410,47 @@ class MailboxOperations:
             )
         profiles = await self._load_profiles({settings.default_profile_id})
 
-        def defaults(doc: Document, s: SettingsSnapshot) -> Document:
+        def defaults(doc: MailboxDoc, s: SettingsSnapshot) -> tuple[MailboxDoc, list[Event]]:
             if s.default_profile_id is None:
                 raise TestRefused("no_default_profile", "the organisation has no default profile")
             default = profiles.get(s.default_profile_id)
-            if act_sync_refused(s.act_delivery.value, _protocol(default)):
+            if act_sync_refused(s.act_delivery, _protocol(default)):
                 raise TestRefused(ACT_CODE, ACT_NOT_SUPPORTED, "act_delivery", 422)
             # A first profile stamps the logins; a move keeps them, each still checked against
             # the destination it was entered for when the test is built.
-            logins = {} if doc.get("profile_id") else _profile_change_logins(doc, default)
-            return {
-                **logins,
-                "profile_id": s.default_profile_id,
-                "incoming_delivery": s.incoming_delivery.value,
-                "outgoing_delivery": s.outgoing_delivery.value,
-                "act_delivery": s.act_delivery.value,
-                **_reset_tests(),
-            }
+            new = doc if doc.profile_id else _profile_change_logins(doc, default)
+            new = new.model_copy(
+                update={
+                    "profile_id": s.default_profile_id,
+                    "incoming_delivery": s.incoming_delivery,
+                    "outgoing_delivery": s.outgoing_delivery,
+                    "act_delivery": s.act_delivery,
+                }
+            )
+            return _reset_tests(new), [MailboxUpdated(mailbox=doc.snapshot())]
 
         result = BulkResult()
         change = self._test_change(result, profiles, defaults, selection.smtp_mode)
         return await self._bulk(selection, change, result)
 
     async def change_many(self, req: ChangeManyRequest) -> BulkResult:
-        changes = req.changes
+        wanted = req.changes
         new_profile: ProfileSnapshot | None = None
-        if "profile_id" in changes.model_fields_set:
-            new_profile = await self._check_profile(changes.profile_id, "changes.profile_id")
+        if "profile_id" in wanted.model_fields_set:
+            new_profile = await self._check_profile(wanted.profile_id, "changes.profile_id")
         profiles = await self._load_act_profiles(req, new_profile)
 
-        def change(doc: Document, _: SettingsSnapshot) -> tuple[Document, list[Event]]:
-            fields: Document = {}
-            for name in changes.model_fields_set:
-                value = getattr(changes, name)
-                fields[name] = value.value if hasattr(value, "value") else value
-            merged = {**doc, **fields}
-            profile = profiles.get(merged.get("profile_id") or "")
-            if act_sync_refused(merged["act_delivery"], _protocol(profile)):
+        def change(doc: MailboxDoc, _: SettingsSnapshot) -> tuple[MailboxDoc, list[Event]]:
+            new = doc.model_copy(update={name: getattr(wanted, name) for name in wanted.model_fields_set})
+            profile = profiles.get(new.profile_id or "")
+            if act_sync_refused(new.act_delivery, _protocol(profile)):
                 raise TestRefused(ACT_CODE, ACT_NOT_SUPPORTED, "changes.act_delivery", 422)
-            if fields.get("profile_id", doc.get("profile_id")) != doc.get("profile_id"):
-                fields.update(_reset_tests())
-                fields.update(_profile_change_logins(doc, new_profile))
-            return fields, [MailboxUpdated(mailbox=to_snapshot(doc))]
+            if new.profile_id != doc.profile_id:
+                moved = _profile_change_logins(doc, new_profile)
+                new = _reset_tests(
+                    new.model_copy(update={"credentials": moved.credentials, "logins": moved.logins})
+                )
+            return new, [MailboxUpdated(mailbox=doc.snapshot())]
 
         return await self._bulk(req.selection, change)
 
@@ -477,64 +482,55 @@ def _check_act(act_delivery: str, profile: ProfileSnapshot | None, field: str) -
         raise DomainError(422, ACT_NOT_SUPPORTED, field)
 
 
-def _profile_change_logins(doc: Document, new_profile: ProfileSnapshot | None) -> Document:
+def _profile_change_logins(doc: MailboxDoc, new_profile: ProfileSnapshot | None) -> MailboxDoc:
     """What a change of profile does to the stored logins.
 
     A mailbox's first profile is where its logins were entered for: they are stamped with that
     profile's destination (so a later edit of the profile that leaves the destination alone, a
     description say, never invalidates them). Moving from one profile to another forgets them.
     """
-    if doc.get("profile_id"):
+    if doc.profile_id:
         return _forget_logins(doc)
     if new_profile is None:
-        return {}
+        return doc
     destination = destination_of(new_profile)
-    logins = doc.get("logins") or {}
-    out: Document = {}
-    for direction, ct in (doc.get("credentials") or {}).items():
-        login = logins.get(direction)
-        if ct is not None and isinstance(login, dict) and login.get("destination") is None:
-            out[f"logins.{direction}.destination"] = destination
-    return out
+    logins = dict(doc.logins)
+    for direction, ct in doc.credentials.items():
+        login = doc.login(direction)
+        if ct is not None and login is not None and login.destination is None:
+            logins[direction] = login.model_copy(update={"destination": destination})
+    return doc.model_copy(update={"logins": logins})
 
 
-def _forget_logins(doc: Document) -> Document:
+def _forget_logins(doc: MailboxDoc) -> MailboxDoc:
     """A login goes only to the server it was entered for: moving a mailbox needs its passwords again."""
-    out: Document = {}
-    for direction, ct in (doc.get("credentials") or {}).items():
+    credentials, logins = dict(doc.credentials), dict(doc.logins)
+    for direction, ct in doc.credentials.items():
         if ct is not None:
-            out[f"credentials.{direction}"] = None
-            out[f"logins.{direction}.destination"] = None
-    return out
+            credentials[direction] = None
+            logins[direction] = (doc.login(direction) or StoredLogin()).model_copy(
+                update={"destination": None}
+            )
+    return doc.model_copy(update={"credentials": credentials, "logins": logins})
 
 
-def apply_set(doc: Document, fields: Document) -> Document:
-    """``doc`` as it will be after ``$set: fields`` (dotted paths included), without touching it."""
-    out = dict(doc)
-    for key, value in fields.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            out[head] = apply_set(dict(out.get(head) or {}), {rest: value})
-        else:
-            out[key] = value
-    return out
-
-
-def _reset_tests() -> Document:
+def _reset_tests(doc: MailboxDoc) -> MailboxDoc:
     """A mailbox whose server changed (or that is deactivated) starts untested and disabled."""
-    return {
-        "incoming_status": "not_run",
-        "outgoing_status": "not_run",
-        "enabled_incoming": False,
-        "enabled_outgoing": False,
-        "test_scheduled": False,
-        "pending_test_id": None,
-        "pending_attempt": None,
-        "pending_job_id": None,
-        "pending_directions": [],
-        "next_retry_at": None,
-        "retry_attempt": None,
-        "retry_directions": [],
-        "retry_count": 0,
-        "disabled_reason": None,
-    }
+    return doc.model_copy(
+        update={
+            "incoming_status": TestStatus.NOT_RUN,
+            "outgoing_status": TestStatus.NOT_RUN,
+            "enabled_incoming": False,
+            "enabled_outgoing": False,
+            "test_scheduled": False,
+            "pending_test_id": None,
+            "pending_attempt": None,
+            "pending_job_id": None,
+            "pending_directions": [],
+            "next_retry_at": None,
+            "retry_attempt": None,
+            "retry_directions": [],
+            "retry_count": 0,
+            "disabled_reason": None,
+        }
+    )

@@ -10,12 +10,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from contracts.errors import CATALOG, ErrorCode
 from contracts.events import MailboxStatusChanged, SettingsSnapshot, TestCompleted
 from contracts.models import DirectionResult, TestError, TestStatus
-from mailbox_svc.documents import owner_requires_approval
+from mailbox_svc.documents import MailboxDoc
+from mailbox_svc.models import LastError
 from mailwarden_runtime.mongo import Document
 
 
@@ -32,6 +32,7 @@ class RetryPolicy:
 @dataclass
 class Decision:
     updates: Document
+    """The mailbox's ``$set``."""
     event: MailboxStatusChanged
     retry_directions: list[str] = field(default_factory=list)
 
@@ -59,7 +60,7 @@ def _is_transient(error: TestError) -> bool:
 
 
 def decide(
-    doc: Document,
+    doc: MailboxDoc,
     result: TestCompleted,
     settings: SettingsSnapshot,
     retry: RetryPolicy,
@@ -67,22 +68,19 @@ def decide(
     rng: random.Random,
 ) -> Decision:
     """The new state of ``doc`` after ``result`` (which must be the mailbox's pending test)."""
-    attempt = int(doc.get("pending_attempt") or result.attempt)
-    needs_approval = owner_requires_approval(
-        doc["owner"], settings.approved_users_only, settings.approved_queues_only
-    )
-    approval = doc.get("approval")
+    attempt = doc.pending_attempt or result.attempt
+    needs_approval = doc.requires_approval(settings.approved_users_only, settings.approved_queues_only)
     # A rejected mailbox stays off even where the org does not require approval.
-    approved = approval == "approved" or (not needs_approval and approval != "rejected")
-    status = {"incoming": doc["incoming_status"], "outgoing": doc["outgoing_status"]}
-    enabled = {"incoming": doc["enabled_incoming"], "outgoing": doc["enabled_outgoing"]}
+    approved = doc.approval == "approved" or (not needs_approval and doc.approval != "rejected")
+    status = {"incoming": doc.incoming_status, "outgoing": doc.outgoing_status}
+    enabled = {"incoming": doc.enabled_incoming, "outgoing": doc.enabled_outgoing}
     errors: dict[str, TestError] = {}
     permanent: ErrorCode | None = None
     exhausted: ErrorCode | None = None
     retry_dirs: list[str] = []
     for res in result.results:
         d = res.direction.value
-        status[d] = res.status.value
+        status[d] = res.status
         if res.status is TestStatus.FAILURE:
             error = res.error or _unknown_error(res)
             errors[d] = error
@@ -109,10 +107,10 @@ def decide(
     elif not errors:
         retry_count = 0
     else:
-        retry_count = int(doc.get("retry_count") or 0)
-    last_error = _last_error(doc.get("last_error"), errors, now)
-    warnings = [w.model_dump(mode="json") for r in result.results for w in r.warnings]
-    updates: Document = {
+        retry_count = doc.retry_count
+    last_error = _last_error(doc.last_error, errors, now)
+    warnings = [w for r in result.results for w in r.warnings]
+    fields = {
         "incoming_status": status["incoming"],
         "outgoing_status": status["outgoing"],
         "enabled_incoming": enabled["incoming"],
@@ -135,9 +133,9 @@ def decide(
     event = MailboxStatusChanged(
         mailbox=result.mailbox,
         test_id=result.test_id,
-        incoming_status=TestStatus(status["incoming"]),
-        outgoing_status=TestStatus(status["outgoing"]),
-        act_status=TestStatus(doc.get("act_status") or TestStatus.NOT_APPLICABLE.value),
+        incoming_status=status["incoming"],
+        outgoing_status=status["outgoing"],
+        act_status=doc.act_status,
         enabled_incoming=enabled["incoming"],
         enabled_outgoing=enabled["outgoing"],
         retry_count=retry_count,
@@ -145,8 +143,9 @@ def decide(
         disabled_reason=disabled_reason,
         incoming_error=errors.get("incoming"),
         outgoing_error=errors.get("outgoing"),
-        warnings=[w for r in result.results for w in r.warnings],
+        warnings=warnings,
     )
+    updates = doc.model_copy(update=fields).stored(include=fields)
     return Decision(updates=updates, event=event, retry_directions=retry_dirs)
 
 
@@ -165,17 +164,13 @@ def _unknown_error(res: DirectionResult) -> TestError:
     )
 
 
-def _last_error(previous: Any, errors: dict[str, TestError], now: datetime) -> Document | None:
+def _last_error(previous: LastError | None, errors: dict[str, TestError], now: datetime) -> LastError | None:
     if not errors:
         return None
     direction, error = next(iter(errors.items()))
     count = 1
-    if isinstance(previous, dict) and previous.get("code") == error.code.value:
-        count = int(previous.get("count") or 0) + 1
-    return {
-        "code": error.code.value,
-        "message": error.message,
-        "direction": direction,
-        "count": count,
-        "occurred_at": now,
-    }
+    if previous is not None and previous.code == error.code.value:
+        count = previous.count + 1
+    return LastError(
+        code=error.code.value, message=error.message, direction=direction, count=count, occurred_at=now
+    )

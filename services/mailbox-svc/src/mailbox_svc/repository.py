@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.events import ProfileSnapshot, SettingsSnapshot
+from contracts.models import SealedSecret
+from mailbox_svc.documents import JobDoc, MailboxDoc, SealedLogins, TestRunDoc
 from mailbox_svc.models import MailboxFilter
 from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.outbox import new_document_outbox
 
 MAILBOXES = "mailboxes"
 PROFILES = "profiles"
@@ -69,33 +71,37 @@ class Repository:
 
     # ---- mailboxes ---------------------------------------------------------------------------
 
-    async def insert(self, doc: Document) -> bool:
+    async def insert(self, doc: MailboxDoc, entries: list[Document]) -> bool:
+        """Store a new mailbox with its first events; False when the id is taken."""
         try:
-            await self.mailboxes.insert_one(doc)
+            await self.mailboxes.insert_one({**doc.stored(), **new_document_outbox(entries)})
         except DuplicateKeyError:
             return False
         return True
 
-    async def insert_many(self, docs: list[Document]) -> None:
-        await self.mailboxes.insert_many(docs, ordered=True)
+    async def insert_many(self, docs: list[tuple[MailboxDoc, list[Document]]]) -> None:
+        await self.mailboxes.insert_many(
+            [{**doc.stored(), **new_document_outbox(entries)} for doc, entries in docs], ordered=True
+        )
 
     async def existing_ids(self, ids: list[str]) -> list[str]:
         found = await self.mailboxes.find({"_id": {"$in": ids}}, {"_id": 1}).to_list(None)
         return [d["_id"] for d in found]
 
-    async def get(self, mailbox_id: str) -> Document | None:
-        return await self.mailboxes.find_one({"_id": mailbox_id}, {"outbox": 0, "outbox_pending": 0})
+    async def get(self, mailbox_id: str) -> MailboxDoc | None:
+        doc = await self.mailboxes.find_one({"_id": mailbox_id}, {"outbox": 0, "outbox_pending": 0})
+        return None if doc is None else MailboxDoc.model_validate(doc)
 
-    async def get_many(self, mailbox_ids: list[str]) -> dict[str, Document]:
+    async def get_many(self, mailbox_ids: list[str]) -> dict[str, MailboxDoc]:
         cursor = self.mailboxes.find({"_id": {"$in": mailbox_ids}}, {"outbox": 0, "outbox_pending": 0})
-        return {d["_id"]: d for d in await cursor.to_list(None)}
+        return {d["_id"]: MailboxDoc.model_validate(d) for d in await cursor.to_list(None)}
 
-    async def page(self, f: MailboxFilter, limit: int, after: str | None) -> list[Document]:
+    async def page(self, f: MailboxFilter, limit: int, after: str | None) -> list[MailboxDoc]:
         q = filter_query(f)
         if after is not None:
             q["_id"] = {"$gt": after}
         cursor = self.mailboxes.find(q, {"outbox": 0}).sort("_id", ASCENDING).limit(limit)
-        return await cursor.to_list(None)
+        return _mailboxes(await cursor.to_list(None))
 
     async def select_ids(self, f: MailboxFilter, limit: int) -> list[str]:
         docs = (
@@ -105,12 +111,13 @@ class Repository:
 
     async def update(
         self, mailbox_id: str, version: int, update: Document, extra: Document | None = None
-    ) -> Document | None:
+    ) -> MailboxDoc | None:
         """Optimistic update: applies only if the mailbox is still at ``version``; returns the new document."""
         q: Document = {"_id": mailbox_id, "version": version, **(extra or {})}
-        return await self.mailboxes.find_one_and_update(
+        doc = await self.mailboxes.find_one_and_update(
             q, update, projection={"outbox": 0}, return_document=ReturnDocument.AFTER
         )
+        return None if doc is None else MailboxDoc.model_validate(doc)
 
     async def update_if(
         self, mailbox_id: str, version: int, update: Document, extra: Document | None = None
@@ -125,36 +132,42 @@ class Repository:
         result = await self.mailboxes.bulk_write([UpdateOne(q, u) for q, u in ops], ordered=False)
         return result.modified_count
 
-    async def batch_for_job(self, profile_id: str, after: str | None, limit: int) -> list[Document]:
+    async def batch_for_job(self, profile_id: str, after: str | None, limit: int) -> list[MailboxDoc]:
         q: Document = {"profile_id": profile_id, "active": True}
         if after is not None:
             q["_id"] = {"$gt": after}
-        return await self.mailboxes.find(q, {"outbox": 0}).sort("_id", 1).limit(limit).to_list(None)
+        return _mailboxes(
+            await self.mailboxes.find(q, {"outbox": 0}).sort("_id", 1).limit(limit).to_list(None)
+        )
 
     async def count_for_profile(self, profile_id: str) -> int:
         return await self.mailboxes.count_documents({"profile_id": profile_id, "active": True})
 
-    async def due_retries(self, now: datetime, limit: int) -> list[Document]:
+    async def due_retries(self, now: datetime, limit: int) -> list[MailboxDoc]:
         q = {"next_retry_at": {"$ne": None, "$lte": now}}
-        return await self.mailboxes.find(q, {"outbox": 0}).sort("next_retry_at", 1).limit(limit).to_list(None)
+        found = self.mailboxes.find(q, {"outbox": 0}).sort("next_retry_at", 1).limit(limit)
+        return _mailboxes(await found.to_list(None))
 
-    async def all_with_credentials(self, after: str | None, limit: int) -> list[Document]:
+    async def all_with_credentials(self, after: str | None, limit: int) -> list[SealedLogins]:
         q: Document = {"credentials": {"$ne": {}}}
         if after is not None:
             q["_id"] = {"$gt": after}
-        return await self.mailboxes.find(q, {"credentials": 1}).sort("_id", 1).limit(limit).to_list(None)
+        found = self.mailboxes.find(q, {"credentials": 1}).sort("_id", 1).limit(limit)
+        return [SealedLogins.model_validate(d) for d in await found.to_list(None)]
 
-    async def credentials_of(self, mailbox_id: str) -> Document | None:
-        return await self.mailboxes.find_one({"_id": mailbox_id}, {"credentials": 1})
+    async def credentials_of(self, mailbox_id: str) -> SealedLogins | None:
+        doc = await self.mailboxes.find_one({"_id": mailbox_id}, {"credentials": 1})
+        return None if doc is None else SealedLogins.model_validate(doc)
 
     async def profile_ids_of(self, ids: list[str]) -> set[str]:
         docs = await self.mailboxes.find({"_id": {"$in": ids}}, {"profile_id": 1}).to_list(None)
         return {d["profile_id"] for d in docs if d.get("profile_id")}
 
-    async def swap_credentials(self, mailbox_id: str, old: Any, new: Any) -> bool:
+    async def swap_credentials(self, old: SealedLogins, new: dict[str, SealedSecret | None]) -> bool:
         """Replace the ciphertexts only if nobody changed them meanwhile (rotation runs online)."""
         res = await self.mailboxes.update_one(
-            {"_id": mailbox_id, "credentials": old}, {"$set": {"credentials": new}}
+            {"_id": old.id, "credentials": old.stored()["credentials"]},
+            {"$set": {"credentials": old.model_copy(update={"credentials": new}).stored()["credentials"]}},
         )
         return res.modified_count == 1
 
@@ -203,20 +216,20 @@ class Repository:
 
     # ---- test runs ---------------------------------------------------------------------------
 
-    async def record_run(self, run: Document) -> bool:
+    async def record_run(self, run: TestRunDoc) -> bool:
         """Store one test run; False when it was already stored (a redelivered result)."""
         try:
-            await self.runs.insert_one(run)
+            await self.runs.insert_one(run.stored())
         except DuplicateKeyError:
             return False
         return True
 
-    async def record_runs(self, runs: list[Document]) -> list[Document]:
+    async def record_runs(self, runs: list[TestRunDoc]) -> list[TestRunDoc]:
         """Store test runs in one round trip; returns those stored now (not redelivered ones)."""
         if not runs:
             return []
         try:
-            await self.runs.insert_many(runs, ordered=False)
+            await self.runs.insert_many([run.stored() for run in runs], ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
@@ -244,9 +257,9 @@ class Repository:
     async def set_job_results(self, job_id: str, results: dict[str, int], now: datetime) -> None:
         await self.jobs.update_one({"_id": job_id}, {"$set": {"results": results, "results_at": now}})
 
-    async def runs_of(self, mailbox_id: str, limit: int) -> list[Document]:
+    async def runs_of(self, mailbox_id: str, limit: int) -> list[TestRunDoc]:
         cursor = self.runs.find({"mailbox_id": mailbox_id}).sort("received_at", DESCENDING).limit(limit)
-        return await cursor.to_list(None)
+        return [TestRunDoc.model_validate(d) for d in await cursor.to_list(None)]
 
     async def job_results(self, job_id: str) -> dict[str, int]:
         """Exact results of a job per outcome, counted over its stored runs (O(runs): use sparingly)."""
@@ -270,15 +283,17 @@ class Repository:
         docs = await self.jobs.find(q, {"finished_at": 1}).to_list(None)
         return {d["_id"]: d["finished_at"] for d in docs}
 
-    async def insert_job(self, job: Document) -> None:
-        await self.jobs.insert_one(job)
+    async def insert_job(self, job: JobDoc, entries: list[Document]) -> None:
+        await self.jobs.insert_one({**job.stored(), **new_document_outbox(entries)})
 
-    async def get_job(self, job_id: str) -> Document | None:
-        return await self.jobs.find_one({"_id": job_id}, {"outbox": 0})
+    async def get_job(self, job_id: str) -> JobDoc | None:
+        return _job(await self.jobs.find_one({"_id": job_id}, {"outbox": 0}))
 
-    async def update_job(self, q: Document, update: Document) -> Document | None:
-        return await self.jobs.find_one_and_update(
-            q, update, projection={"outbox": 0}, return_document=ReturnDocument.AFTER
+    async def update_job(self, q: Document, update: Document) -> JobDoc | None:
+        return _job(
+            await self.jobs.find_one_and_update(
+                q, update, projection={"outbox": 0}, return_document=ReturnDocument.AFTER
+            )
         )
 
     async def expanding_job_ids(self) -> list[str]:
@@ -287,9 +302,9 @@ class Repository:
 
     async def claim_job(
         self, job_id: str, instance: str, now: datetime, lease_until: datetime
-    ) -> Document | None:
+    ) -> JobDoc | None:
         """Take the lease of a job still expanding (or keep ours); None when another replica holds it."""
-        return await self.jobs.find_one_and_update(
+        claimed = await self.jobs.find_one_and_update(
             {
                 "_id": job_id,
                 "state": "running",
@@ -300,6 +315,16 @@ class Repository:
             projection={"outbox": 0},
             return_document=ReturnDocument.AFTER,
         )
+        return _job(claimed)
 
-    async def open_jobs(self) -> list[Document]:
-        return await self.jobs.find({"state": "running", "expanded": True}, {"outbox": 0}).to_list(None)
+    async def open_jobs(self) -> list[JobDoc]:
+        found = self.jobs.find({"state": "running", "expanded": True}, {"outbox": 0})
+        return [JobDoc.model_validate(d) for d in await found.to_list(None)]
+
+
+def _mailboxes(docs: list[Document]) -> list[MailboxDoc]:
+    return [MailboxDoc.model_validate(d) for d in docs]
+
+
+def _job(doc: Document | None) -> JobDoc | None:
+    return None if doc is None else JobDoc.model_validate(doc)

@@ -7,9 +7,10 @@ meanwhile is never overwritten. Counts are reported per old key id; unreadable o
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+from contracts.models import SealedSecret
 from mailbox_svc.credentials import CredentialsUnreadable, open_login, reseal_stored
+from mailbox_svc.documents import SealedLogins
 from mailbox_svc.models import RotationReport
 from mailbox_svc.repository import Repository
 from mailwarden_runtime.crypto import KeyRing
@@ -33,7 +34,7 @@ async def rotate_credentials(repo: Repository, ring: KeyRing) -> RotationReport:
         docs = await repo.all_with_credentials(after, PAGE)
         if not docs:
             break
-        after = docs[-1]["_id"]
+        after = docs[-1].id
         for doc in docs:
             await _rotate_one(repo, ring, doc, report)
     log.info(
@@ -43,19 +44,18 @@ async def rotate_credentials(repo: Repository, ring: KeyRing) -> RotationReport:
     return report
 
 
-async def _rotate_one(repo: Repository, ring: KeyRing, doc: dict[str, Any], report: RotationReport) -> None:
+async def _rotate_one(repo: Repository, ring: KeyRing, doc: SealedLogins, report: RotationReport) -> None:
     for _ in range(3):
-        old = doc.get("credentials") or {}
-        new = dict(old)
+        new: dict[str, SealedSecret | None] = dict(doc.credentials)
         rotated: dict[str, int] = {}
         bad = False
-        for direction, stored in old.items():
+        for direction, stored in doc.credentials.items():
             if stored is None:
                 continue
             report.examined += 1
-            if stored.get("kid") == ring.primary_kid:
+            if stored.kid == ring.primary_kid:
                 try:  # opened too: a ciphertext that no longer opens is reported, whatever its key
-                    open_login(ring, doc["_id"], direction, stored)
+                    open_login(ring, doc.id, direction, stored)
                 except CredentialsUnreadable:
                     bad = True
                     report.unreadable += 1
@@ -63,19 +63,19 @@ async def _rotate_one(repo: Repository, ring: KeyRing, doc: dict[str, Any], repo
                 report.already_primary += 1
                 continue
             try:
-                new[direction] = reseal_stored(ring, doc["_id"], direction, stored)
+                new[direction] = reseal_stored(ring, doc.id, direction, stored)
             except CredentialsUnreadable:
                 bad = True
                 report.unreadable += 1
                 continue
-            rotated[stored["kid"]] = rotated.get(stored["kid"], 0) + 1
-        if bad and doc["_id"] not in report.unreadable_mailboxes:
-            report.unreadable_mailboxes.append(doc["_id"])
-        if not rotated or await repo.swap_credentials(doc["_id"], old, new):
+            rotated[stored.kid] = rotated.get(stored.kid, 0) + 1
+        if bad and doc.id not in report.unreadable_mailboxes:
+            report.unreadable_mailboxes.append(doc.id)
+        if not rotated or await repo.swap_credentials(doc, new):
             for kid, n in rotated.items():
                 report.rotated[kid] = report.rotated.get(kid, 0) + n
             return
-        fresh = await repo.credentials_of(doc["_id"])
+        fresh = await repo.credentials_of(doc.id)
         if fresh is None:
             return
         doc = fresh

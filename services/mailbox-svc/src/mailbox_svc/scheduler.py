@@ -57,8 +57,8 @@ class RetryScheduler:
         settings = await self.repo.get_settings()
         sent = 0
         for doc in due:
-            profile = await self.repo.get_profile(doc.get("profile_id") or "")
-            q = {"next_retry_at": doc["next_retry_at"]}
+            profile = await self.repo.get_profile(doc.profile_id or "")
+            q = {"next_retry_at": doc.next_retry_at}
             try:
                 req = build_request(
                     doc,
@@ -66,14 +66,14 @@ class RetryScheduler:
                     settings,
                     self.rings,
                     now,
-                    attempt=int(doc.get("retry_attempt") or 2),
-                    directions=doc.get("retry_directions") or None,
+                    attempt=doc.retry_attempt or 2,
+                    directions=doc.retry_directions or None,
                 )
             except TestRefused as exc:
-                log.warning("retry dropped", extra={"mailbox_id": doc["_id"], "reason": exc.code})
+                log.warning("retry dropped", extra={"mailbox_id": doc.id, "reason": exc.code})
                 await self.repo.update_if(
-                    doc["_id"],
-                    doc["version"],
+                    doc.id,
+                    doc.version,
                     {
                         "$set": {"next_retry_at": None, "test_scheduled": False, "updated_at": now},
                         "$inc": {"version": 1},
@@ -85,9 +85,9 @@ class RetryScheduler:
                 {"$set": {**pending_fields(req), "updated_at": now}, "$inc": {"version": 1}},
                 [outbox_entry(self.envelop(req))],
             )
-            if await self.repo.update_if(doc["_id"], doc["version"], update, q):
+            if await self.repo.update_if(doc.id, doc.version, update, q):
                 sent += 1
-                log.info("retry requested", extra={"mailbox_id": doc["_id"], "attempt": req.attempt})
+                log.info("retry requested", extra={"mailbox_id": doc.id, "attempt": req.attempt})
         if sent:
             self.wake_relay()
         return len(due)

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from contracts.events import ProfileSnapshot, SettingsSnapshot, SmtpMode, TestRequested
-from contracts.models import CredentialSource, DeliveryMethod, Direction, MailboxRef, Owner, ServerTarget
+from contracts.models import CredentialSource, DeliveryMethod, Direction, MailboxRef, ServerTarget
 from mailbox_svc.credentials import (
     CredentialsRedirected,
     CredentialsUnreadable,
     for_transit,
     profile_for_transit,
 )
+from mailbox_svc.documents import MailboxDoc
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.mongo import Document
 
@@ -53,11 +54,11 @@ def job_test_id(job_id: str, mailbox_id: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"mailwarden-job:{job_id}:{mailbox_id}").hex
 
 
-def applicable_directions(doc: Document) -> list[str]:
+def applicable_directions(doc: MailboxDoc) -> list[str]:
     out = []
-    if doc["incoming_delivery"] != DeliveryMethod.NONE.value:
+    if doc.incoming_delivery is not DeliveryMethod.NONE:
         out.append(Direction.INCOMING.value)
-    if doc["outgoing_delivery"] != DeliveryMethod.NONE.value:
+    if doc.outgoing_delivery is not DeliveryMethod.NONE:
         out.append(Direction.OUTGOING.value)
     return out
 
@@ -78,7 +79,7 @@ def target_of(profile: ProfileSnapshot) -> ServerTarget:
 
 
 def build_request(
-    doc: Document,
+    doc: MailboxDoc,
     profile: ProfileSnapshot | None,
     settings: SettingsSnapshot,
     rings: Rings,
@@ -91,10 +92,9 @@ def build_request(
     smtp_mode: SmtpMode | None = None,
 ) -> TestRequested:
     """The request for one test, or :class:`TestRefused` (no profile, inactive, nothing to test, ...)."""
-    mailbox_id = doc["_id"]
-    if not doc.get("active", True):
+    if not doc.active:
         raise TestRefused("mailbox_inactive", "the mailbox is deactivated")
-    if not doc.get("profile_id"):
+    if not doc.profile_id:
         raise TestRefused("no_profile", "the mailbox has no email server profile", "profile_id")
     if profile is None:
         raise TestRefused(
@@ -126,9 +126,9 @@ def build_request(
     return TestRequested(
         test_id=test_id,
         mailbox=MailboxRef(
-            mailbox_id=mailbox_id,
-            email=doc["email"],
-            owner=Owner.model_validate(doc["owner"]),
+            mailbox_id=doc.id,
+            email=doc.email,
+            owner=doc.owner,
             profile_id=profile.profile_id,
             profile_owner=profile.owner,
         ),

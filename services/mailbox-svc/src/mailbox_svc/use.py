@@ -47,12 +47,12 @@ async def login_for(
     doc = await repo.get(req.mailbox_id)
     if doc is None:
         raise DomainError(404, "no such mailbox", "mailbox_id")
-    if not doc.get("active", True):
+    if not doc.active:
         raise DomainError(409, "the mailbox is deactivated", "mailbox_id")
-    if not doc.get("profile_id"):
+    if not doc.profile_id:
         raise DomainError(409, "the mailbox has no email server profile", "profile_id")
     try:
-        profile = await profiles.find(doc["profile_id"], with_login=True)
+        profile = await profiles.find(doc.profile_id, with_login=True)
     except ProfileUnavailable:
         raise DomainError(503, UNAVAILABLE, "profile_id") from None
     if profile is None:
