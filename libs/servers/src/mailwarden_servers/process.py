@@ -10,6 +10,7 @@ import weakref
 from pathlib import Path
 from typing import Self
 
+from mailwarden_servers.ledger import default_ledger
 from mailwarden_servers.ports import log_tail
 from mailwarden_servers.running import Running
 
@@ -17,6 +18,16 @@ __all__ = ["ManagedProcess"]
 
 # Processes still running at interpreter exit are stopped, so a crashed test run leaves no orphans.
 _LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
+# A run killed before its exit handlers ran is cleaned up by the next one through the ledger.
+_LEDGER = default_ledger()
+_reaped_once = False
+
+
+def _reap_orphans_once() -> None:
+    global _reaped_once
+    if not _reaped_once:
+        _reaped_once = True
+        _LEDGER.reap()
 
 
 @atexit.register
@@ -96,6 +107,7 @@ class ManagedProcess(Running):
         """Spawn the child and wait until it is ready; on failure it is killed and re-raised."""
         if self.is_running:
             return self
+        _reap_orphans_once()
         self.prepare()
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         # The child keeps its own copy of the descriptor; ours can close right away.
@@ -111,6 +123,7 @@ class ManagedProcess(Running):
                 start_new_session=True,
             )
         _LIVE.add(self)
+        _LEDGER.record(self._proc.pid)
         try:
             self.wait_ready()
         except BaseException:
@@ -155,6 +168,8 @@ class ManagedProcess(Running):
 
     def _finish(self) -> None:
         _LIVE.discard(self)
+        if self._proc is not None:
+            _LEDGER.forget(self._proc.pid)
 
     def __repr__(self) -> str:
         state = f"pid={self.pid}" if self.is_running else "stopped"
