@@ -167,7 +167,28 @@ async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
     await expect(trace.first.locator("caption")).to_contain_text("Incoming (IMAP)")
     await expect(trace.first).to_contain_text("tls")
     await expect(trace.first.locator("td.failed")).to_have_count(0)
+
+    # Its sync state: sync-svc synchronizes the enabled mailbox; pause, resume and re-sync it.
+    sync_state = page.locator("#sync-state")
+    for _ in range(90):
+        text = await sync_state.text_content() or ""
+        if "Synchronizing" in text and re.search(r"Last sync\s*\d{4}-", text):
+            break
+        await page.wait_for_timeout(500)
+        await page.reload()
+    await expect(sync_state).to_contain_text("Synchronizing")
+    await expect(sync_state).to_contain_text("IMAP")
+    await expect(sync_state).to_contain_text(re.compile(r"Last sync\s*\d{4}-\d\d-\d\d"))
     await console.shot(page, "mailbox")
+    await page.get_by_role("button", name="Pause sync").click()
+    await expect(page.get_by_role("status")).to_contain_text("Sync paused")
+    await expect(sync_state).to_contain_text("Paused")
+    await page.get_by_role("button", name="Resume sync").click()
+    await expect(page.get_by_role("status")).to_have_text("Sync resumed.")
+    await expect(sync_state).to_contain_text("Synchronizing")
+    await page.get_by_label("Re-sync from").fill("2026-01-01")
+    await page.get_by_role("button", name="Re-sync", exact=True).click()
+    await expect(page.get_by_role("status")).to_contain_text("Re-sync asked")
 
     # The bad one: disabled, auth_failed with its remediation from the error catalog.
     await page.goto(f"{console.url}/mailboxes/{bad}")

@@ -18,11 +18,13 @@ from mailwarden_console.session import Session, SessionCodec
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.operations import Operation
 from profile_svc.api import OPERATIONS as PROFILE_OPERATIONS
+from sync_svc.api import OPERATIONS as SYNC_OPERATIONS
 
 DECLARED: dict[str, tuple[Operation[Any, Any], ...]] = {
     "profile-svc": PROFILE_OPERATIONS,
     "mailbox-svc": MAILBOX_OPERATIONS,
     "alert-svc": ALERT_OPERATIONS,
+    "sync-svc": SYNC_OPERATIONS,
 }
 
 
@@ -58,11 +60,31 @@ def test_tampered_expired_or_foreign_cookies_are_no_session() -> None:
     assert _codec().open(value) is None, "another key ring must not open it"
     old = Session("secret-api-token-123456", "token", "csrf", time.time() - 61)
     assert codec.open(codec.seal(old)) is None
+    ended = Session.start("secret-api-token-123456", "oidc", expires_at=time.time() - 1)
+    assert codec.open(codec.seal(ended)) is None, "the token expired: so did the session"
+
+
+def test_the_session_follows_the_identity_it_was_started_with() -> None:
+    identity = {
+        "subject": "ann",
+        "roles": ["mailbox_owner"],
+        "permissions": {"mailboxes:read": "own", "mailboxes:test": "own", "alerts:read": "own"},
+    }
+    codec = _codec()
+    owner = Session.start("t" * 20, identity=identity)
+    assert codec.open(codec.seal(owner)) == owner
+    assert owner.may("mailboxes:test") and not owner.may("mailboxes:test", everything=True)
+    assert owner.only_own("alerts:read") and not owner.may("mailboxes:approve")
+    assert owner.label == "ann (mailbox owner) · token …tttt"
 
 
 def test_refusals_say_what_the_user_may_not_do() -> None:
-    forbidden = Refused(403, "missing permission mailboxes:approve", "approve email of mailboxes")
+    forbidden = Refused(403, "needs mailboxes:approve", "approve email of mailboxes")
     assert forbidden.message == "You may not approve email of mailboxes."
+    named = Refused(403, "needs mailboxes:approve", "approve email of mailboxes", service="mailbox-svc")
+    assert named.message == (
+        "You may not approve email of mailboxes. (mailbox-svc answered 403: needs mailboxes:approve)"
+    )
     assert "sign in again" in Refused(401, "bad token", "see mailboxes").message
     invalid = Refused(422, "invalid request", "x", [{"field": "incoming.port", "message": "too big"}])
     assert invalid.by_field() == {"incoming.port": "too big"}
