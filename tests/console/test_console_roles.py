@@ -212,6 +212,22 @@ async def test_a_mailbox_owner_signs_in_with_oidc_and_lands_on_their_own_wall(co
     assert "mw_console_oidc" not in cookies, "the sign-in's flow cookie is gone once used"
     await console.shot(page, "alerts-owner")
 
+    # Live: the owner tests their own mailbox (approved, no login yet) from another tab, and the
+    # failure's alert arrives on the open wall without a reload.
+    await expect(page.locator("body[data-live-state=open]")).to_have_count(1)
+    auth = {"Authorization": f"Bearer {console.token}"}
+    async with httpx.AsyncClient(base_url=console.services["mailbox"], headers=auth) as api:
+        resp = await api.post("/mailboxes/approve", json={"mailbox_ids": [own]})
+        assert resp.status_code == 200 and resp.json()["done"], resp.text
+    tab = await page.context.new_page()
+    await tab.goto(f"{console.url}/mailboxes/{own}")
+    await tab.get_by_role("button", name="Test & Enable").click()
+    await expect(tab.get_by_role("status")).to_contain_text("Test & Enable started")
+    await tab.close()
+    await expect(page.locator("article.alert").first).to_be_visible(timeout=45_000)
+    await expect(page.locator("article.alert").first).to_contain_text(f"user:{olga}")
+    await expect(page.get_by_role("button", name="Mark read").first).to_be_visible()
+
     await nav.get_by_role("link", name="My mailboxes").click()
     rows = page.locator("#mailbox-rows tbody tr")
     await expect(rows).to_have_count(1)

@@ -120,3 +120,25 @@ def test_the_readme_documents_every_setting() -> None:
         choices = getattr(spec.validation_alias, "choices", [])
         names |= {str(c) for c in choices}
         assert any(f"`{n}`" in readme for n in names), f"apps/console/README.md: no row for {name} ({names})"
+
+
+def test_a_user_is_sent_only_the_notices_of_what_their_role_sees() -> None:
+    from mailwarden_console.pages.events import Visible
+
+    owner = Session.start(
+        "t" * 20,
+        identity={"subject": "ann", "permissions": {"mailboxes:read": "own", "alerts:read": "own"}},
+    )
+    admin = Session.start("t" * 20, identity={"subject": "root", "permissions": dict.fromkeys(
+        ("mailboxes:read", "alerts:read", "jobs:run"), "all")})  # fmt: skip
+    notices = [
+        Notice("alert", {"alert_id": "1", "recipient": "user:ann", "mailbox_id": "m1"}),
+        Notice("alert", {"alert_id": "2", "recipient": "user:bob", "mailbox_id": "m2"}),
+        Notice("mailbox", {"mailbox_id": "m1"}),
+        Notice("mailbox", {"mailbox_id": "m2"}),
+        Notice("job", {"job_id": "j1"}),
+    ]
+    assert [n for n in notices if Visible(owner, {"m1"})(n)] == [notices[0], notices[2]]
+    assert [n for n in notices if Visible(admin)(n)] == notices
+    nobody = Session.start("t" * 20, identity={"subject": "x", "permissions": {}})
+    assert [n for n in notices if Visible(nobody)(n)] == []
