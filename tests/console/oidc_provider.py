@@ -53,16 +53,22 @@ class LocalProvider:
     kid: str = field(default_factory=lambda: secrets.token_hex(8))
     codes: dict[str, Grant] = field(default_factory=dict)
     token_requests: int = 0
+    id_token_changes: dict[str, Any] = field(default_factory=dict)
+    """Claims changed in the next ID tokens (a provider gone wrong, or an attacker's token)."""
+    id_token_key: rsa.RSAPrivateKey | None = None
+    """Sign ID tokens with this key instead (one the JWKS does not publish)."""
+    access_audience: str | None = None
+    """The ``aud`` of access tokens, when not ``audience`` (tokens meant for another API)."""
 
-    def sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
+    def sign(self, claims: dict[str, Any], key: rsa.RSAPrivateKey | None = None) -> str:
+        return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": self.kid})
 
     def access_token(self, user: str, ttl_s: int | None = None) -> str:
         now = int(time.time())
         return self.sign(
             {
                 "iss": self.issuer,
-                "aud": self.audience,
+                "aud": self.access_audience or self.audience,
                 "sub": user,
                 "iat": now,
                 "exp": now + (ttl_s if ttl_s is not None else self.access_ttl_s),
@@ -159,6 +165,8 @@ class LocalProvider:
                     "exp": now + 300,
                     "nonce": grant.nonce,
                 }
+                | self.id_token_changes,
+                self.id_token_key,
             )
             return JSONResponse(
                 {

@@ -283,3 +283,58 @@ async def test_an_oidc_answer_that_is_not_for_this_sign_in_is_refused(console: C
     )
     assert resp is not None and resp.status == 401
     await expect(page.get_by_role("alert")).to_contain_text("refused the sign-in: cancelled")
+
+
+async def oidc_sign_in(console: ConsoleStack, page: Page, user: str) -> None:
+    await page.goto(f"{console.url}/signin?next=/errors")
+    await page.get_by_role("link", name="Sign in with Local IdP").click()
+    await page.get_by_label("User").select_option(user)
+    await page.get_by_role("button", name="Continue").click()
+
+
+async def test_an_id_token_that_does_not_verify_signs_nobody_in(console: ConsoleStack) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    idp = console.idp
+    user = f"eve{uuid.uuid4().hex[:6]}"
+    idp.users[user] = {"mailwarden_roles": ["system_admin"]}
+    page = await new_page(console)
+    cases: list[tuple[str, dict[str, Any], Any, str]] = [
+        ("nonce", {"nonce": "replayed"}, None, "not for this sign-in (nonce)"),
+        ("audience", {"aud": "another-client"}, None, "the ID token does not verify"),
+        ("issuer", {"iss": "https://idp.example.org"}, None, "the ID token does not verify"),
+        ("expired", {"exp": 1_000_000_000}, None, "the ID token does not verify"),
+        ("key", {}, rsa.generate_private_key(public_exponent=65537, key_size=2048), "does not verify"),
+    ]
+    try:
+        for label, changes, key, message in cases:
+            idp.id_token_changes, idp.id_token_key = changes, key
+            await oidc_sign_in(console, page, user)
+            await expect(page.get_by_role("alert")).to_contain_text(message)
+            assert not any(c["name"] == "mw_console" for c in await page.context.cookies()), label
+        # Signed and for us, but an access token the services refuse (meant for another API).
+        idp.id_token_changes, idp.id_token_key, idp.access_audience = {}, None, "another-api"
+        await oidc_sign_in(console, page, user)
+        await expect(page.get_by_role("alert")).to_contain_text("identity provider's token was not accepted")
+    finally:
+        idp.id_token_changes, idp.id_token_key, idp.access_audience = {}, None, None
+    # All well: signed in, back where the sign-in was asked.
+    await oidc_sign_in(console, page, user)
+    await expect(page).to_have_url(re.compile(r"/errors$"))
+    await expect(page.locator("header .who")).to_contain_text(f"{user} (system admin) · oidc")
+
+
+async def test_the_session_ends_with_the_providers_access_token(console: ConsoleStack) -> None:
+    idp = console.idp
+    user = f"kim{uuid.uuid4().hex[:6]}"
+    idp.users[user] = {"mailwarden_roles": ["auditor"]}
+    idp.access_ttl_s = 3
+    try:
+        page = await new_page(console)
+        await oidc_sign_in(console, page, user)
+        await expect(page).to_have_url(re.compile(r"/errors$"))
+    finally:
+        idp.access_ttl_s = 600
+    await page.wait_for_timeout(3_500)
+    await page.goto(f"{console.url}/mailboxes")
+    await expect(page).to_have_url(re.compile(r"/signin\?next=/mailboxes"))
