@@ -318,6 +318,14 @@ async def test_an_id_token_that_does_not_verify_signs_nobody_in(console: Console
         await expect(page.get_by_role("alert")).to_contain_text("identity provider's token was not accepted")
     finally:
         idp.id_token_changes, idp.id_token_key, idp.access_audience = {}, None, None
+    # A token too large for a cookie (browsers drop those silently): said, not a silent loop.
+    idp.users[f"{user}-big"] = {
+        "mailwarden_roles": ["integration"],
+        "mailwarden_mailboxes": [f"mbx-{i:05d}-{'x' * 12}" for i in range(200)],
+    }
+    await oidc_sign_in(console, page, f"{user}-big")
+    await expect(page.get_by_role("alert")).to_contain_text("too large")
+    assert not any(c["name"] == "mw_console" for c in await page.context.cookies())
     # All well: signed in, back where the sign-in was asked.
     await oidc_sign_in(console, page, user)
     await expect(page).to_have_url(re.compile(r"/errors$"))

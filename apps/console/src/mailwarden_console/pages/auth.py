@@ -9,6 +9,7 @@ SameSite=Lax cookie for the provider's redirect back (Lax: that redirect comes f
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import asdict
 from typing import Any
 
@@ -25,6 +26,12 @@ router = APIRouter()
 FLOW_COOKIE = "mw_console_oidc"
 _FLOW_AAD = "console-oidc-flow"
 CALLBACK = "/signin/oidc/callback"
+MAX_COOKIE = 4000
+"""Browsers drop a cookie over 4 KB without a word: a session that does not fit is refused here."""
+TOO_LARGE = (
+    "Your token is too large to keep in this console's session cookie (over 4 KB): ask your "
+    "administrator to put fewer claims in it (e.g. mailbox grants) or use an API token."
+)
 
 
 def _safe_next(value: str) -> str:
@@ -64,7 +71,8 @@ async def signin(request: Request) -> Response:
     if identity is None:
         return _page(request, console, next_url, error, 401)
     resp = RedirectResponse(next_url, status_code=303)
-    start(console, resp, Session.start(token, "token", identity))
+    if not start(console, resp, Session.start(token, "token", identity)):
+        return _page(request, console, next_url, TOO_LARGE, 401)
     return resp
 
 
@@ -111,7 +119,7 @@ async def oidc_callback(
         problem = "This sign-in was started too long ago or in another browser: start again."
     elif error:
         problem = f"The identity provider refused the sign-in: {error_description or error}."
-    elif not code or state != flow.state:
+    elif not code or not secrets.compare_digest(state, flow.state):
         problem = "The identity provider's answer is not for this sign-in: start again."
     if problem or flow is None or console.oidc is None:
         return _without_flow(_page(request, console, next_url, problem, 401))
@@ -128,7 +136,8 @@ async def oidc_callback(
     resp = templates.TemplateResponse(
         request, "signed_in.html", {"next": next_url, "subject": signed.subject, "session": None}
     )
-    start(console, resp, Session.start(signed.access_token, "oidc", identity, signed.expires_at))
+    if not start(console, resp, Session.start(signed.access_token, "oidc", identity, signed.expires_at)):
+        return _without_flow(_page(request, console, next_url, TOO_LARGE, 401))
     return _without_flow(resp)
 
 
@@ -144,17 +153,27 @@ async def signout() -> Response:
     return resp
 
 
-def start(console: Console, resp: Response, session: Session) -> None:
-    """The session cookie: sealed, HttpOnly, SameSite=Strict; it ends with the session."""
+def start(console: Console, resp: Response, session: Session) -> bool:
+    """The session cookie: sealed, HttpOnly, SameSite=Strict; it ends with the session.
+
+    False (and no cookie) when the session would not fit in a cookie.
+    """
+    try:
+        value = console.sessions.seal(session)
+    except ValueError:  # larger than a sealed value may be at all
+        return False
+    if len(COOKIE) + len(value) > MAX_COOKIE:
+        return False
     max_age = console.sessions.max_age_s
     if session.expires_at is not None:
         max_age = max(1, min(max_age, int(session.expires_at - session.issued_at)))
     resp.set_cookie(
         COOKIE,
-        console.sessions.seal(session),
+        value,
         max_age=max_age,
         path="/",
         httponly=True,
         samesite="strict",
         secure=console.settings.cookie_secure,
     )
+    return True
