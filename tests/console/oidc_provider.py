@@ -53,6 +53,8 @@ class LocalProvider:
     kid: str = field(default_factory=lambda: secrets.token_hex(8))
     codes: dict[str, Grant] = field(default_factory=dict)
     token_requests: int = 0
+    logouts: list[str] = field(default_factory=list)
+    """Clients whose users signed out here (RP-initiated logout)."""
     id_token_changes: dict[str, Any] = field(default_factory=dict)
     """Claims changed in the next ID tokens (a provider gone wrong, or an attacker's token)."""
     id_token_key: rsa.RSAPrivateKey | None = None
@@ -86,6 +88,7 @@ class LocalProvider:
                 "authorization_endpoint": f"{self.issuer}/authorize",
                 "token_endpoint": f"{self.issuer}/token",
                 "jwks_uri": f"{self.issuer}/jwks",
+                "end_session_endpoint": f"{self.issuer}/logout",
                 "response_types_supported": ["code"],
                 "code_challenge_methods_supported": ["S256"],
                 "id_token_signing_alg_values_supported": ["RS256"],
@@ -135,6 +138,14 @@ class LocalProvider:
             code = secrets.token_urlsafe(24)
             self.codes[code] = Grant(client_id, redirect_uri, code_challenge, nonce, user, time.time())
             return RedirectResponse(f"{redirect_uri}?{urlencode({'code': code, 'state': state})}", 303)
+
+        @app.get("/logout")
+        async def logout(client_id: str, post_logout_redirect_uri: str) -> Response:
+            registered = {u.rsplit("/signin/oidc/callback", 1)[0] + "/signin" for u in self.redirect_uris}
+            if client_id != self.client_id or post_logout_redirect_uri not in registered:
+                return HTMLResponse("<p>refused</p>", 400)
+            self.logouts.append(client_id)
+            return RedirectResponse(post_logout_redirect_uri, 303)
 
         @app.post("/token")
         async def token(

@@ -250,8 +250,10 @@ async def test_a_mailbox_owner_signs_in_with_oidc_and_lands_on_their_own_wall(co
         "You may not approve email of mailboxes.",
     )
 
+    logouts = len(console.idp.logouts)
     await page.get_by_role("button", name="Sign out").click()
     await expect(page).to_have_url(re.compile(r"/signin$"))
+    assert len(console.idp.logouts) == logouts + 1, "the provider's session ends too"
     await page.goto(f"{console.url}/mailboxes/{own}")
     await expect(page).to_have_url(re.compile(r"/signin\?next="))
 

@@ -44,6 +44,8 @@ class Provider:
     authorization_endpoint: str
     token_endpoint: str
     jwks_uri: str
+    end_session_endpoint: str | None = None
+    """RP-initiated logout, when the provider offers it: signing out here signs out there too."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,9 @@ class OidcClient:
                 authorization_endpoint=str(doc["authorization_endpoint"]),
                 token_endpoint=str(doc["token_endpoint"]),
                 jwks_uri=str(doc["jwks_uri"]),
+                end_session_endpoint=str(doc["end_session_endpoint"])
+                if doc.get("end_session_endpoint")
+                else None,
             )
         except KeyError as exc:
             raise OidcError(f"the provider's discovery document has no {exc.args[0]}") from None
@@ -148,6 +153,18 @@ class OidcClient:
         }
         sep = "&" if "?" in provider.authorization_endpoint else "?"
         return f"{provider.authorization_endpoint}{sep}{urlencode(query)}"
+
+    async def logout_url(self, after: str) -> str | None:
+        """Where to send the browser to end the provider's session too (None: it has no such door)."""
+        try:
+            provider = await self.provider()
+        except OidcError:
+            return None
+        if provider.end_session_endpoint is None:
+            return None
+        query = urlencode({"client_id": self.client_id, "post_logout_redirect_uri": after})
+        sep = "&" if "?" in provider.end_session_endpoint else "?"
+        return f"{provider.end_session_endpoint}{sep}{query}"
 
     async def finish(self, flow: Flow, code: str) -> SignedIn:
         """The code exchanged (with the PKCE verifier) and the ID token checked."""

@@ -45,7 +45,7 @@ def _page(request: Request, console: Console, next_url: str, error: str = "", st
     return templates.TemplateResponse(request, "signin.html", values, status_code=status)
 
 
-@router.get("/signin", response_class=HTMLResponse)
+@router.get("/signin", response_class=HTMLResponse, name="signin_form")
 async def signin_form(request: Request, next: str = "/") -> Response:
     return _page(request, console_of(request), _safe_next(next))
 
@@ -147,8 +147,19 @@ def _without_flow(resp: Response) -> Response:
 
 
 @router.post("/signout")
-async def signout() -> Response:
-    resp = RedirectResponse("/signin", status_code=303)
+async def signout(request: Request) -> Response:
+    """Forget the session; after an OIDC sign-in, end the provider's session too when it offers that."""
+    console = console_of(request)
+    session = console.sessions.open(request.cookies.get(COOKIE))
+    provider_logout = None
+    if session is not None and session.method == "oidc" and console.oidc is not None:
+        provider_logout = await console.oidc.logout_url(str(request.url_for("signin_form")))
+    resp: Response = RedirectResponse("/signin", status_code=303)
+    if provider_logout is not None:
+        # A page moves on to the provider (a redirect after a form post to another site is
+        # blocked by our own Content-Security-Policy, form-action 'self').
+        values = {"provider_logout": provider_logout, "provider_name": console.settings.oidc_provider_name}
+        resp = templates.TemplateResponse(request, "signed_out.html", {**values, "session": None})
     resp.delete_cookie(COOKIE, path="/")
     return resp
 
