@@ -18,6 +18,8 @@ from playwright.async_api import Page, expect
 
 from mailwarden_runtime.auth import Role
 
+from .test_console_flow import unlabeled
+
 pytestmark = pytest.mark.integration
 
 VIEWPORT = {"width": 1366, "height": 860}
@@ -165,6 +167,7 @@ async def test_an_auditor_reads_everything_and_presses_nothing(console: ConsoleS
     await expect(page.locator("#read-only")).to_be_visible()
     await expect(page.get_by_role("button", name="Save settings")).to_have_count(0)
     await expect(page.get_by_label("Allowed ports")).to_be_disabled()
+    assert await unlabeled(page) == []
     await console.shot(page, "settings-auditor")
 
     await page.goto(f"{console.url}/profiles?q=Roles+{tag}")
@@ -234,6 +237,9 @@ async def test_a_mailbox_owner_signs_in_with_oidc_and_lands_on_their_own_wall(co
     await expect(rows).to_contain_text(f"{own}@mail.test")
     await page.get_by_role("link", name=f"{own}@mail.test").click()
     await expect(page.get_by_role("button", name="Test & Enable")).to_be_visible()
+    assert await unlabeled(page) == []
+    await page.keyboard.press("Tab")  # the first stop is the skip link
+    assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
     await expect(page.get_by_role("heading", name="Credentials")).to_be_visible()
     await expect(page.get_by_role("heading", name="Sync")).to_have_count(0)  # not an owner's operation
 
