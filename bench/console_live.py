@@ -104,7 +104,10 @@ async def main(pages: list[int], alerts: int, rate: float) -> None:
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         await _ready(url)
-        cookie = SessionCodec(KeyRing.parse(ring_text), 3600).seal(Session.start("bench-token-0000"))
+        # An administrator's session: every notice is theirs to see (a role filter drops none).
+        admin = {"subject": "bench", "permissions": {"alerts:read": "all", "mailboxes:read": "all"}}
+        session = Session.start("bench-token-0000", identity=admin)
+        cookie = SessionCodec(KeyRing.parse(ring_text), 3600).seal(session)
         print(f"console live notices: {alerts} alerts at {rate:.0f}/s, NATS → console → SSE")
         try:
             for n in pages:

@@ -24,6 +24,7 @@ from nats.aio.client import Client
 from mailwarden_runtime.auth import Role, Scope, bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.auth.permissions import ROLE_PERMISSIONS
+from mailwarden_runtime.auth.whoami import SIGNED_IN
 from mailwarden_runtime.operations import Operation
 
 pytestmark = pytest.mark.integration
@@ -94,6 +95,8 @@ async def matrix(
 
 
 def expected(role: Role, permission: str, owner_scoped: bool) -> str:
+    if permission == SIGNED_IN:
+        return "through"  # who am I: every verified caller
     scope = ROLE_PERMISSIONS[role].get(permission)  # type: ignore[call-overload]
     if scope is Scope.ALL:
         return "through"

@@ -45,6 +45,17 @@ async def sign_in(console: ConsoleStack, page: Page, next_path: str = "/mailboxe
     await expect(page).to_have_url(re.compile(re.escape(next_path.split("?")[0])))
 
 
+async def unlabeled(page: Page) -> list[str]:
+    """The page's visible form controls without a label (none may be)."""
+    found: list[str] = await page.evaluate(
+        """() => [...document.querySelectorAll('input, select, textarea')]
+            .filter(el => el.type !== 'hidden')
+            .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+            .map(el => el.name || el.id)"""
+    )
+    return found
+
+
 async def until_notice(page: Page, submit: Any, pattern: str, tries: int = 40) -> None:
     """Submit until the notice matches (the services learn of each other's changes from events)."""
     notice = page.get_by_role("status")
@@ -167,7 +178,29 @@ async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
     await expect(trace.first.locator("caption")).to_contain_text("Incoming (IMAP)")
     await expect(trace.first).to_contain_text("tls")
     await expect(trace.first.locator("td.failed")).to_have_count(0)
+
+    # Its sync state: sync-svc synchronizes the enabled mailbox; pause, resume and re-sync it.
+    sync_state = page.locator("#sync-state")
+    for _ in range(90):
+        text = await sync_state.text_content() or ""
+        if "Synchronizing" in text and re.search(r"Last sync\s*\d{4}-", text):
+            break
+        await page.wait_for_timeout(500)
+        await page.reload()
+    await expect(sync_state).to_contain_text("Synchronizing")
+    await expect(sync_state).to_contain_text("IMAP")
+    await expect(sync_state).to_contain_text(re.compile(r"Last sync\s*\d{4}-\d\d-\d\d"))
+    assert await unlabeled(page) == []
     await console.shot(page, "mailbox")
+    await page.get_by_role("button", name="Pause sync").click()
+    await expect(page.get_by_role("status")).to_contain_text("Sync paused")
+    await expect(sync_state).to_contain_text("Paused")
+    await page.get_by_role("button", name="Resume sync").click()
+    await expect(page.get_by_role("status")).to_have_text("Sync resumed.")
+    await expect(sync_state).to_contain_text("Synchronizing")
+    await page.get_by_label("Re-sync from").fill("2026-01-01")
+    await page.get_by_role("button", name="Re-sync", exact=True).click()
+    await expect(page.get_by_role("status")).to_contain_text("Re-sync asked")
 
     # The bad one: disabled, auth_failed with its remediation from the error catalog.
     await page.goto(f"{console.url}/mailboxes/{bad}")
@@ -311,13 +344,8 @@ async def test_every_control_has_a_label_and_every_page_one_heading(console: Con
     await sign_in(console, page)
     for path in PAGES:
         await page.goto(f"{console.url}{path}")
-        unlabeled = await page.evaluate(
-            """() => [...document.querySelectorAll('input, select, textarea')]
-                .filter(el => el.type !== 'hidden')
-                .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
-                .map(el => el.name || el.id)"""
-        )
-        assert unlabeled == [], f"{path}: controls without a label: {unlabeled}"
+        missing = await unlabeled(page)
+        assert missing == [], f"{path}: controls without a label: {missing}"
         await expect(page.locator("h1")).to_have_count(1)
         await page.keyboard.press("Tab")  # the first stop is the skip link
         assert await page.evaluate("document.activeElement.textContent") == "Skip to content"

@@ -18,11 +18,13 @@ from mailwarden_console.session import Session, SessionCodec
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.operations import Operation
 from profile_svc.api import OPERATIONS as PROFILE_OPERATIONS
+from sync_svc.api import OPERATIONS as SYNC_OPERATIONS
 
 DECLARED: dict[str, tuple[Operation[Any, Any], ...]] = {
     "profile-svc": PROFILE_OPERATIONS,
     "mailbox-svc": MAILBOX_OPERATIONS,
     "alert-svc": ALERT_OPERATIONS,
+    "sync-svc": SYNC_OPERATIONS,
 }
 
 
@@ -58,11 +60,31 @@ def test_tampered_expired_or_foreign_cookies_are_no_session() -> None:
     assert _codec().open(value) is None, "another key ring must not open it"
     old = Session("secret-api-token-123456", "token", "csrf", time.time() - 61)
     assert codec.open(codec.seal(old)) is None
+    ended = Session.start("secret-api-token-123456", "oidc", expires_at=time.time() - 1)
+    assert codec.open(codec.seal(ended)) is None, "the token expired: so did the session"
+
+
+def test_the_session_follows_the_identity_it_was_started_with() -> None:
+    identity = {
+        "subject": "ann",
+        "roles": ["mailbox_owner"],
+        "permissions": {"mailboxes:read": "own", "mailboxes:test": "own", "alerts:read": "own"},
+    }
+    codec = _codec()
+    owner = Session.start("t" * 20, identity=identity)
+    assert codec.open(codec.seal(owner)) == owner
+    assert owner.may("mailboxes:test") and not owner.may("mailboxes:test", everything=True)
+    assert owner.only_own("alerts:read") and not owner.may("mailboxes:approve")
+    assert owner.label == "ann (mailbox owner) · token …tttt"
 
 
 def test_refusals_say_what_the_user_may_not_do() -> None:
-    forbidden = Refused(403, "missing permission mailboxes:approve", "approve email of mailboxes")
+    forbidden = Refused(403, "needs mailboxes:approve", "approve email of mailboxes")
     assert forbidden.message == "You may not approve email of mailboxes."
+    named = Refused(403, "needs mailboxes:approve", "approve email of mailboxes", service="mailbox-svc")
+    assert named.message == (
+        "You may not approve email of mailboxes. (mailbox-svc answered 403: needs mailboxes:approve)"
+    )
     assert "sign in again" in Refused(401, "bad token", "see mailboxes").message
     invalid = Refused(422, "invalid request", "x", [{"field": "incoming.port", "message": "too big"}])
     assert invalid.by_field() == {"incoming.port": "too big"}
@@ -98,3 +120,25 @@ def test_the_readme_documents_every_setting() -> None:
         choices = getattr(spec.validation_alias, "choices", [])
         names |= {str(c) for c in choices}
         assert any(f"`{n}`" in readme for n in names), f"apps/console/README.md: no row for {name} ({names})"
+
+
+def test_a_user_is_sent_only_the_notices_of_what_their_role_sees() -> None:
+    from mailwarden_console.pages.events import Visible
+
+    owner = Session.start(
+        "t" * 20,
+        identity={"subject": "ann", "permissions": {"mailboxes:read": "own", "alerts:read": "own"}},
+    )
+    admin = Session.start("t" * 20, identity={"subject": "root", "permissions": dict.fromkeys(
+        ("mailboxes:read", "alerts:read", "jobs:run"), "all")})  # fmt: skip
+    notices = [
+        Notice("alert", {"alert_id": "1", "recipient": "user:ann", "mailbox_id": "m1"}),
+        Notice("alert", {"alert_id": "2", "recipient": "user:bob", "mailbox_id": "m2"}),
+        Notice("mailbox", {"mailbox_id": "m1"}),
+        Notice("mailbox", {"mailbox_id": "m2"}),
+        Notice("job", {"job_id": "j1"}),
+    ]
+    assert [n for n in notices if Visible(owner, {"m1"})(n)] == [notices[0], notices[2]]
+    assert [n for n in notices if Visible(admin)(n)] == notices
+    nobody = Session.start("t" * 20, identity={"subject": "x", "permissions": {}})
+    assert [n for n in notices if Visible(nobody)(n)] == []

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 import yaml
 from deploy_helpers import ROOT, Doc, settings_env
 
-API_SERVICES = {"profile-svc", "mailbox-svc", "alert-svc"}
+API_SERVICES = {"profile-svc", "mailbox-svc", "alert-svc", "sync-svc"}
 URLS = {"MW_CONSOLE_PROFILE_URL": "profile-svc", "MW_CONSOLE_MAILBOX_URL": "mailbox-svc",
-        "MW_CONSOLE_ALERT_URL": "alert-svc"}  # fmt: skip
+        "MW_CONSOLE_ALERT_URL": "alert-svc", "MW_CONSOLE_SYNC_URL": "sync-svc"}  # fmt: skip
 
 
 def test_compose_console() -> None:
@@ -52,6 +52,6 @@ def test_kubernetes_console(render: Callable[[str], list[Doc]]) -> None:
         if 8000 in {p["port"] for p in rule["ports"]}
         for peer in rule["to"]
     }
-    assert peers == API_SERVICES, "the console calls the three API services and nothing else on HTTP"
+    assert peers == API_SERVICES, "the console calls the four API services and nothing else on HTTP"
     ports = {p["port"] for rule in egress for p in rule["ports"]}
     assert ports == {53, 4222, 8000}

@@ -14,10 +14,11 @@ from fastapi.staticfiles import StaticFiles
 from mailwarden_console.client import Services
 from mailwarden_console.config import ConsoleSettings
 from mailwarden_console.live import LiveFeed
+from mailwarden_console.oidc import OidcClient
 from mailwarden_console.pages import alerts, auth, catalog, events, jobs, mailboxes, profiles
 from mailwarden_console.pages import settings as org_settings
-from mailwarden_console.session import SessionCodec
-from mailwarden_console.web import HERE, BadForm, Console, SignInRequired
+from mailwarden_console.session import COOKIE, SessionCodec
+from mailwarden_console.web import HERE, BadForm, Console, SignInRequired, console_of, home_of
 from mailwarden_runtime.crypto import KeyRing
 
 log = logging.getLogger(__name__)
@@ -53,17 +54,22 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
                 "profile-svc": settings.profile_url,
                 "mailbox-svc": settings.mailbox_url,
                 "alert-svc": settings.alert_url,
+                "sync-svc": settings.sync_url,
             },
             settings.request_timeout_s,
         )
         feed = LiveFeed(settings.nats_url, settings.job_history_h)
         await feed.start()
-        app.state.console = Console(settings, services, feed, SessionCodec(ring, settings.session_max_age_s))
+        oidc = OidcClient(settings) if settings.oidc_enabled else None
+        sessions = SessionCodec(ring, settings.session_max_age_s)
+        app.state.console = Console(settings, services, feed, sessions, oidc)
         try:
             yield
         finally:
             await feed.stop()
             await services.aclose()
+            if oidc is not None:
+                await oidc.aclose()
 
     app = FastAPI(
         title="mailwarden console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
@@ -73,8 +79,11 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
-    async def home() -> Response:
-        return RedirectResponse("/mailboxes", status_code=303)
+    async def home(request: Request) -> Response:
+        session = console_of(request).sessions.open(request.cookies.get(COOKIE))
+        if session is None:
+            raise SignInRequired("/")
+        return RedirectResponse(home_of(session), status_code=303)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

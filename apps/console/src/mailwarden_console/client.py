@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import httpx
 
-Service = Literal["profile-svc", "mailbox-svc", "alert-svc"]
+Service = Literal["profile-svc", "mailbox-svc", "alert-svc", "sync-svc"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,11 @@ ROUTES = _routes(
     Route("mailbox-svc", "job_start", "POST", "/jobs", "run Test & Enable jobs"),
     Route("mailbox-svc", "job_get", "GET", "/jobs/{job_id}", "see jobs"),
     Route("mailbox-svc", "job_cancel", "POST", "/jobs/{job_id}/cancel", "cancel jobs"),
+    Route("mailbox-svc", "whoami", "GET", "/whoami", "sign in"),
+    Route("sync-svc", "state", "GET", "/mailboxes/{mailbox_id}/sync", "see this mailbox's sync state"),
+    Route("sync-svc", "pause", "POST", "/mailboxes/{mailbox_id}/sync/pause", "pause this mailbox's sync"),
+    Route("sync-svc", "resume", "POST", "/mailboxes/{mailbox_id}/sync/resume", "resume this mailbox's sync"),
+    Route("sync-svc", "resync", "POST", "/mailboxes/{mailbox_id}/sync/resync", "re-synchronize this mailbox"),
     Route("alert-svc", "alerts.list", "GET", "/alerts", "see these alerts"),
     Route("alert-svc", "alerts.mark_read", "PATCH", "/alerts/{alert_id}", "mark alerts read"),
     Route("alert-svc", "alerts.delete_all", "DELETE", "/alerts", "delete these alerts"),
@@ -72,6 +77,7 @@ class Refused(Exception):
     detail: str
     action: str
     errors: list[dict[str, str]] = field(default_factory=list)
+    service: str = ""
 
     def __str__(self) -> str:
         return self.message
@@ -81,7 +87,9 @@ class Refused(Exception):
         if self.status == 401:
             return "Your sign-in was not accepted (expired or revoked token): sign in again."
         if self.status == 403:
-            return f"You may not {self.action}."
+            # The service's own refusal, named as it answered: the console's hiding is only a courtesy.
+            by = f" ({self.service} answered 403: {self.detail})" if self.service else ""
+            return f"You may not {self.action}.{by}"
         if self.status == 503:
             return f"Could not {self.action} now: the service is unavailable ({self.detail})."
         return self.detail
@@ -127,9 +135,9 @@ class Services:
                 headers={"Authorization": f"Bearer {token}"},
             )
         except httpx.HTTPError as exc:
-            raise Refused(503, type(exc).__name__, route.action) from None
+            raise Refused(503, type(exc).__name__, route.action, service=route.service) from None
         if resp.status_code >= 400:
-            raise _refusal(resp, route.action)
+            raise _refusal(resp, route.action, route.service)
         if resp.status_code == 204 or not resp.content:
             return None
         return resp.json()
@@ -141,7 +149,7 @@ def _query_value(value: Any) -> Any:
     return value
 
 
-def _refusal(resp: httpx.Response, action: str) -> Refused:
+def _refusal(resp: httpx.Response, action: str, service: str) -> Refused:
     try:
         body = resp.json()
     except ValueError:
@@ -154,4 +162,4 @@ def _refusal(resp: httpx.Response, action: str) -> Refused:
         errors = []
     if not isinstance(detail, str):
         detail = f"{resp.status_code} {resp.reason_phrase}"
-    return Refused(resp.status_code, detail, action, [e for e in errors if isinstance(e, dict)])
+    return Refused(resp.status_code, detail, action, [e for e in errors if isinstance(e, dict)], service)

@@ -14,6 +14,7 @@ class ConsoleSettings(BaseSettings):
     profile_url: str = Field("http://127.0.0.1:8081", description="Base URL of profile-svc's HTTP API.")
     mailbox_url: str = Field("http://127.0.0.1:8082", description="Base URL of mailbox-svc's HTTP API.")
     alert_url: str = Field("http://127.0.0.1:8084", description="Base URL of alert-svc's HTTP API.")
+    sync_url: str = Field("http://127.0.0.1:8086", description="Base URL of sync-svc's HTTP API.")
     nats_url: str = Field(
         "nats://127.0.0.1:4222",
         validation_alias=AliasChoices("MW_CONSOLE_NATS_URL", "MW_NATS_URL", "NATS_URL"),
@@ -40,6 +41,31 @@ class ConsoleSettings(BaseSettings):
     job_history_h: float = Field(
         24.0, gt=0, le=24 * 30, description="The jobs list replays job events of this many hours."
     )
+    oidc_issuer: str | None = Field(
+        None,
+        description=(
+            "Issuer URL of the organisation's OpenID Connect provider: its discovery document is "
+            "`<issuer>/.well-known/openid-configuration`. Unset: API-token sign-in only."
+        ),
+    )
+    oidc_client_id: str | None = Field(None, description="The console's client id at the provider.")
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="Client secret (confidential client); unset for a public client (PKCE alone)."
+    )
+    oidc_scopes: str = Field(
+        "openid profile", description="Scopes asked for (space-separated); `openid` is always included."
+    )
+    oidc_redirect_url: str | None = Field(
+        None,
+        description=(
+            "The callback registered at the provider; default: this console's "
+            "`/signin/oidc/callback` on the URL the browser used."
+        ),
+    )
+    oidc_provider_name: str = Field(
+        "your organisation", description='Shown on the sign-in button: "Sign in with <name>".'
+    )
+    oidc_timeout_s: float = Field(10.0, gt=0, le=60, description="Deadline of each call to the provider.")
     http_host: str = Field(
         "127.0.0.1",
         validation_alias=AliasChoices("MW_CONSOLE_HTTP_HOST", "MW_HTTP_HOST"),
@@ -52,3 +78,7 @@ class ConsoleSettings(BaseSettings):
         validation_alias=AliasChoices("MW_CONSOLE_HTTP_PORT", "MW_HTTP_PORT"),
         description="Port of the console.",
     )
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id)

@@ -16,6 +16,7 @@ from starlette.datastructures import FormData
 from mailwarden_console.client import Refused, Services
 from mailwarden_console.config import ConsoleSettings
 from mailwarden_console.live import LiveFeed
+from mailwarden_console.oidc import OidcClient
 from mailwarden_console.session import COOKIE, Session, SessionCodec
 
 HERE = Path(__file__).parent
@@ -30,6 +31,7 @@ class Console:
     services: Services
     feed: LiveFeed
     sessions: SessionCodec
+    oidc: OidcClient | None = None
 
 
 class SignInRequired(Exception):
@@ -90,6 +92,15 @@ def here(request: Request) -> str:
     """This page's path and query, to come back to after signing in."""
     query = request.url.query
     return f"{request.url.path}?{query}" if query else request.url.path
+
+
+def home_of(session: Session) -> str:
+    """Where a user lands: the mailboxes for those who see them all, else their own alerts wall."""
+    if session.may("mailboxes:read", everything=True):
+        return "/mailboxes"
+    if session.only_own("alerts:read"):
+        return f"/alerts?{session.own_wall}"
+    return "/mailboxes" if session.may("mailboxes:read") else "/errors"
 
 
 def current(request: Request) -> Ctx:

@@ -26,6 +26,7 @@ from mailwarden_runtime.auth.context import current_principal
 from mailwarden_runtime.auth.errors import Forbidden
 from mailwarden_runtime.auth.permissions import Scope
 from mailwarden_runtime.auth.principal import Principal
+from mailwarden_runtime.auth.whoami import SIGNED_IN
 from mailwarden_runtime.http import Problem
 from mailwarden_runtime.rpc import RequestHeaders, rpc_subject
 from mailwarden_runtime.service import ServiceRuntime
@@ -57,7 +58,8 @@ class Operation(Generic[In, Out]):
     input: type[In]
     output: type[Out]
     permission: str
-    """What the caller needs (the shared vocabulary, e.g. ``mailboxes:test``); checked by :func:`authorize`."""
+    """What the caller needs (the shared vocabulary, e.g. ``mailboxes:test``); checked by :func:`authorize`.
+    ``auth.whoami.SIGNED_IN``: any verified caller (who am I)."""
     summary: str
     errors: Mapping[int, str] = field(default_factory=dict)
     """Refusals it can answer (``Problem`` bodies) and when; 422 for invalid input is implied."""
@@ -132,6 +134,8 @@ async def authorize(call: Call, request: BaseModel | None, authenticator: Authen
     principal = current_principal() if call.door == "http" else None
     if principal is None:
         principal = await authenticator.authenticate(call.headers)
+    if call.operation.permission == SIGNED_IN:  # who am I: any verified caller
+        return principal
     scope = principal.scope(call.operation.permission)  # type: ignore[arg-type]
     if scope is Scope.ALL or (scope is Scope.OWN and call.operation.owner_scoped):
         return principal

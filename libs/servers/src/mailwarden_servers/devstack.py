@@ -189,6 +189,7 @@ def console_env(env: dict[str, str], services: list[ServiceProcess]) -> dict[str
         "MW_CONSOLE_PROFILE_URL": url["profile-svc"],
         "MW_CONSOLE_MAILBOX_URL": url["mailbox-svc"],
         "MW_CONSOLE_ALERT_URL": url["alert-svc"],
+        **({"MW_CONSOLE_SYNC_URL": url["sync-svc"]} if "sync-svc" in url else {}),
         "MW_CONSOLE_COOKIE_SECURE": "false",
     }
 

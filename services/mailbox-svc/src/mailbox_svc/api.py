@@ -36,6 +36,8 @@ from mailbox_svc.profiles import ProfileDirectory
 from mailbox_svc.rotation import rotate_credentials
 from mailbox_svc.testing import Rings
 from mailbox_svc.use import login_for
+from mailbox_svc.whoami import whoami
+from mailwarden_runtime.auth.whoami import SIGNED_IN, Identity, WhoAmIRequest
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.operations import Bound, Operation, serve
 from mailwarden_runtime.service import ServiceRuntime
@@ -265,6 +267,17 @@ LOGIN = Operation(
     tags=MAILBOXES,
     docs="Only the service tokens of sync-svc and sender-svc hold credentials:use; no role does.",
 )
+WHOAMI = Operation(
+    name="whoami",
+    method="GET",
+    path="/whoami",
+    input=WhoAmIRequest,
+    output=Identity,
+    permission=SIGNED_IN,
+    summary="Who am I: subject, roles, each permission with its scope, and the mailboxes I own",
+    tags=("access",),
+    docs="For screens that follow the caller's role; every operation still checks its own permission.",
+)
 
 
 OPERATIONS: tuple[Operation[Any, Any], ...] = (
@@ -286,6 +299,7 @@ OPERATIONS: tuple[Operation[Any, Any], ...] = (
     JOB_GET,
     JOB_CANCEL,
     LOGIN,
+    WHOAMI,
 )
 
 
@@ -332,6 +346,9 @@ def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing, logins: Logins)
     async def job_cancel(req: JobRequest) -> JobView:
         return await jobs.cancel(req.job_id)
 
+    async def who(_: WhoAmIRequest) -> Identity:
+        return await whoami(ops.repo)
+
     return [
         CREATE.bind(ops.create),
         CREATE_MANY.bind(ops.create_many),
@@ -351,6 +368,7 @@ def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing, logins: Logins)
         JOB_GET.bind(job_get),
         JOB_CANCEL.bind(job_cancel),
         LOGIN.bind(login),
+        WHOAMI.bind(who),
     ]
 
 

@@ -14,8 +14,13 @@ router = APIRouter()
 
 @router.get("/jobs", response_class=HTMLResponse)
 async def job_list(ctx: Signed) -> Response:
+    if not ctx.session.may("jobs:run", everything=True):
+        # This list comes from the console's own view of the bus, not a service: the console checks.
+        refused = Refused(403, "needs jobs:run", "see jobs")
+        return ctx.render("jobs.html", status_code=403, jobs=[], profiles={}, live=False,
+                          hours=ctx.console.settings.job_history_h, refused=refused)  # fmt: skip
     seen = sorted(ctx.console.feed.jobs.values(), key=lambda j: j.started_at, reverse=True)
-    return ctx.render("jobs.html", jobs=seen, profiles=await profile_names(ctx),
+    return ctx.render("jobs.html", jobs=seen, profiles=await profile_names(ctx), refused=None,
                       live=ctx.console.feed.connected, hours=ctx.console.settings.job_history_h)  # fmt: skip
 
 

@@ -13,6 +13,9 @@ from mailwarden_console.web import Ctx, Signed, back, text, texts
 
 router = APIRouter()
 
+OWN_SHOWN = 50
+"""A mailbox owner's list shows at most this many of their mailboxes."""
+
 FILTERS = (
     "profile_id",
     "approval",
@@ -41,8 +44,23 @@ async def profile_names(ctx: Ctx) -> dict[str, str]:
     return {p["profile_id"]: p["name"] for p in (page or {}).get("items", [])}
 
 
+async def own_mailboxes(ctx: Ctx) -> tuple[list[dict[str, Any]], Refused | None]:
+    """A mailbox owner's own mailboxes (``whoami`` names them; the list operation is not theirs)."""
+    identity, refused = await ctx.try_call("mailbox-svc whoami")
+    items = []
+    for own in (identity or {}).get("own_mailboxes", [])[:OWN_SHOWN]:
+        mailbox, _ = await ctx.try_call("mailbox-svc get", path={"mailbox_id": own["mailbox_id"]})
+        if mailbox is not None:
+            items.append(mailbox)
+    return items, refused
+
+
 @router.get("/mailboxes", response_class=HTMLResponse)
 async def mailbox_list(ctx: Signed, after: str = "") -> Response:
+    if ctx.session.only_own("mailboxes:read"):
+        items, refused = await own_mailboxes(ctx)
+        return ctx.render("mailboxes.html", items=items, next_after=None, after="", filters={}, base="",
+                          refused=refused, profiles=await profile_names(ctx), own_only=True)  # fmt: skip
     query = ctx.request.query_params
     filters = {name: query.get(name, "") for name in FILTERS}
     params: dict[str, Any] = {k: v for k, v in filters.items() if v}
@@ -59,6 +77,7 @@ async def mailbox_list(ctx: Signed, after: str = "") -> Response:
         base=base,
         refused=refused,
         profiles=names,
+        own_only=False,
     )
 
 
@@ -181,7 +200,13 @@ async def mailbox_state(ctx: Ctx, mailbox_id: str, test_id: str = "") -> dict[st
                 error = part.get("error") or {}
                 directions.append({**part, "remediation": remediation(error.get("code"))})
     last_error = (mailbox or {}).get("last_error") or {}
+    sync, sync_refused = None, None
+    if mailbox is not None and ctx.session.may("mailboxes:read", everything=True):
+        # sync-svc's state operation is not owner-scoped: an owner is not asked for it.
+        sync, sync_refused = await ctx.try_call("sync-svc state", path={"mailbox_id": mailbox_id})
     return {
+        "sync": sync,
+        "sync_refused": sync_refused,
         "mailbox": mailbox,
         "refused": refused or history_refused,
         "runs": runs,
@@ -231,9 +256,34 @@ async def set_credentials(ctx: Signed, mailbox_id: str) -> Response:
     try:
         await ctx.call("mailbox-svc update", path={"mailbox_id": mailbox_id}, body={"credentials": login})
     except Refused as exc:
+        if exc.status in (403, 404, 503):  # nothing to show next to a field: say it on the page
+            return back(f"/mailboxes/{mailbox_id}", exc.message)
         state = await mailbox_state(ctx, mailbox_id)
         errors = {k.removeprefix("credentials."): v for k, v in exc.by_field().items()}
         return ctx.render("mailbox.html", status_code=exc.status, mailbox_id=mailbox_id,
                           profiles=await profile_names(ctx), cred_errors=errors, cred_refused=exc,
                           **state)  # fmt: skip
     return back(f"/mailboxes/{mailbox_id}", "Credentials saved. Test & Enable the mailbox to use them.")
+
+
+SYNC_DONE = {
+    "pause": "Sync paused: the worker stops within one reconcile interval; the watermark is kept.",
+    "resume": "Sync resumed.",
+    "resync": "Re-sync asked: what arrived since {from_date} and was never published will be.",
+}
+
+
+@router.post("/mailboxes/{mailbox_id}/sync/{action}")
+async def sync_action(ctx: Signed, mailbox_id: str, action: str) -> Response:
+    """Pause, resume or re-sync the mailbox's sync (sync-svc checks ``mailboxes:write``)."""
+    form = await ctx.form()
+    page = f"/mailboxes/{mailbox_id}"
+    if action not in SYNC_DONE:
+        return back(page, "Unknown sync action.")
+    body = {"from_date": text(form, "from_date")} if action == "resync" else None
+    try:
+        await ctx.call(f"sync-svc {action}", path={"mailbox_id": mailbox_id}, body=body)
+    except Refused as exc:
+        field_error = exc.by_field().get("from_date")
+        return back(page, f"Re-sync from: {field_error}" if field_error else exc.message)
+    return back(page, SYNC_DONE[action].format(from_date=text(form, "from_date")))

@@ -1,0 +1,28 @@
+"""Who am I, answered where the mailboxes are: the caller, and the mailboxes "own" covers for them."""
+
+from __future__ import annotations
+
+from mailbox_svc.repository import Repository
+from mailwarden_runtime.auth import current_principal
+from mailwarden_runtime.auth.errors import Unauthenticated
+from mailwarden_runtime.auth.whoami import Identity, OwnedMailbox, identity_of, owner_scoped
+
+MAX_OWN = 200
+"""At most this many own mailboxes are listed (a person owns a few; an integration's grants are ids)."""
+
+
+async def whoami(repo: Repository) -> Identity:
+    principal = current_principal()
+    if principal is None:  # the door verified a caller; without one there is nobody to describe
+        raise Unauthenticated("a bearer token is required")
+    own: list[OwnedMailbox] = []
+    if owner_scoped(principal):
+        query = {
+            "$or": [
+                {"owner.kind": "user", "owner.id": principal.subject},
+                {"_id": {"$in": sorted(principal.mailboxes)}},
+            ]
+        }
+        cursor = repo.mailboxes.find(query, {"_id": 1, "email": 1}).sort("_id", 1).limit(MAX_OWN)
+        own = [OwnedMailbox(mailbox_id=str(d["_id"]), email=str(d.get("email", ""))) async for d in cursor]
+    return identity_of(principal, own)
