@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
 import httpx
@@ -28,8 +28,15 @@ from mailwarden_runtime.operations import Operation
 
 pytestmark = pytest.mark.integration
 
-SERVICES = {"profile": "profile-svc", "mailbox": "mailbox-svc", "alert": "alert-svc", "tester": "tester-svc"}
-PACKAGES = {"profile": "profile_svc", "mailbox": "mailbox_svc", "alert": "alert_svc", "tester": "tester_svc"}
+SERVICES = {
+    "profile": "profile-svc",
+    "mailbox": "mailbox-svc",
+    "alert": "alert-svc",
+    "tester": "tester-svc",
+    "sender": "sender-svc",
+    "sync": "sync-svc",
+}
+PACKAGES = {name: svc.replace("-", "_") for name, svc in SERVICES.items()}
 PARAMS = {
     "profile_id": "prf_nope",
     "mailbox_id": "mbx_nope",
@@ -39,6 +46,7 @@ PARAMS = {
     "recipient_kind": "user",
     "recipient_id": "someone",
     "token_id": "0" * 16,
+    "idempotency_key": "key-nope",
 }
 PUBLIC = {"/healthz", "/readyz"}
 
@@ -86,8 +94,16 @@ async def matrix(
 ) -> AsyncIterator[Matrix]:
     tokens = {role: await issue_token(nats_url, f"{role.value}-1", [role]) for role in Role}
     nc = await nats.connect(nats_url)
+    from sender_svc.app import create_app as sender_app
+    from sync_svc.app import create_app as sync_app
+
     try:
-        async with mailwarden_services() as apps:
+        async with mailwarden_services() as apps, AsyncExitStack() as stack:
+            # sender-svc and sync-svc on the fixture's environment (database prefix, key rings).
+            for name, factory in (("sender", sender_app), ("sync", sync_app)):
+                app = factory()
+                await stack.enter_async_context(app.router.lifespan_context(app))
+                apps[name] = app
             yield Matrix(apps, nc, tokens)
     finally:
         await nc.close()
@@ -133,7 +149,8 @@ async def test_every_operation_on_both_doors_for_every_role(matrix: Matrix) -> N
                         assert status != 401 and status < 500, where
                     checked += 1
     operations = sum(len(matrix.operations(n)) for n in SERVICES)
-    assert operations >= 40 and checked == operations * len(Role) * 2
+    assert all(matrix.operations(n) for n in ("sender", "sync"))
+    assert operations >= 46 and checked == operations * len(Role) * 2
     print(
         f"\nmatrix: {operations} operations x {len(Role)} roles x 2 doors = {checked} checks, "
         f"{len(BAD_TOKENS)} bad tokens each"
