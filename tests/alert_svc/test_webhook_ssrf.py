@@ -66,6 +66,10 @@ async def test_every_internal_form_refused_at_registration_alike(alert_svc: Any)
         assert other_port.status_code == 422
         assert (await h.http.get("/webhooks")).json() == []
         assert listener.accepted == 0
+    print(
+        f"\nwebhook registration: {len(LITERAL_FORMS) + 1} URLs → 422 on url with {len(messages)} message,"
+        f" {listener.accepted} connections"
+    )
 
 
 async def test_denied_at_delivery_and_alike_unreachable(alert_svc: Any) -> None:
@@ -103,6 +107,10 @@ async def test_denied_at_delivery_and_alike_unreachable(alert_svc: Any) -> None:
             assert {a["error"] for d in deliveries for a in d["history"]} == {NO_ANSWER}
             for d in deliveries:
                 assert str(listener.port) not in json.dumps(d) and str(closed) not in json.dumps(d)
+        print(
+            f"\nwebhook delivery after narrowing: {len(deliveries)} deliveries failed alike"
+            f" ({sorted({d['last_error'] for d in deliveries})}), {listener.accepted} connections"
+        )
 
 
 async def test_only_the_lease_holder_records_an_attempt(alert_svc: Any) -> None:
