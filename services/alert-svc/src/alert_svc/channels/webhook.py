@@ -133,6 +133,9 @@ class WebhookWorker(PollingWorker):
                 except NetError as exc:
                     error = NO_ANSWER
                     log.info("webhook not answered", extra={"delivery": delivery.id, "code": exc.code.value})
+                except Exception:  # a bug must cost one attempt, not a lease that never records one
+                    error = NO_ANSWER
+                    log.exception("webhook delivery crashed", extra={"delivery": delivery.id})
         finished = datetime.now(UTC)
         duration_ms = round((finished - started).total_seconds() * 1000, 1)
         attempt = Attempt(at=started, status=status, error=error, duration_ms=duration_ms)
