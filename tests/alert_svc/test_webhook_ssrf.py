@@ -139,3 +139,26 @@ async def test_only_the_lease_holder_records_an_attempt(alert_svc: Any) -> None:
         raw = await h.db["webhook_deliveries"].find_one({"_id": "d1"})
         assert raw is not None and raw["attempts"] == 1 and raw["last_error"] == "b"
         assert [a["error"] for a in raw["history"]] == ["b"]
+
+
+async def test_a_redirect_to_an_internal_address_is_not_followed(alert_svc: Any) -> None:
+    async with (
+        listening() as inside,
+        listening("127.0.0.2", "redirect", redirect_to=f"http://127.0.0.1:{inside.port}/hook") as outside,
+    ):
+        allowed = {"alert_webhook_allow_networks": "127.0.0.2/32", "alert_webhook_ports": [outside.port]}
+        async with alert_svc(alert_webhook_max_attempts=1, **allowed) as h:
+            created = await h.http.post("/webhooks", json={"url": f"http://127.0.0.2:{outside.port}/hook"})
+            assert created.status_code == 201, created.text
+            await h.publish(failed(mailbox_ref("ssrf2", user("s2")), "ts2", ErrorCode.AUTH_FAILED))
+
+            async def failed_ones() -> list[dict[str, Any]] | None:
+                got = await h.http.get(
+                    f"/webhooks/{created.json()['id']}/deliveries", params={"state": "failed"}
+                )
+                items: list[dict[str, Any]] = got.json()
+                return items if len(items) == 2 else None
+
+            deliveries = await eventually(failed_ones, what="the redirected deliveries")
+            assert {d["last_status"] for d in deliveries} == {302}
+            assert outside.accepted == 2 and inside.accepted == 0
