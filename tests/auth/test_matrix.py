@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,10 +22,14 @@ import pytest
 from fastapi import FastAPI
 from nats.aio.client import Client
 
+from contracts.envelope import make_envelope
+from contracts.events import MailboxCreated, MailboxSnapshot
+from contracts.models import Owner, OwnerKind
 from mailwarden_runtime.auth import Role, Scope, bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.auth.permissions import ROLE_PERMISSIONS
 from mailwarden_runtime.operations import Operation
+from mailwarden_servers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -241,3 +246,52 @@ async def test_an_integration_sends_only_as_its_granted_mailboxes(matrix: Matrix
         )
         status = json.loads(msg.data).get("status", 200)
         assert (status == 403) is want_403, (mailbox_id, msg.data)
+
+
+async def test_sync_state_for_its_owner_and_granted_integration_only(matrix: Matrix, nats_url: str) -> None:
+    """A mailbox owner reads the sync state of their own mailbox; an integration of the mailboxes granted."""
+    tag = uuid.uuid4().hex[:6]
+    mailbox_id, owner = f"m-sync-{tag}", f"carol{tag}"
+    snapshot = MailboxSnapshot(
+        mailbox_id=mailbox_id,
+        email=f"{owner}@mail.test",
+        owner=Owner(kind=OwnerKind.USER, id=owner, name=owner),
+        updated_at=datetime.now(UTC),
+    )
+    env = make_envelope(MailboxCreated(mailbox=snapshot), "mailbox-svc")
+    await matrix.nc.jetstream().publish(
+        MailboxCreated.SUBJECT, env.to_bytes(), headers={"Nats-Msg-Id": str(env.id)}
+    )
+    tokens = {
+        "owner": await issue_token(nats_url, owner, [Role.MAILBOX_OWNER]),
+        "other owner": await issue_token(nats_url, f"dave{tag}", [Role.MAILBOX_OWNER]),
+        "granted integration": await issue_token(
+            nats_url, f"crm{tag}", [Role.INTEGRATION], mailboxes=[mailbox_id]
+        ),
+        "other integration": await issue_token(
+            nats_url, f"erp{tag}", [Role.INTEGRATION], mailboxes=["m-else"]
+        ),
+    }
+    admin = matrix.tokens[Role.SYSTEM_ADMIN]
+    transport = httpx.ASGITransport(app=matrix.apps["sync"])
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as c:
+
+        async def known() -> bool:
+            r = await c.get(f"/mailboxes/{mailbox_id}/sync", headers=bearer_header(admin))
+            return r.status_code == 200
+
+        await eventually(known, "sync-svc to learn the mailbox")
+        got = {
+            who: (await c.get(f"/mailboxes/{mailbox_id}/sync", headers=bearer_header(t))).status_code
+            for who, t in tokens.items()
+        }
+    assert got == {"owner": 200, "other owner": 403, "granted integration": 200, "other integration": 403}
+    for who, token in tokens.items():
+        msg = await matrix.nc.request(
+            "mailwarden.rpc.sync-svc.state",
+            json.dumps({"mailbox_id": mailbox_id}).encode(),
+            timeout=10,
+            headers=bearer_header(token),
+        )
+        reply = json.loads(msg.data)
+        assert (200 if reply.get("ok") else reply["status"]) == got[who], (who, reply)
