@@ -20,7 +20,7 @@ from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.http_egress import HostLimiter, HttpEgress, UrlRefused, parse_target
 from mailwarden_mailnet.policy import EgressPolicy, parse_networks
 from mailwarden_mailnet.resolve import StaticResolver, SystemResolver
-from mailwarden_servers import TestCertificates
+from mailwarden_servers import TestCertificates, eventually
 
 NAMES = {
     "intranet.example": ["10.0.0.5"],
@@ -197,7 +197,12 @@ async def test_concurrency_bounded_per_host_and_overall() -> None:
             *(client.post(f"http://127.0.0.2:{two.port}/", b"", {}) for _ in range(5)),
         ]
         running = asyncio.gather(*calls)
-        await asyncio.sleep(0.5)
+
+        async def three_held() -> bool:
+            return one.in_flight + two.in_flight == 3
+
+        await eventually(three_held, "three requests held by the receivers")
+        await asyncio.sleep(0.3)  # room for a fourth, which must not come
         assert one.in_flight <= 2 and two.in_flight <= 2 and one.in_flight + two.in_flight == 3
         one.release.set()
         two.release.set()
