@@ -63,8 +63,8 @@ class Settings(ServiceSettings):
         "receiver, tests); empty: public addresses only.",
     )
     alert_webhook_ports: list[int] = Field(
-        default_factory=lambda: [80, 443, 8080, 8443],
-        description="Ports a webhook URL may use (JSON list).",
+        default_factory=lambda: [443],
+        description="Ports a webhook URL may use (JSON list); 443 matches the deployed NetworkPolicy.",
     )
     alert_webhook_max_response_kb: int = Field(
         16, ge=1, le=1024, description="Bytes of a receiver's response body read at most (KiB)."
