@@ -58,7 +58,13 @@ from bench.runners import ClientLoopRunner, RunPlan
 from bench.stack import MailStack
 from bench.system import tester_egress_env
 from contracts.envelope import make_envelope, parse_envelope
-from contracts.events import SealedCredentials, TestCompleted, TestRequested
+from contracts.events import (
+    EmailSettingsChanged,
+    SealedCredentials,
+    SettingsSnapshot,
+    TestCompleted,
+    TestRequested,
+)
 from contracts.models import (
     Direction,
     IncomingProtocol,
@@ -70,7 +76,7 @@ from contracts.models import (
     TlsMode,
 )
 from contracts.models import Endpoint as ServerEndpoint
-from contracts.subjects import TEST_COMPLETED, TEST_REQUESTED
+from contracts.subjects import SETTINGS_CHANGED, TEST_COMPLETED, TEST_REQUESTED
 from mailwarden_runtime.bus import ensure_streams
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.sealing import seal_for_test
@@ -266,6 +272,7 @@ class TesterDriver:
         self.tester_pid = tester_pid
         self.nats_pid = nats_pid
         self.bodies = [(r.test_id, make_envelope(r, "bench-tester-only")) for r in requests]
+        self.ports = sorted({p for r in requests for p in r.allowed_ports})
         self.window = window
         self.chunk = chunk
         self.run = _Run(index={r.test_id: i for i, r in enumerate(requests)})
@@ -298,6 +305,12 @@ class TesterDriver:
         try:
             await ensure_streams(nc, ServiceSettings())
             js = nc.jetstream()
+            # The org's ports as profile-svc announces them: the tester takes them from here, not
+            # from the requests (without them it would wait for profile-svc, absent in this bench).
+            org = SettingsSnapshot(version=1, allowed_ports=self.ports)
+            await js.publish(
+                SETTINGS_CHANGED, make_envelope(EmailSettingsChanged(settings=org), "bench").to_bytes()
+            )
             slots = asyncio.Semaphore(self.window)
             finished = asyncio.Event()
             run = self.run

@@ -46,8 +46,8 @@ from contracts import errors as contract_errors
 from contracts import subjects
 from contracts.envelope import Envelope
 from contracts.events import EVENT_TYPES, Event
-from mailwarden_runtime.auth import AuthSettings
-from mailwarden_runtime.auth.permissions import role_matrix_markdown
+from mailwarden_runtime.auth import AuthSettings, Role, Scope
+from mailwarden_runtime.auth.permissions import ROLE_PERMISSIONS, role_matrix_markdown
 from mailwarden_runtime.auth.service_tokens import SERVICE_GRANTS
 from mailwarden_runtime.consumer import EventConsumer
 from mailwarden_runtime.http import FieldProblem, Problem
@@ -577,9 +577,9 @@ def access_md(services: Sequence[tuple[str, Sequence[Operation[Any, Any]]]]) -> 
         "<token>`, an HTTP header or a NATS message header): 401 without or with a bad one, 403 without\n",
         "the operation's permission. `own`: only on the caller's own mailboxes (their `owner.id` is the\n",
         "token's subject, or they are granted to the token) and their own alerts wall (`user:<subject>`),\n",
-        "and only for operations marked *own ok* below. `signed-in`: any verified caller (mailbox-svc\n",
-        "`whoami`: who am I, my roles and each permission's scope, the mailboxes I own; the console\n",
-        "shows each user only what their role may press from it).\n\n",
+        "and only where the role x operation tables below say `own`. `signed-in`: any verified caller\n",
+        "(mailbox-svc `whoami`: who am I, my roles and each permission's scope, the mailboxes I own; the\n",
+        "console shows each user only what their role may press from it).\n\n",
         "## Roles\n\n",
         role_matrix_markdown(),
         "\n## Services asking services\n\n",
@@ -594,21 +594,37 @@ def access_md(services: Sequence[tuple[str, Sequence[Operation[Any, Any]]]]) -> 
             ],
         ),
     ]
+    parts.append(
+        "\n## Role x operation\n\n"
+        "Per service, every operation on both doors (HTTP route and `mailwarden.rpc.<service>.<op>`)\n"
+        "and what each role gets: `yes` (through the door), `own` (through the door, then only the\n"
+        "caller's own mailboxes or wall), `403`. Any other caller gets 401. tests/auth/test_matrix.py\n"
+        "checks every cell on both doors against running services.\n"
+    )
+    roles = list(Role)
     for name, operations in services:
         if not operations:
             continue
-        parts.append(f"\n## {name}\n\n")
+        parts.append(f"\n### {name}\n\n")
         rows = [
             [
                 f"`{op.name}`",
                 f"`{op.method} {op.path}`",
                 f"`{op.permission}`",
-                "yes" if op.owner_scoped else "",
+                *(role_access(role, op.permission, op.owner_scoped) for role in roles),
             ]
             for op in operations
         ]
-        parts.append(table(["Operation", "HTTP", "Permission", "own ok"], rows))
+        parts.append(table(["Operation", "HTTP", "Permission", *(f"`{r.value}`" for r in roles)], rows))
     return "".join(parts)
+
+
+def role_access(role: Role, permission: str, owner_scoped: bool) -> str:
+    """What ``role`` gets on an operation needing ``permission``: yes, own (owner-scoped only), 403."""
+    scope = ROLE_PERMISSIONS[role].get(permission)  # type: ignore[call-overload]
+    if scope is Scope.ALL:
+        return "yes"
+    return "own" if scope is Scope.OWN and owner_scoped else "403"
 
 
 @dataclass(frozen=True)

@@ -67,10 +67,23 @@ async def _now(value: Any) -> Any:
     return value
 
 
+def reachable(*ports: int) -> dict[str, Any]:
+    """Settings letting webhooks reach these local ports (loopback is denied by default)."""
+    return {"alert_webhook_allow_networks": "127.0.0.0/8", "alert_webhook_ports": list(ports)}
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
 async def test_webhook_signed_retried_and_failures_visible(alert_svc: Any) -> None:
     receiver = Receiver(fail_first=2)
     owner = user("w1")
-    async with http_receiver(receiver) as url, alert_svc(alert_webhook_max_attempts=3) as h:
+    gone = free_port()
+    async with (
+        http_receiver(receiver) as url,
+        alert_svc(alert_webhook_max_attempts=3, **reachable(port_of(url), gone)) as h,
+    ):
         created = await h.http.post(
             "/webhooks",
             json={
@@ -92,7 +105,7 @@ async def test_webhook_signed_retried_and_failures_visible(alert_svc: Any) -> No
         # A second hook over NATS request-reply, to a port where nobody listens: it must fail visibly.
         reply = await h.request(
             "mailwarden.rpc.alert-svc.webhooks.create",
-            json.dumps({"url": f"http://127.0.0.1:{free_port()}/gone"}).encode(),
+            json.dumps({"url": f"http://127.0.0.1:{gone}/gone"}).encode(),
             timeout=5,
         )
         dead = json.loads(reply.data)
@@ -196,7 +209,9 @@ async def test_duplicate_event_makes_one_alert_and_one_notification_each(
     }
     async with (
         http_receiver(receiver) as url,
-        alert_svc(alert_digest_interval_s=0.5, alert_majority_min_mailboxes=10, **smtp) as h,
+        alert_svc(
+            alert_digest_interval_s=0.5, alert_majority_min_mailboxes=10, **smtp, **reachable(port_of(url))
+        ) as h,
     ):
         await h.http.post(
             "/webhooks",

@@ -11,7 +11,8 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,16 +22,27 @@ import pytest
 from fastapi import FastAPI
 from nats.aio.client import Client
 
+from contracts.envelope import make_envelope
+from contracts.events import MailboxCreated, MailboxSnapshot
+from contracts.models import Owner, OwnerKind
 from mailwarden_runtime.auth import Role, Scope, bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.auth.permissions import ROLE_PERMISSIONS
 from mailwarden_runtime.auth.whoami import SIGNED_IN
 from mailwarden_runtime.operations import Operation
+from mailwarden_servers import eventually
 
 pytestmark = pytest.mark.integration
 
-SERVICES = {"profile": "profile-svc", "mailbox": "mailbox-svc", "alert": "alert-svc", "tester": "tester-svc"}
-PACKAGES = {"profile": "profile_svc", "mailbox": "mailbox_svc", "alert": "alert_svc", "tester": "tester_svc"}
+SERVICES = {
+    "profile": "profile-svc",
+    "mailbox": "mailbox-svc",
+    "alert": "alert-svc",
+    "tester": "tester-svc",
+    "sender": "sender-svc",
+    "sync": "sync-svc",
+}
+PACKAGES = {name: svc.replace("-", "_") for name, svc in SERVICES.items()}
 PARAMS = {
     "profile_id": "prf_nope",
     "mailbox_id": "mbx_nope",
@@ -40,6 +52,7 @@ PARAMS = {
     "recipient_kind": "user",
     "recipient_id": "someone",
     "token_id": "0" * 16,
+    "idempotency_key": "key-nope",
 }
 PUBLIC = {"/healthz", "/readyz"}
 
@@ -87,8 +100,16 @@ async def matrix(
 ) -> AsyncIterator[Matrix]:
     tokens = {role: await issue_token(nats_url, f"{role.value}-1", [role]) for role in Role}
     nc = await nats.connect(nats_url)
+    from sender_svc.app import create_app as sender_app
+    from sync_svc.app import create_app as sync_app
+
     try:
-        async with mailwarden_services() as apps:
+        async with mailwarden_services() as apps, AsyncExitStack() as stack:
+            # sender-svc and sync-svc on the fixture's environment (database prefix, key rings).
+            for name, factory in (("sender", sender_app), ("sync", sync_app)):
+                app = factory()
+                await stack.enter_async_context(app.router.lifespan_context(app))
+                apps[name] = app
             yield Matrix(apps, nc, tokens)
     finally:
         await nc.close()
@@ -136,7 +157,8 @@ async def test_every_operation_on_both_doors_for_every_role(matrix: Matrix) -> N
                         assert status != 401 and status < 500, where
                     checked += 1
     operations = sum(len(matrix.operations(n)) for n in SERVICES)
-    assert operations >= 40 and checked == operations * len(Role) * 2
+    assert all(matrix.operations(n) for n in ("sender", "sync"))
+    assert operations >= 46 and checked == operations * len(Role) * 2
     print(
         f"\nmatrix: {operations} operations x {len(Role)} roles x 2 doors = {checked} checks, "
         f"{len(BAD_TOKENS)} bad tokens each"
@@ -193,3 +215,86 @@ async def test_probes_stay_open_and_metrics_need_a_token(matrix: Matrix) -> None
         assert await matrix.http(name, "GET", "/readyz", {}) == 200
         assert await matrix.http(name, "GET", "/metrics", {}) == 401
         assert await matrix.http(name, "GET", "/metrics", bearer_header(matrix.tokens[Role.AUDITOR])) == 200
+
+
+async def test_an_integration_sends_only_as_its_granted_mailboxes(matrix: Matrix, nats_url: str) -> None:
+    """The integration role holds ``mail:send`` on the mailboxes granted to its token, no others."""
+    crm = await issue_token(nats_url, "crm-1", [Role.INTEGRATION], mailboxes=["mbx_granted"])
+
+    def mail(mailbox_id: str) -> dict[str, Any]:
+        return {
+            "mailbox_id": mailbox_id,
+            "idempotency_key": "k-1",
+            "to": [{"address": "someone@example.com"}],
+            "subject": "hello",
+            "text": "hello",
+        }
+
+    transport = httpx.ASGITransport(app=matrix.apps["sender"])
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc", headers=bearer_header(crm)) as c:
+        other = await c.post("/sends", json=mail("mbx_other"))
+        granted = await c.post("/sends", json=mail("mbx_granted"))
+        lookup_other = await c.get("/sends/mbx_other/k-1")
+        lookup_granted = await c.get("/sends/mbx_granted/k-1")
+    assert other.status_code == 403 and lookup_other.status_code == 403
+    # Through the door: the mailbox is unknown to sender-svc here, so it answers for that instead.
+    assert granted.status_code not in (401, 403) and granted.status_code < 500, granted.text
+    assert lookup_granted.status_code == 404
+    for mailbox_id, want_403 in (("mbx_other", True), ("mbx_granted", False)):
+        msg = await matrix.nc.request(
+            "mailwarden.rpc.sender-svc.send",
+            json.dumps(mail(mailbox_id)).encode(),
+            timeout=10,
+            headers=bearer_header(crm),
+        )
+        status = json.loads(msg.data).get("status", 200)
+        assert (status == 403) is want_403, (mailbox_id, msg.data)
+
+
+async def test_sync_state_for_its_owner_and_granted_integration_only(matrix: Matrix, nats_url: str) -> None:
+    """A mailbox owner reads the sync state of their own mailbox; an integration of the mailboxes granted."""
+    tag = uuid.uuid4().hex[:6]
+    mailbox_id, owner = f"m-sync-{tag}", f"carol{tag}"
+    snapshot = MailboxSnapshot(
+        mailbox_id=mailbox_id,
+        email=f"{owner}@mail.test",
+        owner=Owner(kind=OwnerKind.USER, id=owner, name=owner),
+        updated_at=datetime.now(UTC),
+    )
+    env = make_envelope(MailboxCreated(mailbox=snapshot), "mailbox-svc")
+    await matrix.nc.jetstream().publish(
+        MailboxCreated.SUBJECT, env.to_bytes(), headers={"Nats-Msg-Id": str(env.id)}
+    )
+    tokens = {
+        "owner": await issue_token(nats_url, owner, [Role.MAILBOX_OWNER]),
+        "other owner": await issue_token(nats_url, f"dave{tag}", [Role.MAILBOX_OWNER]),
+        "granted integration": await issue_token(
+            nats_url, f"crm{tag}", [Role.INTEGRATION], mailboxes=[mailbox_id]
+        ),
+        "other integration": await issue_token(
+            nats_url, f"erp{tag}", [Role.INTEGRATION], mailboxes=["m-else"]
+        ),
+    }
+    admin = matrix.tokens[Role.SYSTEM_ADMIN]
+    transport = httpx.ASGITransport(app=matrix.apps["sync"])
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as c:
+
+        async def known() -> bool:
+            r = await c.get(f"/mailboxes/{mailbox_id}/sync", headers=bearer_header(admin))
+            return r.status_code == 200
+
+        await eventually(known, "sync-svc to learn the mailbox")
+        got = {
+            who: (await c.get(f"/mailboxes/{mailbox_id}/sync", headers=bearer_header(t))).status_code
+            for who, t in tokens.items()
+        }
+    assert got == {"owner": 200, "other owner": 403, "granted integration": 200, "other integration": 403}
+    for who, token in tokens.items():
+        msg = await matrix.nc.request(
+            "mailwarden.rpc.sync-svc.state",
+            json.dumps({"mailbox_id": mailbox_id}).encode(),
+            timeout=10,
+            headers=bearer_header(token),
+        )
+        reply = json.loads(msg.data)
+        assert (200 if reply.get("ok") else reply["status"]) == got[who], (who, reply)

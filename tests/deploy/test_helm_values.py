@@ -122,6 +122,8 @@ def test_tester_consumes_only_test_requests(nats: dict[str, Any]) -> None:
     assert not any(allowed(pub, f"$JS.API.CONSUMER.MSG.NEXT.{s}.x") for s in ("MW_CONFIG", "MW_ALERTS"))
     assert allowed(pub, "mailwarden.rpc.mailbox-svc.job_get")  # is a job cancelled? (nothing else)
     assert not allowed(pub, "mailwarden.rpc.mailbox-svc.test_many")
+    assert allowed(pub, "mailwarden.rpc.profile-svc.settings_get")  # the org's ports, no event seen
+    assert not allowed(pub, "mailwarden.rpc.profile-svc.settings_put")
     sub = tester["subscribe"]
     assert allowed(sub, "mailwarden.rpc.tester-svc.status")
     assert not allowed(sub, subjects.TEST_REQUESTED) and not allowed(sub, "mailwarden.alerts.user.u1.error")

@@ -104,7 +104,7 @@ def _error(code: ErrorCode, step: str) -> TestError:
 
 def _completed() -> TestCompleted:
     steps = [
-        StepResult(name="resolve", ok=True, duration_ms=2.5, facts={"addresses": ["192.0.2.7"]}),
+        StepResult(name="resolve", ok=True, duration_ms=2.5, facts={"count": 1}),
         StepResult(name="login", ok=False, duration_ms=40.0, error_code=ErrorCode.AUTH_FAILED, detail="NO"),
     ]
     incoming = DirectionResult(

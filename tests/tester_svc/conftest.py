@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import nats
 import pytest
 from pydantic import SecretStr
 
-from contracts.events import SealedCredentials, TestRequested
+from contracts.envelope import make_envelope
+from contracts.events import EmailSettingsChanged, SealedCredentials, SettingsSnapshot, TestRequested
 from contracts.models import (
     CredentialSource,
     Direction,
@@ -26,6 +28,7 @@ from contracts.models import (
     TlsMode,
 )
 from mailwarden_mailnet.resolve import Resolver, StaticResolver
+from mailwarden_runtime.bus import ensure_streams
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.sealing import seal_for_test
 from mailwarden_servers import TestCertificates
@@ -38,6 +41,20 @@ PROFILE_OWNER = Owner(kind=OwnerKind.USER, id="p1", name="Paul", email="paul@exa
 # A name the test CA's certificate carries, resolved without DNS.
 MAIL_USERS_FOR_SMTP = {"alice": "alice-pw", "bob": "bob-pw"}
 NAMES = {"mail.test": ["127.0.0.1"], "other.example": ["127.0.0.1"]}
+WIDE_PORTS = list(range(1024, 65536))  # what make_request allows by default
+
+
+async def announce_ports(settings: Settings, ports: list[int] | None = None, version: int = 1) -> None:
+    """The org's settings published as profile-svc publishes them (MW_CONFIG keeps the last): a
+    tester running without profile-svc takes its allowed ports from here, never from the request."""
+    nc = await nats.connect(settings.nats_url)
+    try:
+        await ensure_streams(nc, settings)
+        snapshot = SettingsSnapshot(version=version, allowed_ports=WIDE_PORTS if ports is None else ports)
+        env = make_envelope(EmailSettingsChanged(settings=snapshot), "profile-svc")
+        await nc.jetstream().publish(EmailSettingsChanged.SUBJECT, env.to_bytes())
+    finally:
+        await nc.close()
 
 
 def settings_for(certs: TestCertificates, **overrides: Any) -> Settings:

@@ -26,7 +26,7 @@ from tester_svc.app import create_app
 from tester_svc.handlers import result_event_id
 
 from . import fakes
-from .conftest import NAMES, StartFake, make_request, settings_for
+from .conftest import NAMES, StartFake, announce_ports, make_request, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +40,7 @@ def private_nats(workdir: Path) -> Iterator[NatsServer]:
 @pytest.fixture
 async def app(private_nats: NatsServer, certs: TestCertificates) -> AsyncIterator[FastAPI]:
     settings = settings_for(certs, nats_url=private_nats.url, tester_concurrency=4)
+    await announce_ports(settings)
     application = create_app(settings, resolver=StaticResolver(NAMES))
     async with application.router.lifespan_context(application):
         yield application
@@ -96,6 +97,7 @@ async def test_slow_test_is_not_redelivered(
         tester_concurrency=4,
         tester_step_timeout_s=2.0,
     )
+    await announce_ports(settings)
     application = create_app(settings, resolver=StaticResolver(NAMES))
     req = make_request(
         incoming=Endpoint(host="mail.test", port=fake.port, tls=TlsMode.NONE),

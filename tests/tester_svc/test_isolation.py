@@ -27,7 +27,7 @@ from mailwarden_servers import NatsServer, TestCertificates
 from tester_svc.app import create_app
 
 from . import fakes
-from .conftest import NAMES, StartFake, make_request, settings_for
+from .conftest import NAMES, StartFake, announce_ports, make_request, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +54,7 @@ async def test_a_dead_hosts_queue_does_not_delay_another_hosts_test(
         tester_test_timeout_s=60.0,
         tester_shared_limits=False,
     )
+    await announce_ports(settings)
     app = create_app(settings, resolver=StaticResolver(NAMES))
     tag = uuid.uuid4().hex[:8]
     dead_requests = [

@@ -55,9 +55,11 @@ async def test_localhost_name_denied(make_runner: Callable[..., Runner], fake_se
     strict = make_runner(SystemResolver(), tester_allow_networks="")
     result = await imap_result(strict, "localhost", fake.port, TlsMode.NONE, allow_plaintext_auth=True)
     assert result.error is not None and result.error.code is ErrorCode.ADDRESS_NOT_ALLOWED
-    resolve = next(s for s in result.steps if s.name == "resolve")
-    assert "127.0.0.1" in resolve.facts["addresses"]  # type: ignore[operator]
     assert fake.connections == 0
+    # The trace does not tell what the name resolved to (no internal-network oracle).
+    assert "127.0.0.1" not in result.model_dump_json() and "::1" not in result.model_dump_json()
+    resolve = next(s for s in result.steps if s.name == "resolve")
+    assert "addresses" not in resolve.facts and resolve.facts["count"] >= 1  # type: ignore[operator]
 
 
 @pytest.mark.parametrize(
@@ -89,6 +91,9 @@ async def test_non_public_targets_denied(make_runner: Callable[..., Runner], hos
     assert result.error is not None and result.error.code is ErrorCode.ADDRESS_NOT_ALLOWED
     assert "tcp" not in names(result)
     detail = next(s for s in result.steps if s.name == "address_policy").detail or ""
+    if host.endswith(".example"):  # what the name resolved to is not in the trace
+        dumped = result.model_dump_json()
+        assert not any(a in dumped for a in ("10.0.0.5", "10.0.0.1", "93.184.216.34")), dumped
     # Only private and loopback ranges are the operator's to allow; the rest is never suggested.
     allowable = host in {
         "10.1.2.3",
@@ -180,6 +185,8 @@ async def test_expiring_soon_warns(runner: Runner, fake_server: StartFake, certs
     assert [w.code for w in result.warnings] == [WarningCode.CERT_EXPIRING_SOON]
     tls = next(s for s in result.steps if s.name == "tls")
     assert tls.facts["cert_days_to_expiry"] in (4, 5)
+    allowed = next(s for s in result.steps if s.name == "address_policy")
+    assert allowed.facts["addresses"] == ["127.0.0.1"]  # an allowed server's addresses are shown
 
 
 async def test_verification_disabled(runner: Runner, fake_server: StartFake, certs: TestCertificates) -> None:

@@ -33,7 +33,7 @@ from tester_svc.limits import AuthBreaker, ConnectionLimiter, LoginBreaker
 from tester_svc.runner import Runner
 from tester_svc.shared_limits import BreakerStore, FailureRecord, HostLeases
 
-from .conftest import NAMES, Behaviour, FakeServer, StartFake, make_request, settings_for
+from .conftest import NAMES, Behaviour, FakeServer, StartFake, announce_ports, make_request, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,9 @@ async def testers(private_nats: NatsServer, certs: TestCertificates) -> AsyncIte
         async def start(**overrides: Any) -> FastAPI:
             values: dict[str, Any] = {"nats_url": private_nats.url, "tester_concurrency": 4}
             values.update(overrides)
-            app = create_app(settings_for(certs, **values), resolver=StaticResolver(NAMES))
+            settings = settings_for(certs, **values)
+            await announce_ports(settings)
+            app = create_app(settings, resolver=StaticResolver(NAMES))
             await stack.enter_async_context(app.router.lifespan_context(app))
             return app
 

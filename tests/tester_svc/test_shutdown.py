@@ -29,7 +29,7 @@ from tester_svc.limits import ConnectionLimiter
 from tester_svc.runner import Runner
 
 from . import fakes
-from .conftest import NAMES, StartFake, make_request, settings_for
+from .conftest import NAMES, StartFake, announce_ports, make_request, settings_for
 
 
 async def test_no_permit_leaks_whatever_drain_and_cancel_interleave() -> None:
@@ -164,6 +164,7 @@ async def test_stopping_gives_waiting_tests_back_at_once(
         )
         return create_app(settings, resolver=StaticResolver(NAMES))
 
+    await announce_ports(settings_for(certs, nats_url=server.url))
     stopping, taker = app_for("tester-a"), app_for("tester-b")
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(asyncio.to_thread, server.stop)

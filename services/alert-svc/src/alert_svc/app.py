@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from alert_svc.api import serve_operations
 from alert_svc.channels.email import EmailDigestWorker
 from alert_svc.channels.enqueue import ChannelEnqueuer
-from alert_svc.channels.webhook import WebhookWorker
+from alert_svc.channels.webhook import WebhookWorker, webhook_egress
 from alert_svc.config import Settings
 from alert_svc.handlers import ReadModelHandlers
 from alert_svc.operations import Operations
@@ -44,7 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     processor = StatusProcessor(stores, settings, cache)
     read_models = ReadModelHandlers(stores.read_models, cache)
     email = EmailDigestWorker(stores.emails, settings)
-    webhooks = WebhookWorker(stores.webhooks, settings, keys)
+    egress = webhook_egress(settings)
+    webhooks = WebhookWorker(stores.webhooks, settings, keys, egress)
     enqueuer = ChannelEnqueuer(stores, settings, email, webhooks)
 
     async def on_status(envelope: object) -> None:
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime.consume(MailboxUpdated, "alert-svc-mailboxes-updated", read_models.mailbox_saved)
     runtime.consume(AlertRaised, "alert-svc-channels", enqueuer.handle, subject=f"{ALERTS}.>")
 
-    ops = Operations(stores, keys)
+    ops = Operations(stores, keys, egress)
     routes = serve_operations(runtime, ops, settings)
 
     async def start_workers() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from contracts.events import AlertLevel
+from mailwarden_mailnet.policy import parse_networks
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.settings import ServiceSettings
 
@@ -53,13 +54,43 @@ class Settings(ServiceSettings):
     alert_smtp_timeout_s: float = Field(15.0, gt=0, description="SMTP timeout.")
     alert_email_backoff_s: float = Field(30.0, gt=0, description="First delay after a failed digest send.")
 
-    alert_webhook_timeout_s: float = Field(10.0, gt=0, description="Timeout of one webhook POST.")
+    alert_webhook_timeout_s: float = Field(
+        10.0, gt=0, description="Deadline of one whole delivery: resolve, connect, TLS, request, response."
+    )
+    alert_webhook_allow_networks: str = Field(
+        "",
+        description="Comma list of CIDRs a webhook may reach although private/loopback (an intranet "
+        "receiver, tests); empty: public addresses only.",
+    )
+    alert_webhook_ports: list[int] = Field(
+        default_factory=lambda: [443],
+        description="Ports a webhook URL may use (JSON list); 443 matches the deployed NetworkPolicy.",
+    )
+    alert_webhook_max_response_kb: int = Field(
+        16, ge=1, le=1024, description="Bytes of a receiver's response body read at most (KiB)."
+    )
+    alert_webhook_per_host: int = Field(4, ge=1, le=100, description="Deliveries in flight to one host.")
+    alert_webhook_concurrency: int = Field(32, ge=1, le=1000, description="Deliveries in flight in all.")
+    alert_webhook_ca_file: str = Field("", description="Extra CA bundle to trust for https webhooks.")
     alert_webhook_backoff_s: float = Field(5.0, gt=0, description="First retry delay (doubles each time).")
     alert_webhook_backoff_max_s: float = Field(3600.0, gt=0, description="Longest retry delay.")
     alert_webhook_max_attempts: int = Field(10, ge=1, le=50, description="Attempts before a delivery fails.")
     alert_webhook_keys: SecretStr | None = Field(
         None, description="Key ring `kid:base64key,...` sealing webhook secrets at rest; first seals."
     )
+
+    @field_validator("alert_webhook_allow_networks")
+    @classmethod
+    def _check_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @field_validator("alert_webhook_ports")
+    @classmethod
+    def _check_ports(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= p <= 65535 for p in value):
+            raise ValueError("ports are 1-65535")
+        return value
 
     def webhook_key_ring(self) -> KeyRing:
         """The ring sealing webhook secrets; dev mode falls back to a fixed, unprotected key."""

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alert_svc.access import admit_wall, own_wall
-from alert_svc.channels.webhook import secret_aad
+from alert_svc.channels.webhook import admit_url, secret_aad
 from alert_svc.schemas import (
     AlertPage,
     AlertQuery,
@@ -28,6 +28,7 @@ from alert_svc.store import Stores
 from alert_svc.store.alerts import AlertDoc
 from alert_svc.store.recipients import PreferencesDoc
 from alert_svc.store.webhooks import WebhookDoc
+from mailwarden_mailnet.http_egress import HttpEgress
 from mailwarden_runtime.auth import Permission
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
@@ -62,7 +63,8 @@ def _shown(hook: WebhookDoc) -> dict[str, Any]:
 
 
 class Operations:
-    def __init__(self, stores: Stores, keys: KeyRing) -> None:
+    def __init__(self, stores: Stores, keys: KeyRing, egress: HttpEgress) -> None:
+        self.egress = egress
         self.alerts = stores.alerts
         self.webhooks = stores.webhooks
         self.preferences = stores.preferences
@@ -124,6 +126,7 @@ class Operations:
     # --- webhooks ----------------------------------------------------------------------------
     async def create_webhook(self, req: WebhookCreate) -> WebhookCreated:
         recipient_query(req.recipient_kind, req.recipient_id)  # both or neither
+        await admit_url(self.egress, str(req.url))
         webhook_id = f"wh_{uuid.uuid4().hex}"
         secret = req.secret or secrets.token_urlsafe(32)
         scope = f"{req.recipient_kind}:{req.recipient_id}" if req.recipient_kind else "*"

@@ -215,9 +215,12 @@ class SettingsView(SettingsSnapshot):
     """The settings as consumers get them, plus the preset the allow-list came from (also as stored)."""
 
     port_preset: PortPreset = "default"
+    updated_by: str = ""
+    """Who changed them last (a token's ``token:<sub>``, or this service), as every stored document
+    records; the event carries the same actor in its envelope."""
 
     def snapshot(self) -> SettingsSnapshot:
-        return SettingsSnapshot.model_validate(self.model_dump(exclude={"port_preset"}))
+        return SettingsSnapshot.model_validate(self.model_dump(exclude={"port_preset", "updated_by"}))
 
 
 class Empty(Strict):

@@ -120,7 +120,7 @@ class Operations:
         settings = await self._repo.get_settings()
         if settings is not None:
             return settings
-        first = SettingsView(version=1, updated_at=docs.now_ms(datetime.now(UTC)))
+        first = SettingsView(version=1, updated_at=docs.now_ms(datetime.now(UTC)), updated_by=actor())
         event = EmailSettingsChanged(settings=first.snapshot())
         if await self._repo.init_settings(first, [self._entry(event)]):
             log.info("default email settings created")
@@ -187,14 +187,20 @@ class Operations:
             wanted = change(current)
             if wanted is None:
                 return current
-            before = current.model_dump(mode="json", exclude={"version", "updated_at"})
+            stamp = {"version", "updated_at", "updated_by"}
+            before = current.model_dump(mode="json", exclude=stamp)
             merged = before | SettingsView.model_validate(before | wanted).model_dump(
-                mode="json", exclude={"version", "updated_at"}
+                mode="json", exclude=stamp
             )
             if merged == before:
                 return current
             new = SettingsView.model_validate(
-                merged | {"version": current.version + 1, "updated_at": docs.now_ms(datetime.now(UTC))}
+                merged
+                | {
+                    "version": current.version + 1,
+                    "updated_at": docs.now_ms(datetime.now(UTC)),
+                    "updated_by": actor(),
+                }
             )
             event = EmailSettingsChanged(settings=new.snapshot())
             if await self._repo.update_settings(current.version, new, [self._entry(event)]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from contracts.outgoing import SendEmailRequested
+from mailwarden_runtime.auth import require_mailbox
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.operations import Operation, serve
 from mailwarden_runtime.service import ServiceRuntime
@@ -38,6 +39,7 @@ SEND = Operation(
     },
     status_code=202,
     tags=MAIL,
+    owner_scoped=True,  # an integration sends only as the mailboxes granted to its token
 )
 GET = Operation(
     name="get",
@@ -49,16 +51,19 @@ GET = Operation(
     summary="Where one send stands, with its outcome",
     errors={404: "No send with this key for this mailbox"},
     tags=MAIL,
+    owner_scoped=True,
 )
 OPERATIONS = (SEND, GET)
 
 
 def serve_operations(runtime: ServiceRuntime, submission: Submission, repo: Repository) -> APIRouter:
     async def send(req: SendEmailRequested) -> SendStatus:
+        require_mailbox("mail:send", req.mailbox_id, None)  # granted mailboxes only (403)
         doc, duplicate = await submission.submit(req, current_correlation_id())
         return SendStatus.of(doc, duplicate)
 
     async def get(req: SendLookup) -> SendStatus:
+        require_mailbox("mail:read", req.mailbox_id, None)
         doc = await repo.send(req.mailbox_id, req.idempotency_key)
         if doc is None:
             raise DomainError(404, "no send with this key for this mailbox", "idempotency_key")

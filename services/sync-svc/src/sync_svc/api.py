@@ -22,6 +22,7 @@ STATE = Operation(
     summary="Where the mailbox's sync stands",
     errors=NOT_FOUND,
     tags=("sync",),
+    owner_scoped=True,  # a mailbox owner (or an integration granted it) reads its own mailbox's sync
     docs="Synced or not, paused, protocol, IDLE or polling, watermark, messages seen, last sync and error.",
 )
 PAUSE = Operation(

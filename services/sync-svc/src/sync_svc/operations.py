@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.models import Identifier
+from mailwarden_runtime.auth import require_mailbox
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.mongo import Document
 from sync_svc.repository import Repository
@@ -58,12 +59,15 @@ class Operations:
         self.targets = targets
         self.wake = wake
 
-    async def _known(self, mailbox_id: str) -> None:
-        if (
-            await self.repo.mailboxes.find_one({"_id": mailbox_id, "snapshot": {"$ne": None}}, {"_id": 1})
-            is None
-        ):
+    async def _known(self, mailbox_id: str) -> str | None:
+        """404 unless the mailbox is known; its owner's user id (None for a queue)."""
+        doc = await self.repo.mailboxes.find_one(
+            {"_id": mailbox_id, "snapshot": {"$ne": None}}, {"snapshot.owner": 1}
+        )
+        if doc is None:
             raise DomainError(404, f"mailbox {mailbox_id} is not known to sync-svc", "mailbox_id")
+        owner = doc["snapshot"].get("owner") or {}
+        return str(owner["id"]) if owner.get("kind") == "user" and owner.get("id") else None
 
     def _view(self, doc: Document, mailbox_id: str) -> SyncState:
         episode = doc.get("episode") or {}
@@ -84,7 +88,8 @@ class Operations:
         )
 
     async def state(self, req: MailboxRequest) -> SyncState:
-        await self._known(req.mailbox_id)
+        owner_id = await self._known(req.mailbox_id)
+        require_mailbox("mailboxes:read", req.mailbox_id, owner_id)  # an owner or integration: its own
         return self._view(await self.repo.get_state(req.mailbox_id), req.mailbox_id)
 
     async def pause(self, req: MailboxRequest) -> SyncState:

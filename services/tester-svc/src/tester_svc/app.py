@@ -52,8 +52,6 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
             timeout_s=settings.tester_kv_timeout_s,
         )
     runner = Runner(settings, keyring, tester=runtime.instance, resolver=resolver, shared=shared)
-    org = OrgPorts()
-    runner.allowed_ports = org.allowed
 
     async def drain() -> None:
         runner.drain()  # tests still waiting for a connection slot go back at once
@@ -66,7 +64,9 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s, headers=who)
         return bytes(reply.data)
 
-    handler = TestRequestedHandler(runner, runtime.publish, NAME, JobGate(ask))
+    org = OrgPorts(ask)  # the org's allowed ports: events, else profile-svc; never the request's
+    runner.allowed_ports = org.allowed
+    handler = TestRequestedHandler(runner, runtime.publish, NAME, JobGate(ask), org)
     if settings.tester_fake_success_for_benchmarks:
         if not settings.dev_mode:
             raise RuntimeError(
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     )
     app = runtime.http_app(title="mailwarden tester-svc")
     app.state.runner = runner
+    app.state.org_ports = org
     _org_view_lifespan(app, runtime, org)
     if shared is not None:
         _shared_limits_lifespan(app, shared, runner)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from contracts.envelope import Envelope, make_envelope
 from contracts.events import TestCompleted, TestRequested
 from tester_svc.jobgate import JobGate
+from tester_svc.orgview import OrgPorts
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,26 @@ class TestRequestedHandler:
     __test__ = False
 
     def __init__(
-        self, runner: TestRunner, publish: PublishFn, producer: str, gate: JobGate | None = None
+        self,
+        runner: TestRunner,
+        publish: PublishFn,
+        producer: str,
+        gate: JobGate | None = None,
+        org: OrgPorts | None = None,
     ) -> None:
         self.runner = runner
         self.publish = publish
         self.producer = producer
         self.gate = gate
+        self.org = org
 
     async def __call__(self, envelope: Envelope[TestRequested]) -> None:
         req = envelope.data
         if req.job_id and self.gate is not None and await self.gate.cancelled(req.job_id):
             completed = withdrawn(req, self.producer)  # the job was cancelled before this test began
         else:
+            if self.org is not None:
+                await self.org.ready()  # the org's ports known (SettingsUnknown: retried later)
             completed = await self.runner.run(req)
         task = asyncio.current_task()
         if task is not None and task.cancelling():

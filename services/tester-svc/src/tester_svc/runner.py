@@ -51,7 +51,8 @@ class Runner:
         shared: SharedKv | None = None,
     ) -> None:
         """``shared``: the KV buckets that make the limits hold across testers (None: this process only)."""
-        # the org's allowed ports as this tester sees them (tester_svc.orgview); the app sets it
+        # the org's allowed ports as this tester sees them (tester_svc.orgview), set by the app;
+        # a runner on its own (unit tests) takes the request's
         self.allowed_ports: Callable[[list[int]], list[int]] = list
         self.keyring = keyring
         self.tester = tester

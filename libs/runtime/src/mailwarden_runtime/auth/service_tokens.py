@@ -22,7 +22,7 @@ LABEL = b"mailwarden service token v1|"
 
 SERVICE_GRANTS: Final[dict[str, frozenset[Permission]]] = {
     "mailbox-svc": frozenset({"profiles:read"}),
-    "tester-svc": frozenset({"jobs:run"}),
+    "tester-svc": frozenset({"jobs:run", "settings:read"}),  # job state; the org's ports at start
     "sync-svc": frozenset({"credentials:use"}),  # incoming logins only (mailbox-svc's login operation)
     "sender-svc": frozenset({"credentials:use"}),  # outgoing logins only
 }

@@ -98,8 +98,12 @@ class WebhookStore:
         )
         return [DeliveryDoc.model_validate(d) for d in found]
 
-    async def lease_delivery(self, delivery: DeliveryDoc, until: datetime) -> bool:
-        """Take a due delivery for one attempt, unless another worker took it since it was read."""
+    async def lease_delivery(self, delivery: DeliveryDoc, until: datetime) -> datetime | None:
+        """Take a due delivery for one attempt, unless another worker took it since it was read.
+
+        Returns the lease (what :meth:`delivery_attempt` must present), None when not taken.
+        """
+        lease = until.replace(microsecond=until.microsecond // 1000 * 1000)  # as the database keeps it
         result = await self.deliveries.update_one(
             {
                 "_id": delivery.id,
@@ -107,19 +111,27 @@ class WebhookStore:
                 "attempts": delivery.attempts,
                 "lease_until": delivery.lease_until,
             },
-            {"$set": {"lease_until": until}},
+            {"$set": {"lease_until": lease}},
         )
-        return result.modified_count == 1
+        return lease if result.modified_count == 1 else None
 
-    async def delivery_attempt(self, delivery_id: str, changes: Document, attempt: Attempt) -> None:
-        await self.deliveries.update_one(
-            {"_id": delivery_id},
+    async def delivery_attempt(
+        self, delivery: DeliveryDoc, lease: datetime, changes: Document, attempt: Attempt
+    ) -> bool:
+        """Record an attempt, only while holding the lease it was made under.
+
+        A worker whose lease ran out (and was taken by another) records nothing: one attempt, one
+        history entry, one count, whoever finishes first.
+        """
+        result = await self.deliveries.update_one(
+            {"_id": delivery.id, "state": "pending", "attempts": delivery.attempts, "lease_until": lease},
             {
                 "$set": changes,
                 "$inc": {"attempts": 1},
                 "$push": {"history": {"$each": [attempt.model_dump()], "$slice": -KEEP_ATTEMPTS}},
             },
         )
+        return result.modified_count == 1
 
     async def list_deliveries(self, webhook_id: str, state: str | None, limit: int) -> list[DeliveryDoc]:
         query: dict[str, Any] = {"webhook_id": webhook_id}

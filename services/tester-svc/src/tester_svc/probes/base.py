@@ -2,7 +2,8 @@
 
 The connect flow checks the port and every resolved address before any socket exists, then
 connects to the checked address (no second lookup) and verifies the certificate against the
-host *name*. The protocol dialogue runs on the resulting :class:`~mailwarden_mailnet.wire.Wire`.
+host *name*. The trace shows the resolved addresses only once the policy allowed them: a denied
+server's internal addresses are never told to whoever reads the trace. The protocol dialogue runs on the resulting :class:`~mailwarden_mailnet.wire.Wire`.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ async def _resolve(session: Session) -> list[str]:
             addresses = await resolve_with_deadline(env.resolver, ep.host, ep.port, env.dns_timeout_s)
         except ResolveError as exc:
             raise NetError(exc.code, exc.detail) from None
-        facts["addresses"] = addresses[:16]
+        facts["count"] = len(addresses)  # the addresses only once allowed: no internal-network oracle
     return addresses
 
 
@@ -122,6 +123,7 @@ async def _policy_addresses(session: Session, addresses: list[str]) -> None:
     async with session.step("address_policy") as facts:
         facts["checked"] = len(addresses)
         EgressPolicy(session.env.allow_networks, allow_setting=ALLOW_SETTING).check_addresses(addresses)
+        facts["addresses"] = addresses[:16]
 
 
 async def run_probe(session: Session, dialogue: Dialogue) -> None:
