@@ -75,7 +75,7 @@ async def sendable(repo: Repository, mailbox_id: str) -> Sendable:
             ErrorCode.OUTGOING_NOT_ENABLED,
             "the mailbox's outgoing delivery is not server-side synchronization",
         )
-    settings = await repo.org_settings()
+    settings = await repo.read.get_settings()
     if not approved(mbx, settings):
         raise no(ErrorCode.MAILBOX_NOT_APPROVED, "the mailbox is not approved (the organisation requires it)")
     if not view.enabled_outgoing:
