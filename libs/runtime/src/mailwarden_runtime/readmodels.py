@@ -15,23 +15,13 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from contracts import events
 from contracts.envelope import Envelope
-from contracts.events import (
-    EmailSettingsChanged,
-    MailboxCreated,
-    MailboxSnapshot,
-    MailboxStatusChanged,
-    MailboxUpdated,
-    ProfileCreated,
-    ProfileDeleted,
-    ProfileSnapshot,
-    ProfileUpdated,
-    SettingsSnapshot,
-)
+from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
 from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.service import ServiceRuntime
@@ -89,13 +79,7 @@ class ReadModels:
 
     async def put_profile(self, profile: ProfileSnapshot) -> bool:
         self.forget(PROFILES, profile.profile_id)
-        return await _newest(
-            self.profiles,
-            profile.profile_id,
-            "version",
-            profile.version,
-            {"snapshot": profile.model_dump(mode="json")},
-        )
+        return await _snapshot(self.profiles, profile.profile_id, profile.version, profile)
 
     async def delete_profile(self, profile_id: str) -> bool:
         self.forget(PROFILES, profile_id)
@@ -106,20 +90,12 @@ class ReadModels:
 
     async def put_settings(self, settings: SettingsSnapshot) -> bool:
         self.forget(SETTINGS, ORG)
-        return await _newest(
-            self.settings, ORG, "version", settings.version, {"snapshot": settings.model_dump(mode="json")}
-        )
+        return await _snapshot(self.settings, ORG, settings.version, settings)
 
     async def put_mailbox(self, mailbox: MailboxSnapshot) -> bool:
-        return await _newest(
-            self.mailboxes,
-            mailbox.mailbox_id,
-            "version",
-            mailbox.version,
-            {"snapshot": mailbox.model_dump(mode="json")},
-        )
+        return await _snapshot(self.mailboxes, mailbox.mailbox_id, mailbox.version, mailbox)
 
-    async def put_status(self, status: MailboxStatusChanged, at: datetime) -> bool:
+    async def put_status(self, status: events.MailboxStatusChanged, at: datetime) -> bool:
         """The enablement of the mailbox's newest test result (one published at ``at``)."""
         return await _newest(
             self.mailboxes,
@@ -194,6 +170,10 @@ class ReadModels:
             self._cache[f"{kind}:{key}"] = (time.monotonic() + self.cache_s, value)
 
 
+async def _snapshot(coll: Any, _id: str, version: int, snapshot: BaseModel) -> bool:
+    return await _newest(coll, _id, "version", version, {"snapshot": snapshot.model_dump(mode="json")})
+
+
 async def _newest(
     coll: Any, _id: str, field: str, order: Any, values: Document, *, or_equal: bool = False
 ) -> bool:
@@ -225,27 +205,27 @@ def follow(
         if after is not None:
             await after(changed)
 
-    async def profile_saved(env: Envelope[ProfileCreated] | Envelope[ProfileUpdated]) -> None:
+    async def profile_saved(env: Envelope[events.ProfileCreated] | Envelope[events.ProfileUpdated]) -> None:
         await done(await models.put_profile(env.data.profile))
 
-    async def profile_deleted(env: Envelope[ProfileDeleted]) -> None:
+    async def profile_deleted(env: Envelope[events.ProfileDeleted]) -> None:
         await done(await models.delete_profile(env.data.profile_id))
 
-    async def settings_changed(env: Envelope[EmailSettingsChanged]) -> None:
+    async def settings_changed(env: Envelope[events.EmailSettingsChanged]) -> None:
         await done(await models.put_settings(env.data.settings))
 
-    async def mailbox_saved(env: Envelope[MailboxCreated] | Envelope[MailboxUpdated]) -> None:
+    async def mailbox_saved(env: Envelope[events.MailboxCreated] | Envelope[events.MailboxUpdated]) -> None:
         await done(await models.put_mailbox(env.data.mailbox))
 
-    async def status_changed(env: Envelope[MailboxStatusChanged]) -> None:
+    async def status_changed(env: Envelope[events.MailboxStatusChanged]) -> None:
         await done(await models.put_status(env.data, env.occurred_at))
 
     name = runtime.name
-    runtime.consume(ProfileCreated, f"{name}-profile-created", profile_saved)
-    runtime.consume(ProfileUpdated, f"{name}-profile-updated", profile_saved)
-    runtime.consume(ProfileDeleted, f"{name}-profile-deleted", profile_deleted)
-    runtime.consume(EmailSettingsChanged, f"{name}-settings", settings_changed)
+    runtime.consume(events.ProfileCreated, f"{name}-profile-created", profile_saved)
+    runtime.consume(events.ProfileUpdated, f"{name}-profile-updated", profile_saved)
+    runtime.consume(events.ProfileDeleted, f"{name}-profile-deleted", profile_deleted)
+    runtime.consume(events.EmailSettingsChanged, f"{name}-settings", settings_changed)
     if mailboxes:
-        runtime.consume(MailboxCreated, f"{name}-mailbox-created", mailbox_saved)
-        runtime.consume(MailboxUpdated, f"{name}-mailbox-updated", mailbox_saved)
-        runtime.consume(MailboxStatusChanged, f"{name}-status", status_changed)
+        runtime.consume(events.MailboxCreated, f"{name}-mailbox-created", mailbox_saved)
+        runtime.consume(events.MailboxUpdated, f"{name}-mailbox-updated", mailbox_saved)
+        runtime.consume(events.MailboxStatusChanged, f"{name}-status", status_changed)
