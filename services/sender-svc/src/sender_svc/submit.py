@@ -96,13 +96,7 @@ async def sendable(repo: Repository, mailbox_id: str) -> Sendable:
     binding = transit_binding(
         profile.credential_source, profile.profile_id, mbx.mailbox_id, Direction.OUTGOING
     )
-    ref = MailboxRef(
-        mailbox_id=mbx.mailbox_id,
-        email=mbx.email,
-        owner=mbx.owner,
-        profile_id=profile.profile_id,
-        profile_owner=profile.owner,
-    )
+    ref = mbx.ref(profile)
     return Sendable(
         mbx, profile, ref, sealed, binding, tuple(settings.allowed_ports), view.login_failed, size_limit
     )

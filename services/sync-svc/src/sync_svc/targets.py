@@ -67,15 +67,8 @@ def target_of(
     if mailbox.profile_id != profile.profile_id:
         return None
     adv = profile.advanced
-    ref = MailboxRef(
-        mailbox_id=mailbox.mailbox_id,
-        email=mailbox.email,
-        owner=mailbox.owner,
-        profile_id=profile.profile_id,
-        profile_owner=profile.owner,
-    )
     return SyncTarget(
-        ref=ref,
+        ref=mailbox.ref(profile),
         protocol=profile.incoming_protocol,
         endpoint=profile.incoming,
         verify_tls=adv.verify_tls,
