@@ -41,30 +41,10 @@ from nats.aio.msg import Msg
 from pymongo import AsyncMongoClient
 
 from bench.latency_proxy import LatencyProxyProcess
+from bench.seed import enabled_mailbox, org_events, publish
 from contracts.envelope import make_envelope
-from contracts.events import (
-    AdvancedOptions,
-    EmailSettingsChanged,
-    Event,
-    MailboxCreated,
-    MailboxSnapshot,
-    MailboxStatusChanged,
-    ProfileCreated,
-    ProfileSnapshot,
-    SealedCredentials,
-    SettingsSnapshot,
-    TestRequested,
-)
-from contracts.models import (
-    Endpoint,
-    IncomingProtocol,
-    MailboxRef,
-    Owner,
-    OwnerKind,
-    ServerTarget,
-    TestStatus,
-    TlsMode,
-)
+from contracts.events import Event, ProfileCreated
+from contracts.models import Direction, Endpoint, Owner, OwnerKind, TlsMode
 from contracts.outgoing import Recipient, SendEmailRequested
 from mailwarden_runtime.bus import ensure_streams
 from mailwarden_runtime.crypto import KeyRing
@@ -158,58 +138,15 @@ def setup_events(accounts: dict[str, str], port: int, transit: KeyRing, c: int) 
     at = datetime.now(UTC)
     outgoing = Endpoint(host=HOST, port=port, tls=TlsMode.STARTTLS)
     incoming = Endpoint(host=HOST, port=993, tls=TlsMode.IMPLICIT)
-    profile = ProfileSnapshot(
-        profile_id="bench",
-        name="bench",
-        owner=OWNER,
-        incoming_protocol=IncomingProtocol.IMAP,
-        incoming=incoming,
-        outgoing=outgoing,
-        advanced=AdvancedOptions(max_concurrent_connections=min(c, 300)),
-        updated_at=at,
+    events = org_events(
+        "bench", OWNER, incoming, outgoing, [port], at, max_concurrent_connections=min(c, 300)
     )
-    events: list[Event] = [
-        EmailSettingsChanged(settings=SettingsSnapshot(version=1, updated_at=at, allowed_ports=[port])),
-        ProfileCreated(profile=profile),
-    ]
+    profile = events[-1]
+    assert isinstance(profile, ProfileCreated)
     for user, password in accounts.items():
-        email = f"{user}@mail.test"
-        ref = MailboxRef(mailbox_id=user, email=email, owner=OWNER, profile_id="bench", profile_owner=OWNER)
-        sealed = transit.seal(
-            json.dumps({"username": user, "password": password}).encode(), f"mailbox:{user}:outgoing"
+        events += enabled_mailbox(
+            profile, user, f"{user}@mail.test", (user, password), Direction.OUTGOING, transit, at
         )
-        events += [
-            MailboxCreated(
-                mailbox=MailboxSnapshot(
-                    mailbox_id=user,
-                    email=email,
-                    owner=OWNER,
-                    profile_id="bench",
-                    approval="approved",
-                    updated_at=at,
-                )
-            ),
-            TestRequested(
-                test_id=f"t-{user}",
-                mailbox=ref,
-                target=ServerTarget(
-                    profile_id="bench",
-                    profile_name="bench",
-                    incoming_protocol=IncomingProtocol.IMAP,
-                    incoming=incoming,
-                    outgoing=outgoing,
-                ),
-                credentials=SealedCredentials(outgoing=sealed),
-                requested_at=at,
-            ),
-            MailboxStatusChanged(
-                mailbox=ref,
-                incoming_status=TestStatus.SUCCESS,
-                outgoing_status=TestStatus.SUCCESS,
-                enabled_incoming=True,
-                enabled_outgoing=True,
-            ),
-        ]
     return events
 
 
@@ -219,9 +156,7 @@ async def drive_sender(
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await ensure_streams(nc, ServiceSettings(nats_url=nats_url))
-    for event in events:
-        env = make_envelope(event, "bench")
-        await js.publish(event.SUBJECT, env.to_bytes(), headers={"Nats-Msg-Id": str(env.id)})
+    await publish(js, events)
     mongo: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri)
     boxes = mongo[database_name(db, "sender-svc")]["mailboxes"]
     deadline = time.monotonic() + 300

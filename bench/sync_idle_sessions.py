@@ -30,9 +30,9 @@ if __package__ in (None, ""):
 import nats
 import psutil
 
+from bench.seed import publish
 from bench.stack import dovecot_tuning
 from bench.sync_one_mailbox import enable_events, sync_app, workdir
-from contracts.envelope import make_envelope
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import DovecotServer, MongoWireServer, NatsServer, TestCertificates
 from sync_svc import metrics
@@ -102,11 +102,10 @@ async def measure(
 
         async def enable(names: list[str]) -> None:
             for user in names:
-                for event in enable_events(
+                events = enable_events(
                     dovecot, transit, f"mbx-{user}", user, users[user], max_concurrent_connections=300
-                ):
-                    env = make_envelope(event, "bench")
-                    await js.publish(event.SUBJECT, env.to_bytes(), headers={"Nats-Msg-Id": str(env.id)})
+                )
+                await publish(js, events)
 
         names = sorted(users)
         async with app.router.lifespan_context(app):

@@ -39,31 +39,10 @@ import nats
 import psutil
 from fastapi import FastAPI
 
+from bench.seed import enabled_mailbox, org_events, publish
 from bench.stack import dovecot_tuning
-from contracts.envelope import make_envelope
-from contracts.events import (
-    AdvancedOptions,
-    EmailSettingsChanged,
-    Event,
-    MailboxCreated,
-    MailboxSnapshot,
-    MailboxStatusChanged,
-    ProfileCreated,
-    ProfileSnapshot,
-    SealedCredentials,
-    SettingsSnapshot,
-    TestRequested,
-)
-from contracts.models import (
-    Endpoint,
-    IncomingProtocol,
-    MailboxRef,
-    Owner,
-    OwnerKind,
-    ServerTarget,
-    TestStatus,
-    TlsMode,
-)
+from contracts.events import Event, ProfileCreated
+from contracts.models import Direction, Endpoint, Owner, OwnerKind, TlsMode
 from mailwarden_mailnet.imap import ImapClient
 from mailwarden_mailnet.login import Login
 from mailwarden_mailnet.resolve import StaticResolver
@@ -145,60 +124,23 @@ def enable_events(
 ) -> list[Event]:
     """The events that make sync-svc sync one mailbox, as profile-svc and mailbox-svc publish them."""
     now = datetime.now(UTC)
-    profile_id = f"p-{mailbox_id}"
     endpoint = Endpoint(host="mail.test", port=dovecot.imaps_port, tls=TlsMode.IMPLICIT)
-    profile = ProfileSnapshot(
-        profile_id=profile_id,
-        name="bench",
-        owner=OWNER,
-        incoming_protocol=IncomingProtocol.IMAP,
-        incoming=endpoint,
-        outgoing=Endpoint(host="mail.test", port=465, tls=TlsMode.IMPLICIT),
-        advanced=AdvancedOptions(**{"process_email_from": date(2000, 1, 1), **advanced}),
-        updated_at=now,
+    outgoing = Endpoint(host="mail.test", port=465, tls=TlsMode.IMPLICIT)
+    org = org_events(
+        f"p-{mailbox_id}",
+        OWNER,
+        endpoint,
+        outgoing,
+        [dovecot.imaps_port],
+        now,
+        **{"process_email_from": date(2000, 1, 1), **advanced},
     )
-    mailbox = MailboxSnapshot(
-        mailbox_id=mailbox_id,
-        email=f"{user}@mail.test",
-        owner=OWNER,
-        profile_id=profile_id,
-        approval="approved",
-        updated_at=now,
+    profile = org[-1]
+    assert isinstance(profile, ProfileCreated)
+    email = f"{user}@mail.test"
+    return org + enabled_mailbox(
+        profile, mailbox_id, email, (user, password), Direction.INCOMING, transit, now
     )
-    ref = MailboxRef(
-        mailbox_id=mailbox_id, email=mailbox.email, owner=OWNER, profile_id=profile_id, profile_owner=OWNER
-    )
-    sealed = transit.seal(
-        json.dumps({"username": user, "password": password}).encode(), f"mailbox:{mailbox_id}:incoming"
-    )
-    target = ServerTarget(
-        profile_id=profile_id,
-        profile_name=profile_id,
-        incoming_protocol=IncomingProtocol.IMAP,
-        incoming=endpoint,
-        outgoing=profile.outgoing,
-    )
-    return [
-        EmailSettingsChanged(
-            settings=SettingsSnapshot(allowed_ports=[dovecot.imaps_port], version=1, updated_at=now)
-        ),
-        ProfileCreated(profile=profile),
-        MailboxCreated(mailbox=mailbox),
-        TestRequested(
-            test_id=f"t-{mailbox_id}",
-            mailbox=ref,
-            target=target,
-            credentials=SealedCredentials(incoming=sealed),
-            requested_at=now,
-        ),
-        MailboxStatusChanged(
-            mailbox=ref,
-            incoming_status=TestStatus.SUCCESS,
-            outgoing_status=TestStatus.NOT_APPLICABLE,
-            enabled_incoming=True,
-            enabled_outgoing=False,
-        ),
-    ]
 
 
 def sync_app(
@@ -235,9 +177,7 @@ async def run_sync(work: Path, dovecot: DovecotServer, certs: TestCertificates, 
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             side0 = [p.cpu_times() for p in side]
             started = time.perf_counter()
-            for event in enable_events(dovecot, KeyRing.parse(key_text)):
-                env = make_envelope(event, "bench")
-                await js.publish(event.SUBJECT, env.to_bytes(), headers={"Nats-Msg-Id": str(env.id)})
+            await publish(js, enable_events(dovecot, KeyRing.parse(key_text)))
             first_at = None
             stored = 0
             while stored < count:

@@ -167,6 +167,16 @@ class MailboxBasics(Frozen):
     approval: Approval = "pending"
     active: bool = True
 
+    def ref(self, profile: ProfileSnapshot) -> MailboxRef:
+        """How events name this mailbox on ``profile``."""
+        return MailboxRef(
+            mailbox_id=self.mailbox_id,
+            email=self.email,
+            owner=self.owner,
+            profile_id=profile.profile_id,
+            profile_owner=profile.owner,
+        )
+
 
 class MailboxSnapshot(MailboxBasics):
     has_password: bool = False

@@ -8,14 +8,7 @@ from fastapi import FastAPI
 
 from contracts.email import MailboxSyncFailed
 from contracts.envelope import Envelope
-from contracts.events import (
-    EmailSettingsChanged,
-    Event,
-    ProfileCreated,
-    ProfileDeleted,
-    ProfileUpdated,
-    TestCompleted,
-)
+from contracts.events import Event, TestCompleted
 from mailbox_svc.api import Logins, serve_operations
 from mailbox_svc.config import Settings
 from mailbox_svc.handlers import Handlers
@@ -30,6 +23,7 @@ from mailbox_svc.testing import Rings
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.service_tokens import service_token
 from mailwarden_runtime.consumer import ConsumerOptions
+from mailwarden_runtime.readmodels import follow
 from mailwarden_runtime.service import ServiceRuntime
 
 NAME = "mailbox-svc"
@@ -48,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s, headers=who)
         return bytes(reply.data)
 
-    profiles = ProfileDirectory(repo, ask)
+    profiles = ProfileDirectory(repo.read, ask)
 
     def envelop(data: Event, correlation_id: str | None = None) -> Envelope[Any]:
         return runtime.envelope(data, correlation_id)
@@ -74,10 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     scheduler = RetryScheduler(repo, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)
 
-    runtime.consume(ProfileCreated, "mailbox-svc-profile-created", handlers.profile_created)
-    runtime.consume(ProfileUpdated, "mailbox-svc-profile-updated", handlers.profile_updated)
-    runtime.consume(ProfileDeleted, "mailbox-svc-profile-deleted", handlers.profile_deleted)
-    runtime.consume(EmailSettingsChanged, "mailbox-svc-settings", handlers.settings_changed)
+    follow(runtime, repo.read, mailboxes=False)
     # Results of a job arrive in bursts: what is waiting (up to 64) is applied in one batch, three
     # database round trips instead of four per result (bench/README.md: the database is the bound).
     runtime.consume(

@@ -112,9 +112,6 @@ class MailboxDoc(Stored):
             password_updated_at=login.password_updated_at,
         )
 
-    def requires_approval(self, approved_users_only: bool, approved_queues_only: bool) -> bool:
-        return owner_requires_approval(self.owner, approved_users_only, approved_queues_only)
-
 
 _BASICS = tuple(k for k in MailboxBasics.model_fields if k != "mailbox_id")
 _VIEWED = tuple(
@@ -268,7 +265,3 @@ def patch_login(
             destination=destination if patch.password is not None or stored_usable else None,
         ),
     )
-
-
-def owner_requires_approval(owner: Owner, approved_users_only: bool, approved_queues_only: bool) -> bool:
-    return approved_users_only if owner.kind == "user" else approved_queues_only

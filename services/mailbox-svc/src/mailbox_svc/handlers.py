@@ -1,7 +1,7 @@
-"""Event handlers: read models of profiles and org settings, and the policy on TestCompleted.
+"""Event handlers: the policy on TestCompleted (the read models are kept by ``mailwarden_runtime.readmodels``).
 
-All are idempotent: read models keep the highest version, a test run is stored once by test id, and
-a mailbox applies a result only while that test id is its pending one.
+Idempotent: a test run is stored once by test id, and a mailbox applies a result only while that
+test id is its pending one.
 """
 
 from __future__ import annotations
@@ -15,11 +15,7 @@ from typing import Any
 from contracts.envelope import Envelope
 from contracts.errors import ErrorCode
 from contracts.events import (
-    EmailSettingsChanged,
     Event,
-    ProfileCreated,
-    ProfileDeleted,
-    ProfileUpdated,
     SettingsSnapshot,
     TestCompleted,
 )
@@ -59,18 +55,6 @@ class Handlers:
         self.on_job_result = on_job_result
         self.rng = rng or random.Random()
 
-    async def profile_created(self, env: Envelope[ProfileCreated]) -> None:
-        await self.repo.upsert_profile(env.data.profile)
-
-    async def profile_updated(self, env: Envelope[ProfileUpdated]) -> None:
-        await self.repo.upsert_profile(env.data.profile)
-
-    async def profile_deleted(self, env: Envelope[ProfileDeleted]) -> None:
-        await self.repo.delete_profile(env.data.profile_id)
-
-    async def settings_changed(self, env: Envelope[EmailSettingsChanged]) -> None:
-        await self.repo.upsert_settings(env.data.settings)
-
     async def test_completed(self, env: Envelope[TestCompleted]) -> None:
         result = env.data
         mailbox_id = result.mailbox.mailbox_id
@@ -79,7 +63,7 @@ class Handlers:
         if await self._withdrawn(doc, result):
             await self._withdraw(doc, result, now)
             return
-        settings = await self.repo.get_settings()
+        settings = await self.repo.read.get_settings()
         decision = self._decision(doc, result, settings, now)
         run = self._run(doc, result, decision, now)
         stored = await self.repo.record_run(run)
@@ -115,7 +99,7 @@ class Handlers:
         """
         now = utcnow()
         docs = await self.repo.get_many([e.data.mailbox.mailbox_id for e in envs])
-        settings = await self.repo.get_settings()
+        settings = await self.repo.read.get_settings()
         first: dict[str, Envelope[TestCompleted]] = {}
         later: list[Envelope[TestCompleted]] = []
         job_ids = {j for e in envs if (j := self._job_of(docs.get(e.data.mailbox.mailbox_id), e.data))}

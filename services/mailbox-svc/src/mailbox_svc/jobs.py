@@ -252,7 +252,7 @@ class JobRunner:
     async def _expand(self, job: JobDoc) -> bool:
         """Request one batch; False when the job must wait for results before going on."""
         progress = await self._progress(job)
-        known = await self.repo.get_profile(job.profile_id)  # the read model: its limits
+        known = await self.repo.read.get_profile(job.profile_id)  # the read model: its limits
         room = self.in_flight_cap(known) - (job.requested - progress.done)
         if room <= 0:
             return False
@@ -264,7 +264,7 @@ class JobRunner:
             if done is not None and progress.done >= done.requested:
                 await self._finish(done, "completed")
             return True
-        settings = await self.repo.get_settings()
+        settings = await self.repo.read.get_settings()
         try:
             profile = await self.profiles.find(job.profile_id, with_login=True)
         except ProfileUnavailable:

@@ -184,7 +184,7 @@ class MailboxOperations:
         """
         for _ in range(MAX_RACES):
             doc = await self._get_doc(mailbox_id)
-            settings = await self.repo.get_settings()
+            settings = await self.repo.read.get_settings()
             changed, events = change(doc, settings)
             stamp = {"updated_at": utcnow(), "updated_by": current_actor() or AUTOMATIC}
             after = changed.model_copy(update={**stamp, "version": doc.version + 1})
@@ -395,7 +395,7 @@ class MailboxOperations:
         ids = selection.mailbox_ids or await self.repo.select_ids(
             selection.filter or MailboxFilter(), self.max_selection
         )
-        settings = await self.repo.get_settings()
+        settings = await self.repo.read.get_settings()
         out = await self.repo.profile_ids_of(ids)
         if settings.default_profile_id:
             out.add(settings.default_profile_id)
@@ -403,7 +403,7 @@ class MailboxOperations:
 
     async def apply_defaults(self, selection: Selection) -> BulkResult:
         """Set the org's default profile and delivery methods, then Test & Enable each mailbox."""
-        settings = await self.repo.get_settings()
+        settings = await self.repo.read.get_settings()
         if settings.default_profile_id is None:
             raise DomainError(
                 409, "the organisation has no default email server profile", "default_profile_id"

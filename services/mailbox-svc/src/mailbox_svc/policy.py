@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from contracts.eligibility import approved
 from contracts.errors import CATALOG, ErrorCode
 from contracts.events import MailboxStatusChanged, SettingsSnapshot, TestCompleted
 from contracts.models import DirectionResult, TestError, TestStatus
@@ -69,9 +70,7 @@ def decide(
 ) -> Decision:
     """The new state of ``doc`` after ``result`` (which must be the mailbox's pending test)."""
     attempt = doc.pending_attempt or result.attempt
-    needs_approval = doc.requires_approval(settings.approved_users_only, settings.approved_queues_only)
-    # A rejected mailbox stays off even where the org does not require approval.
-    approved = doc.approval == "approved" or (not needs_approval and doc.approval != "rejected")
+    may_enable = approved(doc.approval, doc.owner.kind, settings)
     status = {"incoming": doc.incoming_status, "outgoing": doc.outgoing_status}
     enabled = {"incoming": doc.enabled_incoming, "outgoing": doc.enabled_outgoing}
     errors: dict[str, TestError] = {}
@@ -93,10 +92,10 @@ def decide(
                 enabled[d] = False
                 exhausted = exhausted or error.code
         elif res.status is TestStatus.SUCCESS:
-            enabled[d] = approved
+            enabled[d] = may_enable
     any_success = any(r.status is TestStatus.SUCCESS for r in result.results)
     disabled_reason: ErrorCode | None = permanent or exhausted
-    if disabled_reason is None and any_success and not approved:
+    if disabled_reason is None and any_success and not may_enable:
         disabled_reason = ErrorCode.MAILBOX_NOT_APPROVED
     next_retry_at = now + timedelta(seconds=retry.delay_s(rng)) if retry_dirs else None
     resume_at = _logins_resume_at(result)

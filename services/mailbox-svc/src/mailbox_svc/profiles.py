@@ -36,7 +36,7 @@ class ProfileUnavailable(Exception):
 
 
 class ProfileReads(Protocol):
-    """The read model's answers (mailbox_svc.repository.Repository)."""
+    """The read model's answers (``mailwarden_runtime.readmodels.ReadModels``)."""
 
     async def get_profile(self, profile_id: str) -> ProfileSnapshot | None: ...
 

@@ -1,4 +1,4 @@
-"""All MongoDB access of mailbox-svc: mailboxes, read models, test runs and jobs."""
+"""All MongoDB access of mailbox-svc: mailboxes, test runs and jobs, and the read model of profiles and settings."""
 
 from __future__ import annotations
 
@@ -8,21 +8,18 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from contracts.events import ProfileSnapshot, SettingsSnapshot
 from contracts.models import SealedSecret
 from mailbox_svc.documents import JobDoc, MailboxDoc, SealedLogins, TestRunDoc
 from mailbox_svc.models import MailboxFilter
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox
+from mailwarden_runtime.readmodels import ReadModels
 
 MAILBOXES = "mailboxes"
-PROFILES = "profiles"
 WITHDRAWN = "withdrawn"  # the outcome of a cancelled job's test that never started
-SETTINGS = "settings"
 TEST_RUNS = "test_runs"
 JOBS = "jobs"
 OUTBOX_COLLECTIONS = (MAILBOXES, JOBS)
-ORG = "org"
 DUPLICATE_KEY = 11000
 
 
@@ -49,8 +46,8 @@ class Repository:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
         self.mailboxes = db[MAILBOXES]
-        self.profiles = db[PROFILES]
-        self.settings = db[SETTINGS]
+        self.read = ReadModels(db)
+        """Profiles and the org's settings, kept from profile-svc's events (``readmodels.follow``)."""
         self.runs = db[TEST_RUNS]
         self.jobs = db[JOBS]
 
@@ -170,49 +167,6 @@ class Repository:
             {"$set": {"credentials": old.model_copy(update={"credentials": new}).stored()["credentials"]}},
         )
         return res.modified_count == 1
-
-    # ---- read models -------------------------------------------------------------------------
-
-    async def upsert_profile(self, profile: ProfileSnapshot) -> None:
-        body = profile.model_dump(mode="json")
-        try:
-            await self.profiles.update_one(
-                {"_id": profile.profile_id, "version": {"$lt": profile.version}, "deleted": {"$ne": True}},
-                {"$set": {"snapshot": body, "version": profile.version}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            pass  # a newer version (or a deletion) is already stored
-
-    async def delete_profile(self, profile_id: str) -> None:
-        await self.profiles.update_one(
-            {"_id": profile_id}, {"$set": {"deleted": True, "snapshot": None}}, upsert=True
-        )
-
-    async def get_profile(self, profile_id: str) -> ProfileSnapshot | None:
-        doc = await self.profiles.find_one({"_id": profile_id})
-        if doc is None or doc.get("deleted") or not doc.get("snapshot"):
-            return None
-        return ProfileSnapshot.model_validate(doc["snapshot"])
-
-    async def profile_deleted(self, profile_id: str) -> bool:
-        """Whether ``ProfileDeleted`` was seen for this id (deletion is final: no need to ask)."""
-        doc = await self.profiles.find_one({"_id": profile_id}, {"deleted": 1})
-        return bool(doc and doc.get("deleted"))
-
-    async def upsert_settings(self, snapshot: SettingsSnapshot) -> None:
-        try:
-            await self.settings.update_one(
-                {"_id": ORG, "version": {"$lt": snapshot.version}},
-                {"$set": {"snapshot": snapshot.model_dump(mode="json"), "version": snapshot.version}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            pass
-
-    async def get_settings(self) -> SettingsSnapshot:
-        doc = await self.settings.find_one({"_id": ORG})
-        return SettingsSnapshot.model_validate(doc["snapshot"]) if doc else SettingsSnapshot()
 
     # ---- test runs ---------------------------------------------------------------------------
 

@@ -54,10 +54,10 @@ class RetryScheduler:
         due = await self.repo.due_retries(now, BATCH)
         if not due:
             return 0
-        settings = await self.repo.get_settings()
+        settings = await self.repo.read.get_settings()
         sent = 0
         for doc in due:
-            profile = await self.repo.get_profile(doc.profile_id or "")
+            profile = await self.repo.read.get_profile(doc.profile_id or "")
             q = {"next_retry_at": doc.next_retry_at}
             try:
                 req = build_request(

@@ -15,21 +15,12 @@ from fastapi import FastAPI
 from nats.aio.client import Client
 
 from contracts.envelope import Envelope, make_envelope
-from contracts.events import (
-    EmailSettingsChanged,
-    Event,
-    MailboxCreated,
-    MailboxStatusChanged,
-    MailboxUpdated,
-    ProfileCreated,
-    ProfileDeleted,
-    ProfileUpdated,
-    TestRequested,
-)
+from contracts.events import Event, TestRequested
 from contracts.outgoing import SendEmailRequested
 from mailwarden_mailnet.resolve import Resolver, SystemResolver
 from mailwarden_runtime.consumer import ConsumerOptions
 from mailwarden_runtime.keys import load_keyring
+from mailwarden_runtime.readmodels import follow
 from mailwarden_runtime.service import ServiceRuntime
 from sender_svc.api import serve_operations
 from sender_svc.attachments import ObjectAttachments
@@ -70,13 +61,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     )
     handlers = Handlers(repo, submission, runtime.publish, NAME)
 
-    runtime.consume(ProfileCreated, "sender-svc-profile-created", handlers.profile_created)
-    runtime.consume(ProfileUpdated, "sender-svc-profile-updated", handlers.profile_updated)
-    runtime.consume(ProfileDeleted, "sender-svc-profile-deleted", handlers.profile_deleted)
-    runtime.consume(EmailSettingsChanged, "sender-svc-settings", handlers.settings_changed)
-    runtime.consume(MailboxCreated, "sender-svc-mailbox-created", handlers.mailbox_created)
-    runtime.consume(MailboxUpdated, "sender-svc-mailbox-updated", handlers.mailbox_updated)
-    runtime.consume(MailboxStatusChanged, "sender-svc-status", handlers.status_changed)
+    follow(runtime, repo.read)
     runtime.consume(TestRequested, "sender-svc-logins", handlers.test_requested)
     runtime.consume(
         SendEmailRequested, "sender-svc-requests", handlers.send_requested, ConsumerOptions(max_workers=8)

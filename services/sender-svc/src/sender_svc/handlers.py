@@ -1,9 +1,9 @@
-"""Event handlers: the read models the sender decides from, and send requests arriving as events.
+"""Event handlers: a mailbox's outgoing login, and send requests arriving as events.
 
-Mailboxes and profiles come from their snapshots, org settings from EmailSettingsChanged, a
-mailbox's outgoing enablement from MailboxStatusChanged, and its outgoing login exactly as
-mailbox-svc sealed it for its last test (TestRequested): still sealed with the transit key ring,
-opened only when connecting. Each is idempotent (newest version or time wins).
+The read models the sender decides from (mailboxes, profiles, org settings) are kept by
+:func:`mailwarden_runtime.readmodels.follow`. The outgoing login is kept exactly as mailbox-svc
+sealed it for the mailbox's last test (TestRequested): still sealed with the transit key ring,
+opened only when connecting; idempotent (the newest wins).
 """
 
 from __future__ import annotations
@@ -15,14 +15,7 @@ from typing import Any
 from contracts.envelope import Envelope, make_envelope
 from contracts.errors import CATALOG
 from contracts.events import (
-    EmailSettingsChanged,
     FieldError,
-    MailboxCreated,
-    MailboxStatusChanged,
-    MailboxUpdated,
-    ProfileCreated,
-    ProfileDeleted,
-    ProfileUpdated,
     TestRequested,
 )
 from contracts.models import CredentialSource, Direction, TestError
@@ -40,27 +33,6 @@ class Handlers:
         self.submission = submission
         self.publish = publish
         self.producer = producer
-
-    async def profile_created(self, env: Envelope[ProfileCreated]) -> None:
-        await self.repo.upsert_profile(env.data.profile)
-
-    async def profile_updated(self, env: Envelope[ProfileUpdated]) -> None:
-        await self.repo.upsert_profile(env.data.profile)
-
-    async def profile_deleted(self, env: Envelope[ProfileDeleted]) -> None:
-        await self.repo.delete_profile(env.data.profile_id)
-
-    async def settings_changed(self, env: Envelope[EmailSettingsChanged]) -> None:
-        await self.repo.upsert_settings(env.data.settings)
-
-    async def mailbox_created(self, env: Envelope[MailboxCreated]) -> None:
-        await self.repo.upsert_mailbox(env.data.mailbox)
-
-    async def mailbox_updated(self, env: Envelope[MailboxUpdated]) -> None:
-        await self.repo.upsert_mailbox(env.data.mailbox)
-
-    async def status_changed(self, env: Envelope[MailboxStatusChanged]) -> None:
-        await self.repo.set_enabled(env.data.mailbox.mailbox_id, env.data.enabled_outgoing, env.occurred_at)
 
     async def test_requested(self, env: Envelope[TestRequested]) -> None:
         req = env.data

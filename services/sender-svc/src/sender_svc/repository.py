@@ -1,7 +1,8 @@
 """All of sender-svc's MongoDB access: the read models it decides from and the send queue.
 
-Read models (mailboxes, profiles, org settings) are upserted newest-version-wins, so redelivered or
-reordered events never move them back. A send is one document keyed by (mailbox, idempotency key)
+Read models (mailboxes, profiles, org settings) are :mod:`mailwarden_runtime.readmodels`, kept
+newest-version-wins, so redelivered or reordered events never move them back; the sender adds a
+mailbox's outgoing login and a profile's advertised SIZE to their documents. A send is one document keyed by (mailbox, idempotency key)
 under a unique index; its state changes and outcome events are written by one update (outbox).
 States: ``queued`` (claimable when due and its lease is free; nothing was handed over yet),
 ``sending`` (persisted just before DATA), then ``sent``, ``failed`` or ``uncertain``.
@@ -10,7 +11,6 @@ States: ``queued`` (claimable when due and its lease is free; nothing was handed
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,11 +20,12 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
+from contracts.events import MailboxSnapshot, ProfileSnapshot
 from contracts.models import SealedSecret
 from contracts.outgoing import SendEmailRequested, send_id
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
+from mailwarden_runtime.readmodels import PROFILES, ReadModels
 
 SENDS = "sends"
 OUTBOX_COLLECTIONS = (SENDS,)
@@ -65,11 +66,10 @@ class Repository:
         self.db = db
         # Profiles and org settings change rarely and are read twice per mail: kept this long.
         # Mailboxes (approval, enablement, login) are always read fresh.
-        self.read_cache_s = read_cache_s
-        self._cache: dict[str, tuple[float, Any]] = {}
-        self.mailboxes = db["mailboxes"]
-        self.profiles = db["profiles"]
-        self.settings = db["settings"]
+        self.read = ReadModels(db, cache_s=read_cache_s)
+        """Mailboxes, profiles and the org's settings, kept from events (``readmodels.follow``)."""
+        self.mailboxes = self.read.mailboxes
+        self.profiles = self.read.profiles
         self.sends = db[SENDS]
 
     async def ensure_indexes(self) -> None:
@@ -86,13 +86,6 @@ class Repository:
             )
         except DuplicateKeyError:
             pass  # a newer version is stored already
-
-    async def upsert_mailbox(self, mailbox: MailboxSnapshot) -> None:
-        data = mailbox.model_dump(mode="json")
-        await self._newest("mailboxes", mailbox.mailbox_id, "version", mailbox.version, {"snapshot": data})
-
-    async def set_enabled(self, mailbox_id: str, enabled_outgoing: bool, at: datetime) -> None:
-        await self._newest("mailboxes", mailbox_id, "status_at", at, {"enabled_outgoing": enabled_outgoing})
 
     async def set_login(self, mailbox_id: str, sealed: SealedSecret, at: datetime) -> None:
         await self._newest("mailboxes", mailbox_id, "login_at", at, {"login": sealed.model_dump()})
@@ -115,46 +108,12 @@ class Repository:
             login_failed=doc.get("login_failed"),
         )
 
-    async def upsert_profile(self, profile: ProfileSnapshot) -> None:
-        data = profile.model_dump(mode="json")
-        await self._newest("profiles", profile.profile_id, "version", profile.version, {"snapshot": data})
-        self._cache.pop(f"profile:{profile.profile_id}", None)
-
-    async def delete_profile(self, profile_id: str) -> None:
-        await self.profiles.delete_one({"_id": profile_id})
-        self._cache.pop(f"profile:{profile_id}", None)
-
-    def _cached(self, key: str) -> Any:
-        hit = self._cache.get(key)
-        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
-
-    def _keep(self, key: str, value: Any) -> Any:
-        if self.read_cache_s > 0 and value is not None:
-            self._cache[key] = (time.monotonic() + self.read_cache_s, value)
-        return value
-
     async def profile(self, profile_id: str) -> tuple[ProfileSnapshot, int | None] | None:
         """The profile and the SIZE its outgoing server advertised last (None: unknown or unlimited)."""
-        key = f"profile:{profile_id}"
-        if (hit := self._cached(key)) is not None:
-            return hit  # type: ignore[no-any-return]
-        doc = await self.profiles.find_one({"_id": profile_id})
-        found = (ProfileSnapshot.model_validate(doc["snapshot"]), doc.get("size_limit")) if doc else None
-        return self._keep(key, found)  # type: ignore[no-any-return]
-
-    async def upsert_settings(self, settings: SettingsSnapshot) -> None:
-        await self._newest(
-            "settings", ORG, "version", settings.version, {"snapshot": settings.model_dump(mode="json")}
-        )
-        self._cache.pop(ORG, None)
-
-    async def org_settings(self) -> SettingsSnapshot:
-        if (hit := self._cached(ORG)) is not None:
-            return hit  # type: ignore[no-any-return]
-        doc = await self.settings.find_one({"_id": ORG})
-        if doc is None:
-            return SettingsSnapshot()
-        return self._keep(ORG, SettingsSnapshot.model_validate(doc["snapshot"]))  # type: ignore[no-any-return]
+        entry = await self.read.profile_entry(profile_id)
+        if entry is None or entry.deleted or entry.snapshot is None:
+            return None
+        return entry.snapshot, (entry.model_extra or {}).get("size_limit")
 
     async def remember_size(self, host: str, port: int, size: int | None) -> None:
         """The SIZE a server advertised, kept on the profiles sending through it, so the next
@@ -162,8 +121,7 @@ class Repository:
         await self.profiles.update_many(
             {"snapshot.outgoing.host": host, "snapshot.outgoing.port": port}, {"$set": {"size_limit": size}}
         )
-        for key in [k for k in self._cache if k.startswith("profile:")]:
-            del self._cache[key]
+        self.read.forget(PROFILES)
 
     # --- sends ---------------------------------------------------------------------------------
     async def insert_send(

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from contracts.eligibility import Ineligible, ineligible
 from contracts.errors import ErrorCode
-from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
-from contracts.models import CredentialSource, DeliveryMethod, Direction, MailboxRef, OwnerKind, SealedSecret
+from contracts.events import MailboxSnapshot, ProfileSnapshot
+from contracts.models import CredentialSource, Direction, MailboxRef, SealedSecret
 from contracts.outgoing import SendEmailRequested, send_id
 from mailwarden_mailnet.login import transit_binding
 from mailwarden_runtime.http import DomainError
@@ -49,13 +50,22 @@ class Sendable:
     """The SIZE the profile's outgoing server advertised when last connected."""
 
 
-def approved(mailbox: MailboxSnapshot, settings: SettingsSnapshot) -> bool:
-    required = (
-        settings.approved_users_only
-        if mailbox.owner.kind is OwnerKind.USER
-        else settings.approved_queues_only
-    )
-    return mailbox.approval == "approved" or (not required and mailbox.approval != "rejected")
+REFUSALS: dict[Ineligible, tuple[ErrorCode, str]] = {
+    Ineligible.INACTIVE: (ErrorCode.OUTGOING_NOT_ENABLED, "the mailbox is inactive"),
+    Ineligible.NOT_SERVER_SIDE_SYNC: (
+        ErrorCode.OUTGOING_NOT_ENABLED,
+        "the mailbox's outgoing delivery is not server-side synchronization",
+    ),
+    Ineligible.NOT_APPROVED: (
+        ErrorCode.MAILBOX_NOT_APPROVED,
+        "the mailbox is not approved (the organisation requires it)",
+    ),
+    Ineligible.NOT_ENABLED: (
+        ErrorCode.OUTGOING_NOT_ENABLED,
+        "the mailbox is not enabled for outgoing email (Test & Enable it)",
+    ),
+}
+"""What a sender answers for each reason a mailbox may not send."""
 
 
 async def sendable(repo: Repository, mailbox_id: str) -> Sendable:
@@ -68,20 +78,9 @@ async def sendable(repo: Repository, mailbox_id: str) -> Sendable:
     def no(code: ErrorCode, why: str, status: int = 409) -> Refused:
         return Refused(status, code, why, "mailbox_id")
 
-    if not mbx.active:
-        raise no(ErrorCode.OUTGOING_NOT_ENABLED, "the mailbox is inactive")
-    if mbx.outgoing_delivery is not DeliveryMethod.SERVER_SIDE_SYNC:
-        raise no(
-            ErrorCode.OUTGOING_NOT_ENABLED,
-            "the mailbox's outgoing delivery is not server-side synchronization",
-        )
-    settings = await repo.org_settings()
-    if not approved(mbx, settings):
-        raise no(ErrorCode.MAILBOX_NOT_APPROVED, "the mailbox is not approved (the organisation requires it)")
-    if not view.enabled_outgoing:
-        raise no(
-            ErrorCode.OUTGOING_NOT_ENABLED, "the mailbox is not enabled for outgoing email (Test & Enable it)"
-        )
+    settings = await repo.read.get_settings()
+    if (why := ineligible(mbx, Direction.OUTGOING, view.enabled_outgoing, settings)) is not None:
+        raise no(*REFUSALS[why])
     found = await repo.profile(mbx.profile_id) if mbx.profile_id else None
     if found is None:
         raise no(ErrorCode.OUTGOING_NOT_ENABLED, "the mailbox has no known email server profile")
@@ -97,13 +96,7 @@ async def sendable(repo: Repository, mailbox_id: str) -> Sendable:
     binding = transit_binding(
         profile.credential_source, profile.profile_id, mbx.mailbox_id, Direction.OUTGOING
     )
-    ref = MailboxRef(
-        mailbox_id=mbx.mailbox_id,
-        email=mbx.email,
-        owner=mbx.owner,
-        profile_id=profile.profile_id,
-        profile_owner=profile.owner,
-    )
+    ref = mbx.ref(profile)
     return Sendable(
         mbx, profile, ref, sealed, binding, tuple(settings.allowed_ports), view.login_failed, size_limit
     )

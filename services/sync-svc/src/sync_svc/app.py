@@ -16,15 +16,6 @@ from nats.aio.client import Client
 
 from contracts.email import EmailRejected
 from contracts.envelope import Envelope
-from contracts.events import (
-    EmailSettingsChanged,
-    MailboxCreated,
-    MailboxStatusChanged,
-    MailboxUpdated,
-    ProfileCreated,
-    ProfileDeleted,
-    ProfileUpdated,
-)
 from mailwarden_mailnet.resolve import Resolver, SystemResolver
 from mailwarden_mailnet.tls import TlsContexts
 from mailwarden_mailnet.use_login import LoginSource
@@ -32,12 +23,12 @@ from mailwarden_mailnet.wire import Limits
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.service_tokens import service_token
 from mailwarden_runtime.keys import load_keyring
+from mailwarden_runtime.readmodels import follow
 from mailwarden_runtime.service import ServiceRuntime
 from sync_svc.api import serve_operations
 from sync_svc.config import Settings
 from sync_svc.connect import NetEnv
 from sync_svc.episodes import Episodes
-from sync_svc.handlers import Handlers
 from sync_svc.hosts import HostSlots
 from sync_svc.leases import LeaseTable
 from sync_svc.operations import Operations
@@ -111,14 +102,13 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         poll_floor_s=settings.sync_poll_floor_s,
         max_mailboxes=settings.sync_max_sessions,
     )
-    handlers = Handlers(repo, worker.wake)
-    runtime.consume(ProfileCreated, "sync-svc-profile-created", handlers.profile_created)
-    runtime.consume(ProfileUpdated, "sync-svc-profile-updated", handlers.profile_updated)
-    runtime.consume(ProfileDeleted, "sync-svc-profile-deleted", handlers.profile_deleted)
-    runtime.consume(EmailSettingsChanged, "sync-svc-settings", handlers.settings_changed)
-    runtime.consume(MailboxCreated, "sync-svc-mailbox-created", handlers.mailbox_created)
-    runtime.consume(MailboxUpdated, "sync-svc-mailbox-updated", handlers.mailbox_updated)
-    runtime.consume(MailboxStatusChanged, "sync-svc-status", handlers.status_changed)
+
+    async def read_model_changed(changed: bool) -> None:
+        if changed:
+            await repo.bump()  # workers re-read the read models only when something changed
+        worker.wake()
+
+    follow(runtime, repo.read, after=read_model_changed)
     undeliverable = Undeliverable(services, lambda: worker.targets)
     runtime.consume(EmailRejected, "sync-svc-rejected", undeliverable)
     ops = Operations(repo, lambda: set(worker.targets), worker.wake)

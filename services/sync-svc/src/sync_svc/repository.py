@@ -1,8 +1,8 @@
 """All MongoDB access of sync-svc: the read models it learns from events, sync state per mailbox,
 and the ledger of published messages.
 
-Collections: ``mailboxes`` (snapshot, incoming enablement),
-``profiles``, ``settings``, ``state`` (watermark, counters, controls, error episode per mailbox),
+Collections: ``mailboxes``, ``profiles``, ``settings`` (the read model,
+:mod:`mailwarden_runtime.readmodels`), ``state`` (watermark, counters, controls, error episode per mailbox),
 ``published`` (one document per published message: ``_id`` = event id, the mailbox and a
 fingerprint of Message-ID, Date and size, so a UIDVALIDITY change or a move to another protocol
 re-baselines without publishing anything twice). ``meta.revision`` grows with every change a
@@ -12,26 +12,24 @@ worker must react to, so workers re-read the read models only when something cha
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
-from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
 from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.readmodels import ReadModels
 
-ORG = "org"
 REVISION = "revision"
 
 
 class Repository:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
-        self.mailboxes = db["mailboxes"]
-        self.profiles = db["profiles"]
-        self.settings = db["settings"]
+        self.read = ReadModels(db)
+        """Mailboxes, profiles and the org's settings, kept from events (``readmodels.follow``)."""
+        self.mailboxes = self.read.mailboxes
         self.state = db["state"]
         self.published = db["published"]
         self.meta = db["meta"]
@@ -47,80 +45,6 @@ class Repository:
     async def revision(self) -> int:
         doc = await self.meta.find_one({"_id": REVISION})
         return int(doc["n"]) if doc else 0
-
-    # ---- read models (each keeps the newest version; replays change nothing) -------------------
-
-    async def upsert_profile(self, profile: ProfileSnapshot) -> None:
-        try:
-            res = await self.profiles.update_one(
-                {"_id": profile.profile_id, "version": {"$lt": profile.version}, "deleted": {"$ne": True}},
-                {"$set": {"snapshot": profile.model_dump(mode="json"), "version": profile.version}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            return  # a newer version (or a deletion) is already stored
-        if res.modified_count or res.upserted_id is not None:
-            await self.bump()
-
-    async def delete_profile(self, profile_id: str) -> None:
-        await self.profiles.update_one(
-            {"_id": profile_id}, {"$set": {"deleted": True, "snapshot": None}}, upsert=True
-        )
-        await self.bump()
-
-    async def upsert_settings(self, snapshot: SettingsSnapshot) -> None:
-        try:
-            res = await self.settings.update_one(
-                {"_id": ORG, "version": {"$lt": snapshot.version}},
-                {"$set": {"snapshot": snapshot.model_dump(mode="json"), "version": snapshot.version}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            return
-        if res.modified_count or res.upserted_id is not None:
-            await self.bump()
-
-    async def upsert_mailbox(self, mailbox: MailboxSnapshot) -> None:
-        try:
-            res = await self.mailboxes.update_one(
-                # The document may exist already without a snapshot (its login or status came first).
-                {
-                    "_id": mailbox.mailbox_id,
-                    "$or": [{"version": {"$exists": False}}, {"version": {"$lt": mailbox.version}}],
-                },
-                {"$set": {"snapshot": mailbox.model_dump(mode="json"), "version": mailbox.version}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            return
-        if res.modified_count or res.upserted_id is not None:
-            await self.bump()
-
-    async def set_enabled(self, mailbox_id: str, enabled: bool, at: datetime) -> None:
-        """The incoming enablement of the newest MailboxStatusChanged (older ones change nothing)."""
-        try:
-            res = await self.mailboxes.update_one(
-                {
-                    "_id": mailbox_id,
-                    "$or": [{"enabled_at": {"$exists": False}}, {"enabled_at": {"$lte": at}}],
-                },
-                {"$set": {"enabled_incoming": enabled, "enabled_at": at}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            return
-        if res.modified_count or res.upserted_id is not None:
-            await self.bump()
-
-    async def load_all(self) -> tuple[list[Document], dict[str, ProfileSnapshot], SettingsSnapshot]:
-        mailboxes = [d async for d in self.mailboxes.find({"snapshot": {"$ne": None}})]
-        profiles = {
-            d["_id"]: ProfileSnapshot.model_validate(d["snapshot"])
-            async for d in self.profiles.find({"deleted": {"$ne": True}, "snapshot": {"$ne": None}})
-        }
-        doc = await self.settings.find_one({"_id": ORG})
-        settings = SettingsSnapshot.model_validate(doc["snapshot"]) if doc else SettingsSnapshot()
-        return mailboxes, profiles, settings
 
     # ---- sync state ------------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Which mailboxes are synchronized, and with what: computed from the read models, never stored.
 
-A mailbox is synchronized when it is active, enabled for incoming email (its last test), its
-incoming delivery method is server-side synchronization, it is approved where the organisation
-requires it (never when rejected), its profile is IMAP or POP3. Its login is asked from mailbox-svc when connecting
+A mailbox is synchronized when it may use its incoming side (:func:`contracts.eligibility.ineligible`:
+active, incoming delivery by server-side synchronization, approved where the organisation requires
+it, never when rejected, enabled for incoming email by its last test) and its profile is IMAP or POP3. Its login is asked from mailbox-svc when connecting
 (:mod:`mailwarden_mailnet.use_login`), never stored here.
 """
 
@@ -12,8 +12,9 @@ import hashlib
 from dataclasses import dataclass
 from datetime import date
 
+from contracts.eligibility import ineligible
 from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
-from contracts.models import DeliveryMethod, Endpoint, IncomingProtocol, MailboxRef, OwnerKind
+from contracts.models import Direction, Endpoint, IncomingProtocol, MailboxRef
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,6 @@ class SyncTarget:
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
-def approved(mailbox: MailboxSnapshot, settings: SettingsSnapshot) -> bool:
-    required = (
-        settings.approved_users_only
-        if mailbox.owner.kind is OwnerKind.USER
-        else settings.approved_queues_only
-    )
-    return mailbox.approval == "approved" or (not required and mailbox.approval != "rejected")
-
-
 def target_of(
     mailbox: MailboxSnapshot,
     enabled_incoming: bool,
@@ -70,22 +62,13 @@ def target_of(
     poll_floor_s: float,
 ) -> SyncTarget | None:
     """The sync target of one mailbox, or None when it is not to be synchronized."""
-    if not (mailbox.active and enabled_incoming and profile is not None):
-        return None
-    if mailbox.incoming_delivery is not DeliveryMethod.SERVER_SIDE_SYNC or not approved(mailbox, settings):
+    if profile is None or ineligible(mailbox, Direction.INCOMING, enabled_incoming, settings) is not None:
         return None
     if mailbox.profile_id != profile.profile_id:
         return None
     adv = profile.advanced
-    ref = MailboxRef(
-        mailbox_id=mailbox.mailbox_id,
-        email=mailbox.email,
-        owner=mailbox.owner,
-        profile_id=profile.profile_id,
-        profile_owner=profile.owner,
-    )
     return SyncTarget(
-        ref=ref,
+        ref=mailbox.ref(profile),
         protocol=profile.incoming_protocol,
         endpoint=profile.incoming,
         verify_tls=adv.verify_tls,

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import nats.errors
 
-from contracts.events import MailboxSnapshot
 from contracts.models import IncomingProtocol
 from mailwarden_runtime.mongo import Document
 from sync_svc import metrics
@@ -98,16 +97,16 @@ class Worker:
         revision = await self.s.repo.revision()
         if revision == self._revision:
             return
-        mailboxes, profiles, settings = await self.s.repo.load_all()
+        read = self.s.repo.read
+        profiles, settings = await read.all_profiles(), await read.get_settings()
         targets: dict[str, SyncTarget] = {}
-        for doc in mailboxes:
-            snapshot = MailboxSnapshot.model_validate(doc["snapshot"])
-            profile = profiles.get(snapshot.profile_id or "")
-            target = target_of(
-                snapshot, bool(doc.get("enabled_incoming")), profile, settings, self.poll_floor_s
-            )
+        for entry in await read.all_mailboxes():
+            if entry.snapshot is None:
+                continue
+            profile = profiles.get(entry.snapshot.profile_id or "")
+            target = target_of(entry.snapshot, entry.enabled_incoming, profile, settings, self.poll_floor_s)
             if target is not None:
-                targets[snapshot.mailbox_id] = target
+                targets[entry.id] = target
         self.targets = targets
         self.controls = await self.s.repo.states(targets)
         self._revision = revision
