@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sync_helpers import Bus, Mailbox, append, message
 
+from contracts.email import MailboxSyncPaused
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_on, issue_token
 from mailwarden_servers import DovecotServer
@@ -60,6 +61,10 @@ async def test_state_pause_resume_and_resync(
             resumed = await http.post(f"/mailboxes/{box.mailbox_id}/sync/resume")
             assert resumed.status_code == 200 and not resumed.json()["paused"]
             assert len(await bus.wait_emails(box, 2)) == 2
+            # mailbox-svc learns both (it re-tests a paused mailbox on the org's schedule).
+            announced = await bus.stored("mailwarden.sync.paused", MailboxSyncPaused)
+            mine = [e.data.paused for e in announced if e.data.mailbox_id == box.mailbox_id]
+            assert mine == [True, False]
 
             resync = await http.post(
                 f"/mailboxes/{box.mailbox_id}/sync/resync",

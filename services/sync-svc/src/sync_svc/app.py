@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from nats.aio.client import Client
 
-from contracts.email import EmailRejected
+from contracts.email import EmailRejected, MailboxSyncPaused
 from contracts.envelope import Envelope
 from contracts.events import (
     EmailSettingsChanged,
@@ -121,7 +121,11 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     runtime.consume(MailboxStatusChanged, "sync-svc-status", handlers.status_changed)
     undeliverable = Undeliverable(services, lambda: worker.targets)
     runtime.consume(EmailRejected, "sync-svc-rejected", undeliverable)
-    ops = Operations(repo, lambda: set(worker.targets), worker.wake)
+
+    async def announce(event: MailboxSyncPaused) -> None:
+        await publish(runtime.envelope(event), event.SUBJECT)
+
+    ops = Operations(repo, lambda: set(worker.targets), worker.wake, announce)
     routes = serve_operations(runtime, ops)
 
     async def start_worker() -> None:
