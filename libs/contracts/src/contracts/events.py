@@ -176,6 +176,11 @@ class MailboxBasics(Frozen):
 
 class MailboxSnapshot(MailboxBasics):
     has_password: bool = False
+    process_email_received_after: datetime | None = Field(
+        None,
+        description="The mailbox's own start of synchronization (overrides its profile's process_email_from): "
+        "nothing received earlier is published.",
+    )
     version: int = 1
     updated_at: datetime
 
