@@ -111,9 +111,6 @@ class Publisher:
             parse_error=parsed.parse_error,
             too_large=too_large,
         )
-        await self.publish(
-            make_envelope(event, self.producer, event_id=event_id), email_received_subject(mailbox_id)
-        )
         kind = "too_large" if too_large else "parse_error" if parsed.parse_error else "ok"
         metrics.MESSAGES.labels(protocol=protocol, kind=kind).inc()
         if msg.internal_date is not None:
