@@ -28,14 +28,11 @@ from contracts.models import DeliveryMethod
 from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import MailboxDoc
 from mailbox_svc.repository import Repository
-from mailbox_svc.testing import Rings, TestRefused, build_request, pending_fields
-from mailwarden_runtime.loop import BackgroundLoop
+from mailbox_svc.scheduler import BATCH, DueTestLoop
+from mailbox_svc.testing import Rings, TestRefused, build_request
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import outbox_entry, with_outbox
 
 log = logging.getLogger(__name__)
-
-BATCH = 100
 SYNCED = DeliveryMethod.SERVER_SIDE_SYNC.value
 
 
@@ -43,7 +40,9 @@ def enabled_directions(doc: MailboxDoc) -> list[str]:
     return [d for d, on in (("incoming", doc.enabled_incoming), ("outgoing", doc.enabled_outgoing)) if on]
 
 
-class ScheduledRetests:
+class ScheduledRetests(DueTestLoop):
+    name = "scheduled-retests"
+
     def __init__(
         self,
         repo: Repository,
@@ -52,19 +51,9 @@ class ScheduledRetests:
         wake_relay: Callable[[], None],
         poll_s: float,
     ) -> None:
-        self.repo = repo
-        self.rings = rings
-        self.envelop = envelop
-        self.wake_relay = wake_relay
+        super().__init__(repo, rings, envelop, wake_relay, poll_s)
         self.paused: AsyncCollection[Document] = repo.db["sync_paused"]
         self._skipped: dict[str, datetime] = {}  # mailbox -> until when (could not be tested)
-        self._loop = BackgroundLoop("scheduled-retests", self._pass, poll_s)
-
-    def start(self) -> None:
-        self._loop.start()
-
-    async def stop(self) -> None:
-        await self._loop.stop()
 
     async def sync_paused(self, envelope: Envelope[MailboxSyncPaused]) -> None:
         """Remember which mailboxes an operator paused (resumed: forgotten)."""
@@ -75,9 +64,6 @@ class ScheduledRetests:
             )
         else:
             await self.paused.delete_one({"_id": event.mailbox_id})
-
-    async def _pass(self) -> bool:
-        return await self.run_once() >= BATCH
 
     async def _due(self, cutoff: datetime) -> list[MailboxDoc]:
         """Enabled, idle (no test pending or scheduled), last tested before ``cutoff``, and not
@@ -134,11 +120,7 @@ class ScheduledRetests:
                 log.warning("scheduled re-test dropped", extra={"mailbox_id": doc.id, "reason": exc.code})
                 self._skipped[doc.id] = now + interval
                 continue
-            update = with_outbox(
-                {"$set": {**pending_fields(req), "updated_at": now}, "$inc": {"version": 1}},
-                [outbox_entry(self.envelop(req))],
-            )
-            if await self.repo.update_if(doc.id, doc.version, update, q):
+            if await self.request(doc, req, q, now):
                 sent += 1
                 log.info(
                     "scheduled re-test requested",
