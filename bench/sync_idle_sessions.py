@@ -32,7 +32,7 @@ import psutil
 
 from bench.seed import publish
 from bench.stack import dovecot_tuning
-from bench.sync_one_mailbox import enable_events, sync_app, workdir
+from bench.sync_one_mailbox import enable_events, serve_logins, sync_app, workdir
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import DovecotServer, MongoWireServer, NatsServer, TestCertificates
 from sync_svc import metrics
@@ -98,6 +98,7 @@ async def measure(
         )
         transit = KeyRing.parse(key_text)
         nc = await nats.connect(nats_server.url)
+        await serve_logins(nc, transit, dovecot, {f"mbx-{u}": (u, p) for u, p in users.items()})
         js = nc.jetstream()
 
         async def enable(names: list[str]) -> None:

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,9 @@ if __package__ in (None, ""):
 import nats
 import psutil
 from fastapi import FastAPI
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from pydantic import SecretStr
 
 from bench.seed import enabled_mailbox, org_events, publish
 from bench.stack import dovecot_tuning
@@ -49,6 +52,7 @@ from mailwarden_mailnet.resolve import StaticResolver
 from mailwarden_mailnet.tls import TlsContexts
 from mailwarden_mailnet.wire import Limits, Wire, connect_first
 from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.sealing import seal_for_use
 from mailwarden_servers import DovecotServer, MongoWireServer, NatsServer, TestCertificates
 from mailwarden_servers.dovecot import MAIL_GID, MAIL_UID
 
@@ -120,18 +124,21 @@ def enable_events(
     mailbox_id: str = MAILBOX,
     user: str = USER,
     password: str = PASSWORD,
+    port: int | None = None,
     **advanced: Any,
 ) -> list[Event]:
-    """The events that make sync-svc sync one mailbox, as profile-svc and mailbox-svc publish them."""
+    """The events that make sync-svc sync one mailbox, as profile-svc and mailbox-svc publish them
+    (``port``: where the server is reached, e.g. a latency proxy; Dovecot's IMAPS port by default)."""
     now = datetime.now(UTC)
-    endpoint = Endpoint(host="mail.test", port=dovecot.imaps_port, tls=TlsMode.IMPLICIT)
+    port = port or dovecot.imaps_port
+    endpoint = Endpoint(host="mail.test", port=port, tls=TlsMode.IMPLICIT)
     outgoing = Endpoint(host="mail.test", port=465, tls=TlsMode.IMPLICIT)
     org = org_events(
         f"p-{mailbox_id}",
         OWNER,
         endpoint,
         outgoing,
-        [dovecot.imaps_port],
+        [port],
         now,
         **{"process_email_from": date(2000, 1, 1), **advanced},
     )
@@ -141,6 +148,39 @@ def enable_events(
     return org + enabled_mailbox(
         profile, mailbox_id, email, (user, password), Direction.INCOMING, transit, now
     )
+
+
+async def serve_logins(
+    nc: Client,
+    transit: KeyRing,
+    dovecot: DovecotServer,
+    logins: dict[str, tuple[str, str]],
+    port: int | None = None,
+) -> None:
+    """Answer mailbox-svc's ``login`` operation for the benchmark's mailboxes (no mailbox-svc runs
+    here): each login sealed for its use, as mailbox-svc seals it (service token not checked)."""
+
+    async def answer(msg: Msg) -> None:
+        req = json.loads(msg.data)
+        user, password = logins[req["mailbox_id"]]
+        not_after = datetime.now(UTC) + timedelta(seconds=300)
+        at = port or dovecot.imaps_port
+        sealed = seal_for_use(
+            transit, user, SecretStr(password), purpose=req["purpose"], mailbox_id=req["mailbox_id"],
+            direction=req["direction"], host="mail.test", port=at, not_after=not_after,
+        )  # fmt: skip
+        result = {
+            "mailbox_id": req["mailbox_id"],
+            "direction": req["direction"],
+            "purpose": req["purpose"],
+            "host": "mail.test",
+            "port": at,
+            "not_after": not_after.replace(microsecond=0).isoformat(),
+            "sealed": sealed.model_dump(mode="json"),
+        }
+        await msg.respond(json.dumps({"ok": True, "result": result}).encode())
+
+    await nc.subscribe("mailwarden.rpc.mailbox-svc.login", cb=answer)
 
 
 def sync_app(
@@ -170,6 +210,7 @@ async def run_sync(work: Path, dovecot: DovecotServer, certs: TestCertificates, 
     with NatsServer(work / "nats") as nats_server, MongoWireServer(work / "mongo") as mongo:
         app = sync_app(nats_server, mongo, certs, key_text)
         nc = await nats.connect(nats_server.url)
+        await serve_logins(nc, KeyRing.parse(key_text), dovecot, {MAILBOX: (USER, PASSWORD)})
         js = nc.jetstream()
         subject = f"mailwarden.email.received.{MAILBOX}"
         side = [psutil.Process(nats_server.pid), psutil.Process(mongo.pid)]
@@ -180,7 +221,10 @@ async def run_sync(work: Path, dovecot: DovecotServer, certs: TestCertificates, 
             await publish(js, enable_events(dovecot, KeyRing.parse(key_text)))
             first_at = None
             stored = 0
+            deadline = time.perf_counter() + 120 + count / 20
             while stored < count:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"{stored} of {count} EmailReceived stored before the deadline")
                 await asyncio.sleep(0.1)
                 info = await js.stream_info("MW_EMAIL", subjects_filter=subject)
                 stored = sum((info.state.subjects or {}).values())

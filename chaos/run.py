@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from chaos import delivery, duplicates, fuzz, malformed, permissions, secrets, shutdown
+from chaos import delivery, duplicates, fuzz, malformed, permissions, secrets, shutdown, sync
 from chaos.harness import Figure
 from chaos.infra import Infra, slow_target, started
 from mailwarden_servers import SmtpServer
@@ -94,6 +94,18 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "S3": (
         "SIGTERM every service while NATS is a silent peer, 40 tests in flight",
         _stop_with("nats silent"),
+    ),
+    "Y1": (
+        "kill -9 of a sync worker during a 2,000-message first sync",
+        lambda i, w: sync.sync_fault(i, w, messages=2000, fault="kill"),
+    ),
+    "Y2": (
+        "NATS restart during a 2,000-message first sync",
+        lambda i, w: sync.sync_fault(i, w, messages=2000, fault="nats"),
+    ),
+    "Y3": (
+        "database restart during a 2,000-message first sync",
+        lambda i, w: sync.sync_fault(i, w, messages=2000, fault="database"),
     ),
     "D1": ("canary password through every path, DEBUG logs", _d1),
     "D4": ("production NATS permissions (rendered from the Helm values)", _d4),

@@ -52,7 +52,7 @@ INVOCATIONS: list[list[str]] = [
      "--owner-kind", "queue", "--username", "u2", "--password", "new", "--not-default", "--allow-plaintext-auth"],
     ["profile", "delete", "p1"],
     ["settings", "show"],
-    ["settings", "set", "--default-profile", "p1", "--allowed-ports", "993,587"],
+    ["settings", "set", "--default-profile", "p1", "--allowed-ports", "993,587", "--retest-interval-s", "3600"],
     ["mailbox", "add", "--id", "m1", "--email", "m1@example.org", "--owner-id", "m1", "--profile", "p1",
      "--username", "m1", "--password", "pw", "--smtp-username", "m1s", "--smtp-password", "pw2",
      "--incoming-delivery", "server_side_sync", "--act-delivery", "none"],

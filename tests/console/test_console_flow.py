@@ -87,8 +87,10 @@ async def test_seed_flow_through_the_console(console: ConsoleStack) -> None:
     await expect(page.locator("#f-allowed_ports ~ .field-error")).to_be_visible()  # the service's message
     await page.get_by_label("Allowed ports").select_option("custom")
     await page.get_by_label("Custom list").fill(", ".join(map(str, ports)))
+    await page.get_by_label("Re-test mailboxes no sync watches every (seconds)").fill("3600")
     await page.get_by_role("button", name="Save settings").click()
     await expect(page.get_by_role("status")).to_have_text("Email settings saved.")
+    await expect(page.get_by_label("Re-test mailboxes no sync watches every (seconds)")).to_have_value("3600")
     await console.shot(page, "settings")
 
     # A profile: first with a port the organisation does not allow, so the service's suggestion shows.

@@ -16,6 +16,7 @@ from contracts.email import (
     EmailRejected,
     EmailTracked,
     MailboxSyncFailed,
+    MailboxSyncPaused,
     MailboxSyncRecovered,
     RawRef,
     email_event_id,
@@ -293,6 +294,7 @@ SAMPLES: dict[str, Callable[[], Event]] = {
         first_failed_at=NOW,
         recovered_at=NOW + timedelta(minutes=10),
     ),
+    "MailboxSyncPaused": lambda: MailboxSyncPaused(mailbox_id=MAILBOX.mailbox_id, paused=True),
     "SendEmailRequested": _send_requested,
     "EmailSent": lambda: EmailSent(
         mailbox=MAILBOX,

@@ -117,6 +117,7 @@ class Mailbox:
     password: str
     protocol: IncomingProtocol = IncomingProtocol.IMAP
     process_from: date | None = None
+    received_after: datetime | None = None  # the mailbox's own start (overrides process_from)
     received: list[Envelope[EmailReceived]] = field(default_factory=list)
 
 
@@ -239,6 +240,7 @@ class Bus:
             owner=OWNER,
             profile_id=profile_id,
             approval="approved",
+            process_email_received_after=box.received_after,
             updated_at=NOW,
         )
         await self.publish(MailboxCreated(mailbox=snapshot))

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sync_helpers import Bus, Mailbox, append, message
 
+from contracts.email import MailboxSyncPaused
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_on, issue_token
 from mailwarden_servers import DovecotServer
@@ -60,6 +61,10 @@ async def test_state_pause_resume_and_resync(
             resumed = await http.post(f"/mailboxes/{box.mailbox_id}/sync/resume")
             assert resumed.status_code == 200 and not resumed.json()["paused"]
             assert len(await bus.wait_emails(box, 2)) == 2
+            # mailbox-svc learns both (it re-tests a paused mailbox on the org's schedule).
+            announced = await bus.stored("mailwarden.sync.paused", MailboxSyncPaused)
+            mine = [e.data.paused for e in announced if e.data.mailbox_id == box.mailbox_id]
+            assert mine == [True, False]
 
             resync = await http.post(
                 f"/mailboxes/{box.mailbox_id}/sync/resync",
@@ -174,3 +179,43 @@ async def test_cli_mail_tail_and_status(
     assert len(lines) == 2 and all(box.mailbox_id in ln and "sender@example.org" in ln for ln in lines)
     assert "cli 0" in lines[0] and "cli 1" in lines[1]
     assert status["messages_seen"] == 2 and status["synced"] and status["protocol"] == "imap"
+
+
+@pytest.mark.parametrize(("shared", "idling"), [(True, 2), (False, 4)])
+async def test_the_profiles_host_limit_holds_across_workers(
+    bus: Bus,
+    dovecot: DovecotServer,
+    new_box: Callable[..., Mailbox],
+    sync_service: Any,
+    db_name: str,
+    shared: bool,
+    idling: int,
+) -> None:
+    """4 mailboxes of one host, at most 3 connections: idlers may hold 2 (a KV lease each), so 2
+    sessions idle and the other 2 poll on the slot left. Per process only (shared off), each worker
+    lets its own 2 idle: 4 sessions on a host that allows 3."""
+    boxes = [new_box(process_from=date(2020, 1, 1)) for _ in range(4)]
+    settings = {"sync_shared_host_limits": shared, "sync_host_lease_ttl_s": 6.0}
+    async with (
+        sync_service(db_name, instance="worker-a", **settings) as a,
+        sync_service(db_name, instance="worker-b", **settings) as b,
+    ):
+        for box in boxes:
+            await bus.enable(box, max_concurrent_connections=3)
+        repo = a.state.repository
+
+        async def modes() -> list[str]:
+            return [str((await repo.get_state(box.mailbox_id)).get("mode")) for box in boxes]
+
+        for _ in range(100):
+            if "None" not in await modes() and all(len(w.state.worker.running) == 2 for w in (a, b)):
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # every session settled in its mode
+        got = await modes()
+        for box in boxes:  # polling mailboxes still get their mail, within the limit
+            await asyncio.to_thread(append, dovecot, box.user, box.password, [message(1, box.mailbox_id)])
+        for box in boxes:
+            assert len(await bus.wait_emails(box, 1)) == 1
+    assert sorted(got).count("idle") == idling, got
+    assert sorted(got).count("poll") == 4 - idling, got

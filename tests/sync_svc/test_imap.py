@@ -42,6 +42,25 @@ async def test_first_sync_honours_process_email_from(
     assert first.raw is not None and first.raw.size == first.size and not first.too_large
 
 
+async def test_the_mailboxs_own_start_overrides_its_profiles(
+    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+) -> None:
+    """Profile: from 30 days ago; the mailbox: from 2 days ago (a moment, not a day)."""
+    now = datetime.now(UTC)
+    box = new_box(process_from=now.date() - timedelta(days=30), received_after=now - timedelta(days=2))
+    for subject, age in (("profile only", timedelta(days=5)), ("just before", timedelta(days=2, hours=1))):
+        await asyncio.to_thread(append, dovecot, box.user, box.password, [message(0, subject)], now - age)
+    await asyncio.to_thread(
+        append, dovecot, box.user, box.password, [message(1, "after")], now - timedelta(days=1)
+    )
+    async with sync_service(db_name):
+        await bus.enable(box)
+        await bus.wait_emails(box, 1)
+        await asyncio.sleep(1.0)  # a second pass must not add anything
+        got = await bus.emails(box)
+    assert subjects(got) == ["after 1"]
+
+
 async def test_without_a_start_date_only_new_mail_is_published(
     bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
 ) -> None:

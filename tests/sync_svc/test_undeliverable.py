@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from sync_helpers import Bus, Mailbox, append, message
 
 from contracts.email import EmailRejected
-from mailwarden_servers import DovecotServer
+from mailwarden_servers import DovecotServer, TestCertificates
+
+# Dovecot accepts MOVE whatever it advertises; sync-svc goes by the advertised capabilities.
+WITHOUT_MOVE = (
+    "\nimap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ UIDPLUS NAMESPACE\n"
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +38,61 @@ def folder_counts(dovecot: DovecotServer, user: str, password: str) -> dict[str,
         imap.logout()
 
 
+@pytest.fixture(scope="module")
+def dovecot_without_move(workdir: Path, certs: TestCertificates) -> Iterator[DovecotServer]:
+    with DovecotServer(workdir / "dovecot-no-move", certs, {}, extra_config=WITHOUT_MOVE) as server:
+        yield server
+
+
+@pytest.fixture
+async def bus_without_move(sync_nats_url: str, dovecot_without_move: DovecotServer) -> AsyncIterator[Bus]:
+    nc = await nats.connect(sync_nats_url)
+    try:
+        bus = Bus(nc, dovecot_without_move)
+        await bus.serve_logins()
+        yield bus
+    finally:
+        await nc.drain()
+
+
+def box_on(dovecot: DovecotServer) -> Mailbox:
+    user = f"user-{uuid.uuid4().hex[:10]}"
+    dovecot.add_user(user, f"{user}-pw")
+    return Mailbox(f"mbx-{uuid.uuid4().hex[:10]}", user, f"{user}-pw", process_from=date(2020, 1, 1))
+
+
 async def test_rejected_message_moves_to_undeliverable_only_when_the_profile_says_so(
-    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+    bus: Bus,
+    dovecot: DovecotServer,
+    sync_service: Any,
+    db_name: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    moving = new_box(process_from=date(2020, 1, 1))
-    keeping = new_box(process_from=date(2020, 1, 1))
+    await rejected_moves(bus, dovecot, sync_service, db_name, caplog, "MOVE")
+
+
+async def test_without_move_it_copies_flags_deleted_and_expunges_that_uid(
+    bus_without_move: Bus,
+    dovecot_without_move: DovecotServer,
+    sync_service: Any,
+    db_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await rejected_moves(bus_without_move, dovecot_without_move, sync_service, db_name, caplog, "COPY")
+
+
+async def rejected_moves(
+    bus: Bus,
+    dovecot: DovecotServer,
+    sync_service: Any,
+    db_name: str,
+    caplog: pytest.LogCaptureFixture,
+    via: str,
+) -> None:
+    caplog.set_level("INFO", logger="sync_svc.undeliverable")
+    moving, keeping = box_on(dovecot), box_on(dovecot)
+    # A message the user flagged \Deleted themselves stays: only the rejected UID is expunged.
+    await asyncio.to_thread(flag_one_deleted, dovecot, moving.user, moving.password)
     for box in (moving, keeping):
         await asyncio.to_thread(
             append, dovecot, box.user, box.password, [message(i, "order") for i in range(3)]
@@ -56,6 +114,18 @@ async def test_rejected_message_moves_to_undeliverable_only_when_the_profile_say
         await asyncio.sleep(1.0)  # more polls: the expunge publishes nothing new
         kept = await asyncio.to_thread(folder_counts, dovecot, keeping.user, keeping.password)
         after = await bus.emails(moving)
-    assert counts == {"INBOX": 2, "Undeliverable": 1}
+    assert counts == {"INBOX": 3, "Undeliverable": 1}  # 3 synced, 1 moved, the user's flagged one kept
     assert kept == {"INBOX": 3, "Undeliverable": -1}  # no folder created for a profile without the option
     assert len(after) == 3
+    assert [r.via for r in caplog.records if r.getMessage() == "moved a rejected message"] == [via]  # type: ignore[attr-defined]
+
+
+def flag_one_deleted(dovecot: DovecotServer, user: str, password: str) -> None:
+    """One message in the INBOX the user flagged \\Deleted, older than "process email from"."""
+    imap = imaplib.IMAP4("127.0.0.1", dovecot.imap_port)
+    try:
+        imap.login(user, password)
+        stamp = imaplib.Time2Internaldate(946_684_800)  # 2000-01-01: never synced
+        imap.append("INBOX", "(\\Deleted)", stamp, message(99, "flagged by the user"))
+    finally:
+        imap.logout()

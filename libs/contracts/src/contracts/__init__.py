@@ -8,6 +8,7 @@ from contracts.email import (
     EmailRejected,
     EmailTracked,
     MailboxSyncFailed,
+    MailboxSyncPaused,
     MailboxSyncRecovered,
     email_event_id,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "MailboxCreated",
     "MailboxStatusChanged",
     "MailboxSyncFailed",
+    "MailboxSyncPaused",
     "MailboxSyncRecovered",
     "MailboxUpdated",
     "ProfileCreated",

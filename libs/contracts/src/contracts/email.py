@@ -147,6 +147,17 @@ class MailboxSyncRecovered(Event):
     recovered_at: datetime
 
 
+class MailboxSyncPaused(Event):
+    """An operator paused (``paused``) or resumed the sync of a mailbox. While paused, the mailbox
+    is not synchronized continuously, so mailbox-svc re-tests it on the org's schedule."""
+
+    TYPE: ClassVar[str] = "MailboxSyncPaused"
+    SUBJECT: ClassVar[str] = subjects.SYNC_PAUSED
+
+    mailbox_id: Identifier
+    paused: bool
+
+
 __all__ = [
     "Address",
     "Attachment",
@@ -154,6 +165,7 @@ __all__ = [
     "EmailRejected",
     "EmailTracked",
     "MailboxSyncFailed",
+    "MailboxSyncPaused",
     "MailboxSyncRecovered",
     "RawRef",
     "email_event_id",

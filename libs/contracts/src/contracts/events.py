@@ -139,6 +139,12 @@ class EmailSettings(Frozen):
     alert_levels: list[AlertLevel] = Field(default_factory=lambda: list(DEFAULT_ALERT_LEVELS))
     notify_mailbox_owner: bool = True
     allowed_ports: list[Port] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_PORTS))
+    retest_interval_s: Annotated[int, Field(ge=0, le=2_592_000)] = Field(
+        86_400,
+        description="Enabled mailboxes that are not synchronized continuously (outgoing only, incoming by "
+        "another delivery method, or sync paused) are tested again this long after their last test, so an "
+        "expiring certificate or a changed password is reported before mail fails. 0: never.",
+    )
 
 
 class SettingsSnapshot(EmailSettings):
@@ -180,6 +186,11 @@ class MailboxBasics(Frozen):
 
 class MailboxSnapshot(MailboxBasics):
     has_password: bool = False
+    process_email_received_after: datetime | None = Field(
+        None,
+        description="The mailbox's own start of synchronization (overrides its profile's process_email_from): "
+        "nothing received earlier is published.",
+    )
     version: int = 1
     updated_at: datetime
 

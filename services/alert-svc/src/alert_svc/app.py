@@ -18,6 +18,9 @@ from alert_svc.processor import StatusProcessor
 from alert_svc.readcache import ReadModelCache
 from alert_svc.store import ALERTS as ALERTS_COLLECTION
 from alert_svc.store import Stores
+from alert_svc.store.episodes import EndedEpisodes
+from alert_svc.sync_alerts import SyncAlerts
+from contracts.email import MailboxSyncFailed, MailboxSyncRecovered
 from contracts.events import (
     AlertRaised,
     EmailSettingsChanged,
@@ -60,6 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime.consume(ProfileDeleted, "alert-svc-profiles-deleted", read_models.profile_deleted)
     runtime.consume(MailboxCreated, "alert-svc-mailboxes", read_models.mailbox_saved)
     runtime.consume(MailboxUpdated, "alert-svc-mailboxes-updated", read_models.mailbox_saved)
+    sync_alerts = SyncAlerts(stores.alerts, EndedEpisodes(runtime.db), cache)
+    one = ConsumerOptions(max_workers=1)  # a code change counts on the alert the first failure opened
+    runtime.consume(MailboxSyncFailed, "alert-svc-sync-failed", sync_alerts.failed, one)
+    runtime.consume(MailboxSyncRecovered, "alert-svc-sync-recovered", sync_alerts.recovered, one)
     runtime.consume(AlertRaised, "alert-svc-channels", enqueuer.handle, subject=f"{ALERTS}.>")
 
     ops = Operations(stores, keys, egress)

@@ -13,10 +13,11 @@ from typing import Literal
 from contracts.events import AlertLevel
 from contracts.models import Direction, Owner
 
-AlertKind = Literal["mailbox", "group", "majority", "warning"]
+AlertKind = Literal["mailbox", "group", "majority", "warning", "sync"]
 
 MAILBOX_ENABLED = "mailbox_enabled"
 PROFILE_MAJORITY_FAILURE = "profile_majority_failure"
+SYNC_FAILED = "mailbox_sync_failed"  # one alert per sync error episode (alert_svc.sync_alerts)
 
 _NS = uuid.UUID("6f1f2a7e-4c0b-5b7e-9a51-0a1e27c5a11e")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from contracts.email import MailboxSyncFailed
+from contracts.email import MailboxSyncFailed, MailboxSyncPaused
 from contracts.envelope import Envelope
 from contracts.events import Event, TestCompleted
 from mailbox_svc.api import Logins, serve_operations
@@ -18,6 +18,7 @@ from mailbox_svc.operations import MailboxOperations
 from mailbox_svc.policy import RetryPolicy
 from mailbox_svc.profiles import ProfileDirectory
 from mailbox_svc.repository import OUTBOX_COLLECTIONS, Repository
+from mailbox_svc.retests import ScheduledRetests
 from mailbox_svc.scheduler import RetryScheduler
 from mailbox_svc.testing import Rings
 from mailwarden_runtime.auth import bearer_header
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs.wake,
     )
     scheduler = RetryScheduler(repo, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)
+    retests = ScheduledRetests(repo, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)
 
     follow(runtime, repo.read, mailboxes=False)
     # Results of a job arrive in bursts: what is waiting (up to 64) is applied in one batch, three
@@ -80,14 +82,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # sync-svc could not sync a mailbox: its incoming side is tested again (retry-or-disable, status, alerts).
     runtime.consume(MailboxSyncFailed, "mailbox-svc-sync-failed", ops.retest_incoming)
+    # A paused sync no longer watches the mailbox: it is re-tested on the org's schedule instead.
+    runtime.consume(MailboxSyncPaused, "mailbox-svc-sync-paused", retests.sync_paused)
     routes = serve_operations(runtime, ops, jobs, keys.at_rest, Logins(profiles, rings, settings.login_ttl_s))
 
     async def start_background() -> None:
         await repo.ensure_indexes()
         jobs.start()
         scheduler.start()
+        retests.start()
 
     async def stop_background() -> None:
+        await retests.stop()
         await scheduler.stop()
         await jobs.stop()
 
@@ -97,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.operations = ops
     app.state.jobs = jobs
     app.state.scheduler = scheduler
+    app.state.retests = retests
     app.state.repository = repo
     app.state.handlers = handlers
     return app

@@ -85,6 +85,7 @@ class MailboxDoc(Stored):
             self._shown()
             | {
                 "has_password": self.sealed(INCOMING) is not None,
+                "process_email_received_after": self.process_email_received_after,
                 "version": self.version,
                 "updated_at": self.updated_at,
             }

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from contracts.envelope import Envelope
-from contracts.events import Event
+from contracts.events import Event, TestRequested
 from mailbox_svc.clock import utcnow
+from mailbox_svc.documents import MailboxDoc
 from mailbox_svc.repository import Repository
 from mailbox_svc.testing import Rings, TestRefused, build_request, pending_fields
 from mailwarden_runtime.loop import BackgroundLoop
+from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import outbox_entry, with_outbox
 
 log = logging.getLogger(__name__)
@@ -23,7 +26,13 @@ log = logging.getLogger(__name__)
 BATCH = 100
 
 
-class RetryScheduler:
+class DueTestLoop:
+    """A loop that finds mailboxes due a test and requests them: the retries here, the scheduled
+    re-tests (``retests.py``). Each request is written with the mailbox's version and a condition
+    on what it was picked with, its TestRequested in the same write (outbox)."""
+
+    name = "due-tests"
+
     def __init__(
         self,
         repo: Repository,
@@ -37,7 +46,7 @@ class RetryScheduler:
         self.envelop = envelop
         self.wake_relay = wake_relay
         self.poll_s = poll_s
-        self._loop = BackgroundLoop("retry-scheduler", self._pass, poll_s)
+        self._loop = BackgroundLoop(self.name, self._pass, poll_s)
 
     def start(self) -> None:
         self._loop.start()
@@ -47,6 +56,21 @@ class RetryScheduler:
 
     async def _pass(self) -> bool:
         return await self.run_once() >= BATCH
+
+    async def run_once(self) -> int:
+        raise NotImplementedError
+
+    async def request(self, doc: MailboxDoc, req: TestRequested, condition: Document, now: datetime) -> bool:
+        """Write the pending test and its TestRequested, if ``doc`` is still as it was picked."""
+        update = with_outbox(
+            {"$set": {**pending_fields(req), "updated_at": now}, "$inc": {"version": 1}},
+            [outbox_entry(self.envelop(req))],
+        )
+        return await self.repo.update_if(doc.id, doc.version, update, condition)
+
+
+class RetryScheduler(DueTestLoop):
+    name = "retry-scheduler"
 
     async def run_once(self) -> int:
         """Send every due retry; returns how many were due."""
@@ -81,11 +105,7 @@ class RetryScheduler:
                     q,
                 )
                 continue
-            update = with_outbox(
-                {"$set": {**pending_fields(req), "updated_at": now}, "$inc": {"version": 1}},
-                [outbox_entry(self.envelop(req))],
-            )
-            if await self.repo.update_if(doc.id, doc.version, update, q):
+            if await self.request(doc, req, q, now):
                 sent += 1
                 log.info("retry requested", extra={"mailbox_id": doc.id, "attempt": req.attempt})
         if sent:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 from nats.aio.client import Client
 
-from contracts.email import EmailRejected
+from contracts.email import EmailRejected, MailboxSyncPaused
 from contracts.envelope import Envelope
 from mailwarden_mailnet.resolve import Resolver, SystemResolver
 from mailwarden_mailnet.tls import TlsContexts
@@ -22,9 +23,12 @@ from mailwarden_mailnet.use_login import LoginSource
 from mailwarden_mailnet.wire import Limits
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.service_tokens import service_token
+from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.hostleases import HostLeases
 from mailwarden_runtime.keys import load_keyring
 from mailwarden_runtime.readmodels import follow
 from mailwarden_runtime.service import ServiceRuntime
+from mailwarden_runtime.sharedkv import BucketSpec, KeyHasher, SharedKv, limits_key
 from sync_svc.api import serve_operations
 from sync_svc.config import Settings
 from sync_svc.connect import NetEnv
@@ -40,7 +44,23 @@ from sync_svc.undeliverable import Undeliverable
 from sync_svc.worker import Worker
 
 NAME = "sync-svc"
+HOSTS_BUCKET = "MW_SYNC_HOSTS"
+HOSTS_KEY_LABEL = b"mailwarden sync-svc host leases v1"
 SESSION_BYTES = 4_194_304  # budget of a session's own replies (greeting, listings); FETCH budgets per message
+
+
+def host_leases(
+    settings: Settings, keyring: KeyRing, connection: Callable[[], Client | None]
+) -> HostLeases | None:
+    """The shared per-host limit (a KV lease per session), unless turned off."""
+    if not settings.sync_shared_host_limits:
+        return None
+    ttl = settings.sync_host_lease_ttl_s
+    bucket = BucketSpec(HOSTS_BUCKET, max(3600.0, ttl * 4), "sync-svc: connection leases per host")
+    kv = SharedKv(
+        connection, [bucket], replicas=settings.stream_replicas, timeout_s=settings.sync_kv_timeout_s
+    )
+    return HostLeases(kv, KeyHasher(limits_key(keyring, HOSTS_KEY_LABEL)), ttl, HOSTS_BUCKET)
 
 
 def create_app(settings: Settings | None = None, *, resolver: Resolver | None = None) -> FastAPI:
@@ -83,7 +103,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         logins=LoginSource(ask, keyring, purpose="sync", direction="incoming"),
         publisher=Publisher(raw, publish, NAME, settings.sync_preview_chars),
         episodes=Episodes(repo, publish, NAME, settings.sync_retry_base_s, settings.sync_retry_max_s),
-        hosts=HostSlots(),
+        hosts=HostSlots(host_leases(settings, keyring, connection)),
         options=SyncOptions(
             fetch_batch=settings.sync_fetch_batch,
             max_message_bytes=settings.sync_max_message_bytes,
@@ -111,7 +131,11 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     follow(runtime, repo.read, after=read_model_changed)
     undeliverable = Undeliverable(services, lambda: worker.targets)
     runtime.consume(EmailRejected, "sync-svc-rejected", undeliverable)
-    ops = Operations(repo, lambda: set(worker.targets), worker.wake)
+
+    async def announce(event: MailboxSyncPaused) -> None:
+        await publish(runtime.envelope(event), event.SUBJECT)
+
+    ops = Operations(repo, lambda: set(worker.targets), worker.wake, announce)
     routes = serve_operations(runtime, ops)
 
     async def start_worker() -> None:
@@ -119,6 +143,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         worker.start()
 
     runtime.on_startup(start_worker)
+    runtime.on_shutdown(services.hosts.close)  # hooks run last first: after the worker stopped
     runtime.on_shutdown(worker.stop)  # cancels the sessions, then gives the leases back (KV round trips)
     app = runtime.http_app(title="mailwarden sync-svc", routers=[routes])
     app.state.worker = worker

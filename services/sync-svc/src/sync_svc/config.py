@@ -78,6 +78,21 @@ class Settings(ServiceSettings, TransitKeySettings):
         "default, resident while a session idles; 32 KB brings an idling mailbox from ~308 KB to ~86 KB "
         "(bench/sync_idle_sessions.py). Applies to every TLS connection of the process.",
     )
+    sync_shared_host_limits: bool = Field(
+        True,
+        description="Hold the profile's maximum concurrent connections per host across every worker "
+        "(a lease per session in NATS KV MW_SYNC_HOSTS); off: per process only.",
+    )
+    sync_host_lease_ttl_s: float = Field(
+        30.0,
+        ge=3,
+        le=600,
+        description="TTL of a host lease, renewed every third while its session lasts: a killed worker's "
+        "connections count against the host until it runs out.",
+    )
+    sync_kv_timeout_s: float = Field(
+        1.0, gt=0, le=10, description="Deadline of each NATS KV call of the shared host limit."
+    )
     sync_raw_bucket: str = Field(
         "MW_EMAIL_RAW",
         pattern=r"^[A-Za-z0-9_-]{1,64}$",

@@ -1,41 +1,106 @@
-"""Connections per host in this process: the profile's maximum concurrent connections.
+"""Connections per host: the profile's maximum concurrent connections, across every sync worker.
 
-A sync pass waits for a slot; an idling session takes one only if one is free at once (else the
-mailbox polls), so idlers never starve the polls of their host. Across workers the limit is not
-shared yet (each process enforces it on its own).
+Two gates per connection. The local one counts this process's connections (no KV round trip
+for a session that could not connect here anyway). The shared one, with ``leases``, is a host
+lease in NATS KV (:mod:`mailwarden_runtime.hostleases`, the testers' mechanism), renewed while
+the session lasts, so at most ``limit`` sessions of all workers together talk to one host; a
+killed worker's leases free within their TTL.
+
+A sync pass waits for both; an idling session takes them only if they are free at once (else the
+mailbox polls), and only within ``limit - 1`` (slots 0 … limit-2), so idlers, which keep their
+slot, never starve the polls of their host: one slot is always left to them. When KV does not answer, the
+sessions go on under the local gate alone (logged once, as the tester does): refusing would
+report our own outage as every mailbox's failure; the worst case is then each worker allowing
+the limit, the pre-sharing behaviour, for the length of the outage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 from collections.abc import AsyncIterator
+
+from mailwarden_runtime.hostleases import HostLeases, Lease
+from mailwarden_runtime.sharedkv import KvUnavailable
+
+log = logging.getLogger(__name__)
+
+WAIT_FIRST_S = 0.05  # first pause while a host is full on every worker; doubles up to WAIT_MAX_S
+WAIT_MAX_S = 2.0
 
 
 class HostSlots:
-    def __init__(self) -> None:
+    def __init__(self, leases: HostLeases | None = None) -> None:
+        self.leases = leases
         self._used: dict[str, int] = {}
         self._freed = asyncio.Condition()
 
-    def try_take(self, host: str, limit: int) -> bool:
-        """Take a slot now if one is free (no waiting); give it back with :meth:`give_back`."""
+    def _take_local(self, host: str, limit: int) -> bool:
         key = host.lower()
         if self._used.get(key, 0) >= limit:
             return False
         self._used[key] = self._used.get(key, 0) + 1
         return True
 
-    async def give_back(self, host: str) -> None:
+    async def _give_back_local(self, host: str) -> None:
         key = host.lower()
         self._used[key] = max(0, self._used.get(key, 0) - 1)
         async with self._freed:
             self._freed.notify_all()
 
+    async def _try_lease(self, host: str, limit: int) -> Lease | bool:
+        """A shared lease; True when there is no shared gate (none, or KV away); False when every
+        worker's slots for the host are held."""
+        if self.leases is None:
+            return True
+        lease_id = self.leases.new_id()
+        try:
+            return await self.leases.try_acquire(host, limit, lease_id) or False
+        except KvUnavailable:
+            return True
+        except asyncio.CancelledError:
+            with contextlib.suppress(KvUnavailable, asyncio.CancelledError):
+                await asyncio.shield(self.leases.abandon(lease_id))
+            raise
+
+    async def _release(self, lease: Lease | bool) -> None:
+        if self.leases is not None and isinstance(lease, Lease):
+            with contextlib.suppress(KvUnavailable):
+                await self.leases.release(lease)
+
+    @contextlib.asynccontextmanager
+    async def at_once(self, host: str, limit: int) -> AsyncIterator[bool]:
+        """Yields True holding a slot taken without waiting, False (holding nothing) if none is free."""
+        if not self._take_local(host, limit):
+            yield False
+            return
+        lease: Lease | bool = False
+        try:
+            lease = await self._try_lease(host, limit)
+            yield lease is not False
+        finally:
+            await self._release(lease)
+            await self._give_back_local(host)
+
     @contextlib.asynccontextmanager
     async def slot(self, host: str, limit: int) -> AsyncIterator[None]:
+        """Waits for a slot here, then for a lease across workers (growing jittered pauses)."""
         async with self._freed:
-            await self._freed.wait_for(lambda: self.try_take(host, limit))
+            await self._freed.wait_for(lambda: self._take_local(host, limit))
+        lease: Lease | bool = False
         try:
+            pause = WAIT_FIRST_S
+            while (lease := await self._try_lease(host, limit)) is False:
+                await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+                pause = min(WAIT_MAX_S, pause * 2)
             yield
         finally:
-            await self.give_back(host)
+            await self._release(lease)
+            await self._give_back_local(host)
+
+    async def close(self) -> None:
+        """At shutdown, after the sessions ended: stop renewing what is left (it expires)."""
+        if self.leases is not None:
+            await self.leases.close()

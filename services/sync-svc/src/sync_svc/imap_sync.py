@@ -78,13 +78,12 @@ class ImapSync(MailboxSync):
     async def pass_once(self) -> None:
         opts = self.s.options
         host, limit = self.target.endpoint.host, self.target.max_connections
-        idling = opts.idle and self.s.hosts.try_take(host, limit)
-        if idling:
-            try:
-                await self._session(idle=True)
-            finally:
-                await self.s.hosts.give_back(host)
-            return
+        if opts.idle and limit > 1:
+            # Idlers hold their slot for the session's life: one slot stays for the polls.
+            async with self.s.hosts.at_once(host, limit - 1) as idling:
+                if idling:
+                    await self._session(idle=True)
+                    return
         async with self.s.hosts.slot(host, limit):
             await self._session(idle=False)
 

@@ -7,12 +7,13 @@ was never published (the ledger recognises the rest), then carries on incrementa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.email import MailboxSyncPaused
 from contracts.models import Identifier
 from mailwarden_runtime.auth import require_mailbox
 from mailwarden_runtime.http import DomainError
@@ -54,10 +55,17 @@ class SyncState(BaseModel):
 
 
 class Operations:
-    def __init__(self, repo: Repository, targets: Callable[[], set[str]], wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        targets: Callable[[], set[str]],
+        wake: Callable[[], None],
+        announce: Callable[[MailboxSyncPaused], Awaitable[None]],
+    ) -> None:
         self.repo = repo
         self.targets = targets
         self.wake = wake
+        self.announce = announce  # MailboxSyncPaused: mailbox-svc re-tests a paused mailbox on schedule
 
     async def _known(self, mailbox_id: str) -> str | None:
         """404 unless the mailbox is known; its owner's user id (None for a queue)."""
@@ -96,12 +104,14 @@ class Operations:
         await self._known(req.mailbox_id)
         doc = await self.repo.control(req.mailbox_id, {"paused": True})
         self.wake()
+        await self.announce(MailboxSyncPaused(mailbox_id=req.mailbox_id, paused=True))
         return self._view(doc, req.mailbox_id)
 
     async def resume(self, req: MailboxRequest) -> SyncState:
         await self._known(req.mailbox_id)
         doc = await self.repo.control(req.mailbox_id, {"paused": False})
         self.wake()
+        await self.announce(MailboxSyncPaused(mailbox_id=req.mailbox_id, paused=False))
         return self._view(doc, req.mailbox_id)
 
     async def resync(self, req: ResyncRequest) -> SyncState:

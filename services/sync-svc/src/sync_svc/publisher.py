@@ -31,8 +31,11 @@ def fingerprint(mailbox_id: str, message_id: str | None, sent: datetime | None, 
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def since_start(day: date | None) -> datetime | None:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC) if day else None
+def since_start(start: date | None) -> datetime | None:
+    """The first instant published: a profile's day from midnight UTC, a mailbox's own moment as is."""
+    if isinstance(start, datetime):
+        return start if start.tzinfo else start.replace(tzinfo=UTC)
+    return datetime(start.year, start.month, start.day, tzinfo=UTC) if start else None
 
 
 @dataclass(frozen=True)
@@ -107,9 +110,6 @@ class Publisher:
             raw=raw_ref,
             parse_error=parsed.parse_error,
             too_large=too_large,
-        )
-        await self.publish(
-            make_envelope(event, self.producer, event_id=event_id), email_received_subject(mailbox_id)
         )
         kind = "too_large" if too_large else "parse_error" if parsed.parse_error else "ok"
         metrics.MESSAGES.labels(protocol=protocol, kind=kind).inc()

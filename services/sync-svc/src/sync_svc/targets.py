@@ -29,7 +29,7 @@ class SyncTarget:
     connect_timeout_s: float
     max_connections: int
     poll_interval_s: float
-    process_email_from: date | None
+    process_email_from: date | None  # a datetime when the mailbox overrides its profile's day
     delete_after_sync: bool
     move_rejected: bool
     allowed_ports: tuple[int, ...]
@@ -76,7 +76,7 @@ def target_of(
         connect_timeout_s=adv.connect_timeout_s,
         max_connections=adv.max_concurrent_connections,
         poll_interval_s=max(poll_floor_s, adv.min_polling_interval_min * 60.0),
-        process_email_from=adv.process_email_from,
+        process_email_from=mailbox.process_email_received_after or adv.process_email_from,
         delete_after_sync=adv.pop3_delete_after_sync,
         move_rejected=adv.move_failed_to_undeliverable,
         allowed_ports=tuple(settings.allowed_ports),

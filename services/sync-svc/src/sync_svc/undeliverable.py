@@ -56,16 +56,20 @@ class Undeliverable:
                     selected = await client.select(b"INBOX")
                     if selected.uidvalidity != uidvalidity:
                         return False
-                    await self._move(client, caps, b"%d" % uid)
+                    via = await self._move(client, caps, b"%d" % uid)
                 with contextlib.suppress(NetError, OSError, TimeoutError):
                     async with step(self.s.env.step_timeout_s):
                         await client.command(b"LOGOUT", logout=True)
             finally:
                 client.wire.abort()
-        log.info("moved a rejected message", extra={"mailbox_id": target.mailbox_id, "folder": FOLDER})
+        log.info(
+            "moved a rejected message",
+            extra={"mailbox_id": target.mailbox_id, "folder": FOLDER, "via": via},
+        )
         return True
 
-    async def _move(self, client: ImapClient, caps: list[str], uid: bytes) -> None:
+    async def _move(self, client: ImapClient, caps: list[str], uid: bytes) -> str:
+        """Returns how: ``MOVE``, or ``COPY`` (+ ``\\Deleted``, + ``UID EXPUNGE`` with UIDPLUS)."""
         folder = quote(FOLDER)
         verb = b"UID MOVE " if "MOVE" in caps else b"UID COPY "
         status, rest, _ = await client.command(verb + uid + b" " + folder)
@@ -77,9 +81,13 @@ class Undeliverable:
                 ErrorCode.SERVER_TEMPORARY_ERROR, f"{verb.decode().strip()} {status} {trimmed(rest)}"
             )
         if "MOVE" in caps:
-            return
+            return "MOVE"
         status, rest, _ = await client.command(b"UID STORE " + uid + b" +FLAGS.SILENT (\\Deleted)")
         if status != "OK":
             raise NetError(ErrorCode.SERVER_TEMPORARY_ERROR, f"STORE {status} {trimmed(rest)}")
-        if "UIDPLUS" in caps:  # never a plain EXPUNGE: it would remove what the user flagged too
-            await client.command(b"UID EXPUNGE " + uid)
+        if "UIDPLUS" not in caps:  # never a plain EXPUNGE: it would remove what the user flagged too
+            return "COPY"
+        status, rest, _ = await client.command(b"UID EXPUNGE " + uid)
+        if status != "OK":
+            raise NetError(ErrorCode.SERVER_TEMPORARY_ERROR, f"UID EXPUNGE {status} {trimmed(rest)}")
+        return "COPY"

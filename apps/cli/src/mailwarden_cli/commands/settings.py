@@ -25,6 +25,7 @@ WRITABLE = (
     "notify_mailbox_owner",
     "port_preset",
     "allowed_ports",
+    "retest_interval_s",
 )
 app = typer.Typer(
     rich_markup_mode=None,
@@ -85,6 +86,10 @@ def set_(
     allowed_ports: Annotated[
         str | None, typer.Option("--allowed-ports", help="Comma list of ports (sets the preset to custom).")
     ] = None,
+    retest_interval_s: Annotated[
+        int | None,
+        typer.Option("--retest-interval-s", help="Re-test mailboxes no sync watches this often (0: never)."),
+    ] = None,
     as_json: JsonOut = False,
 ) -> None:
     """Change some settings; the others keep their current values."""
@@ -101,6 +106,7 @@ def set_(
             "notify_mailbox_owner": notify_owner,
             "port_preset": "custom" if ports is not None else port_preset,
             "allowed_ports": ports,
+            "retest_interval_s": retest_interval_s,
         }
     )
     if no_default_profile:

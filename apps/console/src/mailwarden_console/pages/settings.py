@@ -53,6 +53,9 @@ async def save(ctx: Signed) -> Response:
     }
     if body["port_preset"] == "custom":
         body["allowed_ports"] = _ports(text(form, "allowed_ports"))
+    retest = text(form, "retest_interval_s").strip()
+    if retest:  # left empty: the default (daily); not a number: profile-svc names the field
+        body["retest_interval_s"] = int(retest) if retest.isdigit() else retest
     try:
         await ctx.call("profile-svc settings_put", body=body)
     except Refused as exc:

@@ -93,7 +93,14 @@ class AlertDoc(Stored, AlertText):
 UNSET_WHEN_NONE = ("open_key", "open_in", "resolved_at", "resolved_reason")
 
 
+def sync_scope(mailbox_id: str) -> str:
+    """A mailbox's open sync-episode alert: apart, so the status rules never count on or resolve it."""
+    return f"s:{mailbox_id}"
+
+
 def open_scopes(doc: AlertDoc) -> list[str]:
+    if doc.kind == "sync":
+        return [sync_scope(str(doc.mailbox_id))]
     if doc.kind == "mailbox":
         cause = cause_scope(doc.recipient_key, str(doc.profile_id), doc.code, doc.direction)
         return [mailbox_scope(str(doc.mailbox_id)), cause]

@@ -1,0 +1,131 @@
+"""Scheduled re-tests: enabled mailboxes that nothing exercises continuously are tested again.
+
+A mailbox synchronized by sync-svc shows a changed password or an expired certificate within a
+poll (MailboxSyncFailed, then a re-test). One that is enabled but not synchronized (outgoing only,
+incoming by another delivery method, or its sync paused by an operator) would show it only when
+mail fails. So, every ``retest_interval_s`` of the org settings (daily by default, 0: never) after
+its last test, such a mailbox gets a TestRequested for its enabled directions: the usual result
+policy then retries or disables, sets the status, and alert-svc alerts.
+
+Sync pauses arrive as MailboxSyncPaused and are kept apart from the mailbox documents, in
+``sync_paused`` (one small document per paused mailbox). The request is written with a condition on
+the last test time it was picked with, so two replicas never both send it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from contracts.email import MailboxSyncPaused
+from contracts.envelope import Envelope
+from contracts.events import Event
+from contracts.models import DeliveryMethod
+from mailbox_svc.clock import utcnow
+from mailbox_svc.documents import MailboxDoc
+from mailbox_svc.repository import Repository
+from mailbox_svc.scheduler import BATCH, DueTestLoop
+from mailbox_svc.testing import Rings, TestRefused, build_request
+from mailwarden_runtime.mongo import Document
+
+log = logging.getLogger(__name__)
+SYNCED = DeliveryMethod.SERVER_SIDE_SYNC.value
+
+
+def enabled_directions(doc: MailboxDoc) -> list[str]:
+    return [d for d, on in (("incoming", doc.enabled_incoming), ("outgoing", doc.enabled_outgoing)) if on]
+
+
+class ScheduledRetests(DueTestLoop):
+    name = "scheduled-retests"
+
+    def __init__(
+        self,
+        repo: Repository,
+        rings: Rings,
+        envelop: Callable[[Event], Envelope[Any]],
+        wake_relay: Callable[[], None],
+        poll_s: float,
+    ) -> None:
+        super().__init__(repo, rings, envelop, wake_relay, poll_s)
+        self.paused: AsyncCollection[Document] = repo.db["sync_paused"]
+        self._skipped: dict[str, datetime] = {}  # mailbox -> until when (could not be tested)
+
+    async def sync_paused(self, envelope: Envelope[MailboxSyncPaused]) -> None:
+        """Remember which mailboxes an operator paused (resumed: forgotten)."""
+        event = envelope.data
+        if event.paused:
+            await self.paused.update_one(
+                {"_id": event.mailbox_id}, {"$set": {"at": envelope.occurred_at}}, upsert=True
+            )
+        else:
+            await self.paused.delete_one({"_id": event.mailbox_id})
+
+    async def _due(self, cutoff: datetime) -> list[MailboxDoc]:
+        """Enabled, idle (no test pending or scheduled), last tested before ``cutoff``, and not
+        synchronized continuously; the longest untested first."""
+        idle: Document = {
+            "active": True,
+            "pending_test_id": None,
+            "next_retry_at": None,
+            "last_test_completed_at": {"$lte": cutoff},
+        }
+        if self._skipped:
+            idle["_id"] = {"$nin": list(self._skipped)}
+        not_synced: Document = {
+            **idle,
+            "$and": [
+                {"$or": [{"enabled_incoming": True}, {"enabled_outgoing": True}]},
+                {"$or": [{"enabled_incoming": False}, {"incoming_delivery": {"$ne": SYNCED}}]},
+            ],
+        }
+        found = await self._find(not_synced)
+        paused = [str(d["_id"]) async for d in self.paused.find({}, {"_id": 1}).limit(10 * BATCH)]
+        if paused and len(found) < BATCH:
+            skip = set(self._skipped)
+            ids = [m for m in paused if m not in skip]
+            synced_but_paused = {**idle, "_id": {"$in": ids}, "enabled_incoming": True}
+            found += await self._find(synced_but_paused)
+        found.sort(key=lambda d: d.last_test_completed_at or cutoff)
+        return found[:BATCH]
+
+    async def _find(self, query: Document) -> list[MailboxDoc]:
+        cursor = self.repo.mailboxes.find(query, {"outbox": 0, "outbox_pending": 0})
+        docs = await cursor.sort("last_test_completed_at", 1).limit(BATCH).to_list(None)
+        return [MailboxDoc.model_validate(d) for d in docs]
+
+    async def run_once(self) -> int:
+        """Request every due re-test; returns how many were due."""
+        settings = await self.repo.read.get_settings()
+        if not settings.retest_interval_s:
+            return 0
+        now = utcnow()
+        interval = timedelta(seconds=settings.retest_interval_s)
+        self._skipped = {m: until for m, until in self._skipped.items() if until > now}
+        due = await self._due(now - interval)
+        sent = 0
+        for doc in due:
+            profile = await self.repo.read.get_profile(doc.profile_id or "")
+            q = {"last_test_completed_at": doc.last_test_completed_at, "pending_test_id": None}
+            try:
+                directions = enabled_directions(doc)
+                req = build_request(doc, profile, settings, self.rings, now, directions=directions)
+            except TestRefused as exc:
+                # Not testable now (its profile was deleted, ...): left out for one interval, so it
+                # does not fill every pass's batch.
+                log.warning("scheduled re-test dropped", extra={"mailbox_id": doc.id, "reason": exc.code})
+                self._skipped[doc.id] = now + interval
+                continue
+            if await self.request(doc, req, q, now):
+                sent += 1
+                log.info(
+                    "scheduled re-test requested",
+                    extra={"mailbox_id": doc.id, "directions": directions},
+                )
+        if sent:
+            self.wake_relay()
+        return len(due)
