@@ -39,7 +39,9 @@ async def test_a_mailbox_sends_no_faster_than_its_rate(
     await client.post("/sends", json=mail("other", "o"))
     sent = [e["data"] for e in await events.wait_for("EmailSent", 4, mailbox_id="mbx1", timeout=20)]
     times = sorted(datetime.fromisoformat(e["sent_at"]) for e in sent)
-    # 2 at once (the burst), then one a second: the 4th at least ~2 s after the 1st.
-    assert (times[3] - times[0]).total_seconds() >= 1.8
+    # 2 at once (the burst), then one a second: the 4th claimed ~2 s after the 1st. ``sent_at`` is
+    # after DATA: the 1st also paid for connecting and asking mailbox-svc for the login (~0.1-0.4 s
+    # on a loaded machine), the 4th went over the warm connection. Without the rate: ~0.1 s.
+    assert (times[3] - times[0]).total_seconds() >= 1.5
     other = (await events.wait_for("EmailSent", mailbox_id="other"))[0]["data"]
     assert datetime.fromisoformat(other["sent_at"]) < times[3]  # another mailbox is not held back

@@ -24,6 +24,15 @@ class Settings(ServiceSettings, TransitKeySettings):
     sender_attachment_buckets: str = Field(
         "MW_OUTGOING", description="Comma list of Object Store buckets attachments may be read from."
     )
+    sender_attachment_max_age_days: float = Field(
+        7.0,
+        gt=0,
+        le=3650,
+        description=(
+            "Age after which objects in the attachment buckets sender-svc creates at startup expire "
+            "(buckets that exist already keep their own settings)."
+        ),
+    )
     sender_rate_per_minute: float = Field(
         120.0, gt=0, le=100_000, description="Messages one mailbox may send per minute (in this process)."
     )
