@@ -102,13 +102,17 @@ async def test_implicit_tls_and_starttls_both_work_and_starttls_is_never_skipped
 
 
 async def test_a_refused_login_is_reported_and_not_tried_again(
-    client: httpx.AsyncClient, seed: Any, smtp_clean: SmtpServer, events: Recorder
+    client: httpx.AsyncClient, app: FastAPI, seed: Any, smtp_clean: SmtpServer, events: Recorder
 ) -> None:
     await seed("badpw", password="wrong-password")
     await client.post("/sends", json=mail("badpw", "k1"))
     failed = (await events.wait_for("EmailSendFailed", mailbox_id="badpw"))[0]["data"]
     assert failed["error"]["code"] == "auth_failed" and failed["error"]["scope"] == "mailbox"
     assert failed["mailbox"]["profile_owner"]["id"] == "p1"  # enough for alerts and mailbox-svc's policy
+    # Marked right after the failure is stored (a send racing the mark may try the login once more).
+    await eventually(
+        lambda: app.state.repository.mailboxes.find_one({"_id": "badpw", "login_failed": {"$ne": None}})
+    )
     attempts = smtp_clean.auth_attempts
     await client.post("/sends", json=mail("badpw", "k2"))
     await events.wait_for("EmailSendFailed", 2, mailbox_id="badpw")
@@ -126,7 +130,12 @@ async def test_a_changed_login_is_tried_again_and_never_keyed_by_its_ciphertext(
     await seed("badpw", password="wrong-password")
     await client.post("/sends", json=mail("badpw", "k1"))
     await events.wait_for("EmailSendFailed", mailbox_id="badpw")
-    stored = await app.state.repository.mailboxes.find_one({"_id": "badpw"})
+
+    async def marked() -> Any:
+        doc = await app.state.repository.mailboxes.find_one({"_id": "badpw"})
+        return doc if doc and doc.get("login_failed") else None
+
+    stored = await eventually(marked)  # marked right after the failure is stored
     assert stored["login_failed"].startswith("mailbox:badpw:v1:")  # an identity, not a digest
     # The owner enters the right password: mailbox-svc publishes the mailbox with a new version.
     desk.logins["badpw"] = ("alice", "alice-pw")

@@ -136,7 +136,14 @@ class _CountingSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # a second call happens after STARTTLS: same session
             self._owner._count("sessions")
+            self._owner._opened(+1)
         super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if not getattr(self, "_counted_lost", False):
+            self._counted_lost = True
+            self._owner._opened(-1)
+        super().connection_lost(error)
 
 
 class _Controller(Controller):
@@ -155,7 +162,8 @@ class SmtpServer(Running):
 
     Ports: `port_starttls` (STARTTLS, AUTH only after TLS, like 587), `port_tls` (implicit
     TLS, like 465) and, with `plain=True`, `port_plain` (no TLS; AUTH offered, not required).
-    Counters: `sessions`, `auth_attempts`, `auth_failures`.
+    Counters: `sessions`, `auth_attempts`, `auth_failures`; `open_now` and `peak_open` (the most
+    sessions open at once since the last `clear()`).
     """
 
     def __init__(
@@ -196,6 +204,8 @@ class SmtpServer(Running):
         self.messages: list[ReceivedMessage] = []
         self.refused_rcpts: dict[str, str] = {}
         self.sessions = 0
+        self.open_now = 0
+        self.peak_open = 0
         self.auth_attempts = 0
         self.auth_failures = 0
         self.message_count = 0
@@ -238,6 +248,7 @@ class SmtpServer(Running):
                     gate.set()
             self.data_gate = self.rcpt_gate = None
             self.sessions = self.auth_attempts = self.auth_failures = self.message_count = 0
+            self.peak_open = self.open_now
 
     # --- lifecycle -------------------------------------------------------------------------
     @property
@@ -310,6 +321,11 @@ class SmtpServer(Running):
     def _next_data_reply(self) -> str | None:
         with self._lock:
             return self.data_replies.pop(0) if self.data_replies else None
+
+    def _opened(self, change: int) -> None:
+        with self._lock:
+            self.open_now += change
+            self.peak_open = max(self.peak_open, self.open_now)
 
     def _count(self, field: str) -> None:
         with self._lock:

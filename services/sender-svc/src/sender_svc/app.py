@@ -29,6 +29,7 @@ from sender_svc.api import serve_operations
 from sender_svc.attachments import ObjectAttachments
 from sender_svc.config import Settings
 from sender_svc.handlers import Handlers
+from sender_svc.limits import shared_limits
 from sender_svc.repository import OUTBOX_COLLECTIONS, Repository
 from sender_svc.sender import Sender
 from sender_svc.submit import Submission
@@ -45,6 +46,9 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     def connection() -> Client:
         return runtime.bus.connection
 
+    def runtime_connection() -> Client | None:
+        return runtime.bus.connection if runtime.bus.is_connected else None
+
     def envelop(data: Event, correlation_id: str | None, event_id: uuid.UUID) -> Envelope[Any]:
         return make_envelope(data, NAME, correlation_id=correlation_id, event_id=event_id)
 
@@ -55,6 +59,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         return bytes(reply.data)
 
     attachments = ObjectAttachments(connection, settings.attachment_buckets)
+    shared = shared_limits(runtime_connection, keyring, settings) if settings.sender_shared_limits else None
     sender = Sender(
         settings,
         repo,
@@ -64,6 +69,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         runtime.wake_relay,
         runtime.instance,
         resolver or SystemResolver(),
+        shared,
     )
     submission = Submission(
         repo, attachments, settings.sender_max_message_bytes, sender.offer, lambda: datetime.now(UTC)
@@ -80,6 +86,8 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         await repo.ensure_indexes()
 
     async def after_connect() -> None:
+        if shared is not None:
+            await shared.kv.open_at_start()  # KV down: each process's own limits meanwhile
         await attachments.ensure(settings.sender_attachment_max_age_days * 86400, settings.stream_replicas)
         sender.start()
 

@@ -34,7 +34,10 @@ class Settings(ServiceSettings, TransitKeySettings):
         ),
     )
     sender_rate_per_minute: float = Field(
-        120.0, gt=0, le=100_000, description="Messages one mailbox may send per minute (in this process)."
+        120.0,
+        gt=0,
+        le=100_000,
+        description="Messages one mailbox may send per minute (across every replica).",
     )
     sender_rate_burst: float = Field(
         20.0, ge=1, le=100_000, description="Messages one mailbox may send at once before the rate applies."
@@ -82,6 +85,25 @@ class Settings(ServiceSettings, TransitKeySettings):
             "read twice per mail); a change reaches sending within this. Mailboxes are always read fresh."
         ),
     )
+    sender_shared_limits: bool = Field(
+        True,
+        description=(
+            "Hold the per-host connection limit and the per-mailbox rate across every replica "
+            "(JetStream KV buckets MW_SENDER_HOSTS, MW_SENDER_RATES); off: per process only."
+        ),
+    )
+    sender_kv_timeout_s: float = Field(
+        1.0, gt=0, le=10, description="Deadline of one JetStream KV call of the shared limits."
+    )
+    sender_host_lease_ttl_s: float = Field(
+        15.0,
+        ge=1,
+        le=600,
+        description=(
+            "A connection's shared slot lives this long unless renewed (every third of it): a killed "
+            "replica's connections free their slots within it."
+        ),
+    )
     sender_ehlo_name: str = Field("mailwarden.invalid", description="Name sent in SMTP EHLO.")
 
     @field_validator("sender_allow_networks")
@@ -96,6 +118,13 @@ class Settings(ServiceSettings, TransitKeySettings):
         # be reported uncertain while it is still being sent: the payload and its reply fit in it.
         if self.sender_lease_s < 2 * max(self.sender_data_timeout_s, self.sender_step_timeout_s) + 2:
             raise ValueError("sender_lease_s must be at least 2 x sender_data_timeout_s + 2")
+        return self
+
+    @model_validator(mode="after")
+    def _renewal_fits_in_a_lease(self) -> Settings:
+        # A renewal starts every TTL/3 and takes at most one KV deadline: it must land in time.
+        if self.sender_kv_timeout_s > self.sender_host_lease_ttl_s / 3:
+            raise ValueError("sender_kv_timeout_s must be at most sender_host_lease_ttl_s / 3")
         return self
 
     @property

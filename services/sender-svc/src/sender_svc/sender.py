@@ -45,10 +45,12 @@ from mailwarden_mailnet.tls import TlsContexts
 from mailwarden_mailnet.use_login import LoginSource, LoginUnavailable
 from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.sharedkv import KvUnavailable
 from sender_svc import metrics, mime
 from sender_svc.attachments import ObjectAttachments
 from sender_svc.candidates import Candidates
 from sender_svc.config import Settings
+from sender_svc.limits import SharedLimits
 from sender_svc.pool import ConnectionPool, Session
 from sender_svc.repository import Repository, now
 from sender_svc.submit import Refused, Sendable, sendable
@@ -95,6 +97,10 @@ class RateLimiter:
         """Take a token when one is there (no await between the check and the take)."""
         return self.take(key) == 0.0
 
+    def hold(self, key: str, seconds: float) -> None:
+        """No token for ``key`` for ``seconds`` (the shared bucket said so)."""
+        self._tokens[key] = (1.0 - seconds * self.rate_s, time.monotonic())
+
     def refund(self, key: str) -> None:
         """Give back a token taken for a message that was not sent after all."""
         tokens, at = self._tokens.get(key, (self.burst, time.monotonic()))
@@ -125,6 +131,7 @@ class Sender:
         wake_relay: Callable[[], None],
         owner: str,
         resolver: Resolver,
+        shared: SharedLimits | None = None,
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -141,7 +148,8 @@ class Sender:
             step_s=settings.sender_step_timeout_s,
             data_s=settings.sender_data_timeout_s,
         )
-        self.pool = ConnectionPool(settings.sender_idle_keep_s)
+        self.shared = shared
+        self.pool = ConnectionPool(settings.sender_idle_keep_s, shared.leases if shared else None)
         self.rate = RateLimiter(settings.sender_rate_per_minute, settings.sender_rate_burst)
         self.candidates = Candidates()
         self._sweeper = BackgroundLoop("sender-sweep", self._sweep, settings.sender_sweep_s)
@@ -197,12 +205,27 @@ class Sender:
                 await asyncio.wait_for(self.candidates.changed.wait(), self.settings.sender_poll_s)
             return None
         mailbox_id, send = item
+        wait = await self._shared_rate(mailbox_id)
+        if wait > 0:  # the mailbox's rate is spent across the replicas: back in line until then
+            self.rate.hold(mailbox_id, wait)
+            self.candidates.add(mailbox_id, send)
+            metrics.RATE_WAITS.inc()
+            return None
         doc = await self.repo.claim(send, self.owner, self.settings.sender_lease_s)
         if doc is None:  # sent, taken by another sender, or not due: the hint was stale
             self.rate.refund(mailbox_id)
             return prefer
         await self.process(doc)
         return mailbox_id
+
+    async def _shared_rate(self, mailbox_id: str) -> float:
+        """0 when the mailbox may send now across every replica (a token taken), else how long to wait."""
+        if self.shared is None:
+            return 0.0
+        try:
+            return await self.shared.rate.take(mailbox_id)
+        except KvUnavailable:
+            return 0.0  # this process's bucket holds alone meanwhile (logged by the KV layer)
 
     def offer(self, mailbox_id: str, send: str) -> None:
         """A send just queued here: a hint for the next free loop (the sweep finds the others)."""
