@@ -54,7 +54,10 @@ async def test_a_host_limit_of_one_holds_across_two_replicas(
         assert (await second.post("/sends", json=mail("a2", f"k{i}"))).status_code == 202
     await eventually(lambda: len(sent_keys(events, "a1")) == len(sent_keys(events, "a2")) == 4, 30)
     assert smtp_clean.message_count == 8
-    assert smtp_clean.peak_open == 1  # per process it would be one each: two at once
+    # Per process it would be one each, two at once for seconds. Across both: one at a time (the
+    # server may see a closed session's end a moment after the next one's start).
+    await eventually(lambda: smtp_clean.open_now == 0)
+    assert smtp_clean.overlap(1) < 0.2, smtp_clean.spans
 
 
 @pytest.mark.sender_settings(sender_rate_per_minute=60.0, sender_rate_burst=2.0)
@@ -66,11 +69,11 @@ async def test_a_mailbox_rate_holds_across_two_replicas(
     events: Recorder,
 ) -> None:
     await seed("r1")
-    for i in range(2):
+    for i in range(3):
         await client.post("/sends", json=mail("r1", f"a{i}"))
         await second.post("/sends", json=mail("r1", f"b{i}"))
-    await eventually(lambda: len(sent_keys(events, "r1")) == 4, 20)
+    await eventually(lambda: len(sent_keys(events, "r1")) == 6, 30)
     times = sorted(datetime.fromisoformat(e["sent_at"]) for e in sent_keys(events, "r1").values())
-    # A burst of 2, then one a second, shared: the 4th ~2 s after the 1st (per process: ~0 s,
-    # each replica would spend its own burst of 2). The 1st also paid for connecting.
-    assert (times[3] - times[0]).total_seconds() >= 1.5
+    # A burst of 2, then one a second, shared: the 6th ~4 s after the 1st (per process: ~1 s, each
+    # replica spending its own burst of 2). The 1st also paid for connecting (0.1-1.5 s loaded).
+    assert (times[5] - times[0]).total_seconds() >= 2.5

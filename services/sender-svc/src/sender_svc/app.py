@@ -72,7 +72,13 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         shared,
     )
     submission = Submission(
-        repo, attachments, settings.sender_max_message_bytes, sender.offer, lambda: datetime.now(UTC)
+        repo,
+        attachments,
+        settings.sender_max_message_bytes,
+        sender.offer,
+        lambda: datetime.now(UTC),
+        runtime.instance,
+        min(settings.sender_hold_s, settings.sender_lease_s),
     )
     handlers = Handlers(repo, submission, runtime.publish, NAME)
 

@@ -61,6 +61,16 @@ class Settings(ServiceSettings, TransitKeySettings):
             "over, reply not stored) past it is reported uncertain, never resent."
         ),
     )
+    sender_hold_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description=(
+            "A send queued by this process is inserted claimed for it this long, so it is sent "
+            "without a claim round trip; if this process stops first, any replica takes it after "
+            "this (0: no claim at insertion)."
+        ),
+    )
     sender_idle_keep_s: float = Field(
         5.0, ge=0, le=300, description="How long an idle logged-in connection is kept for the next message."
     )

@@ -113,10 +113,27 @@ class Repository:
 
     # --- sends ---------------------------------------------------------------------------------
     async def insert_send(
-        self, req: SendEmailRequested, message_id: str, size: int, correlation_id: str | None
+        self,
+        req: SendEmailRequested,
+        message_id: str,
+        size: int,
+        correlation_id: str | None,
+        owner: str | None = None,
+        hold_s: float = 0.0,
     ) -> Document | None:
-        """Queue a request; None when its (mailbox, key) exists (then read :meth:`send`)."""
+        """Queue a request; None when its (mailbox, key) exists (then read :meth:`send`).
+
+        With ``owner``, the send is inserted claimed for it for ``hold_s`` (a fresh token, as
+        :meth:`claim` would write): the process that queued it sends it without a claim round
+        trip; if it does not get to it in time, any sender claims it as usual."""
         at = now()
+        lease: Document = {"lease_until": FREE}
+        if owner is not None and hold_s > 0:
+            lease = {
+                "lease_owner": owner,
+                "lease_token": uuid.uuid4().hex,
+                "lease_until": at + timedelta(seconds=hold_s),
+            }
         doc: Document = {
             "_id": str(send_id(req.mailbox_id, req.idempotency_key)),
             "mailbox_id": req.mailbox_id,
@@ -131,7 +148,7 @@ class Repository:
             "requested_at": at,
             "next_at": at,
             "updated_at": at,
-            "lease_until": FREE,
+            **lease,
             **new_document_outbox([]),
         }
         try:

@@ -205,13 +205,22 @@ class Sender:
                 await asyncio.wait_for(self.candidates.changed.wait(), self.settings.sender_poll_s)
             return None
         mailbox_id, send = item
+        self.candidates.busy(mailbox_id, +1)
+        try:
+            return await self._claim_and_send(mailbox_id, send, prefer)
+        finally:
+            self.candidates.busy(mailbox_id, -1)
+
+    async def _claim_and_send(self, mailbox_id: str, send: str, prefer: str | None) -> str | None:
         wait = await self._shared_rate(mailbox_id)
         if wait > 0:  # the mailbox's rate is spent across the replicas: back in line until then
             self.rate.hold(mailbox_id, wait)
-            self.candidates.add(mailbox_id, send)
+            self.candidates.add(mailbox_id, send, self.candidates.held(send))
             metrics.RATE_WAITS.inc()
             return None
-        doc = await self.repo.claim(send, self.owner, self.settings.sender_lease_s)
+        doc = self.candidates.held(send)
+        if doc is None or doc["lease_until"] <= now() + timedelta(seconds=1):
+            doc = await self.repo.claim(send, self.owner, self.settings.sender_lease_s)
         if doc is None:  # sent, taken by another sender, or not due: the hint was stale
             self.rate.refund(mailbox_id)
             return prefer
@@ -227,9 +236,10 @@ class Sender:
         except KvUnavailable:
             return 0.0  # this process's bucket holds alone meanwhile (logged by the KV layer)
 
-    def offer(self, mailbox_id: str, send: str) -> None:
-        """A send just queued here: a hint for the next free loop (the sweep finds the others)."""
-        self.candidates.add(mailbox_id, send)
+    def offer(self, mailbox_id: str, send: str, doc: Document | None = None) -> None:
+        """A send just queued here (``doc``: inserted claimed for this process): a hint for the next
+        free loop (the sweep finds the others)."""
+        self.candidates.add(mailbox_id, send, doc)
 
     async def _sweep(self) -> bool:
         if len(self.candidates) < 4 * self.settings.sender_concurrency:

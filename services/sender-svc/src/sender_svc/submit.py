@@ -123,13 +123,17 @@ class Submission:
         repo: Repository,
         attachments: ObjectAttachments,
         max_bytes: int,
-        offer: Callable[[str, str], None],
+        offer: Callable[[str, str, Document], None],
         clock: Callable[[], datetime],
+        owner: str | None = None,
+        hold_s: float = 0.0,
     ) -> None:
         self.repo = repo
         self.attachments = attachments
         self.max_bytes = max_bytes
         self.offer = offer
+        self.owner = owner
+        self.hold_s = hold_s
         self.clock = clock
 
     async def submit(
@@ -180,12 +184,12 @@ class Submission:
         self._fits(size, self.max_bytes, "the configured limit")
         if target.size_limit:
             self._fits(size, target.size_limit, "the server's advertised SIZE")
-        doc = await self.repo.insert_send(req, msg_id, size, correlation_id)
+        doc = await self.repo.insert_send(req, msg_id, size, correlation_id, self.owner, self.hold_s)
         if doc is None:  # submitted before (or by a concurrent request that won)
             stored = await self.repo.send(req.mailbox_id, req.idempotency_key)
             assert stored is not None
             return self._same(stored, req), True
-        self.offer(req.mailbox_id, doc["_id"])
+        self.offer(req.mailbox_id, doc["_id"], doc)
         return doc, False
 
     @staticmethod
