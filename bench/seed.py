@@ -82,6 +82,7 @@ def enabled_mailbox(
                 owner=owner,
                 profile_id=p.profile_id,
                 approval="approved",
+                has_password=True,
                 updated_at=at,
             )
         ),

@@ -46,6 +46,7 @@ from contracts.envelope import make_envelope
 from contracts.events import Event, ProfileCreated
 from contracts.models import Direction, Endpoint, Owner, OwnerKind, TlsMode
 from contracts.outgoing import Recipient, SendEmailRequested
+from mailwarden_mailnet.login_desk import LoginDesk
 from mailwarden_runtime.bus import ensure_streams
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.mongo import database_name
@@ -134,7 +135,7 @@ def smtplib_loop(port: int, ctx: ssl.SSLContext, work: list[tuple[str, str, int]
 # --- sender-svc -----------------------------------------------------------------------------------
 
 
-def setup_events(accounts: dict[str, str], port: int, transit: KeyRing, c: int) -> list[Event]:
+def setup_events(accounts: dict[str, str], port: int, c: int) -> list[Event]:
     at = datetime.now(UTC)
     outgoing = Endpoint(host=HOST, port=port, tls=TlsMode.STARTTLS)
     incoming = Endpoint(host=HOST, port=993, tls=TlsMode.IMPLICIT)
@@ -143,24 +144,36 @@ def setup_events(accounts: dict[str, str], port: int, transit: KeyRing, c: int) 
     )
     profile = events[-1]
     assert isinstance(profile, ProfileCreated)
+    unused = KeyRing.parse(KeyRing.generate_key_text("bench-unused"))  # sender-svc asks its logins
     for user, password in accounts.items():
         events += enabled_mailbox(
-            profile, user, f"{user}@mail.test", (user, password), Direction.OUTGOING, transit, at
+            profile, user, f"{user}@mail.test", (user, password), Direction.OUTGOING, unused, at
         )
     return events
 
 
+def login_desk(accounts: dict[str, str], port: int, transit: KeyRing) -> LoginDesk:
+    """mailbox-svc's ``login`` operation for the bench's mailboxes (no mailbox-svc runs here)."""
+    desk = LoginDesk(transit, ttl_s=600)
+    for user, password in accounts.items():
+        desk.logins[user] = (user, password)
+        desk.endpoints[user] = Endpoint(host=HOST, port=port, tls=TlsMode.STARTTLS)
+    return desk
+
+
 async def drive_sender(
-    nats_url: str, mongo_uri: str, db: str, accounts: dict[str, str], events: list[Event], per: int
+    nats_url: str, mongo_uri: str, db: str, desk: LoginDesk, events: list[Event], per: int
 ) -> Row:
+    accounts = desk.logins
     nc = await nats.connect(nats_url)
+    await desk.serve(nc)
     js = nc.jetstream()
     await ensure_streams(nc, ServiceSettings(nats_url=nats_url))
     await publish(js, events)
     mongo: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri)
     boxes = mongo[database_name(db, "sender-svc")]["mailboxes"]
     deadline = time.monotonic() + 300
-    while await boxes.count_documents({"enabled_outgoing": True, "login": {"$ne": None}}) < len(accounts):
+    while await boxes.count_documents({"enabled_outgoing": True, "snapshot": {"$ne": None}}) < len(accounts):
         if time.monotonic() > deadline:
             raise RuntimeError("sender-svc did not learn the mailboxes")
         await asyncio.sleep(0.2)
@@ -261,9 +274,10 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Row]:
                     "MW_LOG_LEVEL": "WARNING",
                 }
                 transit = KeyRing.parse(keys["MW_TRANSIT_KEYS"])
-                events = setup_events(accounts, port, transit, args.concurrency)
+                events = setup_events(accounts, port, args.concurrency)
+                desk = login_desk(accounts, port, transit)
                 with ServiceProcess(workdir / "logs", SENDER, free_port(), env):
-                    row = asyncio.run(drive_sender(nats_server.url, mongo.uri, db, accounts, events, per))
+                    row = asyncio.run(drive_sender(nats_server.url, mongo.uri, db, desk, events, per))
                 row.rtt_ms = args.rtt
                 rows.append(row)
                 _log(f"  sender-svc {row.per_s:.0f} mails/s")

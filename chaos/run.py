@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from chaos import delivery, duplicates, fuzz, malformed, permissions, secrets, shutdown, sync
+from chaos import delivery, duplicates, fuzz, malformed, permissions, secrets, sending, shutdown, sync
 from chaos.harness import Figure
 from chaos.infra import Infra, slow_target, started
 from mailwarden_servers import SmtpServer
@@ -83,6 +83,10 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
         lambda i, w: malformed.malformed_messages(i, w, rounds=100),
     ),
     "A9": ("SIGTERM every service with 100 tests in flight", _a9),
+    "A10": (
+        "kill -9 sender-svc at each point of a send (before SMTP, after RCPT, after DATA, after the outcome), 3x",
+        lambda i, w: sending.kill_at_each_point(i, w, rounds=3),
+    ),
     "S1": (
         "SIGTERM every service after nats-server was killed, 40 tests in flight",
         _stop_with("nats killed"),

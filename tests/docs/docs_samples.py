@@ -63,6 +63,7 @@ from contracts.outgoing import (
     EmailSendFailed,
     EmailSendUncertain,
     EmailSent,
+    MailboxSendLoginRefused,
     ObjectRef,
     OutgoingAttachment,
     Recipient,
@@ -327,6 +328,13 @@ SAMPLES: dict[str, Callable[[], Event]] = {
         reason="the sender stopped after handing the message over, before storing the reply",
         data_started_at=NOW,
         detected_at=NOW + timedelta(minutes=1),
+    ),
+    "MailboxSendLoginRefused": lambda: MailboxSendLoginRefused(
+        mailbox=MAILBOX,
+        error=_error(ErrorCode.AUTH_FAILED, "connect"),
+        login_id="mailbox:mbx_1:v3:profile:prof_1:v2",
+        idempotency_key="crm-case-7-reply-1",
+        refused_at=NOW,
     ),
     "TestJobStarted": lambda: TestJobStarted(job_id="job_1", profile_id="prof_1", total=3, started_at=NOW),
     "TestJobProgress": lambda: TestJobProgress(

@@ -1,5 +1,6 @@
 """sender-svc fixtures: the app on a private NATS server, its own database, a real aiosmtpd with
-TLS + AUTH (SIZE limit, SMTPUTF8), and helpers that publish what the other services would."""
+TLS + AUTH (SIZE limit, SMTPUTF8), helpers that publish what the other services would, and a
+login desk answering mailbox-svc's ``login`` operation."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from mailwarden_mailnet.login_desk import LoginDesk
 from mailwarden_mailnet.resolve import StaticResolver
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
@@ -25,7 +27,7 @@ from sender_svc.config import Settings
 from sender_svc.submit import sendable
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sender_helpers import NAMES, Recorder, envelope_of, eventually, setup_events
+from sender_helpers import NAMES, TRANSIT, Recorder, enter_login, envelope_of, eventually, setup_events
 
 SIZE_LIMIT = 200_000
 Seed = Callable[..., Awaitable[None]]
@@ -107,7 +109,16 @@ async def events(nc: Client) -> Recorder:
 
 
 @pytest.fixture
-async def app(settings: Settings, events: Recorder) -> AsyncIterator[FastAPI]:
+async def desk(nc: Client) -> LoginDesk:
+    """mailbox-svc's ``login`` operation for these tests (the app's dev transit ring)."""
+    login_desk = LoginDesk(TRANSIT)
+    await login_desk.serve(nc)
+    await nc.flush()
+    return login_desk
+
+
+@pytest.fixture
+async def app(settings: Settings, events: Recorder, desk: LoginDesk) -> AsyncIterator[FastAPI]:
     application = create_app(settings, resolver=StaticResolver(NAMES))
     async with application.router.lifespan_context(application):
         yield application
@@ -122,15 +133,16 @@ async def client(app: FastAPI, settings: Settings) -> AsyncIterator[httpx.AsyncC
 
 
 @pytest.fixture
-def seed(app: FastAPI, smtp_clean: SmtpServer) -> Seed:
-    """Publish a mailbox's profile, settings, login and status on the bus; wait until the sender
-    knows it (``ready=False`` for a mailbox that is not meant to be able to send)."""
+def seed(app: FastAPI, smtp_clean: SmtpServer, desk: LoginDesk) -> Seed:
+    """Publish a mailbox's profile, settings and status on the bus, give the login desk its login;
+    wait until the sender knows it (``ready=False`` for a mailbox that is not meant to be able to send)."""
 
     async def run(mailbox_id: str, *, ready: bool = True, **kw: Any) -> None:
         kw.setdefault("port", smtp_clean.port_starttls)
         ports = [p for p in (smtp_clean.port_starttls, smtp_clean.port_tls, smtp_clean.port_plain) if p]
         kw.setdefault("allowed_ports", ports)
         runtime = app.state.runtime
+        enter_login(desk, mailbox_id, **kw)
         for event in setup_events(mailbox_id, **kw):
             await runtime.publish(envelope_of(event))
         repo = app.state.repository
@@ -145,8 +157,5 @@ def seed(app: FastAPI, smtp_clean: SmtpServer) -> Seed:
 async def _has_all(repo: Any, mailbox_id: str) -> bool:
     view = await repo.mailbox(mailbox_id)
     return bool(
-        view
-        and view.snapshot
-        and view.login
-        and "status_at" in (await repo.mailboxes.find_one({"_id": mailbox_id}))
+        view and view.snapshot and "status_at" in (await repo.mailboxes.find_one({"_id": mailbox_id}))
     )

@@ -1,4 +1,9 @@
-"""Helpers for the sender-svc tests (importable: conftest puts this folder on sys.path)."""
+"""Helpers for the sender-svc tests (importable: conftest puts this folder on sys.path).
+
+These tests run no mailbox-svc: a :class:`~mailwarden_mailnet.login_desk.LoginDesk` answers its
+``login`` operation on NATS the way mailbox-svc does (service token checked, the login sealed to
+purpose ``send``, the mailbox, outgoing, the profile's host and port, for a short time). The real
+operation is in tests/integration/test_send_e2e.py."""
 
 from __future__ import annotations
 
@@ -21,9 +26,7 @@ from contracts.events import (
     MailboxStatusChanged,
     ProfileCreated,
     ProfileSnapshot,
-    SealedCredentials,
     SettingsSnapshot,
-    TestRequested,
 )
 from contracts.models import (
     DeliveryMethod,
@@ -32,10 +35,10 @@ from contracts.models import (
     MailboxRef,
     Owner,
     OwnerKind,
-    ServerTarget,
     TestStatus,
     TlsMode,
 )
+from mailwarden_mailnet.login_desk import LoginDesk
 from mailwarden_runtime.crypto import KeyRing
 
 TRANSIT = KeyRing.for_development("transit")
@@ -93,6 +96,22 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         await asyncio.sleep(0.05)
 
 
+def enter_login(
+    desk: LoginDesk,
+    mailbox_id: str,
+    *,
+    host: str = "mail.test",
+    port: int,
+    tls: TlsMode = TlsMode.STARTTLS,
+    user: str = "alice",
+    password: str = "alice-pw",
+    **_: Any,
+) -> None:
+    """What mailbox-svc would hand sender-svc for the mailbox (the arguments of :func:`setup_events`)."""
+    desk.logins[mailbox_id] = (user, password)
+    desk.endpoints[mailbox_id] = Endpoint(host=host, port=port, tls=tls)
+
+
 def setup_events(
     mailbox_id: str,
     *,
@@ -142,22 +161,6 @@ def setup_events(
     ref = MailboxRef(
         mailbox_id=mailbox_id, email=email, owner=OWNER, profile_id=profile_id, profile_owner=PROFILE_OWNER
     )
-    sealed = TRANSIT.seal(
-        json.dumps({"username": user, "password": password}).encode(), f"mailbox:{mailbox_id}:outgoing"
-    )
-    test = TestRequested(
-        test_id=f"t-{mailbox_id}",
-        mailbox=ref,
-        target=ServerTarget(
-            profile_id=profile_id,
-            profile_name="test profile",
-            incoming_protocol=IncomingProtocol.IMAP,
-            incoming=incoming,
-            outgoing=outgoing,
-        ),
-        credentials=SealedCredentials(outgoing=sealed),
-        requested_at=at,
-    )
     status = MailboxStatusChanged(
         mailbox=ref,
         incoming_status=TestStatus.SUCCESS,
@@ -170,7 +173,6 @@ def setup_events(
         EmailSettingsChanged(settings=settings),
         ProfileCreated(profile=profile),
         MailboxCreated(mailbox=mailbox),
-        test,
         MailboxStatusChanged.model_validate(status.model_dump()),
     ]
 

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 from pymongo import AsyncMongoClient
-from sender_helpers import Recorder, envelope_of, eventually, mail, setup_events
+from sender_helpers import Recorder, enter_login, envelope_of, eventually, mail, setup_events
 
 from contracts.models import TlsMode
+from mailwarden_mailnet.login_desk import LoginDesk
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_on
 from mailwarden_runtime.bus import ensure_streams
@@ -73,13 +74,16 @@ async def test_killed_after_data_is_uncertain_never_resent(
     settings: Settings,
     nc: Client,
     events: Recorder,
+    desk: LoginDesk,
     smtp_clean: SmtpServer,
     certs: TestCertificates,
     workdir: Path,
 ) -> None:
     await ensure_streams(nc, settings)
     # The host is an IP literal the test certificate carries: the process resolves it itself.
-    for event in setup_events("mbx1", host="127.0.0.1", port=smtp_clean.port_tls, tls=TlsMode.IMPLICIT):
+    where: dict[str, Any] = {"host": "127.0.0.1", "port": smtp_clean.port_tls, "tls": TlsMode.IMPLICIT}
+    enter_login(desk, "mbx1", **where)
+    for event in setup_events("mbx1", **where):
         envelope = envelope_of(event)
         await nc.jetstream().publish(
             event.SUBJECT, envelope.to_bytes(), headers={"Nats-Msg-Id": str(envelope.id)}
@@ -124,11 +128,14 @@ async def test_killed_before_data_is_sent_once_by_the_next_sender(
     settings: Settings,
     nc: Client,
     events: Recorder,
+    desk: LoginDesk,
     smtp_clean: SmtpServer,
     workdir: Path,
 ) -> None:
     await ensure_streams(nc, settings)
-    for event in setup_events("mbx2", host="127.0.0.1", port=smtp_clean.port_tls, tls=TlsMode.IMPLICIT):
+    where: dict[str, Any] = {"host": "127.0.0.1", "port": smtp_clean.port_tls, "tls": TlsMode.IMPLICIT}
+    enter_login(desk, "mbx2", **where)
+    for event in setup_events("mbx2", **where):
         envelope = envelope_of(event)
         await nc.jetstream().publish(
             event.SUBJECT, envelope.to_bytes(), headers={"Nats-Msg-Id": str(envelope.id)}

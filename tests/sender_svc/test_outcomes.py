@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sender_helpers import Recorder, eventually, mail
+from sender_helpers import Recorder, envelope_of, eventually, mail
 
+from contracts.events import MailboxSnapshot, MailboxUpdated
 from contracts.models import TlsMode
 from mailwarden_servers import SmtpServer
 
@@ -101,18 +102,54 @@ async def test_implicit_tls_and_starttls_both_work_and_starttls_is_never_skipped
 
 
 async def test_a_refused_login_is_reported_and_not_tried_again(
-    client: httpx.AsyncClient, seed: Any, smtp_clean: SmtpServer, events: Recorder
+    client: httpx.AsyncClient, app: FastAPI, seed: Any, smtp_clean: SmtpServer, events: Recorder
 ) -> None:
     await seed("badpw", password="wrong-password")
     await client.post("/sends", json=mail("badpw", "k1"))
     failed = (await events.wait_for("EmailSendFailed", mailbox_id="badpw"))[0]["data"]
     assert failed["error"]["code"] == "auth_failed" and failed["error"]["scope"] == "mailbox"
     assert failed["mailbox"]["profile_owner"]["id"] == "p1"  # enough for alerts and mailbox-svc's policy
+    # Marked right after the failure is stored (a send racing the mark may try the login once more).
+    await eventually(
+        lambda: app.state.repository.mailboxes.find_one({"_id": "badpw", "login_failed": {"$ne": None}})
+    )
     attempts = smtp_clean.auth_attempts
     await client.post("/sends", json=mail("badpw", "k2"))
     await events.wait_for("EmailSendFailed", 2, mailbox_id="badpw")
-    assert smtp_clean.auth_attempts == attempts  # the same sealed login is not tried again
+    assert smtp_clean.auth_attempts == attempts  # the same login is not tried again
     assert smtp_clean.messages == []
+    # Reported once for mailbox-svc's retry-or-disable policy (it tests the outgoing side again).
+    (refused,) = [e["data"] for e in events.of("MailboxSendLoginRefused")]
+    assert refused["mailbox"]["mailbox_id"] == "badpw" and refused["error"]["code"] == "auth_failed"
+    assert refused["idempotency_key"] == "k1" and refused["login_id"].startswith("mailbox:badpw:v")
+
+
+async def test_a_changed_login_is_tried_again_and_never_keyed_by_its_ciphertext(
+    client: httpx.AsyncClient, app: FastAPI, seed: Any, smtp_clean: SmtpServer, events: Recorder, desk: Any
+) -> None:
+    await seed("badpw", password="wrong-password")
+    await client.post("/sends", json=mail("badpw", "k1"))
+    await events.wait_for("EmailSendFailed", mailbox_id="badpw")
+
+    async def marked() -> Any:
+        doc = await app.state.repository.mailboxes.find_one({"_id": "badpw"})
+        return doc if doc and doc.get("login_failed") else None
+
+    stored = await eventually(marked)  # marked right after the failure is stored
+    assert stored["login_failed"].startswith("mailbox:badpw:v1:")  # an identity, not a digest
+    # The owner enters the right password: mailbox-svc publishes the mailbox with a new version.
+    desk.logins["badpw"] = ("alice", "alice-pw")
+    snapshot = MailboxSnapshot.model_validate(stored["snapshot"]).model_copy(update={"version": 2})
+    await app.state.runtime.publish(envelope_of(MailboxUpdated(mailbox=snapshot)))
+
+    async def new_version() -> bool:
+        view = await app.state.repository.mailbox("badpw")
+        return bool(view and view.snapshot and view.snapshot.version == 2)
+
+    await eventually(new_version)
+    assert (await client.post("/sends", json=mail("badpw", "k2"))).status_code == 202
+    await events.wait_for("EmailSent", mailbox_id="badpw")
+    assert smtp_clean.messages[0].auth_login == "alice"
 
 
 async def test_non_ascii_addresses_go_with_smtputf8(
@@ -168,3 +205,44 @@ async def test_without_pipelining_the_envelope_goes_command_by_command(
     assert sent["accepted"] == ["ann@example.org"] and sent["refused"][0]["reply_code"] == 550
     assert smtp_server.messages[-1].rcpt_tos == ["ann@example.org"]
     smtp_server.clear()
+
+
+async def test_a_recipient_deferred_with_4xx_is_retried_alone_with_the_stored_backoff(
+    client: httpx.AsyncClient, app: FastAPI, seed: Any, smtp_clean: SmtpServer, events: Recorder
+) -> None:
+    await seed("mbx1")
+    smtp_clean.refuse_rcpt("later@example.org", "450 4.2.1 <later@example.org>: Mailbox busy, try later")
+    to = [{"address": "ann@example.org"}, {"address": "later@example.org"}]
+    assert (await client.post("/sends", json=mail("mbx1", "defer", to=to))).status_code == 202
+
+    async def deferred() -> dict[str, Any] | None:
+        doc = await app.state.repository.send("mbx1", "defer")
+        return doc if doc and doc.get("partial") and doc["status"] == "queued" else None
+
+    doc = await eventually(deferred)
+    assert doc["partial"]["accepted"] == ["ann@example.org"] and doc["next_at"] > doc["requested_at"]
+    assert [d["address"] for d in doc["partial"]["deferred"]] == ["later@example.org"]
+    assert events.of("EmailSent", "mbx1") == []  # not done yet: one recipient waits
+    smtp_clean.refused_rcpts.pop("later@example.org")  # the mailbox is free again
+    sent = (await events.wait_for("EmailSent", mailbox_id="mbx1"))[0]["data"]
+    assert sent["accepted"] == ["ann@example.org", "later@example.org"] and sent["refused"] == []
+    assert sent["attempts"] == 2
+    assert [m.rcpt_tos for m in smtp_clean.messages] == [["ann@example.org"], ["later@example.org"]]
+    first, second = smtp_clean.messages
+    assert first.data == second.data  # the same message (Message-ID, Date), to the deferred one only
+
+
+@pytest.mark.sender_settings(sender_max_attempts=2)
+async def test_a_recipient_deferred_until_the_last_attempt_is_reported_refused(
+    client: httpx.AsyncClient, seed: Any, smtp_clean: SmtpServer, events: Recorder
+) -> None:
+    await seed("mbx1")
+    smtp_clean.refuse_rcpt("later@example.org", "450 4.2.1 <later@example.org>: Mailbox busy, try later")
+    to = [{"address": "ann@example.org"}, {"address": "later@example.org"}]
+    await client.post("/sends", json=mail("mbx1", "defer", to=to))
+    sent = (await events.wait_for("EmailSent", mailbox_id="mbx1"))[0]["data"]
+    assert sent["accepted"] == ["ann@example.org"] and sent["attempts"] == 2
+    (refusal,) = sent["refused"]
+    assert refusal["address"] == "later@example.org" and refusal["reply_code"] == 450
+    assert refusal["permanent"] is False
+    assert len(smtp_clean.messages) == 1 and smtp_clean.messages[0].rcpt_tos == ["ann@example.org"]

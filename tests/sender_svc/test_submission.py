@@ -68,7 +68,8 @@ async def test_an_attachment_from_the_object_store(
     client: httpx.AsyncClient, nc: Client, seed: Any, smtp_clean: SmtpServer, events: Recorder
 ) -> None:
     await seed("mbx1")
-    store = await nc.jetstream().create_object_store("MW_OUTGOING")
+    store = await nc.jetstream().object_store("MW_OUTGOING")  # created by sender-svc at startup
+    assert (await store.status()).ttl == 7 * 86400  # MW_SENDER_ATTACHMENT_MAX_AGE_DAYS
     await store.put("invoices/7.pdf", b"%PDF-1.4 invoice 7")
     body = mail(
         "mbx1",

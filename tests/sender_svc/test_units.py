@@ -60,3 +60,21 @@ def test_undeliverable_addresses_are_refused(address: str) -> None:
 def test_the_payload_doubles_leading_dots_and_ends_with_a_lone_dot() -> None:
     assert dot_stuffed(b"a\n.b\r\n..c") == b"a\r\n..b\r\n...c\r\n.\r\n"
     assert dot_stuffed(b".\r\n") == b"..\r\n.\r\n"
+
+
+def test_a_mailbox_another_loop_sends_for_comes_after_the_idle_ones() -> None:
+    hints = Candidates()
+    for mailbox, send in (("a", "a1"), ("a", "a2"), ("b", "b1")):
+        hints.add(mailbox, send)
+    hints.busy("a", +1)  # one loop is sending a's first: a second login to a's server would be needed
+    assert hints.take(None, lambda m: True) == ("b", "b1")
+    assert hints.take(None, lambda m: True) == ("a", "a1")  # nothing else left: a busy one after all
+    hints.busy("a", -1)
+
+
+def test_a_send_queued_here_comes_with_its_claimed_document_once() -> None:
+    hints = Candidates()
+    doc = {"_id": "s1", "lease_token": "t"}
+    hints.add("a", "s1", doc)
+    assert hints.take(None, lambda m: True) == ("a", "s1")
+    assert hints.held("s1") is doc and hints.held("s1") is None

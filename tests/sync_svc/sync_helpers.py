@@ -2,7 +2,7 @@
 
 The service learns mailboxes from events, as in production: :class:`Bus` publishes the profile,
 settings, mailbox and MailboxStatusChanged events to JetStream, and reads back what sync-svc
-published. These tests run no mailbox-svc: :class:`LoginDesk` answers its ``login`` operation on
+published. These tests run no mailbox-svc: :class:`~mailwarden_mailnet.login_desk.LoginDesk` answers its ``login`` operation on
 NATS the way mailbox-svc does (service token checked, login sealed with ``seal_for_use`` to the
 purpose, mailbox, direction and the profile's current host and port, for a short time); the real
 operation is covered by tests/mailbox_svc/test_login_for_use.py and the sync end-to-end test. Messages
@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
-import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
-from pydantic import SecretStr
 
 from contracts.email import EmailReceived, MailboxSyncFailed, MailboxSyncRecovered
 from contracts.envelope import Envelope, make_envelope, parse_envelope
@@ -47,10 +44,8 @@ from contracts.models import (
     TestStatus,
     TlsMode,
 )
-from mailwarden_runtime.auth.errors import Unauthenticated
-from mailwarden_runtime.auth.service_tokens import SERVICE_DIRECTIONS, verify_service_token
+from mailwarden_mailnet.login_desk import LoginDesk
 from mailwarden_runtime.crypto import KeyRing
-from mailwarden_runtime.sealing import seal_for_use
 from mailwarden_servers import DovecotServer, TestCertificates
 from sync_svc.config import Settings
 
@@ -121,60 +116,6 @@ class Mailbox:
     received: list[Envelope[EmailReceived]] = field(default_factory=list)
 
 
-LOGIN_SUBJECT = "mailwarden.rpc.mailbox-svc.login"
-
-
-class LoginDesk:
-    """Answers mailbox-svc's ``login`` operation for the mailboxes of a test that runs no mailbox-svc."""
-
-    def __init__(self, ring: KeyRing, ttl_s: float = 120.0) -> None:
-        self.ring = ring
-        self.ttl_s = ttl_s
-        self.logins: dict[str, tuple[str, str]] = {}
-        self.endpoints: dict[str, Endpoint] = {}
-        self.asked: list[tuple[str, str]] = []
-
-    async def answer(self, msg: Msg) -> None:
-        await msg.respond(json.dumps(self.reply(msg)).encode())
-
-    def reply(self, msg: Msg) -> dict[str, Any]:
-        auth = (msg.headers or {}).get("Authorization", "")
-        try:
-            who = verify_service_token(self.ring, auth.removeprefix("Bearer ").strip())
-        except Unauthenticated:
-            return {"ok": False, "status": 401, "detail": "not authenticated", "errors": []}
-        req = json.loads(msg.data)
-        service = who.subject.removeprefix("service:")
-        self.asked.append((service, req["mailbox_id"]))
-        if SERVICE_DIRECTIONS.get(service) != req["direction"]:
-            return {"ok": False, "status": 403, "detail": "not this direction", "errors": []}
-        login, endpoint = self.logins.get(req["mailbox_id"]), self.endpoints.get(req["mailbox_id"])
-        if login is None or endpoint is None:
-            return {"ok": False, "status": 409, "detail": "the mailbox has no incoming login", "errors": []}
-        not_after = datetime.now(UTC) + timedelta(seconds=self.ttl_s)
-        sealed = seal_for_use(
-            self.ring,
-            login[0],
-            SecretStr(login[1]),
-            purpose=req["purpose"],
-            mailbox_id=req["mailbox_id"],
-            direction=req["direction"],
-            host=endpoint.host,
-            port=endpoint.port,
-            not_after=not_after,
-        )
-        result = {
-            "mailbox_id": req["mailbox_id"],
-            "direction": req["direction"],
-            "purpose": req["purpose"],
-            "host": endpoint.host,
-            "port": endpoint.port,
-            "not_after": not_after.replace(microsecond=0).isoformat(),
-            "sealed": sealed.model_dump(mode="json"),
-        }
-        return {"ok": True, "result": result}
-
-
 class Bus:
     """Publishes the events sync-svc learns from; reads what it published; answers login requests."""
 
@@ -185,7 +126,7 @@ class Bus:
         self.desk = LoginDesk(TRANSIT)
 
     async def serve_logins(self) -> None:
-        await self.nc.subscribe(LOGIN_SUBJECT, cb=self.desk.answer)
+        await self.desk.serve(self.nc)
 
     async def publish(self, event: Event, subject: str | None = None) -> None:
         if isinstance(event, ProfileCreated | ProfileUpdated):

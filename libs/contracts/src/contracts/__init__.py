@@ -31,7 +31,13 @@ from contracts.events import (
     TestRequested,
 )
 from contracts.jobs import TestJobCompleted, TestJobProgress, TestJobStarted
-from contracts.outgoing import EmailSendFailed, EmailSendUncertain, EmailSent, SendEmailRequested
+from contracts.outgoing import (
+    EmailSendFailed,
+    EmailSendUncertain,
+    EmailSent,
+    MailboxSendLoginRefused,
+    SendEmailRequested,
+)
 
 __all__ = [
     "CATALOG",
@@ -53,6 +59,7 @@ __all__ = [
     "Event",
     "MailboxApproved",
     "MailboxCreated",
+    "MailboxSendLoginRefused",
     "MailboxStatusChanged",
     "MailboxSyncFailed",
     "MailboxSyncPaused",

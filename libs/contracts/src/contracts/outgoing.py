@@ -6,7 +6,10 @@ same (mailbox, key) sends one mail, ever. The outcome is published on
 ``mailwarden.send.<sent|failed|uncertain>.<mailbox id>`` (stream MW_SEND): :class:`EmailSent`,
 :class:`EmailSendFailed` (classified with the error catalog) or :class:`EmailSendUncertain` (the
 message may or may not have been accepted: the sender crashed after handing it over and before
-storing the reply; it is never sent again on its own, the caller decides).
+storing the reply; it is never sent again on its own, the caller decides). When the server
+refuses the mailbox's login, :class:`MailboxSendLoginRefused` is published once per login on
+``mailwarden.send.login_refused``: mailbox-svc tests the outgoing side again, so its
+policy decides (retry or disable), the Outgoing Email Status follows and alert-svc alerts.
 """
 
 from __future__ import annotations
@@ -267,12 +270,28 @@ class EmailSendUncertain(Event):
     detected_at: datetime
 
 
+class MailboxSendLoginRefused(Event):
+    """The SMTP server refused the mailbox's outgoing login while sending. Published once per login
+    (``login_id``: whose login and its version, never anything secret); the same login is not tried
+    again, every send meanwhile fails ``auth_failed``. mailbox-svc tests the outgoing side again."""
+
+    TYPE: ClassVar[str] = "MailboxSendLoginRefused"
+    SUBJECT: ClassVar[str] = subjects.SEND_LOGIN_REFUSED
+
+    mailbox: MailboxRef
+    error: TestError
+    login_id: Annotated[str, StringConstraints(max_length=300)]
+    idempotency_key: IdempotencyKey = Field(description="The send that found out.")
+    refused_at: datetime
+
+
 __all__ = [
     "EXTRA_HEADERS",
     "INLINE_ATTACHMENT_MAX",
     "EmailSendFailed",
     "EmailSendUncertain",
     "EmailSent",
+    "MailboxSendLoginRefused",
     "ObjectRef",
     "OutgoingAttachment",
     "Recipient",

@@ -31,6 +31,7 @@ SEND_REQUESTED = f"{SEND}.requested"
 SEND_SENT = f"{SEND}.sent"
 SEND_FAILED = f"{SEND}.failed"
 SEND_UNCERTAIN = f"{SEND}.uncertain"
+SEND_LOGIN_REFUSED = f"{SEND}.login_refused"
 ALERTS = f"{PREFIX}.alerts"
 DEAD_LETTER = f"{PREFIX}.dlq"
 
@@ -99,7 +100,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(
         "MW_SEND",
         (f"{SEND}.>",),
-        "Outgoing email: SendEmailRequested and its outcome per mailbox (sent, failed, uncertain)",
+        "Outgoing email: SendEmailRequested, its outcome per mailbox (sent, failed, uncertain), refused logins",
     ),
     StreamSpec("MW_ALERTS", (f"{ALERTS}.>",), "Alerts, one subject per recipient"),
     StreamSpec("MW_DLQ", (f"{DEAD_LETTER}.>",), "Messages a consumer could not handle"),

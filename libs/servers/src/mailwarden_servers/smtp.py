@@ -136,7 +136,15 @@ class _CountingSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # a second call happens after STARTTLS: same session
             self._owner._count("sessions")
+            self._opened_at = time.monotonic()
+            self._owner._opened(+1)
         super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if not getattr(self, "_counted_lost", False):
+            self._counted_lost = True
+            self._owner._opened(-1, (self._opened_at, time.monotonic()))
+        super().connection_lost(error)
 
 
 class _Controller(Controller):
@@ -155,7 +163,9 @@ class SmtpServer(Running):
 
     Ports: `port_starttls` (STARTTLS, AUTH only after TLS, like 587), `port_tls` (implicit
     TLS, like 465) and, with `plain=True`, `port_plain` (no TLS; AUTH offered, not required).
-    Counters: `sessions`, `auth_attempts`, `auth_failures`.
+    Counters: `sessions`, `auth_attempts`, `auth_failures`; `open_now` and `peak_open` (the most
+    sessions open at once since the last `clear()`) and `spans` ((opened, closed) monotonic times
+    of the sessions closed since then; :meth:`overlap` measures them).
     """
 
     def __init__(
@@ -196,6 +206,9 @@ class SmtpServer(Running):
         self.messages: list[ReceivedMessage] = []
         self.refused_rcpts: dict[str, str] = {}
         self.sessions = 0
+        self.open_now = 0
+        self.peak_open = 0
+        self.spans: list[tuple[float, float]] = []
         self.auth_attempts = 0
         self.auth_failures = 0
         self.message_count = 0
@@ -238,6 +251,8 @@ class SmtpServer(Running):
                     gate.set()
             self.data_gate = self.rcpt_gate = None
             self.sessions = self.auth_attempts = self.auth_failures = self.message_count = 0
+            self.peak_open = self.open_now
+            self.spans.clear()
 
     # --- lifecycle -------------------------------------------------------------------------
     @property
@@ -310,6 +325,26 @@ class SmtpServer(Running):
     def _next_data_reply(self) -> str | None:
         with self._lock:
             return self.data_replies.pop(0) if self.data_replies else None
+
+    def _opened(self, change: int, span: tuple[float, float] | None = None) -> None:
+        with self._lock:
+            self.open_now += change
+            self.peak_open = max(self.peak_open, self.open_now)
+            if span is not None:
+                self.spans.append(span)
+
+    def overlap(self, sessions: int) -> float:
+        """The longest time (s) that more than ``sessions`` closed sessions were open at once: a
+        client limit of ``sessions`` shows as ~0 (the server may see a closing session's end just
+        after the next one's start)."""
+        edges = sorted([(a, 1) for a, _ in self.spans] + [(b, -1) for _, b in self.spans])
+        longest, open_, since = 0.0, 0, 0.0
+        for at, change in edges:
+            if open_ > sessions:
+                longest = max(longest, at - since)
+            open_ += change
+            since = at
+        return longest
 
     def _count(self, field: str) -> None:
         with self._lock:

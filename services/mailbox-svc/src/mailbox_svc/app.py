@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from contracts.email import MailboxSyncFailed, MailboxSyncPaused
 from contracts.envelope import Envelope
 from contracts.events import Event, TestCompleted
+from contracts.outgoing import MailboxSendLoginRefused
 from mailbox_svc.api import Logins, serve_operations
 from mailbox_svc.config import Settings
 from mailbox_svc.handlers import Handlers
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime.consume(MailboxSyncFailed, "mailbox-svc-sync-failed", ops.retest_incoming)
     # A paused sync no longer watches the mailbox: it is re-tested on the org's schedule instead.
     runtime.consume(MailboxSyncPaused, "mailbox-svc-sync-paused", retests.sync_paused)
+    # sender-svc's SMTP server refused a login: its outgoing side is tested again (the same way).
+    runtime.consume(MailboxSendLoginRefused, "mailbox-svc-send-login-refused", ops.retest_outgoing)
     routes = serve_operations(runtime, ops, jobs, keys.at_rest, Logins(profiles, rings, settings.login_ttl_s))
 
     async def start_background() -> None:

@@ -24,6 +24,7 @@ from contracts.events import (
     SmtpMode,
 )
 from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, TestStatus, act_sync_refused
+from contracts.outgoing import MailboxSendLoginRefused
 from mailbox_svc.access import CREDENTIAL_FIELDS, admit, admit_fields
 from mailbox_svc.clock import utcnow
 from mailbox_svc.credentials import (
@@ -363,25 +364,36 @@ class MailboxOperations:
     async def retest_incoming(self, env: Envelope[MailboxSyncFailed]) -> None:
         """sync-svc could not sync this mailbox (an episode began or changed its code): test its
         incoming side again, so the test policy decides (retry or disable), the Incoming Email
-        Status follows and alert-svc alerts, once per episode. Nothing when a test is pending or
-        the mailbox is no longer enabled for incoming email."""
-        mailbox_id = env.data.mailbox.mailbox_id
+        Status follows and alert-svc alerts, once per episode."""
+        await self._retest(env.data.mailbox.mailbox_id, INCOMING)
+
+    async def retest_outgoing(self, env: Envelope[MailboxSendLoginRefused]) -> None:
+        """sender-svc's SMTP server refused the mailbox's login: test its outgoing side again, so
+        the test policy decides (retry or disable), the Outgoing Email Status follows and
+        alert-svc alerts."""
+        await self._retest(env.data.mailbox.mailbox_id, OUTGOING)
+
+    async def _retest(self, mailbox_id: str, direction: str) -> None:
+        """Test one side again; nothing when a test is pending or that side is not enabled."""
         doc = await self.repo.get(mailbox_id)
-        if doc is None or doc.pending_test_id or not doc.enabled_incoming:
+        if doc is None or doc.pending_test_id or not _enabled(doc, direction):
             return
         profiles = await self._load_profiles({doc.profile_id or ""})
 
         def change(doc: MailboxDoc, settings: SettingsSnapshot) -> tuple[MailboxDoc, list[Event]]:
-            if doc.pending_test_id or not doc.enabled_incoming:
-                raise TestRefused("not_applicable", "a test is pending or incoming is disabled")
+            if doc.pending_test_id or not _enabled(doc, direction):
+                raise TestRefused("not_applicable", f"a test is pending or {direction} is disabled")
             profile = profiles.get(doc.profile_id or "")
-            req = build_request(doc, profile, settings, self.rings, utcnow(), directions=[INCOMING])
+            req = build_request(doc, profile, settings, self.rings, utcnow(), directions=[direction])
             return doc.model_copy(update=pending_fields(req)), [req]
 
         try:
             await self.mutate(mailbox_id, change)
         except TestRefused as exc:
-            log.info("no re-test after a sync failure", extra={"mailbox_id": mailbox_id, "reason": exc.code})
+            log.info(
+                "no re-test after a failure elsewhere",
+                extra={"mailbox_id": mailbox_id, "direction": direction, "reason": exc.code},
+            )
 
     async def test_many(self, selection: Selection) -> BulkResult:
         profiles = await self._load_profiles(await self._profile_ids(selection))
@@ -470,6 +482,10 @@ class MailboxOperations:
 
 
 ACT_CODE = "act_not_supported"
+
+
+def _enabled(doc: MailboxDoc, direction: str) -> bool:
+    return doc.enabled_incoming if direction == INCOMING else doc.enabled_outgoing
 
 
 def _protocol(profile: ProfileSnapshot | None) -> str | None:

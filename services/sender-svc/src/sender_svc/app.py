@@ -15,9 +15,12 @@ from fastapi import FastAPI
 from nats.aio.client import Client
 
 from contracts.envelope import Envelope, make_envelope
-from contracts.events import Event, TestRequested
+from contracts.events import Event
 from contracts.outgoing import SendEmailRequested
 from mailwarden_mailnet.resolve import Resolver, SystemResolver
+from mailwarden_mailnet.use_login import LoginSource
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.service_tokens import service_token
 from mailwarden_runtime.consumer import ConsumerOptions
 from mailwarden_runtime.keys import load_keyring
 from mailwarden_runtime.readmodels import follow
@@ -26,6 +29,7 @@ from sender_svc.api import serve_operations
 from sender_svc.attachments import ObjectAttachments
 from sender_svc.config import Settings
 from sender_svc.handlers import Handlers
+from sender_svc.limits import shared_limits
 from sender_svc.repository import OUTBOX_COLLECTIONS, Repository
 from sender_svc.sender import Sender
 from sender_svc.submit import Submission
@@ -42,27 +46,43 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     def connection() -> Client:
         return runtime.bus.connection
 
+    def runtime_connection() -> Client | None:
+        return runtime.bus.connection if runtime.bus.is_connected else None
+
     def envelop(data: Event, correlation_id: str | None, event_id: uuid.UUID) -> Envelope[Any]:
         return make_envelope(data, NAME, correlation_id=correlation_id, event_id=event_id)
 
+    who = bearer_header(service_token(keyring, NAME))  # a service asking a service (auth.service_tokens)
+
+    async def ask(subject: str, body: bytes, timeout_s: float) -> bytes:
+        reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s, headers=who)
+        return bytes(reply.data)
+
     attachments = ObjectAttachments(connection, settings.attachment_buckets)
+    shared = shared_limits(runtime_connection, keyring, settings) if settings.sender_shared_limits else None
     sender = Sender(
         settings,
         repo,
-        keyring,
+        LoginSource(ask, keyring, purpose="send", direction="outgoing"),
         attachments,
         envelop,
         runtime.wake_relay,
         runtime.instance,
         resolver or SystemResolver(),
+        shared,
     )
     submission = Submission(
-        repo, attachments, settings.sender_max_message_bytes, sender.offer, lambda: datetime.now(UTC)
+        repo,
+        attachments,
+        settings.sender_max_message_bytes,
+        sender.offer,
+        lambda: datetime.now(UTC),
+        runtime.instance,
+        min(settings.sender_hold_s, settings.sender_lease_s),
     )
     handlers = Handlers(repo, submission, runtime.publish, NAME)
 
     follow(runtime, repo.read)
-    runtime.consume(TestRequested, "sender-svc-logins", handlers.test_requested)
     runtime.consume(
         SendEmailRequested, "sender-svc-requests", handlers.send_requested, ConsumerOptions(max_workers=8)
     )
@@ -72,6 +92,9 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         await repo.ensure_indexes()
 
     async def after_connect() -> None:
+        if shared is not None:
+            await shared.kv.open_at_start()  # KV down: each process's own limits meanwhile
+        await attachments.ensure(settings.sender_attachment_max_age_days * 86400, settings.stream_replicas)
         sender.start()
 
     async def stopping() -> None:

@@ -2,7 +2,8 @@
 
 At submission an object's size is read (the message size is checked before anything is queued);
 when sending, its bytes. Only the buckets in ``MW_SENDER_ATTACHMENT_BUCKETS`` are readable, so a
-caller cannot mail out what other services keep in theirs.
+caller cannot mail out what other services keep in theirs. Those buckets are created at startup
+when missing (:meth:`ObjectAttachments.ensure`), so callers can put objects before the first send.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundErr
 from contracts.errors import ErrorCode
 from contracts.outgoing import ObjectRef, SendEmailRequested
 from mailwarden_mailnet.errors import NetError
+from mailwarden_runtime.buckets import ensure_object_store
 
 TIMEOUT_S = 10.0
 
@@ -30,6 +32,19 @@ class ObjectAttachments:
     def __init__(self, connection: Callable[[], Client], buckets: frozenset[str]) -> None:
         self._connection = connection
         self.buckets = buckets
+
+    async def ensure(self, max_age_s: float, replicas: int) -> None:
+        """Create every readable bucket that does not exist yet."""
+        js = self._connection().jetstream()
+        for bucket in sorted(self.buckets):
+            async with asyncio.timeout(TIMEOUT_S):
+                await ensure_object_store(
+                    js,
+                    bucket,
+                    description="sender-svc: attachments referenced by SendEmailRequested",
+                    ttl_s=max_age_s,
+                    replicas=replicas,
+                )
 
     def _check(self, ref: ObjectRef, field: str) -> None:
         if ref.bucket not in self.buckets:

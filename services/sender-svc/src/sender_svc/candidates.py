@@ -6,7 +6,8 @@ offered here at once; a periodic sweep of the database (:meth:`Repository.due`) 
 other replicas' submissions, retries come due, sends left by a stopped process. An id here is only
 a hint: the claim checks the send is still queued, due and free, so stale or shared hints are
 harmless. Per-mailbox order keeps a burst on one warm connection and lets a throttled mailbox
-wait without holding the others back.
+wait without holding the others back. A send queued by this process comes with its document,
+already claimed for this process when it was inserted (:meth:`held`): no claim round trip.
 """
 
 from __future__ import annotations
@@ -14,18 +15,24 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 
 class Candidates:
     def __init__(self) -> None:
         self._by_mailbox: dict[str, deque[str]] = {}
         self._known: set[str] = set()
+        self._docs: dict[str, dict[str, Any]] = {}
+        self._busy: dict[str, int] = {}  # mailbox -> loops sending for it now
         self.changed = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._known)
 
-    def add(self, mailbox_id: str, send_id: str) -> None:
+    def add(self, mailbox_id: str, send_id: str, doc: dict[str, Any] | None = None) -> None:
+        """A hint; ``doc``: the send as inserted, claimed for this process (see :meth:`held`)."""
+        if doc is not None:
+            self._docs[send_id] = doc
         if send_id in self._known:
             return
         self._known.add(send_id)
@@ -37,7 +44,11 @@ class Candidates:
         ready mailbox's in turn (a served mailbox goes to the back). ``ready`` may take a rate
         token: it is asked once per mailbox, and an answer of True is always used."""
         first = [prefer] if prefer is not None and prefer in self._by_mailbox else []
-        for mailbox_id in dict.fromkeys([*first, *self._by_mailbox]):
+        # Mailboxes no loop is sending for come first: a second loop on a busy mailbox would need
+        # a second login while the first loop's connection is about to be free for it.
+        order = [*first, *(m for m in self._by_mailbox if not self._busy.get(m))]
+        order += [m for m in self._by_mailbox if self._busy.get(m)]
+        for mailbox_id in dict.fromkeys(order):
             if not ready(mailbox_id):
                 continue
             ids = self._by_mailbox.pop(mailbox_id)
@@ -47,3 +58,15 @@ class Candidates:
             self._known.discard(send_id)
             return mailbox_id, send_id
         return None
+
+    def busy(self, mailbox_id: str, change: int) -> None:
+        """A loop starts (+1) or ends (-1) sending for ``mailbox_id``."""
+        count = self._busy.get(mailbox_id, 0) + change
+        if count > 0:
+            self._busy[mailbox_id] = count
+        else:
+            self._busy.pop(mailbox_id, None)
+
+    def held(self, send_id: str) -> dict[str, Any] | None:
+        """The document of a send claimed for this process when it was queued here (taken once)."""
+        return self._docs.pop(send_id, None)

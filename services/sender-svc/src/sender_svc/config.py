@@ -24,8 +24,20 @@ class Settings(ServiceSettings, TransitKeySettings):
     sender_attachment_buckets: str = Field(
         "MW_OUTGOING", description="Comma list of Object Store buckets attachments may be read from."
     )
+    sender_attachment_max_age_days: float = Field(
+        7.0,
+        gt=0,
+        le=3650,
+        description=(
+            "Age after which objects in the attachment buckets sender-svc creates at startup expire "
+            "(buckets that exist already keep their own settings)."
+        ),
+    )
     sender_rate_per_minute: float = Field(
-        120.0, gt=0, le=100_000, description="Messages one mailbox may send per minute (in this process)."
+        120.0,
+        gt=0,
+        le=100_000,
+        description="Messages one mailbox may send per minute (across every replica).",
     )
     sender_rate_burst: float = Field(
         20.0, ge=1, le=100_000, description="Messages one mailbox may send at once before the rate applies."
@@ -47,6 +59,16 @@ class Settings(ServiceSettings, TransitKeySettings):
         description=(
             "A claimed message belongs to one sender this long; a message left in 'sending' (handed "
             "over, reply not stored) past it is reported uncertain, never resent."
+        ),
+    )
+    sender_hold_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description=(
+            "A send queued by this process is inserted claimed for it this long, so it is sent "
+            "without a claim round trip; if this process stops first, any replica takes it after "
+            "this (0: no claim at insertion)."
         ),
     )
     sender_idle_keep_s: float = Field(
@@ -73,6 +95,25 @@ class Settings(ServiceSettings, TransitKeySettings):
             "read twice per mail); a change reaches sending within this. Mailboxes are always read fresh."
         ),
     )
+    sender_shared_limits: bool = Field(
+        True,
+        description=(
+            "Hold the per-host connection limit and the per-mailbox rate across every replica "
+            "(JetStream KV buckets MW_SENDER_HOSTS, MW_SENDER_RATES); off: per process only."
+        ),
+    )
+    sender_kv_timeout_s: float = Field(
+        1.0, gt=0, le=10, description="Deadline of one JetStream KV call of the shared limits."
+    )
+    sender_host_lease_ttl_s: float = Field(
+        15.0,
+        ge=1,
+        le=600,
+        description=(
+            "A connection's shared slot lives this long unless renewed (every third of it): a killed "
+            "replica's connections free their slots within it."
+        ),
+    )
     sender_ehlo_name: str = Field("mailwarden.invalid", description="Name sent in SMTP EHLO.")
 
     @field_validator("sender_allow_networks")
@@ -87,6 +128,13 @@ class Settings(ServiceSettings, TransitKeySettings):
         # be reported uncertain while it is still being sent: the payload and its reply fit in it.
         if self.sender_lease_s < 2 * max(self.sender_data_timeout_s, self.sender_step_timeout_s) + 2:
             raise ValueError("sender_lease_s must be at least 2 x sender_data_timeout_s + 2")
+        return self
+
+    @model_validator(mode="after")
+    def _renewal_fits_in_a_lease(self) -> Settings:
+        # A renewal starts every TTL/3 and takes at most one KV deadline: it must land in time.
+        if self.sender_kv_timeout_s > self.sender_host_lease_ttl_s / 3:
+            raise ValueError("sender_kv_timeout_s must be at most sender_host_lease_ttl_s / 3")
         return self
 
     @property

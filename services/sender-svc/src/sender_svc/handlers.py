@@ -1,9 +1,8 @@
-"""Event handlers: a mailbox's outgoing login, and send requests arriving as events.
+"""Event handlers: send requests arriving as events.
 
 The read models the sender decides from (mailboxes, profiles, org settings) are kept by
-:func:`mailwarden_runtime.readmodels.follow`. The outgoing login is kept exactly as mailbox-svc
-sealed it for the mailbox's last test (TestRequested): still sealed with the transit key ring,
-opened only when connecting; idempotent (the newest wins).
+:func:`mailwarden_runtime.readmodels.follow`. Logins are never kept here: they are asked from
+mailbox-svc when connecting (:mod:`mailwarden_mailnet.use_login`).
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ from contracts.envelope import Envelope, make_envelope
 from contracts.errors import CATALOG
 from contracts.events import (
     FieldError,
-    TestRequested,
 )
-from contracts.models import CredentialSource, Direction, TestError
+from contracts.models import TestError
 from contracts.outgoing import EmailSendFailed, SendEmailRequested
 from contracts.subjects import SEND_FAILED, send_outcome_subject
 from sender_svc.repository import Repository
@@ -33,14 +31,6 @@ class Handlers:
         self.submission = submission
         self.publish = publish
         self.producer = producer
-
-    async def test_requested(self, env: Envelope[TestRequested]) -> None:
-        req = env.data
-        if req.credential_source is not CredentialSource.MAILBOX or Direction.OUTGOING not in req.directions:
-            return  # profile logins come with the profile; an incoming-only test says nothing new
-        sealed = req.credentials.outgoing if req.credentials else None
-        if sealed is not None:
-            await self.repo.set_login(req.mailbox.mailbox_id, sealed, req.requested_at)
 
     async def send_requested(self, env: Envelope[SendEmailRequested]) -> None:
         """Queue it; a refusal is answered with EmailSendFailed naming the fields (nothing queued)."""

@@ -22,3 +22,20 @@ SEND_SECONDS = Histogram(
 CONNECTIONS = Counter(
     "mailwarden_sender_connections_total", "SMTP sessions, opened or reused for a message", ["how"]
 )
+HOST_FULL_WAITS = Counter(
+    "mailwarden_sender_host_full_waits_total",
+    "Pauses while every connection slot of a host was held across the replicas",
+)
+SHARED_LIMITS_DEGRADED = Gauge(
+    "mailwarden_sender_shared_limits_degraded",
+    "1 while JetStream KV does not answer and this process's limits hold alone",
+)
+KV_SECONDS = Histogram(
+    "mailwarden_sender_kv_duration_seconds",
+    "JetStream KV round trips for the shared limits, by operation (conflict: a lost compare-and-set)",
+    ["op"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0),
+)
+RATE_WAITS = Counter(
+    "mailwarden_sender_rate_waits_total", "Messages held back by a mailbox's rate shared across the replicas"
+)

@@ -1,10 +1,11 @@
 """All of sender-svc's MongoDB access: the read models it decides from and the send queue.
 
 Read models (mailboxes, profiles, org settings) are :mod:`mailwarden_runtime.readmodels`, kept
-newest-version-wins, so redelivered or reordered events never move them back; the sender adds a
-mailbox's outgoing login and a profile's advertised SIZE to their documents. A send is one document keyed by (mailbox, idempotency key)
+newest-version-wins, so redelivered or reordered events never move them back; the sender adds the
+login its server last refused to a mailbox's document and the advertised SIZE to a profile's. A send is one document keyed by (mailbox, idempotency key)
 under a unique index; its state changes and outcome events are written by one update (outbox).
-States: ``queued`` (claimable when due and its lease is free; nothing was handed over yet),
+States: ``queued`` (claimable when due and its lease is free; nothing was handed over yet, or
+only to the recipients in ``partial.accepted`` while the ones refused with 4xx wait),
 ``sending`` (persisted just before DATA), then ``sent``, ``failed`` or ``uncertain``.
 """
 
@@ -21,7 +22,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from contracts.events import MailboxSnapshot, ProfileSnapshot
-from contracts.models import SealedSecret
 from contracts.outgoing import SendEmailRequested, send_id
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
@@ -57,15 +57,15 @@ class MailboxView:
 
     snapshot: MailboxSnapshot | None
     enabled_outgoing: bool
-    login: SealedSecret | None
     login_failed: str | None
+    """The identity (``submit.login_id``) of the login the server last refused."""
 
 
 class Repository:
     def __init__(self, db: AsyncDatabase[Document], read_cache_s: float = 0.0) -> None:
         self.db = db
         # Profiles and org settings change rarely and are read twice per mail: kept this long.
-        # Mailboxes (approval, enablement, login) are always read fresh.
+        # Mailboxes (approval, enablement, refused login) are always read fresh.
         self.read = ReadModels(db, cache_s=read_cache_s)
         """Mailboxes, profiles and the org's settings, kept from events (``readmodels.follow``)."""
         self.mailboxes = self.read.mailboxes
@@ -77,34 +77,22 @@ class Repository:
         await self.sends.create_index([("status", ASCENDING), ("next_at", ASCENDING)])
 
     # --- read models ---------------------------------------------------------------------------
-    async def _newest(self, coll: str, _id: str, field: str, order: Any, values: Document) -> None:
-        """Set ``values`` unless what is stored is newer by ``field`` (insert when absent)."""
-        newer = {"$or": [{field: {"$lt": order}}, {field: {"$exists": False}}]}
-        try:
-            await self.db[coll].update_one(
-                {"_id": _id, **newer}, {"$set": {field: order, **values}}, upsert=True
-            )
-        except DuplicateKeyError:
-            pass  # a newer version is stored already
-
-    async def set_login(self, mailbox_id: str, sealed: SealedSecret, at: datetime) -> None:
-        await self._newest("mailboxes", mailbox_id, "login_at", at, {"login": sealed.model_dump()})
-
-    async def mark_login_failed(self, mailbox_id: str, sealed_ct: str) -> None:
-        """Remember that this sealed login was refused: later sends with it fail without logging in."""
-        digest = hashlib.sha256(sealed_ct.encode()).hexdigest()
-        await self.mailboxes.update_one({"_id": mailbox_id}, {"$set": {"login_failed": digest}})
+    async def mark_login_failed(self, mailbox_id: str, login_id: str) -> bool:
+        """Remember that this login (by its identity) was refused: later sends with it fail without
+        logging in. True the first time (the refusal is reported once per login)."""
+        result = await self.mailboxes.update_one(
+            {"_id": mailbox_id, "login_failed": {"$ne": login_id}}, {"$set": {"login_failed": login_id}}
+        )
+        return result.modified_count == 1
 
     async def mailbox(self, mailbox_id: str) -> MailboxView | None:
         doc = await self.mailboxes.find_one({"_id": mailbox_id})
         if doc is None:
             return None
         snap = doc.get("snapshot")
-        login = doc.get("login")
         return MailboxView(
             snapshot=MailboxSnapshot.model_validate(snap) if snap else None,
             enabled_outgoing=bool(doc.get("enabled_outgoing", False)),
-            login=SealedSecret.model_validate(login) if login else None,
             login_failed=doc.get("login_failed"),
         )
 
@@ -125,10 +113,27 @@ class Repository:
 
     # --- sends ---------------------------------------------------------------------------------
     async def insert_send(
-        self, req: SendEmailRequested, message_id: str, size: int, correlation_id: str | None
+        self,
+        req: SendEmailRequested,
+        message_id: str,
+        size: int,
+        correlation_id: str | None,
+        owner: str | None = None,
+        hold_s: float = 0.0,
     ) -> Document | None:
-        """Queue a request; None when its (mailbox, key) exists (then read :meth:`send`)."""
+        """Queue a request; None when its (mailbox, key) exists (then read :meth:`send`).
+
+        With ``owner``, the send is inserted claimed for it for ``hold_s`` (a fresh token, as
+        :meth:`claim` would write): the process that queued it sends it without a claim round
+        trip; if it does not get to it in time, any sender claims it as usual."""
         at = now()
+        lease: Document = {"lease_until": FREE}
+        if owner is not None and hold_s > 0:
+            lease = {
+                "lease_owner": owner,
+                "lease_token": uuid.uuid4().hex,
+                "lease_until": at + timedelta(seconds=hold_s),
+            }
         doc: Document = {
             "_id": str(send_id(req.mailbox_id, req.idempotency_key)),
             "mailbox_id": req.mailbox_id,
@@ -143,7 +148,7 @@ class Repository:
             "requested_at": at,
             "next_at": at,
             "updated_at": at,
-            "lease_until": FREE,
+            **lease,
             **new_document_outbox([]),
         }
         try:
@@ -214,9 +219,17 @@ class Repository:
         return result.modified_count == 1
 
     async def finish(
-        self, doc: Document, status: str, attempts: int, outcome: Any, event: Any, subject: str
+        self,
+        doc: Document,
+        status: str,
+        attempts: int,
+        outcome: Any,
+        event: Any,
+        subject: str,
+        also: tuple[Any, ...] = (),
     ) -> bool:
-        """Store a final outcome with its event (one update); False when the send was taken from us."""
+        """Store a final outcome with its event and ``also`` (envelopes on their own subjects), in one
+        update; False when the send was taken from us."""
         update = with_outbox(
             {
                 "$set": {
@@ -227,25 +240,29 @@ class Repository:
                     "updated_at": now(),
                 }
             },
-            [outbox_entry(event, subject)],
+            [outbox_entry(event, subject), *(outbox_entry(more) for more in also)],
         )
         result = await self.sends.update_one(
             {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": {"$in": list(ACTIVE)}}, update
         )
         return result.modified_count == 1
 
-    async def retry_later(self, doc: Document, until: datetime, error: Document, count: bool) -> bool:
+    async def retry_later(
+        self, doc: Document, until: datetime, error: Document, count: bool, partial: Document | None = None
+    ) -> bool:
         """Back to 'queued' after a transient failure. ``count``: add the attempt (a failure before
-        DATA; :meth:`mark_sending` counted the others)."""
-        update: Document = {
-            "$set": {
-                "status": "queued",
-                "next_at": until,
-                "lease_until": FREE,
-                "last_error": error,
-                "updated_at": now(),
-            }
+        DATA; :meth:`mark_sending` counted the others). ``partial``: the message went to some
+        recipients (``accepted``, permanent ``refused``); only ``pending`` ones are tried again."""
+        values: Document = {
+            "status": "queued",
+            "next_at": until,
+            "lease_until": FREE,
+            "last_error": error,
+            "updated_at": now(),
         }
+        if partial is not None:
+            values["partial"] = partial
+        update: Document = {"$set": values}
         if count:
             update["$inc"] = {"attempts": 1}
         result = await self.sends.update_one(

@@ -5,14 +5,16 @@ make that step. A message whose sender dies after it and before the outcome is s
 'sending' until its lease ends, then :meth:`Sender.recover` reports it uncertain, never resends.
 Transient failures (4xx, connection lost, timeouts) go back to the queue with a stored backoff;
 permanent ones and the last attempt are final. An ``auth_failed`` is final too, published for
-mailbox-svc's retry-or-disable policy, and the same sealed login is not tried again.
+mailbox-svc's retry-or-disable policy, and the same login (by its identity, ``submit.login_id``)
+is not tried again. Logins are asked from mailbox-svc's ``login`` operation when a connection is
+opened (:class:`~mailwarden_mailnet.use_login.LoginSource`); mailbox-svc not answering is ours,
+not the mailbox's: the message waits, no attempt is counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import random
 import time
@@ -30,23 +32,25 @@ from contracts.outgoing import (
     EmailSendFailed,
     EmailSendUncertain,
     EmailSent,
+    MailboxSendLoginRefused,
     RecipientRefusal,
     SendEmailRequested,
 )
 from contracts.subjects import SEND_FAILED, SEND_SENT, SEND_UNCERTAIN, send_outcome_subject
 from mailwarden_mailnet.errors import NetError
-from mailwarden_mailnet.login import Login, open_login
 from mailwarden_mailnet.policy import EgressPolicy
 from mailwarden_mailnet.resolve import Resolver
 from mailwarden_mailnet.smtp import DataUncertain, Reply, SmtpRefused, SmtpTarget, Timeouts, open_smtp
 from mailwarden_mailnet.tls import TlsContexts
-from mailwarden_runtime.crypto import KeyRing
+from mailwarden_mailnet.use_login import LoginSource, LoginUnavailable
 from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.sharedkv import KvUnavailable
 from sender_svc import metrics, mime
 from sender_svc.attachments import ObjectAttachments
 from sender_svc.candidates import Candidates
 from sender_svc.config import Settings
+from sender_svc.limits import SharedLimits
 from sender_svc.pool import ConnectionPool, Session
 from sender_svc.repository import Repository, now
 from sender_svc.submit import Refused, Sendable, sendable
@@ -66,10 +70,8 @@ class _Attempt:
     target: Sendable | None = None
     data_started: bool = False
     step: str = "prepare"
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    refused_before: bool = False
+    """The login was refused by an earlier send: not tried, not reported again."""
 
 
 class RateLimiter:
@@ -95,6 +97,10 @@ class RateLimiter:
         """Take a token when one is there (no await between the check and the take)."""
         return self.take(key) == 0.0
 
+    def hold(self, key: str, seconds: float) -> None:
+        """No token for ``key`` for ``seconds`` (the shared bucket said so)."""
+        self._tokens[key] = (1.0 - seconds * self.rate_s, time.monotonic())
+
     def refund(self, key: str) -> None:
         """Give back a token taken for a message that was not sent after all."""
         tokens, at = self._tokens.get(key, (self.burst, time.monotonic()))
@@ -119,16 +125,17 @@ class Sender:
         self,
         settings: Settings,
         repo: Repository,
-        keyring: KeyRing,
+        logins: LoginSource,
         attachments: ObjectAttachments,
         envelop: Envelop,
         wake_relay: Callable[[], None],
         owner: str,
         resolver: Resolver,
+        shared: SharedLimits | None = None,
     ) -> None:
         self.settings = settings
         self.repo = repo
-        self.keyring = keyring
+        self.logins = logins
         self.attachments = attachments
         self.envelop = envelop
         self.wake_relay = wake_relay
@@ -141,7 +148,8 @@ class Sender:
             step_s=settings.sender_step_timeout_s,
             data_s=settings.sender_data_timeout_s,
         )
-        self.pool = ConnectionPool(settings.sender_idle_keep_s)
+        self.shared = shared
+        self.pool = ConnectionPool(settings.sender_idle_keep_s, shared.leases if shared else None)
         self.rate = RateLimiter(settings.sender_rate_per_minute, settings.sender_rate_burst)
         self.candidates = Candidates()
         self._sweeper = BackgroundLoop("sender-sweep", self._sweep, settings.sender_sweep_s)
@@ -197,16 +205,41 @@ class Sender:
                 await asyncio.wait_for(self.candidates.changed.wait(), self.settings.sender_poll_s)
             return None
         mailbox_id, send = item
-        doc = await self.repo.claim(send, self.owner, self.settings.sender_lease_s)
+        self.candidates.busy(mailbox_id, +1)
+        try:
+            return await self._claim_and_send(mailbox_id, send, prefer)
+        finally:
+            self.candidates.busy(mailbox_id, -1)
+
+    async def _claim_and_send(self, mailbox_id: str, send: str, prefer: str | None) -> str | None:
+        wait = await self._shared_rate(mailbox_id)
+        if wait > 0:  # the mailbox's rate is spent across the replicas: back in line until then
+            self.rate.hold(mailbox_id, wait)
+            self.candidates.add(mailbox_id, send, self.candidates.held(send))
+            metrics.RATE_WAITS.inc()
+            return None
+        doc = self.candidates.held(send)
+        if doc is None or doc["lease_until"] <= now() + timedelta(seconds=1):
+            doc = await self.repo.claim(send, self.owner, self.settings.sender_lease_s)
         if doc is None:  # sent, taken by another sender, or not due: the hint was stale
             self.rate.refund(mailbox_id)
             return prefer
         await self.process(doc)
         return mailbox_id
 
-    def offer(self, mailbox_id: str, send: str) -> None:
-        """A send just queued here: a hint for the next free loop (the sweep finds the others)."""
-        self.candidates.add(mailbox_id, send)
+    async def _shared_rate(self, mailbox_id: str) -> float:
+        """0 when the mailbox may send now across every replica (a token taken), else how long to wait."""
+        if self.shared is None:
+            return 0.0
+        try:
+            return await self.shared.rate.take(mailbox_id)
+        except KvUnavailable:
+            return 0.0  # this process's bucket holds alone meanwhile (logged by the KV layer)
+
+    def offer(self, mailbox_id: str, send: str, doc: Document | None = None) -> None:
+        """A send just queued here (``doc``: inserted claimed for this process): a hint for the next
+        free loop (the sweep finds the others)."""
+        self.candidates.add(mailbox_id, send, doc)
 
     async def _sweep(self) -> bool:
         if len(self.candidates) < 4 * self.settings.sender_concurrency:
@@ -230,6 +263,11 @@ class Sender:
             await self._uncertain(attempt, f"no reply after the message was sent ({exc.code.value})")
         except Refused as exc:
             await self._failed(attempt, exc.code, exc.detail)
+        except LoginUnavailable as exc:  # mailbox-svc did not answer: not the mailbox's failure
+            log.warning("no login from mailbox-svc", extra={"send_id": doc["_id"], "error": str(exc)})
+            until = now() + timedelta(seconds=self.settings.sender_backoff_s)
+            error = {"code": "login_unavailable", "detail": str(exc)[:300], "reply": None}
+            await self.repo.retry_later(doc, until, error, count=False)
         except NetError as exc:
             await self._net_error(attempt, exc)
         except Exception as exc:
@@ -242,11 +280,11 @@ class Sender:
     async def _attempt(self, attempt: _Attempt) -> None:
         doc, req = attempt.doc, attempt.req
         target = attempt.target = await sendable(self.repo, req.mailbox_id)
-        if target.login_failed == digest(target.login.ct):
+        if target.login_failed == target.login_id:
+            attempt.refused_before = True
             raise NetError(
                 ErrorCode.AUTH_FAILED, "this login was refused before; waiting for new credentials"
             )
-        login = open_login(target.login, target.binding, self.keyring)
         data = await self.attachments.read(req)
         built = mime.build(
             req,
@@ -259,8 +297,12 @@ class Sender:
         if len(built.data) > self.settings.sender_max_message_bytes:
             raise NetError(ErrorCode.MESSAGE_TOO_LARGE, f"{len(built.data)} bytes")
         sender_address, _ = mime.ascii_domain(target.mailbox.email, "mailbox_id")
+        partial: Document = doc.get("partial") or {}
+        rcpts = [
+            d["address"] for d in partial.get("deferred", [])
+        ] or built.recipients  # 4xx ones, on a retry
         attempt.step = "connect"
-        session = await self._session(target, login)
+        session = await self._session(target)
         ref = target.ref.model_dump(mode="json")
 
         async def before_data() -> None:
@@ -274,7 +316,7 @@ class Sender:
             attempt.step = "envelope"
             try:
                 tx = await session.conn.send(
-                    sender_address, built.recipients, built.data, utf8=built.utf8, before_data=before_data
+                    sender_address, rcpts, built.data, utf8=built.utf8, before_data=before_data
                 )
             except NetError as exc:
                 if not (session.reused and not attempt.data_started and not isinstance(exc, SmtpRefused)):
@@ -282,22 +324,41 @@ class Sender:
                     raise
                 # An idle connection the server had dropped: once more on a fresh one.
                 await self.pool.release(session, keep=False)
-                session = await self._session(target, login, fresh=True)
+                session = await self._session(target, fresh=True)
                 tx = await session.conn.send(
-                    sender_address, built.recipients, built.data, utf8=built.utf8, before_data=before_data
+                    sender_address, rcpts, built.data, utf8=built.utf8, before_data=before_data
                 )
             keep = True
         finally:
             with contextlib.suppress(Exception):
                 await self.pool.release(session, keep and not session.conn.closed)
         assert tx.final is not None
-        await self._sent(attempt, tx.accepted, refusals(tx.refused), str(tx.final), len(built.data))
+        accepted = [*partial.get("accepted", []), *tx.accepted]
+        refused = [RecipientRefusal.model_validate(r) for r in partial.get("refused", [])]
+        now_refused = refusals(tx.refused)
+        later = [r for r in now_refused if not r.permanent]
+        if later and self._attempts(attempt) < self.settings.sender_max_attempts:
+            # Accepted recipients have it; only the ones refused with 4xx are tried again.
+            kept = {
+                "accepted": accepted,
+                "refused": [r.model_dump(mode="json") for r in (*refused, *now_refused) if r.permanent],
+                "deferred": [r.model_dump(mode="json") for r in later],
+                "reply": partial.get("reply") or str(tx.final),
+                "size": len(built.data),
+            }
+            detail = f"{len(later)} recipient(s) deferred (4xx)"
+            error = {"code": ErrorCode.RECIPIENT_REFUSED.value, "detail": detail, "reply": None}
+            await self.repo.retry_later(doc, now() + self._backoff(attempt), error, count=False, partial=kept)
+            metrics.RETRIES.labels(error_code=ErrorCode.RECIPIENT_REFUSED.value).inc()
+            return
+        reply = partial.get("reply") or str(tx.final)
+        await self._sent(attempt, accepted, [*refused, *now_refused], reply, len(built.data))
 
-    async def _session(self, target: Sendable, login: Login, fresh: bool = False) -> Session:
+    async def _session(self, target: Sendable, fresh: bool = False) -> Session:
         ep = target.profile.outgoing
         adv = target.profile.advanced
         host = f"{ep.host}:{ep.port}"
-        key = f"{host}|{target.mailbox.mailbox_id}|{digest(target.login.ct)[:16]}"
+        key = f"{host}|{target.mailbox.mailbox_id}|{target.login_id}"
         smtp_target = SmtpTarget(
             endpoint=ep,
             allowed_ports=target.allowed_ports,
@@ -312,6 +373,7 @@ class Sender:
         )
 
         async def opener() -> Any:
+            login = await self.logins.login(target.mailbox.mailbox_id, ep.host, ep.port)
             conn = await open_smtp(
                 smtp_target,
                 login,
@@ -342,10 +404,14 @@ class Sender:
         # mark_sending counted this attempt in the database; before DATA it is counted here.
         return int(attempt.doc["attempts"]) + 1
 
-    async def _store(self, attempt: _Attempt, status: str, event: Event, subject: str) -> None:
+    async def _store(
+        self, attempt: _Attempt, status: str, event: Event, subject: str, also: tuple[Event, ...] = ()
+    ) -> None:
         doc = attempt.doc
-        envelope = self.envelop(event, doc.get("correlation_id"), self._ids(doc, status))
-        if not await self.repo.finish(doc, status, self._attempts(attempt), event, envelope, subject):
+        cid = doc.get("correlation_id")
+        envelope = self.envelop(event, cid, self._ids(doc, status))
+        more = tuple(self.envelop(e, cid, self._ids(doc, e.TYPE)) for e in also)
+        if not await self.repo.finish(doc, status, self._attempts(attempt), event, envelope, subject, more):
             log.warning(
                 "outcome not stored: the message was taken from this sender", extra={"send_id": doc["_id"]}
             )
@@ -384,48 +450,74 @@ class Sender:
     ) -> None:
         doc, req = attempt.doc, attempt.req
         spec = CATALOG[code]
+        error = TestError(
+            code=code, step=attempt.step, transient=spec.transient, scope=spec.scope, message=detail[:300]
+        )
         event = EmailSendFailed(
             mailbox_id=req.mailbox_id,
             mailbox=attempt.target.ref if attempt.target else _ref_or_none(doc),
             idempotency_key=req.idempotency_key,
             message_id=doc["message_id"],
-            error=TestError(
-                code=code, step=attempt.step, transient=spec.transient, scope=spec.scope, message=detail[:300]
-            ),
+            error=error,
             reply_code=reply.code if reply else None,
             enhanced_code=reply.enhanced if reply else None,
             refused=refused or [],
             attempts=self._attempts(attempt),
             failed_at=datetime.now(UTC),
         )
-        await self._store(attempt, "failed", event, send_outcome_subject(SEND_FAILED, req.mailbox_id))
+        also: tuple[Event, ...] = ()
+        if code is ErrorCode.AUTH_FAILED and attempt.target is not None and not attempt.refused_before:
+            # The server refused this login just now: mailbox-svc tests the outgoing side again.
+            also = (
+                MailboxSendLoginRefused(
+                    mailbox=attempt.target.ref,
+                    error=error,
+                    login_id=attempt.target.login_id,
+                    idempotency_key=req.idempotency_key,
+                    refused_at=datetime.now(UTC),
+                ),
+            )
+        await self._store(attempt, "failed", event, send_outcome_subject(SEND_FAILED, req.mailbox_id), also)
         metrics.FAILED.labels(error_code=code.value).inc()
 
     async def _net_error(self, attempt: _Attempt, exc: NetError) -> None:
         reply = exc.reply if isinstance(exc, SmtpRefused) else None
         refused = refusals(exc.refused) if isinstance(exc, SmtpRefused) else []
-        if exc.code is ErrorCode.AUTH_FAILED and attempt.target is not None:
-            await self.repo.mark_login_failed(attempt.req.mailbox_id, attempt.target.login.ct)
+        if exc.code in (ErrorCode.AUTH_FAILED, ErrorCode.CREDENTIALS_UNREADABLE):
+            self.logins.forget(attempt.req.mailbox_id)  # new credentials may be waiting
         transient = CATALOG[exc.code].transient or (reply is not None and 400 <= reply.code < 500)
         if exc.code is ErrorCode.AUTH_FAILED:
             transient = False
         attempts = self._attempts(attempt)
         if transient and attempts < self.settings.sender_max_attempts:
-            delay = min(
-                self.settings.sender_backoff_max_s, self.settings.sender_backoff_s * 2 ** (attempts - 1)
-            )
-            delay *= random.uniform(0.9, 1.1)
             error = {
                 "code": exc.code.value,
                 "detail": exc.detail[:300],
                 "reply": str(reply) if reply else None,
             }
             await self.repo.retry_later(
-                attempt.doc, now() + timedelta(seconds=delay), error, count=not attempt.data_started
+                attempt.doc, now() + self._backoff(attempt), error, count=not attempt.data_started
             )
             metrics.RETRIES.labels(error_code=exc.code.value).inc()
             return
+        partial: Document = attempt.doc.get("partial") or {}
+        if partial.get("accepted"):  # some recipients have it: sent, the deferred ones refused
+            last = refused or [RecipientRefusal.model_validate(d) for d in partial.get("deferred", [])]
+            earlier = [RecipientRefusal.model_validate(d) for d in partial.get("refused", [])]
+            await self._sent(
+                attempt, partial["accepted"], [*earlier, *last], partial["reply"], partial["size"]
+            )
+            return
         await self._failed(attempt, exc.code, exc.detail or exc.code.value, reply, refused)
+        if exc.code is ErrorCode.AUTH_FAILED and attempt.target is not None and not attempt.refused_before:
+            # After the report is stored: a crash in between reports it again, never not at all.
+            await self.repo.mark_login_failed(attempt.req.mailbox_id, attempt.target.login_id)
+
+    def _backoff(self, attempt: _Attempt) -> timedelta:
+        """Doubling per attempt up to the longest delay, with jitter; stored as the next due time."""
+        attempts = self._attempts(attempt)
+        delay = min(self.settings.sender_backoff_max_s, self.settings.sender_backoff_s * 2 ** (attempts - 1))
+        return timedelta(seconds=delay * random.uniform(0.9, 1.1))
 
     async def _uncertain(self, attempt: _Attempt, reason: str) -> None:
         doc, req = attempt.doc, attempt.req

@@ -2,7 +2,7 @@
 
 The same checks serve the event, HTTP and request-reply: the mailbox may send (known, active,
 outgoing delivery by server-side sync, approved where the organisation requires it, enabled for
-outgoing email by its last test, a login at hand), the addresses are deliverable, the attachments
+outgoing email by its last test, a login entered), the addresses are deliverable, the attachments
 exist, and the message fits the configured size and the size the server last advertised. A
 refusal names the field and its catalog code; nothing is stored.
 """
@@ -17,9 +17,8 @@ from datetime import datetime
 from contracts.eligibility import Ineligible, ineligible
 from contracts.errors import ErrorCode
 from contracts.events import MailboxSnapshot, ProfileSnapshot
-from contracts.models import CredentialSource, Direction, MailboxRef, SealedSecret
+from contracts.models import CredentialSource, Direction, MailboxRef
 from contracts.outgoing import SendEmailRequested, send_id
-from mailwarden_mailnet.login import transit_binding
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.mongo import Document
 from sender_svc import metrics, mime
@@ -37,15 +36,19 @@ class Refused(DomainError):
 
 @dataclass(frozen=True)
 class Sendable:
-    """A mailbox that may send, with what sending needs."""
+    """A mailbox that may send, with what sending needs (the login itself is asked from mailbox-svc
+    when connecting: :mod:`mailwarden_mailnet.use_login`)."""
 
     mailbox: MailboxSnapshot
     profile: ProfileSnapshot
     ref: MailboxRef
-    login: SealedSecret
-    binding: str
+    login_id: str
+    """The login's non-secret identity: whose it is and the version it was entered in (a new
+    password is a new version), so a refused login is not tried again and connections are not
+    shared across logins."""
     allowed_ports: tuple[int, ...]
     login_failed: str | None
+    """The ``login_id`` the server last refused, if any."""
     size_limit: int | None
     """The SIZE the profile's outgoing server advertised when last connected."""
 
@@ -85,21 +88,33 @@ async def sendable(repo: Repository, mailbox_id: str) -> Sendable:
     if found is None:
         raise no(ErrorCode.OUTGOING_NOT_ENABLED, "the mailbox has no known email server profile")
     profile, size_limit = found
-    if profile.credential_source is CredentialSource.PROFILE:
-        sealed = profile.sealed_credentials.outgoing if profile.sealed_credentials else None
-    else:
-        sealed = view.login
-    if sealed is None:
-        raise no(
-            ErrorCode.CREDENTIALS_MISSING, "no outgoing login is known for the mailbox (Test & Enable it)"
-        )
-    binding = transit_binding(
-        profile.credential_source, profile.profile_id, mbx.mailbox_id, Direction.OUTGOING
-    )
+    if not has_login(mbx, profile):
+        raise no(ErrorCode.CREDENTIALS_MISSING, "no outgoing login was entered for the mailbox")
     ref = mbx.ref(profile)
     return Sendable(
-        mbx, profile, ref, sealed, binding, tuple(settings.allowed_ports), view.login_failed, size_limit
+        mbx,
+        profile,
+        ref,
+        login_id(mbx, profile),
+        tuple(settings.allowed_ports),
+        view.login_failed,
+        size_limit,
     )
+
+
+def has_login(mailbox: MailboxSnapshot, profile: ProfileSnapshot) -> bool:
+    """Whether an outgoing login was entered (mailbox-svc falls back to the incoming one)."""
+    if profile.credential_source is CredentialSource.PROFILE:
+        return profile.sealed_credentials is not None and profile.sealed_credentials.outgoing is not None
+    return mailbox.has_password
+
+
+def login_id(mailbox: MailboxSnapshot, profile: ProfileSnapshot) -> str:
+    """Whose login it is and in which version: a changed mailbox (new password) or profile (new
+    shared login, server) is another login. Never derived from the secret or its ciphertext."""
+    if profile.credential_source is CredentialSource.PROFILE:
+        return f"profile:{profile.profile_id}:v{profile.version}"
+    return f"mailbox:{mailbox.mailbox_id}:v{mailbox.version}:profile:{profile.profile_id}:v{profile.version}"
 
 
 class Submission:
@@ -108,13 +123,17 @@ class Submission:
         repo: Repository,
         attachments: ObjectAttachments,
         max_bytes: int,
-        offer: Callable[[str, str], None],
+        offer: Callable[[str, str, Document], None],
         clock: Callable[[], datetime],
+        owner: str | None = None,
+        hold_s: float = 0.0,
     ) -> None:
         self.repo = repo
         self.attachments = attachments
         self.max_bytes = max_bytes
         self.offer = offer
+        self.owner = owner
+        self.hold_s = hold_s
         self.clock = clock
 
     async def submit(
@@ -165,12 +184,12 @@ class Submission:
         self._fits(size, self.max_bytes, "the configured limit")
         if target.size_limit:
             self._fits(size, target.size_limit, "the server's advertised SIZE")
-        doc = await self.repo.insert_send(req, msg_id, size, correlation_id)
+        doc = await self.repo.insert_send(req, msg_id, size, correlation_id, self.owner, self.hold_s)
         if doc is None:  # submitted before (or by a concurrent request that won)
             stored = await self.repo.send(req.mailbox_id, req.idempotency_key)
             assert stored is not None
             return self._same(stored, req), True
-        self.offer(req.mailbox_id, doc["_id"])
+        self.offer(req.mailbox_id, doc["_id"], doc)
         return doc, False
 
     @staticmethod
