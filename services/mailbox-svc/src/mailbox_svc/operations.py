@@ -7,7 +7,7 @@ loses a race with another writer is re-read and retried, never half applied.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -185,50 +185,93 @@ class MailboxOperations:
         for _ in range(MAX_RACES):
             doc = await self._get_doc(mailbox_id)
             settings = await self.repo.read.get_settings()
-            changed, events = change(doc, settings)
-            stamp = {"updated_at": utcnow(), "updated_by": current_actor() or AUTOMATIC}
-            after = changed.model_copy(update={**stamp, "version": doc.version + 1})
-            entries = [
-                outbox_entry(
-                    self.envelop(
-                        MailboxUpdated(mailbox=after.snapshot()) if isinstance(e, MailboxUpdated) else e
-                    )
-                )
-                for e in events
-            ]
-            fields = changes(doc, after.model_copy(update={"version": doc.version})) | after.stored(stamp)
-            update = with_outbox({"$set": fields, "$inc": {"version": 1}}, entries)
+            update, wakes = self._write_of(doc, change, settings)
             new = await self.repo.update(mailbox_id, doc.version, update)
             if new is not None:
-                if entries:
+                if wakes:
                     self.wake()
                 return new
         raise DomainError(409, "the mailbox changed too often meanwhile; try again")
+
+    def _write_of(
+        self, doc: MailboxDoc, change: Mutation, settings: SettingsSnapshot
+    ) -> tuple[Document, bool]:
+        """The update ``change`` makes to ``doc`` (at its version) with its events; True if it has events."""
+        changed, events = change(doc, settings)
+        stamp = {"updated_at": utcnow(), "updated_by": current_actor() or AUTOMATIC}
+        after = changed.model_copy(update={**stamp, "version": doc.version + 1})
+        entries = [
+            outbox_entry(
+                self.envelop(MailboxUpdated(mailbox=after.snapshot()) if isinstance(e, MailboxUpdated) else e)
+            )
+            for e in events
+        ]
+        fields = changes(doc, after.model_copy(update={"version": doc.version})) | after.stored(stamp)
+        return with_outbox({"$set": fields, "$inc": {"version": 1}}, entries), bool(entries)
+
+    async def _selected_ids(self, selection: Selection) -> Sequence[str]:
+        if selection.mailbox_ids is not None:
+            return list(selection.mailbox_ids)
+        assert selection.filter is not None
+        ids = await self.repo.select_ids(selection.filter, self.max_selection + 1)
+        if len(ids) > self.max_selection:
+            raise DomainError(
+                422, f"the filter matches more than {self.max_selection} mailboxes; narrow it", "filter"
+            )
+        return ids
+
+    async def _bulk_at_once(self, selection: Selection, change: Mutation) -> BulkResult:
+        """``_bulk`` in three round trips for an idempotent ``change`` (one that Skips a mailbox
+        already in its target state): read every mailbox, then one bulk write of the updates,
+        each conditional on the version read. A mailbox another writer changed meanwhile goes
+        through ``mutate`` alone afterwards; there a Skip means it reached the target state."""
+        result = BulkResult()
+        ids = [*dict.fromkeys(await self._selected_ids(selection))]
+        docs = await self.repo.get_many(ids)
+        settings = await self.repo.read.get_settings()
+        ops: list[tuple[Document, Document]] = []
+        planned: list[str] = []
+        for mailbox_id in ids:
+            doc = docs.get(mailbox_id)
+            try:
+                if doc is None:
+                    raise DomainError(404, "no such mailbox", "mailbox_id")
+                update, _ = self._write_of(doc, change, settings)
+            except Skip:
+                continue
+            except (TestRefused, DomainError) as exc:
+                result.refused.append(_refusal(mailbox_id, exc))
+                continue
+            ops.append(({"_id": mailbox_id, "version": doc.version}, update))
+            planned.append(mailbox_id)
+        modified = await self.repo.bulk_update(ops) if ops else 0
+        if ops:
+            self.wake()
+        if modified == len(ops):
+            result.done.extend(planned)
+            return result
+        for mailbox_id in planned:  # some lost a race: each again alone (idempotent)
+            try:
+                await self.mutate(mailbox_id, change)
+            except Skip:
+                pass
+            except (TestRefused, DomainError) as exc:
+                result.refused.append(_refusal(mailbox_id, exc))
+                continue
+            result.done.append(mailbox_id)
+        return result
 
     async def _bulk(
         self, selection: Selection, change: Mutation, result: BulkResult | None = None
     ) -> BulkResult:
         result = result or BulkResult()
-        ids = selection.mailbox_ids
-        if ids is None:
-            assert selection.filter is not None
-            ids = await self.repo.select_ids(selection.filter, self.max_selection + 1)
-            if len(ids) > self.max_selection:
-                raise DomainError(
-                    422, f"the filter matches more than {self.max_selection} mailboxes; narrow it", "filter"
-                )
-        for mailbox_id in ids:
+        for mailbox_id in await self._selected_ids(selection):
             try:
                 await self.mutate(mailbox_id, change)
             except Skip:
                 continue
-            except TestRefused as exc:
-                result.refused.append(Refusal(mailbox_id=mailbox_id, code=exc.code, message=exc.message))
-                continue
-            except DomainError as exc:
-                result.refused.append(
-                    Refusal(mailbox_id=mailbox_id, code=str(exc.status), message=exc.detail)
-                )
+            except (TestRefused, DomainError) as exc:
+                result.refused.append(_refusal(mailbox_id, exc))
                 continue
             result.done.append(mailbox_id)
         return result
@@ -314,7 +357,7 @@ class MailboxOperations:
                 new = new.model_copy(update={"enabled_incoming": False, "enabled_outgoing": False})
             return new, events
 
-        return await self._bulk(selection, change)
+        return await self._bulk_at_once(selection, change)
 
     # ---- Test & Enable -----------------------------------------------------------------------
 
@@ -470,6 +513,12 @@ class MailboxOperations:
 
 
 ACT_CODE = "act_not_supported"
+
+
+def _refusal(mailbox_id: str, exc: TestRefused | DomainError) -> Refusal:
+    if isinstance(exc, TestRefused):
+        return Refusal(mailbox_id=mailbox_id, code=exc.code, message=exc.message)
+    return Refusal(mailbox_id=mailbox_id, code=str(exc.status), message=exc.detail)
 
 
 def _protocol(profile: ProfileSnapshot | None) -> str | None:
