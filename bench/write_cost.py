@@ -50,7 +50,9 @@ def _run(uri: str, proc: psutil.Process, retry: bool, steps: list[int], probe: i
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", default="300,5000,12000", help="earlier writes before each probe (≥ 300: warm-up)")
+    p.add_argument(
+        "--steps", default="300,5000,12000", help="earlier writes before each probe (≥ 300: warm-up)"
+    )
     p.add_argument("--probe", type=int, default=300)
     args = p.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
