@@ -312,3 +312,23 @@ async def test_approve_writes_a_batch_at_once_and_redoes_what_lost_a_race(make_h
         assert versions["b2"] == versions["b1"] + 1  # the race happened, and b2 was approved after it
         approved = await h.stream_messages("mailwarden.mailbox.approved")
         assert sorted(e["data"]["data"]["mailbox_id"] for e in approved) == ["b1", "b2", "b3"]
+
+
+async def test_create_many_approved_is_one_insert_each_with_its_approval(make_harness: MakeHarness) -> None:
+    async with make_harness() as h:
+        await h.profile()
+        bodies = [mailbox_body(i, mailbox_id=f"c{i}", profile_id=None) for i in range(1, 4)]
+        r = await h.http.post("/mailboxes/batch", json={"mailboxes": bodies, "approve": True})
+        assert r.status_code == 201 and r.json()["done"] == ["c1", "c2", "c3"], r.text
+        for mailbox_id in ("c1", "c2", "c3"):
+            assert (await h.mailbox(mailbox_id))["approval"] == "approved"
+        assert {d["version"] async for d in h.db["mailboxes"].find({}, {"version": 1})} == {1}  # never updated
+        approved = await h.stream_messages("mailwarden.mailbox.approved")
+        assert sorted(e["data"]["data"]["mailbox_id"] for e in approved) == ["c1", "c2", "c3"]
+        created = await h.stream_messages("mailwarden.mailbox.created")
+        assert {e["data"]["data"]["mailbox"]["approval"] for e in created} == {"approved"}
+        # a refused batch writes nothing, approved or not
+        r = await h.http.post(
+            "/mailboxes/batch", json={"mailboxes": [*bodies[:1], bodies[0]], "approve": True}
+        )
+        assert r.status_code == 422 and await h.db["mailboxes"].count_documents({}) == 3
