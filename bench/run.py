@@ -94,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-warmup", action="store_true", help="skip the first pass that creates the maildirs")
     p.add_argument("--no-mailwarden", action="store_true",
                    help="skip the mailwarden end-to-end, overhead and scale-out rows")  # fmt: skip
+    p.add_argument("--no-limit", action="store_true",
+                   help="skip the limit rows (e.g. a 10,000-mailbox job row on a busy machine)")  # fmt: skip
     p.add_argument("--no-overhead", action="store_true",
                    help="skip the overhead row (e.g. a 10,000-mailbox job row on its own)")  # fmt: skip
     p.add_argument("--mailwarden-sample", type=_positive, default=200, metavar="M",
@@ -224,8 +226,9 @@ def _schedule(
         schedule.append((limit, plan(0.0, False, n, "warm-up")))
     for rtt in args.rtt:
         sample = args.sequential_sample_rtt0 if rtt == 0 else args.sequential_sample
-        schedule.append((limit, plan(rtt, False, n)))
-        if wrong:
+        if not args.no_limit:
+            schedule.append((limit, plan(rtt, False, n)))
+        if wrong and not args.no_limit:
             schedule.append((limit, plan(rtt, True, n)))
         schedule.append((sequential, plan(rtt, False, sample)))
         if wrong and rtt == 0:
