@@ -322,7 +322,9 @@ async def test_create_many_approved_is_one_insert_each_with_its_approval(make_ha
         assert r.status_code == 201 and r.json()["done"] == ["c1", "c2", "c3"], r.text
         for mailbox_id in ("c1", "c2", "c3"):
             assert (await h.mailbox(mailbox_id))["approval"] == "approved"
-        assert {d["version"] async for d in h.db["mailboxes"].find({}, {"version": 1})} == {1}  # never updated
+        assert {d["version"] async for d in h.db["mailboxes"].find({}, {"version": 1})} == {
+            1
+        }  # never updated
         approved = await h.stream_messages("mailwarden.mailbox.approved")
         assert sorted(e["data"]["data"]["mailbox_id"] for e in approved) == ["c1", "c2", "c3"]
         created = await h.stream_messages("mailwarden.mailbox.created")
