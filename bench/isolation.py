@@ -175,8 +175,7 @@ class IsolationRunner:
                 }
                 for i in ids
             ]
-            await rpc(nc, "mailbox-svc", "create_many", {"mailboxes": items})
-            await rpc(nc, "mailbox-svc", "approve", {"mailbox_ids": ids})
+            await rpc(nc, "mailbox-svc", "create_many", {"mailboxes": items, "approve": True})
         await bus_quiet(nc)
         self.bench.dead_profile_id = profile["profile_id"]
         return str(profile["profile_id"])

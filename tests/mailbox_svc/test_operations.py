@@ -279,3 +279,58 @@ async def test_an_empty_filter_needs_all_true(make_harness: MakeHarness) -> None
         assert r.status_code == 200 and sorted(r.json()["done"]) == ["e1", "e2"], r.text
         r = await h.http.post("/mailboxes/approve", json={"filter": {"profile_id": "prof1"}})
         assert r.status_code == 200 and sorted(r.json()["done"]) == ["e1", "e2"], r.text
+
+
+async def test_approve_writes_a_batch_at_once_and_redoes_what_lost_a_race(make_harness: MakeHarness) -> None:
+    """Approval is one read and one bulk write; a mailbox changed meanwhile is approved alone after."""
+    async with make_harness() as h:
+        await h.profile()
+        bodies = [mailbox_body(i, mailbox_id=f"b{i}", profile_id=None) for i in range(1, 6)]
+        assert (await h.http.post("/mailboxes/batch", json={"mailboxes": bodies})).status_code == 201
+        repo = h.app.state.operations.repo
+        bulk_update = repo.bulk_update
+
+        async def racing(ops: list[tuple[dict[str, Any], dict[str, Any]]]) -> int:
+            # another writer changes b2 between the read and the bulk write
+            await h.db["mailboxes"].update_one({"_id": "b2"}, {"$inc": {"version": 1}})
+            return int(await bulk_update(ops))
+
+        repo.bulk_update = racing
+        try:
+            r = await h.http.post(
+                "/mailboxes/approve", json={"mailbox_ids": ["b1", "b2", "nope", "b3", "b1"]}
+            )
+        finally:
+            repo.bulk_update = bulk_update
+        assert r.status_code == 200, r.text
+        assert sorted(r.json()["done"]) == ["b1", "b2", "b3"]
+        assert [(x["mailbox_id"], x["code"]) for x in r.json()["refused"]] == [("nope", "404")]
+        for mailbox_id in ("b1", "b2", "b3"):
+            assert (await h.mailbox(mailbox_id))["approval"] == "approved"
+        assert (await h.mailbox("b4"))["approval"] == "pending"
+        versions = {d["_id"]: d["version"] async for d in h.db["mailboxes"].find({}, {"version": 1})}
+        assert versions["b2"] == versions["b1"] + 1  # the race happened, and b2 was approved after it
+        approved = await h.stream_messages("mailwarden.mailbox.approved")
+        assert sorted(e["data"]["data"]["mailbox_id"] for e in approved) == ["b1", "b2", "b3"]
+
+
+async def test_create_many_approved_is_one_insert_each_with_its_approval(make_harness: MakeHarness) -> None:
+    async with make_harness() as h:
+        await h.profile()
+        bodies = [mailbox_body(i, mailbox_id=f"c{i}", profile_id=None) for i in range(1, 4)]
+        r = await h.http.post("/mailboxes/batch", json={"mailboxes": bodies, "approve": True})
+        assert r.status_code == 201 and r.json()["done"] == ["c1", "c2", "c3"], r.text
+        for mailbox_id in ("c1", "c2", "c3"):
+            assert (await h.mailbox(mailbox_id))["approval"] == "approved"
+        assert {d["version"] async for d in h.db["mailboxes"].find({}, {"version": 1})} == {
+            1
+        }  # never updated
+        approved = await h.stream_messages("mailwarden.mailbox.approved")
+        assert sorted(e["data"]["data"]["mailbox_id"] for e in approved) == ["c1", "c2", "c3"]
+        created = await h.stream_messages("mailwarden.mailbox.created")
+        assert {e["data"]["data"]["mailbox"]["approval"] for e in created} == {"approved"}
+        # a refused batch writes nothing, approved or not
+        r = await h.http.post(
+            "/mailboxes/batch", json={"mailboxes": [*bodies[:1], bodies[0]], "approve": True}
+        )
+        assert r.status_code == 422 and await h.db["mailboxes"].count_documents({}) == 3

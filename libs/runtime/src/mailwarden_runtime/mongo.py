@@ -21,6 +21,7 @@ def create_client(settings: ServiceSettings, app_name: str) -> AsyncMongoClient[
         serverSelectionTimeoutMS=5000,
         connectTimeoutMS=5000,
         timeoutMS=int(settings.mongodb_timeout_s * 1000),
+        retryWrites=settings.mongodb_retry_writes,
     )
 
 

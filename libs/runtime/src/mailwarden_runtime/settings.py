@@ -82,6 +82,15 @@ class ServiceSettings(BaseSettings):
         le=600,
         description="MongoDB client-side timeout of every operation (`timeoutMS`), retries included.",
     )
+    mongodb_retry_writes: bool = Field(
+        False,
+        description=(
+            "Send writes as retryable writes (the driver retries a write once after a network error; "
+            "the server keeps every reply for 30 min). Off by default: every write is conditional, "
+            "keyed or reconciled, and a failed handler's message is redelivered, so the registry adds "
+            "nothing we rely on, while the embedded server scans it on every write (bench/write_cost.py)."
+        ),
+    )
     rpc_concurrency: int = Field(
         32, ge=1, le=10_000, description="Request-reply requests one process handles at once."
     )

@@ -21,6 +21,7 @@ from contracts.events import Event, ProfileSnapshot
 from contracts.jobs import JobProgress, TestJobCompleted, TestJobProgress, TestJobStarted
 from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import JobDoc, JobState
+from mailbox_svc.jobqueue import JobMailboxIds
 from mailbox_svc.models import JobView
 from mailbox_svc.profiles import ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import Repository
@@ -61,6 +62,7 @@ class JobRunner:
         self.max_in_flight = max_in_flight
         self.poll_s = poll_s
         self._moved: set[str] = set()  # jobs whose counters moved since their last progress event
+        self.queued = JobMailboxIds(repo)
         self._loop = BackgroundLoop(
             "job-runner", self._pass, poll_s, min_pause_s=min(poll_s, MIN_PASS_INTERVAL_S)
         )
@@ -170,6 +172,7 @@ class JobRunner:
             [outbox_entry(self.envelop(summary))],
         )
         done = await self.repo.update_job({"_id": job.id, "state": "running"}, update)
+        self.queued.forget(job.id)
         if done is not None:
             self.wake_relay()
             log.info("job finished", extra={"job_id": job.id, "state": state})
@@ -256,14 +259,20 @@ class JobRunner:
         room = self.in_flight_cap(known) - (job.requested - progress.done)
         if room <= 0:
             return False
-        batch = await self.repo.batch_for_job(job.profile_id, job.cursor, min(room, self.batch_size))
-        if not batch:
+        ids = await self.queued.next(job, min(room, self.batch_size))
+        if not ids:
+            self.queued.forget(job.id)
             done = await self.repo.update_job(
                 {"_id": job.id, "state": "running"}, {"$set": {"expanded": True, "lease_owner": None}}
             )
             if done is not None and progress.done >= done.requested:
                 await self._finish(done, "completed")
             return True
+        found = await self.repo.get_many(ids)
+        # what the ids were read for may have changed meanwhile: only the profile's active mailboxes
+        batch = [
+            m for i in ids if (m := found.get(i)) is not None and m.profile_id == job.profile_id and m.active
+        ]
         settings = await self.repo.read.get_settings()
         try:
             profile = await self.profiles.find(job.profile_id, with_login=True)
@@ -297,7 +306,7 @@ class JobRunner:
             {"_id": job.id, "state": "running", "cursor": job.cursor},
             with_outbox(
                 {
-                    "$set": {"cursor": batch[-1].id, "lease_until": now + timedelta(seconds=LEASE_S)},
+                    "$set": {"cursor": ids[-1], "lease_until": now + timedelta(seconds=LEASE_S)},
                     "$inc": inc,
                 },
                 [outbox_entry(self.envelop(progress_event))],

@@ -66,6 +66,13 @@ class MailboxCreate(Strict):
 
 class MailboxBatchCreate(Strict):
     mailboxes: Annotated[list[MailboxCreate], Field(min_length=1, max_length=1000)]
+    approve: bool = Field(
+        False,
+        description=(
+            "Store the mailboxes approved (needs `mailboxes:approve` on each as well): one insert "
+            "per mailbox with its MailboxApproved, instead of a create and then an approve."
+        ),
+    )
 
 
 class MailboxPatch(Strict):

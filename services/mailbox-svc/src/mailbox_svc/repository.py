@@ -129,13 +129,12 @@ class Repository:
         result = await self.mailboxes.bulk_write([UpdateOne(q, u) for q, u in ops], ordered=False)
         return result.modified_count
 
-    async def batch_for_job(self, profile_id: str, after: str | None, limit: int) -> list[MailboxDoc]:
+    async def job_mailbox_ids(self, profile_id: str, after: str | None) -> list[str]:
+        """The ids of a profile's active mailboxes after ``after``, in order (see jobqueue.py)."""
         q: Document = {"profile_id": profile_id, "active": True}
         if after is not None:
             q["_id"] = {"$gt": after}
-        return _mailboxes(
-            await self.mailboxes.find(q, {"outbox": 0}).sort("_id", 1).limit(limit).to_list(None)
-        )
+        return [d["_id"] for d in await self.mailboxes.find(q, {"_id": 1}).sort("_id", 1).to_list(None)]
 
     async def count_for_profile(self, profile_id: str) -> int:
         return await self.mailboxes.count_documents({"profile_id": profile_id, "active": True})

@@ -30,24 +30,37 @@ class FailureStore:
         outcomes: Sequence[tuple[str, str | None]],
         at: datetime,
     ) -> None:
-        """The latest outcome of each direction of one mailbox (code None: it works), in one write."""
+        """The latest outcome of each direction of one mailbox (code None: it works), in one write.
+
+        Only failing records are ever read (grouping and the majority count), so a success writes
+        only where a failing record is stored: a conditional update that matches no document
+        writes none, and a healthy mailbox's tests cost no document here. A failure is stored
+        (upserted) unless a newer outcome of that direction is stored already; a success that found
+        nothing to clear leaves no mark, so a failure redelivered after it counts until the
+        mailbox's next success (as its alert does: alerts are raised in delivery order).
+        """
         ops = []
         for direction, code in outcomes:
+            key = f"{mailbox_id}|{direction}"
+            if code is None:
+                ops.append(
+                    UpdateOne(
+                        {"_id": key, "failing": True, "at": {"$lte": at}},
+                        {"$set": {"failing": False, "at": at}, "$unset": {"code": "", "failed_at": ""}},
+                    )
+                )
+                continue
             fields: Document = {
                 "profile_id": profile_id,
                 "mailbox_id": mailbox_id,
                 "email": email,
                 "direction": direction,
-                "failing": code is not None,
+                "failing": True,
+                "code": code,
+                "failed_at": at,
                 "at": at,
             }
-            if code is not None:
-                fields |= {"code": code, "failed_at": at}
-            ops.append(
-                UpdateOne(
-                    {"_id": f"{mailbox_id}|{direction}", "at": {"$lte": at}}, {"$set": fields}, upsert=True
-                )
-            )
+            ops.append(UpdateOne({"_id": key, "at": {"$lte": at}}, {"$set": fields}, upsert=True))
         if not ops:
             return
         try:
