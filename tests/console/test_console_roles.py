@@ -241,7 +241,10 @@ async def test_a_mailbox_owner_signs_in_with_oidc_and_lands_on_their_own_wall(co
     await page.keyboard.press("Tab")  # the first stop is the skip link
     assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
     await expect(page.get_by_role("heading", name="Credentials")).to_be_visible()
-    await expect(page.get_by_role("heading", name="Sync")).to_have_count(0)  # not an owner's operation
+    # Their own mailbox's sync state is theirs to read, not to pause: no sync actions.
+    await expect(page.get_by_role("heading", name="Sync")).to_be_visible()
+    await expect(page.locator("#sync-state")).to_be_visible()
+    await expect(page.get_by_role("group", name="Sync actions")).to_have_count(0)
 
     # Someone else's mailbox: the service refuses, and the page says who refused.
     resp = await page.goto(f"{console.url}/mailboxes/{other}")

@@ -201,8 +201,8 @@ async def mailbox_state(ctx: Ctx, mailbox_id: str, test_id: str = "") -> dict[st
                 directions.append({**part, "remediation": remediation(error.get("code"))})
     last_error = (mailbox or {}).get("last_error") or {}
     sync, sync_refused = None, None
-    if mailbox is not None and ctx.session.may("mailboxes:read", everything=True):
-        # sync-svc's state operation is not owner-scoped: an owner is not asked for it.
+    if mailbox is not None and ctx.session.may("mailboxes:read"):
+        # sync-svc's state is owner-scoped: an owner reads their own mailbox's (sync-svc decides).
         sync, sync_refused = await ctx.try_call("sync-svc state", path={"mailbox_id": mailbox_id})
     return {
         "sync": sync,
