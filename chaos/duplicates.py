@@ -103,10 +103,13 @@ async def duplicate_events(infra: Infra, workdir: Path, *, mailboxes: int = 1) -
             dropped += int(second.duplicate)
         await asyncio.sleep(WINDOW_S + 0.5)
         accepted_late = 0
+        late_dropped: set[str] = set()
         for subject, body in originals:
             msg_id = str(json.loads(body)["id"])
             late = await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
             accepted_late += int(not late.duplicate)
+            if late.duplicate:
+                late_dropped.add(msg_id)
         started = time.monotonic()
         await system.wait_quiet(60)
         await asyncio.sleep(2)
@@ -116,11 +119,17 @@ async def duplicate_events(infra: Infra, workdir: Path, *, mailboxes: int = 1) -
 
         replayed = 3 * len(originals)
         new_events: Counter[str] = Counter()
+        copies_of_id: Counter[str] = Counter()
         for stream in REPLAYED_STREAMS:
             msgs = await system.stream_messages(stream)
             for _, body in msgs[counts_before[stream] :]:
                 doc = json.loads(body)
                 new_events[f"{doc['producer']}:{doc['type']}"] += 1
+                copies_of_id[str(doc["id"])] += 1
+        # A late copy is rightly dropped when a service had just published the same event again (a
+        # tester re-running a replayed request publishes its result under the same id): the stream
+        # then holds our first copy and the service's. Any other dropped late copy is a failure.
+        republished = {i for i in late_dropped if copies_of_id[i] >= 2}
         # What we published ourselves: 2 accepted copies of each original.
         ours = Counter[str]()
         for _, body in originals:
@@ -134,6 +143,8 @@ async def duplicate_events(infra: Infra, workdir: Path, *, mailboxes: int = 1) -
         fig.figures["copies_published"] = replayed
         fig.figures["dropped_inside_window"] = f"{dropped}/{len(originals)}"
         fig.figures["accepted_after_window"] = f"{accepted_first + accepted_late}/{2 * len(originals)}"
+        if republished:
+            fig.figures["late_copies_after_a_service_republish"] = len(republished)
         fig.figures["db_changes"] = len(changes)
         fig.figures["new_service_events"] = sum(extra.values())
         fig.figures["tester_reruns"] = tester_results
@@ -146,7 +157,8 @@ async def duplicate_events(infra: Infra, workdir: Path, *, mailboxes: int = 1) -
         fig.check(wanted <= set(types), f"event types missing from the flow: {wanted - set(types)}")
         fig.check(dropped == len(originals), "the server accepted a copy inside the duplicate window")
         fig.check(
-            accepted_first + accepted_late == 2 * len(originals), "copies after the window were dropped"
+            accepted_first + accepted_late + len(republished) == 2 * len(originals),
+            "copies after the window were dropped",
         )
         fig.check(not changes, f"duplicates changed stored data: {changes[:8]}")
         fig.check(not extra, f"duplicates made services publish: {extra}")
