@@ -393,7 +393,28 @@ class System:
             async for j in self.db("mailbox-svc").jobs.find({"profile_id": profile_id})
         ]
         backlog = {k: v for k, v in (await self.consumer_backlog()).items() if v != (0, 0)}
-        return f"mailboxes {dict(states)}; jobs {jobs}; consumer backlog {backlog}"
+        trail = await self._trail_of_pending(profile_id)
+        return f"mailboxes {dict(states)}; jobs {jobs}; consumer backlog {backlog}; trail {trail}"
+
+    async def _trail_of_pending(self, profile_id: str, most: int = 3) -> dict[str, list[str]]:
+        """For a few mailboxes still waiting on a test: which events of that test reached the bus."""
+        waiting = [
+            str(d["pending_test_id"])
+            async for d in self.db("mailbox-svc")
+            .mailboxes.find(
+                {"profile_id": profile_id, "pending_test_id": {"$ne": None}}, {"pending_test_id": 1}
+            )
+            .limit(most)
+        ]
+        if not waiting:
+            return {}
+        trail: dict[str, list[str]] = {test_id: [] for test_id in waiting}
+        for stream in ("MW_TESTS", "MW_CONFIG", "MW_DLQ"):
+            for subject, body in await self.stream_messages(stream):
+                for test_id in waiting:
+                    if test_id.encode() in body:
+                        trail[test_id].append(subject)
+        return trail
 
     # ---- audits ---------------------------------------------------------------------------------
 
