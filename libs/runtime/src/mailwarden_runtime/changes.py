@@ -31,7 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
 from mailwarden_runtime import metrics
-from mailwarden_runtime.bounded import cancel_and_wait
+from mailwarden_runtime.bounded import cancel_and_wait, honour_cancellation
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import PENDING, TRANSIENT, WRITTEN_AT, EntryPublisher, Publish
 
@@ -110,6 +110,7 @@ class ChangeStreamRelay:
     async def _run(self) -> None:
         pause = self._retry_pause_s
         while True:
+            honour_cancellation()  # a driver that swallowed our cancellation must not keep us looping
             try:
                 await self._follow()
             except asyncio.CancelledError:
