@@ -228,3 +228,42 @@ async def test_a_stored_position_the_stream_cannot_resume_from_publishes_the_lat
         await eventually(lambda: "after" in seen.ids, "the stream followed again")
     finally:
         await again.stop()
+
+
+async def test_an_idle_relay_moves_its_stored_position_past_writes_it_does_not_watch(
+    nats_url: str, mongo_uri: str, seen: Seen
+) -> None:
+    """Else a restart makes the server scan everything since the last event again (it timed out)."""
+    rt = ServiceRuntime(
+        "changes-idle",
+        settings_for(nats_url, mongo_uri, f"t_{uuid.uuid4().hex[:12]}"),
+        outbox_collections=["things"],
+    )
+    await rt.start()
+    try:
+        tag = seen.tag
+        await rt.db.things.insert_one({"_id": "a", **new_document_outbox([event(rt, tag, "a0")])})
+        await eventually(lambda: seen.ids == ["a0"], "the event published")
+        relay = rt.relay
+        assert isinstance(relay, ChangeStreamRelay)
+
+        async def stored() -> Any:
+            doc = await rt.db[POSITIONS].find_one({"_id": relay.name})
+            return doc and doc["token"]
+
+        async def settled() -> bool:
+            token = await stored()
+            return token is not None and token == relay._published
+
+        await eventually(settled, "the event's position stored")
+        after_event = await stored()
+        await rt.db.other.insert_many([{"n": n} for n in range(50)])  # not watched: no events
+
+        async def moved() -> bool:
+            return bool(await stored() != after_event)
+
+        await eventually(moved, "the stored position moved past the unwatched writes", 15)
+        await rt.db.things.update_one({"_id": "a"}, with_outbox({"$set": {"n": 1}}, [event(rt, tag, "a1")]))
+        await eventually(lambda: seen.ids == ["a0", "a1"], "the next event, once")
+    finally:
+        await rt.stop()

@@ -55,3 +55,16 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None, timeout_s: float) -> b
     if not done:
         log.warning("task %s did not end within %.1f s of its cancellation", task.get_name(), timeout_s)
     return bool(done)
+
+
+def honour_cancellation() -> None:
+    """Raise ``CancelledError`` when the running task was asked to stop, even if the request was lost.
+
+    A library may swallow the ``CancelledError`` it was woken with (nats-py while it flushes;
+    ``asyncio.wait_for`` on 3.11 when its timeout fires at the same moment) and raise a timeout or
+    return instead. The task's cancellation count still says it was asked: a loop that calls this
+    once per turn then ends instead of running on, "left behind", for the life of the process.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

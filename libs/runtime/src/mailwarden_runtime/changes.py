@@ -31,7 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
 from mailwarden_runtime import metrics
-from mailwarden_runtime.bounded import cancel_and_wait
+from mailwarden_runtime.bounded import cancel_and_wait, honour_cancellation
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import PENDING, TRANSIENT, WRITTEN_AT, EntryPublisher, Publish
 
@@ -110,6 +110,7 @@ class ChangeStreamRelay:
     async def _run(self) -> None:
         pause = self._retry_pause_s
         while True:
+            honour_cancellation()  # a driver that swallowed our cancellation must not keep us looping
             try:
                 await self._follow()
             except asyncio.CancelledError:
@@ -142,21 +143,33 @@ class ChangeStreamRelay:
             # The stream is read by its own task, so what has arrived is published at once:
             # a getMore waits for more (up to max_await) and must not hold back what is here.
             queue: asyncio.Queue[Document] = asyncio.Queue(maxsize=2 * self._batch)
+            progress = _Progress()
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._read(stream, queue))
-                group.create_task(self._publish_from(queue))
+                group.create_task(self._read(stream, queue, progress))
+                group.create_task(self._publish_from(queue, progress))
 
-    async def _read(self, stream: AsyncChangeStream[Document], queue: asyncio.Queue[Document]) -> None:
-        async for change in stream:
+    async def _read(
+        self, stream: AsyncChangeStream[Document], queue: asyncio.Queue[Document], progress: _Progress
+    ) -> None:
+        while stream.alive:
+            change = await stream.try_next()
+            if change is None:
+                # An empty batch: the server has looked past everything before this token, and
+                # every change before it is already queued. Writes the relay does not watch (other
+                # collections, other databases on the server) move it on too.
+                progress.quiet = (progress.queued, stream.resume_token, datetime.now(UTC))
+                continue
             await queue.put(change)
+            progress.queued += 1
         raise RuntimeError("the change stream ended")  # invalidated (e.g. its collection dropped)
 
-    async def _publish_from(self, queue: asyncio.Queue[Document]) -> None:
+    async def _publish_from(self, queue: asyncio.Queue[Document], progress: _Progress) -> None:
         """Publish what the queue holds (up to ``batch``), then note the position; store it now and then."""
         while True:
             try:
                 first = await asyncio.wait_for(queue.get(), self._checkpoint_s)
             except TimeoutError:
+                self._adopt_quiet_position(progress)
                 await self._save(self._published, force=True)  # quiet: store where we are
                 continue
             upto = datetime.now(UTC) - WRITE_MARGIN
@@ -164,9 +177,25 @@ class ChangeStreamRelay:
             while len(changes) < self._batch and not queue.empty():
                 changes.append(queue.get_nowait())
             await self._publish_changes(changes)
+            progress.published += len(changes)
             # A change's _id is the token to resume after it.
             self._published, self._published_upto = changes[-1]["_id"], upto
             await self._save(self._published, force=False)
+
+    def _adopt_quiet_position(self, progress: _Progress) -> None:
+        """Move the position past what the stream skipped, once everything queued before it is out.
+
+        Without this an idle relay keeps the token of its last event while the server's oplog moves
+        on; a restart then has the server scan all of that again, and on a busy server the scan
+        outlasted the client's timeout every time: the relay restarted from the same old token for
+        good and published nothing.
+        """
+        if progress.quiet is None:
+            return
+        queued, token, seen_at = progress.quiet
+        if token is not None and queued == progress.published and token != self._published:
+            self._published = token
+            self._published_upto = max(self._published_upto, seen_at - WRITE_MARGIN)
 
     async def _publish_changes(self, changes: list[Document]) -> None:
         """Each document's events in order; different documents' at once."""
@@ -234,6 +263,15 @@ class ChangeStreamRelay:
             {"_id": self.name}, {"$set": {"token": dict(token), "at": self._published_upto}}, upsert=True
         )
         self._saved, self._saved_at = token, time.monotonic()
+
+
+class _Progress:
+    """What the reader queued and the publisher sent on one stream, and its last quiet position."""
+
+    def __init__(self) -> None:
+        self.queued = 0
+        self.published = 0
+        self.quiet: tuple[int, Mapping[str, Any] | None, datetime] | None = None
 
 
 def events_pipeline(collections: Iterable[str]) -> list[Document]:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from mailwarden_runtime.bounded import cancel_and_wait
+from mailwarden_runtime.bounded import cancel_and_wait, honour_cancellation
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,12 @@ class BackgroundLoop:
 
     async def _run(self) -> None:
         while True:
+            honour_cancellation()  # a pass that swallowed our cancellation must not keep us looping
             try:
                 more = True
                 while more:
                     more = bool(await self._run_once())
+                    honour_cancellation()
             except Exception:
                 log.warning("%s pass failed; will retry", self.name, exc_info=True)
             if self.min_pause_s:

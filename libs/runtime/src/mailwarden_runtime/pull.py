@@ -26,7 +26,7 @@ from nats.js.api import ConsumerConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError
 
-from mailwarden_runtime.bounded import cancel_and_wait, within
+from mailwarden_runtime.bounded import cancel_and_wait, honour_cancellation, within
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ class PullWorkers:
         assert self._sub is not None
         pause = RETRY_FIRST_S
         while True:
+            honour_cancellation()  # a fetch that swallowed our cancellation must not keep us looping
             while len(self._workers) >= self.spec.max_workers:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
