@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mailwarden_runtime.egress.policy import Network, parse_networks
+from mailwarden_runtime.egress.policy import Network, NetworksText, parse_networks
 
 
 class ConsoleSettings(BaseSettings):
@@ -68,7 +68,7 @@ class ConsoleSettings(BaseSettings):
         "your organisation", description='Shown on the sign-in button: "Sign in with <name>".'
     )
     oidc_timeout_s: float = Field(10.0, gt=0, le=60, description="Deadline of each call to the provider.")
-    oidc_allow_networks: str = Field(
+    oidc_allow_networks: NetworksText = Field(
         "",
         description=(
             "Private or loopback ranges the calls to the provider may connect to, comma-separated "
@@ -87,12 +87,6 @@ class ConsoleSettings(BaseSettings):
         validation_alias=AliasChoices("MW_CONSOLE_HTTP_PORT", "MW_HTTP_PORT"),
         description="Port of the console.",
     )
-
-    @field_validator("oidc_allow_networks")
-    @classmethod
-    def _check_networks(cls, value: str) -> str:
-        parse_networks(value)
-        return value
 
     @property
     def oidc_networks(self) -> list[Network]:

@@ -6,7 +6,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailwarden_runtime.egress.http import UrlRefused, parse_target
-from mailwarden_runtime.egress.policy import Network, parse_networks
+from mailwarden_runtime.egress.policy import Network, NetworksText, parse_networks
 
 # Asymmetric signatures only: a verifier that accepts HS* can be fed a token signed with the
 # public key as an HMAC secret (key confusion); ``none`` is no signature at all.
@@ -45,7 +45,7 @@ class AuthSettings(BaseSettings):
     jwks_timeout_s: float = Field(
         5.0, gt=0, le=30, description="Deadline of one JWKS fetch (connect, read, whole)."
     )
-    jwks_allow_networks: str = Field(
+    jwks_allow_networks: NetworksText = Field(
         "",
         description=(
             "Private or loopback ranges the JWKS fetch may connect to, comma-separated (e.g. "
@@ -76,12 +76,6 @@ class AuthSettings(BaseSettings):
                 parse_target(value)
             except UrlRefused as exc:
                 raise ValueError(f"oidc_jwks_url: {exc}") from None
-        return value
-
-    @field_validator("jwks_allow_networks")
-    @classmethod
-    def _check_networks(cls, value: str) -> str:
-        parse_networks(value)
         return value
 
     @field_validator("oidc_algorithms")

@@ -12,6 +12,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from contracts.errors import ErrorCode
 from mailwarden_runtime.egress.errors import NetError
@@ -139,6 +142,15 @@ def parse_networks(text: str) -> list[Network]:
         except ValueError:
             raise ValueError(f"not a network: {part!r}") from None
     return nets
+
+
+def _valid_networks(text: str) -> str:
+    parse_networks(text)
+    return text
+
+
+NetworksText = Annotated[str, AfterValidator(_valid_networks)]
+"""A setting holding an operator's allow-list (``"10.0.5.0/24, 127.0.0.1/32"``), checked when read."""
 
 
 @dataclass(frozen=True)
