@@ -97,6 +97,7 @@ async def test_webhook_signed_retried_and_failures_visible(alert_svc: Any) -> No
         assert created.status_code == 201, created.text
         hook = created.json()
         assert hook["secret"] == SECRET and hook["has_secret"] is True
+        assert hook["created_by"] == "token:admin"  # who decided where alerts go: the audit
         listed = (await h.http.get(f"/webhooks/{hook['id']}")).json()
         assert "secret" not in listed  # write-only after creation
         raw = await h.db["webhooks"].find_one({"_id": hook["id"]})
