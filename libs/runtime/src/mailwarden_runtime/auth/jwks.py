@@ -67,6 +67,7 @@ class JwksCache:
         self._keys: dict[str, dict[str, Any]] = {}
         self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
+        self._warned_at: float | None = None
         self.fetches = 0
 
     async def close(self) -> None:
@@ -98,13 +99,20 @@ class JwksCache:
             try:
                 keys = await asyncio.wait_for(self._fetch(), self._timeout_s)
             except (NetError, TimeoutError, ValueError) as exc:
-                log.warning("the identity provider's keys were not fetched: %s", exc)
+                self._warn(exc)
                 if self._keys:  # keep serving the keys we have; retry after the minimum interval
                     self._fetched_at = self._clock() - self._ttl_s + MIN_REFRESH_S
                     return
                 raise AuthUnavailable("the identity provider's keys cannot be fetched") from exc
             self._keys = keys
             self._fetched_at = self._clock()
+
+    def _warn(self, exc: Exception) -> None:
+        """Tell the operator why (a denied address names its setting), at most once per MIN_REFRESH_S."""
+        now = self._clock()
+        if self._warned_at is None or now - self._warned_at >= MIN_REFRESH_S:
+            self._warned_at = now
+            log.warning("the identity provider's keys were not fetched: %s", exc)
 
     async def _fetch(self) -> dict[str, dict[str, Any]]:
         self.fetches += 1
