@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sender_helpers import Recorder, eventually, mail
+from sender_helpers import Recorder, mail
 
-from mailwarden_servers import SmtpServer
+from mailwarden_servers import SmtpServer, eventually
 
 pytestmark = pytest.mark.integration
 
