@@ -14,21 +14,15 @@ import yaml
 from deploy_helpers import (
     APPS,
     DEPLOY,
+    KEY_VARS,
     ROOT,
     SERVICES,
+    SHARED_RING,
     SHUTDOWN_TIMEOUT_DEFAULT_S,
     UVICORN_GRACEFUL_S,
     settings_env,
 )
 
-KEY_VARS = {
-    "MW_PROFILE_CREDENTIAL_KEYS",
-    "MW_MAILBOX_CREDENTIAL_KEYS",
-    "MW_TRANSIT_KEYS",
-    "MW_ALERT_WEBHOOK_KEYS",
-}
-SHARED_RING = "MW_CREDENTIAL_KEYS"
-"""The ring profile-svc and mailbox-svc shared before (still read as a fallback): never set any more."""
 INFRA = ("nats", "mongo")
 
 

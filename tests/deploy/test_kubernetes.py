@@ -16,6 +16,8 @@ import pytest
 from deploy_helpers import (
     DEPLOY,
     DEPLOYED,
+    KEY_VARS,
+    SHARED_RING,
     USES_MONGO,
     UVICORN_GRACEFUL_S,
     Doc,
@@ -28,14 +30,6 @@ K8S_VERSION = kubernetes_validate.latest_version()
 Render = Callable[[str], list[Doc]]
 PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8", "100.64.0.0/10"]
 MAIL_PORTS = {993, 995, 465, 587, 143, 110, 25}
-KEY_VARS = {
-    "MW_PROFILE_CREDENTIAL_KEYS",
-    "MW_MAILBOX_CREDENTIAL_KEYS",
-    "MW_TRANSIT_KEYS",
-    "MW_ALERT_WEBHOOK_KEYS",
-}
-SHARED_RING = "MW_CREDENTIAL_KEYS"
-"""The ring profile-svc and mailbox-svc shared before (still read as a fallback): never set any more."""
 
 
 def _overlay(render: Render, name: str) -> list[Doc]:

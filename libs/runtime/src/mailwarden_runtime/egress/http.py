@@ -27,9 +27,10 @@ from urllib.parse import urlsplit
 import httpcore
 
 from contracts.errors import ErrorCode
+from mailwarden_runtime.egress.admit import checked_addresses
 from mailwarden_runtime.egress.errors import NetError
 from mailwarden_runtime.egress.policy import EgressPolicy
-from mailwarden_runtime.egress.resolve import ResolveError, Resolver, resolve_with_deadline
+from mailwarden_runtime.egress.resolve import Resolver
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NUMERIC_PART = re.compile(r"^(0[xX][0-9a-fA-F]*|[0-9]+)$")
@@ -219,17 +220,13 @@ class HttpEgress:
     async def admit(self, url: str) -> tuple[HttpTarget, list[str]]:
         """The target and its checked addresses; raises :class:`UrlRefused` or :class:`NetError`."""
         target = parse_target(url)
-        self.policy.check_port(target.port)
         if target.literal:
-            addresses = [target.host]
-        else:
-            try:
-                addresses = await resolve_with_deadline(
-                    self.resolver, target.host, target.port, self.dns_timeout_s
-                )
-            except ResolveError as exc:
-                raise NetError(exc.code, exc.detail) from None
-        self.policy.check_addresses(addresses)
+            self.policy.check_port(target.port)
+            self.policy.check_addresses([target.host])
+            return target, [target.host]
+        addresses = await checked_addresses(
+            self.policy, self.resolver, target.host, target.port, self.dns_timeout_s
+        )
         return target, addresses
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> HttpReply:

@@ -27,8 +27,9 @@ from alert_svc.config import Settings
 from alert_svc.store.recipients import EmailItem, EmailQueue
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.policy import EgressPolicy, parse_networks
-from mailwarden_mailnet.resolve import ResolveError, Resolver, SystemResolver, resolve_with_deadline
+from mailwarden_mailnet.resolve import Resolver, SystemResolver
 from mailwarden_mailnet.wire import connect_first
+from mailwarden_runtime.egress.admit import checked_addresses
 
 ALLOW_SETTING = "MW_ALERT_SMTP_ALLOW_NETWORKS"
 
@@ -138,14 +139,9 @@ class EmailDigestWorker(PollingWorker):
     async def connect(self) -> socket.socket:
         """A socket to a checked address of the relay; raises NetError when the policy denies it."""
         s = self.settings
-        self.policy.check_port(s.alert_smtp_port)
-        try:
-            addresses = await resolve_with_deadline(
-                self.resolver, s.alert_smtp_host, s.alert_smtp_port, s.alert_smtp_timeout_s
-            )
-        except ResolveError as exc:
-            raise NetError(exc.code, exc.detail) from None
-        self.policy.check_addresses(addresses)
+        addresses = await checked_addresses(
+            self.policy, self.resolver, s.alert_smtp_host, s.alert_smtp_port, s.alert_smtp_timeout_s
+        )
         async with asyncio.timeout(s.alert_smtp_timeout_s):
             sock, _address = await connect_first(addresses, s.alert_smtp_port)
         return sock
