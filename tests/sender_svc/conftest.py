@@ -21,13 +21,13 @@ from mailwarden_mailnet.login_desk import LoginDesk
 from mailwarden_mailnet.resolve import StaticResolver
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
-from mailwarden_servers import NatsServer, SmtpServer, TestCertificates, eventually
+from mailwarden_servers import NatsServer, SmtpServer, TestCertificates
 from sender_svc.app import create_app
 from sender_svc.config import Settings
-from sender_svc.submit import Refused, sendable
+from sender_svc.submit import sendable
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sender_helpers import NAMES, TRANSIT, Recorder, enter_login, envelope_of, setup_events
+from sender_helpers import NAMES, TRANSIT, Recorder, enter_login, envelope_of, eventually, setup_events
 
 SIZE_LIMIT = 200_000
 Seed = Callable[..., Awaitable[None]]
@@ -147,14 +147,15 @@ def seed(app: FastAPI, smtp_clean: SmtpServer, desk: LoginDesk) -> Seed:
             await runtime.publish(envelope_of(event))
         repo = app.state.repository
         if ready:
-            await eventually(lambda: sendable(repo, mailbox_id), "the mailbox sendable", ignoring=(Refused,))
+            await eventually(lambda: sendable(repo, mailbox_id))
         else:
-            await eventually(lambda: _has_all(repo, mailbox_id), "the mailbox's snapshot and status")
+            await eventually(lambda: _has_all(repo, mailbox_id))
 
     return run
 
 
 async def _has_all(repo: Any, mailbox_id: str) -> bool:
     view = await repo.mailbox(mailbox_id)
-    doc = await repo.mailboxes.find_one({"_id": mailbox_id})
-    return bool(view and view.snapshot and doc and "status_at" in doc)
+    return bool(
+        view and view.snapshot and "status_at" in (await repo.mailboxes.find_one({"_id": mailbox_id}))
+    )

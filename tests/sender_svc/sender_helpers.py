@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +76,24 @@ class Recorder:
                 self.arrived.clear()
                 await self.arrived.wait()
         return self.of(event_type, mailbox_id)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Await ``check()`` until it returns something truthy without raising."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return result
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
 
 
 def enter_login(

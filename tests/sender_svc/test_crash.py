@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 from pymongo import AsyncMongoClient
-from sender_helpers import Recorder, enter_login, envelope_of, mail, setup_events
+from sender_helpers import Recorder, enter_login, envelope_of, eventually, mail, setup_events
 
 from contracts.models import TlsMode
 from mailwarden_mailnet.login_desk import LoginDesk
@@ -24,7 +24,7 @@ from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_on
 from mailwarden_runtime.bus import ensure_streams
 from mailwarden_runtime.mongo import database_name
-from mailwarden_servers import SmtpServer, TestCertificates, eventually
+from mailwarden_servers import SmtpServer, TestCertificates
 from mailwarden_servers.ports import free_port
 from sender_svc.app import create_app
 from sender_svc.config import Settings
@@ -95,7 +95,7 @@ async def test_killed_after_data_is_uncertain_never_resent(
         async def submitted() -> bool:
             return bool((await rpc(nc, "send", mail("mbx1", "once")))["ok"])
 
-        await eventually(submitted, "the sender process to take the send", timeout=30, ignoring=(Exception,))
+        await eventually(submitted, timeout=30)
         await eventually(lambda: smtp_clean.message_count == 1, timeout=15)
         mongo: AsyncMongoClient[Any] = AsyncMongoClient(settings.mongodb_uri)
         sends = mongo[database_name(settings.mongodb_db, "sender-svc")]["sends"]
@@ -147,7 +147,7 @@ async def test_killed_before_data_is_sent_once_by_the_next_sender(
         async def submitted() -> bool:
             return bool((await rpc(nc, "send", mail("mbx2", "before")))["ok"])
 
-        await eventually(submitted, "the sender process to take the send", timeout=30, ignoring=(Exception,))
+        await eventually(submitted, timeout=30)
         await eventually(lambda: smtp_clean.auth_attempts == 1, timeout=15)
         os.kill(proc.pid, signal.SIGKILL)  # claimed, nothing handed over
         proc.wait(10)

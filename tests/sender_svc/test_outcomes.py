@@ -8,11 +8,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sender_helpers import Recorder, envelope_of, mail
+from sender_helpers import Recorder, envelope_of, eventually, mail
 
 from contracts.events import MailboxSnapshot, MailboxUpdated
 from contracts.models import TlsMode
-from mailwarden_servers import SmtpServer, eventually
+from mailwarden_servers import SmtpServer
 
 pytestmark = pytest.mark.integration
 

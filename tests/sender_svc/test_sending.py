@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sender_helpers import Recorder, mail
+from sender_helpers import Recorder, eventually, mail
 
-from mailwarden_servers import SmtpServer, eventually
+from mailwarden_servers import SmtpServer
 
 pytestmark = pytest.mark.integration
 

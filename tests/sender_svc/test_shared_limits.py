@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sender_helpers import NAMES, Recorder, mail
+from sender_helpers import NAMES, Recorder, eventually, mail
 
 from mailwarden_mailnet.resolve import StaticResolver
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
-from mailwarden_servers import SmtpServer, eventually
+from mailwarden_servers import SmtpServer
 from sender_svc.app import create_app
 from sender_svc.config import Settings
 
@@ -52,7 +52,7 @@ async def test_a_host_limit_of_one_holds_across_two_replicas(
     for i in range(4):
         assert (await client.post("/sends", json=mail("a1", f"k{i}"))).status_code == 202
         assert (await second.post("/sends", json=mail("a2", f"k{i}"))).status_code == 202
-    await eventually(lambda: len(sent_keys(events, "a1")) == len(sent_keys(events, "a2")) == 4, timeout=30)
+    await eventually(lambda: len(sent_keys(events, "a1")) == len(sent_keys(events, "a2")) == 4, 30)
     assert smtp_clean.message_count == 8
     # Per process it would be one each, two at once for seconds. Across both: one at a time (the
     # server may see a closed session's end a moment after the next one's start).
@@ -72,7 +72,7 @@ async def test_a_mailbox_rate_holds_across_two_replicas(
     for i in range(3):
         await client.post("/sends", json=mail("r1", f"a{i}"))
         await second.post("/sends", json=mail("r1", f"b{i}"))
-    await eventually(lambda: len(sent_keys(events, "r1")) == 6, timeout=30)
+    await eventually(lambda: len(sent_keys(events, "r1")) == 6, 30)
     times = sorted(datetime.fromisoformat(e["sent_at"]) for e in sent_keys(events, "r1").values())
     # A burst of 2, then one a second, shared: the 6th ~4 s after the 1st (per process: ~1 s, each
     # replica spending its own burst of 2). The 1st also paid for connecting (0.1-1.5 s loaded).
