@@ -62,13 +62,16 @@ def environment(env: dict[str, str]) -> Iterator[None]:
 class Keys:
     """Fresh key rings for one system (never the dev keys: leaks must be real leaks)."""
 
-    credential: str = field(default_factory=lambda: KeyRing.generate_key_text("cred1"))
+    profile_credential: str = field(default_factory=lambda: KeyRing.generate_key_text("profile-cred1"))
+    mailbox_credential: str = field(default_factory=lambda: KeyRing.generate_key_text("mailbox-cred1"))
+    """Each storing service its own at-rest ring, as deployed."""
     transit: str = field(default_factory=lambda: KeyRing.generate_key_text("transit1"))
     webhook: str = field(default_factory=lambda: KeyRing.generate_key_text("hook1"))
 
     def env(self) -> dict[str, str]:
         return {
-            "MW_CREDENTIAL_KEYS": self.credential,
+            "MW_PROFILE_CREDENTIAL_KEYS": self.profile_credential,
+            "MW_MAILBOX_CREDENTIAL_KEYS": self.mailbox_credential,
             "MW_TRANSIT_KEYS": self.transit,
             "MW_ALERT_WEBHOOK_KEYS": self.webhook,
         }

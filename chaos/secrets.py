@@ -221,8 +221,8 @@ async def canary(infra: Infra, workdir: Path, smtp: SmtpServer) -> Figure:
             await eventually(dead, "the dead letter", 30)
 
             # Online key rotation: a new primary key, the old one kept to open existing ciphertexts.
-            new_ring = f"{KeyRing.generate_key_text('cred2')},{system.keys.credential}"
-            await system.restart("mailbox-svc", {"MW_CREDENTIAL_KEYS": new_ring})
+            new_ring = f"{KeyRing.generate_key_text('mailbox-cred2')},{system.keys.mailbox_credential}"
+            await system.restart("mailbox-svc", {"MW_MAILBOX_CREDENTIAL_KEYS": new_ring})
             logs.debug_everywhere()
             rotated = await call("mailbox-svc", "POST", "/mailboxes/rotate-keys")
             fig.figures["rotated"] = rotated.json().get("rotated")

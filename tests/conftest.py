@@ -211,7 +211,9 @@ def mailwarden_services(nats_url: str, mongo_uri: str, certs: TestCertificates) 
             "MW_MONGODB_URI": mongo_uri,
             "MW_MONGODB_DB": f"t_{uuid.uuid4().hex[:12]}",
             "MW_LOG_SETUP": "false",
-            "MW_CREDENTIAL_KEYS": KeyRing.generate_key_text("cred1"),
+            # each service its own at-rest ring, as deployed (a key of one opens nothing of the other's)
+            "MW_PROFILE_CREDENTIAL_KEYS": KeyRing.generate_key_text("profile-cred1"),
+            "MW_MAILBOX_CREDENTIAL_KEYS": KeyRing.generate_key_text("mailbox-cred1"),
             "MW_TRANSIT_KEYS": KeyRing.generate_key_text("transit1"),
             "MW_ALERT_WEBHOOK_KEYS": KeyRing.generate_key_text("hook1"),
             "MW_TESTER_ALLOW_NETWORKS": "127.0.0.0/8",

@@ -59,3 +59,5 @@ async def test_bad_requests_answer_422_and_store_nothing(alert_svc: Any) -> None
             "email_levels": ["error", "warning"],
             "email": None,
         }
+        stored = await h.db["recipient_preferences"].find_one({"_id": "user:u1"})
+        assert stored is not None and stored["updated_by"] == "token:admin"

@@ -12,6 +12,7 @@ from typing import Any
 
 import uvicorn
 from alert_svc_helpers import PROFILE_OWNER, failed, mailbox_ref, user
+from http_listener import listening
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -97,6 +98,7 @@ async def test_webhook_signed_retried_and_failures_visible(alert_svc: Any) -> No
         assert created.status_code == 201, created.text
         hook = created.json()
         assert hook["secret"] == SECRET and hook["has_secret"] is True
+        assert hook["created_by"] == "token:admin"  # who decided where alerts go: the audit
         listed = (await h.http.get(f"/webhooks/{hook['id']}")).json()
         assert "secret" not in listed  # write-only after creation
         raw = await h.db["webhooks"].find_one({"_id": hook["id"]})
@@ -143,6 +145,28 @@ async def test_webhook_signed_retried_and_failures_visible(alert_svc: Any) -> No
         assert all(f["last_status"] is None for f in failures)
 
 
+async def test_a_relay_on_a_denied_address_gets_no_connection_and_the_digest_waits(alert_svc: Any) -> None:
+    admin = Owner(kind=OwnerKind.USER, id="admin-x", name="Xi Admin", email="admin-x@example.com")
+    async with listening() as relay:
+        denied = {"alert_smtp_host": "localhost", "alert_smtp_port": relay.port, "alert_smtp_tls": "none"}
+        async with alert_svc(alert_digest_interval_s=0.5, alert_majority_min_mailboxes=10, **denied) as h:
+            await h.publish(
+                failed(
+                    mailbox_ref("xm1", user("x1", email=False), "prfX", admin), "tx1", ErrorCode.AUTH_FAILED
+                )
+            )
+
+            async def refused() -> bool:
+                docs = await h.db["email_queue"].find({"recipient_key": "user:admin-x"}).to_list(None)
+                return bool(docs) and all(
+                    d["state"] == "pending" and d["attempts"] and d["last_error"] == "address_not_allowed"
+                    for d in docs
+                )
+
+            await eventually(refused, what="the digest refused by the egress policy")
+        assert relay.accepted == 0  # not one connection to a relay the policy denies
+
+
 def _mails_to(smtp: Any, address: str) -> list[Any]:
     return [m for m in smtp.messages if address in m.rcpt_tos]
 
@@ -150,7 +174,12 @@ def _mails_to(smtp: Any, address: str) -> list[Any]:
 async def test_digest_survives_smtp_outage_and_restart(alert_svc: Any, smtp_server: Any) -> None:
     admin = Owner(kind=OwnerKind.USER, id="admin-d", name="Dee Admin", email="admin-d@example.com")
     owners = [user(f"d{n}", email=False) for n in range(3)]
-    down = {"alert_smtp_host": "127.0.0.1", "alert_smtp_port": free_port(), "alert_smtp_tls": "none"}
+    down = {
+        "alert_smtp_host": "127.0.0.1",
+        "alert_smtp_port": free_port(),
+        "alert_smtp_tls": "none",
+        "alert_smtp_allow_networks": "127.0.0.0/8",
+    }
     async with alert_svc(alert_digest_interval_s=0.5, alert_majority_min_mailboxes=10, **down) as h:
         for n, owner in enumerate(owners):
             await h.publish(
@@ -173,6 +202,7 @@ async def test_digest_survives_smtp_outage_and_restart(alert_svc: Any, smtp_serv
         "alert_smtp_host": smtp_server.host,
         "alert_smtp_port": smtp_server.port_plain,
         "alert_smtp_tls": "none",
+        "alert_smtp_allow_networks": "127.0.0.0/8",  # the local SMTP server, allowed explicitly
     }
     async with alert_svc(alert_digest_interval_s=0.5, alert_majority_min_mailboxes=10, **up) as h:
 
@@ -206,6 +236,7 @@ async def test_duplicate_event_makes_one_alert_and_one_notification_each(
         "alert_smtp_host": smtp_server.host,
         "alert_smtp_port": smtp_server.port_plain,
         "alert_smtp_tls": "none",
+        "alert_smtp_allow_networks": "127.0.0.0/8",  # the local SMTP server, allowed explicitly
     }
     async with (
         http_receiver(receiver) as url,

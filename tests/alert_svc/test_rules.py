@@ -96,6 +96,7 @@ async def test_majority_failure_alert_and_email(alert_svc: Any, smtp_server: Any
         alert_smtp_host=smtp_server.host,
         alert_smtp_port=smtp_server.port_plain,
         alert_smtp_tls="none",
+        alert_smtp_allow_networks="127.0.0.0/8",  # the local SMTP server, allowed explicitly
         alert_digest_interval_s=600,
     ) as h:
         await h.publish(profile_event("prfM", majority_email=True, owner=admin))

@@ -25,11 +25,14 @@ class IdentityProvider:
     """Keys ``rsa1`` (RSA) and ``ec1`` (EC P-256), published as a JWKS at ``url``."""
 
     url: str = ""
+    port: int = 0
     rsa_key: rsa.RSAPrivateKey = field(default_factory=lambda: rsa.generate_private_key(65537, 2048))
     ec_key: ec.EllipticCurvePrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
     )
     requests: int = 0
+    connections: int = 0
+    """TCP connections accepted, counted before any request is read (a refused fetch makes none)."""
     extra_keys: list[dict[str, Any]] = field(default_factory=list)
 
     def jwks(self) -> dict[str, Any]:
@@ -83,10 +86,16 @@ def identity_provider() -> Iterator[IdentityProvider]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        def verify_request(self, request: Any, client_address: Any) -> bool:
+            idp.connections += 1
+            return True
+
+    server = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    idp.url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    idp.port = int(server.server_address[1])
+    idp.url = f"http://127.0.0.1:{idp.port}/jwks.json"
     try:
         yield idp
     finally:

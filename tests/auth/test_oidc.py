@@ -28,7 +28,13 @@ def idp() -> Iterator[IdentityProvider]:
 
 def _verifier(idp: IdentityProvider, **over: object) -> OidcVerifier:
     settings = AuthSettings.model_validate(
-        {"oidc_issuer": ISSUER, "oidc_audience": AUDIENCE, "oidc_jwks_url": idp.url} | over
+        {
+            "oidc_issuer": ISSUER,
+            "oidc_audience": AUDIENCE,
+            "oidc_jwks_url": idp.url,
+            "jwks_allow_networks": "127.0.0.0/8",  # the local provider, allowed explicitly
+        }
+        | over
     )
     return OidcVerifier(settings)
 
@@ -144,6 +150,7 @@ async def test_an_unreachable_provider_is_unavailable_not_accepted() -> None:
             "oidc_issuer": ISSUER,
             "oidc_audience": AUDIENCE,
             "oidc_jwks_url": "http://127.0.0.1:9/jwks.json",
+            "jwks_allow_networks": "127.0.0.0/8",
             "jwks_timeout_s": 1,
         }
     )

@@ -167,3 +167,21 @@ async def test_an_owner_reaches_only_their_own_mailbox_and_only_its_passwords(ow
         assert view["credentials"]["has_password"] is True
         doc = await owners.apps["mailbox"].state.runtime.db["mailboxes"].find_one({"_id": mine})
         assert doc["updated_by"] == f"token:{alice}"  # the audit field names the owner who changed it
+
+
+async def test_the_audit_route_names_who_changed_what_and_is_the_auditors(owners: Owners) -> None:
+    async with (
+        owners.client("profile", owners.admin) as as_admin,
+        owners.client("profile", owners.alice) as as_alice,
+    ):
+        r = await as_admin.get("/audit", params={"actor": "token:admin", "since_hours": 1, "limit": 1000})
+        assert r.status_code == 200, r.text
+        mine = {
+            (e["event"], e["ids"].get("mailbox_id"))
+            for e in r.json()["items"]
+            if e["ids"].get("mailbox_id") in owners.mailboxes.values()
+        }
+        for mailbox_id in owners.mailboxes.values():  # created and approved by the administrator
+            assert {("MailboxCreated", mailbox_id), ("MailboxApproved", mailbox_id)} <= mine
+        assert all(e["actor"] == "token:admin" for e in r.json()["items"])
+        assert (await as_alice.get("/audit")).status_code == 403  # audit:read: auditors and administrators

@@ -12,6 +12,8 @@ from nats.aio.client import Client
 
 from mailwarden_runtime.auth import Role, Unauthenticated
 from mailwarden_runtime.auth.tokens import TokenStore, new_token
+from mailwarden_runtime.auth.tokens_api import TokenAdmin, TokenCreate
+from mailwarden_runtime.http import DomainError
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +84,33 @@ def test_token_lifetimes_are_bounded() -> None:
     for ttl in (timedelta(0), timedelta(days=800)):
         with pytest.raises(ValueError):
             new_token("x", [Role.AUDITOR], ttl=ttl)
+
+
+async def test_scopes_narrow_a_token_to_some_of_its_roles_permissions(store: TokenStore) -> None:
+    text, record = new_token(
+        "crm", [Role.EMAIL_ADMIN], ttl=timedelta(hours=1), scopes=["mailboxes:write", "mailboxes:read"]
+    )
+    await store.put(record)
+    principal = await store.verify(text)
+    assert principal.allows("mailboxes:write") and principal.allows("mailboxes:read")
+    assert not principal.allows("mailboxes:approve")  # email_admin grants it; the scope does not
+    assert not principal.allows("profiles:write")
+    unscoped, record = new_token("crm2", [Role.EMAIL_ADMIN], ttl=timedelta(hours=1))
+    await store.put(record)
+    assert (await store.verify(unscoped)).allows("mailboxes:approve")
+
+
+def test_a_scope_never_widens_a_token() -> None:
+    with pytest.raises(ValueError, match="keys:rotate"):
+        new_token("x", [Role.EMAIL_ADMIN], ttl=timedelta(hours=1), scopes=["keys:rotate"])
+
+
+async def test_creating_a_token_with_a_scope_its_roles_lack_names_the_field(store: TokenStore) -> None:
+    admin = TokenAdmin(store)
+    req = TokenCreate(subject="x", roles=[Role.APPROVER], scopes=["mailboxes:read", "mailboxes:write"])
+    with pytest.raises(DomainError) as refused:
+        await admin.create(req)
+    assert (refused.value.status, refused.value.field) == (422, "scopes.1")
+    assert await store.list() == []
+    created = await admin.create(req.model_copy(update={"scopes": ["mailboxes:read"]}))
+    assert created.scopes == ["mailboxes:read"]

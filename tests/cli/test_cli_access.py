@@ -42,6 +42,24 @@ async def test_tokens_are_made_listed_without_secrets_and_revoked(stack: Stack, 
     assert states[created["token_id"]] == "revoked"
 
 
+async def test_a_token_scoped_to_some_permissions_holds_only_those(stack: Stack, mailwarden) -> None:  # type: ignore[no-untyped-def]
+    tag = uuid.uuid4().hex[:6]
+    made = await stack.call(
+        "token", "create", f"aud-{tag}", "--roles", "auditor", "--scopes", "audit:read", "--json"
+    )
+    assert made.code == 0, made
+    created = json.loads(made.out)
+    assert created["scopes"] == ["audit:read"]
+    refused = await mailwarden("settings", "show", nats_url=stack.nats_url, token=created["token"])
+    assert (
+        refused.code == 1 and "not allowed" in refused.err
+    )  # the auditor role reads settings; the scope not
+    wider = await stack.call(
+        "token", "create", f"aud2-{tag}", "--roles", "auditor", "--scopes", "keys:rotate"
+    )
+    assert wider.code == 1 and "scopes" in wider.err, wider
+
+
 async def test_audit_names_who_changed_what(stack: Stack) -> None:
     tag = uuid.uuid4().hex[:6]
     res = await stack.call(

@@ -108,6 +108,7 @@ async def console(
         mp.setenv("MW_AUTH_OIDC_ISSUER", idp.issuer)
         mp.setenv("MW_AUTH_OIDC_AUDIENCE", idp.audience)
         mp.setenv("MW_AUTH_OIDC_JWKS_URL", f"{idp.issuer}/jwks")
+        mp.setenv("MW_AUTH_JWKS_ALLOW_NETWORKS", "127.0.0.0/8")  # the local provider, allowed explicitly
         async with mailwarden_services() as apps, AsyncExitStack() as stack:
             sync = sync_app(  # the env the fixture set (database, key rings) is sync-svc's too
                 SyncSettings(
@@ -146,6 +147,7 @@ async def _console(
         oidc_issuer=idp.issuer,
         oidc_client_id=idp.client_id,
         oidc_provider_name="Local IdP",
+        oidc_allow_networks="127.0.0.0/8",  # the local provider, allowed explicitly
     )
     url = await serve(stack, create_app(settings), lifespan="on", port=port)
     from playwright.async_api import async_playwright

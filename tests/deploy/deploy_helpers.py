@@ -89,3 +89,14 @@ def settings_env(service: str) -> set[str]:
         if isinstance(obj, type) and issubclass(obj, BaseSettings) and obj.__module__ == module.__name__:
             names |= _env_names(obj)
     return names
+
+
+KEY_VARS = {
+    "MW_PROFILE_CREDENTIAL_KEYS",
+    "MW_MAILBOX_CREDENTIAL_KEYS",
+    "MW_TRANSIT_KEYS",
+    "MW_ALERT_WEBHOOK_KEYS",
+}
+"""The key rings a deployment hands the services (each only those its settings read)."""
+SHARED_RING = "MW_CREDENTIAL_KEYS"
+"""The ring profile-svc and mailbox-svc shared before (still read as a fallback): never set any more."""

@@ -14,14 +14,15 @@ import yaml
 from deploy_helpers import (
     APPS,
     DEPLOY,
+    KEY_VARS,
     ROOT,
     SERVICES,
+    SHARED_RING,
     SHUTDOWN_TIMEOUT_DEFAULT_S,
     UVICORN_GRACEFUL_S,
     settings_env,
 )
 
-KEY_VARS = {"MW_CREDENTIAL_KEYS", "MW_TRANSIT_KEYS", "MW_ALERT_WEBHOOK_KEYS"}
 INFRA = ("nats", "mongo")
 
 
@@ -129,12 +130,13 @@ def test_environment_names_are_real_settings(compose: dict[str, Any], name: str)
 @pytest.mark.parametrize("name", SERVICES)
 def test_keys_come_from_the_env_file_only(compose: dict[str, Any], name: str) -> None:
     svc = compose["services"][name]
-    assert not KEY_VARS & set(_env(svc)), "keys must not be written into docker-compose.yml"
+    assert not {*KEY_VARS, SHARED_RING} & set(_env(svc)), "keys must not be written into docker-compose.yml"
     assert _env_file_paths(svc) == ["deploy/compose/keys.env"]
     assert "compose/keys.env" in (DEPLOY / ".gitignore").read_text().split()
     example = _read_env_file(DEPLOY / "compose" / "keys.env.example")
     needed = {v for v in KEY_VARS if v in settings_env(name)}
     assert needed <= set(example)
+    assert SHARED_RING not in example, "each service its own ring"
     assert all("REPLACE" in example[v] for v in needed), "the example holds placeholders only"
 
 

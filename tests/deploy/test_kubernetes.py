@@ -16,6 +16,8 @@ import pytest
 from deploy_helpers import (
     DEPLOY,
     DEPLOYED,
+    KEY_VARS,
+    SHARED_RING,
     USES_MONGO,
     UVICORN_GRACEFUL_S,
     Doc,
@@ -28,7 +30,6 @@ K8S_VERSION = kubernetes_validate.latest_version()
 Render = Callable[[str], list[Doc]]
 PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8", "100.64.0.0/10"]
 MAIL_PORTS = {993, 995, 465, 587, 143, 110, 25}
-KEY_VARS = {"MW_CREDENTIAL_KEYS", "MW_TRANSIT_KEYS", "MW_ALERT_WEBHOOK_KEYS"}
 
 
 def _overlay(render: Render, name: str) -> list[Doc]:
@@ -289,3 +290,16 @@ def test_mongodb_replica_set_matches_what_services_expect(render: Render) -> Non
     ]
     assert selectors == [mongo_peer]
     assert prod["metadata"]["namespace"] == "mailwarden"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_storing_secrets_has_its_own_key_ring(render: Render, overlay: str) -> None:
+    at_rest = {"MW_PROFILE_CREDENTIAL_KEYS", "MW_MAILBOX_CREDENTIAL_KEYS", "MW_ALERT_WEBHOOK_KEYS"}
+    rings: dict[str, str] = {}
+    for name, deploy in _of(_overlay(render, overlay), "Deployment").items():
+        env = _env(deploy)
+        assert SHARED_RING not in env, f"{name} reads the ring profile-svc and mailbox-svc shared"
+        for var in at_rest & set(env):
+            rings[name] = env[var]["valueFrom"]["secretKeyRef"]["key"]
+    assert set(rings) == {"profile-svc", "mailbox-svc", "alert-svc"}
+    assert len(set(rings.values())) == 3, rings

@@ -214,13 +214,13 @@ async def test_get_reads_the_query_delete_answers_204_and_lists_stay_bare_over_h
 
 def test_the_openapi_entry_has_every_status_the_permission_and_the_subject(door: Door) -> None:
     entry = door.app.openapi()["paths"]["/items/{item_id}"]["patch"]
-    assert set(entry["responses"]) == {"200", "401", "403", "404", "422"}
+    assert set(entry["responses"]) == {"200", "401", "403", "404", "422", "503"}
     assert entry["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/Changes")
     assert entry["x-permission"] == "profiles:write"
     assert entry["x-rpc-subject"] == f"mailwarden.rpc.{SERVICE}.items.change"
     assert CHANGE.statuses() == {
         200: "Change an item",
-        **operations.ACCESS_REFUSALS,  # 401 and 403, what authorize answers
+        **operations.ACCESS_REFUSALS,  # 401, 403 and 503, what authorize answers
         404: "No such item",
         422: "Invalid input: each bad field named, nothing stored",
     }
@@ -229,4 +229,4 @@ def test_the_openapi_entry_has_every_status_the_permission_and_the_subject(door:
 def test_the_refusals_of_authorize_join_every_operation_s_statuses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(operations.ACCESS_REFUSALS, 403, "Not allowed")
     assert CHANGE.statuses()[403] == "Not allowed" and ALL.statuses()[403] == "Not allowed"
-    assert list(CHANGE.statuses()) == [200, 401, 403, 404, 422]
+    assert list(CHANGE.statuses()) == [200, 401, 403, 404, 422, 503]

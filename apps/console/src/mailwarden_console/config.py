@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mailwarden_runtime.egress.policy import Network, NetworksText, parse_networks
+
 
 class ConsoleSettings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -66,6 +68,13 @@ class ConsoleSettings(BaseSettings):
         "your organisation", description='Shown on the sign-in button: "Sign in with <name>".'
     )
     oidc_timeout_s: float = Field(10.0, gt=0, le=60, description="Deadline of each call to the provider.")
+    oidc_allow_networks: NetworksText = Field(
+        "",
+        description=(
+            "Private or loopback ranges the calls to the provider may connect to, comma-separated "
+            "(e.g. `10.0.5.0/24` for an in-house provider). Unset: public addresses only."
+        ),
+    )
     http_host: str = Field(
         "127.0.0.1",
         validation_alias=AliasChoices("MW_CONSOLE_HTTP_HOST", "MW_HTTP_HOST"),
@@ -78,6 +87,10 @@ class ConsoleSettings(BaseSettings):
         validation_alias=AliasChoices("MW_CONSOLE_HTTP_PORT", "MW_HTTP_PORT"),
         description="Port of the console.",
     )
+
+    @property
+    def oidc_networks(self) -> list[Network]:
+        return parse_networks(self.oidc_allow_networks)
 
     @property
     def oidc_enabled(self) -> bool:

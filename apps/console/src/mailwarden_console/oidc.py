@@ -6,19 +6,24 @@ the code back at ``/signin/oidc/callback``, exchanges it with the verifier at th
 checks the ID token (signature from the provider's JWKS, asymmetric algorithms only, ``iss``,
 ``aud`` = our client id, ``exp``, ``nonce``) and keeps the access token as the session's bearer
 token: the services verify that one themselves (``MW_AUTH_OIDC_*``) on every call.
+
+Every call to the provider (discovery, token endpoint, JWKS) passes the one egress policy
+(:mod:`mailwarden_runtime.egress`): it connects to a checked address only, public unless the
+operator allows the provider's range in ``MW_CONSOLE_OIDC_ALLOW_NETWORKS``.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 import jwt
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError, PyJWTError
@@ -27,11 +32,17 @@ from mailwarden_console.config import ConsoleSettings
 from mailwarden_runtime.auth.jwks import JwksCache
 from mailwarden_runtime.auth.oidc import KEY_TYPE_OF
 from mailwarden_runtime.auth.settings import ALLOWED_ALGORITHMS
+from mailwarden_runtime.egress.errors import NetError
+from mailwarden_runtime.egress.http import HostLimiter, HttpEgress, HttpReply, UrlRefused, parse_target
+from mailwarden_runtime.egress.policy import EgressPolicy
+from mailwarden_runtime.egress.resolve import Resolver, SystemResolver
 
+log = logging.getLogger(__name__)
 DISCOVERY_TTL_S = 300.0
 FLOW_MAX_AGE_S = 600
 """A sign-in must come back from the provider within this long."""
 MAX_BODY = 256 * 1024
+ALLOW_SETTING = "MW_CONSOLE_OIDC_ALLOW_NETWORKS"
 
 
 class OidcError(Exception):
@@ -88,7 +99,7 @@ class SignedIn:
 
 
 class OidcClient:
-    def __init__(self, settings: ConsoleSettings) -> None:
+    def __init__(self, settings: ConsoleSettings, resolver: Resolver | None = None) -> None:
         if not settings.oidc_issuer or not settings.oidc_client_id:
             raise ValueError("OIDC sign-in needs MW_CONSOLE_OIDC_ISSUER and MW_CONSOLE_OIDC_CLIENT_ID")
         self.issuer = settings.oidc_issuer.rstrip("/")
@@ -97,17 +108,14 @@ class OidcClient:
         scopes = settings.oidc_scopes.split()
         self.scopes = " ".join(["openid", *[s for s in scopes if s != "openid"]])
         self._timeout_s = settings.oidc_timeout_s
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.oidc_timeout_s),
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
-            follow_redirects=False,
-        )
+        self._allow = settings.oidc_networks
+        self._resolver = resolver or SystemResolver()
+        self._limiter = HostLimiter(per_host=4, overall=4)
         self._provider: Provider | None = None
         self._provider_at = 0.0
         self._jwks: JwksCache | None = None
 
     async def aclose(self) -> None:
-        await self._http.aclose()
         if self._jwks is not None:
             await self._jwks.close()
 
@@ -135,7 +143,17 @@ class OidcClient:
         if self._jwks is None or (self._provider and self._provider.jwks_uri != found.jwks_uri):
             if self._jwks is not None:
                 await self._jwks.close()
-            self._jwks = JwksCache(found.jwks_uri, ttl_s=DISCOVERY_TTL_S, timeout_s=self._timeout_s)
+            try:
+                self._jwks = JwksCache(
+                    found.jwks_uri,
+                    ttl_s=DISCOVERY_TTL_S,
+                    timeout_s=self._timeout_s,
+                    allow_networks=self._allow,
+                    allow_setting=ALLOW_SETTING,
+                    resolver=self._resolver,
+                )
+            except UrlRefused:
+                raise OidcError("the provider's jwks_uri is not an http(s) URL we may call") from None
         self._provider, self._provider_at = found, time.monotonic()
         return found
 
@@ -178,15 +196,16 @@ class OidcClient:
         }
         if self._secret is not None:
             form["client_secret"] = self._secret.get_secret_value()
-        try:
-            resp = await self._http.post(
-                provider.token_endpoint, data=form, headers={"Accept": "application/json"}
-            )
-        except httpx.HTTPError as exc:
-            raise OidcError(f"the provider's token endpoint did not answer ({type(exc).__name__})") from None
+        resp = await self._call(
+            "POST",
+            provider.token_endpoint,
+            urlencode(form).encode(),
+            {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"},
+            "the provider's token endpoint",
+        )
         body = _json(resp)
-        if resp.status_code != 200:
-            reason = body.get("error_description") or body.get("error") or f"HTTP {resp.status_code}"
+        if resp.status != 200:
+            reason = body.get("error_description") or body.get("error") or f"HTTP {resp.status}"
             raise OidcError(f"the provider refused the sign-in: {reason}")
         access, id_token = body.get("access_token"), body.get("id_token")
         if not isinstance(access, str) or not access or not isinstance(id_token, str):
@@ -226,20 +245,36 @@ class OidcClient:
         return claims
 
     async def _get_json(self, url: str) -> dict[str, Any]:
-        try:
-            resp = await self._http.get(url, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            raise OidcError(f"the identity provider did not answer ({type(exc).__name__})") from None
-        if resp.status_code != 200:
-            raise OidcError(f"the identity provider answered {resp.status_code}")
+        resp = await self._call("GET", url, b"", {"Accept": "application/json"}, "the identity provider")
+        if resp.status != 200:
+            raise OidcError(f"the identity provider answered {resp.status}")
         return _json(resp)
 
+    async def _call(self, method: str, url: str, body: bytes, headers: dict[str, str], who: str) -> HttpReply:
+        """One request through the egress policy; the port is the one the URL names."""
+        try:
+            port = parse_target(url).port
+            egress = HttpEgress(
+                EgressPolicy(self._allow, allowed_ports=(port,), allow_setting=ALLOW_SETTING),
+                self._resolver,
+                self._limiter,
+                deadline_s=self._timeout_s,
+                dns_timeout_s=self._timeout_s,
+                max_response_bytes=MAX_BODY,
+            )
+            return await egress.request(method, url, body, headers)
+        except UrlRefused:
+            raise OidcError(f"{who} is not at an http(s) URL we may call") from None
+        except NetError as exc:
+            log.warning("%s did not answer: %s", who, exc)
+            raise OidcError(f"{who} did not answer ({exc.code.value})") from None
 
-def _json(resp: httpx.Response) -> dict[str, Any]:
-    if len(resp.content) > MAX_BODY:
+
+def _json(resp: HttpReply) -> dict[str, Any]:
+    if resp.truncated:
         raise OidcError("the identity provider's answer is too large")
     try:
-        body = resp.json()
+        body = json.loads(resp.body)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}

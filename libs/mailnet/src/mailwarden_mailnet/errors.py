@@ -1,21 +1,11 @@
-"""The one exception of this library: a failure already classified with the error catalog."""
+"""The one exception of this library, :class:`NetError` (kept in the runtime's egress package, which
+raises it too), and how a server's reply is shortened for error details."""
 
 from __future__ import annotations
 
-from contracts.errors import ErrorCode
+from mailwarden_runtime.egress.errors import NetError
 
-
-class NetError(Exception):
-    """A classified failure talking to a mail server; ``detail`` never holds a credential.
-
-    ``response_code``: the server's own code it was classified by (e.g. IMAP ``NONEXISTENT``).
-    """
-
-    def __init__(self, code: ErrorCode, detail: str = "", response_code: str | None = None) -> None:
-        super().__init__(f"{code.value}: {detail}" if detail else code.value)
-        self.code = code
-        self.detail = detail
-        self.response_code = response_code
+__all__ = ["NetError", "trimmed"]
 
 
 def trimmed(text: bytes, limit: int = 160) -> str:

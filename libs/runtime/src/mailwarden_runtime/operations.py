@@ -40,8 +40,9 @@ INVALID = "Invalid input: each bad field named, nothing stored"
 ACCESS_REFUSALS: dict[int, str] = {
     401: "No bearer token, or one that does not verify (expired, revoked, forged)",
     403: "The token's roles lack the operation's permission (or this resource is not the caller's own)",
+    503: "The token cannot be checked now (the token store or the identity provider's keys do not answer)",
 }
-"""What :func:`authorize` can answer on every operation (e.g. 401, 403), listed with its statuses."""
+"""What :func:`authorize` can answer on every operation (401, 403, 503), listed with its statuses."""
 _PATH_PARAM = re.compile(r"{(\w+)}")
 _QUERY_METHODS = frozenset({"GET", "DELETE"})
 

@@ -18,19 +18,26 @@ async def eventually(
     timeout: float = 30.0,  # noqa: ASYNC109 - the deadline of a poll, not of one awaited call
     *,
     interval: float = 0.05,
+    ignoring: tuple[type[Exception], ...] = (),
 ) -> Any:
     """Poll ``check`` (plain or async) until it returns something truthy, and return that.
 
-    Raises ``AssertionError`` naming ``what`` after ``timeout`` seconds.
+    ``ignoring``: exceptions that mean "not yet" (a service still starting, a refusal until it is
+    ready); the last one is chained to the timeout. Raises ``AssertionError`` naming ``what``
+    after ``timeout`` seconds.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    last: Exception | None = None
     while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
+        try:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+        except ignoring as exc:
+            value, last = None, exc
         if value:
             return value
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}") from last
         await asyncio.sleep(interval)

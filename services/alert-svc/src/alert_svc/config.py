@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 
 from contracts.events import AlertLevel
-from mailwarden_mailnet.policy import parse_networks
+from mailwarden_mailnet.policy import NetworksText, parse_networks
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.settings import ServiceSettings
 
@@ -52,6 +52,14 @@ class Settings(ServiceSettings):
     alert_smtp_from: str = Field("mailwarden@localhost", description="Sender of notification mail.")
     alert_smtp_ca_file: str = Field("", description="Extra CA bundle to trust for the SMTP server.")
     alert_smtp_timeout_s: float = Field(15.0, gt=0, description="SMTP timeout.")
+    alert_smtp_allow_networks: NetworksText = Field(
+        "",
+        description=(
+            "Private or loopback ranges the notification SMTP server may be at, comma-separated (e.g. "
+            "`10.0.3.0/24` for an internal relay). Unset: public addresses only, like every outbound "
+            "connection (the port is `MW_ALERT_SMTP_PORT`)."
+        ),
+    )
     alert_email_backoff_s: float = Field(30.0, gt=0, description="First delay after a failed digest send.")
 
     alert_webhook_timeout_s: float = Field(

@@ -30,6 +30,7 @@ from alert_svc.store.recipients import PreferencesDoc
 from alert_svc.store.webhooks import WebhookDoc
 from mailwarden_mailnet.http_egress import HttpEgress
 from mailwarden_runtime.auth import Permission
+from mailwarden_runtime.auth.context import current_actor
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
 
@@ -139,6 +140,7 @@ class Operations:
             levels=list(dict.fromkeys(req.levels)),
             secret=self.keys.seal(secret.encode(), secret_aad(webhook_id)),
             created_at=datetime.now(UTC),
+            created_by=current_actor() or "",
         )
         await self.webhooks.create_webhook(hook)
         return WebhookCreated.model_validate(_shown(hook) | {"secret": secret})
@@ -175,6 +177,7 @@ class Operations:
             id=f"{ref.recipient_kind}:{ref.recipient_id}",
             email_levels=list(dict.fromkeys(prefs.email_levels)),
             email=prefs.email,
+            updated_by=current_actor() or "",
         )
         saved = await self.preferences.save_preferences(wanted)
         return Preferences.model_validate({"email_levels": saved.email_levels or [], "email": saved.email})

@@ -102,6 +102,7 @@ class WebhookView(BaseModel):
     recipient_id: str | None
     levels: list[AlertLevel]
     created_at: datetime
+    created_by: str = Field("", description="Who registered it (`token:<sub>` / `jwt:<sub>`).")
     has_secret: bool = True
 
 

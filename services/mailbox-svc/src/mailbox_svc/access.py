@@ -7,17 +7,18 @@ from mailbox_svc.documents import MailboxDoc
 from mailwarden_runtime.auth import Forbidden, Permission, Scope, current_principal
 
 
-def admit(doc: MailboxDoc, permission: Permission) -> None:
+def admit(doc: MailboxDoc, permission: Permission, field: str | None = None) -> None:
     """Refuse (403) a caller whose grant of ``permission`` does not cover this mailbox.
 
-    Without a caller (an internal call, not through a door) there is nothing to narrow.
+    Without a caller (an internal call, not through a door) there is nothing to narrow. ``field``:
+    the input that asked for it (one item of a batch), named in the refusal.
     """
     principal = current_principal()
     if principal is None:
         return
     owner_id = doc.owner.id if doc.owner.kind == "user" else None
     if not principal.allows_mailbox(permission, doc.id, owner_id):
-        raise Forbidden(f"needs {permission} on this mailbox")
+        raise Forbidden(f"needs {permission} on this mailbox", field)
 
 
 def admit_fields(fields: set[str]) -> None:

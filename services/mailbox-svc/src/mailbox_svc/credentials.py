@@ -122,17 +122,7 @@ def for_transit(
         if not login_usable_for(doc.login(source), profile):
             raise CredentialsRedirected(f"{source} login of {mailbox_id} was entered for another server")
         username, password = open_login(at_rest, mailbox_id, source, ct)
-        endpoint = endpoint_of(target, direction)
-        sealed[direction] = seal_for_test(
-            transit,
-            username,
-            password,
-            test_id=test_id,
-            direction=direction,
-            host=endpoint.host,
-            port=endpoint.port,
-            not_after=not_after,
-        )
+        sealed[direction] = _bound_to_test(transit, username, password, target, direction, test_id, not_after)
     return SealedCredentials(**sealed) if sealed else None
 
 
@@ -161,18 +151,31 @@ def profile_for_transit(
             raise CredentialsUnreadable(
                 f"{direction} credentials of {profile.profile_id} do not open"
             ) from None
-        endpoint = endpoint_of(target, direction)
-        sealed[direction] = seal_for_test(
-            transit,
-            username,
-            password,
-            test_id=test_id,
-            direction=direction,
-            host=endpoint.host,
-            port=endpoint.port,
-            not_after=not_after,
-        )
+        sealed[direction] = _bound_to_test(transit, username, password, target, direction, test_id, not_after)
     return SealedCredentials(**sealed) if sealed else None
+
+
+def _bound_to_test(
+    transit: KeyRing,
+    username: str,
+    password: SecretStr,
+    target: ServerTarget,
+    direction: str,
+    test_id: str,
+    not_after: datetime,
+) -> SealedSecret:
+    """A login sealed for one test, direction, host and port of ``target``, until ``not_after``."""
+    endpoint = endpoint_of(target, direction)
+    return seal_for_test(
+        transit,
+        username,
+        password,
+        test_id=test_id,
+        direction=direction,
+        host=endpoint.host,
+        port=endpoint.port,
+        not_after=not_after,
+    )
 
 
 def reseal_stored(ring: KeyRing, mailbox_id: str, direction: str, stored: SealedSecret) -> SealedSecret:

@@ -103,14 +103,19 @@ class MailboxOperations:
         return await self.profiles.require(profile_id, field)
 
     def _creatable(
-        self, req: MailboxCreate, now: datetime, profile: ProfileSnapshot | None, approve: bool = False
+        self,
+        req: MailboxCreate,
+        now: datetime,
+        profile: ProfileSnapshot | None,
+        approve: bool = False,
+        field: str | None = None,
     ) -> tuple[MailboxDoc, list[Document]]:
         """A new mailbox and its MailboxCreated (and MailboxApproved when created approved)."""
         destination = destination_of(profile) if profile is not None else None
         doc = new_mailbox(req, self.rings.at_rest, now, destination, current_actor() or AUTOMATIC)
         events: list[Event] = []
         if approve:
-            admit(doc, "mailboxes:approve")
+            admit(doc, "mailboxes:approve", field)
             doc = doc.model_copy(update={"approval": "approved"})
             events.append(MailboxApproved(mailbox_id=doc.id, email=doc.email, approved_at=now))
         return doc, [outbox_entry(self.envelop(e)) for e in [MailboxCreated(mailbox=doc.snapshot()), *events]]
@@ -141,7 +146,8 @@ class MailboxOperations:
             profile = seen.get(item.profile_id or "")
             _check_act(item.act_delivery, profile, f"mailboxes.{i}.act_delivery")
         docs = [
-            self._creatable(item, now, seen.get(item.profile_id or ""), req.approve) for item in req.mailboxes
+            self._creatable(item, now, seen.get(item.profile_id or ""), req.approve, f"mailboxes.{i}")
+            for i, item in enumerate(req.mailboxes)
         ]
         ids = [doc.id for doc, _ in docs]
         if len(set(ids)) != len(ids):

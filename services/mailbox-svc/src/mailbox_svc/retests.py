@@ -15,21 +15,19 @@ the last test time it was picked with, so two replicas never both send it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import ClassVar
 
 from pymongo.asynchronous.collection import AsyncCollection
 
 from contracts.email import MailboxSyncPaused
 from contracts.envelope import Envelope
-from contracts.events import Event
 from contracts.models import DeliveryMethod
 from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import MailboxDoc
-from mailbox_svc.repository import Repository
 from mailbox_svc.scheduler import BATCH, DueTestLoop
-from mailbox_svc.testing import Rings, TestRefused, build_request
+from mailbox_svc.testing import TestRefused, build_request
 from mailwarden_runtime.mongo import Document
 
 log = logging.getLogger(__name__)
@@ -40,20 +38,17 @@ def enabled_directions(doc: MailboxDoc) -> list[str]:
     return [d for d, on in (("incoming", doc.enabled_incoming), ("outgoing", doc.enabled_outgoing)) if on]
 
 
+@dataclass(eq=False)
 class ScheduledRetests(DueTestLoop):
-    name = "scheduled-retests"
+    name: ClassVar[str] = "scheduled-retests"
 
-    def __init__(
-        self,
-        repo: Repository,
-        rings: Rings,
-        envelop: Callable[[Event], Envelope[Any]],
-        wake_relay: Callable[[], None],
-        poll_s: float,
-    ) -> None:
-        super().__init__(repo, rings, envelop, wake_relay, poll_s)
-        self.paused: AsyncCollection[Document] = repo.db["sync_paused"]
-        self._skipped: dict[str, datetime] = {}  # mailbox -> until when (could not be tested)
+    _skipped: dict[str, datetime] = field(default_factory=dict, init=False)
+    """Mailboxes left out until a time (they could not be tested)."""
+
+    @property
+    def paused(self) -> AsyncCollection[Document]:
+        """One small document per mailbox whose sync an operator paused."""
+        return self.repo.db["sync_paused"]
 
     async def sync_paused(self, envelope: Envelope[MailboxSyncPaused]) -> None:
         """Remember which mailboxes an operator paused (resumed: forgotten)."""

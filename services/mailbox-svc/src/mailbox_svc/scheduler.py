@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from contracts.envelope import Envelope
 from contracts.events import Event, TestRequested
@@ -26,27 +27,24 @@ log = logging.getLogger(__name__)
 BATCH = 100
 
 
+@dataclass(eq=False)
 class DueTestLoop:
     """A loop that finds mailboxes due a test and requests them: the retries here, the scheduled
     re-tests (``retests.py``). Each request is written with the mailbox's version and a condition
-    on what it was picked with, its TestRequested in the same write (outbox)."""
+    on what it was picked with, its TestRequested in the same write (outbox).
 
-    name = "due-tests"
+    A dataclass, so a subclass adds its own state as fields without repeating the constructor."""
 
-    def __init__(
-        self,
-        repo: Repository,
-        rings: Rings,
-        envelop: Callable[[Event], Envelope[Any]],
-        wake_relay: Callable[[], None],
-        poll_s: float,
-    ) -> None:
-        self.repo = repo
-        self.rings = rings
-        self.envelop = envelop
-        self.wake_relay = wake_relay
-        self.poll_s = poll_s
-        self._loop = BackgroundLoop(self.name, self._pass, poll_s)
+    name: ClassVar[str] = "due-tests"
+
+    repo: Repository
+    rings: Rings
+    envelop: Callable[[Event], Envelope[Any]]
+    wake_relay: Callable[[], None]
+    poll_s: float
+
+    def __post_init__(self) -> None:
+        self._loop = BackgroundLoop(self.name, self._pass, self.poll_s)
 
     def start(self) -> None:
         self._loop.start()
@@ -70,7 +68,7 @@ class DueTestLoop:
 
 
 class RetryScheduler(DueTestLoop):
-    name = "retry-scheduler"
+    name: ClassVar[str] = "retry-scheduler"
 
     async def run_once(self) -> int:
         """Send every due retry; returns how many were due."""

@@ -20,6 +20,12 @@ def create(
     subject: Annotated[str, typer.Argument(help="Who the token stands for (an integration or a user id).")],
     roles: Annotated[str, typer.Option(help="Comma-separated roles, e.g. integration or mailbox_owner.")],
     mailboxes: Annotated[str | None, typer.Option(help="Comma-separated mailbox ids it is granted.")] = None,
+    scopes: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated permissions it is limited to, e.g. mailboxes:read,mailboxes:write."
+        ),
+    ] = None,
     description: Annotated[str, typer.Option(help="What it is for.")] = "",
     ttl_days: Annotated[int, typer.Option(min=1, max=730, help="Days until it expires.")] = 90,
     as_json: JsonOut = False,
@@ -31,6 +37,7 @@ def create(
             "subject": subject,
             "roles": csv_list(roles) or [],
             "mailboxes": csv_list(mailboxes) or [],
+            "scopes": csv_list(scopes) or [],
             "description": description,
             "ttl_days": ttl_days,
         }

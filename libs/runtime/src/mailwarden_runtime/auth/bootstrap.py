@@ -17,7 +17,7 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client
 
-from mailwarden_runtime.auth.permissions import Role
+from mailwarden_runtime.auth.permissions import Permission, Role
 from mailwarden_runtime.auth.tokens import TokenStore, dump_token_file, new_token
 
 ADMIN_TTL = timedelta(days=365)
@@ -30,6 +30,7 @@ async def issue_token(
     *,
     ttl: timedelta = timedelta(days=1),
     mailboxes: list[str] | None = None,
+    scopes: list[Permission] | None = None,
     description: str = "",
     bucket: str = "MW_API_TOKENS",
 ) -> str:
@@ -42,6 +43,7 @@ async def issue_token(
             roles or [Role.SYSTEM_ADMIN],
             ttl=ttl,
             mailboxes=mailboxes,
+            scopes=scopes,
             description=description,
             created_by="bootstrap",
         )

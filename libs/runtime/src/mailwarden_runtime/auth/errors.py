@@ -10,8 +10,8 @@ class AuthError(DomainError):
 
     status = 401
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(type(self).status, detail)
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(type(self).status, detail, field)
 
 
 class Unauthenticated(AuthError):

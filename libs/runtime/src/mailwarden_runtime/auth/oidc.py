@@ -40,7 +40,10 @@ class OidcVerifier:
         self._settings = settings
         self._algorithms = list(settings.oidc_algorithms)
         self.jwks = jwks or JwksCache(
-            str(settings.oidc_jwks_url), ttl_s=settings.jwks_cache_s, timeout_s=settings.jwks_timeout_s
+            str(settings.oidc_jwks_url),
+            ttl_s=settings.jwks_cache_s,
+            timeout_s=settings.jwks_timeout_s,
+            allow_networks=settings.jwks_networks,
         )
 
     async def close(self) -> None:

@@ -22,9 +22,13 @@ class Principal:
     via: str = "jwt"
     grants: frozenset[Permission] = frozenset()
     """Permissions held on everything besides the roles' (a service asking another)."""
+    limit: frozenset[Permission] | None = None
+    """At most these permissions, whatever the roles grant (an API token's ``scopes``); None: no limit."""
 
     def scope(self, permission: Permission) -> Scope | None:
         """The widest scope any of the roles grants for ``permission`` (None: not granted)."""
+        if self.limit is not None and permission not in self.limit:
+            return None
         if permission in self.grants:
             return Scope.ALL
         scopes = {ROLE_PERMISSIONS[r].get(permission) for r in self.roles} - {None}

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mailwarden_runtime.egress.http import UrlRefused, parse_target
+from mailwarden_runtime.egress.policy import Network, NetworksText, parse_networks
+
 # Asymmetric signatures only: a verifier that accepts HS* can be fed a token signed with the
 # public key as an HMAC secret (key confusion); ``none`` is no signature at all.
 ALLOWED_ALGORITHMS = frozenset(
@@ -42,6 +45,14 @@ class AuthSettings(BaseSettings):
     jwks_timeout_s: float = Field(
         5.0, gt=0, le=30, description="Deadline of one JWKS fetch (connect, read, whole)."
     )
+    jwks_allow_networks: NetworksText = Field(
+        "",
+        description=(
+            "Private or loopback ranges the JWKS fetch may connect to, comma-separated (e.g. "
+            "`10.0.5.0/24` for an in-house identity provider). Unset: public addresses only, like "
+            "every outbound connection."
+        ),
+    )
     token_bucket: str = Field(
         "MW_API_TOKENS",
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
@@ -57,6 +68,16 @@ class AuthSettings(BaseSettings):
         False, description="Serve `/metrics` without a token (scrapers on a private network)."
     )
 
+    @field_validator("oidc_jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_target(value)
+            except UrlRefused as exc:
+                raise ValueError(f"oidc_jwks_url: {exc}") from None
+        return value
+
     @field_validator("oidc_algorithms")
     @classmethod
     def _asymmetric_only(cls, value: list[str]) -> list[str]:
@@ -66,6 +87,10 @@ class AuthSettings(BaseSettings):
         if not value:
             raise ValueError("at least one algorithm")
         return value
+
+    @property
+    def jwks_networks(self) -> list[Network]:
+        return parse_networks(self.jwks_allow_networks)
 
     @property
     def oidc_enabled(self) -> bool:

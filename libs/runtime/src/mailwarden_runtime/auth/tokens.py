@@ -33,7 +33,7 @@ from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 from mailwarden_runtime.auth.errors import AuthUnavailable, Unauthenticated
-from mailwarden_runtime.auth.permissions import Role
+from mailwarden_runtime.auth.permissions import ROLE_PERMISSIONS, Permission, Role
 from mailwarden_runtime.auth.principal import Principal
 
 PREFIX = "mwt_"
@@ -48,6 +48,9 @@ class TokenInfo(BaseModel):
     subject: str = Field(min_length=1, max_length=128)
     roles: list[Role] = Field(min_length=1)
     mailboxes: list[str] = []
+    scopes: list[Permission] = []
+    """At most these permissions of the roles' (e.g. ``mailboxes:write`` without ``mailboxes:approve``);
+    empty: everything the roles grant."""
     description: str = Field("", max_length=200)
     created_by: str = Field("", max_length=300)
     created_at: AwareDatetime
@@ -79,6 +82,7 @@ def new_token(
     *,
     ttl: timedelta,
     mailboxes: list[str] | None = None,
+    scopes: list[Permission] | None = None,
     description: str = "",
     created_by: str = "",
     now: datetime | None = None,
@@ -86,6 +90,8 @@ def new_token(
     """A fresh token: its text (give it to the caller once) and the record to store."""
     if ttl <= timedelta(0) or ttl > MAX_TTL:
         raise ValueError(f"a token lives between 1 s and {MAX_TTL.days} days")
+    if ungranted := ungranted_scopes(roles, scopes or []):
+        raise ValueError(f"scopes not granted by the roles: {', '.join(ungranted)}")
     now = now or datetime.now(UTC)
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
@@ -94,6 +100,7 @@ def new_token(
         subject=subject,
         roles=roles,
         mailboxes=sorted(set(mailboxes or [])),
+        scopes=sorted(set(scopes or [])),
         description=description,
         created_by=created_by,
         created_at=now,
@@ -101,6 +108,11 @@ def new_token(
         digest=_digest(secret),
     )
     return f"{PREFIX}{token_id}_{secret}", record
+
+
+def ungranted_scopes(roles: list[Role], scopes: list[Permission]) -> list[Permission]:
+    """The scopes none of ``roles`` grants: a scope narrows a token, it never widens it."""
+    return [s for s in scopes if not any(s in ROLE_PERMISSIONS[r] for r in roles)]
 
 
 def looks_like_api_token(text: str) -> bool:
@@ -120,6 +132,7 @@ def principal_for(record: TokenRecord, secret: str, now: datetime) -> Principal:
         roles=frozenset(record.roles),
         mailboxes=frozenset(record.mailboxes),
         via="token",
+        limit=frozenset(record.scopes) if record.scopes else None,
     )
 
 

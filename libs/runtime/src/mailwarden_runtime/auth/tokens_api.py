@@ -11,8 +11,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from mailwarden_runtime.auth.context import current_actor
-from mailwarden_runtime.auth.permissions import Role
-from mailwarden_runtime.auth.tokens import TokenInfo, TokenStore, new_token
+from mailwarden_runtime.auth.permissions import Permission, Role
+from mailwarden_runtime.auth.tokens import TokenInfo, TokenStore, new_token, ungranted_scopes
 from mailwarden_runtime.http import DomainError
 
 Subject = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@:-]{1,128}$")]
@@ -25,6 +25,13 @@ class TokenCreate(BaseModel):
     roles: list[Role] = Field(min_length=1, description="Roles granted (see docs/access.md).")
     mailboxes: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] = Field(
         default_factory=list, max_length=1000, description="Mailbox ids an integration or owner may act on."
+    )
+    scopes: list[Permission] = Field(
+        default_factory=list,
+        description=(
+            "At most these permissions of the roles' (e.g. `mailboxes:write` without "
+            "`mailboxes:approve`); empty: everything the roles grant."
+        ),
     )
     description: str = Field("", max_length=200)
     ttl_days: int = Field(90, ge=1, le=730, description="Days until the token expires.")
@@ -59,11 +66,15 @@ class TokenAdmin:
         self.store = store
 
     async def create(self, req: TokenCreate) -> TokenCreated:
+        for i, scope in enumerate(req.scopes):
+            if ungranted_scopes(req.roles, [scope]):
+                raise DomainError(422, f"{scope} is not granted by the token's roles", f"scopes.{i}")
         text, record = new_token(
             req.subject,
             req.roles,
             ttl=timedelta(days=req.ttl_days),
             mailboxes=req.mailboxes,
+            scopes=req.scopes,
             description=req.description,
             created_by=current_actor() or "",
         )

@@ -25,6 +25,8 @@ class PreferencesDoc(Stored):
     """``None``: the service's default levels."""
     email: str | None = None
     """``None``: the owner's address from the alert."""
+    updated_by: str = ""
+    """Who set them last (``token:<sub>`` / ``jwt:<sub>``)."""
 
 
 class EmailItem(Queued, AlertText):
@@ -53,7 +55,9 @@ class PreferenceStore:
 
     async def save_preferences(self, prefs: PreferencesDoc) -> PreferencesDoc:
         await self.prefs.update_one(
-            {"_id": prefs.id}, {"$set": prefs.stored(include={"email_levels", "email"})}, upsert=True
+            {"_id": prefs.id},
+            {"$set": prefs.stored(include={"email_levels", "email", "updated_by"})},
+            upsert=True,
         )
         return await self.preferences(prefs.id) or prefs
 

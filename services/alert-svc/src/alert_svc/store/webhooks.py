@@ -31,6 +31,8 @@ class WebhookDoc(Stored):
     levels: list[AlertLevel] = Field(default_factory=list)
     secret: SealedSecret
     created_at: datetime
+    created_by: str = ""
+    """Who registered it (``token:<sub>`` / ``jwt:<sub>``): the audit of where alerts go."""
 
 
 class Attempt(BaseModel):
