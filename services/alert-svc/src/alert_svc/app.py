@@ -5,6 +5,8 @@ Run with ``uvicorn --factory alert_svc.app:create_app``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI
 
 from alert_svc.api import serve_operations
@@ -21,6 +23,7 @@ from alert_svc.store import Stores
 from alert_svc.store.episodes import EndedEpisodes
 from alert_svc.sync_alerts import SyncAlerts
 from contracts.email import MailboxSyncFailed, MailboxSyncRecovered
+from contracts.envelope import Envelope
 from contracts.events import (
     AlertRaised,
     EmailSettingsChanged,
@@ -36,6 +39,7 @@ from mailwarden_runtime.consumer import ConsumerOptions
 from mailwarden_runtime.service import ServiceRuntime
 
 NAME = "alert-svc"
+STATUS_BATCH = 64
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,12 +55,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     webhooks = WebhookWorker(stores.webhooks, settings, keys, egress)
     enqueuer = ChannelEnqueuer(stores, settings, email, webhooks)
 
-    async def on_status(envelope: object) -> None:
-        await processor.handle(envelope)  # type: ignore[arg-type]
+    async def on_status(envelope: Envelope[MailboxStatusChanged]) -> None:
+        await processor.handle(envelope)
         runtime.wake_relay()
 
-    # One worker: the processor's count-then-decide steps must not interleave (see StatusProcessor).
-    runtime.consume(MailboxStatusChanged, "alert-svc-status", on_status, ConsumerOptions(max_workers=1))
+    async def on_statuses(envelopes: Sequence[Envelope[MailboxStatusChanged]]) -> None:
+        await processor.handle_batch(envelopes)
+        runtime.wake_relay()
+
+    # One worker: the processor's count-then-decide steps must not interleave (see StatusProcessor);
+    # what is waiting (up to 64) is handled as one batch (a job's results come in bursts).
+    runtime.consume(
+        MailboxStatusChanged,
+        "alert-svc-status",
+        on_status,
+        ConsumerOptions(max_workers=1, batch_size=STATUS_BATCH),
+        batch_handler=on_statuses,
+    )
     runtime.consume(EmailSettingsChanged, "alert-svc-settings", read_models.settings_changed)
     runtime.consume(ProfileCreated, "alert-svc-profiles", read_models.profile_saved)
     runtime.consume(ProfileUpdated, "alert-svc-profiles-updated", read_models.profile_saved)
