@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rings,
         envelop,
         runtime.wake_relay,
+        runtime.publish,
         runtime.instance,
         settings.job_batch_size,
         settings.job_max_in_flight,

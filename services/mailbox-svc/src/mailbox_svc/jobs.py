@@ -1,8 +1,12 @@
 """Test & Enable all mailboxes of a profile, as a stored job expanded in batches in the background.
 
 The job document is the truth: its cursor says how far it has expanded, so a restart resumes where
-it stopped; test ids are derived from (job, mailbox), so a batch expanded twice asks once. Counts of
-results come from the stored test runs. The job never has more than ``max_in_flight`` tests without
+it stopped. A batch's TestRequested events are published straight to JetStream, not written to the
+mailboxes (one document update per test less): test and event ids are derived from (job, mailbox),
+so a batch published again after a crash is dropped by JetStream's duplicate window, and a test that
+ran twice anyway (a re-publish after the window) is stored and applied once, by its test id. The
+cursor moves only after every event of the batch is stored. Counts of results come from the
+stored test runs. The job never has more than ``max_in_flight`` tests without
 a result, nor more than twice what its profile's servers take at once, so thousands of mailboxes
 do not flood the testers and a dead server's job does not queue ahead of everyone else's tests;
 cancelling stops the expansion and publishes the summary at once.
@@ -10,9 +14,10 @@ cancelling stops the expansion and publishes the summary at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +30,7 @@ from mailbox_svc.jobqueue import JobMailboxIds
 from mailbox_svc.models import JobView
 from mailbox_svc.profiles import ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import Repository
-from mailbox_svc.testing import Rings, TestRefused, build_request, job_test_id, pending_fields
+from mailbox_svc.testing import Rings, TestRefused, build_request, job_test_id
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.mongo import Document
@@ -46,6 +51,7 @@ class JobRunner:
         rings: Rings,
         envelop: Callable[[Event], Envelope[Any]],
         wake_relay: Callable[[], None],
+        publish: Callable[[Envelope[Any]], Awaitable[object]],
         instance: str,
         batch_size: int,
         max_in_flight: int,
@@ -57,6 +63,7 @@ class JobRunner:
         self.rings = rings
         self.envelop = envelop
         self.wake_relay = wake_relay
+        self.publish = publish
         self.instance = instance
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
@@ -279,7 +286,7 @@ class JobRunner:
         except ProfileUnavailable:
             return False  # not known yet whether it exists: the next pass asks again
         now = utcnow()
-        ops: list[tuple[Document, Document]] = []
+        requests: list[Envelope[Any]] = []
         refused: dict[str, int] = {}
         for doc in batch:
             test_id = job_test_id(job.id, doc.id)
@@ -289,16 +296,12 @@ class JobRunner:
                 refused[exc.code] = refused.get(exc.code, 0) + 1
                 continue
             event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"mailwarden-test-requested:{test_id}")
-            env = self.envelop(req).model_copy(update={"id": event_id})
-            update = with_outbox(
-                {"$set": {**pending_fields(req), "updated_at": now}, "$inc": {"version": 1}},
-                [outbox_entry(env)],
-            )
-            q = {"_id": doc.id, "pending_test_id": {"$ne": test_id}, "last_test_id": {"$ne": test_id}}
-            ops.append((q, update))
-        await self.repo.bulk_update(ops)
-        inc: Document = {"requested": len(ops), **{f"refused.{k}": v for k, v in refused.items()}}
-        new_progress = progress.model_copy(update={"requested": job.requested + len(ops)})
+            requests.append(self.envelop(req).model_copy(update={"id": event_id}))
+        sent = await asyncio.gather(*(self.publish(env) for env in requests), return_exceptions=True)
+        if failed := next((r for r in sent if isinstance(r, BaseException)), None):
+            raise failed  # the cursor stays: the next pass publishes the batch again (de-duplicated)
+        inc: Document = {"requested": len(requests), **{f"refused.{k}": v for k, v in refused.items()}}
+        new_progress = progress.model_copy(update={"requested": job.requested + len(requests)})
         progress_event = TestJobProgress(
             job_id=job.id, profile_id=job.profile_id, state="running", progress=new_progress
         )
