@@ -210,14 +210,26 @@ class JobRunner:
             if progress.done >= job.requested:
                 await self._finish(job, "completed")
         await self._report_progress()
-        for job_id in await self.repo.expanding_job_ids():
-            while True:
-                now = utcnow()
-                claimed = await self.repo.claim_job(
-                    job_id, self.instance, now, now + timedelta(seconds=LEASE_S)
-                )
-                if claimed is None or not await self._expand(claimed):
-                    break  # done, taken by another replica, or waiting for results (a result wakes us)
+        for job in await self.repo.expanding_jobs():
+            next_job: JobDoc | None = job
+            while next_job is not None:
+                claimed = await self._claim(next_job)
+                # None: done, taken by another replica, or waiting for results (a result wakes us)
+                next_job = None if claimed is None else await self._expand(claimed)
+
+    async def _claim(self, job: JobDoc) -> JobDoc | None:
+        """The job to expand under our lease, or None (no room for tests now, or another's lease).
+
+        Written only when needed: a job with no room waits without a write, and a lease of ours
+        with more than half its time left is used as it is (each expansion renews it).
+        """
+        now = utcnow()
+        ours = job.lease_owner == self.instance and job.lease_until is not None
+        if ours and job.lease_until is not None and job.lease_until - now > timedelta(seconds=LEASE_S / 2):
+            return job
+        if await self._room(job, await self._progress(job)) <= 0:
+            return None
+        return await self.repo.claim_job(job.id, self.instance, now, now + timedelta(seconds=LEASE_S))
 
     async def _report_progress(self) -> None:
         """A TestJobProgress per job whose counters moved, at most one per job every PROGRESS_EVERY_S.
@@ -259,13 +271,17 @@ class JobRunner:
             return self.max_in_flight
         return min(self.max_in_flight, 2 * profile.advanced.max_concurrent_connections)
 
-    async def _expand(self, job: JobDoc) -> bool:
-        """Request one batch; False when the job must wait for results before going on."""
-        progress = await self._progress(job)
+    async def _room(self, job: JobDoc, progress: JobProgress) -> int:
+        """How many more tests the job may request now (see :meth:`in_flight_cap`)."""
         known = await self.repo.read.get_profile(job.profile_id)  # the read model: its limits
-        room = self.in_flight_cap(known) - (job.requested - progress.done)
+        return self.in_flight_cap(known) - (job.requested - progress.done)
+
+    async def _expand(self, job: JobDoc) -> JobDoc | None:
+        """Request one batch; the job to go on with, or None when done or waiting for results."""
+        progress = await self._progress(job)
+        room = await self._room(job, progress)
         if room <= 0:
-            return False
+            return None
         ids = await self.queued.next(job, min(room, self.batch_size))
         if not ids:
             self.queued.forget(job.id)
@@ -274,7 +290,7 @@ class JobRunner:
             )
             if done is not None and progress.done >= done.requested:
                 await self._finish(done, "completed")
-            return True
+            return None
         found = await self.repo.get_many(ids)
         # what the ids were read for may have changed meanwhile: only the profile's active mailboxes
         batch = [
@@ -284,7 +300,7 @@ class JobRunner:
         try:
             profile = await self.profiles.find(job.profile_id, with_login=True)
         except ProfileUnavailable:
-            return False  # not known yet whether it exists: the next pass asks again
+            return None  # not known yet whether it exists: the next pass asks again
         now = utcnow()
         requests: list[Envelope[Any]] = []
         refused: dict[str, int] = {}
@@ -316,4 +332,4 @@ class JobRunner:
             ),
         )
         self.wake_relay()
-        return updated is not None
+        return updated

@@ -249,9 +249,9 @@ class Repository:
             )
         )
 
-    async def expanding_job_ids(self) -> list[str]:
-        docs = await self.jobs.find({"state": "running", "expanded": False}, {"_id": 1}).to_list(None)
-        return [d["_id"] for d in docs]
+    async def expanding_jobs(self) -> list[JobDoc]:
+        docs = await self.jobs.find({"state": "running", "expanded": False}, {"outbox": 0}).to_list(None)
+        return [JobDoc.model_validate(d) for d in docs]
 
     async def claim_job(
         self, job_id: str, instance: str, now: datetime, lease_until: datetime
