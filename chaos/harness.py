@@ -292,7 +292,7 @@ class System:
         async def known() -> bool:
             docs = [
                 await self.db("mailbox-svc").settings.find_one({"_id": "org"}),
-                await self.db("alert-svc").org_settings.find_one({"_id": "org"}),
+                await self.db("alert-svc").settings.find_one({"_id": "org"}),
             ]
             return all(d is not None and d.get("version", 0) >= (version or 0) for d in docs)
 

@@ -70,7 +70,7 @@ async def stores(mongo_uri: str) -> AsyncIterator[Callable[[], Any]]:
         made = Stores.on(client[names[-1]])
         await made.ensure_indexes()
         levels = ["error", "warning", "information"]
-        await made.read_models.save_settings(SettingsSnapshot(alert_levels=levels, version=1))
+        await made.read_models.models.put_settings(SettingsSnapshot(alert_levels=levels, version=1))
         return made
 
     yield make

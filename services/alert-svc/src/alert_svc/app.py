@@ -24,18 +24,10 @@ from alert_svc.store.episodes import EndedEpisodes
 from alert_svc.sync_alerts import SyncAlerts
 from contracts.email import MailboxSyncFailed, MailboxSyncRecovered
 from contracts.envelope import Envelope
-from contracts.events import (
-    AlertRaised,
-    EmailSettingsChanged,
-    MailboxCreated,
-    MailboxStatusChanged,
-    MailboxUpdated,
-    ProfileCreated,
-    ProfileDeleted,
-    ProfileUpdated,
-)
+from contracts.events import AlertRaised, MailboxCreated, MailboxStatusChanged, MailboxUpdated
 from contracts.subjects import ALERTS
 from mailwarden_runtime.consumer import ConsumerOptions
+from mailwarden_runtime.readmodels import follow
 from mailwarden_runtime.service import ServiceRuntime
 
 NAME = "alert-svc"
@@ -72,17 +64,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ConsumerOptions(max_workers=1, batch_size=STATUS_BATCH),
         batch_handler=on_statuses,
     )
-    runtime.consume(EmailSettingsChanged, "alert-svc-settings", read_models.settings_changed)
-    runtime.consume(ProfileCreated, "alert-svc-profiles", read_models.profile_saved)
-    runtime.consume(ProfileUpdated, "alert-svc-profiles-updated", read_models.profile_saved)
-    runtime.consume(ProfileDeleted, "alert-svc-profiles-deleted", read_models.profile_deleted)
+    # Profiles and the org's settings: the shared read model (alert-svc-profile-created, ...-settings).
+    follow(runtime, stores.read_models.models, mailboxes=False, after=read_models.shared_changed)
     runtime.consume(MailboxCreated, "alert-svc-mailboxes", read_models.mailbox_saved)
     runtime.consume(MailboxUpdated, "alert-svc-mailboxes-updated", read_models.mailbox_saved)
     sync_alerts = SyncAlerts(stores.alerts, EndedEpisodes(runtime.db), cache)
     one = ConsumerOptions(max_workers=1)  # a code change counts on the alert the first failure opened
     runtime.consume(MailboxSyncFailed, "alert-svc-sync-failed", sync_alerts.failed, one)
     runtime.consume(MailboxSyncRecovered, "alert-svc-sync-recovered", sync_alerts.recovered, one)
-    runtime.consume(AlertRaised, "alert-svc-channels", enqueuer.handle, subject=f"{ALERTS}.>")
+    # Every published alert: what is waiting (up to 64) in one call, one read of the webhooks.
+    runtime.consume(
+        AlertRaised,
+        "alert-svc-channels",
+        enqueuer.handle,
+        ConsumerOptions(batch_size=STATUS_BATCH),
+        subject=f"{ALERTS}.>",
+        batch_handler=enqueuer.handle_batch,
+    )
 
     ops = Operations(stores, keys, egress)
     routes = serve_operations(runtime, ops, settings)
