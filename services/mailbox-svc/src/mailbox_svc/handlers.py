@@ -48,14 +48,15 @@ class Handlers:
         retry: RetryPolicy,
         envelop: Callable[[Event, str | None], Envelope[Any]],
         wake_relay: Callable[[], None],
-        on_job_result: Callable[[str], None],
+        on_job_results: Callable[[dict[str, dict[str, int]]], None],
         rng: random.Random | None = None,
     ) -> None:
         self.repo = repo
         self.retry = retry
         self.envelop = envelop
         self.wake_relay = wake_relay
-        self.on_job_result = on_job_result
+        self.on_job_results = on_job_results
+        """Newly stored results per job and outcome: the job runner counts them (jobs.py)."""
         self.rng = rng or random.Random()
 
     async def test_completed(self, env: Envelope[TestCompleted]) -> None:
@@ -72,9 +73,7 @@ class Handlers:
         stored = await self.repo.record_run(run)
         job_id = self._job_of(doc, result)
         if job_id:
-            if stored:
-                await self.repo.count_job_results({job_id: {run.outcome: 1}}, now)
-            self.on_job_result(job_id)
+            self.on_job_results({job_id: {run.outcome: 1} if stored else {}})
         for _ in range(MAX_RACES):
             if doc is None or decision is None:
                 log.debug("result is not the pending test: stored only", extra={"test_id": result.test_id})
@@ -129,15 +128,13 @@ class Handlers:
                 query = {"_id": mailbox_id, "version": doc.version, "pending_test_id": doc.pending_test_id}
                 ops.append((query, self._update(env, decision, now)))
                 applied.append((env.data, decision))
-        counts: dict[str, dict[str, int]] = {}
+        counts: dict[str, dict[str, int]] = {job_id: {} for job_id in jobs}
         for run in await self.repo.record_runs(runs):
             if run.job_id:
                 by_outcome = counts.setdefault(run.job_id, {})
                 by_outcome[run.outcome] = by_outcome.get(run.outcome, 0) + 1
-        await self.repo.count_job_results(counts, now)
         modified = await self.repo.bulk_update(ops)
-        for job_id in jobs:
-            self.on_job_result(job_id)
+        self.on_job_results(counts)
         if ops:
             self.wake_relay()
         if modified != len(ops):

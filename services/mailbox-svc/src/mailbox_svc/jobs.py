@@ -69,6 +69,7 @@ class JobRunner:
         self.max_in_flight = max_in_flight
         self.poll_s = poll_s
         self._moved: set[str] = set()  # jobs whose counters moved since their last progress event
+        self._uncounted: dict[str, dict[str, int]] = {}  # results stored, not yet in the job's counters
         self.queued = JobMailboxIds(repo)
         self._loop = BackgroundLoop(
             "job-runner", self._pass, poll_s, min_pause_s=min(poll_s, MIN_PASS_INTERVAL_S)
@@ -157,6 +158,7 @@ class JobRunner:
 
     async def _finish(self, job: JobDoc, state: JobState) -> JobDoc | None:
         """Close a running job with its summary event; only one caller wins."""
+        self._uncounted.pop(job.id, None)  # the exact count below reads every stored run
         progress = await self._progress(job, exact=True)
         now = utcnow()
         summary = TestJobCompleted(
@@ -205,11 +207,11 @@ class JobRunner:
 
     async def run_once(self) -> None:
         """Expand what can be expanded now, close jobs whose results are all in, report progress."""
+        await self._report_progress()  # first: it adds the results counted since the last pass
         for job in await self.repo.open_jobs():
             progress = await self._progress(job)
             if progress.done >= job.requested:
                 await self._finish(job, "completed")
-        await self._report_progress()
         for job in await self.repo.expanding_jobs():
             next_job: JobDoc | None = job
             while next_job is not None:
@@ -231,34 +233,67 @@ class JobRunner:
             return None
         return await self.repo.claim_job(job.id, self.instance, now, now + timedelta(seconds=LEASE_S))
 
+    def count(self, results: dict[str, dict[str, int]]) -> None:
+        """Newly stored results (job id -> outcome -> how many): added to the jobs' counters by the
+        next progress write (at most one per job and second), not one write per result batch.
+
+        Held in memory until then: a crash loses them from the counters, not from the stored runs,
+        and the counters are recounted from the runs when they stay behind (:meth:`_results`).
+        """
+        for job_id, by_outcome in results.items():
+            held = self._uncounted.setdefault(job_id, {})
+            for outcome, n in by_outcome.items():
+                held[outcome] = held.get(outcome, 0) + n
+            self.wake(job_id)
+
     async def _report_progress(self) -> None:
-        """A TestJobProgress per job whose counters moved, at most one per job every PROGRESS_EVERY_S.
+        """One write per job whose counters moved, at most one per job every PROGRESS_EVERY_S: the
+        results counted since the last one, and a TestJobProgress when what it shows changed.
 
         Subscribers then see what ``GET /jobs/{id}`` shows, also for a cancelled job whose started
-        tests finish. A job not reported now (too soon) stays marked for the next pass.
+        tests finish. A job not reported now (too soon) stays marked, and the loop comes back.
         """
         moved, self._moved = self._moved, set()
         now = utcnow()
         for job_id in moved:
+            held = self._uncounted.pop(job_id, {})
             job = await self.repo.get_job(job_id)
             if job is None or job.state == "completed":
                 continue  # the summary said it all
             last_at = job.progress_at
             if last_at is not None and now - last_at < timedelta(seconds=PROGRESS_EVERY_S):
-                self._moved.add(job_id)
+                self._hold(job_id, held)
+                self._loop.wake()  # come back once the second is over
                 continue
-            progress = await self._progress(job)
-            if progress == job.progress_sent:
+            counted = dict(job.results or {})
+            for outcome, n in held.items():
+                counted[outcome] = counted.get(outcome, 0) + n
+            progress = await self._progress(job.model_copy(update={"results": counted}))
+            changes: Document = {"$set": {"progress_sent": progress.model_dump(), "progress_at": now}}
+            if held:
+                changes["$inc"] = {f"results.{k}": n for k, n in held.items()}
+                changes["$set"]["results_at"] = now
+            events = []
+            if progress != job.progress_sent:
+                event = TestJobProgress(
+                    job_id=job_id, profile_id=job.profile_id, state=job.state, progress=progress
+                )
+                events.append(outbox_entry(self.envelop(event)))
+            elif not held:
                 continue
-            event = TestJobProgress(
-                job_id=job_id, profile_id=job.profile_id, state=job.state, progress=progress
+            updated = await self.repo.update_job(
+                {"_id": job_id, "state": job.state}, with_outbox(changes, events)
             )
-            update = with_outbox(
-                {"$set": {"progress_sent": progress.model_dump(), "progress_at": now}},
-                [outbox_entry(self.envelop(event))],
-            )
-            if await self.repo.update_job({"_id": job_id, "state": job.state}, update) is not None:
+            if updated is None:
+                self._hold(job_id, held)  # its state moved meanwhile: the next pass sees it
+            elif events:
                 self.wake_relay()
+
+    def _hold(self, job_id: str, held: dict[str, int]) -> None:
+        """Keep counts for the next pass (and the job marked as moved)."""
+        self._moved.add(job_id)
+        if held:
+            self.count({job_id: held})
 
     def in_flight_cap(self, profile: ProfileSnapshot | None) -> int:
         """Tests of one job without a result: what its servers can take, twice, at most ``max_in_flight``.
