@@ -22,6 +22,7 @@ from pymongo import AsyncMongoClient
 from alert_svc.config import Settings
 from alert_svc.processor import StatusProcessor
 from alert_svc.store import Stores
+from alert_svc.store.alerts import AlertDoc
 from contracts.envelope import Envelope, make_envelope
 from contracts.errors import ErrorCode, WarningCode
 from contracts.events import MailboxStatusChanged, SettingsSnapshot
@@ -81,6 +82,7 @@ async def stores(mongo_uri: str) -> AsyncIterator[Callable[[], Any]]:
 
 async def stored(s: Stores) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     alerts = await s.alerts.alerts.find({}).sort("_id", 1).to_list(None)
+    alerts += await s.alerts.occurrences.find({}).sort("_id", 1).to_list(None)
     for alert in alerts:
         # each event as published, but the moment it was made
         for key in ("outbox_since", "outbox_at"):  # when the relay should look (either relay mode)
@@ -107,9 +109,52 @@ async def test_batches_store_what_one_by_one_stores(stores: Callable[[], Any], s
     expected, got = await stored(one), await stored(batched)
     assert [a["_id"] for a in got[0]] == [a["_id"] for a in expected[0]]
     assert got == expected
-    walls = {a["recipient_key"] for a in got[0]}
+    walls = {a["recipient_key"] for a in got[0] if "recipient_key" in a}
     assert walls == {"user:u1", "user:u2", f"user:{PROFILE_OWNER.id}"}
-    by_code = {(a["code"], a["state"]) for a in got[0]}
+    by_code = {(a["code"], a["state"]) for a in got[0] if "code" in a}
     assert ("dns_nxdomain", "open") in by_code and ("weak_tls", "resolved") in by_code
-    [info_a] = [a for a in got[0] if a["mailbox_id"] == "a" and a["code"] == "mailbox_enabled"]
-    assert info_a["count"] == 3 and info_a["last_test_id"] == "t3-a"
+    [info_a] = [a for a in got[0] if a.get("mailbox_id") == "a" and a.get("code") == "mailbox_enabled"]
+    assert info_a["count"] == 1  # its repeats are inserted occurrences, added in by every reader:
+    [seen] = await batched.alerts.with_tails([AlertDoc.model_validate(info_a)])
+    assert seen.count == 3 and seen.last_test_id == "t3-a" and seen.tail == ["t2-a", "t3-a"]
+
+
+async def test_repeats_are_inserted_occurrences_folded_every_twenty(stores: Callable[[], Any]) -> None:
+    """A repeat that changes only the count is an insert; the alert is updated every 20 and on its
+    resolution; every reader sees the count as it is, and a redelivered test counts once."""
+    s = await stores()
+    processor = StatusProcessor(s, Settings(dev_mode=True, log_setup=False))
+    ref = mailbox_ref("a", user("u1"))
+    envs = [
+        make_envelope(
+            succeeded(ref, f"t{n}"), "test", occurred_at=occurrence_at(n), event_id=uuid.UUID(int=n)
+        )
+        for n in range(1, 27)
+    ]
+    for env in envs:
+        await processor.handle_batch([env])
+    await processor.handle_batch([envs[9], envs[24]])  # redelivered: one folded, one in the tail
+    [stored_doc] = await s.alerts.alerts.find({}).to_list(None)
+    assert stored_doc["count"] == 21 and len(stored_doc["occurrences"]) == 20  # folded at the 21st
+    assert await s.alerts.occurrences.count_documents({}) == 19 + 5
+    [alert] = await s.alerts.find_alerts({}, 10)
+    assert (alert.count, alert.last_test_id, alert.last_seen) == (26, "t26", occurrence_at(26))
+    events = [
+        json.loads(o["outbox"][0]["body"])["data"] for o in await s.alerts.occurrences.find().to_list(None)
+    ]
+    assert sorted(e["count"] for e in events) == [*range(2, 21), *range(22, 27)]
+    # An error repeated with the same text, then resolved by a success: the tail is folded in.
+    other = mailbox_ref("b", user("u1"))
+    retry_at = T0 + timedelta(hours=1)
+    for n in range(30, 33):
+        error = failed(other, f"t{n}", ErrorCode.AUTH_FAILED, retry_at=retry_at)
+        await processor.handle_batch([make_envelope(error, "test", occurred_at=occurrence_at(n))])
+    await processor.handle_batch(
+        [make_envelope(succeeded(other, "t33"), "test", occurred_at=occurrence_at(33))]
+    )
+    resolved = await s.alerts.alerts.find({"state": "resolved", "mailbox_id": "b"}).to_list(None)
+    assert resolved and all(r["count"] == 3 and len(r["occurrences"]) == 3 for r in resolved)
+
+
+def occurrence_at(n: int) -> datetime:
+    return T0 + timedelta(minutes=n)

@@ -20,6 +20,7 @@ from alert_svc.processor import StatusProcessor
 from alert_svc.readcache import ReadModelCache
 from alert_svc.store import ALERTS as ALERTS_COLLECTION
 from alert_svc.store import Stores
+from alert_svc.store.alerts import OCCURRENCES
 from alert_svc.store.episodes import EndedEpisodes
 from alert_svc.sync_alerts import SyncAlerts
 from contracts.email import MailboxSyncFailed, MailboxSyncRecovered
@@ -37,7 +38,7 @@ STATUS_BATCH = 64
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keys = settings.webhook_key_ring()  # refuses to start without keys outside dev mode
-    runtime = ServiceRuntime(NAME, settings, outbox_collections=[ALERTS_COLLECTION])
+    runtime = ServiceRuntime(NAME, settings, outbox_collections=[ALERTS_COLLECTION, OCCURRENCES])
     stores = Stores.on(runtime.db)
     cache = ReadModelCache(stores.read_models, settings.alert_read_model_ttl_s)
     processor = StatusProcessor(stores, settings, cache)
