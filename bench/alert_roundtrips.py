@@ -35,8 +35,18 @@ from alert_svc.processor import StatusProcessor
 from alert_svc.store import Stores
 from contracts.envelope import Envelope, make_envelope
 from contracts.errors import CATALOG, ErrorCode, WarningCode
-from contracts.events import MailboxStatusChanged
-from contracts.models import MailboxRef, Owner, OwnerKind, TestError, TestStatus, TestWarning
+from contracts.events import MailboxStatusChanged, ProfileSnapshot
+from contracts.models import (
+    Endpoint,
+    IncomingProtocol,
+    MailboxRef,
+    Owner,
+    OwnerKind,
+    TestError,
+    TestStatus,
+    TestWarning,
+    TlsMode,
+)
 from mailwarden_runtime.mongo import database_name
 from mailwarden_servers import MongoWireServer, NatsServer
 
@@ -154,13 +164,18 @@ def scenarios(n: int) -> list[Scenario]:
 
 async def seed(stores: Stores, n: int) -> None:
     """The read models as profile-svc and mailbox-svc events left them."""
+    endpoint = Endpoint(host="mail.example.com", port=993, tls=TlsMode.IMPLICIT)
     for profile, count in (("bench", n), ("small", 4)):
-        fields = {
-            "name": f"Profile {profile}",
-            "owner": ADMIN.model_dump(mode="json"),
-            "majority_email": False,
-        }
-        await stores.read_models.save_profile(profile, 1, fields)
+        snapshot = ProfileSnapshot(
+            profile_id=profile,
+            name=f"Profile {profile}",
+            owner=ADMIN,
+            incoming_protocol=IncomingProtocol.IMAP,
+            incoming=endpoint,
+            outgoing=endpoint,
+            updated_at=datetime.now(UTC),
+        )
+        await stores.read_models.models.put_profile(snapshot)
         for i in range(count):
             await stores.read_models.save_mailbox(ref(i, profile).mailbox_id, 1, profile, True)
 

@@ -27,6 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pymongo import AsyncMongoClient
 
 from contracts.subjects import STREAMS
+from mailbox_svc.testing import job_test_id
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.changes import unpublished
@@ -294,7 +295,7 @@ class System:
         async def known() -> bool:
             docs = [
                 await self.db("mailbox-svc").settings.find_one({"_id": "org"}),
-                await self.db("alert-svc").org_settings.find_one({"_id": "org"}),
+                await self.db("alert-svc").settings.find_one({"_id": "org"}),
             ]
             return all(d is not None and d.get("version", 0) >= (version or 0) for d in docs)
 
@@ -400,15 +401,22 @@ class System:
         return f"mailboxes {dict(states)}; jobs {jobs}; consumer backlog {backlog}; trail {trail}"
 
     async def _trail_of_pending(self, profile_id: str, most: int = 3) -> dict[str, list[str]]:
-        """For a few mailboxes still waiting on a test: which events of that test reached the bus."""
+        """For a few mailboxes still waiting on a test: which events of that test reached the bus.
+
+        A test is pending on the mailbox, or is its running job's (jobs do not record their tests
+        on the mailboxes; the test id is derived from job and mailbox).
+        """
+        db = self.db("mailbox-svc")
         waiting = [
             str(d["pending_test_id"])
-            async for d in self.db("mailbox-svc")
-            .mailboxes.find(
+            async for d in db.mailboxes.find(
                 {"profile_id": profile_id, "pending_test_id": {"$ne": None}}, {"pending_test_id": 1}
-            )
-            .limit(most)
+            ).limit(most)
         ]
+        async for job in db.jobs.find({"profile_id": profile_id, "state": "running"}, {"_id": 1}):
+            untested = {"profile_id": profile_id, "pending_test_id": None, "last_test_completed_at": None}
+            async for d in db.mailboxes.find(untested, {"_id": 1}).limit(most):
+                waiting.append(job_test_id(str(job["_id"]), str(d["_id"])))
         if not waiting:
             return {}
         trail: dict[str, list[str]] = {test_id: [] for test_id in waiting}

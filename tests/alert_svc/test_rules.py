@@ -23,7 +23,7 @@ from mailwarden_servers import eventually
 
 async def _settings_applied(h: Any, version: int) -> None:
     async def check() -> bool:
-        doc = await h.db["org_settings"].find_one({"_id": "org"})
+        doc = await h.db["settings"].find_one({"_id": "org"})
         return bool(doc and doc["version"] == version)
 
     await eventually(check, what=f"settings v{version}")

@@ -129,6 +129,7 @@ def completed_for(
         outgoing=results.get("outgoing"),
         started_at=now,
         finished_at=now,
+        requested_at=req.requested_at,
         tester="fake-tester",
     )
 

@@ -20,7 +20,9 @@ from contracts.models import (
     TlsMode,
 )
 from mailbox_svc.documents import MailboxDoc
+from mailbox_svc.handlers import applies
 from mailbox_svc.policy import RetryPolicy, decide, outcome
+from mailbox_svc.testing import job_test_id
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -179,3 +181,25 @@ def test_a_login_paused_by_the_breaker_is_retried_when_logins_resume() -> None:
     early = completed_for(request(), incoming=ErrorCode.AUTH_BREAKER_OPEN)  # no resume time: the usual delay
     d = decide(doc(), early, SettingsSnapshot(), POLICY, NOW, random.Random(1))
     assert d.updates["next_retry_at"] < NOW + timedelta(seconds=331)
+
+
+def test_a_jobs_result_applies_once_unless_something_superseded_it() -> None:
+    """A job's tests are not recorded on the mailbox (jobs.py): what decides is the result itself."""
+    job_test = job_test_id("job1", "m1")
+    req = request().model_copy(update={"test_id": job_test, "job_id": "job1"})
+    result = completed_for(req)
+    idle = doc(pending_attempt=None)
+    assert applies(idle, result)
+    assert not applies(idle.model_copy(update={"last_test_id": job_test}), result)  # applied already
+    later = result.finished_at + timedelta(seconds=1)
+    assert not applies(idle.model_copy(update={"last_test_completed_at": later}), result)  # a newer test
+    assert not applies(idle.model_copy(update={"pending_test_id": "t-single"}), result)  # that one applies
+    reset_after = idle.model_copy(update={"tests_reset_at": NOW + timedelta(seconds=1)})
+    assert not applies(reset_after, result)  # the server changed after the request: about the old one
+    assert applies(idle.model_copy(update={"tests_reset_at": NOW - timedelta(seconds=1)}), result)
+    assert not applies(reset_after, result.model_copy(update={"requested_at": None}))
+    forged = completed_for(request().model_copy(update={"test_id": "t-other", "job_id": "job1"}))
+    assert not applies(idle, forged)  # not the job's test of this mailbox
+    single = completed_for(request())
+    assert applies(idle.model_copy(update={"pending_test_id": "t1"}), single)
+    assert not applies(idle, single)  # a single test applies only while pending

@@ -80,7 +80,24 @@ def parse_envelope(raw: bytes | str, expected: type[E]) -> Envelope[E]:
 
     Raises :class:`EnvelopeError` with field-level reasons for invalid UTF-8 or JSON, a wrong event
     type, an unknown schema version or any invalid field.
+
+    A valid message is parsed once, straight from its bytes by pydantic's JSON parser (every
+    consumer parses every message: the hot path); only a message that fails that is read again
+    step by step, to name what is wrong.
     """
+    model: type[Envelope[E]] = Envelope[expected]  # type: ignore[valid-type]
+    try:
+        envelope = model.model_validate_json(raw)
+    except ValidationError:
+        pass
+    else:
+        if envelope.type == expected.TYPE and envelope.schema_version <= expected.VERSION:
+            return envelope
+    return _parse_slowly(raw, expected, model)
+
+
+def _parse_slowly(raw: bytes | str, expected: type[E], model: type[Envelope[E]]) -> Envelope[E]:
+    """The precise error for a message the fast path refused (or the envelope, if it is valid)."""
     try:
         doc: Any = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except UnicodeDecodeError as exc:
@@ -100,6 +117,6 @@ def parse_envelope(raw: bytes | str, expected: type[E]) -> Envelope[E]:
             [FieldError(loc="schema_version", msg=f"{version} is newer than {expected.VERSION}")],
         )
     try:
-        return Envelope[expected].model_validate(doc)  # type: ignore[valid-type]
+        return model.model_validate(doc)
     except ValidationError as exc:
         raise EnvelopeError("invalid event", _field_errors(exc)) from None

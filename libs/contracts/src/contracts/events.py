@@ -258,6 +258,8 @@ class TestCompleted(Event):
     outgoing: DirectionResult | None = None
     started_at: datetime
     finished_at: datetime
+    requested_at: datetime | None = None
+    """The request's ``requested_at``: a job's result applies only to a mailbox not reset since."""
     tester: str
     withdrawn: bool = False
     """Not run: its job was cancelled before the test started (no direction results)."""

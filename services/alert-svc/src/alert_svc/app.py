@@ -5,6 +5,8 @@ Run with ``uvicorn --factory alert_svc.app:create_app``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI
 
 from alert_svc.api import serve_operations
@@ -18,30 +20,25 @@ from alert_svc.processor import StatusProcessor
 from alert_svc.readcache import ReadModelCache
 from alert_svc.store import ALERTS as ALERTS_COLLECTION
 from alert_svc.store import Stores
+from alert_svc.store.alerts import OCCURRENCES
 from alert_svc.store.episodes import EndedEpisodes
 from alert_svc.sync_alerts import SyncAlerts
 from contracts.email import MailboxSyncFailed, MailboxSyncRecovered
-from contracts.events import (
-    AlertRaised,
-    EmailSettingsChanged,
-    MailboxCreated,
-    MailboxStatusChanged,
-    MailboxUpdated,
-    ProfileCreated,
-    ProfileDeleted,
-    ProfileUpdated,
-)
+from contracts.envelope import Envelope
+from contracts.events import AlertRaised, MailboxCreated, MailboxStatusChanged, MailboxUpdated
 from contracts.subjects import ALERTS
 from mailwarden_runtime.consumer import ConsumerOptions
+from mailwarden_runtime.readmodels import follow
 from mailwarden_runtime.service import ServiceRuntime
 
 NAME = "alert-svc"
+STATUS_BATCH = 64
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keys = settings.webhook_key_ring()  # refuses to start without keys outside dev mode
-    runtime = ServiceRuntime(NAME, settings, outbox_collections=[ALERTS_COLLECTION])
+    runtime = ServiceRuntime(NAME, settings, outbox_collections=[ALERTS_COLLECTION, OCCURRENCES])
     stores = Stores.on(runtime.db)
     cache = ReadModelCache(stores.read_models, settings.alert_read_model_ttl_s)
     processor = StatusProcessor(stores, settings, cache)
@@ -51,23 +48,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     webhooks = WebhookWorker(stores.webhooks, settings, keys, egress)
     enqueuer = ChannelEnqueuer(stores, settings, email, webhooks)
 
-    async def on_status(envelope: object) -> None:
-        await processor.handle(envelope)  # type: ignore[arg-type]
+    async def on_status(envelope: Envelope[MailboxStatusChanged]) -> None:
+        await processor.handle(envelope)
         runtime.wake_relay()
 
-    # One worker: the processor's count-then-decide steps must not interleave (see StatusProcessor).
-    runtime.consume(MailboxStatusChanged, "alert-svc-status", on_status, ConsumerOptions(max_workers=1))
-    runtime.consume(EmailSettingsChanged, "alert-svc-settings", read_models.settings_changed)
-    runtime.consume(ProfileCreated, "alert-svc-profiles", read_models.profile_saved)
-    runtime.consume(ProfileUpdated, "alert-svc-profiles-updated", read_models.profile_saved)
-    runtime.consume(ProfileDeleted, "alert-svc-profiles-deleted", read_models.profile_deleted)
+    async def on_statuses(envelopes: Sequence[Envelope[MailboxStatusChanged]]) -> None:
+        await processor.handle_batch(envelopes)
+        runtime.wake_relay()
+
+    # One worker: the processor's count-then-decide steps must not interleave (see StatusProcessor);
+    # what is waiting (up to 64) is handled as one batch (a job's results come in bursts).
+    runtime.consume(
+        MailboxStatusChanged,
+        "alert-svc-status",
+        on_status,
+        ConsumerOptions(max_workers=1, batch_size=STATUS_BATCH),
+        batch_handler=on_statuses,
+    )
+    # Profiles and the org's settings: the shared read model (alert-svc-profile-created, ...-settings).
+    follow(runtime, stores.read_models.models, mailboxes=False, after=read_models.shared_changed)
     runtime.consume(MailboxCreated, "alert-svc-mailboxes", read_models.mailbox_saved)
     runtime.consume(MailboxUpdated, "alert-svc-mailboxes-updated", read_models.mailbox_saved)
     sync_alerts = SyncAlerts(stores.alerts, EndedEpisodes(runtime.db), cache)
     one = ConsumerOptions(max_workers=1)  # a code change counts on the alert the first failure opened
     runtime.consume(MailboxSyncFailed, "alert-svc-sync-failed", sync_alerts.failed, one)
     runtime.consume(MailboxSyncRecovered, "alert-svc-sync-recovered", sync_alerts.recovered, one)
-    runtime.consume(AlertRaised, "alert-svc-channels", enqueuer.handle, subject=f"{ALERTS}.>")
+    # Every published alert: what is waiting (up to 64) in one call, one read of the webhooks.
+    runtime.consume(
+        AlertRaised,
+        "alert-svc-channels",
+        enqueuer.handle,
+        ConsumerOptions(batch_size=STATUS_BATCH),
+        subject=f"{ALERTS}.>",
+        batch_handler=enqueuer.handle_batch,
+    )
 
     ops = Operations(stores, keys, egress)
     routes = serve_operations(runtime, ops, settings)

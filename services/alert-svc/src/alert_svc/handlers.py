@@ -1,18 +1,11 @@
-"""Event handlers: the read models alert-svc keeps (org settings, profiles, mailbox counts)."""
+"""Event handlers: the mailboxes per profile alert-svc keeps (profiles and settings: ``readmodels.follow``)."""
 
 from __future__ import annotations
 
 from alert_svc.readcache import ReadModelCache
 from alert_svc.store.readmodels import ReadModelStore
 from contracts.envelope import Envelope
-from contracts.events import (
-    EmailSettingsChanged,
-    MailboxCreated,
-    MailboxUpdated,
-    ProfileCreated,
-    ProfileDeleted,
-    ProfileUpdated,
-)
+from contracts.events import MailboxCreated, MailboxUpdated
 
 
 class ReadModelHandlers:
@@ -22,26 +15,11 @@ class ReadModelHandlers:
         self.repo = repo
         self.cache = cache
 
-    async def settings_changed(self, envelope: Envelope[EmailSettingsChanged]) -> None:
-        await self.repo.save_settings(envelope.data.settings)
-        self.cache.forget_policy()
-
-    async def profile_saved(self, envelope: Envelope[ProfileCreated] | Envelope[ProfileUpdated]) -> None:
-        p = envelope.data.profile
-        await self.repo.save_profile(
-            p.profile_id,
-            p.version,
-            {
-                "name": p.name,
-                "owner": p.owner.model_dump(mode="json"),
-                "majority_email": p.advanced.email_alert_on_majority_failure,
-            },
-        )
-        self.cache.forget_profile(p.profile_id)
-
-    async def profile_deleted(self, envelope: Envelope[ProfileDeleted]) -> None:
-        await self.repo.delete_profile(envelope.data.profile_id)
-        self.cache.forget_profile(envelope.data.profile_id)
+    async def shared_changed(self, changed: bool) -> None:
+        """A profile or the settings changed in the shared read model (rare): forget both."""
+        if changed:
+            self.cache.forget_policy()
+            self.cache.forget_profiles()
 
     async def mailbox_saved(self, envelope: Envelope[MailboxCreated] | Envelope[MailboxUpdated]) -> None:
         m = envelope.data.mailbox

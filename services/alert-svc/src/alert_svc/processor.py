@@ -1,12 +1,19 @@
-"""Turn one MailboxStatusChanged into alerts: fan-out, grouping, the majority alert, auto-resolve.
+"""Turn MailboxStatusChanged events into alerts: fan-out, grouping, the majority alert, auto-resolve.
 
 Every step is idempotent, so a redelivered event (or one re-published with a new envelope id)
 changes nothing: alerts count occurrences keyed on the test id, and resolutions are conditional.
+
+Events arrive in batches (a job's results come in bursts). Those that touch only their own
+mailbox's alerts are applied together in a few round trips; any other event (a failure, which may
+group or count towards the majority alert; warnings, which land on the profile's alert; a success
+on a profile with open profile alerts) is handled alone, in stream order, so every count still
+sees exactly the events before it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from alert_svc import rules
@@ -32,6 +39,66 @@ class StatusProcessor:
         self.failures = stores.failures
         self.settings = settings
         self.cache = cache or ReadModelCache(stores.read_models, settings.alert_read_model_ttl_s)
+
+    async def handle_batch(self, envelopes: Sequence[Envelope[MailboxStatusChanged]]) -> None:
+        """Many events in stream order: runs of independent ones together, every other one alone."""
+        run: list[Envelope[MailboxStatusChanged]] = []
+        in_run: set[str] = set()
+        for envelope in envelopes:
+            mailbox_id = envelope.data.mailbox.mailbox_id
+            alone = not independent(envelope.data)
+            if alone or mailbox_id in in_run:  # a mailbox's second event waits for its first
+                await self._handle_run(run)
+                run, in_run = [], set()
+            if alone:
+                await self.handle(envelope)
+            else:
+                run.append(envelope)
+                in_run.add(mailbox_id)
+        await self._handle_run(run)
+
+    async def _handle_run(self, run: Sequence[Envelope[MailboxStatusChanged]]) -> None:
+        """Independent events of distinct mailboxes: one read of their open alerts, two bulk writes.
+
+        An event whose profile has open profile alerts (a group to leave, warnings or a majority
+        alert to resolve) is handled alone after the run: an independent event only resolves
+        such alerts, never opens one, so the others' plans do not depend on it.
+        """
+        if len(run) <= 1:
+            for envelope in run:
+                await self.handle(envelope)
+            return
+        policy = await self.cache.policy()
+        for envelope in run:
+            await self.cache.note_mailbox(envelope.data.mailbox.mailbox_id, envelope.data.mailbox.profile_id)
+        scopes = [mailbox_scope(e.data.mailbox.mailbox_id) for e in run]
+        scopes += list(dict.fromkeys(profile_scope(e.data.mailbox.profile_id) for e in run))
+        found = list({d.id: d for d in await self.alerts.open_alerts_in(scopes)}.values())
+        busy_profiles = {d.profile_id for d in found if d.mailbox_id is None}
+        plans: list[AlertPlan] = []
+        alone: list[Envelope[MailboxStatusChanged]] = []
+        outcomes: list[tuple[str, str, str, Sequence[tuple[str, str | None]], datetime]] = []
+        for envelope in run:
+            event, ref = envelope.data, envelope.data.mailbox
+            if ref.profile_id in busy_profiles:
+                alone.append(envelope)
+                continue
+            at = envelope.occurred_at
+            succeeded = [(d.value, None) for d in rules.succeeded_directions(event)]
+            outcomes.append((ref.mailbox_id, ref.email, ref.profile_id, succeeded, at))
+            mine = [d for d in found if d.mailbox_id == ref.mailbox_id]
+            plan = AlertPlan(self.alerts, event.test_id or f"event-{envelope.id}", event.test_id, at)
+            profile_name = await self.cache.profile_name(ref.profile_id)
+            for draft in rules.allowed(rules.fan_out(event, policy, profile_name).drafts, policy):
+                plan.raise_(draft, mine)
+            self._plan_recovered(plan, event, mine)
+            plans.append(plan)
+        await self.failures.record_many(outcomes)
+        for results in await AlertPlan.apply_all(self.alerts, plans):
+            for level, outcome in results:
+                ALERTS_RAISED.labels(level=level, outcome=outcome).inc()
+        for envelope in alone:
+            await self.handle(envelope)
 
     async def handle(self, envelope: Envelope[MailboxStatusChanged]) -> None:
         """Few round trips: record both directions in one write, read every open alert the event
@@ -149,6 +216,12 @@ class StatusProcessor:
         return []
 
 
+def independent(event: MailboxStatusChanged) -> bool:
+    """No failure and no warning: the event can only raise or resolve its own mailbox's alerts
+    (and resolve, never open, its profile's), and counts towards nothing."""
+    return not rules.failures(event) and not event.warnings
+
+
 class AlertPlan:
     """The alert writes of one status event, decided from the open alerts read up front."""
 
@@ -189,7 +262,20 @@ class AlertPlan:
 
     async def apply(self) -> list[tuple[str, str]]:
         """Write everything; returns (level, outcome) per raised draft for the metrics."""
-        retried = await self.repo.apply(self._planned)
+        return self._outcomes(await self.repo.apply(self._planned))
+
+    @staticmethod
+    async def apply_all(repo: AlertStore, plans: Sequence[AlertPlan]) -> list[list[tuple[str, str]]]:
+        """The writes of many plans (of distinct mailboxes) in one bulk write; outcomes per plan."""
+        retried = await repo.apply([p for plan in plans for p in plan._planned])
+        out, start = [], 0
+        for plan in plans:
+            end = start + len(plan._planned)
+            out.append(plan._outcomes(None if retried is None else retried[start:end]))
+            start = end
+        return out
+
+    def _outcomes(self, retried: Sequence[object] | None) -> list[tuple[str, str]]:
         if retried is None:
             return self._raised
         outcomes = iter(str(retried[i]) for i in self._raise_index)

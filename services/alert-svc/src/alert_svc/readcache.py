@@ -94,6 +94,9 @@ class ReadModelCache:
     def forget_profile(self, profile_id: str) -> None:
         self.forget(f"name:{profile_id}")
 
+    def forget_profiles(self) -> None:
+        self.forget(*[k for k in self._values if k.startswith("name:")])
+
     def forget_totals(self) -> None:
         self._generation += 1
         for key in [k for k in self._values if k.startswith("total:")]:

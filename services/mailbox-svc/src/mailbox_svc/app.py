@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rings,
         envelop,
         runtime.wake_relay,
+        runtime.publish,
         runtime.instance,
         settings.job_batch_size,
         settings.job_max_in_flight,
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RetryPolicy(settings.retry_max_attempts, settings.retry_interval_s, settings.retry_jitter),
         envelop,
         runtime.wake_relay,
-        jobs.wake,
+        jobs.count,
     )
     scheduler = RetryScheduler(repo, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)
     retests = ScheduledRetests(repo, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)

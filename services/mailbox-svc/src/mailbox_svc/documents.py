@@ -55,6 +55,9 @@ class MailboxDoc(Stored):
     pending_job_id: str | None = None
     pending_directions: list[str] = Field(default_factory=list)
     last_test_id: str | None = None
+    tests_reset_at: datetime | None = None
+    """When the mailbox last started untested (its server changed, deactivated): a job's test
+    requested before then no longer applies (a job's tests are not recorded on the mailbox)."""
     retry_count: int = 0
     retry_attempt: int | None = None
     retry_directions: list[str] = Field(default_factory=list)

@@ -1,7 +1,9 @@
 """Event handlers: the policy on TestCompleted (the read models are kept by ``mailwarden_runtime.readmodels``).
 
-Idempotent: a test run is stored once by test id, and a mailbox applies a result only while that
-test id is its pending one.
+Idempotent: a test run is stored once by test id, and a mailbox applies a result only once: while
+that test id is its pending one, or, for a job's test (not recorded on the mailbox, see jobs.py),
+while no other test is pending, the test is not the mailbox's last one, finished after it, and was
+requested after the mailbox last started untested.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import MailboxDoc, TestRunDoc
 from mailbox_svc.policy import Decision, RetryPolicy, decide, outcome
 from mailbox_svc.repository import WITHDRAWN, Repository
+from mailbox_svc.testing import job_test_id
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import outbox_entry, with_outbox
 
@@ -45,14 +48,15 @@ class Handlers:
         retry: RetryPolicy,
         envelop: Callable[[Event, str | None], Envelope[Any]],
         wake_relay: Callable[[], None],
-        on_job_result: Callable[[str], None],
+        on_job_results: Callable[[dict[str, dict[str, int]]], None],
         rng: random.Random | None = None,
     ) -> None:
         self.repo = repo
         self.retry = retry
         self.envelop = envelop
         self.wake_relay = wake_relay
-        self.on_job_result = on_job_result
+        self.on_job_results = on_job_results
+        """Newly stored results per job and outcome: the job runner counts them (jobs.py)."""
         self.rng = rng or random.Random()
 
     async def test_completed(self, env: Envelope[TestCompleted]) -> None:
@@ -69,9 +73,7 @@ class Handlers:
         stored = await self.repo.record_run(run)
         job_id = self._job_of(doc, result)
         if job_id:
-            if stored:
-                await self.repo.count_job_results({job_id: {run.outcome: 1}}, now)
-            self.on_job_result(job_id)
+            self.on_job_results({job_id: {run.outcome: 1} if stored else {}})
         for _ in range(MAX_RACES):
             if doc is None or decision is None:
                 log.debug("result is not the pending test: stored only", extra={"test_id": result.test_id})
@@ -80,7 +82,7 @@ class Handlers:
                 mailbox_id,
                 doc.version,
                 self._update(env, decision, now),
-                {"pending_test_id": result.test_id},
+                {"pending_test_id": doc.pending_test_id},
             )
             if applied:
                 self.wake_relay()
@@ -123,18 +125,16 @@ class Handlers:
             if job_id := self._job_of(doc, env.data):
                 jobs.add(job_id)
             if doc is not None and decision is not None:
-                query = {"_id": mailbox_id, "version": doc.version, "pending_test_id": env.data.test_id}
+                query = {"_id": mailbox_id, "version": doc.version, "pending_test_id": doc.pending_test_id}
                 ops.append((query, self._update(env, decision, now)))
                 applied.append((env.data, decision))
-        counts: dict[str, dict[str, int]] = {}
+        counts: dict[str, dict[str, int]] = {job_id: {} for job_id in jobs}
         for run in await self.repo.record_runs(runs):
             if run.job_id:
                 by_outcome = counts.setdefault(run.job_id, {})
                 by_outcome[run.outcome] = by_outcome.get(run.outcome, 0) + 1
-        await self.repo.count_job_results(counts, now)
         modified = await self.repo.bulk_update(ops)
-        for job_id in jobs:
-            self.on_job_result(job_id)
+        self.on_job_results(counts)
         if ops:
             self.wake_relay()
         if modified != len(ops):
@@ -180,8 +180,8 @@ class Handlers:
     def _decision(
         self, doc: MailboxDoc | None, result: TestCompleted, settings: SettingsSnapshot, now: datetime
     ) -> Decision | None:
-        """What the result does to the mailbox; None unless it is the mailbox's pending test."""
-        if doc is None or doc.pending_test_id != result.test_id:
+        """What the result does to the mailbox; None unless it is the test that applies (:func:`applies`)."""
+        if doc is None or not applies(doc, result):
             return None
         return decide(doc, result, settings, self.retry, now, self.rng)
 
@@ -216,6 +216,26 @@ class Handlers:
                 "retry": bool(decision.retry_directions),
             },
         )
+
+
+def applies(doc: MailboxDoc, result: TestCompleted) -> bool:
+    """Whether ``result`` changes the mailbox: its pending test, or a job's test nothing superseded.
+
+    A job requests its tests without writing to the mailboxes (jobs.py), so its result applies
+    when no other test is pending (that one's result will), the mailbox has not applied it or a
+    test that finished later, and it was requested after the mailbox last started untested (its
+    server changed or it was deactivated: the result is about the old server).
+    """
+    if doc.pending_test_id is not None:
+        return doc.pending_test_id == result.test_id
+    if not result.job_id or result.test_id != job_test_id(result.job_id, doc.id):
+        return False
+    if doc.last_test_id == result.test_id:
+        return False
+    if doc.last_test_completed_at is not None and result.finished_at <= doc.last_test_completed_at:
+        return False
+    reset = doc.tests_reset_at
+    return reset is None or (result.requested_at is not None and result.requested_at > reset)
 
 
 def run_outcome(result: TestCompleted, decision: Decision | None) -> str:

@@ -1,8 +1,12 @@
 """Test & Enable all mailboxes of a profile, as a stored job expanded in batches in the background.
 
 The job document is the truth: its cursor says how far it has expanded, so a restart resumes where
-it stopped; test ids are derived from (job, mailbox), so a batch expanded twice asks once. Counts of
-results come from the stored test runs. The job never has more than ``max_in_flight`` tests without
+it stopped. A batch's TestRequested events are published straight to JetStream, not written to the
+mailboxes (one document update per test less): test and event ids are derived from (job, mailbox),
+so a batch published again after a crash is dropped by JetStream's duplicate window, and a test that
+ran twice anyway (a re-publish after the window) is stored and applied once, by its test id. The
+cursor moves only after every event of the batch is stored. Counts of results come from the
+stored test runs. The job never has more than ``max_in_flight`` tests without
 a result, nor more than twice what its profile's servers take at once, so thousands of mailboxes
 do not flood the testers and a dead server's job does not queue ahead of everyone else's tests;
 cancelling stops the expansion and publishes the summary at once.
@@ -10,9 +14,10 @@ cancelling stops the expansion and publishes the summary at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +30,7 @@ from mailbox_svc.jobqueue import JobMailboxIds
 from mailbox_svc.models import JobView
 from mailbox_svc.profiles import ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import Repository
-from mailbox_svc.testing import Rings, TestRefused, build_request, job_test_id, pending_fields
+from mailbox_svc.testing import Rings, TestRefused, build_request, job_test_id
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.mongo import Document
@@ -46,6 +51,7 @@ class JobRunner:
         rings: Rings,
         envelop: Callable[[Event], Envelope[Any]],
         wake_relay: Callable[[], None],
+        publish: Callable[[Envelope[Any]], Awaitable[object]],
         instance: str,
         batch_size: int,
         max_in_flight: int,
@@ -57,11 +63,13 @@ class JobRunner:
         self.rings = rings
         self.envelop = envelop
         self.wake_relay = wake_relay
+        self.publish = publish
         self.instance = instance
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         self.poll_s = poll_s
         self._moved: set[str] = set()  # jobs whose counters moved since their last progress event
+        self._uncounted: dict[str, dict[str, int]] = {}  # results stored, not yet in the job's counters
         self.queued = JobMailboxIds(repo)
         self._loop = BackgroundLoop(
             "job-runner", self._pass, poll_s, min_pause_s=min(poll_s, MIN_PASS_INTERVAL_S)
@@ -150,6 +158,7 @@ class JobRunner:
 
     async def _finish(self, job: JobDoc, state: JobState) -> JobDoc | None:
         """Close a running job with its summary event; only one caller wins."""
+        self._uncounted.pop(job.id, None)  # the exact count below reads every stored run
         progress = await self._progress(job, exact=True)
         now = utcnow()
         summary = TestJobCompleted(
@@ -198,48 +207,93 @@ class JobRunner:
 
     async def run_once(self) -> None:
         """Expand what can be expanded now, close jobs whose results are all in, report progress."""
+        await self._report_progress()  # first: it adds the results counted since the last pass
         for job in await self.repo.open_jobs():
             progress = await self._progress(job)
             if progress.done >= job.requested:
                 await self._finish(job, "completed")
-        await self._report_progress()
-        for job_id in await self.repo.expanding_job_ids():
-            while True:
-                now = utcnow()
-                claimed = await self.repo.claim_job(
-                    job_id, self.instance, now, now + timedelta(seconds=LEASE_S)
-                )
-                if claimed is None or not await self._expand(claimed):
-                    break  # done, taken by another replica, or waiting for results (a result wakes us)
+        for job in await self.repo.expanding_jobs():
+            next_job: JobDoc | None = job
+            while next_job is not None:
+                claimed = await self._claim(next_job)
+                # None: done, taken by another replica, or waiting for results (a result wakes us)
+                next_job = None if claimed is None else await self._expand(claimed)
+
+    async def _claim(self, job: JobDoc) -> JobDoc | None:
+        """The job to expand under our lease, or None (no room for tests now, or another's lease).
+
+        Written only when needed: a job with no room waits without a write, and a lease of ours
+        with more than half its time left is used as it is (each expansion renews it).
+        """
+        now = utcnow()
+        ours = job.lease_owner == self.instance and job.lease_until is not None
+        if ours and job.lease_until is not None and job.lease_until - now > timedelta(seconds=LEASE_S / 2):
+            return job
+        if await self._room(job, await self._progress(job)) <= 0:
+            return None
+        return await self.repo.claim_job(job.id, self.instance, now, now + timedelta(seconds=LEASE_S))
+
+    def count(self, results: dict[str, dict[str, int]]) -> None:
+        """Newly stored results (job id -> outcome -> how many): added to the jobs' counters by the
+        next progress write (at most one per job and second), not one write per result batch.
+
+        Held in memory until then: a crash loses them from the counters, not from the stored runs,
+        and the counters are recounted from the runs when they stay behind (:meth:`_results`).
+        """
+        for job_id, by_outcome in results.items():
+            held = self._uncounted.setdefault(job_id, {})
+            for outcome, n in by_outcome.items():
+                held[outcome] = held.get(outcome, 0) + n
+            self.wake(job_id)
 
     async def _report_progress(self) -> None:
-        """A TestJobProgress per job whose counters moved, at most one per job every PROGRESS_EVERY_S.
+        """One write per job whose counters moved, at most one per job every PROGRESS_EVERY_S: the
+        results counted since the last one, and a TestJobProgress when what it shows changed.
 
         Subscribers then see what ``GET /jobs/{id}`` shows, also for a cancelled job whose started
-        tests finish. A job not reported now (too soon) stays marked for the next pass.
+        tests finish. A job not reported now (too soon) stays marked, and the loop comes back.
         """
         moved, self._moved = self._moved, set()
         now = utcnow()
         for job_id in moved:
+            held = self._uncounted.pop(job_id, {})
             job = await self.repo.get_job(job_id)
             if job is None or job.state == "completed":
                 continue  # the summary said it all
             last_at = job.progress_at
             if last_at is not None and now - last_at < timedelta(seconds=PROGRESS_EVERY_S):
-                self._moved.add(job_id)
+                self._hold(job_id, held)
+                self._loop.wake()  # come back once the second is over
                 continue
-            progress = await self._progress(job)
-            if progress == job.progress_sent:
+            counted = dict(job.results or {})
+            for outcome, n in held.items():
+                counted[outcome] = counted.get(outcome, 0) + n
+            progress = await self._progress(job.model_copy(update={"results": counted}))
+            changes: Document = {"$set": {"progress_sent": progress.model_dump(), "progress_at": now}}
+            if held:
+                changes["$inc"] = {f"results.{k}": n for k, n in held.items()}
+                changes["$set"]["results_at"] = now
+            events = []
+            if progress != job.progress_sent:
+                event = TestJobProgress(
+                    job_id=job_id, profile_id=job.profile_id, state=job.state, progress=progress
+                )
+                events.append(outbox_entry(self.envelop(event)))
+            elif not held:
                 continue
-            event = TestJobProgress(
-                job_id=job_id, profile_id=job.profile_id, state=job.state, progress=progress
+            updated = await self.repo.update_job(
+                {"_id": job_id, "state": job.state}, with_outbox(changes, events)
             )
-            update = with_outbox(
-                {"$set": {"progress_sent": progress.model_dump(), "progress_at": now}},
-                [outbox_entry(self.envelop(event))],
-            )
-            if await self.repo.update_job({"_id": job_id, "state": job.state}, update) is not None:
+            if updated is None:
+                self._hold(job_id, held)  # its state moved meanwhile: the next pass sees it
+            elif events:
                 self.wake_relay()
+
+    def _hold(self, job_id: str, held: dict[str, int]) -> None:
+        """Keep counts for the next pass (and the job marked as moved)."""
+        self._moved.add(job_id)
+        if held:
+            self.count({job_id: held})
 
     def in_flight_cap(self, profile: ProfileSnapshot | None) -> int:
         """Tests of one job without a result: what its servers can take, twice, at most ``max_in_flight``.
@@ -252,13 +306,17 @@ class JobRunner:
             return self.max_in_flight
         return min(self.max_in_flight, 2 * profile.advanced.max_concurrent_connections)
 
-    async def _expand(self, job: JobDoc) -> bool:
-        """Request one batch; False when the job must wait for results before going on."""
-        progress = await self._progress(job)
+    async def _room(self, job: JobDoc, progress: JobProgress) -> int:
+        """How many more tests the job may request now (see :meth:`in_flight_cap`)."""
         known = await self.repo.read.get_profile(job.profile_id)  # the read model: its limits
-        room = self.in_flight_cap(known) - (job.requested - progress.done)
+        return self.in_flight_cap(known) - (job.requested - progress.done)
+
+    async def _expand(self, job: JobDoc) -> JobDoc | None:
+        """Request one batch; the job to go on with, or None when done or waiting for results."""
+        progress = await self._progress(job)
+        room = await self._room(job, progress)
         if room <= 0:
-            return False
+            return None
         ids = await self.queued.next(job, min(room, self.batch_size))
         if not ids:
             self.queued.forget(job.id)
@@ -267,7 +325,7 @@ class JobRunner:
             )
             if done is not None and progress.done >= done.requested:
                 await self._finish(done, "completed")
-            return True
+            return None
         found = await self.repo.get_many(ids)
         # what the ids were read for may have changed meanwhile: only the profile's active mailboxes
         batch = [
@@ -277,9 +335,9 @@ class JobRunner:
         try:
             profile = await self.profiles.find(job.profile_id, with_login=True)
         except ProfileUnavailable:
-            return False  # not known yet whether it exists: the next pass asks again
+            return None  # not known yet whether it exists: the next pass asks again
         now = utcnow()
-        ops: list[tuple[Document, Document]] = []
+        requests: list[Envelope[Any]] = []
         refused: dict[str, int] = {}
         for doc in batch:
             test_id = job_test_id(job.id, doc.id)
@@ -289,16 +347,12 @@ class JobRunner:
                 refused[exc.code] = refused.get(exc.code, 0) + 1
                 continue
             event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"mailwarden-test-requested:{test_id}")
-            env = self.envelop(req).model_copy(update={"id": event_id})
-            update = with_outbox(
-                {"$set": {**pending_fields(req), "updated_at": now}, "$inc": {"version": 1}},
-                [outbox_entry(env)],
-            )
-            q = {"_id": doc.id, "pending_test_id": {"$ne": test_id}, "last_test_id": {"$ne": test_id}}
-            ops.append((q, update))
-        await self.repo.bulk_update(ops)
-        inc: Document = {"requested": len(ops), **{f"refused.{k}": v for k, v in refused.items()}}
-        new_progress = progress.model_copy(update={"requested": job.requested + len(ops)})
+            requests.append(self.envelop(req).model_copy(update={"id": event_id}))
+        sent = await asyncio.gather(*(self.publish(env) for env in requests), return_exceptions=True)
+        if failed := next((r for r in sent if isinstance(r, BaseException)), None):
+            raise failed  # the cursor stays: the next pass publishes the batch again (de-duplicated)
+        inc: Document = {"requested": len(requests), **{f"refused.{k}": v for k, v in refused.items()}}
+        new_progress = progress.model_copy(update={"requested": job.requested + len(requests)})
         progress_event = TestJobProgress(
             job_id=job.id, profile_id=job.profile_id, state="running", progress=new_progress
         )
@@ -313,4 +367,4 @@ class JobRunner:
             ),
         )
         self.wake_relay()
-        return updated is not None
+        return updated

@@ -608,6 +608,7 @@ def _reset_tests(doc: MailboxDoc) -> MailboxDoc:
             "enabled_incoming": False,
             "enabled_outgoing": False,
             "test_scheduled": False,
+            "tests_reset_at": utcnow(),
             "pending_test_id": None,
             "pending_attempt": None,
             "pending_job_id": None,

@@ -191,22 +191,6 @@ class Repository:
             return [run for n, run in enumerate(runs) if n not in skipped]
         return runs
 
-    async def count_job_results(self, counts: dict[str, dict[str, int]], now: datetime) -> None:
-        """Add newly stored results to their jobs' counters (job id → outcome → how many)."""
-        ops = [
-            UpdateOne(
-                {"_id": job_id},
-                {
-                    "$inc": {f"results.{outcome}": n for outcome, n in by_outcome.items()},
-                    "$set": {"results_at": now},
-                },
-            )
-            for job_id, by_outcome in counts.items()
-            if by_outcome
-        ]
-        if ops:
-            await self.jobs.bulk_write(ops, ordered=False)
-
     async def set_job_results(self, job_id: str, results: dict[str, int], now: datetime) -> None:
         await self.jobs.update_one({"_id": job_id}, {"$set": {"results": results, "results_at": now}})
 
@@ -249,9 +233,9 @@ class Repository:
             )
         )
 
-    async def expanding_job_ids(self) -> list[str]:
-        docs = await self.jobs.find({"state": "running", "expanded": False}, {"_id": 1}).to_list(None)
-        return [d["_id"] for d in docs]
+    async def expanding_jobs(self) -> list[JobDoc]:
+        docs = await self.jobs.find({"state": "running", "expanded": False}, {"outbox": 0}).to_list(None)
+        return [JobDoc.model_validate(d) for d in docs]
 
     async def claim_job(
         self, job_id: str, instance: str, now: datetime, lease_until: datetime

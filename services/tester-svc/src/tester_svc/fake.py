@@ -39,6 +39,7 @@ class FakeSuccessRunner:
             mailbox=req.mailbox,
             attempt=req.attempt,
             job_id=req.job_id,
+            requested_at=req.requested_at,
             incoming=results.get(Direction.INCOMING),
             outgoing=results.get(Direction.OUTGOING),
             started_at=now,

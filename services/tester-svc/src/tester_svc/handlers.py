@@ -38,6 +38,7 @@ def withdrawn(req: TestRequested, tester: str) -> TestCompleted:
         mailbox=req.mailbox,
         attempt=req.attempt,
         job_id=req.job_id,
+        requested_at=req.requested_at,
         started_at=now,
         finished_at=now,
         tester=tester,

@@ -222,6 +222,7 @@ class Runner:
             mailbox=req.mailbox,
             attempt=req.attempt,
             job_id=req.job_id,
+            requested_at=req.requested_at,
             incoming=by_dir.get(Direction.INCOMING),
             outgoing=by_dir.get(Direction.OUTGOING),
             started_at=started_at,

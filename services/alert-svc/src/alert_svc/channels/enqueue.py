@@ -6,6 +6,7 @@ wall and the subject first; a queue item is keyed on the event id, so a redelive
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from alert_svc.channels.worker import PollingWorker
@@ -13,7 +14,7 @@ from alert_svc.config import Settings
 from alert_svc.domain import PROFILE_MAJORITY_FAILURE, recipient_key, stable_id
 from alert_svc.store import Stores
 from alert_svc.store.recipients import EmailItem, PreferencesDoc
-from alert_svc.store.webhooks import DeliveryDoc
+from alert_svc.store.webhooks import DeliveryDoc, WebhookDoc
 from contracts.envelope import Envelope
 from contracts.events import AlertRaised
 
@@ -28,12 +29,22 @@ class ChannelEnqueuer:
         self.webhook_worker = webhooks
 
     async def handle(self, envelope: Envelope[AlertRaised]) -> None:
+        await self.handle_batch([envelope])
+
+    async def handle_batch(self, envelopes: Sequence[Envelope[AlertRaised]]) -> None:
+        """What is waiting in one call: one read of the recipients' webhooks for all of them."""
+        keys = list(dict.fromkeys(recipient_key(e.data.recipient) for e in envelopes))
+        hooks = await self.stores.webhooks.webhooks_for_many(keys)
+        for envelope in envelopes:
+            await self._enqueue(envelope, hooks[recipient_key(envelope.data.recipient)])
+
+    async def _enqueue(self, envelope: Envelope[AlertRaised], hooks: list[WebhookDoc]) -> None:
         alert = envelope.data
         event_id = str(envelope.id)
         now = datetime.now(UTC)
         key = recipient_key(alert.recipient)
         queued_hook = False
-        for hook in await self.stores.webhooks.webhooks_for(key):
+        for hook in hooks:
             if hook.levels and alert.level not in hook.levels:
                 continue
             delivery = DeliveryDoc(

@@ -1,6 +1,13 @@
 """The alerts: opened, counted, resolved and deleted; each change carries its AlertRaised (outbox).
 
 Every write a redelivered event may repeat is conditional or keyed on the occurrence.
+
+A repeat that changes nothing but the count (the same text on an open per-mailbox alert) is an
+insert, not an update: an occurrence document (``alert_occurrences``, ``_id`` from alert and
+occurrence, ``seq`` unique per alert) carries its AlertRaised. The alert is folded (count,
+``last_seen``, ``last_test_id``, occurrence tokens) by its next update: a changed text, the
+resolution, or every FOLD_EVERY occurrences, so its unfolded tail stays short. Every reader adds
+that tail (:meth:`AlertStore.with_tails`, one indexed read by the fold's generation key).
 """
 
 from __future__ import annotations
@@ -11,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pydantic import BaseModel, Field, PrivateAttr
+from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -28,7 +35,9 @@ from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_ou
 
 PRODUCER = "alert-svc"
 KEEP_OCCURRENCES = 20
+FOLD_EVERY = KEEP_OCCURRENCES  # occurrences inserted before the alert is updated with them
 ALERTS = "alerts"
+OCCURRENCES = "alert_occurrences"
 
 
 class Contention(RuntimeError):
@@ -88,6 +97,35 @@ class AlertDoc(Stored, AlertText):
     open_in: list[str] | None = None
     resolved_at: datetime | None = None
     resolved_reason: str | None = None
+    _stored_count: int | None = PrivateAttr(default=None)
+    """``count`` as stored, when the tail's occurrences were added (:meth:`AlertStore.with_tails`)."""
+    _tail: list[str] = PrivateAttr(default_factory=list)
+    """The occurrences inserted since the alert was last written (their tokens, in order)."""
+
+    @property
+    def stored_count(self) -> int:
+        return self.count if self._stored_count is None else self._stored_count
+
+    @property
+    def tail(self) -> list[str]:
+        return list(self._tail)
+
+
+class OccurrenceDoc(Stored):
+    """One repeat of an open alert, written instead of an update of the alert (see module doc)."""
+
+    alert_id: str
+    gen: str
+    """``<alert id>@<the alert's stored count>``: the tail of one fold, read by one indexed query."""
+    seq: int
+    """The alert's count with this occurrence: unique per alert, so two writers never share one."""
+    occurrence: str
+    at: datetime
+    test_id: str | None = None
+
+
+def generation(alert_id: str, stored_count: int) -> str:
+    return f"{alert_id}@{stored_count}"
 
 
 UNSET_WHEN_NONE = ("open_key", "open_in", "resolved_at", "resolved_reason")
@@ -114,9 +152,11 @@ class Planned:
     ``upsert``: the write opens a new alert (it must insert); otherwise it must modify one document.
     """
 
-    op: UpdateOne
+    op: UpdateOne | InsertOne[Document]
     upsert: bool
     retry: Callable[[], Awaitable[object]]
+    collection: str = ALERTS
+    """``alert_occurrences`` for an occurrence insert (``upsert`` True: it must insert)."""
 
 
 def alert_event(doc: AlertDoc, occurrence: str) -> tuple[Document, str]:
@@ -133,6 +173,7 @@ class AlertStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
         self.alerts: AsyncCollection[Document] = db[ALERTS]
+        self.occurrences: AsyncCollection[Document] = db[OCCURRENCES]
 
     async def ensure_indexes(self) -> None:
         a = self.alerts
@@ -147,6 +188,8 @@ class AlertStore:
         await a.create_index([("kind", ASCENDING), ("profile_id", ASCENDING)])
         # The scopes of open alerts (multikey, sparse): see ``open_scopes``.
         await a.create_index("open_in", sparse=True)
+        await self.occurrences.create_index("gen")
+        await self.occurrences.create_index([("alert_id", ASCENDING), ("seq", ASCENDING)], unique=True)
         await self._backfill_open_in()
 
     async def _backfill_open_in(self) -> None:
@@ -203,7 +246,8 @@ class AlertStore:
     def _repeat(
         self, draft: Draft, current: AlertDoc, occurrence: str, test_id: str | None, at: datetime
     ) -> tuple[Document, Document]:
-        """The filter and update counting one more occurrence on the open alert ``current``."""
+        """The filter and update counting one more occurrence on the open alert ``current``
+        (and folding in its tail: ``current`` is read with :meth:`with_tails`)."""
         affected = set(draft.affected)
         if draft.add_affected:
             affected |= set(current.affected_mailboxes)
@@ -214,11 +258,73 @@ class AlertStore:
             "affected_mailboxes": sorted(affected),
         }
         entry, _ = alert_event(current.model_copy(update=changes), occurrence)
+        tokens = [*current.tail, occurrence]
         update = with_outbox(
-            {"$set": changes, "$push": {"occurrences": {"$each": [occurrence], "$slice": -KEEP_OCCURRENCES}}},
+            {"$set": changes, "$push": {"occurrences": {"$each": tokens, "$slice": -KEEP_OCCURRENCES}}},
             [entry],
         )
-        return {"_id": current.id, "open_key": draft.key, "count": current.count}, update
+        return {"_id": current.id, "open_key": draft.key, "count": current.stored_count}, update
+
+    def _occurrence(
+        self, draft: Draft, current: AlertDoc, occurrence: str, test_id: str | None, at: datetime
+    ) -> Document | None:
+        """One more occurrence as an insert, when it changes nothing but the count; else None.
+
+        Only per-mailbox alerts (the bulk of repeats; groups, warnings and sync episodes change
+        their lists or are keyed otherwise), and at most FOLD_EVERY - 1 before the alert is updated.
+        """
+        if current.kind != "mailbox" or len(current.tail) >= FOLD_EVERY - 1:
+            return None
+        same = all(getattr(current, k) == v for k, v in self._content(draft).items())
+        if not same or sorted(draft.affected) != sorted(current.affected_mailboxes) or draft.add_affected:
+            return None
+        seen = current.model_copy(
+            update={
+                "count": current.count + 1,
+                "last_seen": max(at, current.last_seen),
+                "last_test_id": test_id,
+            }
+        )
+        entry, _ = alert_event(seen, occurrence)
+        doc = OccurrenceDoc(
+            id=stable_id("occurrence", current.id, occurrence),
+            alert_id=current.id,
+            gen=generation(current.id, current.stored_count),
+            seq=seen.count,
+            occurrence=occurrence,
+            at=at,
+            test_id=test_id,
+        )
+        return doc.stored() | new_document_outbox([entry])
+
+    async def with_tails(self, docs: list[AlertDoc]) -> list[AlertDoc]:
+        """The alerts with the occurrences inserted since each was last written added in: count,
+        ``last_seen``, ``last_test_id`` as they are (one read for all of them)."""
+        gens = [generation(d.id, d.count) for d in docs if d.kind == "mailbox"]
+        if not gens:
+            return docs
+        found = await self.occurrences.find({"gen": {"$in": gens}}, {"outbox": 0}).to_list(None)
+        tails: dict[str, list[OccurrenceDoc]] = {}
+        for occ in sorted((OccurrenceDoc.model_validate(o) for o in found), key=lambda o: o.seq):
+            tails.setdefault(occ.alert_id, []).append(occ)
+        out = []
+        for doc in docs:
+            tail = tails.get(doc.id)
+            if not tail:
+                out.append(doc)
+                continue
+            seen = doc.model_copy(
+                update={
+                    "count": doc.count + len(tail),
+                    "last_seen": max(doc.last_seen, *(o.at for o in tail)),
+                    "last_test_id": tail[-1].test_id,
+                    "occurrences": [*doc.occurrences, *(o.occurrence for o in tail)][-KEEP_OCCURRENCES:],
+                }
+            )
+            seen._stored_count = doc.count
+            seen._tail = [o.occurrence for o in tail]
+            out.append(seen)
+        return out
 
     async def raise_alert(self, draft: Draft, occurrence: str, test_id: str | None, at: datetime) -> str:
         """Open the draft's alert, or count one more occurrence on the open one.
@@ -227,7 +333,7 @@ class AlertStore:
         """
         for _ in range(8):
             found = await self.alerts.find_one({"open_key": draft.key}, {"outbox": 0})
-            current = None if found is None else AlertDoc.model_validate(found)
+            current = None if found is None else (await self.with_tails([AlertDoc.model_validate(found)]))[0]
             if current is None:
                 try:
                     await self.alerts.insert_one(self._new_alert(draft, occurrence, test_id, at))
@@ -238,6 +344,15 @@ class AlertStore:
                 return "new"
             if occurrence in current.occurrences:
                 return "duplicate"
+            inserted = self._occurrence(draft, current, occurrence, test_id, at)
+            if inserted is not None:
+                try:
+                    await self.occurrences.insert_one(inserted)
+                except DuplicateKeyError as exc:
+                    if "_id" in ((exc.details or {}).get("keyValue") or {}):
+                        return "duplicate"
+                    continue  # another writer counted this seq first: read again
+                return "repeat"
             query, update = self._repeat(draft, current, occurrence, test_id, at)
             result = await self.alerts.update_one(query, update)
             if result.modified_count:
@@ -248,14 +363,18 @@ class AlertStore:
         self, doc: AlertDoc, reason: str, at: datetime, extra: Document | None = None
     ) -> Document:
         changes = {"state": "resolved", "resolved_at": at, "resolved_reason": reason} | (extra or {})
+        update: Document = {"$unset": {"open_key": "", "open_in": ""}}
+        if doc.tail:  # fold the inserted occurrences in
+            changes |= {"count": doc.count, "last_seen": doc.last_seen, "last_test_id": doc.last_test_id}
+            update["$push"] = {"occurrences": {"$each": doc.tail, "$slice": -KEEP_OCCURRENCES}}
         entry, _ = alert_event(doc.model_copy(update=changes), "resolved")
-        return with_outbox({"$set": changes, "$unset": {"open_key": "", "open_in": ""}}, [entry])
+        return with_outbox({"$set": changes, **update}, [entry])
 
     async def resolve(self, query: Document, reason: str, at: datetime) -> int:
         """Resolve every open alert matching ``query``; each publishes its resolved state."""
         done = 0
-        for found in await self.alerts.find({**query, "state": "open"}, {"outbox": 0}).to_list(None):
-            doc = AlertDoc.model_validate(found)
+        found = await self.alerts.find({**query, "state": "open"}, {"outbox": 0}).to_list(None)
+        for doc in await self.with_tails([AlertDoc.model_validate(d) for d in found]):
             result = await self.alerts.update_one(
                 {"_id": doc.id, "state": "open"}, self._resolution(doc, reason, at)
             )
@@ -265,9 +384,8 @@ class AlertStore:
     async def open_alerts_in(self, scopes: Sequence[str]) -> list[AlertDoc]:
         """Every open alert in any of ``scopes``: one indexed read (``open_in`` first)."""
         query = {"open_in": {"$in": list(dict.fromkeys(scopes))}, "state": "open"}
-        return [
-            AlertDoc.model_validate(d) for d in await self.alerts.find(query, {"outbox": 0}).to_list(None)
-        ]
+        found = await self.alerts.find(query, {"outbox": 0}).to_list(None)
+        return await self.with_tails([AlertDoc.model_validate(d) for d in found])
 
     def plan_raise(
         self, draft: Draft, current: AlertDoc | None, occurrence: str, test_id: str | None, at: datetime
@@ -283,6 +401,9 @@ class AlertStore:
             return Planned(
                 UpdateOne({"open_key": draft.key}, {"$setOnInsert": doc}, upsert=True), True, retry
             )
+        inserted = self._occurrence(draft, current, occurrence, test_id, at)
+        if inserted is not None:
+            return Planned(InsertOne(inserted), True, retry, OCCURRENCES)
         query, update = self._repeat(draft, current, occurrence, test_id, at)
         return Planned(UpdateOne(query, update), False, retry)
 
@@ -319,12 +440,22 @@ class AlertStore:
         """
         if not planned:
             return None
+        alerts = [p for p in planned if p.collection == ALERTS]
+        occurrences = [p for p in planned if p.collection == OCCURRENCES]
+        applied = True
         try:
-            result = await self.alerts.bulk_write([p.op for p in planned], ordered=False)
-            inserted, modified = len(result.upserted_ids or {}), result.modified_count
+            if alerts:
+                result = await self.alerts.bulk_write([p.op for p in alerts], ordered=False)
+                inserted, modified = len(result.upserted_ids or {}), result.modified_count
+                applied = inserted == sum(p.upsert for p in alerts) and modified == sum(
+                    not p.upsert for p in alerts
+                )
+            if occurrences:
+                result = await self.occurrences.bulk_write([p.op for p in occurrences], ordered=False)
+                applied = applied and result.inserted_count == len(occurrences)
         except BulkWriteError:
-            inserted, modified = -1, -1
-        if inserted == sum(p.upsert for p in planned) and modified == sum(not p.upsert for p in planned):
+            applied = False
+        if applied:
             return None
         return [await p.retry() for p in planned]
 
@@ -346,13 +477,13 @@ class AlertStore:
         found = (
             await cursor.sort([("first_seen", DESCENDING), ("_id", DESCENDING)]).limit(limit).to_list(None)
         )
-        return [AlertDoc.model_validate(d) for d in found]
+        return await self.with_tails([AlertDoc.model_validate(d) for d in found])
 
     async def get_alert(self, alert_id: str) -> AlertDoc | None:
         found = await self.alerts.find_one(
             {"_id": alert_id, "deleted": False}, {"outbox": 0, "occurrences": 0}
         )
-        return None if found is None else AlertDoc.model_validate(found)
+        return None if found is None else (await self.with_tails([AlertDoc.model_validate(found)]))[0]
 
     async def mark_read(self, alert_id: str, read: bool) -> AlertDoc | None:
         await self.alerts.update_one({"_id": alert_id, "deleted": False}, {"$set": {"read": read}})

@@ -39,28 +39,15 @@ class FailureStore:
         nothing to clear leaves no mark, so a failure redelivered after it counts until the
         mailbox's next success (as its alert does: alerts are raised in delivery order).
         """
-        ops = []
-        for direction, code in outcomes:
-            key = f"{mailbox_id}|{direction}"
-            if code is None:
-                ops.append(
-                    UpdateOne(
-                        {"_id": key, "failing": True, "at": {"$lte": at}},
-                        {"$set": {"failing": False, "at": at}, "$unset": {"code": "", "failed_at": ""}},
-                    )
-                )
-                continue
-            fields: Document = {
-                "profile_id": profile_id,
-                "mailbox_id": mailbox_id,
-                "email": email,
-                "direction": direction,
-                "failing": True,
-                "code": code,
-                "failed_at": at,
-                "at": at,
-            }
-            ops.append(UpdateOne({"_id": key, "at": {"$lte": at}}, {"$set": fields}, upsert=True))
+        await self._write(_outcome_ops(mailbox_id, email, profile_id, outcomes, at))
+
+    async def record_many(
+        self, batch: Sequence[tuple[str, str, str, Sequence[tuple[str, str | None]], datetime]]
+    ) -> None:
+        """``record_outcomes`` of many mailboxes (mailbox, email, profile, outcomes, at) in one write."""
+        await self._write([op for args in batch for op in _outcome_ops(*args)])
+
+    async def _write(self, ops: list[UpdateOne]) -> None:
         if not ops:
             return
         try:
@@ -90,3 +77,35 @@ class FailureStore:
             {"profile_id": profile_id, "failing": True, "failed_at": {"$gte": since}}, {"mailbox_id": 1}
         ).to_list(None)
         return len({d["mailbox_id"] for d in docs})
+
+
+def _outcome_ops(
+    mailbox_id: str,
+    email: str,
+    profile_id: str,
+    outcomes: Sequence[tuple[str, str | None]],
+    at: datetime,
+) -> list[UpdateOne]:
+    ops: list[UpdateOne] = []
+    for direction, code in outcomes:
+        key = f"{mailbox_id}|{direction}"
+        if code is None:
+            ops.append(
+                UpdateOne(
+                    {"_id": key, "failing": True, "at": {"$lte": at}},
+                    {"$set": {"failing": False, "at": at}, "$unset": {"code": "", "failed_at": ""}},
+                )
+            )
+            continue
+        fields: Document = {
+            "profile_id": profile_id,
+            "mailbox_id": mailbox_id,
+            "email": email,
+            "direction": direction,
+            "failing": True,
+            "code": code,
+            "failed_at": at,
+            "at": at,
+        }
+        ops.append(UpdateOne({"_id": key, "at": {"$lte": at}}, {"$set": fields}, upsert=True))
+    return ops

@@ -1,6 +1,10 @@
-"""What alert-svc keeps of other services' data: org policy, profiles, mailboxes (from their events).
+"""What alert-svc decides from but does not own: org policy, profiles, mailboxes per profile.
 
-Each is upserted with the event's version, so an older event arriving late changes nothing.
+The organisation's settings and the profiles are the shared read model
+(``mailwarden_runtime.readmodels``, kept by ``follow``: newest version wins, deleted profiles stay
+tombstones). The mailboxes per profile (the majority alert's denominator) are alert-svc's own: the
+shared model's mailbox entries also record every test's status, one more document write per test,
+and alert-svc needs only each mailbox's profile and whether it is active.
 """
 
 from __future__ import annotations
@@ -10,59 +14,60 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from alert_svc.rules import OrgPolicy
-from contracts.events import SettingsSnapshot
 from contracts.models import Owner
 from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.readmodels import ReadModels
+
+MAILBOXES = "mailboxes"
 
 
 class ProfileModel(Stored):
-    """What alert-svc keeps of a profile: its name for alert texts, the owner, the majority mail."""
+    """What alert-svc uses of a profile: its name for alert texts, the owner, the majority mail."""
 
     name: str | None = None
     owner: Owner | None = None
     majority_email: bool = False
-    deleted: bool = False
-    version: int = 0
 
 
 class ReadModelStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.settings: AsyncCollection[Document] = db["org_settings"]
-        self.profiles: AsyncCollection[Document] = db["profiles"]
-        self.mailboxes: AsyncCollection[Document] = db["mailboxes"]
+        self.models = ReadModels(db)
+        """Profiles and the org's settings (``readmodels.follow`` keeps them; alert-svc caches reads)."""
+        self.mailboxes: AsyncCollection[Document] = db[MAILBOXES]
 
     async def ensure_indexes(self) -> None:
         await self.mailboxes.create_index("profile_id")
+        # Profiles alert-svc stored itself before it used the shared model have no snapshot and
+        # would keep a replayed event of the same version out: dropped, the shared model's
+        # consumers (new durables, reading MW_CONFIG from its start) store them again.
+        await self.models.profiles.delete_many({"snapshot": {"$exists": False}, "deleted": {"$ne": True}})
 
     async def policy(self) -> OrgPolicy:
-        doc = await self.settings.find_one({"_id": "org"})
-        if doc is None:
-            return OrgPolicy()
-        return OrgPolicy(frozenset(doc["alert_levels"]), bool(doc["notify_mailbox_owner"]))
-
-    async def save_settings(self, snap: SettingsSnapshot) -> None:
-        """Keep the newest settings; an older version arriving late changes nothing."""
-        fields = {"alert_levels": list(snap.alert_levels), "notify_mailbox_owner": snap.notify_mailbox_owner}
-        await self._versioned_upsert(self.settings, "org", snap.version, fields)
-
-    async def save_profile(self, profile_id: str, version: int, fields: Document) -> None:
-        await self._versioned_upsert(self.profiles, profile_id, version, fields)
-
-    async def delete_profile(self, profile_id: str) -> None:
-        # A tombstone with the highest version: a late Created/Updated cannot bring it back.
-        await self.profiles.update_one(
-            {"_id": profile_id}, {"$set": {"deleted": True, "version": 2**62}}, upsert=True
-        )
+        settings = await self.models.get_settings()
+        return OrgPolicy(frozenset(settings.alert_levels), settings.notify_mailbox_owner)
 
     async def profile(self, profile_id: str) -> ProfileModel | None:
-        found = await self.profiles.find_one({"_id": profile_id, "deleted": {"$ne": True}})
-        return None if found is None else ProfileModel.model_validate(found)
+        snapshot = await self.models.get_profile(profile_id)
+        if snapshot is None:
+            return None
+        return ProfileModel(
+            id=profile_id,
+            name=snapshot.name,
+            owner=snapshot.owner,
+            majority_email=snapshot.advanced.email_alert_on_majority_failure,
+        )
 
     async def save_mailbox(self, mailbox_id: str, version: int, profile_id: str | None, active: bool) -> None:
-        await self._versioned_upsert(
-            self.mailboxes, mailbox_id, version, {"profile_id": profile_id, "active": active}
-        )
+        """Keep the newest; an older version arriving late changes nothing."""
+        try:
+            await self.mailboxes.update_one(
+                {"_id": mailbox_id, "version": {"$lte": version}},
+                {"$set": {"profile_id": profile_id, "active": active, "version": version}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            pass  # a newer version is stored already
 
     async def note_mailbox(self, mailbox_id: str, profile_id: str) -> bool:
         """A mailbox seen in a status event counts for its profile even if its creation was missed.
@@ -82,15 +87,3 @@ class ReadModelStore:
 
     async def profile_mailbox_count(self, profile_id: str) -> int:
         return await self.mailboxes.count_documents({"profile_id": profile_id, "active": True})
-
-    async def _versioned_upsert(
-        self, coll: AsyncCollection[Document], _id: str, version: int, fields: Document
-    ) -> None:
-        try:
-            await coll.update_one(
-                {"_id": _id, "version": {"$lte": version}},
-                {"$set": {**fields, "version": version}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            pass  # a newer version is stored already

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -83,8 +84,13 @@ class WebhookStore:
         return (await self.webhooks.delete_one({"_id": webhook_id})).deleted_count == 1
 
     async def webhooks_for(self, key: str) -> list[WebhookDoc]:
-        found = await self.webhooks.find({"scope_key": {"$in": ["*", key]}}).to_list(None)
-        return [WebhookDoc.model_validate(d) for d in found]
+        return (await self.webhooks_for_many([key]))[key]
+
+    async def webhooks_for_many(self, keys: Sequence[str]) -> dict[str, list[WebhookDoc]]:
+        """The webhooks of each recipient key (their own and the catch-all ``*``), in one read."""
+        found = await self.webhooks.find({"scope_key": {"$in": ["*", *keys]}}).to_list(None)
+        hooks = [WebhookDoc.model_validate(d) for d in found]
+        return {key: [h for h in hooks if h.scope_key in ("*", key)] for key in keys}
 
     async def enqueue_delivery(self, delivery: DeliveryDoc) -> None:
         """Deterministic ``_id``: the same alert event never queues two deliveries to one webhook."""
