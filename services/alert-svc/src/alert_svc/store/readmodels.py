@@ -5,6 +5,8 @@ Each is upserted with the event's version, so an older event arriving late chang
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -14,6 +16,7 @@ from contracts.events import SettingsSnapshot
 from contracts.models import Owner
 from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.readmodels import NewestRow, newest_many
 
 
 class ProfileModel(Stored):
@@ -63,6 +66,11 @@ class ReadModelStore:
         await self._versioned_upsert(
             self.mailboxes, mailbox_id, version, {"profile_id": profile_id, "active": active}
         )
+
+    async def save_mailboxes(self, mailboxes: Sequence[tuple[str, int, str | None, bool]]) -> None:
+        """:meth:`save_mailbox` of many ``(mailbox_id, version, profile_id, active)`` in one bulk write."""
+        rows = [NewestRow(m, v, {"profile_id": p, "active": a}) for m, v, p, a in mailboxes]
+        await newest_many(self.mailboxes, "version", rows)
 
     async def note_mailbox(self, mailbox_id: str, profile_id: str) -> bool:
         """A mailbox seen in a status event counts for its profile even if its creation was missed.
