@@ -221,27 +221,38 @@ def newest_query(_id: str, field: str, order: Any, or_equal: bool = False) -> Do
 
 
 async def newest_many(coll: Any, field: str, rows: Sequence[NewestRow]) -> int:
-    """``_newest`` for many documents in one unordered bulk write; how many changed.
+    """``_newest`` for many documents in two bulk writes at most; how many changed.
 
-    Each row stays its own conditional upsert, so the outcome is the same as one write each in
-    any order: a row older than what is stored (or a tombstone) fails on its id and changes nothing.
+    The outcome is that of one conditional upsert per row in any order (a row older than what is
+    stored, or one for a tombstone, changes nothing), but the rows are first inserted (unordered):
+    SecantusDB pays 0.5 ms of CPU per upserted document against 0.13 per inserted one, and a
+    bulk set-up's events are all new. Only rows whose id exists go on to a conditional update.
     """
     if not rows:
         return 0
+    inserted, taken = await _insert_new(coll, [{"_id": r.id, field: r.order, **r.values} for r in rows])
+    if not taken:
+        return inserted
     ops = [
-        UpdateOne(newest_query(r.id, field, r.order), {"$set": {field: r.order, **r.values}}, upsert=True)
-        for r in rows
+        UpdateOne(newest_query(r.id, field, r.order), {"$set": {field: r.order, **r.values}})
+        for n, r in enumerate(rows)
+        if n in taken
     ]
+    result = await coll.bulk_write(ops, ordered=False)
+    return inserted + int(result.modified_count)
+
+
+async def _insert_new(coll: Any, docs: list[Document]) -> tuple[int, set[int]]:
+    """Insert what is not stored yet: (how many were inserted, the positions whose id was taken)."""
     try:
-        result = await coll.bulk_write(ops, ordered=False)
+        await coll.insert_many(docs, ordered=False)
     except BulkWriteError as exc:
         details = exc.details
-        if any(err.get("code") != DUPLICATE_KEY for err in details.get("writeErrors", [])):
+        errors = details.get("writeErrors", [])
+        if details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in errors):
             raise
-        if details.get("writeConcernErrors"):
-            raise
-        return int(details.get("nModified", 0)) + int(details.get("nUpserted", 0))
-    return int(result.modified_count) + int(result.upserted_count)
+        return int(details.get("nInserted", 0)), {int(e["index"]) for e in errors}
+    return len(docs), set()
 
 
 Changed = Callable[[bool], Awaitable[None]]
