@@ -334,3 +334,13 @@ async def test_create_many_approved_is_one_insert_each_with_its_approval(make_ha
             "/mailboxes/batch", json={"mailboxes": [*bodies[:1], bodies[0]], "approve": True}
         )
         assert r.status_code == 422 and await h.db["mailboxes"].count_documents({}) == 3
+
+
+async def test_no_index_on_the_pending_test_and_an_old_one_is_dropped(make_harness: MakeHarness) -> None:
+    """No query finds a mailbox by its pending test alone; its index only cost every write."""
+    async with make_harness() as h:
+        await h.db["mailboxes"].create_index("pending_test_id")  # as an older version left it
+    async with make_harness() as h:  # the same database, started again
+        names = set(await h.db["mailboxes"].index_information())
+        assert "pending_test_id_1" not in names
+        assert {"profile_id_1", "owner.id_1"} <= names
