@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from datetime import UTC, datetime
 
 import pytest
@@ -70,3 +72,15 @@ def test_alert_subject_refuses_tokens_that_would_widen_it() -> None:
     for bad in ("a.b", "*", ">", "a b", ""):
         with pytest.raises(ValueError):
             alert_subject("user", bad, "error")
+
+
+def test_an_event_types_envelope_model_outlives_garbage_collection() -> None:
+    """pydantic keeps ``Envelope[X]`` only weakly: without our own reference every collection
+    dropped it and the next event built the class (and its schema) again."""
+    event = MailboxApproved(mailbox_id="mbx_gc", email="gc@example.org", approved_at=datetime.now(UTC))
+    model = weakref.ref(type(make_envelope(event, "test")))
+    for _ in range(3):
+        gc.collect()
+        assert model() is not None
+        assert type(make_envelope(event, "test")) is model()
+        assert type(parse_envelope(make_envelope(event, "test").to_bytes(), MailboxApproved)) is model()

@@ -334,3 +334,21 @@ async def test_create_many_approved_is_one_insert_each_with_its_approval(make_ha
             "/mailboxes/batch", json={"mailboxes": [*bodies[:1], bodies[0]], "approve": True}
         )
         assert r.status_code == 422 and await h.db["mailboxes"].count_documents({}) == 3
+
+
+async def test_no_index_on_the_pending_test_or_the_statuses_and_old_ones_are_dropped(
+    make_harness: MakeHarness,
+) -> None:
+    """No query finds a mailbox by its pending test alone, and the status filters are not selective:
+    their indexes only cost every insert and every test's update."""
+    async with make_harness() as h:
+        for old in ("pending_test_id", "incoming_status", "outgoing_status"):
+            await h.db["mailboxes"].create_index(old)  # as an older version left them
+    async with make_harness() as h:  # the same database, started again
+        names = set(await h.db["mailboxes"].index_information())
+        assert names == {"_id_", "profile_id_1", "approval_1", "owner.id_1", "next_retry_at_1"}
+        await h.profile()
+        body = mailbox_body(1, mailbox_id="f1", profile_id=None)
+        assert (await h.http.post("/mailboxes", json=body)).status_code == 201
+        page = await h.http.get("/mailboxes", params={"incoming_status": "not_run"})
+        assert [m["mailbox_id"] for m in page.json()["items"]] == ["f1"], "still filtered, by a scan"

@@ -45,6 +45,22 @@ class EnvelopeError(ValueError):
         self.errors = errors
 
 
+_MODELS: dict[type[Event], type[Envelope[Any]]] = {}
+
+
+def envelope_model(event_cls: type[E]) -> type[Envelope[E]]:
+    """``Envelope[event_cls]``, built once per event type and kept.
+
+    pydantic caches a parametrized model only weakly and the class sits in reference cycles, so
+    the garbage collector drops it between events and the next use built it again, schema and
+    all (17 % of a bulk create's time in mailbox-svc, every publish and parse paid it now and then).
+    """
+    model = _MODELS.get(event_cls)
+    if model is None:
+        model = _MODELS[event_cls] = Envelope[event_cls]  # type: ignore[valid-type]
+    return model
+
+
 def make_envelope(
     data: E,
     producer: str,
@@ -55,7 +71,7 @@ def make_envelope(
     actor: str | None = None,
 ) -> Envelope[E]:
     eid = event_id or uuid.uuid4()
-    model: type[Envelope[E]] = Envelope[type(data)]  # type: ignore[misc,assignment]
+    model = envelope_model(type(data))
     return model(
         id=eid,
         type=data.TYPE,
@@ -85,7 +101,7 @@ def parse_envelope(raw: bytes | str, expected: type[E]) -> Envelope[E]:
     consumer parses every message: the hot path); only a message that fails that is read again
     step by step, to name what is wrong.
     """
-    model: type[Envelope[E]] = Envelope[expected]  # type: ignore[valid-type]
+    model = envelope_model(expected)
     try:
         envelope = model.model_validate_json(raw)
     except ValidationError:

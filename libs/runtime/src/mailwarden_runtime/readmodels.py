@@ -11,17 +11,19 @@ brings back. Reads can be cached for a while (``cache_s``) where they are on eve
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts import events
 from contracts.envelope import Envelope
 from contracts.events import MailboxSnapshot, ProfileSnapshot, SettingsSnapshot
+from mailwarden_runtime.consumer import ConsumerOptions
 from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.service import ServiceRuntime
@@ -30,6 +32,9 @@ PROFILES = "profiles"
 SETTINGS = "settings"
 MAILBOXES = "mailboxes"
 ORG = "org"
+DUPLICATE_KEY = 11000
+MAILBOX_BATCH = 200
+"""Mailbox events a follower handles in one bulk write (a bulk set-up publishes thousands at once)."""
 T = TypeVar("T")
 
 
@@ -94,6 +99,13 @@ class ReadModels:
 
     async def put_mailbox(self, mailbox: MailboxSnapshot) -> bool:
         return await _snapshot(self.mailboxes, mailbox.mailbox_id, mailbox.version, mailbox)
+
+    async def put_mailboxes(self, mailboxes: Sequence[MailboxSnapshot]) -> bool:
+        """:meth:`put_mailbox` for many in one bulk write (a bulk set-up's events); True if any changed."""
+        rows = [
+            NewestRow(m.mailbox_id, m.version, {"snapshot": m.model_dump(mode="json")}) for m in mailboxes
+        ]
+        return await newest_many(self.mailboxes, "version", rows) > 0
 
     async def put_status(self, status: events.MailboxStatusChanged, at: datetime) -> bool:
         """The enablement of the mailbox's newest test result (one published at ``at``)."""
@@ -181,13 +193,66 @@ async def _newest(
 
     A profile's tombstone never matches, so the upsert's insert fails on its id and nothing changes.
     """
-    older = {"$lte" if or_equal else "$lt": order}
-    query = {"_id": _id, "deleted": {"$ne": True}, "$or": [{field: {"$exists": False}}, {field: older}]}
+    query = newest_query(_id, field, order, or_equal)
     try:
         res = await coll.update_one(query, {"$set": {field: order, **values}}, upsert=True)
     except DuplicateKeyError:
         return False  # a newer one (or a deletion) is stored already
     return bool(res.modified_count or res.upserted_id is not None)
+
+
+class NewestRow(NamedTuple):
+    """One ``_newest`` write of :func:`newest_many`: the document, its order and its values."""
+
+    id: str
+    order: Any
+    values: Document
+
+
+def newest_query(_id: str, field: str, order: Any, or_equal: bool = False) -> Document:
+    """The stored document ``_id`` unless it is a tombstone or newer by ``field`` (absent: older).
+
+    ``$not`` of newer, not an ``$or`` with ``$exists``: SecantusDB answers an ``$or`` by scanning
+    the collection (10 ms of its CPU per write at 1,000 documents, growing with them), this by
+    the ``_id`` index (0.3 ms); MongoDB matches both the same.
+    """
+    newer = {"$gt" if or_equal else "$gte": order}
+    return {"_id": _id, "deleted": {"$ne": True}, field: {"$not": newer}}
+
+
+async def newest_many(coll: Any, field: str, rows: Sequence[NewestRow]) -> int:
+    """``_newest`` for many documents in two bulk writes at most; how many changed.
+
+    The outcome is that of one conditional upsert per row in any order (a row older than what is
+    stored, or one for a tombstone, changes nothing), but the rows are first inserted (unordered):
+    SecantusDB pays 0.5 ms of CPU per upserted document against 0.13 per inserted one, and a
+    bulk set-up's events are all new. Only rows whose id exists go on to a conditional update.
+    """
+    if not rows:
+        return 0
+    inserted, taken = await _insert_new(coll, [{"_id": r.id, field: r.order, **r.values} for r in rows])
+    if not taken:
+        return inserted
+    ops = [
+        UpdateOne(newest_query(r.id, field, r.order), {"$set": {field: r.order, **r.values}})
+        for n, r in enumerate(rows)
+        if n in taken
+    ]
+    result = await coll.bulk_write(ops, ordered=False)
+    return inserted + int(result.modified_count)
+
+
+async def _insert_new(coll: Any, docs: list[Document]) -> tuple[int, set[int]]:
+    """Insert what is not stored yet: (how many were inserted, the positions whose id was taken)."""
+    try:
+        await coll.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        details = exc.details
+        errors = details.get("writeErrors", [])
+        if details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return int(details.get("nInserted", 0)), {int(e["index"]) for e in errors}
+    return len(docs), set()
 
 
 Changed = Callable[[bool], Awaitable[None]]
@@ -217,6 +282,11 @@ def follow(
     async def mailbox_saved(env: Envelope[events.MailboxCreated] | Envelope[events.MailboxUpdated]) -> None:
         await done(await models.put_mailbox(env.data.mailbox))
 
+    async def mailboxes_saved(
+        envs: Sequence[Envelope[events.MailboxCreated]] | Sequence[Envelope[events.MailboxUpdated]],
+    ) -> None:
+        await done(await models.put_mailboxes([env.data.mailbox for env in envs]))
+
     async def status_changed(env: Envelope[events.MailboxStatusChanged]) -> None:
         await done(await models.put_status(env.data, env.occurred_at))
 
@@ -226,6 +296,19 @@ def follow(
     runtime.consume(events.ProfileDeleted, f"{name}-profile-deleted", profile_deleted)
     runtime.consume(events.EmailSettingsChanged, f"{name}-settings", settings_changed)
     if mailboxes:
-        runtime.consume(events.MailboxCreated, f"{name}-mailbox-created", mailbox_saved)
-        runtime.consume(events.MailboxUpdated, f"{name}-mailbox-updated", mailbox_saved)
+        batched = ConsumerOptions(batch_size=MAILBOX_BATCH)
+        runtime.consume(
+            events.MailboxCreated,
+            f"{name}-mailbox-created",
+            mailbox_saved,
+            batched,
+            batch_handler=mailboxes_saved,
+        )
+        runtime.consume(
+            events.MailboxUpdated,
+            f"{name}-mailbox-updated",
+            mailbox_saved,
+            batched,
+            batch_handler=mailboxes_saved,
+        )
         runtime.consume(events.MailboxStatusChanged, f"{name}-status", status_changed)

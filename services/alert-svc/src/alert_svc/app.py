@@ -28,7 +28,7 @@ from contracts.envelope import Envelope
 from contracts.events import AlertRaised, MailboxCreated, MailboxStatusChanged, MailboxUpdated
 from contracts.subjects import ALERTS
 from mailwarden_runtime.consumer import ConsumerOptions
-from mailwarden_runtime.readmodels import follow
+from mailwarden_runtime.readmodels import MAILBOX_BATCH, follow
 from mailwarden_runtime.service import ServiceRuntime
 
 NAME = "alert-svc"
@@ -67,8 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Profiles and the org's settings: the shared read model (alert-svc-profile-created, ...-settings).
     follow(runtime, stores.read_models.models, mailboxes=False, after=read_models.shared_changed)
-    runtime.consume(MailboxCreated, "alert-svc-mailboxes", read_models.mailbox_saved)
-    runtime.consume(MailboxUpdated, "alert-svc-mailboxes-updated", read_models.mailbox_saved)
+    # A bulk set-up publishes thousands of these at once: each fetch is one bulk write.
+    batched = ConsumerOptions(batch_size=MAILBOX_BATCH)
+    saved, saved_many = read_models.mailbox_saved, read_models.mailboxes_saved
+    runtime.consume(MailboxCreated, "alert-svc-mailboxes", saved, batched, batch_handler=saved_many)
+    runtime.consume(MailboxUpdated, "alert-svc-mailboxes-updated", saved, batched, batch_handler=saved_many)
     sync_alerts = SyncAlerts(stores.alerts, EndedEpisodes(runtime.db), cache)
     one = ConsumerOptions(max_workers=1)  # a code change counts on the alert the first failure opened
     runtime.consume(MailboxSyncFailed, "alert-svc-sync-failed", sync_alerts.failed, one)

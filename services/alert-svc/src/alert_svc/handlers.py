@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from alert_svc.readcache import ReadModelCache
 from alert_svc.store.readmodels import ReadModelStore
 from contracts.envelope import Envelope
@@ -25,3 +27,12 @@ class ReadModelHandlers:
         m = envelope.data.mailbox
         await self.repo.save_mailbox(m.mailbox_id, m.version, m.profile_id, m.active)
         self.cache.mailbox_saved(m.mailbox_id)
+
+    async def mailboxes_saved(
+        self, envelopes: Sequence[Envelope[MailboxCreated]] | Sequence[Envelope[MailboxUpdated]]
+    ) -> None:
+        """Many at once (a bulk set-up publishes thousands): one bulk write."""
+        shots = [e.data.mailbox for e in envelopes]
+        await self.repo.save_mailboxes([(m.mailbox_id, m.version, m.profile_id, m.active) for m in shots])
+        for m in shots:
+            self.cache.mailbox_saved(m.mailbox_id)

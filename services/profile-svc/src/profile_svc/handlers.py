@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from contracts.envelope import Envelope
 from contracts.events import MailboxCreated, MailboxUpdated
+from mailwarden_runtime.consumer import ConsumerOptions
+from mailwarden_runtime.readmodels import MAILBOX_BATCH
 from mailwarden_runtime.service import ServiceRuntime
 from profile_svc.operations import Operations
 
@@ -20,5 +24,12 @@ def register_handlers(runtime: ServiceRuntime, ops: Operations) -> None:
     async def on_updated(envelope: Envelope[MailboxUpdated]) -> None:
         await ops.mailbox_changed(envelope.data.mailbox)
 
-    runtime.consume(MailboxCreated, DURABLE_CREATED, on_created)
-    runtime.consume(MailboxUpdated, DURABLE_UPDATED, on_updated)
+    async def on_many(
+        envelopes: Sequence[Envelope[MailboxCreated]] | Sequence[Envelope[MailboxUpdated]],
+    ) -> None:
+        await ops.mailboxes_changed([e.data.mailbox for e in envelopes])
+
+    # A bulk set-up publishes thousands of these at once: each fetch is one bulk write.
+    batched = ConsumerOptions(batch_size=MAILBOX_BATCH)
+    runtime.consume(MailboxCreated, DURABLE_CREATED, on_created, batched, batch_handler=on_many)
+    runtime.consume(MailboxUpdated, DURABLE_UPDATED, on_updated, batched, batch_handler=on_many)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -420,3 +420,7 @@ class Operations:
 
     async def mailbox_changed(self, mailbox: MailboxSnapshot) -> None:
         await self._repo.record_usage(mailbox.mailbox_id, mailbox.profile_id, mailbox.version)
+
+    async def mailboxes_changed(self, mailboxes: Sequence[MailboxSnapshot]) -> None:
+        """Many mailbox events at once (a bulk set-up): one bulk write."""
+        await self._repo.record_usages([(m.mailbox_id, m.profile_id, m.version) for m in mailboxes])

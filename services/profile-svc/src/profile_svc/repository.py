@@ -9,6 +9,7 @@ ride on the delete itself; the unique name index covers live profiles only.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
@@ -17,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, with_outbox
+from mailwarden_runtime.readmodels import NewestRow, newest_many
 from profile_svc.documents import ProfileDoc, settings_from, settings_stored
 from profile_svc.models import SettingsView
 
@@ -165,6 +167,11 @@ class Repository:
         except DuplicateKeyError:  # the mailbox is known at this version or a newer one
             return False
         return result.modified_count == 1 or result.upserted_id is not None
+
+    async def record_usages(self, usages: Sequence[tuple[str, str | None, int]]) -> int:
+        """:meth:`record_usage` of many ``(mailbox_id, profile_id, version)`` in one bulk write."""
+        rows = [NewestRow(mailbox_id, version, {"profile_id": pid}) for mailbox_id, pid, version in usages]
+        return await newest_many(self._usage, "version", rows)
 
     async def usage_count(self, profile_id: str) -> int:
         return await self._usage.count_documents({"profile_id": profile_id})

@@ -9,6 +9,8 @@ and alert-svc needs only each mailbox's profile and whether it is active.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -17,7 +19,7 @@ from alert_svc.rules import OrgPolicy
 from contracts.models import Owner
 from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.readmodels import ReadModels
+from mailwarden_runtime.readmodels import NewestRow, ReadModels, newest_many
 
 MAILBOXES = "mailboxes"
 
@@ -68,6 +70,11 @@ class ReadModelStore:
             )
         except DuplicateKeyError:
             pass  # a newer version is stored already
+
+    async def save_mailboxes(self, mailboxes: Sequence[tuple[str, int, str | None, bool]]) -> None:
+        """:meth:`save_mailbox` of many ``(mailbox_id, version, profile_id, active)`` in one bulk write."""
+        rows = [NewestRow(m, v, {"profile_id": p, "active": a}) for m, v, p, a in mailboxes]
+        await newest_many(self.mailboxes, "version", rows)
 
     async def note_mailbox(self, mailbox_id: str, profile_id: str) -> bool:
         """A mailbox seen in a status event counts for its profile even if its creation was missed.
