@@ -84,7 +84,11 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
 
     follow(runtime, repo.read)
     runtime.consume(
-        SendEmailRequested, "sender-svc-requests", handlers.send_requested, ConsumerOptions(max_workers=8)
+        SendEmailRequested,
+        "sender-svc-requests",
+        handlers.send_requested,
+        ConsumerOptions(max_workers=4, batch_size=100),
+        batch_handler=handlers.send_requested_many,  # one insert per fetch
     )
     routes = serve_operations(runtime, submission, repo)
 

@@ -19,13 +19,13 @@ from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from contracts.events import MailboxSnapshot, ProfileSnapshot
 from contracts.outgoing import SendEmailRequested, send_id
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
-from mailwarden_runtime.readmodels import PROFILES, ReadModels
+from mailwarden_runtime.readmodels import MAILBOXES, PROFILES, ReadModels
 
 SENDS = "sends"
 OUTBOX_COLLECTIONS = (SENDS,)
@@ -34,6 +34,7 @@ FREE = datetime(1970, 1, 1, tzinfo=UTC)
 """``lease_until`` of a send nobody holds (a date, so every claim condition is one range test)."""
 ACTIVE = ("queued", "sending")
 FINAL = ("sent", "failed", "uncertain")
+DUPLICATE_KEY = 11000
 
 
 def now() -> datetime:
@@ -64,8 +65,8 @@ class MailboxView:
 class Repository:
     def __init__(self, db: AsyncDatabase[Document], read_cache_s: float = 0.0) -> None:
         self.db = db
-        # Profiles and org settings change rarely and are read twice per mail: kept this long.
-        # Mailboxes (approval, enablement, refused login) are always read fresh.
+        # Mailboxes, profiles and org settings are read twice per mail: kept this long (a change
+        # this process's consumers write, or a refused login it marks, drops the kept read at once).
         self.read = ReadModels(db, cache_s=read_cache_s)
         """Mailboxes, profiles and the org's settings, kept from events (``readmodels.follow``)."""
         self.mailboxes = self.read.mailboxes
@@ -83,17 +84,17 @@ class Repository:
         result = await self.mailboxes.update_one(
             {"_id": mailbox_id, "login_failed": {"$ne": login_id}}, {"$set": {"login_failed": login_id}}
         )
+        self.read.forget(MAILBOXES, mailbox_id)
         return result.modified_count == 1
 
     async def mailbox(self, mailbox_id: str) -> MailboxView | None:
-        doc = await self.mailboxes.find_one({"_id": mailbox_id})
-        if doc is None:
+        entry = await self.read.get_mailbox(mailbox_id)
+        if entry is None:
             return None
-        snap = doc.get("snapshot")
         return MailboxView(
-            snapshot=MailboxSnapshot.model_validate(snap) if snap else None,
-            enabled_outgoing=bool(doc.get("enabled_outgoing", False)),
-            login_failed=doc.get("login_failed"),
+            snapshot=entry.snapshot,
+            enabled_outgoing=entry.enabled_outgoing,
+            login_failed=(entry.model_extra or {}).get("login_failed"),
         )
 
     async def profile(self, profile_id: str) -> tuple[ProfileSnapshot, int | None] | None:
@@ -112,21 +113,21 @@ class Repository:
         self.read.forget(PROFILES)
 
     # --- sends ---------------------------------------------------------------------------------
-    async def insert_send(
+    def new_send(
         self,
         req: SendEmailRequested,
         message_id: str,
         size: int,
         correlation_id: str | None,
+        at: datetime,
         owner: str | None = None,
         hold_s: float = 0.0,
-    ) -> Document | None:
-        """Queue a request; None when its (mailbox, key) exists (then read :meth:`send`).
+    ) -> Document:
+        """A queued send as it is inserted (``at``: when it was requested, the message's Date).
 
         With ``owner``, the send is inserted claimed for it for ``hold_s`` (a fresh token, as
         :meth:`claim` would write): the process that queued it sends it without a claim round
         trip; if it does not get to it in time, any sender claims it as usual."""
-        at = now()
         lease: Document = {"lease_until": FREE}
         if owner is not None and hold_s > 0:
             lease = {
@@ -134,7 +135,7 @@ class Repository:
                 "lease_token": uuid.uuid4().hex,
                 "lease_until": at + timedelta(seconds=hold_s),
             }
-        doc: Document = {
+        return {
             "_id": str(send_id(req.mailbox_id, req.idempotency_key)),
             "mailbox_id": req.mailbox_id,
             "key": req.idempotency_key,
@@ -151,11 +152,19 @@ class Repository:
             **lease,
             **new_document_outbox([]),
         }
+
+    async def insert_sends(self, docs: list[Document]) -> set[str]:
+        """Queue sends in one round trip; returns the ids that existed already (then read :meth:`send`)."""
+        if not docs:
+            return set()
         try:
-            await self.sends.insert_one(doc)
-        except DuplicateKeyError:
-            return None
-        return doc
+            await self.sends.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            return {docs[e["index"]]["_id"] for e in errors}
+        return set()
 
     async def send(self, mailbox_id: str, key: str) -> Document | None:
         return await self.sends.find_one({"_id": str(send_id(mailbox_id, key))}, {"outbox": 0})

@@ -53,7 +53,7 @@ from sender_svc.config import Settings
 from sender_svc.limits import SharedLimits
 from sender_svc.pool import ConnectionPool, Session
 from sender_svc.repository import Repository, now
-from sender_svc.submit import Refused, Sendable, sendable
+from sender_svc.submit import Queued, Refused, Sendable, sendable
 
 log = logging.getLogger(__name__)
 Envelop = Callable[[Event, str | None, uuid.UUID], Envelope[Any]]
@@ -67,6 +67,8 @@ class _ClaimLost(Exception):
 class _Attempt:
     doc: Document
     req: SendEmailRequested
+    queued: Queued | None = None
+    """The message built when this process queued it (its first attempt sends those bytes)."""
     target: Sendable | None = None
     data_started: bool = False
     step: str = "prepare"
@@ -218,13 +220,14 @@ class Sender:
             self.candidates.add(mailbox_id, send, self.candidates.held(send))
             metrics.RATE_WAITS.inc()
             return None
-        doc = self.candidates.held(send)
+        queued = self.candidates.held(send)
+        doc = queued.doc if queued is not None else None
         if doc is None or doc["lease_until"] <= now() + timedelta(seconds=1):
-            doc = await self.repo.claim(send, self.owner, self.settings.sender_lease_s)
+            queued, doc = None, await self.repo.claim(send, self.owner, self.settings.sender_lease_s)
         if doc is None:  # sent, taken by another sender, or not due: the hint was stale
             self.rate.refund(mailbox_id)
             return prefer
-        await self.process(doc)
+        await self.process(doc, queued)
         return mailbox_id
 
     async def _shared_rate(self, mailbox_id: str) -> float:
@@ -236,10 +239,10 @@ class Sender:
         except KvUnavailable:
             return 0.0  # this process's bucket holds alone meanwhile (logged by the KV layer)
 
-    def offer(self, mailbox_id: str, send: str, doc: Document | None = None) -> None:
-        """A send just queued here (``doc``: inserted claimed for this process): a hint for the next
-        free loop (the sweep finds the others)."""
-        self.candidates.add(mailbox_id, send, doc)
+    def offer(self, queued: Queued) -> None:
+        """A send just queued here (inserted claimed for this process): a hint for the next free
+        loop (the sweep finds the others)."""
+        self.candidates.add(queued.doc["mailbox_id"], queued.doc["_id"], queued)
 
     async def _sweep(self) -> bool:
         if len(self.candidates) < 4 * self.settings.sender_concurrency:
@@ -247,9 +250,9 @@ class Sender:
                 self.candidates.add(mailbox_id, send)
         return False
 
-    async def process(self, doc: Document) -> None:
+    async def process(self, doc: Document, queued: Queued | None = None) -> None:
         """One attempt at one claimed message; every way it can end is stored."""
-        attempt = _Attempt(doc, SendEmailRequested.model_validate(doc["request"]))
+        attempt = _Attempt(doc, SendEmailRequested.model_validate(doc["request"]), queued)
         try:
             await self._attempt(attempt)
         except _ClaimLost:
@@ -285,15 +288,7 @@ class Sender:
             raise NetError(
                 ErrorCode.AUTH_FAILED, "this login was refused before; waiting for new credentials"
             )
-        data = await self.attachments.read(req)
-        built = mime.build(
-            req,
-            from_email=target.mailbox.email,
-            from_name=target.mailbox.owner.name,
-            msg_id=doc["message_id"],
-            date=doc["requested_at"],
-            attachments=data,
-        )
+        built = await self._message(attempt, target)
         if len(built.data) > self.settings.sender_max_message_bytes:
             raise NetError(ErrorCode.MESSAGE_TOO_LARGE, f"{len(built.data)} bytes")
         sender_address, _ = mime.ascii_domain(target.mailbox.email, "mailbox_id")
@@ -353,6 +348,23 @@ class Sender:
             return
         reply = partial.get("reply") or str(tx.final)
         await self._sent(attempt, accepted, [*refused, *now_refused], reply, len(built.data))
+
+    async def _message(self, attempt: _Attempt, target: Sendable) -> mime.Built:
+        """The bytes to send: built when this process queued it, unless the message needs
+        Object Store attachments (only their sizes were known then) or the mailbox's address or
+        name changed since; else built again from the request, to the same bytes."""
+        sender = (target.mailbox.email, target.mailbox.owner.name)
+        queued, req = attempt.queued, attempt.req
+        if queued is not None and queued.sender == sender and all(a.object is None for a in req.attachments):
+            return queued.built
+        return mime.build(
+            req,
+            from_email=sender[0],
+            from_name=sender[1],
+            msg_id=attempt.doc["message_id"],
+            date=attempt.doc["requested_at"],
+            attachments=await self.attachments.read(req),
+        )
 
     async def _session(self, target: Sendable, fresh: bool = False) -> Session:
         ep = target.profile.outgoing
