@@ -91,8 +91,9 @@ class Settings(ServiceSettings, TransitKeySettings):
         ge=0,
         le=60,
         description=(
-            "How long a profile and the org settings read from the database are reused (they are "
-            "read twice per mail); a change reaches sending within this. Mailboxes are always read fresh."
+            "How long a mailbox, a profile and the org settings read from the database are reused "
+            "(they are read twice per mail); a change another replica took in reaches sending within "
+            "this (one this process took in, at once)."
         ),
     )
     sender_shared_limits: bool = Field(
