@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -50,6 +50,37 @@ def _aware(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+@dataclass(frozen=True)
+class Finish:
+    """A send's final state, its outcome event and ``also`` (envelopes on their own subjects)."""
+
+    send: str
+    lease_token: str
+    status: str
+    attempts: int
+    outcome: Any
+    event: Any
+    subject: str
+    also: tuple[Any, ...] = ()
+
+    def update(self) -> UpdateOne:
+        """Conditional on the claim still being ours and the send active."""
+        update = with_outbox(
+            {
+                "$set": {
+                    "status": self.status,
+                    "attempts": self.attempts,
+                    "outcome": self.outcome.model_dump(mode="json"),
+                    "lease_until": FREE,
+                    "updated_at": now(),
+                }
+            },
+            [outbox_entry(self.event, self.subject), *(outbox_entry(more) for more in self.also)],
+        )
+        query = {"_id": self.send, "lease_token": self.lease_token, "status": {"$in": list(ACTIVE)}}
+        return UpdateOne(query, update)
 
 
 @dataclass(frozen=True)
@@ -227,34 +258,13 @@ class Repository:
         )
         return result.modified_count == 1
 
-    async def finish(
-        self,
-        doc: Document,
-        status: str,
-        attempts: int,
-        outcome: Any,
-        event: Any,
-        subject: str,
-        also: tuple[Any, ...] = (),
-    ) -> bool:
-        """Store a final outcome with its event and ``also`` (envelopes on their own subjects), in one
-        update; False when the send was taken from us."""
-        update = with_outbox(
-            {
-                "$set": {
-                    "status": status,
-                    "attempts": attempts,
-                    "outcome": outcome.model_dump(mode="json"),
-                    "lease_until": FREE,
-                    "updated_at": now(),
-                }
-            },
-            [outbox_entry(event, subject), *(outbox_entry(more) for more in also)],
-        )
-        result = await self.sends.update_one(
-            {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": {"$in": list(ACTIVE)}}, update
-        )
-        return result.modified_count == 1
+    async def finish_many(self, outcomes: list[Finish]) -> int:
+        """Store final outcomes, each with its events, in one bulk write; returns how many were
+        stored (one is not when its send was taken from us: claim token changed, or not active)."""
+        if not outcomes:
+            return 0
+        result = await self.sends.bulk_write([f.update() for f in outcomes], ordered=False)
+        return result.modified_count
 
     async def retry_later(
         self, doc: Document, until: datetime, error: Document, count: bool, partial: Document | None = None

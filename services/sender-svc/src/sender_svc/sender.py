@@ -51,8 +51,9 @@ from sender_svc.attachments import ObjectAttachments
 from sender_svc.candidates import Candidates
 from sender_svc.config import Settings
 from sender_svc.limits import SharedLimits
+from sender_svc.outcomes import OutcomeWriter
 from sender_svc.pool import ConnectionPool, Session
-from sender_svc.repository import Repository, now
+from sender_svc.repository import Finish, Repository, now
 from sender_svc.submit import Queued, Refused, Sendable, sendable
 
 log = logging.getLogger(__name__)
@@ -161,9 +162,11 @@ class Sender:
         )
         self._stopping = False
         self._sizes: dict[str, int | None] = {}
+        self.outcomes = OutcomeWriter(repo, wake_relay)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        self.outcomes.start()
         self.pool.start()
         self._recovery.start()
         self._sweeper.start()
@@ -177,12 +180,14 @@ class Sender:
 
     async def stop(self, grace_s: float) -> None:
         self.stopping()
+        started = time.monotonic()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=grace_s)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
+        await self.outcomes.stop(max(0.5, grace_s - (time.monotonic() - started)))
         await self._recovery.stop()
         await self._sweeper.stop()
         await self.pool.close()
@@ -419,16 +424,23 @@ class Sender:
     async def _store(
         self, attempt: _Attempt, status: str, event: Event, subject: str, also: tuple[Event, ...] = ()
     ) -> None:
+        """Hand the outcome to the writer (stored in its next batch; the loop goes on at once).
+        With ``also`` (a refused login to report) it is stored before this returns: what follows
+        (the refused-login mark) must never be stored without it."""
         doc = attempt.doc
         cid = doc.get("correlation_id")
         envelope = self.envelop(event, cid, self._ids(doc, status))
         more = tuple(self.envelop(e, cid, self._ids(doc, e.TYPE)) for e in also)
-        if not await self.repo.finish(doc, status, self._attempts(attempt), event, envelope, subject, more):
+        attempts = self._attempts(attempt)
+        finish = Finish(doc["_id"], doc["lease_token"], status, attempts, event, envelope, subject, more)
+        if not also:
+            self.outcomes.put(finish)
+        elif await self.repo.finish_many([finish]):
+            self.wake_relay()
+        else:
             log.warning(
                 "outcome not stored: the message was taken from this sender", extra={"send_id": doc["_id"]}
             )
-            return
-        self.wake_relay()
 
     async def _sent(
         self, attempt: _Attempt, accepted: list[str], refused: list[RecipientRefusal], reply: str, size: int
