@@ -115,6 +115,18 @@ class Settings(ServiceSettings, TransitKeySettings):
             "replica's connections free their slots within it."
         ),
     )
+    sender_copy_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Attempts at a sent mail's copy in the Sent folder before it is reported failed.",
+    )
+    sender_copy_retry_s: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="Wait before a Sent-folder copy that failed transiently is tried again.",
+    )
     sender_ehlo_name: str = Field("mailwarden.invalid", description="Name sent in SMTP EHLO.")
 
     @field_validator("sender_allow_networks")

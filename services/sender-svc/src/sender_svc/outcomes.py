@@ -24,9 +24,16 @@ RETRY_S = 1.0
 
 
 class OutcomeWriter:
-    def __init__(self, repo: Repository, wake_relay: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        wake_relay: Callable[[], None],
+        stored: Callable[[list[Finish]], None] = lambda batch: None,
+    ) -> None:
         self.repo = repo
         self.wake_relay = wake_relay
+        self.stored = stored
+        """Told each batch once it is written (the Sent-folder copies start from there)."""
         self._pending: list[Finish] = []
         self._more = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -65,6 +72,7 @@ class OutcomeWriter:
             )
         if stored:
             self.wake_relay()
+            self.stored(batch)
         return True
 
     async def stop(self, grace_s: float) -> None:

@@ -64,19 +64,23 @@ class Finish:
     event: Any
     subject: str
     also: tuple[Any, ...] = ()
+    copy: bytes | None = None
+    """A sent mail to copy into the Sent folder (its bytes, handed to the copier once stored)."""
 
     def update(self) -> UpdateOne:
         """Conditional on the claim still being ours and the send active."""
+        at = now()
+        values: Document = {
+            "status": self.status,
+            "attempts": self.attempts,
+            "outcome": self.outcome.model_dump(mode="json"),
+            "lease_until": FREE,
+            "updated_at": at,
+        }
+        if self.copy is not None:
+            values["sent_copy"] = {"state": "pending", "attempts": 0, "next_at": at, "lease_until": FREE}
         update = with_outbox(
-            {
-                "$set": {
-                    "status": self.status,
-                    "attempts": self.attempts,
-                    "outcome": self.outcome.model_dump(mode="json"),
-                    "lease_until": FREE,
-                    "updated_at": now(),
-                }
-            },
+            {"$set": values},
             [outbox_entry(self.event, self.subject), *(outbox_entry(more) for more in self.also)],
         )
         query = {"_id": self.send, "lease_token": self.lease_token, "status": {"$in": list(ACTIVE)}}
@@ -107,6 +111,7 @@ class Repository:
     async def ensure_indexes(self) -> None:
         await self.sends.create_index([("mailbox_id", ASCENDING), ("key", ASCENDING)], unique=True)
         await self.sends.create_index([("status", ASCENDING), ("next_at", ASCENDING)])
+        await self.sends.create_index([("sent_copy.state", ASCENDING), ("sent_copy.next_at", ASCENDING)])
 
     # --- read models ---------------------------------------------------------------------------
     async def mark_login_failed(self, mailbox_id: str, login_id: str) -> bool:
@@ -311,6 +316,70 @@ class Repository:
             {"_id": doc["_id"], "status": "sending", "lease_until": {"$lt": now()}}, update
         )
         return result.modified_count == 1
+
+    # --- copies to the Sent folder ----------------------------------------------------------------
+    async def copies_due(self, limit: int) -> list[str]:
+        """Sends whose Sent-folder copy is pending, due and not held by a copier (the sweep)."""
+        at = now()
+        query = {
+            "sent_copy.state": "pending",
+            "sent_copy.next_at": {"$lte": at},
+            "sent_copy.lease_until": {"$lt": at},
+        }
+        cursor = self.sends.find(query, {"_id": 1}).limit(limit)
+        return [d["_id"] async for d in cursor]
+
+    async def claim_copy(self, send: str, lease_s: float) -> Document | None:
+        """Take a pending copy for ``lease_s`` (a fresh token): one copier at a time, across replicas."""
+        at = now()
+        doc = await self.sends.find_one_and_update(
+            {
+                "_id": send,
+                "status": "sent",
+                "sent_copy.state": "pending",
+                "sent_copy.next_at": {"$lte": at},
+                "sent_copy.lease_until": {"$lt": at},
+            },
+            {
+                "$set": {
+                    "sent_copy.lease_until": at + timedelta(seconds=lease_s),
+                    "sent_copy.token": uuid.uuid4().hex,
+                }
+            },
+            projection={"outbox": 0},
+            return_document=ReturnDocument.AFTER,
+        )
+        return {k: _aware(v) for k, v in doc.items()} if doc else None
+
+    async def copy_done(self, doc: Document, state: str, attempts: int, event: Any, subject: str) -> bool:
+        """The copy's end (``saved`` or ``failed``) with its event; False when the claim was lost."""
+        update = with_outbox(
+            {
+                "$set": {
+                    "sent_copy.state": state,
+                    "sent_copy.attempts": attempts,
+                    "sent_copy.lease_until": FREE,
+                    "sent_copy.at": now(),
+                }
+            },
+            [outbox_entry(event, subject)],
+        )
+        result = await self.sends.update_one(self._copy_claim(doc), update)
+        return result.modified_count == 1
+
+    async def copy_later(self, doc: Document, attempts: int, until: datetime, error: str) -> None:
+        """Back to pending after a transient failure (``attempts`` counted), due at ``until``."""
+        values = {
+            "sent_copy.attempts": attempts,
+            "sent_copy.next_at": until,
+            "sent_copy.lease_until": FREE,
+            "sent_copy.last_error": error[:300],
+        }
+        await self.sends.update_one(self._copy_claim(doc), {"$set": values})
+
+    @staticmethod
+    def _copy_claim(doc: Document) -> Document:
+        return {"_id": doc["_id"], "sent_copy.state": "pending", "sent_copy.token": doc["sent_copy"]["token"]}
 
     async def queue_depth(self) -> int:
         return await self.sends.count_documents({"status": {"$in": list(ACTIVE)}})

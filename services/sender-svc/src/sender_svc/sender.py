@@ -70,6 +70,8 @@ class _Attempt:
     req: SendEmailRequested
     queued: Queued | None = None
     """The message built when this process queued it (its first attempt sends those bytes)."""
+    data: bytes | None = None
+    """The bytes this attempt sends (kept for the Sent-folder copy)."""
     target: Sendable | None = None
     data_started: bool = False
     step: str = "prepare"
@@ -135,6 +137,7 @@ class Sender:
         owner: str,
         resolver: Resolver,
         shared: SharedLimits | None = None,
+        copy_sent: Callable[[str, bytes | None], None] | None = None,
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -162,7 +165,9 @@ class Sender:
         )
         self._stopping = False
         self._sizes: dict[str, int | None] = {}
-        self.outcomes = OutcomeWriter(repo, wake_relay)
+        self.copy_sent = copy_sent
+        """Hands a stored sent mail to the Sent-folder copier (:mod:`sender_svc.sent_copy`)."""
+        self.outcomes = OutcomeWriter(repo, wake_relay, self._stored)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -294,6 +299,7 @@ class Sender:
                 ErrorCode.AUTH_FAILED, "this login was refused before; waiting for new credentials"
             )
         built = await self._message(attempt, target)
+        attempt.data = built.data
         if len(built.data) > self.settings.sender_max_message_bytes:
             raise NetError(ErrorCode.MESSAGE_TOO_LARGE, f"{len(built.data)} bytes")
         sender_address, _ = mime.ascii_domain(target.mailbox.email, "mailbox_id")
@@ -414,6 +420,12 @@ class Sender:
             raise NetError(ErrorCode.STEP_TIMEOUT, "no free connection to the server in time") from None
 
     # --- outcomes ------------------------------------------------------------------------------
+    def _stored(self, batch: list[Finish]) -> None:
+        if self.copy_sent is not None:
+            for finish in batch:
+                if finish.copy is not None:
+                    self.copy_sent(finish.send, finish.copy or None)
+
     def _ids(self, doc: Document, outcome: str) -> uuid.UUID:
         return uuid.uuid5(uuid.UUID(doc["_id"]), outcome)
 
@@ -422,7 +434,13 @@ class Sender:
         return int(attempt.doc["attempts"]) + 1
 
     async def _store(
-        self, attempt: _Attempt, status: str, event: Event, subject: str, also: tuple[Event, ...] = ()
+        self,
+        attempt: _Attempt,
+        status: str,
+        event: Event,
+        subject: str,
+        also: tuple[Event, ...] = (),
+        copy: bytes | None = None,
     ) -> None:
         """Hand the outcome to the writer (stored in its next batch; the loop goes on at once).
         With ``also`` (a refused login to report) it is stored before this returns: what follows
@@ -432,7 +450,9 @@ class Sender:
         envelope = self.envelop(event, cid, self._ids(doc, status))
         more = tuple(self.envelop(e, cid, self._ids(doc, e.TYPE)) for e in also)
         attempts = self._attempts(attempt)
-        finish = Finish(doc["_id"], doc["lease_token"], status, attempts, event, envelope, subject, more)
+        finish = Finish(
+            doc["_id"], doc["lease_token"], status, attempts, event, envelope, subject, more, copy
+        )
         if not also:
             self.outcomes.put(finish)
         elif await self.repo.finish_many([finish]):
@@ -460,7 +480,9 @@ class Sender:
             requested_at=doc["requested_at"],
             sent_at=sent_at,
         )
-        await self._store(attempt, "sent", event, send_outcome_subject(SEND_SENT, req.mailbox_id))
+        # The copy to the Sent folder, where the profile asks for one (b"": built again by the copier).
+        copy = (attempt.data or b"") if attempt.target.profile.advanced.save_sent_copy else None
+        await self._store(attempt, "sent", event, send_outcome_subject(SEND_SENT, req.mailbox_id), copy=copy)
         metrics.SENT.inc()
         metrics.SEND_SECONDS.observe((sent_at - doc["requested_at"]).total_seconds())
 
