@@ -22,10 +22,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from contracts.events import MailboxSnapshot, ProfileSnapshot
+from contracts.models import MailboxRef
 from contracts.outgoing import SendEmailRequested, send_id
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
 from mailwarden_runtime.readmodels import MAILBOXES, PROFILES, ReadModels
+from sender_svc.documents import Partial, SendDoc, StoredError
 
 SENDS = "sends"
 OUTBOX_COLLECTIONS = (SENDS,)
@@ -44,12 +46,6 @@ def now() -> datetime:
 def fingerprint(req: SendEmailRequested) -> str:
     """The content of a request (what a reused idempotency key must match)."""
     return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
-
-
-def _aware(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @dataclass(frozen=True)
@@ -158,52 +154,49 @@ class Repository:
         at: datetime,
         owner: str | None = None,
         hold_s: float = 0.0,
-    ) -> Document:
+    ) -> SendDoc:
         """A queued send as it is inserted (``at``: when it was requested, the message's Date).
 
         With ``owner``, the send is inserted claimed for it for ``hold_s`` (a fresh token, as
         :meth:`claim` would write): the process that queued it sends it without a claim round
         trip; if it does not get to it in time, any sender claims it as usual."""
-        lease: Document = {"lease_until": FREE}
-        if owner is not None and hold_s > 0:
-            lease = {
-                "lease_owner": owner,
-                "lease_token": uuid.uuid4().hex,
-                "lease_until": at + timedelta(seconds=hold_s),
-            }
-        return {
-            "_id": str(send_id(req.mailbox_id, req.idempotency_key)),
-            "mailbox_id": req.mailbox_id,
-            "key": req.idempotency_key,
-            "fingerprint": fingerprint(req),
-            "request": req.model_dump(mode="json"),
-            "status": "queued",
-            "attempts": 0,
-            "message_id": message_id,
-            "size": size,
-            "correlation_id": correlation_id,
-            "requested_at": at,
-            "next_at": at,
-            "updated_at": at,
-            **lease,
-            **new_document_outbox([]),
-        }
+        held = owner is not None and hold_s > 0
+        return SendDoc(
+            id=str(send_id(req.mailbox_id, req.idempotency_key)),
+            mailbox_id=req.mailbox_id,
+            key=req.idempotency_key,
+            fingerprint=fingerprint(req),
+            request=req,
+            status="queued",
+            message_id=message_id,
+            size=size,
+            correlation_id=correlation_id,
+            requested_at=at,
+            next_at=at,
+            updated_at=at,
+            lease_owner=owner if held else None,
+            lease_token=uuid.uuid4().hex if held else None,
+            lease_until=at + timedelta(seconds=hold_s) if held else FREE,
+        )
 
-    async def insert_sends(self, docs: list[Document]) -> set[str]:
+    async def insert_sends(self, docs: list[SendDoc]) -> set[str]:
         """Queue sends in one round trip; returns the ids that existed already (then read :meth:`send`)."""
         if not docs:
             return set()
         try:
-            await self.sends.insert_many(docs, ordered=False)
+            await self.sends.insert_many(
+                [{**d.stored(), **new_document_outbox([])} for d in docs], ordered=False
+            )
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
-            return {docs[e["index"]]["_id"] for e in errors}
+            return {docs[e["index"]].id for e in errors}
         return set()
 
-    async def send(self, mailbox_id: str, key: str) -> Document | None:
-        return await self.sends.find_one({"_id": str(send_id(mailbox_id, key))}, {"outbox": 0})
+    async def send(self, mailbox_id: str, key: str) -> SendDoc | None:
+        found = await self.sends.find_one({"_id": str(send_id(mailbox_id, key))}, {"outbox": 0})
+        return SendDoc.model_validate(found) if found else None
 
     async def due(self, limit: int) -> list[tuple[str, str]]:
         """(mailbox, send id) of queued sends that are due and free, oldest first (the sweep)."""
@@ -218,7 +211,7 @@ class Repository:
         )
         return [(d["mailbox_id"], d["_id"]) for d in await cursor.to_list(None)]
 
-    async def claim(self, send: str, owner: str, lease_s: float) -> Document | None:
+    async def claim(self, send: str, owner: str, lease_s: float) -> SendDoc | None:
         """Take one send by id if it is still queued, due and free (a fresh claim token each time)."""
         at = now()
         token = uuid.uuid4().hex
@@ -234,26 +227,26 @@ class Repository:
             projection={"outbox": 0},
             return_document=ReturnDocument.AFTER,
         )
-        return {k: _aware(v) for k, v in doc.items()} if doc else None
+        return SendDoc.model_validate(doc) if doc else None
 
-    async def postpone(self, doc: Document, until: datetime) -> None:
+    async def postpone(self, doc: SendDoc, until: datetime) -> None:
         """Give a claimed send back untried (rate limit): no attempt is counted."""
         await self.sends.update_one(
-            {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": "queued"},
+            {"_id": doc.id, "lease_token": doc.lease_token, "status": "queued"},
             {"$set": {"next_at": until, "lease_until": FREE, "updated_at": now()}},
         )
 
-    async def mark_sending(self, doc: Document, lease_s: float, ref: Document) -> bool:
+    async def mark_sending(self, doc: SendDoc, lease_s: float, ref: MailboxRef) -> bool:
         """Persist 'sending' before DATA; False when the claim was lost (then nothing is sent).
 
         ``ref`` (the mailbox as events show it) is kept for the uncertain report after a crash."""
         at = now()
         result = await self.sends.update_one(
-            {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": "queued"},
+            {"_id": doc.id, "lease_token": doc.lease_token, "status": "queued"},
             {
                 "$set": {
                     "status": "sending",
-                    "mailbox_ref": ref,
+                    "mailbox_ref": ref.model_dump(mode="json"),
                     "data_started_at": at,
                     "lease_until": at + timedelta(seconds=lease_s),
                     "updated_at": at,
@@ -272,7 +265,7 @@ class Repository:
         return result.modified_count
 
     async def retry_later(
-        self, doc: Document, until: datetime, error: Document, count: bool, partial: Document | None = None
+        self, doc: SendDoc, until: datetime, error: StoredError, count: bool, partial: Partial | None = None
     ) -> bool:
         """Back to 'queued' after a transient failure. ``count``: add the attempt (a failure before
         DATA; :meth:`mark_sending` counted the others). ``partial``: the message went to some
@@ -281,27 +274,27 @@ class Repository:
             "status": "queued",
             "next_at": until,
             "lease_until": FREE,
-            "last_error": error,
+            "last_error": error.model_dump(mode="json"),
             "updated_at": now(),
         }
         if partial is not None:
-            values["partial"] = partial
+            values["partial"] = partial.model_dump(mode="json")
         update: Document = {"$set": values}
         if count:
             update["$inc"] = {"attempts": 1}
         result = await self.sends.update_one(
-            {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": {"$in": list(ACTIVE)}}, update
+            {"_id": doc.id, "lease_token": doc.lease_token, "status": {"$in": list(ACTIVE)}}, update
         )
         return result.modified_count == 1
 
-    async def stale_sending(self, limit: int = 100) -> list[Document]:
+    async def stale_sending(self, limit: int = 100) -> list[SendDoc]:
         """Sends left in 'sending' past their lease: their sender died between DATA and the outcome."""
         cursor = self.sends.find({"status": "sending", "lease_until": {"$lt": now()}}, {"outbox": 0}).limit(
             limit
         )
-        return [{k: _aware(v) for k, v in d.items()} for d in await cursor.to_list(None)]
+        return [SendDoc.model_validate(d) for d in await cursor.to_list(None)]
 
-    async def mark_uncertain(self, doc: Document, outcome: Any, event: Any, subject: str) -> bool:
+    async def mark_uncertain(self, doc: SendDoc, outcome: Any, event: Any, subject: str) -> bool:
         update = with_outbox(
             {
                 "$set": {
@@ -313,7 +306,7 @@ class Repository:
             [outbox_entry(event, subject)],
         )
         result = await self.sends.update_one(
-            {"_id": doc["_id"], "status": "sending", "lease_until": {"$lt": now()}}, update
+            {"_id": doc.id, "status": "sending", "lease_until": {"$lt": now()}}, update
         )
         return result.modified_count == 1
 
@@ -329,7 +322,7 @@ class Repository:
         cursor = self.sends.find(query, {"_id": 1}).limit(limit)
         return [d["_id"] async for d in cursor]
 
-    async def claim_copy(self, send: str, lease_s: float) -> Document | None:
+    async def claim_copy(self, send: str, lease_s: float) -> SendDoc | None:
         """Take a pending copy for ``lease_s`` (a fresh token): one copier at a time, across replicas."""
         at = now()
         doc = await self.sends.find_one_and_update(
@@ -349,9 +342,9 @@ class Repository:
             projection={"outbox": 0},
             return_document=ReturnDocument.AFTER,
         )
-        return {k: _aware(v) for k, v in doc.items()} if doc else None
+        return SendDoc.model_validate(doc) if doc else None
 
-    async def copy_done(self, doc: Document, state: str, attempts: int, event: Any, subject: str) -> bool:
+    async def copy_done(self, doc: SendDoc, state: str, attempts: int, event: Any, subject: str) -> bool:
         """The copy's end (``saved`` or ``failed``) with its event; False when the claim was lost."""
         update = with_outbox(
             {
@@ -367,7 +360,7 @@ class Repository:
         result = await self.sends.update_one(self._copy_claim(doc), update)
         return result.modified_count == 1
 
-    async def copy_later(self, doc: Document, attempts: int, until: datetime, error: str) -> None:
+    async def copy_later(self, doc: SendDoc, attempts: int, until: datetime, error: str) -> None:
         """Back to pending after a transient failure (``attempts`` counted), due at ``until``."""
         values = {
             "sent_copy.attempts": attempts,
@@ -378,8 +371,9 @@ class Repository:
         await self.sends.update_one(self._copy_claim(doc), {"$set": values})
 
     @staticmethod
-    def _copy_claim(doc: Document) -> Document:
-        return {"_id": doc["_id"], "sent_copy.state": "pending", "sent_copy.token": doc["sent_copy"]["token"]}
+    def _copy_claim(doc: SendDoc) -> Document:
+        token = doc.sent_copy.token if doc.sent_copy is not None else None
+        return {"_id": doc.id, "sent_copy.state": "pending", "sent_copy.token": token}
 
     async def queue_depth(self) -> int:
         return await self.sends.count_documents({"status": {"$in": list(ACTIVE)}})

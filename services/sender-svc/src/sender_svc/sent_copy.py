@@ -38,10 +38,10 @@ from mailwarden_mailnet.smtp import Timeouts
 from mailwarden_mailnet.tls import TlsContexts
 from mailwarden_mailnet.use_login import LoginSource, LoginUnavailable
 from mailwarden_runtime.loop import BackgroundLoop
-from mailwarden_runtime.mongo import Document
 from sender_svc import metrics, mime
 from sender_svc.attachments import ObjectAttachments
 from sender_svc.config import Settings
+from sender_svc.documents import SendDoc
 from sender_svc.repository import Repository, now
 
 log = logging.getLogger(__name__)
@@ -125,15 +125,15 @@ class SentCopies:
         doc = await self.repo.claim_copy(send, lease_s)
         if doc is None:  # saved, failed, not due, or another copier has it
             return
-        attempts = int(doc["sent_copy"].get("attempts", 0)) + 1
-        req = SendEmailRequested.model_validate(doc["request"])
+        attempts = (doc.sent_copy.attempts if doc.sent_copy else 0) + 1
+        req = doc.request
         ref: MailboxRef | None = None
         folder = ""
         try:
             ref, profile = await self._where(req.mailbox_id)
             folder = profile.advanced.sent_folder
             data = data or await self._rebuild(doc, req)
-            already = await self._append(req.mailbox_id, profile, folder, doc["message_id"], data)
+            already = await self._append(req.mailbox_id, profile, folder, doc.message_id, data)
         except LoginUnavailable as exc:
             if exc.status == 403:  # mailbox-svc: the profile no longer saves sent copies
                 await self._end(doc, attempts, ref, folder, error=(ErrorCode.CREDENTIALS_MISSING, str(exc)))
@@ -170,7 +170,7 @@ class SentCopies:
             raise _Final(ErrorCode.PROTOCOL_MISMATCH, "the incoming server is not IMAP: no Sent folder")
         return mbx.ref(profile), profile
 
-    async def _rebuild(self, doc: Document, req: SendEmailRequested) -> bytes:
+    async def _rebuild(self, doc: SendDoc, req: SendEmailRequested) -> bytes:
         """The mail as it was sent (same Message-ID and Date), built again after a restart."""
         view = await self.repo.mailbox(req.mailbox_id)
         assert view is not None and view.snapshot is not None
@@ -178,8 +178,8 @@ class SentCopies:
             req,
             from_email=view.snapshot.email,
             from_name=view.snapshot.owner.name,
-            msg_id=doc["message_id"],
-            date=doc["requested_at"],
+            msg_id=doc.message_id,
+            date=doc.requested_at,
             attachments=await self.attachments.read(req),
         )
         return built.data
@@ -228,7 +228,7 @@ class SentCopies:
 
     async def _end(
         self,
-        doc: Document,
+        doc: SendDoc,
         attempts: int,
         ref: MailboxRef | None,
         folder: str,
@@ -236,10 +236,10 @@ class SentCopies:
         already: bool = False,
         error: tuple[ErrorCode, str] | None = None,
     ) -> None:
-        req = SendEmailRequested.model_validate(doc["request"])
+        req = doc.request
         stored_ref = ref or _sent_ref(doc)
         if stored_ref is None:  # no reference to report with (never expected: EmailSent had one)
-            log.warning("a sent copy ended without a mailbox reference", extra={"send_id": doc["_id"]})
+            log.warning("a sent copy ended without a mailbox reference", extra={"send_id": doc.id})
             return
         failure = None
         if error is not None:
@@ -251,7 +251,7 @@ class SentCopies:
         event = EmailSentCopy(
             mailbox=stored_ref,
             idempotency_key=req.idempotency_key,
-            message_id=doc["message_id"],
+            message_id=doc.message_id,
             folder=folder or "-",
             saved=error is None,
             already_there=already,
@@ -259,9 +259,7 @@ class SentCopies:
             attempts=attempts,
             copied_at=datetime.now(UTC),
         )
-        envelope = self.envelop(
-            event, doc.get("correlation_id"), uuid.uuid5(uuid.UUID(doc["_id"]), "sent_copy")
-        )
+        envelope = self.envelop(event, doc.correlation_id, uuid.uuid5(uuid.UUID(doc.id), "sent_copy"))
         state = "saved" if error is None else "failed"
         subject = send_outcome_subject(SEND_SENT_COPY, req.mailbox_id)
         if await self.repo.copy_done(doc, state, attempts, envelope, subject):
@@ -279,7 +277,7 @@ async def _holds(imap: ImapClient, folder: str, message_id: str) -> bool:
     return bool(await imap.uid_search_header("Message-ID", message_id))
 
 
-def _sent_ref(doc: Document) -> MailboxRef | None:
-    outcome = doc.get("outcome") or {}
-    ref = outcome.get("mailbox") or doc.get("mailbox_ref")
-    return MailboxRef.model_validate(ref) if ref else None
+def _sent_ref(doc: SendDoc) -> MailboxRef | None:
+    """The mailbox as its EmailSent named it."""
+    ref = (doc.outcome or {}).get("mailbox")
+    return MailboxRef.model_validate(ref) if ref else doc.mailbox_ref

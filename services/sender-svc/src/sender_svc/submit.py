@@ -20,9 +20,9 @@ from contracts.events import MailboxSnapshot, ProfileSnapshot
 from contracts.models import CredentialSource, Direction, MailboxRef
 from contracts.outgoing import SendEmailRequested, send_id
 from mailwarden_runtime.http import DomainError
-from mailwarden_runtime.mongo import Document
 from sender_svc import metrics, mime
 from sender_svc.attachments import AttachmentError, ObjectAttachments
+from sender_svc.documents import SendDoc
 from sender_svc.repository import Repository, fingerprint
 
 
@@ -122,13 +122,13 @@ class Queued:
     """A send just queued by this process, with the message built for its checks: its first
     attempt sends these bytes (no second build) when its mailbox still sends as ``sender``."""
 
-    doc: Document
+    doc: SendDoc
     built: mime.Built
     sender: tuple[str, str]
     """The From address and display name the message was built with."""
 
 
-Submitted = tuple[Document, bool] | Refused
+Submitted = tuple[SendDoc, bool] | Refused
 """The stored send and whether its key existed already, or why the request was refused."""
 
 
@@ -153,7 +153,7 @@ class Submission:
 
     async def submit(
         self, req: SendEmailRequested, correlation_id: str | None = None
-    ) -> tuple[Document, bool]:
+    ) -> tuple[SendDoc, bool]:
         """Queue ``req`` once; returns the stored send and whether it existed already.
 
         A key submitted before answers that send, even when the request would be refused now."""
@@ -176,7 +176,7 @@ class Submission:
         existed = await self.repo.insert_sends([q.doc for q in queued])
         answers: list[Submitted] = []
         for (req, _), result in zip(items, results, strict=True):
-            if isinstance(result, Queued) and result.doc["_id"] not in existed:
+            if isinstance(result, Queued) and result.doc.id not in existed:
                 self.offer(result)
                 answers.append((result.doc, False))
             else:  # refused, or submitted before (or by a concurrent request that won)
@@ -195,8 +195,8 @@ class Submission:
         metrics.REFUSED.labels(error_code=refusal.code.value).inc()
         return refusal
 
-    def _same(self, existing: Document, req: SendEmailRequested) -> Document:
-        if existing["fingerprint"] != fingerprint(req):
+    def _same(self, existing: SendDoc, req: SendEmailRequested) -> SendDoc:
+        if existing.fingerprint != fingerprint(req):
             raise Refused(
                 409,
                 ErrorCode.MESSAGE_REFUSED,
