@@ -144,6 +144,15 @@ async def enabled_mailbox(
         yield Enabled(http, sender, mailbox_id, tag)
 
 
+async def send(e: Enabled, key: str, to: str, subject: str, text: str = "-") -> dict[str, Any]:
+    """Send one mail through sender-svc's API; where it stands once it has an outcome."""
+    mail = {"mailbox_id": e.mailbox_id, "idempotency_key": key, "to": [{"address": to}]}
+    assert (
+        await e.http["sender"].post("/sends", json={**mail, "subject": subject, "text": text})
+    ).status_code == 202
+    return await final_status(e, key)
+
+
 async def final_status(e: Enabled, key: str) -> dict[str, Any]:
     async def outcome() -> dict[str, Any] | None:
         found: dict[str, Any] = (await e.http["sender"].get(f"/sends/{e.mailbox_id}/{key}")).json()
@@ -164,15 +173,8 @@ async def test_test_and_enable_then_a_mail_goes_out_with_the_mailbox_login(
     user = "alice"
     login = (user, mail_users[user])
     async with enabled_mailbox(mailwarden_services, dovecot, smtp_server, certs, login) as e:
-        mail = {
-            "mailbox_id": e.mailbox_id,
-            "idempotency_key": f"e2e-{e.tag}",
-            "to": [{"address": "bob@example.org"}],
-            "subject": f"end to end {e.tag}",
-            "text": "sent with the login mailbox-svc handed over",
-        }
-        assert (await e.http["sender"].post("/sends", json=mail)).status_code == 202
-        got = await final_status(e, f"e2e-{e.tag}")
+        text = "sent with the login mailbox-svc handed over"
+        got = await send(e, f"e2e-{e.tag}", "bob@example.org", f"end to end {e.tag}", text)
     assert got["status"] == "sent", got
     mine = [m for m in smtp_server.messages if f"end to end {e.tag}".encode() in m.data]
     assert len(mine) == 1 and mine[0].auth_login == user and mine[0].rcpt_tos == ["bob@example.org"]
@@ -206,16 +208,8 @@ async def test_a_sent_mail_is_copied_to_the_sent_folder_once_also_when_retried_a
         mailwarden_services, dovecot, smtp_server, certs, login, advanced, sender_backoff_s=0.3
     ) as e:
         key = f"copy-{e.tag}"
-        mail = {
-            "mailbox_id": e.mailbox_id,
-            "idempotency_key": key,
-            "to": [{"address": "carol@example.org"}],
-            "subject": f"copied {e.tag}",
-            "text": "a copy of me belongs in the Sent folder",
-        }
         smtp_server.fail_next_data("451 4.3.0 try again later")  # the first attempt is deferred
-        assert (await e.http["sender"].post("/sends", json=mail)).status_code == 202
-        got = await final_status(e, key)
+        got = await send(e, key, "carol@example.org", f"copied {e.tag}", "a copy belongs in the Sent folder")
         assert got["status"] == "sent" and got["attempts"] == 2, got
         message_id = got["message_id"]
         sends = e.sender.state.repository.sends
@@ -253,15 +247,7 @@ async def test_a_copy_that_cannot_be_saved_leaves_the_mail_sent(
         mailwarden_services, dovecot, smtp_server, certs, login, advanced, sender_copy_attempts=1
     ) as e:
         key = f"nocopy-{e.tag}"
-        mail = {
-            "mailbox_id": e.mailbox_id,
-            "idempotency_key": key,
-            "to": [{"address": "dan@example.org"}],
-            "subject": f"not copied {e.tag}",
-            "text": "-",
-        }
-        assert (await e.http["sender"].post("/sends", json=mail)).status_code == 202
-        got = await final_status(e, key)
+        got = await send(e, key, "dan@example.org", f"not copied {e.tag}")
         sends = e.sender.state.repository.sends
 
         async def ended() -> dict[str, Any] | None:

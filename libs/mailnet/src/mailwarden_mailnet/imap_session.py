@@ -1,7 +1,7 @@
-"""A logged-in IMAP session for one short job (sender-svc's copy of a sent mail), through the one
-egress policy: port first, then resolve, every address against the policy, TCP to the checked
-address only, TLS verified against the host name, greeting, STARTTLS where configured, login.
-Every step has its own deadline; any failure is a classified :class:`NetError`.
+"""A logged-in IMAP session for one short job (sender-svc's copy of a sent mail): the connection
+through the one egress policy (:func:`~mailwarden_mailnet.dial.dial`), then greeting, STARTTLS
+where configured, login. Every step has its own deadline; any failure is a classified
+:class:`NetError`.
 """
 
 from __future__ import annotations
@@ -9,40 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 
 from contracts.errors import ErrorCode
-from contracts.models import Endpoint, TlsMode
-from mailwarden_mailnet.classify import classify_exception
-from mailwarden_mailnet.errors import NetError
+from contracts.models import TlsMode
+from mailwarden_mailnet.dial import MailTarget, Timeouts, classified, dial
 from mailwarden_mailnet.imap import ImapClient
 from mailwarden_mailnet.login import Login
 from mailwarden_mailnet.policy import EgressPolicy
-from mailwarden_mailnet.resolve import ResolveError, Resolver, resolve_with_deadline
-from mailwarden_mailnet.smtp import Timeouts
+from mailwarden_mailnet.resolve import Resolver
 from mailwarden_mailnet.tls import handshake_errors
-from mailwarden_mailnet.wire import Limits, Wire, connect_first
+from mailwarden_mailnet.wire import Limits
 
-
-@dataclass(frozen=True)
-class ImapTarget:
-    """The profile's incoming endpoint and its TLS and auth rules."""
-
-    endpoint: Endpoint
-    allowed_ports: Sequence[int]
-    verify_tls: bool = True
-    allow_plaintext_auth: bool = False
-
-
-@contextlib.contextmanager
-def _classified(timeout_code: ErrorCode) -> Iterator[None]:
-    try:
-        yield
-    except NetError:
-        raise
-    except (Exception, TimeoutError) as exc:
-        raise classify_exception(exc, timeout_code) from None
+ImapTarget = MailTarget
+"""The profile's incoming endpoint and its TLS and auth rules."""
 
 
 @contextlib.asynccontextmanager
@@ -58,34 +38,15 @@ async def imap_session(
 ) -> AsyncIterator[ImapClient]:
     """A logged-in client; LOGOUT (bounded) and the connection dropped when the block ends."""
     ep = target.endpoint
-    EgressPolicy(policy.allow_networks, target.allowed_ports).check_port(ep.port)
-    if ep.tls is TlsMode.NONE and not target.allow_plaintext_auth:
-        raise NetError(ErrorCode.PLAINTEXT_NOT_ALLOWED, "the profile uses no TLS")
-    try:
-        addresses = await resolve_with_deadline(resolver, ep.host, ep.port, timeouts.dns_s)
-    except ResolveError as exc:
-        raise NetError(exc.code, exc.detail) from None
-    policy.check_addresses(addresses)
-    with _classified(ErrorCode.TCP_TIMEOUT):
-        async with asyncio.timeout(timeouts.connect_s):
-            sock, _ = await connect_first(addresses, ep.port)
-    ctx = tls(target.verify_tls)
-    try:
-        with _classified(ErrorCode.GREETING_TIMEOUT), handshake_errors():
-            async with asyncio.timeout(timeouts.step_s):
-                if ep.tls is TlsMode.IMPLICIT:
-                    wire = await Wire.open(sock, limits or Limits(), ctx, ep.host)
-                else:
-                    wire = await Wire.open(sock, limits or Limits())
-    except BaseException:
-        sock.close()
-        raise
+    wire, ctx = await dial(
+        target, policy=policy, resolver=resolver, tls=tls, timeouts=timeouts, limits=limits
+    )
     client = ImapClient(wire)
     try:
-        with _classified(ErrorCode.GREETING_TIMEOUT):
+        with classified(ErrorCode.GREETING_TIMEOUT):
             async with asyncio.timeout(timeouts.step_s):
                 _, preauth = await client.greeting()
-        with _classified(ErrorCode.STEP_TIMEOUT):
+        with classified(ErrorCode.STEP_TIMEOUT):
             async with asyncio.timeout(timeouts.step_s):
                 caps = await client.capabilities()
                 if ep.tls is TlsMode.STARTTLS:

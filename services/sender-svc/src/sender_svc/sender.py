@@ -37,10 +37,11 @@ from contracts.outgoing import (
     SendEmailRequested,
 )
 from contracts.subjects import SEND_FAILED, SEND_SENT, SEND_UNCERTAIN, send_outcome_subject
+from mailwarden_mailnet.dial import Timeouts
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.policy import EgressPolicy
 from mailwarden_mailnet.resolve import Resolver
-from mailwarden_mailnet.smtp import DataUncertain, Reply, SmtpRefused, SmtpTarget, Timeouts, open_smtp
+from mailwarden_mailnet.smtp import DataUncertain, Reply, SmtpRefused, SmtpTarget, open_smtp
 from mailwarden_mailnet.tls import TlsContexts
 from mailwarden_mailnet.use_login import LoginSource, LoginUnavailable
 from mailwarden_runtime.loop import BackgroundLoop

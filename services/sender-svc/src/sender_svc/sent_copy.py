@@ -29,12 +29,12 @@ from contracts.events import Event, ProfileSnapshot
 from contracts.models import IncomingProtocol, MailboxRef, TestError
 from contracts.outgoing import EmailSentCopy, SendEmailRequested
 from contracts.subjects import SEND_SENT_COPY, send_outcome_subject
+from mailwarden_mailnet.dial import Timeouts
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.imap import ImapClient, quote
 from mailwarden_mailnet.imap_session import ImapTarget, imap_session
 from mailwarden_mailnet.policy import EgressPolicy
 from mailwarden_mailnet.resolve import Resolver
-from mailwarden_mailnet.smtp import Timeouts
 from mailwarden_mailnet.tls import TlsContexts
 from mailwarden_mailnet.use_login import LoginSource, LoginUnavailable
 from mailwarden_runtime.loop import BackgroundLoop
