@@ -21,12 +21,14 @@ import argparse
 import asyncio
 import concurrent.futures
 import json
+import re
 import smtplib
 import ssl
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +76,10 @@ class Row:
     seconds: float
     p50_ms: float | None = None
     p95_ms: float | None = None
+    queued_s: float | None = None
+    """sender-svc: from the first request published to the last one stored (its intake)."""
+    sessions: str = "-"
+    """sender-svc: SMTP sessions opened / reused for a mail (its metrics)."""
 
     @property
     def per_s(self) -> float:
@@ -201,6 +207,7 @@ async def drive_sender(
         for user in accounts
     ]
     t0 = time.monotonic()
+    published_at = datetime.now(UTC)
     await asyncio.gather(*(js.publish(r.SUBJECT, make_envelope(r, "bench").to_bytes()) for r in requests))
     try:
         await asyncio.wait_for(done.wait(), 600)
@@ -219,7 +226,19 @@ async def drive_sender(
     await mongo.close()
     await nc.drain()
     p95 = lat[int(len(lat) * 0.95) - 1] if lat else None
-    return Row("sender-svc", 0, total, len(sent), seconds, statistics.median(lat) if lat else None, p95)
+    queued = max((datetime.fromisoformat(s["requested_at"]) for s in sent), default=None)
+    row = Row("sender-svc", 0, total, len(sent), seconds, statistics.median(lat) if lat else None, p95)
+    if queued is not None:
+        row.queued_s = (queued - published_at).total_seconds()
+    return row
+
+
+def sessions(metrics_url: str) -> str:
+    """Opened / reused SMTP sessions from the service's own counters."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as resp:
+        text = resp.read().decode()
+    found = dict(re.findall(r'^mailwarden_sender_connections_total\{how="(\w+)"\} ([0-9.e+]+)$', text, re.M))
+    return f"{float(found.get('opened', 0)):.0f}/{float(found.get('reused', 0)):.0f}"
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -242,59 +261,78 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Row]:
     certs = TestCertificates.create(workdir / "certs")
     ctx = ssl.create_default_context(cafile=str(certs.ca))
     rows: list[Row] = []
-    with (
-        SmtpProcess(workdir / "smtp", certs, accounts) as smtp,
-        smtp_port(smtp, args.rtt / 2, workdir) as port,
-    ):
-        _log(
-            f"{total} mails over {len(accounts)} mailboxes, RTT {args.rtt:g} ms, concurrency {args.concurrency}"
-        )
-        t0 = time.monotonic()
-        sent = asyncio.run(aiosmtplib_loop(port, ctx, work, args.concurrency))
-        rows.append(Row("aiosmtplib", args.rtt, total, sent, time.monotonic() - t0))
-        _log(f"  aiosmtplib {rows[-1].per_s:.0f} mails/s")
-        t0 = time.monotonic()
-        sent = smtplib_loop(port, ctx, work, args.concurrency)
-        rows.append(Row("smtplib", args.rtt, total, sent, time.monotonic() - t0))
-        _log(f"  smtplib {rows[-1].per_s:.0f} mails/s")
-        if not args.no_service:
-            with NatsServer(workdir / "nats") as nats_server, MongoWireServer(workdir / "mongo") as mongo:
-                keys = load_or_create_keys(workdir / "keys.env")
-                db = "bench"
-                env = {
-                    "MW_NATS_URL": nats_server.url,
-                    "MW_MONGODB_URI": mongo.uri,
-                    "MW_MONGODB_DB": db,
-                    **keys,
-                    "MW_SENDER_ALLOW_NETWORKS": "127.0.0.0/8",
-                    "MW_SENDER_CA_FILE": str(certs.ca),
-                    "MW_SENDER_CONCURRENCY": str(args.concurrency),
-                    "MW_SENDER_RATE_PER_MINUTE": "100000",
-                    "MW_SENDER_RATE_BURST": "100000",
-                    "MW_LOG_LEVEL": "WARNING",
-                }
-                transit = KeyRing.parse(keys["MW_TRANSIT_KEYS"])
-                events = setup_events(accounts, port, args.concurrency)
-                desk = login_desk(accounts, port, transit)
-                with ServiceProcess(workdir / "logs", SENDER, free_port(), env):
-                    row = asyncio.run(drive_sender(nats_server.url, mongo.uri, db, desk, events, per))
-                row.rtt_ms = args.rtt
-                rows.append(row)
-                _log(f"  sender-svc {row.per_s:.0f} mails/s")
+    with SmtpProcess(workdir / "smtp", certs, accounts, pipelining=args.pipelining) as smtp:
+        for rtt in args.rtt:
+            with smtp_port(smtp, rtt / 2, workdir / f"rtt-{rtt:g}") as port:
+                rows += run_rtt(args, workdir / f"rtt-{rtt:g}", rtt, port, ctx, certs, accounts, work, total)
+    return rows
+
+
+def run_rtt(
+    args: argparse.Namespace,
+    workdir: Path,
+    rtt: float,
+    port: int,
+    ctx: ssl.SSLContext,
+    certs: TestCertificates,
+    accounts: dict[str, str],
+    work: list[tuple[str, str, int]],
+    total: int,
+) -> list[Row]:
+    """The three rows at one RTT (a fresh NATS and database for the service)."""
+    rows: list[Row] = []
+    per = work[0][2]
+    _log(f"{total} mails over {len(accounts)} mailboxes, RTT {rtt:g} ms, concurrency {args.concurrency}")
+    t0 = time.monotonic()
+    sent = asyncio.run(aiosmtplib_loop(port, ctx, work, args.concurrency))
+    rows.append(Row("aiosmtplib", rtt, total, sent, time.monotonic() - t0))
+    _log(f"  aiosmtplib {rows[-1].per_s:.0f} mails/s")
+    t0 = time.monotonic()
+    sent = smtplib_loop(port, ctx, work, args.concurrency)
+    rows.append(Row("smtplib", rtt, total, sent, time.monotonic() - t0))
+    _log(f"  smtplib {rows[-1].per_s:.0f} mails/s")
+    if args.no_service:
+        return rows
+    with NatsServer(workdir / "nats") as nats_server, MongoWireServer(workdir / "mongo") as mongo:
+        keys = load_or_create_keys(workdir / "keys.env")
+        db = "bench"
+        env = {
+            "MW_NATS_URL": nats_server.url,
+            "MW_MONGODB_URI": mongo.uri,
+            "MW_MONGODB_DB": db,
+            **keys,
+            "MW_SENDER_ALLOW_NETWORKS": "127.0.0.0/8",
+            "MW_SENDER_CA_FILE": str(certs.ca),
+            "MW_SENDER_CONCURRENCY": str(args.concurrency),
+            "MW_SENDER_RATE_PER_MINUTE": "100000",
+            "MW_SENDER_RATE_BURST": "100000",
+            "MW_AUTH_PUBLIC_METRICS": "true",
+            "MW_LOG_LEVEL": "WARNING",
+        }
+        transit = KeyRing.parse(keys["MW_TRANSIT_KEYS"])
+        events = setup_events(accounts, port, args.concurrency)
+        desk = login_desk(accounts, port, transit)
+        with ServiceProcess(workdir / "logs", SENDER, free_port(), env) as service:
+            row = asyncio.run(drive_sender(nats_server.url, mongo.uri, db, desk, events, per))
+            row.sessions = sessions(f"{service.url}/metrics")
+    row.rtt_ms = rtt
+    rows.append(row)
+    _log(f"  sender-svc {row.per_s:.0f} mails/s")
     return rows
 
 
 def report(rows: list[Row]) -> str:
-    limit = next((r.per_s for r in rows if r.name == "aiosmtplib"), 0.0)
     lines = [
-        f"{'runner':<12} {'RTT ms':>6} {'mails':>6} {'sent':>6} {'seconds':>8} {'mails/s':>8} {'x limit':>8} {'p50 ms':>7} {'p95 ms':>7}"
+        f"{'runner':<12} {'RTT ms':>6} {'mails':>6} {'sent':>6} {'seconds':>8} {'mails/s':>8} {'x limit':>8} {'p50 ms':>7} {'p95 ms':>7} {'queued s':>8} {'sessions':>9}"
     ]
     for r in rows:
+        limit = next((x.per_s for x in rows if x.name == "aiosmtplib" and x.rtt_ms == r.rtt_ms), 0.0)
         ratio = r.per_s / limit if limit else 0.0
+        queued = f"{r.queued_s:.1f}" if r.queued_s is not None else "-"
         p50 = f"{r.p50_ms:.0f}" if r.p50_ms is not None else "-"
         p95 = f"{r.p95_ms:.0f}" if r.p95_ms is not None else "-"
         lines.append(
-            f"{r.name:<12} {r.rtt_ms:>6g} {r.mails:>6} {r.delivered:>6} {r.seconds:>8.2f} {r.per_s:>8.1f} {ratio:>8.2f} {p50:>7} {p95:>7}"
+            f"{r.name:<12} {r.rtt_ms:>6g} {r.mails:>6} {r.delivered:>6} {r.seconds:>8.2f} {r.per_s:>8.1f} {ratio:>8.2f} {p50:>7} {p95:>7} {queued:>8} {r.sessions:>9}"
         )
     return "\n".join(lines)
 
@@ -304,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mails", type=int, default=1000)
     parser.add_argument("--mailboxes", type=int, default=100)
     parser.add_argument(
-        "--rtt", type=float, default=0.0, help="round-trip time in ms (a proxy adds half each way)"
+        "--rtt",
+        type=lambda text: [float(x) for x in text.split(",")],
+        default=[0.0],
+        help="round-trip times in ms, comma-separated (a proxy adds half each way): 0,50",
     )
     parser.add_argument("--concurrency", type=int, default=16, help="connections/tasks in every row")
     parser.add_argument("--no-service", action="store_true", help="only the bare clients")

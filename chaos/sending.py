@@ -93,7 +93,7 @@ async def kill_once(work: Path, smtp: SmtpServer, mongo_uri: str, point: Point) 
     mailbox_id = USER
     smtp.clear()
     with NatsServer(work / "nats") as nats_server:
-        db = f"chaos_send_{point}"
+        db = f"chaos_send_{work.name}".replace("-", "_")  # a fresh database per point and round
         env = {
             "MW_NATS_URL": nats_server.url,
             "MW_MONGODB_URI": mongo_uri,

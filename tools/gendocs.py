@@ -599,7 +599,9 @@ def access_md(services: Sequence[tuple[str, Sequence[Operation[Any, Any]]]]) -> 
         "\n## Services asking services\n\n",
         "A service asks another with a token made from the transit key ring (`mws_<service>_...`),\n",
         "granting only what it needs. `credentials:use` (a mailbox's login, sealed for one purpose,\n",
-        "mailbox, direction, host and port and a short time) is held by no role, only by these services.\n\n",
+        "mailbox, direction, host and port and a short time) is held by no role, only by these services,\n",
+        "each for its own direction: sync-svc incoming (`sync`), sender-svc outgoing (`send`), and\n",
+        "sender-svc incoming only for `sent_copy` while the mailbox's profile saves sent copies.\n\n",
         table(
             ["Service", "Permissions"],
             [

@@ -201,7 +201,8 @@ def test_network_policies_cover_every_service(render: Render, overlay: str) -> N
         ip_rules = [r for r in rules if any("ipBlock" in peer for peer in r["to"])]
         if name in ("tester-svc", "sync-svc", "sender-svc"):  # the ones that reach customer mail servers
             (internet,) = ip_rules
-            expected = {465, 587, 25} if name == "sender-svc" else MAIL_PORTS
+            # sender-svc: SMTP, and IMAP(S) for the Sent-folder copy of profiles that save one
+            expected = {465, 587, 25, 993, 143} if name == "sender-svc" else MAIL_PORTS
             assert {p["port"] for p in internet["ports"]} == expected
             for peer in internet["to"]:
                 block = peer["ipBlock"]

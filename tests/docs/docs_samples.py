@@ -63,6 +63,7 @@ from contracts.outgoing import (
     EmailSendFailed,
     EmailSendUncertain,
     EmailSent,
+    EmailSentCopy,
     MailboxSendLoginRefused,
     ObjectRef,
     OutgoingAttachment,
@@ -328,6 +329,15 @@ SAMPLES: dict[str, Callable[[], Event]] = {
         reason="the sender stopped after handing the message over, before storing the reply",
         data_started_at=NOW,
         detected_at=NOW + timedelta(minutes=1),
+    ),
+    "EmailSentCopy": lambda: EmailSentCopy(
+        mailbox=MAILBOX,
+        idempotency_key="crm-case-7-reply-1",
+        message_id=MESSAGE_ID,
+        folder="Sent",
+        saved=True,
+        attempts=1,
+        copied_at=NOW + timedelta(seconds=2),
     ),
     "MailboxSendLoginRefused": lambda: MailboxSendLoginRefused(
         mailbox=MAILBOX,

@@ -88,3 +88,51 @@ async def test_a_login_entered_for_another_server_is_refused(make_harness: MakeH
             return got.get("status") == 409 and "changed since the password was entered" in json.dumps(got)
 
         await eventually(refused, what="the redirected login refused")
+
+
+async def test_sender_gets_the_incoming_login_only_to_copy_sent_mail_and_only_when_the_profile_says_so(
+    make_harness: MakeHarness,
+) -> None:
+    async with make_harness() as h:
+        profile = await h.profile()  # save_sent_copy off (the default)
+        assert (await h.http.post("/mailboxes", json=mailbox_body(1, mailbox_id="a"))).status_code == 201
+        transit = KeyRing.parse(h.settings.transit_keys.get_secret_value())  # type: ignore[union-attr]
+        sync, sender = service_token(transit, "sync-svc"), service_token(transit, "sender-svc")
+        copy = {"mailbox_id": "a", "direction": "incoming", "purpose": "sent_copy"}
+
+        off = await ask(h, sender, copy)
+        assert off["status"] == 403 and "does not save sent copies" in json.dumps(off), off
+
+        on = profile.model_copy(
+            update={"advanced": profile.advanced.model_copy(update={"save_sent_copy": True}), "version": 2}
+        )
+        await h.publish(ProfileUpdated(profile=on))
+
+        async def granted() -> dict[str, Any] | None:
+            got = await ask(h, sender, copy)
+            return got if got.get("ok") else None
+
+        got = await eventually(granted, what="the sent_copy login once the profile saves sent copies")
+        assert got is not None
+        result = got["result"]
+        assert (result["host"], result["port"], result["purpose"]) == ("imap.example.com", 993, "sent_copy")
+        sealed = SealedSecret.model_validate(result["sealed"])
+        where = {"mailbox_id": "a", "direction": "incoming", "host": "imap.example.com", "port": 993}
+        plain = json.loads(open_for_use(transit, sealed, purpose="sent_copy", **where))
+        assert (plain["username"], plain["password"]) == ("user1", "pw-secret-1")
+        for purpose in ("sync", "send"):  # bound to the copy: not a sync (or send) login
+            try:
+                open_for_use(transit, sealed, purpose=purpose, **where)
+            except SealError:
+                continue
+            raise AssertionError(f"opened for {purpose}")
+
+        # Only for that purpose, only in that direction, only for sender-svc.
+        for caller, body, status in (
+            (sender, {**copy, "purpose": "sync"}, 403),
+            (sender, {**copy, "direction": "outgoing"}, 422),
+            (sync, copy, 403),
+            (h.token, copy, 403),
+        ):
+            refused = await ask(h, caller, body)
+            assert refused.get("status") == status, (body, refused)

@@ -65,6 +65,13 @@ BAD_CREATES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("default flag", {"is_default": "maybe"}, "is_default"),
     ("process from", {"advanced": {"process_email_from": "yesterday"}}, "advanced.process_email_from"),
+    (
+        "sent copies on POP3",
+        {"incoming_protocol": "pop3", "advanced": {"save_sent_copy": True}},
+        "advanced.save_sent_copy",
+    ),
+    ("sent folder empty", {"advanced": {"save_sent_copy": True, "sent_folder": ""}}, "advanced.sent_folder"),
+    ("sent folder non-ASCII", {"advanced": {"sent_folder": "Gesendete Objekte ✓"}}, "advanced.sent_folder"),
     ("polling high", {"advanced": {"min_polling_interval_min": 1441}}, "advanced.min_polling_interval_min"),
     ("polling negative", {"advanced": {"min_polling_interval_min": -1}}, "advanced.min_polling_interval_min"),
     ("connections 0", {"advanced": {"max_concurrent_connections": 0}}, "advanced.max_concurrent_connections"),

@@ -40,6 +40,7 @@ from contracts.models import (
 )
 from mailwarden_mailnet.login_desk import LoginDesk
 from mailwarden_runtime.crypto import KeyRing
+from mailwarden_servers import eventually as wait_for
 
 TRANSIT = KeyRing.for_development("transit")
 OWNER = Owner(kind=OwnerKind.USER, id="u1", name="Zoë Ünal", email="zoe@example.org")
@@ -79,21 +80,9 @@ class Recorder:
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Await ``check()`` until it returns something truthy without raising."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return result
-        except Exception:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+    """:func:`mailwarden_servers.eventually` where any exception means "not yet" (e.g. ``sendable``
+    refusing until the read model has the mailbox)."""
+    return await wait_for(check, "the condition", timeout, ignoring=(Exception,))
 
 
 def enter_login(

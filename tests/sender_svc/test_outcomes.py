@@ -13,6 +13,7 @@ from sender_helpers import Recorder, envelope_of, eventually, mail
 from contracts.events import MailboxSnapshot, MailboxUpdated
 from contracts.models import TlsMode
 from mailwarden_servers import SmtpServer
+from sender_svc.documents import SendDoc
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ async def test_a_4xx_is_retried_with_a_stored_backoff_then_sent_once(
 
     async def retried() -> bool:
         doc = await app.state.repository.send("mbx1", "later")
-        return bool(doc and doc.get("last_error") and doc["last_error"]["code"] == "server_temporary_error")
+        return bool(doc and doc.last_error and doc.last_error.code == "server_temporary_error")
 
     await eventually(retried)
     sent = (await events.wait_for("EmailSent", mailbox_id="mbx1"))[0]["data"]
@@ -215,13 +216,14 @@ async def test_a_recipient_deferred_with_4xx_is_retried_alone_with_the_stored_ba
     to = [{"address": "ann@example.org"}, {"address": "later@example.org"}]
     assert (await client.post("/sends", json=mail("mbx1", "defer", to=to))).status_code == 202
 
-    async def deferred() -> dict[str, Any] | None:
+    async def deferred() -> SendDoc | None:
         doc = await app.state.repository.send("mbx1", "defer")
-        return doc if doc and doc.get("partial") and doc["status"] == "queued" else None
+        return doc if doc and doc.partial and doc.status == "queued" else None
 
     doc = await eventually(deferred)
-    assert doc["partial"]["accepted"] == ["ann@example.org"] and doc["next_at"] > doc["requested_at"]
-    assert [d["address"] for d in doc["partial"]["deferred"]] == ["later@example.org"]
+    assert doc is not None and doc.partial is not None
+    assert doc.partial.accepted == ["ann@example.org"] and doc.next_at > doc.requested_at
+    assert [d.address for d in doc.partial.deferred] == ["later@example.org"]
     assert events.of("EmailSent", "mbx1") == []  # not done yet: one recipient waits
     smtp_clean.refused_rcpts.pop("later@example.org")  # the mailbox is free again
     sent = (await events.wait_for("EmailSent", mailbox_id="mbx1"))[0]["data"]

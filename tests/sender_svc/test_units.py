@@ -8,8 +8,9 @@ import pytest
 
 from mailwarden_mailnet.smtp import dot_stuffed
 from sender_svc.candidates import Candidates
-from sender_svc.mime import AddressError, ascii_domain
+from sender_svc.mime import AddressError, Built, ascii_domain
 from sender_svc.sender import RateLimiter
+from sender_svc.submit import Queued
 
 
 def test_hints_prefer_the_warm_mailbox_then_take_turns_and_skip_throttled_ones() -> None:
@@ -72,9 +73,11 @@ def test_a_mailbox_another_loop_sends_for_comes_after_the_idle_ones() -> None:
     hints.busy("a", -1)
 
 
-def test_a_send_queued_here_comes_with_its_claimed_document_once() -> None:
+def test_a_send_queued_here_comes_with_its_claimed_document_and_message_once() -> None:
     hints = Candidates()
-    doc = {"_id": "s1", "lease_token": "t"}
-    hints.add("a", "s1", doc)
+    queued = Queued(
+        {"_id": "s1", "lease_token": "t"}, Built(b"x", ["a@example.org"], False), ("a@x.org", "A")
+    )
+    hints.add("a", "s1", queued)
     assert hints.take(None, lambda m: True) == ("a", "s1")
-    assert hints.held("s1") is doc and hints.held("s1") is None
+    assert hints.held("s1") is queued and hints.held("s1") is None

@@ -35,6 +35,7 @@ from contracts.outgoing import (
     EmailSendFailed,
     EmailSendUncertain,
     EmailSent,
+    EmailSentCopy,
     MailboxSendLoginRefused,
     SendEmailRequested,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "EmailSendFailed",
     "EmailSendUncertain",
     "EmailSent",
+    "EmailSentCopy",
     "EmailSettingsChanged",
     "EmailTracked",
     "Envelope",

@@ -72,6 +72,10 @@ SmtpMode = Literal["dry_run", "send"]
 ``send`` sends a real message to the mailbox itself, which the incoming test (IMAP) finds and deletes."""
 
 
+SentFolder = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$")]
+"""The IMAP folder a sent mail is copied to (printable ASCII: no modified UTF-7 names)."""
+
+
 class AdvancedOptions(Frozen):
     process_email_from: date | None = None
     min_polling_interval_min: Annotated[int, Field(ge=0, le=1440)] = 0
@@ -84,6 +88,8 @@ class AdvancedOptions(Frozen):
     allow_plaintext_auth: bool = False
     email_alert_on_majority_failure: bool = False
     smtp_mode: SmtpMode = "dry_run"
+    save_sent_copy: bool = False
+    sent_folder: SentFolder = "Sent"
 
 
 class ProfileSnapshot(Frozen):
@@ -362,6 +368,7 @@ __all__ = [
     "ProfileSnapshot",
     "ProfileUpdated",
     "SealedCredentials",
+    "SentFolder",
     "SettingsSnapshot",
     "TestCompleted",
     "TestRequested",

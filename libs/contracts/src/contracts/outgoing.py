@@ -9,7 +9,9 @@ message may or may not have been accepted: the sender crashed after handing it o
 storing the reply; it is never sent again on its own, the caller decides). When the server
 refuses the mailbox's login, :class:`MailboxSendLoginRefused` is published once per login on
 ``mailwarden.send.login_refused``: mailbox-svc tests the outgoing side again, so its
-policy decides (retry or disable), the Outgoing Email Status follows and alert-svc alerts.
+policy decides (retry or disable), the Outgoing Email Status follows and alert-svc alerts. When
+the profile saves sent copies, :class:`EmailSentCopy` says after ``EmailSent`` whether the copy
+reached the mailbox's Sent folder (IMAP APPEND).
 """
 
 from __future__ import annotations
@@ -285,12 +287,35 @@ class MailboxSendLoginRefused(Event):
     refused_at: datetime
 
 
+class EmailSentCopy(Event):
+    """The copy of a sent mail in the mailbox's Sent folder (IMAP APPEND, when the profile's
+    ``save_sent_copy`` is on): ``saved``, or why not (``error``). The mail was sent either way
+    (``EmailSent`` came first): a copy that could not be saved never makes it a failed send."""
+
+    TYPE: ClassVar[str] = "EmailSentCopy"
+    SUBJECT: ClassVar[str] = subjects.SEND_SENT_COPY
+
+    mailbox: MailboxRef
+    idempotency_key: IdempotencyKey
+    message_id: MessageIdText
+    folder: Annotated[str, StringConstraints(max_length=200)]
+    saved: bool
+    already_there: bool = Field(
+        False,
+        description="The folder held the message already (found by its Message-ID): not appended again.",
+    )
+    error: TestError | None = None
+    attempts: Annotated[int, Field(ge=1)]
+    copied_at: datetime
+
+
 __all__ = [
     "EXTRA_HEADERS",
     "INLINE_ATTACHMENT_MAX",
     "EmailSendFailed",
     "EmailSendUncertain",
     "EmailSent",
+    "EmailSentCopy",
     "MailboxSendLoginRefused",
     "ObjectRef",
     "OutgoingAttachment",

@@ -32,6 +32,7 @@ SEND_SENT = f"{SEND}.sent"
 SEND_FAILED = f"{SEND}.failed"
 SEND_UNCERTAIN = f"{SEND}.uncertain"
 SEND_LOGIN_REFUSED = f"{SEND}.login_refused"
+SEND_SENT_COPY = f"{SEND}.sent_copy"
 ALERTS = f"{PREFIX}.alerts"
 DEAD_LETTER = f"{PREFIX}.dlq"
 
@@ -63,7 +64,7 @@ def email_received_subject(mailbox_id: str) -> str:
 
 
 def send_outcome_subject(outcome_subject: str, mailbox_id: str) -> str:
-    """``mailwarden.send.<sent|failed|uncertain>.<mailbox id>``: ``mailwarden.send.*.<id>`` for one mailbox."""
+    """``mailwarden.send.<sent|failed|uncertain|sent_copy>.<mailbox id>``: ``mailwarden.send.*.<id>`` for one mailbox."""
     if not is_subject_token(mailbox_id):
         raise ValueError(f"not a subject token: {mailbox_id!r}")
     return f"{outcome_subject}.{mailbox_id}"

@@ -2,7 +2,7 @@
 
 Commands, CAPABILITY, AUTHENTICATE PLAIN (SASL-IR or continuation) or LOGIN, SELECT/EXAMINE, a
 streamed UID FETCH that keeps literals apart (message bodies are never joined into one line),
-and IDLE. Failures are classified by RFC 5530 response codes; literals are read only within the
+IDLE, and for a sent mail's copy CREATE, UID SEARCH by header and APPEND. Failures are classified by RFC 5530 response codes; literals are read only within the
 wire's byte budget, so a ``{99999999999}`` announcement fails at once instead of being waited for.
 """
 
@@ -28,6 +28,7 @@ _FETCH_SIZE = re.compile(rb"RFC822\.SIZE (\d{1,12})", re.IGNORECASE)
 _FETCH_DATE = re.compile(rb'INTERNALDATE "([^"]{1,40})"', re.IGNORECASE)
 _FETCH_ITEM = re.compile(rb"(BODY\[[^\]]{0,60}\](?:<\d+>)?) ?$", re.IGNORECASE)
 _QUOTABLE = re.compile(r"^[\x20-\x7e]*$")
+_SEARCH = re.compile(rb"^\* SEARCH((?: \d{1,10})*)\s*$", re.IGNORECASE)
 
 Reply = tuple[str, bytes, list[bytes]]
 
@@ -237,6 +238,44 @@ class ImapClient:
             if (m := _UIDNEXT.search(line)) is not None:
                 uidnext = int(m.group(1))
         return Selected(exists, uidvalidity, uidnext, rest.upper().startswith(b"[READ-ONLY]"))
+
+    async def create(self, mailbox: str) -> None:
+        """CREATE ``mailbox``; one that exists already ([ALREADYEXISTS], RFC 5530) is fine, one the
+        server can never create ([CANNOT], [NOPERM]) is a permanent error."""
+        status, rest, _ = await self.command(b"CREATE " + quote(mailbox))
+        code = imap_response_code(rest)
+        if status == "OK" or code == "ALREADYEXISTS":
+            return
+        if code in ("CANNOT", "NOPERM"):
+            raise NetError(ErrorCode.SERVER_PERMANENT_ERROR, f"CREATE {status} {trimmed(rest)}", code)
+        raise NetError(
+            imap_failure(status, rest, IMAP_SELECT_CODES, ErrorCode.SERVER_TEMPORARY_ERROR),
+            f"CREATE {status} {trimmed(rest)}",
+            code,
+        )
+
+    async def uid_search_header(self, name: str, value: str) -> list[int]:
+        """UIDs in the selected mailbox whose header ``name`` contains ``value``."""
+        status, rest, untagged = await self.command(b"UID SEARCH HEADER " + quote(name) + b" " + quote(value))
+        if status != "OK":
+            raise NetError(ErrorCode.SERVER_TEMPORARY_ERROR, f"SEARCH {status} {trimmed(rest)}")
+        uids: list[int] = []
+        for line in untagged:
+            if (m := _SEARCH.match(line)) is not None:
+                uids += [int(u) for u in m.group(1).split()]
+        return uids
+
+    async def append(self, mailbox: str, data: bytes, flags: bytes = b"(\\Seen)") -> tuple[str, bytes]:
+        """APPEND ``data`` (CRLF lines) to ``mailbox`` as a synchronizing literal; (status, text):
+        a NO with [TRYCREATE] means the mailbox does not exist."""
+        tag = self.tag()
+        await self.wire.send(tag + b" APPEND " + quote(mailbox) + b" " + flags + b" {%d}\r\n" % len(data))
+        status, rest, _ = await self.finish(tag)
+        if status != "+":
+            return status, rest
+        await self.wire.send(data + b"\r\n")
+        status, rest, _ = await self.finish(tag)
+        return status, rest
 
     async def uid_fetch(self, uid_set: bytes, items: bytes, max_bytes: int) -> AsyncIterator[FetchItem]:
         """Stream the FETCH responses of ``UID FETCH uid_set (items)``, one message at a time.

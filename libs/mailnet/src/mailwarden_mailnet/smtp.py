@@ -15,24 +15,24 @@ import base64
 import contextlib
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from contracts.errors import ErrorCode
-from contracts.models import Endpoint, TlsMode
+from contracts.models import TlsMode
 from mailwarden_mailnet.classify import (
-    classify_exception,
     smtp_auth_failure,
     smtp_enhanced,
     smtp_envelope_failure,
     smtp_generic_failure,
 )
+from mailwarden_mailnet.dial import MailTarget, Timeouts, classified, dial
 from mailwarden_mailnet.errors import NetError, trimmed
 from mailwarden_mailnet.login import Login
 from mailwarden_mailnet.policy import EgressPolicy
-from mailwarden_mailnet.resolve import ResolveError, Resolver, resolve_with_deadline
+from mailwarden_mailnet.resolve import Resolver
 from mailwarden_mailnet.tls import handshake_errors
-from mailwarden_mailnet.wire import Limits, Wire, connect_first
+from mailwarden_mailnet.wire import Limits, Wire
 
 _REPLY = re.compile(rb"^(\d{3})([ -]|$)(.*)$", re.DOTALL)
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -71,15 +71,6 @@ class DataUncertain(NetError):
     """The whole message went out but no reply came back: it may have been accepted."""
 
 
-@dataclass(frozen=True)
-class Timeouts:
-    connect_s: float = 15.0
-    dns_s: float = 5.0
-    step_s: float = 30.0
-    data_s: float = 120.0
-    """Waiting for the reply to the final dot (RFC 5321 suggests up to 10 minutes)."""
-
-
 @dataclass
 class Transaction:
     """What one message's envelope became: accepted and refused recipients and the final reply."""
@@ -87,16 +78,6 @@ class Transaction:
     accepted: list[str] = field(default_factory=list)
     refused: list[tuple[str, Reply]] = field(default_factory=list)
     final: Reply | None = None
-
-
-@contextlib.contextmanager
-def _classified(timeout_code: ErrorCode) -> Iterator[None]:
-    try:
-        yield
-    except NetError:
-        raise
-    except (Exception, TimeoutError) as exc:
-        raise classify_exception(exc, timeout_code) from None
 
 
 def dot_stuffed(data: bytes) -> bytes:
@@ -123,7 +104,7 @@ class SmtpConnection:
         self.wire.reset_budget()
         lines: list[bytes] = []
         first: int | None = None
-        with _classified(ErrorCode.STEP_TIMEOUT):
+        with classified(ErrorCode.STEP_TIMEOUT):
             async with asyncio.timeout(timeout_s or self.timeouts.step_s):
                 while True:
                     line = await self.wire.read_line()
@@ -142,7 +123,7 @@ class SmtpConnection:
                         return Reply(code, tuple(lines))
 
     async def command(self, line: bytes) -> Reply:
-        with _classified(ErrorCode.STEP_TIMEOUT):
+        with classified(ErrorCode.STEP_TIMEOUT):
             async with asyncio.timeout(self.timeouts.step_s):
                 await self.wire.send(line + b"\r\n")
         return await self.reply()
@@ -164,7 +145,7 @@ class SmtpConnection:
         reply = await self.command(b"STARTTLS")
         if reply.code != 220:
             raise SmtpRefused(ErrorCode.STARTTLS_REFUSED, f"STARTTLS {reply}", reply)
-        with _classified(ErrorCode.STEP_TIMEOUT), handshake_errors():
+        with classified(ErrorCode.STEP_TIMEOUT), handshake_errors():
             async with asyncio.timeout(self.timeouts.step_s):
                 await self.wire.start_tls(ctx, self.host)
         await self.ehlo(ehlo_name)
@@ -226,7 +207,7 @@ class SmtpConnection:
         mail_cmd = b"MAIL FROM:<" + mail_from.encode() + b">" + params
         rcpt_cmds = [b"RCPT TO:<" + rcpt.encode() + b">" for rcpt in recipients]
         if "PIPELINING" in self.extensions:  # RFC 2920: the envelope in one round trip
-            with _classified(ErrorCode.STEP_TIMEOUT):
+            with classified(ErrorCode.STEP_TIMEOUT):
                 async with asyncio.timeout(self.timeouts.step_s):
                     await self.wire.send(b"".join(c + b"\r\n" for c in (mail_cmd, *rcpt_cmds)))
             replies = [await self.reply() for _ in range(1 + len(rcpt_cmds))]
@@ -263,7 +244,7 @@ class SmtpConnection:
             await self._reset_quietly()
             raise SmtpRefused(smtp_generic_failure(reply.code), f"DATA {reply}", reply)
         payload = dot_stuffed(data)
-        with _classified(ErrorCode.STEP_TIMEOUT):
+        with classified(ErrorCode.STEP_TIMEOUT):
             async with asyncio.timeout(max(self.timeouts.data_s, self.timeouts.step_s)):
                 await self.wire.send(payload)
         # From here the server may have the whole message: no reply means we cannot know.
@@ -305,14 +286,8 @@ class SmtpConnection:
             self.wire.abort()
 
 
-@dataclass(frozen=True)
-class SmtpTarget:
-    """Where and how to connect: the profile's outgoing endpoint and its TLS and auth rules."""
-
-    endpoint: Endpoint
-    allowed_ports: Sequence[int]
-    verify_tls: bool = True
-    allow_plaintext_auth: bool = False
+SmtpTarget = MailTarget
+"""Where and how to connect: the profile's outgoing endpoint and its TLS and auth rules."""
 
 
 async def open_smtp(
@@ -326,30 +301,11 @@ async def open_smtp(
     timeouts: Timeouts,
     limits: Limits | None = None,
 ) -> SmtpConnection:
-    """Policy (port), resolve, policy (addresses), TCP, TLS, greeting, EHLO, STARTTLS, AUTH."""
+    """Policy (port), resolve, policy (addresses), TCP, TLS (``dial``), greeting, EHLO, STARTTLS, AUTH."""
     ep = target.endpoint
-    EgressPolicy(policy.allow_networks, target.allowed_ports).check_port(ep.port)
-    if ep.tls is TlsMode.NONE and not target.allow_plaintext_auth:
-        raise NetError(ErrorCode.PLAINTEXT_NOT_ALLOWED, "the profile uses no TLS")
-    try:
-        addresses = await resolve_with_deadline(resolver, ep.host, ep.port, timeouts.dns_s)
-    except ResolveError as exc:
-        raise NetError(exc.code, exc.detail) from None
-    policy.check_addresses(addresses)
-    with _classified(ErrorCode.TCP_TIMEOUT):
-        async with asyncio.timeout(timeouts.connect_s):
-            sock, _address = await connect_first(addresses, ep.port)
-    ctx = tls(target.verify_tls)
-    try:
-        with _classified(ErrorCode.GREETING_TIMEOUT), handshake_errors():
-            async with asyncio.timeout(timeouts.step_s):
-                if ep.tls is TlsMode.IMPLICIT:
-                    wire = await Wire.open(sock, limits or Limits(), ctx, ep.host)
-                else:
-                    wire = await Wire.open(sock, limits or Limits())
-    except BaseException:
-        sock.close()
-        raise
+    wire, ctx = await dial(
+        target, policy=policy, resolver=resolver, tls=tls, timeouts=timeouts, limits=limits
+    )
     conn = SmtpConnection(wire, ep.host, timeouts)
     try:
         greeting = await conn.reply()

@@ -30,7 +30,12 @@ Ask = Callable[[str, bytes, float], Awaitable[bytes]]
 
 
 class LoginUnavailable(Exception):
-    """mailbox-svc did not answer, or answered something that is not about the mailbox's login."""
+    """mailbox-svc did not answer, or answered something that is not about the mailbox's login
+    (``status``: its refusal's status, e.g. 403 when this service may not have that login)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -129,4 +134,7 @@ def _refusal(reply: dict[str, Any]) -> Exception:
         if "cannot be read" in detail:
             return NetError(ErrorCode.CREDENTIALS_UNREADABLE, detail)
         return NetError(ErrorCode.CREDENTIALS_MISSING, detail or "mailbox-svc has no login for the mailbox")
-    return LoginUnavailable(f"mailbox-svc refused the login request ({status}): {detail}")
+    return LoginUnavailable(
+        f"mailbox-svc refused the login request ({status}): {detail}",
+        status if isinstance(status, int) else None,
+    )

@@ -5,13 +5,14 @@ from: a document per profile, the settings, and (but in mailbox-svc, which owns 
 per mailbox with its enablement from its last test. :func:`follow` registers the consumers that
 keep it; every write keeps the newest only (a higher ``version``, a later status), so redelivered
 or reordered events change nothing, and a deleted profile stays a tombstone that no late update
-brings back. Reads can be cached for a while (``cache_s``) where they are on every request's path.
+brings back. Reads can be cached for a while (``cache_s``) where they are on every request's path;
+a write through this process's own consumers drops its cached read at once.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
@@ -59,9 +60,12 @@ class SettingsEntry(Stored):
 class MailboxEntry(Stored):
     """A mailbox as its newest snapshot showed it, and what its newest test enabled.
 
-    The status may arrive before the snapshot: the entry then has no snapshot yet.
+    The status may arrive before the snapshot: the entry then has no snapshot yet. A service may
+    keep fields of its own on the same document (sender-svc: the login its server last refused);
+    they are read back in ``model_extra``.
     """
 
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
     version: int = 0
     snapshot: MailboxSnapshot | None = None
     enabled_incoming: bool = False
@@ -98,10 +102,13 @@ class ReadModels:
         return await _snapshot(self.settings, ORG, settings.version, settings)
 
     async def put_mailbox(self, mailbox: MailboxSnapshot) -> bool:
+        self.forget(MAILBOXES, mailbox.mailbox_id)
         return await _snapshot(self.mailboxes, mailbox.mailbox_id, mailbox.version, mailbox)
 
     async def put_mailboxes(self, mailboxes: Sequence[MailboxSnapshot]) -> bool:
         """:meth:`put_mailbox` for many in one bulk write (a bulk set-up's events); True if any changed."""
+        for mailbox in mailboxes:
+            self.forget(MAILBOXES, mailbox.mailbox_id)
         rows = [
             NewestRow(m.mailbox_id, m.version, {"snapshot": m.model_dump(mode="json")}) for m in mailboxes
         ]
@@ -109,6 +116,7 @@ class ReadModels:
 
     async def put_status(self, status: events.MailboxStatusChanged, at: datetime) -> bool:
         """The enablement of the mailbox's newest test result (one published at ``at``)."""
+        self.forget(MAILBOXES, status.mailbox.mailbox_id)
         return await _newest(
             self.mailboxes,
             status.mailbox.mailbox_id,
@@ -153,8 +161,23 @@ class ReadModels:
         return snapshot or SettingsSnapshot()
 
     async def get_mailbox(self, mailbox_id: str) -> MailboxEntry | None:
+        if (hit := self._cached(MAILBOXES, mailbox_id, MailboxEntry)) is not None:
+            return hit
         doc = await self.mailboxes.find_one({"_id": mailbox_id})
-        return None if doc is None else MailboxEntry.model_validate(doc)
+        entry = None if doc is None else MailboxEntry.model_validate(doc)
+        self._keep(MAILBOXES, mailbox_id, entry)
+        return entry
+
+    async def prefetch_mailboxes(self, mailbox_ids: Collection[str]) -> None:
+        """Read the mailboxes not cached yet in one round trip (only with ``cache_s``): a batch of
+        requests then decides from the cache."""
+        if self.cache_s <= 0:
+            return
+        wanted = [m for m in set(mailbox_ids) if self._cached(MAILBOXES, m, MailboxEntry) is None]
+        if wanted:
+            async for doc in self.mailboxes.find({"_id": {"$in": wanted}}):
+                entry = MailboxEntry.model_validate(doc)
+                self._keep(MAILBOXES, entry.id, entry)
 
     async def all_mailboxes(self) -> list[MailboxEntry]:
         """Every mailbox whose snapshot has arrived."""

@@ -315,11 +315,12 @@ class RotationReport(BaseModel):
 
 
 class LoginRequest(Strict):
-    """sync-svc (``sync``, incoming) or sender-svc (``send``, outgoing) asking for a mailbox's login."""
+    """sync-svc (``sync``, incoming) or sender-svc (``send``, outgoing; ``sent_copy``, incoming, only
+    where the profile saves sent copies) asking for a mailbox's login."""
 
     mailbox_id: Identifier
     direction: Literal["incoming", "outgoing"]
-    purpose: Literal["sync", "send"]
+    purpose: Literal["sync", "send", "sent_copy"]
 
 
 class SealedLogin(BaseModel):

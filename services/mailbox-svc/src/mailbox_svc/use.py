@@ -4,6 +4,9 @@ They no longer reuse the login sealed into a test (bound to that one test). They
 service token granting ``credentials:use`` (no human role holds it), and get the login sealed to
 the purpose, mailbox, direction and the profile's current host and port, for a short time. A
 login entered for another server is refused as for Test & Enable (409 ``credentials_redirected``).
+One exception to "each service its own direction": sender-svc gets the incoming login for purpose
+``sent_copy`` (IMAP APPEND of a sent mail to the Sent folder), and only while the mailbox's profile
+has ``save_sent_copy`` on; for any other purpose, or with the option off, it is refused (403).
 """
 
 from __future__ import annotations
@@ -25,17 +28,24 @@ from mailwarden_runtime.auth import current_principal
 from mailwarden_runtime.auth.service_tokens import SERVICE_DIRECTIONS
 from mailwarden_runtime.http import DomainError
 
-PURPOSE_DIRECTION = {"sync": "incoming", "send": "outgoing"}
+PURPOSE_DIRECTION = {"sync": "incoming", "send": "outgoing", "sent_copy": "incoming"}
+SENT_COPY_SERVICE = "sender-svc"
+"""The one service that may ask for an incoming login, for purpose ``sent_copy``."""
 
 
 def _admit(req: LoginRequest) -> None:
-    """Each service gets only its own direction and purpose (sync-svc incoming, sender-svc outgoing)."""
+    """Each service gets only its own direction and purpose (sync-svc incoming, sender-svc outgoing),
+    but sender-svc also the incoming one for ``sent_copy`` (the profile's option is checked later)."""
     principal = current_principal()
     service = (principal.subject.removeprefix("service:") if principal is not None else "") or ""
     if PURPOSE_DIRECTION[req.purpose] != req.direction:
         raise DomainError(
             422, f"purpose {req.purpose} is for {PURPOSE_DIRECTION[req.purpose]} logins", "direction"
         )
+    if req.purpose == "sent_copy":
+        if service != SENT_COPY_SERVICE:
+            raise DomainError(403, f"{service or 'this caller'} may not copy sent mail", "purpose")
+        return
     if SERVICE_DIRECTIONS.get(service) != req.direction:
         raise DomainError(403, f"{service or 'this caller'} may not use {req.direction} logins", "direction")
 
@@ -57,6 +67,8 @@ async def login_for(
         raise DomainError(503, UNAVAILABLE, "profile_id") from None
     if profile is None:
         raise DomainError(409, "the mailbox's email server profile does not exist", "profile_id")
+    if req.purpose == "sent_copy" and not profile.advanced.save_sent_copy:
+        raise DomainError(403, "the mailbox's profile does not save sent copies", "purpose")
     not_after = utcnow() + timedelta(seconds=ttl_s)
     try:
         sealed, endpoint = login_for_use(

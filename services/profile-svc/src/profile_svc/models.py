@@ -16,6 +16,7 @@ from contracts.events import (
     AdvancedOptions,
     AlertLevel,
     EmailSettings,
+    SentFolder,
     SettingsSnapshot,
     SmtpMode,
 )
@@ -100,6 +101,12 @@ class AdvancedIn(Strict):
         description="The outgoing test's default: dry_run (envelope only) or send (a real message to the"
         " mailbox itself, found and deleted over IMAP).",
     )
+    save_sent_copy: bool = Field(
+        False,
+        description="sender-svc copies each sent mail into the mailbox's Sent folder (IMAP APPEND, with the"
+        " mailbox's incoming login; IMAP profiles only).",
+    )
+    sent_folder: SentFolder = Field("Sent", description="The folder sent mails are copied to.")
 
 
 class AdvancedPatch(Strict):
@@ -114,6 +121,8 @@ class AdvancedPatch(Strict):
     allow_plaintext_auth: bool | None = None
     email_alert_on_majority_failure: bool | None = None
     smtp_mode: SmtpMode | None = None
+    save_sent_copy: bool | None = None
+    sent_folder: SentFolder | None = None
 
 
 class ProfileCreate(Strict):

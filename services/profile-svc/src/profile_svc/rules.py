@@ -108,6 +108,8 @@ def resolve(
             "is required when verify_tls is false: record why skipping certificate checks is acceptable",
         )
     advanced = AdvancedOptions.model_validate(adv)
+    if advanced.save_sent_copy and req.incoming_protocol is not IncomingProtocol.IMAP:
+        bad("advanced.save_sent_copy", "needs an IMAP incoming server: POP3 has no Sent folder")
     for side, endpoint in (("incoming", incoming), ("outgoing", outgoing)):
         if endpoint.tls is TlsMode.NONE and not advanced.allow_plaintext_auth:
             bad(

@@ -32,6 +32,7 @@ from sender_svc.handlers import Handlers
 from sender_svc.limits import shared_limits
 from sender_svc.repository import OUTBOX_COLLECTIONS, Repository
 from sender_svc.sender import Sender
+from sender_svc.sent_copy import SentCopies
 from sender_svc.submit import Submission
 
 NAME = "sender-svc"
@@ -71,6 +72,21 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         resolver or SystemResolver(),
         shared,
     )
+    # The Sent-folder copy: the mailbox's incoming login, for purpose sent_copy only (mailbox-svc
+    # gives it only while the profile's save_sent_copy is on).
+    copies = SentCopies(
+        settings,
+        repo,
+        LoginSource(ask, keyring, purpose="sent_copy", direction="incoming"),
+        attachments,
+        envelop,
+        runtime.wake_relay,
+        sender.resolver,
+        sender.tls,
+        sender.policy,
+        sender.timeouts,
+    )
+    sender.copy_sent = copies.offer
     submission = Submission(
         repo,
         attachments,
@@ -84,7 +100,11 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
 
     follow(runtime, repo.read)
     runtime.consume(
-        SendEmailRequested, "sender-svc-requests", handlers.send_requested, ConsumerOptions(max_workers=8)
+        SendEmailRequested,
+        "sender-svc-requests",
+        handlers.send_requested,
+        ConsumerOptions(max_workers=4, batch_size=100),
+        batch_handler=handlers.send_requested_many,  # one insert per fetch
     )
     routes = serve_operations(runtime, submission, repo)
 
@@ -96,6 +116,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
             await shared.kv.open_at_start()  # KV down: each process's own limits meanwhile
         await attachments.ensure(settings.sender_attachment_max_age_days * 86400, settings.stream_replicas)
         sender.start()
+        copies.start()
 
     async def stopping() -> None:
         sender.stopping()
@@ -103,6 +124,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     async def stop_sending() -> None:
         # Within the runtime's 5 s shutdown hook; a send cut after DATA is reported uncertain later.
         await sender.stop(min(settings.shutdown_grace_s, 4.0))
+        await copies.stop()  # a copy cut short stays pending: the next process makes it
 
     runtime.on_startup(start_sending)
     runtime.on_stopping(stopping)
@@ -111,6 +133,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     _start_after_connect(app, after_connect)
     app.state.repository = repo
     app.state.sender = sender
+    app.state.copies = copies
     app.state.submission = submission
     app.state.handlers = handlers
     return app

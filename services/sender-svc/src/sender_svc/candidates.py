@@ -7,7 +7,8 @@ other replicas' submissions, retries come due, sends left by a stopped process. 
 a hint: the claim checks the send is still queued, due and free, so stale or shared hints are
 harmless. Per-mailbox order keeps a burst on one warm connection and lets a throttled mailbox
 wait without holding the others back. A send queued by this process comes with its document,
-already claimed for this process when it was inserted (:meth:`held`): no claim round trip.
+already claimed for this process when it was inserted, and its built message (:meth:`held`): no
+claim round trip, no second build.
 """
 
 from __future__ import annotations
@@ -15,24 +16,27 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sender_svc.submit import Queued
 
 
 class Candidates:
     def __init__(self) -> None:
         self._by_mailbox: dict[str, deque[str]] = {}
         self._known: set[str] = set()
-        self._docs: dict[str, dict[str, Any]] = {}
+        self._held: dict[str, Queued] = {}
         self._busy: dict[str, int] = {}  # mailbox -> loops sending for it now
         self.changed = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._known)
 
-    def add(self, mailbox_id: str, send_id: str, doc: dict[str, Any] | None = None) -> None:
-        """A hint; ``doc``: the send as inserted, claimed for this process (see :meth:`held`)."""
-        if doc is not None:
-            self._docs[send_id] = doc
+    def add(self, mailbox_id: str, send_id: str, queued: Queued | None = None) -> None:
+        """A hint; ``queued``: the send as inserted here, claimed for this process (see :meth:`held`)."""
+        if queued is not None:
+            self._held[send_id] = queued
         if send_id in self._known:
             return
         self._known.add(send_id)
@@ -67,6 +71,6 @@ class Candidates:
         else:
             self._busy.pop(mailbox_id, None)
 
-    def held(self, send_id: str) -> dict[str, Any] | None:
-        """The document of a send claimed for this process when it was queued here (taken once)."""
-        return self._docs.pop(send_id, None)
+    def held(self, send_id: str) -> Queued | None:
+        """A send claimed for this process when it was queued here, with its message (taken once)."""
+        return self._held.pop(send_id, None)

@@ -91,8 +91,9 @@ class Settings(ServiceSettings, TransitKeySettings):
         ge=0,
         le=60,
         description=(
-            "How long a profile and the org settings read from the database are reused (they are "
-            "read twice per mail); a change reaches sending within this. Mailboxes are always read fresh."
+            "How long a mailbox, a profile and the org settings read from the database are reused "
+            "(they are read twice per mail); a change another replica took in reaches sending within "
+            "this (one this process took in, at once)."
         ),
     )
     sender_shared_limits: bool = Field(
@@ -113,6 +114,18 @@ class Settings(ServiceSettings, TransitKeySettings):
             "A connection's shared slot lives this long unless renewed (every third of it): a killed "
             "replica's connections free their slots within it."
         ),
+    )
+    sender_copy_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Attempts at a sent mail's copy in the Sent folder before it is reported failed.",
+    )
+    sender_copy_retry_s: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="Wait before a Sent-folder copy that failed transiently is tried again.",
     )
     sender_ehlo_name: str = Field("mailwarden.invalid", description="Name sent in SMTP EHLO.")
 

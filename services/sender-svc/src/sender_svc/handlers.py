@@ -7,7 +7,7 @@ mailbox-svc when connecting (:mod:`mailwarden_mailnet.use_login`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,28 +34,35 @@ class Handlers:
 
     async def send_requested(self, env: Envelope[SendEmailRequested]) -> None:
         """Queue it; a refusal is answered with EmailSendFailed naming the fields (nothing queued)."""
+        await self.send_requested_many([env])
+
+    async def send_requested_many(self, envs: Sequence[Envelope[SendEmailRequested]]) -> None:
+        """A fetch of requests queued in one insert; each refusal answered on its own."""
+        results = await self.submission.submit_many([(env.data, env.correlation_id) for env in envs])
+        for env, result in zip(envs, results, strict=True):
+            if isinstance(result, Refused):
+                await self._refused(env, result)
+
+    async def _refused(self, env: Envelope[SendEmailRequested], refusal: Refused) -> None:
         req = env.data
-        try:
-            await self.submission.submit(req, env.correlation_id)
-        except Refused as refusal:
-            spec = CATALOG[refusal.code]
-            failed = EmailSendFailed(
-                mailbox_id=req.mailbox_id,
-                idempotency_key=req.idempotency_key,
-                error=TestError(
-                    code=refusal.code,
-                    step="submit",
-                    transient=False,
-                    scope=spec.scope,
-                    message=refusal.detail,
-                ),
-                errors=[FieldError(loc=refusal.field or "body", msg=refusal.detail)],
-                failed_at=datetime.now(UTC),
-            )
-            out = make_envelope(
-                failed,
-                self.producer,
-                correlation_id=env.correlation_id,
-                event_id=refusal_id(req.mailbox_id, req.idempotency_key),
-            )
-            await self.publish(out, send_outcome_subject(SEND_FAILED, req.mailbox_id))
+        spec = CATALOG[refusal.code]
+        failed = EmailSendFailed(
+            mailbox_id=req.mailbox_id,
+            idempotency_key=req.idempotency_key,
+            error=TestError(
+                code=refusal.code,
+                step="submit",
+                transient=False,
+                scope=spec.scope,
+                message=refusal.detail,
+            ),
+            errors=[FieldError(loc=refusal.field or "body", msg=refusal.detail)],
+            failed_at=datetime.now(UTC),
+        )
+        out = make_envelope(
+            failed,
+            self.producer,
+            correlation_id=env.correlation_id,
+            event_id=refusal_id(req.mailbox_id, req.idempotency_key),
+        )
+        await self.publish(out, send_outcome_subject(SEND_FAILED, req.mailbox_id))

@@ -39,3 +39,8 @@ KV_SECONDS = Histogram(
 RATE_WAITS = Counter(
     "mailwarden_sender_rate_waits_total", "Messages held back by a mailbox's rate shared across the replicas"
 )
+SENT_COPIES = Counter(
+    "mailwarden_sender_sent_copies_total",
+    "Copies of sent mails in the Sent folder, by end (saved, failed)",
+    ["state"],
+)

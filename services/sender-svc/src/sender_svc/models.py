@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.models import Identifier
 from contracts.outgoing import EmailSendFailed, EmailSendUncertain, EmailSent, IdempotencyKey
-from mailwarden_runtime.mongo import Document
-
-SendState = Literal["queued", "sending", "sent", "failed", "uncertain"]
+from sender_svc.documents import SendDoc, SendState
 
 
 class SendLookup(BaseModel):
@@ -41,22 +38,20 @@ class SendStatus(BaseModel):
     uncertain: EmailSendUncertain | None = None
 
     @classmethod
-    def of(cls, doc: Document, duplicate: bool = False) -> SendStatus:
-        outcome = doc.get("outcome")
-        status = doc["status"]
-        last = doc.get("last_error")
+    def of(cls, doc: SendDoc, duplicate: bool = False) -> SendStatus:
+        outcome, status, last = doc.outcome, doc.status, doc.last_error
         return cls(
-            send_id=uuid.UUID(doc["_id"]),
-            mailbox_id=doc["mailbox_id"],
-            idempotency_key=doc["key"],
+            send_id=uuid.UUID(doc.id),
+            mailbox_id=doc.mailbox_id,
+            idempotency_key=doc.key,
             status=status,
             duplicate=duplicate,
-            message_id=doc["message_id"],
-            attempts=doc.get("attempts", 0),
-            size=doc.get("size", 0),
-            requested_at=doc["requested_at"],
-            next_attempt_at=doc.get("next_at") if status == "queued" else None,
-            last_error=f"{last['code']}: {last['detail']}" if last else None,
+            message_id=doc.message_id,
+            attempts=doc.attempts,
+            size=doc.size,
+            requested_at=doc.requested_at,
+            next_attempt_at=doc.next_at if status == "queued" else None,
+            last_error=f"{last.code}: {last.detail}" if last else None,
             sent=EmailSent.model_validate(outcome) if outcome and status == "sent" else None,
             failed=EmailSendFailed.model_validate(outcome) if outcome and status == "failed" else None,
             uncertain=EmailSendUncertain.model_validate(outcome)

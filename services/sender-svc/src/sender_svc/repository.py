@@ -17,15 +17,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from contracts.events import MailboxSnapshot, ProfileSnapshot
+from contracts.models import MailboxRef
 from contracts.outgoing import SendEmailRequested, send_id
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
-from mailwarden_runtime.readmodels import PROFILES, ReadModels
+from mailwarden_runtime.readmodels import MAILBOXES, PROFILES, ReadModels
+from sender_svc.documents import Partial, SendDoc, StoredError
 
 SENDS = "sends"
 OUTBOX_COLLECTIONS = (SENDS,)
@@ -34,6 +36,7 @@ FREE = datetime(1970, 1, 1, tzinfo=UTC)
 """``lease_until`` of a send nobody holds (a date, so every claim condition is one range test)."""
 ACTIVE = ("queued", "sending")
 FINAL = ("sent", "failed", "uncertain")
+DUPLICATE_KEY = 11000
 
 
 def now() -> datetime:
@@ -45,10 +48,39 @@ def fingerprint(req: SendEmailRequested) -> str:
     return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
 
 
-def _aware(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+@dataclass(frozen=True)
+class Finish:
+    """A send's final state, its outcome event and ``also`` (envelopes on their own subjects)."""
+
+    send: str
+    lease_token: str
+    status: str
+    attempts: int
+    outcome: Any
+    event: Any
+    subject: str
+    also: tuple[Any, ...] = ()
+    copy: bytes | None = None
+    """A sent mail to copy into the Sent folder (its bytes, handed to the copier once stored)."""
+
+    def update(self) -> UpdateOne:
+        """Conditional on the claim still being ours and the send active."""
+        at = now()
+        values: Document = {
+            "status": self.status,
+            "attempts": self.attempts,
+            "outcome": self.outcome.model_dump(mode="json"),
+            "lease_until": FREE,
+            "updated_at": at,
+        }
+        if self.copy is not None:
+            values["sent_copy"] = {"state": "pending", "attempts": 0, "next_at": at, "lease_until": FREE}
+        update = with_outbox(
+            {"$set": values},
+            [outbox_entry(self.event, self.subject), *(outbox_entry(more) for more in self.also)],
+        )
+        query = {"_id": self.send, "lease_token": self.lease_token, "status": {"$in": list(ACTIVE)}}
+        return UpdateOne(query, update)
 
 
 @dataclass(frozen=True)
@@ -64,8 +96,8 @@ class MailboxView:
 class Repository:
     def __init__(self, db: AsyncDatabase[Document], read_cache_s: float = 0.0) -> None:
         self.db = db
-        # Profiles and org settings change rarely and are read twice per mail: kept this long.
-        # Mailboxes (approval, enablement, refused login) are always read fresh.
+        # Mailboxes, profiles and org settings are read twice per mail: kept this long (a change
+        # this process's consumers write, or a refused login it marks, drops the kept read at once).
         self.read = ReadModels(db, cache_s=read_cache_s)
         """Mailboxes, profiles and the org's settings, kept from events (``readmodels.follow``)."""
         self.mailboxes = self.read.mailboxes
@@ -75,6 +107,7 @@ class Repository:
     async def ensure_indexes(self) -> None:
         await self.sends.create_index([("mailbox_id", ASCENDING), ("key", ASCENDING)], unique=True)
         await self.sends.create_index([("status", ASCENDING), ("next_at", ASCENDING)])
+        await self.sends.create_index([("sent_copy.state", ASCENDING), ("sent_copy.next_at", ASCENDING)])
 
     # --- read models ---------------------------------------------------------------------------
     async def mark_login_failed(self, mailbox_id: str, login_id: str) -> bool:
@@ -83,17 +116,17 @@ class Repository:
         result = await self.mailboxes.update_one(
             {"_id": mailbox_id, "login_failed": {"$ne": login_id}}, {"$set": {"login_failed": login_id}}
         )
+        self.read.forget(MAILBOXES, mailbox_id)
         return result.modified_count == 1
 
     async def mailbox(self, mailbox_id: str) -> MailboxView | None:
-        doc = await self.mailboxes.find_one({"_id": mailbox_id})
-        if doc is None:
+        entry = await self.read.get_mailbox(mailbox_id)
+        if entry is None:
             return None
-        snap = doc.get("snapshot")
         return MailboxView(
-            snapshot=MailboxSnapshot.model_validate(snap) if snap else None,
-            enabled_outgoing=bool(doc.get("enabled_outgoing", False)),
-            login_failed=doc.get("login_failed"),
+            snapshot=entry.snapshot,
+            enabled_outgoing=entry.enabled_outgoing,
+            login_failed=(entry.model_extra or {}).get("login_failed"),
         )
 
     async def profile(self, profile_id: str) -> tuple[ProfileSnapshot, int | None] | None:
@@ -112,53 +145,58 @@ class Repository:
         self.read.forget(PROFILES)
 
     # --- sends ---------------------------------------------------------------------------------
-    async def insert_send(
+    def new_send(
         self,
         req: SendEmailRequested,
         message_id: str,
         size: int,
         correlation_id: str | None,
+        at: datetime,
         owner: str | None = None,
         hold_s: float = 0.0,
-    ) -> Document | None:
-        """Queue a request; None when its (mailbox, key) exists (then read :meth:`send`).
+    ) -> SendDoc:
+        """A queued send as it is inserted (``at``: when it was requested, the message's Date).
 
         With ``owner``, the send is inserted claimed for it for ``hold_s`` (a fresh token, as
         :meth:`claim` would write): the process that queued it sends it without a claim round
         trip; if it does not get to it in time, any sender claims it as usual."""
-        at = now()
-        lease: Document = {"lease_until": FREE}
-        if owner is not None and hold_s > 0:
-            lease = {
-                "lease_owner": owner,
-                "lease_token": uuid.uuid4().hex,
-                "lease_until": at + timedelta(seconds=hold_s),
-            }
-        doc: Document = {
-            "_id": str(send_id(req.mailbox_id, req.idempotency_key)),
-            "mailbox_id": req.mailbox_id,
-            "key": req.idempotency_key,
-            "fingerprint": fingerprint(req),
-            "request": req.model_dump(mode="json"),
-            "status": "queued",
-            "attempts": 0,
-            "message_id": message_id,
-            "size": size,
-            "correlation_id": correlation_id,
-            "requested_at": at,
-            "next_at": at,
-            "updated_at": at,
-            **lease,
-            **new_document_outbox([]),
-        }
-        try:
-            await self.sends.insert_one(doc)
-        except DuplicateKeyError:
-            return None
-        return doc
+        held = owner is not None and hold_s > 0
+        return SendDoc(
+            id=str(send_id(req.mailbox_id, req.idempotency_key)),
+            mailbox_id=req.mailbox_id,
+            key=req.idempotency_key,
+            fingerprint=fingerprint(req),
+            request=req,
+            status="queued",
+            message_id=message_id,
+            size=size,
+            correlation_id=correlation_id,
+            requested_at=at,
+            next_at=at,
+            updated_at=at,
+            lease_owner=owner if held else None,
+            lease_token=uuid.uuid4().hex if held else None,
+            lease_until=at + timedelta(seconds=hold_s) if held else FREE,
+        )
 
-    async def send(self, mailbox_id: str, key: str) -> Document | None:
-        return await self.sends.find_one({"_id": str(send_id(mailbox_id, key))}, {"outbox": 0})
+    async def insert_sends(self, docs: list[SendDoc]) -> set[str]:
+        """Queue sends in one round trip; returns the ids that existed already (then read :meth:`send`)."""
+        if not docs:
+            return set()
+        try:
+            await self.sends.insert_many(
+                [{**d.stored(), **new_document_outbox([])} for d in docs], ordered=False
+            )
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            return {docs[e["index"]].id for e in errors}
+        return set()
+
+    async def send(self, mailbox_id: str, key: str) -> SendDoc | None:
+        found = await self.sends.find_one({"_id": str(send_id(mailbox_id, key))}, {"outbox": 0})
+        return SendDoc.model_validate(found) if found else None
 
     async def due(self, limit: int) -> list[tuple[str, str]]:
         """(mailbox, send id) of queued sends that are due and free, oldest first (the sweep)."""
@@ -173,7 +211,7 @@ class Repository:
         )
         return [(d["mailbox_id"], d["_id"]) for d in await cursor.to_list(None)]
 
-    async def claim(self, send: str, owner: str, lease_s: float) -> Document | None:
+    async def claim(self, send: str, owner: str, lease_s: float) -> SendDoc | None:
         """Take one send by id if it is still queued, due and free (a fresh claim token each time)."""
         at = now()
         token = uuid.uuid4().hex
@@ -189,26 +227,26 @@ class Repository:
             projection={"outbox": 0},
             return_document=ReturnDocument.AFTER,
         )
-        return {k: _aware(v) for k, v in doc.items()} if doc else None
+        return SendDoc.model_validate(doc) if doc else None
 
-    async def postpone(self, doc: Document, until: datetime) -> None:
+    async def postpone(self, doc: SendDoc, until: datetime) -> None:
         """Give a claimed send back untried (rate limit): no attempt is counted."""
         await self.sends.update_one(
-            {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": "queued"},
+            {"_id": doc.id, "lease_token": doc.lease_token, "status": "queued"},
             {"$set": {"next_at": until, "lease_until": FREE, "updated_at": now()}},
         )
 
-    async def mark_sending(self, doc: Document, lease_s: float, ref: Document) -> bool:
+    async def mark_sending(self, doc: SendDoc, lease_s: float, ref: MailboxRef) -> bool:
         """Persist 'sending' before DATA; False when the claim was lost (then nothing is sent).
 
         ``ref`` (the mailbox as events show it) is kept for the uncertain report after a crash."""
         at = now()
         result = await self.sends.update_one(
-            {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": "queued"},
+            {"_id": doc.id, "lease_token": doc.lease_token, "status": "queued"},
             {
                 "$set": {
                     "status": "sending",
-                    "mailbox_ref": ref,
+                    "mailbox_ref": ref.model_dump(mode="json"),
                     "data_started_at": at,
                     "lease_until": at + timedelta(seconds=lease_s),
                     "updated_at": at,
@@ -218,37 +256,16 @@ class Repository:
         )
         return result.modified_count == 1
 
-    async def finish(
-        self,
-        doc: Document,
-        status: str,
-        attempts: int,
-        outcome: Any,
-        event: Any,
-        subject: str,
-        also: tuple[Any, ...] = (),
-    ) -> bool:
-        """Store a final outcome with its event and ``also`` (envelopes on their own subjects), in one
-        update; False when the send was taken from us."""
-        update = with_outbox(
-            {
-                "$set": {
-                    "status": status,
-                    "attempts": attempts,
-                    "outcome": outcome.model_dump(mode="json"),
-                    "lease_until": FREE,
-                    "updated_at": now(),
-                }
-            },
-            [outbox_entry(event, subject), *(outbox_entry(more) for more in also)],
-        )
-        result = await self.sends.update_one(
-            {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": {"$in": list(ACTIVE)}}, update
-        )
-        return result.modified_count == 1
+    async def finish_many(self, outcomes: list[Finish]) -> int:
+        """Store final outcomes, each with its events, in one bulk write; returns how many were
+        stored (one is not when its send was taken from us: claim token changed, or not active)."""
+        if not outcomes:
+            return 0
+        result = await self.sends.bulk_write([f.update() for f in outcomes], ordered=False)
+        return result.modified_count
 
     async def retry_later(
-        self, doc: Document, until: datetime, error: Document, count: bool, partial: Document | None = None
+        self, doc: SendDoc, until: datetime, error: StoredError, count: bool, partial: Partial | None = None
     ) -> bool:
         """Back to 'queued' after a transient failure. ``count``: add the attempt (a failure before
         DATA; :meth:`mark_sending` counted the others). ``partial``: the message went to some
@@ -257,27 +274,27 @@ class Repository:
             "status": "queued",
             "next_at": until,
             "lease_until": FREE,
-            "last_error": error,
+            "last_error": error.model_dump(mode="json"),
             "updated_at": now(),
         }
         if partial is not None:
-            values["partial"] = partial
+            values["partial"] = partial.model_dump(mode="json")
         update: Document = {"$set": values}
         if count:
             update["$inc"] = {"attempts": 1}
         result = await self.sends.update_one(
-            {"_id": doc["_id"], "lease_token": doc["lease_token"], "status": {"$in": list(ACTIVE)}}, update
+            {"_id": doc.id, "lease_token": doc.lease_token, "status": {"$in": list(ACTIVE)}}, update
         )
         return result.modified_count == 1
 
-    async def stale_sending(self, limit: int = 100) -> list[Document]:
+    async def stale_sending(self, limit: int = 100) -> list[SendDoc]:
         """Sends left in 'sending' past their lease: their sender died between DATA and the outcome."""
         cursor = self.sends.find({"status": "sending", "lease_until": {"$lt": now()}}, {"outbox": 0}).limit(
             limit
         )
-        return [{k: _aware(v) for k, v in d.items()} for d in await cursor.to_list(None)]
+        return [SendDoc.model_validate(d) for d in await cursor.to_list(None)]
 
-    async def mark_uncertain(self, doc: Document, outcome: Any, event: Any, subject: str) -> bool:
+    async def mark_uncertain(self, doc: SendDoc, outcome: Any, event: Any, subject: str) -> bool:
         update = with_outbox(
             {
                 "$set": {
@@ -289,9 +306,74 @@ class Repository:
             [outbox_entry(event, subject)],
         )
         result = await self.sends.update_one(
-            {"_id": doc["_id"], "status": "sending", "lease_until": {"$lt": now()}}, update
+            {"_id": doc.id, "status": "sending", "lease_until": {"$lt": now()}}, update
         )
         return result.modified_count == 1
+
+    # --- copies to the Sent folder ----------------------------------------------------------------
+    async def copies_due(self, limit: int) -> list[str]:
+        """Sends whose Sent-folder copy is pending, due and not held by a copier (the sweep)."""
+        at = now()
+        query = {
+            "sent_copy.state": "pending",
+            "sent_copy.next_at": {"$lte": at},
+            "sent_copy.lease_until": {"$lt": at},
+        }
+        cursor = self.sends.find(query, {"_id": 1}).limit(limit)
+        return [d["_id"] async for d in cursor]
+
+    async def claim_copy(self, send: str, lease_s: float) -> SendDoc | None:
+        """Take a pending copy for ``lease_s`` (a fresh token): one copier at a time, across replicas."""
+        at = now()
+        doc = await self.sends.find_one_and_update(
+            {
+                "_id": send,
+                "status": "sent",
+                "sent_copy.state": "pending",
+                "sent_copy.next_at": {"$lte": at},
+                "sent_copy.lease_until": {"$lt": at},
+            },
+            {
+                "$set": {
+                    "sent_copy.lease_until": at + timedelta(seconds=lease_s),
+                    "sent_copy.token": uuid.uuid4().hex,
+                }
+            },
+            projection={"outbox": 0},
+            return_document=ReturnDocument.AFTER,
+        )
+        return SendDoc.model_validate(doc) if doc else None
+
+    async def copy_done(self, doc: SendDoc, state: str, attempts: int, event: Any, subject: str) -> bool:
+        """The copy's end (``saved`` or ``failed``) with its event; False when the claim was lost."""
+        update = with_outbox(
+            {
+                "$set": {
+                    "sent_copy.state": state,
+                    "sent_copy.attempts": attempts,
+                    "sent_copy.lease_until": FREE,
+                    "sent_copy.at": now(),
+                }
+            },
+            [outbox_entry(event, subject)],
+        )
+        result = await self.sends.update_one(self._copy_claim(doc), update)
+        return result.modified_count == 1
+
+    async def copy_later(self, doc: SendDoc, attempts: int, until: datetime, error: str) -> None:
+        """Back to pending after a transient failure (``attempts`` counted), due at ``until``."""
+        values = {
+            "sent_copy.attempts": attempts,
+            "sent_copy.next_at": until,
+            "sent_copy.lease_until": FREE,
+            "sent_copy.last_error": error[:300],
+        }
+        await self.sends.update_one(self._copy_claim(doc), {"$set": values})
+
+    @staticmethod
+    def _copy_claim(doc: SendDoc) -> Document:
+        token = doc.sent_copy.token if doc.sent_copy is not None else None
+        return {"_id": doc.id, "sent_copy.state": "pending", "sent_copy.token": token}
 
     async def queue_depth(self) -> int:
         return await self.sends.count_documents({"status": {"$in": list(ACTIVE)}})

@@ -37,23 +37,25 @@ from contracts.outgoing import (
     SendEmailRequested,
 )
 from contracts.subjects import SEND_FAILED, SEND_SENT, SEND_UNCERTAIN, send_outcome_subject
+from mailwarden_mailnet.dial import Timeouts
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.policy import EgressPolicy
 from mailwarden_mailnet.resolve import Resolver
-from mailwarden_mailnet.smtp import DataUncertain, Reply, SmtpRefused, SmtpTarget, Timeouts, open_smtp
+from mailwarden_mailnet.smtp import DataUncertain, Reply, SmtpRefused, SmtpTarget, open_smtp
 from mailwarden_mailnet.tls import TlsContexts
 from mailwarden_mailnet.use_login import LoginSource, LoginUnavailable
 from mailwarden_runtime.loop import BackgroundLoop
-from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.sharedkv import KvUnavailable
 from sender_svc import metrics, mime
 from sender_svc.attachments import ObjectAttachments
 from sender_svc.candidates import Candidates
 from sender_svc.config import Settings
+from sender_svc.documents import Partial, SendDoc, StoredError
 from sender_svc.limits import SharedLimits
+from sender_svc.outcomes import OutcomeWriter
 from sender_svc.pool import ConnectionPool, Session
-from sender_svc.repository import Repository, now
-from sender_svc.submit import Refused, Sendable, sendable
+from sender_svc.repository import Finish, Repository, now
+from sender_svc.submit import Queued, Refused, Sendable, sendable
 
 log = logging.getLogger(__name__)
 Envelop = Callable[[Event, str | None, uuid.UUID], Envelope[Any]]
@@ -65,8 +67,12 @@ class _ClaimLost(Exception):
 
 @dataclass
 class _Attempt:
-    doc: Document
+    doc: SendDoc
     req: SendEmailRequested
+    queued: Queued | None = None
+    """The message built when this process queued it (its first attempt sends those bytes)."""
+    data: bytes | None = None
+    """The bytes this attempt sends (kept for the Sent-folder copy)."""
     target: Sendable | None = None
     data_started: bool = False
     step: str = "prepare"
@@ -132,6 +138,7 @@ class Sender:
         owner: str,
         resolver: Resolver,
         shared: SharedLimits | None = None,
+        copy_sent: Callable[[str, bytes | None], None] | None = None,
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -159,9 +166,13 @@ class Sender:
         )
         self._stopping = False
         self._sizes: dict[str, int | None] = {}
+        self.copy_sent = copy_sent
+        """Hands a stored sent mail to the Sent-folder copier (:mod:`sender_svc.sent_copy`)."""
+        self.outcomes = OutcomeWriter(repo, wake_relay, self._stored)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        self.outcomes.start()
         self.pool.start()
         self._recovery.start()
         self._sweeper.start()
@@ -175,12 +186,14 @@ class Sender:
 
     async def stop(self, grace_s: float) -> None:
         self.stopping()
+        started = time.monotonic()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=grace_s)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
+        await self.outcomes.stop(max(0.5, grace_s - (time.monotonic() - started)))
         await self._recovery.stop()
         await self._sweeper.stop()
         await self.pool.close()
@@ -218,13 +231,14 @@ class Sender:
             self.candidates.add(mailbox_id, send, self.candidates.held(send))
             metrics.RATE_WAITS.inc()
             return None
-        doc = self.candidates.held(send)
-        if doc is None or doc["lease_until"] <= now() + timedelta(seconds=1):
-            doc = await self.repo.claim(send, self.owner, self.settings.sender_lease_s)
+        queued = self.candidates.held(send)
+        doc = queued.doc if queued is not None else None
+        if doc is None or doc.lease_until <= now() + timedelta(seconds=1):
+            queued, doc = None, await self.repo.claim(send, self.owner, self.settings.sender_lease_s)
         if doc is None:  # sent, taken by another sender, or not due: the hint was stale
             self.rate.refund(mailbox_id)
             return prefer
-        await self.process(doc)
+        await self.process(doc, queued)
         return mailbox_id
 
     async def _shared_rate(self, mailbox_id: str) -> float:
@@ -236,10 +250,10 @@ class Sender:
         except KvUnavailable:
             return 0.0  # this process's bucket holds alone meanwhile (logged by the KV layer)
 
-    def offer(self, mailbox_id: str, send: str, doc: Document | None = None) -> None:
-        """A send just queued here (``doc``: inserted claimed for this process): a hint for the next
-        free loop (the sweep finds the others)."""
-        self.candidates.add(mailbox_id, send, doc)
+    def offer(self, queued: Queued) -> None:
+        """A send just queued here (inserted claimed for this process): a hint for the next free
+        loop (the sweep finds the others)."""
+        self.candidates.add(queued.doc.mailbox_id, queued.doc.id, queued)
 
     async def _sweep(self) -> bool:
         if len(self.candidates) < 4 * self.settings.sender_concurrency:
@@ -247,13 +261,13 @@ class Sender:
                 self.candidates.add(mailbox_id, send)
         return False
 
-    async def process(self, doc: Document) -> None:
+    async def process(self, doc: SendDoc, queued: Queued | None = None) -> None:
         """One attempt at one claimed message; every way it can end is stored."""
-        attempt = _Attempt(doc, SendEmailRequested.model_validate(doc["request"]))
+        attempt = _Attempt(doc, doc.request, queued)
         try:
             await self._attempt(attempt)
         except _ClaimLost:
-            log.info("message taken by another sender before DATA", extra={"send_id": doc["_id"]})
+            log.info("message taken by another sender before DATA", extra={"send_id": doc.id})
         except asyncio.CancelledError:
             if not attempt.data_started:  # nothing handed over: free it for another sender now
                 with contextlib.suppress(Exception):
@@ -264,14 +278,14 @@ class Sender:
         except Refused as exc:
             await self._failed(attempt, exc.code, exc.detail)
         except LoginUnavailable as exc:  # mailbox-svc did not answer: not the mailbox's failure
-            log.warning("no login from mailbox-svc", extra={"send_id": doc["_id"], "error": str(exc)})
+            log.warning("no login from mailbox-svc", extra={"send_id": doc.id, "error": str(exc)})
             until = now() + timedelta(seconds=self.settings.sender_backoff_s)
-            error = {"code": "login_unavailable", "detail": str(exc)[:300], "reply": None}
+            error = StoredError(code="login_unavailable", detail=str(exc)[:300])
             await self.repo.retry_later(doc, until, error, count=False)
         except NetError as exc:
             await self._net_error(attempt, exc)
         except Exception as exc:
-            log.exception("sending failed unexpectedly", extra={"send_id": doc["_id"]})
+            log.exception("sending failed unexpectedly", extra={"send_id": doc.id})
             if attempt.data_started:
                 await self._uncertain(attempt, f"the sender failed after DATA ({type(exc).__name__})")
             else:
@@ -285,28 +299,19 @@ class Sender:
             raise NetError(
                 ErrorCode.AUTH_FAILED, "this login was refused before; waiting for new credentials"
             )
-        data = await self.attachments.read(req)
-        built = mime.build(
-            req,
-            from_email=target.mailbox.email,
-            from_name=target.mailbox.owner.name,
-            msg_id=doc["message_id"],
-            date=doc["requested_at"],
-            attachments=data,
-        )
+        built = await self._message(attempt, target)
+        attempt.data = built.data
         if len(built.data) > self.settings.sender_max_message_bytes:
             raise NetError(ErrorCode.MESSAGE_TOO_LARGE, f"{len(built.data)} bytes")
         sender_address, _ = mime.ascii_domain(target.mailbox.email, "mailbox_id")
-        partial: Document = doc.get("partial") or {}
-        rcpts = [
-            d["address"] for d in partial.get("deferred", [])
-        ] or built.recipients  # 4xx ones, on a retry
+        partial = doc.partial
+        rcpts = [r.address for r in partial.deferred] if partial else []
+        rcpts = rcpts or built.recipients  # the 4xx ones, on a retry
         attempt.step = "connect"
         session = await self._session(target)
-        ref = target.ref.model_dump(mode="json")
 
         async def before_data() -> None:
-            if not await self.repo.mark_sending(doc, self.settings.sender_lease_s, ref):
+            if not await self.repo.mark_sending(doc, self.settings.sender_lease_s, target.ref):
                 raise _ClaimLost
             attempt.data_started = True
             attempt.step = "data"
@@ -333,26 +338,43 @@ class Sender:
             with contextlib.suppress(Exception):
                 await self.pool.release(session, keep and not session.conn.closed)
         assert tx.final is not None
-        accepted = [*partial.get("accepted", []), *tx.accepted]
-        refused = [RecipientRefusal.model_validate(r) for r in partial.get("refused", [])]
+        accepted = [*(partial.accepted if partial else []), *tx.accepted]
+        refused = list(partial.refused) if partial else []
+        reply = partial.reply if partial else str(tx.final)
         now_refused = refusals(tx.refused)
         later = [r for r in now_refused if not r.permanent]
         if later and self._attempts(attempt) < self.settings.sender_max_attempts:
             # Accepted recipients have it; only the ones refused with 4xx are tried again.
-            kept = {
-                "accepted": accepted,
-                "refused": [r.model_dump(mode="json") for r in (*refused, *now_refused) if r.permanent],
-                "deferred": [r.model_dump(mode="json") for r in later],
-                "reply": partial.get("reply") or str(tx.final),
-                "size": len(built.data),
-            }
+            kept = Partial(
+                accepted=accepted,
+                refused=[r for r in (*refused, *now_refused) if r.permanent],
+                deferred=later,
+                reply=reply,
+                size=len(built.data),
+            )
             detail = f"{len(later)} recipient(s) deferred (4xx)"
-            error = {"code": ErrorCode.RECIPIENT_REFUSED.value, "detail": detail, "reply": None}
+            error = StoredError(code=ErrorCode.RECIPIENT_REFUSED.value, detail=detail)
             await self.repo.retry_later(doc, now() + self._backoff(attempt), error, count=False, partial=kept)
             metrics.RETRIES.labels(error_code=ErrorCode.RECIPIENT_REFUSED.value).inc()
             return
-        reply = partial.get("reply") or str(tx.final)
         await self._sent(attempt, accepted, [*refused, *now_refused], reply, len(built.data))
+
+    async def _message(self, attempt: _Attempt, target: Sendable) -> mime.Built:
+        """The bytes to send: built when this process queued it, unless the message needs
+        Object Store attachments (only their sizes were known then) or the mailbox's address or
+        name changed since; else built again from the request, to the same bytes."""
+        sender = (target.mailbox.email, target.mailbox.owner.name)
+        queued, req = attempt.queued, attempt.req
+        if queued is not None and queued.sender == sender and all(a.object is None for a in req.attachments):
+            return queued.built
+        return mime.build(
+            req,
+            from_email=sender[0],
+            from_name=sender[1],
+            msg_id=attempt.doc.message_id,
+            date=attempt.doc.requested_at,
+            attachments=await self.attachments.read(req),
+        )
 
     async def _session(self, target: Sendable, fresh: bool = False) -> Session:
         ep = target.profile.outgoing
@@ -397,26 +419,45 @@ class Sender:
             raise NetError(ErrorCode.STEP_TIMEOUT, "no free connection to the server in time") from None
 
     # --- outcomes ------------------------------------------------------------------------------
-    def _ids(self, doc: Document, outcome: str) -> uuid.UUID:
-        return uuid.uuid5(uuid.UUID(doc["_id"]), outcome)
+    def _stored(self, batch: list[Finish]) -> None:
+        if self.copy_sent is not None:
+            for finish in batch:
+                if finish.copy is not None:
+                    self.copy_sent(finish.send, finish.copy or None)
+
+    def _ids(self, doc: SendDoc, outcome: str) -> uuid.UUID:
+        return uuid.uuid5(uuid.UUID(doc.id), outcome)
 
     def _attempts(self, attempt: _Attempt) -> int:
         # mark_sending counted this attempt in the database; before DATA it is counted here.
-        return int(attempt.doc["attempts"]) + 1
+        return attempt.doc.attempts + 1
 
     async def _store(
-        self, attempt: _Attempt, status: str, event: Event, subject: str, also: tuple[Event, ...] = ()
+        self,
+        attempt: _Attempt,
+        status: str,
+        event: Event,
+        subject: str,
+        also: tuple[Event, ...] = (),
+        copy: bytes | None = None,
     ) -> None:
+        """Hand the outcome to the writer (stored in its next batch; the loop goes on at once).
+        With ``also`` (a refused login to report) it is stored before this returns: what follows
+        (the refused-login mark) must never be stored without it."""
         doc = attempt.doc
-        cid = doc.get("correlation_id")
+        cid = doc.correlation_id
         envelope = self.envelop(event, cid, self._ids(doc, status))
         more = tuple(self.envelop(e, cid, self._ids(doc, e.TYPE)) for e in also)
-        if not await self.repo.finish(doc, status, self._attempts(attempt), event, envelope, subject, more):
+        attempts = self._attempts(attempt)
+        finish = Finish(doc.id, doc.lease_token or "", status, attempts, event, envelope, subject, more, copy)
+        if not also:
+            self.outcomes.put(finish)
+        elif await self.repo.finish_many([finish]):
+            self.wake_relay()
+        else:
             log.warning(
-                "outcome not stored: the message was taken from this sender", extra={"send_id": doc["_id"]}
+                "outcome not stored: the message was taken from this sender", extra={"send_id": doc.id}
             )
-            return
-        self.wake_relay()
 
     async def _sent(
         self, attempt: _Attempt, accepted: list[str], refused: list[RecipientRefusal], reply: str, size: int
@@ -427,18 +468,20 @@ class Sender:
         event = EmailSent(
             mailbox=attempt.target.ref,
             idempotency_key=req.idempotency_key,
-            message_id=doc["message_id"],
+            message_id=doc.message_id,
             accepted=accepted,
             refused=refused,
             reply=reply[:300],
             size=size,
             attempts=self._attempts(attempt),
-            requested_at=doc["requested_at"],
+            requested_at=doc.requested_at,
             sent_at=sent_at,
         )
-        await self._store(attempt, "sent", event, send_outcome_subject(SEND_SENT, req.mailbox_id))
+        # The copy to the Sent folder, where the profile asks for one (b"": built again by the copier).
+        copy = (attempt.data or b"") if attempt.target.profile.advanced.save_sent_copy else None
+        await self._store(attempt, "sent", event, send_outcome_subject(SEND_SENT, req.mailbox_id), copy=copy)
         metrics.SENT.inc()
-        metrics.SEND_SECONDS.observe((sent_at - doc["requested_at"]).total_seconds())
+        metrics.SEND_SECONDS.observe((sent_at - doc.requested_at).total_seconds())
 
     async def _failed(
         self,
@@ -455,9 +498,9 @@ class Sender:
         )
         event = EmailSendFailed(
             mailbox_id=req.mailbox_id,
-            mailbox=attempt.target.ref if attempt.target else _ref_or_none(doc),
+            mailbox=attempt.target.ref if attempt.target else doc.mailbox_ref,
             idempotency_key=req.idempotency_key,
-            message_id=doc["message_id"],
+            message_id=doc.message_id,
             error=error,
             reply_code=reply.code if reply else None,
             enhanced_code=reply.enhanced if reply else None,
@@ -490,22 +533,21 @@ class Sender:
             transient = False
         attempts = self._attempts(attempt)
         if transient and attempts < self.settings.sender_max_attempts:
-            error = {
-                "code": exc.code.value,
-                "detail": exc.detail[:300],
-                "reply": str(reply) if reply else None,
-            }
+            error = StoredError(
+                code=exc.code.value, detail=exc.detail[:300], reply=str(reply) if reply else None
+            )
             await self.repo.retry_later(
                 attempt.doc, now() + self._backoff(attempt), error, count=not attempt.data_started
             )
             metrics.RETRIES.labels(error_code=exc.code.value).inc()
             return
-        partial: Document = attempt.doc.get("partial") or {}
-        if partial.get("accepted"):  # some recipients have it: sent, the deferred ones refused
-            last = refused or [RecipientRefusal.model_validate(d) for d in partial.get("deferred", [])]
-            earlier = [RecipientRefusal.model_validate(d) for d in partial.get("refused", [])]
+        partial = attempt.doc.partial
+        if (
+            partial is not None and partial.accepted
+        ):  # some recipients have it: sent, the deferred ones refused
+            last = refused or list(partial.deferred)
             await self._sent(
-                attempt, partial["accepted"], [*earlier, *last], partial["reply"], partial["size"]
+                attempt, partial.accepted, [*partial.refused, *last], partial.reply, partial.size
             )
             return
         await self._failed(attempt, exc.code, exc.detail or exc.code.value, reply, refused)
@@ -524,9 +566,9 @@ class Sender:
         event = EmailSendUncertain(
             mailbox=attempt.target.ref if attempt.target else _stored_ref(doc),
             idempotency_key=req.idempotency_key,
-            message_id=doc["message_id"],
+            message_id=doc.message_id,
             reason=reason[:300],
-            data_started_at=doc.get("data_started_at") or datetime.now(UTC),
+            data_started_at=doc.data_started_at or datetime.now(UTC),
             detected_at=datetime.now(UTC),
         )
         await self._store(attempt, "uncertain", event, send_outcome_subject(SEND_UNCERTAIN, req.mailbox_id))
@@ -537,16 +579,16 @@ class Sender:
         """Report every message left in 'sending' past its lease as uncertain; returns how many."""
         count = 0
         for doc in await self.repo.stale_sending():
-            req = SendEmailRequested.model_validate(doc["request"])
+            req = doc.request
             event = EmailSendUncertain(
                 mailbox=_stored_ref(doc),
                 idempotency_key=req.idempotency_key,
-                message_id=doc["message_id"],
+                message_id=doc.message_id,
                 reason="the sender stopped after handing the message over, before storing the reply",
-                data_started_at=doc.get("data_started_at") or doc["updated_at"],
+                data_started_at=doc.data_started_at or doc.updated_at,
                 detected_at=datetime.now(UTC),
             )
-            envelope = self.envelop(event, doc.get("correlation_id"), self._ids(doc, "uncertain"))
+            envelope = self.envelop(event, doc.correlation_id, self._ids(doc, "uncertain"))
             subject = send_outcome_subject(SEND_UNCERTAIN, req.mailbox_id)
             if await self.repo.mark_uncertain(doc, event, envelope, subject):
                 count += 1
@@ -561,16 +603,10 @@ class Sender:
         return False
 
 
-def _ref_or_none(doc: Document) -> MailboxRef | None:
-    ref = doc.get("mailbox_ref")
-    return MailboxRef.model_validate(ref) if ref else None
-
-
-def _stored_ref(doc: Document) -> MailboxRef:
-    ref = doc.get("mailbox_ref")
-    if ref is None:
+def _stored_ref(doc: SendDoc) -> MailboxRef:
+    if doc.mailbox_ref is None:
         raise NetError(ErrorCode.INTERNAL_ERROR, "no mailbox reference stored")
-    return MailboxRef.model_validate(ref)
+    return doc.mailbox_ref
 
 
 __all__ = ["RateLimiter", "Sender"]

@@ -20,9 +20,9 @@ from contracts.events import MailboxSnapshot, ProfileSnapshot
 from contracts.models import CredentialSource, Direction, MailboxRef
 from contracts.outgoing import SendEmailRequested, send_id
 from mailwarden_runtime.http import DomainError
-from mailwarden_runtime.mongo import Document
 from sender_svc import metrics, mime
 from sender_svc.attachments import AttachmentError, ObjectAttachments
+from sender_svc.documents import SendDoc
 from sender_svc.repository import Repository, fingerprint
 
 
@@ -117,13 +117,28 @@ def login_id(mailbox: MailboxSnapshot, profile: ProfileSnapshot) -> str:
     return f"mailbox:{mailbox.mailbox_id}:v{mailbox.version}:profile:{profile.profile_id}:v{profile.version}"
 
 
+@dataclass(frozen=True)
+class Queued:
+    """A send just queued by this process, with the message built for its checks: its first
+    attempt sends these bytes (no second build) when its mailbox still sends as ``sender``."""
+
+    doc: SendDoc
+    built: mime.Built
+    sender: tuple[str, str]
+    """The From address and display name the message was built with."""
+
+
+Submitted = tuple[SendDoc, bool] | Refused
+"""The stored send and whether its key existed already, or why the request was refused."""
+
+
 class Submission:
     def __init__(
         self,
         repo: Repository,
         attachments: ObjectAttachments,
         max_bytes: int,
-        offer: Callable[[str, str, Document], None],
+        offer: Callable[[Queued], None],
         clock: Callable[[], datetime],
         owner: str | None = None,
         hold_s: float = 0.0,
@@ -138,21 +153,50 @@ class Submission:
 
     async def submit(
         self, req: SendEmailRequested, correlation_id: str | None = None
-    ) -> tuple[Document, bool]:
+    ) -> tuple[SendDoc, bool]:
         """Queue ``req`` once; returns the stored send and whether it existed already.
 
         A key submitted before answers that send, even when the request would be refused now."""
-        try:
-            return await self._queue(req, correlation_id)
-        except Refused as refusal:
-            existing = await self.repo.send(req.mailbox_id, req.idempotency_key)
-            if existing is not None:
-                return self._same(existing, req), True
-            metrics.REFUSED.labels(error_code=refusal.code.value).inc()
-            raise
+        (result,) = await self.submit_many([(req, correlation_id)])
+        if isinstance(result, Refused):
+            raise result
+        return result
 
-    def _same(self, existing: Document, req: SendEmailRequested) -> Document:
-        if existing["fingerprint"] != fingerprint(req):
+    async def submit_many(self, items: list[tuple[SendEmailRequested, str | None]]) -> list[Submitted]:
+        """Queue a batch: every check per request (the mailboxes read in one round trip), then one
+        insert for all that passed. Each request gets its own answer, in order."""
+        await self.repo.read.prefetch_mailboxes([req.mailbox_id for req, _ in items])
+        results: list[Submitted | Queued] = []
+        for req, correlation_id in items:
+            try:
+                results.append(await self._prepare(req, correlation_id))
+            except Refused as refusal:
+                results.append(refusal)
+        queued = [r for r in results if isinstance(r, Queued)]
+        existed = await self.repo.insert_sends([q.doc for q in queued])
+        answers: list[Submitted] = []
+        for (req, _), result in zip(items, results, strict=True):
+            if isinstance(result, Queued) and result.doc.id not in existed:
+                self.offer(result)
+                answers.append((result.doc, False))
+            else:  # refused, or submitted before (or by a concurrent request that won)
+                answers.append(await self._before(req, result if isinstance(result, Refused) else None))
+        return answers
+
+    async def _before(self, req: SendEmailRequested, refusal: Refused | None) -> Submitted:
+        """The send stored under this key earlier, else the refusal."""
+        existing = await self.repo.send(req.mailbox_id, req.idempotency_key)
+        if existing is not None:
+            try:
+                return self._same(existing, req), True
+            except Refused as other:
+                return other
+        assert refusal is not None, "a duplicate key without a stored send"
+        metrics.REFUSED.labels(error_code=refusal.code.value).inc()
+        return refusal
+
+    def _same(self, existing: SendDoc, req: SendEmailRequested) -> SendDoc:
+        if existing.fingerprint != fingerprint(req):
             raise Refused(
                 409,
                 ErrorCode.MESSAGE_REFUSED,
@@ -161,7 +205,8 @@ class Submission:
             )
         return existing
 
-    async def _queue(self, req: SendEmailRequested, correlation_id: str | None) -> tuple[Document, bool]:
+    async def _prepare(self, req: SendEmailRequested, correlation_id: str | None) -> Queued:
+        """Every check; the send as it will be inserted, and its message."""
         target = await sendable(self.repo, req.mailbox_id)
         try:
             object_sizes = await self.attachments.sizes(req)
@@ -169,14 +214,11 @@ class Submission:
             raise Refused(422, ErrorCode.ATTACHMENT_UNAVAILABLE, str(exc), exc.field) from None
         msg_id = mime.message_id(send_id(req.mailbox_id, req.idempotency_key), target.mailbox.email)
         inline = {i: a.inline_bytes() or b"" for i, a in enumerate(req.attachments)}
+        at = self.clock()
+        sender = (target.mailbox.email, target.mailbox.owner.name)
         try:
             built = mime.build(
-                req,
-                from_email=target.mailbox.email,
-                from_name=target.mailbox.owner.name,
-                msg_id=msg_id,
-                date=self.clock(),
-                attachments=inline,
+                req, from_email=sender[0], from_name=sender[1], msg_id=msg_id, date=at, attachments=inline
             )
         except mime.AddressError as exc:
             raise Refused(422, ErrorCode.RECIPIENT_REFUSED, str(exc), exc.field) from None
@@ -184,13 +226,8 @@ class Submission:
         self._fits(size, self.max_bytes, "the configured limit")
         if target.size_limit:
             self._fits(size, target.size_limit, "the server's advertised SIZE")
-        doc = await self.repo.insert_send(req, msg_id, size, correlation_id, self.owner, self.hold_s)
-        if doc is None:  # submitted before (or by a concurrent request that won)
-            stored = await self.repo.send(req.mailbox_id, req.idempotency_key)
-            assert stored is not None
-            return self._same(stored, req), True
-        self.offer(req.mailbox_id, doc["_id"], doc)
-        return doc, False
+        doc = self.repo.new_send(req, msg_id, size, correlation_id, at, self.owner, self.hold_s)
+        return Queued(doc, built, sender)
 
     @staticmethod
     def _fits(size: int, limit: int, what: str) -> None:
