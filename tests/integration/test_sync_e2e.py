@@ -185,7 +185,7 @@ async def test_test_and_enable_then_the_inbox_arrives_as_events(
         async def two() -> bool:
             return len(await s.stored()) >= 2
 
-        await eventually(two, "the INBOX's two messages as EmailReceived", 90)
+        await eventually(two, "the INBOX's two messages as EmailReceived")
         await asyncio.to_thread(append, dovecot, user, password, ["after"])
 
         async def three() -> bool:

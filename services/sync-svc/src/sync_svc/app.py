@@ -125,8 +125,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
 
     async def read_model_changed(changed: bool) -> None:
         if changed:
-            await repo.bump()  # workers re-read the read models only when something changed
-        worker.wake()
+            worker.changed()  # it bumps the revision once per reload: the other workers re-read then
 
     follow(runtime, repo.read, after=read_model_changed)
     undeliverable = Undeliverable(services, lambda: worker.targets)

@@ -25,6 +25,7 @@ from contracts.email import SyncProtocol, email_event_id
 from contracts.errors import ErrorCode
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.imap import FetchItem, ImapClient, Selected
+from mailwarden_runtime.bounded import honour_cancellation
 from mailwarden_runtime.mongo import Document
 from sync_svc import metrics
 from sync_svc.connect import imap_session, step
@@ -116,6 +117,7 @@ class ImapSync(MailboxSync):
         metrics.IDLE_SESSIONS.inc()
         try:
             while True:
+                honour_cancellation()  # a library may have swallowed it (see MailboxSync.run)
                 self.step = "idle"
                 async with step(self.s.env.step_timeout_s):
                     tag = await client.idle_start()

@@ -19,6 +19,7 @@ from contracts.email import SyncProtocol
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.login import Login
 from mailwarden_mailnet.use_login import LoginSource
+from mailwarden_runtime.bounded import honour_cancellation
 from mailwarden_runtime.crypto import KeyRing
 from sync_svc import metrics
 from sync_svc.connect import NetEnv
@@ -89,9 +90,15 @@ class MailboxSync:
     async def run(self) -> None:
         """Passes forever. A classified failure of the mailbox's server is recorded (an episode);
         anything else (our NATS or database away, a bug) is not the mailbox's fault: logged and
-        retried after a backoff, never published as the mailbox's failure (it would re-test it)."""
+        retried after a backoff, never published as the mailbox's failure (it would re-test it).
+
+        Every wait checks first whether the task was asked to stop: a library that swallowed the
+        cancellation (``asyncio.wait_for`` on 3.11 when its future completes at the same moment, as
+        under nats-py's request and pymongo's send) turns it into a result or a timeout, and the loop
+        would otherwise go on for good while the worker waits for it to end."""
         interrupted = 0
         while True:
+            honour_cancellation()
             self.step = "connect"
             started = time.monotonic()
             try:
@@ -105,13 +112,14 @@ class MailboxSync:
                     extra={"mailbox_id": self.target.mailbox_id, "code": exc.code.value, "step": self.step},
                 )
                 try:
+                    honour_cancellation()
                     delay = await self.s.episodes.failed(
                         self.target, self.protocol, exc.code, self.step, exc.detail
                     )
                 except Exception:
                     log.exception("sync failure not recorded", extra={"mailbox_id": self.target.mailbox_id})
                     delay = self.s.episodes.backoff_s(1)
-                await asyncio.sleep(delay)
+                await self._wait(delay)
                 continue
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
@@ -126,7 +134,12 @@ class MailboxSync:
                     },
                     exc_info=interrupted == 1,
                 )
-                await asyncio.sleep(self.s.episodes.backoff_s(interrupted))
+                await self._wait(self.s.episodes.backoff_s(interrupted))
                 continue
             metrics.SYNC_SECONDS.labels(protocol=self.protocol).observe(time.monotonic() - started)
-            await asyncio.sleep(self.poll_delay())
+            await self._wait(self.poll_delay())
+
+    @staticmethod
+    async def _wait(delay_s: float) -> None:
+        honour_cancellation()
+        await asyncio.sleep(delay_s)

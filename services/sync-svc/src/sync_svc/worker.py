@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import nats.errors
 
 from contracts.models import IncomingProtocol
+from mailwarden_runtime.bounded import cancel_and_wait, honour_cancellation
 from mailwarden_runtime.mongo import Document
 from sync_svc import metrics
 from sync_svc.imap_sync import ImapSync
@@ -29,6 +30,9 @@ from sync_svc.session import MailboxSync, Services
 from sync_svc.targets import SyncTarget, target_of
 
 log = logging.getLogger(__name__)
+
+SETTLE_S = 0.1  # after a wake-up, how long to let more changes arrive before reloading
+STOP_WAIT_S = 2.0  # how long a stop waits for one mailbox's task to end after its cancellation
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Worker:
         self._last_renew = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._dirty = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="sync-worker")
@@ -70,18 +75,22 @@ class Worker:
     def wake(self) -> None:
         self._wake.set()
 
+    def changed(self) -> None:
+        """An event changed the read models: reload, and tell the other workers (one revision bump
+        per reload, not one database write per event: a backlog of thousands of events after a
+        restart, or the enabling of 1,000 mailboxes, would otherwise write and reload per event)."""
+        self._dirty = True
+        self._wake.set()
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for mailbox_id in list(self.running):
-            await self._stop_one(mailbox_id)
+        await cancel_and_wait(self._task, STOP_WAIT_S)
+        await asyncio.gather(*(self._stop_one(m) for m in list(self.running)))
         with contextlib.suppress(*KV_ERRORS):
             await self.leases.release_all()
 
     async def _loop(self) -> None:
         while True:
+            honour_cancellation()
             try:
                 await self.reconcile()
             except (*KV_ERRORS, nats.errors.Error) as exc:
@@ -91,9 +100,17 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.reconcile_s):
                     await self._wake.wait()
+                    await asyncio.sleep(SETTLE_S)  # a burst of events: one reload for all of them
             self._wake.clear()
 
     async def _load(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            try:
+                await self.s.repo.bump()
+            except BaseException:
+                self._dirty = True
+                raise
         revision = await self.s.repo.revision()
         if revision == self._revision:
             return
@@ -180,9 +197,19 @@ class Worker:
         self.running[target.mailbox_id] = Running(task, target.fingerprint, generation)
 
     async def _stop_one(self, mailbox_id: str) -> None:
+        """Cancel a mailbox's task and wait a bounded time: never hang the reconcile on it.
+
+        A task whose library swallowed the cancellation ends at its next turn (its loop checks
+        ``cancelling()``); waiting for it unbounded once held the whole worker, so no mailbox
+        enabled meanwhile was started (the slow first sync of tests/integration/test_sync_e2e.py).
+        """
         run = self.running.pop(mailbox_id, None)
         if run is None:
             return
-        run.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await run.task
+        if not await cancel_and_wait(run.task, STOP_WAIT_S):
+            log.warning("mailbox sync did not end when stopped", extra={"mailbox_id": mailbox_id})
+        elif not run.task.cancelled() and run.task.exception() is not None:
+            log.warning(
+                "mailbox sync ended with an error",
+                extra={"mailbox_id": mailbox_id, "error": type(run.task.exception()).__name__},
+            )
