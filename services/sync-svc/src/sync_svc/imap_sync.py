@@ -29,6 +29,7 @@ from mailwarden_runtime.bounded import honour_cancellation
 from mailwarden_runtime.mongo import Document
 from sync_svc import metrics
 from sync_svc.connect import imap_session, step
+from sync_svc.hosts import idle_slots
 from sync_svc.parse import parse_headers
 from sync_svc.publisher import Fetched, Prepared, fingerprint, since_start
 from sync_svc.session import MailboxSync
@@ -79,9 +80,9 @@ class ImapSync(MailboxSync):
     async def pass_once(self) -> None:
         opts = self.s.options
         host, limit = self.target.endpoint.host, self.target.max_connections
-        if opts.idle and limit > 1:
-            # Idlers hold their slot for the session's life: one slot stays for the polls.
-            async with self.s.hosts.at_once(host, limit - 1) as idling:
+        if opts.idle and idle_slots(limit) > 0:
+            # Idlers hold their slot for the session's life: a share stays for the polls.
+            async with self.s.hosts.at_once(host, idle_slots(limit)) as idling:
                 if idling:
                     await self._session(idle=True)
                     return
