@@ -32,6 +32,7 @@ from sync_svc.connect import imap_session, step
 from sync_svc.hosts import idle_slots
 from sync_svc.parse import parse_headers
 from sync_svc.publisher import Fetched, Prepared, fingerprint, since_start
+from sync_svc.repository import StateFields
 from sync_svc.session import MailboxSync
 
 LIST_ITEMS = b"UID RFC822.SIZE INTERNALDATE"
@@ -140,17 +141,18 @@ class ImapSync(MailboxSync):
         uidvalidity = selected.uidvalidity
         assert uidvalidity is not None
         state = await self.s.repo.get_state(mailbox_id)
-        resync_from: date | None = state.get("resync_from")
+        self.saw_episode(state.episode is not None)
+        resync_from = state.resync_from
         start = resync_from or self.target.process_email_from
-        same_box = state.get("uidvalidity") == uidvalidity and state.get("protocol") in (None, "imap")
+        same_box = state.uidvalidity == uidvalidity and state.protocol in (None, "imap")
         if same_box and resync_from is None:
-            last = int(state.get("last_uid") or 0)
+            last = state.last_uid or 0
             listed = [x for x in await self._list(client, b"%d:*" % (last + 1)) if x.uid > last]
             await self._publish(client, uidvalidity, self._since(listed, start), recognise=False)
             if listed:
                 await self.s.repo.update_state(mailbox_id, {"last_uid": listed[-1].uid})
             return
-        seen_before = bool(state.get("messages_seen")) or state.get("protocol") not in (None, "imap")
+        seen_before = bool(state.messages_seen) or state.protocol not in (None, "imap")
         if start is None and not seen_before:
             await self._baseline(client, uidvalidity)
             return
@@ -223,7 +225,7 @@ class ImapSync(MailboxSync):
                 records += await self._fetch(client, uidvalidity, large, HEADER_ITEMS, HEADER_BYTES)
             await self.s.repo.record_published(records)
             # Re-baselining moves the watermark only at the end: a pass cut short starts it over.
-            fields: Document = {} if recognise else {"uidvalidity": uidvalidity, "last_uid": batch[-1].uid}
+            fields: StateFields = {} if recognise else {"uidvalidity": uidvalidity, "last_uid": batch[-1].uid}
             await self.s.repo.update_state(
                 self.target.mailbox_id, {**fields, "protocol": "imap"}, inc={"messages_seen": len(records)}
             )

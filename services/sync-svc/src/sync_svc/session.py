@@ -23,6 +23,7 @@ from mailwarden_runtime.bounded import honour_cancellation
 from mailwarden_runtime.crypto import KeyRing
 from sync_svc import metrics
 from sync_svc.connect import NetEnv
+from sync_svc.documents import SyncMode
 from sync_svc.episodes import Episodes
 from sync_svc.hosts import HostSlots
 from sync_svc.publisher import Publisher
@@ -79,7 +80,11 @@ class MailboxSync:
         """Log in, catch up, and (IMAP) idle; returns when the connection is given up."""
         raise NotImplementedError
 
-    async def caught_up(self, mode: str) -> None:
+    def saw_episode(self, open_: bool) -> None:
+        """The state just read says whether an error episode is open: no second read to close it."""
+        self._no_episode = not open_
+
+    async def caught_up(self, mode: SyncMode) -> None:
         """A pass reached the server's present: close any error episode, note when and how."""
         if not self._no_episode:
             await self.s.episodes.succeeded(self.target, self.protocol)

@@ -21,8 +21,8 @@ import nats.errors
 
 from contracts.models import IncomingProtocol
 from mailwarden_runtime.bounded import cancel_and_wait, honour_cancellation
-from mailwarden_runtime.mongo import Document
 from sync_svc import metrics
+from sync_svc.documents import SyncStateDoc
 from sync_svc.imap_sync import ImapSync
 from sync_svc.leases import KV_ERRORS, LeaseTable
 from sync_svc.pop3_sync import Pop3Sync
@@ -74,7 +74,7 @@ class Worker:
         self.rng = rng or random.Random()
         self.running: dict[str, Running] = {}
         self.targets: dict[str, SyncTarget] = {}
-        self.controls: dict[str, Document] = {}
+        self.controls: dict[str, SyncStateDoc] = {}
         self._revision = -1
         self._workers = 1
         self._last_renew = 0.0
@@ -115,9 +115,9 @@ class Worker:
                 async with asyncio.timeout(self.reconcile_s):
                     await self._wake.wait()
             # A burst of events: one reload for all of them, and reloads (which read every mailbox)
-            # at most a quarter of the time: with 1,000 mailboxes being enabled, a reload per wake-up
-            # cost more CPU the more there were.
-            await asyncio.sleep(max(SETTLE_S, 3 * self._load_s))
+            # at most a ninth of the time: with 1,000 mailboxes being enabled, a reload per wake-up
+            # cost more CPU (ours and the database's) the more there were.
+            await asyncio.sleep(max(SETTLE_S, 8 * self._load_s))
             self._wake.clear()
 
     async def _load(self) -> None:
@@ -148,7 +148,10 @@ class Worker:
         self._load_s = time.monotonic() - started
 
     def _wanted(self) -> dict[str, SyncTarget]:
-        return {m: t for m, t in self.targets.items() if not self.controls.get(m, {}).get("paused")}
+        return {m: t for m, t in self.targets.items() if not self._control(m).paused}
+
+    def _control(self, mailbox_id: str) -> SyncStateDoc:
+        return self.controls.get(mailbox_id) or SyncStateDoc(id=mailbox_id)
 
     async def reconcile(self) -> None:
         try:
@@ -169,7 +172,7 @@ class Worker:
         for mailbox_id in list(self.running):
             target = wanted.get(mailbox_id)
             run = self.running[mailbox_id]
-            generation = int(self.controls.get(mailbox_id, {}).get("generation", 0))
+            generation = self._control(mailbox_id).generation
             reason = (
                 "not to be synced"
                 if target is None
@@ -210,7 +213,7 @@ class Worker:
             ImapSync if target.protocol is IncomingProtocol.IMAP else Pop3Sync
         )
         sync = cls(self.s, target)
-        generation = int(self.controls.get(target.mailbox_id, {}).get("generation", 0))
+        generation = self._control(target.mailbox_id).generation
         task = asyncio.create_task(sync.run(), name=f"sync-{target.mailbox_id}")
         self.running[target.mailbox_id] = Running(task, target.fingerprint, generation)
 
