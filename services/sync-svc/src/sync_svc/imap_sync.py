@@ -101,12 +101,12 @@ class ImapSync(MailboxSync):
                 selected = await client.select(b"INBOX")
             if selected.uidvalidity is None:
                 raise NetError(ErrorCode.PROTOCOL_VIOLATION, "SELECT gave no UIDVALIDITY")
-            await self.catch_up(client, selected)
+            left = await self.catch_up(client, selected)
             if idle and "IDLE" in caps:
-                await self.caught_up("idle")
+                await self.caught_up("idle", left)
                 await self._idle(client, selected)
                 return
-            await self.caught_up("poll")
+            await self.caught_up("poll", left)
             with contextlib.suppress(NetError, OSError, TimeoutError):
                 async with asyncio.timeout(self.s.env.step_timeout_s):
                     await client.command(b"LOGOUT", logout=True)
@@ -129,13 +129,17 @@ class ImapSync(MailboxSync):
                             pass
                 async with step(self.s.env.step_timeout_s):
                     await client.idle_done(tag)
-                await self.catch_up(client, selected)
+                if left := await self.catch_up(client, selected):
+                    await self.s.repo.update_state(self.target.mailbox_id, left)
         finally:
             metrics.IDLE_SESSIONS.dec()
 
     # ---- catching up -----------------------------------------------------------------------------
 
-    async def catch_up(self, client: ImapClient, selected: Selected) -> None:
+    async def catch_up(self, client: ImapClient, selected: Selected) -> StateFields:
+        """Publish what is new; returns the state fields left to write (the watermark at the end),
+        which the caller writes with its own in one write: the ``state`` writes of hundreds of
+        concurrent first syncs queue on the database's per-collection lock (bench/README.md)."""
         self.step = "fetch"
         mailbox_id = self.target.mailbox_id
         uidvalidity = selected.uidvalidity
@@ -149,19 +153,14 @@ class ImapSync(MailboxSync):
             last = state.last_uid or 0
             listed = [x for x in await self._list(client, b"%d:*" % (last + 1)) if x.uid > last]
             await self._publish(client, uidvalidity, self._since(listed, start), recognise=False)
-            if listed:
-                await self.s.repo.update_state(mailbox_id, {"last_uid": listed[-1].uid})
-            return
+            return {"last_uid": listed[-1].uid} if listed else {}
         seen_before = bool(state.messages_seen) or state.protocol not in (None, "imap")
         if start is None and not seen_before:
-            await self._baseline(client, uidvalidity)
-            return
+            return await self._baseline(client, uidvalidity)
         listed = await self._list(client, b"1:*")
         await self._publish(client, uidvalidity, self._since(listed, start), recognise=seen_before)
         top = listed[-1].uid if listed else 0
-        await self.s.repo.update_state(
-            mailbox_id, {"uidvalidity": uidvalidity, "last_uid": top, "protocol": "imap", "resync_from": None}
-        )
+        return {"uidvalidity": uidvalidity, "last_uid": top, "protocol": "imap", "resync_from": None}
 
     @staticmethod
     def _since(listed: list[Listed], start: date | None) -> list[Listed]:
@@ -173,13 +172,11 @@ class ImapSync(MailboxSync):
         metrics.SKIPPED.labels(reason="older_than_process_from").inc(len(listed) - len(kept))
         return kept
 
-    async def _baseline(self, client: ImapClient, uidvalidity: int) -> None:
+    async def _baseline(self, client: ImapClient, uidvalidity: int) -> StateFields:
         """No start date: remember where the INBOX stands now and publish only what comes later."""
         listed = await self._list(client, b"*")
         last = max((x.uid for x in listed), default=0)
-        await self.s.repo.update_state(
-            self.target.mailbox_id, {"uidvalidity": uidvalidity, "last_uid": last, "protocol": "imap"}
-        )
+        return {"uidvalidity": uidvalidity, "last_uid": last, "protocol": "imap"}
 
     async def _list(self, client: ImapClient, uids: bytes) -> list[Listed]:
         out: list[Listed] = []

@@ -27,7 +27,7 @@ from sync_svc.documents import SyncMode
 from sync_svc.episodes import Episodes
 from sync_svc.hosts import HostSlots
 from sync_svc.publisher import Publisher
-from sync_svc.repository import Repository
+from sync_svc.repository import Repository, StateFields
 from sync_svc.targets import SyncTarget
 
 log = logging.getLogger(__name__)
@@ -84,15 +84,20 @@ class MailboxSync:
         """The state just read says whether an error episode is open: no second read to close it."""
         self._no_episode = not open_
 
-    async def caught_up(self, mode: SyncMode) -> None:
-        """A pass reached the server's present: close any error episode, note when and how."""
+    async def caught_up(self, mode: SyncMode, left: StateFields | None = None) -> None:
+        """A pass reached the server's present: close any error episode, note when and how, with
+        what the pass left to write (``left``, its watermark) in the same write."""
         if not self._no_episode:
             await self.s.episodes.succeeded(self.target, self.protocol)
             self._no_episode = True
-        await self.s.repo.update_state(
-            self.target.mailbox_id,
-            {"last_sync_at": datetime.now(UTC), "mode": mode, "protocol": self.protocol, "last_error": None},
-        )
+        fields: StateFields = {
+            "last_sync_at": datetime.now(UTC),
+            "mode": mode,
+            "protocol": self.protocol,
+            "last_error": None,
+        }
+        fields.update(left or {})
+        await self.s.repo.update_state(self.target.mailbox_id, fields)
 
     def poll_delay(self) -> float:
         return self.target.poll_interval_s * (1 + self.rng.uniform(0, self.s.options.poll_jitter))
