@@ -12,7 +12,7 @@ import imaplib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,12 +20,12 @@ from typing import Any
 import httpx
 import nats
 import pytest
+from e2e_helpers import E2eFactory, E2eStack
 from fastapi import FastAPI
 from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 
-from mailwarden_runtime.auth import bearer_header
-from mailwarden_servers import DovecotServer, SmtpServer, TestCertificates, eventually
+from mailwarden_servers import DovecotServer, TestCertificates, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -43,16 +43,18 @@ def append(dovecot: DovecotServer, user: str, password: str, subjects: list[str]
 
 @dataclass
 class Stack:
-    """The running services, an HTTP client per service and one mailbox created through the APIs."""
+    """The shared end-to-end stack (e2e_helpers.py) with sync-svc, and what these tests read of it."""
 
-    apps: dict[str, FastAPI]
-    sync: FastAPI
-    http: dict[str, httpx.AsyncClient]
-    auth: dict[str, str]
+    e2e: E2eStack
     nc: Client
-    mailbox_id: str
-    profile_owner: str
-    mailbox_owner: str
+
+    @property
+    def mailbox_id(self) -> str:
+        return self.e2e.mailbox_id
+
+    @property
+    def sync(self) -> FastAPI:
+        return self.e2e.apps["sync"]
 
     async def stored(self) -> list[dict[str, Any]]:
         """What JetStream keeps (a re-publish after a restart mid-batch is dropped there by its id;
@@ -69,123 +71,67 @@ class Stack:
         finally:
             await sub.unsubscribe()
 
-    async def test_and_enable(self) -> None:
-        resp = await self.http["mailbox"].post(f"/mailboxes/{self.mailbox_id}/test")
-        assert resp.status_code == 202, resp.text
-
     async def mailbox(self) -> dict[str, Any]:
-        resp = await self.http["mailbox"].get(f"/mailboxes/{self.mailbox_id}")
+        resp = await self.e2e.http["mailbox"].get(f"/mailboxes/{self.mailbox_id}")
         assert resp.status_code == 200, resp.text
         body: dict[str, Any] = resp.json()
         return body
 
     async def sync_alerts(self, owner_id: str) -> list[dict[str, Any]]:
         params = {"recipient_kind": "user", "recipient_id": owner_id, "mailbox_id": self.mailbox_id}
-        resp = await self.http["alert"].get("/alerts", params=params)
+        resp = await self.e2e.http["alert"].get("/alerts", params=params)
         assert resp.status_code == 200, resp.text
         return [a for a in resp.json()["items"] if a["kind"] == "sync"]
 
 
 @asynccontextmanager
 async def running_stack(
-    services: Callable[[], AbstractAsyncContextManager[dict[str, FastAPI]]],
+    e2e_stack: E2eFactory,
     nats_url: str,
-    dovecot: DovecotServer,
-    smtp_server: SmtpServer,
     certs: TestCertificates,
     user: str,
     password: str,
     mailbox: dict[str, Any] | None = None,
     **sync_settings: Any,
 ) -> AsyncIterator[Stack]:
-    """Every service and sync-svc; settings, an IMAP profile and one approved mailbox, not yet tested."""
+    """Every service and sync-svc; an IMAP profile processing email from today and one approved
+    mailbox, not yet tested."""
     from sync_svc.app import create_app
     from sync_svc.config import Settings
 
-    tag = uuid.uuid4().hex[:8]
+    def sync() -> dict[str, FastAPI]:
+        settings = Settings(sync_allow_networks="127.0.0.0/8", sync_ca_file=str(certs.ca), **sync_settings)
+        return {"sync": create_app(settings)}
+
+    today = str(datetime.now(UTC).date())
     nc = await nats.connect(nats_url)
-    async with services() as apps, AsyncExitStack() as stack:
-        stack.push_async_callback(nc.close)
-        # The env the fixture set (database prefix, key rings) is sync-svc's too.
-        sync = create_app(
-            Settings(sync_allow_networks="127.0.0.0/8", sync_ca_file=str(certs.ca), **sync_settings)
-        )
-        await stack.enter_async_context(sync.router.lifespan_context(sync))
-        auth = bearer_header(apps["profile"].state.token)
-        http = {
-            name: await stack.enter_async_context(
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc", headers=auth)
-            )
-            for name, app in apps.items()
-        }
-        settings = (await http["profile"].get("/settings")).json()
-        ports = [dovecot.imaps_port, smtp_server.port_starttls]
-        keep = {
-            "default_profile_id",
-            "incoming_delivery",
-            "outgoing_delivery",
-            "approved_users_only",
-            "alert_levels",
-        }
-        body = {
-            **{k: v for k, v in settings.items() if k in keep},
-            "port_preset": "custom",
-            "allowed_ports": ports,
-        }
-        assert (await http["profile"].put("/settings", json=body)).status_code == 200
-        profile = await http["profile"].post(
-            "/profiles",
-            json={
-                "name": f"sync {tag}",
-                "owner": {"kind": "user", "id": f"p{tag}", "name": "P", "email": "p@example.org"},
-                "incoming_protocol": "imap",
-                "incoming": {"host": "127.0.0.1", "port": dovecot.imaps_port, "tls": "implicit"},
-                "use_same_settings_for_outgoing": False,
-                "outgoing": {"host": "127.0.0.1", "port": smtp_server.port_starttls, "tls": "starttls"},
-                "advanced": {"process_email_from": str(datetime.now(UTC).date())},
-            },
-        )
-        assert profile.status_code == 201, profile.text
-        mailbox_id = f"mbx{tag}"
-        created = await http["mailbox"].post(
-            "/mailboxes",
-            json={
-                "mailbox_id": mailbox_id,
-                "email": f"{user}@mail.test",
-                "owner": {"kind": "user", "id": f"o{tag}", "name": "O", "email": "o@example.org"},
-                "profile_id": profile.json()["profile_id"],
-                "credentials": {"username": user, "password": password},
-            }
-            | (mailbox or {}),
-        )
-        assert created.status_code == 201, created.text
-        assert (
-            await http["mailbox"].post("/mailboxes/approve", json={"mailbox_ids": [mailbox_id]})
-        ).status_code == 200
-        yield Stack(apps, sync, http, auth, nc, mailbox_id, f"p{tag}", f"o{tag}")
+    try:
+        async with e2e_stack(
+            sync, user, password, advanced={"process_email_from": today}, mailbox=mailbox
+        ) as s:
+            yield Stack(s, nc)
+    finally:
+        await nc.close()
 
 
 async def test_test_and_enable_then_the_inbox_arrives_as_events(
     nats_url: str,
     dovecot: DovecotServer,
-    smtp_server: SmtpServer,
     certs: TestCertificates,
     new_mail_user: Callable[..., tuple[str, str]],
-    mailwarden_services: Callable[[], AbstractAsyncContextManager[dict[str, FastAPI]]],
+    e2e_stack: E2eFactory,
 ) -> None:
     user, password = new_mail_user()
     await asyncio.to_thread(append, dovecot, user, password, ["before 1", "before 2"])
-    async with running_stack(
-        mailwarden_services, nats_url, dovecot, smtp_server, certs, user, password, sync_poll_floor_s=0.5
-    ) as s:
+    async with running_stack(e2e_stack, nats_url, certs, user, password, sync_poll_floor_s=0.5) as s:
         await asyncio.sleep(1.0)
         assert await s.stored() == []  # not enabled yet: nothing is synced
-        await s.test_and_enable()
+        await s.e2e.test_and_enable()
 
         async def two() -> bool:
             return len(await s.stored()) >= 2
 
-        await eventually(two, "the INBOX's two messages as EmailReceived", 90)
+        await eventually(two, "the INBOX's two messages as EmailReceived")
         await asyncio.to_thread(append, dovecot, user, password, ["after"])
 
         async def three() -> bool:
@@ -194,7 +140,7 @@ async def test_test_and_enable_then_the_inbox_arrives_as_events(
         await eventually(three, "the new message as EmailReceived")
         await asyncio.sleep(1.0)
         received = await s.stored()
-        state = await http_get(s.sync, f"/mailboxes/{s.mailbox_id}/sync", s.auth)
+        state = await http_get(s.sync, f"/mailboxes/{s.mailbox_id}/sync", s.e2e.auth)
     assert [e["data"]["subject"] for e in received] == ["before 1", "before 2", "after"]
     assert state["synced"] and state["messages_seen"] == 3 and state["mode"] == "idle"
 
@@ -202,10 +148,9 @@ async def test_test_and_enable_then_the_inbox_arrives_as_events(
 async def test_a_password_changed_on_the_server_alerts_once_then_resolves(
     nats_url: str,
     dovecot: DovecotServer,
-    smtp_server: SmtpServer,
     certs: TestCertificates,
     new_mail_user: Callable[..., tuple[str, str]],
-    mailwarden_services: Callable[[], AbstractAsyncContextManager[dict[str, FastAPI]]],
+    e2e_stack: E2eFactory,
 ) -> None:
     """Mid-life, the server's password changes: the polling sync fails (one episode), mailbox-svc
     re-tests (auth_failed is permanent: incoming disabled, status failure), alert-svc alerts both
@@ -214,12 +159,12 @@ async def test_a_password_changed_on_the_server_alerts_once_then_resolves(
     user, password = new_mail_user()
     await asyncio.to_thread(append, dovecot, user, password, ["one"])
     async with running_stack(
-        mailwarden_services, nats_url, dovecot, smtp_server, certs, user, password,
+        e2e_stack, nats_url, certs, user, password,
         mailbox={"outgoing_delivery": "none"},  # incoming alone: its test decides
         sync_idle=False, sync_poll_floor_s=0.3, sync_poll_jitter=0.0,
         sync_retry_base_s=0.2, sync_retry_max_s=0.4,
     ) as s:  # fmt: skip
-        await s.test_and_enable()
+        await s.e2e.test_and_enable()
 
         async def first() -> bool:
             return len(await s.stored()) >= 1
@@ -234,7 +179,7 @@ async def test_a_password_changed_on_the_server_alerts_once_then_resolves(
 
         box = await eventually(disabled, "incoming disabled by the re-test")
         assert box["disabled_reason"] == "auth_failed"
-        for owner in (s.mailbox_owner, s.profile_owner):
+        for owner in (s.e2e.mailbox_owner, s.e2e.profile_owner):
 
             async def raised(owner: str = owner) -> list[dict[str, Any]] | None:
                 return await s.sync_alerts(owner) or None
@@ -243,20 +188,20 @@ async def test_a_password_changed_on_the_server_alerts_once_then_resolves(
             assert alert["state"] == "open" and alert["code"] == "mailbox_sync_failed"
             assert "failed at the 'login' step" in alert["message"]
         await asyncio.sleep(2.0)  # polls would have failed several times by now
-        for owner in (s.mailbox_owner, s.profile_owner):
+        for owner in (s.e2e.mailbox_owner, s.e2e.profile_owner):
             [alert] = await s.sync_alerts(owner)
             assert alert["count"] == 1 and alert["state"] == "open"
 
         # The owner enters the server's new password, then Test & Enable.
-        changed = await s.http["mailbox"].patch(
+        changed = await s.e2e.http["mailbox"].patch(
             f"/mailboxes/{s.mailbox_id}", json={"credentials": {"password": new_password}}
         )
         assert changed.status_code == 200, changed.text
         await asyncio.to_thread(append, dovecot, user, new_password, ["two"])
-        await s.test_and_enable()
+        await s.e2e.test_and_enable()
 
         async def resolved() -> bool:
-            alerts = [a for o in (s.mailbox_owner, s.profile_owner) for a in await s.sync_alerts(o)]
+            alerts = [a for o in (s.e2e.mailbox_owner, s.e2e.profile_owner) for a in await s.sync_alerts(o)]
             return [a["state"] for a in alerts] == ["resolved", "resolved"]
 
         await eventually(resolved, "the sync alerts resolved")
@@ -265,7 +210,7 @@ async def test_a_password_changed_on_the_server_alerts_once_then_resolves(
             return len(await s.stored()) >= 2
 
         await eventually(second, "the new message once synced again")
-        [alert] = await s.sync_alerts(s.mailbox_owner)
+        [alert] = await s.sync_alerts(s.e2e.mailbox_owner)
         assert alert["resolved_reason"] == "sync_recovered"
         box = await s.mailbox()
     assert box["enabled_incoming"] and box["incoming_status"] == "success"

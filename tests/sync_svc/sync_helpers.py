@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -45,6 +46,8 @@ from contracts.models import (
     TlsMode,
 )
 from mailwarden_mailnet.login_desk import LoginDesk
+from mailwarden_runtime.auth import bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_on
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import DovecotServer, TestCertificates
 from sync_svc.config import Settings
@@ -237,3 +240,13 @@ class Bus:
         failed = await self.stored("mailwarden.sync.failed", MailboxSyncFailed)
         recovered = await self.stored("mailwarden.sync.recovered", MailboxSyncRecovered)
         return [e for e in failed + recovered if e.data.mailbox.mailbox_id == box.mailbox_id]
+
+
+async def rpc(bus: Bus, op: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One sync-svc operation over NATS request-reply, as an administrator."""
+    auth = bearer_header(await issue_on(bus.nc))
+    reply = await bus.nc.request(
+        f"mailwarden.rpc.sync-svc.{op}", json.dumps(body).encode(), timeout=5, headers=auth
+    )
+    result: dict[str, Any] = json.loads(reply.data)
+    return result

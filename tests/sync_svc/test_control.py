@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sync_helpers import Bus, Mailbox, append, message
+from sync_helpers import Bus, Mailbox, append, message, rpc
 
 from contracts.email import MailboxSyncPaused
 from mailwarden_runtime.auth import bearer_header
@@ -21,15 +21,6 @@ from mailwarden_runtime.auth.bootstrap import issue_on, issue_token
 from mailwarden_servers import DovecotServer
 
 pytestmark = pytest.mark.integration
-
-
-async def rpc(bus: Bus, op: str, body: dict[str, Any]) -> dict[str, Any]:
-    auth = bearer_header(await issue_on(bus.nc))
-    reply = await bus.nc.request(
-        f"mailwarden.rpc.sync-svc.{op}", json.dumps(body).encode(), timeout=5, headers=auth
-    )
-    result: dict[str, Any] = json.loads(reply.data)
-    return result
 
 
 async def test_state_pause_resume_and_resync(
@@ -170,7 +161,7 @@ async def test_cli_mail_tail_and_status(
         await bus.enable(box)
         await bus.wait_emails(box, 2)
         for _ in range(50):  # the batch's watermark is written just after its events are stored
-            if (await app.state.repository.get_state(box.mailbox_id)).get("messages_seen") == 2:
+            if (await app.state.repository.get_state(box.mailbox_id)).messages_seen == 2:
                 break
             await asyncio.sleep(0.1)
         tail = await cli("sync", "tail", "--mailbox", box.mailbox_id, "--last", "2", "--count", "2")
@@ -205,7 +196,7 @@ async def test_the_profiles_host_limit_holds_across_workers(
         repo = a.state.repository
 
         async def modes() -> list[str]:
-            return [str((await repo.get_state(box.mailbox_id)).get("mode")) for box in boxes]
+            return [str((await repo.get_state(box.mailbox_id)).mode) for box in boxes]
 
         for _ in range(100):
             if "None" not in await modes() and all(len(w.state.worker.running) == 2 for w in (a, b)):

@@ -26,7 +26,7 @@ async def test_login_failure_is_one_event_per_episode_then_recovered(
         repo = app.state.repository
         for _ in range(100):  # several failed attempts (backoff 0.3 s → 1 s)
             state = await repo.get_state(box.mailbox_id)
-            if (state.get("episode") or {}).get("failures", 0) >= 3:
+            if state.episode is not None and state.episode.failures >= 3:
                 break
             await asyncio.sleep(0.1)
         events = await bus.sync_events(box)
@@ -48,7 +48,7 @@ async def test_login_failure_is_one_event_per_episode_then_recovered(
     recovered = events[1].data
     assert isinstance(recovered, MailboxSyncRecovered)
     assert recovered.episode_id == failed.episode_id and recovered.failures >= 3
-    assert state.get("episode") is None and state.get("last_error") is None
+    assert state.episode is None and state.last_error is None
 
 
 async def test_a_password_is_never_in_events_state_or_logs(
@@ -66,7 +66,7 @@ async def test_a_password_is_never_in_events_state_or_logs(
         await bus.enable(box, password=canary)
         repo = app.state.repository
         for _ in range(50):
-            if (await repo.get_state(box.mailbox_id)).get("episode"):
+            if (await repo.get_state(box.mailbox_id)).episode:
                 break
             await asyncio.sleep(0.1)
         dumped = [str(d) async for d in repo.state.find({})] + [str(d) async for d in repo.mailboxes.find({})]

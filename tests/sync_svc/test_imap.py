@@ -72,7 +72,7 @@ async def test_without_a_start_date_only_new_mail_is_published(
         await bus.enable(box)
         repo = app.state.repository
         for _ in range(100):
-            if (await repo.get_state(box.mailbox_id)).get("last_sync_at"):
+            if (await repo.get_state(box.mailbox_id)).last_sync_at:
                 break
             await asyncio.sleep(0.1)
         await asyncio.to_thread(append, dovecot, box.user, box.password, [message(9, "arrived")])
@@ -109,7 +109,7 @@ async def test_idle_new_message_becomes_an_event_within_two_seconds(
         await bus.enable(box)
         repo = app.state.repository
         for _ in range(100):
-            if (await repo.get_state(box.mailbox_id)).get("mode") == "idle":
+            if (await repo.get_state(box.mailbox_id)).mode == "idle":
                 break
             await asyncio.sleep(0.1)
         latencies = []
@@ -120,5 +120,5 @@ async def test_idle_new_message_becomes_an_event_within_two_seconds(
             latencies.append(time.monotonic() - sent)
         state = await repo.get_state(box.mailbox_id)
     print(f"IDLE new-mail-to-event latencies: {[round(x, 3) for x in latencies]} s")
-    assert state["mode"] == "idle"
+    assert state.mode == "idle"
     assert max(latencies) < 2.0

@@ -71,7 +71,7 @@ async def test_moving_from_pop3_to_imap_publishes_nothing_twice(
         await bus.switch_protocol(box, IncomingProtocol.IMAP)
         repo = app.state.repository
         for _ in range(100):
-            if (await repo.get_state(box.mailbox_id)).get("uidvalidity"):
+            if (await repo.get_state(box.mailbox_id)).uidvalidity:
                 break
             await asyncio.sleep(0.1)
         await asyncio.to_thread(append, dovecot, box.user, box.password, [message(7, "imap")])

@@ -40,4 +40,4 @@ async def test_uidvalidity_reset_publishes_nothing_twice(
         state = await app.state.repository.get_state(box.mailbox_id)
     assert len(got) == 6
     assert sorted(e.data.subject for e in got) == sorted([f"before {i}" for i in range(5)] + ["after 1"])
-    assert got[-1].data.uidvalidity == old + 1000 and state["uidvalidity"] == old + 1000
+    assert got[-1].data.uidvalidity == old + 1000 and state.uidvalidity == old + 1000

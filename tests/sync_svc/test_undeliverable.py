@@ -12,9 +12,9 @@ from typing import Any
 
 import nats
 import pytest
-from sync_helpers import Bus, Mailbox, append, message
+from sync_helpers import Bus, Mailbox, append, message, rpc
 
-from contracts.email import EmailRejected
+from contracts.email import EmailRejected, EmailTracked
 from mailwarden_servers import DovecotServer, TestCertificates
 
 # Dovecot accepts MOVE whatever it advertises; sync-svc goes by the advertised capabilities.
@@ -106,11 +106,7 @@ async def rejected_moves(
             await bus.publish(
                 EmailRejected(mailbox_id=box.mailbox_id, email_id=second.id, system="crm", reason="no match")
             )
-        for _ in range(100):
-            counts = await asyncio.to_thread(folder_counts, dovecot, moving.user, moving.password)
-            if counts["Undeliverable"] == 1:
-                break
-            await asyncio.sleep(0.1)
+        counts = await one_moved(dovecot, moving)
         await asyncio.sleep(1.0)  # more polls: the expunge publishes nothing new
         kept = await asyncio.to_thread(folder_counts, dovecot, keeping.user, keeping.password)
         after = await bus.emails(moving)
@@ -118,6 +114,16 @@ async def rejected_moves(
     assert kept == {"INBOX": 3, "Undeliverable": -1}  # no folder created for a profile without the option
     assert len(after) == 3
     assert [r.via for r in caplog.records if r.getMessage() == "moved a rejected message"] == [via]  # type: ignore[attr-defined]
+
+
+async def one_moved(dovecot: DovecotServer, box: Mailbox) -> dict[str, int]:
+    """The folder counts once one message is in Undeliverable (or after 10 s)."""
+    for _ in range(100):
+        counts = await asyncio.to_thread(folder_counts, dovecot, box.user, box.password)
+        if counts["Undeliverable"] == 1:
+            break
+        await asyncio.sleep(0.1)
+    return counts
 
 
 def flag_one_deleted(dovecot: DovecotServer, user: str, password: str) -> None:
@@ -129,3 +135,39 @@ def flag_one_deleted(dovecot: DovecotServer, user: str, password: str) -> None:
         imap.append("INBOX", "(\\Deleted)", stamp, message(99, "flagged by the user"))
     finally:
         imap.logout()
+
+
+async def test_a_tracked_message_is_counted_once_and_never_moved(
+    bus: Bus, dovecot: DovecotServer, sync_service: Any, db_name: str
+) -> None:
+    """EmailTracked (twice, and from a second system) counts the message once; a rejection of the
+    tracked message does not move it, one of an untracked message does; the state shows both."""
+    box = box_on(dovecot)
+    await asyncio.to_thread(append, dovecot, box.user, box.password, [message(i, "case") for i in range(3)])
+    async with sync_service(db_name, sync_idle=False):
+        await bus.enable(box, move_failed_to_undeliverable=True)
+        first, second, _ = await bus.wait_emails(box, 3)
+        for system in ("crm", "crm", "erp"):
+            await bus.publish(EmailTracked(mailbox_id=box.mailbox_id, email_id=first.id, system=system))
+        await bus.publish(EmailTracked(mailbox_id=box.mailbox_id, email_id=uuid.uuid4(), system="crm"))
+
+        async def state() -> dict[str, Any]:
+            reply = await rpc(bus, "state", {"mailbox_id": box.mailbox_id})
+            assert reply["ok"], reply
+            result: dict[str, Any] = reply["result"]
+            return result
+
+        for _ in range(100):  # the tracking lands before the rejections are sent
+            if (await state())["messages_tracked"] == 1:
+                break
+            await asyncio.sleep(0.1)
+        for email in (first, second):
+            await bus.publish(
+                EmailRejected(mailbox_id=box.mailbox_id, email_id=email.id, system="erp", reason="no match")
+            )
+        await one_moved(dovecot, box)
+        await asyncio.sleep(1.0)  # the tracked message's rejection had its time to move it too
+        counts = await asyncio.to_thread(folder_counts, dovecot, box.user, box.password)
+        got = await state()
+    assert counts == {"INBOX": 2, "Undeliverable": 1}
+    assert (got["messages_seen"], got["messages_tracked"], got["messages_rejected"]) == (3, 1, 2)

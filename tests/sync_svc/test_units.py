@@ -8,14 +8,18 @@ import random
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import patch
 
 from contracts.errors import ErrorCode
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.use_login import LoginSource
+from mailwarden_runtime.bounded import cancel_and_wait
 from mailwarden_runtime.crypto import KeyRing
+from sync_svc import worker as worker_module
 from sync_svc.imap_sync import internal_date, uid_set
 from sync_svc.leases import LeaseTable
 from sync_svc.session import MailboxSync
+from sync_svc.worker import Running, Worker
 
 
 async def _no_desk(subject: str, body: bytes, timeout_s: float) -> bytes:
@@ -87,3 +91,48 @@ def test_fair_share() -> None:
     assert LeaseTable.fair_share(10, 3, 100) == 4
     assert LeaseTable.fair_share(10, 1, 4) == 4
     assert LeaseTable.fair_share(0, 2, 10) == 0
+
+
+class Swallowing(Flaky):
+    """A pass whose library turns the cancellation into an error (asyncio.wait_for on 3.11, as in
+    nats-py's request or pymongo's send), then the loop's backoff."""
+
+    async def pass_once(self) -> None:
+        self.passes += 1
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise TimeoutError("timed out") from None
+
+
+async def test_a_mailbox_task_ends_even_when_its_pass_swallows_the_cancellation() -> None:
+    recorder = Recorder()
+    recorder.backoff_s = lambda failures: 3600.0  # type: ignore[method-assign]
+    sync = Swallowing([], recorder)
+    task = asyncio.create_task(sync.run())
+    await asyncio.sleep(0.05)
+    assert await cancel_and_wait(task, 1.0)  # before: it slept the backoff and passed again, for good
+    assert task.cancelled() and sync.passes == 1
+
+
+async def test_the_worker_stops_a_task_that_never_ends_within_its_bound() -> None:
+    """A stuck mailbox task must not hold the worker's reconcile (no other mailbox would start)."""
+
+    released = asyncio.Event()
+
+    async def deaf() -> None:
+        while not released.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await released.wait()
+
+    stuck = asyncio.create_task(deaf())
+    nothing: Any = SimpleNamespace()
+    worker = Worker(nothing, nothing, reconcile_s=1, poll_floor_s=1, max_mailboxes=1)
+    worker.running["m1"] = Running(stuck, "f", 0)
+    started = asyncio.get_running_loop().time()
+    with patch.object(worker_module, "STOP_WAIT_S", 0.2):
+        await worker._stop_one("m1")
+    assert asyncio.get_running_loop().time() - started < 1.0 and "m1" not in worker.running
+    released.set()
+    await asyncio.wait({stuck}, timeout=1.0)
+    assert stuck.done()

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from nats.aio.client import Client
 
-from contracts.email import EmailRejected, MailboxSyncPaused
+from contracts.email import EmailRejected, EmailTracked, MailboxSyncPaused
 from contracts.envelope import Envelope
 from mailwarden_mailnet.resolve import Resolver, SystemResolver
 from mailwarden_mailnet.tls import TlsContexts
@@ -33,6 +33,7 @@ from sync_svc.api import serve_operations
 from sync_svc.config import Settings
 from sync_svc.connect import NetEnv
 from sync_svc.episodes import Episodes
+from sync_svc.feedback import Rejected, Tracked
 from sync_svc.hosts import HostSlots
 from sync_svc.leases import LeaseTable
 from sync_svc.operations import Operations
@@ -125,12 +126,12 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
 
     async def read_model_changed(changed: bool) -> None:
         if changed:
-            await repo.bump()  # workers re-read the read models only when something changed
-        worker.wake()
+            worker.changed()  # it bumps the revision once per reload: the other workers re-read then
 
     follow(runtime, repo.read, after=read_model_changed)
     undeliverable = Undeliverable(services, lambda: worker.targets)
-    runtime.consume(EmailRejected, "sync-svc-rejected", undeliverable)
+    runtime.consume(EmailTracked, "sync-svc-tracked", Tracked(repo))
+    runtime.consume(EmailRejected, "sync-svc-rejected", Rejected(repo, undeliverable))
 
     async def announce(event: MailboxSyncPaused) -> None:
         await publish(runtime.envelope(event), event.SUBJECT)

@@ -17,6 +17,7 @@ from contracts.envelope import make_envelope
 from contracts.errors import CATALOG, ErrorCode
 from contracts.models import TestError
 from sync_svc import metrics
+from sync_svc.documents import Episode, SyncError
 from sync_svc.publisher import PublishFn
 from sync_svc.repository import Repository
 from sync_svc.targets import SyncTarget
@@ -51,24 +52,20 @@ class Episodes:
         """Record a failed sync; publish when it opens an episode or changes its code. The wait before retrying."""
         metrics.ERRORS.labels(code=code.value).inc()
         now = datetime.now(UTC)
-        state = await self.repo.get_state(target.mailbox_id)
-        episode = state.get("episode") or {}
-        new = not episode
-        episode_id = uuid.UUID(episode["id"]) if episode else uuid.uuid4()
-        failures = int(episode.get("failures", 0)) + 1
-        first = episode.get("first_failed_at") or now
+        episode = (await self.repo.get_state(target.mailbox_id)).episode
+        new = episode is None
+        episode_id = uuid.uuid4() if episode is None else uuid.UUID(episode.id)
+        failures = (0 if episode is None else episode.failures) + 1
+        first = now if episode is None else episode.first_failed_at
         delay = self.backoff_s(failures)
-        changed = not new and episode.get("code") != code.value
+        changed = episode is not None and episode.code != code.value
         await self.repo.update_state(
             target.mailbox_id,
             {
-                "episode": {
-                    "id": str(episode_id),
-                    "code": code.value,
-                    "failures": failures,
-                    "first_failed_at": first,
-                },
-                "last_error": {"code": code.value, "step": step, "detail": detail[:300], "at": now},
+                "episode": Episode(
+                    id=str(episode_id), code=code.value, failures=failures, first_failed_at=first
+                ),
+                "last_error": SyncError(code=code.value, step=step, detail=detail[:300], at=now),
             },
         )
         if new or changed:
@@ -90,19 +87,18 @@ class Episodes:
 
     async def succeeded(self, target: SyncTarget, protocol: SyncProtocol) -> None:
         """A sync went through: close the episode, if one was open."""
-        state = await self.repo.get_state(target.mailbox_id)
-        episode = state.get("episode")
-        if not episode:
+        episode = (await self.repo.get_state(target.mailbox_id)).episode
+        if episode is None:
             return
         now = datetime.now(UTC)
         event = MailboxSyncRecovered(
             mailbox=target.ref,
             protocol=protocol,
-            episode_id=uuid.UUID(episode["id"]),
-            failures=int(episode["failures"]),
-            first_failed_at=episode["first_failed_at"],
+            episode_id=uuid.UUID(episode.id),
+            failures=episode.failures,
+            first_failed_at=episode.first_failed_at,
             recovered_at=now,
         )
-        event_id = uuid.uuid5(NAMESPACE, f"{episode['id']}:recovered")
+        event_id = uuid.uuid5(NAMESPACE, f"{episode.id}:recovered")
         await self.publish(make_envelope(event, self.producer, event_id=event_id), event.SUBJECT)
         await self.repo.update_state(target.mailbox_id, {"episode": None, "recovered_at": now})

@@ -25,11 +25,14 @@ from contracts.email import SyncProtocol, email_event_id
 from contracts.errors import ErrorCode
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.imap import FetchItem, ImapClient, Selected
+from mailwarden_runtime.bounded import honour_cancellation
 from mailwarden_runtime.mongo import Document
 from sync_svc import metrics
 from sync_svc.connect import imap_session, step
+from sync_svc.hosts import idle_slots
 from sync_svc.parse import parse_headers
 from sync_svc.publisher import Fetched, Prepared, fingerprint, since_start
+from sync_svc.repository import StateFields
 from sync_svc.session import MailboxSync
 
 LIST_ITEMS = b"UID RFC822.SIZE INTERNALDATE"
@@ -78,9 +81,9 @@ class ImapSync(MailboxSync):
     async def pass_once(self) -> None:
         opts = self.s.options
         host, limit = self.target.endpoint.host, self.target.max_connections
-        if opts.idle and limit > 1:
-            # Idlers hold their slot for the session's life: one slot stays for the polls.
-            async with self.s.hosts.at_once(host, limit - 1) as idling:
+        if opts.idle and idle_slots(limit) > 0:
+            # Idlers hold their slot for the session's life: a share stays for the polls.
+            async with self.s.hosts.at_once(host, idle_slots(limit)) as idling:
                 if idling:
                     await self._session(idle=True)
                     return
@@ -98,12 +101,12 @@ class ImapSync(MailboxSync):
                 selected = await client.select(b"INBOX")
             if selected.uidvalidity is None:
                 raise NetError(ErrorCode.PROTOCOL_VIOLATION, "SELECT gave no UIDVALIDITY")
-            await self.catch_up(client, selected)
+            left = await self.catch_up(client, selected)
             if idle and "IDLE" in caps:
-                await self.caught_up("idle")
+                await self.caught_up("idle", left)
                 await self._idle(client, selected)
                 return
-            await self.caught_up("poll")
+            await self.caught_up("poll", left)
             with contextlib.suppress(NetError, OSError, TimeoutError):
                 async with asyncio.timeout(self.s.env.step_timeout_s):
                     await client.command(b"LOGOUT", logout=True)
@@ -116,6 +119,7 @@ class ImapSync(MailboxSync):
         metrics.IDLE_SESSIONS.inc()
         try:
             while True:
+                honour_cancellation()  # a library may have swallowed it (see MailboxSync.run)
                 self.step = "idle"
                 async with step(self.s.env.step_timeout_s):
                     tag = await client.idle_start()
@@ -125,38 +129,38 @@ class ImapSync(MailboxSync):
                             pass
                 async with step(self.s.env.step_timeout_s):
                     await client.idle_done(tag)
-                await self.catch_up(client, selected)
+                if left := await self.catch_up(client, selected):
+                    await self.s.repo.update_state(self.target.mailbox_id, left)
         finally:
             metrics.IDLE_SESSIONS.dec()
 
     # ---- catching up -----------------------------------------------------------------------------
 
-    async def catch_up(self, client: ImapClient, selected: Selected) -> None:
+    async def catch_up(self, client: ImapClient, selected: Selected) -> StateFields:
+        """Publish what is new; returns the state fields left to write (the watermark at the end),
+        which the caller writes with its own in one write: the ``state`` writes of hundreds of
+        concurrent first syncs queue on the database's per-collection lock (bench/README.md)."""
         self.step = "fetch"
         mailbox_id = self.target.mailbox_id
         uidvalidity = selected.uidvalidity
         assert uidvalidity is not None
         state = await self.s.repo.get_state(mailbox_id)
-        resync_from: date | None = state.get("resync_from")
+        self.saw_episode(state.episode is not None)
+        resync_from = state.resync_from
         start = resync_from or self.target.process_email_from
-        same_box = state.get("uidvalidity") == uidvalidity and state.get("protocol") in (None, "imap")
+        same_box = state.uidvalidity == uidvalidity and state.protocol in (None, "imap")
         if same_box and resync_from is None:
-            last = int(state.get("last_uid") or 0)
+            last = state.last_uid or 0
             listed = [x for x in await self._list(client, b"%d:*" % (last + 1)) if x.uid > last]
             await self._publish(client, uidvalidity, self._since(listed, start), recognise=False)
-            if listed:
-                await self.s.repo.update_state(mailbox_id, {"last_uid": listed[-1].uid})
-            return
-        seen_before = bool(state.get("messages_seen")) or state.get("protocol") not in (None, "imap")
+            return {"last_uid": listed[-1].uid} if listed else {}
+        seen_before = bool(state.messages_seen) or state.protocol not in (None, "imap")
         if start is None and not seen_before:
-            await self._baseline(client, uidvalidity)
-            return
+            return await self._baseline(client, uidvalidity)
         listed = await self._list(client, b"1:*")
         await self._publish(client, uidvalidity, self._since(listed, start), recognise=seen_before)
         top = listed[-1].uid if listed else 0
-        await self.s.repo.update_state(
-            mailbox_id, {"uidvalidity": uidvalidity, "last_uid": top, "protocol": "imap", "resync_from": None}
-        )
+        return {"uidvalidity": uidvalidity, "last_uid": top, "protocol": "imap", "resync_from": None}
 
     @staticmethod
     def _since(listed: list[Listed], start: date | None) -> list[Listed]:
@@ -168,13 +172,11 @@ class ImapSync(MailboxSync):
         metrics.SKIPPED.labels(reason="older_than_process_from").inc(len(listed) - len(kept))
         return kept
 
-    async def _baseline(self, client: ImapClient, uidvalidity: int) -> None:
+    async def _baseline(self, client: ImapClient, uidvalidity: int) -> StateFields:
         """No start date: remember where the INBOX stands now and publish only what comes later."""
         listed = await self._list(client, b"*")
         last = max((x.uid for x in listed), default=0)
-        await self.s.repo.update_state(
-            self.target.mailbox_id, {"uidvalidity": uidvalidity, "last_uid": last, "protocol": "imap"}
-        )
+        return {"uidvalidity": uidvalidity, "last_uid": last, "protocol": "imap"}
 
     async def _list(self, client: ImapClient, uids: bytes) -> list[Listed]:
         out: list[Listed] = []
@@ -220,7 +222,7 @@ class ImapSync(MailboxSync):
                 records += await self._fetch(client, uidvalidity, large, HEADER_ITEMS, HEADER_BYTES)
             await self.s.repo.record_published(records)
             # Re-baselining moves the watermark only at the end: a pass cut short starts it over.
-            fields: Document = {} if recognise else {"uidvalidity": uidvalidity, "last_uid": batch[-1].uid}
+            fields: StateFields = {} if recognise else {"uidvalidity": uidvalidity, "last_uid": batch[-1].uid}
             await self.s.repo.update_state(
                 self.target.mailbox_id, {**fields, "protocol": "imap"}, inc={"messages_seen": len(records)}
             )

@@ -131,15 +131,14 @@ class LeaseTable:
         assert self._leases is not None
         try:
             async with asyncio.timeout(self.timeout_s):
-                try:
-                    entry = await self._leases.get(mailbox_id)
-                except KeyNotFoundError:
+                try:  # a free mailbox in one round trip; only a taken one is read first
                     revision = await self._leases.create(mailbox_id, self._value())
-                else:
+                except (KeyWrongLastSequenceError, BadRequestError):
+                    entry = await self._leases.get(mailbox_id)
                     if not self._expired(entry.value):
                         return False
                     revision = await self._leases.update(mailbox_id, self._value(), last=entry.revision)
-        except (KeyWrongLastSequenceError, BadRequestError):
+        except (KeyWrongLastSequenceError, BadRequestError, KeyNotFoundError):
             return False  # lost the race
         self.held[mailbox_id] = Held(revision, self._clock() + self.ttl_s)
         return True

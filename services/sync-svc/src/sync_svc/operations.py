@@ -17,7 +17,7 @@ from contracts.email import MailboxSyncPaused
 from contracts.models import Identifier
 from mailwarden_runtime.auth import require_mailbox
 from mailwarden_runtime.http import DomainError
-from mailwarden_runtime.mongo import Document
+from sync_svc.documents import SyncError, SyncStateDoc
 from sync_svc.repository import Repository
 
 
@@ -28,13 +28,6 @@ class MailboxRequest(BaseModel):
 
 class ResyncRequest(MailboxRequest):
     from_date: date = Field(description="Publish what arrived since this day and was never published.")
-
-
-class SyncError(BaseModel):
-    code: str
-    step: str
-    detail: str
-    at: datetime
 
 
 class SyncState(BaseModel):
@@ -48,6 +41,10 @@ class SyncState(BaseModel):
     uidvalidity: int | None = None
     last_uid: int | None = None
     messages_seen: Annotated[int, Field(ge=0)] = 0
+    messages_tracked: Annotated[int, Field(ge=0)] = 0
+    """Published messages a consuming system answered EmailTracked about (counted once each)."""
+    messages_rejected: Annotated[int, Field(ge=0)] = 0
+    """Published messages a consuming system answered EmailRejected about (counted once each)."""
     last_sync_at: datetime | None = None
     last_error: SyncError | None = None
     failing_since: datetime | None = None
@@ -69,54 +66,54 @@ class Operations:
 
     async def _known(self, mailbox_id: str) -> str | None:
         """404 unless the mailbox is known; its owner's user id (None for a queue)."""
-        doc = await self.repo.mailboxes.find_one(
-            {"_id": mailbox_id, "snapshot": {"$ne": None}}, {"snapshot.owner": 1}
-        )
-        if doc is None:
+        entry = await self.repo.read.get_mailbox(mailbox_id)
+        if entry is None or entry.snapshot is None:
             raise DomainError(404, f"mailbox {mailbox_id} is not known to sync-svc", "mailbox_id")
-        owner = doc["snapshot"].get("owner") or {}
-        return str(owner["id"]) if owner.get("kind") == "user" and owner.get("id") else None
+        owner = entry.snapshot.owner
+        return owner.id if owner.kind == "user" and owner.id else None
 
-    def _view(self, doc: Document, mailbox_id: str) -> SyncState:
-        episode = doc.get("episode") or {}
-        resync = doc.get("resync_from")
+    async def _view(self, doc: SyncStateDoc, mailbox_id: str) -> SyncState:
+        tracked, rejected = await self.repo.feedback_counts(mailbox_id)
+        resync = doc.resync_from
         return SyncState(
             mailbox_id=mailbox_id,
-            synced=mailbox_id in self.targets() and not doc.get("paused"),
-            paused=bool(doc.get("paused")),
-            protocol=doc.get("protocol"),
-            mode=doc.get("mode"),
-            uidvalidity=doc.get("uidvalidity"),
-            last_uid=doc.get("last_uid"),
-            messages_seen=int(doc.get("messages_seen") or 0),
-            last_sync_at=doc.get("last_sync_at"),
-            last_error=SyncError.model_validate(doc["last_error"]) if doc.get("last_error") else None,
-            failing_since=episode.get("first_failed_at"),
-            resync_from=resync.date() if isinstance(resync, datetime) else resync,
+            synced=mailbox_id in self.targets() and not doc.paused,
+            paused=doc.paused,
+            protocol=doc.protocol,
+            mode=doc.mode,
+            uidvalidity=doc.uidvalidity,
+            last_uid=doc.last_uid,
+            messages_seen=doc.messages_seen,
+            messages_tracked=tracked,
+            messages_rejected=rejected,
+            last_sync_at=doc.last_sync_at,
+            last_error=doc.last_error,
+            failing_since=None if doc.episode is None else doc.episode.first_failed_at,
+            resync_from=None if resync is None else resync.date(),
         )
 
     async def state(self, req: MailboxRequest) -> SyncState:
         owner_id = await self._known(req.mailbox_id)
         require_mailbox("mailboxes:read", req.mailbox_id, owner_id)  # an owner or integration: its own
-        return self._view(await self.repo.get_state(req.mailbox_id), req.mailbox_id)
+        return await self._view(await self.repo.get_state(req.mailbox_id), req.mailbox_id)
 
     async def pause(self, req: MailboxRequest) -> SyncState:
         await self._known(req.mailbox_id)
         doc = await self.repo.control(req.mailbox_id, {"paused": True})
         self.wake()
         await self.announce(MailboxSyncPaused(mailbox_id=req.mailbox_id, paused=True))
-        return self._view(doc, req.mailbox_id)
+        return await self._view(doc, req.mailbox_id)
 
     async def resume(self, req: MailboxRequest) -> SyncState:
         await self._known(req.mailbox_id)
         doc = await self.repo.control(req.mailbox_id, {"paused": False})
         self.wake()
         await self.announce(MailboxSyncPaused(mailbox_id=req.mailbox_id, paused=False))
-        return self._view(doc, req.mailbox_id)
+        return await self._view(doc, req.mailbox_id)
 
     async def resync(self, req: ResyncRequest) -> SyncState:
         await self._known(req.mailbox_id)
         start = datetime(req.from_date.year, req.from_date.month, req.from_date.day)
         doc = await self.repo.control(req.mailbox_id, {"resync_from": start})
         self.wake()
-        return self._view(doc, req.mailbox_id)
+        return await self._view(doc, req.mailbox_id)

@@ -47,17 +47,18 @@ class Pop3Sync(MailboxSync):
             uidl = await client.uidl()
             sizes = await client.sizes()
         state = await self.s.repo.get_state(mailbox_id)
+        self.saw_episode(state.episode is not None)
         ids = {n: str(email_event_id(mailbox_id, None, u)) for n, u in uidl.items()}
         known = await self.s.repo.known_ids(ids.values())
         new = [n for n in sorted(uidl) if ids[n] not in known]
-        first = state.get("protocol") != "pop3"
-        start = state.get("resync_from") or self.target.process_email_from
-        if first and start is None and not state.get("messages_seen"):
+        first = state.protocol != "pop3"
+        start = state.resync_from or self.target.process_email_from
+        if first and start is None and not state.messages_seen:
             # Nothing published yet and no start date: what is there now is the baseline.
             await self.s.repo.record_published([self._ledger(mailbox_id, ids[n], uidl[n]) for n in new])
             await self.s.repo.update_state(mailbox_id, {"protocol": "pop3"})
             return
-        recognise = first and bool(state.get("messages_seen"))
+        recognise = first and bool(state.messages_seen)
         since = since_start(start)
         cap = self.s.options.max_message_bytes
         records: list[Document] = []

@@ -1,4 +1,5 @@
-"""EmailRejected → the message moves to the Undeliverable folder, when the profile says so.
+"""EmailRejected → the message moves to the Undeliverable folder, when the profile says so
+(and no system tracked it: :mod:`sync_svc.feedback`).
 
 "Move failed email to Undeliverable folder" (the profile's ``move_failed_to_undeliverable``): when
 the consuming system answers EmailRejected for a message sync-svc published from an IMAP INBOX,
@@ -14,13 +15,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from contracts.email import EmailRejected
-from contracts.envelope import Envelope
 from contracts.errors import ErrorCode
 from contracts.models import IncomingProtocol
 from mailwarden_mailnet.errors import NetError, trimmed
 from mailwarden_mailnet.imap import ImapClient, quote
 from sync_svc.connect import imap_session, step
+from sync_svc.documents import LedgerEntry
 from sync_svc.session import Services
 from sync_svc.targets import SyncTarget
 
@@ -34,17 +34,14 @@ class Undeliverable:
         self.s = services
         self.targets = targets
 
-    async def __call__(self, env: Envelope[EmailRejected]) -> None:
-        rejected = env.data
-        target = self.targets().get(rejected.mailbox_id)
+    async def __call__(self, mailbox_id: str, entry: LedgerEntry) -> None:
+        """Move a rejected message, if its profile says so and it came from this IMAP INBOX."""
+        target = self.targets().get(mailbox_id)
         if target is None or not target.move_rejected or target.protocol is not IncomingProtocol.IMAP:
             return
-        ledger = await self.s.repo.published.find_one(
-            {"_id": str(rejected.email_id), "m": rejected.mailbox_id}
-        )
-        if ledger is None or not ledger.get("uid") or not ledger.get("uv"):
-            return  # not a message published from this IMAP INBOX
-        await self.move(target, int(ledger["uv"]), int(ledger["uid"]))
+        if not entry.uid or not entry.uv:
+            return  # not a message published from an IMAP INBOX
+        await self.move(target, entry.uv, entry.uid)
 
     async def move(self, target: SyncTarget, uidvalidity: int, uid: int) -> bool:
         """Move one message out of INBOX; False when the UID no longer names it (UIDVALIDITY changed)."""

@@ -14,14 +14,15 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import nats.errors
 
 from contracts.models import IncomingProtocol
-from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.bounded import cancel_and_wait, honour_cancellation
 from sync_svc import metrics
+from sync_svc.documents import SyncStateDoc
 from sync_svc.imap_sync import ImapSync
 from sync_svc.leases import KV_ERRORS, LeaseTable
 from sync_svc.pop3_sync import Pop3Sync
@@ -29,6 +30,22 @@ from sync_svc.session import MailboxSync, Services
 from sync_svc.targets import SyncTarget, target_of
 
 log = logging.getLogger(__name__)
+
+SETTLE_S = 0.1  # after a wake-up, how long to let more changes arrive before reloading
+STOP_WAIT_S = 2.0
+LEASE_CALLS_AT_ONCE = 32  # lease takes and renewals in flight together (NATS KV round trips)
+
+
+async def at_most(n: int, calls: Iterable[Awaitable[object]]) -> None:
+    """Await ``calls``, ``n`` at a time; the first error is raised once all of a round ended."""
+    pending = list(calls)
+    for start in range(0, len(pending), n):
+        results = await asyncio.gather(*pending[start : start + n], return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                for rest in pending[start + n :]:
+                    getattr(rest, "close", lambda: None)()  # never awaited: no warning
+                raise result  # how long a stop waits for one mailbox's task to end after its cancellation
 
 
 @dataclass
@@ -57,12 +74,14 @@ class Worker:
         self.rng = rng or random.Random()
         self.running: dict[str, Running] = {}
         self.targets: dict[str, SyncTarget] = {}
-        self.controls: dict[str, Document] = {}
+        self.controls: dict[str, SyncStateDoc] = {}
         self._revision = -1
         self._workers = 1
         self._last_renew = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._dirty = False
+        self._load_s = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="sync-worker")
@@ -70,18 +89,22 @@ class Worker:
     def wake(self) -> None:
         self._wake.set()
 
+    def changed(self) -> None:
+        """An event changed the read models: reload, and tell the other workers (one revision bump
+        per reload, not one database write per event: a backlog of thousands of events after a
+        restart, or the enabling of 1,000 mailboxes, would otherwise write and reload per event)."""
+        self._dirty = True
+        self._wake.set()
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for mailbox_id in list(self.running):
-            await self._stop_one(mailbox_id)
+        await cancel_and_wait(self._task, STOP_WAIT_S)
+        await asyncio.gather(*(self._stop_one(m) for m in list(self.running)))
         with contextlib.suppress(*KV_ERRORS):
             await self.leases.release_all()
 
     async def _loop(self) -> None:
         while True:
+            honour_cancellation()
             try:
                 await self.reconcile()
             except (*KV_ERRORS, nats.errors.Error) as exc:
@@ -91,12 +114,24 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.reconcile_s):
                     await self._wake.wait()
+            # A burst of events: one reload for all of them, and reloads (which read every mailbox)
+            # at most a ninth of the time: with 1,000 mailboxes being enabled, a reload per wake-up
+            # cost more CPU (ours and the database's) the more there were.
+            await asyncio.sleep(max(SETTLE_S, 8 * self._load_s))
             self._wake.clear()
 
     async def _load(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            try:
+                await self.s.repo.bump()
+            except BaseException:
+                self._dirty = True
+                raise
         revision = await self.s.repo.revision()
         if revision == self._revision:
             return
+        started = time.monotonic()
         read = self.s.repo.read
         profiles, settings = await read.all_profiles(), await read.get_settings()
         targets: dict[str, SyncTarget] = {}
@@ -110,9 +145,13 @@ class Worker:
         self.targets = targets
         self.controls = await self.s.repo.states(targets)
         self._revision = revision
+        self._load_s = time.monotonic() - started
 
     def _wanted(self) -> dict[str, SyncTarget]:
-        return {m: t for m, t in self.targets.items() if not self.controls.get(m, {}).get("paused")}
+        return {m: t for m, t in self.targets.items() if not self._control(m).paused}
+
+    def _control(self, mailbox_id: str) -> SyncStateDoc:
+        return self.controls.get(mailbox_id) or SyncStateDoc(id=mailbox_id)
 
     async def reconcile(self) -> None:
         try:
@@ -125,8 +164,7 @@ class Worker:
             self._last_renew = now
             try:
                 self._workers = await self.leases.heartbeat()
-                for mailbox_id in list(self.leases.held):
-                    await self.leases.renew(mailbox_id)
+                await at_most(LEASE_CALLS_AT_ONCE, map(self.leases.renew, list(self.leases.held)))
             except (*KV_ERRORS, nats.errors.Error) as exc:
                 # KV away: leases run out on their own; the tasks of expired ones stop below, so no
                 # mailbox is synced by two workers once another takes it over.
@@ -134,7 +172,7 @@ class Worker:
         for mailbox_id in list(self.running):
             target = wanted.get(mailbox_id)
             run = self.running[mailbox_id]
-            generation = int(self.controls.get(mailbox_id, {}).get("generation", 0))
+            generation = self._control(mailbox_id).generation
             reason = (
                 "not to be synced"
                 if target is None
@@ -161,10 +199,10 @@ class Worker:
             await self.leases.release(mailbox_id)
         free = [m for m in wanted if m not in self.leases.held]
         self.rng.shuffle(free)
-        for mailbox_id in free:
-            if len(self.leases.held) >= share:
-                break
-            await self.leases.acquire(mailbox_id)
+        while free and len(self.leases.held) < share:
+            # A KV round trip each: 1,000 one after the other held every start back by seconds.
+            batch, free = free[: share - len(self.leases.held)], free[share - len(self.leases.held) :]
+            await at_most(LEASE_CALLS_AT_ONCE, map(self.leases.acquire, batch))
         for mailbox_id in self.leases.held:
             if mailbox_id not in self.running and mailbox_id in wanted:
                 self._start_one(wanted[mailbox_id])
@@ -175,14 +213,24 @@ class Worker:
             ImapSync if target.protocol is IncomingProtocol.IMAP else Pop3Sync
         )
         sync = cls(self.s, target)
-        generation = int(self.controls.get(target.mailbox_id, {}).get("generation", 0))
+        generation = self._control(target.mailbox_id).generation
         task = asyncio.create_task(sync.run(), name=f"sync-{target.mailbox_id}")
         self.running[target.mailbox_id] = Running(task, target.fingerprint, generation)
 
     async def _stop_one(self, mailbox_id: str) -> None:
+        """Cancel a mailbox's task and wait a bounded time: never hang the reconcile on it.
+
+        A task whose library swallowed the cancellation ends at its next turn (its loop checks
+        ``cancelling()``); waiting for it unbounded once held the whole worker, so no mailbox
+        enabled meanwhile was started (the slow first sync of tests/integration/test_sync_e2e.py).
+        """
         run = self.running.pop(mailbox_id, None)
         if run is None:
             return
-        run.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await run.task
+        if not await cancel_and_wait(run.task, STOP_WAIT_S):
+            log.warning("mailbox sync did not end when stopped", extra={"mailbox_id": mailbox_id})
+        elif not run.task.cancelled() and run.task.exception() is not None:
+            log.warning(
+                "mailbox sync ended with an error",
+                extra={"mailbox_id": mailbox_id, "error": type(run.task.exception()).__name__},
+            )
