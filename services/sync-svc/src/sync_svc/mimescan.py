@@ -201,7 +201,10 @@ def _parts(raw: bytes, start: int, end: int, boundary: str, eol: bytes) -> list[
     raise Unsure("no start or no close delimiter")
 
 
-def _walk(raw: bytes, start: int, end: int, eol: bytes, number: str, depth: int, out: list[Leaf]) -> None:
+def _walk(
+    raw: bytes, start: int, end: int, eol: bytes, number: str, depth: int, out: list[Leaf]
+) -> HeaderList:
+    """Collect the leaves of the entity at raw[start:end] into ``out``; its own headers."""
     headers, body = _header_block(raw, start, end, eol)
     ctype, params = _content_type(headers)
     main = ctype.split("/", 1)[0]
@@ -209,7 +212,7 @@ def _walk(raw: bytes, start: int, end: int, eol: bytes, number: str, depth: int,
         raise Unsure("attached message")
     if main != "multipart":
         out.append(_leaf(headers, raw[body:end], number or "1", ctype, params))
-        return
+        return headers
     boundary = params.get("boundary", "").rstrip()
     if not boundary or depth >= MAX_DEPTH:
         raise Unsure("multipart without boundary")
@@ -217,6 +220,7 @@ def _walk(raw: bytes, start: int, end: int, eol: bytes, number: str, depth: int,
         raise Unsure("encoded multipart")
     for i, (a, b) in enumerate(_parts(raw, body, end, boundary, eol), 1):
         _walk(raw, a, b, eol, f"{number}.{i}" if number else str(i), depth + 1, out)
+    return headers
 
 
 def scan(raw: bytes) -> Scanned | None:
@@ -228,11 +232,10 @@ def scan(raw: bytes) -> Scanned | None:
     if not raw or raw.startswith(eol) or raw.startswith(b"From "):
         return None
     try:
-        headers, _ = _header_block(raw, 0, len(raw), eol)
+        leaves: list[Leaf] = []
+        headers = _walk(raw, 0, len(raw), eol, "", 0, leaves)
         if not headers:
             return None
-        leaves: list[Leaf] = []
-        _walk(raw, 0, len(raw), eol, "", 0, leaves)
     except (Unsure, UnicodeError):
         return None
     return Scanned(headers, leaves)

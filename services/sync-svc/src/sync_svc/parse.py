@@ -73,7 +73,7 @@ def _text(value: str | None, limit: int = MAX_HEADER) -> str:
     if not value:
         return ""
     if "=?" not in value:  # no encoded word: decode_header would give the text back as is
-        return _SPACE.sub(" ", value).strip()[:limit]
+        return " ".join(value.split())[:limit]  # split() and \s agree on what white space is
     try:
         decoded = str(make_header(decode_header(value)))
     except (ValueError, LookupError, UnicodeError, AssertionError):
@@ -268,7 +268,7 @@ def _leaf_size(leaf: Leaf) -> int:
 def _preview(text_plain: str | None, text_html: str | None, preview_chars: int) -> str:
     body = text_plain if text_plain is not None else text_html or ""
     # Collapse white space only in what can reach the preview (bodies may be megabytes).
-    return _SPACE.sub(" ", body[: preview_chars * 2]).strip()[:preview_chars]
+    return " ".join(body[: preview_chars * 2].split())[:preview_chars]
 
 
 def _fast(raw: bytes, preview_chars: int) -> Parsed | None:
@@ -277,7 +277,10 @@ def _fast(raw: bytes, preview_chars: int) -> Parsed | None:
     if scanned is None:
         return None
     out = Parsed()
-    _headers(lambda name: [_bytes8(v) for k, v in scanned.headers if k == name], out)
+    by_name: dict[str, list[bytes]] = {}
+    for key, value in scanned.headers:
+        by_name.setdefault(key, []).append(value)
+    _headers(lambda name: [_bytes8(v) for v in by_name.get(name, ())], out)
     text_plain: str | None = None
     text_html: str | None = None
     for leaf in scanned.leaves:
