@@ -70,6 +70,7 @@ class Staged:
     subject: str
     ledger: Document
     raw: bytes | None
+    kind: str  # ok, too_large or parse_error (the metric's label)
 
     @property
     def raw_bytes(self) -> int:
@@ -124,6 +125,12 @@ class Publisher:
         finally:
             for ack in acks:
                 ack.cancel()  # no-op once done; frees nats-py's slot of one that never came
+        now = datetime.now(UTC)
+        for staged in batch:
+            event = staged.envelope.data
+            metrics.messages(event.protocol, staged.kind).inc()
+            if event.internal_date is not None:
+                metrics.LAG.observe(max(0.0, (now - event.internal_date).total_seconds()))
         return [staged.ledger for staged in batch]
 
     def stage(self, target: SyncTarget, msg: Fetched, protocol: SyncProtocol) -> Staged:
@@ -162,9 +169,6 @@ class Publisher:
             too_large=too_large,
         )
         kind = "too_large" if too_large else "parse_error" if parsed.parse_error else "ok"
-        metrics.MESSAGES.labels(protocol=protocol, kind=kind).inc()
-        if msg.internal_date is not None:
-            metrics.LAG.observe(max(0.0, (datetime.now(UTC) - msg.internal_date).total_seconds()))
         ledger = {
             "_id": str(event_id),
             "m": mailbox_id,
@@ -174,4 +178,4 @@ class Publisher:
             "uidl": msg.uidl,
         }
         envelope = make_envelope(event, self.producer, event_id=event_id)
-        return Staged(envelope, email_received_subject(mailbox_id), ledger, msg.raw)
+        return Staged(envelope, email_received_subject(mailbox_id), ledger, msg.raw, kind)
