@@ -17,13 +17,13 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, PubAck, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 from opentelemetry.trace import SpanKind
 
 from contracts.envelope import Envelope
 from contracts.subjects import DEAD_LETTER, STREAMS, StreamSpec
 from mailwarden_runtime.bounded import within
-from mailwarden_runtime.jsacks import AckInbox
 from mailwarden_runtime.settings import ServiceSettings
 from mailwarden_runtime.tracing import carrier, tracer
 
@@ -47,7 +47,7 @@ class NatsBus:
         self.servers = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
         self._settings = settings
         self._nc: Client | None = None
-        self._acks: AckInbox | None = None  # where publish_nowait's acks come back
+        self._js: tuple[Client, JetStreamContext] | None = None  # one context: its async-ack inbox
 
     @property
     def connection(self) -> Client:
@@ -117,7 +117,7 @@ class NatsBus:
 
     async def publish_nowait(
         self, subject: str, body: bytes, *, msg_id: str, correlation_id: str | None = None
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[PubAck]:
         """Send one message to JetStream without waiting: the returned future is the server's ack.
 
         For callers that publish a batch and then await every ack together (one round trip for the
@@ -134,22 +134,17 @@ class NatsBus:
                 "messaging.message.id": msg_id,
             },
         ):
-            headers = {
-                "Nats-Msg-Id": msg_id,
-                "Nats-Expected-Stream": stream,
-                "Content-Type": "application/json",
-                **carrier(),
-            }
+            headers = {"Nats-Msg-Id": msg_id, "Content-Type": "application/json", **carrier()}
             if correlation_id:
                 headers["correlation_id"] = correlation_id
-            return await self.ack_inbox().publish(subject, body, headers)
+            return await self.async_context().publish_async(subject, body, stream=stream, headers=headers)
 
-    def ack_inbox(self) -> AckInbox:
-        """The inbox publish_nowait's acks come back to (one per connection)."""
+    def async_context(self) -> JetStreamContext:
+        """The JetStream context for ``publish_async`` (kept: it owns the inbox its acks come to)."""
         nc = self.connection
-        if self._acks is None or self._acks.nc is not nc:
-            self._acks = AckInbox(nc)
-        return self._acks
+        if self._js is None or self._js[0] is not nc:
+            self._js = (nc, nc.jetstream())
+        return self._js[1]
 
     async def reply(self, subject: str, body: bytes) -> None:
         """Answer a request (core NATS, no JetStream)."""
@@ -233,7 +228,7 @@ async def publish_envelope(bus: NatsBus, envelope: Envelope[Any], subject: str |
 
 async def publish_envelope_nowait(
     bus: NatsBus, envelope: Envelope[Any], subject: str | None = None
-) -> asyncio.Future[None]:
+) -> asyncio.Future[PubAck]:
     """Send one event to JetStream; the future is its ack (see :meth:`NatsBus.publish_nowait`)."""
     return await bus.publish_nowait(
         subject or envelope.data.SUBJECT,

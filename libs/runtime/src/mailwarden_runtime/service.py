@@ -249,7 +249,7 @@ class ServiceRuntime:
 
     async def publish_nowait(
         self, envelope: Envelope[Any], subject: str | None = None
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[PubAck]:
         """Send an event without waiting for its ack (the future); for batches awaited together."""
         return await publish_envelope_nowait(self.bus, envelope, subject)
 

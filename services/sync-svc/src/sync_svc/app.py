@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from nats.aio.client import Client
+from nats.js.api import PubAck
 
 from contracts.email import EmailRejected, MailboxSyncPaused
 from contracts.envelope import Envelope
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     async def publish(envelope: Envelope[Any], subject: str) -> None:
         await runtime.publish(envelope, subject)
 
-    async def send(envelope: Envelope[Any], subject: str) -> asyncio.Future[None]:
+    async def send(envelope: Envelope[Any], subject: str) -> asyncio.Future[PubAck]:
         return await runtime.publish_nowait(envelope, subject)
 
     who = bearer_header(service_token(keyring, NAME))  # a service asking a service (auth.service_tokens)

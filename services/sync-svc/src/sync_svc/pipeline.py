@@ -16,6 +16,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
+from nats.js.api import PubAck
+
 from contracts.email import SyncProtocol
 from mailwarden_runtime.mongo import Document
 from sync_svc.publisher import Fetched, Publisher, Staged
@@ -23,7 +25,7 @@ from sync_svc.targets import SyncTarget
 
 Stored = Callable[[list[Document]], Awaitable[None]]
 BATCH_BYTES = 8 * 1024 * 1024  # raw bytes held in one batch at most (its messages are sent together)
-Released = tuple[list[Staged], list["asyncio.Future[None]"]]
+Released = tuple[list[Staged], list["asyncio.Future[PubAck]"]]
 
 
 class Pipeline:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from nats.js.api import PubAck
+
 from contracts.email import EmailReceived, SyncProtocol, email_event_id
 from contracts.envelope import Envelope, make_envelope
 from contracts.subjects import email_received_subject
@@ -30,7 +32,7 @@ from sync_svc.rawstore import RawStore
 from sync_svc.targets import SyncTarget
 
 PublishFn = Callable[[Envelope[Any], str], Awaitable[Any]]
-SendFn = Callable[[Envelope[Any], str], Awaitable["asyncio.Future[None]"]]
+SendFn = Callable[[Envelope[Any], str], Awaitable["asyncio.Future[PubAck]"]]
 ACK_TIMEOUT_S = 30.0
 
 
@@ -99,10 +101,10 @@ class Publisher:
         entries to record. Raises (nothing recorded) when any of it is not stored in time."""
         return await self.confirm(batch, await self.release(batch))
 
-    async def release(self, batch: list[Staged]) -> list[asyncio.Future[None]]:
+    async def release(self, batch: list[Staged]) -> list[asyncio.Future[PubAck]]:
         """Store the batch's raw objects (sent together: few large socket writes), then send its
         events in order; their acks."""
-        raw_acks: list[asyncio.Future[None]] = []
+        raw_acks: list[asyncio.Future[PubAck]] = []
         try:
             for staged in batch:
                 ref = staged.envelope.data.raw
@@ -115,7 +117,7 @@ class Publisher:
                 ack.cancel()  # no-op once done; frees nats-py's slot of one that never came
         return [await self.send(staged.envelope, staged.subject) for staged in batch]
 
-    async def confirm(self, batch: list[Staged], acks: list[asyncio.Future[None]]) -> list[Document]:
+    async def confirm(self, batch: list[Staged], acks: list[asyncio.Future[PubAck]]) -> list[Document]:
         """Await the events' acks: the ledger entries of a batch now stored in JetStream."""
         try:
             async with asyncio.timeout(self.ack_timeout_s):

@@ -5,8 +5,7 @@ overwrites it with the same bytes, so the store needs no ledger of its own.
 
 Written with the Object Store's own layout (chunks on ``$O.<bucket>.C.<nuid>``, the metadata
 rolled up on ``$O.<bucket>.M.<name>``; any Object Store client reads them), but pipelined: chunks
-and metadata are sent without waiting (:class:`~mailwarden_runtime.jsacks.AckInbox`) and their
-acks awaited together, where nats-py's
+and metadata are sent with ``publish_async`` and their acks awaited together, where nats-py's
 ``put`` first reads the object's info (a round trip) and then awaits each publish in turn. What a
 replay overwrites is not purged: its chunks stay until the bucket's max age (a crash is rare;
 a purge per put would cost a round trip every time).
@@ -23,12 +22,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from nats.aio.client import Client
-from nats.js.api import ObjectStoreConfig, StorageType
+from nats.js.api import ObjectStoreConfig, PubAck, StorageType
+from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, BucketNotFoundError
 from nats.js.object_store import ObjectStore
 
 from contracts.email import RawRef
-from mailwarden_runtime.jsacks import AckInbox
 
 DAY_S = 86_400.0
 CHUNK_BYTES = 128 * 1024  # the Object Store's default chunk size
@@ -51,7 +50,7 @@ class RawStore:
         self.timeout_s = timeout_s
         self._store: ObjectStore | None = None
         self._lock = asyncio.Lock()
-        self._acks: AckInbox | None = None  # where the chunks' and metadata's acks come back
+        self._js: tuple[Client, JetStreamContext] | None = None  # one context: its async-ack inbox
         self._prefix = uuid.uuid4().hex[:12]
         self._count = 0
 
@@ -79,13 +78,13 @@ class RawStore:
                     self._store = await js.object_store(self.bucket)
             return self._store
 
-    def _inbox(self) -> AckInbox:
+    def _context(self) -> JetStreamContext:
         nc = self._connection()
         if nc is None:
             raise ConnectionError("not connected to NATS")
-        if self._acks is None or self._acks.nc is not nc:
-            self._acks = AckInbox(nc)
-        return self._acks
+        if self._js is None or self._js[0] is not nc:
+            self._js = (nc, nc.jetstream())
+        return self._js[1]
 
     async def put(self, mailbox_id: str, event_id: str, data: bytes) -> RawRef:
         """Chunks and metadata sent back to back, their acks awaited together (raises if not stored)."""
@@ -100,12 +99,12 @@ class RawStore:
         name = f"{mailbox_id}/{event_id}"
         return RawRef(bucket=self.bucket, name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
-    async def send(self, ref: RawRef, data: bytes) -> list[asyncio.Future[None]]:
+    async def send(self, ref: RawRef, data: bytes) -> list[asyncio.Future[PubAck]]:
         """Send the object without waiting: the acks to await (all, under a deadline) before
         anything that points at it is published."""
         if self._store is None:
             await self._open()  # the bucket exists
-        acks_to = self._inbox()
+        js = self._context()
         self._count += 1
         nuid = f"{self._prefix}{self._count:x}"  # unique per object: a random process prefix + a counter
         chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
@@ -121,8 +120,8 @@ class RawStore:
             "options": {"max_chunk_size": CHUNK_BYTES},
         }
         meta_subject = f"$O.{self.bucket}.M.{base64.urlsafe_b64encode(ref.name.encode()).decode()}"
-        acks = [await acks_to.publish(f"$O.{self.bucket}.C.{nuid}", chunk) for chunk in chunks]
-        acks.append(await acks_to.publish(meta_subject, json.dumps(info).encode(), ROLLUP))
+        acks = [await js.publish_async(f"$O.{self.bucket}.C.{nuid}", chunk) for chunk in chunks]
+        acks.append(await js.publish_async(meta_subject, json.dumps(info).encode(), headers=ROLLUP))
         return acks
 
     async def get(self, name: str) -> bytes:
