@@ -10,14 +10,18 @@ from types import SimpleNamespace
 from typing import Any
 from unittest.mock import patch
 
+import pytest
+
 from contracts.errors import ErrorCode
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.use_login import LoginSource
 from mailwarden_runtime.bounded import cancel_and_wait
 from mailwarden_runtime.crypto import KeyRing
 from sync_svc import worker as worker_module
-from sync_svc.imap_sync import internal_date, uid_set
+from sync_svc.imap_sync import Progress, internal_date, uid_set
 from sync_svc.leases import LeaseTable
+from sync_svc.pipeline import Pipeline
+from sync_svc.publisher import Fetched
 from sync_svc.session import MailboxSync
 from sync_svc.worker import Running, Worker
 
@@ -136,3 +140,69 @@ async def test_the_worker_stops_a_task_that_never_ends_within_its_bound() -> Non
     released.set()
     await asyncio.wait({stuck}, timeout=1.0)
     assert stuck.done()
+
+
+def test_the_watermark_moves_only_past_published_uids() -> None:
+    progress = Progress([3, 1, 2, 5, 8])
+    assert progress.published([2]) is None  # 1 is not published yet
+    assert progress.published([1]) == 2
+    assert progress.published([5]) == 2  # 3 is missing: 5 must wait
+    assert progress.published([3, 8]) == 8
+
+
+class FakePublisher:
+    """Stands in for Publisher: records what each stage saw; release fails on a given batch."""
+
+    def __init__(self, fail_release_at: int | None = None) -> None:
+        self.fail_release_at = fail_release_at
+        self.released: list[list[int]] = []
+
+    def stage(self, target: Any, msg: Fetched, protocol: str) -> Any:
+        return SimpleNamespace(raw_bytes=len(msg.raw or b""), ledger={"uid": msg.uid})
+
+    async def release(self, batch: list[Any]) -> list[asyncio.Future[None]]:
+        if len(self.released) == self.fail_release_at:
+            raise ConnectionError("bus away")
+        self.released.append([s.ledger["uid"] for s in batch])
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return [done]
+
+    async def confirm(self, batch: list[Any], acks: list[asyncio.Future[None]]) -> list[dict[str, int]]:
+        await asyncio.gather(*acks)
+        return [s.ledger for s in batch]
+
+
+async def test_the_pipeline_publishes_in_batches_and_in_order() -> None:
+    stored: list[list[int]] = []
+
+    async def record(records: list[dict[str, int]]) -> None:
+        await asyncio.sleep(0.001)
+        stored.append([r["uid"] for r in records])
+
+    fake = FakePublisher()
+    async with Pipeline(fake, None, "imap", record, size=3, max_bytes=100) as out:  # type: ignore[arg-type]
+        for uid in range(1, 9):
+            assert await out.add(Fetched(size=10, raw=b"x" * (95 if uid == 5 else 10), uid=uid))
+    # batches of 3, one cut early by its bytes (4 and 5 make 105 >= 100), and the rest at the end
+    assert stored == [[1, 2, 3], [4, 5], [6, 7, 8]] == fake.released
+
+
+async def test_a_bus_failure_stops_the_reader_and_is_raised_as_it_is() -> None:
+    stored: list[list[int]] = []
+
+    async def record(records: list[dict[str, int]]) -> None:
+        stored.append([r["uid"] for r in records])
+
+    fake = FakePublisher(fail_release_at=1)
+    out = Pipeline(fake, None, "imap", record, size=2)  # type: ignore[arg-type]
+    added = []
+    with pytest.raises(ConnectionError):
+        async with out:
+            for uid in range(1, 50):
+                if not await out.add(Fetched(size=1, raw=b"x", uid=uid)):
+                    break
+                added.append(uid)
+                await asyncio.sleep(0)
+    assert stored == [[1, 2]]  # nothing after the failed batch is recorded
+    assert len(added) < 49  # the reader was told to stop

@@ -17,6 +17,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, PubAck, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 from opentelemetry.trace import SpanKind
 
@@ -46,6 +47,7 @@ class NatsBus:
         self.servers = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
         self._settings = settings
         self._nc: Client | None = None
+        self._js: tuple[Client, JetStreamContext] | None = None  # one context: its async-ack inbox
 
     @property
     def connection(self) -> Client:
@@ -112,6 +114,37 @@ class NatsBus:
                 subject, body, timeout=timeout_s, stream=stream, headers=headers
             )
             return ack
+
+    async def publish_nowait(
+        self, subject: str, body: bytes, *, msg_id: str, correlation_id: str | None = None
+    ) -> asyncio.Future[PubAck]:
+        """Send one message to JetStream without waiting: the returned future is the server's ack.
+
+        For callers that publish a batch and then await every ack together (one round trip for the
+        batch instead of one per message). Await the futures under a deadline: the reply to a publish
+        lost in a reconnect never comes. Same headers and span as :meth:`publish`.
+        """
+        stream = stream_for(subject)
+        with tracer().start_as_current_span(
+            f"{subject} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": subject,
+                "messaging.message.id": msg_id,
+            },
+        ):
+            headers = {"Nats-Msg-Id": msg_id, "Content-Type": "application/json", **carrier()}
+            if correlation_id:
+                headers["correlation_id"] = correlation_id
+            return await self.async_context().publish_async(subject, body, stream=stream, headers=headers)
+
+    def async_context(self) -> JetStreamContext:
+        """The JetStream context for ``publish_async`` (kept: it owns the inbox its acks come to)."""
+        nc = self.connection
+        if self._js is None or self._js[0] is not nc:
+            self._js = (nc, nc.jetstream())
+        return self._js[1]
 
     async def reply(self, subject: str, body: bytes) -> None:
         """Answer a request (core NATS, no JetStream)."""
@@ -186,6 +219,18 @@ async def ensure_streams(nc: Client, settings: ServiceSettings) -> None:
 async def publish_envelope(bus: NatsBus, envelope: Envelope[Any], subject: str | None = None) -> PubAck:
     """Publish one event to JetStream and wait for the server's ack (raises when not stored)."""
     return await bus.publish(
+        subject or envelope.data.SUBJECT,
+        envelope.to_bytes(),
+        msg_id=str(envelope.id),
+        correlation_id=envelope.correlation_id,
+    )
+
+
+async def publish_envelope_nowait(
+    bus: NatsBus, envelope: Envelope[Any], subject: str | None = None
+) -> asyncio.Future[PubAck]:
+    """Send one event to JetStream; the future is its ack (see :meth:`NatsBus.publish_nowait`)."""
+    return await bus.publish_nowait(
         subject or envelope.data.SUBJECT,
         envelope.to_bytes(),
         msg_id=str(envelope.id),

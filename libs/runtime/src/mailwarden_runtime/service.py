@@ -35,7 +35,13 @@ from mailwarden_runtime.auth.context import current_actor
 from mailwarden_runtime.auth.guard import PUBLIC_PATHS, AuthMiddleware
 from mailwarden_runtime.auth.settings import AuthSettings
 from mailwarden_runtime.bounded import Deadline, cancel_and_wait, within
-from mailwarden_runtime.bus import NatsBus, ensure_streams, publish_envelope, publish_raw
+from mailwarden_runtime.bus import (
+    NatsBus,
+    ensure_streams,
+    publish_envelope,
+    publish_envelope_nowait,
+    publish_raw,
+)
 from mailwarden_runtime.changes import ChangeStreamRelay
 from mailwarden_runtime.consumer import BatchHandler, ConsumerOptions, EventConsumer, Handler
 from mailwarden_runtime.crypto import KeyRing, KeyRingError
@@ -240,6 +246,12 @@ class ServiceRuntime:
 
     async def publish(self, envelope: Envelope[Any], subject: str | None = None) -> PubAck:
         return await publish_envelope(self.bus, envelope, subject)
+
+    async def publish_nowait(
+        self, envelope: Envelope[Any], subject: str | None = None
+    ) -> asyncio.Future[PubAck]:
+        """Send an event without waiting for its ack (the future); for batches awaited together."""
+        return await publish_envelope_nowait(self.bus, envelope, subject)
 
     async def _publish_raw(self, subject: str, event_id: str, body: bytes) -> PubAck:
         return await publish_raw(self.bus, subject, event_id, body)

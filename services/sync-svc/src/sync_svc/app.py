@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from nats.aio.client import Client
+from nats.js.api import PubAck
 
 from contracts.email import EmailRejected, EmailTracked, MailboxSyncPaused
 from contracts.envelope import Envelope
@@ -80,6 +81,9 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     async def publish(envelope: Envelope[Any], subject: str) -> None:
         await runtime.publish(envelope, subject)
 
+    async def send(envelope: Envelope[Any], subject: str) -> asyncio.Future[PubAck]:
+        return await runtime.publish_nowait(envelope, subject)
+
     who = bearer_header(service_token(keyring, NAME))  # a service asking a service (auth.service_tokens)
 
     async def ask(subject: str, body: bytes, timeout_s: float) -> bytes:
@@ -102,11 +106,12 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         env=env,
         keyring=keyring,
         logins=LoginSource(ask, keyring, purpose="sync", direction="incoming"),
-        publisher=Publisher(raw, publish, NAME, settings.sync_preview_chars),
+        publisher=Publisher(raw, send, NAME, settings.sync_preview_chars),
         episodes=Episodes(repo, publish, NAME, settings.sync_retry_base_s, settings.sync_retry_max_s),
         hosts=HostSlots(host_leases(settings, keyring, connection)),
         options=SyncOptions(
             fetch_batch=settings.sync_fetch_batch,
+            fetch_window=settings.sync_fetch_window,
             max_message_bytes=settings.sync_max_message_bytes,
             idle=settings.sync_idle,
             idle_renew_s=settings.sync_idle_renew_s,

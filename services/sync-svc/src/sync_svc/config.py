@@ -30,7 +30,18 @@ class Settings(ServiceSettings, TransitKeySettings):
         500, ge=0, le=2000, description="Length of the text preview in EmailReceived."
     )
     sync_fetch_batch: int = Field(
-        100, ge=1, le=1000, description="Messages fetched per IMAP UID FETCH command."
+        100,
+        ge=1,
+        le=1000,
+        description="Messages published and recorded together: one wait for NATS acks and two database "
+        "writes (ledger, watermark) per batch.",
+    )
+    sync_fetch_window: int = Field(
+        2000,
+        ge=1,
+        le=100_000,
+        description="UIDs asked for in one IMAP UID FETCH command; the messages stream in and are "
+        "published in batches of sync_fetch_batch while the rest arrives.",
     )
     sync_idle: bool = Field(True, description="Use IMAP IDLE where the server offers it (else poll).")
     sync_idle_renew_s: float = Field(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter(
@@ -28,3 +30,9 @@ SYNC_SECONDS = Histogram(
     ["protocol"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+
+
+@functools.cache
+def messages(protocol: str, kind: str) -> Counter:
+    """MESSAGES' child for a label pair (``labels`` validates and locks on every call: per message)."""
+    return MESSAGES.labels(protocol=protocol, kind=kind)

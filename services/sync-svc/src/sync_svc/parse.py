@@ -9,17 +9,20 @@ never raises: a message the parser chokes on, or one whose structure is broken, 
 from __future__ import annotations
 
 import html
+import quopri
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
+from email._encoded_words import decode_b
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 from contracts.email import Address, Attachment
+from sync_svc.mimescan import Leaf, scan
 
 MAX_REFERENCES = 100
 MAX_ADDRESSES = 500
@@ -28,6 +31,16 @@ MAX_HEADER = 2000
 _TAGS = re.compile(r"<[^>]{0,2000}>")
 _SPACE = re.compile(r"\s+")
 _REF = re.compile(r"<[^<>\s]{1,995}>")
+_LWS = re.compile(r"[ \t\r\n]+")
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_ADDRESS = re.compile(
+    r"[ \t\r\n]*(?:"
+    r'(?:"(?P<q>[^"\\\r\n]*)"|(?P<p>[^"<>()\\,;:@\[\]]*?))[ \t\r\n]*<(?P<a>' + _ADDR + r")>"
+    r"|(?P<b>" + _ADDR + r")"
+    r")?[ \t\r\n]*(?:,|\Z)"
+)
+TEXT_SCAN_BYTES = 1_048_576  # of a text part, at most this much is decoded for the preview
 # Defects that mean the structure could not be read as written (not cosmetic ones).
 _STRUCTURAL = {
     "NoBoundaryInMultipartDefect",
@@ -59,6 +72,8 @@ def _text(value: str | None, limit: int = MAX_HEADER) -> str:
     """An RFC 2047-decoded header value, on one line, cut at ``limit``."""
     if not value:
         return ""
+    if "=?" not in value:  # no encoded word: decode_header would give the text back as is
+        return " ".join(value.split())[:limit]  # split() and \s agree on what white space is
     try:
         decoded = str(make_header(decode_header(value)))
     except (ValueError, LookupError, UnicodeError, AssertionError):
@@ -84,15 +99,43 @@ def _raw_values(msg: Message, name: str) -> list[str]:
     return [_raw8(str(v)) for k, v in msg.raw_items() if k.lower() == wanted]
 
 
-def _header(msg: Message, name: str) -> str | None:
-    values = _raw_values(msg, name)
-    return values[0] if values else None
+def _bytes8(value: bytes) -> str:
+    """What :func:`_raw8` gives for the same header bytes: UTF-8 (RFC 6532), else Latin-1 (cp1252)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("cp1252", "replace")
 
 
-def _addresses(msg: Message, name: str) -> list[Address]:
-    values = _raw_values(msg, name)
+Values = Callable[[str], list[str]]
+"""A header's values by name (lower case), decoded as :func:`_raw8` does."""
+
+
+def _simple_addresses(values: list[str]) -> list[tuple[str, str]] | None:
+    """``getaddresses`` for lists of ``addr``, ``Name <addr>`` and ``"Name" <addr>`` (its slow part);
+    None for anything else (groups, comments, escapes, routes), which ``getaddresses`` reads."""
+    out: list[tuple[str, str]] = []
+    for value in values:
+        pos, end = 0, len(value)
+        while pos < end:
+            m = _ADDRESS.match(value, pos)
+            if m is None or m.end() == pos:
+                return None
+            pos = m.end()
+            if m.group("a") is not None:
+                quoted = m.group("q")
+                name = quoted if quoted is not None else " ".join(w for w in _LWS.split(m.group("p")) if w)
+                out.append((name, m.group("a")))
+            elif m.group("b") is not None:
+                out.append(("", m.group("b")))
+    return out
+
+
+def _addresses(values: Values, name: str) -> list[Address]:
+    raw = values(name)
+    pairs = _simple_addresses(raw)
     out: list[Address] = []
-    for display, addr in getaddresses(values):
+    for display, addr in pairs if pairs is not None else getaddresses(raw):
         addr = addr.strip()[:320]
         if not addr:
             continue
@@ -118,18 +161,27 @@ def _ids(value: str | None) -> list[str]:
     return _REF.findall(value or "")[:MAX_REFERENCES]
 
 
-def _headers(msg: Message, out: Parsed) -> None:
-    mid = _ids(_header(msg, "Message-ID"))
-    out.message_id = mid[0] if mid else (_text(_header(msg, "Message-ID"), 998) or None)
-    irt = _ids(_header(msg, "In-Reply-To"))
+def _headers(values: Values, out: Parsed) -> None:
+    def one(name: str) -> str | None:
+        found = values(name)
+        return found[0] if found else None
+
+    message_id = one("message-id")
+    mid = _ids(message_id)
+    out.message_id = mid[0] if mid else (_text(message_id, 998) or None)
+    irt = _ids(one("in-reply-to"))
     out.in_reply_to = irt[0] if irt else None
-    out.references = _ids(_header(msg, "References"))
-    out.from_ = _addresses(msg, "From")[:50]
-    out.to = _addresses(msg, "To")
-    out.cc = _addresses(msg, "Cc")
-    out.reply_to = _addresses(msg, "Reply-To")[:50]
-    out.subject = _text(_header(msg, "Subject"))
-    out.date = _date(_header(msg, "Date"))
+    out.references = _ids(one("references"))
+    out.from_ = _addresses(values, "from")[:50]
+    out.to = _addresses(values, "to")
+    out.cc = _addresses(values, "cc")
+    out.reply_to = _addresses(values, "reply-to")[:50]
+    out.subject = _text(one("subject"))
+    out.date = _date(one("date"))
+
+
+def _message_values(msg: Message) -> Values:
+    return lambda name: _raw_values(msg, name)
 
 
 def _decoded_text(part: Message) -> str:
@@ -186,13 +238,81 @@ def _walk(msg: Message, preview_chars: int, out: Parsed) -> None:
             text_plain = _decoded_text(part)
         elif ctype == "text/html" and text_html is None and preview_chars:
             text_html = html.unescape(_TAGS.sub(" ", _decoded_text(part)))
+    out.preview = _preview(text_plain, text_html, preview_chars)
+
+
+def _leaf_text(leaf: Leaf) -> str:
+    """The start of a text part, decoded as compat32's ``get_payload(decode=True)`` decodes it."""
+    data = leaf.body
+    cut = len(data) > TEXT_SCAN_BYTES
+    if cut:
+        data = data[:TEXT_SCAN_BYTES]
+    if leaf.cte == "quoted-printable":
+        data = quopri.decodestring(data[: data.rfind(b"\n") + 1] if cut else data)
+    elif leaf.cte == "base64":
+        joined = b"".join(data.splitlines())
+        data, _ = decode_b(joined[: len(joined) // 4 * 4] if cut else joined)
+    charset = leaf.charset or "us-ascii"
+    try:
+        return data.decode(charset, "replace")
+    except LookupError:  # an unknown charset name
+        return data.decode("utf-8", "replace")
+
+
+def _leaf_size(leaf: Leaf) -> int:
+    if leaf.cte == "base64":
+        return len(leaf.body.replace(b"\r", b"").replace(b"\n", b"").rstrip(b"=")) * 3 // 4
+    return len(leaf.body)
+
+
+def _preview(text_plain: str | None, text_html: str | None, preview_chars: int) -> str:
     body = text_plain if text_plain is not None else text_html or ""
     # Collapse white space only in what can reach the preview (bodies may be megabytes).
-    out.preview = _SPACE.sub(" ", body[: preview_chars * 2]).strip()[:preview_chars]
+    return " ".join(body[: preview_chars * 2].split())[:preview_chars]
+
+
+def _fast(raw: bytes, preview_chars: int) -> Parsed | None:
+    """The message read through :func:`sync_svc.mimescan.scan`; None when it must go through email."""
+    scanned = scan(raw)
+    if scanned is None:
+        return None
+    out = Parsed()
+    by_name: dict[str, list[bytes]] = {}
+    for key, value in scanned.headers:
+        by_name.setdefault(key, []).append(value)
+    _headers(lambda name: [_bytes8(v) for v in by_name.get(name, ())], out)
+    text_plain: str | None = None
+    text_html: str | None = None
+    for leaf in scanned.leaves:
+        ctype = leaf.content_type
+        if leaf.disposition == "attachment" or leaf.filename or not ctype.startswith("text/"):
+            if len(out.attachments) < MAX_ATTACHMENTS:
+                if not leaf.body.isascii():  # compat32 sizes such a body by its text in the charset
+                    return None
+                name = _text(leaf.filename, 300)
+                out.attachments.append(
+                    Attachment(name=name, content_type=ctype[:200], size=_leaf_size(leaf), part=leaf.number)
+                )
+            continue
+        if ctype == "text/plain" and text_plain is None and preview_chars:
+            text_plain = _leaf_text(leaf)
+        elif ctype == "text/html" and text_html is None and preview_chars:
+            text_html = html.unescape(_TAGS.sub(" ", _leaf_text(leaf)))
+    out.preview = _preview(text_plain, text_html, preview_chars)
+    return out
 
 
 def parse_message(raw: bytes, preview_chars: int) -> Parsed:
-    """Headers, preview and attachments of a whole message."""
+    """Headers, preview and attachments of a whole message: the fast scan, else the email package."""
+    try:
+        fast = _fast(raw, preview_chars)
+    except Exception:  # the scan is not supposed to raise; the email package then has its say
+        fast = None
+    return fast if fast is not None else parse_with_email(raw, preview_chars)
+
+
+def parse_with_email(raw: bytes, preview_chars: int) -> Parsed:
+    """The same through ``email`` (compat32): any message, with its structural defects."""
     out = Parsed()
     try:
         # Headers first: a single-part message (most mail) needs no MIME parse of its body.
@@ -203,7 +323,7 @@ def parse_message(raw: bytes, preview_chars: int) -> Parsed:
         out.parse_error = f"unparsable message ({type(exc).__name__})"
         return out
     try:
-        _headers(msg, out)
+        _headers(_message_values(msg), out)
         _walk(msg, preview_chars, out)
     except Exception as exc:
         out.parse_error = f"unreadable structure ({type(exc).__name__})"
@@ -221,7 +341,7 @@ def parse_headers(raw_headers: bytes) -> Parsed:
     out = Parsed()
     try:
         msg = BytesHeaderParser(policy=policy.compat32).parsebytes(raw_headers)
-        _headers(msg, out)
+        _headers(_message_values(msg), out)
     except Exception as exc:
         out.parse_error = f"unreadable headers ({type(exc).__name__})"
     return out

@@ -3,15 +3,24 @@
 The event id is :func:`contracts.email.email_event_id` of (mailbox, UIDVALIDITY, UID) or
 (mailbox, UIDL), and it is the ``Nats-Msg-Id``: a replay after a crash is dropped by JetStream,
 and the ledger entry returned here keeps it from being fetched again after the window.
+
+Messages go out in batches without a round trip each: :meth:`Publisher.stage` parses a message
+and builds its event; :meth:`Publisher.release` sends a batch's raw objects, awaits their acks,
+then sends its events in order; :meth:`Publisher.confirm` awaits their acks together. An event is
+thus only published once the object it points at is stored, and a batch is stored in JetStream
+when confirm returns (:meth:`Publisher.flush` does both, for one message at a time).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
+
+from nats.js.api import PubAck
 
 from contracts.email import EmailReceived, SyncProtocol, email_event_id
 from contracts.envelope import Envelope, make_envelope
@@ -23,6 +32,8 @@ from sync_svc.rawstore import RawStore
 from sync_svc.targets import SyncTarget
 
 PublishFn = Callable[[Envelope[Any], str], Awaitable[Any]]
+SendFn = Callable[[Envelope[Any], str], Awaitable["asyncio.Future[PubAck]"]]
+ACK_TIMEOUT_S = 30.0
 
 
 def fingerprint(mailbox_id: str, message_id: str | None, sent: datetime | None, size: int) -> str:
@@ -52,32 +63,78 @@ class Fetched:
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """A message parsed and stored, its event ready to publish."""
+class Staged:
+    """A message parsed, its event built; :meth:`Publisher.release` stores ``raw`` and sends the event."""
 
     envelope: Envelope[EmailReceived]
     subject: str
     ledger: Document
+    raw: bytes | None
+    kind: str  # ok, too_large or parse_error (the metric's label)
+
+    @property
+    def raw_bytes(self) -> int:
+        return len(self.raw) if self.raw is not None else 0
 
 
 class Publisher:
-    def __init__(self, raw: RawStore, publish: PublishFn, producer: str, preview_chars: int) -> None:
+    def __init__(
+        self,
+        raw: RawStore,
+        send: SendFn,
+        producer: str,
+        preview_chars: int,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+    ) -> None:
         self.raw = raw
-        self.publish = publish
+        self.send = send
         self.producer = producer
         self.preview_chars = preview_chars
+        self.ack_timeout_s = ack_timeout_s
 
     async def __call__(self, target: SyncTarget, msg: Fetched, protocol: SyncProtocol) -> Document:
         """Store, publish, and return the ledger entry (``_id`` = event id) to record afterwards."""
-        return await self.publish_prepared(await self.prepare(target, msg, protocol))
+        return (await self.flush([self.stage(target, msg, protocol)]))[0]
 
-    async def publish_prepared(self, prepared: Prepared) -> Document:
-        """Publish a prepared message (in the mailbox's order: the caller awaits them in turn)."""
-        await self.publish(prepared.envelope, prepared.subject)
-        return prepared.ledger
+    async def flush(self, batch: list[Staged]) -> list[Document]:
+        """Await the batch's raw objects, publish its events in order, await their acks; the ledger
+        entries to record. Raises (nothing recorded) when any of it is not stored in time."""
+        return await self.confirm(batch, await self.release(batch))
 
-    async def prepare(self, target: SyncTarget, msg: Fetched, protocol: SyncProtocol) -> Prepared:
-        """Parse and store the raw bytes (these may run concurrently); the event is not sent yet."""
+    async def release(self, batch: list[Staged]) -> list[asyncio.Future[PubAck]]:
+        """Store the batch's raw objects (sent together: few large socket writes), then send its
+        events in order; their acks."""
+        raw_acks: list[asyncio.Future[PubAck]] = []
+        try:
+            for staged in batch:
+                ref = staged.envelope.data.raw
+                if staged.raw is not None and ref is not None:
+                    raw_acks += await self.raw.send(ref, staged.raw)
+            async with asyncio.timeout(self.ack_timeout_s):
+                await asyncio.gather(*raw_acks)
+        finally:
+            for ack in raw_acks:
+                ack.cancel()  # no-op once done; frees nats-py's slot of one that never came
+        return [await self.send(staged.envelope, staged.subject) for staged in batch]
+
+    async def confirm(self, batch: list[Staged], acks: list[asyncio.Future[PubAck]]) -> list[Document]:
+        """Await the events' acks: the ledger entries of a batch now stored in JetStream."""
+        try:
+            async with asyncio.timeout(self.ack_timeout_s):
+                await asyncio.gather(*acks)
+        finally:
+            for ack in acks:
+                ack.cancel()  # no-op once done; frees nats-py's slot of one that never came
+        now = datetime.now(UTC)
+        for staged in batch:
+            event = staged.envelope.data
+            metrics.messages(event.protocol, staged.kind).inc()
+            if event.internal_date is not None:
+                metrics.LAG.observe(max(0.0, (now - event.internal_date).total_seconds()))
+        return [staged.ledger for staged in batch]
+
+    def stage(self, target: SyncTarget, msg: Fetched, protocol: SyncProtocol) -> Staged:
+        """Parse the message and build its event (CPU only: nothing is sent yet)."""
         mailbox_id = target.mailbox_id
         key: int | str = msg.uid if msg.uid is not None else str(msg.uidl)
         event_id = email_event_id(mailbox_id, msg.uidvalidity, key)
@@ -87,7 +144,7 @@ class Publisher:
             if msg.raw is not None
             else parse_headers(msg.headers or b"")
         )
-        raw_ref = await self.raw.put(mailbox_id, str(event_id), msg.raw) if msg.raw is not None else None
+        raw_ref = self.raw.reference(mailbox_id, str(event_id), msg.raw) if msg.raw is not None else None
         event = EmailReceived(
             mailbox=target.ref,
             protocol=protocol,
@@ -112,9 +169,6 @@ class Publisher:
             too_large=too_large,
         )
         kind = "too_large" if too_large else "parse_error" if parsed.parse_error else "ok"
-        metrics.MESSAGES.labels(protocol=protocol, kind=kind).inc()
-        if msg.internal_date is not None:
-            metrics.LAG.observe(max(0.0, (datetime.now(UTC) - msg.internal_date).total_seconds()))
         ledger = {
             "_id": str(event_id),
             "m": mailbox_id,
@@ -124,4 +178,4 @@ class Publisher:
             "uidl": msg.uidl,
         }
         envelope = make_envelope(event, self.producer, event_id=event_id)
-        return Prepared(envelope, email_received_subject(mailbox_id), ledger)
+        return Staged(envelope, email_received_subject(mailbox_id), ledger, msg.raw, kind)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from nats.aio.client import Client
-from nats.js.api import ObjectInfo, ObjectMetaOptions, ObjectStoreConfig, StorageType
+from nats.js.api import ObjectStoreConfig, PubAck, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, BucketNotFoundError
 from nats.js.object_store import ObjectStore
@@ -51,6 +51,8 @@ class RawStore:
         self._store: ObjectStore | None = None
         self._lock = asyncio.Lock()
         self._js: tuple[Client, JetStreamContext] | None = None  # one context: its async-ack inbox
+        self._prefix = uuid.uuid4().hex[:12]
+        self._count = 0
 
     async def _open(self) -> ObjectStore:
         async with self._lock:
@@ -86,30 +88,41 @@ class RawStore:
 
     async def put(self, mailbox_id: str, event_id: str, data: bytes) -> RawRef:
         """Chunks and metadata sent back to back, their acks awaited together (raises if not stored)."""
-        await self._open()  # the bucket exists
-        js = self._context()
-        name = f"{mailbox_id}/{event_id}"
-        digest = hashlib.sha256(data)
-        nuid = uuid.uuid4().hex
-        chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
-        info = ObjectInfo(
-            name=name,
-            bucket=self.bucket,
-            nuid=nuid,
-            size=len(data),
-            chunks=len(chunks),
-            mtime=datetime.now(UTC).isoformat(),
-            digest="SHA-256=" + base64.urlsafe_b64encode(digest.digest()).decode(),
-            options=ObjectMetaOptions(max_chunk_size=CHUNK_BYTES),
-        )
-        meta_subject = f"$O.{self.bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+        ref = self.reference(mailbox_id, event_id, data)
+        acks = await self.send(ref, data)
         async with asyncio.timeout(self.timeout_s):
-            acks = [await js.publish_async(f"$O.{self.bucket}.C.{nuid}", chunk) for chunk in chunks]
-            acks.append(
-                await js.publish_async(meta_subject, json.dumps(info.as_dict()).encode(), headers=ROLLUP)
-            )
             await asyncio.gather(*acks)
-        return RawRef(bucket=self.bucket, name=name, size=len(data), sha256=digest.hexdigest())
+        return ref
+
+    def reference(self, mailbox_id: str, event_id: str, data: bytes) -> RawRef:
+        """Where :meth:`send` will store ``data`` (and its digest, for the event that points at it)."""
+        name = f"{mailbox_id}/{event_id}"
+        return RawRef(bucket=self.bucket, name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    async def send(self, ref: RawRef, data: bytes) -> list[asyncio.Future[PubAck]]:
+        """Send the object without waiting: the acks to await (all, under a deadline) before
+        anything that points at it is published."""
+        if self._store is None:
+            await self._open()  # the bucket exists
+        js = self._context()
+        self._count += 1
+        nuid = f"{self._prefix}{self._count:x}"  # unique per object: a random process prefix + a counter
+        chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
+        info = {  # ObjectInfo.as_dict()'s fields, built directly (its dataclass walk costs more than the rest)
+            "name": ref.name,
+            "bucket": self.bucket,
+            "nuid": nuid,
+            "size": len(data),
+            "mtime": datetime.now(UTC).isoformat(),
+            "chunks": len(chunks),
+            "digest": "SHA-256=" + base64.urlsafe_b64encode(bytes.fromhex(ref.sha256)).decode(),
+            "deleted": False,
+            "options": {"max_chunk_size": CHUNK_BYTES},
+        }
+        meta_subject = f"$O.{self.bucket}.M.{base64.urlsafe_b64encode(ref.name.encode()).decode()}"
+        acks = [await js.publish_async(f"$O.{self.bucket}.C.{nuid}", chunk) for chunk in chunks]
+        acks.append(await js.publish_async(meta_subject, json.dumps(info).encode(), headers=ROLLUP))
+        return acks
 
     async def get(self, name: str) -> bytes:
         store = await self._open()

@@ -40,7 +40,7 @@ class SyncOptions:
     idle: bool
     idle_renew_s: float
     poll_jitter: float
-    publish_concurrency: int = 32
+    fetch_window: int = 2000
 
 
 @dataclass(frozen=True)
