@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -68,3 +68,28 @@ def honour_cancellation() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def first_failure(*work: Coroutine[Any, Any, None], stop_s: float = 5.0) -> None:
+    """Run ``work`` side by side until one ends; stop the others (bounded) and raise what ended it.
+
+    Used instead of ``asyncio.TaskGroup``: on Python 3.11 a group whose child fails while the
+    parent already waits in the group's exit cancels the parent and never takes that back
+    (``uncancel`` runs before the wait), so the parent's cancellation count stays raised and the
+    loop's next :func:`honour_cancellation` ends it for good. That stopped the event relays after
+    the first NATS restart (chaos A3). This one never cancels its caller.
+    """
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left = [t for t in tasks if not t.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=stop_s)
+    failures = [t.exception() for t in tasks if t.done() and not t.cancelled()]  # each one retrieved
+    first = next((t.exception() for t in tasks if t in done and not t.cancelled()), None)
+    failure = first or next((f for f in failures if f is not None), None)
+    if failure is not None:
+        raise failure

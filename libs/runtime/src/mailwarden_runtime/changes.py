@@ -31,7 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
 from mailwarden_runtime import metrics
-from mailwarden_runtime.bounded import cancel_and_wait, honour_cancellation
+from mailwarden_runtime.bounded import cancel_and_wait, first_failure, honour_cancellation
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import PENDING, TRANSIENT, WRITTEN_AT, EntryPublisher, Publish
 
@@ -144,9 +144,7 @@ class ChangeStreamRelay:
             # a getMore waits for more (up to max_await) and must not hold back what is here.
             queue: asyncio.Queue[Document] = asyncio.Queue(maxsize=2 * self._batch)
             progress = _Progress()
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._read(stream, queue, progress))
-                group.create_task(self._publish_from(queue, progress))
+            await first_failure(self._read(stream, queue, progress), self._publish_from(queue, progress))
 
     async def _read(
         self, stream: AsyncChangeStream[Document], queue: asyncio.Queue[Document], progress: _Progress
