@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import nats
@@ -98,18 +99,7 @@ class NatsBus:
     ) -> PubAck:
         """Store one message in JetStream and wait for the server's ack (raises when not stored)."""
         stream = stream_for(subject)
-        with tracer().start_as_current_span(
-            f"{subject} publish",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.destination.name": subject,
-                "messaging.message.id": msg_id,
-            },
-        ):
-            headers = {"Nats-Msg-Id": msg_id, "Content-Type": "application/json", **carrier()}
-            if correlation_id:
-                headers["correlation_id"] = correlation_id
+        with _publish_span(subject, msg_id, correlation_id) as headers:
             ack: PubAck = await self.connection.jetstream().publish(
                 subject, body, timeout=timeout_s, stream=stream, headers=headers
             )
@@ -125,18 +115,7 @@ class NatsBus:
         lost in a reconnect never comes. Same headers and span as :meth:`publish`.
         """
         stream = stream_for(subject)
-        with tracer().start_as_current_span(
-            f"{subject} publish",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.destination.name": subject,
-                "messaging.message.id": msg_id,
-            },
-        ):
-            headers = {"Nats-Msg-Id": msg_id, "Content-Type": "application/json", **carrier()}
-            if correlation_id:
-                headers["correlation_id"] = correlation_id
+        with _publish_span(subject, msg_id, correlation_id) as headers:
             return await self.async_context().publish_async(subject, body, stream=stream, headers=headers)
 
     def async_context(self) -> JetStreamContext:
@@ -254,3 +233,21 @@ def stream_for(subject: str) -> str:
 
 
 _stream_for = stream_for  # the name chaos/ and older callers import
+
+
+@contextlib.contextmanager
+def _publish_span(subject: str, msg_id: str, correlation_id: str | None) -> Iterator[dict[str, str]]:
+    """The producer span of one publish, and the headers it sends (de-duplication id, trace, correlation)."""
+    with tracer().start_as_current_span(
+        f"{subject} publish",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.destination.name": subject,
+            "messaging.message.id": msg_id,
+        },
+    ):
+        headers = {"Nats-Msg-Id": msg_id, "Content-Type": "application/json", **carrier()}
+        if correlation_id:
+            headers["correlation_id"] = correlation_id
+        yield headers
