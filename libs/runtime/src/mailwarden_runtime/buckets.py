@@ -1,4 +1,5 @@
-"""JetStream Object Store buckets a service owns, opened or created with one call.
+"""JetStream buckets: Object Store buckets a service owns, opened or created with one call, and the
+keys of a Key-Value bucket read from the stream's own subject count.
 
 Creating at startup (not at first use) means a caller can put objects before the first message
 needs them, and every replica agrees on the bucket's settings; a sibling creating it at the same
@@ -34,3 +35,17 @@ async def ensure_object_store(
         return await js.object_store(bucket)
     log.info("object store bucket created", extra={"bucket": bucket})
     return store
+
+
+async def kv_keys(js: JetStreamContext, bucket: str) -> list[str]:
+    """Every key with a message in the Key-Value ``bucket``, sorted; deleted keys may be among them
+    (their delete marker is a message), so callers ``get`` each and skip the missing.
+
+    Not ``KeyValue.keys()``: nats-py builds that on a watcher whose "initial values done" marker can
+    come before buffered entries (nats-io/nats.py#842), so it sometimes answers "no keys" for a
+    bucket that has some (seen here: a token listing came back empty once in a full run). The
+    stream's subject count is one request the server answers from its index.
+    """
+    prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+    return sorted(subject[len(prefix) :] for subject in (info.state.subjects or {}))

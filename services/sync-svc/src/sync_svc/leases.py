@@ -26,9 +26,10 @@ from nats.js.errors import (
     BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoKeysError,
 )
 from nats.js.kv import KeyValue
+
+from mailwarden_runtime.buckets import kv_keys
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,10 @@ class LeaseTable:
         assert self._workers is not None
         async with asyncio.timeout(self.timeout_s):
             await self._workers.put(self.owner.replace(".", "_"), self._value())
-            try:
-                keys = await self._workers.keys()
-            except NoKeysError:
-                return 1
+            nc = self._connection()
+            if nc is None:
+                raise nats.errors.ConnectionClosedError
+            keys = await kv_keys(nc.jetstream(), WORKERS_BUCKET)
             live = 0
             for key in keys:
                 try:

@@ -35,6 +35,7 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from mailwarden_runtime.auth.errors import AuthUnavailable, Unauthenticated
 from mailwarden_runtime.auth.permissions import ROLE_PERMISSIONS, Permission, Role
 from mailwarden_runtime.auth.principal import Principal
+from mailwarden_runtime.buckets import kv_keys
 
 PREFIX = "mwt_"
 TOKEN_RE = re.compile(r"^mwt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -203,12 +204,15 @@ class TokenStore:
         self._cache.pop(record.token_id, None)
 
     async def list(self) -> list[TokenRecord]:
-        kv = await asyncio.wait_for(self._bucket(), self._timeout_s)
+        await asyncio.wait_for(self._bucket(), self._timeout_s)
+        nc = self._connection()
+        if nc is None:
+            raise AuthUnavailable("not connected to NATS")
         try:
-            keys = await asyncio.wait_for(kv.keys(), self._timeout_s)
-        except nats.js.errors.NoKeysError:
-            return []
-        records = [await self.get(k) for k in sorted(keys)]
+            keys = await kv_keys(nc.jetstream(timeout=self._timeout_s), self.bucket)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise AuthUnavailable("the token store does not answer") from exc
+        records = [await self.get(k) for k in keys]
         return [r for r in records if r is not None]
 
     async def revoke(self, token_id: str, now: datetime | None = None) -> TokenRecord | None:
