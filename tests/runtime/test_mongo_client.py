@@ -16,3 +16,12 @@ async def test_writes_are_not_retryable_unless_asked() -> None:
     finally:
         await plain.close()
         await asked.close()
+
+
+async def test_writes_are_acknowledged_once_durable() -> None:
+    # A write acknowledged from memory is lost on a crash (test_mongo_durability.py, chaos A4).
+    client = create_client(ServiceSettings(), "t")
+    try:
+        assert client.write_concern.document == {"w": "majority", "j": True}
+    finally:
+        await client.close()
