@@ -3,10 +3,18 @@
 Depends on pydantic only, so any Python system can install it without our runtime.
 """
 
+from contracts.alerting import (
+    AlertMarkedRead,
+    AlertPreferencesChanged,
+    AlertsDeleted,
+    WebhookRegistered,
+    WebhookRemoved,
+)
 from contracts.email import (
     EmailReceived,
     EmailRejected,
     EmailTracked,
+    MailboxResyncRequested,
     MailboxSyncFailed,
     MailboxSyncPaused,
     MailboxSyncRecovered,
@@ -43,7 +51,10 @@ from contracts.outgoing import (
 __all__ = [
     "CATALOG",
     "EVENT_TYPES",
+    "AlertMarkedRead",
+    "AlertPreferencesChanged",
     "AlertRaised",
+    "AlertsDeleted",
     "DeadLettered",
     "EmailReceived",
     "EmailRejected",
@@ -61,6 +72,7 @@ __all__ = [
     "Event",
     "MailboxApproved",
     "MailboxCreated",
+    "MailboxResyncRequested",
     "MailboxSendLoginRefused",
     "MailboxStatusChanged",
     "MailboxSyncFailed",
@@ -77,6 +89,8 @@ __all__ = [
     "TestJobStarted",
     "TestRequested",
     "WarningCode",
+    "WebhookRegistered",
+    "WebhookRemoved",
     "email_event_id",
     "make_envelope",
     "parse_envelope",
