@@ -682,7 +682,8 @@ AUDITED_DOCS: tuple[tuple[str, str, str], ...] = tuple(
     for (stream, subject), why in zip(
         AUDITED,
         (
-            "profiles, org settings, mailboxes (created, changed, approved), webhooks, alert preferences",
+            "profiles, org settings, mailboxes (created, changed, approved), API tokens (made, revoked),"
+            " webhooks, alert preferences",
             "tests and Test & Enable jobs asked for",
             "sync paused or resumed (`MailboxSyncPaused`), resync asked (`MailboxResyncRequested`)",
             "a send's outcome (`EmailSent`, `EmailSendFailed`, `EmailSendUncertain`, ...), its actor the caller",

@@ -98,7 +98,7 @@ def test_only_mailbox_svc_requests_tests(nats: dict[str, Any]) -> None:
 
 def test_each_service_publishes_its_own_events_only(nats: dict[str, Any]) -> None:
     own = {
-        "profile-svc": [subjects.PROFILE_CREATED, subjects.SETTINGS_CHANGED],
+        "profile-svc": [subjects.PROFILE_CREATED, subjects.SETTINGS_CHANGED, subjects.TOKEN_CREATED],
         "mailbox-svc": [subjects.MAILBOX_STATUS_CHANGED, subjects.TEST_REQUESTED, f"{subjects.JOBS}.x"],
         "tester-svc": [subjects.TEST_COMPLETED],
         "sync-svc": [

@@ -3,6 +3,7 @@
 Depends on pydantic only, so any Python system can install it without our runtime.
 """
 
+from contracts.access import ApiTokenCreated, ApiTokenRevoked
 from contracts.alerting import (
     AlertMarkedRead,
     AlertPreferencesChanged,
@@ -55,6 +56,8 @@ __all__ = [
     "AlertPreferencesChanged",
     "AlertRaised",
     "AlertsDeleted",
+    "ApiTokenCreated",
+    "ApiTokenRevoked",
     "DeadLettered",
     "EmailReceived",
     "EmailRejected",

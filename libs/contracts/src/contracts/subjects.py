@@ -34,6 +34,9 @@ SEND_FAILED = f"{SEND}.failed"
 SEND_UNCERTAIN = f"{SEND}.uncertain"
 SEND_LOGIN_REFUSED = f"{SEND}.login_refused"
 SEND_SENT_COPY = f"{SEND}.sent_copy"
+TOKENS = f"{PREFIX}.tokens"
+TOKEN_CREATED = f"{TOKENS}.created"
+TOKEN_REVOKED = f"{TOKENS}.revoked"
 ALERTS = f"{PREFIX}.alerts"
 CHANNELS = f"{PREFIX}.channels"
 WEBHOOK_REGISTERED = f"{CHANNELS}.webhook_registered"
@@ -95,8 +98,14 @@ class StreamSpec:
 STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(
         "MW_CONFIG",
-        (f"{PREFIX}.profile.>", f"{PREFIX}.settings.>", f"{PREFIX}.mailbox.>", f"{CHANNELS}.>"),
-        "Profile, settings, mailbox and alert channel (webhooks, preferences) changes",
+        (
+            f"{PREFIX}.profile.>",
+            f"{PREFIX}.settings.>",
+            f"{PREFIX}.mailbox.>",
+            f"{CHANNELS}.>",
+            f"{TOKENS}.>",
+        ),
+        "Profile, settings, mailbox, alert channel (webhooks, preferences) and API token changes",
     ),
     StreamSpec(
         "MW_TESTS", (f"{PREFIX}.test.>", f"{PREFIX}.job.>"), "Test requests, results and bulk test jobs"

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from contracts import subjects
 
 AUDITED: tuple[tuple[str, str], ...] = (
-    ("MW_CONFIG", ">"),  # profiles, settings, mailboxes, webhooks and alert preferences
+    ("MW_CONFIG", ">"),  # profiles, settings, mailboxes, API tokens, webhooks and alert preferences
     ("MW_TESTS", ">"),  # tests and Test & Enable jobs asked for
     ("MW_EMAIL", f"{subjects.SYNC}.>"),  # sync pauses, resumes and resyncs (not the email itself)
     ("MW_SEND", f"{subjects.SEND}.>"),  # sends: their outcomes name who asked for them
