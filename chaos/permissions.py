@@ -9,6 +9,7 @@ shown by a whole Test & Enable flow in which every service connects as its own u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import secrets
@@ -24,6 +25,11 @@ import nats
 
 from chaos.harness import Figure, System, private_nats
 from chaos.infra import Infra, direct_target
+from contracts.alerting import AlertMarkedRead
+from contracts.envelope import make_envelope
+from contracts.models import OwnerKind
+from contracts.subjects import WALL_READ
+from mailwarden_runtime.audit import AuditQuery, audit_trail
 from mailwarden_runtime.bus import ensure_streams
 from mailwarden_runtime.settings import ServiceSettings
 from mailwarden_servers import eventually
@@ -35,8 +41,13 @@ USERS = {
     "tester-svc": "TESTER_SVC_PASSWORD",
     "alert-svc": "ALERT_SVC_PASSWORD",
     "sender-svc": "SENDER_SVC_PASSWORD",
+    "sync-svc": "SYNC_SVC_PASSWORD",
     "mailwarden-cli": "CLI_PASSWORD",
+    "console": "CONSOLE_PASSWORD",
+    "integration": "INTEGRATION_PASSWORD",
 }
+SERVICES = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc", "sender-svc")
+"""The services the flow runs, each connected as its own user."""
 # (user, operation, subject) that the production config must refuse.
 FORBIDDEN = (
     ("tester-svc", "pub", "mailwarden.test.requested"),
@@ -50,6 +61,14 @@ FORBIDDEN = (
     ("tester-svc", "sub", "mailwarden.alerts.>"),
     ("tester-svc", "sub", ">"),
     ("alert-svc", "sub", "mailwarden.rpc.mailbox-svc.get"),
+    # A send request on the stream carries no identity sender-svc could check (docs/access.md):
+    # nobody publishes one; integrations call the token-checked `send` operation instead.
+    *((user, "pub", "mailwarden.send.requested") for user in USERS),
+    ("integration", "pub", "mailwarden.send.sent.mbx1"),
+    ("integration", "pub", "mailwarden.mailbox.created"),
+    ("integration", "pub", "mailwarden.rpc.mailbox-svc.login"),
+    ("integration", "pub", "mailwarden.rpc.profile-svc.tokens_create"),
+    ("integration", "sub", "mailwarden.rpc.sender-svc.send"),
 )
 
 
@@ -146,7 +165,7 @@ async def flow_as_own_users(infra: Infra, workdir: Path, values: Path | None = N
         logging.getLogger().addHandler(watcher)
         started = time.monotonic()
         try:
-            service_env = {name: {"MW_NATS_URL": url(name)} for name in USERS if name != "mailwarden-cli"}
+            service_env = {name: {"MW_NATS_URL": url(name)} for name in SERVICES}
             async with System(
                 workdir,
                 url("mailwarden-cli"),
@@ -181,3 +200,65 @@ async def _one_test(system: System, infra: Infra) -> None:
         return await system.db("alert-svc").alerts.count_documents({"mailbox_id": mailbox_id})
 
     await eventually(alerted, "the success alert", 30)
+
+
+async def integration_and_audit(workdir: Path) -> Figure:
+    """What an integration may do on the bus, and the audit read as profile-svc, both allowed.
+
+    The integration answers EmailTracked (stored), reads the email, its raw bytes and the send
+    outcomes, and asks sender-svc's ``send`` operation; profile-svc reads every audited stream.
+    """
+    fig = Figure("D4 NATS permissions: integration and audit")
+    async with production_nats(workdir) as url:
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        sync = await nats.connect(url("sync-svc"))
+        alert = await nats.connect(url("alert-svc"))
+        crm = await nats.connect(url("integration"), error_cb=on_error)
+        profile = await nats.connect(url("profile-svc"), error_cb=on_error)
+        try:
+            raw = await sync.jetstream().create_object_store("MW_EMAIL_RAW")
+            await raw.put("m1/1", b"Subject: hi\r\n\r\nhello\r\n")
+            await sync.jetstream().publish("mailwarden.email.received.m1", b"{}")
+            wall = make_envelope(
+                AlertMarkedRead(alert_id="a1", recipient_kind=OwnerKind.USER, recipient_id="u1", read=True),
+                "alert-svc",
+                actor="token:someone",
+            )
+            await alert.jetstream().publish(WALL_READ, wall.to_bytes())
+
+            js = crm.jetstream()
+            ack = await js.publish("mailwarden.email.tracked", b"{}")
+            fig.figures["integration_tracked"] = f"stored in {ack.stream}"
+            sub = await js.subscribe("mailwarden.email.received.>", ordered_consumer=True)
+            got = await sub.next_msg(timeout=5)
+            await sub.unsubscribe()
+            fig.check(got.subject == "mailwarden.email.received.m1", f"read {got.subject}")
+            body = (await (await js.object_store("MW_EMAIL_RAW")).get("m1/1")).data
+            fig.check(body is not None and b"hello" in body, "the raw message could not be read")
+            outcomes = await js.subscribe("mailwarden.send.>", ordered_consumer=True)
+            await outcomes.unsubscribe()
+            with contextlib.suppress(nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                await crm.request("mailwarden.rpc.sender-svc.send", b"{}", timeout=0.5)
+
+            trail = await audit_trail(profile, AuditQuery(since_hours=1))
+            fig.figures["audit_entries"] = len(trail.items)
+            fig.check(
+                [(e.event, e.actor) for e in trail.items] == [("AlertMarkedRead", "token:someone")],
+                f"the audit read {[(e.event, e.actor) for e in trail.items]}",
+            )
+            await crm.flush()
+            await profile.flush()
+            await asyncio.sleep(0.2)
+        except Exception as exc:
+            fig.check(False, f"refused or failed: {exc!r}"[:300])
+        finally:
+            for nc in (sync, alert, crm, profile):
+                await nc.close()
+        violations = [e for e in errors if "permissions violation" in e.lower()]
+        fig.figures["violations"] = len(violations)
+        fig.check(not violations, f"permission violations: {violations[:3]}")
+    return fig

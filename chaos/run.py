@@ -61,6 +61,9 @@ async def _d4(infra: Infra, work: Path) -> Figure:
     flow = await permissions.flow_as_own_users(infra, work / "flow")
     fig.figures |= {f"flow.{k}": v for k, v in flow.figures.items()}
     fig.problems += flow.problems
+    integration = await permissions.integration_and_audit(work / "integration")
+    fig.figures |= {f"integration.{k}": v for k, v in integration.figures.items()}
+    fig.problems += integration.problems
     return fig
 
 

@@ -46,6 +46,7 @@ from contracts import errors as contract_errors
 from contracts import subjects
 from contracts.envelope import Envelope
 from contracts.events import EVENT_TYPES, Event
+from mailwarden_runtime.audit import AUDITED
 from mailwarden_runtime.auth import AuthSettings, Role, Scope
 from mailwarden_runtime.auth.permissions import ROLE_PERMISSIONS, role_matrix_markdown
 from mailwarden_runtime.auth.service_tokens import SERVICE_GRANTS
@@ -610,6 +611,7 @@ def access_md(services: Sequence[tuple[str, Sequence[Operation[Any, Any]]]]) -> 
             ],
         ),
     ]
+    parts.append(audit_md())
     parts.append(
         "\n## Role x operation\n\n"
         "Per service, every operation on both doors (HTTP route and `mailwarden.rpc.<service>.<op>`)\n"
@@ -633,6 +635,63 @@ def access_md(services: Sequence[tuple[str, Sequence[Operation[Any, Any]]]]) -> 
         ]
         parts.append(table(["Operation", "HTTP", "Permission", *(f"`{r.value}`" for r in roles)], rows))
     return "".join(parts)
+
+
+def audit_md() -> str:
+    """Where the audit trail comes from, and the decision on integrations publishing send requests."""
+    rows = [[f"`{stream}`", f"`{subject}`", why] for stream, subject, why in AUDITED_DOCS]
+    return (
+        "\n## The audit trail\n\n"
+        "Every change a caller asks for names them (`token:<subject>` / `jwt:<subject>`) in the stored\n"
+        "document (`created_by`, `updated_by`, `read_by`, `deleted_by`, `controlled_by`, `requested_by`,\n"
+        "...) and as the `actor` of the event it publishes, written by the same database update as the\n"
+        "change where the service has an outbox. `mailwarden audit` and `GET /audit` (profile-svc,\n"
+        "`audit:read`) read the events back from these streams, newest first, for as long as the streams\n"
+        "keep them (14 days); events nobody asked for (test results, alerts raised, email received)\n"
+        "carry no actor and are not listed.\n\n"
+        + table(["Stream", "Subjects read", "Changes"], rows)
+        + "\n## Integrations and NATS\n\n"
+        "**Decision: no NATS user may publish `mailwarden.send.requested`.** An integration sends mail\n"
+        "through the token-checked `send` operation (`POST /sends`, or `mailwarden.rpc.sender-svc.send`\n"
+        "with its API token in the `Authorization` header): sender-svc checks `mail:send` on the mailbox\n"
+        "against the mailboxes granted to the token and keeps the caller in the send and its events.\n"
+        "Publishing the event is not offered because:\n\n"
+        "- NATS does not tell sender-svc who published a message: a request taken from the stream has no\n"
+        "  identity to check against a token's mailboxes (its envelope's `actor` is what the publisher\n"
+        "  claims);\n"
+        "- a NATS permission names subjects only, and the request's subject is one for every mailbox: a\n"
+        "  user allowed to publish it could send as every mailbox;\n"
+        "- a bearer token carried in the request's headers would be kept in the `MW_SEND` stream for 14\n"
+        "  days, a secret at rest for every reader of the stream.\n\n"
+        "Every NATS user in `deploy/helm/nats-values.yaml` is denied the subject explicitly, so a wider\n"
+        "allow added later cannot open it. The `integration` user there (one copy per integration, each\n"
+        "with its own password) requests `sender-svc.send` / `get`, `mailbox-svc.get` and\n"
+        "`sync-svc.state` (each call carries the integration's API token and is checked by the service),\n"
+        "publishes `EmailTracked` and `EmailRejected` (answers about a synchronized message, not requests\n"
+        "to act as a mailbox), and reads `MW_EMAIL`, the raw messages (`MW_EMAIL_RAW`) and `MW_SEND`.\n"
+        "sender-svc still consumes the subject for a NATS without users (`make up`, the tests, an\n"
+        "operator's own tools); such a request keeps its envelope's actor as its caller, as claimed.\n"
+        "tests/deploy/test_helm_values.py checks the configuration; tests/reliability/test_nats_permissions.py\n"
+        "runs it in a real nats-server (every user refused the subject, the integration user reading,\n"
+        "answering and calling `send` without a violation, profile-svc reading every audited stream).\n"
+    )
+
+
+AUDITED_DOCS: tuple[tuple[str, str, str], ...] = tuple(
+    (stream, subject, why)
+    for (stream, subject), why in zip(
+        AUDITED,
+        (
+            "profiles, org settings, mailboxes (created, changed, approved), API tokens (made, revoked),"
+            " webhooks, alert preferences",
+            "tests and Test & Enable jobs asked for",
+            "sync paused or resumed (`MailboxSyncPaused`), resync asked (`MailboxResyncRequested`)",
+            "a send's outcome (`EmailSent`, `EmailSendFailed`, `EmailSendUncertain`, ...), its actor the caller",
+            "alerts marked read (`AlertMarkedRead`) or deleted (`AlertsDeleted`)",
+        ),
+        strict=True,
+    )
+)
 
 
 def role_access(role: Role, permission: str, owner_scoped: bool) -> str:

@@ -185,3 +185,128 @@ async def test_the_audit_route_names_who_changed_what_and_is_the_auditors(owners
             assert {("MailboxCreated", mailbox_id), ("MailboxApproved", mailbox_id)} <= mine
         assert all(e["actor"] == "token:admin" for e in r.json()["items"])
         assert (await as_alice.get("/audit")).status_code == 403  # audit:read: auditors and administrators
+
+
+async def test_alert_channel_and_wall_changes_name_their_actor_in_the_document_event_and_audit(
+    owners: Owners,
+) -> None:
+    """Webhooks, preferences, read marks and deletions: each stored with who made it, published
+    with them as the actor, and listed by the audit. Last in this module: it empties the walls."""
+    alice, bob = (k for k in owners.mailboxes)
+    db = owners.apps["alert"].state.runtime.db
+    nc = await nats.connect(owners.nats_url)
+    js = nc.jetstream()
+    try:
+        async with (
+            owners.client("alert", owners.alice) as as_alice,
+            owners.client("alert", owners.admin) as admin,
+        ):
+            alert_id = (await as_alice.get("/alerts")).json()["items"][0]["id"]
+            assert (await as_alice.patch(f"/alerts/{alert_id}", json={"read": True})).status_code == 200
+            assert (await as_alice.delete(f"/alerts/{alert_id}")).status_code == 204
+            hook = await admin.post(
+                "/webhooks",
+                json={
+                    "url": "https://1.1.1.1/hooks/t0ken-in-the-path?key=secret",
+                    "recipient_kind": "user",
+                    "recipient_id": f"nobody{alice}",
+                },
+            )
+            assert hook.status_code == 201, hook.text
+            webhook_id = hook.json()["id"]
+            assert (await admin.delete(f"/webhooks/{webhook_id}")).status_code == 204
+            assert (await admin.get(f"/webhooks/{webhook_id}")).status_code == 404
+            assert webhook_id not in {h["id"] for h in (await admin.get("/webhooks")).json()}
+            prefs = {"email_levels": ["error"], "email": f"{bob}@example.org"}
+            assert (await admin.put(f"/recipients/user/{bob}/preferences", json=prefs)).status_code == 200
+            wall = {"recipient_kind": "user", "recipient_id": bob}
+            cleared = await admin.delete("/alerts", params=wall)
+            assert cleared.status_code == 200 and cleared.json()["deleted"] >= 1
+
+        # the stored documents keep who did it
+        stored = await db["alerts"].find_one({"_id": alert_id})
+        assert stored["read_by"] == stored["deleted_by"] == f"token:{alice}"
+        assert await db["alerts"].count_documents(
+            {"recipient_key": f"user:{bob}", "deleted_by": "token:admin"}
+        )
+        removed = await db["webhooks"].find_one({"_id": webhook_id})
+        assert removed["created_by"] == removed["deleted_by"] == "token:admin" and removed["deleted"]
+        assert (await db["recipient_preferences"].find_one({"_id": f"user:{bob}"}))[
+            "updated_by"
+        ] == "token:admin"
+
+        # the events, with their actor, as JetStream keeps them (one each: copies share one id)
+        async def stored_events() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            for subject in ("mailwarden.channels.>", "mailwarden.wall.>"):
+                sub = await js.subscribe(subject, ordered_consumer=True)
+                try:
+                    while True:
+                        try:
+                            msg = await sub.next_msg(timeout=0.5)
+                        except TimeoutError:
+                            break
+                        out.append(json.loads(msg.data) | {"subject": msg.subject})
+                finally:
+                    await sub.unsubscribe()
+            return out
+
+        def mine(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+            found: dict[str, list[dict[str, Any]]] = {}
+            for e in events:
+                d = e["data"]
+                if (
+                    d.get("webhook_id") == webhook_id
+                    or d.get("alert_id") == alert_id
+                    or d.get("recipient_id") == bob
+                ):
+                    found.setdefault(e["type"], []).append(e)
+            return found
+
+        wanted = {
+            "AlertMarkedRead",
+            "WebhookRegistered",
+            "WebhookRemoved",
+            "AlertPreferencesChanged",
+            "AlertsDeleted",
+        }
+
+        async def published() -> Any:
+            found = mine(await stored_events())
+            return found if set(found) == wanted and len(found["AlertsDeleted"]) == 2 else None
+
+        events = await eventually(published, "the five kinds of change published", timeout=20)
+        assert [e["actor"] for e in events["AlertMarkedRead"]] == [f"token:{alice}"]
+        assert events["AlertMarkedRead"][0]["data"]["read"] is True
+        assert sorted(e["actor"] for e in events["AlertsDeleted"]) == sorted(
+            [f"token:{alice}", "token:admin"]
+        )
+        registered = events["WebhookRegistered"][0]
+        assert registered["actor"] == "token:admin" and registered["data"]["host"] == "1.1.1.1"
+        assert "t0ken" not in json.dumps(registered) and "secret" not in json.dumps(registered)
+        assert events["WebhookRemoved"][0]["actor"] == "token:admin"
+        changed = events["AlertPreferencesChanged"][0]
+        assert changed["actor"] == "token:admin" and changed["data"]["email_levels"] == ["error"]
+        assert {e["subject"] for e in events["AlertsDeleted"]} == {"mailwarden.wall.deleted"}
+
+        # and the audit lists them (GET /audit reads MW_CONFIG and MW_ALERTS too)
+        async with owners.client("profile", owners.admin) as as_admin:
+            r = await as_admin.get("/audit", params={"since_hours": 1, "limit": 1000})
+            assert r.status_code == 200, r.text
+            trail = {
+                (e["event"], e["actor"])
+                for e in r.json()["items"]
+                if webhook_id in e["ids"].values()
+                or alert_id in e["ids"].values()
+                or bob in e["ids"].values()
+            }
+        assert {
+            ("AlertMarkedRead", f"token:{alice}"),
+            ("AlertsDeleted", f"token:{alice}"),
+            ("AlertsDeleted", "token:admin"),
+            ("WebhookRegistered", "token:admin"),
+            ("WebhookRemoved", "token:admin"),
+            ("AlertPreferencesChanged", "token:admin"),
+        } <= trail
+    finally:
+        await nc.close()

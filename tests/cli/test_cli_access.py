@@ -35,11 +35,12 @@ async def test_tokens_are_made_listed_without_secrets_and_revoked(stack: Stack, 
     )
     assert refused.code == 1 and "not allowed" in refused.err
     assert (await stack.call("token", "revoke", created["token_id"])).code == 0
-    states = {
-        t["token_id"]: t["state"]
-        for t in json.loads((await stack.call("token", "list", "--json")).out)["items"]
-    }
-    assert states[created["token_id"]] == "revoked"
+    listed_now = json.loads((await stack.call("token", "list", "--json")).out)["items"]
+    (mine,) = [t for t in listed_now if t["token_id"] == created["token_id"]]
+    assert mine["state"] == "revoked" and mine["revoked_by"] == mine["created_by"] == "token:admin"
+    trail = json.loads((await stack.call("audit", "--json", "--actor", "token:admin")).out)["items"]
+    made_and_revoked = [e["event"] for e in trail if e["ids"].get("token_id") == created["token_id"]]
+    assert made_and_revoked == ["ApiTokenRevoked", "ApiTokenCreated"]  # newest first
 
 
 async def test_a_token_scoped_to_some_permissions_holds_only_those(stack: Stack, mailwarden) -> None:  # type: ignore[no-untyped-def]

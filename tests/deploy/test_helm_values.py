@@ -98,11 +98,23 @@ def test_only_mailbox_svc_requests_tests(nats: dict[str, Any]) -> None:
 
 def test_each_service_publishes_its_own_events_only(nats: dict[str, Any]) -> None:
     own = {
-        "profile-svc": [subjects.PROFILE_CREATED, subjects.SETTINGS_CHANGED],
+        "profile-svc": [subjects.PROFILE_CREATED, subjects.SETTINGS_CHANGED, subjects.TOKEN_CREATED],
         "mailbox-svc": [subjects.MAILBOX_STATUS_CHANGED, subjects.TEST_REQUESTED, f"{subjects.JOBS}.x"],
         "tester-svc": [subjects.TEST_COMPLETED],
-        "sync-svc": [subjects.email_received_subject("mbx1"), subjects.SYNC_FAILED, subjects.SYNC_RECOVERED],
-        "alert-svc": [subjects.alert_subject("user", "u1", "error")],
+        "sync-svc": [
+            subjects.email_received_subject("mbx1"),
+            subjects.SYNC_FAILED,
+            subjects.SYNC_RECOVERED,
+            subjects.SYNC_PAUSED,
+            subjects.SYNC_RESYNC_REQUESTED,
+        ],
+        "alert-svc": [
+            subjects.alert_subject("user", "u1", "error"),
+            subjects.WEBHOOK_REGISTERED,
+            subjects.PREFERENCES_CHANGED,
+            subjects.WALL_READ,
+            subjects.WALL_DELETED,
+        ],
     }
     every = {s for subs in own.values() for s in subs}
     for name, mine in own.items():
@@ -112,6 +124,20 @@ def test_each_service_publishes_its_own_events_only(nats: dict[str, Any]) -> Non
         assert allowed(perms, subjects.dead_letter_subject("some-consumer"))
         for stream in ("MW_CONFIG", "MW_TESTS", "MW_ALERTS", "MW_DLQ"):
             assert allowed(perms, f"$JS.API.STREAM.CREATE.{stream}")  # ensure_streams at start
+
+
+def test_nobody_publishes_send_requests_and_integrations_send_through_the_operation(
+    nats: dict[str, Any],
+) -> None:
+    """docs/access.md: a request on the stream has no identity to check; the operation has its token."""
+    users = _users(nats)
+    for name in users:
+        assert not allowed(_publish(nats, name), subjects.SEND_REQUESTED), name
+    crm = _publish(nats, "integration")
+    assert allowed(crm, "mailwarden.rpc.sender-svc.send") and allowed(crm, subjects.EMAIL_TRACKED)
+    assert not allowed(crm, "mailwarden.rpc.mailbox-svc.login") and not allowed(
+        crm, subjects.SEND_SENT + ".m1"
+    )
 
 
 def test_tester_consumes_only_test_requests(nats: dict[str, Any]) -> None:

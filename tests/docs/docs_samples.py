@@ -9,12 +9,21 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from contracts.access import ApiTokenCreated, ApiTokenRevoked
+from contracts.alerting import (
+    AlertMarkedRead,
+    AlertPreferencesChanged,
+    AlertsDeleted,
+    WebhookRegistered,
+    WebhookRemoved,
+)
 from contracts.email import (
     Address,
     Attachment,
     EmailReceived,
     EmailRejected,
     EmailTracked,
+    MailboxResyncRequested,
     MailboxSyncFailed,
     MailboxSyncPaused,
     MailboxSyncRecovered,
@@ -358,4 +367,33 @@ SAMPLES: dict[str, Callable[[], Event]] = {
         started_at=NOW,
         finished_at=NOW + timedelta(minutes=2),
     ),
+    "MailboxResyncRequested": lambda: MailboxResyncRequested(
+        mailbox_id=MAILBOX.mailbox_id, from_date=(NOW - timedelta(days=30)).date()
+    ),
+    "WebhookRegistered": lambda: WebhookRegistered(
+        webhook_id="wh_3f9c",
+        host="hooks.example.org",
+        recipient_kind=OwnerKind.USER,
+        recipient_id="u42",
+        levels=["error"],
+    ),
+    "WebhookRemoved": lambda: WebhookRemoved(webhook_id="wh_3f9c"),
+    "AlertPreferencesChanged": lambda: AlertPreferencesChanged(
+        recipient_kind=OwnerKind.USER,
+        recipient_id="u42",
+        email_levels=["error", "warning"],
+        email="it-desk@example.org",
+    ),
+    "AlertMarkedRead": lambda: AlertMarkedRead(
+        alert_id="al_9d2e", recipient_kind=OwnerKind.USER, recipient_id="u42", read=True
+    ),
+    "AlertsDeleted": lambda: AlertsDeleted(recipient_kind=OwnerKind.USER, recipient_id="u42"),
+    "ApiTokenCreated": lambda: ApiTokenCreated(
+        token_id="0123456789abcdef",
+        subject="crm",
+        roles=["integration"],
+        mailboxes=["mbx_1"],
+        expires_at=NOW + timedelta(days=90),
+    ),
+    "ApiTokenRevoked": lambda: ApiTokenRevoked(token_id="0123456789abcdef", subject="crm"),
 }

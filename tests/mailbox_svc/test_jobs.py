@@ -105,6 +105,8 @@ async def test_job_cancel_stops_requesting(make_harness: MakeHarness) -> None:
         r = await h.http.post(f"/jobs/{job_id}/cancel")
         assert r.status_code == 200 and r.json()["state"] == "cancelled"
         assert (r.json()["requested"], r.json()["done"], r.json()["total"]) == (50, 10, 120)
+        stored = await h.db["jobs"].find_one({"_id": job_id})  # who started and cancelled it (the audit)
+        assert stored["created_by"] == stored["cancelled_by"] == "token:admin"
         for req in first[10:20]:  # were running: they finish, apply and count
             await h.publish(completed_for(req).model_copy(update={"started_at": running_since}))
         for req in first[20:30]:  # had not started: a tester that checked the job withdrew them

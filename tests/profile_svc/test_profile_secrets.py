@@ -14,9 +14,10 @@ from profile_svc_helpers import CANARY, Recorder, outbox_drained, profile_body, 
 
 from contracts.models import SealedSecret
 from mailwarden_runtime.crypto import KeyRing, SealError
-from mailwarden_runtime.keys import MissingKeyError
+from mailwarden_runtime.keys import MissingKeyError, load_keyring
 from profile_svc.app import create_app
 from profile_svc.config import ProfileSettings
+from profile_svc.credentials import AT_REST_PURPOSE
 
 CANARY_OUT = CANARY + "-smtp"
 
@@ -67,7 +68,7 @@ async def test_canary_password_never_leaks(
         _open(sealed["incoming"], pid, "outgoing")
 
     stored = await db["profiles"].find_one({"_id": pid})
-    at_rest = KeyRing.for_development("credential")
+    at_rest = KeyRing.for_development(AT_REST_PURPOSE)
     plain = at_rest.open(
         SealedSecret.model_validate(stored["credentials"]["incoming"]), f"profile:{pid}:incoming"
     )
@@ -102,3 +103,16 @@ def test_refuses_to_start_without_keys_outside_dev_mode(mongo_uri: str) -> None:
     assert create_app(
         ProfileSettings(**base, credential_keys=key, transit_keys=KeyRing.generate_key_text("t1"))
     )
+
+
+def test_dev_mode_built_in_keys_differ_from_mailbox_svcs() -> None:
+    """Without keys (dev mode) each service still has its own at-rest key: neither opens the other's."""
+    from mailbox_svc.config import Settings as MailboxSettings
+    from mailbox_svc.keys import KeyRings
+
+    mailbox = KeyRings.load(MailboxSettings(dev_mode=True, log_setup=False, credential_keys=None)).at_rest
+    profile = load_keyring(None, "MW_PROFILE_CREDENTIAL_KEYS", AT_REST_PURPOSE, dev_mode=True)
+    assert mailbox.primary_kid != profile.primary_kid
+    for sealer, opener in ((mailbox, profile), (profile, mailbox)):
+        with pytest.raises(SealError):
+            opener.open(sealer.seal(b"secret", "mailbox:m1:incoming"), "mailbox:m1:incoming")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from chaos.infra import Infra
-from chaos.permissions import flow_as_own_users, refusals
+from chaos.permissions import flow_as_own_users, integration_and_audit, refusals
 
 pytestmark = pytest.mark.integration
 
@@ -20,5 +20,13 @@ async def test_forbidden_publishes_and_subscriptions_are_refused(tmp_path: Path)
 
 async def test_every_service_works_as_its_own_user(infra: Infra, tmp_path: Path) -> None:
     fig = await flow_as_own_users(infra, tmp_path)
+    print(fig.line())
+    assert fig.ok, fig.line()
+
+
+async def test_an_integration_reads_and_answers_events_and_the_audit_reads_every_stream(
+    tmp_path: Path,
+) -> None:
+    fig = await integration_and_audit(tmp_path)
     print(fig.line())
     assert fig.ok, fig.line()

@@ -10,9 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from nats.aio.client import Client
 from sender_helpers import Recorder, eventually, mail
 
+from mailwarden_runtime.audit import AuditQuery, audit_trail
+from mailwarden_runtime.auth import Role, bearer_header
+from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_servers import SmtpServer
+from sender_svc.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +101,29 @@ async def test_the_same_key_sends_once_and_answers_the_first_outcome(
     assert other.status_code == 409 and other.json()["errors"][0]["field"] == "idempotency_key"
     await eventually(lambda: len(smtp_clean.messages) == 1)
     assert len(smtp_clean.messages) == 1 and len(events.of("EmailSent", "mbx2")) == 1
+
+
+async def test_a_sends_caller_is_kept_in_the_send_its_events_and_the_audit(
+    app: FastAPI, settings: Settings, seed: Any, smtp_clean: SmtpServer, events: Recorder, nc: Client
+) -> None:
+    """An integration's send names it: in the stored send, as the actor of its outcome, in the audit."""
+    await seed("mbx-crm")
+    token = await issue_token(settings.nats_url, "crm", [Role.INTEGRATION], mailboxes=["mbx-crm"])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://svc", headers=bearer_header(token)
+    ) as crm:
+        r = await crm.post("/sends", json=mail("mbx-crm", "k-audited"))
+        assert r.status_code == 202, r.text
+        assert r.json()["requested_by"] == "token:crm"
+        assert (await crm.post("/sends", json=mail("mbx-other", "k-x"))).status_code == 403  # not granted
+    sent = (await events.wait_for("EmailSent", mailbox_id="mbx-crm"))[0]
+    assert sent["actor"] == "token:crm"
+    doc = await app.state.repository.send("mbx-crm", "k-audited")
+    assert doc is not None and doc.requested_by == "token:crm"
+
+    async def audited() -> Any:
+        trail = await audit_trail(nc, AuditQuery(actor="token:crm", since_hours=1))
+        return [(e.event, e.ids.get("mailbox_id")) for e in trail.items]
+
+    assert await eventually(audited) == [("EmailSent", "mbx-crm")]

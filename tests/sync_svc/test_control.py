@@ -15,7 +15,8 @@ import httpx
 import pytest
 from sync_helpers import Bus, Mailbox, append, message, rpc
 
-from contracts.email import MailboxSyncPaused
+from contracts.email import MailboxResyncRequested, MailboxSyncPaused
+from mailwarden_runtime.audit import AuditQuery, audit_trail
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_on, issue_token
 from mailwarden_servers import DovecotServer
@@ -34,7 +35,8 @@ async def test_state_pause_resume_and_resync(
     async with sync_service(db_name, sync_idle=False) as app:
         await bus.enable(box)
         await bus.wait_emails(box, 1)
-        auth = bearer_header(await issue_on(bus.nc))
+        operator = f"operator-{box.mailbox_id}"
+        auth = bearer_header(await issue_on(bus.nc, operator))
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sync", headers=auth)
         async with http:
             state = (await http.get(f"/mailboxes/{box.mailbox_id}/sync")).json()
@@ -66,6 +68,20 @@ async def test_state_pause_resume_and_resync(
             await asyncio.sleep(1.0)
             got = await bus.emails(box)
             assert sorted(e.data.subject for e in got) == ["old 1", "today 2", "while paused 3"]
+
+            # each control names its caller: in the state, in its event and in the audit trail
+            who = f"token:{operator}"
+            assert (await app.state.repository.get_state(box.mailbox_id)).controlled_by == who
+            resyncs = await bus.stored("mailwarden.sync.resync_requested", MailboxResyncRequested)
+            (asked,) = [e for e in resyncs if e.data.mailbox_id == box.mailbox_id]
+            assert asked.actor == who and asked.data.from_date == today - timedelta(days=30)
+            pauses = [e for e in announced if e.data.mailbox_id == box.mailbox_id]
+            assert [e.actor for e in pauses] == ["token:admin", who]  # pause over NATS, resume over HTTP
+            trail = await audit_trail(bus.nc, AuditQuery(actor=who, since_hours=1, limit=1000))
+            assert {(e.event, e.ids["mailbox_id"]) for e in trail.items} >= {
+                ("MailboxSyncPaused", box.mailbox_id),
+                ("MailboxResyncRequested", box.mailbox_id),
+            }
 
             missing = await http.get("/mailboxes/nobody/sync")
             assert missing.status_code == 404

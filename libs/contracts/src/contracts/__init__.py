@@ -3,10 +3,19 @@
 Depends on pydantic only, so any Python system can install it without our runtime.
 """
 
+from contracts.access import ApiTokenCreated, ApiTokenRevoked
+from contracts.alerting import (
+    AlertMarkedRead,
+    AlertPreferencesChanged,
+    AlertsDeleted,
+    WebhookRegistered,
+    WebhookRemoved,
+)
 from contracts.email import (
     EmailReceived,
     EmailRejected,
     EmailTracked,
+    MailboxResyncRequested,
     MailboxSyncFailed,
     MailboxSyncPaused,
     MailboxSyncRecovered,
@@ -43,7 +52,12 @@ from contracts.outgoing import (
 __all__ = [
     "CATALOG",
     "EVENT_TYPES",
+    "AlertMarkedRead",
+    "AlertPreferencesChanged",
     "AlertRaised",
+    "AlertsDeleted",
+    "ApiTokenCreated",
+    "ApiTokenRevoked",
     "DeadLettered",
     "EmailReceived",
     "EmailRejected",
@@ -61,6 +75,7 @@ __all__ = [
     "Event",
     "MailboxApproved",
     "MailboxCreated",
+    "MailboxResyncRequested",
     "MailboxSendLoginRefused",
     "MailboxStatusChanged",
     "MailboxSyncFailed",
@@ -77,6 +92,8 @@ __all__ = [
     "TestJobStarted",
     "TestRequested",
     "WarningCode",
+    "WebhookRegistered",
+    "WebhookRemoved",
     "email_event_id",
     "make_envelope",
     "parse_envelope",

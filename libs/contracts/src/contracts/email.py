@@ -11,7 +11,7 @@ goes back. The consuming system answers :class:`EmailTracked` or :class:`EmailRe
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
@@ -158,12 +158,24 @@ class MailboxSyncPaused(Event):
     paused: bool
 
 
+class MailboxResyncRequested(Event):
+    """An operator asked to synchronize a mailbox again from a day: what arrived since then and was
+    never published is published (the ledger recognises the rest)."""
+
+    TYPE: ClassVar[str] = "MailboxResyncRequested"
+    SUBJECT: ClassVar[str] = subjects.SYNC_RESYNC_REQUESTED
+
+    mailbox_id: Identifier
+    from_date: date
+
+
 __all__ = [
     "Address",
     "Attachment",
     "EmailReceived",
     "EmailRejected",
     "EmailTracked",
+    "MailboxResyncRequested",
     "MailboxSyncFailed",
     "MailboxSyncPaused",
     "MailboxSyncRecovered",

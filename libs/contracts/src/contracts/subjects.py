@@ -26,6 +26,7 @@ SYNC = f"{PREFIX}.sync"
 SYNC_FAILED = f"{SYNC}.failed"
 SYNC_RECOVERED = f"{SYNC}.recovered"
 SYNC_PAUSED = f"{SYNC}.paused"
+SYNC_RESYNC_REQUESTED = f"{SYNC}.resync_requested"
 SEND = f"{PREFIX}.send"
 SEND_REQUESTED = f"{SEND}.requested"
 SEND_SENT = f"{SEND}.sent"
@@ -33,7 +34,17 @@ SEND_FAILED = f"{SEND}.failed"
 SEND_UNCERTAIN = f"{SEND}.uncertain"
 SEND_LOGIN_REFUSED = f"{SEND}.login_refused"
 SEND_SENT_COPY = f"{SEND}.sent_copy"
+TOKENS = f"{PREFIX}.tokens"
+TOKEN_CREATED = f"{TOKENS}.created"
+TOKEN_REVOKED = f"{TOKENS}.revoked"
 ALERTS = f"{PREFIX}.alerts"
+CHANNELS = f"{PREFIX}.channels"
+WEBHOOK_REGISTERED = f"{CHANNELS}.webhook_registered"
+WEBHOOK_REMOVED = f"{CHANNELS}.webhook_removed"
+PREFERENCES_CHANGED = f"{CHANNELS}.preferences_changed"
+WALL = f"{PREFIX}.wall"
+WALL_READ = f"{WALL}.read"
+WALL_DELETED = f"{WALL}.deleted"
 DEAD_LETTER = f"{PREFIX}.dlq"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -87,8 +98,14 @@ class StreamSpec:
 STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(
         "MW_CONFIG",
-        (f"{PREFIX}.profile.>", f"{PREFIX}.settings.>", f"{PREFIX}.mailbox.>"),
-        "Profile, settings and mailbox changes",
+        (
+            f"{PREFIX}.profile.>",
+            f"{PREFIX}.settings.>",
+            f"{PREFIX}.mailbox.>",
+            f"{CHANNELS}.>",
+            f"{TOKENS}.>",
+        ),
+        "Profile, settings, mailbox, alert channel (webhooks, preferences) and API token changes",
     ),
     StreamSpec(
         "MW_TESTS", (f"{PREFIX}.test.>", f"{PREFIX}.job.>"), "Test requests, results and bulk test jobs"
@@ -103,6 +120,10 @@ STREAMS: tuple[StreamSpec, ...] = (
         (f"{SEND}.>",),
         "Outgoing email: SendEmailRequested, its outcome per mailbox (sent, failed, uncertain), refused logins",
     ),
-    StreamSpec("MW_ALERTS", (f"{ALERTS}.>",), "Alerts, one subject per recipient"),
+    StreamSpec(
+        "MW_ALERTS",
+        (f"{ALERTS}.>", f"{WALL}.>"),
+        "Alerts, one subject per recipient, and what people did on their walls (read, deleted)",
+    ),
     StreamSpec("MW_DLQ", (f"{DEAD_LETTER}.>",), "Messages a consumer could not handle"),
 )

@@ -3,11 +3,16 @@
 Every change a caller asks for is published in an envelope that names its ``actor`` (the token's
 subject), in the same database write as the change (the outbox), so the event streams are a
 complete, tamper-evident record of changes for as long as the streams keep them (14 days by
-default, ``max_age``). This reads them back with an ordered consumer, newest first.
+default, ``max_age``). This reads them back with an ordered consumer per stream, newest first.
+
+Every stream that holds events a caller causes is read, each only on the subjects where those
+are (:data:`AUDITED`): a stream of synchronized email is not scanned message by message for the
+few pauses among them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,9 +20,19 @@ from typing import Any
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
 from pydantic import BaseModel, Field
 
-AUDITED_STREAMS = ("MW_CONFIG", "MW_TESTS")
+from contracts import subjects
+
+AUDITED: tuple[tuple[str, str], ...] = (
+    ("MW_CONFIG", ">"),  # profiles, settings, mailboxes, API tokens, webhooks and alert preferences
+    ("MW_TESTS", ">"),  # tests and Test & Enable jobs asked for
+    ("MW_EMAIL", f"{subjects.SYNC}.>"),  # sync pauses, resumes and resyncs (not the email itself)
+    ("MW_SEND", f"{subjects.SEND}.>"),  # sends: their outcomes name who asked for them
+    ("MW_ALERTS", f"{subjects.WALL}.>"),  # alerts marked read or deleted (not the alerts raised)
+)
+"""(stream, subject filter) pairs holding every event a caller causes."""
 MAX_SCAN = 50_000
 
 
@@ -74,29 +89,38 @@ def entry_of(subject: str, raw: bytes) -> AuditEntry | None:
         return None
 
 
-async def audit_trail(nc: Client, q: AuditQuery, streams: tuple[str, ...] = AUDITED_STREAMS) -> AuditPage:
+async def audit_trail(nc: Client, q: AuditQuery, streams: tuple[tuple[str, str], ...] = AUDITED) -> AuditPage:
+    """The newest ``q.limit`` changes by a caller; the streams are read side by side."""
     since = datetime.now(UTC) - timedelta(hours=q.since_hours)
-    found: list[AuditEntry] = []
     js = nc.jetstream(timeout=5)
-    for stream in streams:
-        sub = await js.subscribe(
-            ">",
-            stream=stream,
-            ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since),
-        )
-        try:
-            for _ in range(MAX_SCAN):
-                try:
-                    msg = await sub.next_msg(timeout=1.0)
-                except (NatsTimeout, TimeoutError):
-                    break
-                entry = entry_of(msg.subject, msg.data)
-                if entry is not None and (q.actor is None or entry.actor == q.actor):
-                    found.append(entry)
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            await sub.unsubscribe()
+    per_stream = await asyncio.gather(*(_read(js, stream, subject, since, q) for stream, subject in streams))
+    found = [entry for entries in per_stream for entry in entries]
     found.sort(key=lambda e: e.at, reverse=True)
     return AuditPage(items=found[: q.limit])
+
+
+async def _read(
+    js: JetStreamContext, stream: str, subject: str, since: datetime, q: AuditQuery
+) -> list[AuditEntry]:
+    """The entries of one stream's ``subject`` since ``since`` (an ordered consumer, then gone)."""
+    found: list[AuditEntry] = []
+    sub = await js.subscribe(
+        subject,
+        stream=stream,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since),
+    )
+    try:
+        for _ in range(MAX_SCAN):
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except (NatsTimeout, TimeoutError):
+                break
+            entry = entry_of(msg.subject, msg.data)
+            if entry is not None and (q.actor is None or entry.actor == q.actor):
+                found.append(entry)
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return found

@@ -22,6 +22,8 @@ from alert_svc.store import ALERTS as ALERTS_COLLECTION
 from alert_svc.store import Stores
 from alert_svc.store.alerts import OCCURRENCES
 from alert_svc.store.episodes import EndedEpisodes
+from alert_svc.store.recipients import PREFERENCES
+from alert_svc.store.webhooks import WEBHOOKS
 from alert_svc.sync_alerts import SyncAlerts
 from contracts.email import MailboxSyncFailed, MailboxSyncRecovered
 from contracts.envelope import Envelope
@@ -38,7 +40,9 @@ STATUS_BATCH = 64
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keys = settings.webhook_key_ring()  # refuses to start without keys outside dev mode
-    runtime = ServiceRuntime(NAME, settings, outbox_collections=[ALERTS_COLLECTION, OCCURRENCES])
+    # The alerts carry their AlertRaised; webhooks and preferences the changes people make to them.
+    outbox = [ALERTS_COLLECTION, OCCURRENCES, WEBHOOKS, PREFERENCES]
+    runtime = ServiceRuntime(NAME, settings, outbox_collections=outbox)
     stores = Stores.on(runtime.db)
     cache = ReadModelCache(stores.read_models, settings.alert_read_model_ttl_s)
     processor = StatusProcessor(stores, settings, cache)
@@ -86,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batch_handler=enqueuer.handle_batch,
     )
 
-    ops = Operations(stores, keys, egress)
+    ops = Operations(stores, keys, egress, runtime.envelope, runtime.wake_relay)
     routes = serve_operations(runtime, ops, settings)
 
     async def start_workers() -> None:

@@ -1,4 +1,9 @@
-"""The wall, webhook and preference operations, shared by the HTTP API and NATS request-reply."""
+"""The wall, webhook and preference operations, shared by the HTTP API and NATS request-reply.
+
+Every change is published with its actor (WebhookRegistered, WebhookRemoved, AlertPreferencesChanged,
+AlertMarkedRead, AlertsDeleted), written by the same update as the change (the outbox), and the
+stored document keeps who made it: the audit lists them like every other change.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ import base64
 import json
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from alert_svc.access import admit_wall, own_wall
 from alert_svc.channels.webhook import admit_url, secret_aad
@@ -28,11 +35,21 @@ from alert_svc.store import Stores
 from alert_svc.store.alerts import AlertDoc
 from alert_svc.store.recipients import PreferencesDoc
 from alert_svc.store.webhooks import WebhookDoc
+from contracts.alerting import (
+    AlertMarkedRead,
+    AlertPreferencesChanged,
+    AlertsDeleted,
+    WebhookRegistered,
+    WebhookRemoved,
+)
+from contracts.envelope import Envelope
+from contracts.events import Event
 from mailwarden_mailnet.http_egress import HttpEgress
 from mailwarden_runtime.auth import Permission
 from mailwarden_runtime.auth.context import current_actor
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
+from mailwarden_runtime.outbox import outbox_entry
 
 
 def _encode_cursor(doc: AlertDoc) -> str:
@@ -63,13 +80,38 @@ def _shown(hook: WebhookDoc) -> dict[str, Any]:
     return hook.model_dump(exclude={"secret"})
 
 
+def _host(url: str) -> str:
+    """What a WebhookRegistered names of the URL: host and port, never the path or query."""
+    parts = urlsplit(url)
+    return parts.netloc.rpartition("@")[2] or url[:300]
+
+
+def _recipient(key: str) -> tuple[str | None, str | None]:
+    kind, _, rid = key.partition(":")
+    return (kind, rid) if rid else (None, None)
+
+
 class Operations:
-    def __init__(self, stores: Stores, keys: KeyRing, egress: HttpEgress) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        keys: KeyRing,
+        egress: HttpEgress,
+        envelope: Callable[[Event], Envelope[Any]],
+        wake_relay: Callable[[], None],
+    ) -> None:
         self.egress = egress
         self.alerts = stores.alerts
         self.webhooks = stores.webhooks
         self.preferences = stores.preferences
         self.keys = keys
+        self.envelope = envelope
+        """An event of this service naming the caller as its actor (``ServiceRuntime.envelope``)."""
+        self.wake_relay = wake_relay
+
+    def _events(self, event: Event) -> list[dict[str, Any]]:
+        """The outbox entry of ``event``, written by the change's own update."""
+        return [outbox_entry(self.envelope(event))]
 
     # --- the wall ----------------------------------------------------------------------------
     async def list_alerts(self, q: AlertQuery) -> AlertPage:
@@ -103,26 +145,42 @@ class Operations:
         return _alert_view(doc)
 
     async def mark_read(self, alert_id: str, read: bool) -> AlertView:
-        if own_wall("alerts:write") is not None:
-            await self.get_alert(alert_id, "alerts:write")
-        doc = await self.alerts.mark_read(alert_id, read)
+        current = await self.get_alert(alert_id, "alerts:write")  # 404, or another's wall: 403
+        event = AlertMarkedRead(
+            alert_id=alert_id,
+            recipient_kind=current.recipient.kind,
+            recipient_id=current.recipient.id,
+            read=read,
+        )
+        doc = await self.alerts.mark_read(alert_id, read, current_actor() or "", self._events(event))
         if doc is None:
             raise DomainError(404, "no such alert", "alert_id")
+        self.wake_relay()
         return _alert_view(doc)
 
     async def delete_alert(self, alert_id: str) -> Deleted:
-        if own_wall("alerts:write") is not None:
-            await self.get_alert(alert_id, "alerts:write")
-        deleted = await self.alerts.delete_alerts({"_id": alert_id})
+        current = await self.get_alert(alert_id, "alerts:write")
+        event = AlertsDeleted(
+            alert_id=alert_id, recipient_kind=current.recipient.kind, recipient_id=current.recipient.id
+        )
+        deleted = await self.alerts.delete_alerts(
+            {"_id": alert_id}, current_actor() or "", self._events(event)
+        )
         if not deleted:
             raise DomainError(404, "no such alert", "alert_id")
+        self.wake_relay()
         return Deleted(deleted=deleted)
 
     async def delete_all(self, ref: RecipientRef) -> Deleted:
         """Dynamics' "Delete all alerts", for one recipient's wall."""
         query = recipient_query(ref.recipient_kind, ref.recipient_id)
         admit_wall("alerts:write", query.get("recipient_key"))
-        return Deleted(deleted=await self.alerts.delete_alerts(query))
+        kind, rid = _recipient(query.get("recipient_key", ""))
+        event = AlertsDeleted.model_validate({"recipient_kind": kind, "recipient_id": rid})
+        deleted = await self.alerts.delete_alerts(query, current_actor() or "", self._events(event))
+        if deleted:
+            self.wake_relay()
+        return Deleted(deleted=deleted)
 
     # --- webhooks ----------------------------------------------------------------------------
     async def create_webhook(self, req: WebhookCreate) -> WebhookCreated:
@@ -142,7 +200,15 @@ class Operations:
             created_at=datetime.now(UTC),
             created_by=current_actor() or "",
         )
-        await self.webhooks.create_webhook(hook)
+        event = WebhookRegistered(
+            webhook_id=webhook_id,
+            host=_host(hook.url),
+            recipient_kind=req.recipient_kind,
+            recipient_id=req.recipient_id,
+            levels=hook.levels,
+        )
+        await self.webhooks.create_webhook(hook, self._events(event))
+        self.wake_relay()
         return WebhookCreated.model_validate(_shown(hook) | {"secret": secret})
 
     async def list_webhooks(self) -> list[WebhookView]:
@@ -155,8 +221,10 @@ class Operations:
         return WebhookView.model_validate(_shown(doc))
 
     async def delete_webhook(self, webhook_id: str) -> Deleted:
-        if not await self.webhooks.delete_webhook(webhook_id):
+        events = self._events(WebhookRemoved(webhook_id=webhook_id))
+        if not await self.webhooks.delete_webhook(webhook_id, current_actor() or "", events):
             raise DomainError(404, "no such webhook", "webhook_id")
+        self.wake_relay()
         return Deleted(deleted=1)
 
     async def deliveries(self, webhook_id: str, q: DeliveryQuery) -> list[DeliveryView]:
@@ -179,5 +247,12 @@ class Operations:
             email=prefs.email,
             updated_by=current_actor() or "",
         )
-        saved = await self.preferences.save_preferences(wanted)
+        event = AlertPreferencesChanged(
+            recipient_kind=ref.recipient_kind,
+            recipient_id=ref.recipient_id,
+            email_levels=wanted.email_levels or [],
+            email=wanted.email,
+        )
+        saved = await self.preferences.save_preferences(wanted, self._events(event))
+        self.wake_relay()
         return Preferences.model_validate({"email_levels": saved.email_levels or [], "email": saved.email})

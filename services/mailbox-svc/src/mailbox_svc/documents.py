@@ -187,6 +187,9 @@ class JobDoc(Stored):
     """Outcome → how many, kept by the TestCompleted handlers."""
     results_at: datetime | None = None
     created_at: datetime
+    created_by: str = ""
+    """Who started it (``token:<sub>`` / ``jwt:<sub>``); ``cancelled_by``: who cancelled it."""
+    cancelled_by: str | None = None
     finished_at: datetime | None = None
     lease_owner: str | None = None
     lease_until: datetime | None = None

@@ -31,6 +31,7 @@ from mailbox_svc.models import JobView
 from mailbox_svc.profiles import ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import Repository
 from mailbox_svc.testing import Rings, TestRefused, build_request, job_test_id
+from mailwarden_runtime.auth.context import current_actor
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.mongo import Document
@@ -84,7 +85,13 @@ class JobRunner:
         total = await self.repo.count_for_profile(profile_id)
         started = TestJobStarted(job_id=job_id, profile_id=profile_id, total=total, started_at=now)
         job = JobDoc(
-            id=job_id, profile_id=profile_id, total=total, results={}, results_at=now, created_at=now
+            id=job_id,
+            profile_id=profile_id,
+            total=total,
+            results={},
+            results_at=now,
+            created_at=now,
+            created_by=current_actor() or "",
         )
         await self.repo.insert_job(job, [outbox_entry(self.envelop(started))])
         self.wake_relay()
@@ -176,6 +183,7 @@ class JobRunner:
                     "finished_at": now,
                     "summary": progress.model_dump(),
                     "lease_owner": None,
+                    **({"cancelled_by": current_actor() or ""} if state == "cancelled" else {}),
                 }
             },
             [outbox_entry(self.envelop(summary))],

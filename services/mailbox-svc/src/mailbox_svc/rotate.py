@@ -10,6 +10,7 @@ import asyncio
 import sys
 
 from mailbox_svc.config import Settings
+from mailbox_svc.keys import AT_REST_PURPOSE
 from mailbox_svc.repository import Repository
 from mailbox_svc.rotation import rotate_credentials
 from mailwarden_runtime.keys import load_keyring
@@ -19,7 +20,7 @@ from mailwarden_runtime.mongo import create_client, database
 async def main(settings: Settings | None = None) -> int:
     settings = settings or Settings()
     ring = load_keyring(
-        settings.credential_keys, "MW_MAILBOX_CREDENTIAL_KEYS", "credential", settings.dev_mode
+        settings.credential_keys, "MW_MAILBOX_CREDENTIAL_KEYS", AT_REST_PURPOSE, settings.dev_mode
     )
     client = create_client(settings, "mailbox-svc-rotate")
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.access import ApiTokenCreated, ApiTokenRevoked
 from mailwarden_runtime.audit import AuditPage, AuditQuery, audit_trail
 from mailwarden_runtime.auth.tokens_api import (
     Empty,
@@ -94,7 +95,10 @@ ADMIN_OPERATIONS: tuple[Operation[Any, Any], ...] = (
 
 
 def bind_admin(runtime: ServiceRuntime, repo: Repository, ring: KeyRing) -> list[Bound[Any, Any]]:
-    admin = TokenAdmin(runtime.authenticator.tokens)
+    async def announce(event: ApiTokenCreated | ApiTokenRevoked) -> None:
+        await runtime.publish(runtime.envelope(event))
+
+    admin = TokenAdmin(runtime.authenticator.tokens, announce)
 
     async def rotate_keys(_: Empty) -> ProfileRotationReport:
         return await rotate_profile_credentials(repo, ring)

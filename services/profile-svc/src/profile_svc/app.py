@@ -8,7 +8,7 @@ from mailwarden_runtime.keys import load_keyring
 from mailwarden_runtime.service import ServiceRuntime
 from profile_svc.api import serve_operations
 from profile_svc.config import ProfileSettings
-from profile_svc.credentials import CredentialBox
+from profile_svc.credentials import AT_REST_PURPOSE, CredentialBox
 from profile_svc.handlers import register_handlers
 from profile_svc.operations import Operations
 from profile_svc.repository import OUTBOX_COLLECTIONS, Repository
@@ -21,7 +21,7 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
     settings = settings or ProfileSettings()
     box = CredentialBox(
         at_rest=load_keyring(
-            settings.credential_keys, "MW_PROFILE_CREDENTIAL_KEYS", "credential", settings.dev_mode
+            settings.credential_keys, "MW_PROFILE_CREDENTIAL_KEYS", AT_REST_PURPOSE, settings.dev_mode
         ),
         transit=load_keyring(settings.transit_keys, "MW_TRANSIT_KEYS", "transit", settings.dev_mode),
     )

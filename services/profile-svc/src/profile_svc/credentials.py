@@ -16,6 +16,9 @@ from contracts.events import SealedCredentials
 from contracts.models import Direction, Password, SealedSecret
 from mailwarden_runtime.crypto import KeyRing
 
+AT_REST_PURPOSE = "profile-credential"
+"""The dev-mode built-in at-rest key is derived from this: another key than mailbox-svc's."""
+
 
 class Login(BaseModel):
     """A user name and password as the API receives them; the password never leaves as plaintext."""

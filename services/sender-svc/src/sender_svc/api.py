@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from contracts.outgoing import SendEmailRequested
 from mailwarden_runtime.auth import require_mailbox
+from mailwarden_runtime.auth.context import current_actor
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.operations import Operation, serve
 from mailwarden_runtime.service import ServiceRuntime
@@ -59,7 +60,7 @@ OPERATIONS = (SEND, GET)
 def serve_operations(runtime: ServiceRuntime, submission: Submission, repo: Repository) -> APIRouter:
     async def send(req: SendEmailRequested) -> SendStatus:
         require_mailbox("mail:send", req.mailbox_id, None)  # granted mailboxes only (403)
-        doc, duplicate = await submission.submit(req, current_correlation_id())
+        doc, duplicate = await submission.submit(req, current_correlation_id(), current_actor())
         return SendStatus.of(doc, duplicate)
 
     async def get(req: SendLookup) -> SendStatus:

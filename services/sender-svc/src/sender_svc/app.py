@@ -50,8 +50,11 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     def runtime_connection() -> Client | None:
         return runtime.bus.connection if runtime.bus.is_connected else None
 
-    def envelop(data: Event, correlation_id: str | None, event_id: uuid.UUID) -> Envelope[Any]:
-        return make_envelope(data, NAME, correlation_id=correlation_id, event_id=event_id)
+    def envelop(
+        data: Event, correlation_id: str | None, event_id: uuid.UUID, actor: str | None
+    ) -> Envelope[Any]:
+        """A send's event names who asked for the send as its actor (the audit)."""
+        return make_envelope(data, NAME, correlation_id=correlation_id, event_id=event_id, actor=actor)
 
     who = bearer_header(service_token(keyring, NAME))  # a service asking a service (auth.service_tokens)
 

@@ -76,6 +76,8 @@ class SendDoc(Stored):
     message_id: str
     size: int = 0
     correlation_id: str | None = None
+    requested_by: str | None = None
+    """Who asked for it (``token:<sub>`` / ``jwt:<sub>``); its events name them as their actor."""
     requested_at: Time
     next_at: Time
     updated_at: Time

@@ -38,7 +38,9 @@ class Handlers:
 
     async def send_requested_many(self, envs: Sequence[Envelope[SendEmailRequested]]) -> None:
         """A fetch of requests queued in one insert; each refusal answered on its own."""
-        results = await self.submission.submit_many([(env.data, env.correlation_id) for env in envs])
+        results = await self.submission.submit_many(
+            [(env.data, env.correlation_id, env.actor) for env in envs]
+        )
         for env, result in zip(envs, results, strict=True):
             if isinstance(result, Refused):
                 await self._refused(env, result)
@@ -64,5 +66,6 @@ class Handlers:
             self.producer,
             correlation_id=env.correlation_id,
             event_id=refusal_id(req.mailbox_id, req.idempotency_key),
+            actor=env.actor,
         )
         await self.publish(out, send_outcome_subject(SEND_FAILED, req.mailbox_id))

@@ -31,6 +31,7 @@ class SendStatus(BaseModel):
     attempts: int
     size: int
     requested_at: datetime
+    requested_by: str | None = Field(None, description="Who asked for it: token:<subject> or jwt:<subject>.")
     next_attempt_at: datetime | None = None
     last_error: str | None = None
     sent: EmailSent | None = None
@@ -50,6 +51,7 @@ class SendStatus(BaseModel):
             attempts=doc.attempts,
             size=doc.size,
             requested_at=doc.requested_at,
+            requested_by=doc.requested_by,
             next_attempt_at=doc.next_at if status == "queued" else None,
             last_error=f"{last.code}: {last.detail}" if last else None,
             sent=EmailSent.model_validate(outcome) if outcome and status == "sent" else None,

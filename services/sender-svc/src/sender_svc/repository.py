@@ -154,6 +154,7 @@ class Repository:
         at: datetime,
         owner: str | None = None,
         hold_s: float = 0.0,
+        requested_by: str | None = None,
     ) -> SendDoc:
         """A queued send as it is inserted (``at``: when it was requested, the message's Date).
 
@@ -171,6 +172,7 @@ class Repository:
             message_id=message_id,
             size=size,
             correlation_id=correlation_id,
+            requested_by=requested_by,
             requested_at=at,
             next_at=at,
             updated_at=at,

@@ -58,7 +58,8 @@ from sender_svc.repository import Finish, Repository, now
 from sender_svc.submit import Queued, Refused, Sendable, sendable
 
 log = logging.getLogger(__name__)
-Envelop = Callable[[Event, str | None, uuid.UUID], Envelope[Any]]
+Envelop = Callable[[Event, str | None, uuid.UUID, str | None], Envelope[Any]]
+"""An event of this service: (event, correlation id, event id, actor: who asked for the send)."""
 
 
 class _ClaimLost(Exception):
@@ -446,8 +447,8 @@ class Sender:
         (the refused-login mark) must never be stored without it."""
         doc = attempt.doc
         cid = doc.correlation_id
-        envelope = self.envelop(event, cid, self._ids(doc, status))
-        more = tuple(self.envelop(e, cid, self._ids(doc, e.TYPE)) for e in also)
+        envelope = self.envelop(event, cid, self._ids(doc, status), doc.requested_by)
+        more = tuple(self.envelop(e, cid, self._ids(doc, e.TYPE), doc.requested_by) for e in also)
         attempts = self._attempts(attempt)
         finish = Finish(doc.id, doc.lease_token or "", status, attempts, event, envelope, subject, more, copy)
         if not also:
@@ -588,7 +589,7 @@ class Sender:
                 data_started_at=doc.data_started_at or doc.updated_at,
                 detected_at=datetime.now(UTC),
             )
-            envelope = self.envelop(event, doc.correlation_id, self._ids(doc, "uncertain"))
+            envelope = self.envelop(event, doc.correlation_id, self._ids(doc, "uncertain"), doc.requested_by)
             subject = send_outcome_subject(SEND_UNCERTAIN, req.mailbox_id)
             if await self.repo.mark_uncertain(doc, event, envelope, subject):
                 count += 1

@@ -45,7 +45,7 @@ from sender_svc.documents import SendDoc
 from sender_svc.repository import Repository, now
 
 log = logging.getLogger(__name__)
-Envelop = Callable[[Event, str | None, uuid.UUID], Envelope[Any]]
+Envelop = Callable[[Event, str | None, uuid.UUID, str | None], Envelope[Any]]
 WORKERS = 4
 
 
@@ -259,7 +259,9 @@ class SentCopies:
             attempts=attempts,
             copied_at=datetime.now(UTC),
         )
-        envelope = self.envelop(event, doc.correlation_id, uuid.uuid5(uuid.UUID(doc.id), "sent_copy"))
+        envelope = self.envelop(
+            event, doc.correlation_id, uuid.uuid5(uuid.UUID(doc.id), "sent_copy"), doc.requested_by
+        )
         state = "saved" if error is None else "failed"
         subject = send_outcome_subject(SEND_SENT_COPY, req.mailbox_id)
         if await self.repo.copy_done(doc, state, attempts, envelope, subject):

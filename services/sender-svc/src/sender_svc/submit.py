@@ -130,6 +130,8 @@ class Queued:
 
 Submitted = tuple[SendDoc, bool] | Refused
 """The stored send and whether its key existed already, or why the request was refused."""
+Request = tuple[SendEmailRequested, str | None, str | None]
+"""A request with its correlation id and its caller (``token:<sub>``, the envelope's actor)."""
 
 
 class Submission:
@@ -152,30 +154,30 @@ class Submission:
         self.clock = clock
 
     async def submit(
-        self, req: SendEmailRequested, correlation_id: str | None = None
+        self, req: SendEmailRequested, correlation_id: str | None = None, actor: str | None = None
     ) -> tuple[SendDoc, bool]:
         """Queue ``req`` once; returns the stored send and whether it existed already.
 
         A key submitted before answers that send, even when the request would be refused now."""
-        (result,) = await self.submit_many([(req, correlation_id)])
+        (result,) = await self.submit_many([(req, correlation_id, actor)])
         if isinstance(result, Refused):
             raise result
         return result
 
-    async def submit_many(self, items: list[tuple[SendEmailRequested, str | None]]) -> list[Submitted]:
+    async def submit_many(self, items: list[Request]) -> list[Submitted]:
         """Queue a batch: every check per request (the mailboxes read in one round trip), then one
         insert for all that passed. Each request gets its own answer, in order."""
-        await self.repo.read.prefetch_mailboxes([req.mailbox_id for req, _ in items])
+        await self.repo.read.prefetch_mailboxes([req.mailbox_id for req, _, _ in items])
         results: list[Submitted | Queued] = []
-        for req, correlation_id in items:
+        for req, correlation_id, actor in items:
             try:
-                results.append(await self._prepare(req, correlation_id))
+                results.append(await self._prepare(req, correlation_id, actor))
             except Refused as refusal:
                 results.append(refusal)
         queued = [r for r in results if isinstance(r, Queued)]
         existed = await self.repo.insert_sends([q.doc for q in queued])
         answers: list[Submitted] = []
-        for (req, _), result in zip(items, results, strict=True):
+        for (req, _, _), result in zip(items, results, strict=True):
             if isinstance(result, Queued) and result.doc.id not in existed:
                 self.offer(result)
                 answers.append((result.doc, False))
@@ -205,7 +207,9 @@ class Submission:
             )
         return existing
 
-    async def _prepare(self, req: SendEmailRequested, correlation_id: str | None) -> Queued:
+    async def _prepare(
+        self, req: SendEmailRequested, correlation_id: str | None, actor: str | None
+    ) -> Queued:
         """Every check; the send as it will be inserted, and its message."""
         target = await sendable(self.repo, req.mailbox_id)
         try:
@@ -226,7 +230,7 @@ class Submission:
         self._fits(size, self.max_bytes, "the configured limit")
         if target.size_limit:
             self._fits(size, target.size_limit, "the server's advertised SIZE")
-        doc = self.repo.new_send(req, msg_id, size, correlation_id, at, self.owner, self.hold_s)
+        doc = self.repo.new_send(req, msg_id, size, correlation_id, at, self.owner, self.hold_s, actor)
         return Queued(doc, built, sender)
 
     @staticmethod

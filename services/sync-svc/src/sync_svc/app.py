@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from nats.aio.client import Client
 from nats.js.api import PubAck
 
-from contracts.email import EmailRejected, EmailTracked, MailboxSyncPaused
+from contracts.email import EmailRejected, EmailTracked, MailboxResyncRequested, MailboxSyncPaused
 from contracts.envelope import Envelope
 from mailwarden_mailnet.resolve import Resolver, SystemResolver
 from mailwarden_mailnet.tls import TlsContexts
@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     runtime.consume(EmailTracked, "sync-svc-tracked", Tracked(repo))
     runtime.consume(EmailRejected, "sync-svc-rejected", Rejected(repo, undeliverable))
 
-    async def announce(event: MailboxSyncPaused) -> None:
+    async def announce(event: MailboxSyncPaused | MailboxResyncRequested) -> None:
         await publish(runtime.envelope(event), event.SUBJECT)
 
     ops = Operations(repo, lambda: set(worker.targets), worker.wake, announce)

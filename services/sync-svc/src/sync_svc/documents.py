@@ -48,6 +48,9 @@ class SyncStateDoc(Stored):
     generation: int = 0
     """Moves with every control (pause, resume, resync): the worker restarts the mailbox's task."""
     resync_from: datetime | None = None
+    controlled_by: str | None = None
+    """Who asked for the last pause, resume or resync (``token:<sub>`` / ``jwt:<sub>``)."""
+    controlled_at: datetime | None = None
 
 
 class Feedback(BaseModel):

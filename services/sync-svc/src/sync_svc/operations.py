@@ -8,17 +8,18 @@ was never published (the ledger recognises the rest), then carries on incrementa
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.email import MailboxSyncPaused
+from contracts.email import MailboxResyncRequested, MailboxSyncPaused
 from contracts.models import Identifier
 from mailwarden_runtime.auth import require_mailbox
+from mailwarden_runtime.auth.context import current_actor
 from mailwarden_runtime.http import DomainError
 from sync_svc.documents import SyncError, SyncStateDoc
-from sync_svc.repository import Repository
+from sync_svc.repository import Controls, Repository
 
 
 class MailboxRequest(BaseModel):
@@ -57,12 +58,13 @@ class Operations:
         repo: Repository,
         targets: Callable[[], set[str]],
         wake: Callable[[], None],
-        announce: Callable[[MailboxSyncPaused], Awaitable[None]],
+        announce: Callable[[MailboxSyncPaused | MailboxResyncRequested], Awaitable[None]],
     ) -> None:
         self.repo = repo
         self.targets = targets
         self.wake = wake
-        self.announce = announce  # MailboxSyncPaused: mailbox-svc re-tests a paused mailbox on schedule
+        self.announce = announce
+        """Publishes the control with its actor (the audit); mailbox-svc re-tests a paused mailbox."""
 
     async def _known(self, mailbox_id: str) -> str | None:
         """404 unless the mailbox is known; its owner's user id (None for a queue)."""
@@ -97,16 +99,21 @@ class Operations:
         require_mailbox("mailboxes:read", req.mailbox_id, owner_id)  # an owner or integration: its own
         return await self._view(await self.repo.get_state(req.mailbox_id), req.mailbox_id)
 
+    @staticmethod
+    def _by_caller(controls: Controls) -> Controls:
+        """The control as stored: who asked for it, and when (the audit, beside the event)."""
+        return controls | {"controlled_by": current_actor() or "", "controlled_at": datetime.now(UTC)}
+
     async def pause(self, req: MailboxRequest) -> SyncState:
         await self._known(req.mailbox_id)
-        doc = await self.repo.control(req.mailbox_id, {"paused": True})
+        doc = await self.repo.control(req.mailbox_id, self._by_caller({"paused": True}))
         self.wake()
         await self.announce(MailboxSyncPaused(mailbox_id=req.mailbox_id, paused=True))
         return await self._view(doc, req.mailbox_id)
 
     async def resume(self, req: MailboxRequest) -> SyncState:
         await self._known(req.mailbox_id)
-        doc = await self.repo.control(req.mailbox_id, {"paused": False})
+        doc = await self.repo.control(req.mailbox_id, self._by_caller({"paused": False}))
         self.wake()
         await self.announce(MailboxSyncPaused(mailbox_id=req.mailbox_id, paused=False))
         return await self._view(doc, req.mailbox_id)
@@ -114,6 +121,7 @@ class Operations:
     async def resync(self, req: ResyncRequest) -> SyncState:
         await self._known(req.mailbox_id)
         start = datetime(req.from_date.year, req.from_date.month, req.from_date.day)
-        doc = await self.repo.control(req.mailbox_id, {"resync_from": start})
+        doc = await self.repo.control(req.mailbox_id, self._by_caller({"resync_from": start}))
         self.wake()
+        await self.announce(MailboxResyncRequested(mailbox_id=req.mailbox_id, from_date=req.from_date))
         return await self._view(doc, req.mailbox_id)

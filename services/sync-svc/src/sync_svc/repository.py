@@ -59,6 +59,9 @@ class Controls(TypedDict, total=False):
 
     paused: bool
     resync_from: datetime
+    controlled_by: str
+    """Who asked for the last control (``token:<sub>`` / ``jwt:<sub>``)."""
+    controlled_at: datetime
 
 
 def _stored(fields: StateFields | Controls) -> dict[str, object]:

@@ -57,6 +57,7 @@ class TokenInfo(BaseModel):
     created_at: AwareDatetime
     expires_at: AwareDatetime
     revoked_at: AwareDatetime | None = None
+    revoked_by: str | None = Field(None, max_length=300)
 
     def state_at(self, now: datetime) -> str:
         if self.revoked_at is not None:
@@ -215,12 +216,12 @@ class TokenStore:
         records = [await self.get(k) for k in keys]
         return [r for r in records if r is not None]
 
-    async def revoke(self, token_id: str, now: datetime | None = None) -> TokenRecord | None:
+    async def revoke(self, token_id: str, now: datetime | None = None, by: str = "") -> TokenRecord | None:
         record = await self.get(token_id)
         if record is None:
             return None
         if record.revoked_at is None:
-            record = record.model_copy(update={"revoked_at": now or datetime.now(UTC)})
+            record = record.model_copy(update={"revoked_at": now or datetime.now(UTC), "revoked_by": by})
             await self.put(record)
         return record
 

@@ -1,15 +1,19 @@
 """Managing API tokens (``tokens:manage``): create (the secret shown once), list, revoke.
 
 Served by profile-svc as declared operations (``/tokens``, ``mailwarden.rpc.profile-svc.tokens_*``).
+A token made or revoked is announced (ApiTokenCreated, ApiTokenRevoked, with the caller as actor)
+after it is stored in the bucket, so the audit lists it; the record keeps who made or revoked it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from contracts.access import ApiTokenCreated, ApiTokenRevoked
 from mailwarden_runtime.auth.context import current_actor
 from mailwarden_runtime.auth.permissions import Permission, Role
 from mailwarden_runtime.auth.tokens import TokenInfo, TokenStore, new_token, ungranted_scopes
@@ -61,9 +65,18 @@ class Empty(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Announce = Callable[[ApiTokenCreated | ApiTokenRevoked], Awaitable[object]]
+
+
+async def _unannounced(_: ApiTokenCreated | ApiTokenRevoked) -> None:
+    return None
+
+
 class TokenAdmin:
-    def __init__(self, store: TokenStore) -> None:
+    def __init__(self, store: TokenStore, announce: Announce = _unannounced) -> None:
         self.store = store
+        self.announce = announce
+        """Publishes the change with the caller as actor (profile-svc: ``runtime.envelope``)."""
 
     async def create(self, req: TokenCreate) -> TokenCreated:
         for i, scope in enumerate(req.scopes):
@@ -79,6 +92,16 @@ class TokenAdmin:
             created_by=current_actor() or "",
         )
         await self.store.put(record)
+        await self.announce(
+            ApiTokenCreated(
+                token_id=record.token_id,
+                subject=record.subject,
+                roles=[r.value for r in record.roles],
+                mailboxes=record.mailboxes,
+                scopes=list(record.scopes),
+                expires_at=record.expires_at,
+            )
+        )
         return TokenCreated.model_validate(record.info().model_dump() | {"token": text})
 
     async def list(self, _: Empty | None = None) -> TokenList:
@@ -91,7 +114,11 @@ class TokenAdmin:
         )
 
     async def revoke(self, ref: TokenRef) -> TokenView:
-        record = await self.store.revoke(ref.token_id)
+        record = await self.store.get(ref.token_id)
+        if record is not None and record.revoked_at is None:
+            record = await self.store.revoke(ref.token_id, by=current_actor() or "")
+            if record is not None:
+                await self.announce(ApiTokenRevoked(token_id=record.token_id, subject=record.subject))
         if record is None:
             raise DomainError(404, "no such token", "token_id")
         return TokenView.model_validate(

@@ -93,7 +93,11 @@ class AlertDoc(Stored, AlertText):
     occurrences: list[str] = Field(default_factory=list)
     """The last occurrences counted (test ids), so a redelivered event counts once."""
     read: bool = False
+    read_by: str | None = None
+    """Who marked it read or unread last (``token:<sub>`` / ``jwt:<sub>``)."""
     deleted: bool = False
+    deleted_by: str | None = None
+    """Who deleted it from the wall."""
     open_in: list[str] | None = None
     resolved_at: datetime | None = None
     resolved_reason: str | None = None
@@ -485,13 +489,21 @@ class AlertStore:
         )
         return None if found is None else (await self.with_tails([AlertDoc.model_validate(found)]))[0]
 
-    async def mark_read(self, alert_id: str, read: bool) -> AlertDoc | None:
-        await self.alerts.update_one({"_id": alert_id, "deleted": False}, {"$set": {"read": read}})
+    async def mark_read(
+        self, alert_id: str, read: bool, actor: str = "", events: Sequence[Document] = ()
+    ) -> AlertDoc | None:
+        """``events`` (outbox entries, e.g. AlertMarkedRead) are written by the same update."""
+        update = with_outbox({"$set": {"read": read, "read_by": actor}}, events)
+        await self.alerts.update_one({"_id": alert_id, "deleted": False}, update)
         return await self.get_alert(alert_id)
 
-    async def delete_alerts(self, query: Document) -> int:
-        """Soft delete: the alert leaves the wall, and its cause may open a fresh alert."""
-        result = await self.alerts.update_many(
-            {**query, "deleted": False}, {"$set": {"deleted": True}, "$unset": {"open_key": ""}}
+    async def delete_alerts(self, query: Document, actor: str = "", events: Sequence[Document] = ()) -> int:
+        """Soft delete: the alert leaves the wall, and its cause may open a fresh alert.
+
+        ``events`` (the AlertsDeleted entry) go into every alert deleted, by the same update: one
+        event id, so JetStream keeps one copy; none when nothing was deleted."""
+        update = with_outbox(
+            {"$set": {"deleted": True, "deleted_by": actor}, "$unset": {"open_key": ""}}, events
         )
+        result = await self.alerts.update_many({**query, "deleted": False}, update)
         return result.modified_count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -16,6 +17,7 @@ from alert_svc.store.queued import Queued
 from contracts.events import AlertLevel
 from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.outbox import with_outbox
 
 
 class PreferencesDoc(Stored):
@@ -45,18 +47,24 @@ class EmailItem(Queued, AlertText):
     sent_at: datetime | None = None
 
 
+PREFERENCES = "recipient_preferences"
+
+
 class PreferenceStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.prefs: AsyncCollection[Document] = db["recipient_preferences"]
+        self.prefs: AsyncCollection[Document] = db[PREFERENCES]
 
     async def preferences(self, key: str) -> PreferencesDoc | None:
         found = await self.prefs.find_one({"_id": key})
         return None if found is None else PreferencesDoc.model_validate(found)
 
-    async def save_preferences(self, prefs: PreferencesDoc) -> PreferencesDoc:
+    async def save_preferences(
+        self, prefs: PreferencesDoc, events: Sequence[Document] = ()
+    ) -> PreferencesDoc:
+        """``events`` (outbox entries: AlertPreferencesChanged) are written by the same update."""
         await self.prefs.update_one(
             {"_id": prefs.id},
-            {"$set": prefs.stored(include={"email_levels", "email", "updated_by"})},
+            with_outbox({"$set": prefs.stored(include={"email_levels", "email", "updated_by"})}, events),
             upsert=True,
         )
         return await self.preferences(prefs.id) or prefs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -17,8 +17,12 @@ from contracts.events import AlertLevel
 from contracts.models import OwnerKind, SealedSecret
 from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.outbox import new_document_outbox, with_outbox
 
 KEEP_ATTEMPTS = 20
+WEBHOOKS = "webhooks"
+LIVE: Document = {"deleted": {"$ne": True}}
+"""Webhooks not deleted (a deleted one is kept, with who deleted it, for the audit)."""
 
 
 class WebhookDoc(Stored):
@@ -34,6 +38,9 @@ class WebhookDoc(Stored):
     created_at: datetime
     created_by: str = ""
     """Who registered it (``token:<sub>`` / ``jwt:<sub>``): the audit of where alerts go."""
+    deleted: bool = False
+    deleted_by: str | None = None
+    deleted_at: datetime | None = None
 
 
 class Attempt(BaseModel):
@@ -61,7 +68,7 @@ class DeliveryDoc(Queued):
 
 class WebhookStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.webhooks: AsyncCollection[Document] = db["webhooks"]
+        self.webhooks: AsyncCollection[Document] = db[WEBHOOKS]
         self.deliveries: AsyncCollection[Document] = db["webhook_deliveries"]
 
     async def ensure_indexes(self) -> None:
@@ -69,26 +76,34 @@ class WebhookStore:
         await self.deliveries.create_index([("state", ASCENDING), ("next_attempt_at", ASCENDING)])
         await self.deliveries.create_index([("webhook_id", ASCENDING), ("created_at", DESCENDING)])
 
-    async def create_webhook(self, hook: WebhookDoc) -> None:
-        await self.webhooks.insert_one(hook.stored())
+    async def create_webhook(self, hook: WebhookDoc, events: Sequence[Document] = ()) -> None:
+        """Inserted with ``events`` (outbox entries: WebhookRegistered) in the same write."""
+        await self.webhooks.insert_one(hook.stored() | new_document_outbox(events))
 
     async def list_webhooks(self) -> list[WebhookDoc]:
-        found = await self.webhooks.find({}).sort("created_at", ASCENDING).to_list(None)
+        found = await self.webhooks.find(LIVE, {"outbox": 0}).sort("created_at", ASCENDING).to_list(None)
         return [WebhookDoc.model_validate(d) for d in found]
 
     async def get_webhook(self, webhook_id: str) -> WebhookDoc | None:
-        found = await self.webhooks.find_one({"_id": webhook_id})
+        found = await self.webhooks.find_one({"_id": webhook_id, **LIVE}, {"outbox": 0})
         return None if found is None else WebhookDoc.model_validate(found)
 
-    async def delete_webhook(self, webhook_id: str) -> bool:
-        return (await self.webhooks.delete_one({"_id": webhook_id})).deleted_count == 1
+    async def delete_webhook(self, webhook_id: str, actor: str, events: Sequence[Document] = ()) -> bool:
+        """Kept as deleted (by whom, when) with ``events`` (WebhookRemoved) in the same write: no
+        delivery reaches it any more, and the audit keeps who removed it."""
+        update = with_outbox(
+            {"$set": {"deleted": True, "deleted_by": actor, "deleted_at": datetime.now(UTC)}}, events
+        )
+        result = await self.webhooks.update_one({"_id": webhook_id, **LIVE}, update)
+        return result.modified_count == 1
 
     async def webhooks_for(self, key: str) -> list[WebhookDoc]:
         return (await self.webhooks_for_many([key]))[key]
 
     async def webhooks_for_many(self, keys: Sequence[str]) -> dict[str, list[WebhookDoc]]:
         """The webhooks of each recipient key (their own and the catch-all ``*``), in one read."""
-        found = await self.webhooks.find({"scope_key": {"$in": ["*", *keys]}}).to_list(None)
+        query = {"scope_key": {"$in": ["*", *keys]}, **LIVE}
+        found = await self.webhooks.find(query, {"outbox": 0}).to_list(None)
         hooks = [WebhookDoc.model_validate(d) for d in found]
         return {key: [h for h in hooks if h.scope_key in ("*", key)] for key in keys}
 

@@ -1,0 +1,46 @@
+"""API tokens made and revoked (profile-svc's token operations), each published with its actor.
+
+Never the token's secret (nor its hash): who it is for, what it may do, until when.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, ClassVar
+
+from pydantic import Field, StringConstraints
+
+from contracts import subjects
+from contracts.events import Event
+
+TokenId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class ApiTokenCreated(Event):
+    """An API token was made: its subject (the actor its calls will name), roles and reach."""
+
+    TYPE: ClassVar[str] = "ApiTokenCreated"
+    SUBJECT: ClassVar[str] = subjects.TOKEN_CREATED
+
+    token_id: TokenId
+    subject: Name
+    roles: list[Name]
+    mailboxes: list[str] = Field(default_factory=list, description="Mailboxes it may act on (own scope).")
+    scopes: list[str] = Field(
+        default_factory=list, description="At most these permissions; empty: the roles'."
+    )
+    expires_at: datetime
+
+
+class ApiTokenRevoked(Event):
+    """An API token was revoked: every service refuses it within its token cache's lifetime."""
+
+    TYPE: ClassVar[str] = "ApiTokenRevoked"
+    SUBJECT: ClassVar[str] = subjects.TOKEN_REVOKED
+
+    token_id: TokenId
+    subject: Name
+
+
+__all__ = ["ApiTokenCreated", "ApiTokenRevoked"]
