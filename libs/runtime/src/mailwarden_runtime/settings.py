@@ -6,7 +6,7 @@ Each service subclasses :class:`ServiceSettings` and adds its own fields. Every 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -112,3 +112,20 @@ class TransitKeySettings(BaseSettings):
     transit_keys: SecretStr | None = Field(
         None, description="Key ring `kid:base64key,...` for credentials in TestRequested; first seals."
     )
+
+
+# Kinds of setting the services that connect to mail servers share (tester-svc, sync-svc,
+# sender-svc): each names its own (MW_SYNC_CA_FILE, MW_SENDER_CA_FILE, ...), what one accepts and
+# says is declared here once. The allow-list is ``mailwarden_runtime.egress.policy.NetworksText``.
+CaFile = Annotated[str | None, Field(description="Extra CA bundle trusted besides the system CAs.")]
+DnsTimeoutS = Annotated[float, Field(gt=0, le=60, description="Deadline of the DNS lookup.")]
+KvTimeoutS = Annotated[
+    float, Field(gt=0, le=10, description="Deadline of one NATS KV call of the shared limits.")
+]
+
+
+def check_lease_renewal(kv_timeout_s: float, lease_ttl_s: float, kv_setting: str, ttl_setting: str) -> None:
+    """A shared lease is renewed every third of its TTL and a renewal takes at most one KV deadline:
+    it must land before the lease ends (the rest of the TTL absorbs clock skew between holders)."""
+    if lease_ttl_s < 3 * kv_timeout_s:
+        raise ValueError(f"{ttl_setting} must be at least 3 x {kv_setting}")
