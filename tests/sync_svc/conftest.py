@@ -22,11 +22,14 @@ from mailwarden_servers import DovecotServer, NatsServer, TestCertificates
 from sync_svc.app import create_app
 
 
-@pytest.fixture(scope="session")
-def sync_nats_url(workdir: Path) -> Iterator[str]:
-    """A NATS of the sync tests alone: durable consumers start from the first event, and no other
-    suite's mailboxes (enabled, with logins sealed by other keys) are in its streams."""
-    with NatsServer(workdir / "nats-sync") as server:
+@pytest.fixture
+def sync_nats_url(tmp_path: Path) -> Iterator[str]:
+    """A NATS of each sync test alone (it starts in ~25 ms): its streams, durable consumers and KV
+    buckets (leases, workers, host slots) hold nothing of another test. On one server for all, a
+    test's workers also took over what earlier tests left on the shared durables and in the KV
+    buckets, and synced their mailboxes on the same host. A durable name of its own per test would
+    not isolate it: a new durable replays the whole stream, every earlier mailbox included."""
+    with NatsServer(tmp_path / "nats") as server:
         yield server.url
 
 
