@@ -122,10 +122,3 @@ DnsTimeoutS = Annotated[float, Field(gt=0, le=60, description="Deadline of the D
 KvTimeoutS = Annotated[
     float, Field(gt=0, le=10, description="Deadline of one NATS KV call of the shared limits.")
 ]
-
-
-def check_lease_renewal(kv_timeout_s: float, lease_ttl_s: float, kv_setting: str, ttl_setting: str) -> None:
-    """A shared lease is renewed every third of its TTL and a renewal takes at most one KV deadline:
-    it must land before the lease ends (the rest of the TTL absorbs clock skew between holders)."""
-    if lease_ttl_s < 3 * kv_timeout_s:
-        raise ValueError(f"{ttl_setting} must be at least 3 x {kv_setting}")

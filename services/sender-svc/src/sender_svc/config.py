@@ -5,14 +5,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from mailwarden_mailnet.policy import Network, NetworksText, parse_networks
-from mailwarden_runtime.settings import (
-    CaFile,
-    DnsTimeoutS,
-    KvTimeoutS,
-    ServiceSettings,
-    TransitKeySettings,
-    check_lease_renewal,
-)
+from mailwarden_runtime.hostleases import check_lease_renewal
+from mailwarden_runtime.settings import CaFile, DnsTimeoutS, KvTimeoutS, ServiceSettings, TransitKeySettings
 
 
 class Settings(ServiceSettings, TransitKeySettings):
