@@ -472,10 +472,7 @@ class Sender:
         refused: list[RecipientRefusal] | None = None,
     ) -> None:
         doc, req = attempt.doc, attempt.req
-        spec = CATALOG[code]
-        error = TestError(
-            code=code, step=attempt.step, transient=spec.transient, scope=spec.scope, message=detail[:300]
-        )
+        error = TestError.of(code, attempt.step, detail[:300])
         event = EmailSendFailed(
             mailbox_id=req.mailbox_id,
             mailbox=attempt.target.ref if attempt.target else doc.mailbox_ref,

@@ -218,10 +218,7 @@ class SentCopies:
         failure = None
         if error is not None:
             code, detail = error
-            spec = CATALOG[code]
-            failure = TestError(
-                code=code, step="sent_copy", transient=spec.transient, scope=spec.scope, message=detail[:300]
-            )
+            failure = TestError.of(code, "sent_copy", detail[:300])
         event = EmailSentCopy(
             mailbox=stored_ref,
             idempotency_key=req.idempotency_key,
