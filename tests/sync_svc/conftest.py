@@ -9,13 +9,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from fastapi import FastAPI
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sync_helpers import NAMES, Bus, Mailbox, settings_for
+from sync_helpers import NAMES, Bus, Mailbox, running_bus, settings_for
 
 from mailwarden_mailnet.resolve import StaticResolver
 from mailwarden_servers import DovecotServer, NatsServer, TestCertificates
@@ -35,13 +34,8 @@ def sync_nats_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 async def bus(sync_nats_url: str, dovecot: DovecotServer) -> AsyncIterator[Bus]:
-    nc = await nats.connect(sync_nats_url)
-    try:
-        bus = Bus(nc, dovecot)
-        await bus.serve_logins()
+    async with running_bus(sync_nats_url, dovecot) as bus:
         yield bus
-    finally:
-        await nc.drain()
 
 
 @pytest.fixture
