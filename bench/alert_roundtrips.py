@@ -34,7 +34,7 @@ from alert_svc.config import Settings
 from alert_svc.processor import StatusProcessor
 from alert_svc.store import Stores
 from contracts.envelope import Envelope, make_envelope
-from contracts.errors import CATALOG, ErrorCode, WarningCode
+from contracts.errors import ErrorCode, WarningCode
 from contracts.events import MailboxStatusChanged, ProfileSnapshot
 from contracts.models import (
     Endpoint,
@@ -42,11 +42,9 @@ from contracts.models import (
     MailboxRef,
     Owner,
     OwnerKind,
-    TestError,
-    TestStatus,
-    TestWarning,
     TlsMode,
 )
+from contracts.testing import status_failed, status_succeeded
 from mailwarden_runtime.mongo import database_name
 from mailwarden_servers import MongoWireServer, NatsServer
 
@@ -93,34 +91,6 @@ def ref(n: int, profile: str = "bench") -> MailboxRef:
     )
 
 
-def success(r: MailboxRef, test_id: str, warnings: tuple[WarningCode, ...] = ()) -> MailboxStatusChanged:
-    return MailboxStatusChanged(
-        mailbox=r,
-        test_id=test_id,
-        incoming_status=TestStatus.SUCCESS,
-        outgoing_status=TestStatus.SUCCESS,
-        enabled_incoming=True,
-        enabled_outgoing=True,
-        warnings=[TestWarning(code=w, message=w.value) for w in warnings],
-    )
-
-
-def failure(r: MailboxRef, test_id: str, code: ErrorCode) -> MailboxStatusChanged:
-    spec = CATALOG[code]
-    error = TestError(code=code, step="auth", transient=spec.transient, scope=spec.scope, message="refused")
-    return MailboxStatusChanged(
-        mailbox=r,
-        test_id=test_id,
-        incoming_status=TestStatus.FAILURE,
-        outgoing_status=TestStatus.SUCCESS,
-        enabled_incoming=False,
-        enabled_outgoing=False,
-        retry_count=0,
-        disabled_reason=code,
-        incoming_error=error,
-    )
-
-
 @dataclass
 class Scenario:
     name: str
@@ -136,25 +106,26 @@ def scenarios(n: int) -> list[Scenario]:
     first, bad, dns = range(0, n // 3), range(n // 3, n // 3 + 40), range(n // 3 + 40, n // 3 + 80)
     rest = range(n // 3 + 80, n)
     out = [
-        Scenario("success, first, no open alerts", [env(success(ref(i), f"s1-{i}")) for i in first]),
+        Scenario("success, first, no open alerts", [env(status_succeeded(ref(i), f"s1-{i}")) for i in first]),
         Scenario(
-            "failure, mailbox scope", [env(failure(ref(i), f"f-{i}", ErrorCode.AUTH_FAILED)) for i in bad]
+            "failure, mailbox scope",
+            [env(status_failed(ref(i), f"f-{i}", ErrorCode.AUTH_FAILED)) for i in bad],
         ),
         Scenario(
             "failure, grouped (profile scope)",
-            [env(failure(ref(i), f"g-{i}", ErrorCode.DNS_NXDOMAIN)) for i in dns],
+            [env(status_failed(ref(i), f"g-{i}", ErrorCode.DNS_NXDOMAIN)) for i in dns],
         ),
-        Scenario("recovery, mailbox scope", [env(success(ref(i), f"r-{i}")) for i in bad]),
-        Scenario("recovery, leaves the group", [env(success(ref(i), f"rg-{i}")) for i in dns]),
+        Scenario("recovery, mailbox scope", [env(status_succeeded(ref(i), f"r-{i}")) for i in bad]),
+        Scenario("recovery, leaves the group", [env(status_succeeded(ref(i), f"rg-{i}")) for i in dns]),
         Scenario(
             "success, repeat, warning",
-            [env(success(ref(i), f"s2-{i}", (WarningCode.WEAK_TLS,))) for i in first[:40]],
+            [env(status_succeeded(ref(i), f"s2-{i}", (WarningCode.WEAK_TLS,))) for i in first[:40]],
         ),
-        Scenario("success, first, rest", [env(success(ref(i), f"s3-{i}")) for i in rest]),
+        Scenario("success, first, rest", [env(status_succeeded(ref(i), f"s3-{i}")) for i in rest]),
         Scenario(
             "majority (3 of 4 fail, 1 recovers)",
-            [env(failure(ref(i, "small"), f"mj-{i}", ErrorCode.AUTH_FAILED)) for i in range(3)]
-            + [env(success(ref(0, "small"), "mj-ok"))],
+            [env(status_failed(ref(i, "small"), f"mj-{i}", ErrorCode.AUTH_FAILED)) for i in range(3)]
+            + [env(status_succeeded(ref(0, "small"), "mj-ok"))],
         ),
     ]
     replay = [make_envelope(e.data, "bench", occurred_at=e.occurred_at) for e in out[1].events[:20]]

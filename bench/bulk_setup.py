@@ -34,9 +34,8 @@ import psutil
 from nats.aio.client import Client
 
 from bench.docwrites import DocumentWrites
-from bench.e2e import ADMIN
 from bench.mailboxes import DOMAIN
-from bench.system import MailwardenSystem, bus_quiet, connect, rpc
+from bench.system import MailwardenSystem, bench_profile, bus_quiet, connect, rpc
 
 PORTS = [993, 587]
 
@@ -108,22 +107,7 @@ async def _run(
 ) -> dict[str, Any]:
     nc = await connect(system.nats.url)
     try:
-        await rpc(nc, "profile-svc", "settings_put", {"port_preset": "custom", "allowed_ports": PORTS})
-        profile = await rpc(
-            nc,
-            "profile-svc",
-            "create",
-            {
-                "name": "bench",
-                "owner": ADMIN,
-                "incoming_protocol": "imap",
-                "incoming": {"host": "127.0.0.1", "port": 993, "tls": "implicit"},
-                "use_same_settings_for_outgoing": False,
-                "outgoing": {"host": "127.0.0.1", "port": 587, "tls": "starttls"},
-            },
-        )
-        profile_id = profile["profile_id"]
-        await bus_quiet(nc)
+        profile_id = await bench_profile(nc, "bench", "127.0.0.1", (993, 587), PORTS)
         starts = list(range(1, n + 1, batch))
         queue: asyncio.Queue[int] = asyncio.Queue()
         for s in starts:

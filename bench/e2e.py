@@ -28,17 +28,16 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bench.docwrites import DocumentWrites
-from bench.mailboxes import DOMAIN, Mailbox
+from bench.mailboxes import Mailbox
 from bench.models import Endpoint, Outcome, RunResult, Usage
 from bench.monitor import ResourceMonitor
 from bench.results import percentile, summarize
 from bench.runners import RunPlan
 from bench.stack import MailStack
-from bench.system import MailwardenSystem, TesterConfig, bus_quiet, connect, rpc
+from bench.system import MailwardenSystem, TesterConfig, bench_profile, bus_quiet, connect, rpc
 
 __all__ = ["MailwardenBench", "MailwardenRunner"]
 
-ADMIN = {"kind": "user", "id": "bench-admin", "name": "Bench admin", "email": f"admin@{DOMAIN}"}
 CHUNK = 1000  # the API's largest batch
 MAX_CONNECTIONS = 300  # the profile's per-host limit, at its maximum
 
@@ -156,24 +155,11 @@ class MailwardenBench:
         first = self.stack.endpoint(self.rtts[0])
         nc = await connect(self.system.nats.url)
         try:
-            await rpc(nc, "profile-svc", "settings_put", {"port_preset": "custom", "allowed_ports": ports})
-            profile = await rpc(
-                nc,
-                "profile-svc",
-                "create",
-                {
-                    "name": "bench",
-                    "owner": ADMIN,
-                    "incoming_protocol": "imap",
-                    "incoming": {"host": first.host, "port": first.imaps_port, "tls": "implicit"},
-                    "use_same_settings_for_outgoing": False,
-                    "outgoing": {"host": first.host, "port": first.smtp_port, "tls": "starttls"},
-                    "advanced": {"max_concurrent_connections": MAX_CONNECTIONS},
-                },
-            )
-            self.profile_id = profile["profile_id"]
             self.profile_ports = (first.imaps_port, first.smtp_port)
-            await bus_quiet(nc)  # mailbox-svc knows the profile
+            advanced = {"max_concurrent_connections": MAX_CONNECTIONS}
+            self.profile_id = await bench_profile(
+                nc, "bench", first.host, self.profile_ports, ports, advanced
+            )
             began = time.perf_counter()
             for i in range(0, len(mailboxes), CHUNK):
                 chunk = mailboxes[i : i + CHUNK]

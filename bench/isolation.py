@@ -19,14 +19,14 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from bench.e2e import ADMIN, MailwardenBench, _errors
+from bench.e2e import MailwardenBench, _errors
 from bench.mailboxes import DOMAIN
 from bench.models import Outcome, RunResult
 from bench.monitor import ResourceMonitor
 from bench.results import summarize
 from bench.runners import RunPlan
 from bench.stack import MailStack
-from bench.system import TesterConfig, bus_quiet, connect, rpc
+from bench.system import TesterConfig, bench_profile, bus_quiet, connect, rpc
 
 DEAD_HOST = "127.0.0.2"
 
@@ -148,21 +148,7 @@ class IsolationRunner:
         if self.bench.dead_profile_id is not None:
             return self.bench.dead_profile_id
         ports = sorted({*self.bench.allowed_ports, port})
-        await rpc(nc, "profile-svc", "settings_put", {"port_preset": "custom", "allowed_ports": ports})
-        profile = await rpc(
-            nc,
-            "profile-svc",
-            "create",
-            {
-                "name": "dead server",
-                "owner": ADMIN,
-                "incoming_protocol": "imap",
-                "incoming": {"host": DEAD_HOST, "port": port, "tls": "implicit"},
-                "use_same_settings_for_outgoing": False,
-                "outgoing": {"host": DEAD_HOST, "port": port, "tls": "starttls"},
-            },
-        )
-        await bus_quiet(nc)
+        profile_id = await bench_profile(nc, "dead server", DEAD_HOST, (port, port), ports)
         for start in range(0, self.dead, 1000):
             ids = [f"dead{i:05d}" for i in range(start, min(self.dead, start + 1000))]
             items = [
@@ -170,12 +156,12 @@ class IsolationRunner:
                     "mailbox_id": i,
                     "email": f"{i}@{DOMAIN}",
                     "owner": {"kind": "user", "id": i, "name": i, "email": f"{i}@{DOMAIN}"},
-                    "profile_id": profile["profile_id"],
+                    "profile_id": profile_id,
                     "credentials": {"username": i, "password": "never-used"},
                 }
                 for i in ids
             ]
             await rpc(nc, "mailbox-svc", "create_many", {"mailboxes": items, "approve": True})
         await bus_quiet(nc)
-        self.bench.dead_profile_id = profile["profile_id"]
-        return str(profile["profile_id"])
+        self.bench.dead_profile_id = profile_id
+        return str(profile_id)

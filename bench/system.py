@@ -12,7 +12,7 @@ import concurrent.futures
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -20,6 +20,7 @@ import nats
 from nats.aio.client import Client
 from pymongo import MongoClient
 
+from bench.mailboxes import DOMAIN
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_servers.devstack import ServiceProcess, ServiceSpec, load_or_create_keys
@@ -155,6 +156,40 @@ async def rpc(nc: Client, service: str, op: str, body: Mapping[str, Any], wait_s
     if not reply.get("ok"):
         raise RuntimeError(f"{service}.{op} failed: {reply}")
     return reply["result"]
+
+
+ADMIN = {"kind": "user", "id": "bench-admin", "name": "Bench admin", "email": f"admin@{DOMAIN}"}
+
+
+async def bench_profile(
+    nc: Client,
+    name: str,
+    host: str,
+    ports: tuple[int, int],
+    allowed_ports: Sequence[int],
+    advanced: Mapping[str, Any] | None = None,
+) -> str:
+    """The organisation's ports set to ``allowed_ports`` and a profile (IMAP with implicit TLS on
+    ``ports[0]``, SMTP with STARTTLS on ``ports[1]`` of ``host``) that mailbox-svc knows: its id."""
+    await rpc(
+        nc, "profile-svc", "settings_put", {"port_preset": "custom", "allowed_ports": list(allowed_ports)}
+    )
+    profile = await rpc(
+        nc,
+        "profile-svc",
+        "create",
+        {
+            "name": name,
+            "owner": ADMIN,
+            "incoming_protocol": "imap",
+            "incoming": {"host": host, "port": ports[0], "tls": "implicit"},
+            "use_same_settings_for_outgoing": False,
+            "outgoing": {"host": host, "port": ports[1], "tls": "starttls"},
+        }
+        | ({"advanced": dict(advanced)} if advanced else {}),
+    )
+    await bus_quiet(nc)  # mailbox-svc knows the profile
+    return str(profile["profile_id"])
 
 
 async def bus_quiet(nc: Client, settle_s: float = 0.5, timeout_s: float = 600.0) -> float:

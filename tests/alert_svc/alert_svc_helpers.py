@@ -20,28 +20,22 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from contracts.envelope import make_envelope
-from contracts.errors import CATALOG, ErrorCode, WarningCode
 from contracts.events import (
     AdvancedOptions,
     EmailSettingsChanged,
     Event,
     MailboxCreated,
     MailboxSnapshot,
-    MailboxStatusChanged,
     ProfileCreated,
     ProfileSnapshot,
     SettingsSnapshot,
 )
 from contracts.models import (
-    Direction,
     Endpoint,
     IncomingProtocol,
     MailboxRef,
     Owner,
     OwnerKind,
-    TestError,
-    TestStatus,
-    TestWarning,
     TlsMode,
 )
 from mailwarden_runtime.auth import bearer_header
@@ -63,44 +57,6 @@ def mailbox_ref(
         owner=owner,
         profile_id=profile,
         profile_owner=profile_owner,
-    )
-
-
-def failed(
-    ref: MailboxRef,
-    test_id: str,
-    code: ErrorCode = ErrorCode.AUTH_FAILED,
-    *,
-    direction: Direction = Direction.INCOMING,
-    retry_at: datetime | None = None,
-) -> MailboxStatusChanged:
-    spec = CATALOG[code]
-    error = TestError(code=code, step="auth", transient=spec.transient, scope=spec.scope, message="refused")
-    incoming = direction is Direction.INCOMING
-    return MailboxStatusChanged(
-        mailbox=ref,
-        test_id=test_id,
-        incoming_status=TestStatus.FAILURE if incoming else TestStatus.SUCCESS,
-        outgoing_status=TestStatus.SUCCESS if incoming else TestStatus.FAILURE,
-        enabled_incoming=False,
-        enabled_outgoing=False,
-        retry_count=0,
-        next_retry_at=retry_at,
-        disabled_reason=None if retry_at else code,
-        incoming_error=error if incoming else None,
-        outgoing_error=None if incoming else error,
-    )
-
-
-def succeeded(ref: MailboxRef, test_id: str, warnings: tuple[WarningCode, ...] = ()) -> MailboxStatusChanged:
-    return MailboxStatusChanged(
-        mailbox=ref,
-        test_id=test_id,
-        incoming_status=TestStatus.SUCCESS,
-        outgoing_status=TestStatus.SUCCESS,
-        enabled_incoming=True,
-        enabled_outgoing=True,
-        warnings=[TestWarning(code=w, message=w.value) for w in warnings],
     )
 
 

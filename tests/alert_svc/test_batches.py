@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from alert_svc_helpers import PROFILE_OWNER, failed, mailbox_ref, succeeded, user
+from alert_svc_helpers import PROFILE_OWNER, mailbox_ref, user
 from pymongo import AsyncMongoClient
 
 from alert_svc.config import Settings
@@ -26,6 +26,7 @@ from alert_svc.store.alerts import AlertDoc
 from contracts.envelope import Envelope, make_envelope
 from contracts.errors import ErrorCode, WarningCode
 from contracts.events import MailboxStatusChanged, SettingsSnapshot
+from contracts.testing import status_failed, status_succeeded
 
 T0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 Processor = Callable[[list[Envelope[MailboxStatusChanged]]], Any]
@@ -36,24 +37,24 @@ def events() -> list[Envelope[MailboxStatusChanged]]:
     ref = {m: mailbox_ref(m, owner) for m in ("a", "b", "c", "d", "e", "f")}
     other = {m: mailbox_ref(m, user("u2"), profile="prf2") for m in ("x", "y", "z")}
     sequence = [
-        *(succeeded(r, f"t1-{m}") for m, r in ref.items()),
-        *(succeeded(r, f"t1-{m}") for m, r in other.items()),
-        succeeded(ref["a"], "t2-a"),  # a repeat: counted on the open information alert
-        succeeded(ref["a"], "t3-a"),  # the same mailbox twice in a run
-        succeeded(ref["a"], "t3-a"),  # a redelivered test: counted once
-        failed(ref["b"], "t2-b", ErrorCode.AUTH_FAILED, retry_at=T0 + timedelta(minutes=5)),
-        succeeded(other["x"], "t2-x"),
-        failed(ref["c"], "t2-c", ErrorCode.DNS_NXDOMAIN),  # profile scope: grouped from the 2nd on
-        succeeded(ref["e"], "t2-e"),
-        failed(ref["d"], "t2-d", ErrorCode.DNS_NXDOMAIN),
-        failed(ref["e"], "t3-e", ErrorCode.DNS_NXDOMAIN),
-        succeeded(other["y"], "t2-y", warnings=(WarningCode.WEAK_TLS,)),
-        succeeded(other["z"], "t2-z"),
-        succeeded(ref["c"], "t3-c"),  # leaves the group: its profile has open profile alerts
-        succeeded(ref["f"], "t2-f"),
-        succeeded(ref["b"], "t3-b"),  # resolves its own error
-        succeeded(other["x"], "t3-x"),
-        succeeded(other["y"], "t3-y"),  # no warning any more: the profile's warning resolves
+        *(status_succeeded(r, f"t1-{m}") for m, r in ref.items()),
+        *(status_succeeded(r, f"t1-{m}") for m, r in other.items()),
+        status_succeeded(ref["a"], "t2-a"),  # a repeat: counted on the open information alert
+        status_succeeded(ref["a"], "t3-a"),  # the same mailbox twice in a run
+        status_succeeded(ref["a"], "t3-a"),  # a redelivered test: counted once
+        status_failed(ref["b"], "t2-b", ErrorCode.AUTH_FAILED, retry_at=T0 + timedelta(minutes=5)),
+        status_succeeded(other["x"], "t2-x"),
+        status_failed(ref["c"], "t2-c", ErrorCode.DNS_NXDOMAIN),  # profile scope: grouped from the 2nd on
+        status_succeeded(ref["e"], "t2-e"),
+        status_failed(ref["d"], "t2-d", ErrorCode.DNS_NXDOMAIN),
+        status_failed(ref["e"], "t3-e", ErrorCode.DNS_NXDOMAIN),
+        status_succeeded(other["y"], "t2-y", warnings=(WarningCode.WEAK_TLS,)),
+        status_succeeded(other["z"], "t2-z"),
+        status_succeeded(ref["c"], "t3-c"),  # leaves the group: its profile has open profile alerts
+        status_succeeded(ref["f"], "t2-f"),
+        status_succeeded(ref["b"], "t3-b"),  # resolves its own error
+        status_succeeded(other["x"], "t3-x"),
+        status_succeeded(other["y"], "t3-y"),  # no warning any more: the profile's warning resolves
     ]
     return [
         make_envelope(e, "test", occurred_at=T0 + timedelta(seconds=n), event_id=uuid.UUID(int=n + 1))
@@ -127,7 +128,7 @@ async def test_repeats_are_inserted_occurrences_folded_every_twenty(stores: Call
     ref = mailbox_ref("a", user("u1"))
     envs = [
         make_envelope(
-            succeeded(ref, f"t{n}"), "test", occurred_at=occurrence_at(n), event_id=uuid.UUID(int=n)
+            status_succeeded(ref, f"t{n}"), "test", occurred_at=occurrence_at(n), event_id=uuid.UUID(int=n)
         )
         for n in range(1, 27)
     ]
@@ -147,10 +148,10 @@ async def test_repeats_are_inserted_occurrences_folded_every_twenty(stores: Call
     other = mailbox_ref("b", user("u1"))
     retry_at = T0 + timedelta(hours=1)
     for n in range(30, 33):
-        error = failed(other, f"t{n}", ErrorCode.AUTH_FAILED, retry_at=retry_at)
+        error = status_failed(other, f"t{n}", ErrorCode.AUTH_FAILED, retry_at=retry_at)
         await processor.handle_batch([make_envelope(error, "test", occurred_at=occurrence_at(n))])
     await processor.handle_batch(
-        [make_envelope(succeeded(other, "t33"), "test", occurred_at=occurrence_at(33))]
+        [make_envelope(status_succeeded(other, "t33"), "test", occurred_at=occurrence_at(33))]
     )
     resolved = await s.alerts.alerts.find({"state": "resolved", "mailbox_id": "b"}).to_list(None)
     assert resolved and all(r["count"] == 3 and len(r["occurrences"]) == 3 for r in resolved)

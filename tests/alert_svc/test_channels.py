@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from alert_svc_helpers import PROFILE_OWNER, failed, mailbox_ref, user
+from alert_svc_helpers import PROFILE_OWNER, mailbox_ref, user
 from http_listener import listening
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,6 +21,7 @@ from starlette.routing import Route
 from alert_svc.channels.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from contracts.errors import ErrorCode
 from contracts.models import Owner, OwnerKind
+from contracts.testing import status_failed
 from mailwarden_servers import eventually, free_port
 
 SECRET = "a-test-secret-of-32-characters!!"
@@ -113,7 +114,7 @@ async def test_webhook_signed_retried_and_failures_visible(alert_svc: Any) -> No
         dead = json.loads(reply.data)
         assert dead["ok"] is True and dead["result"]["recipient_kind"] is None
 
-        await h.publish(failed(mailbox_ref("wm1", owner), "tw1", ErrorCode.AUTH_FAILED))
+        await h.publish(status_failed(mailbox_ref("wm1", owner), "tw1", ErrorCode.AUTH_FAILED))
         await h.wait_wall(PROFILE_OWNER, 1)
 
         async def delivered() -> list[dict[str, Any]]:
@@ -151,7 +152,7 @@ async def test_a_relay_on_a_denied_address_gets_no_connection_and_the_digest_wai
         denied = {"alert_smtp_host": "localhost", "alert_smtp_port": relay.port, "alert_smtp_tls": "none"}
         async with alert_svc(alert_digest_interval_s=0.5, alert_majority_min_mailboxes=10, **denied) as h:
             await h.publish(
-                failed(
+                status_failed(
                     mailbox_ref("xm1", user("x1", email=False), "prfX", admin), "tx1", ErrorCode.AUTH_FAILED
                 )
             )
@@ -183,7 +184,7 @@ async def test_digest_survives_smtp_outage_and_restart(alert_svc: Any, smtp_serv
     async with alert_svc(alert_digest_interval_s=0.5, alert_majority_min_mailboxes=10, **down) as h:
         for n, owner in enumerate(owners):
             await h.publish(
-                failed(mailbox_ref(f"dm{n}", owner, "prfD", admin), f"td{n}", ErrorCode.AUTH_FAILED)
+                status_failed(mailbox_ref(f"dm{n}", owner, "prfD", admin), f"td{n}", ErrorCode.AUTH_FAILED)
             )
         await h.wait_wall(admin, 3)  # the wall does not wait for the mail channel
 
@@ -248,11 +249,11 @@ async def test_duplicate_event_makes_one_alert_and_one_notification_each(
             "/webhooks",
             json={"url": url, "recipient_kind": "user", "recipient_id": "admin-i", "secret": SECRET},
         )
-        event = failed(mailbox_ref("im1", owner, "prfI", admin), "ti1", ErrorCode.AUTH_FAILED)
+        event = status_failed(mailbox_ref("im1", owner, "prfI", admin), "ti1", ErrorCode.AUTH_FAILED)
         first = await h.publish(event)
         await h.publish(event, event_id=first)  # the same envelope (dropped by JetStream's dedupe)
         await h.publish(event)  # the same test under a new envelope id (after the dedupe window)
-        marker = failed(mailbox_ref("im2", owner, "prfI", admin), "ti2", ErrorCode.INBOX_UNAVAILABLE)
+        marker = status_failed(mailbox_ref("im2", owner, "prfI", admin), "ti2", ErrorCode.INBOX_UNAVAILABLE)
         await h.publish(marker)
         await h.settled()
         await h.wait_wall(admin, 2)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from alert_svc_helpers import PROFILE_OWNER, failed, later, mailbox_ref, succeeded, user
+from alert_svc_helpers import PROFILE_OWNER, later, mailbox_ref, user
 
 from contracts.errors import ErrorCode
+from contracts.testing import status_failed, status_succeeded
 from mailwarden_servers import eventually
 
 
@@ -15,7 +16,7 @@ async def test_error_to_both_owners_dedupes_and_resolves_on_success(alert_svc: A
     owner = user("u1")
     ref = mailbox_ref("mbx1", owner)
     async with alert_svc() as h:
-        await h.publish(failed(ref, "t1", ErrorCode.AUTH_FAILED, retry_at=later(5)))
+        await h.publish(status_failed(ref, "t1", ErrorCode.AUTH_FAILED, retry_at=later(5)))
         [mine] = await h.wait_wall(owner, 1)
         [theirs] = await h.wait_wall(PROFILE_OWNER, 1)
         for alert in (mine, theirs):
@@ -33,8 +34,8 @@ async def test_error_to_both_owners_dedupes_and_resolves_on_success(alert_svc: A
         ]
 
         # The same cause again: one alert, counted; the same test re-published: nothing new.
-        await h.publish(failed(ref, "t2", ErrorCode.AUTH_FAILED))
-        await h.publish(failed(ref, "t2", ErrorCode.AUTH_FAILED))  # new envelope id, same test
+        await h.publish(status_failed(ref, "t2", ErrorCode.AUTH_FAILED))
+        await h.publish(status_failed(ref, "t2", ErrorCode.AUTH_FAILED))  # new envelope id, same test
         await h.settled()
         [mine] = await h.wall(owner, level="error")
         assert mine["count"] == 2 and mine["last_test_id"] == "t2" and mine["test_id"] == "t1"
@@ -43,7 +44,7 @@ async def test_error_to_both_owners_dedupes_and_resolves_on_success(alert_svc: A
         assert theirs["count"] == 2
 
         # Next test succeeds: both error alerts resolve themselves; the owner gets an information alert.
-        await h.publish(succeeded(ref, "t3"))
+        await h.publish(status_succeeded(ref, "t3"))
         await eventually(lambda: _open_errors(h, owner), what="resolution")
         [resolved] = await h.wall(owner, level="error")
         assert resolved["state"] == "resolved" and resolved["resolved_reason"] == "recovered"
@@ -60,7 +61,7 @@ async def test_error_to_both_owners_dedupes_and_resolves_on_success(alert_svc: A
         await eventually(lambda: _async(resolved_on_subjects() == 2), what="resolved AlertRaised")
 
         # A new failure after recovery opens a fresh alert instead of reviving the old one.
-        await h.publish(failed(ref, "t4", ErrorCode.AUTH_FAILED, retry_at=later(5)))
+        await h.publish(status_failed(ref, "t4", ErrorCode.AUTH_FAILED, retry_at=later(5)))
         await h.wait_wall(owner, 2, level="error")
         assert [a["state"] for a in await h.wall(owner, level="error")] == ["open", "resolved"]
 
@@ -79,7 +80,7 @@ async def test_wall_read_delete_and_pagination(alert_svc: Any) -> None:
     owner = user("u2")
     async with alert_svc() as h:
         for n in range(3):
-            await h.publish(failed(mailbox_ref(f"mb{n}", owner), f"tp{n}", ErrorCode.AUTH_FAILED))
+            await h.publish(status_failed(mailbox_ref(f"mb{n}", owner), f"tp{n}", ErrorCode.AUTH_FAILED))
         await h.wait_wall(owner, 3)
         page1 = (
             await h.http.get("/alerts", params={"recipient_kind": "user", "recipient_id": "u2", "limit": 2})

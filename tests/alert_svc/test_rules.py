@@ -7,17 +7,16 @@ from typing import Any
 
 from alert_svc_helpers import (
     PROFILE_OWNER,
-    failed,
     mailbox_event,
     mailbox_ref,
     profile_event,
     settings_event,
-    succeeded,
     user,
 )
 
 from contracts.errors import ErrorCode, WarningCode
 from contracts.models import Owner, OwnerKind
+from contracts.testing import status_failed, status_succeeded
 from mailwarden_servers import eventually
 
 
@@ -34,9 +33,11 @@ async def test_levels_filter_and_notify_mailbox_owner_off(alert_svc: Any) -> Non
     async with alert_svc(alert_majority_min_mailboxes=10) as h:
         await h.publish(settings_event(1, ["error"], notify=False))
         await _settings_applied(h, 1)
-        await h.publish(failed(mailbox_ref("mb10", owner), "t10", ErrorCode.AUTH_FAILED))
-        await h.publish(succeeded(mailbox_ref("mb11", owner), "t11", (WarningCode.CERT_EXPIRING_SOON,)))
-        await h.publish(failed(mailbox_ref("mb12", owner), "t12", ErrorCode.INBOX_UNAVAILABLE))
+        await h.publish(status_failed(mailbox_ref("mb10", owner), "t10", ErrorCode.AUTH_FAILED))
+        await h.publish(
+            status_succeeded(mailbox_ref("mb11", owner), "t11", (WarningCode.CERT_EXPIRING_SOON,))
+        )
+        await h.publish(status_failed(mailbox_ref("mb12", owner), "t12", ErrorCode.INBOX_UNAVAILABLE))
         await h.settled()
         walls = await h.wall(PROFILE_OWNER)
         assert {a["mailbox_id"] for a in walls} == {"mb10", "mb12"}
@@ -44,8 +45,12 @@ async def test_levels_filter_and_notify_mailbox_owner_off(alert_svc: Any) -> Non
 
         await h.publish(settings_event(2, ["error", "warning", "information"], notify=True))
         await _settings_applied(h, 2)
-        await h.publish(succeeded(mailbox_ref("mb11", owner), "t13", (WarningCode.CERT_EXPIRING_SOON,)))
-        await h.publish(succeeded(mailbox_ref("mb13", owner), "t14", (WarningCode.CERT_EXPIRING_SOON,)))
+        await h.publish(
+            status_succeeded(mailbox_ref("mb11", owner), "t13", (WarningCode.CERT_EXPIRING_SOON,))
+        )
+        await h.publish(
+            status_succeeded(mailbox_ref("mb13", owner), "t14", (WarningCode.CERT_EXPIRING_SOON,))
+        )
         [warning] = await h.wait_wall(PROFILE_OWNER, 1, level="warning", count_at_least=2)
         assert warning["code"] == "cert_expiring_soon" and warning["kind"] == "warning"
         assert warning["mailbox_id"] is None and warning["affected_mailboxes"] == ["mb11", "mb13"]
@@ -54,7 +59,7 @@ async def test_levels_filter_and_notify_mailbox_owner_off(alert_svc: Any) -> Non
         assert {a["mailbox_id"] for a in infos} == {"mb11", "mb13"}
 
         # A success without the warning resolves it (the certificate was renewed).
-        await h.publish(succeeded(mailbox_ref("mb11", owner), "t15"))
+        await h.publish(status_succeeded(mailbox_ref("mb11", owner), "t15"))
         await h.wait_wall(PROFILE_OWNER, 1, level="warning", state="resolved")
 
 
@@ -63,7 +68,7 @@ async def test_profile_scope_failures_group_into_one_profile_alert(alert_svc: An
     refs = [mailbox_ref(f"gm{n}", o, profile="prfG") for n, o in enumerate(owners)]
     async with alert_svc(alert_group_min_mailboxes=2, alert_majority_min_mailboxes=10) as h:
         for n, ref in enumerate(refs):
-            await h.publish(failed(ref, f"tg{n}", ErrorCode.DNS_NXDOMAIN))
+            await h.publish(status_failed(ref, f"tg{n}", ErrorCode.DNS_NXDOMAIN))
         [group] = await h.wait_wall(PROFILE_OWNER, 1, state="open", kind_filter="group", affected=3)
         assert (
             group["code"] == "dns_nxdomain" and group["profile_id"] == "prfG" and group["mailbox_id"] is None
@@ -85,7 +90,7 @@ async def test_profile_scope_failures_group_into_one_profile_alert(alert_svc: An
 
         # Recovering mailboxes leave the group; the last one resolves it.
         for n, ref in enumerate(refs):
-            await h.publish(succeeded(ref, f"tg-ok{n}"))
+            await h.publish(status_succeeded(ref, f"tg-ok{n}"))
         [resolved] = await h.wait_wall(PROFILE_OWNER, 1, kind_filter="group", state="resolved")
         assert resolved["resolved_reason"] == "recovered"
 
@@ -110,10 +115,10 @@ async def test_majority_failure_alert_and_email(alert_svc: Any, smtp_server: Any
 
         await eventually(counted, what="profile and 4 mailboxes")
         for n in range(2):  # 2 of 4: not more than half
-            await h.publish(failed(mailbox_ref(f"mm{n}", owners[n], "prfM", admin), f"tm{n}"))
+            await h.publish(status_failed(mailbox_ref(f"mm{n}", owners[n], "prfM", admin), f"tm{n}"))
         await h.wait_wall(admin, 2)
         assert not [a for a in await h.wall(admin) if a["kind"] == "majority"]
-        await h.publish(failed(mailbox_ref("mm2", owners[2], "prfM", admin), "tm2"))
+        await h.publish(status_failed(mailbox_ref("mm2", owners[2], "prfM", admin), "tm2"))
         [majority] = await h.wait_wall(admin, 1, kind_filter="majority")
         assert majority["code"] == "profile_majority_failure" and majority["level"] == "error"
         assert "3 of the 4 mailboxes" in majority["message"] and majority["test_id"] == "tm2"
@@ -133,5 +138,5 @@ async def test_majority_failure_alert_and_email(alert_svc: Any, smtp_server: Any
         assert parsed["X-Mailwarden-Alerts"] == "4"  # the pending digest (3 mailbox errors) went with it
 
         # One mailbox recovers: 2 of 4 is no majority any more.
-        await h.publish(succeeded(mailbox_ref("mm0", owners[0], "prfM", admin), "tm-ok"))
+        await h.publish(status_succeeded(mailbox_ref("mm0", owners[0], "prfM", admin), "tm-ok"))
         await h.wait_wall(admin, 1, kind_filter="majority", state="resolved")

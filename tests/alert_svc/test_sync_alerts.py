@@ -6,11 +6,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from alert_svc_helpers import PROFILE_OWNER, mailbox_ref, succeeded, user
+from alert_svc_helpers import PROFILE_OWNER, mailbox_ref, user
 
 from contracts.email import MailboxSyncFailed, MailboxSyncRecovered
 from contracts.errors import CATALOG, ErrorCode
 from contracts.models import MailboxRef, TestError
+from contracts.testing import status_succeeded
 from mailwarden_servers import eventually
 
 SYNC_STREAM = "MW_EMAIL"
@@ -19,12 +20,11 @@ SYNC_STREAM = "MW_EMAIL"
 def sync_failed(
     ref: MailboxRef, episode: uuid.UUID, failures: int = 1, code: ErrorCode = ErrorCode.AUTH_FAILED
 ) -> MailboxSyncFailed:
-    spec = CATALOG[code]
     now = datetime.now(UTC)
     return MailboxSyncFailed(
         mailbox=ref,
         protocol="imap",
-        error=TestError(code=code, step="login", transient=spec.transient, scope=spec.scope, message="no"),
+        error=TestError.of(code, "login", "no"),
         episode_id=episode,
         failures=failures,
         first_failed_at=now,
@@ -70,7 +70,7 @@ async def test_one_alert_per_episode_for_both_owners_resolved_by_the_recovery(al
         assert CATALOG[ErrorCode.TCP_REFUSED].message in mine["message"]
 
         # A successful test says nothing about the sync: the alert stays open.
-        await h.publish(succeeded(ref, "t-ok"))
+        await h.publish(status_succeeded(ref, "t-ok"))
         await h.settled()
         assert [a["state"] for a in await h.wall(owner) if a["kind"] == "sync"] == ["open"]
 

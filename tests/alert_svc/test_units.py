@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from alert_svc_helpers import PROFILE_OWNER, failed, later, mailbox_ref, succeeded, user
+from alert_svc_helpers import PROFILE_OWNER, later, mailbox_ref, user
 
 from alert_svc import rules
 from alert_svc.channels.signing import sign, verify
 from alert_svc.domain import Draft
 from contracts.errors import ErrorCode, WarningCode
 from contracts.models import Direction
+from contracts.testing import status_failed, status_succeeded
 
 
 def test_profile_scope_error_tells_the_mailbox_owner_no_action_is_needed() -> None:
-    event = failed(mailbox_ref("mb1", user("u1")), "t1", ErrorCode.CERT_EXPIRED, direction=Direction.OUTGOING)
+    event = status_failed(
+        mailbox_ref("mb1", user("u1")), "t1", ErrorCode.CERT_EXPIRED, direction=Direction.OUTGOING
+    )
     fan = rules.fan_out(event, rules.OrgPolicy(), "Contoso IMAP")
     [mine] = fan.drafts
     [(failure, theirs)] = fan.profile_errors
@@ -25,7 +28,7 @@ def test_profile_scope_error_tells_the_mailbox_owner_no_action_is_needed() -> No
 
 
 def test_mailbox_scope_error_with_retry_and_owner_notification_off() -> None:
-    event = failed(mailbox_ref("mb1", user("u1")), "t1", ErrorCode.AUTH_FAILED, retry_at=later(5))
+    event = status_failed(mailbox_ref("mb1", user("u1")), "t1", ErrorCode.AUTH_FAILED, retry_at=later(5))
     fan = rules.fan_out(event, rules.OrgPolicy(notify_mailbox_owner=False), "P")
     assert fan.drafts == []
     [(failure, theirs)] = fan.profile_errors
@@ -33,7 +36,7 @@ def test_mailbox_scope_error_with_retry_and_owner_notification_off() -> None:
 
 
 def test_not_approved_goes_to_the_mailbox_owner_once() -> None:
-    event = failed(mailbox_ref("mb1", user("u1")), "t1", ErrorCode.MAILBOX_NOT_APPROVED)
+    event = status_failed(mailbox_ref("mb1", user("u1")), "t1", ErrorCode.MAILBOX_NOT_APPROVED)
     [draft] = rules.fan_out(event, rules.OrgPolicy(), "P").drafts
     assert draft.recipient.id == "u1" and draft.direction is None and draft.code == "mailbox_not_approved"
     assert "not been approved" in draft.title
@@ -42,7 +45,9 @@ def test_not_approved_goes_to_the_mailbox_owner_once() -> None:
 
 
 def test_success_and_warnings_and_level_filter() -> None:
-    event = succeeded(mailbox_ref("mb1", user("u1")), "t1", (WarningCode.WEAK_TLS, WarningCode.WEAK_TLS))
+    event = status_succeeded(
+        mailbox_ref("mb1", user("u1")), "t1", (WarningCode.WEAK_TLS, WarningCode.WEAK_TLS)
+    )
     drafts = rules.fan_out(event, rules.OrgPolicy(), "P").drafts
     assert [(d.level, d.recipient.id) for d in drafts] == [("information", "u1"), ("warning", "admin1")]
     assert drafts[1].mailbox_id is None and drafts[1].affected == ("mb1",)

@@ -13,12 +13,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from alert_svc_helpers import failed, mailbox_ref, user
+from alert_svc_helpers import mailbox_ref, user
 from http_listener import listening
 
 from alert_svc.channels.webhook import NO_ANSWER
 from alert_svc.store.webhooks import Attempt, DeliveryDoc, WebhookStore
 from contracts.errors import ErrorCode
+from contracts.testing import status_failed
 from mailwarden_servers import eventually, free_port
 
 LITERAL_FORMS = [
@@ -90,7 +91,7 @@ async def test_denied_at_delivery_and_alike_unreachable(alert_svc: Any) -> None:
         # The operator narrows the allow-list: the hooks stay registered, and are checked again.
         strict = {"alert_webhook_allow_networks": "127.0.0.2/32", "alert_webhook_ports": ports}
         async with alert_svc(alert_webhook_max_attempts=1, **strict) as h:
-            await h.publish(failed(mailbox_ref("ssrf1", user("s1")), "ts1", ErrorCode.AUTH_FAILED))
+            await h.publish(status_failed(mailbox_ref("ssrf1", user("s1")), "ts1", ErrorCode.AUTH_FAILED))
 
             async def all_failed() -> list[dict[str, Any]] | None:
                 found: list[dict[str, Any]] = []
@@ -150,7 +151,7 @@ async def test_a_redirect_to_an_internal_address_is_not_followed(alert_svc: Any)
         async with alert_svc(alert_webhook_max_attempts=1, **allowed) as h:
             created = await h.http.post("/webhooks", json={"url": f"http://127.0.0.2:{outside.port}/hook"})
             assert created.status_code == 201, created.text
-            await h.publish(failed(mailbox_ref("ssrf2", user("s2")), "ts2", ErrorCode.AUTH_FAILED))
+            await h.publish(status_failed(mailbox_ref("ssrf2", user("s2")), "ts2", ErrorCode.AUTH_FAILED))
 
             async def failed_ones() -> list[dict[str, Any]] | None:
                 got = await h.http.get(

@@ -30,7 +30,7 @@ from contracts.email import (
     RawRef,
     email_event_id,
 )
-from contracts.errors import CATALOG, ErrorCode, WarningCode
+from contracts.errors import ErrorCode, WarningCode
 from contracts.events import (
     AlertRaised,
     DeadLettered,
@@ -110,8 +110,7 @@ def _mailbox() -> MailboxSnapshot:
 
 
 def _error(code: ErrorCode, step: str) -> TestError:
-    spec = CATALOG[code]
-    return TestError(code=code, step=step, transient=spec.transient, scope=spec.scope, message=spec.message)
+    return TestError.of(code, step)
 
 
 def _completed() -> TestCompleted:

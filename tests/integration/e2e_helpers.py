@@ -31,11 +31,15 @@ SETTINGS_KEPT = (
 
 @dataclass
 class E2eStack:
-    """The running services (``apps``, the one under test too), a client each, and the mailbox."""
+    """The running services (``apps``, the one under test too), a client each, and the mailbox.
+
+    ``tag`` is this stack's own (in the mailbox id and the owners' ids): a test marks what it
+    sends or receives with it."""
 
     apps: dict[str, FastAPI]
     http: dict[str, httpx.AsyncClient]
     auth: dict[str, str]
+    tag: str
     mailbox_id: str
     profile_owner: str
     mailbox_owner: str
@@ -130,7 +134,7 @@ def e2e_factory(
                 | (mailbox or {}),
             )
             assert created.status_code == 201, created.text
-            s = E2eStack(apps, http, auth, f"mbx{tag}", f"p{tag}", f"o{tag}")
+            s = E2eStack(apps, http, auth, tag, f"mbx{tag}", f"p{tag}", f"o{tag}")
             if approve:
                 await s.approve()
             yield s

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
 from contracts.envelope import Envelope, make_envelope, parse_envelope
-from contracts.errors import CATALOG, ErrorCode
+from contracts.errors import ErrorCode
 from contracts.events import (
     AdvancedOptions,
     EmailSettingsChanged,
@@ -97,11 +97,7 @@ def direction_result(direction: Direction, outcome: Outcome) -> DirectionResult:
         return DirectionResult(
             direction=direction, protocol=protocol, status=TestStatus.SUCCESS, started_at=now, duration_ms=3.0
         )
-    code = ErrorCode(outcome)
-    spec = CATALOG[code]
-    error = TestError(
-        code=code, step="auth", transient=spec.transient, scope=spec.scope, message=spec.message
-    )
+    error = TestError.of(ErrorCode(outcome), "auth")
     return DirectionResult(
         direction=direction,
         protocol=protocol,

@@ -9,36 +9,33 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from fastapi import FastAPI
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sync_helpers import NAMES, Bus, Mailbox, settings_for
+from sync_helpers import NAMES, Bus, Mailbox, running_bus, settings_for
 
 from mailwarden_mailnet.resolve import StaticResolver
 from mailwarden_servers import DovecotServer, NatsServer, TestCertificates
 from sync_svc.app import create_app
 
 
-@pytest.fixture(scope="session")
-def sync_nats_url(workdir: Path) -> Iterator[str]:
-    """A NATS of the sync tests alone: durable consumers start from the first event, and no other
-    suite's mailboxes (enabled, with logins sealed by other keys) are in its streams."""
-    with NatsServer(workdir / "nats-sync") as server:
+@pytest.fixture
+def sync_nats_url(tmp_path: Path) -> Iterator[str]:
+    """A NATS of each sync test alone (it starts in ~25 ms): its streams, durable consumers and KV
+    buckets (leases, workers, host slots) hold nothing of another test. On one server for all, a
+    test's workers also took over what earlier tests left on the shared durables and in the KV
+    buckets, and synced their mailboxes on the same host. A durable name of its own per test would
+    not isolate it: a new durable replays the whole stream, every earlier mailbox included."""
+    with NatsServer(tmp_path / "nats") as server:
         yield server.url
 
 
 @pytest.fixture
 async def bus(sync_nats_url: str, dovecot: DovecotServer) -> AsyncIterator[Bus]:
-    nc = await nats.connect(sync_nats_url)
-    try:
-        bus = Bus(nc, dovecot)
-        await bus.serve_logins()
+    async with running_bus(sync_nats_url, dovecot) as bus:
         yield bus
-    finally:
-        await nc.drain()
 
 
 @pytest.fixture

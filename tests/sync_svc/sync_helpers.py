@@ -15,10 +15,13 @@ import asyncio
 import imaplib
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import nats
 from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 
@@ -240,6 +243,18 @@ class Bus:
         failed = await self.stored("mailwarden.sync.failed", MailboxSyncFailed)
         recovered = await self.stored("mailwarden.sync.recovered", MailboxSyncRecovered)
         return [e for e in failed + recovered if e.data.mailbox.mailbox_id == box.mailbox_id]
+
+
+@asynccontextmanager
+async def running_bus(nats_url: str, dovecot: DovecotServer) -> AsyncIterator[Bus]:
+    """A :class:`Bus` on its own connection that answers ``login`` requests; drained at the end."""
+    nc = await nats.connect(nats_url)
+    try:
+        bus = Bus(nc, dovecot)
+        await bus.serve_logins()
+        yield bus
+    finally:
+        await nc.drain()
 
 
 async def rpc(bus: Bus, op: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -202,9 +202,6 @@ async def test_the_profiles_host_limit_holds_across_workers(
     sessions idle and the other 2 poll on the slot left. Per process only (shared off), each worker
     lets its own 2 idle: 4 sessions on a host that allows 3."""
     boxes = [new_box(process_from=date(2020, 1, 1)) for _ in range(4)]
-    # Its own spelling of the host: mailboxes of earlier tests that these workers still learn from
-    # the shared durable consumers sync "mail.test", and would take that host's slots here.
-    bus.host = "127.0.0.1"
     settings = {"sync_shared_host_limits": shared, "sync_host_lease_ttl_s": 6.0}
     async with (
         sync_service(db_name, instance="worker-a", **settings) as a,

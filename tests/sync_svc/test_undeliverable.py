@@ -10,9 +10,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
-from sync_helpers import Bus, Mailbox, append, message, rpc
+from sync_helpers import Bus, Mailbox, append, message, rpc, running_bus
 
 from contracts.email import EmailRejected, EmailTracked
 from mailwarden_servers import DovecotServer, TestCertificates
@@ -46,13 +45,8 @@ def dovecot_without_move(workdir: Path, certs: TestCertificates) -> Iterator[Dov
 
 @pytest.fixture
 async def bus_without_move(sync_nats_url: str, dovecot_without_move: DovecotServer) -> AsyncIterator[Bus]:
-    nc = await nats.connect(sync_nats_url)
-    try:
-        bus = Bus(nc, dovecot_without_move)
-        await bus.serve_logins()
+    async with running_bus(sync_nats_url, dovecot_without_move) as bus:
         yield bus
-    finally:
-        await nc.drain()
 
 
 def box_on(dovecot: DovecotServer) -> Mailbox:

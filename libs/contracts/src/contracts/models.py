@@ -18,7 +18,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from contracts.errors import ErrorCode, ErrorScope, WarningCode
+from contracts.errors import CATALOG, ErrorCode, ErrorScope, WarningCode
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
 
@@ -191,6 +191,14 @@ class TestError(Frozen):
     transient: bool
     scope: ErrorScope
     message: str
+
+    @classmethod
+    def of(cls, code: ErrorCode, step: str, message: str | None = None) -> TestError:
+        """``code`` at ``step`` as the error catalog classifies it (transient, scope), with the
+        catalog's message unless another is given."""
+        spec = CATALOG[code]
+        text = spec.message if message is None else message
+        return cls(code=code, step=step, transient=spec.transient, scope=spec.scope, message=text)
 
 
 class TestWarning(Frozen):

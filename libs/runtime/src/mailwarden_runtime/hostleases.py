@@ -41,6 +41,13 @@ PROBE_SLOTS = 16  # slots looked at per attempt: all of them up to this limit, a
 MAX_FREED = 64
 
 
+def check_lease_renewal(kv_timeout_s: float, lease_ttl_s: float, kv_setting: str, ttl_setting: str) -> None:
+    """The settings rule of the paragraph above: a renewal (every TTL/3, one KV deadline at most)
+    lands before the lease ends; raises ``ValueError`` naming the two settings otherwise."""
+    if lease_ttl_s < 3 * kv_timeout_s:
+        raise ValueError(f"{ttl_setting} must be at least 3 x {kv_setting}")
+
+
 @dataclass(frozen=True)
 class Lease:
     """A slot as taken; ``revision`` is the take's (renewals move on from it, tracked apart)."""

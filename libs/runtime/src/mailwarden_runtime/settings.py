@@ -6,7 +6,7 @@ Each service subclasses :class:`ServiceSettings` and adds its own fields. Every 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -112,3 +112,13 @@ class TransitKeySettings(BaseSettings):
     transit_keys: SecretStr | None = Field(
         None, description="Key ring `kid:base64key,...` for credentials in TestRequested; first seals."
     )
+
+
+# Kinds of setting the services that connect to mail servers share (tester-svc, sync-svc,
+# sender-svc): each names its own (MW_SYNC_CA_FILE, MW_SENDER_CA_FILE, ...), what one accepts and
+# says is declared here once. The allow-list is ``mailwarden_runtime.egress.policy.NetworksText``.
+CaFile = Annotated[str | None, Field(description="Extra CA bundle trusted besides the system CAs.")]
+DnsTimeoutS = Annotated[float, Field(gt=0, le=60, description="Deadline of the DNS lookup.")]
+KvTimeoutS = Annotated[
+    float, Field(gt=0, le=10, description="Deadline of one NATS KV call of the shared limits.")
+]

@@ -30,10 +30,8 @@ from mailwarden_servers.devstack import (
     Stack,
     admin_token,
     print_stack,
-    sigterm_unwinds,
+    run_in_foreground,
     start_stack,
-    stopper,
-    watch,
 )
 from mailwarden_servers.dovecot import DovecotServer
 from mailwarden_servers.ports import LOCALHOST, ServerStartError, port_or_free
@@ -217,10 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     data.mkdir(parents=True)
     data.chmod(0o755)  # Dovecot's unprivileged processes traverse it
 
-    started: list[ManagedProcess] = []
-    stop_all = stopper(started)
-    sigterm_unwinds()
-    try:
+    def start(started: list[ManagedProcess]) -> int | None:
         mail = mail_servers(data)
         stack = start_stack(data, started, tester_env(mail), alongside=(mail.dovecot, mail.smtp))
         print_stack(stack)
@@ -238,14 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         print("demo ready", flush=True)
         if args.once:
             return 0 if len(seen) == 2 else 1
-        return watch(started)
-    except ServerStartError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        stop_all()
+        return None
+
+    return run_in_foreground(start)
 
 
 if __name__ == "__main__":

@@ -286,6 +286,24 @@ def sigterm_unwinds() -> None:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
 
+def run_in_foreground(start: Callable[[list[ManagedProcess]], int | None]) -> int:
+    """``start`` (it adds what it starts to the list it is given), then :func:`watch` unless it
+    returned an exit code; everything started is stopped at the end, on Ctrl-C and on SIGTERM."""
+    started: list[ManagedProcess] = []
+    stop_all = stopper(started)
+    sigterm_unwinds()
+    try:
+        code = start(started)
+        return watch(started) if code is None else code
+    except ServerStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_all()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mailwarden-up", description=__doc__)
     parser.add_argument("--data-dir", default=os.environ.get("MW_DATA_DIR", ".data"))
@@ -297,24 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     data.mkdir(parents=True, exist_ok=True)
     data.chmod(0o755)
 
-    started: list[ManagedProcess] = []
-    stop_all = stopper(started)
-    sigterm_unwinds()
-    try:
+    def start(started: list[ManagedProcess]) -> int | None:
         stack = start_stack(data, started)
         print_stack(stack)
         admin_token(stack.nats_url, data / ADMIN_TOKEN_FILE)
         if args.once:
             return 0
         print("Data is kept between runs.")
-        return watch(started)
-    except ServerStartError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        stop_all()
+        return None
+
+    return run_in_foreground(start)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 
 from contracts.events import AlertLevel
-from mailwarden_mailnet.policy import NetworksText, parse_networks
+from mailwarden_mailnet.policy import NetworksText
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.settings import ServiceSettings
 
@@ -65,7 +65,7 @@ class Settings(ServiceSettings):
     alert_webhook_timeout_s: float = Field(
         10.0, gt=0, description="Deadline of one whole delivery: resolve, connect, TLS, request, response."
     )
-    alert_webhook_allow_networks: str = Field(
+    alert_webhook_allow_networks: NetworksText = Field(
         "",
         description="Comma list of CIDRs a webhook may reach although private/loopback (an intranet "
         "receiver, tests); empty: public addresses only.",
@@ -86,12 +86,6 @@ class Settings(ServiceSettings):
     alert_webhook_keys: SecretStr | None = Field(
         None, description="Key ring `kid:base64key,...` sealing webhook secrets at rest; first seals."
     )
-
-    @field_validator("alert_webhook_allow_networks")
-    @classmethod
-    def _check_networks(cls, value: str) -> str:
-        parse_networks(value)
-        return value
 
     @field_validator("alert_webhook_ports")
     @classmethod

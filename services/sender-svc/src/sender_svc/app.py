@@ -30,6 +30,7 @@ from sender_svc.attachments import ObjectAttachments
 from sender_svc.config import Settings
 from sender_svc.handlers import Handlers
 from sender_svc.limits import shared_limits
+from sender_svc.outbound import Outbound
 from sender_svc.repository import OUTBOX_COLLECTIONS, Repository
 from sender_svc.sender import Sender
 from sender_svc.sent_copy import SentCopies
@@ -64,31 +65,15 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
 
     attachments = ObjectAttachments(connection, settings.attachment_buckets)
     shared = shared_limits(runtime_connection, keyring, settings) if settings.sender_shared_limits else None
+    out = Outbound.build(
+        settings, repo, attachments, envelop, runtime.wake_relay, resolver or SystemResolver()
+    )
     sender = Sender(
-        settings,
-        repo,
-        LoginSource(ask, keyring, purpose="send", direction="outgoing"),
-        attachments,
-        envelop,
-        runtime.wake_relay,
-        runtime.instance,
-        resolver or SystemResolver(),
-        shared,
+        out, LoginSource(ask, keyring, purpose="send", direction="outgoing"), runtime.instance, shared
     )
     # The Sent-folder copy: the mailbox's incoming login, for purpose sent_copy only (mailbox-svc
     # gives it only while the profile's save_sent_copy is on).
-    copies = SentCopies(
-        settings,
-        repo,
-        LoginSource(ask, keyring, purpose="sent_copy", direction="incoming"),
-        attachments,
-        envelop,
-        runtime.wake_relay,
-        sender.resolver,
-        sender.tls,
-        sender.policy,
-        sender.timeouts,
-    )
+    copies = SentCopies(out, LoginSource(ask, keyring, purpose="sent_copy", direction="incoming"))
     sender.copy_sent = copies.offer
     submission = Submission(
         repo,

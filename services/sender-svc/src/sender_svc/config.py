@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from mailwarden_mailnet.policy import Network, parse_networks
-from mailwarden_runtime.settings import ServiceSettings, TransitKeySettings
+from mailwarden_mailnet.policy import Network, NetworksText, parse_networks
+from mailwarden_runtime.hostleases import check_lease_renewal
+from mailwarden_runtime.settings import CaFile, DnsTimeoutS, KvTimeoutS, ServiceSettings, TransitKeySettings
 
 
 class Settings(ServiceSettings, TransitKeySettings):
-    sender_allow_networks: str = Field(
+    sender_allow_networks: NetworksText = Field(
         "",
         description="Comma list of CIDRs the sender may reach although private/loopback (on-premises servers).",
     )
-    sender_ca_file: str | None = Field(None, description="Extra CA bundle trusted besides the system CAs.")
+    sender_ca_file: CaFile = None
     sender_concurrency: int = Field(16, ge=1, le=1000, description="Messages this process sends at once.")
     sender_max_message_bytes: int = Field(
         10 * 1024 * 1024,
@@ -51,7 +52,7 @@ class Settings(ServiceSettings, TransitKeySettings):
     sender_data_timeout_s: float = Field(
         120.0, gt=0, le=600, description="Deadline of the reply to the end of the message."
     )
-    sender_dns_timeout_s: float = Field(5.0, gt=0, le=60, description="Deadline of the DNS lookup.")
+    sender_dns_timeout_s: DnsTimeoutS = 5.0
     sender_lease_s: float = Field(
         300.0,
         ge=1,
@@ -103,9 +104,7 @@ class Settings(ServiceSettings, TransitKeySettings):
             "(JetStream KV buckets MW_SENDER_HOSTS, MW_SENDER_RATES); off: per process only."
         ),
     )
-    sender_kv_timeout_s: float = Field(
-        1.0, gt=0, le=10, description="Deadline of one JetStream KV call of the shared limits."
-    )
+    sender_kv_timeout_s: KvTimeoutS = 1.0
     sender_host_lease_ttl_s: float = Field(
         15.0,
         ge=1,
@@ -129,12 +128,6 @@ class Settings(ServiceSettings, TransitKeySettings):
     )
     sender_ehlo_name: str = Field("mailwarden.invalid", description="Name sent in SMTP EHLO.")
 
-    @field_validator("sender_allow_networks")
-    @classmethod
-    def _check_networks(cls, value: str) -> str:
-        parse_networks(value)
-        return value
-
     @model_validator(mode="after")
     def _lease_outlives_a_send(self) -> Settings:
         # A live sender must store its outcome before its 'sending' lease ends, or the message would
@@ -145,9 +138,12 @@ class Settings(ServiceSettings, TransitKeySettings):
 
     @model_validator(mode="after")
     def _renewal_fits_in_a_lease(self) -> Settings:
-        # A renewal starts every TTL/3 and takes at most one KV deadline: it must land in time.
-        if self.sender_kv_timeout_s > self.sender_host_lease_ttl_s / 3:
-            raise ValueError("sender_kv_timeout_s must be at most sender_host_lease_ttl_s / 3")
+        check_lease_renewal(
+            self.sender_kv_timeout_s,
+            self.sender_host_lease_ttl_s,
+            "sender_kv_timeout_s",
+            "sender_host_lease_ttl_s",
+        )
         return self
 
     @property

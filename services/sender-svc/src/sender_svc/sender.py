@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from contracts.envelope import Envelope
 from contracts.errors import CATALOG, ErrorCode
 from contracts.events import Event
 from contracts.models import MailboxRef, TestError
@@ -39,27 +38,21 @@ from contracts.outgoing import (
 from contracts.subjects import SEND_FAILED, SEND_SENT, SEND_UNCERTAIN, send_outcome_subject
 from mailwarden_mailnet.dial import Timeouts
 from mailwarden_mailnet.errors import NetError
-from mailwarden_mailnet.policy import EgressPolicy
-from mailwarden_mailnet.resolve import Resolver
 from mailwarden_mailnet.smtp import DataUncertain, Reply, SmtpRefused, SmtpTarget, open_smtp
-from mailwarden_mailnet.tls import TlsContexts
 from mailwarden_mailnet.use_login import LoginSource, LoginUnavailable
 from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.sharedkv import KvUnavailable
 from sender_svc import metrics, mime
-from sender_svc.attachments import ObjectAttachments
 from sender_svc.candidates import Candidates
-from sender_svc.config import Settings
 from sender_svc.documents import Partial, SendDoc, StoredError
 from sender_svc.limits import SharedLimits
+from sender_svc.outbound import Outbound
 from sender_svc.outcomes import OutcomeWriter
 from sender_svc.pool import ConnectionPool, Session
-from sender_svc.repository import Finish, Repository, now
+from sender_svc.repository import Finish, now
 from sender_svc.submit import Queued, Refused, Sendable, sendable
 
 log = logging.getLogger(__name__)
-Envelop = Callable[[Event, str | None, uuid.UUID, str | None], Envelope[Any]]
-"""An event of this service: (event, correlation id, event id, actor: who asked for the send)."""
 
 
 class _ClaimLost(Exception):
@@ -130,33 +123,19 @@ def refusals(items: list[tuple[str, Reply]]) -> list[RecipientRefusal]:
 class Sender:
     def __init__(
         self,
-        settings: Settings,
-        repo: Repository,
+        out: Outbound,
         logins: LoginSource,
-        attachments: ObjectAttachments,
-        envelop: Envelop,
-        wake_relay: Callable[[], None],
         owner: str,
-        resolver: Resolver,
         shared: SharedLimits | None = None,
         copy_sent: Callable[[str, bytes | None], None] | None = None,
     ) -> None:
-        self.settings = settings
-        self.repo = repo
+        self.out = out
+        self.settings = out.settings
+        self.repo = out.repo
         self.logins = logins
-        self.attachments = attachments
-        self.envelop = envelop
-        self.wake_relay = wake_relay
         self.owner = owner
-        self.resolver = resolver
-        self.tls = TlsContexts(settings.sender_ca_file)
-        self.policy = EgressPolicy(settings.allow_networks)
-        self.timeouts = Timeouts(
-            dns_s=settings.sender_dns_timeout_s,
-            step_s=settings.sender_step_timeout_s,
-            data_s=settings.sender_data_timeout_s,
-        )
         self.shared = shared
+        settings = out.settings
         self.pool = ConnectionPool(settings.sender_idle_keep_s, shared.leases if shared else None)
         self.rate = RateLimiter(settings.sender_rate_per_minute, settings.sender_rate_burst)
         self.candidates = Candidates()
@@ -169,7 +148,7 @@ class Sender:
         self._sizes: dict[str, int | None] = {}
         self.copy_sent = copy_sent
         """Hands a stored sent mail to the Sent-folder copier (:mod:`sender_svc.sent_copy`)."""
-        self.outcomes = OutcomeWriter(repo, wake_relay, self._stored)
+        self.outcomes = OutcomeWriter(out.repo, out.wake_relay, self._stored)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -374,7 +353,7 @@ class Sender:
             from_name=sender[1],
             msg_id=attempt.doc.message_id,
             date=attempt.doc.requested_at,
-            attachments=await self.attachments.read(req),
+            attachments=await self.out.attachments.read(req),
         )
 
     async def _session(self, target: Sendable, fresh: bool = False) -> Session:
@@ -390,9 +369,9 @@ class Sender:
         )
         timeouts = Timeouts(
             connect_s=adv.connect_timeout_s,
-            dns_s=self.timeouts.dns_s,
-            step_s=self.timeouts.step_s,
-            data_s=self.timeouts.data_s,
+            dns_s=self.out.timeouts.dns_s,
+            step_s=self.out.timeouts.step_s,
+            data_s=self.out.timeouts.data_s,
         )
 
         async def opener() -> Any:
@@ -400,9 +379,9 @@ class Sender:
             conn = await open_smtp(
                 smtp_target,
                 login,
-                policy=self.policy,
-                resolver=self.resolver,
-                tls=self.tls.for_target,
+                policy=self.out.policy,
+                resolver=self.out.resolver,
+                tls=self.out.tls.for_target,
                 ehlo_name=self.settings.sender_ehlo_name,
                 timeouts=timeouts,
             )
@@ -447,14 +426,14 @@ class Sender:
         (the refused-login mark) must never be stored without it."""
         doc = attempt.doc
         cid = doc.correlation_id
-        envelope = self.envelop(event, cid, self._ids(doc, status), doc.requested_by)
-        more = tuple(self.envelop(e, cid, self._ids(doc, e.TYPE), doc.requested_by) for e in also)
+        envelope = self.out.envelop(event, cid, self._ids(doc, status), doc.requested_by)
+        more = tuple(self.out.envelop(e, cid, self._ids(doc, e.TYPE), doc.requested_by) for e in also)
         attempts = self._attempts(attempt)
         finish = Finish(doc.id, doc.lease_token or "", status, attempts, event, envelope, subject, more, copy)
         if not also:
             self.outcomes.put(finish)
         elif await self.repo.finish_many([finish]):
-            self.wake_relay()
+            self.out.wake_relay()
         else:
             log.warning(
                 "outcome not stored: the message was taken from this sender", extra={"send_id": doc.id}
@@ -493,10 +472,7 @@ class Sender:
         refused: list[RecipientRefusal] | None = None,
     ) -> None:
         doc, req = attempt.doc, attempt.req
-        spec = CATALOG[code]
-        error = TestError(
-            code=code, step=attempt.step, transient=spec.transient, scope=spec.scope, message=detail[:300]
-        )
+        error = TestError.of(code, attempt.step, detail[:300])
         event = EmailSendFailed(
             mailbox_id=req.mailbox_id,
             mailbox=attempt.target.ref if attempt.target else doc.mailbox_ref,
@@ -589,13 +565,15 @@ class Sender:
                 data_started_at=doc.data_started_at or doc.updated_at,
                 detected_at=datetime.now(UTC),
             )
-            envelope = self.envelop(event, doc.correlation_id, self._ids(doc, "uncertain"), doc.requested_by)
+            envelope = self.out.envelop(
+                event, doc.correlation_id, self._ids(doc, "uncertain"), doc.requested_by
+            )
             subject = send_outcome_subject(SEND_UNCERTAIN, req.mailbox_id)
             if await self.repo.mark_uncertain(doc, event, envelope, subject):
                 count += 1
                 metrics.UNCERTAIN.inc()
         if count:
-            self.wake_relay()
+            self.out.wake_relay()
         return count
 
     async def _recover_pass(self) -> bool:

@@ -19,13 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from contracts.envelope import Envelope
 from contracts.errors import CATALOG, ErrorCode
-from contracts.events import Event, ProfileSnapshot
+from contracts.events import ProfileSnapshot
 from contracts.models import IncomingProtocol, MailboxRef, TestError
 from contracts.outgoing import EmailSentCopy, SendEmailRequested
 from contracts.subjects import SEND_SENT_COPY, send_outcome_subject
@@ -33,19 +30,14 @@ from mailwarden_mailnet.dial import Timeouts
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.imap import ImapClient, quote
 from mailwarden_mailnet.imap_session import ImapTarget, imap_session
-from mailwarden_mailnet.policy import EgressPolicy
-from mailwarden_mailnet.resolve import Resolver
-from mailwarden_mailnet.tls import TlsContexts
 from mailwarden_mailnet.use_login import LoginSource, LoginUnavailable
 from mailwarden_runtime.loop import BackgroundLoop
 from sender_svc import metrics, mime
-from sender_svc.attachments import ObjectAttachments
-from sender_svc.config import Settings
 from sender_svc.documents import SendDoc
-from sender_svc.repository import Repository, now
+from sender_svc.outbound import Outbound
+from sender_svc.repository import now
 
 log = logging.getLogger(__name__)
-Envelop = Callable[[Event, str | None, uuid.UUID, str | None], Envelope[Any]]
 WORKERS = 4
 
 
@@ -59,33 +51,15 @@ class _Final(Exception):
 
 
 class SentCopies:
-    def __init__(
-        self,
-        settings: Settings,
-        repo: Repository,
-        logins: LoginSource,
-        attachments: ObjectAttachments,
-        envelop: Envelop,
-        wake_relay: Callable[[], None],
-        resolver: Resolver,
-        tls: TlsContexts,
-        policy: EgressPolicy,
-        timeouts: Timeouts,
-    ) -> None:
-        self.settings = settings
-        self.repo = repo
+    def __init__(self, out: Outbound, logins: LoginSource) -> None:
+        self.out = out
+        self.settings = out.settings
+        self.repo = out.repo
         self.logins = logins
-        self.attachments = attachments
-        self.envelop = envelop
-        self.wake_relay = wake_relay
-        self.resolver = resolver
-        self.tls = tls
-        self.policy = policy
-        self.timeouts = timeouts
         self._queue: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue()
         self._queued: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
-        self._sweeper = BackgroundLoop("sender-copies-sweep", self._sweep, settings.sender_sweep_s * 5)
+        self._sweeper = BackgroundLoop("sender-copies-sweep", self._sweep, out.settings.sender_sweep_s * 5)
 
     def start(self) -> None:
         self._sweeper.start()
@@ -121,7 +95,7 @@ class SentCopies:
 
     async def copy(self, send: str, data: bytes | None) -> None:
         """One attempt at one pending copy (claimed first); its end or its next try is stored."""
-        lease_s = 2 * (self.timeouts.connect_s + 4 * self.timeouts.step_s) + 10
+        lease_s = 2 * (self.out.timeouts.connect_s + 4 * self.out.timeouts.step_s) + 10
         doc = await self.repo.claim_copy(send, lease_s)
         if doc is None:  # saved, failed, not due, or another copier has it
             return
@@ -180,7 +154,7 @@ class SentCopies:
             from_name=view.snapshot.owner.name,
             msg_id=doc.message_id,
             date=doc.requested_at,
-            attachments=await self.attachments.read(req),
+            attachments=await self.out.attachments.read(req),
         )
         return built.data
 
@@ -198,16 +172,16 @@ class SentCopies:
         )
         timeouts = Timeouts(
             connect_s=profile.advanced.connect_timeout_s,
-            dns_s=self.timeouts.dns_s,
-            step_s=self.timeouts.step_s,
-            data_s=self.timeouts.data_s,
+            dns_s=self.out.timeouts.dns_s,
+            step_s=self.out.timeouts.step_s,
+            data_s=self.out.timeouts.data_s,
         )
         session = imap_session(
             target,
             login,
-            policy=self.policy,
-            resolver=self.resolver,
-            tls=self.tls.for_target,
+            policy=self.out.policy,
+            resolver=self.out.resolver,
+            tls=self.out.tls.for_target,
             timeouts=timeouts,
         )
         async with session as imap, asyncio.timeout(4 * timeouts.step_s):
@@ -244,10 +218,7 @@ class SentCopies:
         failure = None
         if error is not None:
             code, detail = error
-            spec = CATALOG[code]
-            failure = TestError(
-                code=code, step="sent_copy", transient=spec.transient, scope=spec.scope, message=detail[:300]
-            )
+            failure = TestError.of(code, "sent_copy", detail[:300])
         event = EmailSentCopy(
             mailbox=stored_ref,
             idempotency_key=req.idempotency_key,
@@ -259,14 +230,14 @@ class SentCopies:
             attempts=attempts,
             copied_at=datetime.now(UTC),
         )
-        envelope = self.envelop(
+        envelope = self.out.envelop(
             event, doc.correlation_id, uuid.uuid5(uuid.UUID(doc.id), "sent_copy"), doc.requested_by
         )
         state = "saved" if error is None else "failed"
         subject = send_outcome_subject(SEND_SENT_COPY, req.mailbox_id)
         if await self.repo.copy_done(doc, state, attempts, envelope, subject):
             metrics.SENT_COPIES.labels(state=state).inc()
-            self.wake_relay()
+            self.out.wake_relay()
 
 
 async def _holds(imap: ImapClient, folder: str, message_id: str) -> bool:

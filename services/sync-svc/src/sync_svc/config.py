@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from mailwarden_mailnet.policy import Network, parse_networks
-from mailwarden_runtime.settings import ServiceSettings, TransitKeySettings
+from mailwarden_mailnet.policy import Network, NetworksText, parse_networks
+from mailwarden_runtime.settings import CaFile, DnsTimeoutS, KvTimeoutS, ServiceSettings, TransitKeySettings
 
 
 class Settings(ServiceSettings, TransitKeySettings):
-    sync_allow_networks: str = Field(
+    sync_allow_networks: NetworksText = Field(
         "",
         description="Comma list of CIDRs the sync may reach although private/loopback (on-premises servers).",
     )
-    sync_ca_file: str | None = Field(None, description="Extra CA bundle trusted besides the system CAs.")
+    sync_ca_file: CaFile = None
     sync_max_sessions: int = Field(
         200,
         ge=1,
@@ -60,7 +60,7 @@ class Settings(ServiceSettings, TransitKeySettings):
         0.1, ge=0, le=0.5, description="Random share added to each poll interval."
     )
     sync_step_timeout_s: float = Field(30.0, gt=0, le=600, description="Deadline of each protocol step.")
-    sync_dns_timeout_s: float = Field(5.0, gt=0, le=60, description="Deadline of a DNS lookup.")
+    sync_dns_timeout_s: DnsTimeoutS = 5.0
     sync_max_line_bytes: int = Field(
         65_536, ge=1024, le=1_048_576, description="Longest server response line."
     )
@@ -101,9 +101,7 @@ class Settings(ServiceSettings, TransitKeySettings):
         description="TTL of a host lease, renewed every third while its session lasts: a killed worker's "
         "connections count against the host until it runs out.",
     )
-    sync_kv_timeout_s: float = Field(
-        1.0, gt=0, le=10, description="Deadline of each NATS KV call of the shared host limit."
-    )
+    sync_kv_timeout_s: KvTimeoutS = 1.0
     sync_raw_bucket: str = Field(
         "MW_EMAIL_RAW",
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
@@ -112,12 +110,6 @@ class Settings(ServiceSettings, TransitKeySettings):
     sync_raw_max_age_days: float = Field(
         30.0, gt=0, le=3650, description="How long raw messages stay in the object store."
     )
-
-    @field_validator("sync_allow_networks")
-    @classmethod
-    def _check_networks(cls, value: str) -> str:
-        parse_networks(value)
-        return value
 
     @property
     def allow_networks(self) -> list[Network]:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from contracts.email import MailboxSyncFailed, MailboxSyncRecovered, SyncProtocol
 from contracts.envelope import make_envelope
-from contracts.errors import CATALOG, ErrorCode
+from contracts.errors import ErrorCode
 from contracts.models import TestError
 from sync_svc import metrics
 from sync_svc.documents import Episode, SyncError
@@ -69,13 +69,10 @@ class Episodes:
             },
         )
         if new or changed:
-            spec = CATALOG[code]
             event = MailboxSyncFailed(
                 mailbox=target.ref,
                 protocol=protocol,
-                error=TestError(
-                    code=code, step=step, transient=spec.transient, scope=spec.scope, message=spec.message
-                ),
+                error=TestError.of(code, step),
                 episode_id=episode_id,
                 failures=failures,
                 first_failed_at=first,

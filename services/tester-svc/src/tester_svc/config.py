@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from mailwarden_mailnet.policy import Network, parse_networks
-from mailwarden_runtime.settings import ServiceSettings, TransitKeySettings
+from mailwarden_mailnet.policy import Network, NetworksText, parse_networks
+from mailwarden_runtime.hostleases import check_lease_renewal
+from mailwarden_runtime.settings import CaFile, DnsTimeoutS, KvTimeoutS, ServiceSettings, TransitKeySettings
 
 
 class Settings(ServiceSettings, TransitKeySettings):
-    tester_allow_networks: str = Field(
+    tester_allow_networks: NetworksText = Field(
         "",
         description="Comma list of CIDRs allowed although private/loopback (on-premises servers, tests).",
     )
-    tester_ca_file: str | None = Field(None, description="Extra CA bundle trusted besides the system CAs.")
+    tester_ca_file: CaFile = None
     tester_concurrency: int = Field(16, ge=1, le=1000, description="Tests run at once by this process.")
     tester_max_waiting: int = Field(
         64,
@@ -29,7 +30,7 @@ class Settings(ServiceSettings, TransitKeySettings):
     tester_ack_wait_s: float = Field(30.0, gt=0, description="JetStream ack wait (kept alive while testing).")
     tester_test_timeout_s: float = Field(60.0, gt=0, le=600, description="Deadline of one whole test.")
     tester_step_timeout_s: float = Field(15.0, gt=0, le=300, description="Deadline of each protocol step.")
-    tester_dns_timeout_s: float = Field(5.0, gt=0, le=60, description="Deadline of the DNS lookup.")
+    tester_dns_timeout_s: DnsTimeoutS = 5.0
     tester_max_line_bytes: int = Field(8192, ge=512, le=1_048_576, description="Longest response line.")
     tester_max_response_bytes: int = Field(
         65536, ge=4096, le=16_777_216, description="Most bytes read from one server connection."
@@ -45,11 +46,8 @@ class Settings(ServiceSettings, TransitKeySettings):
             "processes through JetStream KV (buckets MW_TESTER_HOSTS, MW_TESTER_BREAKER)."
         ),
     )
-    tester_kv_timeout_s: float = Field(
-        1.0,
-        gt=0,
-        le=10,
-        description="Deadline of one KV round trip; past it a test falls back to this process's limits.",
+    tester_kv_timeout_s: KvTimeoutS = Field(
+        1.0, description="Deadline of one KV round trip; past it a test falls back to this process's limits."
     )
     tester_lease_ttl_s: float = Field(
         15.0,
@@ -71,18 +69,11 @@ class Settings(ServiceSettings, TransitKeySettings):
         ),
     )
 
-    @field_validator("tester_allow_networks")
-    @classmethod
-    def _check_networks(cls, value: str) -> str:
-        parse_networks(value)
-        return value
-
     @model_validator(mode="after")
     def _check_lease_ttl(self) -> Settings:
-        # A renewal starts a third of the TTL after the last write and may take one KV deadline:
-        # it must land well before the lease expires (the rest of the TTL absorbs clock skew).
-        if self.tester_lease_ttl_s < 3 * self.tester_kv_timeout_s:
-            raise ValueError("tester_lease_ttl_s must be at least 3 x tester_kv_timeout_s")
+        check_lease_renewal(
+            self.tester_kv_timeout_s, self.tester_lease_ttl_s, "tester_kv_timeout_s", "tester_lease_ttl_s"
+        )
         return self
 
     @property

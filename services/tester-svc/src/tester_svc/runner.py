@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from contracts.errors import CATALOG, ErrorCode
+from contracts.errors import ErrorCode
 from contracts.events import TestCompleted, TestRequested
 from contracts.models import Direction, DirectionResult, IncomingProtocol, TestError, TestStatus
 from mailwarden_mailnet.errors import NetError
@@ -167,16 +167,7 @@ class Runner:
             log.exception("probe crashed", extra={"test_id": req.test_id, "direction": direction.value})
             error, step = NetError(ErrorCode.INTERNAL_ERROR, "tester failure"), trace.current
         await self._update_breaker(trace, login, ticket)
-        test_error = None
-        if error is not None:
-            spec = CATALOG[error.code]
-            test_error = TestError(
-                code=error.code,
-                step=step or "waiting",
-                transient=spec.transient,
-                scope=spec.scope,
-                message=spec.message,
-            )
+        test_error = None if error is None else TestError.of(error.code, step or "waiting")
         status = TestStatus.FAILURE if error else TestStatus.SUCCESS
         metrics.DIRECTION_RESULTS.labels(
             protocol=target.protocol,
