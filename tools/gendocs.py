@@ -727,7 +727,7 @@ AUDITED_DOCS: tuple[tuple[str, str, str], ...] = tuple(
         AUDITED,
         (
             "profiles, org settings, mailboxes (created, changed, approved), API tokens (made, revoked),"
-            " webhooks, alert preferences",
+            " key rotations (`CredentialKeysRotated`), webhooks, alert preferences",
             "tests and Test & Enable jobs asked for",
             "sync paused or resumed (`MailboxSyncPaused`), resync asked (`MailboxResyncRequested`)",
             "a send's outcome (`EmailSent`, `EmailSendFailed`, `EmailSendUncertain`, ...), its actor the caller",

@@ -153,4 +153,5 @@ def test_asyncapi_names_each_event_a_service_publishes_by_its_nats_permissions()
     ]
     outside = {"SendEmailRequested", "EmailTracked", "EmailRejected", "DeadLettered"}
     assert set(publishers) == set(EVENTS) - outside
+    assert publishers.pop("CredentialKeysRotated") == ["profile-svc", "mailbox-svc"]  # each its own ring
     assert all(len(services) == 1 for services in publishers.values()), publishers
