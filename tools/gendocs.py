@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types
+import yaml
 from fastapi import FastAPI
 from operations_reference import OperationsError, check_served, declared, operations_md
 from pydantic import BaseModel, SecretBytes, SecretStr, TypeAdapter
@@ -298,9 +299,10 @@ def event_stream_name(subject_prefix: str) -> str:
 def asyncapi_document(service: Service, app: FastAPI, events: dict[str, type[Event]]) -> dict[str, Any]:
     """The service's AsyncAPI 3.0 document, built from our own declarations.
 
-    A channel per subject the service listens on; a ``receive`` operation per durable consumer
-    (payload: the event's envelope) and per request-reply operation (payload: its request model,
-    reply: the ``{"ok": ...}`` answer on the caller's inbox).
+    A channel per subject the service listens on or publishes to; a ``receive`` operation per
+    durable consumer (payload: the event's envelope) and per request-reply operation (payload: its
+    request model, reply: the ``{"ok": ...}`` answer on the caller's inbox); a ``send`` operation
+    per event it publishes (:func:`published_events`).
     """
     runtime = runtime_of(app)
     module = importlib.import_module(f"{service.package}.app")
@@ -310,6 +312,8 @@ def asyncapi_document(service: Service, app: FastAPI, events: dict[str, type[Eve
         doc.consumer(consumer, by_family)
     for op in sorted(runtime.rpc_operations, key=lambda o: o.subject):
         doc.request_reply(op)
+    for event in published_events(service.name, events):
+        doc.publisher(event)
     info: dict[str, Any] = {"title": app.title, "version": app.version}
     if description := docstring_line(module):
         info["description"] = description
@@ -335,6 +339,28 @@ def asyncapi_document(service: Service, app: FastAPI, events: dict[str, type[Eve
 
 
 REF = "#/components/schemas/{model}"
+NATS_VALUES = ROOT / "deploy" / "helm" / "nats-values.yaml"
+
+
+def published_events(service: str, events: dict[str, type[Event]]) -> list[type[Event]]:
+    """The events ``service`` publishes: those whose subjects its production NATS user may publish
+    (deploy/helm/nats-values.yaml, enforced by a real nats-server in tests/reliability), the
+    dead letters left out (every service's)."""
+    values = yaml.safe_load(NATS_VALUES.read_text())
+    users = values["config"]["merge"]["accounts"]["MAILWARDEN"]["users"]
+    perms = next((u["permissions"]["publish"] for u in users if u["user"] == service), None)
+    if perms is None:
+        return []
+
+    def may(subject: str) -> bool:
+        denied = any(subject_matches(p, subject) for p in perms.get("deny", []))
+        return not denied and any(subject_matches(p, subject) for p in perms.get("allow", []))
+
+    return [
+        ev
+        for ev in events.values()
+        if ev.SUBJECT != subjects.DEAD_LETTER and (may(ev.SUBJECT) or may(f"{ev.SUBJECT}.x"))
+    ]
 
 
 @dataclass
@@ -368,6 +394,24 @@ class AsyncApiDoc:
                 f"{', '.join(f'{d:g}' for d in opts.retry_delays_s)} s, dead-lettered to "
                 f"`{subjects.dead_letter_subject(consumer.durable)}` after {opts.max_deliver} deliveries."
             ),
+        }
+
+    def publisher(self, event: type[Event]) -> None:
+        """A ``send`` operation: the service publishes ``event`` on its subject (family)."""
+        subject = event_subject_family(event)
+        name = f"{event.TYPE}Envelope"
+        self.schema(name, envelope_schema(event, ref_template=REF))
+        message = {"name": event.TYPE, "payload": {"$ref": f"#/components/schemas/{name}"}}
+        if summary := docstring_line(event):
+            message["summary"] = summary
+        message_ref = self.message(event.TYPE, message)
+        stream = event_stream(event).name
+        channel_ref = self.channel(subject, event.TYPE, message_ref, f"JetStream stream `{stream}`")
+        self.operations[f"publish.{event.TYPE}"] = {
+            "action": "send",
+            "channel": {"$ref": channel_ref},
+            "messages": [{"$ref": f"{channel_ref}/messages/{event.TYPE}"}],
+            "summary": f"Published to `{stream}`, the event id as `Nats-Msg-Id`.",
         }
 
     def request_reply(self, op: RpcOperation) -> None:
@@ -683,7 +727,7 @@ AUDITED_DOCS: tuple[tuple[str, str, str], ...] = tuple(
         AUDITED,
         (
             "profiles, org settings, mailboxes (created, changed, approved), API tokens (made, revoked),"
-            " webhooks, alert preferences",
+            " key rotations (`CredentialKeysRotated`), webhooks, alert preferences",
             "tests and Test & Enable jobs asked for",
             "sync paused or resumed (`MailboxSyncPaused`), resync asked (`MailboxResyncRequested`)",
             "a send's outcome (`EmailSent`, `EmailSendFailed`, `EmailSendUncertain`, ...), its actor the caller",

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from contracts.access import ApiTokenCreated, ApiTokenRevoked
+from contracts.access import ApiTokenCreated, ApiTokenRevoked, CredentialKeysRotated
 from contracts.alerting import (
     AlertMarkedRead,
     AlertPreferencesChanged,
@@ -395,4 +395,7 @@ SAMPLES: dict[str, Callable[[], Event]] = {
         expires_at=NOW + timedelta(days=90),
     ),
     "ApiTokenRevoked": lambda: ApiTokenRevoked(token_id="0123456789abcdef", subject="crm"),
+    "CredentialKeysRotated": lambda: CredentialKeysRotated(
+        service="mailbox-svc", primary_kid="mailbox-cred-20261203", examined=1200, rotated=1187, unreadable=0
+    ),
 }

@@ -117,7 +117,7 @@ def test_asyncapi_references_resolve_and_operations_answer(service: str) -> None
     for ref in refs(doc):
         gendocs.resolve(doc, ref)
     for name, op in doc["operations"].items():
-        assert op["action"] == "receive" and op["messages"], name
+        assert op["action"] == ("send" if name.startswith("publish.") else "receive") and op["messages"], name
         if name.startswith("rpc."):
             reply = gendocs.resolve(doc, op["reply"]["messages"][0]["$ref"])
             assert "oneOf" in gendocs.resolve(doc, reply["$ref"])["payload"], name
@@ -134,3 +134,24 @@ def test_an_operation_served_without_a_declared_status_fails_the_generation() ->
     teapot = dataclasses.replace(test, errors={**test.errors, 418: "never served"})
     with pytest.raises(operations_reference.OperationsError, match="418"):
         operations_reference.check_served(found.name, app, [teapot])
+
+
+def test_asyncapi_names_each_event_a_service_publishes_by_its_nats_permissions() -> None:
+    """The published events (``send``) follow deploy/helm/nats-values.yaml: each event but the
+    integrations' (SendEmailRequested, EmailTracked, EmailRejected) and the dead letters has one
+    publishing service."""
+    publishers: dict[str, list[str]] = {}
+    for service in ("profile-svc", "mailbox-svc", "tester-svc", "sync-svc", "alert-svc", "sender-svc"):
+        doc = json.loads((DOCS / "asyncapi" / f"{service}.json").read_text())
+        for name, op in doc["operations"].items():
+            if name.startswith("publish."):
+                assert op["action"] == "send"
+                publishers.setdefault(name.removeprefix("publish."), []).append(service)
+    assert publishers["WebhookRegistered"] == ["alert-svc"] and publishers["AlertsDeleted"] == ["alert-svc"]
+    assert publishers["MailboxResyncRequested"] == ["sync-svc"] and publishers["ApiTokenCreated"] == [
+        "profile-svc"
+    ]
+    outside = {"SendEmailRequested", "EmailTracked", "EmailRejected", "DeadLettered"}
+    assert set(publishers) == set(EVENTS) - outside
+    assert publishers.pop("CredentialKeysRotated") == ["profile-svc", "mailbox-svc"]  # each its own ring
+    assert all(len(services) == 1 for services in publishers.values()), publishers

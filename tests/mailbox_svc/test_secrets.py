@@ -73,6 +73,11 @@ async def test_key_rotation_reencrypts_every_credential(make_harness: MakeHarnes
         assert report["rotated"] == {"old": 5 + 3} and report["already_primary"] == 1
         again = (await h.rpc("rotate_keys", {}))["result"]
         assert again["rotated"] == {} and again["already_primary"] == 9
+        rotations = [m["data"] for m in await h.stream_messages("mailwarden.keys.rotated")]
+        assert [(e["actor"], e["data"]["rotated"]) for e in rotations] == [
+            ("token:admin", 8),
+            ("token:admin", 0),
+        ]
     async with make_harness(credential_keys=SecretStr(new)) as h:  # the old key is gone
         ring = KeyRing.parse(new)
         async for doc in h.db.mailboxes.find({}):

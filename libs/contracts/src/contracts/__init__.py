@@ -3,7 +3,7 @@
 Depends on pydantic only, so any Python system can install it without our runtime.
 """
 
-from contracts.access import ApiTokenCreated, ApiTokenRevoked
+from contracts.access import ApiTokenCreated, ApiTokenRevoked, CredentialKeysRotated
 from contracts.alerting import (
     AlertMarkedRead,
     AlertPreferencesChanged,
@@ -58,6 +58,7 @@ __all__ = [
     "AlertsDeleted",
     "ApiTokenCreated",
     "ApiTokenRevoked",
+    "CredentialKeysRotated",
     "DeadLettered",
     "EmailReceived",
     "EmailRejected",

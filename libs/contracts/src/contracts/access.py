@@ -43,4 +43,18 @@ class ApiTokenRevoked(Event):
     subject: Name
 
 
-__all__ = ["ApiTokenCreated", "ApiTokenRevoked"]
+class CredentialKeysRotated(Event):
+    """A service (``service``: profile-svc or mailbox-svc) re-encrypted its stored logins under its
+    primary key (``keys:rotate``). Counts only: never a key."""
+
+    TYPE: ClassVar[str] = "CredentialKeysRotated"
+    SUBJECT: ClassVar[str] = subjects.KEYS_ROTATED
+
+    service: Name
+    primary_kid: Name
+    examined: Annotated[int, Field(ge=0)]
+    rotated: Annotated[int, Field(ge=0, description="Ciphertexts moved to the primary key.")]
+    unreadable: Annotated[int, Field(ge=0, description="Ciphertexts no key of the ring opens.")]
+
+
+__all__ = ["ApiTokenCreated", "ApiTokenRevoked", "CredentialKeysRotated"]

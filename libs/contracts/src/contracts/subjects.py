@@ -37,6 +37,7 @@ SEND_SENT_COPY = f"{SEND}.sent_copy"
 TOKENS = f"{PREFIX}.tokens"
 TOKEN_CREATED = f"{TOKENS}.created"
 TOKEN_REVOKED = f"{TOKENS}.revoked"
+KEYS_ROTATED = f"{PREFIX}.keys.rotated"
 ALERTS = f"{PREFIX}.alerts"
 CHANNELS = f"{PREFIX}.channels"
 WEBHOOK_REGISTERED = f"{CHANNELS}.webhook_registered"
@@ -104,8 +105,9 @@ STREAMS: tuple[StreamSpec, ...] = (
             f"{PREFIX}.mailbox.>",
             f"{CHANNELS}.>",
             f"{TOKENS}.>",
+            KEYS_ROTATED,
         ),
-        "Profile, settings, mailbox, alert channel (webhooks, preferences) and API token changes",
+        "Profile, settings, mailbox, alert channel (webhooks, preferences), API token and key rotation changes",
     ),
     StreamSpec(
         "MW_TESTS", (f"{PREFIX}.test.>", f"{PREFIX}.job.>"), "Test requests, results and bulk test jobs"

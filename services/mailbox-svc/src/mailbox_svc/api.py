@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from contracts.access import CredentialKeysRotated
 from mailbox_svc.jobs import JobRunner
 from mailbox_svc.models import (
     BulkResult,
@@ -335,7 +336,16 @@ def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing, logins: Logins)
         return await ops.set_approval(req, "rejected")
 
     async def rotate(_: RotateRequest) -> RotationReport:
-        return await rotate_credentials(ops.repo, ring)
+        report = await rotate_credentials(ops.repo, ring)
+        done = CredentialKeysRotated(
+            service="mailbox-svc",
+            primary_kid=report.primary_kid,
+            examined=report.examined,
+            rotated=sum(report.rotated.values()),
+            unreadable=report.unreadable,
+        )
+        await jobs.publish(ops.envelop(done))  # the audit: who rotated, with what result
+        return report
 
     async def job_start(req: JobCreate) -> JobView:
         return await jobs.start_job(req.profile_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.access import ApiTokenCreated, ApiTokenRevoked
+from contracts.access import ApiTokenCreated, ApiTokenRevoked, CredentialKeysRotated
 from mailwarden_runtime.audit import AuditPage, AuditQuery, audit_trail
 from mailwarden_runtime.auth.tokens_api import (
     Empty,
@@ -101,7 +101,16 @@ def bind_admin(runtime: ServiceRuntime, repo: Repository, ring: KeyRing) -> list
     admin = TokenAdmin(runtime.authenticator.tokens, announce)
 
     async def rotate_keys(_: Empty) -> ProfileRotationReport:
-        return await rotate_profile_credentials(repo, ring)
+        report = await rotate_profile_credentials(repo, ring)
+        done = CredentialKeysRotated(
+            service="profile-svc",
+            primary_kid=report.primary_kid,
+            examined=report.examined,
+            rotated=sum(report.rotated.values()),
+            unreadable=report.unreadable,
+        )
+        await runtime.publish(runtime.envelope(done))  # the audit: who rotated, with what result
+        return report
 
     async def tokens_list(_: Empty) -> TokenList:
         return await admin.list()

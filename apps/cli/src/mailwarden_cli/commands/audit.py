@@ -32,7 +32,7 @@ def audit(
             return
         for item in page["items"]:
             ids = " ".join(f"{k}={v}" for k, v in sorted(item["ids"].items()))
-            out.print(f"{item['at']}  {item['actor']:<28} {item['event']:<22} {ids}")
+            out.print(f"{item['at']}  {item['actor']:<28} {item['event']:<24} {ids}")
         if not page["items"]:
             out.print("no changes by a caller in that time")
 
