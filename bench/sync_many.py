@@ -4,7 +4,7 @@
 
 A tuned private Dovecot with N users of M messages each (written into their maildirs, the same
 messages as bench/sync_one_mailbox.py), reached directly (RTT 0) or behind a latency proxy
-(``--rtt`` ms each way, bench/latency_proxy.py), and on each:
+(``--rtt`` is the round trip: RTT / 2 each way, bench/latency_proxy.py), and on each:
 
 1. ``imaplib``: what an admin would write: one mailbox after the other, log in, SELECT, SEARCH,
    one ``FETCH RFC822`` per message, ``email.message_from_bytes`` with the default policy; run on
@@ -156,7 +156,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 with ExitStack() as stack:
                     port = dovecot.imaps_port
                     if rtt:
-                        proxy = LatencyProxyProcess(work / f"proxy-{rtt:g}", dovecot.imaps_port, rtt)
+                        proxy = LatencyProxyProcess(work / f"proxy-{rtt:g}", dovecot.imaps_port, rtt / 2)
                         port = stack.enter_context(proxy).port
                     n, s = await asyncio.to_thread(imaplib_script, port, certs.ca, sample)
                     row: dict[str, Any] = {"rtt_ms": rtt, "imaplib_script_msg_per_s": round(n / s, 1)}
@@ -183,7 +183,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mailboxes", type=int, default=100)
     parser.add_argument("--messages", type=int, default=10)
-    parser.add_argument("--rtt", default="0,50", help="milliseconds each way, comma-separated")
+    parser.add_argument("--rtt", default="0,50", help="round-trip times in ms, comma-separated (0 = direct)")
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--script-sample", type=int, default=10)
     parser.add_argument("--json", type=Path, default=None)
