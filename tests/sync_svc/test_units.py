@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -14,11 +15,14 @@ import pytest
 
 from contracts.errors import ErrorCode
 from mailwarden_mailnet.errors import NetError
+from mailwarden_mailnet.imap import capability_code
 from mailwarden_mailnet.use_login import LoginSource
 from mailwarden_runtime.bounded import cancel_and_wait
 from mailwarden_runtime.crypto import KeyRing
 from sync_svc import worker as worker_module
-from sync_svc.imap_sync import Progress, internal_date, uid_set
+from sync_svc.batched import Batcher, Failed
+from sync_svc.documents import LedgerEntry
+from sync_svc.imap_sync import internal_date, uid_set
 from sync_svc.leases import LeaseTable
 from sync_svc.pipeline import Pipeline
 from sync_svc.publisher import Fetched
@@ -142,14 +146,6 @@ async def test_the_worker_stops_a_task_that_never_ends_within_its_bound() -> Non
     assert stuck.done()
 
 
-def test_the_watermark_moves_only_past_published_uids() -> None:
-    progress = Progress([3, 1, 2, 5, 8])
-    assert progress.published([2]) is None  # 1 is not published yet
-    assert progress.published([1]) == 2
-    assert progress.published([5]) == 2  # 3 is missing: 5 must wait
-    assert progress.published([3, 8]) == 8
-
-
 class FakePublisher:
     """Stands in for Publisher: records what each stage saw; release fails on a given batch."""
 
@@ -158,17 +154,19 @@ class FakePublisher:
         self.released: list[list[int]] = []
 
     def stage(self, target: Any, msg: Fetched, protocol: str) -> Any:
-        return SimpleNamespace(raw_bytes=len(msg.raw or b""), ledger={"uid": msg.uid})
+        return SimpleNamespace(
+            raw_bytes=len(msg.raw or b""), ledger=LedgerEntry(id=str(msg.uid), m="m", uid=msg.uid)
+        )
 
     async def release(self, batch: list[Any]) -> list[asyncio.Future[None]]:
         if len(self.released) == self.fail_release_at:
             raise ConnectionError("bus away")
-        self.released.append([s.ledger["uid"] for s in batch])
+        self.released.append([s.ledger.uid for s in batch])
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return [done]
 
-    async def confirm(self, batch: list[Any], acks: list[asyncio.Future[None]]) -> list[dict[str, int]]:
+    async def confirm(self, batch: list[Any], acks: list[asyncio.Future[None]]) -> list[LedgerEntry]:
         await asyncio.gather(*acks)
         return [s.ledger for s in batch]
 
@@ -176,9 +174,9 @@ class FakePublisher:
 async def test_the_pipeline_publishes_in_batches_and_in_order() -> None:
     stored: list[list[int]] = []
 
-    async def record(records: list[dict[str, int]]) -> None:
+    async def record(records: list[LedgerEntry]) -> None:
         await asyncio.sleep(0.001)
-        stored.append([r["uid"] for r in records])
+        stored.append([r.uid or 0 for r in records])
 
     fake = FakePublisher()
     async with Pipeline(fake, None, "imap", record, size=3, max_bytes=100) as out:  # type: ignore[arg-type]
@@ -191,8 +189,8 @@ async def test_the_pipeline_publishes_in_batches_and_in_order() -> None:
 async def test_a_bus_failure_stops_the_reader_and_is_raised_as_it_is() -> None:
     stored: list[list[int]] = []
 
-    async def record(records: list[dict[str, int]]) -> None:
-        stored.append([r["uid"] for r in records])
+    async def record(records: list[LedgerEntry]) -> None:
+        stored.append([r.uid or 0 for r in records])
 
     fake = FakePublisher(fail_release_at=1)
     out = Pipeline(fake, None, "imap", record, size=2)  # type: ignore[arg-type]
@@ -206,3 +204,52 @@ async def test_a_bus_failure_stops_the_reader_and_is_raised_as_it_is() -> None:
                 await asyncio.sleep(0)
     assert stored == [[1, 2]]  # nothing after the failed batch is recorded
     assert len(added) < 49  # the reader was told to stop
+
+
+async def test_calls_handed_in_while_one_is_in_flight_go_out_together() -> None:
+    """The first call goes out alone and at once; the ones handed in meanwhile make the next batch,
+    and each caller gets its own result or its own error."""
+    sent: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def flush(items: Sequence[int]) -> list[int | Failed]:
+        sent.append(list(items))
+        if len(sent) == 1:
+            await gate.wait()
+        return [Failed(ValueError(str(i))) if i == 3 else i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(flush)
+    first = asyncio.create_task(batcher(1))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(batcher(i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == 10
+    results = await asyncio.gather(*rest, return_exceptions=True)
+    assert sent == [[1], [2, 3, 4]]
+    assert results[0] == 20 and results[2] == 40
+    assert isinstance(results[1], ValueError) and str(results[1]) == "3"
+
+
+async def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_still_goes() -> None:
+    calls = 0
+
+    async def flush(items: Sequence[str]) -> list[str | Failed]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("database away")
+        return list(items)
+
+    batcher: Batcher[str, str] = Batcher(flush)
+    with pytest.raises(ConnectionError):
+        await batcher("a")
+    assert await batcher("b") == "b"
+
+
+def test_capabilities_come_from_the_greeting_and_the_login_reply_when_the_server_sends_them() -> None:
+    greeting = b"* OK [CAPABILITY IMAP4rev1 SASL-IR IDLE AUTH=PLAIN] Dovecot ready."
+    assert capability_code(greeting) == ["IMAP4REV1", "SASL-IR", "IDLE", "AUTH=PLAIN"]
+    assert capability_code(b"[CAPABILITY IMAP4rev1 IDLE MOVE] Logged in") == ["IMAP4REV1", "IDLE", "MOVE"]
+    assert capability_code(b"Logged in") == []  # then the session asks with CAPABILITY
+    assert capability_code(b"* OK IMAP ready [CAPABILITY IDLE]") == []  # only as the response code

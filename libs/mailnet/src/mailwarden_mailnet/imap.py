@@ -29,6 +29,7 @@ _FETCH_DATE = re.compile(rb'INTERNALDATE "([^"]{1,40})"', re.IGNORECASE)
 _FETCH_ITEM = re.compile(rb"(BODY\[[^\]]{0,60}\](?:<\d+>)?) ?$", re.IGNORECASE)
 _QUOTABLE = re.compile(r"^[\x20-\x7e]*$")
 _SEARCH = re.compile(rb"^\* SEARCH((?: \d{1,10})*)\s*$", re.IGNORECASE)
+_ESEARCH = re.compile(rb'^\* ESEARCH \(TAG "([^"]+)"\)(?: UID)?(?: ALL ([0-9:,]+))?', re.IGNORECASE)
 
 Reply = tuple[str, bytes, list[bytes]]
 
@@ -43,6 +44,26 @@ def parse_capabilities(untagged: list[bytes]) -> list[str]:
         if line[:13].upper() == b"* CAPABILITY ":
             caps.extend(t.decode("ascii", "replace").upper() for t in line[13:].split())
     return caps
+
+
+def sequence_set(text: bytes) -> list[int]:
+    """``1:3,7`` → [1, 2, 3, 7] (RFC 3501 sequence set of numbers, as ESEARCH answers)."""
+    out: list[int] = []
+    for part in text.split(b","):
+        low, _, high = part.partition(b":")
+        a, b = int(low), int(high or low)
+        out.extend(range(min(a, b), max(a, b) + 1))
+    return out
+
+
+_CAPABILITY_CODE = re.compile(rb"^(?:\* (?:OK|PREAUTH) )?\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
+
+
+def capability_code(text: bytes) -> list[str]:
+    """The ``[CAPABILITY ...]`` response code a server may put in its greeting or its OK to a
+    login (RFC 3501 7.1): the capabilities without a CAPABILITY round trip; empty when absent."""
+    m = _CAPABILITY_CODE.match(text)
+    return [t.decode("ascii", "replace").upper() for t in m.group(1).split()] if m else []
 
 
 @dataclass(frozen=True)
@@ -257,6 +278,42 @@ class ImapClient:
     async def uid_search_header(self, name: str, value: str) -> list[int]:
         """UIDs in the selected mailbox whose header ``name`` contains ``value``."""
         status, rest, untagged = await self.command(b"UID SEARCH HEADER " + quote(name) + b" " + quote(value))
+        if status != "OK":
+            raise NetError(ErrorCode.SERVER_TEMPORARY_ERROR, f"SEARCH {status} {trimmed(rest)}")
+        uids: list[int] = []
+        for line in untagged:
+            if (m := _SEARCH.match(line)) is not None:
+                uids += [int(u) for u in m.group(1).split()]
+        return uids
+
+    async def uid_searches(self, *criteria: bytes, esearch: bool = False) -> list[list[int]]:
+        """The UIDs of each ``UID SEARCH criteria``. With ``esearch`` (the server offers ESEARCH,
+        RFC 4731) the commands go out together (one round trip) and each answer comes as ranges (a
+        short line for 10,000 UIDs) carrying its command's tag: a server may answer pipelined
+        searches in any order (Dovecot does), so they are matched by that tag. Without it, one
+        after the other."""
+        if not esearch:
+            return [await self._search(b"UID SEARCH " + c) for c in criteria]
+        tags = [self.tag() for _ in criteria]
+        await self.wire.send(
+            b"".join(
+                t + b" UID SEARCH RETURN (ALL) " + c + b"\r\n" for t, c in zip(tags, criteria, strict=True)
+            )
+        )
+        lines: list[bytes] = []
+        for tag in tags:
+            status, rest, untagged = await self.finish(tag)
+            if status != "OK":
+                raise NetError(ErrorCode.SERVER_TEMPORARY_ERROR, f"SEARCH {status} {trimmed(rest)}")
+            lines += untagged
+        found: dict[bytes, list[int]] = {t: [] for t in tags}
+        for line in lines:
+            if (m := _ESEARCH.match(line)) is not None and m.group(1) in found:
+                found[m.group(1)] += sequence_set(m.group(2)) if m.group(2) else []
+        return [found[t] for t in tags]
+
+    async def _search(self, command: bytes) -> list[int]:
+        status, rest, untagged = await self.command(command)
         if status != "OK":
             raise NetError(ErrorCode.SERVER_TEMPORARY_ERROR, f"SEARCH {status} {trimmed(rest)}")
         uids: list[int] = []

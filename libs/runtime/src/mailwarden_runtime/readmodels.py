@@ -90,6 +90,13 @@ class ReadModels:
         self.forget(PROFILES, profile.profile_id)
         return await _snapshot(self.profiles, profile.profile_id, profile.version, profile)
 
+    async def put_profiles(self, profiles: Sequence[ProfileSnapshot]) -> bool:
+        """:meth:`put_profile` for many in one bulk write (a bulk set-up's events); True if any changed."""
+        for profile in profiles:
+            self.forget(PROFILES, profile.profile_id)
+        rows = [NewestRow(p.profile_id, p.version, {"snapshot": p.model_dump(mode="json")}) for p in profiles]
+        return await newest_many(self.profiles, "version", rows) > 0
+
     async def delete_profile(self, profile_id: str) -> bool:
         self.forget(PROFILES, profile_id)
         res = await self.profiles.update_one(
@@ -125,6 +132,20 @@ class ReadModels:
             {"enabled_incoming": status.enabled_incoming, "enabled_outgoing": status.enabled_outgoing},
             or_equal=True,
         )
+
+    async def put_statuses(self, statuses: Sequence[tuple[events.MailboxStatusChanged, datetime]]) -> bool:
+        """:meth:`put_status` for many in one bulk write; True if any changed."""
+        for status, _ in statuses:
+            self.forget(MAILBOXES, status.mailbox.mailbox_id)
+        rows = [
+            NewestRow(
+                s.mailbox.mailbox_id,
+                at,
+                {"enabled_incoming": s.enabled_incoming, "enabled_outgoing": s.enabled_outgoing},
+            )
+            for s, at in statuses
+        ]
+        return await newest_many(self.mailboxes, "status_at", rows, or_equal=True) > 0
 
     # ---- reads ---------------------------------------------------------------------------------
 
@@ -243,7 +264,7 @@ def newest_query(_id: str, field: str, order: Any, or_equal: bool = False) -> Do
     return {"_id": _id, "deleted": {"$ne": True}, field: {"$not": newer}}
 
 
-async def newest_many(coll: Any, field: str, rows: Sequence[NewestRow]) -> int:
+async def newest_many(coll: Any, field: str, rows: Sequence[NewestRow], *, or_equal: bool = False) -> int:
     """``_newest`` for many documents in two bulk writes at most; how many changed.
 
     The outcome is that of one conditional upsert per row in any order (a row older than what is
@@ -257,7 +278,7 @@ async def newest_many(coll: Any, field: str, rows: Sequence[NewestRow]) -> int:
     if not taken:
         return inserted
     ops = [
-        UpdateOne(newest_query(r.id, field, r.order), {"$set": {field: r.order, **r.values}})
+        UpdateOne(newest_query(r.id, field, r.order, or_equal), {"$set": {field: r.order, **r.values}})
         for n, r in enumerate(rows)
         if n in taken
     ]
@@ -310,16 +331,31 @@ def follow(
     ) -> None:
         await done(await models.put_mailboxes([env.data.mailbox for env in envs]))
 
+    async def profiles_saved(
+        envs: Sequence[Envelope[events.ProfileCreated]] | Sequence[Envelope[events.ProfileUpdated]],
+    ) -> None:
+        await done(await models.put_profiles([env.data.profile for env in envs]))
+
     async def status_changed(env: Envelope[events.MailboxStatusChanged]) -> None:
         await done(await models.put_status(env.data, env.occurred_at))
 
+    async def statuses_changed(envs: Sequence[Envelope[events.MailboxStatusChanged]]) -> None:
+        await done(await models.put_statuses([(env.data, env.occurred_at) for env in envs]))
+
     name = runtime.name
-    runtime.consume(events.ProfileCreated, f"{name}-profile-created", profile_saved)
-    runtime.consume(events.ProfileUpdated, f"{name}-profile-updated", profile_saved)
+    # Profiles and statuses in batches too: one at a time, each a fetch, a write and an ack, a
+    # follower busy with other work took in ~8 mailboxes' events a second (sync-svc enabling 500:
+    # the last mailbox started a minute after its events were published, bench/sync_many.py).
+    batched = ConsumerOptions(batch_size=MAILBOX_BATCH)
+    runtime.consume(
+        events.ProfileCreated, f"{name}-profile-created", profile_saved, batched, batch_handler=profiles_saved
+    )
+    runtime.consume(
+        events.ProfileUpdated, f"{name}-profile-updated", profile_saved, batched, batch_handler=profiles_saved
+    )
     runtime.consume(events.ProfileDeleted, f"{name}-profile-deleted", profile_deleted)
     runtime.consume(events.EmailSettingsChanged, f"{name}-settings", settings_changed)
     if mailboxes:
-        batched = ConsumerOptions(batch_size=MAILBOX_BATCH)
         runtime.consume(
             events.MailboxCreated,
             f"{name}-mailbox-created",
@@ -334,4 +370,10 @@ def follow(
             batched,
             batch_handler=mailboxes_saved,
         )
-        runtime.consume(events.MailboxStatusChanged, f"{name}-status", status_changed)
+        runtime.consume(
+            events.MailboxStatusChanged,
+            f"{name}-status",
+            status_changed,
+            batched,
+            batch_handler=statuses_changed,
+        )

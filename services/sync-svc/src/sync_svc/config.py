@@ -33,15 +33,16 @@ class Settings(ServiceSettings, TransitKeySettings):
         100,
         ge=1,
         le=1000,
-        description="Messages published and recorded together: one wait for NATS acks and two database "
-        "writes (ledger, watermark) per batch.",
+        description="Messages published and recorded together: one wait for NATS acks and one ledger "
+        "insert per batch (with other mailboxes' batches).",
     )
     sync_fetch_window: int = Field(
         2000,
         ge=1,
         le=100_000,
         description="UIDs asked for in one IMAP UID FETCH command; the messages stream in and are "
-        "published in batches of sync_fetch_batch while the rest arrives.",
+        "published in batches of sync_fetch_batch while the rest arrives. The watermark is written once "
+        "per window.",
     )
     sync_idle: bool = Field(True, description="Use IMAP IDLE where the server offers it (else poll).")
     sync_idle_renew_s: float = Field(

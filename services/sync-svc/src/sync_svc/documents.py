@@ -77,3 +77,15 @@ class LedgerEntry(Stored):
     baseline: bool = False
     tracked: Feedback | None = None
     rejected: Feedback | None = None
+
+    def inserted(self) -> dict[str, object]:
+        """As first inserted (no answers yet): built by hand, once per message on the sync path."""
+        return {
+            "_id": self.id,
+            "m": self.m,
+            "fp": self.fp,
+            "uid": self.uid,
+            "uv": self.uv,
+            "uidl": self.uidl,
+            "baseline": self.baseline,
+        }

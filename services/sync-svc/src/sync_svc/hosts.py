@@ -10,7 +10,11 @@ A sync pass waits for both; an idling session takes them only if they are free a
 mailbox polls), and only within :func:`idle_slots` (the limit less a quarter, at least one), so
 idlers, which keep their slot, never starve the polls of their host: with 1,000 mailboxes on a host
 that allows 300 connections, 299 idlers left one slot to 701 polling mailboxes, whose first syncs
-then ran one at a time (bench/sync_many.py); now 225 idle and 75 slots serve the polls. When KV does not answer, the
+then ran one at a time (bench/sync_many.py); now 225 idle and 75 slots serve the polls. Beyond
+that, a pass waiting here for a slot asks idlers of its host to give theirs up (:meth:`wanted`,
+:meth:`should_yield`): one idler per waiting pass ends its IDLE, logs out and polls from then on,
+so a backlog of first syncs gets every slot of its host, not only the polls' quarter (within
+this process: a pass waiting on another worker's leases is not seen here). When KV does not answer, the
 sessions go on under the local gate alone (logged once, as the tester does): refusing would
 report our own outage as every mailbox's failure; the worst case is then each worker allowing
 the limit, the pre-sharing behaviour, for the length of the outage.
@@ -44,6 +48,9 @@ class HostSlots:
         self.leases = leases
         self._used: dict[str, int] = {}
         self._freed = asyncio.Condition()
+        self._waiting: dict[str, int] = {}  # passes waiting for a local slot, per host
+        self._yielding: dict[str, int] = {}  # idlers asked to give theirs up, not yet taken over
+        self._wanted: dict[str, asyncio.Event] = {}
 
     def _take_local(self, host: str, limit: int) -> bool:
         key = host.lower()
@@ -57,6 +64,31 @@ class HostSlots:
         self._used[key] = max(0, self._used.get(key, 0) - 1)
         async with self._freed:
             self._freed.notify_all()
+
+    def wanted(self, host: str) -> asyncio.Event:
+        """Set while a pass waits for one of ``host``'s slots here: idlers then ask :meth:`should_yield`."""
+        return self._wanted.setdefault(host.lower(), asyncio.Event())
+
+    def should_yield(self, host: str) -> bool:
+        """Whether this idler gives its slot up: one per waiting pass not already given one."""
+        key = host.lower()
+        if self._waiting.get(key, 0) > self._yielding.get(key, 0):
+            self._yielding[key] = self._yielding.get(key, 0) + 1
+            return True
+        self.wanted(host).clear()
+        return False
+
+    async def _wait_local(self, host: str, limit: int) -> None:
+        key = host.lower()
+        if self._take_local(host, limit):
+            return
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        self.wanted(host).set()
+        try:
+            await self._freed.wait_for(lambda: self._take_local(host, limit))
+        finally:
+            self._waiting[key] -= 1
+            self._yielding[key] = max(0, self._yielding.get(key, 0) - 1)
 
     async def _try_lease(self, host: str, limit: int) -> Lease | bool:
         """A shared lease; True when there is no shared gate (none, or KV away); False when every
@@ -96,7 +128,7 @@ class HostSlots:
     async def slot(self, host: str, limit: int) -> AsyncIterator[None]:
         """Waits for a slot here, then for a lease across workers (growing jittered pauses)."""
         async with self._freed:
-            await self._freed.wait_for(lambda: self._take_local(host, limit))
+            await self._wait_local(host, limit)
         lease: Lease | bool = False
         try:
             pause = WAIT_FIRST_S

@@ -3,10 +3,12 @@
 Watermark per mailbox: (UIDVALIDITY, last UID published). A pass lists what is new with one
 ``UID FETCH n:* (UID RFC822.SIZE INTERNALDATE)``, then fetches bodies with one command per window
 of ``fetch_window`` UIDs (``BODY.PEEK[]``: nothing is marked read; headers only above the size
-cap), streamed into a :class:`~sync_svc.pipeline.Pipeline` that publishes and records them in
-batches of ``fetch_batch`` behind the reader. The watermark moves only past UIDs whose batch is
-published, so a crash re-publishes at most the batches in flight, under the same event ids
-(dropped by JetStream, and known from the ledger after its window). When UIDVALIDITY changes, when the mailbox comes from another
+cap), streamed into a :class:`~sync_svc.pipeline.Pipeline` that publishes them and inserts their
+ledger entries in batches of ``fetch_batch`` behind the reader. The state (watermark and count)
+is written once per window, after every batch of it is published and in the ledger (a small
+mailbox's pass: once, with the pass's own fields), so a crash re-publishes at most the batches in
+flight, under the same event ids (dropped by JetStream), and the ledger keeps what the window
+stored from being fetched again. When UIDVALIDITY changes, when the mailbox comes from another
 protocol, or on a resync, the pass lists everything since the start date and recognises what
 was published before by Message-ID, Date and size: nothing is published twice.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -28,15 +30,16 @@ from contracts.errors import ErrorCode
 from mailwarden_mailnet.classify import classify_exception
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.imap import FetchItem, ImapClient, Selected
+from mailwarden_mailnet.login import Login
 from mailwarden_runtime.bounded import honour_cancellation
-from mailwarden_runtime.mongo import Document
 from sync_svc import metrics
 from sync_svc.connect import imap_session, step
+from sync_svc.documents import LedgerEntry
 from sync_svc.hosts import idle_slots
 from sync_svc.parse import parse_headers
 from sync_svc.pipeline import Pipeline
 from sync_svc.publisher import Fetched, fingerprint, since_start
-from sync_svc.repository import StateFields
+from sync_svc.repository import Counters, StateFields
 from sync_svc.session import MailboxSync
 
 LIST_ITEMS = b"UID RFC822.SIZE INTERNALDATE"
@@ -46,22 +49,6 @@ ID_ITEMS = b"UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]"
 ID_SECTION = "BODY[HEADER.FIELDS (MESSAGE-ID DATE)]"
 LISTING_BYTES = 4096  # one listing response line (no literal)
 HEADER_BYTES = 1_048_576  # the header section of a message over the size cap
-
-
-class Progress:
-    """Where the watermark may move: the highest expected UID with every expected UID below it
-    published (a UID that never comes, expunged meanwhile, holds it until the window ends)."""
-
-    def __init__(self, expected: list[int]) -> None:
-        self.expected = sorted(expected)
-        self.done: set[int] = set()
-        self.next = 0
-
-    def published(self, uids: Iterable[int | None]) -> int | None:
-        self.done.update(u for u in uids if u is not None)
-        while self.next < len(self.expected) and self.expected[self.next] in self.done:
-            self.next += 1
-        return self.expected[self.next - 1] if self.next else None
 
 
 @dataclass(frozen=True)
@@ -108,8 +95,24 @@ def uid_set(uids: Sequence[int]) -> bytes:
     return ",".join(parts).encode()
 
 
+def _counted(seen: int) -> Counters | None:
+    return {"messages_seen": seen} if seen else None
+
+
+def imap_date(at: datetime) -> bytes:
+    """``1-Jan-2000``: a SEARCH date (RFC 3501), in English whatever the locale."""
+    return b"%d-%s-%d" % (at.day, _MONTH_NAMES[at.month - 1], at.year)
+
+
+_MONTH_NAMES = [m.encode() for m in "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()]
+
+
 class ImapSync(MailboxSync):
     protocol: SyncProtocol = "imap"
+    caps: tuple[str, ...] = ()
+    """The logged-in session's capabilities."""
+    _oldest: datetime | None = None
+    """This pass's first instant to publish (messages fetched from a SEARCH by day may be older)."""
 
     async def pass_once(self) -> None:
         opts = self.s.options
@@ -124,10 +127,24 @@ class ImapSync(MailboxSync):
             await self._session(idle=False)
 
     async def _session(self, idle: bool) -> None:
-        self.step = "credentials"
-        login = await self.login()
+        # The login is asked for while TCP and TLS are set up; its failure is still the
+        # credentials step's (the step is named when it is awaited).
+        asking = asyncio.ensure_future(self.login())
+
+        async def credentials() -> Login:
+            self.step = "credentials"
+            login = await asking
+            self.step = "login"
+            return login
+
         self.step = "login"
-        client, caps = await imap_session(self.s.env, self.target, login)
+        try:
+            client, caps = await imap_session(self.s.env, self.target, credentials)
+            self.caps = tuple(caps)
+        finally:
+            if not asking.done():
+                asking.cancel()
+            await asyncio.gather(asking, return_exceptions=True)  # its error is never left unread
         try:
             self.step = "inbox"
             async with step(self.s.env.step_timeout_s):
@@ -136,10 +153,10 @@ class ImapSync(MailboxSync):
                 raise NetError(ErrorCode.PROTOCOL_VIOLATION, "SELECT gave no UIDVALIDITY")
             left = await self.catch_up(client, selected)
             if idle and "IDLE" in caps:
-                await self.caught_up("idle", left)
+                await self.caught_up("idle", *left)
                 await self._idle(client, selected)
                 return
-            await self.caught_up("poll", left)
+            await self.caught_up("poll", *left)
             with contextlib.suppress(NetError, OSError, TimeoutError):
                 async with asyncio.timeout(self.s.env.step_timeout_s):
                     await client.command(b"LOGOUT", logout=True)
@@ -147,8 +164,11 @@ class ImapSync(MailboxSync):
             client.wire.abort()
 
     async def _idle(self, client: ImapClient, selected: Selected) -> None:
-        """IDLE until the server reports a change (or the renewal time), catch up, idle again."""
-        renew = self.s.options.idle_renew_s
+        """IDLE until the server reports a change (or the renewal time), catch up, idle again;
+        until a pass waiting for this host's slot asks for ours (:meth:`HostSlots.should_yield`):
+        then catch up once more, note the mode, and return (the session logs out; the mailbox polls)."""
+        renew, host = self.s.options.idle_renew_s, self.target.endpoint.host
+        wanted = self.s.hosts.wanted(host)
         metrics.IDLE_SESSIONS.inc()
         try:
             while True:
@@ -156,23 +176,54 @@ class ImapSync(MailboxSync):
                 self.step = "idle"
                 async with step(self.s.env.step_timeout_s):
                     tag = await client.idle_start()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(renew):
-                        while not (await client.idle_wait()).upper().endswith(b" EXISTS"):
-                            pass
+                give_up = await self._idle_until_news(client, wanted, renew)
                 async with step(self.s.env.step_timeout_s):
                     await client.idle_done(tag)
-                if left := await self.catch_up(client, selected):
-                    await self.s.repo.update_state(self.target.mailbox_id, left)
+                left, seen = await self.catch_up(client, selected)
+                if give_up:
+                    await self.s.repo.update_state(
+                        self.target.mailbox_id, {**left, "mode": "poll"}, _counted(seen)
+                    )
+                    return
+                if left or seen:
+                    await self.s.repo.update_state(self.target.mailbox_id, left, _counted(seen))
         finally:
             metrics.IDLE_SESSIONS.dec()
 
+    async def _idle_until_news(self, client: ImapClient, wanted: asyncio.Event, renew_s: float) -> bool:
+        """Wait for new mail (EXISTS), the renewal time, or a request for the slot; True for the last."""
+        host = self.target.endpoint.host
+
+        async def news() -> None:
+            while not (await client.idle_wait()).upper().endswith(b" EXISTS"):
+                pass
+
+        async def asked() -> None:
+            while True:
+                await wanted.wait()
+                if self.s.hosts.should_yield(host):
+                    return
+                await asyncio.sleep(0)  # cleared by should_yield: wait for the next request
+
+        reading, asking = asyncio.create_task(news()), asyncio.create_task(asked())
+        try:
+            done, _ = await asyncio.wait(
+                {reading, asking}, timeout=renew_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (reading, asking):
+                task.cancel()
+            await asyncio.gather(reading, asking, return_exceptions=True)
+        if reading in done and (error := reading.exception()) is not None:
+            raise error
+        return asking in done
+
     # ---- catching up -----------------------------------------------------------------------------
 
-    async def catch_up(self, client: ImapClient, selected: Selected) -> StateFields:
-        """Publish what is new; returns the state fields left to write (the watermark at the end),
-        which the caller writes with its own in one write: the ``state`` writes of hundreds of
-        concurrent first syncs queue on the database's per-collection lock (bench/README.md)."""
+    async def catch_up(self, client: ImapClient, selected: Selected) -> tuple[StateFields, int]:
+        """Publish what is new; returns the state fields left to write (the watermark at the end)
+        and the messages to count as seen, which the caller writes with its own in one write: a
+        small mailbox's pass writes its state once (bench/README.md, many small mailboxes)."""
         self.step = "fetch"
         mailbox_id = self.target.mailbox_id
         uidvalidity = selected.uidvalidity
@@ -181,19 +232,45 @@ class ImapSync(MailboxSync):
         self.saw_episode(state.episode is not None)
         resync_from = state.resync_from
         start = resync_from or self.target.process_email_from
+        self._oldest = since_start(start)
         same_box = state.uidvalidity == uidvalidity and state.protocol in (None, "imap")
         if same_box and resync_from is None:
             last = state.last_uid or 0
             listed = [x for x in await self._list(client, b"%d:*" % (last + 1)) if x.uid > last]
-            await self._publish(client, uidvalidity, self._since(listed, start), recognise=False)
-            return {"last_uid": listed[-1].uid} if listed else {}
+            seen = await self._publish(client, uidvalidity, self._since(listed, start), recognise=False)
+            return ({"last_uid": listed[-1].uid} if listed else {}), seen
         seen_before = bool(state.messages_seen) or state.protocol not in (None, "imap")
         if start is None and not seen_before:
-            return await self._baseline(client, uidvalidity)
-        listed = await self._list(client, b"1:*")
-        await self._publish(client, uidvalidity, self._since(listed, start), recognise=seen_before)
-        top = listed[-1].uid if listed else 0
-        return {"uidvalidity": uidvalidity, "last_uid": top, "protocol": "imap", "resync_from": None}
+            return await self._baseline(client, uidvalidity), 0
+        if seen_before:
+            listed = await self._list(client, b"1:*")
+            top = listed[-1].uid if listed else 0
+            listed = self._since(listed, start)
+        else:
+            listed, top = await self._search(client, selected, start)
+        seen = await self._publish(client, uidvalidity, listed, recognise=seen_before)
+        return {"uidvalidity": uidvalidity, "last_uid": top, "protocol": "imap", "resync_from": None}, seen
+
+    async def _search(
+        self, client: ImapClient, selected: Selected, start: date | None
+    ) -> tuple[list[Listed], int]:
+        """A first sync's candidates from two SEARCHes sent together (since the day before the
+        start date, and those of them over the size cap), not a listing of every message with
+        its size and date: the server answers 10,000 UIDs in a line or two (as ranges with
+        ESEARCH) instead of 10,000 FETCH responses for us to read. The exact start is checked on
+        each fetched message's INTERNALDATE (:meth:`_stream`). The watermark is the top UID at
+        SELECT: what is below it and not found is older than the start."""
+        since = since_start(start)
+        criteria = b"SINCE " + imap_date(since - timedelta(days=1)) if since is not None else b"ALL"
+        cap = self.s.options.max_message_bytes
+        async with step(self.s.env.step_timeout_s * 4):
+            found, large = await client.uid_searches(
+                criteria, criteria + b" LARGER %d" % cap, esearch="ESEARCH" in self.caps
+            )
+        over = set(large)
+        listed = [Listed(uid, cap + 1 if uid in over else 0, None) for uid in sorted(set(found))]
+        top = max([(selected.uidnext or 1) - 1, *(x.uid for x in listed)])
+        return listed, top
 
     @staticmethod
     def _since(listed: list[Listed], start: date | None) -> list[Listed]:
@@ -221,12 +298,14 @@ class ImapSync(MailboxSync):
 
     async def _unknown(
         self, client: ImapClient, uidvalidity: int, batch: list[Listed], recognise: bool
-    ) -> list[Listed]:
-        """Drop what was published before: by event id always, by Message-ID + Date + size when re-baselining."""
+    ) -> tuple[list[Listed], int]:
+        """Drop what was published before: by event id always, by Message-ID + Date + size when
+        re-baselining; and how many were known by event id."""
         mailbox_id = self.target.mailbox_id
         ids = {x.uid: str(email_event_id(mailbox_id, uidvalidity, x.uid)) for x in batch}
         known = await self.s.repo.known_ids(ids.values())
         left = [x for x in batch if ids[x.uid] not in known]
+        by_id = len(batch) - len(left)
         if recognise and left:
             fps: dict[int, str] = {}
             async with step(self.s.env.step_timeout_s * 4):
@@ -236,45 +315,51 @@ class ImapSync(MailboxSync):
             seen = await self.s.repo.known_fingerprints(mailbox_id, fps.values())
             left = [x for x in left if fps.get(x.uid) not in seen]
         metrics.SKIPPED.labels(reason="published_before").inc(len(batch) - len(left))
-        return left
+        return left, by_id
 
     async def _publish(
         self, client: ImapClient, uidvalidity: int, listed: list[Listed], recognise: bool
-    ) -> None:
-        """One ``UID FETCH`` per window of listed UIDs, streamed; published and recorded in batches."""
+    ) -> int:
+        """One ``UID FETCH`` per window of listed UIDs, streamed; published and their ledger
+        entries inserted in batches. The state is written once per window, the watermark past it
+        with the count of its messages (for the last window the caller writes them: the count is
+        returned); re-baselining moves the watermark only at the end, so a pass cut short starts
+        it over.
+
+        The count moves with the watermark in one write, so a message in the ledger above the
+        watermark was never counted (the pass that stored it died before its state write): an
+        incremental pass counts it when its event id comes up as known."""
         options, repo, mailbox_id = self.s.options, self.s.repo, self.target.mailbox_id
         cap = options.max_message_bytes
-        for i in range(0, len(listed), options.fetch_window):
-            window = listed[i : i + options.fetch_window]
-            todo = await self._unknown(client, uidvalidity, window, recognise)
+        windows = [listed[i : i + options.fetch_window] for i in range(0, len(listed), options.fetch_window)]
+        seen = 0
+        for n, window in enumerate(windows):
+            todo, known = await self._unknown(client, uidvalidity, window, recognise)
+            seen += 0 if recognise else known
+            stored_now = [0]
+
+            async def stored(records: list[LedgerEntry], stored_now: list[int] = stored_now) -> None:
+                await repo.record_published(records)
+                stored_now[0] += len(records)
+
             large = [x.uid for x in todo if x.size > cap]
             small = [x.uid for x in todo if x.size <= cap]
-            progress = Progress(small)
-
-            async def stored(records: list[Document], progress: Progress = progress) -> None:
-                await repo.record_published(records)
-                done = progress.published(r["uid"] for r in records)
-                # Re-baselining moves the watermark only at the end: a pass cut short starts it over.
-                fields: StateFields = (
-                    {} if recognise or done is None else {"uidvalidity": uidvalidity, "last_uid": done}
-                )
-                await repo.update_state(
-                    mailbox_id, {**fields, "protocol": "imap"}, inc={"messages_seen": len(records)}
-                )
-
             async with Pipeline(self.s.publisher, self.target, "imap", stored, options.fetch_batch) as out:
-                if large:  # headers only; published before any smaller UID moves the watermark past them
+                if large:  # headers only, before the bodies of the smaller ones
                     await self._stream(client, uidvalidity, large, HEADER_ITEMS, HEADER_BYTES, out)
                     await out.cut()
                 if small and not out.failed:
                     await self._stream(client, uidvalidity, small, BODY_ITEMS, cap + 65_536, out)
-            if not recognise:
-                last: StateFields = {
-                    "uidvalidity": uidvalidity,
-                    "last_uid": window[-1].uid,
-                    "protocol": "imap",
-                }
-                await repo.update_state(mailbox_id, last)
+            seen += stored_now[0]
+            if n < len(windows) - 1:
+                fields: StateFields = (
+                    {"protocol": "imap"}
+                    if recognise
+                    else {"uidvalidity": uidvalidity, "last_uid": window[-1].uid, "protocol": "imap"}
+                )
+                await repo.update_state(mailbox_id, fields, _counted(seen))
+                seen = 0
+        return seen
 
     async def _stream(
         self, client: ImapClient, uidvalidity: int, uids: list[int], items: bytes, budget: int, out: Pipeline
@@ -285,9 +370,14 @@ class ImapSync(MailboxSync):
         try:
             async with asyncio.timeout(timeout) as deadline:
                 async for item in client.uid_fetch(uid_set(uids), items, budget):
-                    if not await out.add(self._fetched(item, uidvalidity)):
-                        return  # the pipeline failed: close() raises its error
                     deadline.reschedule(loop.time() + timeout)
+                    fetched = self._fetched(item, uidvalidity)
+                    if self._oldest is not None and fetched.internal_date is not None:
+                        if fetched.internal_date < self._oldest:  # found by a SEARCH by day
+                            metrics.SKIPPED.labels(reason="older_than_process_from").inc()
+                            continue
+                    if not await out.add(fetched):
+                        return  # the pipeline failed: close() raises its error
         except NetError:
             raise
         except Exception as exc:

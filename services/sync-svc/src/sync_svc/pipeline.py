@@ -19,11 +19,12 @@ from types import TracebackType
 from nats.js.api import PubAck
 
 from contracts.email import SyncProtocol
-from mailwarden_runtime.mongo import Document
+from sync_svc.documents import LedgerEntry
 from sync_svc.publisher import Fetched, Publisher, Staged
 from sync_svc.targets import SyncTarget
 
-Stored = Callable[[list[Document]], Awaitable[None]]
+Stored = Callable[[list[LedgerEntry]], Awaitable[None]]
+"""Records a batch's ledger entries once its events are stored in JetStream."""
 BATCH_BYTES = 8 * 1024 * 1024  # raw bytes held in one batch at most (its messages are sent together)
 Released = tuple[list[Staged], list["asyncio.Future[PubAck]"]]
 

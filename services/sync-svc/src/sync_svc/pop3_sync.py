@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from contracts.email import SyncProtocol, email_event_id
 from mailwarden_mailnet.pop3 import Pop3Client
-from mailwarden_runtime.mongo import Document
 from sync_svc import metrics
 from sync_svc.connect import pop3_session, step
+from sync_svc.documents import LedgerEntry
 from sync_svc.parse import parse_headers
 from sync_svc.publisher import Fetched, fingerprint, since_start
 from sync_svc.session import MailboxSync
@@ -61,8 +61,8 @@ class Pop3Sync(MailboxSync):
         recognise = first and bool(state.messages_seen)
         since = since_start(start)
         cap = self.s.options.max_message_bytes
-        records: list[Document] = []
-        skipped: list[Document] = []
+        records: list[LedgerEntry] = []
+        skipped: list[LedgerEntry] = []
         for n in new:
             size = sizes.get(n, 0)
             if since is not None or recognise:
@@ -90,6 +90,6 @@ class Pop3Sync(MailboxSync):
         )
 
     @staticmethod
-    def _ledger(mailbox_id: str, event_id: str, uidl: str) -> Document:
+    def _ledger(mailbox_id: str, event_id: str, uidl: str) -> LedgerEntry:
         """A UIDL seen but not published (baseline, or older than the start date)."""
-        return {"_id": event_id, "m": mailbox_id, "uidl": uidl, "baseline": True}
+        return LedgerEntry(id=event_id, m=mailbox_id, uidl=uidl, baseline=True)

@@ -25,8 +25,8 @@ from nats.js.api import PubAck
 from contracts.email import EmailReceived, SyncProtocol, email_event_id
 from contracts.envelope import Envelope, make_envelope
 from contracts.subjects import email_received_subject
-from mailwarden_runtime.mongo import Document
 from sync_svc import metrics
+from sync_svc.documents import LedgerEntry
 from sync_svc.parse import Parsed, parse_headers, parse_message
 from sync_svc.rawstore import RawStore
 from sync_svc.targets import SyncTarget
@@ -68,7 +68,7 @@ class Staged:
 
     envelope: Envelope[EmailReceived]
     subject: str
-    ledger: Document
+    ledger: LedgerEntry
     raw: bytes | None
     kind: str  # ok, too_large or parse_error (the metric's label)
 
@@ -92,11 +92,11 @@ class Publisher:
         self.preview_chars = preview_chars
         self.ack_timeout_s = ack_timeout_s
 
-    async def __call__(self, target: SyncTarget, msg: Fetched, protocol: SyncProtocol) -> Document:
+    async def __call__(self, target: SyncTarget, msg: Fetched, protocol: SyncProtocol) -> LedgerEntry:
         """Store, publish, and return the ledger entry (``_id`` = event id) to record afterwards."""
         return (await self.flush([self.stage(target, msg, protocol)]))[0]
 
-    async def flush(self, batch: list[Staged]) -> list[Document]:
+    async def flush(self, batch: list[Staged]) -> list[LedgerEntry]:
         """Await the batch's raw objects, publish its events in order, await their acks; the ledger
         entries to record. Raises (nothing recorded) when any of it is not stored in time."""
         return await self.confirm(batch, await self.release(batch))
@@ -117,7 +117,7 @@ class Publisher:
                 ack.cancel()  # no-op once done; frees nats-py's slot of one that never came
         return [await self.send(staged.envelope, staged.subject) for staged in batch]
 
-    async def confirm(self, batch: list[Staged], acks: list[asyncio.Future[PubAck]]) -> list[Document]:
+    async def confirm(self, batch: list[Staged], acks: list[asyncio.Future[PubAck]]) -> list[LedgerEntry]:
         """Await the events' acks: the ledger entries of a batch now stored in JetStream."""
         try:
             async with asyncio.timeout(self.ack_timeout_s):
@@ -169,13 +169,13 @@ class Publisher:
             too_large=too_large,
         )
         kind = "too_large" if too_large else "parse_error" if parsed.parse_error else "ok"
-        ledger = {
-            "_id": str(event_id),
-            "m": mailbox_id,
-            "fp": fingerprint(mailbox_id, parsed.message_id, parsed.date, msg.size),
-            "uid": msg.uid,
-            "uv": msg.uidvalidity,
-            "uidl": msg.uidl,
-        }
+        ledger = LedgerEntry(
+            id=str(event_id),
+            m=mailbox_id,
+            fp=fingerprint(mailbox_id, parsed.message_id, parsed.date, msg.size),
+            uid=msg.uid,
+            uv=msg.uidvalidity,
+            uidl=msg.uidl,
+        )
         envelope = make_envelope(event, self.producer, event_id=event_id)
         return Staged(envelope, email_received_subject(mailbox_id), ledger, msg.raw, kind)

@@ -12,17 +12,18 @@ worker must react to, so workers re-read the read models only when something cha
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.readmodels import ReadModels
+from sync_svc.batched import Batcher, Failed
 from sync_svc.documents import (
     Episode,
     Feedback,
@@ -34,6 +35,7 @@ from sync_svc.documents import (
 )
 
 REVISION = "revision"
+DUPLICATE_KEY = 11000
 
 
 class StateFields(TypedDict, total=False):
@@ -78,6 +80,11 @@ class Repository:
         self.state = db["state"]
         self.published = db["published"]
         self.meta = db["meta"]
+        # Every mailbox task's state reads and writes and ledger calls, sent together (sync_svc.batched).
+        self._state_reads: Batcher[str, SyncStateDoc] = Batcher(self._read_states)
+        self._state_writes: Batcher[tuple[str, Document], None] = Batcher(self._write_states)
+        self._ledger_writes: Batcher[list[Document], None] = Batcher(self._insert_ledger)
+        self._ledger_reads: Batcher[list[str], set[str]] = Batcher(self._known_ids)
 
     async def ensure_indexes(self) -> None:
         await self.published.create_index([("m", ASCENDING), ("fp", ASCENDING)])
@@ -94,23 +101,45 @@ class Repository:
     # ---- sync state ------------------------------------------------------------------------------
 
     async def get_state(self, mailbox_id: str) -> SyncStateDoc:
-        doc = await self.state.find_one({"_id": mailbox_id})
-        return SyncStateDoc(id=mailbox_id) if doc is None else SyncStateDoc.model_validate(doc)
+        """The mailbox's state (read in one ``$in`` with other mailboxes')."""
+        return await self._state_reads(mailbox_id)
+
+    async def _read_states(self, mailbox_ids: Sequence[str]) -> list[SyncStateDoc]:
+        found = await self.states(set(mailbox_ids))
+        return [found.get(m) or SyncStateDoc(id=m) for m in mailbox_ids]
 
     async def states(self, mailbox_ids: Iterable[str]) -> dict[str, SyncStateDoc]:
         found = self.state.find({"_id": {"$in": list(mailbox_ids)}})
         return {(s := SyncStateDoc.model_validate(d)).id: s async for d in found}
 
-    async def update_state(
-        self, mailbox_id: str, fields: StateFields, inc: Counters | None = None
-    ) -> SyncStateDoc:
-        update: dict[str, Any] = {"$set": _stored(fields)}
+    async def update_state(self, mailbox_id: str, fields: StateFields, inc: Counters | None = None) -> None:
+        """``$set`` (and ``$inc``) on the mailbox's state, in one bulk write with other mailboxes'."""
+        update: Document = {"$set": _stored(fields)}
         if inc:
             update["$inc"] = inc
-        doc = await self.state.find_one_and_update(
-            {"_id": mailbox_id}, update, upsert=True, return_document=ReturnDocument.AFTER
-        )
-        return SyncStateDoc(id=mailbox_id) if doc is None else SyncStateDoc.model_validate(doc)
+        await self._state_writes((mailbox_id, update))
+
+    async def _write_states(self, writes: Sequence[tuple[str, Document]]) -> list[Failed | None]:
+        """One unordered bulk of upserts; an upsert that lost a race to another insert of the same
+        document (a control's) is applied again on its own, as an update."""
+        ops = [UpdateOne({"_id": m}, update, upsert=True) for m, update in writes]
+        outcomes: list[Failed | None] = [None] * len(writes)
+        try:
+            await self.state.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise
+            for error in exc.details.get("writeErrors", []):
+                i = int(error["index"])
+                if error.get("code") != DUPLICATE_KEY:
+                    outcomes[i] = Failed(BulkWriteError({"writeErrors": [error]}))
+                    continue
+                mailbox_id, update = writes[i]
+                try:
+                    await self.state.update_one({"_id": mailbox_id}, update, upsert=True)
+                except Exception as again:
+                    outcomes[i] = Failed(again)
+        return outcomes
 
     async def control(self, mailbox_id: str, fields: Controls, unset: Iterable[str] = ()) -> SyncStateDoc:
         """A pause, resume or resync: stored, then every worker sees the revision move."""
@@ -125,21 +154,35 @@ class Repository:
 
     # ---- published messages ------------------------------------------------------------------------
 
-    async def record_published(self, docs: list[Document]) -> None:
-        """Remember published messages; ones already remembered (a replay) are skipped."""
-        if not docs:
-            return
+    async def record_published(self, entries: list[LedgerEntry]) -> None:
+        """Remember published messages (in one insert with other mailboxes'); ones already
+        remembered (a replay) are skipped."""
+        if entries:
+            await self._ledger_writes([e.inserted() for e in entries])
+
+    async def _insert_ledger(self, batches: Sequence[list[Document]]) -> list[Failed | None]:
+        docs = [doc for batch in batches for doc in batch]
+        owner = [n for n, batch in enumerate(batches) for _ in batch]
+        outcomes: list[Failed | None] = [None] * len(batches)
         try:
             await self.published.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
-            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+            if exc.details.get("writeConcernErrors"):
                 raise
+            for error in exc.details.get("writeErrors", []):
+                if error.get("code") != DUPLICATE_KEY:
+                    outcomes[owner[int(error["index"])]] = Failed(BulkWriteError({"writeErrors": [error]}))
+        return outcomes
 
     async def known_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of these event ids the ledger has (in one ``$in`` with other mailboxes' lookups)."""
         wanted = list(ids)
-        if not wanted:
-            return set()
-        return {d["_id"] async for d in self.published.find({"_id": {"$in": wanted}}, {"_id": 1})}
+        return await self._ledger_reads(wanted) if wanted else set()
+
+    async def _known_ids(self, lookups: Sequence[list[str]]) -> list[set[str]]:
+        wanted = [i for ids in lookups for i in ids]
+        found = {d["_id"] async for d in self.published.find({"_id": {"$in": wanted}}, {"_id": 1})}
+        return [found.intersection(ids) for ids in lookups]
 
     async def mark_feedback(
         self, email_id: str, mailbox_id: str, kind: Literal["tracked", "rejected"], answer: Feedback

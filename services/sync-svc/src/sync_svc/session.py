@@ -84,9 +84,10 @@ class MailboxSync:
         """The state just read says whether an error episode is open: no second read to close it."""
         self._no_episode = not open_
 
-    async def caught_up(self, mode: SyncMode, left: StateFields | None = None) -> None:
+    async def caught_up(self, mode: SyncMode, left: StateFields | None = None, seen: int = 0) -> None:
         """A pass reached the server's present: close any error episode, note when and how, with
-        what the pass left to write (``left``, its watermark) in the same write."""
+        what the pass left to write (``left``, its watermark, and ``seen`` messages to count) in
+        the same write."""
         if not self._no_episode:
             await self.s.episodes.succeeded(self.target, self.protocol)
             self._no_episode = True
@@ -97,7 +98,9 @@ class MailboxSync:
             "last_error": None,
         }
         fields.update(left or {})
-        await self.s.repo.update_state(self.target.mailbox_id, fields)
+        await self.s.repo.update_state(
+            self.target.mailbox_id, fields, {"messages_seen": seen} if seen else None
+        )
 
     def poll_delay(self) -> float:
         return self.target.poll_interval_s * (1 + self.rng.uniform(0, self.s.options.poll_jitter))

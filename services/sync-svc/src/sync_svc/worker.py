@@ -32,6 +32,7 @@ from sync_svc.targets import SyncTarget, target_of
 log = logging.getLogger(__name__)
 
 SETTLE_S = 0.1  # after a wake-up, how long to let more changes arrive before reloading
+RELOAD_PAUSE_MAX_S = 1.0  # the longest pause between reloads, however long the last one took
 STOP_WAIT_S = 2.0
 LEASE_CALLS_AT_ONCE = 32  # lease takes and renewals in flight together (NATS KV round trips)
 
@@ -116,8 +117,10 @@ class Worker:
                     await self._wake.wait()
             # A burst of events: one reload for all of them, and reloads (which read every mailbox)
             # at most a ninth of the time: with 1,000 mailboxes being enabled, a reload per wake-up
-            # cost more CPU (ours and the database's) the more there were.
-            await asyncio.sleep(max(SETTLE_S, 8 * self._load_s))
+            # cost more CPU (ours and the database's) the more there were. Capped: a reload slowed
+            # by a busy database (6 s while 200 first syncs wrote) once paused the next for 50 s, and
+            # the mailboxes enabled meanwhile waited that long to start (bench/sync_many.py).
+            await asyncio.sleep(min(RELOAD_PAUSE_MAX_S, max(SETTLE_S, 8 * self._load_s)))
             self._wake.clear()
 
     async def _load(self) -> None:
