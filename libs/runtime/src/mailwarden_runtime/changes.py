@@ -302,7 +302,10 @@ class ChangeStreamRelay:
         return await self._db[POSITIONS].find_one({"_id": self.name})
 
     async def _save(self, token: Mapping[str, Any] | None, *, force: bool) -> None:
-        if token is None or token == self._saved:
+        if token is None:
+            return
+        if token == self._saved:
+            self._events_unsaved = False
             return
         if not force and time.monotonic() - self._saved_at < self._checkpoint_s:
             return
