@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 with contextlib.ExitStack() as stack:
                     docs = stack.enter_context(DocumentWrites(system.mongo.uri)) if args.docs else None
+                    if docs is not None:
+                        stack.callback(docs.close)
                     figures = asyncio.run(_run(system, args.mailboxes, args.batch, args.callers, docs))
             finally:
                 for spy in spies:

@@ -15,6 +15,7 @@ Database operations: SecantusDB's `serverStatus` opcounters before and after the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import resource
 import time
@@ -58,6 +59,26 @@ class _Watch:
     job_id: str | None = None
     expected: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    db: psutil.Process | None = None  # SecantusDB: its CPU is noted every `step` statuses
+    marks: list[tuple[int, float]] = field(default_factory=list)  # (statuses seen, db CPU s)
+
+    @property
+    def step(self) -> int:
+        return 1000 if self.expected >= 2000 else max(self.expected // 4, 1)
+
+    def mark(self) -> None:
+        """Note the database's CPU at every `step` statuses: its cost per test, thousand by thousand."""
+        seen = len(self.status)
+        if self.db is not None and (seen == 0 or seen % self.step == 0):
+            with contextlib.suppress(psutil.Error):
+                t = self.db.cpu_times()
+                self.marks.append((seen, t.user + t.system))
+
+    def db_ms_per_test_by_step(self) -> list[float]:
+        return [
+            round(1000 * (c1 - c0) / max(n1 - n0, 1), 2)
+            for (n0, c0), (n1, c1) in zip(self.marks, self.marks[1:], strict=False)
+        ]
 
     def check(self) -> None:
         if self.job_id is None:
@@ -256,6 +277,9 @@ class MailwardenRunner:
             await self.bench._prepare_row(nc, endpoint, plan.mailboxes)
             await bus_quiet(nc)
             watch = _Watch(expected=len(plan.mailboxes))
+            mongo = groups.get("mongo") or []
+            watch.db = psutil.Process(mongo[0]) if mongo else None
+            watch.mark()
             subs = await self._watch(nc, watch)
             ops0 = system.opcounters()
             cpu0 = _self_cpu()
@@ -284,8 +308,18 @@ class MailwardenRunner:
         if not self.bench.setup_reported:
             self.bench.setup_reported = True
             result.extra.update(self.bench.setup_figures())
-        result.extra.update(docs.per_test(len(plan.mailboxes)))
-        result.extra["docs_written"] = json.dumps(docs.breakdown(), sort_keys=True)
+        by_step = watch.db_ms_per_test_by_step()
+        result.extra["db_cpu_step"] = watch.step
+        result.extra["db_cpu_ms_per_test_by_step"] = json.dumps(by_step)
+        if by_step:
+            _log(
+                f"  {self.name}: SecantusDB ms/test per {watch.step} statuses: {' / '.join(map(str, by_step))}"
+            )
+        try:  # read after the row (and after its opcounters): the count costs the row nothing
+            result.extra.update(docs.per_test(len(plan.mailboxes)))
+            result.extra["docs_written"] = json.dumps(docs.breakdown(), sort_keys=True)
+        finally:
+            docs.close()
         return result
 
     async def _watch(self, nc: Client, watch: _Watch) -> list[Any]:
@@ -300,8 +334,9 @@ class MailwardenRunner:
         async def on_status(msg: Msg) -> None:
             now = time.perf_counter()
             data = json.loads(msg.data)["data"]
-            if data.get("test_id"):
-                watch.status.setdefault(data["test_id"], (now, data))
+            if data.get("test_id") and data["test_id"] not in watch.status:
+                watch.status[data["test_id"]] = (now, data)
+                watch.mark()
                 watch.check()
 
         async def on_alert(msg: Msg) -> None:

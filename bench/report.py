@@ -84,7 +84,8 @@ def format_tables(rows: Sequence[RunResult]) -> str:
         notes += (
             "\nmailwarden rows: per process CPU s / peak MB; ms/test: our four services, nats-server\n"
             "(bus) and SecantusDB (db); DB w/r per test: write / read commands from serverStatus\n"
-            "opcounters; docs w/u per test: documents written / of them updated (change stream);\n"
+            "opcounters; docs w/u (bk) per test: documents written / of them updated (change stream,\n"
+            "read after the row), (bk): of the written, bookkeeping (relay positions, job progress);\n"
             "alert p50: TestRequested -> AlertRaised; tester RSS after the row / tests\n"
             "that tester process has run so far."
         )
@@ -93,7 +94,7 @@ def format_tables(rows: Sequence[RunResult]) -> str:
 
 def _system_table(rows: Sequence[RunResult]) -> str:
     header = ["RTT", "runner", "variant", "svc ms/test", "bus ms/test", "db ms/test",
-              *(f"{g} CPU s / MB" for g in _SYSTEM), "DB w/r per test", "docs w/u per test", "alert p50 ms",
+              *(f"{g} CPU s / MB" for g in _SYSTEM), "DB w/r per test", "docs w/u (bk) per test", "alert p50 ms",
               "tester RSS MB / tests"]  # fmt: skip
     body = []
     for r in rows:
@@ -105,7 +106,8 @@ def _system_table(rows: Sequence[RunResult]) -> str:
             cells.append("-" if u is None else f"{u.cpu_s:.1f} / {u.peak_rss_mb:.0f}")
         cells += [
             f"{e.get('db_writes_per_test', 0)} / {e.get('db_reads_per_test', 0)}",
-            f"{e.get('docs_written_per_test', '-')} / {e.get('docs_updated_per_test', '-')}",
+            f"{e.get('docs_written_per_test', '-')} / {e.get('docs_updated_per_test', '-')}"
+            f" ({e.get('docs_bookkeeping_per_test', '-')})",
             f"{float(e.get('p50_alert_ms', 0)):.0f}",
             f"{e.get('tester_rss_mb_end', 0)} / {e.get('tester_tests_served', 0)}",
         ]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from alert_svc.store.failures import FailureStore
 
@@ -57,3 +57,45 @@ async def test_a_redelivered_outcome_changes_nothing(store: FailureStore) -> Non
     await store.record_outcomes("m2", "m2@x", "p1", outcome, T0)
     assert await store.failing_mailboxes("p1", "outgoing", "smtp_auth_failed", T0) == [("m2", "m2@x")]
     assert await store.failures.count_documents({}) == 1
+
+
+class Updates(monitoring.CommandListener):
+    """The update commands a client sends (each one planned by the server, matching or not)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "update":
+            self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_successes_send_an_update_only_for_records_that_are_failing(mongo_uri: str) -> None:
+    updates = Updates()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_uri, tz_aware=True, event_listeners=[updates]
+    )
+    name = "t_" + uuid.uuid4().hex[:12]
+    store = FailureStore(client[name])
+    try:
+        await store.record_outcomes("sick", "sick@x", "p1", [("incoming", "auth_failed")], T0)
+        before = updates.count
+        both = [("incoming", None), ("outgoing", None)]
+        await store.record_many(
+            [(f"m{n}", f"m{n}@x", "p1", both, T0 + timedelta(minutes=1)) for n in range(20)]
+        )
+        assert updates.count == before, "healthy mailboxes: read, nothing written"
+        await store.record_many(
+            [(m, f"{m}@x", "p1", both, T0 + timedelta(minutes=2)) for m in ("sick", "m1", "m2")]
+        )
+        assert updates.count == before + 1, "one update: the failing record's clear"
+        assert await store.failed_mailbox_count("p1", T0) == 0
+    finally:
+        await client.drop_database(name)
+        await client.close()

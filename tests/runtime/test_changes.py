@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import AsyncMongoClient, UpdateOne, monitoring
 
 from contracts import DeadLettered, Envelope, MailboxApproved
 from contracts.subjects import dead_letter_subject
-from mailwarden_runtime.changes import POSITIONS, ChangeStreamRelay
+from mailwarden_runtime.bus import NatsBus, publish_raw
+from mailwarden_runtime.changes import POSITIONS, ChangeStreamRelay, OwnWrites
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, use_change_stream, with_outbox
 from mailwarden_runtime.service import ServiceRuntime
 from mailwarden_runtime.settings import ServiceSettings
@@ -267,3 +269,64 @@ async def test_an_idle_relay_moves_its_stored_position_past_writes_it_does_not_w
         await eventually(lambda: seen.ids == ["a0", "a1"], "the next event, once")
     finally:
         await rt.stop()
+
+
+class GetMores(monitoring.CommandListener):
+    """Counts the getMore commands a client sends (each one a change-stream read on the server)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "getMore":
+            self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_the_relay_reads_when_its_own_writes_wake_it_not_on_every_write_to_the_server(
+    nats_url: str, mongo_uri: str, seen: Seen
+) -> None:
+    """A getMore waiting on the server was woken by every write to any database (a read each)."""
+    use_change_stream(True)  # how with_outbox writes (a ServiceRuntime sets it when it starts)
+    db_name = f"t_{uuid.uuid4().hex[:12]}"
+    reads = GetMores()
+    wake: list[Callable[[], None]] = []
+    own = OwnWrites(db_name, ["things"], lambda: wake[0]())
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, event_listeners=[reads, own])
+    other: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
+    bus = NatsBus(settings_for(nats_url, mongo_uri, db_name), "changes-wake")
+    await bus.connect()
+
+    async def publish(subject: str, event_id: str, body: bytes) -> object:
+        return await publish_raw(bus, subject, event_id, body)
+
+    # The poll is far away: what is published within the test was read because a write woke it.
+    relay = ChangeStreamRelay(client[db_name], ["things"], publish, name="changes-wake", poll_s=120.0)
+    wake.append(relay.wake)
+    await relay.prepare()
+    relay.start()
+    try:
+        await eventually(lambda: reads.count >= 1, "the first read (caught up)")
+        await asyncio.sleep(0.3)
+        before = reads.count
+        for n in range(50):  # another service's writes, and writes without events of its own
+            await other[f"{db_name}_other"].things.insert_one({"n": n})
+            await client[db_name].plain.insert_one({"n": n})
+        await asyncio.sleep(0.5)
+        assert reads.count - before <= 1, "writes that are not its own events read nothing"
+        tag = seen.tag
+        mine = client[db_name].things
+        await mine.insert_one({"_id": "w", **new_document_outbox([event(seen.rt, tag, "woken")])})
+        await eventually(lambda: seen.ids == ["woken"], "its own write published without the poll", 20)
+        await mine.update_one({"_id": "w"}, with_outbox({"$set": {"n": 1}}, [event(seen.rt, tag, "again")]))
+        await eventually(lambda: seen.ids == ["woken", "again"], "the next one too", 20)
+    finally:
+        await relay.stop()
+        await bus.close(5.0)
+        await client.close()
+        await other.close()

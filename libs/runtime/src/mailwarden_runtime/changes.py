@@ -5,7 +5,17 @@ Each write that has events replaces its document's ``outbox`` field with them
 service database's change stream, filtered to those writes, publishes each change's events in
 commit order (a document's events never overtake each other) with the event id as
 ``Nats-Msg-Id``, and then remembers how far it got: the stream's resume token, stored in
-``event_relay`` at most every ``checkpoint_s`` (one small update per interval, not per event).
+``event_relay`` at most every ``checkpoint_s`` while it publishes and once it is idle (one small
+update per interval, not per event; a position that only moved past other writes every
+``quiet_checkpoint_s``).
+
+The relay reads the stream when its own process wrote events (:class:`OwnWrites` sees the
+service's write commands succeed and calls :meth:`ChangeStreamRelay.wake`) and otherwise every
+``poll_s``, like the outbox relay. It does not keep a getMore waiting on the server: the embedded
+server wakes every waiting change stream on every write to any database, so one watcher per service
+cost a getMore (and a scan) per write on the server for each of them. The poll publishes writes
+made by others (another replica, a process that crashed before its relay published) within
+``poll_s``.
 
 Nothing is lost: the token is stored only after everything before it was published, and a
 restart resumes after the stored token, so at worst the events of the last interval are
@@ -22,10 +32,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pymongo import monitoring
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
@@ -56,8 +67,11 @@ class ChangeStreamRelay:
         *,
         name: str = "outbox",
         batch: int = 500,
-        max_await_ms: int = 1000,
-        checkpoint_s: float = 1.0,
+        max_await_ms: int = 100,
+        poll_s: float = 1.0,
+        checkpoint_s: float = 5.0,
+        settle_s: float = 1.0,
+        quiet_checkpoint_s: float = 10.0,
         max_attempts: int = 5,
         retry_pause_s: float = 0.2,
     ) -> None:
@@ -66,8 +80,14 @@ class ChangeStreamRelay:
         self.name = name  # dead letters go to mailwarden.dlq.<name>; the position is stored under it
         self.entries = EntryPublisher(publish, name, max_attempts)
         self._batch = batch
-        self._max_await_ms = max_await_ms
+        self._max_await_ms = max_await_ms  # a getMore's wait: catches a write committing meanwhile
+        self._poll_s = poll_s
         self._checkpoint_s = checkpoint_s
+        self._settle_s = settle_s
+        self._quiet_checkpoint_s = quiet_checkpoint_s
+        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events_unsaved = False  # published events whose position is not stored yet
         self._retry_pause_s = retry_pause_s
         self._published: Mapping[str, Any] | None = None  # token after the last published change
         self._published_upto = datetime.now(UTC)  # every write stamped before this is published
@@ -93,10 +113,22 @@ class ChangeStreamRelay:
 
     def start(self) -> None:
         if self._task is None:
+            self._loop = asyncio.get_running_loop()
             self._task = asyncio.create_task(self._run(), name=f"{self.name}-changes")
 
     def wake(self) -> None:
-        """Nothing to do: the stream hands changes over as they commit."""
+        """Read the stream now: this process wrote events (callable from any thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wakeup.set()
+        else:
+            loop.call_soon_threadsafe(self._wakeup.set)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -156,19 +188,35 @@ class ChangeStreamRelay:
                 # every change before it is already queued. Writes the relay does not watch (other
                 # collections, other databases on the server) move it on too.
                 progress.quiet = (progress.queued, stream.resume_token, datetime.now(UTC))
+                await self._until_woken()
                 continue
             await queue.put(change)
             progress.queued += 1
         raise RuntimeError("the change stream ended")  # invalidated (e.g. its collection dropped)
 
+    async def _until_woken(self) -> None:
+        """Caught up: wait for this process's next write with events, or the next poll.
+
+        The flag is cleared after the wait, before the next getMore: a write committed later wakes
+        it again, one committed earlier is in that getMore.
+        """
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), self._poll_s)
+        except TimeoutError:
+            pass
+        self._wakeup.clear()
+
     async def _publish_from(self, queue: asyncio.Queue[Document], progress: _Progress) -> None:
         """Publish what the queue holds (up to ``batch``), then note the position; store it now and then."""
         while True:
             try:
-                first = await asyncio.wait_for(queue.get(), self._checkpoint_s)
+                first = await asyncio.wait_for(queue.get(), self._settle_s)
             except TimeoutError:
-                self._adopt_quiet_position(progress)
-                await self._save(self._published, force=True)  # quiet: store where we are
+                if self._events_unsaved:  # idle after publishing: store where we are
+                    await self._save(self._published, force=True)
+                elif time.monotonic() - self._saved_at >= self._quiet_checkpoint_s:
+                    self._adopt_quiet_position(progress)  # only other writes since: now and then
+                    await self._save(self._published, force=True)
                 continue
             upto = datetime.now(UTC) - WRITE_MARGIN
             changes = [first]
@@ -178,6 +226,7 @@ class ChangeStreamRelay:
             progress.published += len(changes)
             # A change's _id is the token to resume after it.
             self._published, self._published_upto = changes[-1]["_id"], upto
+            self._events_unsaved = True
             await self._save(self._published, force=False)
 
     def _adopt_quiet_position(self, progress: _Progress) -> None:
@@ -253,14 +302,62 @@ class ChangeStreamRelay:
         return await self._db[POSITIONS].find_one({"_id": self.name})
 
     async def _save(self, token: Mapping[str, Any] | None, *, force: bool) -> None:
-        if token is None or token == self._saved:
+        if token is None:
+            return
+        if token == self._saved:
+            self._events_unsaved = False
             return
         if not force and time.monotonic() - self._saved_at < self._checkpoint_s:
             return
-        await self._db[POSITIONS].update_one(
-            {"_id": self.name}, {"$set": {"token": dict(token), "at": self._published_upto}}, upsert=True
-        )
+        unsaved = self._events_unsaved
+        self._events_unsaved = False
+        try:
+            await self._db[POSITIONS].update_one(
+                {"_id": self.name},
+                {"$set": {"token": dict(token), "at": self._published_upto}},
+                upsert=True,
+            )
+        except BaseException:
+            self._events_unsaved = self._events_unsaved or unsaved
+            raise
         self._saved, self._saved_at = token, time.monotonic()
+
+
+WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
+
+
+class OwnWrites(monitoring.CommandListener):
+    """Calls ``wake`` after each successful write command of this client to ``collections`` of ``db``.
+
+    Registered on the service's database client, so every write that can carry events wakes the
+    relay at once, whichever code path made it; the relay's poll covers anything else.
+    """
+
+    def __init__(self, db: str, collections: Iterable[str], wake: Callable[[], None]) -> None:
+        self._db = db
+        self._collections = frozenset(collections)
+        self._wake = wake
+        self._writes: set[int] = set()  # request ids of writes in flight
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        if (
+            name in WRITE_COMMANDS
+            and event.database_name == self._db
+            and event.command.get(name) in self._collections
+        ):
+            self._writes.add(event.request_id)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.request_id in self._writes:
+            self._writes.discard(event.request_id)
+            self._wake()
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        # A write that failed on the wire may still have committed: wake anyway.
+        if event.request_id in self._writes:
+            self._writes.discard(event.request_id)
+            self._wake()
 
 
 class _Progress:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pymongo
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.monitoring import CommandListener
 
 from mailwarden_runtime.settings import ServiceSettings
 
 Document = dict[str, Any]
 
 
-def create_client(settings: ServiceSettings, app_name: str) -> AsyncMongoClient[Document]:
+def create_client(
+    settings: ServiceSettings, app_name: str, listeners: Sequence[CommandListener] = ()
+) -> AsyncMongoClient[Document]:
     """The service's client; every write is acknowledged only once it is durable.
 
     ``w: majority, j: true``: a handler acks its message, and an operation answers, after its
@@ -21,6 +25,7 @@ def create_client(settings: ServiceSettings, app_name: str) -> AsyncMongoClient[
     embedded server lost 6-22 of the last 50 acknowledged inserts on SIGKILL; chaos A4 then
     found results applied, published and gone, docs/reliability.md finding 9), so nothing would
     redo it. A replica set's default is ``majority`` already, journaled on a majority.
+    ``listeners``: command listeners (the change-stream relay's :class:`OwnWrites`).
     """
     return AsyncMongoClient(
         settings.mongodb_uri,
@@ -32,6 +37,7 @@ def create_client(settings: ServiceSettings, app_name: str) -> AsyncMongoClient[
         retryWrites=settings.mongodb_retry_writes,
         w="majority",
         journal=True,
+        event_listeners=list(listeners),
     )
 
 

@@ -42,13 +42,13 @@ from mailwarden_runtime.bus import (
     publish_envelope_nowait,
     publish_raw,
 )
-from mailwarden_runtime.changes import ChangeStreamRelay
+from mailwarden_runtime.changes import ChangeStreamRelay, OwnWrites
 from mailwarden_runtime.consumer import BatchHandler, ConsumerOptions, EventConsumer, Handler
 from mailwarden_runtime.crypto import KeyRing, KeyRingError
 from mailwarden_runtime.http import install_error_handlers
 from mailwarden_runtime.keys import MissingKeyError, load_keyring
 from mailwarden_runtime.logs import configure_logging
-from mailwarden_runtime.mongo import Document, create_client, database, ping
+from mailwarden_runtime.mongo import Document, create_client, database, database_name, ping
 from mailwarden_runtime.mongo import close as close_mongo
 from mailwarden_runtime.outbox import OutboxRelay, use_change_stream
 from mailwarden_runtime.rpc import Admit, RequestHeaders, RpcOperation, RpcServer, rpc_subject
@@ -110,10 +110,14 @@ class ServiceRuntime:
         self._rpc = RpcServer(queue=name, reply=self.bus.reply, concurrency=settings.rpc_concurrency)
         self.mongo: AsyncMongoClient[Document] | None = None
         self._db: AsyncDatabase[Document] | None = None
-        if uses_database:
-            self.mongo = create_client(settings, name)
-            self._db = database(self.mongo, settings, name)
         self._outbox_collections = list(outbox_collections)
+        if uses_database:
+            # The service's own writes with events wake the change-stream relay (it does not tail).
+            own_writes = OwnWrites(
+                database_name(settings.mongodb_db, name), self._outbox_collections, self._wake_change_stream
+            )
+            self.mongo = create_client(settings, name, [own_writes] if self._outbox_collections else [])
+            self._db = database(self.mongo, settings, name)
         # Chosen at start (MW_EVENT_RELAY): the change stream, or the outbox relay on a standalone.
         self.relay: OutboxRelay | ChangeStreamRelay | None = None
         self._consumers: list[EventConsumer[Any]] = []
@@ -258,6 +262,11 @@ class ServiceRuntime:
 
     def wake_relay(self) -> None:
         if self.relay is not None:
+            self.relay.wake()
+
+    def _wake_change_stream(self) -> None:
+        """The database client saw a write with events (the outbox relay wakes from its callers)."""
+        if isinstance(self.relay, ChangeStreamRelay):
             self.relay.wake()
 
     async def ready(self) -> dict[str, bool]:

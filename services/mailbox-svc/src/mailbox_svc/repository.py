@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -22,6 +22,7 @@ TEST_RUNS = "test_runs"
 JOBS = "jobs"
 OUTBOX_COLLECTIONS = (MAILBOXES, JOBS)
 DUPLICATE_KEY = 11000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before any retry time: the lower end of the due range
 
 
 def filter_query(f: MailboxFilter) -> Document:
@@ -141,7 +142,14 @@ class Repository:
         return await self.mailboxes.count_documents({"profile_id": profile_id, "active": True})
 
     async def due_retries(self, now: datetime, limit: int) -> list[MailboxDoc]:
-        q = {"next_retry_at": {"$ne": None, "$lte": now}}
+        """The longest-due retries first, through the ``next_retry_at`` index.
+
+        A range with both ends: SecantusDB serves ``{$gte: EPOCH, $lte: now}`` from the index
+        (~1 ms at 10,000 mailboxes) but reads every mailbox for ``{$ne: None, $lte: now}`` or a
+        bare ``$lte`` (250-300 ms of its CPU per search, every ``scheduler_poll_s``). In MongoDB a
+        date range never matches null, so the result is the same there.
+        """
+        q = {"next_retry_at": {"$gte": EPOCH, "$lte": now}}
         found = self.mailboxes.find(q, {"outbox": 0}).sort("next_retry_at", 1).limit(limit)
         return _mailboxes(await found.to_list(None))
 
