@@ -159,12 +159,20 @@ async def nats_restarts(infra: Infra, workdir: Path, *, tests: int) -> Figure:
     return fig
 
 
-async def database_outage(infra: Infra, workdir: Path, *, tests: int, outage_s: float) -> Figure:
-    """A4: the MongoDB-wire server is stopped for ``outage_s`` during a job, then started again."""
+async def database_outage(
+    infra: Infra, workdir: Path, *, tests: int, outage_s: float, job_batch: int | None = None
+) -> Figure:
+    """A4: the MongoDB-wire server is stopped for ``outage_s`` during a job, then started again.
+
+    ``job_batch`` (mailboxes a job requests at once) small enough that the job is still expanding
+    when the database goes: it must go on expanding after the outage (the full size does that).
+    """
     fig = Figure("A4 database outage")
     mongo = infra.mongo
     assert mongo is not None, "the outage scenario needs a database server of its own"
     env = {"MW_TESTER_ACK_WAIT_S": "5"}
+    if job_batch is not None:
+        env["MW_JOB_BATCH_SIZE"] = str(job_batch)
     async with (
         private_nats(workdir / "nats") as nats_server,
         System(workdir, nats_server.url, infra.mongo_uri, infra.certs, env=env) as system,

@@ -125,6 +125,34 @@ class InProcess:
         await self.client.aclose()
 
 
+def background_loops() -> dict[str, str]:
+    """The in-process services' tasks running our code (loops, handlers, relays): where each waits.
+
+    A loop that ended or a handler that hangs stalls its work without a log line; this says where
+    (the chain of awaits of each task, from its coroutine down to what it waits on).
+    """
+    found: dict[str, str] = {}
+    for task in asyncio.all_tasks():
+        chain: list[str] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None and len(chain) < 40:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            frame = frame or getattr(awaited, "gi_frame", None)
+            if frame is None:
+                chain.append(type(awaited).__name__)
+                break
+            chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            awaited = (
+                getattr(awaited, "cr_await", None)
+                or getattr(awaited, "ag_await", None)
+                or getattr(awaited, "gi_yieldfrom", None)
+            )
+        code = getattr(task.get_coro(), "cr_code", None)
+        if code is not None and "/src/" in code.co_filename:  # services' and libs' code, not servers'
+            found[task.get_name()] = " > ".join(chain[-8:])
+    return found
+
+
 def build_app(name: str, env: dict[str, str]) -> FastAPI:
     """``<pkg>.app:create_app()`` with ``env`` in the environment while the settings are read."""
     with environment(env):
@@ -398,7 +426,10 @@ class System:
         ]
         backlog = {k: v for k, v in (await self.consumer_backlog()).items() if v != (0, 0)}
         trail = await self._trail_of_pending(profile_id)
-        return f"mailboxes {dict(states)}; jobs {jobs}; consumer backlog {backlog}; trail {trail}"
+        loops = background_loops()
+        return (
+            f"mailboxes {dict(states)}; jobs {jobs}; consumer backlog {backlog}; trail {trail}; loops {loops}"
+        )
 
     async def _trail_of_pending(self, profile_id: str, most: int = 3) -> dict[str, list[str]]:
         """For a few mailboxes still waiting on a test: which events of that test reached the bus.
@@ -479,8 +510,10 @@ class System:
             last = await self.consumer_backlog()
             return all(p == 0 and a == 0 for p, a in last.values())
 
-        with contextlib.suppress(AssertionError):
+        try:
             await eventually(quiet, "consumers to drain", within)
+        except AssertionError:
+            print(f"consumers not drained: {last}; tasks {background_loops()}", flush=True)
         return last
 
     async def redeliveries(self, durable: str, stream: str, subject: str) -> int:

@@ -27,6 +27,7 @@ from contracts.envelope import Envelope, make_envelope
 from contracts.errors import ErrorCode, WarningCode
 from contracts.events import MailboxStatusChanged, SettingsSnapshot
 from contracts.testing import status_failed, status_succeeded
+from mailwarden_runtime.outbox import change_stream_in_use, use_change_stream
 
 T0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 Processor = Callable[[list[Envelope[MailboxStatusChanged]]], Any]
@@ -122,8 +123,19 @@ async def test_batches_store_what_one_by_one_stores(stores: Callable[[], Any], s
 
 async def test_repeats_are_inserted_occurrences_folded_every_twenty(stores: Callable[[], Any]) -> None:
     """A repeat that changes only the count is an insert; the alert is updated every 20 and on its
-    resolution; every reader sees the count as it is, and a redelivered test counts once."""
-    s = await stores()
+    resolution; every reader sees the count as it is, and a redelivered test counts once.
+
+    With the outbox relay (set here: the mode is process-wide), so that the folded occurrences and
+    their events stay until published (test_occurrence_retention.py: what deletes them)."""
+    before = change_stream_in_use()
+    use_change_stream(False)
+    try:
+        await repeats_folded_every_twenty(await stores())
+    finally:
+        use_change_stream(before)
+
+
+async def repeats_folded_every_twenty(s: Stores) -> None:
     processor = StatusProcessor(s, Settings(dev_mode=True, log_setup=False))
     ref = mailbox_ref("a", user("u1"))
     envs = [

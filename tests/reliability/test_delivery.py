@@ -43,6 +43,15 @@ async def test_database_outage_loses_nothing(own_database: Infra, tmp_path: Path
     assert fig.ok, fig.line()
 
 
+async def test_database_outage_while_the_job_expands_loses_nothing(
+    own_database: Infra, tmp_path: Path
+) -> None:
+    # Batches of 5: the job has mailboxes left to request when the database goes (as at full size).
+    fig = await delivery.database_outage(own_database, tmp_path, tests=60, outage_s=20, job_batch=5)
+    print(fig.line())
+    assert fig.ok, fig.line()
+
+
 async def test_sigterm_drains_tests_in_flight(infra: Infra, tmp_path: Path) -> None:
     with slow_target(infra, tmp_path, delay_ms=100) as target:
         fig = await delivery.sigterm_in_flight(infra, tmp_path, tests=12, target=target, grace_s=25)

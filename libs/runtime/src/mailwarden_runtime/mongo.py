@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import asyncio
+import sys
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 import pymongo
+import pymongo.lock
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.monitoring import CommandListener
@@ -13,6 +16,32 @@ from pymongo.monitoring import CommandListener
 from mailwarden_runtime.settings import ServiceSettings
 
 Document = dict[str, Any]
+T = TypeVar("T")
+
+
+async def _wait_in_this_task(work: Awaitable[T], seconds: float | None) -> T:
+    """``asyncio.wait_for`` as Python 3.12 has it: the timeout cancels this task, not a task of its own."""
+    async with asyncio.timeout(seconds):
+        return await work
+
+
+def _condition_waits_in_the_waiting_task() -> None:
+    """Make PyMongo's async condition waits time out in the waiting task (Python < 3.12 only).
+
+    PyMongo waits on its topology and pool conditions with ``asyncio.wait_for(cond.wait(), t)``.
+    On 3.11 that runs the wait as a task of its own and, on the timeout, cancels it and waits for it;
+    the wait must take the lock back first, so when the timeout and a wake-up meet, the lock ends up
+    held with nobody to release it: every later server selection of that client waits for it for
+    ever. Chaos A4 at full size (database killed 20 s) left alert-svc's client that way: tasks in
+    ``_cancel_and_wait`` and in ``select_servers > acquire``, 666 status events never handled.
+    3.12 implements ``wait_for`` with ``asyncio.timeout`` in the calling task, which is this.
+    """
+    waits: Any = pymongo.lock  # the module whose ``wait_for`` its condition waits call
+    if sys.version_info < (3, 12) and waits.wait_for is asyncio.wait_for:
+        waits.wait_for = _wait_in_this_task
+
+
+_condition_waits_in_the_waiting_task()
 
 
 def create_client(

@@ -18,6 +18,7 @@ from alert_svc.handlers import ReadModelHandlers
 from alert_svc.operations import Operations
 from alert_svc.processor import StatusProcessor
 from alert_svc.readcache import ReadModelCache
+from alert_svc.retention import OccurrenceRetention
 from alert_svc.store import ALERTS as ALERTS_COLLECTION
 from alert_svc.store import Stores
 from alert_svc.store.alerts import OCCURRENCES
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batch_handler=enqueuer.handle_batch,
     )
 
+    retention = OccurrenceRetention(stores.alerts, settings.alert_occurrence_sweep_s)
     ops = Operations(stores, keys, egress, runtime.envelope, runtime.wake_relay)
     routes = serve_operations(runtime, ops, settings)
 
@@ -97,10 +99,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await stores.ensure_indexes()
         email.start()
         webhooks.start()
+        retention.start()
 
     async def stop_workers() -> None:
         await email.stop()
         await webhooks.stop()
+        await retention.stop()
 
     runtime.on_startup(start_workers)
     runtime.on_shutdown(stop_workers)

@@ -34,6 +34,13 @@ class Settings(ServiceSettings):
         "(changes this instance handles apply at once; 0: read them on every event).",
     )
 
+    alert_occurrence_sweep_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How often the repeats already folded into their alert are looked for and deleted "
+        "(the fold deletes them at once; the sweep removes what a crash or the outbox relay left).",
+    )
+
     # Channels.
     alert_channel_poll_s: float = Field(1.0, gt=0, description="How often the channel workers look for work.")
     alert_digest_interval_s: float = Field(

@@ -8,6 +8,12 @@ occurrence, ``seq`` unique per alert) carries its AlertRaised. The alert is fold
 ``last_seen``, ``last_test_id``, occurrence tokens) by its next update: a changed text, the
 resolution, or every FOLD_EVERY occurrences, so its unfolded tail stays short. Every reader adds
 that tail (:meth:`AlertStore.with_tails`, one indexed read by the fold's generation key).
+
+Retention: an occurrence lives until it is folded. The write that folds a tail is followed by the
+deletion of that tail (:meth:`AlertStore.forget_folded`, one indexed delete per fold); what a crash
+between the two leaves, and folded occurrences whose event still waited in the outbox (outbox
+relay mode), are removed by :func:`alert_svc.retention` later. The alert keeps the count and the
+last KEEP_OCCURRENCES tokens, which is all a redelivered event is checked against.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from contracts.models import Owner
 from contracts.subjects import alert_subject
 from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
+from mailwarden_runtime.outbox import PENDING, new_document_outbox, outbox_entry, with_outbox
 
 PRODUCER = "alert-svc"
 KEEP_OCCURRENCES = 20
@@ -132,6 +138,14 @@ def generation(alert_id: str, stored_count: int) -> str:
     return f"{alert_id}@{stored_count}"
 
 
+def folded(doc: AlertDoc) -> str | None:
+    """The generation a write of ``doc`` (read with its tail) folds in; None: it folds nothing.
+
+    Once that write applied, no reader asks for the generation again (the alert's count moved).
+    """
+    return generation(doc.id, doc.stored_count) if doc.tail else None
+
+
 UNSET_WHEN_NONE = ("open_key", "open_in", "resolved_at", "resolved_reason")
 
 
@@ -161,6 +175,8 @@ class Planned:
     retry: Callable[[], Awaitable[object]]
     collection: str = ALERTS
     """``alert_occurrences`` for an occurrence insert (``upsert`` True: it must insert)."""
+    folds: str | None = None
+    """The generation of occurrences this write folds in (:func:`folded`): deleted once it applied."""
 
 
 def alert_event(doc: AlertDoc, occurrence: str) -> tuple[Document, str]:
@@ -360,6 +376,7 @@ class AlertStore:
             query, update = self._repeat(draft, current, occurrence, test_id, at)
             result = await self.alerts.update_one(query, update)
             if result.modified_count:
+                await self.forget_folded([folded(current)])
                 return "repeat"
         raise Contention(f"alert {draft.key} kept changing")
 
@@ -383,6 +400,8 @@ class AlertStore:
                 {"_id": doc.id, "state": "open"}, self._resolution(doc, reason, at)
             )
             done += result.modified_count
+            if result.modified_count:
+                await self.forget_folded([folded(doc)])
         return done
 
     async def open_alerts_in(self, scopes: Sequence[str]) -> list[AlertDoc]:
@@ -409,14 +428,17 @@ class AlertStore:
         if inserted is not None:
             return Planned(InsertOne(inserted), True, retry, OCCURRENCES)
         query, update = self._repeat(draft, current, occurrence, test_id, at)
-        return Planned(UpdateOne(query, update), False, retry)
+        return Planned(UpdateOne(query, update), False, retry, folds=folded(current))
 
     def plan_resolve(self, doc: AlertDoc, reason: str, at: datetime) -> Planned:
         def retry() -> Awaitable[int]:
             return self.resolve({"_id": doc.id}, reason, at)
 
         return Planned(
-            UpdateOne({"_id": doc.id, "state": "open"}, self._resolution(doc, reason, at)), False, retry
+            UpdateOne({"_id": doc.id, "state": "open"}, self._resolution(doc, reason, at)),
+            False,
+            retry,
+            folds=folded(doc),
         )
 
     def plan_leave_group(self, group: AlertDoc, mailbox_id: str, at: datetime) -> Planned:
@@ -460,8 +482,51 @@ class AlertStore:
         except BulkWriteError:
             applied = False
         if applied:
+            await self.forget_folded([p.folds for p in planned])
             return None
         return [await p.retry() for p in planned]
+
+    async def forget_folded(self, folds: Sequence[str | None]) -> int:
+        """Delete the occurrences of generations folded by writes that applied (:func:`folded`).
+
+        Those whose event still waits in the outbox (outbox relay mode) stay for the retention sweep.
+        """
+        gens = sorted({g for g in folds if g is not None})
+        if not gens:
+            return 0
+        query = {"gen": {"$in": gens}, PENDING: {"$ne": True}}
+        return (await self.occurrences.delete_many(query)).deleted_count
+
+    async def sweep_unread(self, after: str | None, limit: int) -> tuple[str | None, int]:
+        """One page of occurrences (by id, after ``after``): delete those no reader asks for any more.
+
+        An occurrence is read only while its generation is its alert's current one; once folded (or
+        its alert is gone) it is not, unless its event still waits in the outbox. Returns the last
+        id looked at (None: the end) and how many were deleted.
+        """
+        query: Document = {} if after is None else {"_id": {"$gt": after}}
+        page = await (
+            self.occurrences.find(query, {"alert_id": 1, "gen": 1, PENDING: 1})
+            .sort("_id", ASCENDING)
+            .limit(limit)
+        ).to_list(None)
+        if not page:
+            return None, 0
+        ids = sorted({str(o["alert_id"]) for o in page})
+        counts = {
+            str(a["_id"]): int(a["count"])
+            for a in await self.alerts.find({"_id": {"$in": ids}}, {"count": 1}).to_list(None)
+        }
+        unread = [
+            o["_id"]
+            for o in page
+            if not o.get(PENDING)
+            and (o["alert_id"] not in counts or o["gen"] != generation(o["alert_id"], counts[o["alert_id"]]))
+        ]
+        deleted = (
+            (await self.occurrences.delete_many({"_id": {"$in": unread}})).deleted_count if unread else 0
+        )
+        return (str(page[-1]["_id"]) if len(page) == limit else None), deleted
 
     async def detach_mailbox(self, profile_id: str, direction: str, mailbox_id: str) -> None:
         """A recovered mailbox leaves the profile's group alerts (no event: the group still stands)."""
