@@ -372,16 +372,20 @@ class AsyncApiDoc:
     messages: dict[str, Any] = dataclasses.field(default_factory=dict)
     schemas: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def consumer(self, consumer: EventConsumer[Any], by_family: dict[str, type[Event]]) -> None:
-        subject = consumer.subject or consumer.event_cls.SUBJECT
-        event = by_family.get(subject) or consumer.event_cls
+    def event_channel(self, event: type[Event], subject: str, stream: str) -> str:
+        """The channel of ``event`` on ``subject`` (its envelope schema and message added once)."""
         name = f"{event.TYPE}Envelope"
         self.schema(name, envelope_schema(event, ref_template=REF))
         message = {"name": event.TYPE, "payload": {"$ref": f"#/components/schemas/{name}"}}
         if summary := docstring_line(event):
             message["summary"] = summary
         message_ref = self.message(event.TYPE, message)
-        channel_ref = self.channel(subject, event.TYPE, message_ref, f"JetStream stream `{consumer.stream}`")
+        return self.channel(subject, event.TYPE, message_ref, f"JetStream stream `{stream}`")
+
+    def consumer(self, consumer: EventConsumer[Any], by_family: dict[str, type[Event]]) -> None:
+        subject = consumer.subject or consumer.event_cls.SUBJECT
+        event = by_family.get(subject) or consumer.event_cls
+        channel_ref = self.event_channel(event, subject, consumer.stream)
         opts = consumer.options
         self.operations[f"consume.{consumer.durable}"] = {
             "action": "receive",
@@ -398,15 +402,8 @@ class AsyncApiDoc:
 
     def publisher(self, event: type[Event]) -> None:
         """A ``send`` operation: the service publishes ``event`` on its subject (family)."""
-        subject = event_subject_family(event)
-        name = f"{event.TYPE}Envelope"
-        self.schema(name, envelope_schema(event, ref_template=REF))
-        message = {"name": event.TYPE, "payload": {"$ref": f"#/components/schemas/{name}"}}
-        if summary := docstring_line(event):
-            message["summary"] = summary
-        message_ref = self.message(event.TYPE, message)
         stream = event_stream(event).name
-        channel_ref = self.channel(subject, event.TYPE, message_ref, f"JetStream stream `{stream}`")
+        channel_ref = self.event_channel(event, event_subject_family(event), stream)
         self.operations[f"publish.{event.TYPE}"] = {
             "action": "send",
             "channel": {"$ref": channel_ref},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,7 @@ from alert_svc_helpers import Harness
 
 
 @pytest.fixture
-def private_nats(workdir: Path) -> Iterator[str]:
-    """A NATS server of this test alone: no streams or consumers left by others."""
-    with NatsServer(workdir / f"nats-alert-{uuid.uuid4().hex[:8]}") as server:
-        yield server.url
-
-
-@pytest.fixture
-async def alert_svc(private_nats: str, mongo_uri: str) -> AsyncIterator[Callable[..., Any]]:
+async def alert_svc(private_nats: NatsServer, mongo_uri: str) -> AsyncIterator[Callable[..., Any]]:
     """Factory: ``async with alert_svc(**settings) as h`` runs the app; the database survives restarts."""
     db_name = "t_" + uuid.uuid4().hex[:12]
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
@@ -43,7 +36,7 @@ async def alert_svc(private_nats: str, mongo_uri: str) -> AsyncIterator[Callable
     @asynccontextmanager
     async def run(**overrides: Any) -> AsyncIterator[Harness]:
         values: dict[str, Any] = {
-            "nats_url": private_nats,
+            "nats_url": private_nats.url,
             "mongodb_uri": mongo_uri,
             "mongodb_db": db_name,
             "dev_mode": True,
@@ -53,8 +46,8 @@ async def alert_svc(private_nats: str, mongo_uri: str) -> AsyncIterator[Callable
             "alert_email_backoff_s": 0.2,
         } | overrides
         app = create_app(Settings(**values))
-        nc = await nats.connect(private_nats)
-        token = await issue_token(private_nats)
+        nc = await nats.connect(private_nats.url)
+        token = await issue_token(private_nats.url)
         harness = Harness(
             httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://svc", headers=bearer_header(token)

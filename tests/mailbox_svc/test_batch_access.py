@@ -14,13 +14,14 @@ from mailbox_helpers import MakeHarness, mailbox_body
 
 from mailwarden_runtime.auth import Role, bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
+from mailwarden_servers import NatsServer
 
 
 async def test_a_token_without_approve_cannot_create_approved_mailboxes(
-    make_harness: MakeHarness, private_nats: str
+    make_harness: MakeHarness, private_nats: NatsServer
 ) -> None:
     token = await issue_token(
-        private_nats, "crm-import", [Role.EMAIL_ADMIN], scopes=["mailboxes:read", "mailboxes:write"]
+        private_nats.url, "crm-import", [Role.EMAIL_ADMIN], scopes=["mailboxes:read", "mailboxes:write"]
     )
     async with make_harness() as h:
         bodies = [mailbox_body(i, mailbox_id=f"s{i}", profile_id=None) for i in range(1, 4)]

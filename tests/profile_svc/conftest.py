@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,6 @@ from profile_svc.config import ProfileSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from profile_svc_helpers import Recorder
-
-
-@pytest.fixture
-def private_nats(workdir: Path) -> Iterator[NatsServer]:
-    """A fresh nats-server per test, so counted events and durable consumers start from zero."""
-    with NatsServer(workdir / f"nats-profile-{uuid.uuid4().hex[:8]}") as server:
-        yield server
 
 
 @pytest.fixture

@@ -49,12 +49,6 @@ def smtp_clean(smtp: SmtpServer) -> Iterator[SmtpServer]:
     smtp.clear()
 
 
-@pytest.fixture
-def private_nats(workdir: Path) -> Iterator[NatsServer]:
-    with NatsServer(workdir / f"nats-sender-{uuid.uuid4().hex[:8]}") as server:
-        yield server
-
-
 def sender_settings(nats_url: str, mongo_uri: str, db: str, certs: TestCertificates, **over: Any) -> Settings:
     values: dict[str, Any] = {
         "nats_url": nats_url,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,13 @@ from sync_svc.app import create_app
 
 
 @pytest.fixture
-def sync_nats_url(tmp_path: Path) -> Iterator[str]:
-    """A NATS of each sync test alone (it starts in ~25 ms): its streams, durable consumers and KV
-    buckets (leases, workers, host slots) hold nothing of another test. On one server for all, a
-    test's workers also took over what earlier tests left on the shared durables and in the KV
-    buckets, and synced their mailboxes on the same host. A durable name of its own per test would
-    not isolate it: a new durable replays the whole stream, every earlier mailbox included."""
-    with NatsServer(tmp_path / "nats") as server:
-        yield server.url
+def sync_nats_url(private_nats: NatsServer) -> str:
+    """A NATS of each sync test alone: its streams, durable consumers and KV buckets (leases,
+    workers, host slots) hold nothing of another test. On one server for all, a test's workers also
+    took over what earlier tests left on the shared durables and in the KV buckets, and synced their
+    mailboxes on the same host. A durable name of its own per test would not isolate it: a new
+    durable replays the whole stream, every earlier mailbox included."""
+    return private_nats.url
 
 
 @pytest.fixture

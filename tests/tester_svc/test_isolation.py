@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import nats
 import pytest
@@ -33,12 +31,6 @@ pytestmark = pytest.mark.integration
 
 DEAD_QUEUE = 12
 STEP_TIMEOUT_S = 3.0
-
-
-@pytest.fixture
-def private_nats(workdir: Path) -> Iterator[NatsServer]:
-    with NatsServer(workdir / f"nats-isolation-{uuid.uuid4().hex[:6]}") as server:
-        yield server
 
 
 async def test_a_dead_hosts_queue_does_not_delay_another_hosts_test(

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -38,13 +37,6 @@ async def _announce(nats_url: str, version: int, ports: list[int]) -> None:
         await nc.jetstream().publish(EmailSettingsChanged.SUBJECT, env.to_bytes())
     finally:
         await nc.close()
-
-
-@pytest.fixture
-def private_nats(workdir: Path) -> Iterator[NatsServer]:
-    """A NATS of this test alone: its MW_CONFIG holds only the settings announced here."""
-    with NatsServer(workdir / f"nats-orgports-{uuid.uuid4().hex[:8]}") as server:
-        yield server
 
 
 @pytest.fixture

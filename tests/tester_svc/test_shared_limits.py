@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -38,13 +37,6 @@ from .conftest import NAMES, Behaviour, FakeServer, StartFake, announce_ports, m
 pytestmark = pytest.mark.integration
 
 GOOD = "good-pw"
-
-
-@pytest.fixture
-def private_nats(workdir: Path) -> Iterator[NatsServer]:
-    """A fresh server per test: no bucket state carried over from another test."""
-    with NatsServer(workdir / f"nats-shared-{uuid.uuid4().hex[:6]}") as server:
-        yield server
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ Never the token's secret (nor its hash): who it is for, what it may do, until wh
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Protocol
 
 from pydantic import Field, StringConstraints
 
@@ -43,6 +44,19 @@ class ApiTokenRevoked(Event):
     subject: Name
 
 
+class RotationCounts(Protocol):
+    """What a service's rotation report says, as far as the event tells it."""
+
+    @property
+    def primary_kid(self) -> str: ...
+    @property
+    def examined(self) -> int: ...
+    @property
+    def rotated(self) -> Mapping[str, int]: ...
+    @property
+    def unreadable(self) -> int: ...
+
+
 class CredentialKeysRotated(Event):
     """A service (``service``: profile-svc or mailbox-svc) re-encrypted its stored logins under its
     primary key (``keys:rotate``). Counts only: never a key."""
@@ -55,6 +69,17 @@ class CredentialKeysRotated(Event):
     examined: Annotated[int, Field(ge=0)]
     rotated: Annotated[int, Field(ge=0, description="Ciphertexts moved to the primary key.")]
     unreadable: Annotated[int, Field(ge=0, description="Ciphertexts no key of the ring opens.")]
+
+    @classmethod
+    def of(cls, service: str, report: RotationCounts) -> CredentialKeysRotated:
+        """The event for ``service``'s finished rotation: its counts, summed over old key ids."""
+        return cls(
+            service=service,
+            primary_kid=report.primary_kid,
+            examined=report.examined,
+            rotated=sum(report.rotated.values()),
+            unreadable=report.unreadable,
+        )
 
 
 __all__ = ["ApiTokenCreated", "ApiTokenRevoked", "CredentialKeysRotated"]

@@ -337,13 +337,7 @@ def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing, logins: Logins)
 
     async def rotate(_: RotateRequest) -> RotationReport:
         report = await rotate_credentials(ops.repo, ring)
-        done = CredentialKeysRotated(
-            service="mailbox-svc",
-            primary_kid=report.primary_kid,
-            examined=report.examined,
-            rotated=sum(report.rotated.values()),
-            unreadable=report.unreadable,
-        )
+        done = CredentialKeysRotated.of("mailbox-svc", report)
         await jobs.publish(ops.envelop(done))  # the audit: who rotated, with what result
         return report
 

@@ -102,13 +102,7 @@ def bind_admin(runtime: ServiceRuntime, repo: Repository, ring: KeyRing) -> list
 
     async def rotate_keys(_: Empty) -> ProfileRotationReport:
         report = await rotate_profile_credentials(repo, ring)
-        done = CredentialKeysRotated(
-            service="profile-svc",
-            primary_kid=report.primary_kid,
-            examined=report.examined,
-            rotated=sum(report.rotated.values()),
-            unreadable=report.unreadable,
-        )
+        done = CredentialKeysRotated.of("profile-svc", report)
         await runtime.publish(runtime.envelope(done))  # the audit: who rotated, with what result
         return report
 
