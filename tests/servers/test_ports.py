@@ -46,3 +46,10 @@ def test_a_listening_port_is_taken() -> None:
         assert not port_is_free(port)
         other = port_or_free(port)
         assert other != port and port_is_free(other)
+
+
+def test_free_ports_handed_out_in_a_row_are_distinct() -> None:
+    """A server takes two or more ports before it listens on any: the answers must differ (the OS
+    alone handed nats-server the same client and monitor port in a full run)."""
+    ports = [free_port() for _ in range(1000)]
+    assert len(set(ports)) == len(ports)

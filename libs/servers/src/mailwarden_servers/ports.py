@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Protocol
 
@@ -30,11 +32,26 @@ class Watched(Protocol):
     def poll(self) -> int | None: ...
 
 
+_handed_out: deque[int] = deque(maxlen=1024)
+_handing_out = threading.Lock()
+
+
 def free_port(host: str = LOCALHOST) -> int:
-    """Return a port the OS just handed out, so parallel runs do not collide on fixed ports."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
+    """Return a port the OS just handed out, so parallel runs do not collide on fixed ports.
+
+    Never one this process handed out in its last 1,024 answers: nothing listens on a port between
+    this answer and its server's start, so the OS may hand the same port out again, and two calls in
+    a row (a server's client and monitor ports) got the same one (nats-server 48411, twice: "address
+    already in use" in a full run).
+    """
+    with _handing_out:
+        for _ in range(64):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port: int = sock.getsockname()[1]
+            if port not in _handed_out:
+                break
+        _handed_out.append(port)
         return port
 
 
