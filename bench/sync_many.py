@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import email
-import email.policy
 import imaplib
 import json
 import os
 import resource
 import shutil
-import ssl
 import sys
 import time
 from contextlib import ExitStack
@@ -44,7 +41,15 @@ from pymongo import MongoClient
 from bench.docwrites import DocumentWrites
 from bench.latency_proxy import LatencyProxyProcess
 from bench.stack import dovecot_tuning
-from bench.sync_one_mailbox import enable_events, message, serve_logins, sync_app, workdir
+from bench.sync_one_mailbox import (
+    enable_events,
+    imaplib_read_inbox,
+    message,
+    serve_logins,
+    sync_app,
+    tls_context,
+    workdir,
+)
 from contracts.envelope import make_envelope
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import DovecotServer, MongoWireServer, NatsServer, TestCertificates
@@ -72,34 +77,19 @@ def fill(dovecot: DovecotServer, users: dict[str, str], per_mailbox: int) -> Non
                 os.chown(path, MAIL_UID, MAIL_GID)
 
 
-def tls(ca: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(ca))
-    ctx.check_hostname = False  # the proxy's address, not the certificate's name
-    return ctx
-
-
 def imaplib_script(port: int, ca: Path, users: dict[str, str]) -> tuple[int, float]:
     """One mailbox after the other, one FETCH per message, full parse: messages and seconds."""
-    ctx = tls(ca)
+    ctx = tls_context(ca)
     count = 0
     started = time.perf_counter()
     for user, password in users.items():
-        imap = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx)
-        imap.login(user, password)
-        imap.select("INBOX", readonly=True)
-        _, data = imap.search(None, "ALL")
-        for num in data[0].split():
-            _, parts = imap.fetch(num, "(RFC822)")
-            raw = parts[0][1] if parts and isinstance(parts[0], tuple) else b""
-            email.message_from_bytes(raw, policy=email.policy.default)
-            count += 1
-        imap.logout()
+        count += imaplib_read_inbox(port, ctx, user, password)
     return count, time.perf_counter() - started
 
 
 async def aioimaplib_loop(port: int, ca: Path, users: dict[str, str], concurrency: int) -> tuple[int, float]:
     """Every mailbox, ``concurrency`` at once, one FETCH of the whole INBOX each: messages and seconds."""
-    ctx = tls(ca)
+    ctx = tls_context(ca)
     gate = asyncio.Semaphore(concurrency)
     counts: list[int] = []
 

@@ -142,11 +142,13 @@ def tls_context(ca: Path) -> ssl.SSLContext:
     return ctx
 
 
-def imaplib_script(port: int, ca: Path, sample: int) -> tuple[int, float]:
-    """What an admin would write: one FETCH per message, full parse; the first ``sample`` messages."""
-    started = time.perf_counter()
-    imap = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=tls_context(ca))
-    imap.login(USER, PASSWORD)
+def imaplib_read_inbox(
+    port: int, ctx: ssl.SSLContext, user: str, password: str, sample: int | None = None
+) -> int:
+    """One INBOX as an admin's script reads it: SEARCH ALL, one FETCH per message, full parse (the
+    first ``sample`` messages when given); the messages read."""
+    imap = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx)
+    imap.login(user, password)
     imap.select("INBOX", readonly=True)
     _, data = imap.search(None, "ALL")
     count = 0
@@ -156,6 +158,13 @@ def imaplib_script(port: int, ca: Path, sample: int) -> tuple[int, float]:
         email.message_from_bytes(raw, policy=email.policy.default)
         count += 1
     imap.logout()
+    return count
+
+
+def imaplib_script(port: int, ca: Path, sample: int) -> tuple[int, float]:
+    """What an admin would write: one FETCH per message, full parse; the first ``sample`` messages."""
+    started = time.perf_counter()
+    count = imaplib_read_inbox(port, tls_context(ca), USER, PASSWORD, sample)
     return count, time.perf_counter() - started
 
 
