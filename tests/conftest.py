@@ -9,12 +9,13 @@ MW_TEST_KEEP_WORKDIR=1 keeps the work directory (logs, configs, mail) for debugg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -32,6 +33,40 @@ from mailwarden_servers import (
 )
 
 MAIL_USERS = {"alice": "alice-pw", "bob": "bob-pw"}
+
+# The session's shared servers, so a failing test's report carries what their logs said meanwhile.
+_SHARED_SERVERS: dict[str, NatsServer | MongoWireServer] = {}
+_LOG_SIZES = pytest.StashKey[dict[str, int]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    item.stash[_LOG_SIZES] = {name: _log_size(server) for name, server in _SHARED_SERVERS.items()}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """On a failure, add what each shared server logged during the test (e.g. why NATS dropped a client)."""
+    report = yield
+    if report.when != "call" or not report.failed:
+        return report
+    for name, start in item.stash.get(_LOG_SIZES, {}).items():
+        path = _SHARED_SERVERS[name].log_path
+        with contextlib.suppress(OSError), path.open("rb") as log:
+            log.seek(start)
+            lines = log.read().decode(errors="replace").splitlines()
+        if lines:
+            report.sections.append((f"{name} log during the test", "\n".join(lines[-40:])))
+    return report
+
+
+def _log_size(server: NatsServer | MongoWireServer) -> int:
+    try:
+        return server.log_path.stat().st_size
+    except OSError:
+        return 0
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -128,7 +163,9 @@ def nats_server(workdir: Path) -> Iterator[NatsServer]:
     if os.environ.get("MW_TEST_NATS_URL"):
         pytest.skip("MW_TEST_NATS_URL is set: no local nats-server")
     with NatsServer(workdir / "nats") as server:
+        _SHARED_SERVERS["nats-server"] = server
         yield server
+        _SHARED_SERVERS.pop("nats-server", None)
 
 
 @pytest.fixture
@@ -157,7 +194,9 @@ def mongo_server(workdir: Path) -> Iterator[MongoWireServer]:
     if os.environ.get("MW_TEST_MONGODB_URI"):
         pytest.skip("MW_TEST_MONGODB_URI is set: no local MongoDB-wire server")
     with MongoWireServer(workdir / "mongo") as server:
+        _SHARED_SERVERS["mongo-wire server"] = server
         yield server
+        _SHARED_SERVERS.pop("mongo-wire server", None)
 
 
 @pytest.fixture(scope="session")

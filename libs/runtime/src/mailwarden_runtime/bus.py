@@ -49,6 +49,8 @@ class NatsBus:
         self._settings = settings
         self._nc: Client | None = None
         self._js: tuple[Client, JetStreamContext] | None = None  # one context: its async-ack inbox
+        self._closing = False
+        self.lost: str | None = None  # why the server closed the connection for good, if it did
 
     @property
     def connection(self) -> Client:
@@ -72,6 +74,16 @@ class NatsBus:
         async def on_reconnected() -> None:
             log.info("nats: reconnected")
 
+        async def on_closed() -> None:
+            # nats-py does not reconnect after a server "-ERR" (other than a stale connection or a
+            # permissions error): it closes the client for good. A service left like that would look
+            # alive and never take another message, so liveness fails and the process is restarted.
+            if self._closing:
+                return
+            reason = repr(self._nc.last_error) if self._nc is not None else "unknown"
+            self.lost = reason
+            log.error("nats: connection closed for good (%s); /healthz now fails", reason)
+
         self._nc = await nats.connect(
             self.servers,
             name=self.name,
@@ -85,6 +97,7 @@ class NatsBus:
             error_cb=on_error,
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
+            closed_cb=on_closed,
         )
         return self._nc
 
@@ -143,6 +156,7 @@ class NatsBus:
         Takes at most ``timeout_s`` + ``HARD_CLOSE_S``: a drain on a dead or silent server raises or
         hangs, so a server that does not answer a ping is not drained at all.
         """
+        self._closing = True
         started = asyncio.get_running_loop().time()
         if not await self.answers(min(PING_S, timeout_s)):
             timeout_s = 0.0

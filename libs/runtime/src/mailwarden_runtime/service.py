@@ -392,8 +392,11 @@ class ServiceRuntime:
     def _ops_router(self) -> APIRouter:
         router = APIRouter(tags=["operations"])
 
-        @router.get("/healthz", summary="Liveness: the process is up (no dependency checks)")
-        async def healthz() -> dict[str, str]:
+        @router.get("/healthz", summary="Liveness: the process is up and its NATS client not closed for good")
+        async def healthz(response: Response) -> dict[str, str]:
+            if self.bus.lost is not None:  # nats-py gave up: only a restart brings the service back
+                response.status_code = 503
+                return {"status": "dead", "service": self.name, "reason": f"NATS closed: {self.bus.lost}"}
             return {"status": "ok", "service": self.name}
 
         @router.get("/readyz", summary="Readiness: NATS and the database answer")
