@@ -10,9 +10,8 @@ from pydantic import Field
 from contracts.events import AdvancedOptions, ProfileSnapshot
 from contracts.models import CredentialSource, Direction, Endpoint, IncomingProtocol, Owner, SealedSecret
 from mailwarden_runtime.documents import Stored
-from mailwarden_runtime.mongo import Document
 from profile_svc.credentials import CredentialBox
-from profile_svc.models import AdvancedIn, IncomingIn, OutgoingIn, ProfileCreate, ProfileView, SettingsView
+from profile_svc.models import AdvancedIn, IncomingIn, OutgoingIn, ProfileCreate, ProfileView
 from profile_svc.ports import default_port, service_of
 from profile_svc.rules import Draft
 
@@ -91,6 +90,12 @@ class ProfileDoc(Stored):
         return ProfileSnapshot.model_validate(self._shown() | {"sealed_credentials": sealed})
 
 
+class ProfileLogins(Stored):
+    """Only a profile's sealed logins: what key rotation reads and swaps."""
+
+    credentials: dict[Direction, SealedSecret] = Field(default_factory=dict)
+
+
 def _unless(default: int, port: int) -> int | None:
     return None if port == default else port
 
@@ -131,14 +136,6 @@ PROFILE_FIELDS = frozenset(
     }
 )
 """The stored fields a profile write may change, credentials aside."""
-
-
-def settings_from(doc: Document) -> SettingsView:
-    return SettingsView.model_validate({k: v for k, v in doc.items() if k in SettingsView.model_fields})
-
-
-def settings_stored(settings: SettingsView) -> Document:
-    return settings.model_dump(mode="json") | {"updated_at": settings.updated_at}
 
 
 def now_ms(now: datetime) -> datetime:

@@ -47,7 +47,7 @@ from profile_svc.models import (
     SettingsView,
 )
 from profile_svc.ports import allowed_ports_for
-from profile_svc.repository import NameTaken, Repository, query_for
+from profile_svc.repository import NameTaken, ProfileFilter, Repository
 from profile_svc.rules import Draft, port_problems, requested, resolve
 
 log = logging.getLogger(__name__)
@@ -248,8 +248,8 @@ class Operations:
                 }
             )
             event = ProfileUpdated(profile=new.snapshot(self._box))
-            fields = new.stored(include={"is_default", "version", "updated_at"})
-            if await self._repo.update_profile(profile_id, doc.version, fields, [self._entry(event)]):
+            changed = {"is_default", "version", "updated_at"}
+            if await self._repo.update_profile(new, doc.version, changed, [self._entry(event)]):
                 self._wake()
                 return
 
@@ -299,18 +299,16 @@ class Operations:
 
     async def list(self, q: ListQuery) -> ProfilePage:
         settings = await self.ensure_settings()
-        query = query_for(
-            q.name_contains,
-            q.owner_id,
-            q.incoming_protocol.value if q.incoming_protocol else None,
-            q.credential_source.value if q.credential_source else None,
-        )
         default = settings.default_profile_id
-        if q.is_default is True:
-            query["_id"] = default if default else {"$in": []}
-        elif q.is_default is False and default:
-            query["_id"] = {"$ne": default}
-        found, total = await self._repo.list_profiles(query, q.limit, q.offset)
+        which = ProfileFilter(
+            name_contains=q.name_contains,
+            owner_id=q.owner_id,
+            incoming_protocol=q.incoming_protocol.value if q.incoming_protocol else None,
+            credential_source=q.credential_source.value if q.credential_source else None,
+            ids=([default] if default else []) if q.is_default is True else None,
+            not_id=default if q.is_default is False else None,
+        )
+        found, total = await self._repo.list_profiles(which, q.limit, q.offset)
         items = [d.view(d.id == default) for d in found]
         return ProfilePage(items=items, total=total, limit=q.limit, offset=q.offset)
 
@@ -337,13 +335,9 @@ class Operations:
                     event = ProfileUpdated(profile=new.snapshot(self._box))
                 except SealError:
                     raise refuse("credentials", UNREADABLE, status=409) from None
-                changed = new.stored(
-                    include={*docs.PROFILE_FIELDS, "credentials", "version", "updated_at", "updated_by"}
-                )
+                changed = {*docs.PROFILE_FIELDS, "credentials", "version", "updated_at", "updated_by"}
                 try:
-                    ok = await self._repo.update_profile(
-                        profile_id, doc.version, changed, [self._entry(event)]
-                    )
+                    ok = await self._repo.update_profile(new, doc.version, changed, [self._entry(event)])
                 except NameTaken:
                     raise refuse("name", NAME_TAKEN, status=409) from None
                 if not ok:
@@ -406,10 +400,10 @@ class Operations:
                     "updated_by": actor(),
                 }
             )
-            fields = gone.stored(include={"live", "deleted_at", "version", "updated_at", "updated_by"})
+            changed = {"live", "deleted_at", "version", "updated_at", "updated_by"}
             event = ProfileDeleted(profile_id=profile_id)
             if await self._repo.update_profile(
-                profile_id, doc.version, fields, [self._entry(event)], unset=("credentials",)
+                gone, doc.version, changed, [self._entry(event)], unset=("credentials",)
             ):
                 self._wake()
                 log.info("profile deleted", extra={"profile_id": profile_id})
