@@ -15,7 +15,7 @@ from pymongo.errors import DuplicateKeyError
 from alert_svc.store.queued import Queued
 from contracts.events import AlertLevel
 from contracts.models import OwnerKind, SealedSecret
-from mailwarden_runtime.documents import Stored
+from mailwarden_runtime.documents import Stored, fields
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, with_outbox
 
@@ -92,7 +92,7 @@ class WebhookStore:
         """Kept as deleted (by whom, when) with ``events`` (WebhookRemoved) in the same write: no
         delivery reaches it any more, and the audit keeps who removed it."""
         update = with_outbox(
-            {"$set": {"deleted": True, "deleted_by": actor, "deleted_at": datetime.now(UTC)}}, events
+            {"$set": fields(WebhookDoc, deleted=True, deleted_by=actor, deleted_at=datetime.now(UTC))}, events
         )
         result = await self.webhooks.update_one({"_id": webhook_id, **LIVE}, update)
         return result.modified_count == 1
@@ -134,14 +134,15 @@ class WebhookStore:
                 "attempts": delivery.attempts,
                 "lease_until": delivery.lease_until,
             },
-            {"$set": {"lease_until": lease}},
+            {"$set": fields(DeliveryDoc, lease_until=lease)},
         )
         return lease if result.modified_count == 1 else None
 
     async def delivery_attempt(
         self, delivery: DeliveryDoc, lease: datetime, changes: Document, attempt: Attempt
     ) -> bool:
-        """Record an attempt, only while holding the lease it was made under.
+        """Record an attempt (``changes``: :func:`~mailwarden_runtime.documents.fields` of
+        :class:`DeliveryDoc`), only while holding the lease it was made under.
 
         A worker whose lease ran out (and was taken by another) records nothing: one attempt, one
         history entry, one count, whoever finishes first.
