@@ -31,6 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from alert_svc.domain import Draft, recipient_key, stable_id
+from alert_svc.store.wall import WallFilter
 from contracts.envelope import make_envelope
 from contracts.events import AlertLevel, AlertRaised
 from contracts.models import Owner
@@ -541,8 +542,8 @@ class AlertStore:
             {"$pull": {"affected_mailboxes": mailbox_id}},
         )
 
-    async def find_alerts(self, query: Document, limit: int) -> list[AlertDoc]:
-        cursor = self.alerts.find({**query, "deleted": False}, {"outbox": 0, "occurrences": 0})
+    async def find_alerts(self, which: WallFilter, limit: int) -> list[AlertDoc]:
+        cursor = self.alerts.find(which.query(), {"outbox": 0, "occurrences": 0})
         found = (
             await cursor.sort([("first_seen", DESCENDING), ("_id", DESCENDING)]).limit(limit).to_list(None)
         )
@@ -562,7 +563,7 @@ class AlertStore:
         await self.alerts.update_one({"_id": alert_id, "deleted": False}, update)
         return await self.get_alert(alert_id)
 
-    async def delete_alerts(self, query: Document, actor: str = "", events: Sequence[Document] = ()) -> int:
+    async def delete_alerts(self, which: WallFilter, actor: str = "", events: Sequence[Document] = ()) -> int:
         """Soft delete: the alert leaves the wall, and its cause may open a fresh alert.
 
         ``events`` (the AlertsDeleted entry) go into every alert deleted, by the same update: one
@@ -570,5 +571,5 @@ class AlertStore:
         update = with_outbox(
             {"$set": {"deleted": True, "deleted_by": actor}, "$unset": {"open_key": ""}}, events
         )
-        result = await self.alerts.update_many({**query, "deleted": False}, update)
+        result = await self.alerts.update_many(which.query(), update)
         return result.modified_count
