@@ -35,11 +35,9 @@ class JobProgress(Frozen):
     refused: dict[str, Count] = Field(default_factory=dict)
 
 
-class TestJobStarted(Event):
+class TestJobStarted(Event, subject=JOB_STARTED):
     """A "Test & Enable all mailboxes of a profile" job began, with the number of mailboxes."""
 
-    TYPE: ClassVar[str] = "TestJobStarted"
-    SUBJECT: ClassVar[str] = JOB_STARTED
     __test__: ClassVar[bool] = False
 
     job_id: Identifier
@@ -48,11 +46,9 @@ class TestJobStarted(Event):
     started_at: datetime
 
 
-class TestJobProgress(Event):
+class TestJobProgress(Event, subject=JOB_PROGRESS):
     """A job's progress after each batch: done, succeeded, failed by error code."""
 
-    TYPE: ClassVar[str] = "TestJobProgress"
-    SUBJECT: ClassVar[str] = JOB_PROGRESS
     __test__: ClassVar[bool] = False
 
     job_id: Identifier
@@ -61,11 +57,9 @@ class TestJobProgress(Event):
     progress: JobProgress
 
 
-class TestJobCompleted(Event):
+class TestJobCompleted(Event, subject=JOB_COMPLETED):
     """The final summary: ``state`` is ``completed`` or ``cancelled``."""
 
-    TYPE: ClassVar[str] = "TestJobCompleted"
-    SUBJECT: ClassVar[str] = JOB_COMPLETED
     __test__: ClassVar[bool] = False
 
     job_id: Identifier
