@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailwarden_runtime.mongo import Document
 
+M = TypeVar("M", bound=BaseModel)
+
 
 class Stored(BaseModel):
     """A MongoDB document: ``_id`` as ``id``; fields the runtime adds (the outbox) are ignored."""
@@ -38,10 +40,17 @@ def fields(model: type[BaseModel], /, **values: object) -> Document:
     """Some fields of ``model`` as a ``$set`` writes them: each value is checked as that field
     (an unknown name or a wrong value raises ``ValidationError``) and written as :func:`as_stored`
     writes it, so a partial update keeps the stored form of a whole document."""
-    part = model.model_construct()
+    part = _blank(model).model_copy()
     for name, value in values.items():
         model.__pydantic_validator__.validate_assignment(part, name, value)
     return as_stored(part, include=values)
+
+
+@functools.cache
+def _blank(model: type[M]) -> M:
+    """An instance without its required fields, to validate some fields on (built once: costly
+    for a model with many defaults)."""
+    return model.model_construct()
 
 
 def under(path: str, values: Document) -> Document:
@@ -60,9 +69,6 @@ def _is_time(annotation: object) -> bool:
     if get_origin(annotation) in (Union, types.UnionType):
         return any(_is_time(a) for a in get_args(annotation))
     return False
-
-
-M = TypeVar("M", bound=BaseModel)
 
 
 def patched(model: M, patch: BaseModel) -> M:
