@@ -19,7 +19,7 @@ last KEEP_OCCURRENCES tokens, which is all a redelivered event is checked agains
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -148,6 +148,10 @@ def folded(doc: AlertDoc) -> str | None:
 
 
 UNSET_WHEN_NONE = ("open_key", "open_in", "resolved_at", "resolved_reason")
+CONTENT = ("level", "kind", "code", "title", "message", "remediation")
+"""What an alert says, as its draft gives it: a repeat writes it again (the text may change)."""
+REPEATED = frozenset({*CONTENT, "count", "last_seen", "last_test_id", "affected_mailboxes"})
+"""What counting one more occurrence sets."""
 
 
 def sync_scope(mailbox_id: str) -> str:
@@ -226,15 +230,9 @@ class AlertStore:
         await meta.update_one({"_id": "open_in"}, {"$set": {"done_at": datetime.now(UTC)}}, upsert=True)
 
     @staticmethod
-    def _content(draft: Draft) -> Document:
-        return {
-            "level": draft.level,
-            "kind": draft.kind,
-            "code": draft.code,
-            "title": draft.title,
-            "message": draft.message,
-            "remediation": draft.remediation,
-        }
+    def _content(draft: Draft) -> dict[str, object]:
+        """What the draft says (:data:`CONTENT`), by field name."""
+        return {name: getattr(draft, name) for name in CONTENT}
 
     def _new_alert(self, draft: Draft, occurrence: str, test_id: str | None, at: datetime) -> Document:
         doc = AlertDoc.model_validate(
@@ -272,16 +270,22 @@ class AlertStore:
         affected = set(draft.affected)
         if draft.add_affected:
             affected |= set(current.affected_mailboxes)
-        changes: Document = self._content(draft) | {
-            "count": current.count + 1,
-            "last_seen": max(at, current.last_seen),
-            "last_test_id": test_id,
-            "affected_mailboxes": sorted(affected),
-        }
-        entry, _ = alert_event(current.model_copy(update=changes), occurrence)
+        seen = current.model_copy(
+            update=self._content(draft)
+            | {
+                "count": current.count + 1,
+                "last_seen": max(at, current.last_seen),
+                "last_test_id": test_id,
+                "affected_mailboxes": sorted(affected),
+            }
+        )
+        entry, _ = alert_event(seen, occurrence)
         tokens = [*current.tail, occurrence]
         update = with_outbox(
-            {"$set": changes, "$push": {"occurrences": {"$each": tokens, "$slice": -KEEP_OCCURRENCES}}},
+            {
+                "$set": seen.stored(include=REPEATED),
+                "$push": {"occurrences": {"$each": tokens, "$slice": -KEEP_OCCURRENCES}},
+            },
             [entry],
         )
         return {"_id": current.id, "open_key": draft.key, "count": current.stored_count}, update
@@ -381,16 +385,16 @@ class AlertStore:
                 return "repeat"
         raise Contention(f"alert {draft.key} kept changing")
 
-    def _resolution(
-        self, doc: AlertDoc, reason: str, at: datetime, extra: Document | None = None
-    ) -> Document:
-        changes = {"state": "resolved", "resolved_at": at, "resolved_reason": reason} | (extra or {})
+    def _resolution(self, doc: AlertDoc, reason: str, at: datetime, also: Collection[str] = ()) -> Document:
+        """The update resolving ``doc``; ``also``: fields of ``doc`` changed before, written with it."""
+        resolved = doc.model_copy(update={"state": "resolved", "resolved_at": at, "resolved_reason": reason})
+        changed = {"state", "resolved_at", "resolved_reason", *also}
         update: Document = {"$unset": {"open_key": "", "open_in": ""}}
-        if doc.tail:  # fold the inserted occurrences in
-            changes |= {"count": doc.count, "last_seen": doc.last_seen, "last_test_id": doc.last_test_id}
+        if doc.tail:  # fold the inserted occurrences in (count, last_seen, last_test_id: read with them)
+            changed |= {"count", "last_seen", "last_test_id"}
             update["$push"] = {"occurrences": {"$each": doc.tail, "$slice": -KEEP_OCCURRENCES}}
-        entry, _ = alert_event(doc.model_copy(update=changes), "resolved")
-        return with_outbox({"$set": changes, **update}, [entry])
+        entry, _ = alert_event(resolved, "resolved")
+        return with_outbox({"$set": resolved.stored(include=changed), **update}, [entry])
 
     async def resolve(self, query: Document, reason: str, at: datetime) -> int:
         """Resolve every open alert matching ``query``; each publishes its resolved state."""
@@ -454,9 +458,8 @@ class AlertStore:
         query = {"_id": group.id, "state": "open", "affected_mailboxes": affected}
         if rest:
             return Planned(UpdateOne(query, {"$pull": {"affected_mailboxes": mailbox_id}}), False, retry)
-        update = self._resolution(
-            group.model_copy(update={"affected_mailboxes": []}), "recovered", at, {"affected_mailboxes": []}
-        )
+        emptied = group.model_copy(update={"affected_mailboxes": []})
+        update = self._resolution(emptied, "recovered", at, also=("affected_mailboxes",))
         return Planned(UpdateOne(query, update), False, retry)
 
     async def apply(self, planned: Sequence[Planned]) -> list[object] | None:
