@@ -50,7 +50,7 @@ from mailwarden_runtime.auth import Permission
 from mailwarden_runtime.auth.context import current_actor
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
-from mailwarden_runtime.outbox import outbox_entry
+from mailwarden_runtime.outbox import OutboxEntry, outbox_entry
 
 
 def _encode_cursor(doc: AlertDoc) -> str:
@@ -111,7 +111,7 @@ class Operations:
         """An event of this service naming the caller as its actor (``ServiceRuntime.envelope``)."""
         self.wake_relay = wake_relay
 
-    def _events(self, event: Event) -> list[dict[str, Any]]:
+    def _events(self, event: Event) -> list[OutboxEntry]:
         """The outbox entry of ``event``, written by the change's own update."""
         return [outbox_entry(self.envelope(event))]
 

@@ -30,7 +30,7 @@ from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, Direction, Seale
 from mailwarden_runtime.auth import current_actor
 from mailwarden_runtime.crypto import SealError
 from mailwarden_runtime.http import DomainError, FieldProblem
-from mailwarden_runtime.outbox import outbox_entry
+from mailwarden_runtime.outbox import OutboxEntry, outbox_entry
 from mailwarden_runtime.sealing import destination_fingerprint
 from profile_svc import documents as docs
 from profile_svc.credentials import CredentialBox
@@ -110,7 +110,7 @@ class Operations:
     def box(self) -> CredentialBox:
         return self._box
 
-    def _entry(self, event: Event) -> dict[str, Any]:
+    def _entry(self, event: Event) -> OutboxEntry:
         return outbox_entry(self._envelope(event))
 
     # settings

@@ -19,7 +19,7 @@ from pymongo.errors import DuplicateKeyError
 from contracts.models import Direction, SealedSecret
 from mailwarden_runtime.documents import as_stored
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import new_document_outbox, with_outbox
+from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox, with_outbox
 from mailwarden_runtime.readmodels import NewestRow, newest_many
 from profile_svc.documents import ProfileDoc, ProfileLogins
 from profile_svc.models import SettingsView
@@ -90,7 +90,7 @@ class Repository:
 
     # profiles
 
-    async def insert_profile(self, profile: ProfileDoc, entries: list[Document]) -> None:
+    async def insert_profile(self, profile: ProfileDoc, entries: list[OutboxEntry]) -> None:
         try:
             await self._profiles.insert_one({**profile.stored(), **new_document_outbox(entries)})
         except DuplicateKeyError:
@@ -105,7 +105,7 @@ class Repository:
         new: ProfileDoc,
         version: int,
         changed: Collection[str],
-        entries: list[Document],
+        entries: list[OutboxEntry],
         unset: tuple[str, ...] = (),
     ) -> bool:
         """Write the ``changed`` fields of ``new`` if the profile is still at ``version``; False
@@ -176,7 +176,7 @@ class Repository:
             else SettingsView.model_validate({k: v for k, v in doc.items() if k in SettingsView.model_fields})
         )
 
-    async def init_settings(self, settings: SettingsView, entries: list[Document]) -> bool:
+    async def init_settings(self, settings: SettingsView, entries: list[OutboxEntry]) -> bool:
         """Create the settings with their first event, once; False if they already exist."""
         try:
             result = await self._settings.update_one(
@@ -188,7 +188,7 @@ class Repository:
             return False
         return result.upserted_id is not None
 
-    async def update_settings(self, version: int, settings: SettingsView, entries: list[Document]) -> bool:
+    async def update_settings(self, version: int, settings: SettingsView, entries: list[OutboxEntry]) -> bool:
         result = await self._settings.update_one(
             {"_id": ORG, "version": version}, with_outbox({"$set": as_stored(settings)}, entries)
         )

@@ -38,7 +38,7 @@ from contracts.models import Owner
 from contracts.subjects import alert_subject
 from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import PENDING, new_document_outbox, outbox_entry, with_outbox
+from mailwarden_runtime.outbox import PENDING, OutboxEntry, new_document_outbox, outbox_entry, with_outbox
 
 PRODUCER = "alert-svc"
 KEEP_OCCURRENCES = 20
@@ -184,7 +184,7 @@ class Planned:
     """The generation of occurrences this write folds in (:func:`folded`): deleted once it applied."""
 
 
-def alert_event(doc: AlertDoc, occurrence: str) -> tuple[Document, str]:
+def alert_event(doc: AlertDoc, occurrence: str) -> tuple[OutboxEntry, str]:
     """The AlertRaised outbox entry for the state ``doc`` is about to have."""
     shared = {k: getattr(doc, k) for k in AlertRaised.model_fields if k in AlertDoc.model_fields}
     data = AlertRaised.model_validate(shared | {"alert_id": doc.id, "test_id": doc.last_test_id})
@@ -559,14 +559,16 @@ class AlertStore:
         return None if found is None else (await self.with_tails([AlertDoc.model_validate(found)]))[0]
 
     async def mark_read(
-        self, alert_id: str, read: bool, actor: str = "", events: Sequence[Document] = ()
+        self, alert_id: str, read: bool, actor: str = "", events: Sequence[OutboxEntry] = ()
     ) -> AlertDoc | None:
         """``events`` (outbox entries, e.g. AlertMarkedRead) are written by the same update."""
         update = with_outbox({"$set": {"read": read, "read_by": actor}}, events)
         await self.alerts.update_one({"_id": alert_id, "deleted": False}, update)
         return await self.get_alert(alert_id)
 
-    async def delete_alerts(self, which: WallFilter, actor: str = "", events: Sequence[Document] = ()) -> int:
+    async def delete_alerts(
+        self, which: WallFilter, actor: str = "", events: Sequence[OutboxEntry] = ()
+    ) -> int:
         """Soft delete: the alert leaves the wall, and its cause may open a fresh alert.
 
         ``events`` (the AlertsDeleted entry) go into every alert deleted, by the same update: one

@@ -17,7 +17,7 @@ from alert_svc.store.queued import Queued
 from contracts.events import AlertLevel
 from mailwarden_runtime.documents import Stored, fields
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import with_outbox
+from mailwarden_runtime.outbox import OutboxEntry, with_outbox
 
 
 class PreferencesDoc(Stored):
@@ -59,7 +59,7 @@ class PreferenceStore:
         return None if found is None else PreferencesDoc.model_validate(found)
 
     async def save_preferences(
-        self, prefs: PreferencesDoc, events: Sequence[Document] = ()
+        self, prefs: PreferencesDoc, events: Sequence[OutboxEntry] = ()
     ) -> PreferencesDoc:
         """``events`` (outbox entries: AlertPreferencesChanged) are written by the same update."""
         await self.prefs.update_one(

@@ -17,7 +17,7 @@ from contracts.events import AlertLevel
 from contracts.models import OwnerKind, SealedSecret
 from mailwarden_runtime.documents import Stored, fields
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import new_document_outbox, with_outbox
+from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox, with_outbox
 
 KEEP_ATTEMPTS = 20
 WEBHOOKS = "webhooks"
@@ -76,7 +76,7 @@ class WebhookStore:
         await self.deliveries.create_index([("state", ASCENDING), ("next_attempt_at", ASCENDING)])
         await self.deliveries.create_index([("webhook_id", ASCENDING), ("created_at", DESCENDING)])
 
-    async def create_webhook(self, hook: WebhookDoc, events: Sequence[Document] = ()) -> None:
+    async def create_webhook(self, hook: WebhookDoc, events: Sequence[OutboxEntry] = ()) -> None:
         """Inserted with ``events`` (outbox entries: WebhookRegistered) in the same write."""
         await self.webhooks.insert_one(hook.stored() | new_document_outbox(events))
 
@@ -88,7 +88,7 @@ class WebhookStore:
         found = await self.webhooks.find_one({"_id": webhook_id, **LIVE}, {"outbox": 0})
         return None if found is None else WebhookDoc.model_validate(found)
 
-    async def delete_webhook(self, webhook_id: str, actor: str, events: Sequence[Document] = ()) -> bool:
+    async def delete_webhook(self, webhook_id: str, actor: str, events: Sequence[OutboxEntry] = ()) -> bool:
         """Kept as deleted (by whom, when) with ``events`` (WebhookRemoved) in the same write: no
         delivery reaches it any more, and the audit keeps who removed it."""
         update = with_outbox(
