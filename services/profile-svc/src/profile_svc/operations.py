@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,6 +93,15 @@ def actor() -> str:
     return current_actor() or "service:profile-svc"
 
 
+STAMP: set[str] = {"version", "updated_at", "updated_by"}
+"""What every settings write sets anew: not a change by itself."""
+
+
+def _changed(current: SettingsView, wanted: Mapping[str, object]) -> SettingsView:
+    """``current`` with the ``wanted`` fields, validated as a whole."""
+    return SettingsView.model_validate(current.model_dump() | dict(wanted))
+
+
 class Operations:
     def __init__(
         self, repo: Repository, box: CredentialBox, envelope: MakeEnvelope, wake: Callable[[], None]
@@ -158,7 +167,7 @@ class Operations:
             "allowed_ports": allowed,
             "alert_levels": list(dict.fromkeys(body.alert_levels)),
         }
-        result = await self._write_settings(lambda _current: wanted)
+        result = await self._write_settings(lambda current: _changed(current, wanted))
         await self.sync_default_flags()
         return result
 
@@ -177,26 +186,19 @@ class Operations:
             status=409,
         )
 
-    async def _write_settings(self, change: Callable[[SettingsView], dict[str, Any] | None]) -> SettingsView:
+    async def _write_settings(self, change: Callable[[SettingsView], SettingsView | None]) -> SettingsView:
         """Apply ``change`` to the current settings with optimistic concurrency; no write when nothing changes.
 
-        ``change`` sees fresh settings on every attempt and may raise to refuse.
+        ``change`` sees fresh settings on every attempt (its answer: the settings it wants, None: no
+        change) and may raise to refuse.
         """
         for _ in range(RETRIES):
             current = await self.ensure_settings()
             wanted = change(current)
-            if wanted is None:
+            if wanted is None or wanted.model_dump(exclude=STAMP) == current.model_dump(exclude=STAMP):
                 return current
-            stamp = {"version", "updated_at", "updated_by"}
-            before = current.model_dump(mode="json", exclude=stamp)
-            merged = before | SettingsView.model_validate(before | wanted).model_dump(
-                mode="json", exclude=stamp
-            )
-            if merged == before:
-                return current
-            new = SettingsView.model_validate(
-                merged
-                | {
+            new = wanted.model_copy(
+                update={
                     "version": current.version + 1,
                     "updated_at": docs.now_ms(datetime.now(UTC)),
                     "updated_by": actor(),
@@ -212,12 +214,12 @@ class Operations:
     async def _change_default(self, target: str | None, only_if: str | None = None) -> None:
         """Make ``target`` the default (None: no default); with ``only_if``, only while that one is it."""
 
-        def change(current: SettingsView) -> dict[str, Any] | None:
+        def change(current: SettingsView) -> SettingsView | None:
             if only_if is not None and current.default_profile_id != only_if:
                 return None
             if target is not None and current.act_delivery is DeliveryMethod.SERVER_SIDE_SYNC:
                 raise refuse("is_default", ACT_REFUSED)
-            return {"default_profile_id": target}
+            return _changed(current, {"default_profile_id": target})
 
         await self._write_settings(change)
         await self.sync_default_flags()
