@@ -23,12 +23,12 @@ from pymongo.errors import BulkWriteError
 
 from contracts.events import MailboxSnapshot, ProfileSnapshot
 from contracts.models import MailboxRef
-from contracts.outgoing import SendEmailRequested, send_id
+from contracts.outgoing import EmailSendUncertain, SendEmailRequested, send_id
 from mailwarden_runtime.documents import as_stored, fields, under
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
 from mailwarden_runtime.readmodels import MAILBOXES, PROFILES, ReadModels
-from sender_svc.documents import Partial, SendDoc, SentCopy, StoredError
+from sender_svc.documents import Partial, SendDoc, SendOutcome, SentCopy, StoredError
 
 SENDS = "sends"
 OUTBOX_COLLECTIONS = (SENDS,)
@@ -57,7 +57,7 @@ class Finish:
     lease_token: str
     status: str
     attempts: int
-    outcome: Any
+    outcome: SendOutcome
     event: Any
     subject: str
     also: tuple[Any, ...] = ()
@@ -294,7 +294,9 @@ class Repository:
         )
         return [SendDoc.model_validate(d) for d in await cursor.to_list(None)]
 
-    async def mark_uncertain(self, doc: SendDoc, outcome: Any, event: Any, subject: str) -> bool:
+    async def mark_uncertain(
+        self, doc: SendDoc, outcome: EmailSendUncertain, event: Any, subject: str
+    ) -> bool:
         update = with_outbox(
             {
                 "$set": fields(
