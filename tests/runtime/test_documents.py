@@ -52,6 +52,12 @@ def test_fields_are_checked_and_written_as_the_whole_document_writes_them() -> N
     assert under("part", fields(Inner, a=3)) == {"part.a": 3}
 
 
+def test_fields_of_one_call_never_reach_the_next() -> None:
+    assert fields(Thing, tls="none", tags=["a"]) == {"tls": "none", "tags": ["a"]}
+    assert fields(Thing, at=AT) == {"at": AT}
+    assert fields(Thing, tags=[]) == {"tags": []}
+
+
 def test_fields_refuse_an_unknown_name_or_a_wrong_value() -> None:
     with pytest.raises(ValidationError, match="nope"):
         fields(Thing, nope=1)
