@@ -23,6 +23,7 @@ from alert_svc.config import Settings
 from alert_svc.processor import StatusProcessor
 from alert_svc.store import Stores
 from alert_svc.store.alerts import AlertDoc
+from alert_svc.store.wall import WallFilter
 from contracts.envelope import Envelope, make_envelope
 from contracts.errors import ErrorCode, WarningCode
 from contracts.events import MailboxStatusChanged, SettingsSnapshot
@@ -150,7 +151,7 @@ async def repeats_folded_every_twenty(s: Stores) -> None:
     [stored_doc] = await s.alerts.alerts.find({}).to_list(None)
     assert stored_doc["count"] == 21 and len(stored_doc["occurrences"]) == 20  # folded at the 21st
     assert await s.alerts.occurrences.count_documents({}) == 19 + 5
-    [alert] = await s.alerts.find_alerts({}, 10)
+    [alert] = await s.alerts.find_alerts(WallFilter(), 10)
     assert (alert.count, alert.last_test_id, alert.last_seen) == (26, "t26", occurrence_at(26))
     events = [
         json.loads(o["outbox"][0]["body"])["data"] for o in await s.alerts.occurrences.find().to_list(None)

@@ -21,6 +21,7 @@ from alert_svc.processor import StatusProcessor
 from alert_svc.retention import OccurrenceRetention
 from alert_svc.store import Stores
 from alert_svc.store.alerts import generation
+from alert_svc.store.wall import WallFilter
 from contracts.envelope import Envelope, make_envelope
 from contracts.errors import ErrorCode
 from contracts.events import MailboxStatusChanged, SettingsSnapshot
@@ -75,7 +76,7 @@ async def test_the_fold_deletes_its_tail_with_the_change_stream_relay(
     assert {o["gen"] for o in left} == {generation(alert["_id"], 21)}
     # redelivered: one folded (and deleted), one in the tail
     await processor.handle_batch([envs[9], envs[24]])
-    [seen] = await stores.alerts.find_alerts({}, 10)
+    [seen] = await stores.alerts.find_alerts(WallFilter(), 10)
     assert (seen.count, seen.last_test_id) == (26, "t26")
     assert await stores.alerts.occurrences.count_documents({}) == 5
 
@@ -120,5 +121,5 @@ async def test_the_sweep_removes_what_the_outbox_relay_and_a_crash_leave(
     assert await retention.sweep() == 2
     left = await occurrences.find({}).to_list(None)
     assert sorted(o["seq"] for o in left) == [22, 23, 24, 25, 26]
-    [seen] = await stores.alerts.find_alerts({}, 10)
+    [seen] = await stores.alerts.find_alerts(WallFilter(), 10)
     assert (seen.count, seen.last_test_id) == (26, "t26")

@@ -33,6 +33,8 @@ async def test_concurrent_set_default_leaves_exactly_one(
     assert [p["profile_id"] for p in listed if p["is_default"]] == [winner]
     only = (await client.get("/profiles", params={"is_default": "true"})).json()
     assert [p["profile_id"] for p in only["items"]] == [winner]
+    others = (await client.get("/profiles", params={"is_default": "false", "limit": 50})).json()
+    assert sorted(p["profile_id"] for p in others["items"]) == sorted(set(ids) - {winner})
 
     # The stored projection and the last event of every profile agree with the one truth.
     await outbox_drained(db)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import bson
-from pydantic import BaseModel, Field
+import pytest
+from pydantic import BaseModel, Field, ValidationError
 
 from contracts.models import TlsMode
-from mailwarden_runtime.documents import Stored, patched
+from mailwarden_runtime.documents import Stored, fields, patched, under
 
 AT = datetime(2026, 12, 3, 9, 30, tzinfo=UTC)
 
@@ -39,6 +40,29 @@ def test_times_stay_dates_for_queries_and_the_rest_is_plain_json() -> None:
 def test_include_writes_only_the_named_fields() -> None:
     thing = Thing.model_validate({"_id": "t1", "tls": "none", "since": "2026-01-02", "at": AT, "outbox": [1]})
     assert thing.stored(include={"at", "tags"}) == {"at": AT, "tags": []}
+
+
+def test_fields_are_checked_and_written_as_the_whole_document_writes_them() -> None:
+    values = fields(Thing, tls="starttls", at=AT, gone_at=None)
+    assert values == {"tls": "starttls", "at": AT, "gone_at": None}
+    assert values == Thing(id="t1", tls=TlsMode.STARTTLS, since=date(2026, 1, 2), at=AT).stored(
+        include={"tls", "at", "gone_at"}
+    )
+    assert fields(Thing, id="t2") == {"_id": "t2"}
+    assert under("part", fields(Inner, a=3)) == {"part.a": 3}
+
+
+def test_fields_of_one_call_never_reach_the_next() -> None:
+    assert fields(Thing, tls="none", tags=["a"]) == {"tls": "none", "tags": ["a"]}
+    assert fields(Thing, at=AT) == {"at": AT}
+    assert fields(Thing, tags=[]) == {"tags": []}
+
+
+def test_fields_refuse_an_unknown_name_or_a_wrong_value() -> None:
+    with pytest.raises(ValidationError, match="nope"):
+        fields(Thing, nope=1)
+    with pytest.raises(ValidationError, match="tls"):
+        fields(Thing, tls="sometimes")
 
 
 class Inner(BaseModel):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, ClassVar, Protocol
+from typing import Annotated, Protocol
 
 from pydantic import Field, StringConstraints
 
@@ -18,11 +18,8 @@ TokenId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
-class ApiTokenCreated(Event):
+class ApiTokenCreated(Event, subject=subjects.TOKEN_CREATED):
     """An API token was made: its subject (the actor its calls will name), roles and reach."""
-
-    TYPE: ClassVar[str] = "ApiTokenCreated"
-    SUBJECT: ClassVar[str] = subjects.TOKEN_CREATED
 
     token_id: TokenId
     subject: Name
@@ -34,11 +31,8 @@ class ApiTokenCreated(Event):
     expires_at: datetime
 
 
-class ApiTokenRevoked(Event):
+class ApiTokenRevoked(Event, subject=subjects.TOKEN_REVOKED):
     """An API token was revoked: every service refuses it within its token cache's lifetime."""
-
-    TYPE: ClassVar[str] = "ApiTokenRevoked"
-    SUBJECT: ClassVar[str] = subjects.TOKEN_REVOKED
 
     token_id: TokenId
     subject: Name
@@ -57,12 +51,9 @@ class RotationCounts(Protocol):
     def unreadable(self) -> int: ...
 
 
-class CredentialKeysRotated(Event):
+class CredentialKeysRotated(Event, subject=subjects.KEYS_ROTATED):
     """A service (``service``: profile-svc or mailbox-svc) re-encrypted its stored logins under its
     primary key (``keys:rotate``). Counts only: never a key."""
-
-    TYPE: ClassVar[str] = "CredentialKeysRotated"
-    SUBJECT: ClassVar[str] = subjects.KEYS_ROTATED
 
     service: Name
     primary_kid: Name

@@ -7,7 +7,7 @@ path or query): only the host they point at.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
@@ -18,11 +18,8 @@ from contracts.models import EmailAddress, Identifier, OwnerKind
 AlertId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-class WebhookRegistered(Event):
+class WebhookRegistered(Event, subject=subjects.WEBHOOK_REGISTERED):
     """A webhook was registered: where its alerts go (host only) and which alerts it gets."""
-
-    TYPE: ClassVar[str] = "WebhookRegistered"
-    SUBJECT: ClassVar[str] = subjects.WEBHOOK_REGISTERED
 
     webhook_id: Identifier
     host: Annotated[str, StringConstraints(min_length=1, max_length=300)] = Field(
@@ -33,20 +30,14 @@ class WebhookRegistered(Event):
     levels: list[AlertLevel] = Field(default_factory=list, description="Empty: every level.")
 
 
-class WebhookRemoved(Event):
+class WebhookRemoved(Event, subject=subjects.WEBHOOK_REMOVED):
     """A webhook was removed: no more deliveries to it."""
-
-    TYPE: ClassVar[str] = "WebhookRemoved"
-    SUBJECT: ClassVar[str] = subjects.WEBHOOK_REMOVED
 
     webhook_id: Identifier
 
 
-class AlertPreferencesChanged(Event):
+class AlertPreferencesChanged(Event, subject=subjects.PREFERENCES_CHANGED):
     """A recipient's notification preferences were set: the levels mailed, and where."""
-
-    TYPE: ClassVar[str] = "AlertPreferencesChanged"
-    SUBJECT: ClassVar[str] = subjects.PREFERENCES_CHANGED
 
     recipient_kind: OwnerKind
     recipient_id: Identifier
@@ -54,11 +45,8 @@ class AlertPreferencesChanged(Event):
     email: EmailAddress | None = Field(None, description="None: the owner's address from the alert.")
 
 
-class AlertMarkedRead(Event):
+class AlertMarkedRead(Event, subject=subjects.WALL_READ):
     """One alert on a wall was marked read (``read``) or unread."""
-
-    TYPE: ClassVar[str] = "AlertMarkedRead"
-    SUBJECT: ClassVar[str] = subjects.WALL_READ
 
     alert_id: AlertId
     recipient_kind: OwnerKind
@@ -66,13 +54,10 @@ class AlertMarkedRead(Event):
     read: bool
 
 
-class AlertsDeleted(Event):
+class AlertsDeleted(Event, subject=subjects.WALL_DELETED):
     """Alerts left a wall: one (``alert_id``), or all of a recipient's (or of every wall, when no
     recipient is named). Written into each alert it deletes, so it is published only when some
     alert was deleted (the copies share one event id: JetStream keeps one)."""
-
-    TYPE: ClassVar[str] = "AlertsDeleted"
-    SUBJECT: ClassVar[str] = subjects.WALL_DELETED
 
     alert_id: AlertId | None = None
     recipient_kind: OwnerKind | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
 
@@ -60,11 +60,9 @@ class RawRef(Frozen):
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
-class EmailReceived(Event):
+class EmailReceived(Event, subject=subjects.EMAIL_RECEIVED):
     """A new message in a synchronized mailbox's INBOX (parsed only as far as this event needs)."""
 
-    TYPE: ClassVar[str] = "EmailReceived"
-    SUBJECT: ClassVar[str] = subjects.EMAIL_RECEIVED
     # "from" on the wire (a Python keyword, hence ``from_`` in code).
     model_config = ConfigDict(
         frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
@@ -93,11 +91,8 @@ class EmailReceived(Event):
     too_large: bool = False
 
 
-class EmailTracked(Event):
+class EmailTracked(Event, subject=subjects.EMAIL_TRACKED):
     """The consuming system took the message in (e.g. promoted it to a record)."""
-
-    TYPE: ClassVar[str] = "EmailTracked"
-    SUBJECT: ClassVar[str] = subjects.EMAIL_TRACKED
 
     mailbox_id: Identifier
     email_id: uuid.UUID = Field(description="The id of the EmailReceived event.")
@@ -105,11 +100,8 @@ class EmailTracked(Event):
     record_ref: Annotated[str, StringConstraints(max_length=300)] = ""
 
 
-class EmailRejected(Event):
+class EmailRejected(Event, subject=subjects.EMAIL_REJECTED):
     """The consuming system could not take the message in (it may be moved to Undeliverable)."""
-
-    TYPE: ClassVar[str] = "EmailRejected"
-    SUBJECT: ClassVar[str] = subjects.EMAIL_REJECTED
 
     mailbox_id: Identifier
     email_id: uuid.UUID = Field(description="The id of the EmailReceived event.")
@@ -117,12 +109,9 @@ class EmailRejected(Event):
     reason: Annotated[str, StringConstraints(max_length=1000)] = ""
 
 
-class MailboxSyncFailed(Event):
+class MailboxSyncFailed(Event, subject=subjects.SYNC_FAILED):
     """Synchronizing a mailbox failed (login, TLS, DNS, server). Published once per error episode
     and again only when the code changes; ``failures`` counts the attempts so far."""
-
-    TYPE: ClassVar[str] = "MailboxSyncFailed"
-    SUBJECT: ClassVar[str] = subjects.SYNC_FAILED
 
     mailbox: MailboxRef
     protocol: SyncProtocol
@@ -133,11 +122,8 @@ class MailboxSyncFailed(Event):
     next_attempt_at: datetime | None = None
 
 
-class MailboxSyncRecovered(Event):
+class MailboxSyncRecovered(Event, subject=subjects.SYNC_RECOVERED):
     """A mailbox whose sync had failed synchronized again; ends the episode."""
-
-    TYPE: ClassVar[str] = "MailboxSyncRecovered"
-    SUBJECT: ClassVar[str] = subjects.SYNC_RECOVERED
 
     mailbox: MailboxRef
     protocol: SyncProtocol
@@ -147,23 +133,17 @@ class MailboxSyncRecovered(Event):
     recovered_at: datetime
 
 
-class MailboxSyncPaused(Event):
+class MailboxSyncPaused(Event, subject=subjects.SYNC_PAUSED):
     """An operator paused (``paused``) or resumed the sync of a mailbox. While paused, the mailbox
     is not synchronized continuously, so mailbox-svc re-tests it on the org's schedule."""
-
-    TYPE: ClassVar[str] = "MailboxSyncPaused"
-    SUBJECT: ClassVar[str] = subjects.SYNC_PAUSED
 
     mailbox_id: Identifier
     paused: bool
 
 
-class MailboxResyncRequested(Event):
+class MailboxResyncRequested(Event, subject=subjects.SYNC_RESYNC_REQUESTED):
     """An operator asked to synchronize a mailbox again from a day: what arrived since then and was
     never published is published (the ledger recognises the rest)."""
-
-    TYPE: ClassVar[str] = "MailboxResyncRequested"
-    SUBJECT: ClassVar[str] = subjects.SYNC_RESYNC_REQUESTED
 
     mailbox_id: Identifier
     from_date: date

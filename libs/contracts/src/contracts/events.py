@@ -44,20 +44,24 @@ EVENT_TYPES: dict[str, type[Event]] = {}
 class Event(Frozen):
     """Base of every event: its type name, subject and schema version are fixed per class.
 
-    Subclasses register themselves in :data:`EVENT_TYPES` by their ``TYPE``.
+    An event is declared once, with its subject: ``class ProfileCreated(Event, subject=...)``.
+    Its ``TYPE`` (the envelope's ``type``, the wire name) is the class name, and it registers
+    itself in :data:`EVENT_TYPES` under it.
     """
 
     TYPE: ClassVar[str]
     SUBJECT: ClassVar[str]
     VERSION: ClassVar[int] = 1
 
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        if "TYPE" in cls.__dict__:
-            if cls.TYPE in EVENT_TYPES:
-                raise TypeError(f"event type {cls.TYPE!r} defined twice")
-            EVENT_TYPES[cls.TYPE] = cls
+    def __init_subclass__(cls, *, subject: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if subject is None:
+            return
+        if cls.__name__ in EVENT_TYPES:
+            raise TypeError(f"event type {cls.__name__!r} defined twice")
+        cls.TYPE = cls.__name__
+        cls.SUBJECT = subject
+        EVENT_TYPES[cls.TYPE] = cls
 
 
 class SealedCredentials(Frozen):
@@ -109,27 +113,21 @@ class ProfileSnapshot(Frozen):
     updated_at: datetime
 
 
-class ProfileCreated(Event):
+class ProfileCreated(Event, subject=subjects.PROFILE_CREATED):
     """An email server profile was created (full snapshot, credentials only sealed)."""
 
-    TYPE: ClassVar[str] = "ProfileCreated"
-    SUBJECT: ClassVar[str] = subjects.PROFILE_CREATED
     profile: ProfileSnapshot
 
 
-class ProfileUpdated(Event):
+class ProfileUpdated(Event, subject=subjects.PROFILE_UPDATED):
     """A profile changed, including becoming or ceasing to be the default (higher ``version``)."""
 
-    TYPE: ClassVar[str] = "ProfileUpdated"
-    SUBJECT: ClassVar[str] = subjects.PROFILE_UPDATED
     profile: ProfileSnapshot
 
 
-class ProfileDeleted(Event):
+class ProfileDeleted(Event, subject=subjects.PROFILE_DELETED):
     """A profile was deleted; no mailbox used it any more."""
 
-    TYPE: ClassVar[str] = "ProfileDeleted"
-    SUBJECT: ClassVar[str] = subjects.PROFILE_DELETED
     profile_id: Identifier
 
 
@@ -158,11 +156,9 @@ class SettingsSnapshot(EmailSettings):
     updated_at: datetime | None = None
 
 
-class EmailSettingsChanged(Event):
+class EmailSettingsChanged(Event, subject=subjects.SETTINGS_CHANGED):
     """The organisation's email settings changed (also published once at first start)."""
 
-    TYPE: ClassVar[str] = "EmailSettingsChanged"
-    SUBJECT: ClassVar[str] = subjects.SETTINGS_CHANGED
     settings: SettingsSnapshot
 
 
@@ -201,37 +197,29 @@ class MailboxSnapshot(MailboxBasics):
     updated_at: datetime
 
 
-class MailboxCreated(Event):
+class MailboxCreated(Event, subject=subjects.MAILBOX_CREATED):
     """A user or queue mailbox was created (no secrets: ``has_password`` only)."""
 
-    TYPE: ClassVar[str] = "MailboxCreated"
-    SUBJECT: ClassVar[str] = subjects.MAILBOX_CREATED
     mailbox: MailboxSnapshot
 
 
-class MailboxUpdated(Event):
+class MailboxUpdated(Event, subject=subjects.MAILBOX_UPDATED):
     """A mailbox changed: profile, delivery methods, approval, credentials set, deactivation."""
 
-    TYPE: ClassVar[str] = "MailboxUpdated"
-    SUBJECT: ClassVar[str] = subjects.MAILBOX_UPDATED
     mailbox: MailboxSnapshot
 
 
-class MailboxApproved(Event):
+class MailboxApproved(Event, subject=subjects.MAILBOX_APPROVED):
     """A mailbox's email address was approved, so it may be enabled."""
 
-    TYPE: ClassVar[str] = "MailboxApproved"
-    SUBJECT: ClassVar[str] = subjects.MAILBOX_APPROVED
     mailbox_id: Identifier
     email: EmailAddress
     approved_at: datetime
 
 
-class TestRequested(Event):
+class TestRequested(Event, subject=subjects.TEST_REQUESTED):
     """Ask a tester to check one mailbox. Carries everything needed, credentials sealed."""
 
-    TYPE: ClassVar[str] = "TestRequested"
-    SUBJECT: ClassVar[str] = subjects.TEST_REQUESTED
     __test__: ClassVar[bool] = False  # not a pytest class
 
     test_id: Identifier
@@ -249,11 +237,9 @@ class TestRequested(Event):
     requested_at: datetime
 
 
-class TestCompleted(Event):
+class TestCompleted(Event, subject=subjects.TEST_COMPLETED):
     """The outcome of one test, per direction, with every step's trace."""
 
-    TYPE: ClassVar[str] = "TestCompleted"
-    SUBJECT: ClassVar[str] = subjects.TEST_COMPLETED
     __test__: ClassVar[bool] = False
 
     test_id: Identifier
@@ -279,11 +265,9 @@ class TestCompleted(Event):
         return all(r.status is not TestStatus.FAILURE for r in self.results)
 
 
-class MailboxStatusChanged(Event):
+class MailboxStatusChanged(Event, subject=subjects.MAILBOX_STATUS_CHANGED):
     """mailbox-svc's decision after a test: statuses, enabled flags, retry or disable."""
 
-    TYPE: ClassVar[str] = "MailboxStatusChanged"
-    SUBJECT: ClassVar[str] = subjects.MAILBOX_STATUS_CHANGED
     mailbox: MailboxRef
     test_id: Identifier | None = None
     incoming_status: TestStatus
@@ -299,11 +283,9 @@ class MailboxStatusChanged(Event):
     warnings: list[TestWarning] = Field(default_factory=list)
 
 
-class AlertRaised(Event):
+class AlertRaised(Event, subject=subjects.ALERTS):
     """One alert on one recipient's wall; published on that recipient's subject."""
 
-    TYPE: ClassVar[str] = "AlertRaised"
-    SUBJECT: ClassVar[str] = subjects.ALERTS
     alert_id: str
     recipient: Owner
     level: AlertLevel
@@ -330,11 +312,9 @@ class FieldError(Frozen):
     msg: str
 
 
-class DeadLettered(Event):
+class DeadLettered(Event, subject=subjects.DEAD_LETTER):
     """A message a consumer could not handle, kept with the reason so nothing is silently lost."""
 
-    TYPE: ClassVar[str] = "DeadLettered"
-    SUBJECT: ClassVar[str] = subjects.DEAD_LETTER
     consumer: str
     subject: str
     stream_seq: int | None = None

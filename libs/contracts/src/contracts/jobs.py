@@ -35,41 +35,33 @@ class JobProgress(Frozen):
     refused: dict[str, Count] = Field(default_factory=dict)
 
 
-class TestJobStarted(Event):
-    """A "Test & Enable all mailboxes of a profile" job began, with the number of mailboxes."""
+class JobEvent(Event):
+    """What every event of a job names: the job and the profile whose mailboxes it tests."""
 
-    TYPE: ClassVar[str] = "TestJobStarted"
-    SUBJECT: ClassVar[str] = JOB_STARTED
     __test__: ClassVar[bool] = False
+    """Its events are named ``Test…``: not test classes."""
 
     job_id: Identifier
     profile_id: Identifier
+
+
+class TestJobStarted(JobEvent, subject=JOB_STARTED):
+    """A "Test & Enable all mailboxes of a profile" job began, with the number of mailboxes."""
+
     total: Count
     started_at: datetime
 
 
-class TestJobProgress(Event):
+class TestJobProgress(JobEvent, subject=JOB_PROGRESS):
     """A job's progress after each batch: done, succeeded, failed by error code."""
 
-    TYPE: ClassVar[str] = "TestJobProgress"
-    SUBJECT: ClassVar[str] = JOB_PROGRESS
-    __test__: ClassVar[bool] = False
-
-    job_id: Identifier
-    profile_id: Identifier
     state: JobState
     progress: JobProgress
 
 
-class TestJobCompleted(Event):
+class TestJobCompleted(JobEvent, subject=JOB_COMPLETED):
     """The final summary: ``state`` is ``completed`` or ``cancelled``."""
 
-    TYPE: ClassVar[str] = "TestJobCompleted"
-    SUBJECT: ClassVar[str] = JOB_COMPLETED
-    __test__: ClassVar[bool] = False
-
-    job_id: Identifier
-    profile_id: Identifier
     state: Literal["completed", "cancelled"]
     progress: JobProgress
     started_at: datetime

@@ -21,7 +21,7 @@ import binascii
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, ClassVar
+from typing import Annotated
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
@@ -141,11 +141,8 @@ class OutgoingAttachment(Frozen):
         return base64.b64decode(self.content_b64) if self.content_b64 is not None else None
 
 
-class SendEmailRequested(Event):
+class SendEmailRequested(Event, subject=subjects.SEND_REQUESTED):
     """Send one mail from a mailbox (From is the mailbox's address). Same key twice: one mail."""
-
-    TYPE: ClassVar[str] = "SendEmailRequested"
-    SUBJECT: ClassVar[str] = subjects.SEND_REQUESTED
 
     mailbox_id: Identifier
     idempotency_key: IdempotencyKey = Field(
@@ -214,11 +211,8 @@ class RecipientRefusal(Frozen):
     permanent: bool
 
 
-class EmailSent(Event):
+class EmailSent(Event, subject=subjects.SEND_SENT):
     """The server accepted the message for the ``accepted`` recipients (``refused`` ones did not get it)."""
-
-    TYPE: ClassVar[str] = "EmailSent"
-    SUBJECT: ClassVar[str] = subjects.SEND_SENT
 
     mailbox: MailboxRef
     idempotency_key: IdempotencyKey
@@ -234,13 +228,10 @@ class EmailSent(Event):
     sent_at: datetime
 
 
-class EmailSendFailed(Event):
+class EmailSendFailed(Event, subject=subjects.SEND_FAILED):
     """Not sent, finally: refused at submission (``errors`` name the fields), permanently refused by
     the server, or out of retries. ``error.code`` is from the catalog (``auth_failed`` means the
     mailbox's login no longer works: mailbox-svc may apply its retry-or-disable policy)."""
-
-    TYPE: ClassVar[str] = "EmailSendFailed"
-    SUBJECT: ClassVar[str] = subjects.SEND_FAILED
 
     mailbox_id: Identifier
     mailbox: MailboxRef | None = Field(None, description="None when the mailbox is unknown to the sender.")
@@ -257,12 +248,9 @@ class EmailSendFailed(Event):
     failed_at: datetime
 
 
-class EmailSendUncertain(Event):
+class EmailSendUncertain(Event, subject=subjects.SEND_UNCERTAIN):
     """The message was handed over (DATA) but the reply was never stored: it may have been sent.
     Never resent automatically; send again with a new idempotency key if it must go out."""
-
-    TYPE: ClassVar[str] = "EmailSendUncertain"
-    SUBJECT: ClassVar[str] = subjects.SEND_UNCERTAIN
 
     mailbox: MailboxRef
     idempotency_key: IdempotencyKey
@@ -272,13 +260,10 @@ class EmailSendUncertain(Event):
     detected_at: datetime
 
 
-class MailboxSendLoginRefused(Event):
+class MailboxSendLoginRefused(Event, subject=subjects.SEND_LOGIN_REFUSED):
     """The SMTP server refused the mailbox's outgoing login while sending. Published once per login
     (``login_id``: whose login and its version, never anything secret); the same login is not tried
     again, every send meanwhile fails ``auth_failed``. mailbox-svc tests the outgoing side again."""
-
-    TYPE: ClassVar[str] = "MailboxSendLoginRefused"
-    SUBJECT: ClassVar[str] = subjects.SEND_LOGIN_REFUSED
 
     mailbox: MailboxRef
     error: TestError
@@ -287,13 +272,10 @@ class MailboxSendLoginRefused(Event):
     refused_at: datetime
 
 
-class EmailSentCopy(Event):
+class EmailSentCopy(Event, subject=subjects.SEND_SENT_COPY):
     """The copy of a sent mail in the mailbox's Sent folder (IMAP APPEND, when the profile's
     ``save_sent_copy`` is on): ``saved``, or why not (``error``). The mail was sent either way
     (``EmailSent`` came first): a copy that could not be saved never makes it a failed send."""
-
-    TYPE: ClassVar[str] = "EmailSentCopy"
-    SUBJECT: ClassVar[str] = subjects.SEND_SENT_COPY
 
     mailbox: MailboxRef
     idempotency_key: IdempotencyKey

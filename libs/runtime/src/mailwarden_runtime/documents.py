@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailwarden_runtime.mongo import Document
 
+M = TypeVar("M", bound=BaseModel)
+
 
 class Stored(BaseModel):
     """A MongoDB document: ``_id`` as ``id``; fields the runtime adds (the outbox) are ignored."""
@@ -21,12 +23,39 @@ class Stored(BaseModel):
     id: str = Field(alias="_id")
 
     def stored(self, include: Collection[str] | None = None) -> Document:
-        """As MongoDB keeps it (only the ``include`` fields): enums, dates and URLs as strings,
-        times as BSON dates (so they sort and compare in queries)."""
-        fields = None if include is None else set(include)
-        times = _times(type(self))
-        out = self.model_dump(mode="json", by_alias=True, include=fields, exclude=set(times))
-        return out | {k: getattr(self, k) for k in times if fields is None or k in fields}
+        """As MongoDB keeps it (only the ``include`` fields): see :func:`as_stored`."""
+        return as_stored(self, include)
+
+
+def as_stored(model: BaseModel, include: Collection[str] | None = None) -> Document:
+    """``model`` as MongoDB keeps it (only the ``include`` fields): enums, dates and URLs as
+    strings, its own times as BSON dates (so they sort and compare in queries)."""
+    names = None if include is None else set(include)
+    times = _times(type(model))
+    out = model.model_dump(mode="json", by_alias=True, include=names, exclude=set(times))
+    return out | {k: getattr(model, k) for k in times if names is None or k in names}
+
+
+def fields(model: type[BaseModel], /, **values: object) -> Document:
+    """Some fields of ``model`` as a ``$set`` writes them: each value is checked as that field
+    (an unknown name or a wrong value raises ``ValidationError``) and written as :func:`as_stored`
+    writes it, so a partial update keeps the stored form of a whole document."""
+    part = _blank(model).model_copy()
+    for name, value in values.items():
+        model.__pydantic_validator__.validate_assignment(part, name, value)
+    return as_stored(part, include=values)
+
+
+@functools.cache
+def _blank(model: type[M]) -> M:
+    """An instance without its required fields, to validate some fields on (built once: costly
+    for a model with many defaults)."""
+    return model.model_construct()
+
+
+def under(path: str, values: Document) -> Document:
+    """``values`` (e.g. :func:`fields` of a part) set inside the part at ``path``: ``path.name``."""
+    return {f"{path}.{name}": value for name, value in values.items()}
 
 
 @functools.cache
@@ -40,9 +69,6 @@ def _is_time(annotation: object) -> bool:
     if get_origin(annotation) in (Union, types.UnionType):
         return any(_is_time(a) for a in get_args(annotation))
     return False
-
-
-M = TypeVar("M", bound=BaseModel)
 
 
 def patched(model: M, patch: BaseModel) -> M:

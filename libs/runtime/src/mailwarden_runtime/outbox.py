@@ -23,7 +23,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import nats.errors
 import nats.js.errors
@@ -60,12 +60,22 @@ TRANSIENT = (
 )
 
 
-def outbox_entry(envelope: Envelope[Any], subject: str | None = None) -> Document:
-    entry: Document = {
-        "id": str(envelope.id),
-        "subject": subject or envelope.data.SUBJECT,
-        "body": envelope.model_dump_json(),
-    }
+class OutboxEntry(TypedDict):
+    """One event as a document's outbox keeps it until a relay publishes it."""
+
+    id: str
+    """The event id, published as ``Nats-Msg-Id``."""
+    subject: str
+    body: str
+    """The envelope as JSON."""
+    trace: NotRequired[dict[str, str]]
+    """The trace context of the write, continued by the publish."""
+
+
+def outbox_entry(envelope: Envelope[Any], subject: str | None = None) -> OutboxEntry:
+    entry = OutboxEntry(
+        id=str(envelope.id), subject=subject or envelope.data.SUBJECT, body=envelope.model_dump_json()
+    )
     trace_headers = carrier()
     if trace_headers:
         entry["trace"] = trace_headers
@@ -88,7 +98,7 @@ def change_stream_in_use() -> bool:
     return _MODE.change_stream
 
 
-def with_outbox(update: Document, entries: Iterable[Document]) -> Document:
+def with_outbox(update: Document, entries: Iterable[OutboxEntry]) -> Document:
     """Add events to an update document (``$set``/``$push``/``$min`` are merged, not replaced)."""
     items = list(entries)
     if not items:
@@ -104,7 +114,7 @@ def with_outbox(update: Document, entries: Iterable[Document]) -> Document:
     return merged
 
 
-def new_document_outbox(entries: Iterable[Document]) -> Document:
+def new_document_outbox(entries: Iterable[OutboxEntry]) -> Document:
     """Fields for a document inserted together with its events."""
     items = list(entries)
     if _MODE.change_stream:

@@ -34,6 +34,7 @@ from alert_svc.schemas import (
 from alert_svc.store import Stores
 from alert_svc.store.alerts import AlertDoc
 from alert_svc.store.recipients import PreferencesDoc
+from alert_svc.store.wall import WallFilter
 from alert_svc.store.webhooks import WebhookDoc
 from contracts.alerting import (
     AlertMarkedRead,
@@ -49,7 +50,7 @@ from mailwarden_runtime.auth import Permission
 from mailwarden_runtime.auth.context import current_actor
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
-from mailwarden_runtime.outbox import outbox_entry
+from mailwarden_runtime.outbox import OutboxEntry, outbox_entry
 
 
 def _encode_cursor(doc: AlertDoc) -> str:
@@ -65,10 +66,11 @@ def _decode_cursor(text: str) -> tuple[datetime, str]:
         raise DomainError(422, "not a cursor from this API", field="cursor") from None
 
 
-def recipient_query(kind: str | None, rid: str | None) -> dict[str, Any]:
+def wall_of(kind: str | None, rid: str | None) -> str | None:
+    """The recipient key of the wall asked for (None: every wall)."""
     if (kind is None) != (rid is None):
         raise DomainError(422, "recipient_kind and recipient_id go together", field="recipient_id")
-    return {"recipient_key": f"{kind}:{rid}"} if kind else {}
+    return f"{kind}:{rid}" if kind else None
 
 
 def _alert_view(doc: AlertDoc) -> AlertView:
@@ -109,27 +111,27 @@ class Operations:
         """An event of this service naming the caller as its actor (``ServiceRuntime.envelope``)."""
         self.wake_relay = wake_relay
 
-    def _events(self, event: Event) -> list[dict[str, Any]]:
+    def _events(self, event: Event) -> list[OutboxEntry]:
         """The outbox entry of ``event``, written by the change's own update."""
         return [outbox_entry(self.envelope(event))]
 
     # --- the wall ----------------------------------------------------------------------------
     async def list_alerts(self, q: AlertQuery) -> AlertPage:
-        query = recipient_query(q.recipient_kind, q.recipient_id)
+        wall = wall_of(q.recipient_kind, q.recipient_id)
         own = own_wall("alerts:read")
         if own is not None:  # a mailbox owner sees their own wall only (asked for, or by default)
-            admit_wall("alerts:read", query.get("recipient_key", own))
-            query["recipient_key"] = own
-        for name in ("level", "state", "mailbox_id", "profile_id"):
-            value = getattr(q, name)
-            if value is not None:
-                query[name] = value
-        if q.unread is not None:
-            query["read"] = not q.unread
-        if q.cursor:
-            at, last_id = _decode_cursor(q.cursor)
-            query["$or"] = [{"first_seen": {"$lt": at}}, {"first_seen": at, "_id": {"$lt": last_id}}]
-        docs = await self.alerts.find_alerts(query, q.limit + 1)
+            admit_wall("alerts:read", wall or own)
+            wall = own
+        which = WallFilter(
+            recipient_key=wall,
+            level=q.level,
+            state=q.state,
+            mailbox_id=q.mailbox_id,
+            profile_id=q.profile_id,
+            read=None if q.unread is None else not q.unread,
+            after=_decode_cursor(q.cursor) if q.cursor else None,
+        )
+        docs = await self.alerts.find_alerts(which, q.limit + 1)
         more = len(docs) > q.limit
         docs = docs[: q.limit]
         return AlertPage(
@@ -164,7 +166,7 @@ class Operations:
             alert_id=alert_id, recipient_kind=current.recipient.kind, recipient_id=current.recipient.id
         )
         deleted = await self.alerts.delete_alerts(
-            {"_id": alert_id}, current_actor() or "", self._events(event)
+            WallFilter(alert_id=alert_id), current_actor() or "", self._events(event)
         )
         if not deleted:
             raise DomainError(404, "no such alert", "alert_id")
@@ -173,18 +175,20 @@ class Operations:
 
     async def delete_all(self, ref: RecipientRef) -> Deleted:
         """Dynamics' "Delete all alerts", for one recipient's wall."""
-        query = recipient_query(ref.recipient_kind, ref.recipient_id)
-        admit_wall("alerts:write", query.get("recipient_key"))
-        kind, rid = _recipient(query.get("recipient_key", ""))
+        wall = wall_of(ref.recipient_kind, ref.recipient_id)
+        admit_wall("alerts:write", wall)
+        kind, rid = _recipient(wall or "")
         event = AlertsDeleted.model_validate({"recipient_kind": kind, "recipient_id": rid})
-        deleted = await self.alerts.delete_alerts(query, current_actor() or "", self._events(event))
+        deleted = await self.alerts.delete_alerts(
+            WallFilter(recipient_key=wall), current_actor() or "", self._events(event)
+        )
         if deleted:
             self.wake_relay()
         return Deleted(deleted=deleted)
 
     # --- webhooks ----------------------------------------------------------------------------
     async def create_webhook(self, req: WebhookCreate) -> WebhookCreated:
-        recipient_query(req.recipient_kind, req.recipient_id)  # both or neither
+        wall_of(req.recipient_kind, req.recipient_id)  # both or neither
         await admit_url(self.egress, str(req.url))
         webhook_id = f"wh_{uuid.uuid4().hex}"
         secret = req.secret or secrets.token_urlsafe(32)

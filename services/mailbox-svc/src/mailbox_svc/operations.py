@@ -59,7 +59,7 @@ from mailbox_svc.testing import Rings, TestRefused, build_request, pending_field
 from mailwarden_runtime.auth import current_actor
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import outbox_entry, with_outbox
+from mailwarden_runtime.outbox import OutboxEntry, outbox_entry, with_outbox
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class MailboxOperations:
         profile: ProfileSnapshot | None,
         approve: bool = False,
         field: str | None = None,
-    ) -> tuple[MailboxDoc, list[Document]]:
+    ) -> tuple[MailboxDoc, list[OutboxEntry]]:
         """A new mailbox and its MailboxCreated (and MailboxApproved when created approved)."""
         destination = destination_of(profile) if profile is not None else None
         doc = new_mailbox(req, self.rings.at_rest, now, destination, current_actor() or AUTOMATIC)

@@ -13,7 +13,7 @@ from contracts.models import SealedSecret
 from mailbox_svc.documents import JobDoc, MailboxDoc, SealedLogins, TestRunDoc
 from mailbox_svc.models import MailboxFilter
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import new_document_outbox
+from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox
 from mailwarden_runtime.readmodels import ReadModels
 
 MAILBOXES = "mailboxes"
@@ -70,7 +70,7 @@ class Repository:
 
     # ---- mailboxes ---------------------------------------------------------------------------
 
-    async def insert(self, doc: MailboxDoc, entries: list[Document]) -> bool:
+    async def insert(self, doc: MailboxDoc, entries: list[OutboxEntry]) -> bool:
         """Store a new mailbox with its first events; False when the id is taken."""
         try:
             await self.mailboxes.insert_one({**doc.stored(), **new_document_outbox(entries)})
@@ -78,7 +78,7 @@ class Repository:
             return False
         return True
 
-    async def insert_many(self, docs: list[tuple[MailboxDoc, list[Document]]]) -> None:
+    async def insert_many(self, docs: list[tuple[MailboxDoc, list[OutboxEntry]]]) -> None:
         await self.mailboxes.insert_many(
             [{**doc.stored(), **new_document_outbox(entries)} for doc, entries in docs], ordered=True
         )
@@ -229,7 +229,7 @@ class Repository:
         docs = await self.jobs.find(q, {"finished_at": 1}).to_list(None)
         return {d["_id"]: d["finished_at"] for d in docs}
 
-    async def insert_job(self, job: JobDoc, entries: list[Document]) -> None:
+    async def insert_job(self, job: JobDoc, entries: list[OutboxEntry]) -> None:
         await self.jobs.insert_one({**job.stored(), **new_document_outbox(entries)})
 
     async def get_job(self, job_id: str) -> JobDoc | None:

@@ -5,22 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from contracts.events import AdvancedOptions, ProfileSnapshot
 from contracts.models import CredentialSource, Direction, Endpoint, IncomingProtocol, Owner, SealedSecret
 from mailwarden_runtime.documents import Stored
-from mailwarden_runtime.mongo import Document
 from profile_svc.credentials import CredentialBox
-from profile_svc.models import AdvancedIn, IncomingIn, OutgoingIn, ProfileCreate, ProfileView, SettingsView
+from profile_svc.models import AdvancedIn, IncomingIn, OutgoingIn, ProfileCreate, ProfileView
 from profile_svc.ports import default_port, service_of
 from profile_svc.rules import Draft
 
 
-class ProfileDoc(Stored):
-    """A stored email server profile; deleted ones stay as tombstones (``live: false``)."""
+class ProfileContent(BaseModel):
+    """What a profile write (create or update) sets: the fields a :class:`Draft` decides."""
 
-    live: bool = True
     name: str
     name_key: str
     description: str = ""
@@ -32,6 +30,28 @@ class ProfileDoc(Stored):
     credential_source: CredentialSource
     advanced: AdvancedOptions = AdvancedOptions()
     credentials: dict[Direction, SealedSecret] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, draft: Draft, credentials: dict[Direction, SealedSecret]) -> ProfileContent:
+        return cls(
+            name=draft.name,
+            name_key=name_key(draft.name),
+            description=draft.description,
+            owner=draft.owner,
+            incoming_protocol=draft.incoming_protocol,
+            incoming=draft.incoming,
+            outgoing=draft.outgoing,
+            use_same_settings_for_outgoing=draft.use_same,
+            credential_source=draft.credential_source,
+            advanced=draft.advanced,
+            credentials=credentials,
+        )
+
+
+class ProfileDoc(Stored, ProfileContent):
+    """A stored email server profile; deleted ones stay as tombstones (``live: false``)."""
+
+    live: bool = True
     is_default: bool = False
     """A projection of ``settings.default_profile_id`` (see profile_svc.operations)."""
     version: int
@@ -46,13 +66,13 @@ class ProfileDoc(Stored):
     def new(
         cls, profile_id: str, draft: Draft, credentials: dict[Direction, SealedSecret], now: datetime
     ) -> ProfileDoc:
-        fields = _draft_fields(draft, credentials)
+        content = dict(ProfileContent.of(draft, credentials))
         return cls.model_validate(
-            {"_id": profile_id, "version": 1, "created_at": now, "updated_at": now} | fields
+            {"_id": profile_id, "version": 1, "created_at": now, "updated_at": now} | content
         )
 
     def with_draft(self, draft: Draft, credentials: dict[Direction, SealedSecret]) -> ProfileDoc:
-        return self.model_copy(update=_draft_fields(draft, credentials))
+        return self.model_copy(update=dict(ProfileContent.of(draft, credentials)))
 
     def as_request(self, is_default: bool) -> ProfileCreate:
         """The stored profile as a request; a port that is its TLS mode's default is left to derive,
@@ -91,24 +111,14 @@ class ProfileDoc(Stored):
         return ProfileSnapshot.model_validate(self._shown() | {"sealed_credentials": sealed})
 
 
+class ProfileLogins(Stored):
+    """Only a profile's sealed logins: what key rotation reads and swaps."""
+
+    credentials: dict[Direction, SealedSecret] = Field(default_factory=dict)
+
+
 def _unless(default: int, port: int) -> int | None:
     return None if port == default else port
-
-
-def _draft_fields(draft: Draft, credentials: dict[Direction, SealedSecret]) -> dict[str, Any]:
-    return {
-        "name": draft.name,
-        "name_key": name_key(draft.name),
-        "description": draft.description,
-        "owner": draft.owner,
-        "incoming_protocol": draft.incoming_protocol,
-        "incoming": draft.incoming,
-        "outgoing": draft.outgoing,
-        "use_same_settings_for_outgoing": draft.use_same,
-        "credential_source": draft.credential_source,
-        "advanced": draft.advanced,
-        "credentials": credentials,
-    }
 
 
 def name_key(name: str) -> str:
@@ -116,29 +126,8 @@ def name_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
-PROFILE_FIELDS = frozenset(
-    {
-        "name",
-        "name_key",
-        "description",
-        "owner",
-        "incoming_protocol",
-        "incoming",
-        "outgoing",
-        "use_same_settings_for_outgoing",
-        "credential_source",
-        "advanced",
-    }
-)
+PROFILE_FIELDS = frozenset(ProfileContent.model_fields) - {"credentials"}
 """The stored fields a profile write may change, credentials aside."""
-
-
-def settings_from(doc: Document) -> SettingsView:
-    return SettingsView.model_validate({k: v for k, v in doc.items() if k in SettingsView.model_fields})
-
-
-def settings_stored(settings: SettingsView) -> Document:
-    return settings.model_dump(mode="json") | {"updated_at": settings.updated_at}
 
 
 def now_ms(now: datetime) -> datetime:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, Direction, Seale
 from mailwarden_runtime.auth import current_actor
 from mailwarden_runtime.crypto import SealError
 from mailwarden_runtime.http import DomainError, FieldProblem
-from mailwarden_runtime.outbox import outbox_entry
+from mailwarden_runtime.outbox import OutboxEntry, outbox_entry
 from mailwarden_runtime.sealing import destination_fingerprint
 from profile_svc import documents as docs
 from profile_svc.credentials import CredentialBox
@@ -47,7 +47,7 @@ from profile_svc.models import (
     SettingsView,
 )
 from profile_svc.ports import allowed_ports_for
-from profile_svc.repository import NameTaken, Repository, query_for
+from profile_svc.repository import NameTaken, ProfileFilter, Repository
 from profile_svc.rules import Draft, port_problems, requested, resolve
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,15 @@ def actor() -> str:
     return current_actor() or "service:profile-svc"
 
 
+STAMP: set[str] = {"version", "updated_at", "updated_by"}
+"""What every settings write sets anew: not a change by itself."""
+
+
+def _changed(current: SettingsView, wanted: Mapping[str, object]) -> SettingsView:
+    """``current`` with the ``wanted`` fields, validated as a whole."""
+    return SettingsView.model_validate(current.model_dump() | dict(wanted))
+
+
 class Operations:
     def __init__(
         self, repo: Repository, box: CredentialBox, envelope: MakeEnvelope, wake: Callable[[], None]
@@ -110,7 +119,7 @@ class Operations:
     def box(self) -> CredentialBox:
         return self._box
 
-    def _entry(self, event: Event) -> dict[str, Any]:
+    def _entry(self, event: Event) -> OutboxEntry:
         return outbox_entry(self._envelope(event))
 
     # settings
@@ -158,7 +167,7 @@ class Operations:
             "allowed_ports": allowed,
             "alert_levels": list(dict.fromkeys(body.alert_levels)),
         }
-        result = await self._write_settings(lambda _current: wanted)
+        result = await self._write_settings(lambda current: _changed(current, wanted))
         await self.sync_default_flags()
         return result
 
@@ -177,26 +186,19 @@ class Operations:
             status=409,
         )
 
-    async def _write_settings(self, change: Callable[[SettingsView], dict[str, Any] | None]) -> SettingsView:
+    async def _write_settings(self, change: Callable[[SettingsView], SettingsView | None]) -> SettingsView:
         """Apply ``change`` to the current settings with optimistic concurrency; no write when nothing changes.
 
-        ``change`` sees fresh settings on every attempt and may raise to refuse.
+        ``change`` sees fresh settings on every attempt (its answer: the settings it wants, None: no
+        change) and may raise to refuse.
         """
         for _ in range(RETRIES):
             current = await self.ensure_settings()
             wanted = change(current)
-            if wanted is None:
+            if wanted is None or wanted.model_dump(exclude=STAMP) == current.model_dump(exclude=STAMP):
                 return current
-            stamp = {"version", "updated_at", "updated_by"}
-            before = current.model_dump(mode="json", exclude=stamp)
-            merged = before | SettingsView.model_validate(before | wanted).model_dump(
-                mode="json", exclude=stamp
-            )
-            if merged == before:
-                return current
-            new = SettingsView.model_validate(
-                merged
-                | {
+            new = wanted.model_copy(
+                update={
                     "version": current.version + 1,
                     "updated_at": docs.now_ms(datetime.now(UTC)),
                     "updated_by": actor(),
@@ -212,12 +214,12 @@ class Operations:
     async def _change_default(self, target: str | None, only_if: str | None = None) -> None:
         """Make ``target`` the default (None: no default); with ``only_if``, only while that one is it."""
 
-        def change(current: SettingsView) -> dict[str, Any] | None:
+        def change(current: SettingsView) -> SettingsView | None:
             if only_if is not None and current.default_profile_id != only_if:
                 return None
             if target is not None and current.act_delivery is DeliveryMethod.SERVER_SIDE_SYNC:
                 raise refuse("is_default", ACT_REFUSED)
-            return {"default_profile_id": target}
+            return _changed(current, {"default_profile_id": target})
 
         await self._write_settings(change)
         await self.sync_default_flags()
@@ -248,8 +250,8 @@ class Operations:
                 }
             )
             event = ProfileUpdated(profile=new.snapshot(self._box))
-            fields = new.stored(include={"is_default", "version", "updated_at"})
-            if await self._repo.update_profile(profile_id, doc.version, fields, [self._entry(event)]):
+            changed = {"is_default", "version", "updated_at"}
+            if await self._repo.update_profile(new, doc.version, changed, [self._entry(event)]):
                 self._wake()
                 return
 
@@ -299,18 +301,16 @@ class Operations:
 
     async def list(self, q: ListQuery) -> ProfilePage:
         settings = await self.ensure_settings()
-        query = query_for(
-            q.name_contains,
-            q.owner_id,
-            q.incoming_protocol.value if q.incoming_protocol else None,
-            q.credential_source.value if q.credential_source else None,
-        )
         default = settings.default_profile_id
-        if q.is_default is True:
-            query["_id"] = default if default else {"$in": []}
-        elif q.is_default is False and default:
-            query["_id"] = {"$ne": default}
-        found, total = await self._repo.list_profiles(query, q.limit, q.offset)
+        which = ProfileFilter(
+            name_contains=q.name_contains,
+            owner_id=q.owner_id,
+            incoming_protocol=q.incoming_protocol.value if q.incoming_protocol else None,
+            credential_source=q.credential_source.value if q.credential_source else None,
+            ids=([default] if default else []) if q.is_default is True else None,
+            not_id=default if q.is_default is False else None,
+        )
+        found, total = await self._repo.list_profiles(which, q.limit, q.offset)
         items = [d.view(d.id == default) for d in found]
         return ProfilePage(items=items, total=total, limit=q.limit, offset=q.offset)
 
@@ -337,13 +337,9 @@ class Operations:
                     event = ProfileUpdated(profile=new.snapshot(self._box))
                 except SealError:
                     raise refuse("credentials", UNREADABLE, status=409) from None
-                changed = new.stored(
-                    include={*docs.PROFILE_FIELDS, "credentials", "version", "updated_at", "updated_by"}
-                )
+                changed = {*docs.PROFILE_FIELDS, "credentials", "version", "updated_at", "updated_by"}
                 try:
-                    ok = await self._repo.update_profile(
-                        profile_id, doc.version, changed, [self._entry(event)]
-                    )
+                    ok = await self._repo.update_profile(new, doc.version, changed, [self._entry(event)])
                 except NameTaken:
                     raise refuse("name", NAME_TAKEN, status=409) from None
                 if not ok:
@@ -406,10 +402,10 @@ class Operations:
                     "updated_by": actor(),
                 }
             )
-            fields = gone.stored(include={"live", "deleted_at", "version", "updated_at", "updated_by"})
+            changed = {"live", "deleted_at", "version", "updated_at", "updated_by"}
             event = ProfileDeleted(profile_id=profile_id)
             if await self._repo.update_profile(
-                profile_id, doc.version, fields, [self._entry(event)], unset=("credentials",)
+                gone, doc.version, changed, [self._entry(event)], unset=("credentials",)
             ):
                 self._wake()
                 log.info("profile deleted", extra={"profile_id": profile_id})

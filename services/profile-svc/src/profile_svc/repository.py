@@ -9,17 +9,19 @@ ride on the delete itself; the unique name index covers live profiles only.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from contracts.models import Direction, SealedSecret
+from mailwarden_runtime.documents import as_stored
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import new_document_outbox, with_outbox
+from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox, with_outbox
 from mailwarden_runtime.readmodels import NewestRow, newest_many
-from profile_svc.documents import ProfileDoc, settings_from, settings_stored
+from profile_svc.documents import ProfileDoc, ProfileLogins
 from profile_svc.models import SettingsView
 
 PROFILES = "profiles"
@@ -31,6 +33,36 @@ OUTBOX_COLLECTIONS = (PROFILES, SETTINGS)
 
 class NameTaken(Exception):
     """Another live profile already has this name."""
+
+
+@dataclass(frozen=True)
+class ProfileFilter:
+    """Which live profiles a listing returns; every field left None matches all."""
+
+    name_contains: str | None = None
+    """Case-insensitive, anywhere in the name."""
+    owner_id: str | None = None
+    incoming_protocol: str | None = None
+    credential_source: str | None = None
+    ids: Sequence[str] | None = None
+    """Only these profiles (empty: none)."""
+    not_id: str | None = None
+
+    def query(self) -> Document:
+        query: Document = {"live": True}
+        if self.name_contains:
+            query["name"] = {"$regex": re.escape(self.name_contains), "$options": "i"}
+        if self.owner_id:
+            query["owner.id"] = self.owner_id
+        if self.incoming_protocol:
+            query["incoming_protocol"] = self.incoming_protocol
+        if self.credential_source:
+            query["credential_source"] = self.credential_source
+        if self.ids is not None:
+            query["_id"] = {"$in": list(self.ids)}
+        elif self.not_id is not None:
+            query["_id"] = {"$ne": self.not_id}
+        return query
 
 
 class Repository:
@@ -58,7 +90,7 @@ class Repository:
 
     # profiles
 
-    async def insert_profile(self, profile: ProfileDoc, entries: list[Document]) -> None:
+    async def insert_profile(self, profile: ProfileDoc, entries: list[OutboxEntry]) -> None:
         try:
             await self._profiles.insert_one({**profile.stored(), **new_document_outbox(entries)})
         except DuplicateKeyError:
@@ -70,41 +102,45 @@ class Repository:
 
     async def update_profile(
         self,
-        profile_id: str,
+        new: ProfileDoc,
         version: int,
-        fields: Document,
-        entries: list[Document],
+        changed: Collection[str],
+        entries: list[OutboxEntry],
         unset: tuple[str, ...] = (),
     ) -> bool:
-        """Apply ``fields`` if the profile is still at ``version``; False when it moved on (or is gone)."""
-        update: Document = {"$set": fields}
+        """Write the ``changed`` fields of ``new`` if the profile is still at ``version``; False
+        when it moved on (or is gone)."""
+        update: Document = {"$set": new.stored(include=changed)}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
         try:
             result = await self._profiles.update_one(
-                {"_id": profile_id, "live": True, "version": version}, with_outbox(update, entries)
+                {"_id": new.id, "live": True, "version": version}, with_outbox(update, entries)
             )
         except DuplicateKeyError:
             raise NameTaken from None
         return result.modified_count == 1
 
-    async def with_credentials(self, after: str | None, limit: int) -> list[Document]:
-        """Profiles holding logins (live or not), by id: the raw ciphertexts, for key rotation."""
+    async def with_credentials(self, after: str | None, limit: int) -> list[ProfileLogins]:
+        """Profiles holding logins (live or not), by id: their ciphertexts, for key rotation."""
         q: Document = {"credentials": {"$exists": True, "$ne": {}}}
         if after is not None:
             q["_id"] = {"$gt": after}
         found = self._profiles.find(q, {"credentials": 1}).sort("_id", ASCENDING).limit(limit)
-        return await found.to_list(None)
+        return [ProfileLogins.model_validate(d) for d in await found.to_list(None)]
 
-    async def swap_credentials(self, profile_id: str, old: Document, new: Document) -> bool:
+    async def swap_credentials(self, old: ProfileLogins, new: dict[Direction, SealedSecret]) -> bool:
         """Replace the ciphertexts only if nobody changed them meanwhile (rotation runs online)."""
         result = await self._profiles.update_one(
-            {"_id": profile_id, "credentials": old}, {"$set": {"credentials": new}}
+            {"_id": old.id, "credentials": old.stored()["credentials"]},
+            {"$set": old.model_copy(update={"credentials": new}).stored(include={"credentials"})},
         )
         return result.modified_count == 1
 
-    async def list_profiles(self, query: Document, limit: int, offset: int) -> tuple[list[ProfileDoc], int]:
-        filt = {"live": True, **query}
+    async def list_profiles(
+        self, which: ProfileFilter, limit: int, offset: int
+    ) -> tuple[list[ProfileDoc], int]:
+        filt = which.query()
         total = await self._profiles.count_documents(filt)
         cursor = (
             self._profiles.find(filt, {"outbox": 0}).sort("name_key", ASCENDING).skip(offset).limit(limit)
@@ -134,23 +170,27 @@ class Repository:
 
     async def get_settings(self) -> SettingsView | None:
         doc = await self._settings.find_one({"_id": ORG}, {"outbox": 0})
-        return None if doc is None else settings_from(doc)
+        return (
+            None
+            if doc is None
+            else SettingsView.model_validate({k: v for k, v in doc.items() if k in SettingsView.model_fields})
+        )
 
-    async def init_settings(self, settings: SettingsView, entries: list[Document]) -> bool:
+    async def init_settings(self, settings: SettingsView, entries: list[OutboxEntry]) -> bool:
         """Create the settings with their first event, once; False if they already exist."""
         try:
             result = await self._settings.update_one(
                 {"_id": ORG},
-                {"$setOnInsert": {**settings_stored(settings), **new_document_outbox(entries)}},
+                {"$setOnInsert": {**as_stored(settings), **new_document_outbox(entries)}},
                 upsert=True,
             )
         except DuplicateKeyError:  # a sibling instance created them in the meantime
             return False
         return result.upserted_id is not None
 
-    async def update_settings(self, version: int, settings: SettingsView, entries: list[Document]) -> bool:
+    async def update_settings(self, version: int, settings: SettingsView, entries: list[OutboxEntry]) -> bool:
         result = await self._settings.update_one(
-            {"_id": ORG, "version": version}, with_outbox({"$set": settings_stored(settings)}, entries)
+            {"_id": ORG, "version": version}, with_outbox({"$set": as_stored(settings)}, entries)
         )
         return result.modified_count == 1
 
@@ -175,25 +215,3 @@ class Repository:
 
     async def usage_count(self, profile_id: str) -> int:
         return await self._usage.count_documents({"profile_id": profile_id})
-
-
-def contains(text: str) -> Document:
-    return {"$regex": re.escape(text), "$options": "i"}
-
-
-def query_for(
-    name_contains: str | None,
-    owner_id: str | None,
-    incoming_protocol: str | None,
-    credential_source: str | None,
-) -> dict[str, Any]:
-    query: dict[str, Any] = {}
-    if name_contains:
-        query["name"] = contains(name_contains)
-    if owner_id:
-        query["owner.id"] = owner_id
-    if incoming_protocol:
-        query["incoming_protocol"] = incoming_protocol
-    if credential_source:
-        query["credential_source"] = credential_source
-    return query

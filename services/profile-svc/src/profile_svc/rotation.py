@@ -7,9 +7,9 @@ import logging
 
 from pydantic import BaseModel
 
-from contracts.models import Direction, SealedSecret
 from mailwarden_runtime.crypto import KeyRing, SealError
 from profile_svc.credentials import aad
+from profile_svc.documents import ProfileLogins
 from profile_svc.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,9 @@ async def rotate_profile_credentials(repo: Repository, ring: KeyRing) -> Profile
     report = ProfileRotationReport(primary_kid=ring.primary_kid)
     after: str | None = None
     while docs := await repo.with_credentials(after, PAGE):
-        after = docs[-1]["_id"]
+        after = docs[-1].id
         for doc in docs:
-            await _rotate_one(repo, ring, doc["_id"], dict(doc.get("credentials") or {}), report)
+            await _rotate_one(repo, ring, doc, report)
     log.info(
         "profile credential rotation finished", extra={"rotated": report.rotated, "bad": report.unreadable}
     )
@@ -39,17 +39,17 @@ async def rotate_profile_credentials(repo: Repository, ring: KeyRing) -> Profile
 
 
 async def _rotate_one(
-    repo: Repository, ring: KeyRing, profile_id: str, old: dict[str, object], report: ProfileRotationReport
+    repo: Repository, ring: KeyRing, doc: ProfileLogins, report: ProfileRotationReport
 ) -> None:
-    new = dict(old)
+    profile_id = doc.id
+    new = dict(doc.credentials)
     rotated: dict[str, int] = {}
-    for direction, stored in old.items():
+    for direction, sealed in doc.credentials.items():
         report.examined += 1
+        binding = aad(profile_id, direction)
         try:
-            sealed = SealedSecret.model_validate(stored)
-            binding = aad(profile_id, Direction(direction))
             plain = ring.open(sealed, binding)  # opened even when on the primary key: is it readable?
-        except (SealError, ValueError):
+        except SealError:
             report.unreadable += 1
             if profile_id not in report.unreadable_profiles:
                 report.unreadable_profiles.append(profile_id)
@@ -57,8 +57,8 @@ async def _rotate_one(
         if sealed.kid == ring.primary_kid:
             report.already_primary += 1
             continue
-        new[direction] = ring.seal(plain, binding).model_dump()
+        new[direction] = ring.seal(plain, binding)
         rotated[sealed.kid] = rotated.get(sealed.kid, 0) + 1
-    if rotated and await repo.swap_credentials(profile_id, old, new):
+    if rotated and await repo.swap_credentials(doc, new):
         for kid, n in rotated.items():
             report.rotated[kid] = report.rotated.get(kid, 0) + n

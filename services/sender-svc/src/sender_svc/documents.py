@@ -13,7 +13,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from contracts.models import MailboxRef
-from contracts.outgoing import RecipientRefusal, SendEmailRequested
+from contracts.outgoing import (
+    EmailSendFailed,
+    EmailSendUncertain,
+    EmailSent,
+    RecipientRefusal,
+    SendEmailRequested,
+)
 from mailwarden_runtime.documents import Stored
 
 
@@ -24,6 +30,13 @@ def _utc(value: datetime) -> datetime:
 
 Time = Annotated[datetime, AfterValidator(_utc)]
 SendState = Literal["queued", "sending", "sent", "failed", "uncertain"]
+SendOutcome = EmailSent | EmailSendFailed | EmailSendUncertain
+"""The event a send ends with, by its final state (``SendDoc.ended``)."""
+_OUTCOME_OF: dict[str, type[SendOutcome]] = {
+    "sent": EmailSent,
+    "failed": EmailSendFailed,
+    "uncertain": EmailSendUncertain,
+}
 CopyState = Literal["pending", "saved", "failed"]
 
 
@@ -90,5 +103,10 @@ class SendDoc(Stored):
     last_error: StoredError | None = None
     partial: Partial | None = None
     outcome: dict[str, Any] | None = None
-    """The outcome event as JSON (EmailSent, EmailSendFailed or EmailSendUncertain)."""
+    """The outcome event as JSON: read it with :meth:`ended`."""
     sent_copy: SentCopy | None = None
+
+    def ended(self) -> SendOutcome | None:
+        """The event this send ended with, as its final state says (None: not ended)."""
+        event = _OUTCOME_OF.get(self.status)
+        return None if event is None or self.outcome is None else event.model_validate(self.outcome)

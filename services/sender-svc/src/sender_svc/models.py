@@ -40,7 +40,7 @@ class SendStatus(BaseModel):
 
     @classmethod
     def of(cls, doc: SendDoc, duplicate: bool = False) -> SendStatus:
-        outcome, status, last = doc.outcome, doc.status, doc.last_error
+        ended, status, last = doc.ended(), doc.status, doc.last_error
         return cls(
             send_id=uuid.UUID(doc.id),
             mailbox_id=doc.mailbox_id,
@@ -54,9 +54,7 @@ class SendStatus(BaseModel):
             requested_by=doc.requested_by,
             next_attempt_at=doc.next_at if status == "queued" else None,
             last_error=f"{last.code}: {last.detail}" if last else None,
-            sent=EmailSent.model_validate(outcome) if outcome and status == "sent" else None,
-            failed=EmailSendFailed.model_validate(outcome) if outcome and status == "failed" else None,
-            uncertain=EmailSendUncertain.model_validate(outcome)
-            if outcome and status == "uncertain"
-            else None,
+            sent=ended if isinstance(ended, EmailSent) else None,
+            failed=ended if isinstance(ended, EmailSendFailed) else None,
+            uncertain=ended if isinstance(ended, EmailSendUncertain) else None,
         )

@@ -23,11 +23,12 @@ from pymongo.errors import BulkWriteError
 
 from contracts.events import MailboxSnapshot, ProfileSnapshot
 from contracts.models import MailboxRef
-from contracts.outgoing import SendEmailRequested, send_id
+from contracts.outgoing import EmailSendUncertain, SendEmailRequested, send_id
+from mailwarden_runtime.documents import as_stored, fields, under
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
 from mailwarden_runtime.readmodels import MAILBOXES, PROFILES, ReadModels
-from sender_svc.documents import Partial, SendDoc, StoredError
+from sender_svc.documents import Partial, SendDoc, SendOutcome, SentCopy, StoredError
 
 SENDS = "sends"
 OUTBOX_COLLECTIONS = (SENDS,)
@@ -56,7 +57,7 @@ class Finish:
     lease_token: str
     status: str
     attempts: int
-    outcome: Any
+    outcome: SendOutcome
     event: Any
     subject: str
     also: tuple[Any, ...] = ()
@@ -66,15 +67,17 @@ class Finish:
     def update(self) -> UpdateOne:
         """Conditional on the claim still being ours and the send active."""
         at = now()
-        values: Document = {
-            "status": self.status,
-            "attempts": self.attempts,
-            "outcome": self.outcome.model_dump(mode="json"),
-            "lease_until": FREE,
-            "updated_at": at,
-        }
-        if self.copy is not None:
-            values["sent_copy"] = {"state": "pending", "attempts": 0, "next_at": at, "lease_until": FREE}
+        copy = None if self.copy is None else SentCopy(state="pending", next_at=at, lease_until=FREE)
+        values = fields(
+            SendDoc,
+            status=self.status,
+            attempts=self.attempts,
+            outcome=self.outcome.model_dump(mode="json"),
+            lease_until=FREE,
+            updated_at=at,
+        )
+        if copy is not None:  # whole, so its times stay dates (the copier's sweep compares them)
+            values["sent_copy"] = as_stored(copy, include={"state", "attempts", "next_at", "lease_until"})
         update = with_outbox(
             {"$set": values},
             [outbox_entry(self.event, self.subject), *(outbox_entry(more) for more in self.also)],
@@ -220,11 +223,9 @@ class Repository:
         doc = await self.sends.find_one_and_update(
             {"_id": send, "status": "queued", "next_at": {"$lte": at}, "lease_until": {"$lt": at}},
             {
-                "$set": {
-                    "lease_owner": owner,
-                    "lease_token": token,
-                    "lease_until": at + timedelta(seconds=lease_s),
-                }
+                "$set": fields(
+                    SendDoc, lease_owner=owner, lease_token=token, lease_until=at + timedelta(seconds=lease_s)
+                )
             },
             projection={"outbox": 0},
             return_document=ReturnDocument.AFTER,
@@ -235,7 +236,7 @@ class Repository:
         """Give a claimed send back untried (rate limit): no attempt is counted."""
         await self.sends.update_one(
             {"_id": doc.id, "lease_token": doc.lease_token, "status": "queued"},
-            {"$set": {"next_at": until, "lease_until": FREE, "updated_at": now()}},
+            {"$set": fields(SendDoc, next_at=until, lease_until=FREE, updated_at=now())},
         )
 
     async def mark_sending(self, doc: SendDoc, lease_s: float, ref: MailboxRef) -> bool:
@@ -246,13 +247,14 @@ class Repository:
         result = await self.sends.update_one(
             {"_id": doc.id, "lease_token": doc.lease_token, "status": "queued"},
             {
-                "$set": {
-                    "status": "sending",
-                    "mailbox_ref": ref.model_dump(mode="json"),
-                    "data_started_at": at,
-                    "lease_until": at + timedelta(seconds=lease_s),
-                    "updated_at": at,
-                },
+                "$set": fields(
+                    SendDoc,
+                    status="sending",
+                    mailbox_ref=ref,
+                    data_started_at=at,
+                    lease_until=at + timedelta(seconds=lease_s),
+                    updated_at=at,
+                ),
                 "$inc": {"attempts": 1},
             },
         )
@@ -272,16 +274,12 @@ class Repository:
         """Back to 'queued' after a transient failure. ``count``: add the attempt (a failure before
         DATA; :meth:`mark_sending` counted the others). ``partial``: the message went to some
         recipients (``accepted``, permanent ``refused``); only ``pending`` ones are tried again."""
-        values: Document = {
-            "status": "queued",
-            "next_at": until,
-            "lease_until": FREE,
-            "last_error": error.model_dump(mode="json"),
-            "updated_at": now(),
-        }
+        values = fields(
+            SendDoc, status="queued", next_at=until, lease_until=FREE, last_error=error, updated_at=now()
+        )
         if partial is not None:
-            values["partial"] = partial.model_dump(mode="json")
-        update: Document = {"$set": values}
+            values |= fields(SendDoc, partial=partial)
+        update: dict[str, object] = {"$set": values}
         if count:
             update["$inc"] = {"attempts": 1}
         result = await self.sends.update_one(
@@ -296,14 +294,14 @@ class Repository:
         )
         return [SendDoc.model_validate(d) for d in await cursor.to_list(None)]
 
-    async def mark_uncertain(self, doc: SendDoc, outcome: Any, event: Any, subject: str) -> bool:
+    async def mark_uncertain(
+        self, doc: SendDoc, outcome: EmailSendUncertain, event: Any, subject: str
+    ) -> bool:
         update = with_outbox(
             {
-                "$set": {
-                    "status": "uncertain",
-                    "outcome": outcome.model_dump(mode="json"),
-                    "lease_until": FREE,
-                }
+                "$set": fields(
+                    SendDoc, status="uncertain", outcome=outcome.model_dump(mode="json"), lease_until=FREE
+                )
             },
             [outbox_entry(event, subject)],
         )
@@ -336,10 +334,10 @@ class Repository:
                 "sent_copy.lease_until": {"$lt": at},
             },
             {
-                "$set": {
-                    "sent_copy.lease_until": at + timedelta(seconds=lease_s),
-                    "sent_copy.token": uuid.uuid4().hex,
-                }
+                "$set": under(
+                    "sent_copy",
+                    fields(SentCopy, lease_until=at + timedelta(seconds=lease_s), token=uuid.uuid4().hex),
+                )
             },
             projection={"outbox": 0},
             return_document=ReturnDocument.AFTER,
@@ -350,12 +348,9 @@ class Repository:
         """The copy's end (``saved`` or ``failed``) with its event; False when the claim was lost."""
         update = with_outbox(
             {
-                "$set": {
-                    "sent_copy.state": state,
-                    "sent_copy.attempts": attempts,
-                    "sent_copy.lease_until": FREE,
-                    "sent_copy.at": now(),
-                }
+                "$set": under(
+                    "sent_copy", fields(SentCopy, state=state, attempts=attempts, lease_until=FREE, at=now())
+                )
             },
             [outbox_entry(event, subject)],
         )
@@ -364,13 +359,8 @@ class Repository:
 
     async def copy_later(self, doc: SendDoc, attempts: int, until: datetime, error: str) -> None:
         """Back to pending after a transient failure (``attempts`` counted), due at ``until``."""
-        values = {
-            "sent_copy.attempts": attempts,
-            "sent_copy.next_at": until,
-            "sent_copy.lease_until": FREE,
-            "sent_copy.last_error": error[:300],
-        }
-        await self.sends.update_one(self._copy_claim(doc), {"$set": values})
+        values = fields(SentCopy, attempts=attempts, next_at=until, lease_until=FREE, last_error=error[:300])
+        await self.sends.update_one(self._copy_claim(doc), {"$set": under("sent_copy", values)})
 
     @staticmethod
     def _copy_claim(doc: SendDoc) -> Document:

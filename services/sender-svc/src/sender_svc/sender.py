@@ -44,7 +44,7 @@ from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.sharedkv import KvUnavailable
 from sender_svc import metrics, mime
 from sender_svc.candidates import Candidates
-from sender_svc.documents import Partial, SendDoc, StoredError
+from sender_svc.documents import Partial, SendDoc, SendOutcome, StoredError
 from sender_svc.limits import SharedLimits
 from sender_svc.outbound import Outbound
 from sender_svc.outcomes import OutcomeWriter
@@ -416,7 +416,7 @@ class Sender:
         self,
         attempt: _Attempt,
         status: str,
-        event: Event,
+        event: SendOutcome,
         subject: str,
         also: tuple[Event, ...] = (),
         copy: bytes | None = None,

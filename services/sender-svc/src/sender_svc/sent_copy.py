@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from contracts.errors import CATALOG, ErrorCode
 from contracts.events import ProfileSnapshot
 from contracts.models import IncomingProtocol, MailboxRef, TestError
-from contracts.outgoing import EmailSentCopy, SendEmailRequested
+from contracts.outgoing import EmailSent, EmailSentCopy, SendEmailRequested
 from contracts.subjects import SEND_SENT_COPY, send_outcome_subject
 from mailwarden_mailnet.dial import Timeouts
 from mailwarden_mailnet.errors import NetError
@@ -252,5 +252,5 @@ async def _holds(imap: ImapClient, folder: str, message_id: str) -> bool:
 
 def _sent_ref(doc: SendDoc) -> MailboxRef | None:
     """The mailbox as its EmailSent named it."""
-    ref = (doc.outcome or {}).get("mailbox")
-    return MailboxRef.model_validate(ref) if ref else doc.mailbox_ref
+    ended = doc.ended()
+    return ended.mailbox if isinstance(ended, EmailSent) else doc.mailbox_ref

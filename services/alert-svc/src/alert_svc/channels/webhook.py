@@ -23,8 +23,8 @@ from mailwarden_mailnet.http_egress import HostLimiter, HttpEgress, UrlRefused
 from mailwarden_mailnet.policy import EgressPolicy, parse_networks
 from mailwarden_mailnet.resolve import Resolver, SystemResolver
 from mailwarden_runtime.crypto import KeyRing, SealError
+from mailwarden_runtime.documents import fields
 from mailwarden_runtime.http import DomainError
-from mailwarden_runtime.mongo import Document
 
 log = logging.getLogger(__name__)
 BATCH = 50
@@ -139,14 +139,14 @@ class WebhookWorker(PollingWorker):
         finished = datetime.now(UTC)
         duration_ms = round((finished - started).total_seconds() * 1000, 1)
         attempt = Attempt(at=started, status=status, error=error, duration_ms=duration_ms)
-        changes: Document = {"last_status": status, "last_error": error, "last_attempt_at": started}
+        changes = fields(DeliveryDoc, last_status=status, last_error=error, last_attempt_at=started)
         if error is None:
-            changes |= {"state": "delivered", "delivered_at": finished}
+            changes |= fields(DeliveryDoc, state="delivered", delivered_at=finished)
         elif hook is None or attempts >= self.settings.alert_webhook_max_attempts:
-            changes |= {"state": "failed"}
+            changes |= fields(DeliveryDoc, state="failed")
             log.warning("webhook delivery failed for good", extra={"delivery": delivery.id, "error": error})
         else:
             retry_at = finished + timedelta(seconds=self.backoff(attempts))
-            changes |= {"next_attempt_at": retry_at, "lease_until": retry_at}
+            changes |= fields(DeliveryDoc, next_attempt_at=retry_at, lease_until=retry_at)
         if not await self.repo.delivery_attempt(delivery, lease, changes, attempt):
             log.warning("webhook attempt not recorded: the lease was lost", extra={"delivery": delivery.id})

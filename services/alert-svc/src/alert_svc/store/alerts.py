@@ -19,7 +19,7 @@ last KEEP_OCCURRENCES tokens, which is all a redelivered event is checked agains
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -31,13 +31,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from alert_svc.domain import Draft, recipient_key, stable_id
+from alert_svc.store.wall import WallFilter
 from contracts.envelope import make_envelope
 from contracts.events import AlertLevel, AlertRaised
 from contracts.models import Owner
 from contracts.subjects import alert_subject
 from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import PENDING, new_document_outbox, outbox_entry, with_outbox
+from mailwarden_runtime.outbox import PENDING, OutboxEntry, new_document_outbox, outbox_entry, with_outbox
 
 PRODUCER = "alert-svc"
 KEEP_OCCURRENCES = 20
@@ -147,6 +148,10 @@ def folded(doc: AlertDoc) -> str | None:
 
 
 UNSET_WHEN_NONE = ("open_key", "open_in", "resolved_at", "resolved_reason")
+CONTENT = ("level", "kind", "code", "title", "message", "remediation")
+"""What an alert says, as its draft gives it: a repeat writes it again (the text may change)."""
+REPEATED = frozenset({*CONTENT, "count", "last_seen", "last_test_id", "affected_mailboxes"})
+"""What counting one more occurrence sets."""
 
 
 def sync_scope(mailbox_id: str) -> str:
@@ -179,7 +184,7 @@ class Planned:
     """The generation of occurrences this write folds in (:func:`folded`): deleted once it applied."""
 
 
-def alert_event(doc: AlertDoc, occurrence: str) -> tuple[Document, str]:
+def alert_event(doc: AlertDoc, occurrence: str) -> tuple[OutboxEntry, str]:
     """The AlertRaised outbox entry for the state ``doc`` is about to have."""
     shared = {k: getattr(doc, k) for k in AlertRaised.model_fields if k in AlertDoc.model_fields}
     data = AlertRaised.model_validate(shared | {"alert_id": doc.id, "test_id": doc.last_test_id})
@@ -225,15 +230,9 @@ class AlertStore:
         await meta.update_one({"_id": "open_in"}, {"$set": {"done_at": datetime.now(UTC)}}, upsert=True)
 
     @staticmethod
-    def _content(draft: Draft) -> Document:
-        return {
-            "level": draft.level,
-            "kind": draft.kind,
-            "code": draft.code,
-            "title": draft.title,
-            "message": draft.message,
-            "remediation": draft.remediation,
-        }
+    def _content(draft: Draft) -> dict[str, object]:
+        """What the draft says (:data:`CONTENT`), by field name."""
+        return {name: getattr(draft, name) for name in CONTENT}
 
     def _new_alert(self, draft: Draft, occurrence: str, test_id: str | None, at: datetime) -> Document:
         doc = AlertDoc.model_validate(
@@ -271,16 +270,22 @@ class AlertStore:
         affected = set(draft.affected)
         if draft.add_affected:
             affected |= set(current.affected_mailboxes)
-        changes: Document = self._content(draft) | {
-            "count": current.count + 1,
-            "last_seen": max(at, current.last_seen),
-            "last_test_id": test_id,
-            "affected_mailboxes": sorted(affected),
-        }
-        entry, _ = alert_event(current.model_copy(update=changes), occurrence)
+        seen = current.model_copy(
+            update=self._content(draft)
+            | {
+                "count": current.count + 1,
+                "last_seen": max(at, current.last_seen),
+                "last_test_id": test_id,
+                "affected_mailboxes": sorted(affected),
+            }
+        )
+        entry, _ = alert_event(seen, occurrence)
         tokens = [*current.tail, occurrence]
         update = with_outbox(
-            {"$set": changes, "$push": {"occurrences": {"$each": tokens, "$slice": -KEEP_OCCURRENCES}}},
+            {
+                "$set": seen.stored(include=REPEATED),
+                "$push": {"occurrences": {"$each": tokens, "$slice": -KEEP_OCCURRENCES}},
+            },
             [entry],
         )
         return {"_id": current.id, "open_key": draft.key, "count": current.stored_count}, update
@@ -380,16 +385,16 @@ class AlertStore:
                 return "repeat"
         raise Contention(f"alert {draft.key} kept changing")
 
-    def _resolution(
-        self, doc: AlertDoc, reason: str, at: datetime, extra: Document | None = None
-    ) -> Document:
-        changes = {"state": "resolved", "resolved_at": at, "resolved_reason": reason} | (extra or {})
+    def _resolution(self, doc: AlertDoc, reason: str, at: datetime, also: Collection[str] = ()) -> Document:
+        """The update resolving ``doc``; ``also``: fields of ``doc`` changed before, written with it."""
+        resolved = doc.model_copy(update={"state": "resolved", "resolved_at": at, "resolved_reason": reason})
+        changed = {"state", "resolved_at", "resolved_reason", *also}
         update: Document = {"$unset": {"open_key": "", "open_in": ""}}
-        if doc.tail:  # fold the inserted occurrences in
-            changes |= {"count": doc.count, "last_seen": doc.last_seen, "last_test_id": doc.last_test_id}
+        if doc.tail:  # fold the inserted occurrences in (count, last_seen, last_test_id: read with them)
+            changed |= {"count", "last_seen", "last_test_id"}
             update["$push"] = {"occurrences": {"$each": doc.tail, "$slice": -KEEP_OCCURRENCES}}
-        entry, _ = alert_event(doc.model_copy(update=changes), "resolved")
-        return with_outbox({"$set": changes, **update}, [entry])
+        entry, _ = alert_event(resolved, "resolved")
+        return with_outbox({"$set": resolved.stored(include=changed), **update}, [entry])
 
     async def resolve(self, query: Document, reason: str, at: datetime) -> int:
         """Resolve every open alert matching ``query``; each publishes its resolved state."""
@@ -453,9 +458,8 @@ class AlertStore:
         query = {"_id": group.id, "state": "open", "affected_mailboxes": affected}
         if rest:
             return Planned(UpdateOne(query, {"$pull": {"affected_mailboxes": mailbox_id}}), False, retry)
-        update = self._resolution(
-            group.model_copy(update={"affected_mailboxes": []}), "recovered", at, {"affected_mailboxes": []}
-        )
+        emptied = group.model_copy(update={"affected_mailboxes": []})
+        update = self._resolution(emptied, "recovered", at, also=("affected_mailboxes",))
         return Planned(UpdateOne(query, update), False, retry)
 
     async def apply(self, planned: Sequence[Planned]) -> list[object] | None:
@@ -541,8 +545,8 @@ class AlertStore:
             {"$pull": {"affected_mailboxes": mailbox_id}},
         )
 
-    async def find_alerts(self, query: Document, limit: int) -> list[AlertDoc]:
-        cursor = self.alerts.find({**query, "deleted": False}, {"outbox": 0, "occurrences": 0})
+    async def find_alerts(self, which: WallFilter, limit: int) -> list[AlertDoc]:
+        cursor = self.alerts.find(which.query(), {"outbox": 0, "occurrences": 0})
         found = (
             await cursor.sort([("first_seen", DESCENDING), ("_id", DESCENDING)]).limit(limit).to_list(None)
         )
@@ -555,14 +559,16 @@ class AlertStore:
         return None if found is None else (await self.with_tails([AlertDoc.model_validate(found)]))[0]
 
     async def mark_read(
-        self, alert_id: str, read: bool, actor: str = "", events: Sequence[Document] = ()
+        self, alert_id: str, read: bool, actor: str = "", events: Sequence[OutboxEntry] = ()
     ) -> AlertDoc | None:
         """``events`` (outbox entries, e.g. AlertMarkedRead) are written by the same update."""
         update = with_outbox({"$set": {"read": read, "read_by": actor}}, events)
         await self.alerts.update_one({"_id": alert_id, "deleted": False}, update)
         return await self.get_alert(alert_id)
 
-    async def delete_alerts(self, query: Document, actor: str = "", events: Sequence[Document] = ()) -> int:
+    async def delete_alerts(
+        self, which: WallFilter, actor: str = "", events: Sequence[OutboxEntry] = ()
+    ) -> int:
         """Soft delete: the alert leaves the wall, and its cause may open a fresh alert.
 
         ``events`` (the AlertsDeleted entry) go into every alert deleted, by the same update: one
@@ -570,5 +576,5 @@ class AlertStore:
         update = with_outbox(
             {"$set": {"deleted": True, "deleted_by": actor}, "$unset": {"open_key": ""}}, events
         )
-        result = await self.alerts.update_many({**query, "deleted": False}, update)
+        result = await self.alerts.update_many(which.query(), update)
         return result.modified_count

@@ -11,9 +11,29 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from mailwarden_runtime.documents import Stored, fields
 from mailwarden_runtime.mongo import Document
 
 DUPLICATE_KEY = 11000
+
+
+class FailureDoc(Stored):
+    """The latest outcome of one mailbox direction (``_id`` ``<mailbox>|<direction>``): stored
+    when it fails, cleared (``failing`` false, no code) by the next success."""
+
+    profile_id: str
+    mailbox_id: str
+    email: str
+    direction: str
+    failing: bool
+    code: str | None = None
+    failed_at: datetime | None = None
+    at: datetime
+    """When the outcome was tested: an older one never overwrites a newer one."""
+
+
+_OUTCOME = frozenset(FailureDoc.model_fields) - {"id"}
+"""What a failure sets (the ``_id`` comes from the filter)."""
 
 
 class FailureStore:
@@ -109,7 +129,7 @@ class _Clear:
     def op(self) -> UpdateOne:
         return UpdateOne(
             {"_id": self.key, "failing": True, "at": {"$lte": self.at}},
-            {"$set": {"failing": False, "at": self.at}, "$unset": {"code": "", "failed_at": ""}},
+            {"$set": fields(FailureDoc, failing=False, at=self.at), "$unset": {"code": "", "failed_at": ""}},
         )
 
 
@@ -119,14 +139,17 @@ def _outcome_op(
     key = f"{mailbox_id}|{direction}"
     if code is None:
         return _Clear(key, at)
-    fields: Document = {
-        "profile_id": profile_id,
-        "mailbox_id": mailbox_id,
-        "email": email,
-        "direction": direction,
-        "failing": True,
-        "code": code,
-        "failed_at": at,
-        "at": at,
-    }
-    return UpdateOne({"_id": key, "at": {"$lte": at}}, {"$set": fields}, upsert=True)
+    failure = FailureDoc(
+        id=key,
+        profile_id=profile_id,
+        mailbox_id=mailbox_id,
+        email=email,
+        direction=direction,
+        failing=True,
+        code=code,
+        failed_at=at,
+        at=at,
+    )
+    return UpdateOne(
+        {"_id": key, "at": {"$lte": at}}, {"$set": failure.stored(include=_OUTCOME)}, upsert=True
+    )

@@ -15,9 +15,9 @@ from pymongo.errors import DuplicateKeyError
 from alert_svc.store.alerts import AlertText
 from alert_svc.store.queued import Queued
 from contracts.events import AlertLevel
-from mailwarden_runtime.documents import Stored
+from mailwarden_runtime.documents import Stored, fields
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import with_outbox
+from mailwarden_runtime.outbox import OutboxEntry, with_outbox
 
 
 class PreferencesDoc(Stored):
@@ -59,7 +59,7 @@ class PreferenceStore:
         return None if found is None else PreferencesDoc.model_validate(found)
 
     async def save_preferences(
-        self, prefs: PreferencesDoc, events: Sequence[Document] = ()
+        self, prefs: PreferencesDoc, events: Sequence[OutboxEntry] = ()
     ) -> PreferencesDoc:
         """``events`` (outbox entries: AlertPreferencesChanged) are written by the same update."""
         await self.prefs.update_one(
@@ -107,19 +107,21 @@ class EmailQueue:
         batch_id = str(uuid.uuid4())
         await self.emails.update_many(
             {**free, "_id": {"$in": ids}},
-            {"$set": {"batch_id": batch_id, "lease_until": now + timedelta(seconds=lease_s)}},
+            {"$set": fields(EmailItem, batch_id=batch_id, lease_until=now + timedelta(seconds=lease_s))},
         )
         items = await self.emails.find({"batch_id": batch_id}).sort("created_at", ASCENDING).to_list(None)
         return batch_id, [EmailItem.model_validate(i) for i in items]
 
     async def emails_sent(self, batch_id: str, at: datetime) -> None:
-        await self.emails.update_many({"batch_id": batch_id}, {"$set": {"state": "sent", "sent_at": at}})
+        await self.emails.update_many(
+            {"batch_id": batch_id}, {"$set": fields(EmailItem, state="sent", sent_at=at)}
+        )
 
     async def emails_failed(self, batch_id: str, retry_at: datetime, error: str) -> None:
         await self.emails.update_many(
             {"batch_id": batch_id, "state": "pending"},
             {
-                "$set": {"due_at": retry_at, "lease_until": retry_at, "last_error": error},
+                "$set": fields(EmailItem, due_at=retry_at, lease_until=retry_at, last_error=error),
                 "$inc": {"attempts": 1},
             },
         )

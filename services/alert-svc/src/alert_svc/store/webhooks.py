@@ -15,9 +15,9 @@ from pymongo.errors import DuplicateKeyError
 from alert_svc.store.queued import Queued
 from contracts.events import AlertLevel
 from contracts.models import OwnerKind, SealedSecret
-from mailwarden_runtime.documents import Stored
+from mailwarden_runtime.documents import Stored, fields
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import new_document_outbox, with_outbox
+from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox, with_outbox
 
 KEEP_ATTEMPTS = 20
 WEBHOOKS = "webhooks"
@@ -76,7 +76,7 @@ class WebhookStore:
         await self.deliveries.create_index([("state", ASCENDING), ("next_attempt_at", ASCENDING)])
         await self.deliveries.create_index([("webhook_id", ASCENDING), ("created_at", DESCENDING)])
 
-    async def create_webhook(self, hook: WebhookDoc, events: Sequence[Document] = ()) -> None:
+    async def create_webhook(self, hook: WebhookDoc, events: Sequence[OutboxEntry] = ()) -> None:
         """Inserted with ``events`` (outbox entries: WebhookRegistered) in the same write."""
         await self.webhooks.insert_one(hook.stored() | new_document_outbox(events))
 
@@ -88,11 +88,11 @@ class WebhookStore:
         found = await self.webhooks.find_one({"_id": webhook_id, **LIVE}, {"outbox": 0})
         return None if found is None else WebhookDoc.model_validate(found)
 
-    async def delete_webhook(self, webhook_id: str, actor: str, events: Sequence[Document] = ()) -> bool:
+    async def delete_webhook(self, webhook_id: str, actor: str, events: Sequence[OutboxEntry] = ()) -> bool:
         """Kept as deleted (by whom, when) with ``events`` (WebhookRemoved) in the same write: no
         delivery reaches it any more, and the audit keeps who removed it."""
         update = with_outbox(
-            {"$set": {"deleted": True, "deleted_by": actor, "deleted_at": datetime.now(UTC)}}, events
+            {"$set": fields(WebhookDoc, deleted=True, deleted_by=actor, deleted_at=datetime.now(UTC))}, events
         )
         result = await self.webhooks.update_one({"_id": webhook_id, **LIVE}, update)
         return result.modified_count == 1
@@ -134,14 +134,15 @@ class WebhookStore:
                 "attempts": delivery.attempts,
                 "lease_until": delivery.lease_until,
             },
-            {"$set": {"lease_until": lease}},
+            {"$set": fields(DeliveryDoc, lease_until=lease)},
         )
         return lease if result.modified_count == 1 else None
 
     async def delivery_attempt(
         self, delivery: DeliveryDoc, lease: datetime, changes: Document, attempt: Attempt
     ) -> bool:
-        """Record an attempt, only while holding the lease it was made under.
+        """Record an attempt (``changes``: :func:`~mailwarden_runtime.documents.fields` of
+        :class:`DeliveryDoc`), only while holding the lease it was made under.
 
         A worker whose lease ran out (and was taken by another) records nothing: one attempt, one
         history entry, one count, whoever finishes first.
