@@ -26,3 +26,13 @@ def test_a_base_without_a_subject_is_no_event_type_and_a_second_declaration_is_r
             pass
 
     assert EVENT_TYPES["ProfileCreated"].SUBJECT == PROFILE_CREATED
+
+
+def test_the_old_declaration_with_class_attributes_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"subject=\.\.\."):
+
+        class SomethingHappened(Event):
+            TYPE = "SomethingHappened"
+            SUBJECT = "mailwarden.something"
+
+    assert "SomethingHappened" not in EVENT_TYPES

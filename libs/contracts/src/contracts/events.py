@@ -56,6 +56,8 @@ class Event(Frozen):
     def __init_subclass__(cls, *, subject: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if subject is None:
+            if "TYPE" in cls.__dict__ or "SUBJECT" in cls.__dict__:  # the old form would not register
+                raise TypeError(f"declare {cls.__name__} as class {cls.__name__}(Event, subject=...)")
             return
         if cls.__name__ in EVENT_TYPES:
             raise TypeError(f"event type {cls.__name__!r} defined twice")
