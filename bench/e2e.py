@@ -61,6 +61,9 @@ class _Watch:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     db: psutil.Process | None = None  # SecantusDB: its CPU is noted every `step` statuses
     marks: list[tuple[int, float]] = field(default_factory=list)  # (statuses seen, db CPU s)
+    _counted: bool = False
+    _mine: set[str] = field(default_factory=set)  # the job's tests seen requested
+    _waiting: set[str] = field(default_factory=set)  # of them, those without a status or an alert
 
     @property
     def step(self) -> int:
@@ -80,12 +83,33 @@ class _Watch:
             for (n0, c0), (n1, c1) in zip(self.marks, self.marks[1:], strict=False)
         ]
 
-    def check(self) -> None:
+    def check(self, test_id: str | None = None) -> None:
+        """Set `done` once every test of the job has its status and its alert.
+
+        Counted as messages arrive (the first call after the job id is known counts what came
+        before it): a scan of every test per message cost the watcher, on the same cores as the
+        system it measures, time quadratic in the tests of the row.
+        """
         if self.job_id is None:
             return
-        mine = [t for t, (_, job, _) in self.requested.items() if job == self.job_id]
-        if len(mine) >= self.expected and all(t in self.status and t in self.alerted for t in mine):
+        if not self._counted:
+            self._counted = True
+            for t in self.requested:
+                self._note(t)
+        elif test_id is not None:
+            self._note(test_id)
+        if len(self._mine) >= self.expected and not self._waiting:
             self.done.set()
+
+    def _note(self, test_id: str) -> None:
+        requested = self.requested.get(test_id)
+        if requested is None or requested[1] != self.job_id:
+            return
+        self._mine.add(test_id)
+        if test_id in self.status and test_id in self.alerted:
+            self._waiting.discard(test_id)
+        else:
+            self._waiting.add(test_id)
 
 
 def _errors(data: dict[str, Any]) -> tuple[str, ...]:
@@ -329,7 +353,7 @@ class MailwardenRunner:
             watch.requested.setdefault(
                 data["test_id"], (data["mailbox"]["mailbox_id"], data.get("job_id"), now)
             )
-            watch.check()
+            watch.check(data["test_id"])
 
         async def on_status(msg: Msg) -> None:
             now = time.perf_counter()
@@ -337,14 +361,14 @@ class MailwardenRunner:
             if data.get("test_id") and data["test_id"] not in watch.status:
                 watch.status[data["test_id"]] = (now, data)
                 watch.mark()
-                watch.check()
+                watch.check(data["test_id"])
 
         async def on_alert(msg: Msg) -> None:
             now = time.perf_counter()
             data = json.loads(msg.data)["data"]
             if data.get("test_id") and data.get("state") == "open":
                 watch.alerted.setdefault(data["test_id"], now)
-                watch.check()
+                watch.check(data["test_id"])
 
         return [
             await nc.subscribe("mailwarden.test.requested", cb=on_requested),

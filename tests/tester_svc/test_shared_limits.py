@@ -338,6 +338,102 @@ async def test_many_acquisitions_and_cancels_leave_no_renewal_running(
     assert len(renewal_tasks()) == before
 
 
+def count_writes(kv: SharedKv) -> list[str]:
+    """The keys ``kv`` writes from now on, in order."""
+    written: list[str] = []
+    write = kv.write
+
+    async def counted(bucket: str, key: str, value: bytes, revision: int) -> int:
+        written.append(key)
+        return await write(bucket, key, value, revision)
+
+    kv.write = counted  # type: ignore[method-assign]
+    return written
+
+
+async def test_a_released_lease_kept_idle_is_reused_without_a_kv_write(
+    two_kvs: tuple[SharedKv, SharedKv],
+) -> None:
+    leases = HostLeases(two_kvs[0], KeyHasher(b"k" * 32), TTL_S, keep_idle_s=30)
+    written = count_writes(two_kvs[0])
+    try:
+        first = await leases.try_acquire("mail.test", 4, "a")
+        assert first is not None and written == [first.key]
+        await leases.release(first)
+        again = await leases.try_acquire("mail.test", 4, "b")
+        assert again == first  # the same lease, still held and renewed
+        assert written == [first.key]
+        other_host = await leases.try_acquire("other.test", 4, "c")  # idle leases are per host
+        assert other_host is not None and other_host.key != first.key
+        await leases.release(again)
+        await leases.release(other_host)
+        assert leases.renewing == 2
+    finally:
+        await leases.close()
+    assert leases.renewing == 0
+    for key in (first.key, other_host.key):  # closing frees what was idle at once
+        assert (await two_kvs[1].read(HOSTS_BUCKET, key))[1] == b"{}"
+
+
+async def test_an_idle_lease_counts_against_the_limit_until_it_is_freed(
+    two_kvs: tuple[SharedKv, SharedKv],
+) -> None:
+    hasher = KeyHasher(b"k" * 32)
+    holder = HostLeases(two_kvs[0], hasher, TTL_S, keep_idle_s=0.2)
+    other = HostLeases(two_kvs[1], hasher, TTL_S)
+    try:
+        lease = await holder.try_acquire("mail.test", 1, "a")
+        assert lease is not None
+        await holder.release(lease)
+        # Idle here until keep_idle_s passes, then written free: the other tester gets the slot.
+        taken = await eventually(lambda: other.try_acquire("mail.test", 1, "b"), "the idle slot freed", 10)
+        assert taken.slot == lease.slot
+        assert holder.renewing == 0 and not holder._held
+        await other.release(taken)
+    finally:
+        await holder.close()
+        await other.close()
+
+
+async def test_an_idle_lease_above_a_lowered_limit_is_freed_not_reused(
+    two_kvs: tuple[SharedKv, SharedKv],
+) -> None:
+    leases = HostLeases(two_kvs[0], KeyHasher(b"k" * 32), TTL_S, keep_idle_s=30)
+    try:
+        held = [await leases.try_acquire("mail.test", 2, f"l{i}") for i in range(2)]
+        assert all(held) and {h.slot for h in held if h} == {0, 1}
+        for h in sorted((h for h in held if h is not None), key=lambda h: h.slot):
+            await leases.release(h)  # slot 1 last: the next use looks at it first
+        again = await leases.try_acquire("mail.test", 1, "low")
+        assert again is not None and again.slot == 0
+        high = next(h for h in held if h is not None and h.slot == 1)
+        assert (await two_kvs[1].read(HOSTS_BUCKET, high.key))[1] == b"{}"
+        assert leases.renewing == 1
+        await leases.release(again)
+    finally:
+        await leases.close()
+
+
+async def test_a_drain_frees_the_idle_leases_and_keeps_no_more(two_kvs: tuple[SharedKv, SharedKv]) -> None:
+    leases = HostLeases(two_kvs[0], KeyHasher(b"k" * 32), TTL_S, keep_idle_s=30)
+    limiter = ConnectionLimiter(4, leases)
+    try:
+        async with limiter.slot("mail.test", 2):
+            pass
+        assert leases.renewing == 1  # kept idle
+        busy = await leases.try_acquire("mail.test", 2, "busy")  # the idle one, in use
+        assert busy is not None
+        async with limiter.slot("mail.test", 2):
+            limiter.drain()
+        await leases.release(busy)  # after the drain: freed, not kept
+        await eventually(lambda: leases.renewing == 0, "the idle leases freed", 10)
+        for slot in range(2):
+            _, raw = await two_kvs[1].read(HOSTS_BUCKET, f"{leases.key('mail.test')}.{slot}")
+            assert raw == b"{}"
+    finally:
+        await leases.close()
+
+
 # --- breaker ----------------------------------------------------------------------------------
 async def test_breaker_threshold_reached_on_one_tester_stops_the_other(
     testers: Any, fake_server: StartFake

@@ -16,8 +16,14 @@ every reader as long as the skew is below TTL/3. A dead holder's slot frees afte
 If a renewal finds the slot rewritten by another lease (ours had expired: a long pause, a KV
 outage longer than the TTL), the holder stops renewing and logs a warning; its use goes on, so
 for that moment the host may see one connection more than its limit. If KV does not answer,
-renewal tries again at the next tick. Used by tester-svc (one lease per test) and sync-svc (one
-per session).
+renewal tries again at the next tick. Used by tester-svc (one lease per connection) and sync-svc
+(one per session).
+
+Kept idle (``keep_idle_s``, tester-svc): a released lease stays this process's, still renewed, for
+that long, and the next connection to the same host here takes it without a KV write; only a
+lease idle that long is written free. A bulk job's connections then cost no KV write each
+(two before: the take and the free). The limit holds as before (an idle lease counts as held);
+another process waits at most ``keep_idle_s`` longer for a slot this one stopped using.
 """
 
 from __future__ import annotations
@@ -110,6 +116,7 @@ class HostLeases:
         ttl_s: float,
         bucket: str,
         clock: Callable[[], float] = time.time,
+        keep_idle_s: float = 0.0,
     ) -> None:
         self.kv = kv
         self.bucket = bucket
@@ -120,6 +127,9 @@ class HostLeases:
         self._freed: dict[str, list[tuple[int, int]]] = {}  # host hash -> [(slot, revision)]
         self._writing: dict[str, str] = {}  # lease id -> slot key of a write in flight
         self._held: dict[str, _Held] = {}  # lease id -> a lease held (and renewed) here
+        self.keep_idle_s = keep_idle_s
+        self._idle: dict[str, list[tuple[Lease, float]]] = {}  # host hash -> [(held lease, idle since)]
+        self._reapers: set[asyncio.Task[None]] = set()
 
     def key(self, host: str) -> str:
         return self.hasher.digest("host", host.lower())
@@ -198,6 +208,14 @@ class HostLeases:
         """A lease (renewed from now on, until released), or None when the slots looked at are
         all held by live leases."""
         host_key = self.key(host)
+        idle = self._idle.get(host_key, [])
+        while idle:
+            kept, _ = idle.pop()  # the most recently used: the others age out
+            if not self._renewed(kept):
+                continue  # taken over by another lease: no longer ours
+            if kept.slot < limit:
+                return kept
+            await self._release_now(kept)  # the limit went down
         freed = self._freed.get(host_key, [])
         while freed:
             slot, revision = freed.pop()
@@ -218,7 +236,44 @@ class HostLeases:
                     return lease
         return None
 
+    def _renewed(self, lease: Lease) -> bool:
+        held = self._held.get(lease.lease_id)
+        return held is not None and held.renewal is not None and not held.renewal.done()
+
     async def release(self, lease: Lease) -> None:
+        """Free the slot (see :meth:`_release_now`), or keep it idle for the next use here."""
+        if self.keep_idle_s > 0 and self._renewed(lease):
+            self._idle.setdefault(lease.key.rsplit(".", 1)[0], []).append((lease, time.monotonic()))
+            if all(task.done() for task in self._reapers):
+                self._reap()
+            return
+        await self._release_now(lease)
+
+    def stop_keeping(self) -> None:
+        """Keep no lease idle from now on and free those that are (the process is stopping)."""
+        self.keep_idle_s = 0.0
+        if any(self._idle.values()):
+            self._reap()
+
+    def _reap(self) -> None:
+        task = asyncio.create_task(self._free_idle(), name="host-lease-idle-reaper")
+        self._reapers.add(task)
+        task.add_done_callback(self._reapers.discard)
+
+    async def _free_idle(self) -> None:
+        """Free the leases idle for ``keep_idle_s``, until none is idle."""
+        while any(self._idle.values()):
+            await asyncio.sleep(self.keep_idle_s / 2)
+            cutoff = time.monotonic() - self.keep_idle_s
+            expired: list[Lease] = []
+            for idle in self._idle.values():
+                expired += [lease for lease, since in idle if since <= cutoff]
+                idle[:] = [(lease, since) for lease, since in idle if since > cutoff]
+            for lease in expired:
+                with contextlib.suppress(KvUnavailable):  # logged by the KV layer; expires in one TTL
+                    await self._release_now(lease)
+
+    async def _release_now(self, lease: Lease) -> None:
         """Stop renewing and free the slot, unless our lease expired and another took it since."""
         revision = await self._stop_renewal(lease.lease_id)
         new = await self._free(lease.key, lease.lease_id, lease.revision if revision is None else revision)
@@ -257,7 +312,16 @@ class HostLeases:
                 await self.kv.write(self.bucket, key, FREE, revision)
 
     async def close(self) -> None:
-        """Stop every renewal without releasing (at shutdown, after the tests drained): the
-        leases still held expire within one TTL."""
+        """Free the idle leases, stop every renewal without releasing (at shutdown, after the
+        tests drained): the leases still held expire within one TTL."""
+        for task in list(self._reapers):
+            task.cancel()
+        if self._reapers:
+            await asyncio.wait(list(self._reapers))
+        idle = [lease for held in self._idle.values() for lease, _ in held]
+        self._idle.clear()
+        for lease in idle:
+            with contextlib.suppress(KvUnavailable):
+                await self._release_now(lease)
         for lease_id in list(self._held):
             await self._stop_renewal(lease_id)

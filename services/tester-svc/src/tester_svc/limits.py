@@ -80,8 +80,11 @@ class ConnectionLimiter:
         self.draining = asyncio.Event()
 
     def drain(self) -> None:
-        """The process is stopping: grant no more slots; tests waiting for one raise ``Draining``."""
+        """The process is stopping: grant no more slots; tests waiting for one raise ``Draining``;
+        leases are freed when their test ends, not kept idle (other testers take them now)."""
         self.draining.set()
+        if self._leases is not None:
+            self._leases.stop_keeping()
 
     @asynccontextmanager
     async def slot(self, host: str, per_host: int) -> AsyncIterator[SlotInfo]:

@@ -37,6 +37,9 @@ from tester_svc.trace import Trace
 
 log = logging.getLogger(__name__)
 
+LEASE_KEEP_IDLE_S = 1.0
+"""A host lease released by a test stays this tester's for this long (mailwarden_runtime.hostleases)."""
+
 DIALOGUES: dict[Protocol, Dialogue] = {"imap": imap_dialogue, "pop3": pop3_dialogue, "smtp": smtp_dialogue}
 
 
@@ -64,8 +67,11 @@ class Runner:
         store: BreakerStore | None = None
         if shared is not None:
             hasher = KeyHasher(limits_key(keyring))
-            # Short, renewed while the test runs: a killed tester's slots free within one TTL.
-            self.leases = HostLeases(shared, hasher, settings.tester_lease_ttl_s)
+            # Short, renewed while the test runs: a killed tester's slots free within one TTL. Kept
+            # a moment after use: the next connection to that host takes it without a KV write.
+            self.leases = HostLeases(
+                shared, hasher, settings.tester_lease_ttl_s, keep_idle_s=LEASE_KEEP_IDLE_S
+            )
             store = BreakerStore(shared, hasher, threshold, window_s)
         self.env = ProbeEnv(
             resolver=resolver or SystemResolver(),

@@ -44,9 +44,14 @@ class HostLeases(hostleases.HostLeases):
     """The testers' host leases (:mod:`mailwarden_runtime.hostleases`) in their own bucket."""
 
     def __init__(
-        self, kv: SharedKv, hasher: KeyHasher, ttl_s: float, clock: Callable[[], float] = time.time
+        self,
+        kv: SharedKv,
+        hasher: KeyHasher,
+        ttl_s: float,
+        clock: Callable[[], float] = time.time,
+        keep_idle_s: float = 0.0,
     ) -> None:
-        super().__init__(kv, hasher, ttl_s, HOSTS_BUCKET, clock)
+        super().__init__(kv, hasher, ttl_s, HOSTS_BUCKET, clock, keep_idle_s)
 
 
 __all__ = ["BreakerStore", "BreakerTrip", "FailureRecord", "HostLeases", "Lease", "breaker_trip"]
