@@ -221,8 +221,8 @@ async def two_kvs(private_nats: NatsServer) -> AsyncIterator[tuple[SharedKv, Sha
     a, b = await nats.connect(private_nats.url), await nats.connect(private_nats.url)
     try:
         yield (
-            SharedKv(lambda: a, replicas=1, breaker_window_s=60, timeout_s=0.3),
-            SharedKv(lambda: b, replicas=1, breaker_window_s=60, timeout_s=0.3),
+            SharedKv(lambda: a, replicas=1, breaker_window_s=60, timeout_s=2.0),
+            SharedKv(lambda: b, replicas=1, breaker_window_s=60, timeout_s=2.0),
         )
     finally:
         await a.close()
@@ -323,8 +323,10 @@ async def test_many_acquisitions_and_cancels_leave_no_renewal_running(
             for task in tasks[::4]:  # cancelled while holding or while waiting for a slot
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for _ in range(50):  # releases of cancelled tests finish in the background
-                if not limiter._background:
+            # Releases of cancelled tests finish in the background (a KV write each): wait for them.
+            deadline = asyncio.get_running_loop().time() + 15
+            while limiter._background or leases._held or len(renewal_tasks()) != before:
+                if asyncio.get_running_loop().time() > deadline:
                     break
                 await asyncio.sleep(0.02)
             assert leases.renewing == 0 and not leases._held
