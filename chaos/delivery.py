@@ -203,6 +203,9 @@ async def database_outage(
                 {"profile_id": profile_id}, {"incoming_status": 1, "outgoing_status": 1}
             )
         }
+        # The relay publishes a write's events at once, or within its poll once it is reconnected.
+        lags = await system.publish_lags("MW_CONFIG", "mailwarden.mailbox.status_changed")
+        fig.figures["status_published_after_s_max"] = round(max(lags, default=0.0), 1)
         events = await _status_events(system)
         orphans = sum(1 for mid, st in events.items() if stored.get(mid) != st)
         fig.figures["events_without_state"] = orphans
