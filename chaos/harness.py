@@ -469,12 +469,13 @@ class System:
         """Every message of a stream (or of one subject in it): (subject, body)."""
         return [(m.subject, m.data) for m in await self.stream_msgs(stream, subject)]
 
-    async def publish_lags(self, stream: str, subject: str) -> list[float]:
-        """Per event: seconds from its write (``occurred_at``) until the stream stored it."""
+    async def publish_lags(self, stream: str, subject: str) -> list[tuple[datetime, float]]:
+        """Per event: when it was made (``occurred_at``, just before its write) and how many seconds
+        later the stream stored it."""
         lags = []
         for m in await self.stream_msgs(stream, subject):
             occurred = datetime.fromisoformat(json.loads(m.data)["occurred_at"])
-            lags.append((m.metadata.timestamp.astimezone(UTC) - occurred).total_seconds())
+            lags.append((occurred, (m.metadata.timestamp.astimezone(UTC) - occurred).total_seconds()))
         return lags
 
     async def stream_msgs(self, stream: str, subject: str | None = None) -> list[Msg]:
