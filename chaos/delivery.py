@@ -12,6 +12,7 @@ import asyncio
 import signal
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 from chaos.harness import Figure, MailTarget, System, private_nats
@@ -186,9 +187,11 @@ async def database_outage(
 
         await eventually(a_third, "a third of the tests", 120 + tests / 5)
         before = await system.tested_count(profile_id)
+        killed_at = datetime.now(UTC)
         await asyncio.to_thread(mongo.kill)
         await asyncio.sleep(outage_s)
         await asyncio.to_thread(mongo.start)
+        back_at = datetime.now(UTC)
         await system.wait_tested(profile_id, tests, 180 + tests / 5)
         fig.figures["tests"] = tests
         fig.figures["outage_s"] = outage_s
@@ -203,6 +206,12 @@ async def database_outage(
                 {"profile_id": profile_id}, {"incoming_status": 1, "outgoing_status": 1}
             )
         }
+        # How soon the relay published status events made before the outage and after it (those
+        # made during it waited for their write: the outage is their delay, not the relay's).
+        lags = await system.publish_lags("MW_CONFIG", "mailwarden.mailbox.status_changed")
+        before_s = max((lag for at, lag in lags if at < killed_at), default=0.0)
+        after_s = max((lag for at, lag in lags if at >= back_at), default=0.0)
+        fig.figures["status_published_within_s"] = f"{before_s:.1f} before, {after_s:.1f} after"
         events = await _status_events(system)
         orphans = sum(1 for mid, st in events.items() if stored.get(mid) != st)
         fig.figures["events_without_state"] = orphans

@@ -17,16 +17,20 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import nats
 from fastapi import FastAPI
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pymongo import AsyncMongoClient
 
+from alert_svc.store import OUTBOX_COLLECTIONS as ALERT_OUTBOX
 from contracts.subjects import STREAMS
+from mailbox_svc.repository import OUTBOX_COLLECTIONS as MAILBOX_OUTBOX
 from mailbox_svc.testing import job_test_id
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
@@ -34,6 +38,7 @@ from mailwarden_runtime.changes import unpublished
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import DovecotServer, NatsServer, TestCertificates, eventually, free_port
 from mailwarden_servers.devstack import SERVICES, ServiceProcess, ServiceSpec
+from profile_svc.repository import OUTBOX_COLLECTIONS as PROFILE_OUTBOX
 
 Doc = dict[str, Any]
 SERVICE_NAMES = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc")
@@ -462,6 +467,19 @@ class System:
 
     async def stream_messages(self, stream: str, subject: str | None = None) -> list[tuple[str, bytes]]:
         """Every message of a stream (or of one subject in it): (subject, body)."""
+        return [(m.subject, m.data) for m in await self.stream_msgs(stream, subject)]
+
+    async def publish_lags(self, stream: str, subject: str) -> list[tuple[datetime, float]]:
+        """Per event: when it was made (``occurred_at``, just before its write) and how many seconds
+        later the stream stored it."""
+        lags = []
+        for m in await self.stream_msgs(stream, subject):
+            occurred = datetime.fromisoformat(json.loads(m.data)["occurred_at"])
+            lags.append((occurred, (m.metadata.timestamp.astimezone(UTC) - occurred).total_seconds()))
+        return lags
+
+    async def stream_msgs(self, stream: str, subject: str | None = None) -> list[Msg]:
+        """Every message of a stream (or of one subject in it), with its metadata."""
         js = self.nc.jetstream()
         info = await js.stream_info(stream)
         if info.state.messages == 0:
@@ -473,7 +491,7 @@ class System:
                 deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=30
             ),
         )
-        out: list[tuple[str, bytes]] = []
+        out: list[Msg] = []
         try:
             while True:
                 try:
@@ -483,7 +501,7 @@ class System:
                     if (await psub.consumer_info()).num_pending == 0:
                         break
                     continue
-                out.extend((m.subject, m.data) for m in msgs)
+                out.extend(msgs)
                 if msgs and msgs[-1].metadata.num_pending == 0:
                     break
         finally:
@@ -501,19 +519,43 @@ class System:
                     out[f"{spec.name}/{info.name}"] = (info.num_pending, info.num_ack_pending)
         return out
 
+    async def relays_behind(self) -> dict[str, int]:
+        """Per running service with an event relay: its writes whose events may not be published yet."""
+        running = {*self.in_process_names, *self.process_names}
+        return {
+            name: await unpublished(self.db(name), collections, f"{name}-outbox")
+            for name, collections in RELAYED.items()
+            if name in running
+        }
+
     async def wait_quiet(self, within: float = 60.0) -> dict[str, tuple[int, int]]:
-        """Wait until every durable consumer has nothing pending or unacked; returns the last view."""
+        """Wait until every event written is published and handled; returns the consumers' last view.
+
+        Consumers with nothing pending say nothing about events still to come: a service's relay
+        publishes its writes' events after the write (up to a poll interval later, longer while it
+        reconnects after a database outage). So: every relay caught up, every durable consumer
+        with nothing pending or unacked, and the relays still caught up after that (a handler's
+        writes happen before its ack, their events may follow it).
+        """
         last: dict[str, tuple[int, int]] = {}
+        behind: dict[str, int] = {}
 
         async def quiet() -> bool:
-            nonlocal last
+            nonlocal last, behind
+            behind = await self.relays_behind()
+            if any(behind.values()):
+                return False
             last = await self.consumer_backlog()
-            return all(p == 0 and a == 0 for p, a in last.values())
+            if not all(p == 0 and a == 0 for p, a in last.values()):
+                return False
+            behind = await self.relays_behind()
+            return not any(behind.values())
 
         try:
-            await eventually(quiet, "consumers to drain", within)
+            await eventually(quiet, "relays to publish and consumers to drain", within)
         except AssertionError:
-            print(f"consumers not drained: {last}; tasks {background_loops()}", flush=True)
+            print(f"not quiet: relays {behind}, consumers {last}; tasks {background_loops()}", flush=True)
+            last = {**last, **{f"{name} relay": (n, 0) for name, n in behind.items() if n}}
         return last
 
     async def redeliveries(self, durable: str, stream: str, subject: str) -> int:
@@ -521,6 +563,28 @@ class System:
         info = await self.nc.jetstream().consumer_info(stream, durable)
         messages = len(await self.stream_messages(stream, subject))
         return int(info.delivered.consumer_seq) - messages
+
+    async def _why_no_alert(self, missing: list[str], most: int = 3) -> dict[str, object]:
+        """For a few mailboxes without an alert: their status events, dead letters, alert-svc's records."""
+        out: dict[str, object] = {"relays_behind": await self.relays_behind()}
+        statuses = await self.stream_messages("MW_CONFIG", "mailwarden.mailbox.status_changed")
+        dead = await self.stream_messages("MW_DLQ")
+        adb = self.db("alert-svc")
+        for mid in missing[:most]:
+            events = []
+            for _, body in statuses:
+                doc = json.loads(body)
+                if doc["data"]["mailbox"]["mailbox_id"] == mid:
+                    d = doc["data"]
+                    keep = ("incoming_status", "outgoing_status", "enabled_incoming", "enabled_outgoing")
+                    events.append({"id": doc["id"], "at": doc["occurred_at"], **{k: d.get(k) for k in keep}})
+            out[mid] = {
+                "events": events,
+                "dead_letters": [s for s, body in dead if mid.encode() in _dead_body(body)],
+                "alert_svc_mailbox": await adb.mailboxes.find_one({"_id": mid}),
+                "any_alert": await adb.alerts.count_documents({"mailbox_id": mid}),
+            }
+        return out
 
     async def status_changes_per_test(self) -> Counter[tuple[str, str]]:
         """MailboxStatusChanged messages per (mailbox id, test id)."""
@@ -576,6 +640,8 @@ class System:
         fig.figures["duplicate_alerts"] = double_counted
         fig.check(double_counted == 0, f"{double_counted} alerts counted one test twice")
         fig.check(len(alerted) == len(ids), f"{len(ids) - len(alerted)} mailboxes without an alert")
+        if len(alerted) != len(ids):
+            print(f"without an alert: {await self._why_no_alert([m for m in ids if m not in alerted])}")
         # The relay publishes asynchronously and stores its position once per checkpoint interval:
         # writes are "left" only when they stay unpublished, not while it is catching up.
         started = asyncio.get_running_loop().time()
@@ -588,6 +654,13 @@ class System:
         fig.check(pending == 0, f"{pending} mailboxes still have unpublished events")
 
 
+# The collections whose writes carry events, per service with an event relay.
+RELAYED = {
+    "profile-svc": PROFILE_OUTBOX,
+    "mailbox-svc": MAILBOX_OUTBOX,
+    "alert-svc": ALERT_OUTBOX,
+}
+
 # How long the audit lets the event relay catch up (a few checkpoint intervals under load).
 RELAY_SETTLE_S = 20.0
 
@@ -595,6 +668,13 @@ _SETTINGS_FIELDS = {
     "default_profile_id", "incoming_delivery", "outgoing_delivery", "act_delivery", "approved_users_only",
     "approved_queues_only", "alert_levels", "notify_mailbox_owner", "port_preset", "allowed_ports",
 }  # fmt: skip
+
+
+def _dead_body(body: bytes) -> bytes:
+    """The message a dead letter keeps (base64 in its data)."""
+    import base64
+
+    return base64.b64decode(json.loads(body)["data"].get("body_b64") or "")
 
 
 def owner(kind: str, oid: str) -> dict[str, str]:

@@ -6,9 +6,12 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from mailbox_helpers import MakeHarness, completed_for, profile_snapshot
+from pymongo.errors import AutoReconnect
 
 import mailbox_svc.jobs as jobs_module
+from contracts.envelope import make_envelope
 from contracts.errors import ErrorCode
 from contracts.models import CredentialSource
 from mailwarden_servers import eventually
@@ -223,3 +226,62 @@ async def test_job_counters_count_each_result_once_and_are_reconciled(
 
         job = await eventually(finished, timeout=20, what="job completed after recounting")
         assert (job["done"], job["succeeded"], job["failed"]) == (5, 5, {})
+
+
+async def test_a_job_applies_a_stored_result_its_handler_gave_up_on(
+    make_harness: MakeHarness, monkeypatch: Any
+) -> None:
+    """A run stored whose mailbox update kept failing (a database outage longer than the consumer's
+    retries: the message is dead-lettered) still counts for the job: the job applies it before it
+    completes, once; a result a later test superseded (a retry's) is left alone."""
+    async with make_harness(
+        job_batch_size=10, job_max_in_flight=10, retry_interval_s=0.2, retry_jitter=0.0
+    ) as h:
+        await h.profile(profile_snapshot("pg", source=CredentialSource.PROFILE, max_connections=300))
+        await h.org_settings(approved_users_only=False)
+        await seed(h, "pg", 3)
+        job_id = (await h.http.post("/jobs", json={"profile_id": "pg"})).json()["job_id"]
+        retried, normal, lost = sorted(await h.test_requests(3), key=lambda q: q.mailbox.mailbox_id)
+        await h.complete(retried, incoming=ErrorCode.TCP_TIMEOUT)  # transient: tested again
+        (retry,) = await h.test_requests(1)
+        assert retry.mailbox.mailbox_id == retried.mailbox.mailbox_id and retry.test_id != retried.test_id
+        await h.complete(retry)
+        await h.complete(normal)
+
+        async def last_test(mailbox_id: str) -> str | None:
+            doc = await h.db.mailboxes.find_one({"_id": mailbox_id}, {"last_test_id": 1})
+            return None if doc is None else doc.get("last_test_id")
+
+        for req in (retry, normal):  # applied before the database "goes"
+
+            async def applied(req: Any = req) -> bool:
+                return await last_test(req.mailbox.mailbox_id) == req.test_id
+
+            await eventually(applied, what=f"{req.test_id} applied")
+
+        # The handler stores the run, then every mailbox update fails; no redelivery comes.
+        handlers, repo = h.app.state.handlers, h.app.state.repository
+
+        async def database_down(*args: Any, **kwargs: Any) -> bool:
+            raise AutoReconnect("connection refused")
+
+        with monkeypatch.context() as down:
+            down.setattr(repo, "update_if", database_down)
+            with pytest.raises(AutoReconnect):
+                await handlers.test_completed(make_envelope(completed_for(lost), "tester-svc"))
+        assert (await h.db.test_runs.find_one({"_id": lost.test_id})) is not None
+        assert await last_test(lost.mailbox.mailbox_id) is None
+
+        async def finished() -> dict[str, Any] | None:
+            job = (await h.http.get(f"/jobs/{job_id}")).json()
+            return job if job["state"] == "completed" else None
+
+        job = await eventually(finished, timeout=30, what="job completed")
+        assert (job["requested"], job["done"], job["succeeded"]) == (3, 3, 2)
+        assert await last_test(lost.mailbox.mailbox_id) == lost.test_id  # applied before the job completed
+        assert (await h.mailbox(lost.mailbox.mailbox_id))["incoming_status"] == "success"
+        assert await last_test(retried.mailbox.mailbox_id) == retry.test_id  # the retry's result stays
+        changed = [
+            e["data"]["data"]["test_id"] for e in await h.stream_messages("mailwarden.mailbox.status_changed")
+        ]
+        assert sorted(changed) == sorted([retried.test_id, retry.test_id, normal.test_id, lost.test_id])

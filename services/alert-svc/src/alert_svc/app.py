@@ -19,12 +19,8 @@ from alert_svc.operations import Operations
 from alert_svc.processor import StatusProcessor
 from alert_svc.readcache import ReadModelCache
 from alert_svc.retention import OccurrenceRetention
-from alert_svc.store import ALERTS as ALERTS_COLLECTION
-from alert_svc.store import Stores
-from alert_svc.store.alerts import OCCURRENCES
+from alert_svc.store import OUTBOX_COLLECTIONS, Stores
 from alert_svc.store.episodes import EndedEpisodes
-from alert_svc.store.recipients import PREFERENCES
-from alert_svc.store.webhooks import WEBHOOKS
 from alert_svc.sync_alerts import SyncAlerts
 from contracts.email import MailboxSyncFailed, MailboxSyncRecovered
 from contracts.envelope import Envelope
@@ -41,9 +37,7 @@ STATUS_BATCH = 64
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keys = settings.webhook_key_ring()  # refuses to start without keys outside dev mode
-    # The alerts carry their AlertRaised; webhooks and preferences the changes people make to them.
-    outbox = [ALERTS_COLLECTION, OCCURRENCES, WEBHOOKS, PREFERENCES]
-    runtime = ServiceRuntime(NAME, settings, outbox_collections=outbox)
+    runtime = ServiceRuntime(NAME, settings, outbox_collections=OUTBOX_COLLECTIONS)
     stores = Stores.on(runtime.db)
     cache = ReadModelCache(stores.read_models, settings.alert_read_model_ttl_s)
     processor = StatusProcessor(stores, settings, cache)

@@ -49,6 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def envelop(data: Event, correlation_id: str | None = None) -> Envelope[Any]:
         return runtime.envelope(data, correlation_id)
 
+    async def apply_stored(job_id: str, profile_id: str) -> int:
+        return await handlers.apply_stored(job_id, profile_id)  # the handlers are built below
+
     jobs = JobRunner(
         repo,
         rings,
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.job_max_in_flight,
         settings.scheduler_poll_s,
         profiles,
+        apply_stored,
     )
     ops = MailboxOperations(repo, rings, envelop, runtime.wake_relay, settings.max_selection, profiles)
     handlers = Handlers(

@@ -145,6 +145,36 @@ class Handlers:
         for env in later:
             await self.test_completed(env)
 
+    async def apply_stored(self, job_id: str, profile_id: str) -> int:
+        """Apply the job's results whose run is stored but whose mailbox never took them.
+
+        A handler stores the run before it updates the mailbox; if the update keeps failing (a
+        database outage longer than the consumer's retries), the message is dead-lettered, yet
+        the stored run counts for the job. The job calls this before it completes: each such
+        result goes through :meth:`test_completed` again, which applies it once (conditional on
+        the mailbox's version, with its one MailboxStatusChanged) and stores nothing twice.
+        Results a later test superseded (e.g. a retry's) do not apply and are left as they are.
+        Returns how many were applied now.
+        """
+        shown = await self.repo.last_tests(profile_id)
+        other = [t for m, last in shown.items() if last != (t := job_test_id(job_id, m))]
+        runs = await self.repo.runs_by_ids(other)
+        docs = await self.repo.get_many([run.mailbox_id for run in runs])
+        lost = [
+            result
+            for run in runs
+            if (doc := docs.get(run.mailbox_id)) is not None
+            and applies(doc, result := TestCompleted.model_validate(run.result))
+        ]
+        for result in lost:
+            await self.test_completed(self.envelop(result, result.test_id))
+        if lost:
+            log.warning(
+                "applied stored results their handler had given up on",
+                extra={"job_id": job_id, "count": len(lost), "test_ids": [r.test_id for r in lost[:20]]},
+            )
+        return len(lost)
+
     async def _withdrawn(self, doc: MailboxDoc | None, result: TestCompleted) -> bool:
         """Not run, or started after its job was cancelled: the cancel withdrew it.
 

@@ -58,8 +58,11 @@ class JobRunner:
         max_in_flight: int,
         poll_s: float,
         profiles: ProfileDirectory,
+        apply_stored: Callable[[str, str], Awaitable[object]],
     ) -> None:
         self.repo = repo
+        self.apply_stored = apply_stored
+        """Applies a job's stored results no mailbox took (job id, profile id): see :meth:`_complete`."""
         self.profiles = profiles
         self.rings = rings
         self.envelop = envelop
@@ -163,6 +166,17 @@ class JobRunner:
             refused=job.refused,
         )
 
+    async def _complete(self, job: JobDoc) -> JobDoc | None:
+        """Close a job whose results are all stored, once each of them is applied to its mailbox.
+
+        A stored run counts as done, but its handler may have given up before the mailbox update
+        (a database outage longer than its retries): such results are applied first, so a
+        completed job never leaves a mailbox behind. If that fails, the job stays running and
+        the next pass tries again.
+        """
+        await self.apply_stored(job.id, job.profile_id)
+        return await self._finish(job, "completed")
+
     async def _finish(self, job: JobDoc, state: JobState) -> JobDoc | None:
         """Close a running job with its summary event; only one caller wins."""
         self._uncounted.pop(job.id, None)  # the exact count below reads every stored run
@@ -219,7 +233,7 @@ class JobRunner:
         for job in await self.repo.open_jobs():
             progress = await self._progress(job)
             if progress.done >= job.requested:
-                await self._finish(job, "completed")
+                await self._complete(job)
         for job in await self.repo.expanding_jobs():
             next_job: JobDoc | None = job
             while next_job is not None:
@@ -332,7 +346,7 @@ class JobRunner:
                 {"_id": job.id, "state": "running"}, {"$set": {"expanded": True, "lease_owner": None}}
             )
             if done is not None and progress.done >= done.requested:
-                await self._finish(done, "completed")
+                await self._complete(done)
             return None
         found = await self.repo.get_many(ids)
         # what the ids were read for may have changed meanwhile: only the profile's active mailboxes

@@ -200,6 +200,19 @@ class Repository:
             return [run for n, run in enumerate(runs) if n not in skipped]
         return runs
 
+    async def last_tests(self, profile_id: str) -> dict[str, str | None]:
+        """The last applied test of each of a profile's mailboxes that waits on no test (one read)."""
+        query = {"profile_id": profile_id, "pending_test_id": None}
+        docs = await self.mailboxes.find(query, {"last_test_id": 1}).to_list(None)
+        return {str(d["_id"]): d.get("last_test_id") for d in docs}
+
+    async def runs_by_ids(self, test_ids: list[str]) -> list[TestRunDoc]:
+        """The stored runs of these tests (not withdrawn ones)."""
+        if not test_ids:
+            return []
+        query = {"_id": {"$in": test_ids}, "outcome": {"$ne": WITHDRAWN}}
+        return [TestRunDoc.model_validate(d) for d in await self.runs.find(query).to_list(None)]
+
     async def set_job_results(self, job_id: str, results: dict[str, int], now: datetime) -> None:
         await self.jobs.update_one({"_id": job_id}, {"$set": {"results": results, "results_at": now}})
 

@@ -6,14 +6,17 @@ from dataclasses import dataclass
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from alert_svc.store.alerts import ALERTS, AlertStore
+from alert_svc.store.alerts import ALERTS, OCCURRENCES, AlertStore
 from alert_svc.store.failures import FailureStore
 from alert_svc.store.readmodels import ReadModelStore
-from alert_svc.store.recipients import EmailQueue, PreferenceStore
-from alert_svc.store.webhooks import WebhookStore
+from alert_svc.store.recipients import PREFERENCES, EmailQueue, PreferenceStore
+from alert_svc.store.webhooks import WEBHOOKS, WebhookStore
 from mailwarden_runtime.mongo import Document
 
-__all__ = ["ALERTS", "Stores"]
+__all__ = ["ALERTS", "OUTBOX_COLLECTIONS", "Stores"]
+
+# The alerts carry their AlertRaised; webhooks and preferences the changes people make to them.
+OUTBOX_COLLECTIONS = (ALERTS, OCCURRENCES, WEBHOOKS, PREFERENCES)
 
 
 @dataclass(frozen=True)
