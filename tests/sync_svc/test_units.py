@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from mailwarden_mailnet.imap import capability_code
 from mailwarden_mailnet.use_login import LoginSource
 from mailwarden_runtime.bounded import cancel_and_wait
 from mailwarden_runtime.crypto import KeyRing
+from mailwarden_servers import eventually
 from sync_svc import worker as worker_module
 from sync_svc.batched import Batcher, Failed
 from sync_svc.documents import LedgerEntry
@@ -184,6 +186,44 @@ async def test_the_pipeline_publishes_in_batches_and_in_order() -> None:
             assert await out.add(Fetched(size=10, raw=b"x" * (95 if uid == 5 else 10), uid=uid))
     # batches of 3, one cut early by its bytes (4 and 5 make 105 >= 100), and the rest at the end
     assert stored == [[1, 2, 3], [4, 5], [6, 7, 8]] == fake.released
+
+
+async def test_a_call_queued_with_then_runs_once_the_batches_before_it_are_stored() -> None:
+    """A window's state write waits behind its batches, not in front of the next window's."""
+    log: list[object] = []
+
+    async def record(records: list[LedgerEntry]) -> None:
+        await asyncio.sleep(0.01)  # a slow ledger write: the call must still wait for it
+        log.append([r.uid or 0 for r in records])
+
+    async def window_end(name: str) -> None:
+        log.append(name)
+
+    fake = FakePublisher()
+    async with Pipeline(fake, None, "imap", record, size=2) as out:  # type: ignore[arg-type]
+        for uid in range(1, 4):
+            assert await out.add(Fetched(size=1, raw=b"x", uid=uid))
+        await out.then(functools.partial(window_end, "first window"))
+        assert await out.add(Fetched(size=1, raw=b"x", uid=4))
+    assert log == [[1, 2], [3], "first window", [4]]
+
+
+async def test_a_failed_call_queued_with_then_is_raised_by_close() -> None:
+    stored: list[list[int]] = []
+
+    async def record(records: list[LedgerEntry]) -> None:
+        stored.append([r.uid or 0 for r in records])
+
+    async def window_end() -> None:
+        raise ConnectionError("database away")
+
+    with pytest.raises(ConnectionError):
+        async with Pipeline(FakePublisher(), None, "imap", record, size=1) as out:  # type: ignore[arg-type]
+            assert await out.add(Fetched(size=1, raw=b"x", uid=1))
+            await out.then(window_end)
+            await eventually(lambda: out.failed, "the pipeline failed", timeout=5.0)
+            assert not await out.add(Fetched(size=1, raw=b"x", uid=2))
+    assert stored == [[1]]
 
 
 async def test_a_bus_failure_stops_the_reader_and_is_raised_as_it_is() -> None:

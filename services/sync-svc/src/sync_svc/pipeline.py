@@ -4,8 +4,9 @@ The reader adds each fetched message (parsed, its event built: no bus call); eve
 messages, or ``max_bytes`` of raw messages, form a batch. One task releases the batches in order (their raw objects stored, then
 their events sent), a second confirms them in order (the events' acks, then ``stored``: the
 ledger and the watermark). So batch n+1's events go out while batch n's acks and database writes
-are awaited, and the event order on the bus is the UID order. At most ``depth`` batches wait at
-each stage, so a slow bus slows the reader down instead of filling the memory. A failure is kept
+are awaited, and the event order on the bus is the UID order. :meth:`Pipeline.then` queues a call
+(a window's watermark write) behind the batches added before it, so the reader goes on fetching
+while it waits for them. At most ``depth`` batches wait at each stage, so a slow bus slows the reader down instead of filling the memory. A failure is kept
 and raised by :meth:`Pipeline.close`, outside the reader's protocol step: our bus or database
 being away is not the mailbox server's failure.
 """
@@ -26,7 +27,9 @@ from sync_svc.targets import SyncTarget
 Stored = Callable[[list[LedgerEntry]], Awaitable[None]]
 """Records a batch's ledger entries once its events are stored in JetStream."""
 BATCH_BYTES = 8 * 1024 * 1024  # raw bytes held in one batch at most (its messages are sent together)
-Released = tuple[list[Staged], list["asyncio.Future[PubAck]"]]
+After = Callable[[], Awaitable[None]]
+"""Called once every batch added before it is stored (:meth:`Pipeline.then`)."""
+Released = tuple[list[Staged], list["asyncio.Future[PubAck]"]] | After
 
 
 class Pipeline:
@@ -48,7 +51,7 @@ class Pipeline:
         self.max_bytes = max_bytes
         self._batch: list[Staged] = []
         self._batch_bytes = 0
-        self._staged: asyncio.Queue[list[Staged] | None] = asyncio.Queue(maxsize=depth)
+        self._staged: asyncio.Queue[list[Staged] | After | None] = asyncio.Queue(maxsize=depth)
         self._released: asyncio.Queue[Released | None] = asyncio.Queue(maxsize=depth)
         self._tasks: list[asyncio.Task[None]] = []
         self.error: BaseException | None = None
@@ -86,6 +89,12 @@ class Pipeline:
             batch, self._batch, self._batch_bytes = self._batch, [], 0
             await self._staged.put(batch)
 
+    async def then(self, after: After) -> None:
+        """Call ``after`` once every message added so far is stored, in order with the batches:
+        off the reader's path (a failure of it is the pipeline's, raised by :meth:`close`)."""
+        await self.cut()
+        await self._staged.put(after)
+
     async def close(self) -> None:
         """Publish what is left and wait for every batch; raises the first failure."""
         try:
@@ -106,7 +115,7 @@ class Pipeline:
         while not self._staged.empty():
             self._staged.get_nowait()
         while not self._released.empty():
-            if (done := self._released.get_nowait()) is not None:
+            if isinstance(done := self._released.get_nowait(), tuple):
                 for ack in done[1]:
                     ack.cancel()
 
@@ -114,6 +123,9 @@ class Pipeline:
         try:
             while (batch := await self._staged.get()) is not None:
                 if self.error is not None:  # keep draining so the reader never blocks on a full queue
+                    continue
+                if not isinstance(batch, list):
+                    await self._released.put(batch)  # a call: the confirming stage makes it in turn
                     continue
                 try:
                     await self._released.put((batch, await self.publisher.release(batch)))
@@ -124,6 +136,13 @@ class Pipeline:
 
     async def _confirm(self) -> None:
         while (released := await self._released.get()) is not None:
+            if not isinstance(released, tuple):
+                if self.error is None:
+                    try:
+                        await released()
+                    except Exception as exc:
+                        self.error = exc
+                continue
             batch, acks = released
             if self.error is not None:
                 for ack in acks:
