@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from mailwarden_runtime.bounded import cancel_and_wait
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_servers import eventually
 from sync_svc import worker as worker_module
+from sync_svc.app import young_collections
 from sync_svc.batched import Batcher, Failed
 from sync_svc.documents import LedgerEntry
 from sync_svc.imap_sync import internal_date, uid_set
@@ -293,3 +295,14 @@ def test_capabilities_come_from_the_greeting_and_the_login_reply_when_the_server
     assert capability_code(b"[CAPABILITY IMAP4rev1 IDLE MOVE] Logged in") == ["IMAP4REV1", "IDLE", "MOVE"]
     assert capability_code(b"Logged in") == []  # then the session asks with CAPABILITY
     assert capability_code(b"* OK IMAP ready [CAPABILITY IDLE]") == []  # only as the response code
+
+
+def test_the_young_generations_threshold_is_set_and_the_others_kept() -> None:
+    before = gc.get_threshold()
+    try:
+        young_collections(0)
+        assert gc.get_threshold() == before
+        young_collections(12_345)
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+    finally:
+        gc.set_threshold(*before)

@@ -90,6 +90,15 @@ class Settings(ServiceSettings, TransitKeySettings):
         "default, resident while a session idles; 32 KB brings an idling mailbox from ~308 KB to ~86 KB "
         "(bench/sync_idle_sessions.py). Applies to every TLS connection of the process.",
     )
+    sync_gc_young_objects: int = Field(
+        20_000,
+        ge=0,
+        le=1_000_000,
+        description="Python's collector runs its youngest generation after this many new container objects "
+        "(Python's default: 700; 0 keeps it). A big first sync holds a few hundred parsed messages in flight: "
+        "with 700 the collections and the full ones they lead to cost 0.1-0.3 ms per message "
+        "(bench/README.md, one big INBOX). Applies to the whole process.",
+    )
     sync_shared_host_limits: bool = Field(
         True,
         description="Hold the profile's maximum concurrent connections per host across every worker "
