@@ -7,6 +7,7 @@ import contextlib
 import functools
 import gc
 import random
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -306,3 +307,15 @@ def test_the_young_generations_threshold_is_set_and_the_others_kept() -> None:
         assert gc.get_threshold() == (12_345, before[1], before[2])
     finally:
         gc.set_threshold(*before)
+
+
+async def test_a_change_after_a_quiet_spell_reloads_at_once_and_a_burst_waits_its_turn() -> None:
+    nothing: Any = SimpleNamespace()
+    worker = Worker(nothing, nothing, reconcile_s=1, poll_floor_s=1, max_mailboxes=1)
+    worker._load_s = 0.05  # a reload of 50 ms: the next one 8 x 50 ms after its end at the earliest
+    worker._loaded_at = time.monotonic()
+    assert worker._pause() == pytest.approx(0.4, abs=0.05)  # right after it: the burst waits
+    worker._loaded_at = time.monotonic() - 10.0
+    assert worker._pause() == worker_module.SETTLE_S  # after a quiet spell: only the settling time
+    worker._load_s, worker._loaded_at = 6.0, time.monotonic()
+    assert worker._pause() == worker_module.RELOAD_PAUSE_MAX_S  # a slow reload: capped
