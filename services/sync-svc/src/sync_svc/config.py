@@ -41,8 +41,8 @@ class Settings(ServiceSettings, TransitKeySettings):
         ge=1,
         le=100_000,
         description="UIDs asked for in one IMAP UID FETCH command; the messages stream in and are "
-        "published in batches of sync_fetch_batch while the rest arrives. The watermark is written once "
-        "per window.",
+        "published in batches of sync_fetch_batch while the rest arrives, and the next window's command "
+        "is sent while this one streams in. The watermark is written once per window.",
     )
     sync_idle: bool = Field(True, description="Use IMAP IDLE where the server offers it (else poll).")
     sync_idle_renew_s: float = Field(
