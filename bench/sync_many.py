@@ -143,6 +143,7 @@ async def sync_svc(
         with ExitStack() as counting:
             writes = counting.enter_context(DocumentWrites(mongo.uri)) if count_writes else None
             async with app.router.lifespan_context(app):
+                await asyncio.wait_for(app.state.worker.loaded.wait(), 60)  # ready: the clock starts after
                 # Built before the clock starts (as mailbox-svc and profile-svc would have them), then
                 # published without a round trip each: awaited one by one, in the process that also
                 # runs sync-svc, the 2,000 of 500 mailboxes took 42 s, and the row measured that.

@@ -322,6 +322,7 @@ async def run_sync(
         subject = f"mailwarden.email.received.{MAILBOX}"
         side = [psutil.Process(nats_server.pid), psutil.Process(mongo.pid)]
         async with app.router.lifespan_context(app):
+            await asyncio.wait_for(app.state.worker.loaded.wait(), 60)  # ready: its first reload done
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             side0 = [p.cpu_times() for p in side]
             started = time.perf_counter()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sync_helpers import Bus, Mailbox, append, message
 
-from mailwarden_servers import DovecotServer
+from mailwarden_servers import DovecotServer, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +122,32 @@ async def test_idle_new_message_becomes_an_event_within_two_seconds(
     print(f"IDLE new-mail-to-event latencies: {[round(x, 3) for x in latencies]} s")
     assert state.mode == "idle"
     assert max(latencies) < 2.0
+
+
+async def test_a_first_sync_in_windows_publishes_each_message_once_and_counts_it(
+    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+) -> None:
+    """Windows of 3 UIDs, the next one's FETCH sent while the current one streams in (pipelined),
+    one message over the size cap among them (its headers come from a FETCH of their own): every
+    message once, and the state's watermark and count exact."""
+    box = new_box(process_from=date(2020, 1, 1))
+    big = ("x" * 70 + "\r\n") * 1000  # ~72 KB: over the 64 KB cap
+    messages = [message(i, "w", body=big if i == 4 else "body text") for i in range(11)]
+    await asyncio.to_thread(append, dovecot, box.user, box.password, messages)
+    settings = {"sync_idle": False, "sync_fetch_window": 3, "sync_fetch_batch": 2}
+    async with sync_service(db_name, sync_max_message_bytes=65_536, **settings) as app:
+        await bus.enable(box)
+        got = await bus.wait_emails(box, 11)
+        repo = app.state.repository
+
+        async def counted() -> Any:
+            state = await repo.get_state(box.mailbox_id)
+            return state if state.messages_seen == 11 and state.last_sync_at else None
+
+        state = await eventually(counted, "the first pass's state written", timeout=20.0)
+        got = await bus.emails(box)
+    uids = [e.data.uid or 0 for e in got]
+    assert len(got) == 11 and len({e.id for e in got}) == 11
+    assert state.last_uid == max(uids) and len(set(uids)) == 11
+    assert sorted(e.data.subject for e in got) == sorted(f"w {i}" for i in range(11))
+    assert [e.data.subject for e in got if e.data.too_large] == ["w 4"]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import gc
 import random
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -19,7 +22,9 @@ from mailwarden_mailnet.imap import capability_code
 from mailwarden_mailnet.use_login import LoginSource
 from mailwarden_runtime.bounded import cancel_and_wait
 from mailwarden_runtime.crypto import KeyRing
+from mailwarden_servers import eventually
 from sync_svc import worker as worker_module
+from sync_svc.app import young_collections
 from sync_svc.batched import Batcher, Failed
 from sync_svc.documents import LedgerEntry
 from sync_svc.imap_sync import internal_date, uid_set
@@ -186,6 +191,45 @@ async def test_the_pipeline_publishes_in_batches_and_in_order() -> None:
     assert stored == [[1, 2, 3], [4, 5], [6, 7, 8]] == fake.released
 
 
+async def test_a_call_queued_with_then_runs_once_the_batches_before_it_are_stored() -> None:
+    """A window's state write waits behind its batches, not in front of the next window's."""
+    log: list[object] = []
+
+    async def record(records: list[LedgerEntry]) -> None:
+        await asyncio.sleep(0.01)  # a slow ledger write: the call must still wait for it
+        log.append([r.uid or 0 for r in records])
+
+    async def window_end(name: str) -> None:
+        log.append(name)
+
+    fake = FakePublisher()
+    async with Pipeline(fake, None, "imap", record, size=2) as out:  # type: ignore[arg-type]
+        for uid in range(1, 4):
+            assert await out.add(Fetched(size=1, raw=b"x", uid=uid))
+        await out.then(functools.partial(window_end, "first window"))
+        assert await out.add(Fetched(size=1, raw=b"x", uid=4))
+    # the batches' ledger writes may end in any order; the call comes after both, before the next
+    assert sorted(log[:2], key=str) == [[1, 2], [3]] and log[2:] == ["first window", [4]]
+
+
+async def test_a_failed_call_queued_with_then_is_raised_by_close() -> None:
+    stored: list[list[int]] = []
+
+    async def record(records: list[LedgerEntry]) -> None:
+        stored.append([r.uid or 0 for r in records])
+
+    async def window_end() -> None:
+        raise ConnectionError("database away")
+
+    with pytest.raises(ConnectionError):
+        async with Pipeline(FakePublisher(), None, "imap", record, size=1) as out:  # type: ignore[arg-type]
+            assert await out.add(Fetched(size=1, raw=b"x", uid=1))
+            await out.then(window_end)
+            await eventually(lambda: out.failed, "the pipeline failed", timeout=5.0)
+            assert not await out.add(Fetched(size=1, raw=b"x", uid=2))
+    assert stored == [[1]]
+
+
 async def test_a_bus_failure_stops_the_reader_and_is_raised_as_it_is() -> None:
     stored: list[list[int]] = []
 
@@ -253,3 +297,26 @@ def test_capabilities_come_from_the_greeting_and_the_login_reply_when_the_server
     assert capability_code(b"[CAPABILITY IMAP4rev1 IDLE MOVE] Logged in") == ["IMAP4REV1", "IDLE", "MOVE"]
     assert capability_code(b"Logged in") == []  # then the session asks with CAPABILITY
     assert capability_code(b"* OK IMAP ready [CAPABILITY IDLE]") == []  # only as the response code
+
+
+def test_the_young_generations_threshold_is_set_and_the_others_kept() -> None:
+    before = gc.get_threshold()
+    try:
+        young_collections(0)
+        assert gc.get_threshold() == before
+        young_collections(12_345)
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+    finally:
+        gc.set_threshold(*before)
+
+
+async def test_a_change_after_a_quiet_spell_reloads_at_once_and_a_burst_waits_its_turn() -> None:
+    nothing: Any = SimpleNamespace()
+    worker = Worker(nothing, nothing, reconcile_s=1, poll_floor_s=1, max_mailboxes=1)
+    worker._load_s = 0.05  # a reload of 50 ms: the next one 8 x 50 ms after its end at the earliest
+    worker._loaded_at = time.monotonic()
+    assert worker._pause() == pytest.approx(0.4, abs=0.05)  # right after it: the burst waits
+    worker._loaded_at = time.monotonic() - 10.0
+    assert worker._pause() == worker_module.SETTLE_S  # after a quiet spell: only the settling time
+    worker._load_s, worker._loaded_at = 6.0, time.monotonic()
+    assert worker._pause() == worker_module.RELOAD_PAUSE_MAX_S  # a slow reload: capped

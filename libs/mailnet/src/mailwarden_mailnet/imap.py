@@ -1,8 +1,8 @@
 """An IMAP4rev1 client on the capped :class:`~mailwarden_mailnet.wire.Wire`: just what we need.
 
 Commands, CAPABILITY, AUTHENTICATE PLAIN (SASL-IR or continuation) or LOGIN, SELECT/EXAMINE, a
-streamed UID FETCH that keeps literals apart (message bodies are never joined into one line),
-IDLE, and for a sent mail's copy CREATE, UID SEARCH by header and APPEND. Failures are classified by RFC 5530 response codes; literals are read only within the
+streamed UID FETCH that keeps literals apart (message bodies are never joined into one line) and
+may be pipelined, IDLE, and for a sent mail's copy CREATE, UID SEARCH by header and APPEND. Failures are classified by RFC 5530 response codes; literals are read only within the
 wire's byte budget, so a ``{99999999999}`` announcement fails at once instead of being waited for.
 """
 
@@ -130,6 +130,8 @@ class ImapClient:
     def __init__(self, wire: Wire) -> None:
         self.wire = wire
         self.counter = 0
+        self._fetching: dict[bytes, tuple[str, bytes] | None] = {}
+        """UID FETCHes sent and not yet read to their end: their completion once it came."""
 
     async def line_parts(self) -> list[bytes]:
         """One logical response line as ``[text, literal, text, ...]`` (literals kept apart)."""
@@ -340,9 +342,25 @@ class ImapClient:
         Each response gets its own byte budget (``max_bytes``), so a long session is never cut
         by a per-connection total, while one oversized message still is.
         """
+        tag = await self.send_uid_fetch(uid_set, items)
+        async for item in self.fetched(tag, max_bytes):
+            yield item
+
+    async def send_uid_fetch(self, uid_set: bytes, items: bytes) -> bytes:
+        """Send ``UID FETCH uid_set (items)`` without waiting for its answer; its tag, to read
+        the answer with :meth:`fetched`. Sent while an earlier FETCH is still being read, it is
+        pipelined (RFC 3501 5.5): the server starts on it as soon as it has answered the
+        earlier one, with no round trip in between."""
         tag = self.tag()
         await self.wire.send(tag + b" UID FETCH " + uid_set + b" (" + items + b")\r\n")
-        while True:
+        self._fetching[tag] = None
+        return tag
+
+    async def fetched(self, tag: bytes, max_bytes: int) -> AsyncIterator[FetchItem]:
+        """The FETCH responses until ``tag`` completes. A server may run pipelined FETCHes at
+        once (RFC 3501 5.5): a later one's responses are yielded here as they come, and its
+        completion is kept for its own read."""
+        while (done := self._fetching.get(tag)) is None:
             self.wire.reset_budget(max_bytes)
             parts = await self.line_parts()
             first = parts[0]
@@ -351,13 +369,18 @@ class ImapClient:
                 if _FETCH.match(first) and (item := parse_fetch(parts)) is not None:
                     yield item
                 continue
-            status, rest = self._tagged(tag, first)
-            if status != "OK":
-                raise NetError(
-                    imap_failure(status, rest, IMAP_SELECT_CODES, ErrorCode.SERVER_TEMPORARY_ERROR),
-                    f"FETCH {status} {trimmed(rest)}",
-                )
-            return
+            other = first.split(b" ", 1)[0]
+            if other in self._fetching and self._fetching[other] is None:
+                self._fetching[other] = self._tagged(other, first)
+                continue
+            self._fetching[tag] = self._tagged(tag, first)  # a continuation; else a violation
+        del self._fetching[tag]
+        status, rest = done
+        if status != "OK":
+            raise NetError(
+                imap_failure(status, rest, IMAP_SELECT_CODES, ErrorCode.SERVER_TEMPORARY_ERROR),
+                f"FETCH {status} {trimmed(rest)}",
+            )
 
     async def idle_start(self) -> bytes:
         """Send IDLE and wait for the go-ahead; returns the tag to close it with :meth:`idle_done`."""

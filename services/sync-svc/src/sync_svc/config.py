@@ -41,8 +41,8 @@ class Settings(ServiceSettings, TransitKeySettings):
         ge=1,
         le=100_000,
         description="UIDs asked for in one IMAP UID FETCH command; the messages stream in and are "
-        "published in batches of sync_fetch_batch while the rest arrives. The watermark is written once "
-        "per window.",
+        "published in batches of sync_fetch_batch while the rest arrives, and the next window's command "
+        "is sent while this one streams in. The watermark is written once per window.",
     )
     sync_idle: bool = Field(True, description="Use IMAP IDLE where the server offers it (else poll).")
     sync_idle_renew_s: float = Field(
@@ -89,6 +89,15 @@ class Settings(ServiceSettings, TransitKeySettings):
         description="Read buffer of each TLS connection in KB. asyncio allocates 256 KB per connection by "
         "default, resident while a session idles; 32 KB brings an idling mailbox from ~308 KB to ~86 KB "
         "(bench/sync_idle_sessions.py). Applies to every TLS connection of the process.",
+    )
+    sync_gc_young_objects: int = Field(
+        20_000,
+        ge=0,
+        le=1_000_000,
+        description="Python's collector runs its youngest generation after this many new container objects "
+        "(Python's default: 700; 0 keeps it). A big first sync holds a few hundred parsed messages in flight: "
+        "with 700 the collections and the full ones they lead to cost 0.1-0.3 ms per message "
+        "(bench/README.md, one big INBOX). Applies to the whole process.",
     )
     sync_shared_host_limits: bool = Field(
         True,

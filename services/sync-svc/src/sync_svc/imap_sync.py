@@ -3,12 +3,13 @@
 Watermark per mailbox: (UIDVALIDITY, last UID published). A pass lists what is new with one
 ``UID FETCH n:* (UID RFC822.SIZE INTERNALDATE)``, then fetches bodies with one command per window
 of ``fetch_window`` UIDs (``BODY.PEEK[]``: nothing is marked read; headers only above the size
-cap), streamed into a :class:`~sync_svc.pipeline.Pipeline` that publishes them and inserts their
-ledger entries in batches of ``fetch_batch`` behind the reader. The state (watermark and count)
-is written once per window, after every batch of it is published and in the ledger (a small
-mailbox's pass: once, with the pass's own fields), so a crash re-publishes at most the batches in
-flight, under the same event ids (dropped by JetStream), and the ledger keeps what the window
-stored from being fetched again. When UIDVALIDITY changes, when the mailbox comes from another
+cap), the next window's command pipelined behind the current one, streamed into one
+:class:`~sync_svc.pipeline.Pipeline` that publishes them and inserts their ledger entries in
+batches of ``fetch_batch`` behind the reader. The state (watermark and count) is written once per
+window, after every batch of it is published and in the ledger (a small mailbox's pass: once,
+with the pass's own fields), so a crash re-publishes at most the batches in flight, under the
+same event ids (dropped by JetStream), and the ledger keeps what the window stored from being
+fetched again. When UIDVALIDITY changes, when the mailbox comes from another
 protocol, or on a resync, the pass lists everything since the start date and recognises what
 was published before by Message-ID, Date and size: nothing is published twice.
 
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -105,6 +107,39 @@ def imap_date(at: datetime) -> bytes:
 
 
 _MONTH_NAMES = [m.encode() for m in "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()]
+
+
+Sent = list[tuple[bytes, bool]]
+"""A window's FETCH commands: (tag, headers only)."""
+
+
+class _Ahead:
+    """The next window while this one streams in: its ledger lookup, and its FETCH sent as soon
+    as the lookup is back (the server starts on it when it has answered this one)."""
+
+    def __init__(
+        self, lookup: asyncio.Task[tuple[list[Listed], int]], send: Callable[[list[Listed]], Awaitable[Sent]]
+    ) -> None:
+        self.lookup = lookup
+        self._send = send
+        self._sent: Sent | None = None
+
+    async def send_when_ready(self) -> None:
+        """Send the FETCH if the lookup is back (a failed lookup is raised by :meth:`sent`)."""
+        lookup = self.lookup
+        if self._sent is None and lookup.done() and not lookup.cancelled() and lookup.exception() is None:
+            self._sent = await self._send(lookup.result()[0])
+
+    async def sent(self) -> tuple[int, Sent]:
+        """The window's count of messages known by event id and its commands, sent now if not yet."""
+        todo, known = await self.lookup  # the database's error as it is: not the mailbox's
+        if self._sent is None:
+            self._sent = await self._send(todo)
+        return known, self._sent
+
+    async def cancel(self) -> None:
+        self.lookup.cancel()  # no-op once done
+        await asyncio.gather(self.lookup, return_exceptions=True)
 
 
 class ImapSync(MailboxSync):
@@ -320,57 +355,104 @@ class ImapSync(MailboxSync):
     async def _publish(
         self, client: ImapClient, uidvalidity: int, listed: list[Listed], recognise: bool
     ) -> int:
-        """One ``UID FETCH`` per window of listed UIDs, streamed; published and their ledger
-        entries inserted in batches. The state is written once per window, the watermark past it
-        with the count of its messages (for the last window the caller writes them: the count is
-        returned); re-baselining moves the watermark only at the end, so a pass cut short starts
-        it over.
+        """One ``UID FETCH`` per window of listed UIDs, streamed into one pipeline that publishes
+        them and inserts their ledger entries in batches. The next window's ledger lookup runs
+        while this window streams in, and its FETCH is sent as soon as the lookup is back: the
+        server goes on without a round trip between windows, and the reader never waits for the
+        pipeline to drain (bench/README.md, one big INBOX). A window's state write waits in the
+        pipeline behind its last batch: the watermark past it with the count of its messages
+        (for the last window the caller writes them: the count is returned); re-baselining moves
+        the watermark only at the end, so a pass cut short starts it over.
 
         The count moves with the watermark in one write, so a message in the ledger above the
         watermark was never counted (the pass that stored it died before its state write): an
         incremental pass counts it when its event id comes up as known."""
-        options, repo, mailbox_id = self.s.options, self.s.repo, self.target.mailbox_id
-        cap = options.max_message_bytes
+        options = self.s.options
         windows = [listed[i : i + options.fetch_window] for i in range(0, len(listed), options.fetch_window)]
-        seen = 0
-        for n, window in enumerate(windows):
-            todo, known = await self._unknown(client, uidvalidity, window, recognise)
-            seen += 0 if recognise else known
-            stored_now = [0]
+        if not windows:
+            return 0
+        stored_uids: list[int] = []  # ledger entries stored since the last window's state write
 
-            async def stored(records: list[LedgerEntry], stored_now: list[int] = stored_now) -> None:
-                await repo.record_published(records)
-                stored_now[0] += len(records)
+        async def stored(records: list[LedgerEntry]) -> None:
+            await self.s.repo.record_published(records)
+            stored_uids.extend(r.uid or 0 for r in records)
 
-            large = [x.uid for x in todo if x.size > cap]
-            small = [x.uid for x in todo if x.size <= cap]
-            async with Pipeline(self.s.publisher, self.target, "imap", stored, options.fetch_batch) as out:
-                if large:  # headers only, before the bodies of the smaller ones
-                    await self._stream(client, uidvalidity, large, HEADER_ITEMS, HEADER_BYTES, out)
-                    await out.cut()
-                if small and not out.failed:
-                    await self._stream(client, uidvalidity, small, BODY_ITEMS, cap + 65_536, out)
-            seen += stored_now[0]
-            if n < len(windows) - 1:
+        def counted(last: int, known: int) -> int:
+            """A window's messages once its batches are stored: those up to its last UID (a server
+            running pipelined FETCHes at once may have sent some of the next one's), and those
+            known by event id."""
+            mine = sum(1 for u in stored_uids if u <= last)
+            stored_uids[:] = [u for u in stored_uids if u > last]
+            return mine + (0 if recognise else known)
+
+        async def window_stored(fields: StateFields, last: int, known: int) -> None:
+            await self.s.repo.update_state(self.target.mailbox_id, fields, _counted(counted(last, known)))
+
+        async with Pipeline(self.s.publisher, self.target, "imap", stored, options.fetch_batch) as out:
+            todo, known = await self._unknown(client, uidvalidity, windows[0], recognise)
+            sent = await self._send(client, todo)
+            send = functools.partial(self._send, client)
+            for n, window in enumerate(windows):
+                following = windows[n + 1] if n + 1 < len(windows) else None
+                ahead = None
+                if following is not None and not recognise:  # (recognising FETCHes on this connection)
+                    ahead = _Ahead(
+                        asyncio.create_task(self._unknown(client, uidvalidity, following, False)), send
+                    )
+                try:
+                    for tag, headers_only in sent:
+                        await self._stream(client, uidvalidity, tag, out, ahead)
+                        if headers_only:  # the large ones' headers: a batch of their own
+                            await out.cut()
+                        if out.failed:
+                            return 0  # leaving the pipeline raises its error
+                    if following is None:
+                        break
+                    if ahead is not None:
+                        next_known, sent = await ahead.sent()
+                    else:
+                        todo, next_known = await self._unknown(client, uidvalidity, following, recognise)
+                        sent = await self._send(client, todo)
+                finally:
+                    if ahead is not None:
+                        await ahead.cancel()
                 fields: StateFields = (
                     {"protocol": "imap"}
                     if recognise
                     else {"uidvalidity": uidvalidity, "last_uid": window[-1].uid, "protocol": "imap"}
                 )
-                await repo.update_state(mailbox_id, fields, _counted(seen))
-                seen = 0
-        return seen
+                await out.then(functools.partial(window_stored, fields, window[-1].uid, known))
+                known = next_known
+        return counted(windows[-1][-1].uid, known)
+
+    async def _send(self, client: ImapClient, todo: list[Listed]) -> Sent:
+        """The FETCH commands of a window, sent at once: the headers of those over the size cap
+        first, then the bodies of the others; (tag, headers only) of each."""
+        cap = self.s.options.max_message_bytes
+        large = [x.uid for x in todo if x.size > cap]
+        small = [x.uid for x in todo if x.size <= cap]
+        sent: Sent = []
+        async with step(self.s.env.step_timeout_s):
+            if large:
+                sent.append((await client.send_uid_fetch(uid_set(large), HEADER_ITEMS), True))
+            if small:
+                sent.append((await client.send_uid_fetch(uid_set(small), BODY_ITEMS), False))
+        return sent
 
     async def _stream(
-        self, client: ImapClient, uidvalidity: int, uids: list[int], items: bytes, budget: int, out: Pipeline
+        self, client: ImapClient, uidvalidity: int, tag: bytes, out: Pipeline, ahead: _Ahead | None
     ) -> None:
-        """Fetch ``uids`` in one command into the pipeline; the deadline restarts with every message."""
+        """Read one sent FETCH into the pipeline (sending the next window's once its lookup is
+        back); the deadline restarts with every message."""
         timeout = self.s.env.step_timeout_s * 4
+        budget = max(HEADER_BYTES, self.s.options.max_message_bytes + 65_536)  # (pipelined: either kind)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout) as deadline:
-                async for item in client.uid_fetch(uid_set(uids), items, budget):
+                async for item in client.fetched(tag, budget):
                     deadline.reschedule(loop.time() + timeout)
+                    if ahead is not None:
+                        await ahead.send_when_ready()
                     fetched = self._fetched(item, uidvalidity)
                     if self._oldest is not None and fetched.internal_date is not None:
                         if fetched.internal_date < self._oldest:  # found by a SEARCH by day

@@ -83,6 +83,9 @@ class Worker:
         self._wake = asyncio.Event()
         self._dirty = False
         self._load_s = 0.0
+        self._loaded_at = 0.0
+        self.loaded = asyncio.Event()
+        """Set once the read models were read (a service that answers events from then on)."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="sync-worker")
@@ -115,13 +118,21 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.reconcile_s):
                     await self._wake.wait()
-            # A burst of events: one reload for all of them, and reloads (which read every mailbox)
-            # at most a ninth of the time: with 1,000 mailboxes being enabled, a reload per wake-up
-            # cost more CPU (ours and the database's) the more there were. Capped: a reload slowed
-            # by a busy database (6 s while 200 first syncs wrote) once paused the next for 50 s, and
-            # the mailboxes enabled meanwhile waited that long to start (bench/sync_many.py).
-            await asyncio.sleep(min(RELOAD_PAUSE_MAX_S, max(SETTLE_S, 8 * self._load_s)))
+            await asyncio.sleep(self._pause())
             self._wake.clear()
+
+    def _pause(self) -> float:
+        """How long to let more changes arrive before the next reload.
+
+        A burst of events: one reload for all of them, and reloads (which read every mailbox) at
+        most a ninth of the time: with 1,000 mailboxes being enabled, a reload per wake-up cost
+        more CPU (ours and the database's) the more there were. Counted from the end of the last
+        reload, so a change after a quiet spell waits only ``SETTLE_S`` (a mailbox enabled then
+        starts ~0.1 s after its events, not 8 reloads' time later). Capped: a reload slowed by a
+        busy database (6 s while 200 first syncs wrote) once paused the next for 50 s, and the
+        mailboxes enabled meanwhile waited that long to start (bench/sync_many.py)."""
+        since = time.monotonic() - self._loaded_at
+        return min(RELOAD_PAUSE_MAX_S, max(SETTLE_S, 8 * self._load_s - since))
 
     async def _load(self) -> None:
         if self._dirty:
@@ -147,8 +158,11 @@ class Worker:
                 targets[entry.id] = target
         self.targets = targets
         self.controls = await self.s.repo.states(targets)
+        self._loaded_at = time.monotonic()
+        if self._revision != -1:  # the first also opened the database connections: no measure
+            self._load_s = self._loaded_at - started
         self._revision = revision
-        self._load_s = time.monotonic() - started
+        self.loaded.set()
 
     def _wanted(self) -> dict[str, SyncTarget]:
         return {m: t for m, t in self.targets.items() if not self._control(m).paused}
