@@ -15,6 +15,7 @@ pytestmark = pytest.mark.integration
 def test_the_judge_catches_what_it_must() -> None:
     assert judge(500, "") and judge(422, '{"errors": []}') and judge(422, '{"errors": [{"field": ""}]}')
     assert judge(422, '{"errors": [{"field": "email", "message": "x"}]}') is None
+    assert judge(400, '{"detail": "bad request"}')  # a JSON body's bad field is a 422 naming it
 
 
 async def test_apis_never_5xx_and_name_the_field(infra: Infra, tmp_path: Path) -> None:

@@ -65,7 +65,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         profiles,
         apply_stored,
     )
-    ops = MailboxOperations(repo, rings, envelop, runtime.wake_relay, settings.max_selection, profiles)
+    watchdog_s = settings.result_watchdog_s
+    ops = MailboxOperations(
+        repo,
+        rings,
+        envelop,
+        runtime.wake_relay,
+        settings.max_selection,
+        profiles,
+        result_watchdog_s=watchdog_s,
+    )
     handlers = Handlers(
         repo,
         RetryPolicy(settings.retry_max_attempts, settings.retry_interval_s, settings.retry_jitter),
@@ -73,8 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime.wake_relay,
         jobs.count,
     )
-    scheduler = RetryScheduler(repo, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)
-    retests = ScheduledRetests(repo, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)
+    loop_args = (repo, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)
+    scheduler = RetryScheduler(*loop_args, result_watchdog_s=watchdog_s, apply_result=handlers.apply_result)
+    retests = ScheduledRetests(*loop_args, result_watchdog_s=watchdog_s)
 
     follow(runtime, repo.read, mailboxes=False)
     # Results of a job arrive in bursts: what is waiting (up to 64) is applied in one batch, three

@@ -41,6 +41,15 @@ class Settings(ServiceSettings):
     retry_jitter: float = Field(
         0.1, ge=0, le=1, description="Random spread of each retry delay, as a fraction of the interval."
     )
+    result_watchdog_s: float = Field(
+        600.0,
+        gt=0,
+        description=(
+            "How long after a mailbox's test is requested the retry loop looks for its stored result, "
+            "in case the result's handler gave up (a database outage longer than the consumer's ~4 min "
+            "of retries): longer than a test plus that budget. A result applied before never waits."
+        ),
+    )
     scheduler_poll_s: float = Field(
         5.0, gt=0, description="How often due retries and open jobs are picked up."
     )

@@ -102,7 +102,8 @@ class MailboxDoc(Stored):
             | {
                 "credentials": self._login_view(INCOMING) or LoginView(),
                 "outgoing_credentials": self._login_view(OUTGOING),
-                "postponed_until": self.next_retry_at,
+                # While a test is pending the field is that test's watchdog, not a next test.
+                "postponed_until": None if self.pending_test_id else self.next_retry_at,
             }
         )
 

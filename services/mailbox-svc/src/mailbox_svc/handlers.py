@@ -38,6 +38,7 @@ WITHDRAWN_FIELDS: Document = {
     "pending_job_id": None,
     "pending_directions": [],
     "test_scheduled": False,
+    "next_retry_at": None,  # the pending test's watchdog (testing.pending_fields)
 }
 
 
@@ -145,6 +146,11 @@ class Handlers:
         for env in later:
             await self.test_completed(env)
 
+    async def apply_result(self, result: TestCompleted) -> None:
+        """Apply a stored result again (the retry loop, at its test's watchdog): once, as its
+        delivery would have, with its one MailboxStatusChanged; nothing if it was applied already."""
+        await self.test_completed(self.envelop(result, result.test_id))
+
     async def apply_stored(self, job_id: str, profile_id: str) -> int:
         """Apply the job's results whose run is stored but whose mailbox never took them.
 
@@ -167,7 +173,7 @@ class Handlers:
             and applies(doc, result := TestCompleted.model_validate(run.result))
         ]
         for result in lost:
-            await self.test_completed(self.envelop(result, result.test_id))
+            await self.apply_result(result)
         if lost:
             log.warning(
                 "applied stored results their handler had given up on",

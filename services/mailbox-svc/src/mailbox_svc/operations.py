@@ -84,6 +84,8 @@ class MailboxOperations:
         wake: Callable[[], None],
         max_selection: int,
         profiles: ProfileDirectory,
+        *,
+        result_watchdog_s: float,
     ) -> None:
         self.repo = repo
         self.profiles = profiles
@@ -91,6 +93,8 @@ class MailboxOperations:
         self.envelop = envelop
         self.wake = wake
         self.max_selection = max_selection
+        self.result_watchdog_s = result_watchdog_s
+        """When the retry loop looks for a requested test's stored result (``testing.pending_fields``)."""
 
     # ---- create / read ----------------------------------------------------------------------
 
@@ -396,7 +400,7 @@ class MailboxOperations:
             profile = profiles.get(merged.profile_id or "")
             req = build_request(merged, profile, settings, self.rings, utcnow(), smtp_mode=smtp_mode)
             result.test_ids[doc.id] = req.test_id
-            return merged.model_copy(update=pending_fields(req)), [*events, req]
+            return merged.model_copy(update=pending_fields(req, self.result_watchdog_s)), [*events, req]
 
         return change
 
@@ -448,7 +452,7 @@ class MailboxOperations:
                 raise TestRefused("not_applicable", f"a test is pending or {direction} is disabled")
             profile = profiles.get(doc.profile_id or "")
             req = build_request(doc, profile, settings, self.rings, utcnow(), directions=[direction])
-            return doc.model_copy(update=pending_fields(req)), [req]
+            return doc.model_copy(update=pending_fields(req, self.result_watchdog_s)), [req]
 
         try:
             await self.mutate(mailbox_id, change)

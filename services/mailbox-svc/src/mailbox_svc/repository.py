@@ -9,6 +9,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
+from contracts.events import TestCompleted
 from contracts.models import SealedSecret
 from mailbox_svc.documents import JobDoc, MailboxDoc, SealedLogins, TestRunDoc
 from mailbox_svc.models import MailboxFilter
@@ -212,6 +213,13 @@ class Repository:
             return []
         query = {"_id": {"$in": test_ids}, "outcome": {"$ne": WITHDRAWN}}
         return [TestRunDoc.model_validate(d) for d in await self.runs.find(query).to_list(None)]
+
+    async def stored_results(self, test_ids: list[str]) -> dict[str, TestCompleted]:
+        """The stored results of these tests (withdrawn ones too), by test id."""
+        if not test_ids:
+            return {}
+        docs = await self.runs.find({"_id": {"$in": test_ids}}, {"result": 1}).to_list(None)
+        return {str(d["_id"]): TestCompleted.model_validate(d["result"]) for d in docs}
 
     async def set_job_results(self, job_id: str, results: dict[str, int], now: datetime) -> None:
         await self.jobs.update_one({"_id": job_id}, {"$set": {"results": results, "results_at": now}})

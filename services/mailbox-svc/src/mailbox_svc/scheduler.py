@@ -2,18 +2,22 @@
 
 Each due mailbox gets a new TestRequested with the next attempt number, written with a conditional
 update on the retry time it was picked with, so two replicas never both send it.
+
+The same field is a requested test's watchdog (``testing.pending_fields``): a mailbox still waiting
+on its test when that time comes gets the test's stored run applied (its result handler gave up
+after storing it, docs/reliability.md finding 12); with no run stored yet the watchdog moves on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from contracts.envelope import Envelope
-from contracts.events import Event, TestRequested
+from contracts.events import Event, TestCompleted, TestRequested
 from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import MailboxDoc
 from mailbox_svc.repository import Repository
@@ -42,6 +46,8 @@ class DueTestLoop:
     envelop: Callable[[Event], Envelope[Any]]
     wake_relay: Callable[[], None]
     poll_s: float
+    result_watchdog_s: float = field(kw_only=True)
+    """How long a requested test may go unanswered before its stored result is looked for."""
 
     def __post_init__(self) -> None:
         self._loop = BackgroundLoop(self.name, self._pass, self.poll_s)
@@ -61,21 +67,59 @@ class DueTestLoop:
     async def request(self, doc: MailboxDoc, req: TestRequested, condition: Document, now: datetime) -> bool:
         """Write the pending test and its TestRequested, if ``doc`` is still as it was picked."""
         update = with_outbox(
-            {"$set": {**pending_fields(req), "updated_at": now}, "$inc": {"version": 1}},
+            {
+                "$set": {**pending_fields(req, self.result_watchdog_s), "updated_at": now},
+                "$inc": {"version": 1},
+            },
             [outbox_entry(self.envelop(req))],
         )
         return await self.repo.update_if(doc.id, doc.version, update, condition)
 
 
+@dataclass(eq=False)
 class RetryScheduler(DueTestLoop):
     name: ClassVar[str] = "retry-scheduler"
 
+    apply_result: Callable[[TestCompleted], Awaitable[None]] = field(kw_only=True)
+    """The result handler (``Handlers.apply_result``): applies a result once, idempotently."""
+
     async def run_once(self) -> int:
-        """Send every due retry; returns how many were due."""
+        """Send every due retry, look after every overdue test; returns how many were due."""
         now = utcnow()
-        due = await self.repo.due_retries(now, BATCH)
-        if not due:
+        found = await self.repo.due_retries(now, BATCH)
+        if not found:
             return 0
+        overdue = [doc for doc in found if doc.pending_test_id]
+        if overdue:
+            await self._overdue(overdue, now)
+        await self._retry([doc for doc in found if not doc.pending_test_id], now)
+        return len(found)
+
+    async def _overdue(self, docs: list[MailboxDoc], now: datetime) -> None:
+        """Apply the stored run of each test its mailbox still waits on past the watchdog; a test
+        with no run stored yet (still queued or running, or its result still being retried) gets
+        its watchdog moved on, conditional on the one it was picked with."""
+        stored = await self.repo.stored_results([doc.pending_test_id or "" for doc in docs])
+        for doc in docs:
+            result = stored.get(doc.pending_test_id or "")
+            if result is not None:
+                await self.apply_result(result)
+                log.warning(
+                    "applied a stored result its handler had given up on",
+                    extra={"mailbox_id": doc.id, "test_id": result.test_id},
+                )
+                continue
+            later = now + timedelta(seconds=self.result_watchdog_s)
+            picked = {"next_retry_at": doc.next_retry_at, "pending_test_id": doc.pending_test_id}
+            if await self.repo.update_if(doc.id, doc.version, {"$set": {"next_retry_at": later}}, picked):
+                log.info(
+                    "test still unanswered at its watchdog",
+                    extra={"mailbox_id": doc.id, "test_id": doc.pending_test_id},
+                )
+
+    async def _retry(self, due: list[MailboxDoc], now: datetime) -> None:
+        if not due:
+            return
         settings = await self.repo.read.get_settings()
         sent = 0
         for doc in due:
@@ -108,4 +152,3 @@ class RetryScheduler(DueTestLoop):
                 log.info("retry requested", extra={"mailbox_id": doc.id, "attempt": req.attempt})
         if sent:
             self.wake_relay()
-        return len(due)

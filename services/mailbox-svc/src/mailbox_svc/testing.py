@@ -144,15 +144,22 @@ def build_request(
     )
 
 
-def pending_fields(req: TestRequested) -> Document:
-    """What a mailbox records when a test is requested, so only that test's result applies."""
+def pending_fields(req: TestRequested, watchdog_s: float) -> Document:
+    """What a mailbox records when a test is requested, so only that test's result applies.
+
+    ``next_retry_at`` becomes the test's watchdog: if no result has been applied ``watchdog_s``
+    after the request, the retry loop (scheduler.py) finds the mailbox through that field's index and
+    applies the test's stored run, if any: the result's handler stores the run before it updates the
+    mailbox, and gives up after the consumer's retries. The result's own update clears it (or sets
+    the retry time), so this costs no write and no index of its own.
+    """
     return {
         "pending_test_id": req.test_id,
         "pending_attempt": req.attempt,
         "pending_job_id": req.job_id,
         "pending_directions": [d.value for d in req.directions],
         "test_scheduled": True,
-        "next_retry_at": None,
+        "next_retry_at": req.requested_at + timedelta(seconds=watchdog_s),
         "retry_attempt": None,
         "retry_directions": [],
     }
