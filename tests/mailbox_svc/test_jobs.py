@@ -96,46 +96,50 @@ async def test_job_cancel_stops_requesting(make_harness: MakeHarness) -> None:
         assert await h.no_more_requests(0.5)
         for req in first[:10]:
             await h.complete(req)
-        more = await h.test_requests(10)  # ten results make room for ten more
+        # refilled in whole batches (20 here): ten results are not yet worth an expansion
+        assert await h.no_more_requests(0.5)
+        for req in first[10:20]:
+            await h.complete(req)
+        more = await h.test_requests(20)  # twenty results make room for a batch of twenty
         assert all(q.job_id == job_id for q in more)
 
-        async def ten_done() -> bool:
+        async def twenty_counted() -> bool:
             job = (await h.http.get(f"/jobs/{job_id}")).json()
-            return bool(job["done"] == 10 and job["requested"] == 50)
+            return bool(job["done"] == 20 and job["requested"] == 60)
 
-        await eventually(ten_done, what="ten results counted")
-        running_since = datetime.now(UTC)  # first[10:20] started before the cancel
+        await eventually(twenty_counted, what="twenty results counted")
+        running_since = datetime.now(UTC)  # first[20:30] started before the cancel
         r = await h.http.post(f"/jobs/{job_id}/cancel")
         assert r.status_code == 200 and r.json()["state"] == "cancelled"
-        assert (r.json()["requested"], r.json()["done"], r.json()["total"]) == (50, 10, 120)
+        assert (r.json()["requested"], r.json()["done"], r.json()["total"]) == (60, 20, 120)
         stored = await h.db["jobs"].find_one({"_id": job_id})  # who started and cancelled it (the audit)
         assert stored["created_by"] == stored["cancelled_by"] == "token:admin"
-        for req in first[10:20]:  # were running: they finish, apply and count
+        for req in first[20:30]:  # were running: they finish, apply and count
             await h.publish(completed_for(req).model_copy(update={"started_at": running_since}))
-        for req in first[20:30]:  # had not started: a tester that checked the job withdrew them
+        for req in first[30:35]:  # had not started: a tester that checked the job withdrew them
             await h.publish(withdrawn(req, "fake-tester"))
-        for req in first[30:]:  # had not started, run by a tester that did not check: withdrawn here
+        for req in first[35:]:  # had not started, run by a tester that did not check: withdrawn here
             await h.complete(req, "auth_failed", "auth_failed")
 
-        async def twenty_done() -> dict[str, Any] | None:
+        async def thirty_done() -> dict[str, Any] | None:
             job = (await h.http.get(f"/jobs/{job_id}")).json()
-            return job if job["done"] == 20 else None
+            return job if job["done"] == 30 else None
 
-        job = await eventually(twenty_done, what="the started tests counted after the cancel")
+        job = await eventually(thirty_done, what="the started tests counted after the cancel")
         assert job["state"] == "cancelled" and "auth_failed" not in job["failed"]  # withdrawn: not counted
         assert await h.no_more_requests(0.8)
-        for req in first[20:]:  # no status, no alert, no retry: only free of waiting
+        for req in first[30:]:  # no status, no alert, no retry: only free of waiting
             mb = await h.wait_mailbox(req.mailbox.mailbox_id, lambda m: not m["test_scheduled"])
             assert (mb["incoming_status"], mb["retry_count"], mb["last_error"]) == ("not_run", 0, None)
-        assert (await h.mailbox(first[15].mailbox.mailbox_id))["incoming_status"] == "success"
+        assert (await h.mailbox(first[25].mailbox.mailbox_id))["incoming_status"] == "success"
         changed = await h.stream_messages("mailwarden.mailbox.status_changed")
-        assert len(changed) == 20
+        assert len(changed) == 30
         runs = (await h.http.get(f"/mailboxes/{first[35].mailbox.mailbox_id}/tests")).json()["items"]
         assert [r["outcome"] for r in runs] == ["withdrawn"]
 
         async def progress_after_cancel() -> bool:
             events = [e["data"]["data"] for e in await h.stream_messages("mailwarden.job.progress")]
-            return any(e["state"] == "cancelled" and e["progress"]["done"] == 20 for e in events)
+            return any(e["state"] == "cancelled" and e["progress"]["done"] == 30 for e in events)
 
         await eventually(progress_after_cancel, what="TestJobProgress as the counters moved")
         again = await h.http.post(f"/jobs/{job_id}/cancel")
@@ -156,7 +160,9 @@ async def test_a_job_queues_at_most_twice_what_its_servers_take(make_harness: Ma
         assert await h.no_more_requests(0.8), "more than 2 x max_concurrent_connections queued"
         for req in first[:3]:
             await h.complete(req)
-        more = await h.test_requests(3)  # three results make room for three more
+        assert await h.no_more_requests(0.5)  # refilled by half its cap at least: four here
+        await h.complete(first[3])
+        more = await h.test_requests(4)  # four results make room for four more
         assert {q.job_id for q in first + more} == {job_id}
         assert await h.no_more_requests(0.5)
 

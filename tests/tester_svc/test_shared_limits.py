@@ -11,12 +11,14 @@ import base64
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import nats
 import pytest
 from fastapi import FastAPI
 from nats.js.api import StorageType
+from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from contracts.errors import ErrorCode
@@ -106,6 +108,27 @@ async def imap(runner: Runner, port: int, password: str = GOOD, **kw: Any) -> Di
 
 def step_fact(result: DirectionResult, step: str, fact: str) -> object:
     return next(s for s in result.steps if s.name == step).facts.get(fact)
+
+
+def breaker_store(runner: Runner) -> BreakerStore:
+    store = runner.env.breaker.store
+    assert store is not None
+    return store
+
+
+async def failure_seen_by(app: FastAPI, user: str = "alice", host: str = "mail.test") -> None:
+    """Wait until another tester's failure is in this tester's watched copy of the breaker bucket
+    (a delivery away: the copy is not a read at the moment of the check)."""
+    runner = runner_of(app)
+    key = breaker_store(runner).key(host, user)
+    view = runner.breaker_view
+    assert view is not None
+
+    def seen() -> bool:
+        value = view.lookup(key)
+        return value is not None and bool(value[1])
+
+    await eventually(seen, "the failure in the other tester's watched copy", timeout=10)
 
 
 # --- per-host concurrency ---------------------------------------------------------------------
@@ -446,6 +469,7 @@ async def test_breaker_threshold_reached_on_one_tester_stops_the_other(
     for pw in ("wrong-1", "wrong-2"):
         failed = await imap(runner_of(a), fake.port, password=pw)
         assert failed.error is not None and failed.error.code is ErrorCode.AUTH_FAILED
+    await failure_seen_by(b)
     blocked = await imap(runner_of(b), fake.port, password=GOOD)
     assert blocked.error is not None and blocked.error.code is ErrorCode.AUTH_BREAKER_OPEN
     assert [s.name for s in blocked.steps] == ["credentials"]
@@ -460,6 +484,7 @@ async def test_a_failed_password_is_not_retried_by_another_tester(
     fake = await fake_server(checking_imap())
     a, b = await testers(instance="tester-a"), await testers(instance="tester-b")
     assert (await imap(runner_of(a), fake.port, password="wrong-1")).error is not None
+    await failure_seen_by(b)
     again = await imap(runner_of(b), fake.port, password="wrong-1")
     assert again.error is not None and again.error.code is ErrorCode.AUTH_BREAKER_OPEN
     assert fake.connections == 1
@@ -470,6 +495,42 @@ async def test_a_failed_password_is_not_retried_by_another_tester(
     assert fixed.status is Status.SUCCESS
     retried = await imap(runner_of(a), fake.port, password="wrong-1")
     assert retried.error is not None and retried.error.code is ErrorCode.AUTH_FAILED  # cleared for all
+
+
+async def test_a_watched_tester_checks_the_breaker_without_reading_kv(
+    testers: Any, fake_server: StartFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nearly every check finds no record: the watched copy answers it; a record there is read from KV."""
+    fake = await fake_server(checking_imap())
+    runner = runner_of(await testers())
+    view = runner.breaker_view
+    assert view is not None
+    await eventually(lambda: view.current, "the breaker bucket watched", timeout=10)
+    kv = breaker_store(runner).kv
+    reads: list[str] = []
+    read = kv.read
+
+    async def counted(bucket: str, key: str) -> tuple[int, bytes]:
+        if bucket == BREAKER_BUCKET:
+            reads.append(key)
+        return await read(bucket, key)
+
+    monkeypatch.setattr(kv, "read", counted)
+    for _ in range(5):
+        ok = await imap(runner, fake.port)
+        assert ok.status is Status.SUCCESS and step_fact(ok, "credentials", "limits") == "shared"
+    assert reads == []
+    failed = await imap(runner, fake.port, password="wrong-1")
+    assert failed.error is not None and failed.error.code is ErrorCode.AUTH_FAILED
+    assert reads == []  # the failure is written against the copy's revision
+    again = await imap(runner, fake.port, password="wrong-1")  # its own write is in the copy at once
+    assert again.error is not None and again.error.code is ErrorCode.AUTH_BREAKER_OPEN
+    assert len(reads) == 1  # a record in the copy: KV decides
+    fixed = await imap(runner, fake.port)  # clears the record for everyone
+    assert fixed.status is Status.SUCCESS and len(reads) == 2
+    after = await imap(runner, fake.port)
+    assert after.status is Status.SUCCESS and len(reads) == 2  # cleared in the copy too
+    assert fake.connections == 8
 
 
 async def test_breaker_keys_do_not_reveal_accounts(
@@ -540,11 +601,21 @@ async def test_lost_buckets_are_recreated(
         await js.delete_key_value(HOSTS_BUCKET)
         await js.delete_key_value(BREAKER_BUCKET)
         lost = await imap(runner, fake.port)
-        assert lost.status is Status.SUCCESS
-        assert step_fact(lost, "credentials", "limits") == "local"
-        healed = await imap(runner, fake.port)
-        assert step_fact(healed, "credentials", "limits") == "shared"
-        assert step_fact(healed, "tcp", "limits") == "shared"
+        assert lost.status is Status.SUCCESS  # under the local limits, or the breaker's copy until
+        # its watch notices the loss (within a second)
+
+        async def healed() -> bool:
+            test = await imap(runner, fake.port)
+            assert test.status is Status.SUCCESS
+            return {step_fact(test, "credentials", "limits"), step_fact(test, "tcp", "limits")} == {"shared"}
+
+        view = runner.breaker_view
+        assert view is not None
+        for bucket in (BREAKER_BUCKET, HOSTS_BUCKET):  # the watch re-creates them, tests need not
+            stream = f"KV_{bucket}"
+            await eventually(partial(js.stream_info, stream), stream, timeout=15, ignoring=(NotFoundError,))
+        await eventually(lambda: view.current, "the breaker bucket watched again", timeout=15)
+        await eventually(healed, "tests under the shared limits again", timeout=15)
         assert (await js.stream_info(f"KV_{HOSTS_BUCKET}")).config.max_age == kv_module.HOSTS_TTL_S
     finally:
         await nc.close()

@@ -108,6 +108,10 @@ class SharedKv:
         self._paused_until = 0.0
         self.degraded = False
 
+    def connection(self) -> Client | None:
+        """The service's NATS connection, None while there is none (a watch of a bucket uses it)."""
+        return self._connection()
+
     @property
     def retry_after_s(self) -> float:
         """How long KV is left alone after a failure."""
@@ -124,6 +128,12 @@ class SharedKv:
             for spec in self.specs.values():
                 if spec.name not in self._buckets:
                     self._buckets[spec.name] = await self._open(js, spec)
+
+    async def reopen(self) -> None:
+        """Open the buckets afresh, re-creating any that was lost (a watch that lost its bucket)."""
+        async with self._lock:
+            self._buckets.clear()
+        await self.ensure()
 
     async def open_at_start(self) -> bool:
         """:meth:`ensure` under a deadline, logging instead of raising: callers fall back meanwhile."""

@@ -75,6 +75,7 @@ class JobRunner:
         self._moved: set[str] = set()  # jobs whose counters moved since their last progress event
         self._uncounted: dict[str, dict[str, int]] = {}  # results stored, not yet in the job's counters
         self.queued = JobMailboxIds(repo)
+        self._caps: dict[str, int] = {}  # the in-flight cap each job was last measured against
         self._loop = BackgroundLoop(
             "job-runner", self._pass, poll_s, min_pause_s=min(poll_s, MIN_PASS_INTERVAL_S)
         )
@@ -204,6 +205,7 @@ class JobRunner:
         )
         done = await self.repo.update_job({"_id": job.id, "state": "running"}, update)
         self.queued.forget(job.id)
+        self._caps.pop(job.id, None)
         if done is not None:
             self.wake_relay()
             log.info("job finished", extra={"job_id": job.id, "state": state})
@@ -251,7 +253,7 @@ class JobRunner:
         ours = job.lease_owner == self.instance and job.lease_until is not None
         if ours and job.lease_until is not None and job.lease_until - now > timedelta(seconds=LEASE_S / 2):
             return job
-        if await self._room(job, await self._progress(job)) <= 0:
+        if await self._room(job, await self._progress(job)) < self._refill(job):
             return None
         return await self.repo.claim_job(job.id, self.instance, now, now + timedelta(seconds=LEASE_S))
 
@@ -331,13 +333,27 @@ class JobRunner:
     async def _room(self, job: JobDoc, progress: JobProgress) -> int:
         """How many more tests the job may request now (see :meth:`in_flight_cap`)."""
         known = await self.repo.read.get_profile(job.profile_id)  # the read model: its limits
-        return self.in_flight_cap(known) - (job.requested - progress.done)
+        cap = self.in_flight_cap(known)
+        self._caps[job.id] = cap
+        return cap - (job.requested - progress.done)
+
+    def _refill(self, job: JobDoc) -> int:
+        """The least room worth an expansion: a whole batch, at most half the job's cap, fewer only
+        for the job's last mailboxes.
+
+        Refilling whatever a few results freed cost a job update (and a progress event) per pass,
+        a few a second; in whole batches it is one per batch of results. Half the cap is still
+        queued meanwhile, at least what the profile's servers take at once, so they stay busy.
+        """
+        cap = self._caps.get(job.id, self.max_in_flight)
+        left = job.total - job.requested - sum(job.refused.values())
+        return max(1, min(self.batch_size, cap // 2, left))
 
     async def _expand(self, job: JobDoc) -> JobDoc | None:
         """Request one batch; the job to go on with, or None when done or waiting for results."""
         progress = await self._progress(job)
         room = await self._room(job, progress)
-        if room <= 0:
+        if room < self._refill(job):
             return None
         ids = await self.queued.next(job, min(room, self.batch_size))
         if not ids:

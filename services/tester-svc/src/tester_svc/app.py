@@ -116,8 +116,8 @@ def _org_view_lifespan(app: FastAPI, runtime: ServiceRuntime, org: OrgPorts) -> 
 
 
 def _shared_limits_lifespan(app: FastAPI, shared: SharedKv, runner: Runner) -> None:
-    """Create the KV buckets once connected, so a misconfiguration shows at start; at the end
-    (after the tests drained) stop any lease renewal left.
+    """Create the KV buckets once connected, so a misconfiguration shows at start, and start the
+    breaker bucket's watch; at the end (after the tests drained) stop it and any lease renewal left.
 
     Tests that arrive first open them lazily; a failure here is logged, not fatal: the limits
     fall back to this process's until KV answers.
@@ -129,8 +129,12 @@ def _shared_limits_lifespan(app: FastAPI, shared: SharedKv, runner: Runner) -> N
         try:
             async with inner(application):
                 await shared.open_at_start()
+                if runner.breaker_view is not None:
+                    runner.breaker_view.start()
                 yield
         finally:
+            if runner.breaker_view is not None:
+                await runner.breaker_view.stop()
             if runner.leases is not None:
                 await runner.leases.close()
 

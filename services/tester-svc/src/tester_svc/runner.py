@@ -23,10 +23,11 @@ from mailwarden_mailnet.tls import TlsContexts
 from mailwarden_mailnet.wire import Limits
 from mailwarden_runtime.crypto import KeyRing
 from tester_svc import metrics
+from tester_svc.breakerview import BreakerView
 from tester_svc.config import Settings
 from tester_svc.credentials import open_login
 from tester_svc.errors import Draining
-from tester_svc.kv import KeyHasher, SharedKv, limits_key
+from tester_svc.kv import BREAKER_BUCKET, KeyHasher, SharedKv, limits_key
 from tester_svc.limits import AuthBreaker, BreakerTicket, ConnectionLimiter, LoginBreaker
 from tester_svc.probes.base import Dialogue, ProbeEnv, ProbeTarget, Protocol, Session, run_probe
 from tester_svc.probes.imap import imap_dialogue
@@ -64,6 +65,8 @@ class Runner:
         # Opening the login is instant; the shared breaker check is one KV read with its own deadline.
         self.credentials_timeout_s = 1.0 + (shared.timeout_s if shared else 0.0)
         self.leases: HostLeases | None = None
+        # The breaker bucket watched into memory: a test's breaker check reads no KV (breakerview).
+        self.breaker_view: BreakerView | None = None
         store: BreakerStore | None = None
         if shared is not None:
             hasher = KeyHasher(limits_key(keyring))
@@ -72,7 +75,8 @@ class Runner:
             self.leases = HostLeases(
                 shared, hasher, settings.tester_lease_ttl_s, keep_idle_s=LEASE_KEEP_IDLE_S
             )
-            store = BreakerStore(shared, hasher, threshold, window_s)
+            self.breaker_view = BreakerView(shared.connection, BREAKER_BUCKET, open_bucket=shared.reopen)
+            store = BreakerStore(shared, hasher, threshold, window_s, view=self.breaker_view)
         self.env = ProbeEnv(
             resolver=resolver or SystemResolver(),
             tls=TlsContexts(settings.tester_ca_file),

@@ -24,6 +24,7 @@ from typing import Literal
 
 from mailwarden_runtime import hostleases
 from mailwarden_runtime.hostleases import Lease
+from tester_svc.breakerview import BreakerView
 from tester_svc.kv import BREAKER_BUCKET, HOSTS_BUCKET, Conflict, KeyHasher, SharedKv
 
 log = logging.getLogger(__name__)
@@ -165,8 +166,11 @@ class BreakerStore:
         threshold: int,
         window_s: float,
         clock: Callable[[], float] = time.time,
+        view: BreakerView | None = None,
     ) -> None:
+        """``view``: the watched copy of the bucket, read instead of KV while it is current."""
         self.kv = kv
+        self.view = view
         self.hasher = hasher
         self.threshold = threshold
         self.window_s = window_s
@@ -178,8 +182,12 @@ class BreakerStore:
     def fingerprint(self, host: str, username: str, password: str) -> str:
         return self.hasher.digest("password", host.lower(), username, password)
 
-    async def read(self, host: str, username: str) -> FailureRecord:
-        revision, raw = await self.kv.read(BREAKER_BUCKET, self.key(host, username))
+    async def read(self, host: str, username: str, *, stored: bool = False) -> FailureRecord:
+        """No record in the watched copy (nearly every test) is taken from it; a record there, a copy
+        not current or ``stored`` reads KV, so a clear another tester made is never missed."""
+        key = self.key(host, username)
+        seen = self.view.lookup(key) if self.view is not None and not stored else None
+        revision, raw = seen if seen is not None and not seen[1] else await self.kv.read(BREAKER_BUCKET, key)
         return FailureRecord.decode(revision, raw).pruned(self._clock() - self.window_s)
 
     def is_open(self, record: FailureRecord, fingerprint: str) -> bool:
@@ -199,12 +207,18 @@ class BreakerStore:
             current.times = [*current.times, now][-self.threshold :]
             prints = {**current.prints, fingerprint: now}
             current.prints = dict(sorted(prints.items(), key=lambda kv: kv[1])[-MAX_FINGERPRINTS:])
+            raw = current.encode()
             try:
-                await self.kv.write(BREAKER_BUCKET, key, current.encode(), record.revision)
+                written = await self.kv.write(BREAKER_BUCKET, key, raw, record.revision)
+                if self.view is not None:
+                    self.view.wrote(key, written, raw)
                 return
             except Conflict:
                 await asyncio.sleep(_jitter())
-                record = await self.read(host, username)
+                record = await self.read(host, username, stored=True)  # the copy was behind
 
     async def clear(self, host: str, username: str) -> None:
-        await self.kv.delete(BREAKER_BUCKET, self.key(host, username))
+        key = self.key(host, username)
+        await self.kv.delete(BREAKER_BUCKET, key)
+        if self.view is not None:
+            self.view.deleted(key)
