@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from contracts.events import Approval, MailboxBasics, MailboxSnapshot
+from contracts.events import Approval, MailboxBasics, MailboxSnapshot, TestCompleted
 from contracts.jobs import JobProgress
 from contracts.models import DeliveryMethod, Owner, SealedSecret, TestStatus, TestWarning
 from mailbox_svc.credentials import INCOMING, OUTGOING, StoredLogin, open_login, seal_login
@@ -166,8 +166,8 @@ class TestRunDoc(Stored):
     outcome: str
     disabled_reason: str | None = None
     received_at: datetime
-    result: dict[str, Any]
-    """The TestCompleted event as JSON."""
+    result: TestCompleted
+    """The event as received (stored as JSON)."""
 
 
 JobState = Literal["running", "cancelled", "completed"]

@@ -170,7 +170,7 @@ class Handlers:
             result
             for run in runs
             if (doc := docs.get(run.mailbox_id)) is not None
-            and applies(doc, result := TestCompleted.model_validate(run.result))
+            and applies(doc, result := run.result)
         ]
         for result in lost:
             await self.apply_result(result)
@@ -233,7 +233,7 @@ class Handlers:
             outcome=run_outcome(result, decision),
             disabled_reason=decision.updates["disabled_reason"] if decision else None,
             received_at=now,
-            result=result.model_dump(mode="json"),
+            result=result,
         )
 
     def _update(self, env: Envelope[TestCompleted], decision: Decision, now: datetime) -> Document:
