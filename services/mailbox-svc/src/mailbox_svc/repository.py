@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
@@ -14,7 +16,7 @@ from contracts.models import SealedSecret
 from mailbox_svc.documents import JobDoc, MailboxDoc, SealedLogins, TestRunDoc
 from mailbox_svc.models import MailboxFilter
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox
+from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox, with_outbox
 from mailwarden_runtime.readmodels import ReadModels
 
 MAILBOXES = "mailboxes"
@@ -43,6 +45,31 @@ def filter_query(f: MailboxFilter) -> Document:
             else [{"enabled_incoming": False}, {"enabled_outgoing": False}]
         )
     return q
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxWrite:
+    """One write of a mailbox as it was read (``doc``): the fields it sets, as stored (built from
+    the model: ``documents.changes``, ``documents.fields``), the version moved on, its events in
+    the same write (outbox). It applies only while the mailbox is still at the version read and
+    its ``unchanged`` fields still hold the values read (e.g. the pending test it was decided on)."""
+
+    doc: MailboxDoc
+    fields: Document
+    events: Sequence[OutboxEntry] = ()
+    unchanged: Collection[str] = ()
+    versioned: bool = True
+    """False: bookkeeping that leaves the version as it is, so no versioned write loses a race to it."""
+
+    def query(self) -> Document:
+        q: Document = {"_id": self.doc.id, "version": self.doc.version}
+        return q | self.doc.stored(include=self.unchanged) if self.unchanged else q
+
+    def update(self) -> Document:
+        update: Document = {"$set": self.fields}
+        if self.versioned:
+            update["$inc"] = {"version": 1}
+        return with_outbox(update, self.events)
 
 
 class Repository:
@@ -109,28 +136,23 @@ class Repository:
         )
         return [d["_id"] for d in docs]
 
-    async def update(
-        self, mailbox_id: str, version: int, update: Document, extra: Document | None = None
-    ) -> MailboxDoc | None:
-        """Optimistic update: applies only if the mailbox is still at ``version``; returns the new document."""
-        q: Document = {"_id": mailbox_id, "version": version, **(extra or {})}
+    async def update(self, write: MailboxWrite) -> MailboxDoc | None:
+        """Optimistic update: applies only if the mailbox is still as read; returns the new document."""
         doc = await self.mailboxes.find_one_and_update(
-            q, update, projection={"outbox": 0}, return_document=ReturnDocument.AFTER
+            write.query(), write.update(), projection={"outbox": 0}, return_document=ReturnDocument.AFTER
         )
         return None if doc is None else MailboxDoc.model_validate(doc)
 
-    async def update_if(
-        self, mailbox_id: str, version: int, update: Document, extra: Document | None = None
-    ) -> bool:
+    async def update_if(self, write: MailboxWrite) -> bool:
         """Like :meth:`update` without reading the document back (cheaper on slow servers)."""
-        q: Document = {"_id": mailbox_id, "version": version, **(extra or {})}
-        return (await self.mailboxes.update_one(q, update)).modified_count == 1
+        return (await self.mailboxes.update_one(write.query(), write.update())).modified_count == 1
 
-    async def bulk_update(self, ops: list[tuple[Document, Document]]) -> int:
-        if not ops:
+    async def bulk_update(self, writes: Sequence[MailboxWrite]) -> int:
+        """Each write as :meth:`update_if`, in one round trip; returns how many applied."""
+        if not writes:
             return 0
-        result = await self.mailboxes.bulk_write([UpdateOne(q, u) for q, u in ops], ordered=False)
-        return result.modified_count
+        ops = [UpdateOne(w.query(), w.update()) for w in writes]
+        return (await self.mailboxes.bulk_write(ops, ordered=False)).modified_count
 
     async def job_mailbox_ids(self, profile_id: str, after: str | None) -> list[str]:
         """The ids of a profile's active mailboxes after ``after``, in order (see jobqueue.py)."""

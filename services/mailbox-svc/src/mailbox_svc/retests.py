@@ -118,7 +118,7 @@ class ScheduledRetests(DueTestLoop):
         sent = 0
         for doc in due:
             profile = await self.repo.read.get_profile(doc.profile_id or "")
-            q = {"last_test_completed_at": doc.last_test_completed_at, "pending_test_id": None}
+            picked = ("last_test_completed_at", "pending_test_id")  # still untested since, still idle
             try:
                 directions = enabled_directions(doc)
                 req = build_request(doc, profile, settings, self.rings, now, directions=directions)
@@ -128,7 +128,7 @@ class ScheduledRetests(DueTestLoop):
                 log.warning("scheduled re-test dropped", extra={"mailbox_id": doc.id, "reason": exc.code})
                 self._skipped[doc.id] = now + interval
                 continue
-            if await self.request(doc, req, q, now):
+            if await self.request(doc, req, picked, now):
                 sent += 1
                 log.info(
                     "scheduled re-test requested",
