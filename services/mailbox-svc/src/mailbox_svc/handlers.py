@@ -22,11 +22,11 @@ from contracts.events import (
     TestCompleted,
 )
 from mailbox_svc.clock import utcnow
-from mailbox_svc.documents import MailboxDoc, TestRunDoc
+from mailbox_svc.documents import MailboxDoc, PendingTest, TestRunDoc
 from mailbox_svc.policy import Decision, RetryPolicy, decide, outcome
 from mailbox_svc.repository import WITHDRAWN, MailboxWrite, Repository
 from mailbox_svc.testing import job_test_id
-from mailwarden_runtime.documents import fields
+from mailwarden_runtime.documents import as_stored, fields
 from mailwarden_runtime.outbox import outbox_entry
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,16 @@ log = logging.getLogger(__name__)
 MAX_RACES = 5
 PENDING = ("pending_test_id",)
 """A result's write applies only while the mailbox waits on the test it was decided on."""
-WITHDRAWN_FIELDS: dict[str, object] = {
-    "pending_test_id": None,
-    "pending_attempt": None,
-    "pending_job_id": None,
-    "pending_directions": [],
-    "test_scheduled": False,
-    "next_retry_at": None,  # the pending test's watchdog (testing.pending_fields)
-}
+WITHDRAWN_FIELDS = (
+    "pending_test_id",
+    "pending_attempt",
+    "pending_job_id",
+    "pending_directions",
+    "test_scheduled",
+    "next_retry_at",
+)
+"""What a withdrawn test clears (to :class:`PendingTest`'s defaults): no test pending or scheduled,
+and the pending test's watchdog (``testing.pending_test``)."""
 
 
 class Handlers:
@@ -196,7 +198,7 @@ class Handlers:
         for _ in range(MAX_RACES):
             if doc is None or doc.pending_test_id != result.test_id:
                 break
-            withdrawn = fields(MailboxDoc, **WITHDRAWN_FIELDS, updated_at=now)
+            withdrawn = as_stored(PendingTest(), WITHDRAWN_FIELDS) | fields(MailboxDoc, updated_at=now)
             if await self.repo.update_if(MailboxWrite(doc, withdrawn, unchanged=PENDING)):
                 break
             doc = await self.repo.get(doc.id)
@@ -226,7 +228,7 @@ class Handlers:
             attempt=result.attempt,
             job_id=Handlers._job_of(doc, result),
             outcome=run_outcome(result, decision),
-            disabled_reason=decision.updates["disabled_reason"] if decision else None,
+            disabled_reason=decision.state.disabled_reason if decision else None,
             received_at=now,
             result=result,
         )
@@ -236,7 +238,8 @@ class Handlers:
     ) -> MailboxWrite:
         """The mailbox's write, carrying its MailboxStatusChanged, while the test is still its pending one."""
         entry = outbox_entry(self.envelop(decision.event, env.correlation_id))
-        return MailboxWrite(doc, {**decision.updates, "updated_at": now}, [entry], unchanged=PENDING)
+        state = as_stored(decision.state) | fields(MailboxDoc, updated_at=now)
+        return MailboxWrite(doc, state, [entry], unchanged=PENDING)
 
     @staticmethod
     def _log_applied(result: TestCompleted, decision: Decision) -> None:

@@ -55,7 +55,7 @@ from mailbox_svc.models import (
 )
 from mailbox_svc.profiles import UNAVAILABLE, ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import MailboxWrite, Repository
-from mailbox_svc.testing import Rings, TestRefused, build_request, pending_fields
+from mailbox_svc.testing import Rings, TestRefused, build_request, pending_test
 from mailwarden_runtime.auth import current_actor
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.outbox import OutboxEntry, outbox_entry
@@ -93,7 +93,7 @@ class MailboxOperations:
         self.wake = wake
         self.max_selection = max_selection
         self.result_watchdog_s = result_watchdog_s
-        """When the retry loop looks for a requested test's stored result (``testing.pending_fields``)."""
+        """When the retry loop looks for a requested test's stored result (``testing.pending_test``)."""
 
     # ---- create / read ----------------------------------------------------------------------
 
@@ -397,7 +397,8 @@ class MailboxOperations:
             profile = profiles.get(merged.profile_id or "")
             req = build_request(merged, profile, settings, self.rings, utcnow(), smtp_mode=smtp_mode)
             result.test_ids[doc.id] = req.test_id
-            return merged.model_copy(update=pending_fields(req, self.result_watchdog_s)), [*events, req]
+            pending = pending_test(req, self.result_watchdog_s)
+            return merged.model_copy(update=dict(pending)), [*events, req]
 
         return change
 
@@ -449,7 +450,7 @@ class MailboxOperations:
                 raise TestRefused("not_applicable", f"a test is pending or {direction} is disabled")
             profile = profiles.get(doc.profile_id or "")
             req = build_request(doc, profile, settings, self.rings, utcnow(), directions=[direction])
-            return doc.model_copy(update=pending_fields(req, self.result_watchdog_s)), [req]
+            return doc.model_copy(update=dict(pending_test(req, self.result_watchdog_s))), [req]
 
         try:
             await self.mutate(mailbox_id, change)

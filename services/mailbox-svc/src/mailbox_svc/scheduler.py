@@ -3,7 +3,7 @@
 Each due mailbox gets a new TestRequested with the next attempt number, written with a conditional
 update on the retry time it was picked with, so two replicas never both send it.
 
-The same field is a requested test's watchdog (``testing.pending_fields``): a mailbox still waiting
+The same field is a requested test's watchdog (``testing.pending_test``): a mailbox still waiting
 on its test when that time comes gets the test's stored run applied (its result handler gave up
 after storing it, docs/reliability.md finding 12); with no run stored yet the watchdog moves on.
 """
@@ -21,8 +21,8 @@ from contracts.events import Event, TestCompleted, TestRequested
 from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import MailboxDoc
 from mailbox_svc.repository import MailboxWrite, Repository
-from mailbox_svc.testing import Rings, TestRefused, build_request, pending_fields
-from mailwarden_runtime.documents import fields
+from mailbox_svc.testing import Rings, TestRefused, build_request, pending_test
+from mailwarden_runtime.documents import as_stored, fields
 from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.outbox import outbox_entry
 
@@ -69,7 +69,7 @@ class DueTestLoop:
     ) -> bool:
         """Write the pending test and its TestRequested, if ``doc`` (and its ``unchanged`` fields)
         is still as it was picked."""
-        pending = fields(MailboxDoc, **pending_fields(req, self.result_watchdog_s), updated_at=now)
+        pending = as_stored(pending_test(req, self.result_watchdog_s)) | fields(MailboxDoc, updated_at=now)
         write = MailboxWrite(doc, pending, [outbox_entry(self.envelop(req))], unchanged)
         return await self.repo.update_if(write)
 
