@@ -12,7 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from contracts.events import TestCompleted
-from contracts.models import SealedSecret
+from contracts.models import DeliveryMethod, SealedSecret
 from mailbox_svc.documents import JobDoc, MailboxDoc, SealedLogins, TestRunDoc
 from mailbox_svc.models import MailboxFilter
 from mailwarden_runtime.mongo import Document
@@ -22,6 +22,8 @@ from mailwarden_runtime.readmodels import ReadModels
 MAILBOXES = "mailboxes"
 WITHDRAWN = "withdrawn"  # the outcome of a cancelled job's test that never started
 TEST_RUNS = "test_runs"
+SYNC_PAUSED = "sync_paused"  # one small document per mailbox whose sync an operator paused
+SYNCED = DeliveryMethod.SERVER_SIDE_SYNC.value
 JOBS = "jobs"
 OUTBOX_COLLECTIONS = (MAILBOXES, JOBS)
 DUPLICATE_KEY = 11000
@@ -72,6 +74,41 @@ class MailboxWrite:
         return with_outbox(update, self.events)
 
 
+@dataclass(frozen=True, slots=True)
+class RetestFilter:
+    """Mailboxes due a scheduled re-test (``retests.py``): active, idle (no test pending or
+    scheduled), last tested before ``cutoff``, and enabled in a direction nothing exercises."""
+
+    cutoff: datetime
+    skip: Collection[str] = ()
+    """Left out (they could not be tested)."""
+    paused: Sequence[str] | None = None
+    """None: those not synchronized continuously; else those of these whose incoming sync (enabled)
+    an operator paused."""
+
+    def query(self) -> Document:
+        idle: Document = {
+            "active": True,
+            "pending_test_id": None,
+            "next_retry_at": None,
+            "last_test_completed_at": {"$lte": self.cutoff},
+        }
+        if self.paused is not None:
+            skip = set(self.skip)
+            return idle | {
+                "_id": {"$in": [m for m in self.paused if m not in skip]},
+                "enabled_incoming": True,
+            }
+        if self.skip:
+            idle["_id"] = {"$nin": list(self.skip)}
+        return idle | {
+            "$and": [
+                {"$or": [{"enabled_incoming": True}, {"enabled_outgoing": True}]},
+                {"$or": [{"enabled_incoming": False}, {"incoming_delivery": {"$ne": SYNCED}}]},
+            ]
+        }
+
+
 class Repository:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
@@ -79,6 +116,7 @@ class Repository:
         self.read = ReadModels(db)
         """Profiles and the org's settings, kept from profile-svc's events (``readmodels.follow``)."""
         self.runs = db[TEST_RUNS]
+        self.sync_paused = db[SYNC_PAUSED]
         self.jobs = db[JOBS]
 
     async def ensure_indexes(self) -> None:
@@ -175,6 +213,21 @@ class Repository:
         q = {"next_retry_at": {"$gte": EPOCH, "$lte": now}}
         found = self.mailboxes.find(q, {"outbox": 0}).sort("next_retry_at", 1).limit(limit)
         return _mailboxes(await found.to_list(None))
+
+    async def due_retests(self, f: RetestFilter, limit: int) -> list[MailboxDoc]:
+        """The longest untested first."""
+        cursor = self.mailboxes.find(f.query(), {"outbox": 0, "outbox_pending": 0})
+        return _mailboxes(await cursor.sort("last_test_completed_at", 1).limit(limit).to_list(None))
+
+    async def set_sync_paused(self, mailbox_id: str, paused: bool, at: datetime) -> None:
+        """Remember a mailbox whose sync an operator paused (resumed: forgotten)."""
+        if paused:
+            await self.sync_paused.update_one({"_id": mailbox_id}, {"$set": {"at": at}}, upsert=True)
+        else:
+            await self.sync_paused.delete_one({"_id": mailbox_id})
+
+    async def sync_paused_ids(self, limit: int) -> list[str]:
+        return [str(d["_id"]) async for d in self.sync_paused.find({}, {"_id": 1}).limit(limit)]
 
     async def all_with_credentials(self, after: str | None, limit: int) -> list[SealedLogins]:
         q: Document = {"credentials": {"$ne": {}}}
