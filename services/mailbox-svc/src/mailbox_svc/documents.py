@@ -163,6 +163,12 @@ def _key(name: str) -> str:
     return "_id" if name == "id" else name
 
 
+class MailboxEmail(Stored):
+    """Only a mailbox's address: what "who am I" lists of the caller's own mailboxes."""
+
+    email: str = ""
+
+
 class SealedLogins(Stored):
     """Only a mailbox's sealed logins: what key rotation reads and swaps."""
 

@@ -13,7 +13,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from contracts.events import TestCompleted
 from contracts.models import DeliveryMethod, SealedSecret
-from mailbox_svc.documents import JobDoc, MailboxDoc, SealedLogins, TestRunDoc
+from mailbox_svc.documents import JobDoc, MailboxDoc, MailboxEmail, SealedLogins, TestRunDoc
 from mailbox_svc.models import MailboxFilter
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox, with_outbox
@@ -228,6 +228,14 @@ class Repository:
 
     async def sync_paused_ids(self, limit: int) -> list[str]:
         return [str(d["_id"]) async for d in self.sync_paused.find({}, {"_id": 1}).limit(limit)]
+
+    async def owned(self, user_id: str, mailbox_ids: Collection[str], limit: int) -> list[MailboxEmail]:
+        """The mailboxes a user owns and these ones (granted by id), in id order."""
+        q: Document = {
+            "$or": [{"owner.kind": "user", "owner.id": user_id}, {"_id": {"$in": sorted(mailbox_ids)}}]
+        }
+        cursor = self.mailboxes.find(q, {"_id": 1, "email": 1}).sort("_id", 1).limit(limit)
+        return [MailboxEmail.model_validate(d) async for d in cursor]
 
     async def all_with_credentials(self, after: str | None, limit: int) -> list[SealedLogins]:
         q: Document = {"credentials": {"$ne": {}}}
