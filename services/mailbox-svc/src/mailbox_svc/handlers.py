@@ -26,7 +26,7 @@ from mailbox_svc.documents import MailboxDoc, PendingTest, TestRunDoc
 from mailbox_svc.policy import Decision, RetryPolicy, decide, outcome
 from mailbox_svc.repository import WITHDRAWN, MailboxWrite, Repository
 from mailbox_svc.testing import job_test_id
-from mailwarden_runtime.documents import as_stored, fields
+from mailwarden_runtime.documents import as_stored
 from mailwarden_runtime.outbox import outbox_entry
 
 log = logging.getLogger(__name__)
@@ -198,8 +198,8 @@ class Handlers:
         for _ in range(MAX_RACES):
             if doc is None or doc.pending_test_id != result.test_id:
                 break
-            withdrawn = as_stored(PendingTest(), WITHDRAWN_FIELDS) | fields(MailboxDoc, updated_at=now)
-            if await self.repo.update_if(MailboxWrite(doc, withdrawn, unchanged=PENDING)):
+            withdrawn = as_stored(PendingTest(), WITHDRAWN_FIELDS)
+            if await self.repo.update_if(MailboxWrite(doc, withdrawn, unchanged=PENDING, updated_at=now)):
                 break
             doc = await self.repo.get(doc.id)
         log.info("test withdrawn by its job's cancel", extra={"test_id": result.test_id})
@@ -238,8 +238,7 @@ class Handlers:
     ) -> MailboxWrite:
         """The mailbox's write, carrying its MailboxStatusChanged, while the test is still its pending one."""
         entry = outbox_entry(self.envelop(decision.event, env.correlation_id))
-        state = as_stored(decision.state) | fields(MailboxDoc, updated_at=now)
-        return MailboxWrite(doc, state, [entry], unchanged=PENDING)
+        return MailboxWrite(doc, as_stored(decision.state), [entry], unchanged=PENDING, updated_at=now)
 
     @staticmethod
     def _log_applied(result: TestCompleted, decision: Decision) -> None:

@@ -60,6 +60,8 @@ class MailboxWrite:
     fields: Document
     events: Sequence[OutboxEntry] = ()
     unchanged: Collection[str] = ()
+    updated_at: datetime | None = None
+    """When it was made: written as the mailbox's ``updated_at`` too."""
     versioned: bool = True
     """False: bookkeeping that leaves the version as it is, so no versioned write loses a race to it."""
 
@@ -68,7 +70,8 @@ class MailboxWrite:
         return q | self.doc.stored(include=self.unchanged) if self.unchanged else q
 
     def update(self) -> Document:
-        update: Document = {"$set": self.fields}
+        fields = self.fields if self.updated_at is None else self.fields | {"updated_at": self.updated_at}
+        update: Document = {"$set": fields}
         if self.versioned:
             update["$inc"] = {"version": 1}
         return with_outbox(update, self.events)

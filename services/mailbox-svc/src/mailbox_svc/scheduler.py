@@ -69,8 +69,8 @@ class DueTestLoop:
     ) -> bool:
         """Write the pending test and its TestRequested, if ``doc`` (and its ``unchanged`` fields)
         is still as it was picked."""
-        pending = as_stored(pending_test(req, self.result_watchdog_s)) | fields(MailboxDoc, updated_at=now)
-        write = MailboxWrite(doc, pending, [outbox_entry(self.envelop(req))], unchanged)
+        pending = as_stored(pending_test(req, self.result_watchdog_s))
+        write = MailboxWrite(doc, pending, [outbox_entry(self.envelop(req))], unchanged, updated_at=now)
         return await self.repo.update_if(write)
 
 
@@ -136,8 +136,8 @@ class RetryScheduler(DueTestLoop):
                 )
             except TestRefused as exc:
                 log.warning("retry dropped", extra={"mailbox_id": doc.id, "reason": exc.code})
-                dropped = fields(MailboxDoc, next_retry_at=None, test_scheduled=False, updated_at=now)
-                await self.repo.update_if(MailboxWrite(doc, dropped, unchanged=picked))
+                dropped = fields(MailboxDoc, next_retry_at=None, test_scheduled=False)
+                await self.repo.update_if(MailboxWrite(doc, dropped, unchanged=picked, updated_at=now))
                 continue
             if await self.request(doc, req, picked, now):
                 sent += 1
