@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from mailbox_helpers import MakeHarness, mailbox_body, owner, profile_snapshot
 
 from contracts.models import ACT_NOT_SUPPORTED, OwnerKind
+from mailbox_svc.repository import MailboxWrite
 
 
 async def test_create_read_list_update_deactivate(make_harness: MakeHarness) -> None:
@@ -290,10 +292,10 @@ async def test_approve_writes_a_batch_at_once_and_redoes_what_lost_a_race(make_h
         repo = h.app.state.operations.repo
         bulk_update = repo.bulk_update
 
-        async def racing(ops: list[tuple[dict[str, Any], dict[str, Any]]]) -> int:
+        async def racing(writes: Sequence[MailboxWrite]) -> int:
             # another writer changes b2 between the read and the bulk write
             await h.db["mailboxes"].update_one({"_id": "b2"}, {"$inc": {"version": 1}})
-            return int(await bulk_update(ops))
+            return int(await bulk_update(writes))
 
         repo.bulk_update = racing
         try:

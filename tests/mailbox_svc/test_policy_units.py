@@ -91,9 +91,9 @@ def test_transient_schedules_then_exhausts_to_disable() -> None:
         NOW,
         random.Random(1),
     )
-    assert d.retry_directions == ["incoming"] and d.updates["retry_attempt"] == 2
-    assert NOW + timedelta(seconds=269) < d.updates["next_retry_at"] < NOW + timedelta(seconds=331)
-    assert d.updates["enabled_outgoing"] is True and d.event.disabled_reason is None
+    assert d.retry_directions == ["incoming"] and d.state.retry_attempt == 2
+    assert NOW + timedelta(seconds=269) < d.state.next_retry_at < NOW + timedelta(seconds=331)
+    assert d.state.enabled_outgoing is True and d.event.disabled_reason is None
     last = decide(
         doc(pending_attempt=3, retry_count=2),
         completed_for(request(3), incoming=ErrorCode.DNS_TIMEOUT),
@@ -102,8 +102,8 @@ def test_transient_schedules_then_exhausts_to_disable() -> None:
         NOW,
         random.Random(1),
     )
-    assert last.retry_directions == [] and last.updates["next_retry_at"] is None
-    assert last.updates["enabled_incoming"] is False and last.event.disabled_reason is ErrorCode.DNS_TIMEOUT
+    assert last.retry_directions == [] and last.state.next_retry_at is None
+    assert last.state.enabled_incoming is False and last.event.disabled_reason is ErrorCode.DNS_TIMEOUT
 
 
 def test_outcome_and_success_reset() -> None:
@@ -118,17 +118,13 @@ def test_outcome_and_success_reset() -> None:
         NOW,
         random.Random(),
     )
-    assert (
-        d.updates["retry_count"] == 0
-        and d.updates["last_error"] is None
-        and d.updates["test_scheduled"] is False
-    )
+    assert d.state.retry_count == 0 and d.state.last_error is None and d.state.test_scheduled is False
 
 
 def test_approval_is_by_owner_kind() -> None:
     settings = SettingsSnapshot(approved_users_only=False, approved_queues_only=True)
     user = decide(doc(approval="pending"), completed_for(request()), settings, POLICY, NOW, random.Random())
-    assert user.updates["enabled_incoming"] is True
+    assert user.state.enabled_incoming is True
     queue = decide(
         doc(approval="pending", owner={"kind": "queue", "id": "q", "name": "Q"}),
         completed_for(request()),
@@ -138,7 +134,7 @@ def test_approval_is_by_owner_kind() -> None:
         random.Random(),
     )
     assert (
-        queue.updates["enabled_incoming"] is False
+        queue.state.enabled_incoming is False
         and queue.event.disabled_reason is ErrorCode.MAILBOX_NOT_APPROVED
     )
 
@@ -157,9 +153,7 @@ def test_refuses_to_start_without_keys_outside_dev_mode() -> None:
 def test_rejected_mailbox_is_never_enabled() -> None:
     free = SettingsSnapshot(approved_users_only=False, approved_queues_only=False)
     d = decide(doc(approval="rejected"), completed_for(request()), free, POLICY, NOW, random.Random())
-    assert (
-        d.updates["enabled_incoming"] is False and d.event.disabled_reason is ErrorCode.MAILBOX_NOT_APPROVED
-    )
+    assert d.state.enabled_incoming is False and d.event.disabled_reason is ErrorCode.MAILBOX_NOT_APPROVED
 
 
 def test_a_login_paused_by_the_breaker_is_retried_when_logins_resume() -> None:
@@ -177,10 +171,10 @@ def test_a_login_paused_by_the_breaker_is_retried_when_logins_resume() -> None:
     paused = paused.model_copy(update={"incoming": paused.incoming.model_copy(update={"steps": [step]})})
     d = decide(doc(), paused, SettingsSnapshot(), POLICY, NOW, random.Random(1))
     assert d.retry_directions == ["incoming"]
-    assert d.updates["next_retry_at"] == resume and d.event.next_retry_at == resume
+    assert d.state.next_retry_at == resume and d.event.next_retry_at == resume
     early = completed_for(request(), incoming=ErrorCode.AUTH_BREAKER_OPEN)  # no resume time: the usual delay
     d = decide(doc(), early, SettingsSnapshot(), POLICY, NOW, random.Random(1))
-    assert d.updates["next_retry_at"] < NOW + timedelta(seconds=331)
+    assert d.state.next_retry_at < NOW + timedelta(seconds=331)
 
 
 def test_a_jobs_result_applies_once_unless_something_superseded_it() -> None:

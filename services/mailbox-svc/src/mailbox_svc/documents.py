@@ -6,9 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from contracts.events import Approval, MailboxBasics, MailboxSnapshot
+from contracts.events import Approval, MailboxBasics, MailboxSnapshot, TestCompleted
 from contracts.jobs import JobProgress
 from contracts.models import DeliveryMethod, Owner, SealedSecret, TestStatus, TestWarning
 from mailbox_svc.credentials import INCOMING, OUTGOING, StoredLogin, open_login, seal_login
@@ -28,8 +28,40 @@ CLIENT_FIELDS = (
 """The fields a client sets as given (credentials and owner aside)."""
 
 
-class MailboxDoc(Stored):
-    """A stored mailbox: its settings, sealed logins, and the state of its tests."""
+class PendingTest(BaseModel):
+    """What a mailbox records when a test is requested (``testing.pending_test``), so only that
+    test's result applies; the result's :class:`TestState` clears it."""
+
+    pending_test_id: str | None = None
+    """The test whose result alone applies (see handlers.py)."""
+    pending_attempt: int | None = None
+    pending_job_id: str | None = None
+    pending_directions: list[str] = Field(default_factory=list)
+    test_scheduled: bool = False
+    next_retry_at: datetime | None = None
+    retry_attempt: int | None = None
+    retry_directions: list[str] = Field(default_factory=list)
+
+
+class TestState(PendingTest):
+    """What a test's result sets on its mailbox (``policy.decide``): the statuses, enabled flags,
+    the retry if any, the last error, and no test pending any more."""
+
+    __test__ = False
+    incoming_status: TestStatus = TestStatus.NOT_RUN
+    outgoing_status: TestStatus = TestStatus.NOT_RUN
+    enabled_incoming: bool = False
+    enabled_outgoing: bool = False
+    retry_count: int = 0
+    last_test_id: str | None = None
+    last_test_completed_at: datetime | None = None
+    last_error: LastError | None = None
+    disabled_reason: str | None = None
+    warnings: list[TestWarning] = Field(default_factory=list)
+
+
+class MailboxDoc(Stored, TestState):
+    """A stored mailbox: its settings, sealed logins, and the state of its tests (:class:`TestState`)."""
 
     email: str
     owner: Owner
@@ -43,29 +75,10 @@ class MailboxDoc(Stored):
     credentials: dict[str, SealedSecret | None] = Field(default_factory=dict)
     """Per direction, the login sealed with the at-rest ring (``credentials.seal_login``)."""
     logins: dict[str, StoredLogin | None] = Field(default_factory=dict)
-    incoming_status: TestStatus = TestStatus.NOT_RUN
-    outgoing_status: TestStatus = TestStatus.NOT_RUN
     act_status: TestStatus = TestStatus.NOT_APPLICABLE
-    enabled_incoming: bool = False
-    enabled_outgoing: bool = False
-    test_scheduled: bool = False
-    pending_test_id: str | None = None
-    """The test whose result alone applies (see handlers.py)."""
-    pending_attempt: int | None = None
-    pending_job_id: str | None = None
-    pending_directions: list[str] = Field(default_factory=list)
-    last_test_id: str | None = None
     tests_reset_at: datetime | None = None
     """When the mailbox last started untested (its server changed, deactivated): a job's test
     requested before then no longer applies (a job's tests are not recorded on the mailbox)."""
-    retry_count: int = 0
-    retry_attempt: int | None = None
-    retry_directions: list[str] = Field(default_factory=list)
-    next_retry_at: datetime | None = None
-    last_test_completed_at: datetime | None = None
-    last_error: LastError | None = None
-    disabled_reason: str | None = None
-    warnings: list[TestWarning] = Field(default_factory=list)
     version: int = 1
     created_at: datetime
     updated_at: datetime
@@ -150,6 +163,12 @@ def _key(name: str) -> str:
     return "_id" if name == "id" else name
 
 
+class MailboxEmail(Stored):
+    """Only a mailbox's address: what "who am I" lists of the caller's own mailboxes."""
+
+    email: str = ""
+
+
 class SealedLogins(Stored):
     """Only a mailbox's sealed logins: what key rotation reads and swaps."""
 
@@ -166,8 +185,8 @@ class TestRunDoc(Stored):
     outcome: str
     disabled_reason: str | None = None
     received_at: datetime
-    result: dict[str, Any]
-    """The TestCompleted event as JSON."""
+    result: TestCompleted
+    """The event as received (stored as JSON)."""
 
 
 JobState = Literal["running", "cancelled", "completed"]

@@ -22,24 +22,28 @@ from contracts.events import (
     TestCompleted,
 )
 from mailbox_svc.clock import utcnow
-from mailbox_svc.documents import MailboxDoc, TestRunDoc
+from mailbox_svc.documents import MailboxDoc, PendingTest, TestRunDoc
 from mailbox_svc.policy import Decision, RetryPolicy, decide, outcome
-from mailbox_svc.repository import WITHDRAWN, Repository
+from mailbox_svc.repository import WITHDRAWN, MailboxWrite, Repository
 from mailbox_svc.testing import job_test_id
-from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import outbox_entry, with_outbox
+from mailwarden_runtime.documents import as_stored
+from mailwarden_runtime.outbox import outbox_entry
 
 log = logging.getLogger(__name__)
 
 MAX_RACES = 5
-WITHDRAWN_FIELDS: Document = {
-    "pending_test_id": None,
-    "pending_attempt": None,
-    "pending_job_id": None,
-    "pending_directions": [],
-    "test_scheduled": False,
-    "next_retry_at": None,  # the pending test's watchdog (testing.pending_fields)
-}
+PENDING = ("pending_test_id",)
+"""A result's write applies only while the mailbox waits on the test it was decided on."""
+WITHDRAWN_FIELDS = (
+    "pending_test_id",
+    "pending_attempt",
+    "pending_job_id",
+    "pending_directions",
+    "test_scheduled",
+    "next_retry_at",
+)
+"""What a withdrawn test clears (to :class:`PendingTest`'s defaults): no test pending or scheduled,
+and the pending test's watchdog (``testing.pending_test``)."""
 
 
 class Handlers:
@@ -79,12 +83,7 @@ class Handlers:
             if doc is None or decision is None:
                 log.debug("result is not the pending test: stored only", extra={"test_id": result.test_id})
                 return
-            applied = await self.repo.update_if(
-                mailbox_id,
-                doc.version,
-                self._update(env, decision, now),
-                {"pending_test_id": doc.pending_test_id},
-            )
+            applied = await self.repo.update_if(self._write(doc, env, decision, now))
             if applied:
                 self.wake_relay()
                 self._log_applied(result, decision)
@@ -116,7 +115,7 @@ class Handlers:
             else:
                 first[env.data.mailbox.mailbox_id] = env
         runs: list[TestRunDoc] = []
-        ops: list[tuple[Document, Document]] = []
+        writes: list[MailboxWrite] = []
         applied: list[tuple[TestCompleted, Decision]] = []
         jobs: set[str] = set()
         for mailbox_id, env in first.items():
@@ -126,19 +125,18 @@ class Handlers:
             if job_id := self._job_of(doc, env.data):
                 jobs.add(job_id)
             if doc is not None and decision is not None:
-                query = {"_id": mailbox_id, "version": doc.version, "pending_test_id": doc.pending_test_id}
-                ops.append((query, self._update(env, decision, now)))
+                writes.append(self._write(doc, env, decision, now))
                 applied.append((env.data, decision))
         counts: dict[str, dict[str, int]] = {job_id: {} for job_id in jobs}
         for run in await self.repo.record_runs(runs):
             if run.job_id:
                 by_outcome = counts.setdefault(run.job_id, {})
                 by_outcome[run.outcome] = by_outcome.get(run.outcome, 0) + 1
-        modified = await self.repo.bulk_update(ops)
+        modified = await self.repo.bulk_update(writes)
         self.on_job_results(counts)
-        if ops:
+        if writes:
             self.wake_relay()
-        if modified != len(ops):
+        if modified != len(writes):
             later = list(first.values()) + later  # some lost a race: settle each one by one
         else:
             for result, decision in applied:
@@ -169,8 +167,7 @@ class Handlers:
         lost = [
             result
             for run in runs
-            if (doc := docs.get(run.mailbox_id)) is not None
-            and applies(doc, result := TestCompleted.model_validate(run.result))
+            if (doc := docs.get(run.mailbox_id)) is not None and applies(doc, result := run.result)
         ]
         for result in lost:
             await self.apply_result(result)
@@ -201,8 +198,8 @@ class Handlers:
         for _ in range(MAX_RACES):
             if doc is None or doc.pending_test_id != result.test_id:
                 break
-            update = {"$set": {**WITHDRAWN_FIELDS, "updated_at": now}, "$inc": {"version": 1}}
-            if await self.repo.update_if(doc.id, doc.version, update, {"pending_test_id": result.test_id}):
+            withdrawn = as_stored(PendingTest(), WITHDRAWN_FIELDS)
+            if await self.repo.update_if(MailboxWrite(doc, withdrawn, unchanged=PENDING, updated_at=now)):
                 break
             doc = await self.repo.get(doc.id)
         log.info("test withdrawn by its job's cancel", extra={"test_id": result.test_id})
@@ -231,15 +228,17 @@ class Handlers:
             attempt=result.attempt,
             job_id=Handlers._job_of(doc, result),
             outcome=run_outcome(result, decision),
-            disabled_reason=decision.updates["disabled_reason"] if decision else None,
+            disabled_reason=decision.state.disabled_reason if decision else None,
             received_at=now,
-            result=result.model_dump(mode="json"),
+            result=result,
         )
 
-    def _update(self, env: Envelope[TestCompleted], decision: Decision, now: datetime) -> Document:
-        """The mailbox update, carrying its MailboxStatusChanged in the outbox."""
+    def _write(
+        self, doc: MailboxDoc, env: Envelope[TestCompleted], decision: Decision, now: datetime
+    ) -> MailboxWrite:
+        """The mailbox's write, carrying its MailboxStatusChanged, while the test is still its pending one."""
         entry = outbox_entry(self.envelop(decision.event, env.correlation_id))
-        return with_outbox({"$set": {**decision.updates, "updated_at": now}, "$inc": {"version": 1}}, [entry])
+        return MailboxWrite(doc, as_stored(decision.state), [entry], unchanged=PENDING, updated_at=now)
 
     @staticmethod
     def _log_applied(result: TestCompleted, decision: Decision) -> None:

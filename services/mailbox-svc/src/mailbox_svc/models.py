@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AwareDatetime,
@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from contracts.events import Approval, MailboxBasics, SmtpMode
+from contracts.events import Approval, MailboxBasics, SmtpMode, TestCompleted
 from contracts.models import (
     DeliveryMethod,
     EmailAddress,
@@ -283,7 +283,7 @@ class TestRunView(BaseModel):
     job_id: str | None
     outcome: str
     received_at: datetime
-    result: dict[str, Any]
+    result: TestCompleted
 
 
 class TestHistory(BaseModel):

@@ -54,12 +54,11 @@ from mailbox_svc.models import (
     TestRunView,
 )
 from mailbox_svc.profiles import UNAVAILABLE, ProfileDirectory, ProfileUnavailable
-from mailbox_svc.repository import Repository
-from mailbox_svc.testing import Rings, TestRefused, build_request, pending_fields
+from mailbox_svc.repository import MailboxWrite, Repository
+from mailbox_svc.testing import Rings, TestRefused, build_request, pending_test
 from mailwarden_runtime.auth import current_actor
 from mailwarden_runtime.http import DomainError
-from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import OutboxEntry, outbox_entry, with_outbox
+from mailwarden_runtime.outbox import OutboxEntry, outbox_entry
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ class MailboxOperations:
         self.wake = wake
         self.max_selection = max_selection
         self.result_watchdog_s = result_watchdog_s
-        """When the retry loop looks for a requested test's stored result (``testing.pending_fields``)."""
+        """When the retry loop looks for a requested test's stored result (``testing.pending_test``)."""
 
     # ---- create / read ----------------------------------------------------------------------
 
@@ -208,18 +207,16 @@ class MailboxOperations:
         for _ in range(MAX_RACES):
             doc = await self._get_doc(mailbox_id)
             settings = await self.repo.read.get_settings()
-            update, wakes = self._write_of(doc, change, settings)
-            new = await self.repo.update(mailbox_id, doc.version, update)
+            write = self._write_of(doc, change, settings)
+            new = await self.repo.update(write)
             if new is not None:
-                if wakes:
+                if write.events:
                     self.wake()
                 return new
         raise DomainError(409, "the mailbox changed too often meanwhile; try again")
 
-    def _write_of(
-        self, doc: MailboxDoc, change: Mutation, settings: SettingsSnapshot
-    ) -> tuple[Document, bool]:
-        """The update ``change`` makes to ``doc`` (at its version) with its events; True if it has events."""
+    def _write_of(self, doc: MailboxDoc, change: Mutation, settings: SettingsSnapshot) -> MailboxWrite:
+        """The write ``change`` makes to ``doc`` (at its version), with its events."""
         changed, events = change(doc, settings)
         stamp = {"updated_at": utcnow(), "updated_by": current_actor() or AUTOMATIC}
         after = changed.model_copy(update={**stamp, "version": doc.version + 1})
@@ -230,7 +227,7 @@ class MailboxOperations:
             for e in events
         ]
         fields = changes(doc, after.model_copy(update={"version": doc.version})) | after.stored(stamp)
-        return with_outbox({"$set": fields, "$inc": {"version": 1}}, entries), bool(entries)
+        return MailboxWrite(doc, fields, entries)
 
     async def _selected_ids(self, selection: Selection) -> Sequence[str]:
         if selection.mailbox_ids is not None:
@@ -252,27 +249,27 @@ class MailboxOperations:
         ids = [*dict.fromkeys(await self._selected_ids(selection))]
         docs = await self.repo.get_many(ids)
         settings = await self.repo.read.get_settings()
-        ops: list[tuple[Document, Document]] = []
+        writes: list[MailboxWrite] = []
         planned: list[str] = []
         for mailbox_id in ids:
             doc = docs.get(mailbox_id)
             try:
                 if doc is None:
                     raise DomainError(404, "no such mailbox", "mailbox_id")
-                update, _ = self._write_of(doc, change, settings)
+                write = self._write_of(doc, change, settings)
             except Skip:
                 continue
             except (TestRefused, DomainError) as exc:
                 result.refused.append(_refusal(mailbox_id, exc))
                 continue
-            ops.append(({"_id": mailbox_id, "version": doc.version}, update))
+            writes.append(write)
             planned.append(mailbox_id)
         # In writes of WRITE_CHUNK: each a round trip well inside the client's timeout on a busy server.
         modified = 0
-        for i in range(0, len(ops), WRITE_CHUNK):
-            modified += await self.repo.bulk_update(ops[i : i + WRITE_CHUNK])
+        for i in range(0, len(writes), WRITE_CHUNK):
+            modified += await self.repo.bulk_update(writes[i : i + WRITE_CHUNK])
             self.wake()
-        if modified == len(ops):
+        if modified == len(writes):
             result.done.extend(planned)
             return result
         for mailbox_id in planned:  # some lost a race: each again alone (idempotent)
@@ -400,7 +397,8 @@ class MailboxOperations:
             profile = profiles.get(merged.profile_id or "")
             req = build_request(merged, profile, settings, self.rings, utcnow(), smtp_mode=smtp_mode)
             result.test_ids[doc.id] = req.test_id
-            return merged.model_copy(update=pending_fields(req, self.result_watchdog_s)), [*events, req]
+            pending = pending_test(req, self.result_watchdog_s)
+            return merged.model_copy(update=dict(pending)), [*events, req]
 
         return change
 
@@ -452,7 +450,7 @@ class MailboxOperations:
                 raise TestRefused("not_applicable", f"a test is pending or {direction} is disabled")
             profile = profiles.get(doc.profile_id or "")
             req = build_request(doc, profile, settings, self.rings, utcnow(), directions=[direction])
-            return doc.model_copy(update=pending_fields(req, self.result_watchdog_s)), [req]
+            return doc.model_copy(update=dict(pending_test(req, self.result_watchdog_s))), [req]
 
         try:
             await self.mutate(mailbox_id, change)

@@ -15,9 +15,8 @@ from contracts.eligibility import approved
 from contracts.errors import CATALOG, ErrorCode
 from contracts.events import MailboxStatusChanged, SettingsSnapshot, TestCompleted
 from contracts.models import DirectionResult, TestError, TestStatus
-from mailbox_svc.documents import MailboxDoc
+from mailbox_svc.documents import MailboxDoc, TestState
 from mailbox_svc.models import LastError
-from mailwarden_runtime.mongo import Document
 
 
 @dataclass(frozen=True)
@@ -32,8 +31,8 @@ class RetryPolicy:
 
 @dataclass
 class Decision:
-    updates: Document
-    """The mailbox's ``$set``."""
+    state: TestState
+    """What the result sets on the mailbox."""
     event: MailboxStatusChanged
     retry_directions: list[str] = field(default_factory=list)
 
@@ -109,26 +108,26 @@ def decide(
         retry_count = doc.retry_count
     last_error = _last_error(doc.last_error, errors, now)
     warnings = [w for r in result.results for w in r.warnings]
-    fields = {
-        "incoming_status": status["incoming"],
-        "outgoing_status": status["outgoing"],
-        "enabled_incoming": enabled["incoming"],
-        "enabled_outgoing": enabled["outgoing"],
-        "retry_count": retry_count,
-        "next_retry_at": next_retry_at,
-        "retry_attempt": attempt + 1 if retry_dirs else None,
-        "retry_directions": retry_dirs,
-        "test_scheduled": bool(retry_dirs),
-        "pending_test_id": None,
-        "pending_attempt": None,
-        "pending_job_id": None,
-        "pending_directions": [],
-        "last_test_id": result.test_id,
-        "last_test_completed_at": result.finished_at,
-        "last_error": last_error,
-        "disabled_reason": disabled_reason.value if disabled_reason else None,
-        "warnings": warnings,
-    }
+    state = TestState(
+        incoming_status=status["incoming"],
+        outgoing_status=status["outgoing"],
+        enabled_incoming=enabled["incoming"],
+        enabled_outgoing=enabled["outgoing"],
+        retry_count=retry_count,
+        next_retry_at=next_retry_at,
+        retry_attempt=attempt + 1 if retry_dirs else None,
+        retry_directions=retry_dirs,
+        test_scheduled=bool(retry_dirs),
+        pending_test_id=None,
+        pending_attempt=None,
+        pending_job_id=None,
+        pending_directions=[],
+        last_test_id=result.test_id,
+        last_test_completed_at=result.finished_at,
+        last_error=last_error,
+        disabled_reason=disabled_reason.value if disabled_reason else None,
+        warnings=warnings,
+    )
     event = MailboxStatusChanged(
         mailbox=result.mailbox,
         test_id=result.test_id,
@@ -144,8 +143,7 @@ def decide(
         outgoing_error=errors.get("outgoing"),
         warnings=warnings,
     )
-    updates = doc.model_copy(update=fields).stored(include=fields)
-    return Decision(updates=updates, event=event, retry_directions=retry_dirs)
+    return Decision(state=state, event=event, retry_directions=retry_dirs)
 
 
 def outcome(result: TestCompleted) -> str:

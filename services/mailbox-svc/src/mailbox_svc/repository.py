@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
@@ -10,16 +12,18 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from contracts.events import TestCompleted
-from contracts.models import SealedSecret
-from mailbox_svc.documents import JobDoc, MailboxDoc, SealedLogins, TestRunDoc
+from contracts.models import DeliveryMethod, SealedSecret
+from mailbox_svc.documents import JobDoc, MailboxDoc, MailboxEmail, SealedLogins, TestRunDoc
 from mailbox_svc.models import MailboxFilter
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox
+from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox, with_outbox
 from mailwarden_runtime.readmodels import ReadModels
 
 MAILBOXES = "mailboxes"
 WITHDRAWN = "withdrawn"  # the outcome of a cancelled job's test that never started
 TEST_RUNS = "test_runs"
+SYNC_PAUSED = "sync_paused"  # one small document per mailbox whose sync an operator paused
+SYNCED = DeliveryMethod.SERVER_SIDE_SYNC.value
 JOBS = "jobs"
 OUTBOX_COLLECTIONS = (MAILBOXES, JOBS)
 DUPLICATE_KEY = 11000
@@ -45,6 +49,69 @@ def filter_query(f: MailboxFilter) -> Document:
     return q
 
 
+@dataclass(frozen=True, slots=True)
+class MailboxWrite:
+    """One write of a mailbox as it was read (``doc``): the fields it sets, as stored (built from
+    the model: ``documents.changes``, ``documents.fields``), the version moved on, its events in
+    the same write (outbox). It applies only while the mailbox is still at the version read and
+    its ``unchanged`` fields still hold the values read (e.g. the pending test it was decided on)."""
+
+    doc: MailboxDoc
+    fields: Document
+    events: Sequence[OutboxEntry] = ()
+    unchanged: Collection[str] = ()
+    updated_at: datetime | None = None
+    """When it was made: written as the mailbox's ``updated_at`` too."""
+    versioned: bool = True
+    """False: bookkeeping that leaves the version as it is, so no versioned write loses a race to it."""
+
+    def query(self) -> Document:
+        q: Document = {"_id": self.doc.id, "version": self.doc.version}
+        return q | self.doc.stored(include=self.unchanged) if self.unchanged else q
+
+    def update(self) -> Document:
+        fields = self.fields if self.updated_at is None else self.fields | {"updated_at": self.updated_at}
+        update: Document = {"$set": fields}
+        if self.versioned:
+            update["$inc"] = {"version": 1}
+        return with_outbox(update, self.events)
+
+
+@dataclass(frozen=True, slots=True)
+class RetestFilter:
+    """Mailboxes due a scheduled re-test (``retests.py``): active, idle (no test pending or
+    scheduled), last tested before ``cutoff``, and enabled in a direction nothing exercises."""
+
+    cutoff: datetime
+    skip: Collection[str] = ()
+    """Left out (they could not be tested)."""
+    paused: Sequence[str] | None = None
+    """None: those not synchronized continuously; else those of these whose incoming sync (enabled)
+    an operator paused."""
+
+    def query(self) -> Document:
+        idle: Document = {
+            "active": True,
+            "pending_test_id": None,
+            "next_retry_at": None,
+            "last_test_completed_at": {"$lte": self.cutoff},
+        }
+        if self.paused is not None:
+            skip = set(self.skip)
+            return idle | {
+                "_id": {"$in": [m for m in self.paused if m not in skip]},
+                "enabled_incoming": True,
+            }
+        if self.skip:
+            idle["_id"] = {"$nin": list(self.skip)}
+        return idle | {
+            "$and": [
+                {"$or": [{"enabled_incoming": True}, {"enabled_outgoing": True}]},
+                {"$or": [{"enabled_incoming": False}, {"incoming_delivery": {"$ne": SYNCED}}]},
+            ]
+        }
+
+
 class Repository:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
@@ -52,6 +119,7 @@ class Repository:
         self.read = ReadModels(db)
         """Profiles and the org's settings, kept from profile-svc's events (``readmodels.follow``)."""
         self.runs = db[TEST_RUNS]
+        self.sync_paused = db[SYNC_PAUSED]
         self.jobs = db[JOBS]
 
     async def ensure_indexes(self) -> None:
@@ -109,28 +177,23 @@ class Repository:
         )
         return [d["_id"] for d in docs]
 
-    async def update(
-        self, mailbox_id: str, version: int, update: Document, extra: Document | None = None
-    ) -> MailboxDoc | None:
-        """Optimistic update: applies only if the mailbox is still at ``version``; returns the new document."""
-        q: Document = {"_id": mailbox_id, "version": version, **(extra or {})}
+    async def update(self, write: MailboxWrite) -> MailboxDoc | None:
+        """Optimistic update: applies only if the mailbox is still as read; returns the new document."""
         doc = await self.mailboxes.find_one_and_update(
-            q, update, projection={"outbox": 0}, return_document=ReturnDocument.AFTER
+            write.query(), write.update(), projection={"outbox": 0}, return_document=ReturnDocument.AFTER
         )
         return None if doc is None else MailboxDoc.model_validate(doc)
 
-    async def update_if(
-        self, mailbox_id: str, version: int, update: Document, extra: Document | None = None
-    ) -> bool:
+    async def update_if(self, write: MailboxWrite) -> bool:
         """Like :meth:`update` without reading the document back (cheaper on slow servers)."""
-        q: Document = {"_id": mailbox_id, "version": version, **(extra or {})}
-        return (await self.mailboxes.update_one(q, update)).modified_count == 1
+        return (await self.mailboxes.update_one(write.query(), write.update())).modified_count == 1
 
-    async def bulk_update(self, ops: list[tuple[Document, Document]]) -> int:
-        if not ops:
+    async def bulk_update(self, writes: Sequence[MailboxWrite]) -> int:
+        """Each write as :meth:`update_if`, in one round trip; returns how many applied."""
+        if not writes:
             return 0
-        result = await self.mailboxes.bulk_write([UpdateOne(q, u) for q, u in ops], ordered=False)
-        return result.modified_count
+        ops = [UpdateOne(w.query(), w.update()) for w in writes]
+        return (await self.mailboxes.bulk_write(ops, ordered=False)).modified_count
 
     async def job_mailbox_ids(self, profile_id: str, after: str | None) -> list[str]:
         """The ids of a profile's active mailboxes after ``after``, in order (see jobqueue.py)."""
@@ -153,6 +216,29 @@ class Repository:
         q = {"next_retry_at": {"$gte": EPOCH, "$lte": now}}
         found = self.mailboxes.find(q, {"outbox": 0}).sort("next_retry_at", 1).limit(limit)
         return _mailboxes(await found.to_list(None))
+
+    async def due_retests(self, f: RetestFilter, limit: int) -> list[MailboxDoc]:
+        """The longest untested first."""
+        cursor = self.mailboxes.find(f.query(), {"outbox": 0, "outbox_pending": 0})
+        return _mailboxes(await cursor.sort("last_test_completed_at", 1).limit(limit).to_list(None))
+
+    async def set_sync_paused(self, mailbox_id: str, paused: bool, at: datetime) -> None:
+        """Remember a mailbox whose sync an operator paused (resumed: forgotten)."""
+        if paused:
+            await self.sync_paused.update_one({"_id": mailbox_id}, {"$set": {"at": at}}, upsert=True)
+        else:
+            await self.sync_paused.delete_one({"_id": mailbox_id})
+
+    async def sync_paused_ids(self, limit: int) -> list[str]:
+        return [str(d["_id"]) async for d in self.sync_paused.find({}, {"_id": 1}).limit(limit)]
+
+    async def owned(self, user_id: str, mailbox_ids: Collection[str], limit: int) -> list[MailboxEmail]:
+        """The mailboxes a user owns and these ones (granted by id), in id order."""
+        q: Document = {
+            "$or": [{"owner.kind": "user", "owner.id": user_id}, {"_id": {"$in": sorted(mailbox_ids)}}]
+        }
+        cursor = self.mailboxes.find(q, {"_id": 1, "email": 1}).sort("_id", 1).limit(limit)
+        return [MailboxEmail.model_validate(d) async for d in cursor]
 
     async def all_with_credentials(self, after: str | None, limit: int) -> list[SealedLogins]:
         q: Document = {"credentials": {"$ne": {}}}

@@ -19,19 +19,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
 
-from pymongo.asynchronous.collection import AsyncCollection
-
 from contracts.email import MailboxSyncPaused
 from contracts.envelope import Envelope
-from contracts.models import DeliveryMethod
 from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import MailboxDoc
+from mailbox_svc.repository import RetestFilter
 from mailbox_svc.scheduler import BATCH, DueTestLoop
 from mailbox_svc.testing import TestRefused, build_request
-from mailwarden_runtime.mongo import Document
 
 log = logging.getLogger(__name__)
-SYNCED = DeliveryMethod.SERVER_SIDE_SYNC.value
 SCAN_GAP_MAX_S = 60.0
 """The longest wait between two searches for due re-tests (see :meth:`ScheduledRetests.run_once`)."""
 
@@ -49,53 +45,21 @@ class ScheduledRetests(DueTestLoop):
     _searched_at: datetime | None = field(default=None, init=False)
     """When due re-tests were last searched for (see :meth:`run_once`)."""
 
-    @property
-    def paused(self) -> AsyncCollection[Document]:
-        """One small document per mailbox whose sync an operator paused."""
-        return self.repo.db["sync_paused"]
-
     async def sync_paused(self, envelope: Envelope[MailboxSyncPaused]) -> None:
         """Remember which mailboxes an operator paused (resumed: forgotten)."""
         event = envelope.data
-        if event.paused:
-            await self.paused.update_one(
-                {"_id": event.mailbox_id}, {"$set": {"at": envelope.occurred_at}}, upsert=True
-            )
-        else:
-            await self.paused.delete_one({"_id": event.mailbox_id})
+        await self.repo.set_sync_paused(event.mailbox_id, event.paused, envelope.occurred_at)
 
     async def _due(self, cutoff: datetime) -> list[MailboxDoc]:
         """Enabled, idle (no test pending or scheduled), last tested before ``cutoff``, and not
         synchronized continuously; the longest untested first."""
-        idle: Document = {
-            "active": True,
-            "pending_test_id": None,
-            "next_retry_at": None,
-            "last_test_completed_at": {"$lte": cutoff},
-        }
-        if self._skipped:
-            idle["_id"] = {"$nin": list(self._skipped)}
-        not_synced: Document = {
-            **idle,
-            "$and": [
-                {"$or": [{"enabled_incoming": True}, {"enabled_outgoing": True}]},
-                {"$or": [{"enabled_incoming": False}, {"incoming_delivery": {"$ne": SYNCED}}]},
-            ],
-        }
-        found = await self._find(not_synced)
-        paused = [str(d["_id"]) async for d in self.paused.find({}, {"_id": 1}).limit(10 * BATCH)]
+        skip = list(self._skipped)
+        found = await self.repo.due_retests(RetestFilter(cutoff, skip), BATCH)
+        paused = await self.repo.sync_paused_ids(10 * BATCH)
         if paused and len(found) < BATCH:
-            skip = set(self._skipped)
-            ids = [m for m in paused if m not in skip]
-            synced_but_paused = {**idle, "_id": {"$in": ids}, "enabled_incoming": True}
-            found += await self._find(synced_but_paused)
+            found += await self.repo.due_retests(RetestFilter(cutoff, skip, paused), BATCH)
         found.sort(key=lambda d: d.last_test_completed_at or cutoff)
         return found[:BATCH]
-
-    async def _find(self, query: Document) -> list[MailboxDoc]:
-        cursor = self.repo.mailboxes.find(query, {"outbox": 0, "outbox_pending": 0})
-        docs = await cursor.sort("last_test_completed_at", 1).limit(BATCH).to_list(None)
-        return [MailboxDoc.model_validate(d) for d in docs]
 
     async def run_once(self) -> int:
         """Request every due re-test; returns how many were due."""
@@ -118,7 +82,7 @@ class ScheduledRetests(DueTestLoop):
         sent = 0
         for doc in due:
             profile = await self.repo.read.get_profile(doc.profile_id or "")
-            q = {"last_test_completed_at": doc.last_test_completed_at, "pending_test_id": None}
+            picked = ("last_test_completed_at", "pending_test_id")  # still untested since, still idle
             try:
                 directions = enabled_directions(doc)
                 req = build_request(doc, profile, settings, self.rings, now, directions=directions)
@@ -128,7 +92,7 @@ class ScheduledRetests(DueTestLoop):
                 log.warning("scheduled re-test dropped", extra={"mailbox_id": doc.id, "reason": exc.code})
                 self._skipped[doc.id] = now + interval
                 continue
-            if await self.request(doc, req, q, now):
+            if await self.request(doc, req, picked, now):
                 sent += 1
                 log.info(
                     "scheduled re-test requested",

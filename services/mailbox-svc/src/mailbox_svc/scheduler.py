@@ -3,7 +3,7 @@
 Each due mailbox gets a new TestRequested with the next attempt number, written with a conditional
 update on the retry time it was picked with, so two replicas never both send it.
 
-The same field is a requested test's watchdog (``testing.pending_fields``): a mailbox still waiting
+The same field is a requested test's watchdog (``testing.pending_test``): a mailbox still waiting
 on its test when that time comes gets the test's stored run applied (its result handler gave up
 after storing it, docs/reliability.md finding 12); with no run stored yet the watchdog moves on.
 """
@@ -11,7 +11,7 @@ after storing it, docs/reliability.md finding 12); with no run stored yet the wa
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -20,11 +20,11 @@ from contracts.envelope import Envelope
 from contracts.events import Event, TestCompleted, TestRequested
 from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import MailboxDoc
-from mailbox_svc.repository import Repository
-from mailbox_svc.testing import Rings, TestRefused, build_request, pending_fields
+from mailbox_svc.repository import MailboxWrite, Repository
+from mailbox_svc.testing import Rings, TestRefused, build_request, pending_test
+from mailwarden_runtime.documents import as_stored, fields
 from mailwarden_runtime.loop import BackgroundLoop
-from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import outbox_entry, with_outbox
+from mailwarden_runtime.outbox import outbox_entry
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,14 @@ class DueTestLoop:
     async def run_once(self) -> int:
         raise NotImplementedError
 
-    async def request(self, doc: MailboxDoc, req: TestRequested, condition: Document, now: datetime) -> bool:
-        """Write the pending test and its TestRequested, if ``doc`` is still as it was picked."""
-        update = with_outbox(
-            {
-                "$set": {**pending_fields(req, self.result_watchdog_s), "updated_at": now},
-                "$inc": {"version": 1},
-            },
-            [outbox_entry(self.envelop(req))],
-        )
-        return await self.repo.update_if(doc.id, doc.version, update, condition)
+    async def request(
+        self, doc: MailboxDoc, req: TestRequested, unchanged: Collection[str], now: datetime
+    ) -> bool:
+        """Write the pending test and its TestRequested, if ``doc`` (and its ``unchanged`` fields)
+        is still as it was picked."""
+        pending = as_stored(pending_test(req, self.result_watchdog_s))
+        write = MailboxWrite(doc, pending, [outbox_entry(self.envelop(req))], unchanged, updated_at=now)
+        return await self.repo.update_if(write)
 
 
 @dataclass(eq=False)
@@ -110,8 +108,9 @@ class RetryScheduler(DueTestLoop):
                 )
                 continue
             later = now + timedelta(seconds=self.result_watchdog_s)
-            picked = {"next_retry_at": doc.next_retry_at, "pending_test_id": doc.pending_test_id}
-            if await self.repo.update_if(doc.id, doc.version, {"$set": {"next_retry_at": later}}, picked):
+            picked = ("next_retry_at", "pending_test_id")
+            moved = fields(MailboxDoc, next_retry_at=later)
+            if await self.repo.update_if(MailboxWrite(doc, moved, unchanged=picked, versioned=False)):
                 log.info(
                     "test still unanswered at its watchdog",
                     extra={"mailbox_id": doc.id, "test_id": doc.pending_test_id},
@@ -124,7 +123,7 @@ class RetryScheduler(DueTestLoop):
         sent = 0
         for doc in due:
             profile = await self.repo.read.get_profile(doc.profile_id or "")
-            q = {"next_retry_at": doc.next_retry_at}
+            picked = ("next_retry_at",)
             try:
                 req = build_request(
                     doc,
@@ -137,17 +136,10 @@ class RetryScheduler(DueTestLoop):
                 )
             except TestRefused as exc:
                 log.warning("retry dropped", extra={"mailbox_id": doc.id, "reason": exc.code})
-                await self.repo.update_if(
-                    doc.id,
-                    doc.version,
-                    {
-                        "$set": {"next_retry_at": None, "test_scheduled": False, "updated_at": now},
-                        "$inc": {"version": 1},
-                    },
-                    q,
-                )
+                dropped = fields(MailboxDoc, next_retry_at=None, test_scheduled=False)
+                await self.repo.update_if(MailboxWrite(doc, dropped, unchanged=picked, updated_at=now))
                 continue
-            if await self.request(doc, req, q, now):
+            if await self.request(doc, req, picked, now):
                 sent += 1
                 log.info("retry requested", extra={"mailbox_id": doc.id, "attempt": req.attempt})
         if sent:

@@ -14,9 +14,8 @@ from mailbox_svc.credentials import (
     for_transit,
     profile_for_transit,
 )
-from mailbox_svc.documents import MailboxDoc
+from mailbox_svc.documents import MailboxDoc, PendingTest
 from mailwarden_runtime.crypto import KeyRing
-from mailwarden_runtime.mongo import Document
 
 
 class TestRefused(Exception):
@@ -144,7 +143,7 @@ def build_request(
     )
 
 
-def pending_fields(req: TestRequested, watchdog_s: float) -> Document:
+def pending_test(req: TestRequested, watchdog_s: float) -> PendingTest:
     """What a mailbox records when a test is requested, so only that test's result applies.
 
     ``next_retry_at`` becomes the test's watchdog: if no result has been applied ``watchdog_s``
@@ -153,13 +152,13 @@ def pending_fields(req: TestRequested, watchdog_s: float) -> Document:
     mailbox, and gives up after the consumer's retries. The result's own update clears it (or sets
     the retry time), so this costs no write and no index of its own.
     """
-    return {
-        "pending_test_id": req.test_id,
-        "pending_attempt": req.attempt,
-        "pending_job_id": req.job_id,
-        "pending_directions": [d.value for d in req.directions],
-        "test_scheduled": True,
-        "next_retry_at": req.requested_at + timedelta(seconds=watchdog_s),
-        "retry_attempt": None,
-        "retry_directions": [],
-    }
+    return PendingTest(
+        pending_test_id=req.test_id,
+        pending_attempt=req.attempt,
+        pending_job_id=req.job_id,
+        pending_directions=[d.value for d in req.directions],
+        test_scheduled=True,
+        next_retry_at=req.requested_at + timedelta(seconds=watchdog_s),
+        retry_attempt=None,
+        retry_directions=[],
+    )

@@ -17,12 +17,6 @@ async def whoami(repo: Repository) -> Identity:
         raise Unauthenticated("a bearer token is required")
     own: list[OwnedMailbox] = []
     if owner_scoped(principal):
-        query = {
-            "$or": [
-                {"owner.kind": "user", "owner.id": principal.subject},
-                {"_id": {"$in": sorted(principal.mailboxes)}},
-            ]
-        }
-        cursor = repo.mailboxes.find(query, {"_id": 1, "email": 1}).sort("_id", 1).limit(MAX_OWN)
-        own = [OwnedMailbox(mailbox_id=str(d["_id"]), email=str(d.get("email", ""))) async for d in cursor]
+        found = await repo.owned(principal.subject, principal.mailboxes, MAX_OWN)
+        own = [OwnedMailbox(mailbox_id=m.id, email=m.email) for m in found]
     return identity_of(principal, own)

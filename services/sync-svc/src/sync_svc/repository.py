@@ -13,8 +13,9 @@ worker must react to, so workers re-read the read models only when something cha
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypedDict
+from typing import Literal, TypedDict
 
 from pydantic import BaseModel
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
@@ -71,6 +72,21 @@ def _stored(fields: StateFields | Controls) -> dict[str, object]:
     return {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in fields.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    """One mailbox task's write of its state, waiting to go out in a bulk with other mailboxes'."""
+
+    mailbox_id: str
+    fields: StateFields
+    inc: Counters | None = None
+
+    def update(self) -> Document:
+        update: Document = {"$set": _stored(self.fields)}
+        if self.inc:
+            update["$inc"] = self.inc
+        return update
+
+
 class Repository:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
@@ -82,8 +98,8 @@ class Repository:
         self.meta = db["meta"]
         # Every mailbox task's state reads and writes and ledger calls, sent together (sync_svc.batched).
         self._state_reads: Batcher[str, SyncStateDoc] = Batcher(self._read_states)
-        self._state_writes: Batcher[tuple[str, Document], None] = Batcher(self._write_states)
-        self._ledger_writes: Batcher[list[Document], None] = Batcher(self._insert_ledger)
+        self._state_writes: Batcher[StateWrite, None] = Batcher(self._write_states)
+        self._ledger_writes: Batcher[list[LedgerEntry], None] = Batcher(self._insert_ledger)
         self._ledger_reads: Batcher[list[str], set[str]] = Batcher(self._known_ids)
 
     async def ensure_indexes(self) -> None:
@@ -114,15 +130,13 @@ class Repository:
 
     async def update_state(self, mailbox_id: str, fields: StateFields, inc: Counters | None = None) -> None:
         """``$set`` (and ``$inc``) on the mailbox's state, in one bulk write with other mailboxes'."""
-        update: Document = {"$set": _stored(fields)}
-        if inc:
-            update["$inc"] = inc
-        await self._state_writes((mailbox_id, update))
+        await self._state_writes(StateWrite(mailbox_id, fields, inc))
 
-    async def _write_states(self, writes: Sequence[tuple[str, Document]]) -> list[Failed | None]:
+    async def _write_states(self, writes: Sequence[StateWrite]) -> list[Failed | None]:
         """One unordered bulk of upserts; an upsert that lost a race to another insert of the same
         document (a control's) is applied again on its own, as an update."""
-        ops = [UpdateOne({"_id": m}, update, upsert=True) for m, update in writes]
+        updates = [w.update() for w in writes]
+        ops = [UpdateOne({"_id": w.mailbox_id}, u, upsert=True) for w, u in zip(writes, updates, strict=True)]
         outcomes: list[Failed | None] = [None] * len(writes)
         try:
             await self.state.bulk_write(ops, ordered=False)
@@ -134,16 +148,15 @@ class Repository:
                 if error.get("code") != DUPLICATE_KEY:
                     outcomes[i] = Failed(BulkWriteError({"writeErrors": [error]}))
                     continue
-                mailbox_id, update = writes[i]
                 try:
-                    await self.state.update_one({"_id": mailbox_id}, update, upsert=True)
+                    await self.state.update_one({"_id": writes[i].mailbox_id}, updates[i], upsert=True)
                 except Exception as again:
                     outcomes[i] = Failed(again)
         return outcomes
 
     async def control(self, mailbox_id: str, fields: Controls, unset: Iterable[str] = ()) -> SyncStateDoc:
         """A pause, resume or resync: stored, then every worker sees the revision move."""
-        update: dict[str, Any] = {"$set": _stored(fields), "$inc": {"generation": 1}}
+        update: Document = {"$set": _stored(fields), "$inc": {"generation": 1}}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
         doc = await self.state.find_one_and_update(
@@ -158,10 +171,10 @@ class Repository:
         """Remember published messages (in one insert with other mailboxes'); ones already
         remembered (a replay) are skipped."""
         if entries:
-            await self._ledger_writes([e.inserted() for e in entries])
+            await self._ledger_writes(entries)
 
-    async def _insert_ledger(self, batches: Sequence[list[Document]]) -> list[Failed | None]:
-        docs = [doc for batch in batches for doc in batch]
+    async def _insert_ledger(self, batches: Sequence[list[LedgerEntry]]) -> list[Failed | None]:
+        docs = [entry.inserted() for batch in batches for entry in batch]
         owner = [n for n, batch in enumerate(batches) for _ in batch]
         outcomes: list[Failed | None] = [None] * len(batches)
         try:
