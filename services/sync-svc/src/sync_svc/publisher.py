@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -32,7 +33,8 @@ from sync_svc.rawstore import RawStore
 from sync_svc.targets import SyncTarget
 
 PublishFn = Callable[[Envelope[Any], str], Awaitable[Any]]
-SendFn = Callable[[Envelope[Any], str], Awaitable["asyncio.Future[PubAck]"]]
+SendFn = Callable[[list[Envelope[Any]], str], Awaitable[list["asyncio.Future[PubAck]"]]]
+"""Sends events of one subject in order without waiting (one span for them); their acks."""
 ACK_TIMEOUT_S = 30.0
 
 
@@ -115,7 +117,10 @@ class Publisher:
         finally:
             for ack in raw_acks:
                 ack.cancel()  # no-op once done; frees nats-py's slot of one that never came
-        return [await self.send(staged.envelope, staged.subject) for staged in batch]
+        acks: list[asyncio.Future[PubAck]] = []
+        for subject, group in itertools.groupby(batch, key=lambda staged: staged.subject):
+            acks += await self.send([staged.envelope for staged in group], subject)  # one mailbox: one group
+        return acks
 
     async def confirm(self, batch: list[Staged], acks: list[asyncio.Future[PubAck]]) -> list[LedgerEntry]:
         """Await the events' acks: the ledger entries of a batch now stored in JetStream."""
