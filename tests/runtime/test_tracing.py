@@ -84,3 +84,44 @@ async def test_trace_and_correlation_cross_the_outbox_and_the_bus(nats_url: str,
         trace.SpanKind.PRODUCER,
         trace.SpanKind.CONSUMER,
     }
+
+
+async def test_a_batch_of_events_goes_out_under_one_span_each_with_its_own_id(nats_url: str) -> None:
+    """publish_batch_nowait: one producer span for the batch, every message stored with its own
+    Nats-Msg-Id (a second send of the same events is dropped as duplicates) and the batch's trace."""
+    exporter = install_memory_exporter()
+    tag = uuid.uuid4().hex[:8]
+    runtime = ServiceRuntime(
+        "producer-svc", ServiceSettings(nats_url=nats_url, log_setup=False), uses_database=False
+    )
+    await runtime.start()
+    try:
+        envelopes = [
+            runtime.envelope(
+                MailboxApproved(
+                    mailbox_id=f"m{i}", email=f"{tag}-{i}@example.org", approved_at=datetime.now(UTC)
+                )
+            )
+            for i in range(5)
+        ]
+        acks = await runtime.publish_batch_nowait(envelopes, MailboxApproved.SUBJECT)
+        stored = [await ack for ack in acks]
+        assert not any(a.duplicate for a in stored)
+        again = [await ack for ack in await runtime.publish_batch_nowait(envelopes, MailboxApproved.SUBJECT)]
+        assert all(a.duplicate for a in again)
+        assert [a.seq for a in again] == [a.seq for a in stored]
+        js = runtime.bus.connection.jetstream()
+        traces: set[tuple[str, ...]] = set()
+        for env, ack in zip(envelopes, stored, strict=True):
+            msg = await js.get_msg(ack.stream, ack.seq)
+            headers = msg.headers or {}
+            assert headers["Nats-Msg-Id"] == str(env.id) and headers["correlation_id"] == env.correlation_id
+            assert Envelope[MailboxApproved].model_validate_json(msg.data or b"") == env
+            traces.add(tuple(headers["traceparent"].split("-")[1:3]))
+        spans = [s for s in exporter.get_finished_spans() if s.name == f"{MailboxApproved.SUBJECT} publish"]
+        batch_spans = [s for s in spans if (s.attributes or {}).get("messaging.batch.message_count") == 5]
+        assert len(batch_spans) == 2
+        first = batch_spans[0].context
+        assert traces == {(f"{first.trace_id:032x}", f"{first.span_id:016x}")}
+    finally:
+        await runtime.stop()

@@ -43,7 +43,11 @@ async def test_login_failure_is_one_event_per_episode_then_recovered(
             if len(events) == 2:
                 break
             await asyncio.sleep(0.1)
-        state = await repo.get_state(box.mailbox_id)
+        for _ in range(50):  # the pass writes last_error None just after it published the recovery
+            state = await repo.get_state(box.mailbox_id)
+            if state.episode is None and state.last_error is None:
+                break
+            await asyncio.sleep(0.1)
     assert [type(e.data) for e in events] == [MailboxSyncFailed, MailboxSyncRecovered]
     recovered = events[1].data
     assert isinstance(recovered, MailboxSyncRecovered)

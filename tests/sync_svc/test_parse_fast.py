@@ -9,11 +9,14 @@ scan could quietly fall back for all mail and this file would prove nothing abou
 from __future__ import annotations
 
 import base64
+import random
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import pytest
 
 from sync_svc import mimescan
-from sync_svc.parse import parse_message, parse_with_email
+from sync_svc.parse import _date, _usual_date, parse_message, parse_with_email
 
 PDF = base64.encodebytes(bytes(range(256)) * 30).decode().replace("\n", "\r\n")
 HEAD = (
@@ -166,3 +169,41 @@ def test_cut_and_damaged_mail_reads_the_same(raw: bytes) -> None:
     for i in range(len(lines)):
         damaged = b"\r\n".join(lines[:i] + lines[i + 1 :])
         assert parse_message(damaged, 500) == parse_with_email(damaged, 500), lines[i]
+
+
+def _email_package_date(value: str) -> datetime | None:
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def test_dates_read_directly_are_those_of_the_email_package() -> None:
+    """The usual form is read without ``parsedate_to_datetime``: same instant and same offset, and
+    out-of-range or unusual ones still go to (and get None from) the email package."""
+    rng = random.Random(13)
+    written = [
+        "Tue, 01 Dec 2026 10:00:00 +0000",
+        "01 Dec 2026 10:00:00 -0000",
+        " Mon, 7 jul 2026 02:44:25 -0700 ",
+        "Mon, 31 Feb 2026 02:44:25 -0700",
+        "Mon, 30 Jun 2026 24:00:00 +0000",
+        "Fri, 30 Jun 2026 23:59:59 +9999",
+        "Fri, 30 Jun 0099 23:59:59 +0100",
+        "Fri, 30 Xyz 2026 23:59:59 +0530",
+        "Fri, 30 Jun 26 23:59:59 +0530",
+    ]
+    for _ in range(3000):
+        written.append(
+            f"{rng.choice(['Mon, ', '', 'Xyz, '])}{rng.randint(0, 32)} {rng.choice(['Jan', 'feb', 'MAR', 'Foo'])} "
+            f"{rng.randint(1000, 9999)} {rng.randint(0, 25):02d}:{rng.randint(0, 61):02d}:{rng.randint(0, 61):02d} "
+            f"{rng.choice('+-')}{rng.randint(0, 25):02d}{rng.randint(0, 60):02d}"
+        )
+    direct = 0
+    for value in written:
+        ours, theirs = _date(value), _email_package_date(value)
+        assert ours == theirs, value
+        assert (ours and ours.utcoffset()) == (theirs and theirs.utcoffset()), value
+        direct += _usual_date(value) is not None
+    assert direct > 1000  # the direct path was taken, not only the fallback

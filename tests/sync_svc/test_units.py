@@ -16,7 +16,10 @@ from unittest.mock import patch
 
 import pytest
 
+from contracts.email import EmailReceived
+from contracts.envelope import make_envelope, parse_envelope
 from contracts.errors import ErrorCode
+from contracts.models import MailboxRef, Owner, OwnerKind
 from mailwarden_mailnet.errors import NetError
 from mailwarden_mailnet.imap import capability_code
 from mailwarden_mailnet.use_login import LoginSource
@@ -30,7 +33,8 @@ from sync_svc.documents import LedgerEntry
 from sync_svc.imap_sync import internal_date, uid_set
 from sync_svc.leases import LeaseTable
 from sync_svc.pipeline import Pipeline
-from sync_svc.publisher import Fetched
+from sync_svc.publisher import Fetched, Publisher
+from sync_svc.rawstore import RawStore
 from sync_svc.session import MailboxSync
 from sync_svc.worker import Running, Worker
 
@@ -320,3 +324,21 @@ async def test_a_change_after_a_quiet_spell_reloads_at_once_and_a_burst_waits_it
     assert worker._pause() == worker_module.SETTLE_S  # after a quiet spell: only the settling time
     worker._load_s, worker._loaded_at = 6.0, time.monotonic()
     assert worker._pause() == worker_module.RELOAD_PAUSE_MAX_S  # a slow reload: capped
+
+
+def test_a_staged_envelope_is_the_one_make_envelope_builds() -> None:
+    """stage builds the envelope without validating it again (its event was validated when built):
+    the same JSON as make_envelope's, and it reads back as a valid event."""
+    owner = Owner(kind=OwnerKind.USER, id="u1", name="Bench", email="b@example.org")
+    ref = MailboxRef(
+        mailbox_id="mbx-1", email="b@example.org", owner=owner, profile_id="p1", profile_owner=owner
+    )
+    publisher = Publisher(RawStore(lambda: None, "raw", 1.0), None, "sync-svc", 500)  # type: ignore[arg-type]
+    raw = b"From: A <a@example.org>\r\nTo: b@example.org\r\nSubject: hi\r\nDate: Tue, 01 Dec 2026 10:00:00 +0100\r\n\r\nhello\r\n"
+    fetched = Fetched(size=len(raw), raw=raw, uid=7, uidvalidity=3, internal_date=datetime.now(UTC))
+    staged = publisher.stage(SimpleNamespace(mailbox_id="mbx-1", ref=ref), fetched, "imap")  # type: ignore[arg-type]
+    envelope = staged.envelope
+    built = make_envelope(envelope.data, "sync-svc", event_id=envelope.id, occurred_at=envelope.occurred_at)
+    assert envelope.to_bytes() == built.to_bytes()
+    assert parse_envelope(envelope.to_bytes(), EmailReceived) == built
+    assert staged.ledger.id == str(envelope.id) == envelope.correlation_id

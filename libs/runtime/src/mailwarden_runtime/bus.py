@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import nats
@@ -131,6 +131,38 @@ class NatsBus:
         with _publish_span(subject, msg_id, correlation_id) as headers:
             return await self.async_context().publish_async(subject, body, stream=stream, headers=headers)
 
+    async def publish_batch_nowait(
+        self, subject: str, messages: Sequence[tuple[bytes, str, str | None]]
+    ) -> list[asyncio.Future[PubAck]]:
+        """Send ``(body, msg_id, correlation_id)`` messages on one subject without waiting, under one producer span
+        for the batch (``messaging.batch.message_count``): their acks, in order.
+
+        For a producer that sends thousands of events a second in batches (sync-svc's first sync of a
+        big INBOX): a span, a stream lookup and a trace carrier per message were ~5 % of its CPU.
+        Each message keeps its own ``Nats-Msg-Id``; all carry the batch span's trace context.
+        """
+        if not messages:
+            return []
+        stream = stream_for(subject)
+        js = self.async_context()
+        with tracer().start_as_current_span(
+            f"{subject} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": subject,
+                "messaging.batch.message_count": len(messages),
+            },
+        ):
+            common = {"Content-Type": "application/json", **carrier()}
+            acks: list[asyncio.Future[PubAck]] = []
+            for body, msg_id, correlation_id in messages:
+                headers = {"Nats-Msg-Id": msg_id, **common}
+                if correlation_id:
+                    headers["correlation_id"] = correlation_id
+                acks.append(await js.publish_async(subject, body, stream=stream, headers=headers))
+            return acks
+
     def async_context(self) -> JetStreamContext:
         """The JetStream context for ``publish_async`` (kept: it owns the inbox its acks come to)."""
         nc = self.connection
@@ -228,6 +260,16 @@ async def publish_envelope_nowait(
         envelope.to_bytes(),
         msg_id=str(envelope.id),
         correlation_id=envelope.correlation_id,
+    )
+
+
+async def publish_envelopes_nowait(
+    bus: NatsBus, envelopes: Sequence[Envelope[Any]], subject: str
+) -> list[asyncio.Future[PubAck]]:
+    """Send events of one subject to JetStream under one span; their acks in order
+    (see :meth:`NatsBus.publish_batch_nowait`)."""
+    return await bus.publish_batch_nowait(
+        subject, [(e.to_bytes(), str(e.id), e.correlation_id) for e in envelopes]
     )
 
 

@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 from fastapi import APIRouter, FastAPI, Response
@@ -40,6 +40,7 @@ from mailwarden_runtime.bus import (
     ensure_streams,
     publish_envelope,
     publish_envelope_nowait,
+    publish_envelopes_nowait,
     publish_raw,
 )
 from mailwarden_runtime.changes import ChangeStreamRelay, OwnWrites
@@ -256,6 +257,12 @@ class ServiceRuntime:
     ) -> asyncio.Future[PubAck]:
         """Send an event without waiting for its ack (the future); for batches awaited together."""
         return await publish_envelope_nowait(self.bus, envelope, subject)
+
+    async def publish_batch_nowait(
+        self, envelopes: Sequence[Envelope[Any]], subject: str
+    ) -> list[asyncio.Future[PubAck]]:
+        """Send events of one subject under one span, without waiting; their acks in order."""
+        return await publish_envelopes_nowait(self.bus, envelopes, subject)
 
     async def _publish_raw(self, subject: str, event_id: str, body: bytes) -> PubAck:
         return await publish_raw(self.bus, subject, event_id, body)

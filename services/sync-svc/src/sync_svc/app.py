@@ -95,8 +95,8 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     async def publish(envelope: Envelope[Any], subject: str) -> None:
         await runtime.publish(envelope, subject)
 
-    async def send(envelope: Envelope[Any], subject: str) -> asyncio.Future[PubAck]:
-        return await runtime.publish_nowait(envelope, subject)
+    async def send(envelopes: list[Envelope[Any]], subject: str) -> list[asyncio.Future[PubAck]]:
+        return await runtime.publish_batch_nowait(envelopes, subject)
 
     who = bearer_header(service_token(keyring, NAME))  # a service asking a service (auth.service_tokens)
 

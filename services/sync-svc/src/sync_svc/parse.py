@@ -13,7 +13,7 @@ import quopri
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email._encoded_words import decode_b
 from email.header import decode_header, make_header
@@ -145,9 +145,37 @@ def _addresses(values: Values, name: str) -> list[Address]:
     return out
 
 
+_RFC5322_DATE = re.compile(
+    r"(?:[A-Za-z]{3}, )?(\d{1,2}) ([A-Za-z]{3}) ([1-9]\d{3}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})"
+)
+_MONTHS = {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
+
+
+def _usual_date(value: str) -> datetime | None:
+    """The form nearly every mailer writes (``Tue, 01 Dec 2026 10:00:00 +0100``), read directly:
+    what ``parsedate_to_datetime`` gives for it at a fifth of its cost; None for anything else."""
+    m = _RFC5322_DATE.fullmatch(value.strip())
+    month = _MONTHS.get(m.group(2).lower()) if m else None
+    if m is None or month is None:
+        return None
+    day, _, year, hour, minute, second, sign, tzh, tzm = m.groups()
+    offset = int(tzh) * 3600 + int(tzm) * 60
+    try:  # "-0000" (no zone known) is naive from parsedate_to_datetime, then UTC in _date
+        tz = (
+            UTC
+            if sign == "-" and not offset
+            else timezone(timedelta(seconds=-offset if sign == "-" else offset))
+        )
+        return datetime(int(year), month, int(day), int(hour), int(minute), int(second), tzinfo=tz)
+    except ValueError:  # out of range: the email package decides (it gives None too)
+        return None
+
+
 def _date(value: str | None) -> datetime | None:
     if not value:
         return None
+    if (usual := _usual_date(value)) is not None:
+        return usual
     try:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
