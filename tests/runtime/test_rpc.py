@@ -44,6 +44,23 @@ async def ask(nc: Client, subject: str, body: bytes, headers: dict[str, str] | N
     return json.loads((await nc.request(subject, body, timeout=5, headers=headers)).data)
 
 
+async def answering(nc: Client, subject: str, body: bytes, timeout_s: float = 10.0) -> Any:
+    """The first answer of a service just started, retried while the server says "no responders".
+
+    The runtime flushes its subscriptions before ``start`` returns, yet in two full-suite runs (never
+    alone, 25 runs under load) the first request right after it met "no responders"; what the
+    server did then is not known. Later requests in the test get no such grace.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            return await ask(nc, subject, body)
+        except nats.errors.NoRespondersError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 async def test_replies_errors_and_headers(nats_url: str, client: Client) -> None:
     rt = runtime(nats_url)
     seen: list[Mapping[str, str]] = []
@@ -62,7 +79,7 @@ async def test_replies_errors_and_headers(nats_url: str, client: Client) -> None
     await rt.start()
     try:
         subject = f"mailwarden.rpc.{rt.name}"
-        assert await ask(client, f"{subject}.greet", b'{"name": "ada"}') == {
+        assert await answering(client, f"{subject}.greet", b'{"name": "ada"}') == {
             "ok": True,
             "result": {"text": "hello ada"},
         }
