@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, PubAck, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 
 from contracts.envelope import Envelope
 from contracts.subjects import DEAD_LETTER, STREAMS, StreamSpec
@@ -145,15 +145,7 @@ class NatsBus:
             return []
         stream = stream_for(subject)
         js = self.async_context()
-        with tracer().start_as_current_span(
-            f"{subject} publish",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.destination.name": subject,
-                "messaging.batch.message_count": len(messages),
-            },
-        ):
+        with _producer_span(subject, {"messaging.batch.message_count": len(messages)}):
             common = {"Content-Type": "application/json", **carrier()}
             acks: list[asyncio.Future[PubAck]] = []
             for body, msg_id, correlation_id in messages:
@@ -291,18 +283,19 @@ def stream_for(subject: str) -> str:
 _stream_for = stream_for  # the name chaos/ and older callers import
 
 
+def _producer_span(subject: str, attributes: dict[str, str | int]) -> contextlib.AbstractContextManager[Span]:
+    """The producer span of a publish to ``subject`` (one message or a batch)."""
+    return tracer().start_as_current_span(
+        f"{subject} publish",
+        kind=SpanKind.PRODUCER,
+        attributes={"messaging.system": "nats", "messaging.destination.name": subject, **attributes},
+    )
+
+
 @contextlib.contextmanager
 def _publish_span(subject: str, msg_id: str, correlation_id: str | None) -> Iterator[dict[str, str]]:
     """The producer span of one publish, and the headers it sends (de-duplication id, trace, correlation)."""
-    with tracer().start_as_current_span(
-        f"{subject} publish",
-        kind=SpanKind.PRODUCER,
-        attributes={
-            "messaging.system": "nats",
-            "messaging.destination.name": subject,
-            "messaging.message.id": msg_id,
-        },
-    ):
+    with _producer_span(subject, {"messaging.message.id": msg_id}):
         headers = {"Nats-Msg-Id": msg_id, "Content-Type": "application/json", **carrier()}
         if correlation_id:
             headers["correlation_id"] = correlation_id
