@@ -17,9 +17,11 @@ from typing import Any
 
 import httpx
 import nats
+import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect
 
 from contracts.envelope import Envelope, make_envelope, parse_envelope
 from contracts.errors import ErrorCode
@@ -361,3 +363,17 @@ def open_sealed(transit: KeyRing, req: TestRequested, direction: str) -> dict[st
     doc: dict[str, Any] = json.loads(raw)
     assert doc.pop("not_after") > req.requested_at.timestamp()
     return doc
+
+
+async def result_stored_but_never_applied(h: Any, completed: TestCompleted) -> None:
+    """Run the result handler while every mailbox update fails (a database outage outlasting its
+    retries): the run is stored, the mailbox never learns of it, and no redelivery comes."""
+    handlers, repo = h.app.state.handlers, h.app.state.repository
+
+    async def database_down(*args: Any, **kwargs: Any) -> bool:
+        raise AutoReconnect("connection refused")
+
+    with pytest.MonkeyPatch.context() as down:
+        down.setattr(repo, "update_if", database_down)
+        with pytest.raises(AutoReconnect):
+            await handlers.test_completed(make_envelope(completed, "tester-svc"))

@@ -6,12 +6,9 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-from mailbox_helpers import MakeHarness, completed_for, profile_snapshot
-from pymongo.errors import AutoReconnect
+from mailbox_helpers import MakeHarness, completed_for, profile_snapshot, result_stored_but_never_applied
 
 import mailbox_svc.jobs as jobs_module
-from contracts.envelope import make_envelope
 from contracts.errors import ErrorCode
 from contracts.models import CredentialSource
 from mailwarden_servers import eventually
@@ -265,16 +262,7 @@ async def test_a_job_applies_a_stored_result_its_handler_gave_up_on(
 
             await eventually(applied, what=f"{req.test_id} applied")
 
-        # The handler stores the run, then every mailbox update fails; no redelivery comes.
-        handlers, repo = h.app.state.handlers, h.app.state.repository
-
-        async def database_down(*args: Any, **kwargs: Any) -> bool:
-            raise AutoReconnect("connection refused")
-
-        with monkeypatch.context() as down:
-            down.setattr(repo, "update_if", database_down)
-            with pytest.raises(AutoReconnect):
-                await handlers.test_completed(make_envelope(completed_for(lost), "tester-svc"))
+        await result_stored_but_never_applied(h, completed_for(lost))
         assert (await h.db.test_runs.find_one({"_id": lost.test_id})) is not None
         assert await last_test(lost.mailbox.mailbox_id) is None
 

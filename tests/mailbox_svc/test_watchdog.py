@@ -11,11 +11,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import pytest
-from mailbox_helpers import MakeHarness, completed_for, mailbox_body, profile_snapshot
-from pymongo.errors import AutoReconnect
+from mailbox_helpers import (
+    MakeHarness,
+    completed_for,
+    mailbox_body,
+    profile_snapshot,
+    result_stored_but_never_applied,
+)
 
-from contracts.envelope import make_envelope
 from mailwarden_servers import eventually
 
 WATCHDOG_S = 1.0
@@ -45,16 +48,7 @@ async def test_a_stored_result_its_handler_gave_up_on_is_applied_at_the_watchdog
 
         first_watch: datetime = (await stored("slow"))["next_retry_at"]
 
-        # The handler stores the run, then every mailbox update fails; the message is given up on.
-        handlers, repo = h.app.state.handlers, h.app.state.repository
-
-        async def database_down(*args: Any, **kwargs: Any) -> bool:
-            raise AutoReconnect("connection refused")
-
-        with monkeypatch.context() as down:
-            down.setattr(repo, "update_if", database_down)
-            with pytest.raises(AutoReconnect):
-                await handlers.test_completed(make_envelope(completed_for(by_mailbox["lost"]), "tester-svc"))
+        await result_stored_but_never_applied(h, completed_for(by_mailbox["lost"]))
         assert (await h.db.test_runs.find_one({"_id": lost_id})) is not None
         assert (await stored("lost"))["pending_test_id"] == lost_id
 
