@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -26,6 +26,8 @@ CLIENT_FIELDS = (
     "process_email_received_after",
 )
 """The fields a client sets as given (credentials and owner aside)."""
+
+Shown = TypeVar("Shown", bound=MailboxBasics)
 
 
 class PendingTest(BaseModel):
@@ -92,32 +94,28 @@ class MailboxDoc(Stored, TestState):
     def sealed(self, direction: str) -> SealedSecret | None:
         return self.credentials.get(direction)
 
-    def _shown(self) -> dict[str, Any]:
-        """What the API and the events both show, by field name."""
-        return {"mailbox_id": self.id} | {k: getattr(self, k) for k in _BASICS}
+    def _shown(self, shown: type[Shown], /, **own: object) -> Shown:
+        """This mailbox as ``shown`` (the API's view, the events' snapshot): what every view shows
+        (:class:`MailboxBasics`, kept under the same names here) and ``own``, that view's own fields."""
+        return shown.model_validate({"mailbox_id": self.id, **{k: getattr(self, k) for k in _BASICS}, **own})
 
     def snapshot(self) -> MailboxSnapshot:
-        return MailboxSnapshot.model_validate(
-            self._shown()
-            | {
-                "has_password": self.sealed(INCOMING) is not None,
-                "process_email_received_after": self.process_email_received_after,
-                "version": self.version,
-                "updated_at": self.updated_at,
-            }
+        return self._shown(
+            MailboxSnapshot,
+            has_password=self.sealed(INCOMING) is not None,
+            process_email_received_after=self.process_email_received_after,
+            version=self.version,
+            updated_at=self.updated_at,
         )
 
     def view(self) -> MailboxView:
-        same = {k: getattr(self, k) for k in _VIEWED}
-        return MailboxView.model_validate(
-            self._shown()
-            | same
-            | {
-                "credentials": self._login_view(INCOMING) or LoginView(),
-                "outgoing_credentials": self._login_view(OUTGOING),
-                # While a test is pending the field is that test's watchdog, not a next test.
-                "postponed_until": None if self.pending_test_id else self.next_retry_at,
-            }
+        return self._shown(
+            MailboxView,
+            **{k: getattr(self, k) for k in _VIEWED},
+            credentials=self._login_view(INCOMING) or LoginView(),
+            outgoing_credentials=self._login_view(OUTGOING),
+            # While a test is pending the field is that test's watchdog, not a next test.
+            postponed_until=None if self.pending_test_id else self.next_retry_at,
         )
 
     def _login_view(self, direction: str) -> LoginView | None:
