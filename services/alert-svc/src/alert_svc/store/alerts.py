@@ -31,7 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from alert_svc.domain import Draft, recipient_key, stable_id
-from alert_svc.store.wall import WallFilter
+from alert_svc.store.wall import OpenFilter, WallFilter
 from contracts.envelope import make_envelope
 from contracts.events import AlertLevel, AlertRaised
 from contracts.models import Owner
@@ -396,10 +396,10 @@ class AlertStore:
         entry, _ = alert_event(resolved, "resolved")
         return with_outbox({"$set": resolved.stored(include=changed), **update}, [entry])
 
-    async def resolve(self, query: Document, reason: str, at: datetime) -> int:
-        """Resolve every open alert matching ``query``; each publishes its resolved state."""
+    async def resolve(self, which: OpenFilter, reason: str, at: datetime) -> int:
+        """Resolve every open alert ``which`` takes; each publishes its resolved state."""
         done = 0
-        found = await self.alerts.find({**query, "state": "open"}, {"outbox": 0}).to_list(None)
+        found = await self.alerts.find(which.query(), {"outbox": 0}).to_list(None)
         for doc in await self.with_tails([AlertDoc.model_validate(d) for d in found]):
             result = await self.alerts.update_one(
                 {"_id": doc.id, "state": "open"}, self._resolution(doc, reason, at)
@@ -437,7 +437,7 @@ class AlertStore:
 
     def plan_resolve(self, doc: AlertDoc, reason: str, at: datetime) -> Planned:
         def retry() -> Awaitable[int]:
-            return self.resolve({"_id": doc.id}, reason, at)
+            return self.resolve(OpenFilter(alert_id=doc.id), reason, at)
 
         return Planned(
             UpdateOne({"_id": doc.id, "state": "open"}, self._resolution(doc, reason, at)),
@@ -453,7 +453,7 @@ class AlertStore:
 
         async def retry() -> None:
             await self.detach_mailbox(str(group.profile_id), str(group.direction), mailbox_id)
-            await self.resolve({"_id": group.id, "affected_mailboxes": {"$size": 0}}, "recovered", at)
+            await self.resolve(OpenFilter(alert_id=group.id, emptied=True), "recovered", at)
 
         query = {"_id": group.id, "state": "open", "affected_mailboxes": affected}
         if rest:
