@@ -15,7 +15,6 @@ from mailbox_svc.credentials import INCOMING, OUTGOING, StoredLogin, open_login,
 from mailbox_svc.models import LastError, LoginPatch, LoginView, MailboxCreate, MailboxView
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.documents import Stored
-from mailwarden_runtime.mongo import Document
 
 CLIENT_FIELDS = (
     "email",
@@ -136,29 +135,6 @@ _VIEWED = tuple(
     if k in MailboxDoc.model_fields and k not in MailboxBasics.model_fields and k != "credentials"
 )
 """The view's own fields kept under the same name in the document."""
-
-
-def changes(before: MailboxDoc, after: MailboxDoc) -> Document:
-    """The ``$set`` that turns ``before`` into ``after``.
-
-    The login maps are set per direction (``credentials.incoming``), so a key rotation that
-    re-sealed the other direction meanwhile (it does not move the version) is kept.
-    """
-    out: Document = {}
-    for name in type(after).model_fields:
-        old, new = getattr(before, name), getattr(after, name)
-        if old == new:
-            continue
-        stored = after.stored(include={name})[_key(name)]
-        if isinstance(new, dict) and isinstance(old, dict):
-            out.update({f"{name}.{k}": stored[k] for k in new if old.get(k) != new[k]})
-        else:
-            out[_key(name)] = stored
-    return out
-
-
-def _key(name: str) -> str:
-    return "_id" if name == "id" else name
 
 
 class MailboxEmail(Stored):
