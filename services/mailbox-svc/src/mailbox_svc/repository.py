@@ -260,8 +260,8 @@ class Repository:
     async def swap_credentials(self, old: SealedLogins, new: dict[str, SealedSecret | None]) -> bool:
         """Replace the ciphertexts only if nobody changed them meanwhile (rotation runs online)."""
         res = await self.mailboxes.update_one(
-            {"_id": old.id, "credentials": old.stored()["credentials"]},
-            {"$set": {"credentials": old.model_copy(update={"credentials": new}).stored()["credentials"]}},
+            {"_id": old.id, **old.stored(include={"credentials"})},
+            {"$set": fields(SealedLogins, credentials=new)},
         )
         return res.modified_count == 1
 

@@ -36,7 +36,7 @@ from contracts.envelope import make_envelope
 from contracts.events import AlertLevel, AlertRaised
 from contracts.models import Owner
 from contracts.subjects import alert_subject
-from mailwarden_runtime.documents import Stored
+from mailwarden_runtime.documents import Stored, fields
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import PENDING, OutboxEntry, new_document_outbox, outbox_entry, with_outbox
 
@@ -226,7 +226,7 @@ class AlertStore:
             {"state": "open", "open_in": {"$exists": False}}, {"outbox": 0, "occurrences": 0}
         ):
             scopes = open_scopes(AlertDoc.model_validate(doc))
-            await self.alerts.update_one({"_id": doc["_id"]}, {"$set": {"open_in": scopes}})
+            await self.alerts.update_one({"_id": doc["_id"]}, {"$set": fields(AlertDoc, open_in=scopes)})
         await meta.update_one({"_id": "open_in"}, {"$set": {"done_at": datetime.now(UTC)}}, upsert=True)
 
     @staticmethod
@@ -562,7 +562,7 @@ class AlertStore:
         self, alert_id: str, read: bool, actor: str = "", events: Sequence[OutboxEntry] = ()
     ) -> AlertDoc | None:
         """``events`` (outbox entries, e.g. AlertMarkedRead) are written by the same update."""
-        update = with_outbox({"$set": {"read": read, "read_by": actor}}, events)
+        update = with_outbox({"$set": fields(AlertDoc, read=read, read_by=actor)}, events)
         await self.alerts.update_one({"_id": alert_id, "deleted": False}, update)
         return await self.get_alert(alert_id)
 
@@ -574,7 +574,7 @@ class AlertStore:
         ``events`` (the AlertsDeleted entry) go into every alert deleted, by the same update: one
         event id, so JetStream keeps one copy; none when nothing was deleted."""
         update = with_outbox(
-            {"$set": {"deleted": True, "deleted_by": actor}, "$unset": {"open_key": ""}}, events
+            {"$set": fields(AlertDoc, deleted=True, deleted_by=actor), "$unset": {"open_key": ""}}, events
         )
         result = await self.alerts.update_many(which.query(), update)
         return result.modified_count
