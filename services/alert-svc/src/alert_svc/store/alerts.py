@@ -235,30 +235,35 @@ class AlertStore:
         return {name: getattr(draft, name) for name in CONTENT}
 
     def _new_alert(self, draft: Draft, occurrence: str, test_id: str | None, at: datetime) -> Document:
-        doc = AlertDoc.model_validate(
-            self._content(draft)
-            | {
-                "_id": draft.alert_id(occurrence),
-                "open_key": draft.key,
-                "key": draft.key,
-                "recipient": draft.recipient,
-                "recipient_key": recipient_key(draft.recipient),
-                "mailbox_id": draft.mailbox_id,
-                "mailbox_email": draft.mailbox_email,
-                "profile_id": draft.profile_id,
-                "direction": draft.direction.value if draft.direction else None,
-                "affected_mailboxes": sorted(draft.affected),
-                "state": "open",
-                "count": 1,
-                "first_seen": at,
-                "last_seen": at,
-                "test_id": test_id,
-                "last_test_id": test_id,
-                "occurrences": [occurrence],
-            }
+        """The draft's alert, opened, as inserted with its AlertRaised (outbox)."""
+        doc = AlertDoc(
+            id=draft.alert_id(occurrence),
+            level=draft.level,
+            kind=draft.kind,
+            code=draft.code,
+            title=draft.title,
+            message=draft.message,
+            remediation=draft.remediation,
+            open_key=draft.key,
+            key=draft.key,
+            recipient=draft.recipient,
+            recipient_key=recipient_key(draft.recipient),
+            mailbox_id=draft.mailbox_id,
+            mailbox_email=draft.mailbox_email,
+            profile_id=draft.profile_id,
+            direction=draft.direction.value if draft.direction else None,
+            affected_mailboxes=sorted(draft.affected),
+            state="open",
+            count=1,
+            first_seen=at,
+            last_seen=at,
+            test_id=test_id,
+            last_test_id=test_id,
+            occurrences=[occurrence],
         )
         doc = doc.model_copy(update={"open_in": open_scopes(doc)})
         entry, _ = alert_event(doc, occurrence)
+        # Left out while None: a resolution unsets them (``open_key`` is a sparse unique index).
         stored = {k: v for k, v in doc.stored().items() if v is not None or k not in UNSET_WHEN_NONE}
         return stored | new_document_outbox([entry])
 
