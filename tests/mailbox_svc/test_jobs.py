@@ -257,8 +257,8 @@ async def test_a_job_applies_a_stored_result_its_handler_gave_up_on(
 
         for req in (retry, normal):  # applied before the database "goes"
 
-            async def applied(req: Any = req) -> bool:
-                return await last_test(req.mailbox.mailbox_id) == req.test_id
+            async def applied(mailbox_id: str = req.mailbox.mailbox_id, test_id: str = req.test_id) -> bool:
+                return await last_test(mailbox_id) == test_id
 
             await eventually(applied, what=f"{req.test_id} applied")
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, Field, ValidationError
 
 from contracts.models import TlsMode
-from mailwarden_runtime.documents import Stored, fields, patched, under
+from mailwarden_runtime.documents import Stored, changes, fields, patched, under
 
 AT = datetime(2026, 12, 3, 9, 30, tzinfo=UTC)
 
@@ -90,3 +90,25 @@ def test_patched_takes_only_what_the_patch_sets_and_not_null() -> None:
     patch = OuterPatch.model_validate({"name": None, "inner": {"b": 9}})
     assert patched(base, patch) == Outer(name="kept", inner=Inner(a=5, b=9))
     assert patched(base, OuterPatch()) == base
+
+
+class Mapped(Stored):
+    at: datetime
+    tls: TlsMode = TlsMode.NONE
+    logins: dict[str, Inner | None] = Field(default_factory=dict)
+
+
+def test_changes_name_what_differs_and_set_a_map_key_by_key() -> None:
+    before = Mapped(id="m1", at=AT, logins={"in": Inner(a=1), "out": Inner(a=2)})
+    later = datetime(2026, 12, 4, 5, 0, tzinfo=UTC)
+    after = before.model_copy(
+        update={"at": later, "tls": TlsMode.STARTTLS, "logins": {"in": Inner(a=1), "out": None}}
+    )
+    change = changes(before, after)
+    assert change.names == ("at", "tls")
+    assert change.keys == {"logins": ("out",)}
+    assert "tls" in change and "logins" in change and "id" not in change
+    # a time stays a date (queries compare it), the rest as JSON; the unchanged login is not written
+    assert change.stored() == {"at": later, "tls": "starttls", "logins.out": None}
+    assert not changes(before, before.model_copy())
+    assert changes(before, before.model_copy(update={"id": "m2"})).stored() == {"_id": "m2"}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Any, Generic, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +52,57 @@ def _blank(model: type[M]) -> M:
     """An instance without its required fields, to validate some fields on (built once: costly
     for a model with many defaults)."""
     return model.model_construct()
+
+
+@dataclass(frozen=True, slots=True)
+class Changes(Generic[M]):
+    """Where ``after`` differs from the version it was made from (:func:`changes`): the fields by
+    name, and a map field (e.g. the logins per direction) by key, in the model's field order."""
+
+    after: M
+    names: tuple[str, ...]
+    """Fields written whole."""
+    keys: Mapping[str, tuple[str, ...]]
+    """Map fields written key by key: a concurrent write of another key of the map is kept."""
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.keys)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names or name in self.keys
+
+    def stored(self) -> Document:
+        """The ``$set`` that makes the change, written as :func:`as_stored` writes it."""
+        include = (*self.names, *self.keys)
+        stored = as_stored(self.after, include) if include else {}
+        out: Document = {}
+        for name in type(self.after).model_fields:
+            key = _key(self.after, name)
+            if name in self.keys:
+                out.update({f"{key}.{k}": stored[key][k] for k in self.keys[name]})
+            elif name in self.names:
+                out[key] = stored[key]
+        return out
+
+
+def changes(before: M, after: M) -> Changes[M]:
+    """What turns ``before`` into ``after``; a field that is a map in both is compared key by key."""
+    names: list[str] = []
+    keys: dict[str, tuple[str, ...]] = {}
+    for name in type(after).model_fields:
+        old, new = getattr(before, name), getattr(after, name)
+        if old == new:
+            continue
+        if isinstance(new, dict) and isinstance(old, dict):
+            keys[name] = tuple(k for k in new if old.get(k) != new[k])
+        else:
+            names.append(name)
+    return Changes(after, tuple(names), keys)
+
+
+def _key(model: BaseModel, name: str) -> str:
+    """The stored name of a field (its alias: ``_id`` for ``id``)."""
+    return type(model).model_fields[name].alias or name
 
 
 def under(path: str, values: Document) -> Document:

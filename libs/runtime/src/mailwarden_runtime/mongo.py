@@ -16,6 +16,9 @@ from pymongo.monitoring import CommandListener
 from mailwarden_runtime.settings import ServiceSettings
 
 Document = dict[str, Any]
+"""A document as the driver reads and writes it (raw BSON): only at the repository edge, i.e. the
+driver's database and collection types, and the queries and updates a typed filter or write
+(``WallFilter``, ``MailboxWrite``, ``JobWrite``, ``documents.fields``) builds; above it, models."""
 T = TypeVar("T")
 
 

@@ -13,7 +13,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from alert_svc.access import admit_wall, own_wall
@@ -52,6 +52,8 @@ from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.outbox import OutboxEntry, outbox_entry
 
+Hook = TypeVar("Hook", bound=WebhookView)
+
 
 def _encode_cursor(doc: AlertDoc) -> str:
     ms = int(doc.first_seen.timestamp() * 1000)
@@ -77,9 +79,9 @@ def _alert_view(doc: AlertDoc) -> AlertView:
     return AlertView.model_validate(doc.model_dump())
 
 
-def _shown(hook: WebhookDoc) -> dict[str, Any]:
-    """A webhook as the API shows it: everything but the sealed secret."""
-    return hook.model_dump(exclude={"secret"})
+def _shown(hook: WebhookDoc, shown: type[Hook], /, **own: object) -> Hook:
+    """A webhook as the API shows it (``shown``, with ``own``, its own fields): never the sealed secret."""
+    return shown.model_validate(hook.model_dump(exclude={"secret"}) | own)
 
 
 def _host(url: str) -> str:
@@ -213,16 +215,16 @@ class Operations:
         )
         await self.webhooks.create_webhook(hook, self._events(event))
         self.wake_relay()
-        return WebhookCreated.model_validate(_shown(hook) | {"secret": secret})
+        return _shown(hook, WebhookCreated, secret=secret)
 
     async def list_webhooks(self) -> list[WebhookView]:
-        return [WebhookView.model_validate(_shown(d)) for d in await self.webhooks.list_webhooks()]
+        return [_shown(d, WebhookView) for d in await self.webhooks.list_webhooks()]
 
     async def get_webhook(self, webhook_id: str) -> WebhookView:
         doc = await self.webhooks.get_webhook(webhook_id)
         if doc is None:
             raise DomainError(404, "no such webhook", "webhook_id")
-        return WebhookView.model_validate(_shown(doc))
+        return _shown(doc, WebhookView)
 
     async def delete_webhook(self, webhook_id: str) -> Deleted:
         events = self._events(WebhookRemoved(webhook_id=webhook_id))

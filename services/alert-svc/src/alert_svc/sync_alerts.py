@@ -19,6 +19,7 @@ from alert_svc.readcache import ReadModelCache
 from alert_svc.rules import OrgPolicy, allowed
 from alert_svc.store.alerts import AlertStore
 from alert_svc.store.episodes import EndedEpisodes
+from alert_svc.store.wall import OpenFilter
 from contracts.email import MailboxSyncFailed, MailboxSyncRecovered
 from contracts.envelope import Envelope
 from contracts.errors import CATALOG
@@ -103,10 +104,7 @@ class SyncAlerts:
 
     async def resolve(self, mailbox_id: str, episode_id: uuid.UUID, at: datetime) -> int:
         """The episode's open alerts (one per recipient); a later episode's stay open."""
-        query = {
-            "kind": "sync",
-            "mailbox_id": mailbox_id,
-            "code": SYNC_FAILED,
-            "occurrences": episode_tag(episode_id),
-        }
-        return await self.alerts.resolve(query, RECOVERED, at)
+        episode = OpenFilter(
+            kind="sync", mailbox_id=mailbox_id, code=SYNC_FAILED, occurrence=episode_tag(episode_id)
+        )
+        return await self.alerts.resolve(episode, RECOVERED, at)

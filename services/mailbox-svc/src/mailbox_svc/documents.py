@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -15,7 +15,6 @@ from mailbox_svc.credentials import INCOMING, OUTGOING, StoredLogin, open_login,
 from mailbox_svc.models import LastError, LoginPatch, LoginView, MailboxCreate, MailboxView
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.documents import Stored
-from mailwarden_runtime.mongo import Document
 
 CLIENT_FIELDS = (
     "email",
@@ -26,6 +25,8 @@ CLIENT_FIELDS = (
     "process_email_received_after",
 )
 """The fields a client sets as given (credentials and owner aside)."""
+
+Shown = TypeVar("Shown", bound=MailboxBasics)
 
 
 class PendingTest(BaseModel):
@@ -92,32 +93,28 @@ class MailboxDoc(Stored, TestState):
     def sealed(self, direction: str) -> SealedSecret | None:
         return self.credentials.get(direction)
 
-    def _shown(self) -> dict[str, Any]:
-        """What the API and the events both show, by field name."""
-        return {"mailbox_id": self.id} | {k: getattr(self, k) for k in _BASICS}
+    def _shown(self, shown: type[Shown], /, **own: object) -> Shown:
+        """This mailbox as ``shown`` (the API's view, the events' snapshot): what every view shows
+        (:class:`MailboxBasics`, kept under the same names here) and ``own``, that view's own fields."""
+        return shown.model_validate({"mailbox_id": self.id, **{k: getattr(self, k) for k in _BASICS}, **own})
 
     def snapshot(self) -> MailboxSnapshot:
-        return MailboxSnapshot.model_validate(
-            self._shown()
-            | {
-                "has_password": self.sealed(INCOMING) is not None,
-                "process_email_received_after": self.process_email_received_after,
-                "version": self.version,
-                "updated_at": self.updated_at,
-            }
+        return self._shown(
+            MailboxSnapshot,
+            has_password=self.sealed(INCOMING) is not None,
+            process_email_received_after=self.process_email_received_after,
+            version=self.version,
+            updated_at=self.updated_at,
         )
 
     def view(self) -> MailboxView:
-        same = {k: getattr(self, k) for k in _VIEWED}
-        return MailboxView.model_validate(
-            self._shown()
-            | same
-            | {
-                "credentials": self._login_view(INCOMING) or LoginView(),
-                "outgoing_credentials": self._login_view(OUTGOING),
-                # While a test is pending the field is that test's watchdog, not a next test.
-                "postponed_until": None if self.pending_test_id else self.next_retry_at,
-            }
+        return self._shown(
+            MailboxView,
+            **{k: getattr(self, k) for k in _VIEWED},
+            credentials=self._login_view(INCOMING) or LoginView(),
+            outgoing_credentials=self._login_view(OUTGOING),
+            # While a test is pending the field is that test's watchdog, not a next test.
+            postponed_until=None if self.pending_test_id else self.next_retry_at,
         )
 
     def _login_view(self, direction: str) -> LoginView | None:
@@ -138,29 +135,6 @@ _VIEWED = tuple(
     if k in MailboxDoc.model_fields and k not in MailboxBasics.model_fields and k != "credentials"
 )
 """The view's own fields kept under the same name in the document."""
-
-
-def changes(before: MailboxDoc, after: MailboxDoc) -> Document:
-    """The ``$set`` that turns ``before`` into ``after``.
-
-    The login maps are set per direction (``credentials.incoming``), so a key rotation that
-    re-sealed the other direction meanwhile (it does not move the version) is kept.
-    """
-    out: Document = {}
-    for name in type(after).model_fields:
-        old, new = getattr(before, name), getattr(after, name)
-        if old == new:
-            continue
-        stored = after.stored(include={name})[_key(name)]
-        if isinstance(new, dict) and isinstance(old, dict):
-            out.update({f"{name}.{k}": stored[k] for k in new if old.get(k) != new[k]})
-        else:
-            out[_key(name)] = stored
-    return out
-
-
-def _key(name: str) -> str:
-    return "_id" if name == "id" else name
 
 
 class MailboxEmail(Stored):

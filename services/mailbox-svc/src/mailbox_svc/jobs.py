@@ -27,15 +27,16 @@ from contracts.jobs import JobProgress, TestJobCompleted, TestJobProgress, TestJ
 from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import JobDoc, JobState
 from mailbox_svc.jobqueue import JobMailboxIds
+from mailbox_svc.jobwrite import JobCounts, JobWrite
 from mailbox_svc.models import JobView
 from mailbox_svc.profiles import ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import Repository
 from mailbox_svc.testing import Rings, TestRefused, build_request, job_test_id
 from mailwarden_runtime.auth.context import current_actor
+from mailwarden_runtime.documents import fields
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.loop import BackgroundLoop
-from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.outbox import outbox_entry, with_outbox
+from mailwarden_runtime.outbox import outbox_entry
 
 log = logging.getLogger(__name__)
 
@@ -191,19 +192,10 @@ class JobRunner:
             started_at=job.created_at,
             finished_at=now,
         )
-        update = with_outbox(
-            {
-                "$set": {
-                    "state": state,
-                    "finished_at": now,
-                    "summary": progress.model_dump(),
-                    "lease_owner": None,
-                    **({"cancelled_by": current_actor() or ""} if state == "cancelled" else {}),
-                }
-            },
-            [outbox_entry(self.envelop(summary))],
-        )
-        done = await self.repo.update_job({"_id": job.id, "state": "running"}, update)
+        closed = fields(JobDoc, state=state, finished_at=now, summary=progress, lease_owner=None)
+        if state == "cancelled":
+            closed |= fields(JobDoc, cancelled_by=current_actor() or "")
+        done = await self.repo.update_job(JobWrite(job, closed, events=[outbox_entry(self.envelop(summary))]))
         self.queued.forget(job.id)
         self._caps.pop(job.id, None)
         if done is not None:
@@ -293,10 +285,9 @@ class JobRunner:
             for outcome, n in held.items():
                 counted[outcome] = counted.get(outcome, 0) + n
             progress = await self._progress(job.model_copy(update={"results": counted}))
-            changes: Document = {"$set": {"progress_sent": progress.model_dump(), "progress_at": now}}
+            sent = fields(JobDoc, progress_sent=progress, progress_at=now)
             if held:
-                changes["$inc"] = {f"results.{k}": n for k, n in held.items()}
-                changes["$set"]["results_at"] = now
+                sent |= fields(JobDoc, results_at=now)
             events = []
             if progress != job.progress_sent:
                 event = TestJobProgress(
@@ -305,9 +296,7 @@ class JobRunner:
                 events.append(outbox_entry(self.envelop(event)))
             elif not held:
                 continue
-            updated = await self.repo.update_job(
-                {"_id": job_id, "state": job.state}, with_outbox(changes, events)
-            )
+            updated = await self.repo.update_job(JobWrite(job, sent, JobCounts(results=held), events))
             if updated is None:
                 self._hold(job_id, held)  # its state moved meanwhile: the next pass sees it
             elif events:
@@ -358,9 +347,7 @@ class JobRunner:
         ids = await self.queued.next(job, min(room, self.batch_size))
         if not ids:
             self.queued.forget(job.id)
-            done = await self.repo.update_job(
-                {"_id": job.id, "state": "running"}, {"$set": {"expanded": True, "lease_owner": None}}
-            )
+            done = await self.repo.update_job(JobWrite(job, fields(JobDoc, expanded=True, lease_owner=None)))
             if done is not None and progress.done >= done.requested:
                 await self._complete(done)
             return None
@@ -389,20 +376,13 @@ class JobRunner:
         sent = await asyncio.gather(*(self.publish(env) for env in requests), return_exceptions=True)
         if failed := next((r for r in sent if isinstance(r, BaseException)), None):
             raise failed  # the cursor stays: the next pass publishes the batch again (de-duplicated)
-        inc: Document = {"requested": len(requests), **{f"refused.{k}": v for k, v in refused.items()}}
+        added = JobCounts(requested=len(requests), refused=refused)
         new_progress = progress.model_copy(update={"requested": job.requested + len(requests)})
         progress_event = TestJobProgress(
             job_id=job.id, profile_id=job.profile_id, state="running", progress=new_progress
         )
-        updated = await self.repo.update_job(
-            {"_id": job.id, "state": "running", "cursor": job.cursor},
-            with_outbox(
-                {
-                    "$set": {"cursor": ids[-1], "lease_until": now + timedelta(seconds=LEASE_S)},
-                    "$inc": inc,
-                },
-                [outbox_entry(self.envelop(progress_event))],
-            ),
-        )
+        moved = fields(JobDoc, cursor=ids[-1], lease_until=now + timedelta(seconds=LEASE_S))
+        events = [outbox_entry(self.envelop(progress_event))]
+        updated = await self.repo.update_job(JobWrite(job, moved, added, events, unchanged=("cursor",)))
         self.wake_relay()
         return updated

@@ -35,7 +35,7 @@ from mailbox_svc.credentials import (
     destination_of,
     login_usable_for,
 )
-from mailbox_svc.documents import CLIENT_FIELDS, MailboxDoc, changes, new_mailbox, patch_login
+from mailbox_svc.documents import CLIENT_FIELDS, MailboxDoc, new_mailbox, patch_login
 from mailbox_svc.models import (
     BulkResult,
     ChangeManyRequest,
@@ -57,6 +57,7 @@ from mailbox_svc.profiles import UNAVAILABLE, ProfileDirectory, ProfileUnavailab
 from mailbox_svc.repository import MailboxWrite, Repository
 from mailbox_svc.testing import Rings, TestRefused, build_request, pending_test
 from mailwarden_runtime.auth import current_actor
+from mailwarden_runtime.documents import changes
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.outbox import OutboxEntry, outbox_entry
 
@@ -226,7 +227,9 @@ class MailboxOperations:
             )
             for e in events
         ]
-        fields = changes(doc, after.model_copy(update={"version": doc.version})) | after.stored(stamp)
+        fields = changes(doc, after.model_copy(update={"version": doc.version})).stored() | after.stored(
+            stamp
+        )
         return MailboxWrite(doc, fields, entries)
 
     async def _selected_ids(self, selection: Selection) -> Sequence[str]:

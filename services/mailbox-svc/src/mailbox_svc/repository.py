@@ -14,7 +14,9 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from contracts.events import TestCompleted
 from contracts.models import DeliveryMethod, SealedSecret
 from mailbox_svc.documents import JobDoc, MailboxDoc, MailboxEmail, SealedLogins, TestRunDoc
+from mailbox_svc.jobwrite import JobWrite
 from mailbox_svc.models import MailboxFilter
+from mailwarden_runtime.documents import fields
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox, with_outbox
 from mailwarden_runtime.readmodels import ReadModels
@@ -258,8 +260,8 @@ class Repository:
     async def swap_credentials(self, old: SealedLogins, new: dict[str, SealedSecret | None]) -> bool:
         """Replace the ciphertexts only if nobody changed them meanwhile (rotation runs online)."""
         res = await self.mailboxes.update_one(
-            {"_id": old.id, "credentials": old.stored()["credentials"]},
-            {"$set": {"credentials": old.model_copy(update={"credentials": new}).stored()["credentials"]}},
+            {"_id": old.id, **old.stored(include={"credentials"})},
+            {"$set": fields(SealedLogins, credentials=new)},
         )
         return res.modified_count == 1
 
@@ -308,7 +310,7 @@ class Repository:
         return {str(d["_id"]): TestCompleted.model_validate(d["result"]) for d in docs}
 
     async def set_job_results(self, job_id: str, results: dict[str, int], now: datetime) -> None:
-        await self.jobs.update_one({"_id": job_id}, {"$set": {"results": results, "results_at": now}})
+        await self.jobs.update_one({"_id": job_id}, {"$set": fields(JobDoc, results=results, results_at=now)})
 
     async def runs_of(self, mailbox_id: str, limit: int) -> list[TestRunDoc]:
         cursor = self.runs.find({"mailbox_id": mailbox_id}).sort("received_at", DESCENDING).limit(limit)
@@ -342,10 +344,11 @@ class Repository:
     async def get_job(self, job_id: str) -> JobDoc | None:
         return _job(await self.jobs.find_one({"_id": job_id}, {"outbox": 0}))
 
-    async def update_job(self, q: Document, update: Document) -> JobDoc | None:
+    async def update_job(self, write: JobWrite) -> JobDoc | None:
+        """Apply ``write``; the job as it is then, or None when it no longer holds (another won)."""
         return _job(
             await self.jobs.find_one_and_update(
-                q, update, projection={"outbox": 0}, return_document=ReturnDocument.AFTER
+                write.query(), write.update(), projection={"outbox": 0}, return_document=ReturnDocument.AFTER
             )
         )
 
@@ -364,7 +367,7 @@ class Repository:
                 "expanded": False,
                 "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}, {"lease_owner": instance}],
             },
-            {"$set": {"lease_owner": instance, "lease_until": lease_until}},
+            {"$set": fields(JobDoc, lease_owner=instance, lease_until=lease_until)},
             projection={"outbox": 0},
             return_document=ReturnDocument.AFTER,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +14,8 @@ from profile_svc.credentials import CredentialBox
 from profile_svc.models import AdvancedIn, IncomingIn, OutgoingIn, ProfileCreate, ProfileView
 from profile_svc.ports import default_port, service_of
 from profile_svc.rules import Draft
+
+Shown = TypeVar("Shown", bound=BaseModel)
 
 
 class ProfileContent(BaseModel):
@@ -96,19 +98,25 @@ class ProfileDoc(Stored, ProfileContent):
             advanced=AdvancedIn.model_validate(self.advanced.model_dump()),
         )
 
-    def _shown(self) -> dict[str, Any]:
-        """What the API and the events both show, by field name."""
+    def _shown(self, shown: type[Shown], /, **own: object) -> Shown:
+        """This profile as ``shown`` (the API's view, the events' snapshot): what both show (kept
+        under the same names here) and ``own``, that one's own fields."""
         shared = set(ProfileView.model_fields) & set(ProfileSnapshot.model_fields)
-        return {"profile_id": self.id} | {k: getattr(self, k) for k in shared if k in type(self).model_fields}
+        same = {k: getattr(self, k) for k in shared if k in type(self).model_fields}
+        return shown.model_validate({"profile_id": self.id, **same, **own})
 
     def view(self, is_default: bool) -> ProfileView:
-        extra = {"has_credentials": bool(self.credentials), "is_default": is_default}
-        return ProfileView.model_validate(self._shown() | extra | {"created_at": self.created_at})
+        return self._shown(
+            ProfileView,
+            has_credentials=bool(self.credentials),
+            is_default=is_default,
+            created_at=self.created_at,
+        )
 
     def snapshot(self, box: CredentialBox) -> ProfileSnapshot:
         """The profile as events carry it: credentials only sealed with the transit ring."""
         sealed = box.for_transit(self.id, self.credentials, self.use_same_settings_for_outgoing)
-        return ProfileSnapshot.model_validate(self._shown() | {"sealed_credentials": sealed})
+        return self._shown(ProfileSnapshot, sealed_credentials=sealed)
 
 
 class ProfileLogins(Stored):

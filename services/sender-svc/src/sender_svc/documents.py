@@ -8,9 +8,9 @@ single fields (``repository.py``), so two senders never overwrite each other's d
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from contracts.models import MailboxRef
 from contracts.outgoing import (
@@ -102,7 +102,7 @@ class SendDoc(Stored):
     """The mailbox as events show it, kept when DATA starts (the uncertain report after a crash)."""
     last_error: StoredError | None = None
     partial: Partial | None = None
-    outcome: dict[str, Any] | None = None
+    outcome: dict[str, JsonValue] | None = None
     """The outcome event as JSON: read it with :meth:`ended`."""
     sent_copy: SentCopy | None = None
 

@@ -21,6 +21,7 @@ from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from contracts.envelope import Envelope
 from contracts.events import MailboxSnapshot, ProfileSnapshot
 from contracts.models import MailboxRef
 from contracts.outgoing import EmailSendUncertain, SendEmailRequested, send_id
@@ -58,9 +59,9 @@ class Finish:
     status: str
     attempts: int
     outcome: SendOutcome
-    event: Any
+    event: Envelope[SendOutcome]
     subject: str
-    also: tuple[Any, ...] = ()
+    also: tuple[Envelope[Any], ...] = ()
     copy: bytes | None = None
     """A sent mail to copy into the Sent folder (its bytes, handed to the copier once stored)."""
 
@@ -295,7 +296,7 @@ class Repository:
         return [SendDoc.model_validate(d) for d in await cursor.to_list(None)]
 
     async def mark_uncertain(
-        self, doc: SendDoc, outcome: EmailSendUncertain, event: Any, subject: str
+        self, doc: SendDoc, outcome: EmailSendUncertain, event: Envelope[EmailSendUncertain], subject: str
     ) -> bool:
         update = with_outbox(
             {
@@ -344,7 +345,9 @@ class Repository:
         )
         return SendDoc.model_validate(doc) if doc else None
 
-    async def copy_done(self, doc: SendDoc, state: str, attempts: int, event: Any, subject: str) -> bool:
+    async def copy_done(
+        self, doc: SendDoc, state: str, attempts: int, event: Envelope[Any], subject: str
+    ) -> bool:
         """The copy's end (``saved`` or ``failed``) with its event; False when the claim was lost."""
         update = with_outbox(
             {

@@ -31,12 +31,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from alert_svc.domain import Draft, recipient_key, stable_id
-from alert_svc.store.wall import WallFilter
+from alert_svc.store.wall import OpenFilter, WallFilter
 from contracts.envelope import make_envelope
 from contracts.events import AlertLevel, AlertRaised
 from contracts.models import Owner
 from contracts.subjects import alert_subject
-from mailwarden_runtime.documents import Stored
+from mailwarden_runtime.documents import Stored, fields
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import PENDING, OutboxEntry, new_document_outbox, outbox_entry, with_outbox
 
@@ -226,7 +226,7 @@ class AlertStore:
             {"state": "open", "open_in": {"$exists": False}}, {"outbox": 0, "occurrences": 0}
         ):
             scopes = open_scopes(AlertDoc.model_validate(doc))
-            await self.alerts.update_one({"_id": doc["_id"]}, {"$set": {"open_in": scopes}})
+            await self.alerts.update_one({"_id": doc["_id"]}, {"$set": fields(AlertDoc, open_in=scopes)})
         await meta.update_one({"_id": "open_in"}, {"$set": {"done_at": datetime.now(UTC)}}, upsert=True)
 
     @staticmethod
@@ -235,30 +235,35 @@ class AlertStore:
         return {name: getattr(draft, name) for name in CONTENT}
 
     def _new_alert(self, draft: Draft, occurrence: str, test_id: str | None, at: datetime) -> Document:
-        doc = AlertDoc.model_validate(
-            self._content(draft)
-            | {
-                "_id": draft.alert_id(occurrence),
-                "open_key": draft.key,
-                "key": draft.key,
-                "recipient": draft.recipient,
-                "recipient_key": recipient_key(draft.recipient),
-                "mailbox_id": draft.mailbox_id,
-                "mailbox_email": draft.mailbox_email,
-                "profile_id": draft.profile_id,
-                "direction": draft.direction.value if draft.direction else None,
-                "affected_mailboxes": sorted(draft.affected),
-                "state": "open",
-                "count": 1,
-                "first_seen": at,
-                "last_seen": at,
-                "test_id": test_id,
-                "last_test_id": test_id,
-                "occurrences": [occurrence],
-            }
+        """The draft's alert, opened, as inserted with its AlertRaised (outbox)."""
+        doc = AlertDoc(
+            id=draft.alert_id(occurrence),
+            level=draft.level,
+            kind=draft.kind,
+            code=draft.code,
+            title=draft.title,
+            message=draft.message,
+            remediation=draft.remediation,
+            open_key=draft.key,
+            key=draft.key,
+            recipient=draft.recipient,
+            recipient_key=recipient_key(draft.recipient),
+            mailbox_id=draft.mailbox_id,
+            mailbox_email=draft.mailbox_email,
+            profile_id=draft.profile_id,
+            direction=draft.direction.value if draft.direction else None,
+            affected_mailboxes=sorted(draft.affected),
+            state="open",
+            count=1,
+            first_seen=at,
+            last_seen=at,
+            test_id=test_id,
+            last_test_id=test_id,
+            occurrences=[occurrence],
         )
         doc = doc.model_copy(update={"open_in": open_scopes(doc)})
         entry, _ = alert_event(doc, occurrence)
+        # Left out while None: a resolution unsets them (``open_key`` is a sparse unique index).
         stored = {k: v for k, v in doc.stored().items() if v is not None or k not in UNSET_WHEN_NONE}
         return stored | new_document_outbox([entry])
 
@@ -396,10 +401,10 @@ class AlertStore:
         entry, _ = alert_event(resolved, "resolved")
         return with_outbox({"$set": resolved.stored(include=changed), **update}, [entry])
 
-    async def resolve(self, query: Document, reason: str, at: datetime) -> int:
-        """Resolve every open alert matching ``query``; each publishes its resolved state."""
+    async def resolve(self, which: OpenFilter, reason: str, at: datetime) -> int:
+        """Resolve every open alert ``which`` takes; each publishes its resolved state."""
         done = 0
-        found = await self.alerts.find({**query, "state": "open"}, {"outbox": 0}).to_list(None)
+        found = await self.alerts.find(which.query(), {"outbox": 0}).to_list(None)
         for doc in await self.with_tails([AlertDoc.model_validate(d) for d in found]):
             result = await self.alerts.update_one(
                 {"_id": doc.id, "state": "open"}, self._resolution(doc, reason, at)
@@ -437,7 +442,7 @@ class AlertStore:
 
     def plan_resolve(self, doc: AlertDoc, reason: str, at: datetime) -> Planned:
         def retry() -> Awaitable[int]:
-            return self.resolve({"_id": doc.id}, reason, at)
+            return self.resolve(OpenFilter(alert_id=doc.id), reason, at)
 
         return Planned(
             UpdateOne({"_id": doc.id, "state": "open"}, self._resolution(doc, reason, at)),
@@ -453,7 +458,7 @@ class AlertStore:
 
         async def retry() -> None:
             await self.detach_mailbox(str(group.profile_id), str(group.direction), mailbox_id)
-            await self.resolve({"_id": group.id, "affected_mailboxes": {"$size": 0}}, "recovered", at)
+            await self.resolve(OpenFilter(alert_id=group.id, emptied=True), "recovered", at)
 
         query = {"_id": group.id, "state": "open", "affected_mailboxes": affected}
         if rest:
@@ -562,7 +567,7 @@ class AlertStore:
         self, alert_id: str, read: bool, actor: str = "", events: Sequence[OutboxEntry] = ()
     ) -> AlertDoc | None:
         """``events`` (outbox entries, e.g. AlertMarkedRead) are written by the same update."""
-        update = with_outbox({"$set": {"read": read, "read_by": actor}}, events)
+        update = with_outbox({"$set": fields(AlertDoc, read=read, read_by=actor)}, events)
         await self.alerts.update_one({"_id": alert_id, "deleted": False}, update)
         return await self.get_alert(alert_id)
 
@@ -574,7 +579,7 @@ class AlertStore:
         ``events`` (the AlertsDeleted entry) go into every alert deleted, by the same update: one
         event id, so JetStream keeps one copy; none when nothing was deleted."""
         update = with_outbox(
-            {"$set": {"deleted": True, "deleted_by": actor}, "$unset": {"open_key": ""}}, events
+            {"$set": fields(AlertDoc, deleted=True, deleted_by=actor), "$unset": {"open_key": ""}}, events
         )
         result = await self.alerts.update_many(which.query(), update)
         return result.modified_count

@@ -9,7 +9,15 @@ from datetime import datetime
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from mailwarden_runtime.documents import Stored, fields
 from mailwarden_runtime.mongo import Document
+
+
+class EndedEpisode(Stored):
+    """One ended episode (``_id`` the episode id)."""
+
+    mailbox_id: str
+    ended_at: datetime
 
 
 class EndedEpisodes:
@@ -19,7 +27,7 @@ class EndedEpisodes:
     async def end(self, episode_id: str, mailbox_id: str, at: datetime) -> None:
         await self.episodes.update_one(
             {"_id": episode_id},
-            {"$setOnInsert": {"mailbox_id": mailbox_id, "ended_at": at}},
+            {"$setOnInsert": fields(EndedEpisode, mailbox_id=mailbox_id, ended_at=at)},
             upsert=True,
         )
 

@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from alert_svc.rules import OrgPolicy
 from contracts.models import Owner
-from mailwarden_runtime.documents import Stored
+from mailwarden_runtime.documents import Stored, fields
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.readmodels import NewestRow, ReadModels, newest_many
 
@@ -30,6 +30,15 @@ class ProfileModel(Stored):
     name: str | None = None
     owner: Owner | None = None
     majority_email: bool = False
+
+
+class ProfileMailbox(Stored):
+    """alert-svc's own entry of a mailbox (``_id`` the mailbox id): all a majority's count needs."""
+
+    profile_id: str | None = None
+    active: bool = True
+    version: int = 0
+    """The newest MailboxSnapshot version seen (0: only seen in a status event)."""
 
 
 class ReadModelStore:
@@ -65,7 +74,7 @@ class ReadModelStore:
         try:
             await self.mailboxes.update_one(
                 {"_id": mailbox_id, "version": {"$lte": version}},
-                {"$set": {"profile_id": profile_id, "active": active, "version": version}},
+                {"$set": fields(ProfileMailbox, profile_id=profile_id, active=active, version=version)},
                 upsert=True,
             )
         except DuplicateKeyError:
@@ -73,7 +82,7 @@ class ReadModelStore:
 
     async def save_mailboxes(self, mailboxes: Sequence[tuple[str, int, str | None, bool]]) -> None:
         """:meth:`save_mailbox` of many ``(mailbox_id, version, profile_id, active)`` in one bulk write."""
-        rows = [NewestRow(m, v, {"profile_id": p, "active": a}) for m, v, p, a in mailboxes]
+        rows = [NewestRow(m, v, fields(ProfileMailbox, profile_id=p, active=a)) for m, v, p, a in mailboxes]
         await newest_many(self.mailboxes, "version", rows)
 
     async def note_mailbox(self, mailbox_id: str, profile_id: str) -> bool:
@@ -83,7 +92,7 @@ class ReadModelStore:
         """
         result = await self.mailboxes.update_one(
             {"_id": mailbox_id},
-            {"$setOnInsert": {"profile_id": profile_id, "active": True, "version": 0}},
+            {"$setOnInsert": fields(ProfileMailbox, profile_id=profile_id, active=True, version=0)},
             upsert=True,
         )
         return result.upserted_id is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING
@@ -158,9 +158,7 @@ class WebhookStore:
         return result.modified_count == 1
 
     async def list_deliveries(self, webhook_id: str, state: str | None, limit: int) -> list[DeliveryDoc]:
-        query: dict[str, Any] = {"webhook_id": webhook_id}
-        if state:
-            query["state"] = state
+        query = {"webhook_id": webhook_id} | ({"state": state} if state else {})
         cursor = self.deliveries.find(query, {"body": 0})
         found = await cursor.sort("created_at", DESCENDING).limit(limit).to_list(None)
         return [DeliveryDoc.model_validate(d) for d in found]
