@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -32,6 +33,7 @@ DUPLICATE_KEY = 11000
 RECORD_ATTEMPTS = 5
 LEGACY_CHUNK = 500
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before any retry time: the lower end of the due range
+T = TypeVar("T")
 
 
 def filter_query(f: MailboxFilter) -> Document:
@@ -311,22 +313,18 @@ class Repository:
         raise RuntimeError("test runs kept colliding with runs stored meanwhile")
 
     async def _stored_ids(self, test_ids: list[str]) -> set[str]:
-        return {str(run["_id"]) for run in await self._runs_of_tests(test_ids, fields=("_id",))}
+        return {run.id for run in await self._runs_of_tests(test_ids)}
 
-    async def _runs_of_tests(
-        self, test_ids: list[str], also: Document | None = None, fields: Sequence[str] = ()
-    ) -> list[Document]:
-        """The stored runs (not their batches) of these tests that also match ``also`` (a query on
-        one run), found through the ``runs._id`` index; only ``fields`` of each, when given."""
-        on_run: Document = {"runs._id": {"$in": test_ids}} | {f"runs.{k}": v for k, v in (also or {}).items()}
-        pipeline: list[Document] = [
-            {"$match": {"runs._id": {"$in": test_ids}}},  # (a batch, not a run: no other condition)
-            {"$unwind": "$runs"},
-            {"$match": on_run},
-        ]
-        if fields:
-            pipeline.append({"$project": {"_id": 0} | {f"runs.{f}": 1 for f in fields}})
-        return [d["runs"] for d in await (await self.runs.aggregate(pipeline)).to_list(None)]
+    async def _runs_of_tests(self, test_ids: list[str], withdrawn: bool = True) -> list[TestRunDoc]:
+        """The stored runs (not their batches) of these tests, found through the ``runs._id``
+        index (the first match picks batches, so it may test nothing but the ids)."""
+        on_run: dict[str, dict[str, object]] = {"runs._id": {"$in": test_ids}}
+        if not withdrawn:
+            on_run["runs.outcome"] = {"$ne": WITHDRAWN}
+        found = await self.runs.aggregate(
+            [{"$match": {"runs._id": {"$in": test_ids}}}, {"$unwind": "$runs"}, {"$match": on_run}]
+        )
+        return [TestRunDoc.model_validate(d["runs"]) for d in await found.to_list(None)]
 
     async def last_tests(self, profile_id: str) -> dict[str, str | None]:
         """The last applied test of each of a profile's mailboxes that waits on no test (one read)."""
@@ -338,15 +336,13 @@ class Repository:
         """The stored runs of these tests (not withdrawn ones)."""
         if not test_ids:
             return []
-        found = await self._runs_of_tests(test_ids, also={"outcome": {"$ne": WITHDRAWN}})
-        return [TestRunDoc.model_validate(d) for d in found]
+        return await self._runs_of_tests(test_ids, withdrawn=False)
 
     async def stored_results(self, test_ids: list[str]) -> dict[str, TestCompleted]:
         """The stored results of these tests (withdrawn ones too), by test id."""
         if not test_ids:
             return {}
-        found = await self._runs_of_tests(test_ids, fields=("_id", "result"))
-        return {str(d["_id"]): TestCompleted.model_validate(d["result"]) for d in found}
+        return {run.id: run.result for run in await self._runs_of_tests(test_ids)}
 
     async def set_job_results(self, job_id: str, results: dict[str, int], now: datetime) -> None:
         await self.jobs.update_one({"_id": job_id}, {"$set": {"results": results, "results_at": now}})
@@ -361,13 +357,16 @@ class Repository:
 
     async def job_results(self, job_id: str) -> dict[str, int]:
         """Exact results of a job per outcome, counted over its stored runs (O(runs): use sparingly)."""
-        pipeline: list[Document] = [
-            {"$match": {"runs.job_id": job_id}},
-            {"$unwind": "$runs"},
-            {"$match": {"runs.job_id": job_id, "runs.outcome": {"$ne": WITHDRAWN}}},
-            {"$group": {"_id": "$runs.outcome", "n": {"$sum": 1}}},
-        ]
-        rows = await (await self.runs.aggregate(pipeline)).to_list(None)
+        rows = await (
+            await self.runs.aggregate(
+                [
+                    {"$match": {"runs.job_id": job_id}},
+                    {"$unwind": "$runs"},
+                    {"$match": {"runs.job_id": job_id, "runs.outcome": {"$ne": WITHDRAWN}}},
+                    {"$group": {"_id": "$runs.outcome", "n": {"$sum": 1}}},
+                ]
+            )
+        ).to_list(None)
         return {str(r["_id"]): int(r["n"]) for r in rows}
 
     async def _move_legacy_runs(self) -> None:
@@ -436,7 +435,8 @@ class RunBatch:
     runs: list[TestRunDoc]
 
     def document(self) -> Document:
-        """A new document each time (its own id): a batch refused whole is written again as another."""
+        """A new document each time (its own id): a batch refused whole is written again as another.
+        A Document: what the driver inserts."""
         return {
             "_id": uuid.uuid4().hex,
             "received_at": self.runs[0].received_at,
@@ -459,10 +459,10 @@ def run_batches(runs: Iterable[TestRunDoc]) -> list[RunBatch]:
     return [RunBatch(held) for batches in open_at.values() for _, held in batches]
 
 
-async def _chunks(cursor: AsyncIterable[Document], size: int) -> AsyncIterator[list[Document]]:
-    chunk: list[Document] = []
-    async for doc in cursor:
-        chunk.append(doc)
+async def _chunks(items: AsyncIterable[T], size: int) -> AsyncIterator[list[T]]:
+    chunk: list[T] = []
+    async for item in items:
+        chunk.append(item)
         if len(chunk) == size:
             yield chunk
             chunk = []
