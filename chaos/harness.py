@@ -610,7 +610,15 @@ class System:
         # with its own id, not a duplicate. Duplicates are two effects of one test id.
         runs: Counter[str] = Counter()
         causes: Counter[str] = Counter()
-        async for run in mdb.test_runs.find({"mailbox_id": {"$in": ids}}, {"mailbox_id": 1, "outcome": 1}):
+        found = mdb.test_run_batches.aggregate(
+            [
+                {"$match": {"runs.mailbox_id": {"$in": ids}}},
+                {"$unwind": "$runs"},
+                {"$match": {"runs.mailbox_id": {"$in": ids}}},
+                {"$replaceRoot": {"newRoot": "$runs"}},
+            ]
+        )
+        async for run in await found:
             runs[run["mailbox_id"]] += 1
             if run.get("outcome") != "success":
                 causes[str(run.get("outcome"))] += 1

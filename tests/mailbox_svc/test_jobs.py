@@ -263,7 +263,7 @@ async def test_a_job_applies_a_stored_result_its_handler_gave_up_on(
             await eventually(applied, what=f"{req.test_id} applied")
 
         await result_stored_but_never_applied(h, completed_for(lost))
-        assert (await h.db.test_runs.find_one({"_id": lost.test_id})) is not None
+        assert (await h.db.test_run_batches.find_one({"runs._id": lost.test_id})) is not None
         assert await last_test(lost.mailbox.mailbox_id) is None
 
         async def finished() -> dict[str, Any] | None:

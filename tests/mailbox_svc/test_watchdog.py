@@ -49,7 +49,7 @@ async def test_a_stored_result_its_handler_gave_up_on_is_applied_at_the_watchdog
         first_watch: datetime = (await stored("slow"))["next_retry_at"]
 
         await result_stored_but_never_applied(h, completed_for(by_mailbox["lost"]))
-        assert (await h.db.test_runs.find_one({"_id": lost_id})) is not None
+        assert (await h.db.test_run_batches.find_one({"runs._id": lost_id})) is not None
         assert (await stored("lost"))["pending_test_id"] == lost_id
 
         applied = await h.wait_mailbox("lost", lambda m: m["pending_test_id"] is None, timeout=20)

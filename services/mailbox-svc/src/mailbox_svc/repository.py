@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Sequence
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -23,13 +25,17 @@ from mailwarden_runtime.readmodels import ReadModels
 
 MAILBOXES = "mailboxes"
 WITHDRAWN = "withdrawn"  # the outcome of a cancelled job's test that never started
-TEST_RUNS = "test_runs"
+TEST_RUNS = "test_runs"  # before session 6: one document per run, moved into run batches at start
+RUN_BATCHES = "test_run_batches"
 SYNC_PAUSED = "sync_paused"  # one small document per mailbox whose sync an operator paused
 SYNCED = DeliveryMethod.SERVER_SIDE_SYNC.value
 JOBS = "jobs"
 OUTBOX_COLLECTIONS = (MAILBOXES, JOBS)
 DUPLICATE_KEY = 11000
+RECORD_ATTEMPTS = 5
+LEGACY_CHUNK = 500
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before any retry time: the lower end of the due range
+T = TypeVar("T")
 
 
 def filter_query(f: MailboxFilter) -> Document:
@@ -120,7 +126,10 @@ class Repository:
         self.mailboxes = db[MAILBOXES]
         self.read = ReadModels(db)
         """Profiles and the org's settings, kept from profile-svc's events (``readmodels.follow``)."""
-        self.runs = db[TEST_RUNS]
+        self.runs = db[RUN_BATCHES]
+        """Test runs stored per result batch: one document (``_id``, ``received_at``, ``runs``) holds
+        the runs of the results handled together, at most one per mailbox. A test writes no
+        document of its own (the batch is ~1/100 of one), and the runs stay append-only."""
         self.sync_paused = db[SYNC_PAUSED]
         self.jobs = db[JOBS]
 
@@ -135,8 +144,13 @@ class Repository:
             with contextlib.suppress(OperationFailure):
                 await self.mailboxes.drop_index(old)
         await self.mailboxes.create_index("next_retry_at", sparse=True)
-        await self.runs.create_index([("mailbox_id", ASCENDING), ("received_at", DESCENDING)])
-        await self.runs.create_index("job_id", sparse=True)
+        # Multikey indexes over the runs: a run's test id is unique across every batch (a
+        # redelivered result is not stored twice), a mailbox's history and a job's runs are found
+        # by index. Each run costs the same three index entries as its own document did.
+        await self.runs.create_index("runs._id", unique=True)
+        await self.runs.create_index([("runs.mailbox_id", ASCENDING), ("received_at", DESCENDING)])
+        await self.runs.create_index("runs.job_id", sparse=True)
+        await self._move_legacy_runs()
         await self.jobs.create_index("state")
 
     # ---- mailboxes ---------------------------------------------------------------------------
@@ -269,25 +283,50 @@ class Repository:
 
     async def record_run(self, run: TestRunDoc) -> bool:
         """Store one test run; False when it was already stored (a redelivered result)."""
-        try:
-            await self.runs.insert_one(run.stored())
-        except DuplicateKeyError:
-            return False
-        return True
+        return bool(await self.record_runs([run]))
 
     async def record_runs(self, runs: list[TestRunDoc]) -> list[TestRunDoc]:
-        """Store test runs in one round trip; returns those stored now (not redelivered ones)."""
-        if not runs:
-            return []
-        try:
-            await self.runs.insert_many([run.stored() for run in runs], ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            skipped = {int(e["index"]) for e in errors}
-            return [run for n, run in enumerate(runs) if n not in skipped]
-        return runs
+        """Store test runs, usually as one batch document in one round trip; returns those stored
+        now (not redelivered ones).
+
+        A batch that holds an already stored run is refused whole (the unique ``runs._id``); its
+        runs not stored yet are then written without it. Another replica storing the same runs
+        meanwhile only repeats that, so the loop is short and never stores a run twice.
+        """
+        stored: list[TestRunDoc] = []
+        pending = runs
+        for _ in range(RECORD_ATTEMPTS):
+            if not pending:
+                return stored
+            batches = run_batches(pending)
+            try:
+                await self.runs.insert_many([b.document() for b in batches], ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                    raise
+                refused = {int(e["index"]) for e in errors}
+                stored += [r for n, b in enumerate(batches) if n not in refused for r in b.runs]
+                again = [r for n in sorted(refused) for r in batches[n].runs]
+                known = await self._stored_ids([r.id for r in again])
+                pending = [r for r in again if r.id not in known]
+                continue
+            return stored + pending
+        raise RuntimeError("test runs kept colliding with runs stored meanwhile")
+
+    async def _stored_ids(self, test_ids: list[str]) -> set[str]:
+        return {run.id for run in await self._runs_of_tests(test_ids)}
+
+    async def _runs_of_tests(self, test_ids: list[str], withdrawn: bool = True) -> list[TestRunDoc]:
+        """The stored runs (not their batches) of these tests, found through the ``runs._id``
+        index (the first match picks batches, so it may test nothing but the ids)."""
+        on_run: dict[str, dict[str, object]] = {"runs._id": {"$in": test_ids}}
+        if not withdrawn:
+            on_run["runs.outcome"] = {"$ne": WITHDRAWN}
+        found = await self.runs.aggregate(
+            [{"$match": {"runs._id": {"$in": test_ids}}}, {"$unwind": "$runs"}, {"$match": on_run}]
+        )
+        return [TestRunDoc.model_validate(d["runs"]) for d in await found.to_list(None)]
 
     async def last_tests(self, profile_id: str) -> dict[str, str | None]:
         """The last applied test of each of a profile's mailboxes that waits on no test (one read)."""
@@ -299,34 +338,48 @@ class Repository:
         """The stored runs of these tests (not withdrawn ones)."""
         if not test_ids:
             return []
-        query = {"_id": {"$in": test_ids}, "outcome": {"$ne": WITHDRAWN}}
-        return [TestRunDoc.model_validate(d) for d in await self.runs.find(query).to_list(None)]
+        return await self._runs_of_tests(test_ids, withdrawn=False)
 
     async def stored_results(self, test_ids: list[str]) -> dict[str, TestCompleted]:
         """The stored results of these tests (withdrawn ones too), by test id."""
         if not test_ids:
             return {}
-        docs = await self.runs.find({"_id": {"$in": test_ids}}, {"result": 1}).to_list(None)
-        return {str(d["_id"]): TestCompleted.model_validate(d["result"]) for d in docs}
+        return {run.id: run.result for run in await self._runs_of_tests(test_ids)}
 
     async def set_job_results(self, job_id: str, results: dict[str, int], now: datetime) -> None:
         await self.jobs.update_one({"_id": job_id}, {"$set": fields(JobDoc, results=results, results_at=now)})
 
     async def runs_of(self, mailbox_id: str, limit: int) -> list[TestRunDoc]:
-        cursor = self.runs.find({"mailbox_id": mailbox_id}).sort("received_at", DESCENDING).limit(limit)
-        return [TestRunDoc.model_validate(d) for d in await cursor.to_list(None)]
+        """A mailbox's runs, newest first: its batches newest first, each holding one of its runs."""
+        cursor = self.runs.find(
+            {"runs.mailbox_id": mailbox_id}, {"runs": {"$elemMatch": {"mailbox_id": mailbox_id}}}
+        )
+        batches = await cursor.sort("received_at", DESCENDING).limit(limit).to_list(None)
+        return [TestRunDoc.model_validate(run) for batch in batches for run in batch["runs"]]
 
     async def job_results(self, job_id: str) -> dict[str, int]:
         """Exact results of a job per outcome, counted over its stored runs (O(runs): use sparingly)."""
         rows = await (
             await self.runs.aggregate(
                 [
-                    {"$match": {"job_id": job_id, "outcome": {"$ne": WITHDRAWN}}},
-                    {"$group": {"_id": "$outcome", "n": {"$sum": 1}}},
+                    {"$match": {"runs.job_id": job_id}},
+                    {"$unwind": "$runs"},
+                    {"$match": {"runs.job_id": job_id, "runs.outcome": {"$ne": WITHDRAWN}}},
+                    {"$group": {"_id": "$runs.outcome", "n": {"$sum": 1}}},
                 ]
             )
         ).to_list(None)
         return {str(r["_id"]): int(r["n"]) for r in rows}
+
+    async def _move_legacy_runs(self) -> None:
+        """Runs stored one per document (before run batches) move into batches, then the old
+        collection goes; a restart midway repeats the copy, and runs already moved are skipped."""
+        legacy = self.db[TEST_RUNS]
+        if TEST_RUNS not in await self.db.list_collection_names():
+            return
+        async for chunk in _chunks(legacy.find({}), LEGACY_CHUNK):
+            await self.record_runs([TestRunDoc.model_validate(run) for run in chunk])
+        await legacy.drop()
 
     # ---- jobs --------------------------------------------------------------------------------
 
@@ -376,6 +429,48 @@ class Repository:
     async def open_jobs(self) -> list[JobDoc]:
         found = self.jobs.find({"state": "running", "expanded": True}, {"outbox": 0})
         return [JobDoc.model_validate(d) for d in await found.to_list(None)]
+
+
+@dataclass(frozen=True, slots=True)
+class RunBatch:
+    """Runs received at the same moment, at most one per mailbox, and their stored document."""
+
+    runs: list[TestRunDoc]
+
+    def document(self) -> Document:
+        """A new document each time (its own id): a batch refused whole is written again as another.
+        A Document: what the driver inserts."""
+        return {
+            "_id": uuid.uuid4().hex,
+            "received_at": self.runs[0].received_at,
+            "runs": [run.stored() for run in self.runs],
+        }
+
+
+def run_batches(runs: Iterable[TestRunDoc]) -> list[RunBatch]:
+    """Group runs into batches that share ``received_at`` and hold one run per mailbox, so a
+    mailbox's history is its batches sorted by time (one run each, in ``runs_of``)."""
+    open_at: dict[datetime, list[tuple[set[str], list[TestRunDoc]]]] = {}
+    for run in runs:
+        batches = open_at.setdefault(run.received_at, [])
+        held = next((b for b in batches if run.mailbox_id not in b[0]), None)
+        if held is None:
+            held = (set(), [])
+            batches.append(held)
+        held[0].add(run.mailbox_id)
+        held[1].append(run)
+    return [RunBatch(held) for batches in open_at.values() for _, held in batches]
+
+
+async def _chunks(items: AsyncIterable[T], size: int) -> AsyncIterator[list[T]]:
+    chunk: list[T] = []
+    async for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _mailboxes(docs: list[Document]) -> list[MailboxDoc]:
