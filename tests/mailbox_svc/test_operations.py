@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mailbox_helpers import MakeHarness, mailbox_body, owner, profile_snapshot
 
 from contracts.models import ACT_NOT_SUPPORTED, OwnerKind
-from mailbox_svc.repository import MailboxWrite
+from mailbox_svc.repository import EPOCH, MailboxWrite
 
 
 async def test_create_read_list_update_deactivate(make_harness: MakeHarness) -> None:
@@ -344,13 +345,54 @@ async def test_no_index_on_the_pending_test_or_the_statuses_and_old_ones_are_dro
     """No query finds a mailbox by its pending test alone, and the status filters are not selective:
     their indexes only cost every insert and every test's update."""
     async with make_harness() as h:
-        for old in ("pending_test_id", "incoming_status", "outgoing_status"):
-            await h.db["mailboxes"].create_index(old)  # as an older version left them
+        mailboxes = h.db["mailboxes"]
+        await mailboxes.drop_index("approval_pending")
+        await mailboxes.drop_index("next_retry_at_due")
+        for old in ("pending_test_id", "incoming_status", "outgoing_status", "approval"):
+            await mailboxes.create_index(old)  # as an older version left them
+        await mailboxes.create_index("next_retry_at", sparse=True)
     async with make_harness() as h:  # the same database, started again
-        names = set(await h.db["mailboxes"].index_information())
-        assert names == {"_id_", "profile_id_1", "approval_1", "owner.id_1", "next_retry_at_1"}
+        indexes = await h.db["mailboxes"].index_information()
+        assert set(indexes) == {"_id_", "profile_id_1", "owner.id_1", "approval_pending", "next_retry_at_due"}
+        assert indexes["approval_pending"]["partialFilterExpression"] == {"approval": "pending"}
         await h.profile()
         body = mailbox_body(1, mailbox_id="f1", profile_id=None)
         assert (await h.http.post("/mailboxes", json=body)).status_code == 201
         page = await h.http.get("/mailboxes", params={"incoming_status": "not_run"})
         assert [m["mailbox_id"] for m in page.json()["items"]] == ["f1"], "still filtered, by a scan"
+
+
+def _index_used(plan: dict[str, Any]) -> str | None:
+    """The index an explained query's winning plan scans (None: a collection scan)."""
+    stage: dict[str, Any] | None = plan["queryPlanner"]["winningPlan"]
+    while stage is not None:
+        if stage.get("stage") == "IXSCAN":
+            return str(stage["indexName"])
+        stage = stage.get("inputStage")
+    return None
+
+
+async def test_the_pending_approvals_and_due_retries_are_found_through_their_partial_indexes(
+    make_harness: MakeHarness,
+) -> None:
+    """Only mailboxes waiting for approval, and those with a retry or watchdog time, have an index
+    entry; their searches (as the repository sends them) still use those indexes and find them."""
+    async with make_harness() as h:
+        await h.profile()
+        await h.org_settings(approved_users_only=False)
+        bodies = [mailbox_body(n, mailbox_id=f"p{n}") for n in range(1, 5)]
+        assert (await h.http.post("/mailboxes/batch", json={"mailboxes": bodies[:2]})).status_code == 201
+        r = await h.http.post("/mailboxes/batch", json={"mailboxes": bodies[2:], "approve": True})
+        assert r.status_code == 201
+        repo = h.app.state.repository
+        due = datetime.now(UTC) - timedelta(seconds=1)
+        await h.db["mailboxes"].update_one({"_id": "p3"}, {"$set": {"next_retry_at": due}})
+
+        page = await h.http.get("/mailboxes", params={"approval": "pending"})
+        assert [m["mailbox_id"] for m in page.json()["items"]] == ["p1", "p2"]
+        assert [d.id for d in await repo.due_retries(datetime.now(UTC), 10)] == ["p3"]
+
+        pending = h.db["mailboxes"].find({"approval": "pending"}, {"outbox": 0}).sort("_id", 1).limit(50)
+        assert _index_used(await pending.explain()) == "approval_pending"
+        retries = h.db["mailboxes"].find({"next_retry_at": {"$gte": EPOCH, "$lte": datetime.now(UTC)}})
+        assert _index_used(await retries.sort("next_retry_at", 1).limit(10).explain()) == "next_retry_at_due"

@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     AUTH_BREAKER_OPEN = "auth_breaker_open"
     MAILBOX_NOT_APPROVED = "mailbox_not_approved"
     TEST_TIMEOUT = "test_timeout"
+    NO_RESULT = "no_result"
     OUTGOING_NOT_ENABLED = "outgoing_not_enabled"
     MESSAGE_TOO_LARGE = "message_too_large"
     MESSAGE_REFUSED = "message_refused"
@@ -261,6 +262,12 @@ CATALOG: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.TEST_TIMEOUT: _spec(
         T, "profile", "The test did not finish in time.", "Retry later; check the server's responsiveness."
+    ),
+    ErrorCode.NO_RESULT: _spec(
+        T,
+        "mailbox",
+        "No result came back for the test: it was requested again and still went unanswered.",
+        "Test & Enable again; if it persists, check that tester-svc runs and reaches the message bus.",
     ),
     ErrorCode.OUTGOING_NOT_ENABLED: _spec(
         P,

@@ -83,7 +83,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs.count,
     )
     loop_args = (repo, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)
-    scheduler = RetryScheduler(*loop_args, result_watchdog_s=watchdog_s, apply_result=handlers.apply_result)
+    scheduler = RetryScheduler(
+        *loop_args,
+        result_watchdog_s=watchdog_s,
+        apply_result=handlers.apply_result,
+        watchdog_resends=settings.result_watchdog_resends,
+    )
     retests = ScheduledRetests(*loop_args, result_watchdog_s=watchdog_s)
 
     follow(runtime, repo.read, mailboxes=False)

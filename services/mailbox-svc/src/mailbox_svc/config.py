@@ -50,6 +50,15 @@ class Settings(ServiceSettings):
             "of retries): longer than a test plus that budget. A result applied before never waits."
         ),
     )
+    result_watchdog_resends: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description=(
+            "How often the watchdog sends a requested test again (same test id) when it finds no stored "
+            "result; after that the test fails with `no_result` (transient: the retry policy applies)."
+        ),
+    )
     scheduler_poll_s: float = Field(
         5.0, gt=0, description="How often due retries and open jobs are picked up."
     )

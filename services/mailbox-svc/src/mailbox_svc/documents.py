@@ -40,6 +40,8 @@ class PendingTest(BaseModel):
     pending_directions: list[str] = Field(default_factory=list)
     test_scheduled: bool = False
     next_retry_at: datetime | None = None
+    watchdog_resends: int = 0
+    """How often the watchdog sent the pending test again, finding no stored result (scheduler.py)."""
     retry_attempt: int | None = None
     retry_directions: list[str] = Field(default_factory=list)
 

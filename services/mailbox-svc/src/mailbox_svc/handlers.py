@@ -41,6 +41,7 @@ WITHDRAWN_FIELDS = (
     "pending_directions",
     "test_scheduled",
     "next_retry_at",
+    "watchdog_resends",
 )
 """What a withdrawn test clears (to :class:`PendingTest`'s defaults): no test pending or scheduled,
 and the pending test's watchdog (``testing.pending_test``)."""

@@ -5,7 +5,9 @@ update on the retry time it was picked with, so two replicas never both send it.
 
 The same field is a requested test's watchdog (``testing.pending_test``): a mailbox still waiting
 on its test when that time comes gets the test's stored run applied (its result handler gave up
-after storing it, docs/reliability.md finding 12); with no run stored yet the watchdog moves on.
+after storing it, docs/reliability.md finding 12). With no run stored, the test is requested again
+under the same test id (its result, or a late one, is applied once), up to ``watchdog_resends``
+times; then it fails with ``no_result`` (``unanswered.py``), through the result handler.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, ClassVar
 
 from contracts.envelope import Envelope
-from contracts.events import Event, TestCompleted, TestRequested
+from contracts.events import Event, SettingsSnapshot, TestCompleted, TestRequested
 from mailbox_svc.clock import utcnow
-from mailbox_svc.documents import MailboxDoc
+from mailbox_svc.documents import MailboxDoc, PendingTest
+from mailbox_svc.handlers import WITHDRAWN_FIELDS
 from mailbox_svc.repository import MailboxWrite, Repository
 from mailbox_svc.testing import Rings, TestRefused, build_request, pending_test
+from mailbox_svc.unanswered import unanswered
 from mailwarden_runtime.documents import as_stored, fields
 from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.outbox import outbox_entry
@@ -80,6 +84,8 @@ class RetryScheduler(DueTestLoop):
 
     apply_result: Callable[[TestCompleted], Awaitable[None]] = field(kw_only=True)
     """The result handler (``Handlers.apply_result``): applies a result once, idempotently."""
+    watchdog_resends: int = field(kw_only=True, default=2)
+    """How often a test with no stored result at its watchdog is requested again before it fails."""
 
     async def run_once(self) -> int:
         """Send every due retry, look after every overdue test; returns how many were due."""
@@ -94,10 +100,12 @@ class RetryScheduler(DueTestLoop):
         return len(found)
 
     async def _overdue(self, docs: list[MailboxDoc], now: datetime) -> None:
-        """Apply the stored run of each test its mailbox still waits on past the watchdog; a test
-        with no run stored yet (still queued or running, or its result still being retried) gets
-        its watchdog moved on, conditional on the one it was picked with."""
+        """Apply the stored run of each test its mailbox still waits on past the watchdog. A test
+        with no run stored (lost on its way, or its result's handler gave up before storing it) is
+        requested again, or fails with ``no_result`` once it was requested ``watchdog_resends``
+        times more; each write is conditional on the watchdog it was picked with."""
         stored = await self.repo.stored_results([doc.pending_test_id or "" for doc in docs])
+        settings = await self.repo.read.get_settings()
         for doc in docs:
             result = stored.get(doc.pending_test_id or "")
             if result is not None:
@@ -106,15 +114,70 @@ class RetryScheduler(DueTestLoop):
                     "applied a stored result its handler had given up on",
                     extra={"mailbox_id": doc.id, "test_id": result.test_id},
                 )
-                continue
-            later = now + timedelta(seconds=self.result_watchdog_s)
+            elif doc.watchdog_resends < self.watchdog_resends:
+                await self._resend(doc, settings, now)
+            else:
+                await self._fail_unanswered(doc, now)
+
+    async def _resend(self, doc: MailboxDoc, settings: SettingsSnapshot, now: datetime) -> None:
+        """Request the pending test again: same id, attempt, job and directions; a new watchdog."""
+        profile = await self.repo.read.get_profile(doc.profile_id or "")
+        try:
+            req = build_request(
+                doc,
+                profile,
+                settings,
+                self.rings,
+                now,
+                test_id=doc.pending_test_id,
+                attempt=doc.pending_attempt or 1,
+                job_id=doc.pending_job_id,
+                directions=doc.pending_directions or None,
+            )
+        except TestRefused as exc:
+            log.warning(
+                "unanswered test cannot be requested again",
+                extra={"mailbox_id": doc.id, "test_id": doc.pending_test_id, "reason": exc.code},
+            )
+            await self._fail_unanswered(doc, now)
+            return
+        pending = pending_test(req, self.result_watchdog_s).model_copy(
+            update={"watchdog_resends": doc.watchdog_resends + 1}
+        )
+        picked = ("next_retry_at", "pending_test_id")
+        write = MailboxWrite(
+            doc, as_stored(pending), [outbox_entry(self.envelop(req))], picked, versioned=False
+        )
+        if await self.repo.update_if(write):
+            self.wake_relay()
+            log.warning(
+                "test unanswered at its watchdog: requested again",
+                extra={"mailbox_id": doc.id, "test_id": req.test_id, "resend": doc.watchdog_resends + 1},
+            )
+
+    async def _fail_unanswered(self, doc: MailboxDoc, now: datetime) -> None:
+        """Fail the pending test with ``no_result`` through the result handler (stored once, one
+        status change); with its profile gone there is nothing to report it against, so the
+        mailbox just stops waiting."""
+        profile = await self.repo.read.get_profile(doc.profile_id or "")
+        if profile is None:
+            cleared = as_stored(PendingTest(), WITHDRAWN_FIELDS)
             picked = ("next_retry_at", "pending_test_id")
-            moved = fields(MailboxDoc, next_retry_at=later)
-            if await self.repo.update_if(MailboxWrite(doc, moved, unchanged=picked, versioned=False)):
-                log.info(
-                    "test still unanswered at its watchdog",
-                    extra={"mailbox_id": doc.id, "test_id": doc.pending_test_id},
-                )
+            await self.repo.update_if(MailboxWrite(doc, cleared, unchanged=picked, updated_at=now))
+            log.warning(
+                "unanswered test dropped: its profile is gone",
+                extra={"mailbox_id": doc.id, "test_id": doc.pending_test_id},
+            )
+            return
+        await self.apply_result(unanswered(doc, profile, doc.watchdog_resends, now))
+        log.warning(
+            "test failed at its watchdog: no result",
+            extra={
+                "mailbox_id": doc.id,
+                "test_id": doc.pending_test_id,
+                "requested": doc.watchdog_resends + 1,
+            },
+        )
 
     async def _retry(self, due: list[MailboxDoc], now: datetime) -> None:
         if not due:
