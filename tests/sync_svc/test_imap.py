@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import imaplib
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 from sync_helpers import Bus, Mailbox, append, message
 
+from contracts.email import email_event_id
 from mailwarden_servers import DovecotServer, eventually
+from sync_svc.documents import LedgerEntry
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +173,55 @@ async def test_a_first_sync_in_windows_publishes_each_message_once_and_counts_it
     assert state.last_uid == max(uids) and len(set(uids)) == 11
     assert sorted(e.data.subject for e in got) == sorted(f"w {i}" for i in range(11))
     assert [e.data.subject for e in got if e.data.too_large] == ["w 4"]
+
+
+def _uids(dovecot: DovecotServer, user: str, password: str) -> tuple[int, list[int]]:
+    """The INBOX's UIDVALIDITY and UIDs, as another client sees them."""
+    imap = imaplib.IMAP4("127.0.0.1", dovecot.imap_port)
+    try:
+        imap.login(user, password)
+        imap.select("INBOX")
+        _, validity = imap.response("UIDVALIDITY")
+        _, found = imap.uid("SEARCH", "ALL")
+        return int(validity[0] or 0), [int(u) for u in (found[0] or b"").split()]
+    finally:
+        imap.logout()
+
+
+@pytest.mark.parametrize("first_window", [500, 3])
+async def test_a_first_sync_after_a_pass_that_died_skips_what_that_pass_stored(
+    bus: Bus,
+    dovecot: DovecotServer,
+    new_box: Callable[..., Mailbox],
+    sync_service: Any,
+    db_name: str,
+    first_window: int,
+) -> None:
+    """A first sync killed after storing some ledger batches but before any state write: the next
+    pass (a first sync again) looks its windows up and publishes only the rest, also long after
+    JetStream's duplicate window (here: events it would have sent again are counted on the bus).
+    A first sync of a mailbox with nothing in the ledger skips those lookups."""
+    box = new_box(process_from=date(2020, 1, 1))
+    await asyncio.to_thread(append, dovecot, box.user, box.password, [message(i, "k") for i in range(8)])
+    uidvalidity, uids = await asyncio.to_thread(_uids, dovecot, box.user, box.password)
+    done = [uids[0], uids[1], uids[5]]
+    settings = {"sync_idle": False, "sync_fetch_window": 3, "sync_first_window": first_window}
+    async with sync_service(db_name, **settings) as app:
+        repo = app.state.repository
+        await repo.record_published(
+            [
+                LedgerEntry(id=str(email_event_id(box.mailbox_id, uidvalidity, u)), m=box.mailbox_id, uid=u)
+                for u in done
+            ]
+        )
+        await bus.enable(box)
+        await bus.wait_emails(box, 5)
+
+        async def passed() -> Any:
+            state = await repo.get_state(box.mailbox_id)
+            return state if state.last_sync_at else None
+
+        state = await eventually(passed, "the first pass's state written", timeout=20.0)
+        got = await bus.emails(box)
+    assert sorted(e.data.uid or 0 for e in got) == sorted(set(uids) - set(done))
+    assert state.messages_seen == 8 and state.last_uid == max(uids)

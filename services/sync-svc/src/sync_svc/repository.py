@@ -192,6 +192,10 @@ class Repository:
                     outcomes[int(error["index"])] = Failed(BulkWriteError({"writeErrors": [error]}))
         return outcomes
 
+    async def has_ledger(self, mailbox_id: str) -> bool:
+        """Whether anything of the mailbox was ever stored in the ledger."""
+        return await self.ledger.find_one({"m": mailbox_id}, {"_id": 1}) is not None
+
     async def known_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of these event ids the ledger has (in one ``$in`` with other mailboxes' lookups)."""
         wanted = list(ids)
