@@ -104,6 +104,7 @@ class Repository:
         self._state_writes: Batcher[StateWrite, None] = Batcher(self._write_states)
         self._ledger_writes: Batcher[list[LedgerEntry], None] = Batcher(self._insert_ledger)
         self._ledger_reads: Batcher[list[str], set[str]] = Batcher(self._known_ids)
+        self._ledger_owners: Batcher[str, bool] = Batcher(self._have_ledgers)
 
     async def ensure_indexes(self) -> None:
         await self.ledger.create_index([("ids", ASCENDING)])
@@ -193,8 +194,13 @@ class Repository:
         return outcomes
 
     async def has_ledger(self, mailbox_id: str) -> bool:
-        """Whether anything of the mailbox was ever stored in the ledger."""
-        return await self.ledger.find_one({"m": mailbox_id}, {"_id": 1}) is not None
+        """Whether anything of the mailbox was ever stored in the ledger (asked in one ``distinct``
+        with other mailboxes': 1,000 first syncs at once each asked alone, 1 query per mailbox)."""
+        return await self._ledger_owners(mailbox_id)
+
+    async def _have_ledgers(self, mailbox_ids: Sequence[str]) -> list[bool]:
+        found = set(await self.ledger.distinct("m", {"m": {"$in": list(mailbox_ids)}}))
+        return [m in found for m in mailbox_ids]
 
     async def known_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of these event ids the ledger has (in one ``$in`` with other mailboxes' lookups)."""
