@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import imaplib
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 from sync_helpers import Bus, Mailbox, append, message
 
+from contracts.email import email_event_id
 from mailwarden_servers import DovecotServer, eventually
+from sync_svc.documents import LedgerEntry
 
 pytestmark = pytest.mark.integration
 
@@ -20,9 +23,17 @@ def subjects(envs: list[Any]) -> list[str]:
     return sorted(e.data.subject for e in envs)
 
 
+@pytest.mark.parametrize("first_window", [500, 3, 5])
 async def test_first_sync_honours_process_email_from(
-    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+    bus: Bus,
+    dovecot: DovecotServer,
+    new_box: Callable[..., Mailbox],
+    sync_service: Any,
+    db_name: str,
+    first_window: int,
 ) -> None:
+    """Also when the INBOX's first messages are searched first (``first_window`` 3: all older
+    than the start, nothing to fetch in it; 5: some of each) and the rest behind them."""
     today = datetime.now(UTC).date()
     box = new_box(process_from=today - timedelta(days=3))
     old = datetime.now(UTC) - timedelta(days=10)
@@ -30,12 +41,14 @@ async def test_first_sync_honours_process_email_from(
         append, dovecot, box.user, box.password, [message(i, "old") for i in range(3)], old
     )
     await asyncio.to_thread(append, dovecot, box.user, box.password, [message(i, "new") for i in range(4)])
-    async with sync_service(db_name):
+    async with sync_service(db_name, sync_first_window=first_window) as app:
         await bus.enable(box)
         got = await bus.wait_emails(box, 4)
         await asyncio.sleep(1.0)  # a second pass must not add anything
         got = await bus.emails(box)
+        state = await app.state.repository.get_state(box.mailbox_id)
     assert subjects(got) == [f"new {i}" for i in range(4)]
+    assert state.last_uid == max(e.data.uid or 0 for e in got) and state.messages_seen == 4
     first = got[0].data
     assert first.protocol == "imap" and first.uid is not None and first.uidvalidity is not None
     assert first.from_[0].address == "sender@example.org" and first.preview.startswith("body text")
@@ -124,17 +137,26 @@ async def test_idle_new_message_becomes_an_event_within_two_seconds(
     assert max(latencies) < 2.0
 
 
+@pytest.mark.parametrize("first_window", [500, 5, 2])
 async def test_a_first_sync_in_windows_publishes_each_message_once_and_counts_it(
-    bus: Bus, dovecot: DovecotServer, new_box: Callable[..., Mailbox], sync_service: Any, db_name: str
+    bus: Bus,
+    dovecot: DovecotServer,
+    new_box: Callable[..., Mailbox],
+    sync_service: Any,
+    db_name: str,
+    first_window: int,
 ) -> None:
     """Windows of 3 UIDs, the next one's FETCH sent while the current one streams in (pipelined),
     one message over the size cap among them (its headers come from a FETCH of their own): every
-    message once, and the state's watermark and count exact."""
+    message once, and the state's watermark and count exact. With a first window smaller than the
+    INBOX, the rest is searched behind the first window's FETCH (its answer read by the FETCH's
+    reader), the message over the cap in the first window (5) or in the rest (2)."""
     box = new_box(process_from=date(2020, 1, 1))
     big = ("x" * 70 + "\r\n") * 1000  # ~72 KB: over the 64 KB cap
     messages = [message(i, "w", body=big if i == 4 else "body text") for i in range(11)]
     await asyncio.to_thread(append, dovecot, box.user, box.password, messages)
     settings = {"sync_idle": False, "sync_fetch_window": 3, "sync_fetch_batch": 2}
+    settings["sync_first_window"] = first_window
     async with sync_service(db_name, sync_max_message_bytes=65_536, **settings) as app:
         await bus.enable(box)
         got = await bus.wait_emails(box, 11)
@@ -151,3 +173,55 @@ async def test_a_first_sync_in_windows_publishes_each_message_once_and_counts_it
     assert state.last_uid == max(uids) and len(set(uids)) == 11
     assert sorted(e.data.subject for e in got) == sorted(f"w {i}" for i in range(11))
     assert [e.data.subject for e in got if e.data.too_large] == ["w 4"]
+
+
+def _uids(dovecot: DovecotServer, user: str, password: str) -> tuple[int, list[int]]:
+    """The INBOX's UIDVALIDITY and UIDs, as another client sees them."""
+    imap = imaplib.IMAP4("127.0.0.1", dovecot.imap_port)
+    try:
+        imap.login(user, password)
+        imap.select("INBOX")
+        _, validity = imap.response("UIDVALIDITY")
+        _, found = imap.uid("SEARCH", "ALL")
+        return int(validity[0] or 0), [int(u) for u in (found[0] or b"").split()]
+    finally:
+        imap.logout()
+
+
+@pytest.mark.parametrize("first_window", [500, 3])
+async def test_a_first_sync_after_a_pass_that_died_skips_what_that_pass_stored(
+    bus: Bus,
+    dovecot: DovecotServer,
+    new_box: Callable[..., Mailbox],
+    sync_service: Any,
+    db_name: str,
+    first_window: int,
+) -> None:
+    """A first sync killed after storing some ledger batches but before any state write: the next
+    pass (a first sync again) looks its windows up and publishes only the rest, also long after
+    JetStream's duplicate window (here: events it would have sent again are counted on the bus).
+    A first sync of a mailbox with nothing in the ledger skips those lookups."""
+    box = new_box(process_from=date(2020, 1, 1))
+    await asyncio.to_thread(append, dovecot, box.user, box.password, [message(i, "k") for i in range(8)])
+    uidvalidity, uids = await asyncio.to_thread(_uids, dovecot, box.user, box.password)
+    done = [uids[0], uids[1], uids[5]]
+    settings = {"sync_idle": False, "sync_fetch_window": 3, "sync_first_window": first_window}
+    async with sync_service(db_name, **settings) as app:
+        repo = app.state.repository
+        await repo.record_published(
+            [
+                LedgerEntry(id=str(email_event_id(box.mailbox_id, uidvalidity, u)), m=box.mailbox_id, uid=u)
+                for u in done
+            ]
+        )
+        await bus.enable(box)
+        await bus.wait_emails(box, 5)
+
+        async def passed() -> Any:
+            state = await repo.get_state(box.mailbox_id)
+            return state if state.last_sync_at else None
+
+        state = await eventually(passed, "the first pass's state written", timeout=20.0)
+        got = await bus.emails(box)
+    assert sorted(e.data.uid or 0 for e in got) == sorted(set(uids) - set(done))
+    assert state.messages_seen == 8 and state.last_uid == max(uids)

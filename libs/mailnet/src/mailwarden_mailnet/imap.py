@@ -132,6 +132,10 @@ class ImapClient:
         self.counter = 0
         self._fetching: dict[bytes, tuple[str, bytes] | None] = {}
         """UID FETCHes sent and not yet read to their end: their completion once it came."""
+        self._searching: dict[bytes, list[int]] = {}
+        """Pipelined UID SEARCHes (:meth:`send_uid_search`) not yet read: the UIDs answered so far."""
+        self._searched: dict[bytes, tuple[str, bytes]] = {}
+        """Their completions once they came (read by whichever reader saw them)."""
 
     async def line_parts(self) -> list[bytes]:
         """One logical response line as ``[text, literal, text, ...]`` (literals kept apart)."""
@@ -336,6 +340,52 @@ class ImapClient:
         status, rest, _ = await self.finish(tag)
         return status, rest
 
+    async def send_uid_search(self, criteria: bytes) -> bytes:
+        """Send ``UID SEARCH RETURN (ALL) criteria`` (ESEARCH, RFC 4731: the answer carries the
+        tag) without waiting; its tag, for :meth:`searched`. Sent behind a FETCH, the FETCH's
+        reader (:meth:`fetched`) keeps its answer, whenever the server sends it."""
+        tag = self.tag()
+        await self.wire.send(tag + b" UID SEARCH RETURN (ALL) " + criteria + b"\r\n")
+        self._searching[tag] = []
+        return tag
+
+    def search_done(self, tag: bytes) -> bool:
+        """Whether a reader has seen the completion of :meth:`send_uid_search`'s ``tag``."""
+        return tag in self._searched
+
+    async def searched(self, tag: bytes, max_bytes: int = 1_048_576) -> list[int]:
+        """The UIDs a :meth:`send_uid_search` found, reading until it completes (call it with no
+        FETCH sent before it left unread: only searches are read here)."""
+        while tag not in self._searched:
+            self.wire.reset_budget(max_bytes)
+            first = (await self.line_parts())[0]
+            if first.startswith(b"* "):
+                self._untagged_bye(first, False)
+                self._search_answer(first)
+                continue
+            other = first.split(b" ", 1)[0]
+            if not self._search_completion(other, first):
+                self._tagged(tag, first)  # not a search's: a violation
+        status, rest = self._searched.pop(tag)
+        uids = self._searching.pop(tag)
+        if status != "OK":
+            raise NetError(ErrorCode.SERVER_TEMPORARY_ERROR, f"SEARCH {status} {trimmed(rest)}")
+        return uids
+
+    def _search_answer(self, line: bytes) -> bool:
+        """Keep an ESEARCH answer of a pipelined search; False when the line is not one."""
+        if (m := _ESEARCH.match(line)) is None or (found := self._searching.get(m.group(1))) is None:
+            return False
+        found += sequence_set(m.group(2)) if m.group(2) else []
+        return True
+
+    def _search_completion(self, tag: bytes, line: bytes) -> bool:
+        if tag not in self._searching or tag in self._searched:
+            return False
+        status, rest = self._tagged(tag, line)
+        self._searched[tag] = (status, rest)
+        return True
+
     async def uid_fetch(self, uid_set: bytes, items: bytes, max_bytes: int) -> AsyncIterator[FetchItem]:
         """Stream the FETCH responses of ``UID FETCH uid_set (items)``, one message at a time.
 
@@ -359,7 +409,8 @@ class ImapClient:
     async def fetched(self, tag: bytes, max_bytes: int) -> AsyncIterator[FetchItem]:
         """The FETCH responses until ``tag`` completes. A server may run pipelined FETCHes at
         once (RFC 3501 5.5): a later one's responses are yielded here as they come, and its
-        completion is kept for its own read."""
+        completion is kept for its own read; so are a pipelined search's answer and completion
+        (:meth:`send_uid_search`)."""
         while (done := self._fetching.get(tag)) is None:
             self.wire.reset_budget(max_bytes)
             parts = await self.line_parts()
@@ -368,10 +419,14 @@ class ImapClient:
                 self._untagged_bye(first, False)
                 if _FETCH.match(first) and (item := parse_fetch(parts)) is not None:
                     yield item
+                elif self._searching:
+                    self._search_answer(first)
                 continue
             other = first.split(b" ", 1)[0]
             if other in self._fetching and self._fetching[other] is None:
                 self._fetching[other] = self._tagged(other, first)
+                continue
+            if self._search_completion(other, first):
                 continue
             self._fetching[tag] = self._tagged(tag, first)  # a continuation; else a violation
         del self._fetching[tag]

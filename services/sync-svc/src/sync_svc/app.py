@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         options=SyncOptions(
             fetch_batch=settings.sync_fetch_batch,
             fetch_window=settings.sync_fetch_window,
+            first_window=settings.sync_first_window,
             max_message_bytes=settings.sync_max_message_bytes,
             idle=settings.sync_idle,
             idle_renew_s=settings.sync_idle_renew_s,

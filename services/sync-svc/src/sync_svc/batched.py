@@ -1,6 +1,6 @@
 """Database calls of every mailbox task, sent together: one writer (or reader) per collection.
 
-Hundreds of first syncs each wrote their ``state`` and ``published`` documents and read their state
+Hundreds of first syncs each wrote their ``state`` and ledger documents and read their state
 on their own: the writes to one collection queue on SecantusDB's per-collection lock (one
 transaction per write), and 500 concurrent passes waited more than pymongo's 10 s for one of its
 100 pooled connections, failed and backed off (bench/README.md, many small mailboxes). Here a

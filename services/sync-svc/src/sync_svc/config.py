@@ -44,6 +44,14 @@ class Settings(ServiceSettings, TransitKeySettings):
         "published in batches of sync_fetch_batch while the rest arrives, and the next window's command "
         "is sent while this one streams in. The watermark is written once per window.",
     )
+    sync_first_window: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Messages a first sync of a bigger INBOX searches, and starts fetching, before it "
+        "searches the rest (ESEARCH servers): the rest is searched while they stream in, so the first "
+        "events do not wait for the server to read the date of every message.",
+    )
     sync_idle: bool = Field(True, description="Use IMAP IDLE where the server offers it (else poll).")
     sync_idle_renew_s: float = Field(
         1500.0,

@@ -63,7 +63,8 @@ class Feedback(BaseModel):
 
 
 class LedgerEntry(Stored):
-    """``published``: one message seen in a mailbox (``_id`` = the EmailReceived's event id).
+    """One message seen in a mailbox (``id`` = the EmailReceived's event id), as a sync hands it to
+    the ledger and as the ledger gives it back (with the consuming systems' answers).
 
     ``fp`` (Message-ID, Date and size) recognises it after a UIDVALIDITY change or a move to another
     protocol; ``baseline`` marks a message seen but never published (older than the start date).
@@ -78,14 +79,63 @@ class LedgerEntry(Stored):
     tracked: Feedback | None = None
     rejected: Feedback | None = None
 
-    def inserted(self) -> dict[str, object]:
-        """As first inserted (no answers yet): built by hand, once per message on the sync path."""
-        return {
-            "_id": self.id,
-            "m": self.m,
-            "fp": self.fp,
-            "uid": self.uid,
-            "uv": self.uv,
-            "uidl": self.uidl,
-            "baseline": self.baseline,
+
+class LedgerBatch(BaseModel):
+    """``ledger``: the entries one sync stored together (a pipeline batch, ~100 messages), as
+    parallel lists: one document and one ``m`` index entry per batch instead of per message
+    (SecantusDB's cost is per document: 0.13 ms of its CPU per message as one document each,
+    0.02-0.03 as batches; bench/README.md, session 6). ``ids`` is a multikey index: which event
+    ids are known, and a feedback's message. A replayed batch may be stored again, whole or cut
+    differently: every reader takes the union, so a second copy changes no answer."""
+
+    m: str
+    uv: int | None = None
+    ids: list[str]
+    fps: list[str | None]
+    uids: list[int | None] | None = None
+    uidls: list[str | None] | None = None
+    baseline: list[str] | None = None
+    """The ids of those seen but never published."""
+
+    @classmethod
+    def of(cls, entries: list[LedgerEntry]) -> dict[str, object]:
+        """One mailbox's entries as stored (built by hand: once per batch on the sync path)."""
+        first = entries[0]
+        doc: dict[str, object] = {
+            "m": first.m,
+            "uv": first.uv,
+            "ids": [e.id for e in entries],
+            "fps": [e.fp for e in entries],
         }
+        if any(e.uid is not None for e in entries):
+            doc["uids"] = [e.uid for e in entries]
+        if any(e.uidl is not None for e in entries):
+            doc["uidls"] = [e.uidl for e in entries]
+        if baseline := [e.id for e in entries if e.baseline]:
+            doc["baseline"] = baseline
+        return doc
+
+    def entry(self, event_id: str) -> LedgerEntry | None:
+        """The entry of ``event_id`` in this batch (no answers: they are kept in ``answers``)."""
+        if event_id not in self.ids:
+            return None
+        i = self.ids.index(event_id)
+        return LedgerEntry(
+            id=event_id,
+            m=self.m,
+            fp=self.fps[i],
+            uid=self.uids[i] if self.uids else None,
+            uv=self.uv,
+            uidl=self.uidls[i] if self.uidls else None,
+            baseline=event_id in (self.baseline or ()),
+        )
+
+
+class Answers(Stored):
+    """``answers``: what the consuming systems answered about one published message (``_id`` = its
+    event id): the first EmailTracked and the first EmailRejected. Written only when an answer
+    comes, so a sync's ledger batch is never updated per message."""
+
+    m: str
+    tracked: Feedback | None = None
+    rejected: Feedback | None = None

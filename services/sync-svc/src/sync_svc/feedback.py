@@ -1,9 +1,9 @@
 """EmailTracked and EmailRejected: what the consuming systems did with each published message.
 
-The ledger entry of a published message (``published``, ``_id`` = the EmailReceived's id) keeps the
-first ``EmailTracked`` (``tracked``: system, record reference, when) and the first ``EmailRejected``
+The answers about a published message (``answers``, ``_id`` = the EmailReceived's id, written only
+if the message is in the mailbox's ledger) keep the first ``EmailTracked`` (``tracked``: system, record reference, when) and the first ``EmailRejected``
 (``rejected``: system, reason, when) of that message. The mailbox's sync state counts both
-(``messages_tracked``, ``messages_rejected``), counted from the ledger, so a redelivered or repeated
+(``messages_tracked``, ``messages_rejected``), counted from ``answers``, so a redelivered or repeated
 answer never counts twice. A tracked message is never moved to the Undeliverable folder: a system
 took it in, so another system's rejection does not make it undeliverable (a rejection handled
 before the message was tracked has moved it already; the ledger keeps both answers).

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import functools
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -113,33 +113,87 @@ Sent = list[tuple[bytes, bool]]
 """A window's FETCH commands: (tag, headers only)."""
 
 
+Lookup = Callable[[], Coroutine[object, None, tuple[list[Listed], int]]]
+"""A window's messages to fetch and its count of messages known by event id."""
+
+
 class _Ahead:
-    """The next window while this one streams in: its ledger lookup, and its FETCH sent as soon
+    """The next window while this one streams in: its lookup (the ledger's, after the rest
+    search's answer when it comes from one: started once ``ready``), and its FETCH sent as soon
     as the lookup is back (the server starts on it when it has answered this one)."""
 
     def __init__(
-        self, lookup: asyncio.Task[tuple[list[Listed], int]], send: Callable[[list[Listed]], Awaitable[Sent]]
+        self,
+        lookup: Lookup,
+        send: Callable[[list[Listed]], Awaitable[Sent]],
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
-        self.lookup = lookup
+        self._lookup = lookup
+        self._ready = ready
         self._send = send
         self._sent: Sent | None = None
+        self.lookup: asyncio.Task[tuple[list[Listed], int]] | None = None
+        self._start(ready())
+
+    def _start(self, now: bool) -> None:
+        if self.lookup is None and now:
+            self.lookup = asyncio.create_task(self._lookup())
 
     async def send_when_ready(self) -> None:
-        """Send the FETCH if the lookup is back (a failed lookup is raised by :meth:`sent`)."""
+        """Start the lookup once ready; send the FETCH if it is back (a failed lookup is raised by
+        :meth:`sent`)."""
+        self._start(self._ready())
         lookup = self.lookup
-        if self._sent is None and lookup.done() and not lookup.cancelled() and lookup.exception() is None:
+        if lookup is None or self._sent is not None or not lookup.done() or lookup.cancelled():
+            return
+        if lookup.exception() is None:
             self._sent = await self._send(lookup.result()[0])
 
     async def sent(self) -> tuple[int, Sent]:
         """The window's count of messages known by event id and its commands, sent now if not yet."""
+        self._start(True)
+        assert self.lookup is not None
         todo, known = await self.lookup  # the database's error as it is: not the mailbox's
         if self._sent is None:
             self._sent = await self._send(todo)
         return known, self._sent
 
     async def cancel(self) -> None:
-        self.lookup.cancel()  # no-op once done
-        await asyncio.gather(self.lookup, return_exceptions=True)
+        if self.lookup is not None:
+            self.lookup.cancel()  # no-op once done
+            await asyncio.gather(self.lookup, return_exceptions=True)
+
+
+class _RestSearch:
+    """A big first sync's search past its first window (UIDs above ``after``), sent behind that
+    window's FETCH: the reader of the FETCH keeps its answer whenever the server sends it."""
+
+    def __init__(
+        self, client: ImapClient, after: int, criteria: tuple[bytes, bytes], timeout_s: float
+    ) -> None:
+        self.client = client
+        self.after = after
+        self.top = after
+        """The highest UID found (once :meth:`found`)."""
+        self._criteria = criteria
+        self._timeout_s = timeout_s
+        self._tags: list[bytes] = []
+
+    async def send(self) -> None:
+        uids = b"UID %d:* " % (self.after + 1)
+        self._tags = [await self.client.send_uid_search(uids + c) for c in self._criteria]
+
+    def done(self) -> bool:
+        return bool(self._tags) and all(self.client.search_done(t) for t in self._tags)
+
+    async def found(self) -> tuple[list[int], list[int]]:
+        """The UIDs found above ``after`` (``n:*`` also matches the last UID when n is past it),
+        and those of them over the size cap; read from the server if not in yet."""
+        async with step(self._timeout_s):
+            found, large = [await self.client.searched(t) for t in self._tags]
+        found = [u for u in found if u > self.after]
+        self.top = max([self.after, *found])
+        return found, large
 
 
 class ImapSync(MailboxSync):
@@ -148,6 +202,8 @@ class ImapSync(MailboxSync):
     """The logged-in session's capabilities."""
     _oldest: datetime | None = None
     """This pass's first instant to publish (messages fetched from a SEARCH by day may be older)."""
+    _no_ledger = False
+    """This pass is a first sync of a mailbox with nothing in the ledger: no window need be looked up."""
 
     async def pass_once(self) -> None:
         opts = self.s.options
@@ -260,6 +316,7 @@ class ImapSync(MailboxSync):
         and the messages to count as seen, which the caller writes with its own in one write: a
         small mailbox's pass writes its state once (bench/README.md, many small mailboxes)."""
         self.step = "fetch"
+        self._no_ledger = False
         mailbox_id = self.target.mailbox_id
         uidvalidity = selected.uidvalidity
         assert uidvalidity is not None
@@ -277,14 +334,52 @@ class ImapSync(MailboxSync):
         seen_before = bool(state.messages_seen) or state.protocol not in (None, "imap")
         if start is None and not seen_before:
             return await self._baseline(client, uidvalidity), 0
+        # Only this task writes the mailbox's ledger (its lease): with nothing in it, no message of
+        # this pass can be known by event id. A first sync skips the lookups (2,000 ids each:
+        # ~0.1 s of the database's CPU per window on SecantusDB; bench/README.md, session 6).
+        self._no_ledger = not seen_before and not await self.s.repo.has_ledger(mailbox_id)
+        more: _RestSearch | None = None
         if seen_before:
             listed = await self._list(client, b"1:*")
             top = listed[-1].uid if listed else 0
             listed = self._since(listed, start)
+        elif "ESEARCH" in self.caps and selected.exists > self.s.options.first_window:
+            listed, more = await self._search_first_window(client, start)
         else:
             listed, top = await self._search(client, selected, start)
-        seen = await self._publish(client, uidvalidity, listed, recognise=seen_before)
+        seen = await self._publish(client, uidvalidity, listed, recognise=seen_before, more=more)
+        if more is not None:
+            top = max([(selected.uidnext or 1) - 1, more.top])
         return {"uidvalidity": uidvalidity, "last_uid": top, "protocol": "imap", "resync_from": None}, seen
+
+    def _criteria(self, start: date | None) -> tuple[bytes, bytes]:
+        """A first sync's SEARCH criteria: since the day before the start date, and those of them
+        over the size cap (the exact start is checked on each message's INTERNALDATE)."""
+        since = since_start(start)
+        criteria = b"SINCE " + imap_date(since - timedelta(days=1)) if since is not None else b"ALL"
+        return criteria, criteria + b" LARGER %d" % self.s.options.max_message_bytes
+
+    async def _search_first_window(
+        self, client: ImapClient, start: date | None
+    ) -> tuple[list[Listed], _RestSearch]:
+        """The candidates among the INBOX's first ``first_window`` messages, and the search for
+        the rest, to send behind their FETCH. A first SEARCH over a whole big INBOX waited while
+        Dovecot read the date of every message (0.5-0.8 s of 10,000 before the first event at
+        50 ms; bench/README.md, one big INBOX): the first window's dates are read at once, the
+        rest while its messages stream in. The windows are cut by UID (the last UID among those
+        first messages), so a message expunged meanwhile moves no other one out of both."""
+        criteria, head = self._criteria(start), b"1:%d" % self.s.options.first_window
+        timeout = self.s.env.step_timeout_s * 4
+        async with step(timeout):
+            found, large, first = await client.uid_searches(
+                *(head + b" " + c for c in criteria), head, esearch=True
+            )
+        return self._candidates(found, large), _RestSearch(client, max(first, default=0), criteria, timeout)
+
+    def _candidates(self, found: list[int], large: list[int]) -> list[Listed]:
+        cap = self.s.options.max_message_bytes
+        over = set(large)
+        return [Listed(uid, cap + 1 if uid in over else 0, None) for uid in sorted(set(found))]
 
     async def _search(
         self, client: ImapClient, selected: Selected, start: date | None
@@ -295,15 +390,9 @@ class ImapSync(MailboxSync):
         ESEARCH) instead of 10,000 FETCH responses for us to read. The exact start is checked on
         each fetched message's INTERNALDATE (:meth:`_stream`). The watermark is the top UID at
         SELECT: what is below it and not found is older than the start."""
-        since = since_start(start)
-        criteria = b"SINCE " + imap_date(since - timedelta(days=1)) if since is not None else b"ALL"
-        cap = self.s.options.max_message_bytes
         async with step(self.s.env.step_timeout_s * 4):
-            found, large = await client.uid_searches(
-                criteria, criteria + b" LARGER %d" % cap, esearch="ESEARCH" in self.caps
-            )
-        over = set(large)
-        listed = [Listed(uid, cap + 1 if uid in over else 0, None) for uid in sorted(set(found))]
+            found, large = await client.uid_searches(*self._criteria(start), esearch="ESEARCH" in self.caps)
+        listed = self._candidates(found, large)
         top = max([(selected.uidnext or 1) - 1, *(x.uid for x in listed)])
         return listed, top
 
@@ -337,6 +426,8 @@ class ImapSync(MailboxSync):
         """Drop what was published before: by event id always, by Message-ID + Date + size when
         re-baselining; and how many were known by event id."""
         mailbox_id = self.target.mailbox_id
+        if self._no_ledger and not recognise:
+            return batch, 0
         ids = {x.uid: str(email_event_id(mailbox_id, uidvalidity, x.uid)) for x in batch}
         known = await self.s.repo.known_ids(ids.values())
         left = [x for x in batch if ids[x.uid] not in known]
@@ -353,7 +444,12 @@ class ImapSync(MailboxSync):
         return left, by_id
 
     async def _publish(
-        self, client: ImapClient, uidvalidity: int, listed: list[Listed], recognise: bool
+        self,
+        client: ImapClient,
+        uidvalidity: int,
+        listed: list[Listed],
+        recognise: bool,
+        more: _RestSearch | None = None,
     ) -> int:
         """One ``UID FETCH`` per window of listed UIDs, streamed into one pipeline that publishes
         them and inserts their ledger entries in batches. The next window's ledger lookup runs
@@ -366,11 +462,17 @@ class ImapSync(MailboxSync):
 
         The count moves with the watermark in one write, so a message in the ledger above the
         watermark was never counted (the pass that stored it died before its state write): an
-        incremental pass counts it when its event id comes up as known."""
+        incremental pass counts it when its event id comes up as known.
+
+        With ``more`` (a big first sync), ``listed`` is its first window and the windows after it
+        come from the rest search, sent behind the first window's FETCH: the first messages flow
+        while the server searches the rest."""
         options = self.s.options
-        windows = [listed[i : i + options.fetch_window] for i in range(0, len(listed), options.fetch_window)]
+        windows = self._windows(listed)
         if not windows:
-            return 0
+            if more is None:
+                return 0
+            windows = [[]]  # nothing in the first window to publish: the rest may have
         stored_uids: list[int] = []  # ledger entries stored since the last window's state write
 
         async def stored(records: list[LedgerEntry]) -> None:
@@ -388,17 +490,32 @@ class ImapSync(MailboxSync):
         async def window_stored(fields: StateFields, last: int, known: int) -> None:
             await self.s.repo.update_state(self.target.mailbox_id, fields, _counted(counted(last, known)))
 
+        async def rest(search: _RestSearch) -> tuple[list[Listed], int]:
+            """The rest search's windows appended; the first of them looked up."""
+            found, large = await search.found()
+            windows.extend(self._windows(self._candidates(found, large)))
+            if len(windows) == n + 1:
+                return [], 0
+            return await self._unknown(client, uidvalidity, windows[n + 1], False)
+
         async with Pipeline(self.s.publisher, self.target, "imap", stored, options.fetch_batch) as out:
             todo, known = await self._unknown(client, uidvalidity, windows[0], recognise)
             sent = await self._send(client, todo)
+            if more is not None:
+                await more.send()
             send = functools.partial(self._send, client)
-            for n, window in enumerate(windows):
+            n = 0
+            while True:
+                window = windows[n]
                 following = windows[n + 1] if n + 1 < len(windows) else None
                 ahead = None
                 if following is not None and not recognise:  # (recognising FETCHes on this connection)
                     ahead = _Ahead(
-                        asyncio.create_task(self._unknown(client, uidvalidity, following, False)), send
+                        functools.partial(self._unknown, client, uidvalidity, following, False), send
                     )
+                elif following is None and more is not None:
+                    ahead = _Ahead(functools.partial(rest, more), send, more.done)
+                    more = None
                 try:
                     for tag, headers_only in sent:
                         await self._stream(client, uidvalidity, tag, out, ahead)
@@ -406,24 +523,33 @@ class ImapSync(MailboxSync):
                             await out.cut()
                         if out.failed:
                             return 0  # leaving the pipeline raises its error
-                    if following is None:
+                    if ahead is None and following is None:
                         break
                     if ahead is not None:
                         next_known, sent = await ahead.sent()
                     else:
+                        assert following is not None
                         todo, next_known = await self._unknown(client, uidvalidity, following, recognise)
                         sent = await self._send(client, todo)
                 finally:
                     if ahead is not None:
                         await ahead.cancel()
-                fields: StateFields = (
-                    {"protocol": "imap"}
-                    if recognise
-                    else {"uidvalidity": uidvalidity, "last_uid": window[-1].uid, "protocol": "imap"}
-                )
-                await out.then(functools.partial(window_stored, fields, window[-1].uid, known))
+                if window:
+                    fields: StateFields = (
+                        {"protocol": "imap"}
+                        if recognise
+                        else {"uidvalidity": uidvalidity, "last_uid": window[-1].uid, "protocol": "imap"}
+                    )
+                    await out.then(functools.partial(window_stored, fields, window[-1].uid, known))
                 known = next_known
-        return counted(windows[-1][-1].uid, known)
+                if n + 1 == len(windows):  # the rest search found nothing more
+                    break
+                n += 1
+        return counted(next((w[-1].uid for w in reversed(windows) if w), 0), known)
+
+    def _windows(self, listed: list[Listed]) -> list[list[Listed]]:
+        size = self.s.options.fetch_window
+        return [listed[i : i + size] for i in range(0, len(listed), size)]
 
     async def _send(self, client: ImapClient, todo: list[Listed]) -> Sent:
         """The FETCH commands of a window, sent at once: the headers of those over the size cap

@@ -1,7 +1,7 @@
 """POP3 INBOX sync: a UIDL ledger, messages left on the server unless the profile says otherwise.
 
 Each pass logs in, reads UIDL and LIST, and publishes every message whose UIDL is not in the
-ledger (the ``published`` collection, keyed by the event id derived from the UIDL). Without a
+ledger (the ``ledger`` collection: the event ids derived from the UIDLs). Without a
 "process email from" date the first pass only records what is there; with one, it reads each
 message's headers (TOP n 0) and skips those dated before it (POP3 has no arrival time). A
 mailbox that comes from IMAP recognises what IMAP published by Message-ID, Date and size.

@@ -3,10 +3,10 @@ and the ledger of published messages.
 
 Collections: ``mailboxes``, ``profiles``, ``settings`` (the read model,
 :mod:`mailwarden_runtime.readmodels`), ``state`` (watermark, counters, controls, error episode per mailbox),
-``published`` (one document per published message: ``_id`` = event id, the mailbox and a
-fingerprint of Message-ID, Date and size, so a UIDVALIDITY change or a move to another protocol
-re-baselines without publishing anything twice; and what the consuming systems answered about it,
-:mod:`sync_svc.feedback`). ``meta.revision`` grows with every change a
+``ledger`` (one document per batch of published messages, :class:`~sync_svc.documents.LedgerBatch`:
+their event ids, and fingerprints of Message-ID, Date and size, so a UIDVALIDITY change or a move
+to another protocol re-baselines without publishing anything twice), ``answers`` (what the
+consuming systems answered about a message, :mod:`sync_svc.feedback`). ``meta.revision`` grows with every change a
 worker must react to, so workers re-read the read models only when something changed.
 """
 
@@ -20,14 +20,16 @@ from typing import Literal, TypedDict
 from pydantic import BaseModel
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.readmodels import ReadModels
 from sync_svc.batched import Batcher, Failed
 from sync_svc.documents import (
+    Answers,
     Episode,
     Feedback,
+    LedgerBatch,
     LedgerEntry,
     SyncError,
     SyncMode,
@@ -94,16 +96,20 @@ class Repository:
         """Mailboxes, profiles and the org's settings, kept from events (``readmodels.follow``)."""
         self.mailboxes = self.read.mailboxes
         self.state = db["state"]
-        self.published = db["published"]
+        self.ledger = db["ledger"]
+        self.answers = db["answers"]
         self.meta = db["meta"]
         # Every mailbox task's state reads and writes and ledger calls, sent together (sync_svc.batched).
         self._state_reads: Batcher[str, SyncStateDoc] = Batcher(self._read_states)
         self._state_writes: Batcher[StateWrite, None] = Batcher(self._write_states)
         self._ledger_writes: Batcher[list[LedgerEntry], None] = Batcher(self._insert_ledger)
         self._ledger_reads: Batcher[list[str], set[str]] = Batcher(self._known_ids)
+        self._ledger_owners: Batcher[str, bool] = Batcher(self._have_ledgers)
 
     async def ensure_indexes(self) -> None:
-        await self.published.create_index([("m", ASCENDING), ("fp", ASCENDING)])
+        await self.ledger.create_index([("ids", ASCENDING)])
+        await self.ledger.create_index([("m", ASCENDING)])
+        await self.answers.create_index([("m", ASCENDING)])
 
     # ---- change counter ------------------------------------------------------------------------
 
@@ -174,18 +180,27 @@ class Repository:
             await self._ledger_writes(entries)
 
     async def _insert_ledger(self, batches: Sequence[list[LedgerEntry]]) -> list[Failed | None]:
-        docs = [entry.inserted() for batch in batches for entry in batch]
-        owner = [n for n, batch in enumerate(batches) for _ in batch]
+        """One document per batch handed in (each is one mailbox's), all in one insert. A copy
+        already stored (a retried insert) is no error."""
         outcomes: list[Failed | None] = [None] * len(batches)
         try:
-            await self.published.insert_many(docs, ordered=False)
+            await self.ledger.insert_many([LedgerBatch.of(batch) for batch in batches], ordered=False)
         except BulkWriteError as exc:
             if exc.details.get("writeConcernErrors"):
                 raise
             for error in exc.details.get("writeErrors", []):
                 if error.get("code") != DUPLICATE_KEY:
-                    outcomes[owner[int(error["index"])]] = Failed(BulkWriteError({"writeErrors": [error]}))
+                    outcomes[int(error["index"])] = Failed(BulkWriteError({"writeErrors": [error]}))
         return outcomes
+
+    async def has_ledger(self, mailbox_id: str) -> bool:
+        """Whether anything of the mailbox was ever stored in the ledger (asked in one ``distinct``
+        with other mailboxes': 1,000 first syncs at once each asked alone, 1 query per mailbox)."""
+        return await self._ledger_owners(mailbox_id)
+
+    async def _have_ledgers(self, mailbox_ids: Sequence[str]) -> list[bool]:
+        found = set(await self.ledger.distinct("m", {"m": {"$in": list(mailbox_ids)}}))
+        return [m in found for m in mailbox_ids]
 
     async def known_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of these event ids the ledger has (in one ``$in`` with other mailboxes' lookups)."""
@@ -194,7 +209,9 @@ class Repository:
 
     async def _known_ids(self, lookups: Sequence[list[str]]) -> list[set[str]]:
         wanted = [i for ids in lookups for i in ids]
-        found = {d["_id"] async for d in self.published.find({"_id": {"$in": wanted}}, {"_id": 1})}
+        found: set[str] = set()
+        async for d in self.ledger.find({"ids": {"$in": wanted}}, {"ids": 1, "_id": 0}):
+            found.update(d["ids"])
         return [found.intersection(ids) for ids in lookups]
 
     async def mark_feedback(
@@ -202,25 +219,43 @@ class Repository:
     ) -> bool:
         """Keep a consuming system's first answer of ``kind`` on a published message; False when the
         message was not published here or already had one."""
-        res = await self.published.update_one(
-            {"_id": email_id, "m": mailbox_id, kind: None}, {"$set": {kind: answer.model_dump()}}
-        )
-        return res.modified_count == 1
+        if await self.ledger.find_one({"ids": email_id, "m": mailbox_id}, {"_id": 1}) is None:
+            return False
+        try:
+            res = await self.answers.update_one(
+                {"_id": email_id, kind: None},
+                {"$set": {kind: answer.model_dump()}, "$setOnInsert": {"m": mailbox_id}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # the answers exist and already have one of this kind
+            return False
+        return res.modified_count == 1 or res.upserted_id is not None
 
     async def ledger_entry(self, email_id: str, mailbox_id: str) -> LedgerEntry | None:
-        doc = await self.published.find_one({"_id": email_id, "m": mailbox_id})
-        return None if doc is None else LedgerEntry.model_validate(doc)
+        doc = await self.ledger.find_one({"ids": email_id, "m": mailbox_id})
+        entry = None if doc is None else LedgerBatch.model_validate(doc).entry(email_id)
+        if entry is None:
+            return None
+        if (answered := await self.answers.find_one({"_id": email_id})) is not None:
+            answers = Answers.model_validate(answered)
+            entry = entry.model_copy(update={"tracked": answers.tracked, "rejected": answers.rejected})
+        return entry
 
     async def feedback_counts(self, mailbox_id: str) -> tuple[int, int]:
-        """How many of the mailbox's messages were tracked, and how many rejected (from the ledger:
-        exact however often an answer was delivered)."""
-        tracked = await self.published.count_documents({"m": mailbox_id, "tracked": {"$ne": None}})
-        rejected = await self.published.count_documents({"m": mailbox_id, "rejected": {"$ne": None}})
+        """How many of the mailbox's messages were tracked, and how many rejected (one answers
+        document per message: exact however often an answer was delivered)."""
+        tracked = await self.answers.count_documents({"m": mailbox_id, "tracked": {"$ne": None}})
+        rejected = await self.answers.count_documents({"m": mailbox_id, "rejected": {"$ne": None}})
         return tracked, rejected
 
     async def known_fingerprints(self, mailbox_id: str, fps: Iterable[str]) -> set[str]:
-        wanted = list(fps)
+        """Which of these fingerprints the mailbox's ledger has (re-baselining only: the mailbox's
+        batches are read by its ``m`` index, not a per-message index every insert would pay for)."""
+        wanted = set(fps)
         if not wanted:
             return set()
-        cursor = self.published.find({"m": mailbox_id, "fp": {"$in": wanted}}, {"fp": 1})
-        return {d["fp"] async for d in cursor}
+        found: set[str] = set()
+        cursor = self.ledger.find({"m": mailbox_id, "fps": {"$in": list(wanted)}}, {"fps": 1, "_id": 0})
+        async for d in cursor:
+            found.update(f for f in d["fps"] if f in wanted)
+        return found

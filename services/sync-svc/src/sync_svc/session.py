@@ -41,6 +41,7 @@ class SyncOptions:
     idle_renew_s: float
     poll_jitter: float
     fetch_window: int = 2000
+    first_window: int = 500
 
 
 @dataclass(frozen=True)
