@@ -1,5 +1,6 @@
 """Every operation of every service on both doors, for every role: 401 without or with a bad token,
-403 without the permission, through the door with it. Generated from the services' declarations
+403 without the permission, through the door with it, and never a status the operation does not
+declare (its OpenAPI entry lists every status it answers). Generated from the services' declarations
 (``<package>.api.OPERATIONS``), so a new operation is covered; the routes that are not operations
 (the probes, /metrics, the API docs) are checked too."""
 
@@ -149,6 +150,7 @@ async def test_every_operation_on_both_doors_for_every_role(matrix: Matrix) -> N
                     ("nats", await matrix.rpc(name, op.name, bearer_header(token))),
                 ):
                     where = (name, op.name, door, role.value, status)
+                    assert status in op.statuses(), f"{where}: answered a status its OpenAPI entry lacks"
                     if want == "403":
                         assert status == 403, where
                     elif want == "through":

@@ -1,4 +1,5 @@
-"""Every request the CLI sends names a declared operation of that service, with a valid input.
+"""Every request the CLI sends names a declared operation of that service, with a valid input, and
+every reply field it reads is a field the declarations (or the events it watches) answer.
 
 The CLI is run in process (Typer's CliRunner) on a real NATS connection, with ``Bus.call``
 recording each request instead of sending it; each one is then checked against the service's
@@ -10,19 +11,23 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Mapping
+import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from typer.testing import CliRunner
 
 import mailwarden_cli
 from alert_svc.api import OPERATIONS as ALERT_OPERATIONS
+from contracts.envelope import Envelope
+from contracts.events import EVENT_TYPES
 from mailbox_svc.api import OPERATIONS as MAILBOX_OPERATIONS
 from mailwarden_cli.client import Bus, RpcError
 from mailwarden_cli.main import app
+from mailwarden_runtime.http import Problem
 from mailwarden_runtime.operations import Operation
 from profile_svc.api import OPERATIONS as PROFILE_OPERATIONS
 from profile_svc.models import SettingsView
@@ -167,3 +172,67 @@ def test_the_source_scan_finds_the_cli_requests() -> None:
     assert ("mailbox-svc", "rotate_keys") in named and ("alert-svc", "alerts.mark_read") in named
     undeclared = {(s, o) for s, o in named if o not in DECLARED.get(s, {})}
     assert not undeclared, f"the CLI names undeclared operations: {sorted(undeclared)}"
+
+
+READS_INPUT = {"csvimport.py"}
+"""Modules that read the user's own files (CSV columns), not replies."""
+
+
+def _models(annotation: Any, into: set[type[BaseModel]]) -> None:
+    """Every model reachable from ``annotation`` (fields, lists, unions, generics)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation not in into:
+            into.add(annotation)
+            for spec in annotation.model_fields.values():
+                _models(spec.annotation, into)
+        return
+    for arg in typing.get_args(annotation):
+        _models(arg, into)
+
+
+def answered_fields() -> set[str]:
+    """Field names of every declared operation's output, the error body, and the events (with their envelope)."""
+    models: set[type[BaseModel]] = set()
+    for ops in DECLARED.values():
+        for op in ops.values():
+            _models(op.output, models)
+    for root in (Problem, Envelope, *EVENT_TYPES.values()):
+        _models(root, models)
+    return {n for m in models for name, spec in m.model_fields.items() for n in (name, spec.alias) if n}
+
+
+def read_keys(path: Path) -> Iterator[tuple[str, int]]:
+    """The string keys the module reads from dicts: ``x.get("key")`` and ``x["key"]`` (not writes, not
+    ``os.environ``)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and not (isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "environ")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            yield node.args[0].value, node.lineno
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Load)
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+        ):
+            yield node.slice.value, node.lineno
+
+
+def test_every_reply_field_the_cli_reads_is_declared() -> None:
+    """A field renamed or dropped in an output model fails here, not as a blank column in the CLI."""
+    fields = answered_fields()
+    assert {"has_credentials", "pending_test_id", "next_cursor", "detail"} <= fields
+    unknown = [
+        f"{path.relative_to(SOURCE)}:{line} reads {key!r}"
+        for path in sorted(SOURCE.rglob("*.py"))
+        if path.name not in READS_INPUT
+        for key, line in read_keys(path)
+        if key not in fields
+    ]
+    assert not unknown, "the CLI reads fields no declared output has:\n" + "\n".join(unknown)

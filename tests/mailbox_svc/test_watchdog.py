@@ -96,6 +96,14 @@ async def _status_changes(h: Harness, test_id: str) -> list[dict[str, Any]]:
     return [e["data"]["data"] for e in events if e["data"]["data"]["test_id"] == test_id]
 
 
+async def _stored_runs(h: Harness, test_id: str) -> list[dict[str, Any]]:
+    """The stored runs of ``test_id``: runs are kept per result batch (``test_run_batches``)."""
+    found = await h.db.test_run_batches.aggregate(
+        [{"$match": {"runs._id": test_id}}, {"$unwind": "$runs"}, {"$match": {"runs._id": test_id}}]
+    )
+    return [d["runs"] for d in await found.to_list(None)]
+
+
 async def test_a_test_never_answered_is_requested_again_then_fails_with_no_result(
     make_harness: MakeHarness,
 ) -> None:
@@ -111,8 +119,8 @@ async def test_a_test_never_answered_is_requested_again_then_fails_with_no_resul
         failed = await h.wait_mailbox("mute", lambda m: m["pending_test_id"] is None, timeout=20)
         assert failed["incoming_status"] == "failure"
         assert failed["last_error"]["code"] == "no_result"
-        run = await h.db.test_runs.find_one({"_id": test_id})
-        assert run is not None and run["result"]["tester"] == "mailbox-svc/watchdog"
+        (run,) = await _stored_runs(h, test_id)
+        assert run["result"]["tester"] == "mailbox-svc/watchdog"
         assert run["result"]["incoming"]["error"]["code"] == "no_result"
         (change,) = await _status_changes(h, test_id)
         assert change["incoming_status"] == "failure"
@@ -124,5 +132,5 @@ async def test_a_test_never_answered_is_requested_again_then_fails_with_no_resul
         late = completed_for(first)
         await h.app.state.handlers.test_completed(make_envelope(late, "tester-svc"))
         assert (await h.mailbox("mute"))["incoming_status"] == "failure"
-        assert await h.db.test_runs.count_documents({"_id": test_id}) == 1
+        assert len(await _stored_runs(h, test_id)) == 1
         assert len(await _status_changes(h, test_id)) == 1

@@ -98,8 +98,10 @@ class AdvancedOptions(Frozen):
     sent_folder: SentFolder = "Sent"
 
 
-class ProfileSnapshot(Frozen):
-    profile_id: Identifier
+class ProfileBasics(Frozen):
+    """What every form of a profile holds: the events' snapshot, profile-svc's API view, its stored
+    document and a saved draft alike (each adds its own fields)."""
+
     name: str
     description: str = ""
     owner: Owner
@@ -108,9 +110,13 @@ class ProfileSnapshot(Frozen):
     outgoing: Endpoint
     use_same_settings_for_outgoing: bool = False
     credential_source: CredentialSource = CredentialSource.MAILBOX
+    advanced: AdvancedOptions = AdvancedOptions()
+
+
+class ProfileSnapshot(ProfileBasics):
+    profile_id: Identifier
     sealed_credentials: SealedCredentials | None = None
     is_default: bool = False
-    advanced: AdvancedOptions = AdvancedOptions()
     version: int = 1
     updated_at: datetime
 

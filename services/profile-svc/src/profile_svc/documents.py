@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.events import AdvancedOptions, ProfileSnapshot
-from contracts.models import CredentialSource, Direction, Endpoint, IncomingProtocol, Owner, SealedSecret
+from contracts.events import ProfileBasics, ProfileSnapshot
+from contracts.models import Direction, SealedSecret
 from mailwarden_runtime.documents import Stored
 from profile_svc.credentials import CredentialBox
 from profile_svc.models import AdvancedIn, IncomingIn, OutgoingIn, ProfileCreate, ProfileView
@@ -18,36 +18,18 @@ from profile_svc.rules import Draft
 Shown = TypeVar("Shown", bound=BaseModel)
 
 
-class ProfileContent(BaseModel):
+class ProfileContent(ProfileBasics):
     """What a profile write (create or update) sets: the fields a :class:`Draft` decides."""
 
-    name: str
+    model_config = ConfigDict(frozen=False, extra="ignore")  # a stored document, not an event
+
     name_key: str
-    description: str = ""
-    owner: Owner
-    incoming_protocol: IncomingProtocol
-    incoming: Endpoint
-    outgoing: Endpoint
-    use_same_settings_for_outgoing: bool
-    credential_source: CredentialSource
-    advanced: AdvancedOptions = AdvancedOptions()
     credentials: dict[Direction, SealedSecret] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, draft: Draft, credentials: dict[Direction, SealedSecret]) -> ProfileContent:
-        return cls(
-            name=draft.name,
-            name_key=name_key(draft.name),
-            description=draft.description,
-            owner=draft.owner,
-            incoming_protocol=draft.incoming_protocol,
-            incoming=draft.incoming,
-            outgoing=draft.outgoing,
-            use_same_settings_for_outgoing=draft.use_same,
-            credential_source=draft.credential_source,
-            advanced=draft.advanced,
-            credentials=credentials,
-        )
+        basics = {name: getattr(draft, name) for name in ProfileBasics.model_fields}
+        return cls(**basics, name_key=name_key(draft.name), credentials=credentials)
 
 
 class ProfileDoc(Stored, ProfileContent):

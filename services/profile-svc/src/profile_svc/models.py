@@ -13,16 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts.events import (
     DEFAULT_ALERT_LEVELS,
-    AdvancedOptions,
     AlertLevel,
     EmailSettings,
+    ProfileBasics,
     SentFolder,
     SettingsSnapshot,
     SmtpMode,
 )
 from contracts.models import (
     CredentialSource,
-    Endpoint,
     Host,
     Identifier,
     IncomingProtocol,
@@ -155,21 +154,12 @@ class ProfilePatch(Strict):
     advanced: AdvancedPatch | None = None
 
 
-class ProfileView(BaseModel):
+class ProfileView(ProfileBasics):
     """A profile as the API shows it: never a secret, only whether one is stored."""
 
     profile_id: Identifier
-    name: str
-    description: str
-    owner: Owner
-    incoming_protocol: IncomingProtocol
-    incoming: Endpoint
-    outgoing: Endpoint
-    use_same_settings_for_outgoing: bool
-    credential_source: CredentialSource
     has_credentials: bool
     is_default: bool
-    advanced: AdvancedOptions
     version: int
     created_at: datetime
     updated_at: datetime

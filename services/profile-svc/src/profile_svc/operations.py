@@ -22,6 +22,7 @@ from contracts.events import (
     EmailSettingsChanged,
     Event,
     MailboxSnapshot,
+    ProfileBasics,
     ProfileCreated,
     ProfileDeleted,
     ProfileUpdated,
@@ -70,7 +71,7 @@ REENTER = (
 )
 
 
-def destination(profile: Draft | ProfileDoc) -> str:
+def destination(profile: ProfileBasics) -> str:
     """Where and how the profile's logins are sent (see :mod:`mailwarden_runtime.sealing`)."""
     return destination_fingerprint(
         profile.incoming_protocol.value,

@@ -13,10 +13,9 @@ profile's login (credential_source "profile") is used for both directions.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 
-from contracts.events import AdvancedOptions
-from contracts.models import CredentialSource, Direction, Endpoint, IncomingProtocol, Owner, TlsMode
+from contracts.events import AdvancedOptions, ProfileBasics
+from contracts.models import CredentialSource, Direction, Endpoint, IncomingProtocol, TlsMode
 from mailwarden_runtime.documents import patched
 from mailwarden_runtime.http import FieldProblem
 from profile_svc.credentials import Login
@@ -24,19 +23,9 @@ from profile_svc.models import CredentialsIn, OutgoingIn, ProfileCreate, Profile
 from profile_svc.ports import default_port, refusal, service_of
 
 
-@dataclass
-class Draft:
+class Draft(ProfileBasics):
     """A profile ready to be saved; ``new_logins`` are sealed on save, ``keep_logins`` stay as stored."""
 
-    name: str
-    description: str
-    owner: Owner
-    incoming_protocol: IncomingProtocol
-    incoming: Endpoint
-    outgoing: Endpoint
-    use_same: bool
-    credential_source: CredentialSource
-    advanced: AdvancedOptions
     is_default: bool
     new_logins: dict[Direction, Login]
     keep_logins: set[Direction]
@@ -152,7 +141,7 @@ def resolve(
         incoming_protocol=req.incoming_protocol,
         incoming=incoming,
         outgoing=outgoing,
-        use_same=req.use_same_settings_for_outgoing,
+        use_same_settings_for_outgoing=req.use_same_settings_for_outgoing,
         credential_source=req.credential_source,
         advanced=advanced,
         is_default=req.is_default,
