@@ -179,9 +179,6 @@ class JobDoc(Stored):
     total: int
     requested: int = 0
     refused: dict[str, int] = Field(default_factory=dict)
-    results: dict[str, int] | None = None
-    """Outcome → how many, kept by the TestCompleted handlers."""
-    results_at: datetime | None = None
     created_at: datetime
     created_by: str = ""
     """Who started it (``token:<sub>`` / ``jwt:<sub>``); ``cancelled_by``: who cancelled it."""
@@ -190,8 +187,7 @@ class JobDoc(Stored):
     lease_owner: str | None = None
     lease_until: datetime | None = None
     summary: JobProgress | None = None
-    progress_sent: JobProgress | None = None
-    progress_at: datetime | None = None
+    """The final counts, once completed; while it runs they are counted from its runs (jobresults.py)."""
 
 
 def new_mailbox_id() -> str:

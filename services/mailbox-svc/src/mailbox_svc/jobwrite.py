@@ -18,15 +18,10 @@ class JobCounts:
     requested: int = 0
     refused: Mapping[str, int] = field(default_factory=dict)
     """Per reason a mailbox could not be tested."""
-    results: Mapping[str, int] = field(default_factory=dict)
-    """Per outcome of a stored run."""
 
     def inc(self) -> Document:
-        return (
-            ({"requested": self.requested} if self.requested else {})
-            | under("refused", dict(self.refused))
-            | under("results", dict(self.results))
-        )
+        requested = {"requested": self.requested} if self.requested else {}
+        return requested | under("refused", dict(self.refused))
 
 
 @dataclass(frozen=True, slots=True)
