@@ -60,16 +60,18 @@ class JobResults:
         self.repo = repo
         self._tallies: dict[str, _Tally] = {}
 
-    async def of(self, job_id: str, exact: bool = False) -> dict[str, int]:
-        """The job's results; ``exact`` counts every stored run again (O(runs): sparingly)."""
+    async def of(self, job_id: str, exact: bool = False, fresh: bool = False) -> dict[str, int]:
+        """The job's results; ``fresh``: looking now even within REFRESH_S of the last look (for a
+        progress event, itself at most one a second); ``exact``: counting every stored run again
+        (O(runs): sparingly)."""
         now = time.monotonic()
         tally = self._tallies.get(job_id)
         if exact or tally is None:
-            fresh = _Tally(moved_at=now)  # quiet counts from here: at most one exact count per quiet spell
-            fresh.add(await self.repo.job_result_batches(job_id, None), now)
-            self._keep(job_id, fresh)
-            return dict(fresh.counts)
-        if now - tally.looked_at >= REFRESH_S:
+            counted = _Tally(moved_at=now)  # quiet from here: one exact count per quiet spell at most
+            counted.add(await self.repo.job_result_batches(job_id, None), now)
+            self._keep(job_id, counted)
+            return dict(counted.counts)
+        if fresh or now - tally.looked_at >= REFRESH_S:
             since = None if tally.newest is None else tally.newest - SKEW
             tally.add(await self.repo.job_result_batches(job_id, since), now)
         return dict(tally.counts)

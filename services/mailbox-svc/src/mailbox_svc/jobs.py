@@ -1,17 +1,17 @@
 """Test & Enable all mailboxes of a profile, as a stored job expanded in batches in the background.
 
-The job document is the truth: its cursor says how far it has expanded, so a restart resumes where
-it stopped. A batch's TestRequested events are published straight to JetStream, not written to the
-mailboxes (one document update per test less): test and event ids are derived from (job, mailbox),
-so a batch published again after a crash is dropped by JetStream's duplicate window, and a test that
-ran twice anyway (a re-publish after the window) is stored and applied once, by its test id. The
-cursor moves only after every event of the batch is stored. Counts of results are read from the
-stored test runs when asked (jobresults.py), so the job document is written at its start, once per
-expanded batch (and lease), and at its end, never per result; its progress events are published
-straight to JetStream. The job never has more than ``max_in_flight`` tests without
-a result, nor more than twice what its profile's servers take at once, so thousands of mailboxes
-do not flood the testers and a dead server's job does not queue ahead of everyone else's tests;
-cancelling stops the expansion and publishes the summary at once.
+The job document and its batch records are the truth (jobexpansion.py): the last record's cursor
+says how far it has expanded, so a restart resumes where it stopped. A batch's TestRequested events
+are published straight to JetStream, not written to the mailboxes (one document update per test
+less): test and event ids are derived from (job, mailbox), so a batch published again after a crash
+is dropped by JetStream's duplicate window, and a test that ran twice anyway (a re-publish after the
+window) is stored and applied once, by its test id. A batch is recorded (inserted) only after every
+event of it is stored. Counts of results are read from the stored test runs when asked
+(jobresults.py), so the job document is written at its start and at its end, never while it runs;
+its progress events are published straight to JetStream. The job never has more than
+``max_in_flight`` tests without a result, nor more than twice what its profile's servers take at
+once, so thousands of mailboxes do not flood the testers and a dead server's job does not queue
+ahead of everyone else's tests; cancelling stops the expansion and publishes the summary at once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -28,10 +29,11 @@ from contracts.envelope import Envelope
 from contracts.events import Event, ProfileSnapshot
 from contracts.jobs import JobProgress, TestJobCompleted, TestJobProgress, TestJobStarted
 from mailbox_svc.clock import utcnow
-from mailbox_svc.documents import JobDoc, JobState
+from mailbox_svc.documents import JobBatchDoc, JobDoc, JobState
+from mailbox_svc.jobexpansion import JobExpansions
 from mailbox_svc.jobqueue import JobMailboxIds
 from mailbox_svc.jobresults import JobResults
-from mailbox_svc.jobwrite import JobCounts, JobWrite
+from mailbox_svc.jobwrite import JobWrite
 from mailbox_svc.models import JobView
 from mailbox_svc.profiles import ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import Repository
@@ -43,6 +45,17 @@ from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.outbox import outbox_entry
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """What one expansion recorded: the cursor after it, how many were requested and refused why."""
+
+    cursor: str | None
+    requested: int = 0
+    refused: Mapping[str, int] = field(default_factory=dict)
+    expanded: bool = False
+
 
 LEASE_S = 60.0
 RECONCILE_AFTER_S = 10.0
@@ -79,6 +92,7 @@ class JobRunner:
         self.poll_s = poll_s
         self._moved: set[str] = set()  # jobs with results stored here since their last progress event
         self.results = JobResults(repo)
+        self.expansions = JobExpansions(repo, LEASE_S)
         self._sent: dict[str, tuple[float, JobProgress]] = {}  # last progress published per job, when
         self.queued = JobMailboxIds(repo)
         self._caps: dict[str, int] = {}  # the in-flight cap each job was last measured against
@@ -98,10 +112,10 @@ class JobRunner:
             id=job_id,
             profile_id=profile_id,
             total=total,
-            results={},
-            results_at=now,
             created_at=now,
             created_by=current_actor() or "",
+            lease_owner=self.instance,  # the starter expands it first (see jobexpansion.py)
+            lease_until=now + timedelta(seconds=LEASE_S),
         )
         started_env = self.envelop(started)
         await self.repo.insert_job(job, [outbox_entry(started_env)])
@@ -117,13 +131,18 @@ class JobRunner:
         return await self.view(job)
 
     async def get(self, job_id: str) -> JobView:
-        job = await self.repo.get_job(job_id)
+        job = await self._job(job_id)
         if job is None:
             raise DomainError(404, "no such job", "job_id")
         return await self.view(job)
 
-    async def cancel(self, job_id: str) -> JobView:
+    async def _job(self, job_id: str) -> JobDoc | None:
+        """The job as far as it has expanded (its document and its batch records)."""
         job = await self.repo.get_job(job_id)
+        return None if job is None else await self.expansions.apply(job)
+
+    async def cancel(self, job_id: str) -> JobView:
+        job = await self._job(job_id)
         if job is None:
             raise DomainError(404, "no such job", "job_id")
         if job.state != "running":
@@ -131,7 +150,7 @@ class JobRunner:
         done = await self._finish(job, "cancelled")
         if done is None:
             return await self.get(job_id)
-        return await self.view(done)
+        return await self.view(await self.expansions.apply(done))
 
     async def view(self, job: JobDoc) -> JobView:
         # A cancelled job keeps counting the tests that had started; only a completed one is final.
@@ -147,7 +166,7 @@ class JobRunner:
             **progress.model_dump(),
         )
 
-    async def _results(self, job: JobDoc, exact: bool = False) -> dict[str, int]:
+    async def _results(self, job: JobDoc, exact: bool = False, fresh: bool = False) -> dict[str, int]:
         """The job's results per outcome, counted from its stored runs (jobresults.py), not kept
         in the job document: a running job is not written while its results arrive.
 
@@ -157,10 +176,10 @@ class JobRunner:
         """
         if not exact and self.results.quiet_for(job.id) >= RECONCILE_AFTER_S:
             exact = sum((await self.results.of(job.id)).values()) < job.requested
-        return await self.results.of(job.id, exact=exact)
+        return await self.results.of(job.id, exact=exact, fresh=fresh)
 
-    async def _progress(self, job: JobDoc, exact: bool = False) -> JobProgress:
-        failed = await self._results(job, exact)
+    async def _progress(self, job: JobDoc, exact: bool = False, fresh: bool = False) -> JobProgress:
+        failed = await self._results(job, exact, fresh)
         succeeded = failed.pop("success", 0)
         done = succeeded + sum(failed.values())
         return JobProgress(
@@ -228,12 +247,14 @@ class JobRunner:
 
     async def run_once(self) -> None:
         """Expand what can be expanded now, close jobs whose results are all in, report progress."""
-        await self._report_progress()  # first: it adds the results counted since the last pass
-        for job in await self.repo.open_jobs():
-            progress = await self._progress(job)
-            if progress.done >= job.requested:
+        await self._report_progress()
+        running = [await self.expansions.apply(job) for job in await self.repo.running_jobs()]
+        for job in running:
+            if job.expanded and (await self._progress(job)).done >= job.requested:
                 await self._complete(job)
-        for job in await self.repo.expanding_jobs():
+        for job in running:
+            if job.expanded:
+                continue
             next_job: JobDoc | None = job
             while next_job is not None:
                 claimed = await self._claim(next_job)
@@ -241,18 +262,18 @@ class JobRunner:
                 next_job = None if claimed is None else await self._expand(claimed)
 
     async def _claim(self, job: JobDoc) -> JobDoc | None:
-        """The job to expand under our lease, or None (no room for tests now, or another's lease).
+        """The job to expand, or None (done, cancelled, or another replica's lease).
 
-        Written only when needed: a job with no room waits without a write, and a lease of ours
-        with more than half its time left is used as it is (each expansion renews it).
+        Nothing is written: the lease is the last batch record's (jobexpansion.py), so a job
+        another replica expanded less than LEASE_S ago is left to it; :meth:`_expand` checks
+        the room and records the batch, and of two replicas expanding the same one, one does.
         """
-        now = utcnow()
-        ours = job.lease_owner == self.instance and job.lease_until is not None
-        if ours and job.lease_until is not None and job.lease_until - now > timedelta(seconds=LEASE_S / 2):
-            return job
-        if await self._room(job, await self._progress(job)) < self._refill(job):
+        if job.state != "running" or job.expanded:
             return None
-        return await self.repo.claim_job(job.id, self.instance, now, now + timedelta(seconds=LEASE_S))
+        held = job.lease_owner not in (None, self.instance)
+        if held and job.lease_until is not None and job.lease_until > utcnow():
+            return None
+        return job
 
     def count(self, results: dict[str, dict[str, int]]) -> None:
         """Newly stored results (job id -> outcome -> how many): their jobs' progress is published
@@ -278,11 +299,11 @@ class JobRunner:
                 self._moved.add(job_id)
                 self._loop.wake()  # come back once the second is over
                 continue
-            job = await self.repo.get_job(job_id)
+            job = await self._job(job_id)
             if job is None or job.state == "completed":
                 self._forget(job_id)
                 continue  # the summary said it all
-            await self._publish_progress(job, await self._progress(job))
+            await self._publish_progress(job, await self._progress(job, fresh=True))
 
     async def _publish_progress(self, job: JobDoc, progress: JobProgress) -> None:
         """Publish the job's progress unless this process published the same last."""
@@ -302,6 +323,7 @@ class JobRunner:
     def _forget(self, job_id: str) -> None:
         self._sent.pop(job_id, None)
         self.results.forget(job_id)
+        self.expansions.forget(job_id)
 
     def in_flight_cap(self, profile: ProfileSnapshot | None) -> int:
         """Tests of one job without a result: what its servers can take, twice, at most ``max_in_flight``.
@@ -342,9 +364,10 @@ class JobRunner:
         ids = await self.queued.next(job, min(room, self.batch_size))
         if not ids:
             self.queued.forget(job.id)
-            done = await self.repo.update_job(JobWrite(job, fields(JobDoc, expanded=True, lease_owner=None)))
-            if done is not None and progress.done >= done.requested:
-                await self._complete(done)
+            if await self._record(job, BatchRecord(job.cursor, expanded=True)) is None:
+                return None
+            if progress.done >= job.requested:
+                await self._complete(job)
             return None
         found = await self.repo.get_many(ids)
         # what the ids were read for may have changed meanwhile: only the profile's active mailboxes
@@ -371,10 +394,26 @@ class JobRunner:
         sent = await asyncio.gather(*(self.publish(env) for env in requests), return_exceptions=True)
         if failed := next((r for r in sent if isinstance(r, BaseException)), None):
             raise failed  # the cursor stays: the next pass publishes the batch again (de-duplicated)
-        added = JobCounts(requested=len(requests), refused=refused)
-        new_progress = progress.model_copy(update={"requested": job.requested + len(requests)})
-        moved = fields(JobDoc, cursor=ids[-1], lease_until=now + timedelta(seconds=LEASE_S))
-        updated = await self.repo.update_job(JobWrite(job, moved, added, unchanged=("cursor",)))
+        updated = await self._record(job, BatchRecord(ids[-1], len(requests), refused))
         if updated is not None:
-            await self._publish_progress(updated, new_progress)
+            await self._publish_progress(updated, await self._progress(updated))
         return updated
+
+    async def _record(self, job: JobDoc, batch: BatchRecord) -> JobDoc | None:
+        """Append the job's next batch record; the job after it, or None when another replica
+        recorded that batch first, or the job is no longer running (the next pass reads it again)."""
+        record = JobBatchDoc(
+            id=JobBatchDoc.key(job.id, self.expansions.seq(job.id) + 1),
+            job_id=job.id,
+            seq=self.expansions.seq(job.id) + 1,
+            cursor=batch.cursor,
+            requested=batch.requested,
+            refused=dict(batch.refused),
+            expanded=batch.expanded,
+            by=self.instance,
+            at=utcnow(),
+        )
+        if not await self.repo.record_job_batch(record):
+            return None
+        updated = await self._job(job.id)
+        return updated if updated is not None and updated.state == "running" else None

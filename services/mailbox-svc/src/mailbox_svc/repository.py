@@ -15,7 +15,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from contracts.events import TestCompleted
 from contracts.models import DeliveryMethod, SealedSecret
-from mailbox_svc.documents import JobDoc, MailboxDoc, MailboxEmail, SealedLogins, TestRunDoc
+from mailbox_svc.documents import JobBatchDoc, JobDoc, MailboxDoc, MailboxEmail, SealedLogins, TestRunDoc
 from mailbox_svc.jobwrite import JobWrite
 from mailbox_svc.models import MailboxFilter
 from mailwarden_runtime.documents import fields
@@ -30,6 +30,7 @@ RUN_BATCHES = "test_run_batches"
 SYNC_PAUSED = "sync_paused"  # one small document per mailbox whose sync an operator paused
 SYNCED = DeliveryMethod.SERVER_SIDE_SYNC.value
 JOBS = "jobs"
+JOB_BATCHES = "job_batches"
 OUTBOX_COLLECTIONS = (MAILBOXES, JOBS)
 DUPLICATE_KEY = 11000
 RECORD_ATTEMPTS = 5
@@ -134,6 +135,8 @@ class Repository:
         document of its own (the batch is ~1/100 of one), and the runs stay append-only."""
         self.sync_paused = db[SYNC_PAUSED]
         self.jobs = db[JOBS]
+        self.job_batches = db[JOB_BATCHES]
+        """A job's expanded batches, one inserted document each (``_id`` ``<job>/<seq>``)."""
 
     async def ensure_indexes(self) -> None:
         for name in ("profile_id", "owner.id"):
@@ -441,30 +444,23 @@ class Repository:
             )
         )
 
-    async def expanding_jobs(self) -> list[JobDoc]:
-        docs = await self.jobs.find({"state": "running", "expanded": False}, {"outbox": 0}).to_list(None)
+    async def running_jobs(self) -> list[JobDoc]:
+        docs = await self.jobs.find({"state": "running"}, {"outbox": 0}).to_list(None)
         return [JobDoc.model_validate(d) for d in docs]
 
-    async def claim_job(
-        self, job_id: str, instance: str, now: datetime, lease_until: datetime
-    ) -> JobDoc | None:
-        """Take the lease of a job still expanding (or keep ours); None when another replica holds it."""
-        claimed = await self.jobs.find_one_and_update(
-            {
-                "_id": job_id,
-                "state": "running",
-                "expanded": False,
-                "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}, {"lease_owner": instance}],
-            },
-            {"$set": fields(JobDoc, lease_owner=instance, lease_until=lease_until)},
-            projection={"outbox": 0},
-            return_document=ReturnDocument.AFTER,
-        )
-        return _job(claimed)
+    async def record_job_batch(self, batch: JobBatchDoc) -> bool:
+        """Insert a job's batch record; False when that batch is recorded already (another replica)."""
+        try:
+            await self.job_batches.insert_one(batch.stored())
+        except DuplicateKeyError:
+            return False
+        return True
 
-    async def open_jobs(self) -> list[JobDoc]:
-        found = self.jobs.find({"state": "running", "expanded": True}, {"outbox": 0})
-        return [JobDoc.model_validate(d) for d in await found.to_list(None)]
+    async def job_batches_after(self, job_id: str, seq: int) -> list[JobBatchDoc]:
+        """The job's batch records after ``seq``, in order (a range of ``_id``: ``/`` < digits < ``~``)."""
+        q = {"_id": {"$gt": JobBatchDoc.key(job_id, seq), "$lt": f"{job_id}/~"}}
+        docs = await self.job_batches.find(q).sort("_id", 1).to_list(None)
+        return [JobBatchDoc.model_validate(d) for d in docs]
 
 
 @dataclass(frozen=True, slots=True)
