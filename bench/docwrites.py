@@ -20,8 +20,9 @@ from typing import Any
 
 from pymongo import MongoClient
 
-# Bookkeeping: what is written once per interval, not per test (relay positions, job progress).
-BOOKKEEPING = ("event_relay", "jobs")
+# Bookkeeping: what is written once per interval or batch, not per test (relay positions, jobs and their
+# batch records).
+BOOKKEEPING = ("event_relay", "jobs", "job_batches")
 
 
 class DocumentWrites:

@@ -85,7 +85,7 @@ def format_tables(rows: Sequence[RunResult]) -> str:
             "\nmailwarden rows: per process CPU s / peak MB; ms/test: our four services, nats-server\n"
             "(bus) and SecantusDB (db); DB w/r per test: write / read commands from serverStatus\n"
             "opcounters; docs w/u (bk) per test: documents written / of them updated (change stream,\n"
-            "read after the row), (bk): of the written, bookkeeping (relay positions, job progress);\n"
+            "read after the row), (bk): of the written, bookkeeping (relay positions, jobs, job batch records);\n"
             "alert p50: TestRequested -> AlertRaised; tester RSS after the row / tests\n"
             "that tester process has run so far."
         )

@@ -425,10 +425,19 @@ class System:
                 f"in={d.get('incoming_status')},out={d.get('outgoing_status')},err={(d.get('last_error') or {}).get('code')}"
             )
             states[state] += 1
-        jobs = [
-            {k: j.get(k) for k in ("state", "total", "requested", "expanded", "done")}
-            async for j in self.db("mailbox-svc").jobs.find({"profile_id": profile_id})
-        ]
+        jobs = []
+        mdb = self.db("mailbox-svc")
+        async for j in mdb.jobs.find({"profile_id": profile_id}):
+            # its expansion is its batch records (mailbox_svc.jobexpansion) over the document
+            records = await mdb.job_batches.find({"job_id": j["_id"]}).to_list(None)
+            jobs.append(
+                {
+                    "state": j.get("state"),
+                    "total": j.get("total"),
+                    "requested": int(j.get("requested") or 0) + sum(int(r["requested"]) for r in records),
+                    "expanded": bool(j.get("expanded")) or any(r.get("expanded") for r in records),
+                }
+            )
         backlog = {k: v for k, v in (await self.consumer_backlog()).items() if v != (0, 0)}
         trail = await self._trail_of_pending(profile_id)
         loops = background_loops()

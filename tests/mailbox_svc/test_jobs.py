@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from mailbox_helpers import MakeHarness, completed_for, profile_snapshot, result_stored_but_never_applied
 
+import mailbox_svc.handlers as handlers_module
 import mailbox_svc.jobs as jobs_module
+from contracts.envelope import make_envelope
 from contracts.errors import ErrorCode
 from contracts.models import CredentialSource
 from mailwarden_servers import eventually
@@ -196,16 +199,28 @@ async def test_job_resumes_after_a_restart(make_harness: MakeHarness) -> None:
         assert job["failed"] == {"mailbox_not_approved": 30}
 
 
-async def test_job_counters_count_each_result_once_and_are_reconciled(
+async def test_job_results_are_counted_from_the_runs_once_each_and_recounted(
     make_harness: MakeHarness, monkeypatch: Any
 ) -> None:
-    """Progress comes from counters kept by the result handlers; lost counts are recounted."""
+    """Progress is counted from the stored runs, each once; the running job's document is not
+    written (its expansion is inserted batch records); a run stored long after it was received (which the looks at recent batches miss) is
+    found by a recount once the job stays behind."""
     async with make_harness(job_batch_size=10, job_max_in_flight=10) as h:
         await h.profile(profile_snapshot("pc", source=CredentialSource.PROFILE, max_connections=300))
         await h.org_settings(approved_users_only=False)
         await seed(h, "pc", 5)
         job_id = (await h.http.post("/jobs", json={"profile_id": "pc"})).json()["job_id"]
         reqs = sorted(await h.test_requests(5), key=lambda q: q.mailbox.mailbox_id)
+
+        no_outbox = {"outbox": 0, "outbox_pending": 0, "outbox_since": 0, "outbox_at": 0}
+        stored = await h.db.jobs.find_one({"_id": job_id}, no_outbox)
+
+        async def expanded() -> dict[str, Any] | None:
+            return await h.db.job_batches.find_one({"job_id": job_id, "expanded": True})
+
+        await eventually(expanded, what="the job expanded")
+        batches = await h.db.job_batches.find({"job_id": job_id}).sort("_id", 1).to_list(None)
+        assert [(b["seq"], b["requested"], b["expanded"]) for b in batches] == [(1, 5, False), (2, 0, True)]
         done = [await h.complete(req) for req in reqs[:3]]
 
         async def progress(n: int) -> dict[str, Any] | None:
@@ -215,13 +230,22 @@ async def test_job_counters_count_each_result_once_and_are_reconciled(
         await eventually(lambda: progress(3), what="3 results counted")
         await h.publish(done[0])  # a redelivered result, in a new envelope
         await h.settled()
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.2)  # past the next look at the runs
         assert (await h.http.get(f"/jobs/{job_id}")).json()["done"] == 3, "a result counted twice"
-        # A crash between storing runs and counting them: the counters lose what they had.
+
+        async def three_published() -> bool:
+            events = [e["data"]["data"] for e in await h.stream_messages("mailwarden.job.progress")]
+            return any(e["progress"]["done"] == 3 for e in events)
+
+        await eventually(three_published, what="TestJobProgress with the three results")
+        assert await h.db.jobs.find_one({"_id": job_id}, no_outbox) == stored, "the running job was written"
+        # Received an hour ago, stored now (a handler retrying through an outage): older than any
+        # look at the recent runs reads again.
         monkeypatch.setattr(jobs_module, "RECONCILE_AFTER_S", 0.5)
-        await h.db.jobs.update_one({"_id": job_id}, {"$set": {"results": {}}})
-        for req in reqs[3:]:
-            await h.complete(req)
+        with pytest.MonkeyPatch.context() as late:
+            late.setattr(handlers_module, "utcnow", lambda: datetime.now(UTC) - timedelta(hours=1))
+            await h.app.state.handlers.test_completed(make_envelope(completed_for(reqs[3]), "tester-svc"))
+        await h.complete(reqs[4])
 
         async def finished() -> dict[str, Any] | None:
             job = (await h.http.get(f"/jobs/{job_id}")).json()

@@ -18,7 +18,9 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.events import TestCompleted
 from contracts.models import MailboxRef
+from mailbox_svc import jobresults
 from mailbox_svc.documents import TestRunDoc
+from mailbox_svc.jobresults import JobResults
 from mailbox_svc.repository import RUN_BATCHES, TEST_RUNS, WITHDRAWN, Repository, run_batches
 
 T0 = datetime(2026, 12, 4, 5, 0, tzinfo=UTC)
@@ -139,3 +141,27 @@ async def test_runs_stored_one_per_document_move_into_batches(db: AsyncDatabase[
     assert sorted(await repo.stored_results(["a", "b", "c"])) == ["a", "b", "c"]
     await repo.ensure_indexes()  # again: nothing left to move
     assert await db[RUN_BATCHES].count_documents({}) == 2
+
+
+async def test_a_jobs_results_are_counted_once_each_from_the_recent_batches(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``JobResults`` counts a job's runs once, then reads only the batches received since its last
+    look (through the ``runs.job_id, received_at`` index); a batch received long before it was
+    stored is found by an exact count."""
+    monkeypatch.setattr(jobresults, "REFRESH_S", 0.0)
+    counts = JobResults(repo)
+    now = datetime.now(UTC)
+    await repo.record_runs([run("a", "m1", now - timedelta(seconds=30), job_id="j")])
+    assert await counts.of("j") == {"success": 1}
+    await repo.record_runs([run("b", "m2", now, job_id="j", outcome="auth_failed"), run("c", "m3", now)])
+    await repo.record_runs([run("d", "m4", now, job_id="other")])
+    assert await counts.of("j") == {"success": 1, "auth_failed": 1}
+    assert await counts.of("j") == {"success": 1, "auth_failed": 1}, "a batch counted twice"
+    await repo.record_runs([run("e", "m5", now - timedelta(seconds=2), job_id="j")])  # within the skew
+    assert await counts.of("j") == {"success": 2, "auth_failed": 1}
+    await repo.record_runs([run("f", "m6", now - timedelta(hours=1), job_id="j")])  # a straggler
+    assert await counts.of("j") == {"success": 2, "auth_failed": 1}
+    assert await counts.of("j", exact=True) == {"success": 3, "auth_failed": 1} == await repo.job_results("j")
+    plan = await repo.runs.find({"runs.job_id": "j", "received_at": {"$gte": now}}).explain()
+    assert "runs.job_id_1_received_at_1" in str(plan["queryPlanner"]["winningPlan"])

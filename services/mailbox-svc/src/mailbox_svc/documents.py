@@ -169,7 +169,12 @@ JobState = Literal["running", "cancelled", "completed"]
 
 
 class JobDoc(Stored):
-    """A Test & Enable job over a profile's mailboxes, expanded in batches (see jobs.py)."""
+    """A Test & Enable job over a profile's mailboxes, expanded in batches (see jobs.py).
+
+    Stored once at its start and written again when it ends; its expansion (``expanded`` to
+    ``lease_until``) is its batch records (:class:`JobBatchDoc`) laid over what the document
+    holds (jobexpansion.py): a job stored before those records continues from its own fields.
+    """
 
     profile_id: str
     state: JobState = "running"
@@ -179,9 +184,6 @@ class JobDoc(Stored):
     total: int
     requested: int = 0
     refused: dict[str, int] = Field(default_factory=dict)
-    results: dict[str, int] | None = None
-    """Outcome → how many, kept by the TestCompleted handlers."""
-    results_at: datetime | None = None
     created_at: datetime
     created_by: str = ""
     """Who started it (``token:<sub>`` / ``jwt:<sub>``); ``cancelled_by``: who cancelled it."""
@@ -190,8 +192,28 @@ class JobDoc(Stored):
     lease_owner: str | None = None
     lease_until: datetime | None = None
     summary: JobProgress | None = None
-    progress_sent: JobProgress | None = None
-    progress_at: datetime | None = None
+    """The final counts, once completed; while it runs they are counted from its runs (jobresults.py)."""
+
+
+class JobBatchDoc(Stored):
+    """One expanded batch of a job, inserted once its TestRequested events are stored (``_id``
+    ``<job>/<seq>``, unique: of two replicas expanding the same batch, one records it)."""
+
+    job_id: str
+    seq: int
+    cursor: str | None
+    """The last mailbox id of the batch (the job's cursor after it)."""
+    requested: int = 0
+    refused: dict[str, int] = Field(default_factory=dict)
+    expanded: bool = False
+    """The last record of a job: no mailbox was left to request."""
+    by: str
+    """The instance that expanded it: it holds the job's lease for LEASE_S after ``at``."""
+    at: datetime
+
+    @staticmethod
+    def key(job_id: str, seq: int) -> str:
+        return f"{job_id}/{seq:08d}"
 
 
 def new_mailbox_id() -> str:

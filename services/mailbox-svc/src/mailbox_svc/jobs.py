@@ -1,23 +1,27 @@
 """Test & Enable all mailboxes of a profile, as a stored job expanded in batches in the background.
 
-The job document is the truth: its cursor says how far it has expanded, so a restart resumes where
-it stopped. A batch's TestRequested events are published straight to JetStream, not written to the
-mailboxes (one document update per test less): test and event ids are derived from (job, mailbox),
-so a batch published again after a crash is dropped by JetStream's duplicate window, and a test that
-ran twice anyway (a re-publish after the window) is stored and applied once, by its test id. The
-cursor moves only after every event of the batch is stored. Counts of results come from the
-stored test runs. The job never has more than ``max_in_flight`` tests without
-a result, nor more than twice what its profile's servers take at once, so thousands of mailboxes
-do not flood the testers and a dead server's job does not queue ahead of everyone else's tests;
-cancelling stops the expansion and publishes the summary at once.
+The job document and its batch records are the truth (jobexpansion.py): the last record's cursor
+says how far it has expanded, so a restart resumes where it stopped. A batch's TestRequested events
+are published straight to JetStream, not written to the mailboxes (one document update per test
+less): test and event ids are derived from (job, mailbox), so a batch published again after a crash
+is dropped by JetStream's duplicate window, and a test that ran twice anyway (a re-publish after the
+window) is stored and applied once, by its test id. A batch is recorded (inserted) only after every
+event of it is stored. Counts of results are read from the stored test runs when asked
+(jobresults.py), so the job document is written at its start and at its end, never while it runs;
+its progress events are published straight to JetStream. The job never has more than
+``max_in_flight`` tests without a result, nor more than twice what its profile's servers take at
+once, so thousands of mailboxes do not flood the testers and a dead server's job does not queue
+ahead of everyone else's tests; cancelling stops the expansion and publishes the summary at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -25,9 +29,11 @@ from contracts.envelope import Envelope
 from contracts.events import Event, ProfileSnapshot
 from contracts.jobs import JobProgress, TestJobCompleted, TestJobProgress, TestJobStarted
 from mailbox_svc.clock import utcnow
-from mailbox_svc.documents import JobDoc, JobState
+from mailbox_svc.documents import JobBatchDoc, JobDoc, JobState
+from mailbox_svc.jobexpansion import JobExpansions
 from mailbox_svc.jobqueue import JobMailboxIds
-from mailbox_svc.jobwrite import JobCounts, JobWrite
+from mailbox_svc.jobresults import JobResults
+from mailbox_svc.jobwrite import JobWrite
 from mailbox_svc.models import JobView
 from mailbox_svc.profiles import ProfileDirectory, ProfileUnavailable
 from mailbox_svc.repository import Repository
@@ -39,6 +45,17 @@ from mailwarden_runtime.loop import BackgroundLoop
 from mailwarden_runtime.outbox import outbox_entry
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """What one expansion recorded: the cursor after it, how many were requested and refused why."""
+
+    cursor: str | None
+    requested: int = 0
+    refused: Mapping[str, int] = field(default_factory=dict)
+    expanded: bool = False
+
 
 LEASE_S = 60.0
 RECONCILE_AFTER_S = 10.0
@@ -73,8 +90,10 @@ class JobRunner:
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         self.poll_s = poll_s
-        self._moved: set[str] = set()  # jobs whose counters moved since their last progress event
-        self._uncounted: dict[str, dict[str, int]] = {}  # results stored, not yet in the job's counters
+        self._moved: set[str] = set()  # jobs with results stored here since their last progress event
+        self.results = JobResults(repo)
+        self.expansions = JobExpansions(repo, LEASE_S)
+        self._sent: dict[str, tuple[float, JobProgress]] = {}  # last progress published per job, when
         self.queued = JobMailboxIds(repo)
         self._caps: dict[str, int] = {}  # the in-flight cap each job was last measured against
         self._loop = BackgroundLoop(
@@ -93,25 +112,37 @@ class JobRunner:
             id=job_id,
             profile_id=profile_id,
             total=total,
-            results={},
-            results_at=now,
             created_at=now,
             created_by=current_actor() or "",
+            lease_owner=self.instance,  # the starter expands it first (see jobexpansion.py)
+            lease_until=now + timedelta(seconds=LEASE_S),
         )
-        await self.repo.insert_job(job, [outbox_entry(self.envelop(started))])
+        started_env = self.envelop(started)
+        await self.repo.insert_job(job, [outbox_entry(started_env)])
         self.wake_relay()
+        # Also published now, before any progress (published straight, not through the relay), so
+        # subscribers see it first; the relay's copy has the same id and is dropped by JetStream.
+        try:
+            await self.publish(started_env)
+        except Exception:
+            log.warning("job start event left to the relay", extra={"job_id": job_id}, exc_info=True)
         self.wake()
         log.info("job started", extra={"job_id": job_id, "profile_id": profile_id, "total": total})
         return await self.view(job)
 
     async def get(self, job_id: str) -> JobView:
-        job = await self.repo.get_job(job_id)
+        job = await self._job(job_id)
         if job is None:
             raise DomainError(404, "no such job", "job_id")
         return await self.view(job)
 
-    async def cancel(self, job_id: str) -> JobView:
+    async def _job(self, job_id: str) -> JobDoc | None:
+        """The job as far as it has expanded (its document and its batch records)."""
         job = await self.repo.get_job(job_id)
+        return None if job is None else await self.expansions.apply(job)
+
+    async def cancel(self, job_id: str) -> JobView:
+        job = await self._job(job_id)
         if job is None:
             raise DomainError(404, "no such job", "job_id")
         if job.state != "running":
@@ -119,7 +150,7 @@ class JobRunner:
         done = await self._finish(job, "cancelled")
         if done is None:
             return await self.get(job_id)
-        return await self.view(done)
+        return await self.view(await self.expansions.apply(done))
 
     async def view(self, job: JobDoc) -> JobView:
         # A cancelled job keeps counting the tests that had started; only a completed one is final.
@@ -135,28 +166,20 @@ class JobRunner:
             **progress.model_dump(),
         )
 
-    async def _results(self, job: JobDoc, exact: bool = False) -> dict[str, int]:
-        """The job's results per outcome, from the counters the result handlers keep.
+    async def _results(self, job: JobDoc, exact: bool = False, fresh: bool = False) -> dict[str, int]:
+        """The job's results per outcome, counted from its stored runs (jobresults.py), not kept
+        in the job document: a running job is not written while its results arrive.
 
-        Counting the stored runs instead costs O(runs) per look (seconds at 10,000 on the embedded
-        database), so it is done only for the final summary, for jobs without counters, and when
-        the counters fall behind (a crash between storing a run and counting it): at most once
-        per RECONCILE_AFTER_S per job.
+        A look reads only the runs stored since the last one; a job that stays behind its
+        requests with nothing new for RECONCILE_AFTER_S is counted again from every stored run
+        (a batch stored long after it was received, e.g. through a database outage).
         """
-        results = job.results
-        if not exact and results is not None:
-            behind = sum(results.values()) < job.requested
-            quiet_since = job.results_at or job.created_at
-            if not behind or utcnow() - quiet_since < timedelta(seconds=RECONCILE_AFTER_S):
-                return dict(results)
-        counted = await self.repo.job_results(job.id)
-        if counted != results:
-            log.info("job counters reconciled", extra={"job_id": job.id, "had": results, "counted": counted})
-        await self.repo.set_job_results(job.id, counted, utcnow())
-        return counted
+        if not exact and self.results.quiet_for(job.id) >= RECONCILE_AFTER_S:
+            exact = sum((await self.results.of(job.id)).values()) < job.requested
+        return await self.results.of(job.id, exact=exact, fresh=fresh)
 
-    async def _progress(self, job: JobDoc, exact: bool = False) -> JobProgress:
-        failed = await self._results(job, exact)
+    async def _progress(self, job: JobDoc, exact: bool = False, fresh: bool = False) -> JobProgress:
+        failed = await self._results(job, exact, fresh)
         succeeded = failed.pop("success", 0)
         done = succeeded + sum(failed.values())
         return JobProgress(
@@ -181,7 +204,6 @@ class JobRunner:
 
     async def _finish(self, job: JobDoc, state: JobState) -> JobDoc | None:
         """Close a running job with its summary event; only one caller wins."""
-        self._uncounted.pop(job.id, None)  # the exact count below reads every stored run
         progress = await self._progress(job, exact=True)
         now = utcnow()
         summary = TestJobCompleted(
@@ -198,6 +220,8 @@ class JobRunner:
         done = await self.repo.update_job(JobWrite(job, closed, events=[outbox_entry(self.envelop(summary))]))
         self.queued.forget(job.id)
         self._caps.pop(job.id, None)
+        if state == "completed":
+            self._forget(job.id)
         if done is not None:
             self.wake_relay()
             log.info("job finished", extra={"job_id": job.id, "state": state})
@@ -223,12 +247,14 @@ class JobRunner:
 
     async def run_once(self) -> None:
         """Expand what can be expanded now, close jobs whose results are all in, report progress."""
-        await self._report_progress()  # first: it adds the results counted since the last pass
-        for job in await self.repo.open_jobs():
-            progress = await self._progress(job)
-            if progress.done >= job.requested:
+        await self._report_progress()
+        running = [await self.expansions.apply(job) for job in await self.repo.running_jobs()]
+        for job in running:
+            if job.expanded and (await self._progress(job)).done >= job.requested:
                 await self._complete(job)
-        for job in await self.repo.expanding_jobs():
+        for job in running:
+            if job.expanded:
+                continue
             next_job: JobDoc | None = job
             while next_job is not None:
                 claimed = await self._claim(next_job)
@@ -236,77 +262,68 @@ class JobRunner:
                 next_job = None if claimed is None else await self._expand(claimed)
 
     async def _claim(self, job: JobDoc) -> JobDoc | None:
-        """The job to expand under our lease, or None (no room for tests now, or another's lease).
+        """The job to expand, or None (done, cancelled, or another replica's lease).
 
-        Written only when needed: a job with no room waits without a write, and a lease of ours
-        with more than half its time left is used as it is (each expansion renews it).
+        Nothing is written: the lease is the last batch record's (jobexpansion.py), so a job
+        another replica expanded less than LEASE_S ago is left to it; :meth:`_expand` checks
+        the room and records the batch, and of two replicas expanding the same one, one does.
         """
-        now = utcnow()
-        ours = job.lease_owner == self.instance and job.lease_until is not None
-        if ours and job.lease_until is not None and job.lease_until - now > timedelta(seconds=LEASE_S / 2):
-            return job
-        if await self._room(job, await self._progress(job)) < self._refill(job):
+        if job.state != "running" or job.expanded:
             return None
-        return await self.repo.claim_job(job.id, self.instance, now, now + timedelta(seconds=LEASE_S))
+        held = job.lease_owner not in (None, self.instance)
+        if held and job.lease_until is not None and job.lease_until > utcnow():
+            return None
+        return job
 
     def count(self, results: dict[str, dict[str, int]]) -> None:
-        """Newly stored results (job id -> outcome -> how many): added to the jobs' counters by the
-        next progress write (at most one per job and second), not one write per result batch.
-
-        Held in memory until then: a crash loses them from the counters, not from the stored runs,
-        and the counters are recounted from the runs when they stay behind (:meth:`_results`).
-        """
-        for job_id, by_outcome in results.items():
-            held = self._uncounted.setdefault(job_id, {})
-            for outcome, n in by_outcome.items():
-                held[outcome] = held.get(outcome, 0) + n
+        """Newly stored results (job id -> outcome -> how many): their jobs' progress is published
+        soon (at most once a second per job); the counts themselves are read from the stored runs."""
+        for job_id in results:
             self.wake(job_id)
 
     async def _report_progress(self) -> None:
-        """One write per job whose counters moved, at most one per job every PROGRESS_EVERY_S: the
-        results counted since the last one, and a TestJobProgress when what it shows changed.
+        """A TestJobProgress for each job with results stored here, when what it shows changed, at
+        most one per job every PROGRESS_EVERY_S; nothing is written to the job.
 
         Subscribers then see what ``GET /jobs/{id}`` shows, also for a cancelled job whose started
-        tests finish. A job not reported now (too soon) stays marked, and the loop comes back.
+        tests finish. Published straight to JetStream, its id derived from what it says (two
+        replicas reporting the same progress publish one event); a lost one is followed by the
+        next, or by the summary, which the job's closing write carries. A job not reported now
+        (too soon) stays marked, and the loop comes back.
         """
         moved, self._moved = self._moved, set()
-        now = utcnow()
+        now = time.monotonic()
         for job_id in moved:
-            held = self._uncounted.pop(job_id, {})
-            job = await self.repo.get_job(job_id)
-            if job is None or job.state == "completed":
-                continue  # the summary said it all
-            last_at = job.progress_at
-            if last_at is not None and now - last_at < timedelta(seconds=PROGRESS_EVERY_S):
-                self._hold(job_id, held)
+            sent = self._sent.get(job_id)
+            if sent is not None and now - sent[0] < PROGRESS_EVERY_S:
+                self._moved.add(job_id)
                 self._loop.wake()  # come back once the second is over
                 continue
-            counted = dict(job.results or {})
-            for outcome, n in held.items():
-                counted[outcome] = counted.get(outcome, 0) + n
-            progress = await self._progress(job.model_copy(update={"results": counted}))
-            sent = fields(JobDoc, progress_sent=progress, progress_at=now)
-            if held:
-                sent |= fields(JobDoc, results_at=now)
-            events = []
-            if progress != job.progress_sent:
-                event = TestJobProgress(
-                    job_id=job_id, profile_id=job.profile_id, state=job.state, progress=progress
-                )
-                events.append(outbox_entry(self.envelop(event)))
-            elif not held:
-                continue
-            updated = await self.repo.update_job(JobWrite(job, sent, JobCounts(results=held), events))
-            if updated is None:
-                self._hold(job_id, held)  # its state moved meanwhile: the next pass sees it
-            elif events:
-                self.wake_relay()
+            job = await self._job(job_id)
+            if job is None or job.state == "completed":
+                self._forget(job_id)
+                continue  # the summary said it all
+            await self._publish_progress(job, await self._progress(job, fresh=True))
 
-    def _hold(self, job_id: str, held: dict[str, int]) -> None:
-        """Keep counts for the next pass (and the job marked as moved)."""
-        self._moved.add(job_id)
-        if held:
-            self.count({job_id: held})
+    async def _publish_progress(self, job: JobDoc, progress: JobProgress) -> None:
+        """Publish the job's progress unless this process published the same last."""
+        sent = self._sent.get(job.id)
+        if sent is not None and sent[1] == progress:
+            return
+        event = TestJobProgress(job_id=job.id, profile_id=job.profile_id, state=job.state, progress=progress)
+        said = f"mailwarden-job-progress:{job.id}:{job.state}:{progress.model_dump_json()}"
+        env = self.envelop(event).model_copy(update={"id": uuid.uuid5(uuid.NAMESPACE_URL, said)})
+        try:
+            await self.publish(env)
+        except Exception:
+            log.warning("job progress not published", extra={"job_id": job.id}, exc_info=True)
+            return  # a notice: the next one (or the summary) says it
+        self._sent[job.id] = (time.monotonic(), progress)
+
+    def _forget(self, job_id: str) -> None:
+        self._sent.pop(job_id, None)
+        self.results.forget(job_id)
+        self.expansions.forget(job_id)
 
     def in_flight_cap(self, profile: ProfileSnapshot | None) -> int:
         """Tests of one job without a result: what its servers can take, twice, at most ``max_in_flight``.
@@ -347,9 +364,10 @@ class JobRunner:
         ids = await self.queued.next(job, min(room, self.batch_size))
         if not ids:
             self.queued.forget(job.id)
-            done = await self.repo.update_job(JobWrite(job, fields(JobDoc, expanded=True, lease_owner=None)))
-            if done is not None and progress.done >= done.requested:
-                await self._complete(done)
+            if await self._record(job, BatchRecord(job.cursor, expanded=True)) is None:
+                return None
+            if progress.done >= job.requested:
+                await self._complete(job)
             return None
         found = await self.repo.get_many(ids)
         # what the ids were read for may have changed meanwhile: only the profile's active mailboxes
@@ -376,13 +394,26 @@ class JobRunner:
         sent = await asyncio.gather(*(self.publish(env) for env in requests), return_exceptions=True)
         if failed := next((r for r in sent if isinstance(r, BaseException)), None):
             raise failed  # the cursor stays: the next pass publishes the batch again (de-duplicated)
-        added = JobCounts(requested=len(requests), refused=refused)
-        new_progress = progress.model_copy(update={"requested": job.requested + len(requests)})
-        progress_event = TestJobProgress(
-            job_id=job.id, profile_id=job.profile_id, state="running", progress=new_progress
-        )
-        moved = fields(JobDoc, cursor=ids[-1], lease_until=now + timedelta(seconds=LEASE_S))
-        events = [outbox_entry(self.envelop(progress_event))]
-        updated = await self.repo.update_job(JobWrite(job, moved, added, events, unchanged=("cursor",)))
-        self.wake_relay()
+        updated = await self._record(job, BatchRecord(ids[-1], len(requests), refused))
+        if updated is not None:
+            await self._publish_progress(updated, await self._progress(updated))
         return updated
+
+    async def _record(self, job: JobDoc, batch: BatchRecord) -> JobDoc | None:
+        """Append the job's next batch record; the job after it, or None when another replica
+        recorded that batch first, or the job is no longer running (the next pass reads it again)."""
+        record = JobBatchDoc(
+            id=JobBatchDoc.key(job.id, self.expansions.seq(job.id) + 1),
+            job_id=job.id,
+            seq=self.expansions.seq(job.id) + 1,
+            cursor=batch.cursor,
+            requested=batch.requested,
+            refused=dict(batch.refused),
+            expanded=batch.expanded,
+            by=self.instance,
+            at=utcnow(),
+        )
+        if not await self.repo.record_job_batch(record):
+            return None
+        updated = await self._job(job.id)
+        return updated if updated is not None and updated.state == "running" else None
