@@ -16,6 +16,7 @@ from profile_svc_helpers import Recorder, outbox_drained, profile_body, stream_b
 
 from contracts.envelope import make_envelope
 from contracts.events import MailboxCreated, MailboxSnapshot, MailboxUpdated
+from mailwarden_runtime.mailboxuses import MAILBOX_USES, MailboxUses
 from profile_svc.app import create_app
 from profile_svc.config import ProfileSettings
 
@@ -41,7 +42,7 @@ async def _publish_mailbox(
 async def _usage(db: Any, profile_id: str, expected: int) -> None:
     async with asyncio.timeout(10):
         while True:
-            if await db["profile_usage"].count_documents({"profile_id": profile_id}) == expected:
+            if len(await MailboxUses(db[MAILBOX_USES]).on_profile(profile_id)) == expected:
                 return
             await asyncio.sleep(0.05)  # the database offers nothing to wait on
 
