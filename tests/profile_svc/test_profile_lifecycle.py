@@ -154,3 +154,26 @@ async def test_mailbox_events_for_unknown_fields_are_dead_lettered_not_looped(
     pid = (await client.post("/profiles", json=profile_body())).json()["profile_id"]
     await _publish_mailbox(nc, "mbx_ok", pid, 1, created=True)
     await _usage(db, pid, 1)
+
+
+@pytest.mark.integration
+async def test_usage_kept_one_document_per_mailbox_before_still_refuses_a_delete(
+    client: httpx.AsyncClient, settings: ProfileSettings, db: Any
+) -> None:
+    """An upgraded database: the old ``profile_usage`` moves into ``mailbox_uses`` at start-up."""
+    pid = (await client.post("/profiles", json=profile_body())).json()["profile_id"]
+    other = (await client.post("/profiles", json=profile_body("Other"))).json()["profile_id"]
+    await db["profile_usage"].insert_many(
+        [
+            {"_id": "mbx_1", "version": 2, "profile_id": pid},
+            {"_id": "mbx_2", "version": 1, "profile_id": pid},
+            {"_id": "mbx_3", "version": 4, "profile_id": other},
+        ]
+    )
+    restarted = create_app(settings)  # a second replica starting on the upgraded database
+    async with restarted.router.lifespan_context(restarted):
+        pass
+    assert "profile_usage" not in await db.list_collection_names()
+    r = await client.delete(f"/profiles/{pid}")
+    assert r.status_code == 409 and "used by 2 mailboxes" in r.json()["detail"]
+    assert [u.mailbox_id for u in await MailboxUses(db[MAILBOX_USES]).on_profile(other)] == ["mbx_3"]
