@@ -9,9 +9,9 @@ Here one handled batch of events is one document ``{_id, at, uses: [MailboxUse, 
 bucket pattern of mailbox-svc's ``test_run_batches``). Nothing is ever updated: a mailbox's state
 is its entry of the highest version, chosen when read, so a late older event changes nothing.
 Indexes: ``uses.key`` (``<mailbox>@<version>``) **unique**, so a redelivered event is stored once
-even in another batch or by another replica; ``uses.profile_id`` and ``uses.mailbox_id`` find a
-profile's and a mailbox's entries. Reads cost more than a count over one index: they are rare
-(deleting a profile; alert-svc's cached count, read only when a test failed).
+even in another batch or by another replica; ``uses.mailbox_id`` finds a mailbox's entries. A
+profile's mailboxes are read from every batch (rare reads: deleting a profile; alert-svc's count,
+cached, read only when a test failed).
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ class MailboxUses:
         await self.coll.create_indexes(
             [
                 IndexModel([("uses.key", ASCENDING)], name="uses_key", unique=True),
-                IndexModel([("uses.profile_id", ASCENDING)], name="uses_profile_id"),
                 IndexModel([("uses.mailbox_id", ASCENDING)], name="uses_mailbox_id"),
             ]
         )
@@ -138,15 +137,13 @@ class MailboxUses:
         return _newest(await self._docs({"uses.mailbox_id": {"$in": list(mailbox_ids)}}), set(mailbox_ids))
 
     async def on_profile(self, profile_id: str, *, active_only: bool = False) -> list[MailboxUse]:
-        """The mailboxes whose newest entry is on ``profile_id`` (only active ones: ``active_only``)."""
-        docs = await self._docs({"uses.profile_id": profile_id})
-        candidates = {u["mailbox_id"] for d in docs for u in d["uses"] if u.get("profile_id") == profile_id}
-        if not candidates:
-            return []
-        # Their newer entries may be in batches that do not mention the profile (a move away).
-        seen = [d["_id"] for d in docs]
-        docs += await self._docs({"uses.mailbox_id": {"$in": list(candidates)}, "_id": {"$nin": seen}})
-        newest = _newest(docs, candidates).values()
+        """The mailboxes whose newest entry is on ``profile_id`` (only active ones: ``active_only``).
+
+        Reads every batch: a mailbox's newer entry may be in a batch that does not name the
+        profile (a move away), and SecantusDB scans 10,000 entries in 50 batches in ~0.1 s but
+        looks up 10,000 mailbox ids through ``uses.mailbox_id`` in ~0.7 s.
+        """
+        newest = _newest(await self._docs({})).values()
         return [u for u in newest if u.profile_id == profile_id and (u.active or not active_only)]
 
     async def _docs(self, query: Document) -> list[Document]:
@@ -158,11 +155,12 @@ class MailboxUses:
         return {u["key"] for d in docs for u in d["uses"] if u["key"] in wanted}
 
 
-def _newest(docs: Sequence[Document], mailbox_ids: Collection[str]) -> dict[str, MailboxUse]:
+def _newest(docs: Sequence[Document], mailbox_ids: Collection[str] | None = None) -> dict[str, MailboxUse]:
+    """Each mailbox's entry of the highest version in ``docs`` (only ``mailbox_ids``, if given)."""
     best: dict[str, MailboxUse] = {}
     for doc in docs:
         for raw in doc["uses"]:
-            if raw["mailbox_id"] not in mailbox_ids:
+            if mailbox_ids is not None and raw["mailbox_id"] not in mailbox_ids:
                 continue
             current = best.get(raw["mailbox_id"])
             if current is None or raw["version"] > current.version:
