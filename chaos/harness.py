@@ -36,6 +36,7 @@ from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.changes import unpublished
 from mailwarden_runtime.crypto import KeyRing
+from mailwarden_runtime.mailboxuses import MAILBOX_USES, MailboxUses
 from mailwarden_servers import DovecotServer, NatsServer, TestCertificates, eventually, free_port
 from mailwarden_servers.devstack import SERVICES, ServiceProcess, ServiceSpec
 from profile_svc.repository import OUTBOX_COLLECTIONS as PROFILE_OUTBOX
@@ -590,7 +591,7 @@ class System:
             out[mid] = {
                 "events": events,
                 "dead_letters": [s for s, body in dead if mid.encode() in _dead_body(body)],
-                "alert_svc_mailbox": await adb.mailboxes.find_one({"_id": mid}),
+                "alert_svc_mailbox": (await MailboxUses(adb[MAILBOX_USES]).newest([mid])).get(mid),
                 "any_alert": await adb.alerts.count_documents({"mailbox_id": mid}),
             }
         return out

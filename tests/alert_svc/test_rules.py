@@ -17,6 +17,7 @@ from alert_svc_helpers import (
 from contracts.errors import ErrorCode, WarningCode
 from contracts.models import Owner, OwnerKind
 from contracts.testing import status_failed, status_succeeded
+from mailwarden_runtime.mailboxuses import MAILBOX_USES, MailboxUses
 from mailwarden_servers import eventually
 
 
@@ -111,7 +112,7 @@ async def test_majority_failure_alert_and_email(alert_svc: Any, smtp_server: Any
 
         async def counted() -> bool:
             profile = await h.db["profiles"].find_one({"_id": "prfM"})
-            return bool(profile) and await h.db["mailboxes"].count_documents({"profile_id": "prfM"}) == 4
+            return bool(profile) and len(await MailboxUses(h.db[MAILBOX_USES]).on_profile("prfM")) == 4
 
         await eventually(counted, what="profile and 4 mailboxes")
         for n in range(2):  # 2 of 4: not more than half

@@ -16,6 +16,7 @@ from profile_svc_helpers import Recorder, outbox_drained, profile_body, stream_b
 
 from contracts.envelope import make_envelope
 from contracts.events import MailboxCreated, MailboxSnapshot, MailboxUpdated
+from mailwarden_runtime.mailboxuses import MAILBOX_USES, MailboxUses
 from profile_svc.app import create_app
 from profile_svc.config import ProfileSettings
 
@@ -41,7 +42,7 @@ async def _publish_mailbox(
 async def _usage(db: Any, profile_id: str, expected: int) -> None:
     async with asyncio.timeout(10):
         while True:
-            if await db["profile_usage"].count_documents({"profile_id": profile_id}) == expected:
+            if len(await MailboxUses(db[MAILBOX_USES]).on_profile(profile_id)) == expected:
                 return
             await asyncio.sleep(0.05)  # the database offers nothing to wait on
 
@@ -153,3 +154,26 @@ async def test_mailbox_events_for_unknown_fields_are_dead_lettered_not_looped(
     pid = (await client.post("/profiles", json=profile_body())).json()["profile_id"]
     await _publish_mailbox(nc, "mbx_ok", pid, 1, created=True)
     await _usage(db, pid, 1)
+
+
+@pytest.mark.integration
+async def test_usage_kept_one_document_per_mailbox_before_still_refuses_a_delete(
+    client: httpx.AsyncClient, settings: ProfileSettings, db: Any
+) -> None:
+    """An upgraded database: the old ``profile_usage`` moves into ``mailbox_uses`` at start-up."""
+    pid = (await client.post("/profiles", json=profile_body())).json()["profile_id"]
+    other = (await client.post("/profiles", json=profile_body("Other"))).json()["profile_id"]
+    await db["profile_usage"].insert_many(
+        [
+            {"_id": "mbx_1", "version": 2, "profile_id": pid},
+            {"_id": "mbx_2", "version": 1, "profile_id": pid},
+            {"_id": "mbx_3", "version": 4, "profile_id": other},
+        ]
+    )
+    restarted = create_app(settings)  # a second replica starting on the upgraded database
+    async with restarted.router.lifespan_context(restarted):
+        pass
+    assert "profile_usage" not in await db.list_collection_names()
+    r = await client.delete(f"/profiles/{pid}")
+    assert r.status_code == 409 and "used by 2 mailboxes" in r.json()["detail"]
+    assert [u.mailbox_id for u in await MailboxUses(db[MAILBOX_USES]).on_profile(other)] == ["mbx_3"]

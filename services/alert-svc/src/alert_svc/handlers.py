@@ -8,6 +8,7 @@ from alert_svc.readcache import ReadModelCache
 from alert_svc.store.readmodels import ReadModelStore
 from contracts.envelope import Envelope
 from contracts.events import MailboxCreated, MailboxUpdated
+from mailwarden_runtime.mailboxuses import MailboxUse
 
 
 class ReadModelHandlers:
@@ -25,14 +26,14 @@ class ReadModelHandlers:
 
     async def mailbox_saved(self, envelope: Envelope[MailboxCreated] | Envelope[MailboxUpdated]) -> None:
         m = envelope.data.mailbox
-        await self.repo.save_mailbox(m.mailbox_id, m.version, m.profile_id, m.active)
+        await self.repo.save_mailboxes([MailboxUse.of(m)])
         self.cache.mailbox_saved(m.mailbox_id)
 
     async def mailboxes_saved(
         self, envelopes: Sequence[Envelope[MailboxCreated]] | Sequence[Envelope[MailboxUpdated]]
     ) -> None:
-        """Many at once (a bulk set-up publishes thousands): one bulk write."""
+        """Many at once (a bulk set-up publishes thousands): one insert."""
         shots = [e.data.mailbox for e in envelopes]
-        await self.repo.save_mailboxes([(m.mailbox_id, m.version, m.profile_id, m.active) for m in shots])
+        await self.repo.save_mailboxes([MailboxUse.of(m) for m in shots])
         for m in shots:
             self.cache.mailbox_saved(m.mailbox_id)

@@ -19,10 +19,10 @@ def register_handlers(runtime: ServiceRuntime, ops: Operations) -> None:
     """Keep the usage read model (mailbox id → profile id), idempotent per mailbox id and version."""
 
     async def on_created(envelope: Envelope[MailboxCreated]) -> None:
-        await ops.mailbox_changed(envelope.data.mailbox)
+        await ops.mailboxes_changed([envelope.data.mailbox])
 
     async def on_updated(envelope: Envelope[MailboxUpdated]) -> None:
-        await ops.mailbox_changed(envelope.data.mailbox)
+        await ops.mailboxes_changed([envelope.data.mailbox])
 
     async def on_many(
         envelopes: Sequence[Envelope[MailboxCreated]] | Sequence[Envelope[MailboxUpdated]],

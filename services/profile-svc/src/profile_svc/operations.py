@@ -31,6 +31,7 @@ from contracts.models import ACT_NOT_SUPPORTED, DeliveryMethod, Direction, Seale
 from mailwarden_runtime.auth import current_actor
 from mailwarden_runtime.crypto import SealError
 from mailwarden_runtime.http import DomainError, FieldProblem
+from mailwarden_runtime.mailboxuses import MailboxUse
 from mailwarden_runtime.outbox import OutboxEntry, outbox_entry
 from mailwarden_runtime.sealing import destination_fingerprint
 from profile_svc import documents as docs
@@ -415,9 +416,6 @@ class Operations:
 
     # the usage read model
 
-    async def mailbox_changed(self, mailbox: MailboxSnapshot) -> None:
-        await self._repo.record_usage(mailbox.mailbox_id, mailbox.profile_id, mailbox.version)
-
     async def mailboxes_changed(self, mailboxes: Sequence[MailboxSnapshot]) -> None:
-        """Many mailbox events at once (a bulk set-up): one bulk write."""
-        await self._repo.record_usages([(m.mailbox_id, m.profile_id, m.version) for m in mailboxes])
+        """Mailbox events (a bulk set-up's come in batches of hundreds): one insert for them all."""
+        await self._repo.record_usages([MailboxUse.of(m) for m in mailboxes])

@@ -18,15 +18,16 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.models import Direction, SealedSecret
 from mailwarden_runtime.documents import as_stored
+from mailwarden_runtime.mailboxuses import MAILBOX_USES, MailboxUse, MailboxUses
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox, with_outbox
-from mailwarden_runtime.readmodels import NewestRow, newest_many
 from profile_svc.documents import ProfileDoc, ProfileLogins
 from profile_svc.models import SettingsView
 
 PROFILES = "profiles"
 SETTINGS = "settings"
-USAGE = "profile_usage"
+LEGACY_USAGE = "profile_usage"
+"""One document per mailbox, before ``mailbox_uses``: moved in at start-up, then dropped."""
 ORG = "org"
 OUTBOX_COLLECTIONS = (PROFILES, SETTINGS)
 
@@ -69,7 +70,8 @@ class Repository:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._profiles = db[PROFILES]
         self._settings = db[SETTINGS]
-        self._usage = db[USAGE]
+        self.uses = MailboxUses(db[MAILBOX_USES])
+        self._legacy_usage = db[LEGACY_USAGE]
 
     async def ensure_indexes(self) -> None:
         await self._profiles.create_indexes(
@@ -86,7 +88,8 @@ class Repository:
                 IndexModel([("is_default", ASCENDING)], name="is_default"),
             ]
         )
-        await self._usage.create_index("profile_id", name="profile_id")
+        await self.uses.ensure_indexes()
+        await self.uses.move_legacy(self._legacy_usage)
 
     # profiles
 
@@ -194,24 +197,12 @@ class Repository:
         )
         return result.modified_count == 1
 
-    # mailbox usage (a read model fed by mailbox events)
+    # mailbox usage (a read model fed by mailbox events, stored per event batch)
 
-    async def record_usage(self, mailbox_id: str, profile_id: str | None, version: int) -> bool:
-        """Keep the newest known profile of a mailbox; an older or repeated event changes nothing."""
-        try:
-            result = await self._usage.update_one(
-                {"_id": mailbox_id, "version": {"$lt": version}},
-                {"$set": {"profile_id": profile_id, "version": version}},
-                upsert=True,
-            )
-        except DuplicateKeyError:  # the mailbox is known at this version or a newer one
-            return False
-        return result.modified_count == 1 or result.upserted_id is not None
-
-    async def record_usages(self, usages: Sequence[tuple[str, str | None, int]]) -> int:
-        """:meth:`record_usage` of many ``(mailbox_id, profile_id, version)`` in one bulk write."""
-        rows = [NewestRow(mailbox_id, version, {"profile_id": pid}) for mailbox_id, pid, version in usages]
-        return await newest_many(self._usage, "version", rows)
+    async def record_usages(self, usages: Sequence[MailboxUse]) -> int:
+        """Keep these mailbox events' profiles (one insert); a repeated event changes nothing."""
+        return await self.uses.record(usages)
 
     async def usage_count(self, profile_id: str) -> int:
-        return await self._usage.count_documents({"profile_id": profile_id})
+        """The mailboxes whose newest event puts them on this profile (deactivated ones too)."""
+        return len(await self.uses.on_profile(profile_id))

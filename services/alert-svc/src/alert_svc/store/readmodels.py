@@ -4,24 +4,25 @@ The organisation's settings and the profiles are the shared read model
 (``mailwarden_runtime.readmodels``, kept by ``follow``: newest version wins, deleted profiles stay
 tombstones). The mailboxes per profile (the majority alert's denominator) are alert-svc's own: the
 shared model's mailbox entries also record every test's status, one more document write per test,
-and alert-svc needs only each mailbox's profile and whether it is active.
+and alert-svc needs only each mailbox's profile and whether it is active. They are kept per batch
+of mailbox events (``mailwarden_runtime.mailboxuses``): no document per mailbox.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from alert_svc.rules import OrgPolicy
 from contracts.models import Owner
-from mailwarden_runtime.documents import Stored, fields
+from mailwarden_runtime.documents import Stored
+from mailwarden_runtime.mailboxuses import MAILBOX_USES, MailboxUse, MailboxUses
 from mailwarden_runtime.mongo import Document
-from mailwarden_runtime.readmodels import NewestRow, ReadModels, newest_many
+from mailwarden_runtime.readmodels import ReadModels
 
-MAILBOXES = "mailboxes"
+LEGACY_MAILBOXES = "mailboxes"
+"""One document per mailbox, before ``mailbox_uses``: moved in at start-up, then dropped."""
 
 
 class ProfileModel(Stored):
@@ -32,23 +33,16 @@ class ProfileModel(Stored):
     majority_email: bool = False
 
 
-class ProfileMailbox(Stored):
-    """alert-svc's own entry of a mailbox (``_id`` the mailbox id): all a majority's count needs."""
-
-    profile_id: str | None = None
-    active: bool = True
-    version: int = 0
-    """The newest MailboxSnapshot version seen (0: only seen in a status event)."""
-
-
 class ReadModelStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.models = ReadModels(db)
         """Profiles and the org's settings (``readmodels.follow`` keeps them; alert-svc caches reads)."""
-        self.mailboxes: AsyncCollection[Document] = db[MAILBOXES]
+        self.uses = MailboxUses(db[MAILBOX_USES])
+        self._legacy_mailboxes = db[LEGACY_MAILBOXES]
 
     async def ensure_indexes(self) -> None:
-        await self.mailboxes.create_index("profile_id")
+        await self.uses.ensure_indexes()
+        await self.uses.move_legacy(self._legacy_mailboxes)
         # Profiles alert-svc stored itself before it used the shared model have no snapshot and
         # would keep a replayed event of the same version out: dropped, the shared model's
         # consumers (new durables, reading MW_CONFIG from its start) store them again.
@@ -69,37 +63,19 @@ class ReadModelStore:
             majority_email=snapshot.advanced.email_alert_on_majority_failure,
         )
 
-    async def save_mailbox(self, mailbox_id: str, version: int, profile_id: str | None, active: bool) -> None:
-        """Keep the newest; an older version arriving late changes nothing."""
-        try:
-            await self.mailboxes.update_one(
-                {"_id": mailbox_id, "version": {"$lte": version}},
-                {"$set": fields(ProfileMailbox, profile_id=profile_id, active=active, version=version)},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            pass  # a newer version is stored already
-
-    async def save_mailboxes(self, mailboxes: Sequence[tuple[str, int, str | None, bool]]) -> None:
-        """:meth:`save_mailbox` of many ``(mailbox_id, version, profile_id, active)`` in one bulk write."""
-        rows = [NewestRow(m, v, fields(ProfileMailbox, profile_id=p, active=a)) for m, v, p, a in mailboxes]
-        await newest_many(self.mailboxes, "version", rows)
+    async def save_mailboxes(self, mailboxes: Sequence[MailboxUse]) -> None:
+        """Keep these mailbox events (one insert); a repeated or late older one changes nothing."""
+        await self.uses.record(mailboxes)
 
     async def note_mailbox(self, mailbox_id: str, profile_id: str) -> bool:
         """A mailbox seen in a status event counts for its profile even if its creation was missed.
 
         True when it was not known before.
         """
-        result = await self.mailboxes.update_one(
-            {"_id": mailbox_id},
-            {"$setOnInsert": fields(ProfileMailbox, profile_id=profile_id, active=True, version=0)},
-            upsert=True,
-        )
-        return result.upserted_id is not None
+        return await self.uses.note(mailbox_id, profile_id)
 
     async def profile_mailbox_ids(self, profile_id: str) -> list[str]:
-        docs = await self.mailboxes.find({"profile_id": profile_id}, {"_id": 1}).to_list(None)
-        return [str(d["_id"]) for d in docs]
+        return [u.mailbox_id for u in await self.uses.on_profile(profile_id)]
 
     async def profile_mailbox_count(self, profile_id: str) -> int:
-        return await self.mailboxes.count_documents({"profile_id": profile_id, "active": True})
+        return len(await self.uses.on_profile(profile_id, active_only=True))
