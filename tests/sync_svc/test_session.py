@@ -16,6 +16,7 @@ from mailwarden_mailnet.imap import ImapClient, capability_code
 from mailwarden_mailnet.login import Login
 from mailwarden_mailnet.wire import Limits, Wire, connect_first
 from mailwarden_servers import DovecotServer
+from sync_svc.imap_sync import _FirstSearches, select_inbox
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +88,43 @@ async def test_searches_sent_before_selects_answer_are_answered_after_it(
     assert selected.exists == 7
     first, rest = await client.searched(head), await client.searched(whole)
     assert len(first) == 3 and len(rest) == 7 and set(first) < set(rest)
+
+
+async def test_a_select_refused_behind_the_login_is_sent_again_on_its_own(
+    client: ImapClient, dovecot: DovecotServer, new_mail_user: Callable[..., tuple[str, str]]
+) -> None:
+    """As with a server that takes no command before it has answered the login: the SELECT behind
+    it is refused (here: a folder that does not exist), and so are the searches sent behind that;
+    every answer is read, then the INBOX is selected on its own and the session goes on."""
+    user, password = new_mail_user()
+    await asyncio.to_thread(append, dovecot, user, password, [message(i) for i in range(4)])
+    login = Login(username=user, password=SecretStr(password))
+    reply = await client.authenticate(login, PLAIN, b'SELECT "Not there"')
+    searches = _FirstSearches(client, 10.0)
+    await searches.send((b"ALL", b"ALL LARGER 100000"), 2)
+
+    selected, left = await select_inbox(client, reply.then, searches)
+
+    assert selected.exists == 4 and left is None
+    (uids,) = await client.uid_searches(b"ALL")
+    assert len(uids) == 4
+
+
+async def test_the_first_searches_split_the_inbox_by_uid(
+    client: ImapClient, dovecot: DovecotServer, new_mail_user: Callable[..., tuple[str, str]]
+) -> None:
+    user, password = new_mail_user()
+    await asyncio.to_thread(append, dovecot, user, password, [message(i) for i in range(7)])
+    reply = await client.authenticate(
+        Login(username=user, password=SecretStr(password)), PLAIN, b"SELECT INBOX"
+    )
+    searches = _FirstSearches(client, 10.0)
+    await searches.send((b"ALL", b"ALL LARGER 100000"), 3)
+
+    selected, kept = await select_inbox(client, reply.then, searches)
+
+    assert selected.exists == 7 and kept is searches
+    first, large = await searches.first()
+    rest, rest_large = await searches.found()
+    assert len(first) == 3 and len(rest) == 4 and max(first) == searches.after < min(rest)
+    assert large == rest_large == [] and searches.top == max(rest)

@@ -184,6 +184,12 @@ class _FirstSearches:
         self._head: list[bytes] = []
         self._rest: list[bytes] = []
 
+    async def drain(self) -> None:
+        """Read every answer (refusals too): after a refused SELECT, before anything else is sent."""
+        for tag in (*self._head, *self._rest):
+            with contextlib.suppress(NetError):
+                await self.client.searched(tag)
+
     async def send(self, criteria: tuple[bytes, bytes], first_window: int) -> None:
         head = b"1:%d" % first_window
         self._head = [await self.client.send_uid_search(head + b" " + c) for c in (*criteria, b"ALL")]
@@ -207,6 +213,23 @@ class _FirstSearches:
         found = [u for u in found if u > self.after]
         self.top = max([self.after, *found])
         return found, large
+
+
+async def select_inbox(
+    client: ImapClient, then: bytes | None, searched: _FirstSearches | None
+) -> tuple[Selected, _FirstSearches | None]:
+    """The INBOX selected, and the first sync's searches if they still hold. ``then``: the tag of
+    the SELECT sent behind the login. A server that refused it there (one that takes no command
+    before it has answered the login) is asked again on its own, once the searches sent behind it
+    (refused as well) are read: a pass then goes on as without them."""
+    if then is None:
+        return await client.select(b"INBOX"), searched
+    try:
+        return await client.selected(then), searched
+    except NetError:
+        if searched is not None:
+            await searched.drain()
+        return await client.select(b"INBOX"), None
 
 
 class ImapSync(MailboxSync):
@@ -265,10 +288,7 @@ class ImapSync(MailboxSync):
                 )
             self.step = "inbox"
             async with step(self.s.env.step_timeout_s):
-                if opened.then is None:
-                    selected = await client.select(b"INBOX")
-                else:
-                    selected = await client.selected(opened.then)
+                selected, searched = await select_inbox(client, opened.then, searched)
                 caps = opened.caps if opened.caps is not None else await client.capabilities()
             self.caps = tuple(caps)
             if selected.uidvalidity is None:
