@@ -73,6 +73,8 @@ class AuthReply:
     mechanism: str
     status: str
     text: bytes
+    then: bytes | None = None
+    """The tag of the command sent right behind the credentials (``authenticate(then=...)``)."""
 
     @property
     def ok(self) -> bool:
@@ -219,19 +221,28 @@ class ImapClient:
             raise NetError(ErrorCode.PROTOCOL_VIOLATION, f"CAPABILITY {status}: {trimmed(rest)}")
         return parse_capabilities(untagged)
 
-    async def authenticate(self, login: Login, caps: list[str]) -> AuthReply:
-        """AUTHENTICATE PLAIN where offered (SASL-IR when possible), else LOGIN with quoted strings."""
+    async def authenticate(self, login: Login, caps: list[str], then: bytes = b"") -> AuthReply:
+        """AUTHENTICATE PLAIN where offered (SASL-IR when possible), else LOGIN with quoted strings.
+
+        ``then`` (e.g. ``SELECT INBOX``) goes out in the same write as the credentials (RFC 3501
+        5.5: the server answers it once the login is done; one round trip less). Its answer is
+        left to read with its tag (``AuthReply.then``); after a failed login it is a refusal.
+        """
+        tag = self.tag()
+        then_tag = self.tag() if then else None
+        behind = then_tag + b" " + then + b"\r\n" if then_tag else b""
         if "AUTH=PLAIN" in caps:
-            tag = self.tag()
             if "SASL-IR" in caps:
-                await self.wire.send(tag + b" AUTHENTICATE PLAIN " + login.plain_blob() + b"\r\n")
+                await self.wire.send(tag + b" AUTHENTICATE PLAIN " + login.plain_blob() + b"\r\n" + behind)
                 status, rest, _ = await self.finish(tag)
             else:
                 await self.wire.send(tag + b" AUTHENTICATE PLAIN\r\n")
                 status, rest, _ = await self.finish(tag)
                 if status == "+":
-                    await self.wire.send(login.plain_blob() + b"\r\n")
+                    await self.wire.send(login.plain_blob() + b"\r\n" + behind)
                     status, rest, _ = await self.finish(tag)
+                else:
+                    then_tag = None  # never sent
             mechanism = "PLAIN"
         elif "LOGINDISABLED" in caps:
             raise NetError(ErrorCode.AUTH_MECHANISM_UNSUPPORTED, "LOGINDISABLED and no AUTH=PLAIN")
@@ -239,16 +250,25 @@ class ImapClient:
             password = login.password.get_secret_value()
             if not (_QUOTABLE.match(login.username) and _QUOTABLE.match(password)):
                 raise NetError(ErrorCode.AUTH_MECHANISM_UNSUPPORTED, "non-ASCII credentials need AUTH=PLAIN")
-            status, rest, _ = await self.command(b"LOGIN " + quote(login.username) + b" " + quote(password))
+            await self.wire.send(
+                tag + b" LOGIN " + quote(login.username) + b" " + quote(password) + b"\r\n" + behind
+            )
+            status, rest, _ = await self.finish(tag)
             mechanism = "LOGIN"
         if status == "+":
             raise NetError(ErrorCode.PROTOCOL_VIOLATION, "unexpected continuation after credentials")
-        return AuthReply(mechanism, status, rest)
+        return AuthReply(mechanism, status, rest, then_tag)
 
     async def select(self, mailbox: bytes = b"INBOX", *, read_only: bool = False) -> Selected:
         """SELECT (or EXAMINE); a refusal is classified (RFC 5530) as inbox or server trouble."""
         verb = b"EXAMINE" if read_only else b"SELECT"
-        status, rest, untagged = await self.command(verb + b" " + mailbox)
+        tag = self.tag()
+        await self.wire.send(tag + b" " + verb + b" " + mailbox + b"\r\n")
+        return await self.selected(tag)
+
+    async def selected(self, tag: bytes) -> Selected:
+        """The answer to a SELECT (or EXAMINE) sent with ``tag``, e.g. behind the login."""
+        status, rest, untagged = await self.finish(tag)
         if status != "OK":
             raise NetError(
                 imap_failure(status, rest, IMAP_SELECT_CODES, ErrorCode.INBOX_UNAVAILABLE),

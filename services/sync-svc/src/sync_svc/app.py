@@ -38,6 +38,7 @@ from sync_svc.episodes import Episodes
 from sync_svc.feedback import Rejected, Tracked
 from sync_svc.hosts import HostSlots
 from sync_svc.leases import LeaseTable
+from sync_svc.legacy import move_published
 from sync_svc.operations import Operations
 from sync_svc.publisher import Publisher
 from sync_svc.rawstore import RawStore
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
 
     async def start_worker() -> None:
         await repo.ensure_indexes()
+        await move_published(repo)  # the ledger of an older version, before anything reads it
         worker.start()
 
     runtime.on_startup(start_worker)

@@ -48,9 +48,9 @@ class Settings(ServiceSettings, TransitKeySettings):
         500,
         ge=1,
         le=100_000,
-        description="Messages a first sync of a bigger INBOX searches, and starts fetching, before it "
-        "searches the rest (ESEARCH servers): the rest is searched while they stream in, so the first "
-        "events do not wait for the server to read the date of every message.",
+        description="Messages at the head of the INBOX a first sync searches first (ESEARCH servers), "
+        "and starts fetching as soon as that search is answered; the whole INBOX's search goes out with "
+        "it, and its answer is in while they stream in, so the next window's FETCH follows at once.",
     )
     sync_idle: bool = Field(True, description="Use IMAP IDLE where the server offers it (else poll).")
     sync_idle_renew_s: float = Field(

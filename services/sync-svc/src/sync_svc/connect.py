@@ -81,12 +81,33 @@ async def _upgrade(env: NetEnv, target: SyncTarget, wire: Wire) -> None:
         await wire.start_tls(env.tls.for_target(target.verify_tls), target.endpoint.host)
 
 
+@dataclass(frozen=True)
+class ImapOpened:
+    """A logged-in IMAP session: its client, its capabilities after login, and the tag of the
+    command sent behind the login (None when it was not sent, e.g. PREAUTH). ``caps`` is None when
+    the login's answer did not carry them and a command is behind it: ask once it is read."""
+
+    client: ImapClient
+    caps: list[str] | None
+    then: bytes | None
+
+
 async def imap_session(
     env: NetEnv, target: SyncTarget, login: Login | Callable[[], Awaitable[Login]]
 ) -> tuple[ImapClient, list[str]]:
-    """A logged-in IMAP client and its capabilities after login. ``login`` may be a call that
-    gives it: awaited only when the server asks for it, so a fetch of it started before can run
-    while TCP and TLS are set up (one round trip to mailbox-svc less per pass)."""
+    """A logged-in IMAP client and its capabilities after login (:func:`open_imap`)."""
+    opened = await open_imap(env, target, login)
+    assert opened.caps is not None  # (nothing sent behind the login)
+    return opened.client, opened.caps
+
+
+async def open_imap(
+    env: NetEnv, target: SyncTarget, login: Login | Callable[[], Awaitable[Login]], then: bytes = b""
+) -> ImapOpened:
+    """A logged-in IMAP session. ``login`` may be a call that gives it: awaited only when the
+    server asks for it, so a fetch of it started before can run while TCP and TLS are set up (one
+    round trip to mailbox-svc less per pass). ``then`` (``SELECT INBOX``) is sent in the same write
+    as the credentials: its answer is read by its tag (``ImapOpened.then``)."""
     wire = await open_wire(env, target)
     client = ImapClient(wire)
     try:
@@ -102,17 +123,20 @@ async def imap_session(
                 await _upgrade(env, target, wire)
                 caps = await client.capabilities()
             after: list[str] = []
+            sent: bytes | None = None
             if not preauth:
-                reply = await client.authenticate(login if isinstance(login, Login) else await login(), caps)
+                opened = login if isinstance(login, Login) else await login()
+                reply = await client.authenticate(opened, caps, then)
                 if not reply.ok:
                     raise reply.error()
-                after = capability_code(reply.text)
-            # logged-in capabilities differ (IDLE, UIDPLUS, MOVE)
-            caps = after or await client.capabilities()
+                after, sent = capability_code(reply.text), reply.then
+            # logged-in capabilities differ (IDLE, UIDPLUS, MOVE); asked now unless a command
+            # is behind the login (its answer would come first)
+            known = after or (None if sent else await client.capabilities())
     except BaseException:
         wire.abort()
         raise
-    return client, caps
+    return ImapOpened(client, known, sent)
 
 
 async def pop3_session(env: NetEnv, target: SyncTarget, login: Login) -> Pop3Client:

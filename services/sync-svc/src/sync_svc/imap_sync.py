@@ -35,8 +35,8 @@ from mailwarden_mailnet.imap import FetchItem, ImapClient, Selected
 from mailwarden_mailnet.login import Login
 from mailwarden_runtime.bounded import honour_cancellation
 from sync_svc import metrics
-from sync_svc.connect import imap_session, step
-from sync_svc.documents import LedgerEntry
+from sync_svc.connect import open_imap, step
+from sync_svc.documents import LedgerEntry, SyncStateDoc
 from sync_svc.hosts import idle_slots
 from sync_svc.parse import parse_headers
 from sync_svc.pipeline import Pipeline
@@ -164,36 +164,72 @@ class _Ahead:
             await asyncio.gather(self.lookup, return_exceptions=True)
 
 
-class _RestSearch:
-    """A big first sync's search past its first window (UIDs above ``after``), sent behind that
-    window's FETCH: the reader of the FETCH keeps its answer whenever the server sends it."""
+class _FirstSearches:
+    """A first sync's searches, sent together (ESEARCH: each answer carries its tag): the
+    candidates among the INBOX's first ``first_window`` messages (and those of them over the size
+    cap), their UIDs, then the same two over the whole INBOX. The first window's FETCH waits only
+    for the first three; the whole INBOX's answer comes behind them while that FETCH is on its
+    way, so the next window's FETCH is sent while the first one streams in (bench/README.md, one
+    big INBOX: the search sent behind the first FETCH left the server idle for the search and a
+    round trip after it). The rest is what the whole search found above the first window's last
+    UID: a cut by UID, so a message expunged meanwhile moves no other one out of both."""
 
-    def __init__(
-        self, client: ImapClient, after: int, criteria: tuple[bytes, bytes], timeout_s: float
-    ) -> None:
+    def __init__(self, client: ImapClient, timeout_s: float) -> None:
         self.client = client
-        self.after = after
-        self.top = after
+        self.after = 0
+        """The first window's last UID (once :meth:`first`)."""
+        self.top = 0
         """The highest UID found (once :meth:`found`)."""
-        self._criteria = criteria
         self._timeout_s = timeout_s
-        self._tags: list[bytes] = []
+        self._head: list[bytes] = []
+        self._rest: list[bytes] = []
 
-    async def send(self) -> None:
-        uids = b"UID %d:* " % (self.after + 1)
-        self._tags = [await self.client.send_uid_search(uids + c) for c in self._criteria]
+    async def drain(self) -> None:
+        """Read every answer (refusals too): after a refused SELECT, before anything else is sent."""
+        for tag in (*self._head, *self._rest):
+            with contextlib.suppress(NetError):
+                await self.client.searched(tag)
+
+    async def send(self, criteria: tuple[bytes, bytes], first_window: int) -> None:
+        head = b"1:%d" % first_window
+        self._head = [await self.client.send_uid_search(head + b" " + c) for c in (*criteria, b"ALL")]
+        self._rest = [await self.client.send_uid_search(c) for c in criteria]
+
+    async def first(self) -> tuple[list[int], list[int]]:
+        """The first window's candidates and those of them over the size cap."""
+        async with step(self._timeout_s):
+            found, large, first = [await self.client.searched(t) for t in self._head]
+        self.after = self.top = max(first, default=0)
+        return [u for u in found if u <= self.after], large
 
     def done(self) -> bool:
-        return bool(self._tags) and all(self.client.search_done(t) for t in self._tags)
+        return bool(self._rest) and all(self.client.search_done(t) for t in self._rest)
 
     async def found(self) -> tuple[list[int], list[int]]:
-        """The UIDs found above ``after`` (``n:*`` also matches the last UID when n is past it),
-        and those of them over the size cap; read from the server if not in yet."""
+        """The UIDs found above the first window, and those of them over the size cap; read from
+        the server if not in yet."""
         async with step(self._timeout_s):
-            found, large = [await self.client.searched(t) for t in self._tags]
+            found, large = [await self.client.searched(t) for t in self._rest]
         found = [u for u in found if u > self.after]
         self.top = max([self.after, *found])
         return found, large
+
+
+async def select_inbox(
+    client: ImapClient, then: bytes | None, searched: _FirstSearches | None
+) -> tuple[Selected, _FirstSearches | None]:
+    """The INBOX selected, and the first sync's searches if they still hold. ``then``: the tag of
+    the SELECT sent behind the login. A server that refused it there (one that takes no command
+    before it has answered the login) is asked again on its own, once the searches sent behind it
+    (refused as well) are read: a pass then goes on as without them."""
+    if then is None:
+        return await client.select(b"INBOX"), searched
+    try:
+        return await client.selected(then), searched
+    except NetError:
+        if searched is not None:
+            await searched.drain()
+        return await client.select(b"INBOX"), None
 
 
 class ImapSync(MailboxSync):
@@ -218,9 +254,12 @@ class ImapSync(MailboxSync):
             await self._session(idle=False)
 
     async def _session(self, idle: bool) -> None:
-        # The login is asked for while TCP and TLS are set up; its failure is still the
-        # credentials step's (the step is named when it is awaited).
+        """One session: the login and the mailbox's sync state are read while TCP and TLS are set
+        up, ``SELECT INBOX`` goes out behind the credentials, and a first sync's searches behind
+        it, before its answer (one round trip each; bench/README.md, one big INBOX). A failure
+        of the login is still the credentials step's (the step is named when it is awaited)."""
         asking = asyncio.ensure_future(self.login())
+        reading = asyncio.ensure_future(self.s.repo.get_state(self.target.mailbox_id))
 
         async def credentials() -> Login:
             self.step = "credentials"
@@ -230,19 +269,31 @@ class ImapSync(MailboxSync):
 
         self.step = "login"
         try:
-            client, caps = await imap_session(self.s.env, self.target, credentials)
-            self.caps = tuple(caps)
+            opened = await open_imap(self.s.env, self.target, credentials, b"SELECT INBOX")
+        except BaseException:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            raise
         finally:
             if not asking.done():
                 asking.cancel()
             await asyncio.gather(asking, return_exceptions=True)  # its error is never left unread
+        client = opened.client
         try:
+            state = await reading  # the database's error as it is: not the mailbox's
+            searched = None
+            if opened.then is not None and self._searched_early(opened.caps, state):
+                searched = await self._send_first_searches(
+                    client, state.resync_from or self.target.process_email_from
+                )
             self.step = "inbox"
             async with step(self.s.env.step_timeout_s):
-                selected = await client.select(b"INBOX")
+                selected, searched = await select_inbox(client, opened.then, searched)
+                caps = opened.caps if opened.caps is not None else await client.capabilities()
+            self.caps = tuple(caps)
             if selected.uidvalidity is None:
                 raise NetError(ErrorCode.PROTOCOL_VIOLATION, "SELECT gave no UIDVALIDITY")
-            left = await self.catch_up(client, selected)
+            left = await self.catch_up(client, selected, state, searched)
             if idle and "IDLE" in caps:
                 await self.caught_up("idle", *left)
                 await self._idle(client, selected)
@@ -311,16 +362,25 @@ class ImapSync(MailboxSync):
 
     # ---- catching up -----------------------------------------------------------------------------
 
-    async def catch_up(self, client: ImapClient, selected: Selected) -> tuple[StateFields, int]:
+    async def catch_up(
+        self,
+        client: ImapClient,
+        selected: Selected,
+        state: SyncStateDoc | None = None,
+        searched: _FirstSearches | None = None,
+    ) -> tuple[StateFields, int]:
         """Publish what is new; returns the state fields left to write (the watermark at the end)
         and the messages to count as seen, which the caller writes with its own in one write: a
-        small mailbox's pass writes its state once (bench/README.md, many small mailboxes)."""
+        small mailbox's pass writes its state once (bench/README.md, many small mailboxes).
+        ``state``: read already; ``searched``: a first sync's searches, sent already
+        (:meth:`_searched_early`)."""
         self.step = "fetch"
         self._no_ledger = False
         mailbox_id = self.target.mailbox_id
         uidvalidity = selected.uidvalidity
         assert uidvalidity is not None
-        state = await self.s.repo.get_state(mailbox_id)
+        if state is None:
+            state = await self.s.repo.get_state(mailbox_id)
         self.saw_episode(state.episode is not None)
         resync_from = state.resync_from
         start = resync_from or self.target.process_email_from
@@ -338,13 +398,16 @@ class ImapSync(MailboxSync):
         # this pass can be known by event id. A first sync skips the lookups (2,000 ids each:
         # ~0.1 s of the database's CPU per window on SecantusDB; bench/README.md, session 6).
         self._no_ledger = not seen_before and not await self.s.repo.has_ledger(mailbox_id)
-        more: _RestSearch | None = None
+        more: _FirstSearches | None = None
         if seen_before:
             listed = await self._list(client, b"1:*")
             top = listed[-1].uid if listed else 0
             listed = self._since(listed, start)
-        elif "ESEARCH" in self.caps and selected.exists > self.s.options.first_window:
-            listed, more = await self._search_first_window(client, start)
+        elif searched is not None or (
+            "ESEARCH" in self.caps and selected.exists > self.s.options.first_window
+        ):
+            more = searched or await self._send_first_searches(client, start)
+            listed = self._candidates(*await more.first())
         else:
             listed, top = await self._search(client, selected, start)
         seen = await self._publish(client, uidvalidity, listed, recognise=seen_before, more=more)
@@ -359,22 +422,24 @@ class ImapSync(MailboxSync):
         criteria = b"SINCE " + imap_date(since - timedelta(days=1)) if since is not None else b"ALL"
         return criteria, criteria + b" LARGER %d" % self.s.options.max_message_bytes
 
-    async def _search_first_window(
-        self, client: ImapClient, start: date | None
-    ) -> tuple[list[Listed], _RestSearch]:
-        """The candidates among the INBOX's first ``first_window`` messages, and the search for
-        the rest, to send behind their FETCH. A first SEARCH over a whole big INBOX waited while
-        Dovecot read the date of every message (0.5-0.8 s of 10,000 before the first event at
-        50 ms; bench/README.md, one big INBOX): the first window's dates are read at once, the
-        rest while its messages stream in. The windows are cut by UID (the last UID among those
-        first messages), so a message expunged meanwhile moves no other one out of both."""
-        criteria, head = self._criteria(start), b"1:%d" % self.s.options.first_window
-        timeout = self.s.env.step_timeout_s * 4
-        async with step(timeout):
-            found, large, first = await client.uid_searches(
-                *(head + b" " + c for c in criteria), head, esearch=True
-            )
-        return self._candidates(found, large), _RestSearch(client, max(first, default=0), criteria, timeout)
+    async def _send_first_searches(self, client: ImapClient, start: date | None) -> _FirstSearches:
+        """A first sync's searches (:class:`_FirstSearches`), sent. A first SEARCH over a whole big
+        INBOX waited while Dovecot read the date of every message (0.5-0.8 s of 10,000 before the
+        first event at 50 ms; bench/README.md, one big INBOX): the first window's dates are read
+        at once, the rest's while its FETCH is on its way."""
+        searches = _FirstSearches(client, self.s.env.step_timeout_s * 4)
+        async with step(self.s.env.step_timeout_s):
+            await searches.send(self._criteria(start), self.s.options.first_window)
+        return searches
+
+    def _searched_early(self, caps: list[str] | None, state: SyncStateDoc) -> bool:
+        """Whether this pass is a first sync whose searches can go out before SELECT's answer (its
+        ``SELECT`` went behind the login, the state was read meanwhile): a mailbox never synced,
+        or one re-synced that never saw a message, with a start date, on a server with ESEARCH."""
+        never = state.uidvalidity is None or state.resync_from is not None
+        seen_before = bool(state.messages_seen) or state.protocol not in (None, "imap")
+        start = state.resync_from or self.target.process_email_from
+        return caps is not None and "ESEARCH" in caps and never and not seen_before and start is not None
 
     def _candidates(self, found: list[int], large: list[int]) -> list[Listed]:
         cap = self.s.options.max_message_bytes
@@ -449,7 +514,7 @@ class ImapSync(MailboxSync):
         uidvalidity: int,
         listed: list[Listed],
         recognise: bool,
-        more: _RestSearch | None = None,
+        more: _FirstSearches | None = None,
     ) -> int:
         """One ``UID FETCH`` per window of listed UIDs, streamed into one pipeline that publishes
         them and inserts their ledger entries in batches. The next window's ledger lookup runs
@@ -464,9 +529,9 @@ class ImapSync(MailboxSync):
         watermark was never counted (the pass that stored it died before its state write): an
         incremental pass counts it when its event id comes up as known.
 
-        With ``more`` (a big first sync), ``listed`` is its first window and the windows after it
-        come from the rest search, sent behind the first window's FETCH: the first messages flow
-        while the server searches the rest."""
+        With ``more`` (a first sync's searches), ``listed`` is its first window and the windows
+        after it come from the search of the whole INBOX, sent with the first window's: its
+        answer is in while the first window streams in, so the second window's FETCH is too."""
         options = self.s.options
         windows = self._windows(listed)
         if not windows:
@@ -490,7 +555,7 @@ class ImapSync(MailboxSync):
         async def window_stored(fields: StateFields, last: int, known: int) -> None:
             await self.s.repo.update_state(self.target.mailbox_id, fields, _counted(counted(last, known)))
 
-        async def rest(search: _RestSearch) -> tuple[list[Listed], int]:
+        async def rest(search: _FirstSearches) -> tuple[list[Listed], int]:
             """The rest search's windows appended; the first of them looked up."""
             found, large = await search.found()
             windows.extend(self._windows(self._candidates(found, large)))
@@ -501,8 +566,6 @@ class ImapSync(MailboxSync):
         async with Pipeline(self.s.publisher, self.target, "imap", stored, options.fetch_batch) as out:
             todo, known = await self._unknown(client, uidvalidity, windows[0], recognise)
             sent = await self._send(client, todo)
-            if more is not None:
-                await more.send()
             send = functools.partial(self._send, client)
             n = 0
             while True:
