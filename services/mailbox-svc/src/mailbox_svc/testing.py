@@ -62,6 +62,17 @@ def applicable_directions(doc: MailboxDoc) -> list[str]:
     return out
 
 
+def mailbox_ref(doc: MailboxDoc, profile: ProfileSnapshot) -> MailboxRef:
+    """Who a test's request and result are about: the mailbox and its profile's owner."""
+    return MailboxRef(
+        mailbox_id=doc.id,
+        email=doc.email,
+        owner=doc.owner,
+        profile_id=profile.profile_id,
+        profile_owner=profile.owner,
+    )
+
+
 def target_of(profile: ProfileSnapshot) -> ServerTarget:
     adv = profile.advanced
     return ServerTarget(
@@ -124,13 +135,7 @@ def build_request(
         raise TestRefused("credentials_redirected", REDIRECTED, "credentials") from None
     return TestRequested(
         test_id=test_id,
-        mailbox=MailboxRef(
-            mailbox_id=doc.id,
-            email=doc.email,
-            owner=doc.owner,
-            profile_id=profile.profile_id,
-            profile_owner=profile.owner,
-        ),
+        mailbox=mailbox_ref(doc, profile),
         target=target,
         credential_source=profile.credential_source,
         credentials=credentials,

@@ -11,9 +11,9 @@ from typing import Literal
 
 from contracts.errors import ErrorCode
 from contracts.events import ProfileSnapshot, TestCompleted
-from contracts.models import Direction, DirectionResult, IncomingProtocol, MailboxRef, TestError, TestStatus
+from contracts.models import Direction, DirectionResult, IncomingProtocol, TestError, TestStatus
 from mailbox_svc.documents import MailboxDoc
-from mailbox_svc.testing import applicable_directions
+from mailbox_svc.testing import applicable_directions, mailbox_ref
 
 TESTER = "mailbox-svc/watchdog"
 """Who reported it (``TestCompleted.tester``): no tester did."""
@@ -48,13 +48,7 @@ def unanswered(doc: MailboxDoc, profile: ProfileSnapshot, resends: int, now: dat
     }
     return TestCompleted(
         test_id=doc.pending_test_id or "",
-        mailbox=MailboxRef(
-            mailbox_id=doc.id,
-            email=doc.email,
-            owner=doc.owner,
-            profile_id=profile.profile_id,
-            profile_owner=profile.owner,
-        ),
+        mailbox=mailbox_ref(doc, profile),
         attempt=doc.pending_attempt or 1,
         job_id=doc.pending_job_id,
         incoming=results.get(Direction.INCOMING),
