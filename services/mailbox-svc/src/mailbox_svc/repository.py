@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -36,7 +35,6 @@ DUPLICATE_KEY = 11000
 RECORD_ATTEMPTS = 5
 LEGACY_CHUNK = 500
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before any retry time: the lower end of the due range
-T = TypeVar("T")
 PENDING_APPROVAL_INDEX = "approval_pending"
 DUE_INDEX = "next_retry_at_due"
 
@@ -416,7 +414,8 @@ class Repository:
         legacy = self.db[TEST_RUNS]
         if TEST_RUNS not in await self.db.list_collection_names():
             return
-        async for chunk in _chunks(legacy.find({}), LEGACY_CHUNK):
+        cursor = legacy.find({})
+        while chunk := await cursor.to_list(LEGACY_CHUNK):
             await self.record_runs([TestRunDoc.model_validate(run) for run in chunk])
         await legacy.drop()
 
@@ -501,17 +500,6 @@ def run_batches(runs: Iterable[TestRunDoc]) -> list[RunBatch]:
         held[0].add(run.mailbox_id)
         held[1].append(run)
     return [RunBatch(held) for batches in open_at.values() for _, held in batches]
-
-
-async def _chunks(items: AsyncIterable[T], size: int) -> AsyncIterator[list[T]]:
-    chunk: list[T] = []
-    async for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def _mailboxes(docs: list[Document]) -> list[MailboxDoc]:
