@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from mailbox_svc.documents import JobBatchDoc, JobDoc
@@ -20,16 +17,10 @@ T0 = datetime(2026, 12, 4, 5, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def store(mongo_uri: str) -> AsyncIterator[JobStore]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
-    db: AsyncDatabase[dict[str, Any]] = client["t_jobs_" + uuid.uuid4().hex[:12]]
-    store = JobStore(db)
+async def store(fresh_db: AsyncDatabase[dict[str, Any]]) -> JobStore:
+    store = JobStore(fresh_db)
     await store.ensure_indexes()
-    try:
-        yield store
-    finally:
-        await client.drop_database(db.name)
-        await client.close()
+    return store
 
 
 def batch(job_id: str, seq: int, cursor: str | None, n: int, by: str = "a", **kw: Any) -> JobBatchDoc:

@@ -5,14 +5,11 @@ with one document per run, and a redelivered result is never stored twice (the u
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from mailbox_helpers import PROFILE_OWNER, owner
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -27,19 +24,8 @@ T0 = datetime(2026, 12, 4, 5, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def db(mongo_uri: str) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
-    name = "t_runs_" + uuid.uuid4().hex[:12]
-    try:
-        yield client[name]
-    finally:
-        await client.drop_database(name)
-        await client.close()
-
-
-@pytest.fixture
-async def store(db: AsyncDatabase[dict[str, Any]]) -> RunStore:
-    store = RunStore(db)
+async def store(fresh_db: AsyncDatabase[dict[str, Any]]) -> RunStore:
+    store = RunStore(fresh_db)
     await store.ensure_indexes()
     return store
 
@@ -69,28 +55,28 @@ def run(
 
 
 async def test_a_batch_of_results_is_one_document_with_one_run_per_mailbox(
-    store: RunStore, db: AsyncDatabase[dict[str, Any]]
+    store: RunStore, fresh_db: AsyncDatabase[dict[str, Any]]
 ) -> None:
     runs = [run("t1", "m1", T0), run("t2", "m2", T0), run("t3", "m1", T0)]
     assert [r.id for r in await store.record(runs)] == ["t1", "t2", "t3"]
-    batches = await db[RUN_BATCHES].find({}, {"runs._id": 1}).to_list(None)
+    batches = await fresh_db[RUN_BATCHES].find({}, {"runs._id": 1}).to_list(None)
     assert sorted([r["_id"] for r in b["runs"]] for b in batches) == [["t1", "t2"], ["t3"]]
     assert [[r.id for r in b.runs] for b in run_batches(runs)] == [["t1", "t2"], ["t3"]]
 
 
 async def test_a_redelivered_result_is_stored_once(
-    store: RunStore, db: AsyncDatabase[dict[str, Any]]
+    store: RunStore, fresh_db: AsyncDatabase[dict[str, Any]]
 ) -> None:
     assert await store.record_one(run("t1", "m1", T0))
     later = T0 + timedelta(seconds=1)
     again = await store.record([run("t1", "m1", later), run("t2", "m2", later), run("t3", "m3", later)])
     assert [r.id for r in again] == ["t2", "t3"]
     assert not await store.record_one(run("t2", "m2", later + timedelta(seconds=1)))
-    counted = await db[RUN_BATCHES].aggregate([{"$unwind": "$runs"}, {"$group": {"_id": "$runs._id"}}])
+    counted = await fresh_db[RUN_BATCHES].aggregate([{"$unwind": "$runs"}, {"$group": {"_id": "$runs._id"}}])
     assert sorted(d["_id"] for d in await counted.to_list(None)) == ["t1", "t2", "t3"]
-    assert await db[RUN_BATCHES].count_documents({}) == 2
+    assert await fresh_db[RUN_BATCHES].count_documents({}) == 2
     with pytest.raises(DuplicateKeyError):  # the server itself keeps a run id unique across batches
-        await db[RUN_BATCHES].insert_one({"_id": "raw", "received_at": T0, "runs": [{"_id": "t3"}]})
+        await fresh_db[RUN_BATCHES].insert_one({"_id": "raw", "received_at": T0, "runs": [{"_id": "t3"}]})
 
 
 async def test_concurrent_copies_of_a_batch_store_each_run_once(store: RunStore) -> None:
@@ -129,16 +115,18 @@ async def test_readers_answer_per_run(store: RunStore) -> None:
     assert sorted(stored) == ["a", "c"] and stored["c"].test_id == "c"
 
 
-async def test_runs_stored_one_per_document_move_into_batches(db: AsyncDatabase[dict[str, Any]]) -> None:
+async def test_runs_stored_one_per_document_move_into_batches(
+    fresh_db: AsyncDatabase[dict[str, Any]],
+) -> None:
     old = [run("a", "m1", T0), run("b", "m2", T0), run("c", "m1", T0 + timedelta(seconds=1))]
-    await db[TEST_RUNS].insert_many([r.stored() for r in old])
-    store = RunStore(db)
+    await fresh_db[TEST_RUNS].insert_many([r.stored() for r in old])
+    store = RunStore(fresh_db)
     await store.ensure_indexes()
-    assert TEST_RUNS not in await db.list_collection_names()
+    assert TEST_RUNS not in await fresh_db.list_collection_names()
     assert [r.id for r in await store.of_mailbox("m1", 10)] == ["c", "a"]
     assert sorted(await store.stored_results(["a", "b", "c"])) == ["a", "b", "c"]
     await store.ensure_indexes()  # again: nothing left to move
-    assert await db[RUN_BATCHES].count_documents({}) == 2
+    assert await fresh_db[RUN_BATCHES].count_documents({}) == 2
 
 
 async def test_a_jobs_results_are_counted_once_each_from_the_recent_batches(

@@ -6,24 +6,23 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, OperationFailure
+from pymongo.errors import OperationFailure
 
 from contracts.events import TestCompleted
 from mailbox_svc.documents import TestRunDoc
+from mailwarden_runtime.docbuckets import EntryBuckets, insert_buckets
 from mailwarden_runtime.mongo import Document
 
 WITHDRAWN = "withdrawn"  # the outcome of a cancelled job's test that never started
 TEST_RUNS = "test_runs"  # before session 6: one document per run, moved into run batches at start
 RUN_BATCHES = "test_run_batches"
-DUPLICATE_KEY = 11000
-RECORD_ATTEMPTS = 5
 LEGACY_CHUNK = 500
 
 
@@ -31,6 +30,9 @@ class RunStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
         self.batches: AsyncCollection[Document] = db[RUN_BATCHES]
+        self.buckets = EntryBuckets(
+            self.batches, "runs", "_id", key_of=_test_id, document=_batch, group=run_groups, name="test runs"
+        )
 
     async def ensure_indexes(self) -> None:
         """The indexes, then the move of runs stored before run batches (:meth:`_move_legacy`)."""
@@ -56,31 +58,10 @@ class RunStore:
 
         A batch that holds an already stored run is refused whole (the unique ``runs._id``); its
         runs not stored yet are then written without it. Another replica storing the same runs
-        meanwhile only repeats that, so the loop is short and never stores a run twice.
+        meanwhile only repeats that, so the loop is short and never stores a run twice
+        (``docbuckets.insert_buckets``).
         """
-        stored: list[TestRunDoc] = []
-        pending = runs
-        for _ in range(RECORD_ATTEMPTS):
-            if not pending:
-                return stored
-            batches = run_batches(pending)
-            try:
-                await self.batches.insert_many([b.document() for b in batches], ordered=False)
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                    raise
-                refused = {int(e["index"]) for e in errors}
-                stored += [r for n, b in enumerate(batches) if n not in refused for r in b.runs]
-                again = [r for n in sorted(refused) for r in batches[n].runs]
-                known = await self._stored_ids([r.id for r in again])
-                pending = [r for r in again if r.id not in known]
-                continue
-            return stored + pending
-        raise RuntimeError("test runs kept colliding with runs stored meanwhile")
-
-    async def _stored_ids(self, test_ids: list[str]) -> set[str]:
-        return {run.id for run in await self._runs_of_tests(test_ids)}
+        return await insert_buckets(self.buckets, runs)
 
     async def _runs_of_tests(self, test_ids: list[str], withdrawn: bool = True) -> list[TestRunDoc]:
         """The stored runs (not their batches) of these tests, found through the ``runs._id``
@@ -196,3 +177,16 @@ def run_batches(runs: Iterable[TestRunDoc]) -> list[RunBatch]:
         held[0].add(run.mailbox_id)
         held[1].append(run)
     return [RunBatch(held) for batches in open_at.values() for _, held in batches]
+
+
+def run_groups(runs: Sequence[TestRunDoc]) -> list[list[TestRunDoc]]:
+    """The runs of each batch (:func:`run_batches`)."""
+    return [batch.runs for batch in run_batches(runs)]
+
+
+def _test_id(run: TestRunDoc) -> str:
+    return run.id
+
+
+def _batch(runs: Sequence[TestRunDoc]) -> Document:
+    return RunBatch(list(runs)).document()
