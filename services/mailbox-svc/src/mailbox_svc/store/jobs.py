@@ -10,7 +10,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from mailbox_svc.documents import JobBatchDoc, JobDoc
+from mailbox_svc.documents import CancelledJob, JobBatchDoc, JobDoc
 from mailbox_svc.jobwrite import JobWrite
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox
@@ -33,7 +33,7 @@ class JobStore:
             return {}
         q = {"_id": {"$in": sorted(job_ids)}, "state": "cancelled"}
         docs = await self.jobs.find(q, {"finished_at": 1}).to_list(None)
-        return {d["_id"]: d["finished_at"] for d in docs}
+        return {job.id: job.finished_at for job in map(CancelledJob.model_validate, docs)}
 
     async def insert(self, job: JobDoc, entries: list[OutboxEntry]) -> None:
         await self.jobs.insert_one({**job.stored(), **new_document_outbox(entries)})

@@ -14,9 +14,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from contracts.models import DeliveryMethod, SealedSecret
-from mailbox_svc.documents import MailboxDoc, MailboxEmail, SealedLogins
+from mailbox_svc.documents import (
+    MailboxDoc,
+    MailboxEmail,
+    MailboxLastTest,
+    MailboxProfile,
+    SealedLogins,
+    SyncPaused,
+)
 from mailbox_svc.models import MailboxFilter
-from mailwarden_runtime.documents import fields
+from mailwarden_runtime.documents import Stored, fields
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox, with_outbox
 
@@ -155,8 +162,7 @@ class MailboxStore:
         )
 
     async def existing_ids(self, ids: list[str]) -> list[str]:
-        found = await self.mailboxes.find({"_id": {"$in": ids}}, {"_id": 1}).to_list(None)
-        return [d["_id"] for d in found]
+        return await self._ids({"_id": {"$in": ids}}, ordered=False)
 
     async def get(self, mailbox_id: str) -> MailboxDoc | None:
         doc = await self.mailboxes.find_one({"_id": mailbox_id}, {"outbox": 0, "outbox_pending": 0})
@@ -164,7 +170,7 @@ class MailboxStore:
 
     async def get_many(self, mailbox_ids: list[str]) -> dict[str, MailboxDoc]:
         cursor = self.mailboxes.find({"_id": {"$in": mailbox_ids}}, {"outbox": 0, "outbox_pending": 0})
-        return {d["_id"]: MailboxDoc.model_validate(d) for d in await cursor.to_list(None)}
+        return {doc.id: doc for doc in _mailboxes(await cursor.to_list(None))}
 
     async def page(self, f: MailboxFilter, limit: int, after: str | None) -> list[MailboxDoc]:
         q = filter_query(f)
@@ -174,10 +180,7 @@ class MailboxStore:
         return _mailboxes(await cursor.to_list(None))
 
     async def select_ids(self, f: MailboxFilter, limit: int) -> list[str]:
-        docs = (
-            await self.mailboxes.find(filter_query(f), {"_id": 1}).sort("_id", 1).limit(limit).to_list(None)
-        )
-        return [d["_id"] for d in docs]
+        return await self._ids(filter_query(f), limit)
 
     async def update(self, write: MailboxWrite) -> MailboxDoc | None:
         """Optimistic update: applies only if the mailbox is still as read; returns the new document."""
@@ -202,7 +205,7 @@ class MailboxStore:
         q: Document = {"profile_id": profile_id, "active": True}
         if after is not None:
             q["_id"] = {"$gt": after}
-        return [d["_id"] for d in await self.mailboxes.find(q, {"_id": 1}).sort("_id", 1).to_list(None)]
+        return await self._ids(q)
 
     async def count_for_profile(self, profile_id: str) -> int:
         return await self.mailboxes.count_documents({"profile_id": profile_id, "active": True})
@@ -211,7 +214,7 @@ class MailboxStore:
         """The last applied test of each of a profile's mailboxes that waits on no test (one read)."""
         query = {"profile_id": profile_id, "pending_test_id": None}
         docs = await self.mailboxes.find(query, {"last_test_id": 1}).to_list(None)
-        return {str(d["_id"]): d.get("last_test_id") for d in docs}
+        return {m.id: m.last_test_id for m in map(MailboxLastTest.model_validate, docs)}
 
     async def due_retries(self, now: datetime, limit: int) -> list[MailboxDoc]:
         """The longest-due retries first, through the partial ``next_retry_at`` index.
@@ -233,12 +236,14 @@ class MailboxStore:
     async def set_sync_paused(self, mailbox_id: str, paused: bool, at: datetime) -> None:
         """Remember a mailbox whose sync an operator paused (resumed: forgotten)."""
         if paused:
-            await self.sync_paused.update_one({"_id": mailbox_id}, {"$set": {"at": at}}, upsert=True)
+            await self.sync_paused.update_one(
+                {"_id": mailbox_id}, {"$set": fields(SyncPaused, at=at)}, upsert=True
+            )
         else:
             await self.sync_paused.delete_one({"_id": mailbox_id})
 
     async def sync_paused_ids(self, limit: int) -> list[str]:
-        return [str(d["_id"]) async for d in self.sync_paused.find({}, {"_id": 1}).limit(limit)]
+        return [Stored.model_validate(d).id async for d in self.sync_paused.find({}, {"_id": 1}).limit(limit)]
 
     async def owned(self, user_id: str, mailbox_ids: Collection[str], limit: int) -> list[MailboxEmail]:
         """The mailboxes a user owns and these ones (granted by id), in id order."""
@@ -250,7 +255,15 @@ class MailboxStore:
 
     async def profile_ids_of(self, ids: list[str]) -> set[str]:
         docs = await self.mailboxes.find({"_id": {"$in": ids}}, {"profile_id": 1}).to_list(None)
-        return {d["profile_id"] for d in docs if d.get("profile_id")}
+        return {m.profile_id for m in map(MailboxProfile.model_validate, docs) if m.profile_id}
+
+    async def _ids(self, q: Document, limit: int = 0, *, ordered: bool = True) -> list[str]:
+        """The ids of the mailboxes ``q`` finds, in id order unless not ``ordered`` (at most
+        ``limit``; 0: all)."""
+        found = self.mailboxes.find(q, {"_id": 1}).limit(limit)
+        if ordered:
+            found = found.sort("_id", ASCENDING)
+        return [Stored.model_validate(d).id for d in await found.to_list(None)]
 
     # ---- sealed logins (key rotation) -----------------------------------------------------------
 

@@ -10,13 +10,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
 from contracts.events import TestCompleted
-from mailbox_svc.documents import TestRunDoc
+from mailbox_svc.documents import RunBatchDoc, TestRunDoc
 from mailwarden_runtime.docbuckets import EntryBuckets, insert_buckets
 from mailwarden_runtime.mongo import Document
 
@@ -70,9 +71,14 @@ class RunStore:
         if not withdrawn:
             on_run["runs.outcome"] = {"$ne": WITHDRAWN}
         found = await self.batches.aggregate(
-            [{"$match": {"runs._id": {"$in": test_ids}}}, {"$unwind": "$runs"}, {"$match": on_run}]
+            [
+                {"$match": {"runs._id": {"$in": test_ids}}},
+                {"$unwind": "$runs"},
+                {"$match": on_run},
+                {"$replaceRoot": {"newRoot": "$runs"}},
+            ]
         )
-        return [TestRunDoc.model_validate(d["runs"]) for d in await found.to_list(None)]
+        return [TestRunDoc.model_validate(run) for run in await found.to_list(None)]
 
     async def by_ids(self, test_ids: list[str]) -> list[TestRunDoc]:
         """The stored runs of these tests (not withdrawn ones)."""
@@ -89,10 +95,11 @@ class RunStore:
     async def of_mailbox(self, mailbox_id: str, limit: int) -> list[TestRunDoc]:
         """A mailbox's runs, newest first: its batches newest first, each holding one of its runs."""
         cursor = self.batches.find(
-            {"runs.mailbox_id": mailbox_id}, {"runs": {"$elemMatch": {"mailbox_id": mailbox_id}}}
+            {"runs.mailbox_id": mailbox_id},
+            {"received_at": 1, "runs": {"$elemMatch": {"mailbox_id": mailbox_id}}},
         )
-        batches = await cursor.sort("received_at", DESCENDING).limit(limit).to_list(None)
-        return [TestRunDoc.model_validate(run) for batch in batches for run in batch["runs"]]
+        found = await cursor.sort("received_at", DESCENDING).limit(limit).to_list(None)
+        return [run for batch in map(RunBatchDoc.model_validate, found) for run in batch.runs]
 
     async def job_results(self, job_id: str) -> dict[str, int]:
         """Exact results of a job per outcome, counted over its stored runs (O(runs): use sparingly)."""
@@ -121,10 +128,10 @@ class RunStore:
             )
         ).to_list(None)
         batches: dict[str, JobResultBatch] = {}
-        for row in rows:
-            key = row["_id"]
-            batch = batches.setdefault(str(key["b"]), JobResultBatch(str(key["b"]), key["at"], {}))
-            batch.outcomes[str(key["o"])] = int(row["n"])
+        for row in map(_OutcomeCount.model_validate, rows):
+            key = row.id
+            batch = batches.setdefault(key.b, JobResultBatch(key.b, key.at, {}))
+            batch.outcomes[key.o] = row.n
         return list(batches.values())
 
     async def _move_legacy(self) -> None:
@@ -137,6 +144,21 @@ class RunStore:
         while chunk := await cursor.to_list(LEGACY_CHUNK):
             await self.record([TestRunDoc.model_validate(run) for run in chunk])
         await legacy.drop()
+
+
+class _Outcome(BaseModel):
+    """A group of :meth:`RunStore.job_result_batches`: a batch (id, received at) and an outcome."""
+
+    b: str
+    at: datetime
+    o: str
+
+
+class _OutcomeCount(BaseModel):
+    """How many of a job's runs in one batch had one outcome (a row of the ``$group``)."""
+
+    id: _Outcome = Field(alias="_id")
+    n: int
 
 
 @dataclass(frozen=True, slots=True)
