@@ -30,7 +30,7 @@ from pymongo import AsyncMongoClient
 
 from alert_svc.store import OUTBOX_COLLECTIONS as ALERT_OUTBOX
 from contracts.subjects import STREAMS
-from mailbox_svc.repository import OUTBOX_COLLECTIONS as MAILBOX_OUTBOX
+from mailbox_svc.store import OUTBOX_COLLECTIONS as MAILBOX_OUTBOX
 from mailbox_svc.testing import job_test_id
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token

@@ -18,9 +18,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from mailwarden_runtime.auth.bootstrap import issue_token
 from mailwarden_runtime.crypto import KeyRing
@@ -209,6 +212,19 @@ def mongo_uri(request: pytest.FixtureRequest) -> str:
         return str(request.getfixturevalue("containers")["mongo_uri"])
     server: MongoWireServer = request.getfixturevalue("mongo_server")
     return server.uri
+
+
+@pytest.fixture
+async def fresh_db(mongo_uri: str) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
+    """A database of the test's own on the session's MongoDB-wire server, dropped after it (its
+    client timezone-aware: times read back as written). For a store tested on its own."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        yield client[name]
+    finally:
+        await client.drop_database(name)
+        await client.close()
 
 
 @pytest.fixture(scope="session")

@@ -368,12 +368,12 @@ def open_sealed(transit: KeyRing, req: TestRequested, direction: str) -> dict[st
 async def result_stored_but_never_applied(h: Any, completed: TestCompleted) -> None:
     """Run the result handler while every mailbox update fails (a database outage outlasting its
     retries): the run is stored, the mailbox never learns of it, and no redelivery comes."""
-    handlers, repo = h.app.state.handlers, h.app.state.repository
+    handlers, mailboxes = h.app.state.handlers, h.app.state.stores.mailboxes
 
     async def database_down(*args: Any, **kwargs: Any) -> bool:
         raise AutoReconnect("connection refused")
 
     with pytest.MonkeyPatch.context() as down:
-        down.setattr(repo, "update_if", database_down)
+        down.setattr(mailboxes, "update_if", database_down)
         with pytest.raises(AutoReconnect):
             await handlers.test_completed(make_envelope(completed, "tester-svc"))

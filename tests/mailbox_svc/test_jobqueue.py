@@ -7,7 +7,7 @@ from typing import cast
 
 from mailbox_svc.documents import JobDoc
 from mailbox_svc.jobqueue import JobMailboxIds
-from mailbox_svc.repository import Repository
+from mailbox_svc.store.mailboxes import MailboxStore
 
 
 class FakeRepo:
@@ -28,7 +28,7 @@ def job(cursor: str | None, job_id: str = "j1") -> JobDoc:
 
 async def test_ids_are_read_once_and_taken_in_order() -> None:
     repo = FakeRepo([f"m{i}" for i in range(7)])
-    queue = JobMailboxIds(cast(Repository, repo))
+    queue = JobMailboxIds(cast(MailboxStore, repo))
     assert await queue.next(job(None), 3) == ["m0", "m1", "m2"]
     assert await queue.next(job(None), 3) == ["m0", "m1", "m2"]  # the cursor did not move: same batch
     assert await queue.next(job("m2"), 3) == ["m3", "m4", "m5"]
@@ -42,7 +42,7 @@ async def test_ids_are_read_once_and_taken_in_order() -> None:
 
 async def test_a_cursor_moved_elsewhere_or_back_reads_again() -> None:
     repo = FakeRepo([f"m{i}" for i in range(6)])
-    queue = JobMailboxIds(cast(Repository, repo))
+    queue = JobMailboxIds(cast(MailboxStore, repo))
     assert await queue.next(job("m1"), 2) == ["m2", "m3"]
     assert await queue.next(job("m4"), 2) == ["m5"]  # another replica expanded m2..m4: no read needed
     assert await queue.next(job("m0"), 2) == ["m1", "m2"]  # behind what was read: read again

@@ -9,7 +9,7 @@ from typing import Any
 from mailbox_helpers import MakeHarness, mailbox_body, owner, profile_snapshot
 
 from contracts.models import ACT_NOT_SUPPORTED, OwnerKind
-from mailbox_svc.repository import EPOCH, MailboxWrite
+from mailbox_svc.store.mailboxes import EPOCH, MailboxWrite
 
 
 async def test_create_read_list_update_deactivate(make_harness: MakeHarness) -> None:
@@ -290,21 +290,21 @@ async def test_approve_writes_a_batch_at_once_and_redoes_what_lost_a_race(make_h
         await h.profile()
         bodies = [mailbox_body(i, mailbox_id=f"b{i}", profile_id=None) for i in range(1, 6)]
         assert (await h.http.post("/mailboxes/batch", json={"mailboxes": bodies})).status_code == 201
-        repo = h.app.state.operations.repo
-        bulk_update = repo.bulk_update
+        mailboxes = h.app.state.operations.mailboxes
+        bulk_update = mailboxes.bulk_update
 
         async def racing(writes: Sequence[MailboxWrite]) -> int:
             # another writer changes b2 between the read and the bulk write
             await h.db["mailboxes"].update_one({"_id": "b2"}, {"$inc": {"version": 1}})
             return int(await bulk_update(writes))
 
-        repo.bulk_update = racing
+        mailboxes.bulk_update = racing
         try:
             r = await h.http.post(
                 "/mailboxes/approve", json={"mailbox_ids": ["b1", "b2", "nope", "b3", "b1"]}
             )
         finally:
-            repo.bulk_update = bulk_update
+            mailboxes.bulk_update = bulk_update
         assert r.status_code == 200, r.text
         assert sorted(r.json()["done"]) == ["b1", "b2", "b3"]
         assert [(x["mailbox_id"], x["code"]) for x in r.json()["refused"]] == [("nope", "404")]
@@ -384,13 +384,13 @@ async def test_the_pending_approvals_and_due_retries_are_found_through_their_par
         assert (await h.http.post("/mailboxes/batch", json={"mailboxes": bodies[:2]})).status_code == 201
         r = await h.http.post("/mailboxes/batch", json={"mailboxes": bodies[2:], "approve": True})
         assert r.status_code == 201
-        repo = h.app.state.repository
+        mailboxes = h.app.state.stores.mailboxes
         due = datetime.now(UTC) - timedelta(seconds=1)
         await h.db["mailboxes"].update_one({"_id": "p3"}, {"$set": {"next_retry_at": due}})
 
         page = await h.http.get("/mailboxes", params={"approval": "pending"})
         assert [m["mailbox_id"] for m in page.json()["items"]] == ["p1", "p2"]
-        assert [d.id for d in await repo.due_retries(datetime.now(UTC), 10)] == ["p3"]
+        assert [d.id for d in await mailboxes.due_retries(datetime.now(UTC), 10)] == ["p3"]
 
         pending = h.db["mailboxes"].find({"approval": "pending"}, {"outbox": 0}).sort("_id", 1).limit(50)
         assert _index_used(await pending.explain()) == "approval_pending"

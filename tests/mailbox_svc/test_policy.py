@@ -240,8 +240,8 @@ async def test_a_batch_of_results_applies_each_once_even_with_duplicates_and_rac
         }
         envs = [make_envelope(r, "fake-tester") for r in results.values()]
         envs += [make_envelope(results["m1"], "fake-tester")]  # the same result twice in one batch
-        repo = h.app.state.repository
-        read = repo.get_many
+        mailboxes = h.app.state.stores.mailboxes
+        read = mailboxes.get_many
 
         async def read_then_another_writer(ids: list[str]) -> dict[str, Any]:
             """m3 changes between the batch's read and its write: its conditional update loses."""
@@ -249,10 +249,10 @@ async def test_a_batch_of_results_applies_each_once_even_with_duplicates_and_rac
             await h.db.mailboxes.update_one({"_id": "m3"}, {"$inc": {"version": 1}})
             return dict(docs)
 
-        repo.get_many = read_then_another_writer
+        mailboxes.get_many = read_then_another_writer
         handlers = h.app.state.handlers
         await handlers.test_completed_batch(envs)
-        repo.get_many = read
+        mailboxes.get_many = read
         for mailbox_id in ("m1", "m3"):
             mb = await h.mailbox(mailbox_id)
             assert mb["pending_test_id"] is None, mailbox_id

@@ -5,14 +5,11 @@ with one document per run, and a redelivered result is never stored twice (the u
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from mailbox_helpers import PROFILE_OWNER, owner
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -21,27 +18,16 @@ from contracts.models import MailboxRef
 from mailbox_svc import jobresults
 from mailbox_svc.documents import TestRunDoc
 from mailbox_svc.jobresults import JobResults
-from mailbox_svc.repository import RUN_BATCHES, TEST_RUNS, WITHDRAWN, Repository, run_batches
+from mailbox_svc.store.runs import RUN_BATCHES, TEST_RUNS, WITHDRAWN, RunStore, run_batches
 
 T0 = datetime(2026, 12, 4, 5, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def db(mongo_uri: str) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
-    name = "t_runs_" + uuid.uuid4().hex[:12]
-    try:
-        yield client[name]
-    finally:
-        await client.drop_database(name)
-        await client.close()
-
-
-@pytest.fixture
-async def repo(db: AsyncDatabase[dict[str, Any]]) -> Repository:
-    repo = Repository(db)
-    await repo.ensure_indexes()
-    return repo
+async def store(fresh_db: AsyncDatabase[dict[str, Any]]) -> RunStore:
+    store = RunStore(fresh_db)
+    await store.ensure_indexes()
+    return store
 
 
 def run(
@@ -69,99 +55,101 @@ def run(
 
 
 async def test_a_batch_of_results_is_one_document_with_one_run_per_mailbox(
-    repo: Repository, db: AsyncDatabase[dict[str, Any]]
+    store: RunStore, fresh_db: AsyncDatabase[dict[str, Any]]
 ) -> None:
     runs = [run("t1", "m1", T0), run("t2", "m2", T0), run("t3", "m1", T0)]
-    assert [r.id for r in await repo.record_runs(runs)] == ["t1", "t2", "t3"]
-    batches = await db[RUN_BATCHES].find({}, {"runs._id": 1}).to_list(None)
+    assert [r.id for r in await store.record(runs)] == ["t1", "t2", "t3"]
+    batches = await fresh_db[RUN_BATCHES].find({}, {"runs._id": 1}).to_list(None)
     assert sorted([r["_id"] for r in b["runs"]] for b in batches) == [["t1", "t2"], ["t3"]]
     assert [[r.id for r in b.runs] for b in run_batches(runs)] == [["t1", "t2"], ["t3"]]
 
 
 async def test_a_redelivered_result_is_stored_once(
-    repo: Repository, db: AsyncDatabase[dict[str, Any]]
+    store: RunStore, fresh_db: AsyncDatabase[dict[str, Any]]
 ) -> None:
-    assert await repo.record_run(run("t1", "m1", T0))
+    assert await store.record_one(run("t1", "m1", T0))
     later = T0 + timedelta(seconds=1)
-    again = await repo.record_runs([run("t1", "m1", later), run("t2", "m2", later), run("t3", "m3", later)])
+    again = await store.record([run("t1", "m1", later), run("t2", "m2", later), run("t3", "m3", later)])
     assert [r.id for r in again] == ["t2", "t3"]
-    assert not await repo.record_run(run("t2", "m2", later + timedelta(seconds=1)))
-    counted = await db[RUN_BATCHES].aggregate([{"$unwind": "$runs"}, {"$group": {"_id": "$runs._id"}}])
+    assert not await store.record_one(run("t2", "m2", later + timedelta(seconds=1)))
+    counted = await fresh_db[RUN_BATCHES].aggregate([{"$unwind": "$runs"}, {"$group": {"_id": "$runs._id"}}])
     assert sorted(d["_id"] for d in await counted.to_list(None)) == ["t1", "t2", "t3"]
-    assert await db[RUN_BATCHES].count_documents({}) == 2
+    assert await fresh_db[RUN_BATCHES].count_documents({}) == 2
     with pytest.raises(DuplicateKeyError):  # the server itself keeps a run id unique across batches
-        await db[RUN_BATCHES].insert_one({"_id": "raw", "received_at": T0, "runs": [{"_id": "t3"}]})
+        await fresh_db[RUN_BATCHES].insert_one({"_id": "raw", "received_at": T0, "runs": [{"_id": "t3"}]})
 
 
-async def test_concurrent_copies_of_a_batch_store_each_run_once(repo: Repository) -> None:
+async def test_concurrent_copies_of_a_batch_store_each_run_once(store: RunStore) -> None:
     runs = [run(f"t{n}", f"m{n}", T0) for n in range(20)]
-    first, second = await asyncio.gather(repo.record_runs(runs[:15]), repo.record_runs(runs[5:]))
+    first, second = await asyncio.gather(store.record(runs[:15]), store.record(runs[5:]))
     stored = [r.id for r in first + second]
     assert sorted(stored) == sorted(r.id for r in runs)
-    assert set((await repo.stored_results(stored)).keys()) == set(stored)
+    assert set((await store.stored_results(stored)).keys()) == set(stored)
 
 
-async def test_readers_answer_per_run(repo: Repository) -> None:
+async def test_readers_answer_per_run(store: RunStore) -> None:
     # m1 tested in three batches (one of them a withdrawn test of job j), m2 in one
-    await repo.record_runs(
+    await store.record(
         [run("a", "m1", T0, job_id="j"), run("b", "m2", T0, job_id="j", outcome="auth_failed")]
     )
-    await repo.record_runs([run("c", "m1", T0 + timedelta(seconds=1), job_id="j", outcome=WITHDRAWN)])
-    await repo.record_runs(
-        [run("d", "m1", T0 + timedelta(seconds=2)), run("e", "m3", T0 + timedelta(seconds=2))]
-    )
+    await store.record([run("c", "m1", T0 + timedelta(seconds=1), job_id="j", outcome=WITHDRAWN)])
+    await store.record([run("d", "m1", T0 + timedelta(seconds=2)), run("e", "m3", T0 + timedelta(seconds=2))])
 
-    assert [r.id for r in await repo.runs_of("m1", 10)] == ["d", "c", "a"]
-    assert [r.id for r in await repo.runs_of("m1", 2)] == ["d", "c"]
-    assert [r.id for r in await repo.runs_of("m2", 10)] == ["b"]
-    assert await repo.runs_of("nobody", 10) == []
-    history = await repo.runs_of("m1", 1)
+    assert [r.id for r in await store.of_mailbox("m1", 10)] == ["d", "c", "a"]
+    assert [r.id for r in await store.of_mailbox("m1", 2)] == ["d", "c"]
+    assert [r.id for r in await store.of_mailbox("m2", 10)] == ["b"]
+    assert await store.of_mailbox("nobody", 10) == []
+    history = await store.of_mailbox("m1", 1)
     assert history[0] == run("d", "m1", T0 + timedelta(seconds=2))  # read back as it was stored
 
-    assert await repo.job_results("j") == {"success": 1, "auth_failed": 1}  # the withdrawn one not counted
+    assert await store.job_results("j") == {"success": 1, "auth_failed": 1}  # the withdrawn one not counted
     # a batch holding a withdrawn run still yields its other runs
-    await repo.record_runs(
+    await store.record(
         [
             run("f", "m1", T0 + timedelta(seconds=3), outcome=WITHDRAWN),
             run("g", "m2", T0 + timedelta(seconds=3)),
         ]
     )
-    assert sorted(r.id for r in await repo.runs_by_ids(["a", "c", "f", "g", "zz"])) == ["a", "g"]
-    stored = await repo.stored_results(["a", "c", "zz"])
+    assert sorted(r.id for r in await store.by_ids(["a", "c", "f", "g", "zz"])) == ["a", "g"]
+    stored = await store.stored_results(["a", "c", "zz"])
     assert sorted(stored) == ["a", "c"] and stored["c"].test_id == "c"
 
 
-async def test_runs_stored_one_per_document_move_into_batches(db: AsyncDatabase[dict[str, Any]]) -> None:
+async def test_runs_stored_one_per_document_move_into_batches(
+    fresh_db: AsyncDatabase[dict[str, Any]],
+) -> None:
     old = [run("a", "m1", T0), run("b", "m2", T0), run("c", "m1", T0 + timedelta(seconds=1))]
-    await db[TEST_RUNS].insert_many([r.stored() for r in old])
-    repo = Repository(db)
-    await repo.ensure_indexes()
-    assert TEST_RUNS not in await db.list_collection_names()
-    assert [r.id for r in await repo.runs_of("m1", 10)] == ["c", "a"]
-    assert sorted(await repo.stored_results(["a", "b", "c"])) == ["a", "b", "c"]
-    await repo.ensure_indexes()  # again: nothing left to move
-    assert await db[RUN_BATCHES].count_documents({}) == 2
+    await fresh_db[TEST_RUNS].insert_many([r.stored() for r in old])
+    store = RunStore(fresh_db)
+    await store.ensure_indexes()
+    assert TEST_RUNS not in await fresh_db.list_collection_names()
+    assert [r.id for r in await store.of_mailbox("m1", 10)] == ["c", "a"]
+    assert sorted(await store.stored_results(["a", "b", "c"])) == ["a", "b", "c"]
+    await store.ensure_indexes()  # again: nothing left to move
+    assert await fresh_db[RUN_BATCHES].count_documents({}) == 2
 
 
 async def test_a_jobs_results_are_counted_once_each_from_the_recent_batches(
-    repo: Repository, monkeypatch: pytest.MonkeyPatch
+    store: RunStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``JobResults`` counts a job's runs once, then reads only the batches received since its last
     look (through the ``runs.job_id, received_at`` index); a batch received long before it was
     stored is found by an exact count."""
     monkeypatch.setattr(jobresults, "REFRESH_S", 0.0)
-    counts = JobResults(repo)
+    counts = JobResults(store)
     now = datetime.now(UTC)
-    await repo.record_runs([run("a", "m1", now - timedelta(seconds=30), job_id="j")])
+    await store.record([run("a", "m1", now - timedelta(seconds=30), job_id="j")])
     assert await counts.of("j") == {"success": 1}
-    await repo.record_runs([run("b", "m2", now, job_id="j", outcome="auth_failed"), run("c", "m3", now)])
-    await repo.record_runs([run("d", "m4", now, job_id="other")])
+    await store.record([run("b", "m2", now, job_id="j", outcome="auth_failed"), run("c", "m3", now)])
+    await store.record([run("d", "m4", now, job_id="other")])
     assert await counts.of("j") == {"success": 1, "auth_failed": 1}
     assert await counts.of("j") == {"success": 1, "auth_failed": 1}, "a batch counted twice"
-    await repo.record_runs([run("e", "m5", now - timedelta(seconds=2), job_id="j")])  # within the skew
+    await store.record([run("e", "m5", now - timedelta(seconds=2), job_id="j")])  # within the skew
     assert await counts.of("j") == {"success": 2, "auth_failed": 1}
-    await repo.record_runs([run("f", "m6", now - timedelta(hours=1), job_id="j")])  # a straggler
+    await store.record([run("f", "m6", now - timedelta(hours=1), job_id="j")])  # a straggler
     assert await counts.of("j") == {"success": 2, "auth_failed": 1}
-    assert await counts.of("j", exact=True) == {"success": 3, "auth_failed": 1} == await repo.job_results("j")
-    plan = await repo.runs.find({"runs.job_id": "j", "received_at": {"$gte": now}}).explain()
+    assert (
+        await counts.of("j", exact=True) == {"success": 3, "auth_failed": 1} == await store.job_results("j")
+    )
+    plan = await store.batches.find({"runs.job_id": "j", "received_at": {"$gte": now}}).explain()
     assert "runs.job_id_1_received_at_1" in str(plan["queryPlanner"]["winningPlan"])

@@ -4,12 +4,9 @@ against the real MongoDB-wire server: each event stored once, the newest version
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from mailwarden_runtime.mailboxuses import MAILBOX_USES, MailboxUse, MailboxUses
@@ -22,19 +19,8 @@ def use(mailbox_id: str, version: int, profile_id: str | None, active: bool = Tr
 
 
 @pytest.fixture
-async def db(mongo_uri: str) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        yield client[name]
-    finally:
-        await client.drop_database(name)
-        await client.close()
-
-
-@pytest.fixture
-async def uses(db: AsyncDatabase[dict[str, Any]]) -> MailboxUses:
-    store = MailboxUses(db[MAILBOX_USES])
+async def uses(fresh_db: AsyncDatabase[dict[str, Any]]) -> MailboxUses:
+    store = MailboxUses(fresh_db[MAILBOX_USES])
     await store.ensure_indexes()
     return store
 
@@ -85,14 +71,14 @@ async def test_concurrent_copies_of_one_batch_store_each_event_once(uses: Mailbo
 
 
 async def test_one_document_per_mailbox_moves_in_and_is_dropped(
-    db: AsyncDatabase[dict[str, Any]], uses: MailboxUses
+    fresh_db: AsyncDatabase[dict[str, Any]], uses: MailboxUses
 ) -> None:
-    legacy = db["legacy"]
+    legacy = fresh_db["legacy"]
     docs = [{"_id": f"m{n}", "version": 2, "profile_id": "p1", "active": n % 2 == 0} for n in range(2500)]
     await legacy.insert_many(docs)
     await uses.record([use("m0", 1, "p1"), use("m1", 2, "p1", active=False)])  # a restart midway
     assert await uses.move_legacy(legacy) == 2500
-    assert "legacy" not in await db.list_collection_names()
+    assert "legacy" not in await fresh_db.list_collection_names()
     assert len(await uses.on_profile("p1")) == 2500
     assert len(await uses.on_profile("p1", active_only=True)) == 1250
     keys = [u["key"] async for d in uses.coll.find() for u in d["uses"]]

@@ -170,16 +170,25 @@ class EmailSettingsChanged(Event, subject=subjects.SETTINGS_CHANGED):
     settings: SettingsSnapshot
 
 
-class MailboxBasics(Frozen):
-    """What every view of a mailbox shows: the events' snapshot and mailbox-svc's API alike."""
-
+class _MailboxId(Frozen):
     mailbox_id: Identifier
+
+
+class MailboxSetup(Frozen):
+    """What a client gives a mailbox as it is (its logins aside): set when it is created
+    (mailbox-svc's ``MailboxCreate``) and shown as given by every view (:class:`MailboxBasics`)."""
+
     email: EmailAddress
     owner: Owner
     profile_id: Identifier | None = None
     incoming_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
     outgoing_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
     act_delivery: DeliveryMethod = DeliveryMethod.NONE
+
+
+class MailboxBasics(MailboxSetup, _MailboxId):  # this order of bases puts mailbox_id first
+    """What every view of a mailbox shows: the events' snapshot and mailbox-svc's API alike."""
+
     approval: Approval = "pending"
     active: bool = True
 
@@ -348,6 +357,7 @@ __all__ = [
     "MailboxApproved",
     "MailboxBasics",
     "MailboxCreated",
+    "MailboxSetup",
     "MailboxSnapshot",
     "MailboxStatusChanged",
     "MailboxUpdated",

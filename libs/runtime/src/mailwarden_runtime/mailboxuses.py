@@ -23,13 +23,12 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
 
 from contracts.events import MailboxSnapshot
+from mailwarden_runtime.docbuckets import EntryBuckets, insert_buckets
 from mailwarden_runtime.mongo import Document
 
 MAILBOX_USES = "mailbox_uses"
-RECORD_ATTEMPTS = 5
 LEGACY_CHUNK = 1000
 
 
@@ -82,21 +81,11 @@ class MailboxUses:
         """Store the entries not stored yet as one document; how many were new.
 
         A document holding an entry stored meanwhile is refused whole (the unique ``uses.key``):
-        it is written again without the stored ones, so no entry is ever stored twice.
+        it is written again without the stored ones, so no entry is ever stored twice
+        (``docbuckets.insert_buckets``).
         """
-        pending = list({u.key: u for u in uses}.values())
-        for _ in range(RECORD_ATTEMPTS):
-            if not pending:
-                return 0
-            doc = {"_id": uuid.uuid4().hex, "at": datetime.now(UTC), "uses": [u.stored() for u in pending]}
-            try:
-                await self.coll.insert_one(doc)
-            except DuplicateKeyError:
-                known = await self._stored_keys([u.key for u in pending])
-                pending = [u for u in pending if u.key not in known]
-                continue
-            return len(pending)
-        raise RuntimeError("mailbox uses kept colliding with entries stored meanwhile")
+        buckets = EntryBuckets(self.coll, "uses", "key", key_of=_key, document=_bucket, name="mailbox uses")
+        return len(await insert_buckets(buckets, uses))
 
     async def note(self, mailbox_id: str, profile_id: str) -> bool:
         """A mailbox seen in a status event counts for its profile until its snapshot arrives.
@@ -149,11 +138,6 @@ class MailboxUses:
     async def _docs(self, query: Document) -> list[Document]:
         return await self.coll.find(query, {"uses": 1}).to_list(None)
 
-    async def _stored_keys(self, keys: list[str]) -> set[str]:
-        docs = await self._docs({"uses.key": {"$in": keys}})
-        wanted = set(keys)
-        return {u["key"] for d in docs for u in d["uses"] if u["key"] in wanted}
-
 
 def _newest(docs: Sequence[Document], mailbox_ids: Collection[str] | None = None) -> dict[str, MailboxUse]:
     """Each mailbox's entry of the highest version in ``docs`` (only ``mailbox_ids``, if given)."""
@@ -166,3 +150,12 @@ def _newest(docs: Sequence[Document], mailbox_ids: Collection[str] | None = None
             if current is None or raw["version"] > current.version:
                 best[raw["mailbox_id"]] = MailboxUse.model_validate(raw)
     return best
+
+
+def _key(use: MailboxUse) -> str:
+    return use.key
+
+
+def _bucket(uses: Sequence[MailboxUse]) -> Document:
+    """One handled batch of events: a new document each time."""
+    return {"_id": uuid.uuid4().hex, "at": datetime.now(UTC), "uses": [u.stored() for u in uses]}

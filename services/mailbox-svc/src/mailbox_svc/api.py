@@ -315,7 +315,7 @@ class Logins:
 
 def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing, logins: Logins) -> list[Bound[Any, Any]]:
     async def login(req: LoginRequest) -> SealedLogin:
-        return await login_for(ops.repo, logins.profiles, logins.rings, req, logins.ttl_s)
+        return await login_for(ops.mailboxes, logins.profiles, logins.rings, req, logins.ttl_s)
 
     async def get(req: MailboxRequest) -> MailboxView:
         return await ops.get(req.mailbox_id)
@@ -336,7 +336,7 @@ def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing, logins: Logins)
         return await ops.set_approval(req, "rejected")
 
     async def rotate(_: RotateRequest) -> RotationReport:
-        report = await rotate_credentials(ops.repo, ring)
+        report = await rotate_credentials(ops.mailboxes, ring)
         done = CredentialKeysRotated.of("mailbox-svc", report)
         await jobs.publish(ops.envelop(done))  # the audit: who rotated, with what result
         return report
@@ -351,7 +351,7 @@ def bind(ops: MailboxOperations, jobs: JobRunner, ring: KeyRing, logins: Logins)
         return await jobs.cancel(req.job_id)
 
     async def who(_: WhoAmIRequest) -> Identity:
-        return await whoami(ops.repo)
+        return await whoami(ops.mailboxes)
 
     return [
         CREATE.bind(ops.create),

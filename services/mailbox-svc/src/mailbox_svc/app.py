@@ -18,9 +18,9 @@ from mailbox_svc.keys import KeyRings
 from mailbox_svc.operations import MailboxOperations
 from mailbox_svc.policy import RetryPolicy
 from mailbox_svc.profiles import ProfileDirectory
-from mailbox_svc.repository import OUTBOX_COLLECTIONS, Repository
 from mailbox_svc.retests import ScheduledRetests
 from mailbox_svc.scheduler import RetryScheduler
+from mailbox_svc.store import OUTBOX_COLLECTIONS, Stores
 from mailbox_svc.testing import Rings
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.service_tokens import service_token
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keys = KeyRings.load(settings)  # refuses to start without keys outside dev mode
     rings = Rings(at_rest=keys.at_rest, transit=keys.transit, transit_ttl_s=settings.transit_ttl_s)
     runtime = ServiceRuntime(NAME, settings, outbox_collections=OUTBOX_COLLECTIONS)
-    repo = Repository(runtime.db)
+    stores = Stores.on(runtime.db)
 
     who = bearer_header(service_token(keys.transit, NAME))  # a service asking a service (auth.service_tokens)
 
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reply = await runtime.bus.connection.request(subject, body, timeout=timeout_s, headers=who)
         return bytes(reply.data)
 
-    profiles = ProfileDirectory(repo.read, ask)
+    profiles = ProfileDirectory(stores.read, ask)
 
     def envelop(data: Event, correlation_id: str | None = None) -> Envelope[Any]:
         return runtime.envelope(data, correlation_id)
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await handlers.apply_stored(job_id, profile_id)  # the handlers are built below
 
     jobs = JobRunner(
-        repo,
+        stores,
         rings,
         envelop,
         runtime.wake_relay,
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     watchdog_s = settings.result_watchdog_s
     ops = MailboxOperations(
-        repo,
+        stores,
         rings,
         envelop,
         runtime.wake_relay,
@@ -76,13 +76,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         result_watchdog_s=watchdog_s,
     )
     handlers = Handlers(
-        repo,
+        stores,
         RetryPolicy(settings.retry_max_attempts, settings.retry_interval_s, settings.retry_jitter),
         envelop,
         runtime.wake_relay,
         jobs.count,
     )
-    loop_args = (repo, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)
+    loop_args = (stores, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)
     scheduler = RetryScheduler(
         *loop_args,
         result_watchdog_s=watchdog_s,
@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     retests = ScheduledRetests(*loop_args, result_watchdog_s=watchdog_s)
 
-    follow(runtime, repo.read, mailboxes=False)
+    follow(runtime, stores.read, mailboxes=False)
     # Results of a job arrive in bursts: what is waiting (up to 64) is applied in one batch, three
     # database round trips instead of four per result (bench/README.md: the database is the bound).
     runtime.consume(
@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routes = serve_operations(runtime, ops, jobs, keys.at_rest, Logins(profiles, rings, settings.login_ttl_s))
 
     async def start_background() -> None:
-        await repo.ensure_indexes()
+        await stores.ensure_indexes()
         jobs.start()
         scheduler.start()
         retests.start()
@@ -127,6 +127,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = jobs
     app.state.scheduler = scheduler
     app.state.retests = retests
-    app.state.repository = repo
+    app.state.stores = stores
     app.state.handlers = handlers
     return app

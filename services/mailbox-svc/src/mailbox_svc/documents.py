@@ -151,6 +151,26 @@ class SealedLogins(Stored):
     credentials: dict[str, SealedSecret | None] = Field(default_factory=dict)
 
 
+class MailboxLastTest(Stored):
+    """Only a mailbox's last applied test: what a job's stored results are checked against."""
+
+    last_test_id: str | None = None
+
+
+class MailboxProfile(Stored):
+    """Only a mailbox's profile: what a bulk selection's profiles are read from."""
+
+    profile_id: str | None = None
+
+
+class SyncPaused(Stored):
+    """A mailbox whose sync an operator paused (``_id`` the mailbox id; collection ``sync_paused``):
+    the scheduled re-tests take it on (retests.py). Deleted when the sync resumes."""
+
+    at: datetime
+    """When it was paused (the event's time)."""
+
+
 class TestRunDoc(Stored):
     """One test's result as received (``_id`` the test id): the mailbox's history and its job's counts."""
 
@@ -163,6 +183,14 @@ class TestRunDoc(Stored):
     received_at: datetime
     result: TestCompleted
     """The event as received (stored as JSON)."""
+
+
+class RunBatchDoc(Stored):
+    """A stored batch of test runs (collection ``test_run_batches``, see ``store/runs.py``): the
+    runs received together, at most one per mailbox, each unique by its test id across batches."""
+
+    received_at: datetime
+    runs: list[TestRunDoc]
 
 
 JobState = Literal["running", "cancelled", "completed"]
@@ -193,6 +221,12 @@ class JobDoc(Stored):
     lease_until: datetime | None = None
     summary: JobProgress | None = None
     """The final counts, once completed; while it runs they are counted from its runs (jobresults.py)."""
+
+
+class CancelledJob(Stored):
+    """Only when a cancelled job ended: a result of its tests received after that is withdrawn."""
+
+    finished_at: datetime
 
 
 class JobBatchDoc(Stored):

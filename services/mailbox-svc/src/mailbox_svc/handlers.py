@@ -24,7 +24,9 @@ from contracts.events import (
 from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import MailboxDoc, PendingTest, TestRunDoc
 from mailbox_svc.policy import Decision, RetryPolicy, decide, outcome
-from mailbox_svc.repository import WITHDRAWN, MailboxWrite, Repository
+from mailbox_svc.store import Stores
+from mailbox_svc.store.mailboxes import MailboxWrite
+from mailbox_svc.store.runs import WITHDRAWN
 from mailbox_svc.testing import job_test_id
 from mailwarden_runtime.documents import as_stored
 from mailwarden_runtime.outbox import outbox_entry
@@ -50,14 +52,17 @@ and the pending test's watchdog (``testing.pending_test``)."""
 class Handlers:
     def __init__(
         self,
-        repo: Repository,
+        stores: Stores,
         retry: RetryPolicy,
         envelop: Callable[[Event, str | None], Envelope[Any]],
         wake_relay: Callable[[], None],
         on_job_results: Callable[[dict[str, dict[str, int]]], None],
         rng: random.Random | None = None,
     ) -> None:
-        self.repo = repo
+        self.mailboxes = stores.mailboxes
+        self.runs = stores.runs
+        self.jobs = stores.jobs
+        self.read = stores.read
         self.retry = retry
         self.envelop = envelop
         self.wake_relay = wake_relay
@@ -69,14 +74,14 @@ class Handlers:
         result = env.data
         mailbox_id = result.mailbox.mailbox_id
         now = utcnow()
-        doc = await self.repo.get(mailbox_id)
+        doc = await self.mailboxes.get(mailbox_id)
         if await self._withdrawn(doc, result):
             await self._withdraw(doc, result, now)
             return
-        settings = await self.repo.read.get_settings()
+        settings = await self.read.get_settings()
         decision = self._decision(doc, result, settings, now)
         run = self._run(doc, result, decision, now)
-        stored = await self.repo.record_run(run)
+        stored = await self.runs.record_one(run)
         job_id = self._job_of(doc, result)
         if job_id:
             self.on_job_results({job_id: {run.outcome: 1} if stored else {}})
@@ -84,12 +89,12 @@ class Handlers:
             if doc is None or decision is None:
                 log.debug("result is not the pending test: stored only", extra={"test_id": result.test_id})
                 return
-            applied = await self.repo.update_if(self._write(doc, env, decision, now))
+            applied = await self.mailboxes.update_if(self._write(doc, env, decision, now))
             if applied:
                 self.wake_relay()
                 self._log_applied(result, decision)
                 return
-            doc = await self.repo.get(mailbox_id)
+            doc = await self.mailboxes.get(mailbox_id)
             decision = self._decision(doc, result, settings, now)
         raise RuntimeError("mailbox kept changing while applying a test result")
 
@@ -101,12 +106,12 @@ class Handlers:
         this: a stored run is not stored again and an applied test is no longer pending.
         """
         now = utcnow()
-        docs = await self.repo.get_many([e.data.mailbox.mailbox_id for e in envs])
-        settings = await self.repo.read.get_settings()
+        docs = await self.mailboxes.get_many([e.data.mailbox.mailbox_id for e in envs])
+        settings = await self.read.get_settings()
         first: dict[str, Envelope[TestCompleted]] = {}
         later: list[Envelope[TestCompleted]] = []
         job_ids = {j for e in envs if (j := self._job_of(docs.get(e.data.mailbox.mailbox_id), e.data))}
-        cancelled = await self.repo.cancelled_at(job_ids)
+        cancelled = await self.jobs.cancelled_at(job_ids)
         for env in envs:
             job_id = self._job_of(docs.get(env.data.mailbox.mailbox_id), env.data)
             if env.data.withdrawn or (job_id and job_id in cancelled):
@@ -129,11 +134,11 @@ class Handlers:
                 writes.append(self._write(doc, env, decision, now))
                 applied.append((env.data, decision))
         counts: dict[str, dict[str, int]] = {job_id: {} for job_id in jobs}
-        for run in await self.repo.record_runs(runs):
+        for run in await self.runs.record(runs):
             if run.job_id:
                 by_outcome = counts.setdefault(run.job_id, {})
                 by_outcome[run.outcome] = by_outcome.get(run.outcome, 0) + 1
-        modified = await self.repo.bulk_update(writes)
+        modified = await self.mailboxes.bulk_update(writes)
         self.on_job_results(counts)
         if writes:
             self.wake_relay()
@@ -161,10 +166,10 @@ class Handlers:
         Results a later test superseded (e.g. a retry's) do not apply and are left as they are.
         Returns how many were applied now.
         """
-        shown = await self.repo.last_tests(profile_id)
+        shown = await self.mailboxes.last_tests(profile_id)
         other = [t for m, last in shown.items() if last != (t := job_test_id(job_id, m))]
-        runs = await self.repo.runs_by_ids(other)
-        docs = await self.repo.get_many([run.mailbox_id for run in runs])
+        runs = await self.runs.by_ids(other)
+        docs = await self.mailboxes.get_many([run.mailbox_id for run in runs])
         lost = [
             result
             for run in runs
@@ -189,20 +194,22 @@ class Handlers:
         job_id = self._job_of(doc, result)
         if not job_id:
             return False
-        cancelled = (await self.repo.cancelled_at({job_id})).get(job_id)
+        cancelled = (await self.jobs.cancelled_at({job_id})).get(job_id)
         return cancelled is not None and result.started_at > cancelled
 
     async def _withdraw(self, doc: MailboxDoc | None, result: TestCompleted, now: datetime) -> None:
         """Store the run as withdrawn and free the mailbox from waiting: no status, alert or retry."""
         run = self._run(doc, result, None, now).model_copy(update={"outcome": WITHDRAWN})
-        await self.repo.record_run(run)
+        await self.runs.record_one(run)
         for _ in range(MAX_RACES):
             if doc is None or doc.pending_test_id != result.test_id:
                 break
             withdrawn = as_stored(PendingTest(), WITHDRAWN_FIELDS)
-            if await self.repo.update_if(MailboxWrite(doc, withdrawn, unchanged=PENDING, updated_at=now)):
+            if await self.mailboxes.update_if(
+                MailboxWrite(doc, withdrawn, unchanged=PENDING, updated_at=now)
+            ):
                 break
-            doc = await self.repo.get(doc.id)
+            doc = await self.mailboxes.get(doc.id)
         log.info("test withdrawn by its job's cancel", extra={"test_id": result.test_id})
 
     @staticmethod

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mailbox_svc.documents import JobBatchDoc, JobDoc
-from mailbox_svc.repository import Repository
+from mailbox_svc.store.jobs import JobStore
 
 MAX_JOBS = 256  # jobs whose fold a process keeps at once (running jobs are few; others are read again)
 
@@ -44,15 +44,15 @@ class _Fold:
 
 
 class JobExpansions:
-    def __init__(self, repo: Repository, lease_s: float) -> None:
-        self.repo = repo
+    def __init__(self, jobs: JobStore, lease_s: float) -> None:
+        self.jobs = jobs
         self.lease = timedelta(seconds=lease_s)
         self._folds: dict[str, _Fold] = {}
 
     async def apply(self, job: JobDoc) -> JobDoc:
         """``job`` as far as it has expanded: its document's fields plus every batch record."""
         fold = self._folds.get(job.id) or _Fold()
-        for batch in await self.repo.job_batches_after(job.id, fold.seq):
+        for batch in await self.jobs.batches_after(job.id, fold.seq):
             fold.add(batch)
         self._keep(job.id, fold)
         if fold.seq == 0:

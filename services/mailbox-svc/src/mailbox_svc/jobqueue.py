@@ -15,7 +15,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 from mailbox_svc.documents import JobDoc
-from mailbox_svc.repository import Repository
+from mailbox_svc.store.mailboxes import MailboxStore
 
 MAX_JOBS = 64  # jobs whose ids are kept at once (running jobs are few; the rest are read again)
 
@@ -28,8 +28,8 @@ class _Pending:
 
 
 class JobMailboxIds:
-    def __init__(self, repo: Repository) -> None:
-        self.repo = repo
+    def __init__(self, mailboxes: MailboxStore) -> None:
+        self.mailboxes = mailboxes
         self._jobs: dict[str, _Pending] = {}
 
     async def next(self, job: JobDoc, n: int) -> list[str]:
@@ -43,7 +43,7 @@ class JobMailboxIds:
             else:
                 entry = None
         if entry is None or (not entry.ids and not entry.fresh):
-            ids = await self.repo.job_mailbox_ids(job.profile_id, job.cursor)
+            ids = await self.mailboxes.job_mailbox_ids(job.profile_id, job.cursor)
             entry = _Pending(job.cursor, ids, fresh=True)
         if job.id not in self._jobs and len(self._jobs) >= MAX_JOBS:
             self._jobs.clear()

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from mailbox_svc.repository import JobResultBatch, Repository
+from mailbox_svc.store.runs import JobResultBatch, RunStore
 
 REFRESH_S = 1.0
 SKEW_S = 5.0
@@ -56,8 +56,8 @@ class _Tally:
 class JobResults:
     """Per job: outcome -> how many stored runs (withdrawn ones not counted), as this process last looked."""
 
-    def __init__(self, repo: Repository) -> None:
-        self.repo = repo
+    def __init__(self, runs: RunStore) -> None:
+        self.runs = runs
         self._tallies: dict[str, _Tally] = {}
 
     async def of(self, job_id: str, exact: bool = False, fresh: bool = False) -> dict[str, int]:
@@ -68,12 +68,12 @@ class JobResults:
         tally = self._tallies.get(job_id)
         if exact or tally is None:
             counted = _Tally(moved_at=now)  # quiet from here: one exact count per quiet spell at most
-            counted.add(await self.repo.job_result_batches(job_id, None), now)
+            counted.add(await self.runs.job_result_batches(job_id, None), now)
             self._keep(job_id, counted)
             return dict(counted.counts)
         if fresh or now - tally.looked_at >= REFRESH_S:
             since = None if tally.newest is None else tally.newest - SKEW
-            tally.add(await self.repo.job_result_batches(job_id, since), now)
+            tally.add(await self.runs.job_result_batches(job_id, since), now)
         return dict(tally.counts)
 
     def quiet_for(self, job_id: str) -> float:

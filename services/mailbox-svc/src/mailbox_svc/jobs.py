@@ -36,7 +36,7 @@ from mailbox_svc.jobresults import JobResults
 from mailbox_svc.jobwrite import JobWrite
 from mailbox_svc.models import JobView
 from mailbox_svc.profiles import ProfileDirectory, ProfileUnavailable
-from mailbox_svc.repository import Repository
+from mailbox_svc.store import Stores
 from mailbox_svc.testing import Rings, TestRefused, build_request, job_test_id
 from mailwarden_runtime.auth.context import current_actor
 from mailwarden_runtime.documents import fields
@@ -66,7 +66,7 @@ PROGRESS_EVERY_S = 1.0
 class JobRunner:
     def __init__(
         self,
-        repo: Repository,
+        stores: Stores,
         rings: Rings,
         envelop: Callable[[Event], Envelope[Any]],
         wake_relay: Callable[[], None],
@@ -78,7 +78,9 @@ class JobRunner:
         profiles: ProfileDirectory,
         apply_stored: Callable[[str, str], Awaitable[object]],
     ) -> None:
-        self.repo = repo
+        self.mailboxes = stores.mailboxes
+        self.jobs = stores.jobs
+        self.read = stores.read
         self.apply_stored = apply_stored
         """Applies a job's stored results no mailbox took (job id, profile id): see :meth:`_complete`."""
         self.profiles = profiles
@@ -91,10 +93,10 @@ class JobRunner:
         self.max_in_flight = max_in_flight
         self.poll_s = poll_s
         self._moved: set[str] = set()  # jobs with results stored here since their last progress event
-        self.results = JobResults(repo)
-        self.expansions = JobExpansions(repo, LEASE_S)
+        self.results = JobResults(stores.runs)
+        self.expansions = JobExpansions(stores.jobs, LEASE_S)
         self._sent: dict[str, tuple[float, JobProgress]] = {}  # last progress published per job, when
-        self.queued = JobMailboxIds(repo)
+        self.queued = JobMailboxIds(stores.mailboxes)
         self._caps: dict[str, int] = {}  # the in-flight cap each job was last measured against
         self._loop = BackgroundLoop(
             "job-runner", self._pass, poll_s, min_pause_s=min(poll_s, MIN_PASS_INTERVAL_S)
@@ -106,7 +108,7 @@ class JobRunner:
         await self.profiles.require(profile_id)
         now = utcnow()
         job_id = f"job_{uuid.uuid4().hex[:16]}"
-        total = await self.repo.count_for_profile(profile_id)
+        total = await self.mailboxes.count_for_profile(profile_id)
         started = TestJobStarted(job_id=job_id, profile_id=profile_id, total=total, started_at=now)
         job = JobDoc(
             id=job_id,
@@ -118,7 +120,7 @@ class JobRunner:
             lease_until=now + timedelta(seconds=LEASE_S),
         )
         started_env = self.envelop(started)
-        await self.repo.insert_job(job, [outbox_entry(started_env)])
+        await self.jobs.insert(job, [outbox_entry(started_env)])
         self.wake_relay()
         # Also published now, before any progress (published straight, not through the relay), so
         # subscribers see it first; the relay's copy has the same id and is dropped by JetStream.
@@ -138,7 +140,7 @@ class JobRunner:
 
     async def _job(self, job_id: str) -> JobDoc | None:
         """The job as far as it has expanded (its document and its batch records)."""
-        job = await self.repo.get_job(job_id)
+        job = await self.jobs.get(job_id)
         return None if job is None else await self.expansions.apply(job)
 
     async def cancel(self, job_id: str) -> JobView:
@@ -217,7 +219,7 @@ class JobRunner:
         closed = fields(JobDoc, state=state, finished_at=now, summary=progress, lease_owner=None)
         if state == "cancelled":
             closed |= fields(JobDoc, cancelled_by=current_actor() or "")
-        done = await self.repo.update_job(JobWrite(job, closed, events=[outbox_entry(self.envelop(summary))]))
+        done = await self.jobs.update(JobWrite(job, closed, events=[outbox_entry(self.envelop(summary))]))
         self.queued.forget(job.id)
         self._caps.pop(job.id, None)
         if state == "completed":
@@ -248,7 +250,7 @@ class JobRunner:
     async def run_once(self) -> None:
         """Expand what can be expanded now, close jobs whose results are all in, report progress."""
         await self._report_progress()
-        running = [await self.expansions.apply(job) for job in await self.repo.running_jobs()]
+        running = [await self.expansions.apply(job) for job in await self.jobs.running()]
         for job in running:
             if job.expanded and (await self._progress(job)).done >= job.requested:
                 await self._complete(job)
@@ -338,7 +340,7 @@ class JobRunner:
 
     async def _room(self, job: JobDoc, progress: JobProgress) -> int:
         """How many more tests the job may request now (see :meth:`in_flight_cap`)."""
-        known = await self.repo.read.get_profile(job.profile_id)  # the read model: its limits
+        known = await self.read.get_profile(job.profile_id)  # the read model: its limits
         cap = self.in_flight_cap(known)
         self._caps[job.id] = cap
         return cap - (job.requested - progress.done)
@@ -369,12 +371,12 @@ class JobRunner:
             if progress.done >= job.requested:
                 await self._complete(job)
             return None
-        found = await self.repo.get_many(ids)
+        found = await self.mailboxes.get_many(ids)
         # what the ids were read for may have changed meanwhile: only the profile's active mailboxes
         batch = [
             m for i in ids if (m := found.get(i)) is not None and m.profile_id == job.profile_id and m.active
         ]
-        settings = await self.repo.read.get_settings()
+        settings = await self.read.get_settings()
         try:
             profile = await self.profiles.find(job.profile_id, with_login=True)
         except ProfileUnavailable:
@@ -413,7 +415,7 @@ class JobRunner:
             by=self.instance,
             at=utcnow(),
         )
-        if not await self.repo.record_job_batch(record):
+        if not await self.jobs.record_batch(record):
             return None
         updated = await self._job(job.id)
         return updated if updated is not None and updated.state == "running" else None

@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from contracts.events import Approval, MailboxBasics, SmtpMode, TestCompleted
+from contracts.events import Approval, MailboxBasics, MailboxSetup, SmtpMode, TestCompleted
 from contracts.models import (
     DeliveryMethod,
     EmailAddress,
@@ -51,14 +51,13 @@ class LoginPatch(Strict):
     password: Password | None = None
 
 
-class MailboxCreate(Strict):
+class _NewMailboxId(Strict):
     mailbox_id: Identifier | None = None
-    email: EmailAddress
-    owner: Owner
-    profile_id: Identifier | None = None
-    incoming_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
-    outgoing_delivery: DeliveryMethod = DeliveryMethod.SERVER_SIDE_SYNC
-    act_delivery: DeliveryMethod = DeliveryMethod.NONE
+
+
+# A new mailbox: what every view shows as given (MailboxSetup), its logins, and its id if the client
+# chooses it. The order of the bases puts mailbox_id first; no docstring, which the API would show.
+class MailboxCreate(MailboxSetup, _NewMailboxId):
     process_email_received_after: AwareDatetime | None = None
     credentials: Login | None = None
     outgoing_credentials: Login | None = None

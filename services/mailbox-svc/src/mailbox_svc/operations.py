@@ -54,7 +54,8 @@ from mailbox_svc.models import (
     TestRunView,
 )
 from mailbox_svc.profiles import UNAVAILABLE, ProfileDirectory, ProfileUnavailable
-from mailbox_svc.repository import MailboxWrite, Repository
+from mailbox_svc.store import Stores
+from mailbox_svc.store.mailboxes import MailboxWrite
 from mailbox_svc.testing import Rings, TestRefused, build_request, pending_test
 from mailwarden_runtime.auth import current_actor
 from mailwarden_runtime.documents import changes
@@ -78,7 +79,7 @@ class Skip(Exception):
 class MailboxOperations:
     def __init__(
         self,
-        repo: Repository,
+        stores: Stores,
         rings: Rings,
         envelop: Envelop,
         wake: Callable[[], None],
@@ -87,7 +88,9 @@ class MailboxOperations:
         *,
         result_watchdog_s: float,
     ) -> None:
-        self.repo = repo
+        self.mailboxes = stores.mailboxes
+        self.runs = stores.runs
+        self.read = stores.read
         self.profiles = profiles
         self.rings = rings
         self.envelop = envelop
@@ -128,7 +131,7 @@ class MailboxOperations:
         profile = await self._check_profile(req.profile_id)
         _check_act(req.act_delivery, profile, "act_delivery")
         doc, entries = self._creatable(req, utcnow(), profile)
-        if not await self.repo.insert(doc, entries):
+        if not await self.mailboxes.insert(doc, entries):
             raise DomainError(409, "a mailbox with this id exists", "mailbox_id")
         self.wake()
         log.info("mailbox created", extra={"mailbox_id": doc.id})
@@ -156,14 +159,14 @@ class MailboxOperations:
         ids = [doc.id for doc, _ in docs]
         if len(set(ids)) != len(ids):
             raise DomainError(422, "duplicate mailbox ids in the batch", "mailboxes")
-        if taken := await self.repo.existing_ids(ids):
+        if taken := await self.mailboxes.existing_ids(ids):
             raise DomainError(409, f"{len(taken)} mailbox ids exist already", "mailboxes")
-        await self.repo.insert_many(docs)
+        await self.mailboxes.insert_many(docs)
         self.wake()
         return BulkResult(done=ids)
 
     async def _get_doc(self, mailbox_id: str) -> MailboxDoc:
-        doc = await self.repo.get(mailbox_id)
+        doc = await self.mailboxes.get(mailbox_id)
         if doc is None:
             raise DomainError(404, "no such mailbox", "mailbox_id")
         return doc
@@ -175,14 +178,14 @@ class MailboxOperations:
 
     async def list(self, req: ListRequest) -> MailboxPage:
         f = MailboxFilter.model_validate(req.model_dump(exclude={"limit", "after"}))
-        docs = await self.repo.page(f, req.limit + 1, req.after)
+        docs = await self.mailboxes.page(f, req.limit + 1, req.after)
         more = len(docs) > req.limit
         docs = docs[: req.limit]
         return MailboxPage(items=[d.view() for d in docs], next_after=docs[-1].id if more else None)
 
     async def history(self, req: HistoryRequest) -> TestHistory:
         admit(await self._get_doc(req.mailbox_id), "mailboxes:read")
-        runs = await self.repo.runs_of(req.mailbox_id, req.limit)
+        runs = await self.runs.of_mailbox(req.mailbox_id, req.limit)
         return TestHistory(
             items=[
                 TestRunView(
@@ -207,9 +210,9 @@ class MailboxOperations:
         """
         for _ in range(MAX_RACES):
             doc = await self._get_doc(mailbox_id)
-            settings = await self.repo.read.get_settings()
+            settings = await self.read.get_settings()
             write = self._write_of(doc, change, settings)
-            new = await self.repo.update(write)
+            new = await self.mailboxes.update(write)
             if new is not None:
                 if write.events:
                     self.wake()
@@ -236,7 +239,7 @@ class MailboxOperations:
         if selection.mailbox_ids is not None:
             return list(selection.mailbox_ids)
         assert selection.filter is not None
-        ids = await self.repo.select_ids(selection.filter, self.max_selection + 1)
+        ids = await self.mailboxes.select_ids(selection.filter, self.max_selection + 1)
         if len(ids) > self.max_selection:
             raise DomainError(
                 422, f"the filter matches more than {self.max_selection} mailboxes; narrow it", "filter"
@@ -250,8 +253,8 @@ class MailboxOperations:
         through ``mutate`` alone afterwards; there a Skip means it reached the target state."""
         result = BulkResult()
         ids = [*dict.fromkeys(await self._selected_ids(selection))]
-        docs = await self.repo.get_many(ids)
-        settings = await self.repo.read.get_settings()
+        docs = await self.mailboxes.get_many(ids)
+        settings = await self.read.get_settings()
         writes: list[MailboxWrite] = []
         planned: list[str] = []
         for mailbox_id in ids:
@@ -270,7 +273,7 @@ class MailboxOperations:
         # In writes of WRITE_CHUNK: each a round trip well inside the client's timeout on a busy server.
         modified = 0
         for i in range(0, len(writes), WRITE_CHUNK):
-            modified += await self.repo.bulk_update(writes[i : i + WRITE_CHUNK])
+            modified += await self.mailboxes.bulk_update(writes[i : i + WRITE_CHUNK])
             self.wake()
         if modified == len(writes):
             result.done.extend(planned)
@@ -443,7 +446,7 @@ class MailboxOperations:
 
     async def _retest(self, mailbox_id: str, direction: str) -> None:
         """Test one side again; nothing when a test is pending or that side is not enabled."""
-        doc = await self.repo.get(mailbox_id)
+        doc = await self.mailboxes.get(mailbox_id)
         if doc is None or doc.pending_test_id or not _enabled(doc, direction):
             return
         profiles = await self._load_profiles({doc.profile_id or ""})
@@ -472,18 +475,18 @@ class MailboxOperations:
     async def _profile_ids(self, selection: Selection) -> set[str]:
         if selection.filter is not None and selection.filter.profile_id is not None:
             return {selection.filter.profile_id}
-        ids = selection.mailbox_ids or await self.repo.select_ids(
+        ids = selection.mailbox_ids or await self.mailboxes.select_ids(
             selection.filter or MailboxFilter(), self.max_selection
         )
-        settings = await self.repo.read.get_settings()
-        out = await self.repo.profile_ids_of(ids)
+        settings = await self.read.get_settings()
+        out = await self.mailboxes.profile_ids_of(ids)
         if settings.default_profile_id:
             out.add(settings.default_profile_id)
         return out
 
     async def apply_defaults(self, selection: Selection) -> BulkResult:
         """Set the org's default profile and delivery methods, then Test & Enable each mailbox."""
-        settings = await self.repo.read.get_settings()
+        settings = await self.read.get_settings()
         if settings.default_profile_id is None:
             raise DomainError(
                 409, "the organisation has no default email server profile", "default_profile_id"

@@ -23,8 +23,8 @@ from contracts.email import MailboxSyncPaused
 from contracts.envelope import Envelope
 from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import MailboxDoc
-from mailbox_svc.repository import RetestFilter
 from mailbox_svc.scheduler import BATCH, DueTestLoop
+from mailbox_svc.store.mailboxes import RetestFilter
 from mailbox_svc.testing import TestRefused, build_request
 
 log = logging.getLogger(__name__)
@@ -48,22 +48,22 @@ class ScheduledRetests(DueTestLoop):
     async def sync_paused(self, envelope: Envelope[MailboxSyncPaused]) -> None:
         """Remember which mailboxes an operator paused (resumed: forgotten)."""
         event = envelope.data
-        await self.repo.set_sync_paused(event.mailbox_id, event.paused, envelope.occurred_at)
+        await self.stores.mailboxes.set_sync_paused(event.mailbox_id, event.paused, envelope.occurred_at)
 
     async def _due(self, cutoff: datetime) -> list[MailboxDoc]:
         """Enabled, idle (no test pending or scheduled), last tested before ``cutoff``, and not
         synchronized continuously; the longest untested first."""
         skip = list(self._skipped)
-        found = await self.repo.due_retests(RetestFilter(cutoff, skip), BATCH)
-        paused = await self.repo.sync_paused_ids(10 * BATCH)
+        found = await self.stores.mailboxes.due_retests(RetestFilter(cutoff, skip), BATCH)
+        paused = await self.stores.mailboxes.sync_paused_ids(10 * BATCH)
         if paused and len(found) < BATCH:
-            found += await self.repo.due_retests(RetestFilter(cutoff, skip, paused), BATCH)
+            found += await self.stores.mailboxes.due_retests(RetestFilter(cutoff, skip, paused), BATCH)
         found.sort(key=lambda d: d.last_test_completed_at or cutoff)
         return found[:BATCH]
 
     async def run_once(self) -> int:
         """Request every due re-test; returns how many were due."""
-        settings = await self.repo.read.get_settings()
+        settings = await self.stores.read.get_settings()
         if not settings.retest_interval_s:
             return 0
         now = utcnow()
@@ -81,7 +81,7 @@ class ScheduledRetests(DueTestLoop):
             self._searched_at = None
         sent = 0
         for doc in due:
-            profile = await self.repo.read.get_profile(doc.profile_id or "")
+            profile = await self.stores.read.get_profile(doc.profile_id or "")
             picked = ("last_test_completed_at", "pending_test_id")  # still untested since, still idle
             try:
                 directions = enabled_directions(doc)

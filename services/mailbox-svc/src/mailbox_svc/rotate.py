@@ -11,8 +11,8 @@ import sys
 
 from mailbox_svc.config import Settings
 from mailbox_svc.keys import AT_REST_PURPOSE
-from mailbox_svc.repository import Repository
 from mailbox_svc.rotation import rotate_credentials
+from mailbox_svc.store.mailboxes import MailboxStore
 from mailwarden_runtime.keys import load_keyring
 from mailwarden_runtime.mongo import create_client, database
 
@@ -24,7 +24,7 @@ async def main(settings: Settings | None = None) -> int:
     )
     client = create_client(settings, "mailbox-svc-rotate")
     try:
-        report = await rotate_credentials(Repository(database(client, settings, "mailbox-svc")), ring)
+        report = await rotate_credentials(MailboxStore(database(client, settings, "mailbox-svc")), ring)
     finally:
         await client.close()
     print(report.model_dump_json(indent=2))

@@ -12,7 +12,7 @@ from contracts.models import SealedSecret
 from mailbox_svc.credentials import CredentialsUnreadable, open_login, reseal_stored
 from mailbox_svc.documents import SealedLogins
 from mailbox_svc.models import RotationReport
-from mailbox_svc.repository import Repository
+from mailbox_svc.store.mailboxes import MailboxStore
 from mailwarden_runtime.crypto import KeyRing
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 PAGE = 200
 
 
-async def rotate_credentials(repo: Repository, ring: KeyRing) -> RotationReport:
+async def rotate_credentials(mailboxes: MailboxStore, ring: KeyRing) -> RotationReport:
     report = RotationReport(
         primary_kid=ring.primary_kid,
         examined=0,
@@ -31,12 +31,12 @@ async def rotate_credentials(repo: Repository, ring: KeyRing) -> RotationReport:
     )
     after: str | None = None
     while True:
-        docs = await repo.all_with_credentials(after, PAGE)
+        docs = await mailboxes.all_with_credentials(after, PAGE)
         if not docs:
             break
         after = docs[-1].id
         for doc in docs:
-            await _rotate_one(repo, ring, doc, report)
+            await _rotate_one(mailboxes, ring, doc, report)
     log.info(
         "credential rotation finished",
         extra={"rotated": report.rotated, "unreadable": report.unreadable, "primary": report.primary_kid},
@@ -44,7 +44,9 @@ async def rotate_credentials(repo: Repository, ring: KeyRing) -> RotationReport:
     return report
 
 
-async def _rotate_one(repo: Repository, ring: KeyRing, doc: SealedLogins, report: RotationReport) -> None:
+async def _rotate_one(
+    mailboxes: MailboxStore, ring: KeyRing, doc: SealedLogins, report: RotationReport
+) -> None:
     for _ in range(3):
         new: dict[str, SealedSecret | None] = dict(doc.credentials)
         rotated: dict[str, int] = {}
@@ -71,11 +73,11 @@ async def _rotate_one(repo: Repository, ring: KeyRing, doc: SealedLogins, report
             rotated[stored.kid] = rotated.get(stored.kid, 0) + 1
         if bad and doc.id not in report.unreadable_mailboxes:
             report.unreadable_mailboxes.append(doc.id)
-        if not rotated or await repo.swap_credentials(doc, new):
+        if not rotated or await mailboxes.swap_credentials(doc, new):
             for kid, n in rotated.items():
                 report.rotated[kid] = report.rotated.get(kid, 0) + n
             return
-        fresh = await repo.credentials_of(doc.id)
+        fresh = await mailboxes.credentials_of(doc.id)
         if fresh is None:
             return
         doc = fresh

@@ -23,7 +23,8 @@ from contracts.events import Event, SettingsSnapshot, TestCompleted, TestRequest
 from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import MailboxDoc, PendingTest
 from mailbox_svc.handlers import WITHDRAWN_FIELDS
-from mailbox_svc.repository import MailboxWrite, Repository
+from mailbox_svc.store import Stores
+from mailbox_svc.store.mailboxes import MailboxWrite
 from mailbox_svc.testing import Rings, TestRefused, build_request, pending_test
 from mailbox_svc.unanswered import unanswered
 from mailwarden_runtime.documents import as_stored, fields
@@ -45,7 +46,7 @@ class DueTestLoop:
 
     name: ClassVar[str] = "due-tests"
 
-    repo: Repository
+    stores: Stores
     rings: Rings
     envelop: Callable[[Event], Envelope[Any]]
     wake_relay: Callable[[], None]
@@ -75,7 +76,7 @@ class DueTestLoop:
         is still as it was picked."""
         pending = as_stored(pending_test(req, self.result_watchdog_s))
         write = MailboxWrite(doc, pending, [outbox_entry(self.envelop(req))], unchanged, updated_at=now)
-        return await self.repo.update_if(write)
+        return await self.stores.mailboxes.update_if(write)
 
 
 @dataclass(eq=False)
@@ -90,7 +91,7 @@ class RetryScheduler(DueTestLoop):
     async def run_once(self) -> int:
         """Send every due retry, look after every overdue test; returns how many were due."""
         now = utcnow()
-        found = await self.repo.due_retries(now, BATCH)
+        found = await self.stores.mailboxes.due_retries(now, BATCH)
         if not found:
             return 0
         overdue = [doc for doc in found if doc.pending_test_id]
@@ -104,8 +105,8 @@ class RetryScheduler(DueTestLoop):
         with no run stored (lost on its way, or its result's handler gave up before storing it) is
         requested again, or fails with ``no_result`` once it was requested ``watchdog_resends``
         times more; each write is conditional on the watchdog it was picked with."""
-        stored = await self.repo.stored_results([doc.pending_test_id or "" for doc in docs])
-        settings = await self.repo.read.get_settings()
+        stored = await self.stores.runs.stored_results([doc.pending_test_id or "" for doc in docs])
+        settings = await self.stores.read.get_settings()
         for doc in docs:
             result = stored.get(doc.pending_test_id or "")
             if result is not None:
@@ -121,7 +122,7 @@ class RetryScheduler(DueTestLoop):
 
     async def _resend(self, doc: MailboxDoc, settings: SettingsSnapshot, now: datetime) -> None:
         """Request the pending test again: same id, attempt, job and directions; a new watchdog."""
-        profile = await self.repo.read.get_profile(doc.profile_id or "")
+        profile = await self.stores.read.get_profile(doc.profile_id or "")
         try:
             req = build_request(
                 doc,
@@ -148,7 +149,7 @@ class RetryScheduler(DueTestLoop):
         write = MailboxWrite(
             doc, as_stored(pending), [outbox_entry(self.envelop(req))], picked, versioned=False
         )
-        if await self.repo.update_if(write):
+        if await self.stores.mailboxes.update_if(write):
             self.wake_relay()
             log.warning(
                 "test unanswered at its watchdog: requested again",
@@ -159,11 +160,13 @@ class RetryScheduler(DueTestLoop):
         """Fail the pending test with ``no_result`` through the result handler (stored once, one
         status change); with its profile gone there is nothing to report it against, so the
         mailbox just stops waiting."""
-        profile = await self.repo.read.get_profile(doc.profile_id or "")
+        profile = await self.stores.read.get_profile(doc.profile_id or "")
         if profile is None:
             cleared = as_stored(PendingTest(), WITHDRAWN_FIELDS)
             picked = ("next_retry_at", "pending_test_id")
-            await self.repo.update_if(MailboxWrite(doc, cleared, unchanged=picked, updated_at=now))
+            await self.stores.mailboxes.update_if(
+                MailboxWrite(doc, cleared, unchanged=picked, updated_at=now)
+            )
             log.warning(
                 "unanswered test dropped: its profile is gone",
                 extra={"mailbox_id": doc.id, "test_id": doc.pending_test_id},
@@ -182,10 +185,10 @@ class RetryScheduler(DueTestLoop):
     async def _retry(self, due: list[MailboxDoc], now: datetime) -> None:
         if not due:
             return
-        settings = await self.repo.read.get_settings()
+        settings = await self.stores.read.get_settings()
         sent = 0
         for doc in due:
-            profile = await self.repo.read.get_profile(doc.profile_id or "")
+            profile = await self.stores.read.get_profile(doc.profile_id or "")
             picked = ("next_retry_at",)
             try:
                 req = build_request(
@@ -200,7 +203,9 @@ class RetryScheduler(DueTestLoop):
             except TestRefused as exc:
                 log.warning("retry dropped", extra={"mailbox_id": doc.id, "reason": exc.code})
                 dropped = fields(MailboxDoc, next_retry_at=None, test_scheduled=False)
-                await self.repo.update_if(MailboxWrite(doc, dropped, unchanged=picked, updated_at=now))
+                await self.stores.mailboxes.update_if(
+                    MailboxWrite(doc, dropped, unchanged=picked, updated_at=now)
+                )
                 continue
             if await self.request(doc, req, picked, now):
                 sent += 1

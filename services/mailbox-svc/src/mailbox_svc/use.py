@@ -22,7 +22,7 @@ from mailbox_svc.credentials import (
 )
 from mailbox_svc.models import LoginRequest, SealedLogin
 from mailbox_svc.profiles import UNAVAILABLE, ProfileDirectory, ProfileUnavailable
-from mailbox_svc.repository import Repository
+from mailbox_svc.store.mailboxes import MailboxStore
 from mailbox_svc.testing import REDIRECTED, Rings, target_of
 from mailwarden_runtime.auth import current_principal
 from mailwarden_runtime.auth.service_tokens import SERVICE_DIRECTIONS
@@ -51,10 +51,10 @@ def _admit(req: LoginRequest) -> None:
 
 
 async def login_for(
-    repo: Repository, profiles: ProfileDirectory, rings: Rings, req: LoginRequest, ttl_s: float
+    mailboxes: MailboxStore, profiles: ProfileDirectory, rings: Rings, req: LoginRequest, ttl_s: float
 ) -> SealedLogin:
     _admit(req)
-    doc = await repo.get(req.mailbox_id)
+    doc = await mailboxes.get(req.mailbox_id)
     if doc is None:
         raise DomainError(404, "no such mailbox", "mailbox_id")
     if not doc.active:
