@@ -383,13 +383,18 @@ class Repository:
                 counted[outcome] = counted.get(outcome, 0) + n
         return counted
 
-    async def job_result_batches(self, job_id: str, since: datetime | None) -> list[JobResultBatch]:
+    async def job_result_batches(
+        self, job_id: str, since: datetime | None, ids: Collection[str] | None = None
+    ) -> list[JobResultBatch]:
         """The job's results per run batch received at or after ``since`` (None: all), withdrawn
         runs left out; through the ``runs.job_id, received_at`` index, so a look at the last
-        seconds reads only their batches (~2 ms at 10,000 runs, the whole job ~150 ms)."""
+        seconds reads only their batches (~2 ms at 10,000 runs, the whole job ~150 ms).
+        ``ids``: only these batches (by ``_id``)."""
         match: Document = {"runs.job_id": job_id}
         if since is not None:
             match["received_at"] = {"$gte": since}
+        if ids is not None:
+            match["_id"] = {"$in": list(ids)}
         group = {"b": "$_id", "at": "$received_at", "o": "$runs.outcome"}
         rows = await (
             await self.runs.aggregate(
@@ -407,6 +412,11 @@ class Repository:
             batch = batches.setdefault(str(key["b"]), JobResultBatch(str(key["b"]), key["at"], {}))
             batch.outcomes[str(key["o"])] = int(row["n"])
         return list(batches.values())
+
+    async def job_run_batch_ids(self, job_id: str) -> set[str]:
+        """The ids of the run batches holding the job's runs (ids only: ~1/6 of counting them)."""
+        found = self.runs.find({"runs.job_id": job_id}, {"_id": 1})
+        return {str(d["_id"]) for d in await found.to_list(None)}
 
     async def _move_legacy_runs(self) -> None:
         """Runs stored one per document (before run batches) move into batches, then the old
