@@ -153,3 +153,37 @@ async def test_a_jobs_results_are_counted_once_each_from_the_recent_batches(
     )
     plan = await store.batches.find({"runs.job_id": "j", "received_at": {"$gte": now}}).explain()
     assert "runs.job_id_1_received_at_1" in str(plan["queryPlanner"]["winningPlan"])
+
+
+async def test_an_exact_count_reads_only_the_batches_not_counted_yet(
+    store: RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #16, flat with size: the count that closes a job lists the job's batch ids and reads
+    the results of only those this process has not counted, and is as exact as a recount."""
+    monkeypatch.setattr(jobresults, "REFRESH_S", 0.0)
+    counts = JobResults(store)
+    now = datetime.now(UTC)
+    for n in range(5):
+        await store.record([run(f"r{n}", f"m{n}", now - timedelta(seconds=n), job_id="j")])
+    assert await counts.of("j") == {"success": 5}
+    read: list[set[str] | None] = []
+    batches_of = store.job_result_batches
+
+    async def recorded(job_id: str, since: datetime | None, ids: Any = None) -> Any:
+        read.append(None if ids is None else set(ids))
+        return await batches_of(job_id, since, ids)
+
+    monkeypatch.setattr(store, "job_result_batches", recorded)
+    assert await counts.of("j", exact=True) == {"success": 5}
+    assert read == [], "everything was counted: nothing read but the ids"
+    # stored late (stamped an hour ago: no look finds them), one of them only a withdrawn run
+    await store.record([run("late", "m9", now - timedelta(hours=1), job_id="j", outcome="auth_failed")])
+    await store.record([run("gone", "m8", now - timedelta(hours=1), job_id="j", outcome=WITHDRAWN)])
+    assert await counts.of("j") == {"success": 5}, "no look finds them"
+    read.clear()
+    assert await counts.of("j", exact=True) == {"success": 5, "auth_failed": 1}
+    assert len(read) == 1 and len(read[0] or ()) == 2, "only the two batches not counted yet were read"
+    assert await store.job_results("j") == {"success": 5, "auth_failed": 1}, "as a recount says"
+    read.clear()
+    assert await counts.of("j", exact=True) == {"success": 5, "auth_failed": 1}
+    assert read == [], "the withdrawn-only batch is not read again"

@@ -15,7 +15,14 @@ from pymongo import AsyncMongoClient, UpdateOne, monitoring
 from contracts import DeadLettered, Envelope, MailboxApproved
 from contracts.subjects import dead_letter_subject
 from mailwarden_runtime.bus import NatsBus, publish_raw
-from mailwarden_runtime.changes import POSITIONS, ChangeStreamRelay, OwnWrites
+from mailwarden_runtime.changes import (
+    POSITIONS,
+    ChangeStreamRelay,
+    OwnWrites,
+    events_pipeline,
+    stored_position,
+    unpublished,
+)
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, use_change_stream, with_outbox
 from mailwarden_runtime.service import ServiceRuntime
 from mailwarden_runtime.settings import ServiceSettings
@@ -131,9 +138,9 @@ async def test_the_first_start_stores_its_position_before_anything_is_written(
 ) -> None:
     db = f"t_{uuid.uuid4().hex[:12]}"
     rt = ServiceRuntime("changes-first", settings_for(nats_url, mongo_uri, db), outbox_collections=["things"])
-    assert await rt.db[POSITIONS].find_one({"_id": "changes-first-outbox"}) is None
+    assert await stored_position(rt.db, "changes-first-outbox") is None
     await rt.start()
-    stored = await rt.db[POSITIONS].find_one({"_id": "changes-first-outbox"})
+    stored = await stored_position(rt.db, "changes-first-outbox")
     assert stored is not None and stored["token"]
     await rt.relay.stop() if rt.relay else None  # the relay dies before it publishes anything
     await rt.db.things.insert_one({"_id": "z", **new_document_outbox([event(rt, seen.tag, "first")])})
@@ -212,7 +219,9 @@ async def test_a_stored_position_the_stream_cannot_resume_from_publishes_the_lat
     await rt.db.things.insert_one({"_id": "l1", **new_document_outbox([event(rt, seen.tag, "lost1")])})
     await rt.db.things.insert_one({"_id": "l2", **new_document_outbox([event(rt, seen.tag, "lost2")])})
     # The stored position is not a token the stream knows (as after the oplog moved past it).
-    await rt.db[POSITIONS].update_one({"_id": "changes-lost-outbox"}, {"$set": {"token": {"_data": "00"}}})
+    newest = await stored_position(rt.db, "changes-lost-outbox")
+    assert newest is not None
+    await rt.db[POSITIONS].update_one({"_id": newest["_id"]}, {"$set": {"token": {"_data": "00"}}})
     await rt.stop()
     again = ServiceRuntime(
         "changes-lost", settings_for(nats_url, mongo_uri, db), outbox_collections=["things"]
@@ -222,7 +231,7 @@ async def test_a_stored_position_the_stream_cannot_resume_from_publishes_the_lat
         await eventually(
             lambda: sorted(seen.ids) == ["lost1", "lost2"], "the events written since the position"
         )
-        stored = await again.db[POSITIONS].find_one({"_id": "changes-lost-outbox"})
+        stored = await stored_position(again.db, "changes-lost-outbox")
         assert stored is not None and stored["token"] != {"_data": "00"}, "a fresh position is stored"
         await again.db.things.update_one(
             {"_id": "l1"}, with_outbox({"$set": {"k": 1}}, [event(again, seen.tag, "after")])
@@ -250,7 +259,7 @@ async def test_an_idle_relay_moves_its_stored_position_past_writes_it_does_not_w
         assert isinstance(relay, ChangeStreamRelay)
 
         async def stored() -> Any:
-            doc = await rt.db[POSITIONS].find_one({"_id": relay.name})
+            doc = await stored_position(rt.db, relay.name)
             return doc and doc["token"]
 
         async def settled() -> bool:
@@ -330,3 +339,124 @@ async def test_the_relay_reads_when_its_own_writes_wake_it_not_on_every_write_to
         await bus.close(5.0)
         await client.close()
         await other.close()
+
+
+class Published:
+    """A relay's publish function that keeps the mailbox ids of what it was given, in order."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    async def __call__(self, subject: str, event_id: str, body: bytes) -> object:
+        self.ids.append(json.loads(body)["data"]["mailbox_id"])
+        return None
+
+
+class PositionWrites(monitoring.CommandListener):
+    """The write commands a client sends to the positions' collection, by name."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command.get(event.command_name) == POSITIONS:
+            self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def relay_positions(db: Any, name: str) -> list[dict[str, Any]]:
+    return [d async for d in db[POSITIONS].find({"relay": name}).sort("_id", 1)]
+
+
+async def test_positions_are_inserted_bounded_and_a_restart_resumes_from_the_newest(
+    nats_url: str, mongo_uri: str
+) -> None:
+    """Issue #16: storing a position updates no document; the old ones go, the newest is used."""
+    use_change_stream(True)
+    name = f"changes-positions-{uuid.uuid4().hex[:6]}"
+    writes = PositionWrites()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, event_listeners=[writes])
+    db = client[f"t_{uuid.uuid4().hex[:12]}"]
+    rt = ServiceRuntime(
+        "positions-envelopes", settings_for(nats_url, mongo_uri, db.name), uses_database=False
+    )
+    first_out = Published()
+    first = ChangeStreamRelay(
+        db, ["things"], first_out, name=name, checkpoint_s=0.0, settle_s=0.05, keep_positions=3
+    )
+    await first.prepare()
+    first.start()
+    try:
+        for n in range(8):  # one at a time: a position stored after each
+            await db.things.insert_one({"_id": f"a{n}", **new_document_outbox([event(rt, "p", f"a{n}")])})
+            first.wake()
+            await eventually(lambda n=n: first_out.ids == [f"a{m}" for m in range(n + 1)], f"event a{n}")
+
+            async def stored_after(n: int = n) -> bool:
+                newest = await stored_position(db, name)
+                return newest is not None and newest["token"] == first._published
+
+            await eventually(stored_after, f"the position after a{n}")
+        positions = await relay_positions(db, name)
+        assert 1 <= len(positions) <= 4, "pruned every 3 positions: at most 3 + 1 kept"
+        assert positions[-1]["_id"].startswith(f"{name}/") and positions[-1]["at"]
+        assert "update" not in writes.names and writes.names.count("insert") >= 8
+        assert writes.names.count("delete") >= 2, "old positions removed in one delete every 3"
+    finally:
+        await first.stop()
+    await first.drain()
+    assert await unpublished(db, ["things"], name) == 0
+    # A restart publishes nothing again: it resumes from the newest position, not an older one.
+    second_out = Published()
+    second = ChangeStreamRelay(db, ["things"], second_out, name=name, settle_s=0.05)
+    await second.prepare()
+    second.start()
+    try:
+        await db.things.insert_one({"_id": "b", **new_document_outbox([event(rt, "p", "b")])})
+        second.wake()
+        await eventually(lambda: "b" in second_out.ids, "the next event")
+        assert second_out.ids == ["b"], "nothing before the newest position published again"
+    finally:
+        await second.stop()
+        await client.close()
+
+
+async def test_the_single_position_document_of_earlier_versions_is_read_once_then_removed(
+    nats_url: str, mongo_uri: str
+) -> None:
+    """After an upgrade the relay resumes from the old in-place document; its first stored position
+    replaces it."""
+    use_change_stream(True)
+    name = f"changes-upgrade-{uuid.uuid4().hex[:6]}"
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
+    db = client[f"t_{uuid.uuid4().hex[:12]}"]
+    rt = ServiceRuntime("upgrade-envelopes", settings_for(nats_url, mongo_uri, db.name), uses_database=False)
+    await db.things.insert_one({"_id": "old", **new_document_outbox([event(rt, "u", "published-before")])})
+    async with await db.watch(events_pipeline(["things"])) as stream:
+        token = stream.resume_token
+    assert token is not None
+    # What an earlier version stored (one document, updated in place), then events it did not publish.
+    await db[POSITIONS].insert_one({"_id": name, "token": dict(token), "at": datetime.now(UTC)})
+    await db.things.insert_one({"_id": "u1", **new_document_outbox([event(rt, "u", "u1")])})
+    await db.things.update_one({"_id": "old"}, with_outbox({"$set": {"k": 1}}, [event(rt, "u", "u2")]))
+    out = Published()
+    relay = ChangeStreamRelay(db, ["things"], out, name=name, settle_s=0.05)
+    await relay.prepare()  # the old document counts as stored: no fresh position over it
+    relay.start()
+    try:
+        await eventually(lambda: out.ids == ["u1", "u2"], "the events after the old position, once")
+
+        async def replaced() -> bool:
+            ids = [d["_id"] async for d in db[POSITIONS].find({})]
+            return len(ids) == 1 and ids[0].startswith(f"{name}/")
+
+        await eventually(replaced, "the old document replaced by an inserted position")
+        assert out.ids == ["u1", "u2"]
+    finally:
+        await relay.stop()
+        await client.close()

@@ -6,8 +6,18 @@ service database's change stream, filtered to those writes, publishes each chang
 commit order (a document's events never overtake each other) with the event id as
 ``Nats-Msg-Id``, and then remembers how far it got: the stream's resume token, stored in
 ``event_relay`` at most every ``checkpoint_s`` while it publishes and once it is idle (one small
-update per interval, not per event; a position that only moved past other writes every
+document per interval, not per event; a position that only moved past other writes every
 ``quiet_checkpoint_s``).
+
+Each stored position is a new document (``_id`` ``<relay>/<seq>.<process>``, ``seq`` the time in
+ns, never less than the newest stored one + 1), never an update of an existing one (issue #16: a
+test updates one document, its mailbox's status). The relay resumes from the newest (one read of
+the ``_id`` index, sorted); every ``keep_positions`` inserts one ``delete_many`` removes the older
+ones, so a relay keeps at most ``keep_positions`` + 1 of them (per process running it). Each is a position before which
+everything was published, so resuming from any of them (a replica's, an older one) is safe: it
+only publishes more again. The single document ``{_id: <relay>, token, at}`` that earlier versions
+updated in place is read when no new one exists (the first start after an upgrade) and removed
+with the first prune, right after the first new position is stored.
 
 The relay reads the stream when its own process wrote events (:class:`OwnWrites` sees the
 service's write commands succeed and calls :meth:`ChangeStreamRelay.wake`) and otherwise every
@@ -18,9 +28,10 @@ made by others (another replica, a process that crashed before its relay publish
 ``poll_s``.
 
 Nothing is lost: the token is stored only after everything before it was published, and a
-restart resumes after the stored token, so at worst the events of the last interval are
-published again, which JetStream drops inside its duplicate window (and consumers are
-idempotent after it). The first start stores the stream's position before the service writes
+restart resumes after the newest stored token, so at worst the events of the last interval are
+published again, which JetStream drops inside its duplicate window (``dedupe_window_s``, 600 s);
+past it (a position older than that, e.g. a relay that failed to store for minutes) they reach
+the consumers again, which are idempotent (conditional updates keyed on event or test ids). The first start stores the stream's position before the service writes
 anything. Replicas of a service each follow the whole stream (every event published once per
 replica, the copies dropped by JetStream). If the stored position has left the oplog (the relay
 was down longer than the oplog window), the latest events of every document written since the
@@ -32,11 +43,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import monitoring
+from pymongo import DESCENDING, monitoring
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
@@ -49,6 +61,7 @@ from mailwarden_runtime.outbox import PENDING, TRANSIENT, WRITTEN_AT, EntryPubli
 log = logging.getLogger(__name__)
 
 POSITIONS = "event_relay"
+KEEP_POSITIONS = 100  # a relay's positions are pruned once this many were stored since the last prune
 # The stream cannot resume from the stored token: it left the oplog (286, 280, 136), or the
 # server cannot read it (260 InvalidResumeToken; 9 FailedToParse on the embedded server).
 HISTORY_LOST = {9, 136, 260, 280, 286}
@@ -74,6 +87,7 @@ class ChangeStreamRelay:
         quiet_checkpoint_s: float = 10.0,
         max_attempts: int = 5,
         retry_pause_s: float = 0.2,
+        keep_positions: int = KEEP_POSITIONS,
     ) -> None:
         self._db = db
         self._collections = list(collections)
@@ -93,6 +107,11 @@ class ChangeStreamRelay:
         self._published_upto = datetime.now(UTC)  # every write stamped before this is published
         self._saved: Mapping[str, Any] | None = None
         self._saved_at = 0.0
+        self._keep_positions = keep_positions
+        self._seq = 0  # the last position's sequence (ns): a new one sorts after every stored one
+        self._process = uuid.uuid4().hex[:8]  # two replicas never store the same _id
+        self._since_prune = 0  # positions stored since the last prune
+        self._legacy = False  # an old-shape position (one updated document) may still be stored
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -299,7 +318,11 @@ class ChangeStreamRelay:
         await self._save(now_token, force=True)
 
     async def _stored(self) -> Document | None:
-        return await self._db[POSITIONS].find_one({"_id": self.name})
+        stored = await stored_position(self._db, self.name)
+        if stored is not None:
+            self._seq = max(self._seq, _seq_of(stored))
+            self._legacy = self._legacy or stored["_id"] == self.name
+        return stored
 
     async def _save(self, token: Mapping[str, Any] | None, *, force: bool) -> None:
         if token is None:
@@ -311,16 +334,30 @@ class ChangeStreamRelay:
             return
         unsaved = self._events_unsaved
         self._events_unsaved = False
+        self._seq = max(time.time_ns(), self._seq + 1)
+        key = f"{self.name}/{self._seq:020d}.{self._process}"
+        position = {"_id": key, "relay": self.name, "token": dict(token), "at": self._published_upto}
         try:
-            await self._db[POSITIONS].update_one(
-                {"_id": self.name},
-                {"$set": {"token": dict(token), "at": self._published_upto}},
-                upsert=True,
-            )
+            await self._db[POSITIONS].insert_one(position)  # a new document: never an update
         except BaseException:
             self._events_unsaved = self._events_unsaved or unsaved
             raise
         self._saved, self._saved_at = token, time.monotonic()
+        self._since_prune += 1
+        if self._legacy or self._since_prune >= self._keep_positions:
+            await self._prune(key)
+
+    async def _prune(self, newest: str) -> None:
+        """Remove this relay's positions older than ``newest`` (any replica's) and the old-shape
+        document, in one delete; the newest stored position is never among them."""
+        try:
+            await self._db[POSITIONS].delete_many(
+                {"$or": [{"_id": self.name}, {"_id": {"$gt": f"{self.name}/", "$lt": newest}}]}
+            )
+        except Exception:  # the position is stored; the next save prunes again
+            log.warning("%s: old stream positions not removed", self.name, exc_info=True)
+            return
+        self._since_prune, self._legacy = 0, False
 
 
 WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
@@ -397,7 +434,7 @@ async def unpublished(
     total = 0
     for coll in names:
         total += await db[coll].count_documents({PENDING: True})
-    stored = await db[POSITIONS].find_one({"_id": name})
+    stored = await stored_position(db, name)
     if stored is None:
         return total
     async with await db.watch(
@@ -406,6 +443,27 @@ async def unpublished(
         while total < most and await stream.try_next() is not None:
             total += 1
     return total
+
+
+async def stored_position(db: AsyncDatabase[Document], name: str) -> Document | None:
+    """The relay ``name``'s newest stored position (``_id``, ``token``, ``at``), or None.
+
+    Its positions' ids are ``<name>/<seq>.<process>``: all between ``<name>/`` and ``<name>0``
+    ("0" follows "/"), the newest last, so one read of the ``_id`` index finds it. Before those, a
+    relay kept one document ``{_id: <name>}`` updated in place: read when nothing newer exists.
+    """
+    positions = db[POSITIONS]
+    newest = await positions.find_one(
+        {"_id": {"$gt": f"{name}/", "$lt": f"{name}0"}}, sort=[("_id", DESCENDING)]
+    )
+    return newest if newest is not None else await positions.find_one({"_id": name})
+
+
+def _seq_of(position: Document) -> int:
+    """The sequence in a position's ``_id`` (0 for the old single document)."""
+    _, _, rest = str(position["_id"]).rpartition("/")
+    digits = rest.partition(".")[0]
+    return int(digits) if digits.isdigit() else 0
 
 
 def _events_of(change: Document) -> list[Any]:
