@@ -459,6 +459,41 @@ async def test_a_drain_frees_the_idle_leases_and_keeps_no_more(two_kvs: tuple[Sh
         await leases.close()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/reliability.md finding 14: a test waiting for its process's own connection permit "
+    "already holds a shared host lease, so another tester waits for a slot nobody connects with",
+)
+async def test_a_test_waiting_for_its_process_permit_holds_no_host_slot(
+    two_kvs: tuple[SharedKv, SharedKv],
+) -> None:
+    hasher = KeyHasher(b"k" * 32)
+    busy = ConnectionLimiter(1, HostLeases(two_kvs[0], hasher, TTL_S))  # one connection at a time here
+    other = ConnectionLimiter(4, HostLeases(two_kvs[1], hasher, TTL_S))
+    done = asyncio.Event()
+
+    async def connect(limiter: ConnectionLimiter) -> None:
+        async with limiter.slot("mail.test", 2):
+            await done.wait()
+
+    first = asyncio.create_task(connect(busy))
+    await eventually(lambda: busy._global.locked(), "the busy tester's one permit taken", 10)
+    second = asyncio.create_task(connect(busy))  # waits for that permit: 1 connection to the host
+    await eventually(
+        lambda: bool(busy._global._waiters), "the second test waiting for its process's permit", 10
+    )
+    try:
+        # The host allows 2 and has 1 connection: the other tester's test connects at once.
+        async with asyncio.timeout(3), other.slot("mail.test", 2) as info:
+            assert info.scope == "shared"
+    finally:
+        done.set()
+        await asyncio.gather(first, second)
+        assert busy._leases is not None and other._leases is not None
+        await busy._leases.close()
+        await other._leases.close()
+
+
 # --- breaker ----------------------------------------------------------------------------------
 async def test_breaker_threshold_reached_on_one_tester_stops_the_other(
     testers: Any, fake_server: StartFake
