@@ -141,19 +141,15 @@ class AlertStore:
         """
         for _ in range(8):
             found = await self.alerts.find_one({"open_key": draft.key}, {"outbox": 0})
-            current = (
-                None
-                if found is None
-                else (await self.occurrences.with_tails([AlertDoc.model_validate(found)]))[0]
-            )
-            if current is None:
+            if found is None:
                 try:
                     await self.alerts.insert_one(self._new_alert(draft, occurrence, test_id, at))
                 except DuplicateKeyError as exc:
-                    if "_id" in ((exc.details or {}).get("keyValue") or {}):
+                    if _same_id(exc):
                         return "duplicate"
                     continue  # another writer opened it first: count on theirs
                 return "new"
+            [current] = await self.occurrences.with_tails([AlertDoc.model_validate(found)])
             if occurrence in current.occurrences:
                 return "duplicate"
             inserted = occurrence_insert(draft, current, occurrence, test_id, at)
@@ -161,7 +157,7 @@ class AlertStore:
                 try:
                     await self.occurrences.insert(inserted)
                 except DuplicateKeyError as exc:
-                    if "_id" in ((exc.details or {}).get("keyValue") or {}):
+                    if _same_id(exc):
                         return "duplicate"
                     continue  # another writer counted this seq first: read again
                 return "repeat"
@@ -291,3 +287,8 @@ class AlertStore:
             },
             {"$pull": {"affected_mailboxes": mailbox_id}},
         )
+
+
+def _same_id(exc: DuplicateKeyError) -> bool:
+    """The insert's own ``_id`` (made from the occurrence) is taken: this occurrence was written before."""
+    return "_id" in ((exc.details or {}).get("keyValue") or {})
