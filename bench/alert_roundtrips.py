@@ -45,6 +45,7 @@ from contracts.models import (
     TlsMode,
 )
 from contracts.testing import status_failed, status_succeeded
+from mailwarden_runtime.mailboxuses import MailboxUse
 from mailwarden_runtime.mongo import database_name
 from mailwarden_servers import MongoWireServer, NatsServer
 
@@ -147,8 +148,11 @@ async def seed(stores: Stores, n: int) -> None:
             updated_at=datetime.now(UTC),
         )
         await stores.read_models.models.put_profile(snapshot)
-        for i in range(count):
-            await stores.read_models.save_mailbox(ref(i, profile).mailbox_id, 1, profile, True)
+        uses = [
+            MailboxUse(mailbox_id=ref(i, profile).mailbox_id, version=1, profile_id=profile)
+            for i in range(count)
+        ]
+        await stores.read_models.save_mailboxes(uses)
 
 
 def _rows(results: list[tuple[str, int, int, int, float]]) -> Iterator[str]:

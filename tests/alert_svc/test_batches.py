@@ -85,7 +85,7 @@ async def stores(mongo_uri: str) -> AsyncIterator[Callable[[], Any]]:
 
 async def stored(s: Stores) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     alerts = await s.alerts.alerts.find({}).sort("_id", 1).to_list(None)
-    alerts += await s.alerts.occurrences.find({}).sort("_id", 1).to_list(None)
+    alerts += await s.occurrences.occurrences.find({}).sort("_id", 1).to_list(None)
     for alert in alerts:
         # each event as published, but the moment it was made
         for key in ("outbox_since", "outbox_at"):  # when the relay should look (either relay mode)
@@ -118,7 +118,7 @@ async def test_batches_store_what_one_by_one_stores(stores: Callable[[], Any], s
     assert ("dns_nxdomain", "open") in by_code and ("weak_tls", "resolved") in by_code
     [info_a] = [a for a in got[0] if a.get("mailbox_id") == "a" and a.get("code") == "mailbox_enabled"]
     assert info_a["count"] == 1  # its repeats are inserted occurrences, added in by every reader:
-    [seen] = await batched.alerts.with_tails([AlertDoc.model_validate(info_a)])
+    [seen] = await batched.occurrences.with_tails([AlertDoc.model_validate(info_a)])
     assert seen.count == 3 and seen.last_test_id == "t3-a" and seen.tail == ["t2-a", "t3-a"]
 
 
@@ -150,11 +150,12 @@ async def repeats_folded_every_twenty(s: Stores) -> None:
     await processor.handle_batch([envs[9], envs[24]])  # redelivered: one folded, one in the tail
     [stored_doc] = await s.alerts.alerts.find({}).to_list(None)
     assert stored_doc["count"] == 21 and len(stored_doc["occurrences"]) == 20  # folded at the 21st
-    assert await s.alerts.occurrences.count_documents({}) == 19 + 5
-    [alert] = await s.alerts.find_alerts(WallFilter(), 10)
+    assert await s.occurrences.occurrences.count_documents({}) == 19 + 5
+    [alert] = await s.wall.find_alerts(WallFilter(), 10)
     assert (alert.count, alert.last_test_id, alert.last_seen) == (26, "t26", occurrence_at(26))
     events = [
-        json.loads(o["outbox"][0]["body"])["data"] for o in await s.alerts.occurrences.find().to_list(None)
+        json.loads(o["outbox"][0]["body"])["data"]
+        for o in await s.occurrences.occurrences.find().to_list(None)
     ]
     assert sorted(e["count"] for e in events) == [*range(2, 21), *range(22, 27)]
     # An error repeated with the same text, then resolved by a success: the tail is folded in.

@@ -20,7 +20,7 @@ from alert_svc.config import Settings
 from alert_svc.processor import StatusProcessor
 from alert_svc.retention import OccurrenceRetention
 from alert_svc.store import Stores
-from alert_svc.store.alerts import generation
+from alert_svc.store.occurrences import generation
 from alert_svc.store.wall import WallFilter
 from contracts.envelope import Envelope, make_envelope
 from contracts.errors import ErrorCode
@@ -71,27 +71,27 @@ async def test_the_fold_deletes_its_tail_with_the_change_stream_relay(
     [alert] = await stores.alerts.alerts.find({}).to_list(None)
     # folded at the 21st: the 19 inserted before it are gone, the 5 after it are the tail
     assert alert["count"] == 21
-    left = await stores.alerts.occurrences.find({}).to_list(None)
+    left = await stores.occurrences.occurrences.find({}).to_list(None)
     assert sorted(o["seq"] for o in left) == [22, 23, 24, 25, 26]
     assert {o["gen"] for o in left} == {generation(alert["_id"], 21)}
     # redelivered: one folded (and deleted), one in the tail
     await processor.handle_batch([envs[9], envs[24]])
-    [seen] = await stores.alerts.find_alerts(WallFilter(), 10)
+    [seen] = await stores.wall.find_alerts(WallFilter(), 10)
     assert (seen.count, seen.last_test_id) == (26, "t26")
-    assert await stores.alerts.occurrences.count_documents({}) == 5
+    assert await stores.occurrences.occurrences.count_documents({}) == 5
 
     # A repeated error resolved by a success: the resolution folds its tail and deletes it.
     other = mailbox_ref("b", user("u1"))
     for n in range(30, 33):
         error = status_failed(other, f"t{n}", ErrorCode.AUTH_FAILED, retry_at=T0 + timedelta(hours=1))
         await processor.handle_batch([make_envelope(error, "test", occurred_at=T0 + timedelta(minutes=n))])
-    assert await stores.alerts.occurrences.count_documents({}) == 5 + 2 * 2  # two walls, two repeats
+    assert await stores.occurrences.occurrences.count_documents({}) == 5 + 2 * 2  # two walls, two repeats
     success = status_succeeded(other, "t33")
     await processor.handle_batch([make_envelope(success, "test", occurred_at=T0 + timedelta(minutes=33))])
     resolved = await stores.alerts.alerts.find({"state": "resolved", "mailbox_id": "b"}).to_list(None)
     assert resolved and all(r["count"] == 3 for r in resolved)
-    assert await stores.alerts.occurrences.count_documents({}) == 5
-    assert await OccurrenceRetention(stores.alerts, 3600, page=2).sweep() == 0  # the tail stays
+    assert await stores.occurrences.occurrences.count_documents({}) == 5
+    assert await OccurrenceRetention(stores.occurrences, 3600, page=2).sweep() == 0  # the tail stays
 
 
 async def test_the_sweep_removes_what_the_outbox_relay_and_a_crash_leave(
@@ -102,8 +102,8 @@ async def test_the_sweep_removes_what_the_outbox_relay_and_a_crash_leave(
     for env in repeats("a", 1, 26):
         await processor.handle_batch([env])
     [alert] = await stores.alerts.alerts.find({}).to_list(None)
-    occurrences = stores.alerts.occurrences
-    retention = OccurrenceRetention(stores.alerts, 3600, page=4)
+    occurrences = stores.occurrences.occurrences
+    retention = OccurrenceRetention(stores.occurrences, 3600, page=4)
     # Folded, but their events still wait in the outbox: kept until published.
     assert await occurrences.count_documents({}) == 19 + 5
     assert await retention.sweep() == 0
@@ -121,5 +121,5 @@ async def test_the_sweep_removes_what_the_outbox_relay_and_a_crash_leave(
     assert await retention.sweep() == 2
     left = await occurrences.find({}).to_list(None)
     assert sorted(o["seq"] for o in left) == [22, 23, 24, 25, 26]
-    [seen] = await stores.alerts.find_alerts(WallFilter(), 10)
+    [seen] = await stores.wall.find_alerts(WallFilter(), 10)
     assert (seen.count, seen.last_test_id) == (26, "t26")

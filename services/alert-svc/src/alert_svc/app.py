@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batch_handler=enqueuer.handle_batch,
     )
 
-    retention = OccurrenceRetention(stores.alerts, settings.alert_occurrence_sweep_s)
+    retention = OccurrenceRetention(stores.occurrences, settings.alert_occurrence_sweep_s)
     ops = Operations(stores, keys, egress, runtime.envelope, runtime.wake_relay)
     routes = serve_operations(runtime, ops, settings)
 

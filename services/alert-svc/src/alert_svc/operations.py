@@ -105,7 +105,7 @@ class Operations:
         wake_relay: Callable[[], None],
     ) -> None:
         self.egress = egress
-        self.alerts = stores.alerts
+        self.wall = stores.wall
         self.webhooks = stores.webhooks
         self.preferences = stores.preferences
         self.keys = keys
@@ -133,7 +133,7 @@ class Operations:
             read=None if q.unread is None else not q.unread,
             after=_decode_cursor(q.cursor) if q.cursor else None,
         )
-        docs = await self.alerts.find_alerts(which, q.limit + 1)
+        docs = await self.wall.find_alerts(which, q.limit + 1)
         more = len(docs) > q.limit
         docs = docs[: q.limit]
         return AlertPage(
@@ -142,7 +142,7 @@ class Operations:
         )
 
     async def get_alert(self, alert_id: str, permission: Permission = "alerts:read") -> AlertView:
-        doc = await self.alerts.get_alert(alert_id)
+        doc = await self.wall.get_alert(alert_id)
         if doc is None:
             raise DomainError(404, "no such alert", "alert_id")
         admit_wall(permission, doc.recipient_key)
@@ -156,7 +156,7 @@ class Operations:
             recipient_id=current.recipient.id,
             read=read,
         )
-        doc = await self.alerts.mark_read(alert_id, read, current_actor() or "", self._events(event))
+        doc = await self.wall.mark_read(alert_id, read, current_actor() or "", self._events(event))
         if doc is None:
             raise DomainError(404, "no such alert", "alert_id")
         self.wake_relay()
@@ -167,7 +167,7 @@ class Operations:
         event = AlertsDeleted(
             alert_id=alert_id, recipient_kind=current.recipient.kind, recipient_id=current.recipient.id
         )
-        deleted = await self.alerts.delete_alerts(
+        deleted = await self.wall.delete_alerts(
             WallFilter(alert_id=alert_id), current_actor() or "", self._events(event)
         )
         if not deleted:
@@ -181,7 +181,7 @@ class Operations:
         admit_wall("alerts:write", wall)
         kind, rid = _recipient(wall or "")
         event = AlertsDeleted.model_validate({"recipient_kind": kind, "recipient_id": rid})
-        deleted = await self.alerts.delete_alerts(
+        deleted = await self.wall.delete_alerts(
             WallFilter(recipient_key=wall), current_actor() or "", self._events(event)
         )
         if deleted:

@@ -22,7 +22,8 @@ from alert_svc.domain import PROFILE_MAJORITY_FAILURE, Draft, recipient_key
 from alert_svc.metrics import ALERTS_RAISED
 from alert_svc.readcache import ReadModelCache
 from alert_svc.store import Stores
-from alert_svc.store.alerts import AlertDoc, AlertStore, Planned, cause_scope, mailbox_scope, profile_scope
+from alert_svc.store.alert_writes import AlertStore, Planned
+from alert_svc.store.alerts import AlertDoc, cause_scope, mailbox_scope, profile_scope
 from contracts.envelope import Envelope
 from contracts.errors import ErrorCode
 from contracts.events import MailboxStatusChanged

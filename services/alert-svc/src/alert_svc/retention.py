@@ -1,6 +1,6 @@
 """Retention of ``alert_occurrences``: an occurrence lives until its alert has folded it in.
 
-The write that folds a tail deletes it right after (``AlertStore.forget_folded``); this sweep
+The write that folds a tail deletes it right after (``Occurrences.forget_folded``); this sweep
 removes what that leaves: occurrences folded just before a crash, and, with the outbox relay, those
 whose event had not been published yet when they were folded. It reads every occurrence once per
 ``MW_ALERT_OCCURRENCE_SWEEP_S`` in pages (what stays between sweeps is the unfolded tails, at most
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from alert_svc.store.alerts import AlertStore
+from alert_svc.store.occurrences import Occurrences
 from mailwarden_runtime.loop import BackgroundLoop
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,8 @@ PAGE = 500
 
 
 class OccurrenceRetention:
-    def __init__(self, alerts: AlertStore, interval_s: float, page: int = PAGE) -> None:
-        self.alerts = alerts
+    def __init__(self, occurrences: Occurrences, interval_s: float, page: int = PAGE) -> None:
+        self.occurrences = occurrences
         self.page = page
         self._after: str | None = None
         self._deleted = 0
@@ -35,7 +35,7 @@ class OccurrenceRetention:
 
     async def sweep_page(self) -> bool:
         """One page; True while the sweep has more to read (the loop goes on at once)."""
-        self._after, deleted = await self.alerts.sweep_unread(self._after, self.page)
+        self._after, deleted = await self.occurrences.sweep_unread(self._after, self.page)
         self._deleted += deleted
         if self._after is not None:
             return True
@@ -48,7 +48,7 @@ class OccurrenceRetention:
         """A whole sweep at once (tests, tools): how many occurrences were deleted."""
         total = 0
         while True:
-            self._after, deleted = await self.alerts.sweep_unread(self._after, self.page)
+            self._after, deleted = await self.occurrences.sweep_unread(self._after, self.page)
             total += deleted
             if self._after is None:
                 return total

@@ -17,7 +17,7 @@ from alert_svc.domain import SYNC_FAILED, Draft, recipient_key
 from alert_svc.metrics import ALERTS_RAISED
 from alert_svc.readcache import ReadModelCache
 from alert_svc.rules import OrgPolicy, allowed
-from alert_svc.store.alerts import AlertStore
+from alert_svc.store.alert_writes import AlertStore
 from alert_svc.store.episodes import EndedEpisodes
 from alert_svc.store.wall import OpenFilter
 from contracts.email import MailboxSyncFailed, MailboxSyncRecovered

@@ -25,7 +25,7 @@ from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import MailboxDoc
 from mailbox_svc.scheduler import BATCH, DueTestLoop
 from mailbox_svc.store.mailboxes import RetestFilter
-from mailbox_svc.testing import TestRefused, build_request
+from mailbox_svc.testing import TestRefused
 
 log = logging.getLogger(__name__)
 SCAN_GAP_MAX_S = 60.0
@@ -81,11 +81,10 @@ class ScheduledRetests(DueTestLoop):
             self._searched_at = None
         sent = 0
         for doc in due:
-            profile = await self.stores.read.get_profile(doc.profile_id or "")
             picked = ("last_test_completed_at", "pending_test_id")  # still untested since, still idle
             try:
                 directions = enabled_directions(doc)
-                req = build_request(doc, profile, settings, self.rings, now, directions=directions)
+                req = await self.build(doc, settings, now, directions=directions)
             except TestRefused as exc:
                 # Not testable now (its profile was deleted, ...): left out for one interval, so it
                 # does not fill every pass's batch.

@@ -69,6 +69,32 @@ class DueTestLoop:
     async def run_once(self) -> int:
         raise NotImplementedError
 
+    async def build(
+        self,
+        doc: MailboxDoc,
+        settings: SettingsSnapshot,
+        now: datetime,
+        *,
+        directions: list[str] | None,
+        attempt: int = 1,
+        test_id: str | None = None,
+        job_id: str | None = None,
+    ) -> TestRequested:
+        """``doc``'s request with its profile as stored now (:func:`build_request`: raises
+        :class:`TestRefused` when the mailbox cannot be tested)."""
+        profile = await self.stores.read.get_profile(doc.profile_id or "")
+        return build_request(
+            doc,
+            profile,
+            settings,
+            self.rings,
+            now,
+            test_id=test_id,
+            attempt=attempt,
+            job_id=job_id,
+            directions=directions,
+        )
+
     async def request(
         self, doc: MailboxDoc, req: TestRequested, unchanged: Collection[str], now: datetime
     ) -> bool:
@@ -122,13 +148,10 @@ class RetryScheduler(DueTestLoop):
 
     async def _resend(self, doc: MailboxDoc, settings: SettingsSnapshot, now: datetime) -> None:
         """Request the pending test again: same id, attempt, job and directions; a new watchdog."""
-        profile = await self.stores.read.get_profile(doc.profile_id or "")
         try:
-            req = build_request(
+            req = await self.build(
                 doc,
-                profile,
                 settings,
-                self.rings,
                 now,
                 test_id=doc.pending_test_id,
                 attempt=doc.pending_attempt or 1,
@@ -188,14 +211,11 @@ class RetryScheduler(DueTestLoop):
         settings = await self.stores.read.get_settings()
         sent = 0
         for doc in due:
-            profile = await self.stores.read.get_profile(doc.profile_id or "")
             picked = ("next_retry_at",)
             try:
-                req = build_request(
+                req = await self.build(
                     doc,
-                    profile,
                     settings,
-                    self.rings,
                     now,
                     attempt=doc.retry_attempt or 2,
                     directions=doc.retry_directions or None,

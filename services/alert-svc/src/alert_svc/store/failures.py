@@ -32,6 +32,19 @@ class FailureDoc(Stored):
     """When the outcome was tested: an older one never overwrites a newer one."""
 
 
+class FailingState(Stored):
+    """Only whether a record is failing: what a success reads before it clears one."""
+
+    failing: bool = False
+
+
+class FailingMailbox(Stored):
+    """Only a failing record's mailbox and its address: what grouping and the majority count read."""
+
+    mailbox_id: str
+    email: str = ""
+
+
 _OUTCOME = frozenset(FailureDoc.model_fields) - {"id"}
 """What a failure sets (the ``_id`` comes from the filter)."""
 
@@ -86,7 +99,8 @@ class FailureStore:
         ops = [o for o in outcomes if isinstance(o, UpdateOne)]
         if clears:
             found = self.failures.find({"_id": {"$in": [c.key for c in clears]}}, {"failing": 1})
-            failing = {d["_id"] async for d in found if d.get("failing")}
+            states = [FailingState.model_validate(d) async for d in found]
+            failing = {state.id for state in states if state.failing}
             ops += [c.op() for c in clears if c.key in failing]
         if not ops:
             return
@@ -110,13 +124,13 @@ class FailureStore:
                 "failed_at": {"$gte": since},
             }
         ).to_list(None)
-        return sorted((d["mailbox_id"], d["email"]) for d in docs)
+        return sorted((f.mailbox_id, f.email) for f in (FailingMailbox.model_validate(d) for d in docs))
 
     async def failed_mailbox_count(self, profile_id: str, since: datetime) -> int:
         docs = await self.failures.find(
             {"profile_id": profile_id, "failing": True, "failed_at": {"$gte": since}}, {"mailbox_id": 1}
         ).to_list(None)
-        return len({d["mailbox_id"] for d in docs})
+        return len({FailingMailbox.model_validate(d).mailbox_id for d in docs})
 
 
 @dataclass(frozen=True)

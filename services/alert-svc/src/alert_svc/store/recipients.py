@@ -47,6 +47,12 @@ class EmailItem(Queued, AlertText):
     sent_at: datetime | None = None
 
 
+class EmailRecipient(Stored):
+    """Only a queued mail's recipient: what the digest worker looks for."""
+
+    recipient_key: str
+
+
 PREFERENCES = "recipient_preferences"
 
 
@@ -90,7 +96,7 @@ class EmailQueue:
         docs = await self.emails.find(
             {"state": "pending", "due_at": {"$lte": now}, "lease_until": {"$lte": now}}, {"recipient_key": 1}
         ).to_list(None)
-        return sorted({d["recipient_key"] for d in docs})
+        return sorted({EmailRecipient.model_validate(d).recipient_key for d in docs})
 
     async def claim_emails(
         self, key: str, now: datetime, lease_s: float, limit: int
@@ -98,7 +104,7 @@ class EmailQueue:
         """Lease a recipient's pending items to one batch; an expired lease frees them after a crash."""
         free = {"recipient_key": key, "state": "pending", "lease_until": {"$lte": now}}
         ids = [
-            d["_id"]
+            Stored.model_validate(d).id
             for d in await self.emails.find(free, {"_id": 1})
             .sort("created_at", ASCENDING)
             .limit(limit)

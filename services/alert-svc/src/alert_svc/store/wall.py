@@ -1,13 +1,23 @@
-"""Which alerts a listing, a deletion or a resolution takes: typed filters, turned into queries here."""
+"""The wall: which alerts a listing, a deletion or a resolution takes (typed filters, turned into
+queries here), and what people do on their wall (list, read, mark read, delete)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from pymongo import DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from alert_svc.store.alerts import ALERTS, AlertDoc
+from alert_svc.store.occurrences import Occurrences
 from contracts.events import AlertLevel
+from mailwarden_runtime.documents import fields
 from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.outbox import OutboxEntry, with_outbox
 
 
 @dataclass(frozen=True)
@@ -64,3 +74,47 @@ class OpenFilter:
         if self.emptied:
             query["affected_mailboxes"] = {"$size": 0}
         return query | {"state": "open"}
+
+
+class Wall:
+    """The alerts as their recipients see them: each read with its occurrences' tail counted in."""
+
+    def __init__(self, db: AsyncDatabase[Document], occurrences: Occurrences) -> None:
+        self.alerts: AsyncCollection[Document] = db[ALERTS]
+        self.occurrences = occurrences
+
+    async def find_alerts(self, which: WallFilter, limit: int) -> list[AlertDoc]:
+        cursor = self.alerts.find(which.query(), {"outbox": 0, "occurrences": 0})
+        found = (
+            await cursor.sort([("first_seen", DESCENDING), ("_id", DESCENDING)]).limit(limit).to_list(None)
+        )
+        return await self.occurrences.with_tails([AlertDoc.model_validate(d) for d in found])
+
+    async def get_alert(self, alert_id: str) -> AlertDoc | None:
+        found = await self.alerts.find_one(
+            {"_id": alert_id, "deleted": False}, {"outbox": 0, "occurrences": 0}
+        )
+        if found is None:
+            return None
+        return (await self.occurrences.with_tails([AlertDoc.model_validate(found)]))[0]
+
+    async def mark_read(
+        self, alert_id: str, read: bool, actor: str = "", events: Sequence[OutboxEntry] = ()
+    ) -> AlertDoc | None:
+        """``events`` (outbox entries, e.g. AlertMarkedRead) are written by the same update."""
+        update = with_outbox({"$set": fields(AlertDoc, read=read, read_by=actor)}, events)
+        await self.alerts.update_one({"_id": alert_id, "deleted": False}, update)
+        return await self.get_alert(alert_id)
+
+    async def delete_alerts(
+        self, which: WallFilter, actor: str = "", events: Sequence[OutboxEntry] = ()
+    ) -> int:
+        """Soft delete: the alert leaves the wall, and its cause may open a fresh alert.
+
+        ``events`` (the AlertsDeleted entry) go into every alert deleted, by the same update: one
+        event id, so JetStream keeps one copy; none when nothing was deleted."""
+        update = with_outbox(
+            {"$set": fields(AlertDoc, deleted=True, deleted_by=actor), "$unset": {"open_key": ""}}, events
+        )
+        result = await self.alerts.update_many(which.query(), update)
+        return result.modified_count
