@@ -459,11 +459,6 @@ async def test_a_drain_frees_the_idle_leases_and_keeps_no_more(two_kvs: tuple[Sh
         await leases.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/reliability.md finding 14: a test waiting for its process's own connection permit "
-    "already holds a shared host lease, so another tester waits for a slot nobody connects with",
-)
 async def test_a_test_waiting_for_its_process_permit_holds_no_host_slot(
     two_kvs: tuple[SharedKv, SharedKv],
 ) -> None:
