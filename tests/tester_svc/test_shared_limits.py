@@ -32,7 +32,7 @@ from tester_svc.errors import Draining
 from tester_svc.kv import BREAKER_BUCKET, HOSTS_BUCKET, KeyHasher, SharedKv
 from tester_svc.limits import AuthBreaker, ConnectionLimiter, LoginBreaker
 from tester_svc.runner import Runner
-from tester_svc.shared_limits import BreakerStore, FailureRecord, HostLeases
+from tester_svc.shared_limits import BreakerStore, FailureRecord, HostLeases, Lease
 
 from .conftest import NAMES, Behaviour, FakeServer, StartFake, announce_ports, make_request, settings_for
 
@@ -459,11 +459,6 @@ async def test_a_drain_frees_the_idle_leases_and_keeps_no_more(two_kvs: tuple[Sh
         await leases.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/reliability.md finding 14: a test waiting for its process's own connection permit "
-    "already holds a shared host lease, so another tester waits for a slot nobody connects with",
-)
 async def test_a_test_waiting_for_its_process_permit_holds_no_host_slot(
     two_kvs: tuple[SharedKv, SharedKv],
 ) -> None:
@@ -492,6 +487,46 @@ async def test_a_test_waiting_for_its_process_permit_holds_no_host_slot(
         assert busy._leases is not None and other._leases is not None
         await busy._leases.close()
         await other._leases.close()
+
+
+async def test_a_test_waiting_for_a_full_host_holds_no_permit(two_kvs: tuple[SharedKv, SharedKv]) -> None:
+    """Isolation with shared leases: a test for a host that is full at another tester waits for a
+    lease without holding this process's permit, so another host's test connects meanwhile."""
+    hasher = KeyHasher(b"k" * 32)
+    elsewhere = HostLeases(two_kvs[0], hasher, TTL_S)
+    leases = HostLeases(two_kvs[1], hasher, TTL_S)
+    limiter = ConnectionLimiter(1, leases)  # one permit: held while waiting, it would block the rest
+    tries: list[str] = []
+    try_acquire = leases.try_acquire
+
+    async def counted(host: str, limit: int, lease_id: str) -> Lease | None:
+        tries.append(host)
+        return await try_acquire(host, limit, lease_id)
+
+    leases.try_acquire = counted  # type: ignore[method-assign]
+    taken = await elsewhere.try_acquire("busy.test", 1, "elsewhere")  # the host's only slot
+    assert taken is not None
+    got_busy = asyncio.Event()
+
+    async def busy_host() -> None:
+        async with limiter.slot("busy.test", 1) as info:
+            assert info.scope == "shared"
+            got_busy.set()
+
+    waiting = asyncio.create_task(busy_host())
+    try:
+        await eventually(lambda: tries.count("busy.test") >= 2, "the busy host tried twice", 10)
+        async with asyncio.timeout(2), limiter.slot("free.test", 1) as info:
+            assert info.scope == "shared"
+        assert not got_busy.is_set()
+        await elsewhere.release(taken)
+        await asyncio.wait_for(waiting, 10)  # the next try after the release gets the slot
+        assert limiter._global._value == 1 and limiter._hosts == {}
+    finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await elsewhere.close()
+        await leases.close()
 
 
 # --- breaker ----------------------------------------------------------------------------------

@@ -69,7 +69,9 @@ class ConnectionLimiter:
     """At most ``global_limit`` connections overall and the target's own maximum per host.
 
     With ``leases``, the per-host maximum holds across every tester: after the local gate, a
-    test waits (bounded by its own deadline, with growing jittered pauses) for a shared lease.
+    test takes a process-wide permit and tries for a shared lease; while the host is full
+    everywhere it waits without the permit (bounded by its own deadline, with growing jittered
+    pauses between tries). Only tests that hold a permit hold a lease.
     """
 
     def __init__(self, global_limit: int, leases: HostLeases | None = None) -> None:
@@ -95,19 +97,17 @@ class ConnectionLimiter:
             self._hosts[key] = entry
         entry.users += 1
         try:
-            # Host first: waiting for a busy host must not hold a global slot others could use.
+            # Host first (a process-local gate: a busy host's queue holds nothing others use).
             await self._acquire(entry.semaphore)
             try:
-                info, lease = await self._acquire_shared(key, per_host)
+                info, lease = await self._permit_and_lease(key, per_host)
                 try:
-                    await self._acquire(self._global)
-                    try:
-                        yield info
-                    finally:
-                        self._global.release()
+                    yield info
                 finally:
-                    if lease is not None:
-                        await self._release(lease)
+                    if lease is None:
+                        self._global.release()
+                    else:
+                        await self._release(lease)  # gives the permit back once the lease is settled
             finally:
                 entry.semaphore.release()
         finally:
@@ -140,27 +140,43 @@ class ConnectionLimiter:
         _give_back(acquire, semaphore)
         raise Draining
 
-    async def _acquire_shared(self, host: str, limit: int) -> tuple[SlotInfo, Lease | None]:
+    async def _permit_and_lease(self, host: str, limit: int) -> tuple[SlotInfo, Lease | None]:
+        """The process-wide permit, then the shared lease: returns holding the permit (and the lease).
+
+        The lease is only *tried* while the permit is held, never waited for: when the host is full
+        everywhere the permit goes back, and the test pauses (growing, jittered, ended early by the
+        drain, bounded by the test's deadline, which cancels it) before it takes a permit and tries
+        again. So a test that waits for a full host holds no permit that other hosts' tests could
+        use, and a test that waits for a permit holds no lease: this tester's leases of a host never
+        outnumber the connections it can open (reliability finding 14). ``waited_s`` runs from the
+        first try to the lease.
+        """
         if self._leases is None:
+            await self._acquire(self._global)
             return SlotInfo("local", 0.0), None
         lease_id = self._leases.new_id()
-        started = time.monotonic()
+        started: float | None = None
         pause = WAIT_FIRST_S
         try:
             while True:
-                if self.draining.is_set():
-                    raise Draining  # no write in flight: nothing to abandon
+                await self._acquire(self._global)  # raises Draining once the drain started
+                if started is None:
+                    started = time.monotonic()
                 try:
                     lease = await self._leases.try_acquire(host, limit, lease_id)
                 except KvUnavailable:
                     metrics.LIMIT_FALLBACKS.labels(limit="host").inc()
                     return SlotInfo("local", time.monotonic() - started), None
+                except BaseException:
+                    self._global.release()
+                    raise
                 if lease is not None:
                     waited = time.monotonic() - started
                     metrics.HOST_SLOT_WAIT.observe(waited)
                     return SlotInfo("shared", waited), lease
+                self._global.release()  # the host is full everywhere: wait without the permit
                 with contextlib.suppress(TimeoutError):
-                    # A pause that the drain ends early.
+                    # A pause that the drain ends early (the next _acquire then raises Draining).
                     await asyncio.wait_for(self.draining.wait(), random.uniform(pause / 2, pause))
                 pause = min(pause * 2, WAIT_MAX_S)
         except asyncio.CancelledError:
@@ -169,9 +185,12 @@ class ConnectionLimiter:
             raise
 
     async def _release(self, lease: Lease) -> None:
-        """Release even when the test is being cancelled: the release runs to its end regardless."""
+        """Release the lease, then the permit, even when the test is being cancelled: the release
+        runs to its end regardless, and the permit comes back only after it (a lease kept idle is
+        this tester's next one before the permit lets another test try a new one)."""
         assert self._leases is not None
         task = self._in_background(self._quietly(self._leases.release(lease)))
+        task.add_done_callback(lambda _: self._global.release())
         await asyncio.shield(task)
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
