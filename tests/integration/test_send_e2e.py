@@ -98,7 +98,7 @@ async def send(s: E2eStack, key: str, to: str, subject: str, text: str = "-") ->
 
 async def copy_ended(s: E2eStack, key: str, what: str) -> dict[str, Any]:
     """The stored send once its Sent-folder copy has ended (``saved`` or ``failed``)."""
-    sends = s.apps["sender"].state.repository.sends
+    sends = s.apps["sender"].state.stores.sends.sends
 
     async def ended() -> dict[str, Any] | None:
         doc: dict[str, Any] | None = await sends.find_one({"key": key})
@@ -160,7 +160,7 @@ async def test_a_sent_mail_is_copied_to_the_sent_folder_once_also_when_retried_a
 
         # A copier that stopped after APPEND, before storing it: the next one finds it there.
         sender = s.apps["sender"].state
-        await sender.repository.sends.update_one({"key": key}, {"$set": {"sent_copy.state": "pending"}})
+        await sender.stores.sends.sends.update_one({"key": key}, {"$set": {"sent_copy.state": "pending"}})
         sender.copies.offer(got["send_id"], None)
         again = (await copy_ended(s, key, "the repeated copy"))["sent_copy"]
         assert again["state"] == "saved" and again["attempts"] == 2, again

@@ -139,17 +139,17 @@ def seed(app: FastAPI, smtp_clean: SmtpServer, desk: LoginDesk) -> Seed:
         enter_login(desk, mailbox_id, **kw)
         for event in setup_events(mailbox_id, **kw):
             await runtime.publish(envelope_of(event))
-        repo = app.state.repository
+        read = app.state.stores.read
         if ready:
-            await eventually(lambda: sendable(repo, mailbox_id))
+            await eventually(lambda: sendable(read, mailbox_id))
         else:
-            await eventually(lambda: _has_all(repo, mailbox_id))
+            await eventually(lambda: _has_all(read, mailbox_id))
 
     return run
 
 
-async def _has_all(repo: Any, mailbox_id: str) -> bool:
-    view = await repo.mailbox(mailbox_id)
+async def _has_all(read: Any, mailbox_id: str) -> bool:
+    view = await read.mailbox(mailbox_id)
     return bool(
-        view and view.snapshot and "status_at" in (await repo.mailboxes.find_one({"_id": mailbox_id}))
+        view and view.snapshot and "status_at" in (await read.mailboxes.find_one({"_id": mailbox_id}))
     )

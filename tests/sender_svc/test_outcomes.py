@@ -48,7 +48,7 @@ async def test_a_4xx_is_retried_with_a_stored_backoff_then_sent_once(
     await client.post("/sends", json=mail("mbx1", "later"))
 
     async def retried() -> bool:
-        doc = await app.state.repository.send("mbx1", "later")
+        doc = await app.state.stores.sends.send("mbx1", "later")
         return bool(doc and doc.last_error and doc.last_error.code == "server_temporary_error")
 
     await eventually(retried)
@@ -112,7 +112,7 @@ async def test_a_refused_login_is_reported_and_not_tried_again(
     assert failed["mailbox"]["profile_owner"]["id"] == "p1"  # enough for alerts and mailbox-svc's policy
     # Marked right after the failure is stored (a send racing the mark may try the login once more).
     await eventually(
-        lambda: app.state.repository.mailboxes.find_one({"_id": "badpw", "login_failed": {"$ne": None}})
+        lambda: app.state.stores.read.mailboxes.find_one({"_id": "badpw", "login_failed": {"$ne": None}})
     )
     attempts = smtp_clean.auth_attempts
     await client.post("/sends", json=mail("badpw", "k2"))
@@ -133,7 +133,7 @@ async def test_a_changed_login_is_tried_again_and_never_keyed_by_its_ciphertext(
     await events.wait_for("EmailSendFailed", mailbox_id="badpw")
 
     async def marked() -> Any:
-        doc = await app.state.repository.mailboxes.find_one({"_id": "badpw"})
+        doc = await app.state.stores.read.mailboxes.find_one({"_id": "badpw"})
         return doc if doc and doc.get("login_failed") else None
 
     stored = await eventually(marked)  # marked right after the failure is stored
@@ -144,7 +144,7 @@ async def test_a_changed_login_is_tried_again_and_never_keyed_by_its_ciphertext(
     await app.state.runtime.publish(envelope_of(MailboxUpdated(mailbox=snapshot)))
 
     async def new_version() -> bool:
-        view = await app.state.repository.mailbox("badpw")
+        view = await app.state.stores.read.mailbox("badpw")
         return bool(view and view.snapshot and view.snapshot.version == 2)
 
     await eventually(new_version)
@@ -184,7 +184,7 @@ async def test_no_password_in_the_database_or_the_events(
             base64.b64encode(f"\0alice\0{pw}".encode()).decode(),
         )
     ]
-    db = app.state.repository.db
+    db = app.state.runtime.db
     stored = ""
     for name in await db.list_collection_names():
         stored += repr(await db[name].find({}).to_list(None))
@@ -217,7 +217,7 @@ async def test_a_recipient_deferred_with_4xx_is_retried_alone_with_the_stored_ba
     assert (await client.post("/sends", json=mail("mbx1", "defer", to=to))).status_code == 202
 
     async def deferred() -> SendDoc | None:
-        doc = await app.state.repository.send("mbx1", "defer")
+        doc = await app.state.stores.sends.send("mbx1", "defer")
         return doc if doc and doc.partial and doc.status == "queued" else None
 
     doc = await eventually(deferred)

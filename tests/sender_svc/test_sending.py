@@ -119,7 +119,7 @@ async def test_a_sends_caller_is_kept_in_the_send_its_events_and_the_audit(
         assert (await crm.post("/sends", json=mail("mbx-other", "k-x"))).status_code == 403  # not granted
     sent = (await events.wait_for("EmailSent", mailbox_id="mbx-crm"))[0]
     assert sent["actor"] == "token:crm"
-    doc = await app.state.repository.send("mbx-crm", "k-audited")
+    doc = await app.state.stores.sends.send("mbx-crm", "k-audited")
     assert doc is not None and doc.requested_by == "token:crm"
 
     async def audited() -> Any:

@@ -12,7 +12,7 @@ from mailwarden_runtime.operations import Operation, serve
 from mailwarden_runtime.service import ServiceRuntime
 from mailwarden_runtime.tracing import current_correlation_id
 from sender_svc.models import SendLookup, SendStatus
-from sender_svc.repository import Repository
+from sender_svc.store.sends import SendStore
 from sender_svc.submit import Submission
 
 MAIL = ("mail",)
@@ -57,7 +57,7 @@ GET = Operation(
 OPERATIONS = (SEND, GET)
 
 
-def serve_operations(runtime: ServiceRuntime, submission: Submission, repo: Repository) -> APIRouter:
+def serve_operations(runtime: ServiceRuntime, submission: Submission, sends: SendStore) -> APIRouter:
     async def send(req: SendEmailRequested) -> SendStatus:
         require_mailbox("mail:send", req.mailbox_id, None)  # granted mailboxes only (403)
         doc, duplicate = await submission.submit(req, current_correlation_id(), current_actor())
@@ -65,7 +65,7 @@ def serve_operations(runtime: ServiceRuntime, submission: Submission, repo: Repo
 
     async def get(req: SendLookup) -> SendStatus:
         require_mailbox("mail:read", req.mailbox_id, None)
-        doc = await repo.send(req.mailbox_id, req.idempotency_key)
+        doc = await sends.send(req.mailbox_id, req.idempotency_key)
         if doc is None:
             raise DomainError(404, "no send with this key for this mailbox", "idempotency_key")
         return SendStatus.of(doc)

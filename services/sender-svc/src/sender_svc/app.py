@@ -31,9 +31,9 @@ from sender_svc.config import Settings
 from sender_svc.handlers import Handlers
 from sender_svc.limits import shared_limits
 from sender_svc.outbound import Outbound
-from sender_svc.repository import OUTBOX_COLLECTIONS, Repository
 from sender_svc.sender import Sender
 from sender_svc.sent_copy import SentCopies
+from sender_svc.store import OUTBOX_COLLECTIONS, Stores
 from sender_svc.submit import Submission
 
 NAME = "sender-svc"
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     settings = settings or Settings()
     keyring = load_keyring(settings.transit_keys, "MW_TRANSIT_KEYS", "transit", settings.dev_mode)
     runtime = ServiceRuntime(NAME, settings, outbox_collections=OUTBOX_COLLECTIONS)
-    repo = Repository(runtime.db, settings.sender_read_cache_s)
+    stores = Stores.on(runtime.db, settings.sender_read_cache_s)
 
     def connection() -> Client:
         return runtime.bus.connection
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     attachments = ObjectAttachments(connection, settings.attachment_buckets)
     shared = shared_limits(runtime_connection, keyring, settings) if settings.sender_shared_limits else None
     out = Outbound.build(
-        settings, repo, attachments, envelop, runtime.wake_relay, resolver or SystemResolver()
+        settings, stores, attachments, envelop, runtime.wake_relay, resolver or SystemResolver()
     )
     sender = Sender(
         out, LoginSource(ask, keyring, purpose="send", direction="outgoing"), runtime.instance, shared
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     copies = SentCopies(out, LoginSource(ask, keyring, purpose="sent_copy", direction="incoming"))
     sender.copy_sent = copies.offer
     submission = Submission(
-        repo,
+        stores,
         attachments,
         settings.sender_max_message_bytes,
         sender.offer,
@@ -84,9 +84,9 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         runtime.instance,
         min(settings.sender_hold_s, settings.sender_lease_s),
     )
-    handlers = Handlers(repo, submission, runtime.publish, NAME)
+    handlers = Handlers(submission, runtime.publish, NAME)
 
-    follow(runtime, repo.read)
+    follow(runtime, stores.read.models)
     runtime.consume(
         SendEmailRequested,
         "sender-svc-requests",
@@ -94,10 +94,10 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         ConsumerOptions(max_workers=4, batch_size=100),
         batch_handler=handlers.send_requested_many,  # one insert per fetch
     )
-    routes = serve_operations(runtime, submission, repo)
+    routes = serve_operations(runtime, submission, stores.sends)
 
     async def start_sending() -> None:
-        await repo.ensure_indexes()
+        await stores.ensure_indexes()
 
     async def after_connect() -> None:
         if shared is not None:
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     runtime.on_shutdown(stop_sending)
     app = runtime.http_app(title="mailwarden sender-svc", routers=[routes])
     _start_after_connect(app, after_connect)
-    app.state.repository = repo
+    app.state.stores = stores
     app.state.sender = sender
     app.state.copies = copies
     app.state.submission = submission

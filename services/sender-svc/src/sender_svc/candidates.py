@@ -2,7 +2,7 @@
 
 Claiming by id is one indexed lookup; searching the queue for the oldest due send on every claim
 costs a scan per message (60-230 ms each on SecantusDB with 1,000 queued). Local submissions are
-offered here at once; a periodic sweep of the database (:meth:`Repository.due`) adds the rest:
+offered here at once; a periodic sweep of the database (:meth:`SendStore.due`) adds the rest:
 other replicas' submissions, retries come due, sends left by a stopped process. An id here is only
 a hint: the claim checks the send is still queued, due and free, so stale or shared hints are
 harmless. Per-mailbox order keeps a burst on one warm connection and lets a throttled mailbox

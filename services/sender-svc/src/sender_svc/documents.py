@@ -2,7 +2,7 @@
 
 Read back from MongoDB as models (``SendDoc.model_validate``) and written as BSON by
 :meth:`~mailwarden_runtime.documents.Stored.stored`; state changes stay conditional updates of
-single fields (``repository.py``), so two senders never overwrite each other's document.
+single fields (``store/sends.py``), so two senders never overwrite each other's document.
 """
 
 from __future__ import annotations

@@ -19,15 +19,13 @@ from contracts.events import (
 from contracts.models import TestError
 from contracts.outgoing import EmailSendFailed, SendEmailRequested
 from contracts.subjects import SEND_FAILED, send_outcome_subject
-from sender_svc.repository import Repository
 from sender_svc.submit import Refused, Submission, refusal_id
 
 Publish = Callable[[Envelope[Any], str | None], Awaitable[Any]]
 
 
 class Handlers:
-    def __init__(self, repo: Repository, submission: Submission, publish: Publish, producer: str) -> None:
-        self.repo = repo
+    def __init__(self, submission: Submission, publish: Publish, producer: str) -> None:
         self.submission = submission
         self.publish = publish
         self.producer = producer

@@ -21,7 +21,7 @@ from mailwarden_mailnet.resolve import Resolver
 from mailwarden_mailnet.tls import TlsContexts
 from sender_svc.attachments import ObjectAttachments
 from sender_svc.config import Settings
-from sender_svc.repository import Repository
+from sender_svc.store import Stores
 
 Envelop = Callable[[Event, str | None, uuid.UUID, str | None], Envelope[Any]]
 """An event of this service: (event, correlation id, event id, actor: who asked for the send)."""
@@ -30,7 +30,7 @@ Envelop = Callable[[Event, str | None, uuid.UUID, str | None], Envelope[Any]]
 @dataclass(frozen=True)
 class Outbound:
     settings: Settings
-    repo: Repository
+    stores: Stores
     attachments: ObjectAttachments
     envelop: Envelop
     wake_relay: Callable[[], None]
@@ -43,7 +43,7 @@ class Outbound:
     def build(
         cls,
         settings: Settings,
-        repo: Repository,
+        stores: Stores,
         attachments: ObjectAttachments,
         envelop: Envelop,
         wake_relay: Callable[[], None],
@@ -57,4 +57,4 @@ class Outbound:
         )
         tls = TlsContexts(settings.sender_ca_file)
         policy = EgressPolicy(settings.allow_networks)
-        return cls(settings, repo, attachments, envelop, wake_relay, resolver, tls, policy, timeouts)
+        return cls(settings, stores, attachments, envelop, wake_relay, resolver, tls, policy, timeouts)

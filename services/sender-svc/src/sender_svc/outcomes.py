@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from sender_svc.repository import Finish, Repository
+from sender_svc.store.sends import Finish, SendStore
 
 log = logging.getLogger(__name__)
 BATCH = 200
@@ -26,11 +26,11 @@ RETRY_S = 1.0
 class OutcomeWriter:
     def __init__(
         self,
-        repo: Repository,
+        sends: SendStore,
         wake_relay: Callable[[], None],
         stored: Callable[[list[Finish]], None] = lambda batch: None,
     ) -> None:
-        self.repo = repo
+        self.sends = sends
         self.wake_relay = wake_relay
         self.stored = stored
         """Told each batch once it is written (the Sent-folder copies start from there)."""
@@ -60,7 +60,7 @@ class OutcomeWriter:
         """One bulk write of the oldest outcomes; False (kept for the next try) when it failed."""
         batch = self._pending[:BATCH]
         try:
-            stored = await self.repo.finish_many(batch)
+            stored = await self.sends.finish_many(batch)
         except Exception:
             log.exception("storing outcomes failed; trying again", extra={"outcomes": len(batch)})
             return False

@@ -49,7 +49,7 @@ from sender_svc.limits import SharedLimits
 from sender_svc.outbound import Outbound
 from sender_svc.outcomes import OutcomeWriter
 from sender_svc.pool import ConnectionPool, Session
-from sender_svc.repository import Finish, now
+from sender_svc.store.sends import Finish, now
 from sender_svc.submit import Queued, Refused, Sendable, sendable
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Sender:
     ) -> None:
         self.out = out
         self.settings = out.settings
-        self.repo = out.repo
+        self.stores = out.stores
         self.logins = logins
         self.owner = owner
         self.shared = shared
@@ -148,7 +148,7 @@ class Sender:
         self._sizes: dict[str, int | None] = {}
         self.copy_sent = copy_sent
         """Hands a stored sent mail to the Sent-folder copier (:mod:`sender_svc.sent_copy`)."""
-        self.outcomes = OutcomeWriter(out.repo, out.wake_relay, self._stored)
+        self.outcomes = OutcomeWriter(out.stores.sends, out.wake_relay, self._stored)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -214,7 +214,7 @@ class Sender:
         queued = self.candidates.held(send)
         doc = queued.doc if queued is not None else None
         if doc is None or doc.lease_until <= now() + timedelta(seconds=1):
-            queued, doc = None, await self.repo.claim(send, self.owner, self.settings.sender_lease_s)
+            queued, doc = None, await self.stores.sends.claim(send, self.owner, self.settings.sender_lease_s)
         if doc is None:  # sent, taken by another sender, or not due: the hint was stale
             self.rate.refund(mailbox_id)
             return prefer
@@ -237,7 +237,7 @@ class Sender:
 
     async def _sweep(self) -> bool:
         if len(self.candidates) < 4 * self.settings.sender_concurrency:
-            for mailbox_id, send in await self.repo.due(1000):
+            for mailbox_id, send in await self.stores.sends.due(1000):
                 self.candidates.add(mailbox_id, send)
         return False
 
@@ -251,7 +251,7 @@ class Sender:
         except asyncio.CancelledError:
             if not attempt.data_started:  # nothing handed over: free it for another sender now
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self.repo.postpone(doc, now()))
+                    await asyncio.shield(self.stores.sends.postpone(doc, now()))
             raise
         except DataUncertain as exc:
             await self._uncertain(attempt, f"no reply after the message was sent ({exc.code.value})")
@@ -261,7 +261,7 @@ class Sender:
             log.warning("no login from mailbox-svc", extra={"send_id": doc.id, "error": str(exc)})
             until = now() + timedelta(seconds=self.settings.sender_backoff_s)
             error = StoredError(code="login_unavailable", detail=str(exc)[:300])
-            await self.repo.retry_later(doc, until, error, count=False)
+            await self.stores.sends.retry_later(doc, until, error, count=False)
         except NetError as exc:
             await self._net_error(attempt, exc)
         except Exception as exc:
@@ -273,7 +273,7 @@ class Sender:
 
     async def _attempt(self, attempt: _Attempt) -> None:
         doc, req = attempt.doc, attempt.req
-        target = attempt.target = await sendable(self.repo, req.mailbox_id)
+        target = attempt.target = await sendable(self.stores.read, req.mailbox_id)
         if target.login_failed == target.login_id:
             attempt.refused_before = True
             raise NetError(
@@ -291,7 +291,7 @@ class Sender:
         session = await self._session(target)
 
         async def before_data() -> None:
-            if not await self.repo.mark_sending(doc, self.settings.sender_lease_s, target.ref):
+            if not await self.stores.sends.mark_sending(doc, self.settings.sender_lease_s, target.ref):
                 raise _ClaimLost
             attempt.data_started = True
             attempt.step = "data"
@@ -334,7 +334,9 @@ class Sender:
             )
             detail = f"{len(later)} recipient(s) deferred (4xx)"
             error = StoredError(code=ErrorCode.RECIPIENT_REFUSED.value, detail=detail)
-            await self.repo.retry_later(doc, now() + self._backoff(attempt), error, count=False, partial=kept)
+            await self.stores.sends.retry_later(
+                doc, now() + self._backoff(attempt), error, count=False, partial=kept
+            )
             metrics.RETRIES.labels(error_code=ErrorCode.RECIPIENT_REFUSED.value).inc()
             return
         await self._sent(attempt, accepted, [*refused, *now_refused], reply, len(built.data))
@@ -386,7 +388,7 @@ class Sender:
                 timeouts=timeouts,
             )
             if conn.size_limit != self._sizes.get(host):
-                await self.repo.remember_size(ep.host, ep.port, conn.size_limit)
+                await self.stores.read.remember_size(ep.host, ep.port, conn.size_limit)
                 self._sizes[host] = conn.size_limit
             return conn
 
@@ -432,7 +434,7 @@ class Sender:
         finish = Finish(doc.id, doc.lease_token or "", status, attempts, event, envelope, subject, more, copy)
         if not also:
             self.outcomes.put(finish)
-        elif await self.repo.finish_many([finish]):
+        elif await self.stores.sends.finish_many([finish]):
             self.out.wake_relay()
         else:
             log.warning(
@@ -513,7 +515,7 @@ class Sender:
             error = StoredError(
                 code=exc.code.value, detail=exc.detail[:300], reply=str(reply) if reply else None
             )
-            await self.repo.retry_later(
+            await self.stores.sends.retry_later(
                 attempt.doc, now() + self._backoff(attempt), error, count=not attempt.data_started
             )
             metrics.RETRIES.labels(error_code=exc.code.value).inc()
@@ -530,7 +532,7 @@ class Sender:
         await self._failed(attempt, exc.code, exc.detail or exc.code.value, reply, refused)
         if exc.code is ErrorCode.AUTH_FAILED and attempt.target is not None and not attempt.refused_before:
             # After the report is stored: a crash in between reports it again, never not at all.
-            await self.repo.mark_login_failed(attempt.req.mailbox_id, attempt.target.login_id)
+            await self.stores.read.mark_login_failed(attempt.req.mailbox_id, attempt.target.login_id)
 
     def _backoff(self, attempt: _Attempt) -> timedelta:
         """Doubling per attempt up to the longest delay, with jitter; stored as the next due time."""
@@ -555,7 +557,7 @@ class Sender:
     async def recover(self) -> int:
         """Report every message left in 'sending' past its lease as uncertain; returns how many."""
         count = 0
-        for doc in await self.repo.stale_sending():
+        for doc in await self.stores.sends.stale_sending():
             req = doc.request
             event = EmailSendUncertain(
                 mailbox=_stored_ref(doc),
@@ -569,7 +571,7 @@ class Sender:
                 event, doc.correlation_id, self._ids(doc, "uncertain"), doc.requested_by
             )
             subject = send_outcome_subject(SEND_UNCERTAIN, req.mailbox_id)
-            if await self.repo.mark_uncertain(doc, event, envelope, subject):
+            if await self.stores.sends.mark_uncertain(doc, event, envelope, subject):
                 count += 1
                 metrics.UNCERTAIN.inc()
         if count:
@@ -578,7 +580,7 @@ class Sender:
 
     async def _recover_pass(self) -> bool:
         await self.recover()
-        metrics.QUEUE_DEPTH.set(await self.repo.queue_depth())
+        metrics.QUEUE_DEPTH.set(await self.stores.sends.queue_depth())
         return False
 
 

@@ -35,7 +35,7 @@ from mailwarden_runtime.loop import BackgroundLoop
 from sender_svc import metrics, mime
 from sender_svc.documents import SendDoc
 from sender_svc.outbound import Outbound
-from sender_svc.repository import now
+from sender_svc.store.sends import now
 
 log = logging.getLogger(__name__)
 WORKERS = 4
@@ -54,7 +54,7 @@ class SentCopies:
     def __init__(self, out: Outbound, logins: LoginSource) -> None:
         self.out = out
         self.settings = out.settings
-        self.repo = out.repo
+        self.stores = out.stores
         self.logins = logins
         self._queue: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue()
         self._queued: set[str] = set()
@@ -79,7 +79,7 @@ class SentCopies:
             self._queue.put_nowait((send, data))
 
     async def _sweep(self) -> bool:
-        for send in await self.repo.copies_due(100):
+        for send in await self.stores.sends.copies_due(100):
             self.offer(send, None)
         return False
 
@@ -96,7 +96,7 @@ class SentCopies:
     async def copy(self, send: str, data: bytes | None) -> None:
         """One attempt at one pending copy (claimed first); its end or its next try is stored."""
         lease_s = 2 * (self.out.timeouts.connect_s + 4 * self.out.timeouts.step_s) + 10
-        doc = await self.repo.claim_copy(send, lease_s)
+        doc = await self.stores.sends.claim_copy(send, lease_s)
         if doc is None:  # saved, failed, not due, or another copier has it
             return
         attempts = (doc.sent_copy.attempts if doc.sent_copy else 0) + 1
@@ -113,14 +113,16 @@ class SentCopies:
                 await self._end(doc, attempts, ref, folder, error=(ErrorCode.CREDENTIALS_MISSING, str(exc)))
                 return
             log.warning("no login from mailbox-svc for a sent copy", extra={"send_id": send})
-            await self.repo.copy_later(doc, attempts - 1, self._later(), str(exc))
+            await self.stores.sends.copy_later(doc, attempts - 1, self._later(), str(exc))
             return
         except _Final as exc:
             await self._end(doc, attempts, ref, folder, error=(exc.code, exc.detail))
             return
         except NetError as exc:
             if CATALOG[exc.code].transient and attempts < self.settings.sender_copy_attempts:
-                await self.repo.copy_later(doc, attempts, self._later(), f"{exc.code.value}: {exc.detail}")
+                await self.stores.sends.copy_later(
+                    doc, attempts, self._later(), f"{exc.code.value}: {exc.detail}"
+                )
                 return
             if exc.code in (ErrorCode.AUTH_FAILED, ErrorCode.CREDENTIALS_UNREADABLE):
                 self.logins.forget(req.mailbox_id)
@@ -132,9 +134,9 @@ class SentCopies:
         return now() + timedelta(seconds=self.settings.sender_copy_retry_s)
 
     async def _where(self, mailbox_id: str) -> tuple[MailboxRef, ProfileSnapshot]:
-        view = await self.repo.mailbox(mailbox_id)
+        view = await self.stores.read.mailbox(mailbox_id)
         mbx = view.snapshot if view is not None else None
-        found = await self.repo.profile(mbx.profile_id) if mbx is not None and mbx.profile_id else None
+        found = await self.stores.read.profile(mbx.profile_id) if mbx is not None and mbx.profile_id else None
         if mbx is None or found is None:
             raise _Final(ErrorCode.CREDENTIALS_MISSING, "the mailbox or its profile is gone")
         profile = found[0]
@@ -146,7 +148,7 @@ class SentCopies:
 
     async def _rebuild(self, doc: SendDoc, req: SendEmailRequested) -> bytes:
         """The mail as it was sent (same Message-ID and Date), built again after a restart."""
-        view = await self.repo.mailbox(req.mailbox_id)
+        view = await self.stores.read.mailbox(req.mailbox_id)
         assert view is not None and view.snapshot is not None
         built = mime.build(
             req,
@@ -166,7 +168,7 @@ class SentCopies:
         login = await self.logins.login(mailbox_id, ep.host, ep.port)
         target = ImapTarget(
             endpoint=ep,
-            allowed_ports=tuple((await self.repo.read.get_settings()).allowed_ports),
+            allowed_ports=tuple((await self.stores.read.models.get_settings()).allowed_ports),
             verify_tls=profile.advanced.verify_tls,
             allow_plaintext_auth=profile.advanced.allow_plaintext_auth,
         )
@@ -235,7 +237,7 @@ class SentCopies:
         )
         state = "saved" if error is None else "failed"
         subject = send_outcome_subject(SEND_SENT_COPY, req.mailbox_id)
-        if await self.repo.copy_done(doc, state, attempts, envelope, subject):
+        if await self.stores.sends.copy_done(doc, state, attempts, envelope, subject):
             metrics.SENT_COPIES.labels(state=state).inc()
             self.out.wake_relay()
 

@@ -23,7 +23,9 @@ from mailwarden_runtime.http import DomainError
 from sender_svc import metrics, mime
 from sender_svc.attachments import AttachmentError, ObjectAttachments
 from sender_svc.documents import SendDoc
-from sender_svc.repository import Repository, fingerprint
+from sender_svc.store import Stores
+from sender_svc.store.readmodels import ReadModelStore
+from sender_svc.store.sends import fingerprint
 
 
 class Refused(DomainError):
@@ -71,9 +73,9 @@ REFUSALS: dict[Ineligible, tuple[ErrorCode, str]] = {
 """What a sender answers for each reason a mailbox may not send."""
 
 
-async def sendable(repo: Repository, mailbox_id: str) -> Sendable:
+async def sendable(read: ReadModelStore, mailbox_id: str) -> Sendable:
     """The mailbox and what it sends with, or the precise reason it may not send now."""
-    view = await repo.mailbox(mailbox_id)
+    view = await read.mailbox(mailbox_id)
     if view is None or view.snapshot is None:
         raise Refused(404, ErrorCode.OUTGOING_NOT_ENABLED, "no such mailbox", "mailbox_id")
     mbx = view.snapshot
@@ -81,10 +83,10 @@ async def sendable(repo: Repository, mailbox_id: str) -> Sendable:
     def no(code: ErrorCode, why: str, status: int = 409) -> Refused:
         return Refused(status, code, why, "mailbox_id")
 
-    settings = await repo.read.get_settings()
+    settings = await read.models.get_settings()
     if (why := ineligible(mbx, Direction.OUTGOING, view.enabled_outgoing, settings)) is not None:
         raise no(*REFUSALS[why])
-    found = await repo.profile(mbx.profile_id) if mbx.profile_id else None
+    found = await read.profile(mbx.profile_id) if mbx.profile_id else None
     if found is None:
         raise no(ErrorCode.OUTGOING_NOT_ENABLED, "the mailbox has no known email server profile")
     profile, size_limit = found
@@ -137,7 +139,7 @@ Request = tuple[SendEmailRequested, str | None, str | None]
 class Submission:
     def __init__(
         self,
-        repo: Repository,
+        stores: Stores,
         attachments: ObjectAttachments,
         max_bytes: int,
         offer: Callable[[Queued], None],
@@ -145,7 +147,7 @@ class Submission:
         owner: str | None = None,
         hold_s: float = 0.0,
     ) -> None:
-        self.repo = repo
+        self.stores = stores
         self.attachments = attachments
         self.max_bytes = max_bytes
         self.offer = offer
@@ -167,7 +169,7 @@ class Submission:
     async def submit_many(self, items: list[Request]) -> list[Submitted]:
         """Queue a batch: every check per request (the mailboxes read in one round trip), then one
         insert for all that passed. Each request gets its own answer, in order."""
-        await self.repo.read.prefetch_mailboxes([req.mailbox_id for req, _, _ in items])
+        await self.stores.read.models.prefetch_mailboxes([req.mailbox_id for req, _, _ in items])
         results: list[Submitted | Queued] = []
         for req, correlation_id, actor in items:
             try:
@@ -175,7 +177,7 @@ class Submission:
             except Refused as refusal:
                 results.append(refusal)
         queued = [r for r in results if isinstance(r, Queued)]
-        existed = await self.repo.insert_sends([q.doc for q in queued])
+        existed = await self.stores.sends.insert_sends([q.doc for q in queued])
         answers: list[Submitted] = []
         for (req, _, _), result in zip(items, results, strict=True):
             if isinstance(result, Queued) and result.doc.id not in existed:
@@ -187,7 +189,7 @@ class Submission:
 
     async def _before(self, req: SendEmailRequested, refusal: Refused | None) -> Submitted:
         """The send stored under this key earlier, else the refusal."""
-        existing = await self.repo.send(req.mailbox_id, req.idempotency_key)
+        existing = await self.stores.sends.send(req.mailbox_id, req.idempotency_key)
         if existing is not None:
             try:
                 return self._same(existing, req), True
@@ -211,7 +213,7 @@ class Submission:
         self, req: SendEmailRequested, correlation_id: str | None, actor: str | None
     ) -> Queued:
         """Every check; the send as it will be inserted, and its message."""
-        target = await sendable(self.repo, req.mailbox_id)
+        target = await sendable(self.stores.read, req.mailbox_id)
         try:
             object_sizes = await self.attachments.sizes(req)
         except AttachmentError as exc:
@@ -230,7 +232,9 @@ class Submission:
         self._fits(size, self.max_bytes, "the configured limit")
         if target.size_limit:
             self._fits(size, target.size_limit, "the server's advertised SIZE")
-        doc = self.repo.new_send(req, msg_id, size, correlation_id, at, self.owner, self.hold_s, actor)
+        doc = self.stores.sends.new_send(
+            req, msg_id, size, correlation_id, at, self.owner, self.hold_s, actor
+        )
         return Queued(doc, built, sender)
 
     @staticmethod

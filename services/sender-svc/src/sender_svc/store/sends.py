@@ -1,9 +1,7 @@
-"""All of sender-svc's MongoDB access: the read models it decides from and the send queue.
+"""The send queue: one document per send, and the copy of a sent mail in the Sent folder (a part of it).
 
-Read models (mailboxes, profiles, org settings) are :mod:`mailwarden_runtime.readmodels`, kept
-newest-version-wins, so redelivered or reordered events never move them back; the sender adds the
-login its server last refused to a mailbox's document and the advertised SIZE to a profile's. A send is one document keyed by (mailbox, idempotency key)
-under a unique index; its state changes and outcome events are written by one update (outbox).
+A send is keyed by (mailbox, idempotency key) under a unique index; its state changes and outcome
+events are written by one update (outbox).
 States: ``queued`` (claimable when due and its lease is free; nothing was handed over yet, or
 only to the recipients in ``partial.accepted`` while the ones refused with 4xx wait),
 ``sending`` (persisted just before DATA), then ``sent``, ``failed`` or ``uncertain``.
@@ -22,23 +20,25 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from contracts.envelope import Envelope
-from contracts.events import MailboxSnapshot, ProfileSnapshot
 from contracts.models import MailboxRef
 from contracts.outgoing import EmailSendUncertain, SendEmailRequested, send_id
-from mailwarden_runtime.documents import as_stored, fields, under
+from mailwarden_runtime.documents import Stored, as_stored, fields, under
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import new_document_outbox, outbox_entry, with_outbox
-from mailwarden_runtime.readmodels import MAILBOXES, PROFILES, ReadModels
 from sender_svc.documents import Partial, SendDoc, SendOutcome, SentCopy, StoredError
 
 SENDS = "sends"
-OUTBOX_COLLECTIONS = (SENDS,)
-ORG = "org"
 FREE = datetime(1970, 1, 1, tzinfo=UTC)
 """``lease_until`` of a send nobody holds (a date, so every claim condition is one range test)."""
 ACTIVE = ("queued", "sending")
 FINAL = ("sent", "failed", "uncertain")
 DUPLICATE_KEY = 11000
+
+
+class DueSend(Stored):
+    """A due send as the sweep reads it (its id and mailbox only)."""
+
+    mailbox_id: str
 
 
 def now() -> datetime:
@@ -87,25 +87,8 @@ class Finish:
         return UpdateOne(query, update)
 
 
-@dataclass(frozen=True)
-class MailboxView:
-    """What the sender knows about one mailbox."""
-
-    snapshot: MailboxSnapshot | None
-    enabled_outgoing: bool
-    login_failed: str | None
-    """The identity (``submit.login_id``) of the login the server last refused."""
-
-
-class Repository:
-    def __init__(self, db: AsyncDatabase[Document], read_cache_s: float = 0.0) -> None:
-        self.db = db
-        # Mailboxes, profiles and org settings are read twice per mail: kept this long (a change
-        # this process's consumers write, or a refused login it marks, drops the kept read at once).
-        self.read = ReadModels(db, cache_s=read_cache_s)
-        """Mailboxes, profiles and the org's settings, kept from events (``readmodels.follow``)."""
-        self.mailboxes = self.read.mailboxes
-        self.profiles = self.read.profiles
+class SendStore:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.sends = db[SENDS]
 
     async def ensure_indexes(self) -> None:
@@ -113,42 +96,6 @@ class Repository:
         await self.sends.create_index([("status", ASCENDING), ("next_at", ASCENDING)])
         await self.sends.create_index([("sent_copy.state", ASCENDING), ("sent_copy.next_at", ASCENDING)])
 
-    # --- read models ---------------------------------------------------------------------------
-    async def mark_login_failed(self, mailbox_id: str, login_id: str) -> bool:
-        """Remember that this login (by its identity) was refused: later sends with it fail without
-        logging in. True the first time (the refusal is reported once per login)."""
-        result = await self.mailboxes.update_one(
-            {"_id": mailbox_id, "login_failed": {"$ne": login_id}}, {"$set": {"login_failed": login_id}}
-        )
-        self.read.forget(MAILBOXES, mailbox_id)
-        return result.modified_count == 1
-
-    async def mailbox(self, mailbox_id: str) -> MailboxView | None:
-        entry = await self.read.get_mailbox(mailbox_id)
-        if entry is None:
-            return None
-        return MailboxView(
-            snapshot=entry.snapshot,
-            enabled_outgoing=entry.enabled_outgoing,
-            login_failed=(entry.model_extra or {}).get("login_failed"),
-        )
-
-    async def profile(self, profile_id: str) -> tuple[ProfileSnapshot, int | None] | None:
-        """The profile and the SIZE its outgoing server advertised last (None: unknown or unlimited)."""
-        entry = await self.read.profile_entry(profile_id)
-        if entry is None or entry.deleted or entry.snapshot is None:
-            return None
-        return entry.snapshot, (entry.model_extra or {}).get("size_limit")
-
-    async def remember_size(self, host: str, port: int, size: int | None) -> None:
-        """The SIZE a server advertised, kept on the profiles sending through it, so the next
-        submission can be refused before queueing."""
-        await self.profiles.update_many(
-            {"snapshot.outgoing.host": host, "snapshot.outgoing.port": port}, {"$set": {"size_limit": size}}
-        )
-        self.read.forget(PROFILES)
-
-    # --- sends ---------------------------------------------------------------------------------
     def new_send(
         self,
         req: SendEmailRequested,
@@ -215,7 +162,7 @@ class Repository:
             .sort("next_at", ASCENDING)
             .limit(limit)
         )
-        return [(d["mailbox_id"], d["_id"]) for d in await cursor.to_list(None)]
+        return [(due.mailbox_id, due.id) for due in map(DueSend.model_validate, await cursor.to_list(None))]
 
     async def claim(self, send: str, owner: str, lease_s: float) -> SendDoc | None:
         """Take one send by id if it is still queued, due and free (a fresh claim token each time)."""
@@ -321,7 +268,7 @@ class Repository:
             "sent_copy.lease_until": {"$lt": at},
         }
         cursor = self.sends.find(query, {"_id": 1}).limit(limit)
-        return [d["_id"] async for d in cursor]
+        return [Stored.model_validate(d).id async for d in cursor]
 
     async def claim_copy(self, send: str, lease_s: float) -> SendDoc | None:
         """Take a pending copy for ``lease_s`` (a fresh token): one copier at a time, across replicas."""
