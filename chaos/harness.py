@@ -34,7 +34,7 @@ from mailbox_svc.store import OUTBOX_COLLECTIONS as MAILBOX_OUTBOX
 from mailbox_svc.testing import job_test_id
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_token
-from mailwarden_runtime.changes import unpublished
+from mailwarden_runtime.changes import POSITIONS, stored_position, unpublished
 from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.mailboxuses import MAILBOX_USES, MailboxUses
 from mailwarden_servers import DovecotServer, NatsServer, TestCertificates, eventually, free_port
@@ -670,6 +670,13 @@ class System:
         fig.figures["relay_settled_s"] = round(asyncio.get_running_loop().time() - started, 1)
         fig.figures["outbox_left"] = pending
         fig.check(pending == 0, f"{pending} mailboxes still have unpublished events")
+        # Which relay published mailbox-svc's events: the change-stream relay keeps its positions in
+        # `event_relay` (each an inserted document, the newest read on restart); the outbox relay none.
+        relay = "mailbox-svc-outbox"
+        fig.figures["event_relay"] = "change_stream" if await stored_position(mdb, relay) else "outbox"
+        fig.figures["relay_positions_kept"] = await mdb[POSITIONS].count_documents(
+            {"_id": {"$gt": f"{relay}/", "$lt": f"{relay}0"}}
+        )
 
 
 # The collections whose writes carry events, per service with an event relay.

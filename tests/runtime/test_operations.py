@@ -185,6 +185,24 @@ async def test_refusals_are_the_same_problem_on_both_doors(door: Door) -> None:
     assert (await door.rpc("items.change", {"item_id": "gone"}))["status"] == 404
 
 
+async def test_a_path_that_is_no_route_is_a_404_not_a_redirect(door: Door) -> None:
+    """``/items/%2F`` is ``/items/`` once decoded, which no route matches. Starlette's default
+    answered it 307 to ``/items`` (another resource, the method and the body kept: chaos F1 found
+    ``PATCH /mailboxes/%2F`` redirected to ``/mailboxes``); each route has one path."""
+    for method, path in [
+        ("PATCH", "/items/%2F"),
+        ("PATCH", "/items/"),
+        ("GET", "/items/"),
+        ("GET", "/items/abc/found/"),
+        ("DELETE", "/items/abc/"),
+    ]:
+        answer = await door.http.request(method, path, json={} if method == "PATCH" else None)
+        assert answer.status_code == 404, (method, path, answer.status_code, answer.headers.get("location"))
+        assert answer.json()["detail"] == "no such route"
+    assert door.handled == [] and door.calls == []
+    assert (await door.http.get("/items")).status_code == 200  # the route itself still answers
+
+
 async def test_authorize_runs_before_the_handler_on_both_doors(door: Door) -> None:
     door.deny = True
     refused = await door.http.patch("/items/abc", json={"label": "x"})

@@ -384,7 +384,10 @@ class ServiceRuntime:
             finally:
                 await self.stop()
 
-        app = FastAPI(title=title, version=version, lifespan=lifespan)
+        # One path per route: a path that matches none is a 404, never a redirect to the path with
+        # or without a trailing slash (``/mailboxes/%2F`` is ``/mailboxes/`` once decoded: Starlette's
+        # default answered 307 to ``/mailboxes``, another resource, keeping the method and body).
+        app = FastAPI(title=title, version=version, lifespan=lifespan, redirect_slashes=False)
         app.state.runtime = self
         # Every route but the public probes needs a valid token (401); each operation then checks
         # its permission in mailwarden_runtime.operations.authorize (403).
