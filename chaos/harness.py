@@ -39,7 +39,7 @@ from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.mailboxuses import MAILBOX_USES, MailboxUses
 from mailwarden_servers import DovecotServer, NatsServer, TestCertificates, eventually, free_port
 from mailwarden_servers.devstack import SERVICES, ServiceProcess, ServiceSpec
-from profile_svc.repository import OUTBOX_COLLECTIONS as PROFILE_OUTBOX
+from profile_svc.store import OUTBOX_COLLECTIONS as PROFILE_OUTBOX
 
 Doc = dict[str, Any]
 SERVICE_NAMES = ("profile-svc", "mailbox-svc", "tester-svc", "alert-svc")

@@ -71,7 +71,7 @@ async def test_state_pause_resume_and_resync(
 
             # each control names its caller: in the state, in its event and in the audit trail
             who = f"token:{operator}"
-            assert (await app.state.repository.get_state(box.mailbox_id)).controlled_by == who
+            assert (await app.state.stores.states.get_state(box.mailbox_id)).controlled_by == who
             resyncs = await bus.stored("mailwarden.sync.resync_requested", MailboxResyncRequested)
             (asked,) = [e for e in resyncs if e.data.mailbox_id == box.mailbox_id]
             assert asked.actor == who and asked.data.from_date == today - timedelta(days=30)
@@ -177,7 +177,7 @@ async def test_cli_mail_tail_and_status(
         await bus.enable(box)
         await bus.wait_emails(box, 2)
         for _ in range(50):  # the batch's watermark is written just after its events are stored
-            if (await app.state.repository.get_state(box.mailbox_id)).messages_seen == 2:
+            if (await app.state.stores.states.get_state(box.mailbox_id)).messages_seen == 2:
                 break
             await asyncio.sleep(0.1)
         tail = await cli("sync", "tail", "--mailbox", box.mailbox_id, "--last", "2", "--count", "2")
@@ -209,10 +209,10 @@ async def test_the_profiles_host_limit_holds_across_workers(
     ):
         for box in boxes:
             await bus.enable(box, max_concurrent_connections=3)
-        repo = a.state.repository
+        stores = a.state.stores
 
         async def modes() -> list[str]:
-            return [str((await repo.get_state(box.mailbox_id)).mode) for box in boxes]
+            return [str((await stores.states.get_state(box.mailbox_id)).mode) for box in boxes]
 
         for _ in range(100):
             if "None" not in await modes() and all(len(w.state.worker.running) == 2 for w in (a, b)):

@@ -23,9 +23,9 @@ async def test_login_failure_is_one_event_per_episode_then_recovered(
     await asyncio.to_thread(append, dovecot, box.user, box.password, [message(1)])
     async with sync_service(db_name, sync_idle=False) as app:
         await bus.enable(box, password="not-the-password")
-        repo = app.state.repository
+        stores = app.state.stores
         for _ in range(100):  # several failed attempts (backoff 0.3 s → 1 s)
-            state = await repo.get_state(box.mailbox_id)
+            state = await stores.states.get_state(box.mailbox_id)
             if state.episode is not None and state.episode.failures >= 3:
                 break
             await asyncio.sleep(0.1)
@@ -44,7 +44,7 @@ async def test_login_failure_is_one_event_per_episode_then_recovered(
                 break
             await asyncio.sleep(0.1)
         for _ in range(50):  # the pass writes last_error None just after it published the recovery
-            state = await repo.get_state(box.mailbox_id)
+            state = await stores.states.get_state(box.mailbox_id)
             if state.episode is None and state.last_error is None:
                 break
             await asyncio.sleep(0.1)
@@ -68,12 +68,14 @@ async def test_a_password_is_never_in_events_state_or_logs(
     caplog.set_level("DEBUG")
     async with sync_service(db_name, sync_idle=False) as app:
         await bus.enable(box, password=canary)
-        repo = app.state.repository
+        stores = app.state.stores
         for _ in range(50):
-            if (await repo.get_state(box.mailbox_id)).episode:
+            if (await stores.states.get_state(box.mailbox_id)).episode:
                 break
             await asyncio.sleep(0.1)
-        dumped = [str(d) async for d in repo.state.find({})] + [str(d) async for d in repo.mailboxes.find({})]
+        dumped = [str(d) async for d in stores.states.collection.find({})] + [
+            str(d) async for d in stores.read.mailboxes.find({})
+        ]
     events = await bus.sync_events(box)
     assert events
     for text in [*dumped, *(e.to_bytes().decode() for e in events), caplog.text]:

@@ -46,7 +46,7 @@ async def test_first_sync_honours_process_email_from(
         got = await bus.wait_emails(box, 4)
         await asyncio.sleep(1.0)  # a second pass must not add anything
         got = await bus.emails(box)
-        state = await app.state.repository.get_state(box.mailbox_id)
+        state = await app.state.stores.states.get_state(box.mailbox_id)
     assert subjects(got) == [f"new {i}" for i in range(4)]
     assert state.last_uid == max(e.data.uid or 0 for e in got) and state.messages_seen == 4
     first = got[0].data
@@ -83,9 +83,9 @@ async def test_without_a_start_date_only_new_mail_is_published(
     )
     async with sync_service(db_name) as app:
         await bus.enable(box)
-        repo = app.state.repository
+        stores = app.state.stores
         for _ in range(100):
-            if (await repo.get_state(box.mailbox_id)).last_sync_at:
+            if (await stores.states.get_state(box.mailbox_id)).last_sync_at:
                 break
             await asyncio.sleep(0.1)
         await asyncio.to_thread(append, dovecot, box.user, box.password, [message(9, "arrived")])
@@ -120,9 +120,9 @@ async def test_idle_new_message_becomes_an_event_within_two_seconds(
     box = new_box()
     async with sync_service(db_name, sync_poll_floor_s=3600.0) as app:  # polling would never be in time
         await bus.enable(box)
-        repo = app.state.repository
+        stores = app.state.stores
         for _ in range(100):
-            if (await repo.get_state(box.mailbox_id)).mode == "idle":
+            if (await stores.states.get_state(box.mailbox_id)).mode == "idle":
                 break
             await asyncio.sleep(0.1)
         latencies = []
@@ -131,7 +131,7 @@ async def test_idle_new_message_becomes_an_event_within_two_seconds(
             await asyncio.to_thread(append, dovecot, box.user, box.password, [message(n, "live")])
             await bus.wait_emails(box, n + 1, timeout_s=5.0)
             latencies.append(time.monotonic() - sent)
-        state = await repo.get_state(box.mailbox_id)
+        state = await stores.states.get_state(box.mailbox_id)
     print(f"IDLE new-mail-to-event latencies: {[round(x, 3) for x in latencies]} s")
     assert state.mode == "idle"
     assert max(latencies) < 2.0
@@ -160,10 +160,10 @@ async def test_a_first_sync_in_windows_publishes_each_message_once_and_counts_it
     async with sync_service(db_name, sync_max_message_bytes=65_536, **settings) as app:
         await bus.enable(box)
         got = await bus.wait_emails(box, 11)
-        repo = app.state.repository
+        stores = app.state.stores
 
         async def counted() -> Any:
-            state = await repo.get_state(box.mailbox_id)
+            state = await stores.states.get_state(box.mailbox_id)
             return state if state.messages_seen == 11 and state.last_sync_at else None
 
         state = await eventually(counted, "the first pass's state written", timeout=20.0)
@@ -207,8 +207,8 @@ async def test_a_first_sync_after_a_pass_that_died_skips_what_that_pass_stored(
     done = [uids[0], uids[1], uids[5]]
     settings = {"sync_idle": False, "sync_fetch_window": 3, "sync_first_window": first_window}
     async with sync_service(db_name, **settings) as app:
-        repo = app.state.repository
-        await repo.record_published(
+        stores = app.state.stores
+        await stores.ledger.record_published(
             [
                 LedgerEntry(id=str(email_event_id(box.mailbox_id, uidvalidity, u)), m=box.mailbox_id, uid=u)
                 for u in done
@@ -218,7 +218,7 @@ async def test_a_first_sync_after_a_pass_that_died_skips_what_that_pass_stored(
         await bus.wait_emails(box, 5)
 
         async def passed() -> Any:
-            state = await repo.get_state(box.mailbox_id)
+            state = await stores.states.get_state(box.mailbox_id)
             return state if state.last_sync_at else None
 
         state = await eventually(passed, "the first pass's state written", timeout=20.0)

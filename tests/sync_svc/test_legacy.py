@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from sync_helpers import Bus, Mailbox, append, message
 from test_uidvalidity import new_uidvalidity
 
-from mailwarden_runtime.mongo import Document
+from mailwarden_runtime.mongo import Document, database_name
 from mailwarden_servers import DovecotServer, eventually
 from sync_svc.documents import Feedback, LedgerBatch, LedgerEntry
 from sync_svc.legacy import LEGACY, move_published
-from sync_svc.repository import Repository
+from sync_svc.store import Stores
 
 
 @pytest.fixture
@@ -35,10 +36,15 @@ async def client(mongo_uri: str) -> AsyncIterator[AsyncMongoClient[Document]]:
 
 
 @pytest.fixture
-async def repo(client: AsyncMongoClient[Document]) -> Repository:
-    repository = Repository(client[f"legacy_{uuid.uuid4().hex[:10]}"])
-    await repository.ensure_indexes()
-    return repository
+def db(client: AsyncMongoClient[Document]) -> AsyncDatabase[Document]:
+    return client[f"legacy_{uuid.uuid4().hex[:10]}"]
+
+
+@pytest.fixture
+async def stores(db: AsyncDatabase[Document]) -> Stores:
+    on_db = Stores.on(db)
+    await on_db.ensure_indexes()
+    return on_db
 
 
 def legacy(entry: LedgerEntry) -> Document:
@@ -66,43 +72,53 @@ def older_ledger() -> list[LedgerEntry]:
     return entries
 
 
-async def test_every_older_entry_and_answer_is_moved_then_the_collection_dropped(repo: Repository) -> None:
+async def test_every_older_entry_and_answer_is_moved_then_the_collection_dropped(
+    db: AsyncDatabase[Document], stores: Stores
+) -> None:
     entries = older_ledger()
-    await repo.db[LEGACY].insert_many([legacy(e) for e in entries])
+    await db[LEGACY].insert_many([legacy(e) for e in entries])
 
-    assert await move_published(repo, chunk=7) == len(entries)
+    assert await move_published(db, stores, chunk=7) == len(entries)
 
-    assert LEGACY not in await repo.db.list_collection_names()
+    assert LEGACY not in await db.list_collection_names()
     for e in entries:
-        assert await repo.ledger_entry(e.id, e.m) == e
-    assert await repo.known_ids([e.id for e in entries] + ["a-7-99"]) == {e.id for e in entries}
-    assert await repo.known_fingerprints("a", ["fp-a3", "fp-b5", "fp-c1"]) == {"fp-a3", "fp-b5"}
-    assert await repo.has_ledger("b") and await repo.has_ledger("p") and not await repo.has_ledger("c")
-    assert await repo.feedback_counts("a") == (2, 1)
-    assert await repo.feedback_counts("p") == (0, 1)
-    assert not await repo.mark_feedback("a-7-5", "a", "tracked", answer("other"))  # the first is kept
-    assert await repo.mark_feedback("a-7-7", "a", "tracked", answer("crm"))
-    assert await move_published(repo) == 0  # nothing left to move
+        assert await stores.answers.ledger_entry(e.id, e.m) == e
+    assert await stores.ledger.known_ids([e.id for e in entries] + ["a-7-99"]) == {e.id for e in entries}
+    assert await stores.ledger.known_fingerprints("a", ["fp-a3", "fp-b5", "fp-c1"]) == {"fp-a3", "fp-b5"}
+    assert (
+        await stores.ledger.has_ledger("b")
+        and await stores.ledger.has_ledger("p")
+        and not await stores.ledger.has_ledger("c")
+    )
+    assert await stores.answers.feedback_counts("a") == (2, 1)
+    assert await stores.answers.feedback_counts("p") == (0, 1)
+    assert not await stores.answers.mark_feedback(
+        "a-7-5", "a", "tracked", answer("other")
+    )  # the first is kept
+    assert await stores.answers.mark_feedback("a-7-7", "a", "tracked", answer("crm"))
+    assert await move_published(db, stores) == 0  # nothing left to move
 
 
-async def test_a_move_started_again_stores_nothing_twice(repo: Repository) -> None:
+async def test_a_move_started_again_stores_nothing_twice(db: AsyncDatabase[Document], stores: Stores) -> None:
     """A process stopped after moving everything but before the drop moves it all again; an answer
     that came in between keeps the first of its kind."""
     entries = older_ledger()
-    await repo.db[LEGACY].insert_many([legacy(e) for e in entries])
-    await move_published(repo, chunk=7)
-    batches = await repo.ledger.count_documents({})
-    assert await repo.mark_feedback("a-7-5", "a", "rejected", answer("later"))  # the new version's answer
-    await repo.db[LEGACY].insert_many([legacy(e) for e in entries])  # as if never dropped
+    await db[LEGACY].insert_many([legacy(e) for e in entries])
+    await move_published(db, stores, chunk=7)
+    batches = await stores.ledger.collection.count_documents({})
+    assert await stores.answers.mark_feedback(
+        "a-7-5", "a", "rejected", answer("later")
+    )  # the new version's answer
+    await db[LEGACY].insert_many([legacy(e) for e in entries])  # as if never dropped
 
-    assert await move_published(repo, chunk=7) == len(entries)
+    assert await move_published(db, stores, chunk=7) == len(entries)
 
-    assert await repo.ledger.count_documents({}) == batches
-    assert await repo.answers.count_documents({}) == 3
-    moved = await repo.ledger_entry("a-7-5", "a")
+    assert await stores.ledger.collection.count_documents({}) == batches
+    assert await stores.answers.collection.count_documents({}) == 3
+    moved = await stores.answers.ledger_entry("a-7-5", "a")
     assert moved is not None and moved.tracked == answer("crm")
     assert moved.rejected is not None and moved.rejected.system == "later"
-    assert await repo.feedback_counts("a") == (2, 2)
+    assert await stores.answers.feedback_counts("a") == (2, 2)
 
 
 async def older_database(db: Any) -> int:
@@ -136,9 +152,9 @@ async def test_a_service_started_over_an_older_database_publishes_nothing_twice(
     async with sync_service(db_name, sync_idle=False) as app:
         await bus.enable(box)
         first = await bus.wait_emails(box, 5)
-        repo: Repository = app.state.repository
-        await eventually(lambda: _seen(repo, box, 5), "the five messages counted", 20)
-        stored = client[repo.db.name]  # the service's own database (named after it)
+        stores: Stores = app.state.stores
+        await eventually(lambda: _seen(stores, box, 5), "the five messages counted", 20)
+        stored = client[database_name(db_name, "sync-svc")]  # the service's own database
     assert await older_database(stored) == 5
     old = first[0].data.uidvalidity
     assert old is not None
@@ -146,19 +162,19 @@ async def test_a_service_started_over_an_older_database_publishes_nothing_twice(
     await asyncio.to_thread(append, dovecot, box.user, box.password, [message(1, "after")])
 
     async with sync_service(db_name, sync_idle=False) as app:
-        repo = app.state.repository
+        stores = app.state.stores
         await eventually(
-            lambda: _rebaselined(repo, box, old + 1000), "the pass under the new UIDVALIDITY", 30
+            lambda: _rebaselined(stores, box, old + 1000), "the pass under the new UIDVALIDITY", 30
         )
         got = await bus.emails(box)
         assert sorted(e.data.subject for e in got) == sorted([f"before {i}" for i in range(5)] + ["after 1"])
-        assert LEGACY not in await repo.db.list_collection_names()
+        assert LEGACY not in await stored.list_collection_names()
 
 
-async def _seen(repo: Repository, box: Mailbox, count: int) -> bool:
-    return (await repo.get_state(box.mailbox_id)).messages_seen == count
+async def _seen(stores: Stores, box: Mailbox, count: int) -> bool:
+    return (await stores.states.get_state(box.mailbox_id)).messages_seen == count
 
 
-async def _rebaselined(repo: Repository, box: Mailbox, uidvalidity: int) -> bool:
+async def _rebaselined(stores: Stores, box: Mailbox, uidvalidity: int) -> bool:
     """The pass under the new UIDVALIDITY is over (its state is written at its end)."""
-    return (await repo.get_state(box.mailbox_id)).uidvalidity == uidvalidity
+    return (await stores.states.get_state(box.mailbox_id)).uidvalidity == uidvalidity

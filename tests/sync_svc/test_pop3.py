@@ -69,9 +69,9 @@ async def test_moving_from_pop3_to_imap_publishes_nothing_twice(
         await bus.enable(box)
         assert len(await bus.wait_emails(box, 3)) == 3
         await bus.switch_protocol(box, IncomingProtocol.IMAP)
-        repo = app.state.repository
+        stores = app.state.stores
         for _ in range(100):
-            if (await repo.get_state(box.mailbox_id)).uidvalidity:
+            if (await stores.states.get_state(box.mailbox_id)).uidvalidity:
                 break
             await asyncio.sleep(0.1)
         await asyncio.to_thread(append, dovecot, box.user, box.password, [message(7, "imap")])

@@ -37,7 +37,7 @@ async def test_uidvalidity_reset_publishes_nothing_twice(
         got = await bus.wait_emails(box, 6)
         await asyncio.sleep(1.0)  # more polls: still nothing twice
         got = await bus.emails(box)
-        state = await app.state.repository.get_state(box.mailbox_id)
+        state = await app.state.stores.states.get_state(box.mailbox_id)
     assert len(got) == 6
     assert sorted(e.data.subject for e in got) == sorted([f"before {i}" for i in range(5)] + ["after 1"])
     assert got[-1].data.uidvalidity == old + 1000 and state.uidvalidity == old + 1000

@@ -24,8 +24,8 @@ from mailwarden_runtime.crypto import KeyRing
 from mailwarden_runtime.http import DomainError
 from mailwarden_runtime.operations import Bound, Operation
 from mailwarden_runtime.service import ServiceRuntime
-from profile_svc.repository import Repository
 from profile_svc.rotation import ProfileRotationReport, rotate_profile_credentials
+from profile_svc.store.profiles import ProfileStore
 
 TOKENS = ("tokens",)
 
@@ -94,14 +94,14 @@ ADMIN_OPERATIONS: tuple[Operation[Any, Any], ...] = (
 )
 
 
-def bind_admin(runtime: ServiceRuntime, repo: Repository, ring: KeyRing) -> list[Bound[Any, Any]]:
+def bind_admin(runtime: ServiceRuntime, profiles: ProfileStore, ring: KeyRing) -> list[Bound[Any, Any]]:
     async def announce(event: ApiTokenCreated | ApiTokenRevoked) -> None:
         await runtime.publish(runtime.envelope(event))
 
     admin = TokenAdmin(runtime.authenticator.tokens, announce)
 
     async def rotate_keys(_: Empty) -> ProfileRotationReport:
-        report = await rotate_profile_credentials(repo, ring)
+        report = await rotate_profile_credentials(profiles, ring)
         done = CredentialKeysRotated.of("profile-svc", report)
         await runtime.publish(runtime.envelope(done))  # the audit: who rotated, with what result
         return report

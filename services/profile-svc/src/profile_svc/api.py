@@ -145,4 +145,4 @@ def bind(ops: Operations) -> list[Bound[Any, Any]]:
 
 def serve_operations(runtime: ServiceRuntime, ops: Operations) -> APIRouter:
     """``mailwarden.rpc.profile-svc.<op>`` registered on ``runtime``; the HTTP routes returned."""
-    return serve(runtime, [*bind(ops), *bind_admin(runtime, ops.repo, ops.box.at_rest)])
+    return serve(runtime, [*bind(ops), *bind_admin(runtime, ops.stores.profiles, ops.box.at_rest)])

@@ -11,7 +11,7 @@ from profile_svc.config import ProfileSettings
 from profile_svc.credentials import AT_REST_PURPOSE, CredentialBox
 from profile_svc.handlers import register_handlers
 from profile_svc.operations import Operations
-from profile_svc.repository import OUTBOX_COLLECTIONS, Repository
+from profile_svc.store import OUTBOX_COLLECTIONS, Stores
 
 SERVICE = "profile-svc"
 
@@ -26,11 +26,11 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
         transit=load_keyring(settings.transit_keys, "MW_TRANSIT_KEYS", "transit", settings.dev_mode),
     )
     runtime = ServiceRuntime(SERVICE, settings, outbox_collections=OUTBOX_COLLECTIONS)
-    repo = Repository(runtime.db)
-    ops = Operations(repo, box, runtime.envelope, runtime.wake_relay)
+    stores = Stores.on(runtime.db)
+    ops = Operations(stores, box, runtime.envelope, runtime.wake_relay)
 
     async def prepare() -> None:
-        await repo.ensure_indexes()
+        await stores.ensure_indexes()
         await ops.ensure_settings()
         await ops.sync_default_flags()
 

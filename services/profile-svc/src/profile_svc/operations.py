@@ -49,8 +49,9 @@ from profile_svc.models import (
     SettingsView,
 )
 from profile_svc.ports import allowed_ports_for
-from profile_svc.repository import NameTaken, ProfileFilter, Repository
 from profile_svc.rules import Draft, port_problems, requested, resolve
+from profile_svc.store import Stores
+from profile_svc.store.profiles import NameTaken, ProfileFilter
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +107,16 @@ def _changed(current: SettingsView, wanted: Mapping[str, object]) -> SettingsVie
 
 class Operations:
     def __init__(
-        self, repo: Repository, box: CredentialBox, envelope: MakeEnvelope, wake: Callable[[], None]
+        self, stores: Stores, box: CredentialBox, envelope: MakeEnvelope, wake: Callable[[], None]
     ) -> None:
-        self._repo = repo
+        self._stores = stores
         self._box = box
         self._envelope = envelope
         self._wake = wake
 
     @property
-    def repo(self) -> Repository:
-        return self._repo
+    def stores(self) -> Stores:
+        return self._stores
 
     @property
     def box(self) -> CredentialBox:
@@ -128,15 +129,15 @@ class Operations:
 
     async def ensure_settings(self) -> SettingsView:
         """Create the default settings at first start, announcing them so consumers get the defaults."""
-        settings = await self._repo.get_settings()
+        settings = await self._stores.settings.get_settings()
         if settings is not None:
             return settings
         first = SettingsView(version=1, updated_at=docs.now_ms(datetime.now(UTC)), updated_by=actor())
         event = EmailSettingsChanged(settings=first.snapshot())
-        if await self._repo.init_settings(first, [self._entry(event)]):
+        if await self._stores.settings.init_settings(first, [self._entry(event)]):
             log.info("default email settings created")
             self._wake()
-        settings = await self._repo.get_settings()
+        settings = await self._stores.settings.get_settings()
         if settings is None:
             raise RuntimeError("settings vanished right after creation")
         return settings
@@ -156,7 +157,7 @@ class Operations:
             )
         if (
             body.default_profile_id is not None
-            and await self._repo.get_profile(body.default_profile_id) is None
+            and await self._stores.profiles.get_profile(body.default_profile_id) is None
         ):
             problems.append(FieldProblem(field="default_profile_id", message="no such profile"))
         if body.act_delivery is DeliveryMethod.SERVER_SIDE_SYNC and body.default_profile_id is not None:
@@ -175,7 +176,7 @@ class Operations:
 
     async def _refuse_if_profiles_outside(self, allowed: list[int]) -> None:
         """A narrower allow-list must not silently strand profiles: refuse and name them."""
-        outside, total = await self._repo.profiles_outside(allowed)
+        outside, total = await self._stores.profiles.profiles_outside(allowed)
         if not total:
             return
         named = ", ".join(
@@ -207,7 +208,7 @@ class Operations:
                 }
             )
             event = EmailSettingsChanged(settings=new.snapshot())
-            if await self._repo.update_settings(current.version, new, [self._entry(event)]):
+            if await self._stores.settings.update_settings(current.version, new, [self._entry(event)]):
                 self._wake()
                 return new
             await asyncio.sleep(random.uniform(0, 0.01))
@@ -230,7 +231,7 @@ class Operations:
         """Bring every profile's ``is_default`` projection in line with the settings (idempotent)."""
         for _ in range(RETRIES):
             target = (await self.ensure_settings()).default_profile_id
-            for doc in await self._repo.profiles_flagged_default():
+            for doc in await self._stores.profiles.profiles_flagged_default():
                 if doc.id != target:
                     await self._flip_default(doc.id, False)
             if target is not None:
@@ -241,7 +242,7 @@ class Operations:
 
     async def _flip_default(self, profile_id: str, flag: bool) -> None:
         for _ in range(RETRIES):
-            doc = await self._repo.get_profile(profile_id)
+            doc = await self._stores.profiles.get_profile(profile_id)
             if doc is None or doc.is_default == flag:
                 return
             new = doc.model_copy(
@@ -253,7 +254,7 @@ class Operations:
             )
             event = ProfileUpdated(profile=new.snapshot(self._box))
             changed = {"is_default", "version", "updated_at"}
-            if await self._repo.update_profile(new, doc.version, changed, [self._entry(event)]):
+            if await self._stores.profiles.update_profile(new, doc.version, changed, [self._entry(event)]):
                 self._wake()
                 return
 
@@ -285,7 +286,7 @@ class Operations:
         doc = doc.model_copy(update={"created_by": actor(), "updated_by": actor()})
         event = ProfileCreated(profile=doc.snapshot(self._box))
         try:
-            await self._repo.insert_profile(doc, [self._entry(event)])
+            await self._stores.profiles.insert_profile(doc, [self._entry(event)])
         except NameTaken:
             raise refuse("name", NAME_TAKEN, status=409) from None
         self._wake()
@@ -295,7 +296,7 @@ class Operations:
         return await self.get(profile_id)
 
     async def get(self, profile_id: str) -> ProfileView:
-        doc = await self._repo.get_profile(profile_id)
+        doc = await self._stores.profiles.get_profile(profile_id)
         if doc is None:
             raise not_found()
         settings = await self.ensure_settings()
@@ -312,13 +313,13 @@ class Operations:
             ids=([default] if default else []) if q.is_default is True else None,
             not_id=default if q.is_default is False else None,
         )
-        found, total = await self._repo.list_profiles(which, q.limit, q.offset)
+        found, total = await self._stores.profiles.list_profiles(which, q.limit, q.offset)
         items = [d.view(d.id == default) for d in found]
         return ProfilePage(items=items, total=total, limit=q.limit, offset=q.offset)
 
     async def update(self, profile_id: str, patch: ProfilePatch) -> ProfileView:
         for _ in range(RETRIES):
-            doc = await self._repo.get_profile(profile_id)
+            doc = await self._stores.profiles.get_profile(profile_id)
             if doc is None:
                 raise not_found()
             was_default = (await self.ensure_settings()).default_profile_id == profile_id
@@ -341,7 +342,9 @@ class Operations:
                     raise refuse("credentials", UNREADABLE, status=409) from None
                 changed = {*docs.PROFILE_FIELDS, "credentials", "version", "updated_at", "updated_by"}
                 try:
-                    ok = await self._repo.update_profile(new, doc.version, changed, [self._entry(event)])
+                    ok = await self._stores.profiles.update_profile(
+                        new, doc.version, changed, [self._entry(event)]
+                    )
                 except NameTaken:
                     raise refuse("name", NAME_TAKEN, status=409) from None
                 if not ok:
@@ -377,7 +380,7 @@ class Operations:
 
     async def delete(self, profile_id: str) -> DeleteResult:
         for _ in range(RETRIES):
-            doc = await self._repo.get_profile(profile_id)
+            doc = await self._stores.profiles.get_profile(profile_id)
             if doc is None:
                 raise not_found()
             if (await self.ensure_settings()).default_profile_id == profile_id:
@@ -386,7 +389,7 @@ class Operations:
                     "this is the default profile for new mailboxes: choose another default first",
                     409,
                 )
-            used = await self._repo.usage_count(profile_id)
+            used = await self._stores.usage.usage_count(profile_id)
             if used:
                 raise refuse(
                     "profile_id",
@@ -406,7 +409,7 @@ class Operations:
             )
             changed = {"live", "deleted_at", "version", "updated_at", "updated_by"}
             event = ProfileDeleted(profile_id=profile_id)
-            if await self._repo.update_profile(
+            if await self._stores.profiles.update_profile(
                 gone, doc.version, changed, [self._entry(event)], unset=("credentials",)
             ):
                 self._wake()
@@ -418,4 +421,4 @@ class Operations:
 
     async def mailboxes_changed(self, mailboxes: Sequence[MailboxSnapshot]) -> None:
         """Mailbox events (a bulk set-up's come in batches of hundreds): one insert for them all."""
-        await self._repo.record_usages([MailboxUse.of(m) for m in mailboxes])
+        await self._stores.usage.record_usages([MailboxUse.of(m) for m in mailboxes])

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from mailwarden_runtime.crypto import KeyRing, SealError
 from profile_svc.credentials import aad
 from profile_svc.documents import ProfileLogins
-from profile_svc.repository import Repository
+from profile_svc.store.profiles import ProfileStore
 
 log = logging.getLogger(__name__)
 PAGE = 200
@@ -25,13 +25,13 @@ class ProfileRotationReport(BaseModel):
     unreadable_profiles: list[str] = []
 
 
-async def rotate_profile_credentials(repo: Repository, ring: KeyRing) -> ProfileRotationReport:
+async def rotate_profile_credentials(profiles: ProfileStore, ring: KeyRing) -> ProfileRotationReport:
     report = ProfileRotationReport(primary_kid=ring.primary_kid)
     after: str | None = None
-    while docs := await repo.with_credentials(after, PAGE):
+    while docs := await profiles.with_credentials(after, PAGE):
         after = docs[-1].id
         for doc in docs:
-            await _rotate_one(repo, ring, doc, report)
+            await _rotate_one(profiles, ring, doc, report)
     log.info(
         "profile credential rotation finished", extra={"rotated": report.rotated, "bad": report.unreadable}
     )
@@ -39,7 +39,7 @@ async def rotate_profile_credentials(repo: Repository, ring: KeyRing) -> Profile
 
 
 async def _rotate_one(
-    repo: Repository, ring: KeyRing, doc: ProfileLogins, report: ProfileRotationReport
+    profiles: ProfileStore, ring: KeyRing, doc: ProfileLogins, report: ProfileRotationReport
 ) -> None:
     profile_id = doc.id
     new = dict(doc.credentials)
@@ -59,6 +59,6 @@ async def _rotate_one(
             continue
         new[direction] = ring.seal(plain, binding)
         rotated[sealed.kid] = rotated.get(sealed.kid, 0) + 1
-    if rotated and await repo.swap_credentials(doc, new):
+    if rotated and await profiles.swap_credentials(doc, new):
         for kid, n in rotated.items():
             report.rotated[kid] = report.rotated.get(kid, 0) + n

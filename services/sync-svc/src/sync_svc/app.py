@@ -42,8 +42,8 @@ from sync_svc.legacy import move_published
 from sync_svc.operations import Operations
 from sync_svc.publisher import Publisher
 from sync_svc.rawstore import RawStore
-from sync_svc.repository import Repository
 from sync_svc.session import Services, SyncOptions
+from sync_svc.store import Stores
 from sync_svc.undeliverable import Undeliverable
 from sync_svc.worker import Worker
 
@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     young_collections(settings.sync_gc_young_objects)
     keyring = load_keyring(settings.transit_keys, "MW_TRANSIT_KEYS", "transit", settings.dev_mode)
     runtime = ServiceRuntime(NAME, settings)
-    repo = Repository(runtime.db)
+    stores = Stores.on(runtime.db)
 
     def connection() -> Client | None:
         with contextlib.suppress(Exception):  # not connected yet
@@ -117,12 +117,14 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         connection, settings.sync_raw_bucket, settings.sync_raw_max_age_days, settings.stream_replicas
     )
     services = Services(
-        repo=repo,
+        stores=stores,
         env=env,
         keyring=keyring,
         logins=LoginSource(ask, keyring, purpose="sync", direction="incoming"),
         publisher=Publisher(raw, send, NAME, settings.sync_preview_chars),
-        episodes=Episodes(repo, publish, NAME, settings.sync_retry_base_s, settings.sync_retry_max_s),
+        episodes=Episodes(
+            stores.states, publish, NAME, settings.sync_retry_base_s, settings.sync_retry_max_s
+        ),
         hosts=HostSlots(host_leases(settings, keyring, connection)),
         options=SyncOptions(
             fetch_batch=settings.sync_fetch_batch,
@@ -149,20 +151,20 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         if changed:
             worker.changed()  # it bumps the revision once per reload: the other workers re-read then
 
-    follow(runtime, repo.read, after=read_model_changed)
+    follow(runtime, stores.read, after=read_model_changed)
     undeliverable = Undeliverable(services, lambda: worker.targets)
-    runtime.consume(EmailTracked, "sync-svc-tracked", Tracked(repo))
-    runtime.consume(EmailRejected, "sync-svc-rejected", Rejected(repo, undeliverable))
+    runtime.consume(EmailTracked, "sync-svc-tracked", Tracked(stores.answers))
+    runtime.consume(EmailRejected, "sync-svc-rejected", Rejected(stores.answers, undeliverable))
 
     async def announce(event: MailboxSyncPaused | MailboxResyncRequested) -> None:
         await publish(runtime.envelope(event), event.SUBJECT)
 
-    ops = Operations(repo, lambda: set(worker.targets), worker.wake, announce)
+    ops = Operations(stores, lambda: set(worker.targets), worker.wake, announce)
     routes = serve_operations(runtime, ops)
 
     async def start_worker() -> None:
-        await repo.ensure_indexes()
-        await move_published(repo)  # the ledger of an older version, before anything reads it
+        await stores.ensure_indexes()
+        await move_published(runtime.db, stores)  # the ledger of an older version, before anything reads it
         worker.start()
 
     runtime.on_startup(start_worker)
@@ -170,6 +172,6 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     runtime.on_shutdown(worker.stop)  # cancels the sessions, then gives the leases back (KV round trips)
     app = runtime.http_app(title="mailwarden sync-svc", routers=[routes])
     app.state.worker = worker
-    app.state.repository = repo
+    app.state.stores = stores
     app.state.raw = raw
     return app

@@ -19,7 +19,7 @@ from contracts.models import TestError
 from sync_svc import metrics
 from sync_svc.documents import Episode, SyncError
 from sync_svc.publisher import PublishFn
-from sync_svc.repository import Repository
+from sync_svc.store.states import StateStore
 from sync_svc.targets import SyncTarget
 
 NAMESPACE = uuid.UUID("f3b1a2d4-6c5e-4f70-8a9b-1c2d3e4f5a6b")
@@ -28,14 +28,14 @@ NAMESPACE = uuid.UUID("f3b1a2d4-6c5e-4f70-8a9b-1c2d3e4f5a6b")
 class Episodes:
     def __init__(
         self,
-        repo: Repository,
+        states: StateStore,
         publish: PublishFn,
         producer: str,
         base_s: float,
         max_s: float,
         rng: random.Random | None = None,
     ) -> None:
-        self.repo = repo
+        self.states = states
         self.publish = publish
         self.producer = producer
         self.base_s = base_s
@@ -52,14 +52,14 @@ class Episodes:
         """Record a failed sync; publish when it opens an episode or changes its code. The wait before retrying."""
         metrics.ERRORS.labels(code=code.value).inc()
         now = datetime.now(UTC)
-        episode = (await self.repo.get_state(target.mailbox_id)).episode
+        episode = (await self.states.get_state(target.mailbox_id)).episode
         new = episode is None
         episode_id = uuid.uuid4() if episode is None else uuid.UUID(episode.id)
         failures = (0 if episode is None else episode.failures) + 1
         first = now if episode is None else episode.first_failed_at
         delay = self.backoff_s(failures)
         changed = episode is not None and episode.code != code.value
-        await self.repo.update_state(
+        await self.states.update_state(
             target.mailbox_id,
             {
                 "episode": Episode(
@@ -84,7 +84,7 @@ class Episodes:
 
     async def succeeded(self, target: SyncTarget, protocol: SyncProtocol) -> None:
         """A sync went through: close the episode, if one was open."""
-        episode = (await self.repo.get_state(target.mailbox_id)).episode
+        episode = (await self.states.get_state(target.mailbox_id)).episode
         if episode is None:
             return
         now = datetime.now(UTC)
@@ -98,4 +98,4 @@ class Episodes:
         )
         event_id = uuid.uuid5(NAMESPACE, f"{episode.id}:recovered")
         await self.publish(make_envelope(event, self.producer, event_id=event_id), event.SUBJECT)
-        await self.repo.update_state(target.mailbox_id, {"episode": None, "recovered_at": now})
+        await self.states.update_state(target.mailbox_id, {"episode": None, "recovered_at": now})

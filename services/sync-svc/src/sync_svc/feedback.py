@@ -16,7 +16,7 @@ import logging
 from contracts.email import EmailRejected, EmailTracked
 from contracts.envelope import Envelope
 from sync_svc.documents import Feedback
-from sync_svc.repository import Repository
+from sync_svc.store.answers import AnswerStore
 from sync_svc.undeliverable import Undeliverable
 
 log = logging.getLogger(__name__)
@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 class Tracked:
     """``EmailTracked`` → the ledger entry marked tracked (the first answer is kept)."""
 
-    def __init__(self, repo: Repository) -> None:
-        self.repo = repo
+    def __init__(self, answers: AnswerStore) -> None:
+        self.answers = answers
 
     async def __call__(self, env: Envelope[EmailTracked]) -> None:
         tracked = env.data
         answer = Feedback(system=tracked.system, note=tracked.record_ref, at=env.occurred_at)
-        if not await self.repo.mark_feedback(str(tracked.email_id), tracked.mailbox_id, "tracked", answer):
+        if not await self.answers.mark_feedback(str(tracked.email_id), tracked.mailbox_id, "tracked", answer):
             log.info(
                 "EmailTracked for a message not published here, or tracked already",
                 extra={"mailbox_id": tracked.mailbox_id, "email_id": str(tracked.email_id)},
@@ -42,16 +42,16 @@ class Rejected:
     """``EmailRejected`` → the ledger entry marked rejected; the message moved to Undeliverable
     when the profile says so, unless a system tracked it."""
 
-    def __init__(self, repo: Repository, undeliverable: Undeliverable) -> None:
-        self.repo = repo
+    def __init__(self, answers: AnswerStore, undeliverable: Undeliverable) -> None:
+        self.answers = answers
         self.undeliverable = undeliverable
 
     async def __call__(self, env: Envelope[EmailRejected]) -> None:
         rejected = env.data
         email_id, mailbox_id = str(rejected.email_id), rejected.mailbox_id
         answer = Feedback(system=rejected.system, note=rejected.reason, at=env.occurred_at)
-        await self.repo.mark_feedback(email_id, mailbox_id, "rejected", answer)
-        entry = await self.repo.ledger_entry(email_id, mailbox_id)
+        await self.answers.mark_feedback(email_id, mailbox_id, "rejected", answer)
+        entry = await self.answers.ledger_entry(email_id, mailbox_id)
         if entry is None:
             return  # not a message published here
         if entry.tracked is not None:

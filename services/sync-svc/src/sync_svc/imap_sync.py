@@ -41,8 +41,8 @@ from sync_svc.hosts import idle_slots
 from sync_svc.parse import parse_headers
 from sync_svc.pipeline import Pipeline
 from sync_svc.publisher import Fetched, fingerprint, since_start
-from sync_svc.repository import Counters, StateFields
 from sync_svc.session import MailboxSync
+from sync_svc.store.states import Counters, StateFields
 
 LIST_ITEMS = b"UID RFC822.SIZE INTERNALDATE"
 BODY_ITEMS = b"UID RFC822.SIZE INTERNALDATE BODY.PEEK[]"
@@ -259,7 +259,7 @@ class ImapSync(MailboxSync):
         it, before its answer (one round trip each; bench/README.md, one big INBOX). A failure
         of the login is still the credentials step's (the step is named when it is awaited)."""
         asking = asyncio.ensure_future(self.login())
-        reading = asyncio.ensure_future(self.s.repo.get_state(self.target.mailbox_id))
+        reading = asyncio.ensure_future(self.s.stores.states.get_state(self.target.mailbox_id))
 
         async def credentials() -> Login:
             self.step = "credentials"
@@ -323,12 +323,12 @@ class ImapSync(MailboxSync):
                     await client.idle_done(tag)
                 left, seen = await self.catch_up(client, selected)
                 if give_up:
-                    await self.s.repo.update_state(
+                    await self.s.stores.states.update_state(
                         self.target.mailbox_id, {**left, "mode": "poll"}, _counted(seen)
                     )
                     return
                 if left or seen:
-                    await self.s.repo.update_state(self.target.mailbox_id, left, _counted(seen))
+                    await self.s.stores.states.update_state(self.target.mailbox_id, left, _counted(seen))
         finally:
             metrics.IDLE_SESSIONS.dec()
 
@@ -380,7 +380,7 @@ class ImapSync(MailboxSync):
         uidvalidity = selected.uidvalidity
         assert uidvalidity is not None
         if state is None:
-            state = await self.s.repo.get_state(mailbox_id)
+            state = await self.s.stores.states.get_state(mailbox_id)
         self.saw_episode(state.episode is not None)
         resync_from = state.resync_from
         start = resync_from or self.target.process_email_from
@@ -397,7 +397,7 @@ class ImapSync(MailboxSync):
         # Only this task writes the mailbox's ledger (its lease): with nothing in it, no message of
         # this pass can be known by event id. A first sync skips the lookups (2,000 ids each:
         # ~0.1 s of the database's CPU per window on SecantusDB; bench/README.md, session 6).
-        self._no_ledger = not seen_before and not await self.s.repo.has_ledger(mailbox_id)
+        self._no_ledger = not seen_before and not await self.s.stores.ledger.has_ledger(mailbox_id)
         more: _FirstSearches | None = None
         if seen_before:
             listed = await self._list(client, b"1:*")
@@ -494,7 +494,7 @@ class ImapSync(MailboxSync):
         if self._no_ledger and not recognise:
             return batch, 0
         ids = {x.uid: str(email_event_id(mailbox_id, uidvalidity, x.uid)) for x in batch}
-        known = await self.s.repo.known_ids(ids.values())
+        known = await self.s.stores.ledger.known_ids(ids.values())
         left = [x for x in batch if ids[x.uid] not in known]
         by_id = len(batch) - len(left)
         if recognise and left:
@@ -503,7 +503,7 @@ class ImapSync(MailboxSync):
                 async for item in client.uid_fetch(uid_set([x.uid for x in left]), ID_ITEMS, HEADER_BYTES):
                     head = parse_headers(item.sections.get(ID_SECTION, b""))
                     fps[item.uid] = fingerprint(mailbox_id, head.message_id, head.date, item.size or 0)
-            seen = await self.s.repo.known_fingerprints(mailbox_id, fps.values())
+            seen = await self.s.stores.ledger.known_fingerprints(mailbox_id, fps.values())
             left = [x for x in left if fps.get(x.uid) not in seen]
         metrics.SKIPPED.labels(reason="published_before").inc(len(batch) - len(left))
         return left, by_id
@@ -541,7 +541,7 @@ class ImapSync(MailboxSync):
         stored_uids: list[int] = []  # ledger entries stored since the last window's state write
 
         async def stored(records: list[LedgerEntry]) -> None:
-            await self.s.repo.record_published(records)
+            await self.s.stores.ledger.record_published(records)
             stored_uids.extend(r.uid or 0 for r in records)
 
         def counted(last: int, known: int) -> int:
@@ -553,7 +553,9 @@ class ImapSync(MailboxSync):
             return mine + (0 if recognise else known)
 
         async def window_stored(fields: StateFields, last: int, known: int) -> None:
-            await self.s.repo.update_state(self.target.mailbox_id, fields, _counted(counted(last, known)))
+            await self.s.stores.states.update_state(
+                self.target.mailbox_id, fields, _counted(counted(last, known))
+            )
 
         async def rest(search: _FirstSearches) -> tuple[list[Listed], int]:
             """The rest search's windows appended; the first of them looked up."""

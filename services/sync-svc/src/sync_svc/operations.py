@@ -19,7 +19,8 @@ from mailwarden_runtime.auth import require_mailbox
 from mailwarden_runtime.auth.context import current_actor
 from mailwarden_runtime.http import DomainError
 from sync_svc.documents import SyncError, SyncStateDoc
-from sync_svc.repository import Controls, Repository
+from sync_svc.store import Stores
+from sync_svc.store.states import Controls
 
 
 class MailboxRequest(BaseModel):
@@ -55,12 +56,12 @@ class SyncState(BaseModel):
 class Operations:
     def __init__(
         self,
-        repo: Repository,
+        stores: Stores,
         targets: Callable[[], set[str]],
         wake: Callable[[], None],
         announce: Callable[[MailboxSyncPaused | MailboxResyncRequested], Awaitable[None]],
     ) -> None:
-        self.repo = repo
+        self.stores = stores
         self.targets = targets
         self.wake = wake
         self.announce = announce
@@ -68,14 +69,14 @@ class Operations:
 
     async def _known(self, mailbox_id: str) -> str | None:
         """404 unless the mailbox is known; its owner's user id (None for a queue)."""
-        entry = await self.repo.read.get_mailbox(mailbox_id)
+        entry = await self.stores.read.get_mailbox(mailbox_id)
         if entry is None or entry.snapshot is None:
             raise DomainError(404, f"mailbox {mailbox_id} is not known to sync-svc", "mailbox_id")
         owner = entry.snapshot.owner
         return owner.id if owner.kind == "user" and owner.id else None
 
     async def _view(self, doc: SyncStateDoc, mailbox_id: str) -> SyncState:
-        tracked, rejected = await self.repo.feedback_counts(mailbox_id)
+        tracked, rejected = await self.stores.answers.feedback_counts(mailbox_id)
         resync = doc.resync_from
         return SyncState(
             mailbox_id=mailbox_id,
@@ -97,7 +98,7 @@ class Operations:
     async def state(self, req: MailboxRequest) -> SyncState:
         owner_id = await self._known(req.mailbox_id)
         require_mailbox("mailboxes:read", req.mailbox_id, owner_id)  # an owner or integration: its own
-        return await self._view(await self.repo.get_state(req.mailbox_id), req.mailbox_id)
+        return await self._view(await self.stores.states.get_state(req.mailbox_id), req.mailbox_id)
 
     @staticmethod
     def _by_caller(controls: Controls) -> Controls:
@@ -106,14 +107,14 @@ class Operations:
 
     async def pause(self, req: MailboxRequest) -> SyncState:
         await self._known(req.mailbox_id)
-        doc = await self.repo.control(req.mailbox_id, self._by_caller({"paused": True}))
+        doc = await self.stores.states.control(req.mailbox_id, self._by_caller({"paused": True}))
         self.wake()
         await self.announce(MailboxSyncPaused(mailbox_id=req.mailbox_id, paused=True))
         return await self._view(doc, req.mailbox_id)
 
     async def resume(self, req: MailboxRequest) -> SyncState:
         await self._known(req.mailbox_id)
-        doc = await self.repo.control(req.mailbox_id, self._by_caller({"paused": False}))
+        doc = await self.stores.states.control(req.mailbox_id, self._by_caller({"paused": False}))
         self.wake()
         await self.announce(MailboxSyncPaused(mailbox_id=req.mailbox_id, paused=False))
         return await self._view(doc, req.mailbox_id)
@@ -121,7 +122,7 @@ class Operations:
     async def resync(self, req: ResyncRequest) -> SyncState:
         await self._known(req.mailbox_id)
         start = datetime(req.from_date.year, req.from_date.month, req.from_date.day)
-        doc = await self.repo.control(req.mailbox_id, self._by_caller({"resync_from": start}))
+        doc = await self.stores.states.control(req.mailbox_id, self._by_caller({"resync_from": start}))
         self.wake()
         await self.announce(MailboxResyncRequested(mailbox_id=req.mailbox_id, from_date=req.from_date))
         return await self._view(doc, req.mailbox_id)

@@ -46,17 +46,19 @@ class Pop3Sync(MailboxSync):
             client.wire.reset_budget()
             uidl = await client.uidl()
             sizes = await client.sizes()
-        state = await self.s.repo.get_state(mailbox_id)
+        state = await self.s.stores.states.get_state(mailbox_id)
         self.saw_episode(state.episode is not None)
         ids = {n: str(email_event_id(mailbox_id, None, u)) for n, u in uidl.items()}
-        known = await self.s.repo.known_ids(ids.values())
+        known = await self.s.stores.ledger.known_ids(ids.values())
         new = [n for n in sorted(uidl) if ids[n] not in known]
         first = state.protocol != "pop3"
         start = state.resync_from or self.target.process_email_from
         if first and start is None and not state.messages_seen:
             # Nothing published yet and no start date: what is there now is the baseline.
-            await self.s.repo.record_published([self._ledger(mailbox_id, ids[n], uidl[n]) for n in new])
-            await self.s.repo.update_state(mailbox_id, {"protocol": "pop3"})
+            await self.s.stores.ledger.record_published(
+                [self._ledger(mailbox_id, ids[n], uidl[n]) for n in new]
+            )
+            await self.s.stores.states.update_state(mailbox_id, {"protocol": "pop3"})
             return
         recognise = first and bool(state.messages_seen)
         since = since_start(start)
@@ -70,7 +72,7 @@ class Pop3Sync(MailboxSync):
                     head = parse_headers(await client.headers(n))
                 fp = fingerprint(mailbox_id, head.message_id, head.date, size)
                 old = since is not None and head.date is not None and head.date < since
-                if old or (recognise and await self.s.repo.known_fingerprints(mailbox_id, [fp])):
+                if old or (recognise and await self.s.stores.ledger.known_fingerprints(mailbox_id, [fp])):
                     skipped.append(self._ledger(mailbox_id, ids[n], uidl[n]))
                     continue
             async with step(self.s.env.step_timeout_s * 4):
@@ -84,8 +86,8 @@ class Pop3Sync(MailboxSync):
                 async with step(self.s.env.step_timeout_s):
                     await client.delete(n)
         metrics.SKIPPED.labels(reason="older_than_process_from").inc(len(skipped))
-        await self.s.repo.record_published(records + skipped)
-        await self.s.repo.update_state(
+        await self.s.stores.ledger.record_published(records + skipped)
+        await self.s.stores.states.update_state(
             mailbox_id, {"protocol": "pop3", "resync_from": None}, inc={"messages_seen": len(records)}
         )
 

@@ -27,7 +27,8 @@ from sync_svc.documents import SyncMode
 from sync_svc.episodes import Episodes
 from sync_svc.hosts import HostSlots
 from sync_svc.publisher import Publisher
-from sync_svc.repository import Repository, StateFields
+from sync_svc.store import Stores
+from sync_svc.store.states import StateFields
 from sync_svc.targets import SyncTarget
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class SyncOptions:
 class Services:
     """What every mailbox task shares (built once by the app)."""
 
-    repo: Repository
+    stores: Stores
     env: NetEnv
     keyring: KeyRing
     logins: LoginSource
@@ -99,7 +100,7 @@ class MailboxSync:
             "last_error": None,
         }
         fields.update(left or {})
-        await self.s.repo.update_state(
+        await self.s.stores.states.update_state(
             self.target.mailbox_id, fields, {"messages_seen": seen} if seen else None
         )
 

@@ -138,15 +138,15 @@ class Worker:
         if self._dirty:
             self._dirty = False
             try:
-                await self.s.repo.bump()
+                await self.s.stores.revision.bump()
             except BaseException:
                 self._dirty = True
                 raise
-        revision = await self.s.repo.revision()
+        revision = await self.s.stores.revision.current()
         if revision == self._revision:
             return
         started = time.monotonic()
-        read = self.s.repo.read
+        read = self.s.stores.read
         profiles, settings = await read.all_profiles(), await read.get_settings()
         targets: dict[str, SyncTarget] = {}
         for entry in await read.all_mailboxes():
@@ -157,7 +157,7 @@ class Worker:
             if target is not None:
                 targets[entry.id] = target
         self.targets = targets
-        self.controls = await self.s.repo.states(targets)
+        self.controls = await self.s.stores.states.states(targets)
         self._loaded_at = time.monotonic()
         if self._revision != -1:  # the first also opened the database connections: no measure
             self._load_s = self._loaded_at - started

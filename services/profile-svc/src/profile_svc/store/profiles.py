@@ -1,4 +1,4 @@
-"""All MongoDB access of profile-svc: profiles, the organisation's settings, and mailbox usage.
+"""Profiles: the connection settings of a mailbox kind, their sealed logins, the default flag.
 
 Every state change is one conditional single-document write carrying its events in the
 in-document outbox, so no event goes out for a write that did not commit and none is lost for one
@@ -17,19 +17,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from contracts.models import Direction, SealedSecret
-from mailwarden_runtime.documents import as_stored
-from mailwarden_runtime.mailboxuses import MAILBOX_USES, MailboxUse, MailboxUses
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox, with_outbox
 from profile_svc.documents import ProfileDoc, ProfileLogins
-from profile_svc.models import SettingsView
 
 PROFILES = "profiles"
-SETTINGS = "settings"
-LEGACY_USAGE = "profile_usage"
-"""One document per mailbox, before ``mailbox_uses``: moved in at start-up, then dropped."""
-ORG = "org"
-OUTBOX_COLLECTIONS = (PROFILES, SETTINGS)
 
 
 class NameTaken(Exception):
@@ -66,12 +58,9 @@ class ProfileFilter:
         return query
 
 
-class Repository:
+class ProfileStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._profiles = db[PROFILES]
-        self._settings = db[SETTINGS]
-        self.uses = MailboxUses(db[MAILBOX_USES])
-        self._legacy_usage = db[LEGACY_USAGE]
 
     async def ensure_indexes(self) -> None:
         await self._profiles.create_indexes(
@@ -88,10 +77,6 @@ class Repository:
                 IndexModel([("is_default", ASCENDING)], name="is_default"),
             ]
         )
-        await self.uses.ensure_indexes()
-        await self.uses.move_legacy(self._legacy_usage)
-
-    # profiles
 
     async def insert_profile(self, profile: ProfileDoc, entries: list[OutboxEntry]) -> None:
         try:
@@ -168,41 +153,3 @@ class Repository:
             .to_list(None)
         )
         return [ProfileDoc.model_validate(d) for d in docs], total
-
-    # settings
-
-    async def get_settings(self) -> SettingsView | None:
-        doc = await self._settings.find_one({"_id": ORG}, {"outbox": 0})
-        return (
-            None
-            if doc is None
-            else SettingsView.model_validate({k: v for k, v in doc.items() if k in SettingsView.model_fields})
-        )
-
-    async def init_settings(self, settings: SettingsView, entries: list[OutboxEntry]) -> bool:
-        """Create the settings with their first event, once; False if they already exist."""
-        try:
-            result = await self._settings.update_one(
-                {"_id": ORG},
-                {"$setOnInsert": {**as_stored(settings), **new_document_outbox(entries)}},
-                upsert=True,
-            )
-        except DuplicateKeyError:  # a sibling instance created them in the meantime
-            return False
-        return result.upserted_id is not None
-
-    async def update_settings(self, version: int, settings: SettingsView, entries: list[OutboxEntry]) -> bool:
-        result = await self._settings.update_one(
-            {"_id": ORG, "version": version}, with_outbox({"$set": as_stored(settings)}, entries)
-        )
-        return result.modified_count == 1
-
-    # mailbox usage (a read model fed by mailbox events, stored per event batch)
-
-    async def record_usages(self, usages: Sequence[MailboxUse]) -> int:
-        """Keep these mailbox events' profiles (one insert); a repeated event changes nothing."""
-        return await self.uses.record(usages)
-
-    async def usage_count(self, profile_id: str) -> int:
-        """The mailboxes whose newest event puts them on this profile (deactivated ones too)."""
-        return len(await self.uses.on_profile(profile_id))
