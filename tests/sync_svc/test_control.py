@@ -19,7 +19,7 @@ from contracts.email import MailboxResyncRequested, MailboxSyncPaused
 from mailwarden_runtime.audit import AuditQuery, audit_trail
 from mailwarden_runtime.auth import bearer_header
 from mailwarden_runtime.auth.bootstrap import issue_on, issue_token
-from mailwarden_servers import DovecotServer
+from mailwarden_servers import DovecotServer, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,13 @@ async def test_state_pause_resume_and_resync(
         auth = bearer_header(await issue_on(bus.nc, operator))
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sync", headers=auth)
         async with http:
-            state = (await http.get(f"/mailboxes/{box.mailbox_id}/sync")).json()
+
+            async def first_pass_written() -> Any:
+                # the pass publishes the email before it writes its state (mode, counters)
+                state = (await http.get(f"/mailboxes/{box.mailbox_id}/sync")).json()
+                return state if state["mode"] is not None and state["messages_seen"] == 1 else None
+
+            state = await eventually(first_pass_written, "the first pass's state written", timeout=20.0)
             assert state["synced"] and state["protocol"] == "imap" and state["messages_seen"] == 1
             assert state["mode"] == "poll" and state["uidvalidity"] and state["last_sync_at"]
 
