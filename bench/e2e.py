@@ -35,7 +35,7 @@ from bench.monitor import ResourceMonitor
 from bench.results import percentile, summarize
 from bench.runners import RunPlan
 from bench.stack import MailStack
-from bench.system import MailwardenSystem, TesterConfig, bench_profile, bus_quiet, connect, rpc
+from bench.system import CORE, MailwardenSystem, TesterConfig, bench_profile, bus_quiet, connect, rpc
 
 __all__ = ["MailwardenBench", "MailwardenRunner"]
 
@@ -162,7 +162,10 @@ class MailwardenBench:
     def ensure(self, mailboxes: list[Mailbox]) -> MailwardenSystem:
         if self.system is None:
             started = time.monotonic()
-            _log("  starting mailwarden (nats, SecantusDB, 3 services) ...")
+            core = ", ".join(spec.name for spec in CORE)
+            _log(
+                f"  starting mailwarden (nats, SecantusDB, {len(CORE)} services: {core}; tester-svc per row) ..."
+            )
             self.system = MailwardenSystem(
                 self.workdir / "mailwarden", str(self.stack.certs.ca), self.system_env
             ).start()

@@ -29,7 +29,7 @@ from mailwarden_servers.nats import NatsServer
 from mailwarden_servers.ports import free_port
 from mailwarden_servers.running import Running
 
-__all__ = ["DEFAULT_TESTER_ENV", "MailwardenSystem", "TesterConfig", "bus_quiet", "rpc"]
+__all__ = ["CORE", "DEFAULT_TESTER_ENV", "MailwardenSystem", "TesterConfig", "bus_quiet", "rpc"]
 
 CORE = (
     ServiceSpec("profile-svc", "profile_svc.app:create_app", 0),

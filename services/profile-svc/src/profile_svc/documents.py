@@ -11,7 +11,7 @@ from contracts.events import ProfileBasics, ProfileSnapshot
 from contracts.models import Direction, SealedSecret
 from mailwarden_runtime.documents import Stored
 from profile_svc.credentials import CredentialBox
-from profile_svc.models import AdvancedIn, IncomingIn, OutgoingIn, ProfileCreate, ProfileView
+from profile_svc.models import AdvancedIn, IncomingIn, OutgoingIn, ProfileCreate, ProfileView, SettingsView
 from profile_svc.ports import default_port, service_of
 from profile_svc.rules import Draft
 
@@ -105,6 +105,15 @@ class ProfileLogins(Stored):
     """Only a profile's sealed logins: what key rotation reads and swaps."""
 
     credentials: dict[Direction, SealedSecret] = Field(default_factory=dict)
+
+
+class SettingsDoc(Stored, SettingsView):
+    """The organisation's settings as stored (one document, ``_id`` ``org``): the view's fields."""
+
+    model_config = ConfigDict(extra="ignore")  # as stored: what is not a setting (the outbox) is not read
+
+    def view(self) -> SettingsView:
+        return SettingsView.model_validate(self.model_dump(exclude={"id"}))
 
 
 def _unless(default: int, port: int) -> int | None:

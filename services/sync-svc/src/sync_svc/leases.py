@@ -11,7 +11,6 @@ takes about its fair share (eligible mailboxes / live workers, rounded up) and l
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -28,6 +27,7 @@ from nats.js.errors import (
     KeyWrongLastSequenceError,
 )
 from nats.js.kv import KeyValue
+from pydantic import BaseModel, ValidationError
 
 from mailwarden_runtime.buckets import kv_keys
 
@@ -36,6 +36,19 @@ log = logging.getLogger(__name__)
 LEASES_BUCKET = "MW_SYNC_LEASES"
 WORKERS_BUCKET = "MW_SYNC_WORKERS"
 KV_ERRORS = (nats.errors.Error, TimeoutError, OSError)
+
+
+class Expiry(BaseModel):
+    """What a worker reads of a value in either bucket: until when it holds (Unix seconds); other
+    fields are not read (a value without ``until`` has run out)."""
+
+    until: float = 0.0
+
+
+class LeaseValue(Expiry):
+    """What a worker writes: a lease on a mailbox, or its heartbeat, held by ``owner``."""
+
+    owner: str
 
 
 @dataclass
@@ -93,12 +106,14 @@ class LeaseTable:
             self._workers = await self._bucket(WORKERS_BUCKET)
 
     def _value(self) -> bytes:
-        return json.dumps({"owner": self.owner, "until": self._clock() + self.ttl_s}).encode()
+        return LeaseValue(owner=self.owner, until=self._clock() + self.ttl_s).model_dump_json().encode()
 
     def _expired(self, raw: bytes | None) -> bool:
+        """Whether a value has run out; an empty or unreadable one (not JSON, not an object, ``until``
+        not a number) is taken as expired, so a corrupt value never blocks a mailbox for good."""
         try:
-            return float(json.loads(raw or b"{}").get("until", 0)) <= self._clock()
-        except (ValueError, TypeError, AttributeError):
+            return Expiry.model_validate_json(raw or b"{}").until <= self._clock()
+        except ValidationError:
             return True
 
     async def heartbeat(self) -> int:

@@ -90,7 +90,7 @@ class AlertStore:
             mailbox_id=draft.mailbox_id,
             mailbox_email=draft.mailbox_email,
             profile_id=draft.profile_id,
-            direction=draft.direction.value if draft.direction else None,
+            direction=draft.direction,
             affected_mailboxes=sorted(draft.affected),
             state="open",
             count=1,

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 from alert_svc.domain import Draft, stable_id
 from contracts.envelope import make_envelope
 from contracts.events import AlertLevel, AlertRaised
-from contracts.models import Owner
+from contracts.models import Direction, Owner
 from contracts.subjects import alert_subject
 from mailwarden_runtime.documents import Stored
 from mailwarden_runtime.outbox import OutboxEntry, outbox_entry
@@ -72,7 +72,7 @@ class AlertDoc(Stored, AlertText):
     mailbox_id: str | None = None
     mailbox_email: str | None = None
     profile_id: str | None = None
-    direction: str | None = None
+    direction: Direction | None = None
     affected_mailboxes: list[str] = Field(default_factory=list)
     state: Literal["open", "resolved"]
     count: int

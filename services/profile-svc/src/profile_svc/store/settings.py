@@ -8,6 +8,7 @@ from pymongo.errors import DuplicateKeyError
 from mailwarden_runtime.documents import as_stored
 from mailwarden_runtime.mongo import Document
 from mailwarden_runtime.outbox import OutboxEntry, new_document_outbox, with_outbox
+from profile_svc.documents import SettingsDoc
 from profile_svc.models import SettingsView
 
 SETTINGS = "settings"
@@ -19,12 +20,8 @@ class SettingsStore:
         self._settings = db[SETTINGS]
 
     async def get_settings(self) -> SettingsView | None:
-        doc = await self._settings.find_one({"_id": ORG}, {"outbox": 0})
-        return (
-            None
-            if doc is None
-            else SettingsView.model_validate({k: v for k, v in doc.items() if k in SettingsView.model_fields})
-        )
+        found = await self._settings.find_one({"_id": ORG}, {"outbox": 0})
+        return None if found is None else SettingsDoc.model_validate(found).view()
 
     async def init_settings(self, settings: SettingsView, entries: list[OutboxEntry]) -> bool:
         """Create the settings with their first event, once; False if they already exist."""
