@@ -175,6 +175,10 @@ class Handlers:
         ran: jobsweep.py); None: all of them. Returns how many were applied now.
         """
         shown = await self.mailboxes.last_tests(profile_id, None if scope is None else scope.ids)
+        log.info(
+            "job's stored results swept",
+            extra={"job_id": job_id, "mailboxes_read": len(shown), "whole_profile": scope is None},
+        )
         other = [t for m, last in shown.items() if last != (t := job_test_id(job_id, m))]
         runs = await self.runs.by_ids(other)
         docs = await self.mailboxes.get_many([run.mailbox_id for run in runs])
