@@ -12,7 +12,11 @@ times the reads a job's end makes, as SecantusDB process CPU (psutil) per call:
 - ``look (5 s)``: one look at the batches of the last 5 s (a running job's, about once a second);
 - ``batch ids``: listing the ids alone;
 - ``last_tests``: the stored-results sweep's read (every mailbox of the profile that waits on no
-  test, ``last_test_id`` only), over ``--runs`` mailbox documents shaped like the bench's.
+  test, ``last_test_id`` only), over ``--runs`` mailbox documents shaped like the bench's: what
+  closing a job read before jobend9, and still reads when another process expanded part of it;
+- ``sweep, 60 left``: the sweep's read after jobend9 when the process that expanded the job left
+  ``--per-batch`` mailboxes not known to have taken the job's test (read by id; none at all when
+  its handlers applied every result: then nothing is read).
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ async def _main(uri: str, proc: psutil.Process, runs: int, per_batch: int, repea
             for n in range(runs)
         ]
     )  # fmt: skip
+    ids = [f"m{n}" for n in range(runs)]
     results = JobResults(repo)
     await results.of(job_id)  # counted once, as a running job's first look does
     since = datetime.now(UTC) - timedelta(seconds=5)
@@ -88,6 +93,7 @@ async def _main(uri: str, proc: psutil.Process, runs: int, per_batch: int, repea
         "look (5 s)": lambda: repo.job_result_batches(job_id, since),
         "batch ids": lambda: repo.job_run_batch_ids(job_id),
         "last_tests": lambda: stores.mailboxes.last_tests("p"),
+        "sweep, 60 left": lambda: stores.mailboxes.last_tests("p", ids[:per_batch]),
     }
     print(f"SecantusDB CPU per call (ms), {runs:,} runs in batches of {per_batch}, mean of {repeat}")
     for name, call in rows.items():

@@ -303,3 +303,47 @@ async def test_a_job_applies_a_stored_result_its_handler_gave_up_on(
             e["data"]["data"]["test_id"] for e in await h.stream_messages("mailwarden.mailbox.status_changed")
         ]
         assert sorted(changed) == sorted([retried.test_id, retry.test_id, normal.test_id, lost.test_id])
+
+
+async def test_a_job_closing_sweep_reads_only_the_mailboxes_not_known_to_have_taken_its_test(
+    make_harness: MakeHarness, monkeypatch: Any
+) -> None:
+    """The process that expanded the whole job knows which mailboxes applied the job's test (its
+    result handlers tell it): the close reads only the others, by id, not every mailbox of the
+    profile, and still applies the result a handler gave up on (jobsweep.py)."""
+    async with make_harness(job_batch_size=10, job_max_in_flight=30) as h:
+        await h.profile(profile_snapshot("pw", source=CredentialSource.PROFILE, max_connections=300))
+        await h.org_settings(approved_users_only=False)
+        await seed(h, "pw", 30)
+        mailboxes = h.app.state.stores.mailboxes
+        reads: list[frozenset[str] | None] = []
+        last_tests = mailboxes.last_tests
+
+        async def spy(profile_id: str, ids: Any = None) -> dict[str, str | None]:
+            reads.append(None if ids is None else frozenset(ids))
+            return await last_tests(profile_id, ids)
+
+        monkeypatch.setattr(mailboxes, "last_tests", spy)
+        job_id = (await h.http.post("/jobs", json={"profile_id": "pw"})).json()["job_id"]
+        reqs = sorted(await h.test_requests(30), key=lambda q: q.mailbox.mailbox_id)
+        lost = reqs[7]
+        for req in reqs:
+            if req is not lost:
+                await h.complete(req)
+
+        async def applied_all() -> bool:
+            docs = await h.db.mailboxes.find({"profile_id": "pw"}, {"last_test_id": 1}).to_list(None)
+            return sum(d.get("last_test_id") is not None for d in docs) == 29
+
+        await eventually(applied_all, what="29 results applied")
+        await result_stored_but_never_applied(h, completed_for(lost))
+
+        async def finished() -> dict[str, Any] | None:
+            job = (await h.http.get(f"/jobs/{job_id}")).json()
+            return job if job["state"] == "completed" else None
+
+        job = await eventually(finished, timeout=30, what="job completed")
+        assert (job["requested"], job["done"], job["succeeded"]) == (30, 30, 30)
+        assert reads == [frozenset({lost.mailbox.mailbox_id})]  # by id: the one not known to be done
+        doc = await h.db.mailboxes.find_one({"_id": lost.mailbox.mailbox_id}, {"last_test_id": 1})
+        assert doc is not None and doc["last_test_id"] == lost.test_id  # applied before it completed

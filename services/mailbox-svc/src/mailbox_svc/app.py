@@ -14,6 +14,7 @@ from mailbox_svc.api import Logins, serve_operations
 from mailbox_svc.config import Settings
 from mailbox_svc.handlers import Handlers
 from mailbox_svc.jobs import JobRunner
+from mailbox_svc.jobsweep import SweepScope
 from mailbox_svc.keys import KeyRings
 from mailbox_svc.operations import MailboxOperations
 from mailbox_svc.policy import RetryPolicy
@@ -49,8 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def envelop(data: Event, correlation_id: str | None = None) -> Envelope[Any]:
         return runtime.envelope(data, correlation_id)
 
-    async def apply_stored(job_id: str, profile_id: str) -> int:
-        return await handlers.apply_stored(job_id, profile_id)  # the handlers are built below
+    async def apply_stored(job_id: str, profile_id: str, scope: SweepScope | None) -> int:
+        return await handlers.apply_stored(job_id, profile_id, scope)  # the handlers are built below
 
     jobs = JobRunner(
         stores,
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         envelop,
         runtime.wake_relay,
         jobs.count,
+        on_job_taken=jobs.taken,
     )
     loop_args = (stores, rings, envelop, runtime.wake_relay, settings.scheduler_poll_s)
     scheduler = RetryScheduler(

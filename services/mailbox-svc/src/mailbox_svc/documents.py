@@ -152,9 +152,12 @@ class SealedLogins(Stored):
 
 
 class MailboxLastTest(Stored):
-    """Only a mailbox's last applied test: what a job's stored results are checked against."""
+    """Only a mailbox's last applied test (its profile and the test it waits on when read by id):
+    what a job's stored results are checked against."""
 
+    profile_id: str | None = None
     last_test_id: str | None = None
+    pending_test_id: str | None = None
 
 
 class MailboxProfile(Stored):

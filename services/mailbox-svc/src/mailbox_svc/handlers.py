@@ -23,6 +23,7 @@ from contracts.events import (
 )
 from mailbox_svc.clock import utcnow
 from mailbox_svc.documents import MailboxDoc, PendingTest, TestRunDoc
+from mailbox_svc.jobsweep import SweepScope
 from mailbox_svc.policy import Decision, RetryPolicy, decide, outcome
 from mailbox_svc.store import Stores
 from mailbox_svc.store.mailboxes import MailboxWrite
@@ -58,6 +59,7 @@ class Handlers:
         wake_relay: Callable[[], None],
         on_job_results: Callable[[dict[str, dict[str, int]]], None],
         rng: random.Random | None = None,
+        on_job_taken: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         self.mailboxes = stores.mailboxes
         self.runs = stores.runs
@@ -68,6 +70,9 @@ class Handlers:
         self.wake_relay = wake_relay
         self.on_job_results = on_job_results
         """Newly stored results per job and outcome: the job runner counts them (jobs.py)."""
+        self.on_job_taken = on_job_taken
+        """A job's mailboxes that applied its test (job id, mailbox ids): its closing sweep need
+        not read them (jobsweep.py)."""
         self.rng = rng or random.Random()
 
     async def test_completed(self, env: Envelope[TestCompleted]) -> None:
@@ -91,6 +96,7 @@ class Handlers:
                 return
             applied = await self.mailboxes.update_if(self._write(doc, env, decision, now))
             if applied:
+                self._taken([result])
                 self.wake_relay()
                 self._log_applied(result, decision)
                 return
@@ -145,6 +151,7 @@ class Handlers:
         if modified != len(writes):
             later = list(first.values()) + later  # some lost a race: settle each one by one
         else:
+            self._taken([result for result, _ in applied])
             for result, decision in applied:
                 self._log_applied(result, decision)
         for env in later:
@@ -155,7 +162,7 @@ class Handlers:
         delivery would have, with its one MailboxStatusChanged; nothing if it was applied already."""
         await self.test_completed(self.envelop(result, result.test_id))
 
-    async def apply_stored(self, job_id: str, profile_id: str) -> int:
+    async def apply_stored(self, job_id: str, profile_id: str, scope: SweepScope | None = None) -> int:
         """Apply the job's results whose run is stored but whose mailbox never took them.
 
         A handler stores the run before it updates the mailbox; if the update keeps failing (a
@@ -164,9 +171,14 @@ class Handlers:
         result goes through :meth:`test_completed` again, which applies it once (conditional on
         the mailbox's version, with its one MailboxStatusChanged) and stores nothing twice.
         Results a later test superseded (e.g. a retry's) do not apply and are left as they are.
-        Returns how many were applied now.
+        ``scope``: only these of the profile's mailboxes (the others were found done while the job
+        ran: jobsweep.py); None: all of them. Returns how many were applied now.
         """
-        shown = await self.mailboxes.last_tests(profile_id)
+        shown = await self.mailboxes.last_tests(profile_id, None if scope is None else scope.ids)
+        log.info(
+            "job's stored results swept",
+            extra={"job_id": job_id, "mailboxes_read": len(shown), "whole_profile": scope is None},
+        )
         other = [t for m, last in shown.items() if last != (t := job_test_id(job_id, m))]
         runs = await self.runs.by_ids(other)
         docs = await self.mailboxes.get_many([run.mailbox_id for run in runs])
@@ -211,6 +223,17 @@ class Handlers:
                 break
             doc = await self.mailboxes.get(doc.id)
         log.info("test withdrawn by its job's cancel", extra={"test_id": result.test_id})
+
+    def _taken(self, results: list[TestCompleted]) -> None:
+        """Tell the job runner which mailboxes applied their job's test (jobsweep.py)."""
+        if self.on_job_taken is None:
+            return
+        by_job: dict[str, list[str]] = {}
+        for r in results:
+            if r.job_id and r.test_id == job_test_id(r.job_id, r.mailbox.mailbox_id):
+                by_job.setdefault(r.job_id, []).append(r.mailbox.mailbox_id)
+        for job_id, mailbox_ids in by_job.items():
+            self.on_job_taken(job_id, mailbox_ids)
 
     @staticmethod
     def _job_of(doc: MailboxDoc | None, result: TestCompleted) -> str | None:

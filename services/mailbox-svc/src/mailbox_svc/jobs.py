@@ -33,6 +33,7 @@ from mailbox_svc.documents import JobBatchDoc, JobDoc, JobState
 from mailbox_svc.jobexpansion import JobExpansions
 from mailbox_svc.jobqueue import JobMailboxIds
 from mailbox_svc.jobresults import JobResults
+from mailbox_svc.jobsweep import JobSweeps, SweepScope
 from mailbox_svc.jobwrite import JobWrite
 from mailbox_svc.models import JobView
 from mailbox_svc.profiles import ProfileDirectory, ProfileUnavailable
@@ -76,13 +77,14 @@ class JobRunner:
         max_in_flight: int,
         poll_s: float,
         profiles: ProfileDirectory,
-        apply_stored: Callable[[str, str], Awaitable[object]],
+        apply_stored: Callable[[str, str, SweepScope | None], Awaitable[object]],
     ) -> None:
         self.mailboxes = stores.mailboxes
         self.jobs = stores.jobs
         self.read = stores.read
         self.apply_stored = apply_stored
-        """Applies a job's stored results no mailbox took (job id, profile id): see :meth:`_complete`."""
+        """Applies a job's stored results no mailbox took (job id, profile id, which mailboxes to
+        read: None, all of the profile): see :meth:`_complete`."""
         self.profiles = profiles
         self.rings = rings
         self.envelop = envelop
@@ -95,6 +97,7 @@ class JobRunner:
         self._moved: set[str] = set()  # jobs with results stored here since their last progress event
         self.results = JobResults(stores.runs)
         self.expansions = JobExpansions(stores.jobs, LEASE_S)
+        self.sweeps = JobSweeps()
         self._sent: dict[str, tuple[float, JobProgress]] = {}  # last progress published per job, when
         self.queued = JobMailboxIds(stores.mailboxes)
         self._caps: dict[str, int] = {}  # the in-flight cap each job was last measured against
@@ -199,9 +202,12 @@ class JobRunner:
         A stored run counts as done, but its handler may have given up before the mailbox update
         (a database outage longer than its retries): such results are applied first, so a
         completed job never leaves a mailbox behind. If that fails, the job stays running and
-        the next pass tries again.
+        the next pass tries again. Only the mailboxes not known here to have taken the job's
+        test are read, when this process expanded the whole job (jobsweep.py).
         """
-        await self.apply_stored(job.id, job.profile_id)
+        await self.apply_stored(
+            job.id, job.profile_id, self.sweeps.scope(job.id, self.expansions.seq(job.id))
+        )
         return await self._finish(job, "completed")
 
     async def _finish(self, job: JobDoc, state: JobState) -> JobDoc | None:
@@ -277,6 +283,11 @@ class JobRunner:
             return None
         return job
 
+    def taken(self, job_id: str, mailbox_ids: list[str]) -> None:
+        """These mailboxes applied the job's test (a result handler here): the closing sweep
+        need not read them (jobsweep.py)."""
+        self.sweeps.taken(job_id, mailbox_ids)
+
     def count(self, results: dict[str, dict[str, int]]) -> None:
         """Newly stored results (job id -> outcome -> how many): their jobs' progress is published
         soon (at most once a second per job); the counts themselves are read from the stored runs."""
@@ -326,6 +337,7 @@ class JobRunner:
         self._sent.pop(job_id, None)
         self.results.forget(job_id)
         self.expansions.forget(job_id)
+        self.sweeps.forget(job_id)
 
     def in_flight_cap(self, profile: ProfileSnapshot | None) -> int:
         """Tests of one job without a result: what its servers can take, twice, at most ``max_in_flight``.
@@ -383,6 +395,7 @@ class JobRunner:
             return None  # not known yet whether it exists: the next pass asks again
         now = utcnow()
         requests: list[Envelope[Any]] = []
+        asked: list[str] = []
         refused: dict[str, int] = {}
         for doc in batch:
             test_id = job_test_id(job.id, doc.id)
@@ -393,6 +406,8 @@ class JobRunner:
                 continue
             event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"mailwarden-test-requested:{test_id}")
             requests.append(self.envelop(req).model_copy(update={"id": event_id}))
+            asked.append(doc.id)
+        self.sweeps.requesting(job.id, asked)
         sent = await asyncio.gather(*(self.publish(env) for env in requests), return_exceptions=True)
         if failed := next((r for r in sent if isinstance(r, BaseException)), None):
             raise failed  # the cursor stays: the next pass publishes the batch again (de-duplicated)
@@ -417,5 +432,6 @@ class JobRunner:
         )
         if not await self.jobs.record_batch(record):
             return None
+        self.sweeps.recorded(job.id, record.seq)
         updated = await self._job(job.id)
         return updated if updated is not None and updated.state == "running" else None
