@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from alert_svc.store import Stores
@@ -19,12 +16,8 @@ T0 = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def db(mongo_uri: str) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
-    name = "t_" + uuid.uuid4().hex[:12]
-    yield client[name]
-    await client.drop_database(name)
-    await client.close()
+def db(fresh_db: AsyncDatabase[dict[str, Any]]) -> AsyncDatabase[dict[str, Any]]:
+    return fresh_db
 
 
 def stored_before_open_in(alert_id: str, state: Literal["open", "resolved"]) -> dict[str, Any]:
