@@ -66,6 +66,7 @@ class MailboxUses:
 
     def __init__(self, coll: AsyncCollection[Document]) -> None:
         self.coll = coll
+        self.buckets = EntryBuckets(coll, "uses", "key", key_of=_key, document=_bucket, name="mailbox uses")
 
     async def ensure_indexes(self) -> None:
         await self.coll.create_indexes(
@@ -84,8 +85,7 @@ class MailboxUses:
         it is written again without the stored ones, so no entry is ever stored twice
         (``docbuckets.insert_buckets``).
         """
-        buckets = EntryBuckets(self.coll, "uses", "key", key_of=_key, document=_bucket, name="mailbox uses")
-        return len(await insert_buckets(buckets, uses))
+        return len(await insert_buckets(self.buckets, uses))
 
     async def note(self, mailbox_id: str, profile_id: str) -> bool:
         """A mailbox seen in a status event counts for its profile until its snapshot arrives.
